@@ -1,0 +1,5 @@
+//! skiff-fs: the read-only FUSE filesystem presenting an image's merged layers.
+
+pub mod error;
+
+pub use error::{FsError, Result};

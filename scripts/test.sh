@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# skiff's test command: style gates, then every test (unit, FUSE, namespaces, end-to-end).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo fmt --all --check
+cargo clippy --workspace --all-targets -- -D warnings
+# Skips are failures here: CI has root, FUSE and the registry, so every test must run.
+SKIFF_TEST_STRICT=1 cargo test --workspace -- --test-threads=2

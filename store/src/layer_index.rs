@@ -1,0 +1,89 @@
+//! The normalized, format-independent description of one layer's files.
+//!
+//! Both zstd:chunked TOCs and fully pulled standard layers (tar+gzip, tar+zstd) are turned
+//! into a `LayerIndex`; the filesystem merges the indexes of an image's layers and asks a
+//! [`ContentReader`] for file bytes. Nothing here touches the network.
+
+use std::collections::BTreeMap;
+
+/// What kind of filesystem object an entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum FileKind {
+    Regular,
+    Directory,
+    Symlink,
+    /// A hard link to another entry of the same layer; `link_target` names it.
+    Hardlink,
+    CharDevice,
+    BlockDevice,
+    Fifo,
+}
+
+/// Where the bytes of one piece of a regular file live.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum ChunkLocation {
+    /// A zstd frame of a zstd:chunked blob in the registry, `blob_offset..blob_offset+blob_len`,
+    /// whose decompressed bytes hash to `digest` (`sha256:<hex>`).
+    Compressed {
+        blob_offset: u64,
+        blob_len: u64,
+        digest: String,
+    },
+    /// Uncompressed bytes at `offset` of the layer's local, already verified data file.
+    Local { offset: u64 },
+}
+
+/// One piece of a regular file: bytes `file_offset..file_offset+len` of the file.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ChunkRef {
+    pub file_offset: u64,
+    pub len: u64,
+    pub location: ChunkLocation,
+}
+
+/// One entry of a layer, as the layer's tar (or TOC) describes it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FileEntry {
+    /// Relative, normalized path: no leading `/`, no `.` or `..` components, no empty parts.
+    /// Whiteouts keep their `.wh.` names here; the filesystem resolves them when merging.
+    pub path: String,
+    pub kind: FileKind,
+    /// Permission bits including setuid, setgid and sticky; no file-type bits.
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+    pub mtime: i64,
+    pub mtime_nsec: u32,
+    /// Symlink target, or for hard links the path (same normalization) of the linked entry.
+    pub link_target: String,
+    pub dev_major: u32,
+    pub dev_minor: u32,
+    pub xattrs: BTreeMap<String, Vec<u8>>,
+    /// For regular files: the pieces in file order, covering `0..size` without gaps.
+    pub chunks: Vec<ChunkRef>,
+}
+
+/// All entries of one layer, in tar order.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct LayerIndex {
+    /// The layer's (compressed) blob digest, `sha256:<hex>`.
+    pub digest: String,
+    pub entries: Vec<FileEntry>,
+}
+
+/// Reads file bytes for the filesystem. Blocking: FUSE worker threads call it.
+///
+/// Implementations fetch missing chunks (from the registry or a local file), verify them,
+/// and never return a byte that failed verification.
+pub trait ContentReader: Send + Sync {
+    /// Reads up to `buf.len()` bytes of the file described by `chunks` (of layer
+    /// `layer_digest`) starting at `offset`; returns how many were read (0 at end of file).
+    fn read_at(
+        &self,
+        layer_digest: &str,
+        chunks: &[ChunkRef],
+        offset: u64,
+        buf: &mut [u8],
+    ) -> crate::Result<usize>;
+}

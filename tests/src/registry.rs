@@ -1,0 +1,148 @@
+//! A real OCI registry (Debian's `docker-registry`, the CNCF distribution server) on a free
+//! loopback port with its own storage directory, stopped by PID when dropped.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+/// The registry binary; `SKIFF_TEST_REGISTRY_BIN` overrides it.
+fn registry_bin() -> PathBuf {
+    std::env::var_os("SKIFF_TEST_REGISTRY_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/docker-registry"))
+}
+
+/// Whether the registry binary is installed; tests that need it skip with this reason.
+pub fn registry_unavailable() -> Option<String> {
+    let bin = registry_bin();
+    if bin.exists() {
+        None
+    } else {
+        Some(format!(
+            "{} not found (apt-get install docker-registry)",
+            bin.display()
+        ))
+    }
+}
+
+pub struct Registry {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+    log: PathBuf,
+}
+
+impl Registry {
+    /// Starts a registry on 127.0.0.1 at a free port and waits until `/v2/` answers.
+    pub fn start() -> Result<Registry> {
+        let dir = tempfile::Builder::new().prefix("skiff-registry-").tempdir()?;
+        let port = free_port()?;
+        let storage = dir.path().join("storage");
+        std::fs::create_dir_all(&storage)?;
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                storage.display()
+            ),
+        )?;
+        let log = dir.path().join("registry.log");
+        let logf = std::fs::File::create(&log)?;
+        let child = Command::new(registry_bin())
+            .arg("serve")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(logf.try_clone()?)
+            .stderr(logf)
+            .spawn()
+            .with_context(|| format!("starting {}", registry_bin().display()))?;
+        let mut reg = Registry {
+            child,
+            port,
+            _dir: dir,
+            log,
+        };
+        reg.wait_ready()?;
+        Ok(reg)
+    }
+
+    fn wait_ready(&mut self) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait()? {
+                bail!(
+                    "registry exited with {status}: {}",
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                );
+            }
+            if let Ok(status) = self.get_status("/v2/") {
+                if status == 200 {
+                    return Ok(());
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!("registry on port {} did not answer within 20s", self.port)
+    }
+
+    /// `127.0.0.1:PORT`, the registry part of image references pushed here.
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn storage_dir(&self) -> PathBuf {
+        self._dir.path().join("storage")
+    }
+
+    /// The registry's log (it includes an access log line for every request).
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    /// The HTTP status of a GET of `path` (a tiny HTTP/1.0 client, enough for health checks).
+    pub fn get_status(&self, path: &str) -> Result<u16> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        write!(
+            s,
+            "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{}\r\n\r\n",
+            self.port
+        )?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf)?;
+        let head = String::from_utf8_lossy(&buf);
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .context("empty HTTP response")?
+            .parse()?;
+        Ok(status)
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        // Stop exactly the process we started.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> Result<u16> {
+    let l = TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
