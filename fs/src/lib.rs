@@ -1,5 +1,6 @@
 //! skiff-fs: the read-only FUSE filesystem presenting an image's merged layers.
 
 pub mod error;
+pub mod tree;
 
 pub use error::{FsError, Result};
