@@ -5,9 +5,11 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FsError {
-    #[error("mounting {path}: {source}")]
+    #[error("mounting {path}: {step}: {source}")]
     Mount {
         path: PathBuf,
+        /// What failed: opening /dev/fuse, mount(2), the FUSE handshake...
+        step: &'static str,
         #[source]
         source: std::io::Error,
     },
@@ -44,11 +46,8 @@ pub enum FsError {
         layer: String,
         offset: u64,
         #[source]
-        source: skiff_store::StoreError,
+        source: Box<skiff_store::StoreError>,
     },
-
-    #[error(transparent)]
-    Store(#[from] skiff_store::StoreError),
 }
 
 pub type Result<T, E = FsError> = std::result::Result<T, E>;

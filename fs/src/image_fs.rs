@@ -294,7 +294,7 @@ impl ImageFs {
                 path: e.path.clone(),
                 layer: layer.to_string(),
                 offset: at,
-                source,
+                source: Box::new(source),
             };
             let n = self
                 .reader

@@ -1,0 +1,581 @@
+//! The thin `fuser` glue over [`ImageFs`]: the only place that maps [`FsError`]s to errno.
+//!
+//! The image never changes, so entries, attributes, negative lookups and page-cache contents
+//! are cached by the kernel for long (`TTL`, `FOPEN_KEEP_CACHE`, `FOPEN_CACHE_DIR`). Reads may
+//! block on the network, so they run on a small pool of their own threads and reply later:
+//! a slow read never stalls the session threads that answer metadata requests.
+
+use std::ffi::OsStr;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fuser::{
+    AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
+    INodeNo, InitFlags, KernelConfig, LockOwner, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen,
+    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+};
+
+use crate::image_fs::{Attr, ImageFs};
+use crate::tree::NodeKind;
+use crate::FsError;
+
+/// How long the kernel may cache entries and attributes: the image is immutable.
+const TTL: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Counters of a mounted filesystem, shared with its [`crate::MountHandle`].
+#[derive(Debug, Default)]
+pub struct FsStats {
+    reads: AtomicU64,
+    bytes_read: AtomicU64,
+    read_errors: AtomicU64,
+}
+
+impl FsStats {
+    /// Read requests answered (successfully or not).
+    pub fn reads(&self) -> u64 {
+        self.reads.load(Ordering::Relaxed)
+    }
+
+    /// Bytes returned by successful reads.
+    pub fn bytes_read(&self) -> u64 {
+        self.bytes_read.load(Ordering::Relaxed)
+    }
+
+    /// Reads answered with EIO because the content reader failed.
+    pub fn read_errors(&self) -> u64 {
+        self.read_errors.load(Ordering::Relaxed)
+    }
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Threads that run blocking reads and send their replies.
+struct ReadPool {
+    sender: Option<mpsc::Sender<Job>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl ReadPool {
+    fn new(threads: usize) -> std::io::Result<ReadPool> {
+        let (sender, receiver) = mpsc::channel::<Job>();
+        let receiver = Arc::new(Mutex::new(receiver));
+        let threads = (0..threads.max(1))
+            .map(|i| {
+                let receiver = receiver.clone();
+                std::thread::Builder::new()
+                    .name(format!("skiff-read-{i}"))
+                    .spawn(move || loop {
+                        let job = match receiver.lock() {
+                            Ok(r) => r.recv(),
+                            Err(_) => return,
+                        };
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => return,
+                        }
+                    })
+            })
+            .collect::<std::io::Result<Vec<_>>>()?;
+        Ok(ReadPool {
+            sender: Some(sender),
+            threads,
+        })
+    }
+
+    /// Runs `job` on a pool thread (or here, if the pool is gone).
+    fn run(&self, job: Job) {
+        match &self.sender {
+            Some(s) => {
+                if let Err(mpsc::SendError(job)) = s.send(job) {
+                    job();
+                }
+            }
+            None => job(),
+        }
+    }
+}
+
+impl Drop for ReadPool {
+    fn drop(&mut self) {
+        self.sender.take();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The `fuser::Filesystem` of one image.
+pub struct FuseAdapter {
+    fs: Arc<ImageFs>,
+    stats: Arc<FsStats>,
+    pool: ReadPool,
+}
+
+impl FuseAdapter {
+    /// Wraps `fs`, running reads on `read_threads` threads.
+    pub fn new(
+        fs: Arc<ImageFs>,
+        stats: Arc<FsStats>,
+        read_threads: usize,
+    ) -> std::io::Result<FuseAdapter> {
+        Ok(FuseAdapter {
+            fs,
+            stats,
+            pool: ReadPool::new(read_threads)?,
+        })
+    }
+}
+
+/// The errno for an error of the core. Read failures are EIO: details go to the log.
+fn errno(err: &FsError) -> Errno {
+    match err {
+        FsError::NoInode { .. } | FsError::NotFound { .. } => Errno::ENOENT,
+        FsError::NotADirectory { .. } => Errno::ENOTDIR,
+        FsError::IsADirectory { .. } => Errno::EISDIR,
+        FsError::NotASymlink { .. } => Errno::EINVAL,
+        FsError::NoXattr { .. } => Errno::NO_XATTR,
+        FsError::Read { .. } => Errno::EIO,
+        FsError::Mount { .. } | FsError::Unmount { .. } => Errno::EIO,
+    }
+}
+
+fn file_type(kind: NodeKind) -> FileType {
+    match kind {
+        NodeKind::Regular => FileType::RegularFile,
+        NodeKind::Directory => FileType::Directory,
+        NodeKind::Symlink => FileType::Symlink,
+        NodeKind::CharDevice => FileType::CharDevice,
+        NodeKind::BlockDevice => FileType::BlockDevice,
+        NodeKind::Fifo => FileType::NamedPipe,
+    }
+}
+
+fn system_time(secs: i64, nsec: u32) -> SystemTime {
+    let nanos = Duration::from_nanos(u64::from(nsec));
+    if secs >= 0 {
+        UNIX_EPOCH + Duration::from_secs(secs.unsigned_abs()) + nanos
+    } else {
+        UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs()) + nanos
+    }
+}
+
+/// The kernel's `new_encode_dev` format of a device number, which FUSE attributes carry.
+fn encode_dev(major: u32, minor: u32) -> u32 {
+    (minor & 0xff) | ((major & 0xfff) << 8) | ((minor & !0xff) << 12)
+}
+
+fn file_attr(a: &Attr) -> FileAttr {
+    let t = system_time(a.mtime, a.mtime_nsec);
+    FileAttr {
+        ino: INodeNo(a.ino),
+        size: a.size,
+        blocks: a.blocks,
+        atime: t,
+        mtime: t,
+        ctime: t,
+        crtime: t,
+        kind: file_type(a.kind),
+        perm: (a.perm & 0o7777) as u16,
+        nlink: a.nlink,
+        uid: a.uid,
+        gid: a.gid,
+        rdev: encode_dev(a.dev_major, a.dev_minor),
+        blksize: crate::image_fs::BLOCK_SIZE,
+        flags: 0,
+    }
+}
+
+/// Sends the answer to `getxattr`/`listxattr`: the size when asked for it, ERANGE when the
+/// caller's buffer is too small.
+fn reply_xattr(value: &[u8], size: u32, reply: ReplyXattr) {
+    let len = u32::try_from(value.len()).unwrap_or(u32::MAX);
+    if size == 0 {
+        reply.size(len);
+    } else if len > size {
+        reply.error(Errno::ERANGE);
+    } else {
+        reply.data(value);
+    }
+}
+
+impl Filesystem for FuseAdapter {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        for cap in [
+            InitFlags::FUSE_DO_READDIRPLUS,
+            InitFlags::FUSE_READDIRPLUS_AUTO,
+            InitFlags::FUSE_CACHE_SYMLINKS,
+            InitFlags::FUSE_PARALLEL_DIROPS,
+        ] {
+            if let Err(missing) = config.add_capabilities(cap) {
+                tracing::debug!(?missing, "FUSE capability not offered by the kernel");
+            }
+        }
+        let _ = config.set_max_background(64);
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        match self.fs.lookup(parent.0, name) {
+            Ok(a) => reply.entry(&TTL, &file_attr(&a), Generation(0)),
+            Err(FsError::NotFound { .. }) => {
+                // A zero node id is a cached negative entry: the name stays absent.
+                let mut none = file_attr(&self.fs.getattr(parent.0).unwrap_or(Attr {
+                    ino: 0,
+                    kind: NodeKind::Regular,
+                    perm: 0,
+                    nlink: 0,
+                    uid: 0,
+                    gid: 0,
+                    size: 0,
+                    blocks: 0,
+                    mtime: 0,
+                    mtime_nsec: 0,
+                    dev_major: 0,
+                    dev_minor: 0,
+                }));
+                none.ino = INodeNo(0);
+                reply.entry(&TTL, &none, Generation(0));
+            }
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.fs.getattr(ino.0) {
+            Ok(a) => reply.attr(&TTL, &file_attr(&a)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.fs.readlink(ino.0) {
+            Ok(target) => reply.data(target),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        if flags.acc_mode() != OpenAccMode::O_RDONLY || flags.0 & libc::O_TRUNC != 0 {
+            return reply.error(Errno::EROFS);
+        }
+        match self.fs.open(ino.0) {
+            Ok(()) => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let fs = self.fs.clone();
+        let stats = self.stats.clone();
+        self.pool.run(Box::new(move || {
+            stats.reads.fetch_add(1, Ordering::Relaxed);
+            match fs.read(ino.0, offset, size) {
+                Ok(data) => {
+                    stats
+                        .bytes_read
+                        .fetch_add(data.len() as u64, Ordering::Relaxed);
+                    reply.data(&data);
+                }
+                Err(e) => {
+                    if let FsError::Read {
+                        layer,
+                        offset,
+                        path,
+                        ..
+                    } = &e
+                    {
+                        stats.read_errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(%layer, offset, %path, error = %e, "read failed: EIO");
+                    }
+                    reply.error(errno(&e));
+                }
+            }
+        }));
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.fs.readdir(ino.0, u64::MAX) {
+            Ok(_) => reply.opened(
+                FileHandle(0),
+                FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR,
+            ),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        match self.fs.readdir(ino.0, offset) {
+            Ok(entries) => {
+                for d in entries {
+                    if reply.add(INodeNo(d.ino), d.next_offset, file_type(d.kind), d.name) {
+                        break;
+                    }
+                }
+                reply.ok();
+            }
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        match self.fs.readdir(ino.0, offset) {
+            Ok(entries) => {
+                for d in entries {
+                    let Ok(a) = self.fs.getattr(d.ino) else {
+                        continue;
+                    };
+                    if reply.add(
+                        INodeNo(d.ino),
+                        d.next_offset,
+                        d.name,
+                        &TTL,
+                        &file_attr(&a),
+                        Generation(0),
+                    ) {
+                        break;
+                    }
+                }
+                reply.ok();
+            }
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let s = self.fs.statfs();
+        reply.statfs(
+            s.blocks,
+            0,
+            0,
+            s.files,
+            0,
+            s.block_size,
+            s.name_max,
+            s.block_size,
+        );
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        match self.fs.getxattr(ino.0, name) {
+            Ok(value) => reply_xattr(value, size, reply),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        match self.fs.listxattr(ino.0) {
+            Ok(names) => reply_xattr(&names, size, reply),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn access(&self, _req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        if mask.contains(AccessFlags::W_OK) {
+            return reply.error(Errno::EROFS);
+        }
+        match self.fs.getattr(ino.0) {
+            Ok(_) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    // Everything that would change the image is refused: it is read-only.
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _mode: Option<u32>,
+        _uid: Option<u32>,
+        _gid: Option<u32>,
+        _size: Option<u64>,
+        _atime: Option<TimeOrNow>,
+        _mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn mknod(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn mkdir(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn unlink(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn rmdir(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn symlink(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _link_name: &OsStr,
+        _target: &Path,
+        reply: ReplyEntry,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _newparent: INodeNo,
+        _newname: &OsStr,
+        _flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _newparent: INodeNo,
+        _newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _offset: u64,
+        _data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn create(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _flags: i32,
+        reply: ReplyCreate,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _value: &[u8],
+        _flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _offset: u64,
+        _length: u64,
+        _mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_numbers_use_the_kernel_encoding() {
+        for (major, minor) in [(1, 3), (8, 17), (253, 300), (4095, 1 << 19)] {
+            let dev = u64::from(encode_dev(major, minor));
+            assert_eq!((libc::major(dev), libc::minor(dev)), (major, minor));
+        }
+    }
+
+    #[test]
+    fn times_before_the_epoch_keep_their_nanoseconds() {
+        let t = system_time(-2, 500);
+        assert_eq!(
+            UNIX_EPOCH.duration_since(t).unwrap(),
+            Duration::new(1, 999_999_500)
+        );
+    }
+}
