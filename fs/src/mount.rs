@@ -18,10 +18,6 @@ use crate::fuse_adapter::{FsStats, FuseAdapter};
 use crate::image_fs::ImageFs;
 use crate::{FsError, Result};
 
-/// How long `unmount` waits for the kernel to release the connection (open files keep it
-/// alive after a lazy unmount) before aborting it.
-const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
-
 /// Tuning of a mount.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountOptions {
@@ -29,6 +25,9 @@ pub struct MountOptions {
     pub fuse_threads: usize,
     /// Threads running reads, which may block on the network.
     pub read_threads: usize,
+    /// How long unmounting waits for the kernel to release the connection (open files or a
+    /// stacked overlay keep it alive after a lazy unmount) before aborting it, and again after.
+    pub release_timeout: Duration,
 }
 
 impl Default for MountOptions {
@@ -36,6 +35,7 @@ impl Default for MountOptions {
         MountOptions {
             fuse_threads: 2,
             read_threads: 8,
+            release_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -48,6 +48,7 @@ pub struct MountHandle {
     stats: Arc<FsStats>,
     /// The connection's number under /sys/fs/fuse/connections, to abort it if needed.
     connection: Option<u32>,
+    release_timeout: Duration,
 }
 
 fn mount_err(path: &Path, step: &'static str, source: std::io::Error) -> FsError {
@@ -108,6 +109,7 @@ pub fn mount(fs: ImageFs, target: &Path, options: &MountOptions) -> Result<Mount
         session: Some(session),
         stats,
         connection: None,
+        release_timeout: options.release_timeout,
     };
     match std::fs::metadata(target) {
         Ok(m) if libc::major(m.dev()) == 0 => handle.connection = Some(libc::minor(m.dev())),
@@ -131,7 +133,7 @@ impl MountHandle {
 
     /// Detaches the mount and waits for the session to end. Files still open on the mount
     /// (or a stacked overlay still mounted) keep it alive; after a few seconds the FUSE
-    /// connection is aborted so the call always returns.
+    /// connection is aborted (if fusectl is mounted) and the call returns regardless.
     pub fn unmount(mut self) -> Result<()> {
         self.unmount_inner()
     }
@@ -145,12 +147,14 @@ impl MountHandle {
                 path: self.path.clone(),
                 source: e.into(),
             });
-        let deadline = Instant::now() + RELEASE_TIMEOUT;
-        while !session.guard.is_finished() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        if !session.guard.is_finished() {
+        if !wait_finished(&session, self.release_timeout) {
             self.abort_connection();
+            if !wait_finished(&session, self.release_timeout) {
+                // Still in use and not abortable (no fusectl): leave the session thread to end
+                // when the kernel releases the mount rather than hang the caller.
+                tracing::error!(path = %self.path.display(), "FUSE mount still busy after unmount; leaving its session running");
+                return unmounted;
+            }
         }
         if let Err(e) = session.join() {
             tracing::warn!(path = %self.path.display(), error = %e, "FUSE session ended with an error");
@@ -169,6 +173,18 @@ impl MountHandle {
             tracing::error!(path = %self.path.display(), %abort, error = %e, "cannot abort FUSE connection");
         }
     }
+}
+
+/// Whether the session thread ended within `timeout`.
+fn wait_finished(session: &BackgroundSession, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while !session.guard.is_finished() {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    true
 }
 
 impl Drop for MountHandle {
