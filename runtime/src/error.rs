@@ -1,9 +1,13 @@
-//! The one error type of skiff-runtime. Variants name the step that failed.
+//! The one error type of skiff-runtime. Variants name the step that failed and the path or
+//! object it failed on, so the daemon can show it and map it to Docker's exit codes.
 
 use std::path::PathBuf;
 
+use serde::{Deserialize, Serialize};
+
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
+    /// A file operation of the runtime itself failed.
     #[error("{step} {path}: {source}")]
     Io {
         step: &'static str,
@@ -11,6 +15,176 @@ pub enum RuntimeError {
         #[source]
         source: std::io::Error,
     },
+    /// A step of container setup (in the shim or the container's init) failed.
+    #[error("{step} {path}: {source}")]
+    Setup {
+        step: String,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The container's command could not be executed (`exec: no such file: /bin/foo`).
+    #[error("exec {path}: {source}")]
+    Exec {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The configured user or group does not exist in the image's /etc/passwd or /etc/group.
+    #[error("user {spec}: {reason}")]
+    User { spec: String, reason: String },
+    /// A cgroup operation failed.
+    #[error("cgroup {step} {path}: {source}")]
+    Cgroup {
+        step: &'static str,
+        path: String,
+        #[source]
+        source: cgroups_rs::error::Error,
+    },
+    /// A state or config file could not be parsed.
+    #[error("parse {path}: {source}")]
+    Json {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The operation does not apply in the container's current status.
+    #[error("container {dir}: cannot {op} while {status}")]
+    InvalidState {
+        dir: PathBuf,
+        op: &'static str,
+        status: String,
+    },
+    /// The configuration is unusable.
+    #[error("invalid config {field}: {reason}")]
+    InvalidConfig { field: &'static str, reason: String },
+    /// The shim's socket spoke something we did not expect.
+    #[error("shim protocol {path}: {reason}")]
+    Protocol { path: PathBuf, reason: String },
 }
 
 pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;
+
+impl RuntimeError {
+    /// The exit code Docker reports for a container that failed this way: 127 when the
+    /// command does not exist, 126 when it cannot be run, 125 for every other failure.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            RuntimeError::Exec { source, .. } => {
+                if source.kind() == std::io::ErrorKind::NotFound {
+                    127
+                } else {
+                    126
+                }
+            }
+            _ => 125,
+        }
+    }
+
+    pub(crate) fn io(step: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        RuntimeError::Io {
+            step,
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn sys(step: &'static str, path: impl Into<PathBuf>, errno: nix::Error) -> Self {
+        RuntimeError::Io {
+            step,
+            path: path.into(),
+            source: std::io::Error::from_raw_os_error(errno as i32),
+        }
+    }
+}
+
+/// A failure in another process of ours (init, shim), sent across a pipe as JSON and turned
+/// back into a [`RuntimeError`] on the caller's side.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StepFailure {
+    pub step: String,
+    pub path: String,
+    /// errno, when the step failed in a system call.
+    pub errno: Option<i32>,
+    /// Extra text when there is no errno (e.g. unknown user).
+    pub detail: Option<String>,
+}
+
+impl StepFailure {
+    pub(crate) fn errno(step: &str, path: impl std::fmt::Display, errno: nix::Error) -> Self {
+        StepFailure {
+            step: step.to_string(),
+            path: path.to_string(),
+            errno: Some(errno as i32),
+            detail: None,
+        }
+    }
+
+    pub(crate) fn detail(step: &str, path: impl std::fmt::Display, detail: String) -> Self {
+        StepFailure {
+            step: step.to_string(),
+            path: path.to_string(),
+            errno: None,
+            detail: Some(detail),
+        }
+    }
+
+    pub(crate) fn from_error(step: &str, e: &RuntimeError) -> Self {
+        match e {
+            RuntimeError::Io { step, path, source } => StepFailure {
+                step: step.to_string(),
+                path: path.display().to_string(),
+                errno: source.raw_os_error(),
+                detail: source.raw_os_error().is_none().then(|| source.to_string()),
+            },
+            RuntimeError::User { spec, reason } => {
+                StepFailure::detail("user", spec, reason.clone())
+            }
+            other => StepFailure::detail(step, "", other.to_string()),
+        }
+    }
+
+    /// The error this failure stands for.
+    pub fn into_error(self) -> RuntimeError {
+        let source = match (self.errno, &self.detail) {
+            (Some(e), _) => std::io::Error::from_raw_os_error(e),
+            (None, Some(d)) => std::io::Error::other(d.clone()),
+            (None, None) => std::io::Error::other("failed"),
+        };
+        match self.step.as_str() {
+            "exec" => RuntimeError::Exec {
+                path: self.path,
+                source,
+            },
+            "user" => RuntimeError::User {
+                spec: self.path,
+                reason: self.detail.unwrap_or_else(|| source.to_string()),
+            },
+            _ => RuntimeError::Setup {
+                step: self.step,
+                path: self.path,
+                source,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exec_failures_map_to_docker_exit_codes() {
+        let nf = StepFailure::errno("exec", "/bin/foo", nix::Error::ENOENT).into_error();
+        assert_eq!(nf.exit_code(), 127);
+        assert_eq!(
+            nf.to_string(),
+            "exec /bin/foo: No such file or directory (os error 2)"
+        );
+        let perm = StepFailure::errno("exec", "/etc", nix::Error::EACCES).into_error();
+        assert_eq!(perm.exit_code(), 126);
+        let mount = StepFailure::errno("mount overlay", "/x", nix::Error::EINVAL).into_error();
+        assert_eq!(mount.exit_code(), 125);
+        assert!(mount.to_string().starts_with("mount overlay /x"));
+    }
+}

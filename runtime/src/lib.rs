@@ -1,6 +1,33 @@
-//! skiff-runtime: turns a read-only lower directory and a configuration into an isolated,
+//! skiff-runtime: turns read-only lower directories and a configuration into an isolated,
 //! supervised process. Knows nothing of registries or images.
+//!
+//! Process model: the daemon (multi-threaded) never forks to run Rust code. [`create`] starts
+//! `exe __shim <dir>` — the caller's own binary, whose `main` calls
+//! [`entry::run_if_internal`] first. The shim detaches, survives daemon restarts, builds the
+//! container's init in fresh namespaces and supervises it; everything else talks to the shim
+//! over `<dir>/shim.sock` ([`protocol`]) or reads `<dir>/state.json` and `<dir>/container.log`.
 
+mod cgroup;
+pub mod config;
+mod container;
+pub mod entry;
 pub mod error;
+mod init;
+pub mod logs;
+mod nsexec;
+pub mod paths;
+mod persist;
+pub mod protocol;
+mod shim;
+pub mod state;
 
-pub use error::{Result, RuntimeError};
+pub use config::{ContainerConfig, ExecConfig, NetworkMode, Resources, WinSize};
+pub use container::{
+    attach, create, exec, kill, remove, resize, start, stop, wait, wait_timeout, ContainerHandle,
+    ExecProcess,
+};
+pub use error::{Result, RuntimeError, StepFailure};
+pub use logs::{LogEntry, LogOptions, LogReader, LogStream};
+pub use nix::sys::signal::Signal;
+pub use protocol::{AttachStreams, Frame};
+pub use state::{state, ContainerState, Status};

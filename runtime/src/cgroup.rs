@@ -1,0 +1,213 @@
+//! The container's cgroup, through cgroups-rs, on v1, v2 or the hybrid layout (v1 controllers
+//! plus a cgroup2 mount at /sys/fs/cgroup/unified), detected at run time.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use cgroups_rs::{Cgroup, CgroupPid, MaxValue};
+
+use crate::config::Resources;
+use crate::error::{Result, RuntimeError};
+
+/// v1 controllers a container is placed in (others, e.g. `name=systemd`, are left alone).
+const V1_CONTROLLERS: &[&str] = &["memory", "pids", "cpu", "cpuacct", "devices", "freezer"];
+/// v2 controllers enabled for containers.
+const V2_CONTROLLERS: &[&str] = &["memory", "pids", "cpu"];
+/// CFS period used for `--cpus`, as Docker's.
+const CFS_PERIOD_US: u64 = 100_000;
+/// Devices a container may use (v1 devices controller): null, zero, full, random, urandom,
+/// tty, console, ptmx, the pty slaves; everything else, notably host disks, is denied.
+const ALLOWED_DEVICES: &[&str] = &[
+    "c 1:3 rwm",
+    "c 1:5 rwm",
+    "c 1:7 rwm",
+    "c 1:8 rwm",
+    "c 1:9 rwm",
+    "c 5:0 rwm",
+    "c 5:1 rwm",
+    "c 5:2 rwm",
+    "c 136:* rwm",
+    "c 10:200 rwm",
+];
+
+pub(crate) struct ContainerCgroup {
+    cg: Cgroup,
+    path: String,
+}
+
+fn hierarchy() -> Box<dyn cgroups_rs::Hierarchy> {
+    cgroups_rs::hierarchies::auto()
+}
+
+fn controllers(v2: bool) -> Vec<String> {
+    let list = if v2 { V2_CONTROLLERS } else { V1_CONTROLLERS };
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+fn cg_err<'a>(
+    step: &'static str,
+    path: &'a str,
+) -> impl FnOnce(cgroups_rs::error::Error) -> RuntimeError + 'a {
+    move |source| RuntimeError::Cgroup {
+        step,
+        path: path.to_string(),
+        source,
+    }
+}
+
+impl ContainerCgroup {
+    /// Creates the cgroup `path` (e.g. `skiff/<id>`) and applies the limits.
+    pub(crate) fn create(path: &str, res: &Resources) -> Result<ContainerCgroup> {
+        let hier = hierarchy();
+        let v2 = hier.v2();
+        let cg = Cgroup::new_with_specified_controllers(hier, path, Some(controllers(v2)))
+            .map_err(cg_err("create", path))?;
+        let me = ContainerCgroup {
+            cg,
+            path: path.to_string(),
+        };
+        if let Err(e) = me.apply(res, v2) {
+            me.destroy();
+            return Err(e);
+        }
+        Ok(me)
+    }
+
+    /// A handle on an existing container cgroup (for exec, kill and cleanup).
+    pub(crate) fn load(path: &str) -> ContainerCgroup {
+        let hier = hierarchy();
+        let v2 = hier.v2();
+        let cg = Cgroup::load_with_specified_controllers(hier, path, controllers(v2));
+        ContainerCgroup {
+            cg,
+            path: path.to_string(),
+        }
+    }
+
+    fn apply(&self, res: &Resources, v2: bool) -> Result<()> {
+        use cgroups_rs::cpu::CpuController;
+        use cgroups_rs::memory::MemController;
+        use cgroups_rs::pid::PidController;
+        let p = self.path.as_str();
+        if let Some(bytes) = res.memory_bytes {
+            let mem: &MemController = self
+                .cg
+                .controller_of()
+                .ok_or_else(|| missing("memory", p))?;
+            mem.set_limit(bytes).map_err(cg_err("memory limit", p))?;
+            // No swap on top of the limit, so an over-limit process is OOM-killed, not swapped.
+            if !v2 && self.file("memory", "memory.memsw.limit_in_bytes").exists() {
+                mem.set_memswap_limit(bytes)
+                    .map_err(cg_err("memory+swap limit", p))?;
+            } else if v2 {
+                let _ = mem.set_memswap_limit(0);
+            }
+        }
+        if let Some(nano) = res.nano_cpus {
+            let cpu: &CpuController = self.cg.controller_of().ok_or_else(|| missing("cpu", p))?;
+            let quota = (nano as i128 * CFS_PERIOD_US as i128 / 1_000_000_000) as i64;
+            cpu.set_cfs_quota_and_period(Some(quota.max(1000)), Some(CFS_PERIOD_US))
+                .map_err(cg_err("cpu quota", p))?;
+        }
+        if let Some(max) = res.pids_limit.filter(|&m| m > 0) {
+            let pids: &PidController = self.cg.controller_of().ok_or_else(|| missing("pids", p))?;
+            pids.set_pid_max(MaxValue::Value(max))
+                .map_err(cg_err("pids limit", p))?;
+        }
+        if !v2 {
+            let deny = self.file("devices", "devices.deny");
+            if deny.exists() {
+                let write = |f: PathBuf, v: &str| {
+                    std::fs::write(&f, v).map_err(|e| RuntimeError::io("devices cgroup", f, e))
+                };
+                write(deny, "a")?;
+                for d in ALLOWED_DEVICES {
+                    write(self.file("devices", "devices.allow"), d)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The directory of this cgroup in each hierarchy it exists in.
+    pub(crate) fn dirs(&self) -> Vec<PathBuf> {
+        self.cg
+            .subsystems()
+            .iter()
+            .map(|s| s.to_controller().path().to_path_buf())
+            .collect()
+    }
+
+    fn file(&self, controller: &str, name: &str) -> PathBuf {
+        for s in self.cg.subsystems() {
+            if self.cg.v2() || s.controller_name() == controller {
+                return s.to_controller().path().join(name);
+            }
+        }
+        PathBuf::from("/nonexistent").join(name)
+    }
+
+    /// Moves a process (all its threads) into the cgroup.
+    pub(crate) fn add(&self, pid: i32) -> Result<()> {
+        self.cg
+            .add_task_by_tgid(CgroupPid::from(pid as u64))
+            .map_err(cg_err("add process", &self.path))
+    }
+
+    /// Whether the kernel OOM-killed a process of this cgroup.
+    pub(crate) fn oom_killed(&self) -> bool {
+        let (file, key) = if self.cg.v2() {
+            (self.file("memory", "memory.events"), "oom_kill")
+        } else {
+            (self.file("memory", "memory.oom_control"), "oom_kill")
+        };
+        std::fs::read_to_string(file)
+            .ok()
+            .and_then(|s| {
+                s.lines().find_map(|l| {
+                    let mut it = l.split_whitespace();
+                    (it.next() == Some(key)).then(|| it.next()?.parse::<u64>().ok())?
+                })
+            })
+            .is_some_and(|n| n > 0)
+    }
+
+    /// Pids (host view) of every process still in the cgroup.
+    pub(crate) fn procs(&self) -> Vec<i32> {
+        let mut pids: Vec<i32> = self.cg.procs().into_iter().map(|p| p.pid as i32).collect();
+        pids.sort_unstable();
+        pids.dedup();
+        pids
+    }
+
+    /// SIGKILLs whatever is left in the cgroup and removes it, retrying while the kernel
+    /// finishes tearing dying processes down. Best effort: failures are logged once here.
+    pub(crate) fn destroy(&self) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            for pid in self.procs() {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            let res = self.cg.delete();
+            let left: Vec<PathBuf> = self.dirs().into_iter().filter(|d| d.exists()).collect();
+            if left.is_empty() {
+                return;
+            }
+            if Instant::now() > deadline {
+                tracing::error!(cgroup = %self.path, ?left, ?res, "cannot remove container cgroup");
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+fn missing(controller: &'static str, path: &str) -> RuntimeError {
+    RuntimeError::InvalidConfig {
+        field: controller,
+        reason: format!("cgroup controller {controller} not available for {path}"),
+    }
+}

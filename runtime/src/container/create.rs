@@ -1,0 +1,110 @@
+//! `create`: start a shim for a configured container and wait until the container is set up
+//! (namespaces, cgroup, rootfs, pty) and waiting for `start`, or report the failing step.
+
+use std::io::Read;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use crate::config::ContainerConfig;
+use crate::error::{Result, RuntimeError};
+use crate::paths::ContainerPaths;
+use crate::persist;
+use crate::shim::ShimReport;
+use crate::state::StateFile;
+
+/// A created container.
+#[derive(Debug, Clone)]
+pub struct ContainerHandle {
+    pub dir: PathBuf,
+    /// Host pid of the container's init.
+    pub pid: i32,
+}
+
+fn validate(cfg: &ContainerConfig) -> Result<()> {
+    let invalid = |field, reason: &str| {
+        Err(RuntimeError::InvalidConfig {
+            field,
+            reason: reason.to_string(),
+        })
+    };
+    if cfg.id.is_empty()
+        || !cfg
+            .id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+    {
+        return invalid("id", "must be non-empty [A-Za-z0-9_.-]");
+    }
+    if cfg.args.is_empty() {
+        return invalid("args", "no command given");
+    }
+    if cfg.lower_dirs.is_empty() {
+        return invalid("lower_dirs", "at least one lower directory is needed");
+    }
+    for p in cfg.lower_dirs.iter().chain([&cfg.container_dir]) {
+        let s = p.to_string_lossy();
+        if !p.is_absolute() || s.contains([':', ',', '\n']) {
+            return invalid(
+                "lower_dirs",
+                &format!("{s}: must be absolute and free of ':' and ','"),
+            );
+        }
+    }
+    if cfg.cgroup_parent.is_empty() || cfg.cgroup_parent.contains("..") {
+        return invalid("cgroup_parent", "must be a relative cgroup name");
+    }
+    Ok(())
+}
+
+/// Spawns `exe __shim <dir>` (the caller's binary, which must call
+/// [`crate::entry::run_if_internal`] first in `main`) and returns once the container is
+/// created. On failure the shim has cleaned up and recorded the error in the state.
+pub fn create(exe: &Path, cfg: &ContainerConfig) -> Result<ContainerHandle> {
+    validate(cfg)?;
+    let dir = &cfg.container_dir;
+    let paths = ContainerPaths::new(dir);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| RuntimeError::io("mkdir", dir, e))?;
+    if let Ok(old) = StateFile::load(dir) {
+        if old.shim_alive() || old.init_alive() {
+            return Err(RuntimeError::InvalidState {
+                dir: dir.clone(),
+                op: "create",
+                status: old.effective().status.to_string(),
+            });
+        }
+    }
+    let _ = std::fs::remove_file(paths.state());
+    let _ = std::fs::remove_file(paths.socket());
+    persist::write_json(&paths.config(), cfg)?;
+    let mut child = Command::new(exe)
+        .arg(crate::entry::SHIM_ARG)
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| RuntimeError::io("spawn shim", exe, e))?;
+    let mut out = String::new();
+    let read = child.stdout.take().map(|mut s| s.read_to_string(&mut out));
+    let _ = child.wait();
+    if let Some(Err(e)) = read {
+        return Err(RuntimeError::io("read shim report", dir, e));
+    }
+    let line = out.lines().next().unwrap_or("");
+    match serde_json::from_str::<ShimReport>(line) {
+        Ok(ShimReport::Ready { pid }) => Ok(ContainerHandle {
+            dir: dir.clone(),
+            pid,
+        }),
+        Ok(ShimReport::Failed(f)) => Err(f.into_error()),
+        Err(_) => Err(RuntimeError::Protocol {
+            path: paths.shim_log(),
+            reason: format!("shim exited without a report (got {line:?}); see its log"),
+        }),
+    }
+}

@@ -1,0 +1,20 @@
+//! The daemon's side of the lifecycle, one file per verb. Every verb reads the container's
+//! recorded state first and refuses what does not apply; all work on a container directory,
+//! so they behave the same after a daemon restart.
+
+mod attach;
+mod client;
+mod create;
+mod exec;
+mod kill;
+mod remove;
+mod start;
+mod wait;
+
+pub use attach::{attach, resize};
+pub use create::{create, ContainerHandle};
+pub use exec::{exec, ExecProcess};
+pub use kill::{kill, stop};
+pub use remove::remove;
+pub use start::start;
+pub use wait::{wait, wait_timeout};

@@ -1,0 +1,95 @@
+//! `remove`: whatever state the container is in, release everything it holds (processes,
+//! cgroup, mounts) and delete its directory.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use crate::cgroup::ContainerCgroup;
+use crate::config::ContainerConfig;
+use crate::container::kill::signal_identity;
+use crate::error::{Result, RuntimeError};
+use crate::paths::ContainerPaths;
+use crate::persist;
+use crate::state::StateFile;
+
+/// Kills the container if it still runs, waits for its shim, removes its cgroup and any
+/// mount left under its directory, and deletes the directory.
+pub fn remove(dir: &Path) -> Result<()> {
+    let paths = ContainerPaths::new(dir);
+    let cfg: Option<ContainerConfig> = persist::read_json(&paths.config()).ok();
+    if let Ok(file) = StateFile::load(dir) {
+        if let Some(init) = file.init {
+            let _ = signal_identity(&init, Signal::SIGKILL);
+        }
+        if let Some(shim) = file.shim {
+            // The shim exits once it has recorded the exit and released the cgroup.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while shim.is_alive() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if shim.is_alive() {
+                tracing::warn!(dir = %dir.display(), "shim did not exit; killing it");
+                let _ = signal_identity(&shim, Signal::SIGKILL);
+            }
+        }
+    }
+    if let Some(cfg) = &cfg {
+        ContainerCgroup::load(&cfg.cgroup_path()).destroy();
+    }
+    unmount_under(dir);
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(RuntimeError::io("remove", dir, e)),
+    }
+}
+
+/// Detaches any mount at or below `dir` in our namespace (normally there is none: container
+/// mounts live in the container's own mount namespace).
+fn unmount_under(dir: &Path) {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    let mut points: Vec<String> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(unescape))
+        .filter(|p| Path::new(p).starts_with(dir))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for p in points {
+        if let Err(e) = nix::mount::umount2(p.as_str(), nix::mount::MntFlags::MNT_DETACH) {
+            tracing::warn!("cannot unmount {p}: {e}");
+        }
+    }
+}
+
+/// mountinfo escapes space, tab, newline and backslash as octal.
+pub(crate) fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn unescapes_mountinfo_paths() {
+        assert_eq!(super::unescape("/a\\040b\\134c"), "/a b\\c");
+        assert_eq!(super::unescape("/plain"), "/plain");
+    }
+}

@@ -1,0 +1,30 @@
+//! The hidden entry points of our own binary that the runtime re-execs: a fresh process is
+//! the only safe place for namespace and mount work, never a fork of the daemon.
+
+use std::path::Path;
+
+/// argv[1] of the per-container shim.
+pub const SHIM_ARG: &str = "__shim";
+/// argv[1] of an exec into a running container.
+pub const EXEC_ARG: &str = "__exec";
+
+/// Call first thing in `main`: if argv[1] is one of the runtime's internal subcommands, runs
+/// it and never returns; otherwise returns and the program goes on normally.
+pub fn run_if_internal() {
+    let args: Vec<String> = std::env::args().collect();
+    match args.get(1).map(String::as_str) {
+        Some(SHIM_ARG) if args.len() == 3 => crate::shim::main(Path::new(&args[2])),
+        Some(EXEC_ARG) if args.len() == 6 => {
+            let code = crate::nsexec::main(&args[2], &args[3], &args[4], &args[5]);
+            std::process::exit(code)
+        }
+        Some(SHIM_ARG) | Some(EXEC_ARG) => {
+            eprintln!(
+                "skiff: internal subcommand {} called with wrong arguments",
+                args[1]
+            );
+            std::process::exit(125)
+        }
+        _ => {}
+    }
+}

@@ -1,0 +1,203 @@
+//! The container's init: runs in the shim's forked child, already in the new pid namespace,
+//! single-threaded. It builds the container (namespaces, rootfs, pty), reports `Ready` to the
+//! shim, waits for `start`, then becomes the user's process via execve.
+
+pub(crate) mod caps;
+mod loopback;
+pub(crate) mod process;
+mod rootfs;
+pub(crate) mod user;
+
+use std::io::IoSlice;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+use nix::sched::CloneFlags;
+use nix::sys::socket::{recv, sendmsg, ControlMessage, MsgFlags};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{ContainerConfig, NetworkMode, WinSize};
+use crate::error::StepFailure;
+use crate::paths::ContainerPaths;
+
+/// Init → shim messages on the seqpacket socket (one datagram each).
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum InitMsg {
+    /// Set up and waiting for `start`; a pty master travels alongside as SCM_RIGHTS.
+    Ready,
+    Failed(StepFailure),
+}
+
+/// Shim → init: the cgroup has been joined, go on with setup.
+pub(crate) const GO: u8 = b'G';
+/// Shim → init: execute the command.
+pub(crate) const START: u8 = b'S';
+
+/// What init gets from the shim: its end of the sync socket and its stdio (for no-tty).
+pub(crate) struct InitChannels {
+    pub sync: OwnedFd,
+    /// stdin, stdout, stderr for a container without tty.
+    pub stdio: Option<[OwnedFd; 3]>,
+}
+
+pub(crate) fn send(sync: RawFd, msg: &InitMsg, fd: Option<RawFd>) {
+    let data = serde_json::to_vec(msg).unwrap_or_default();
+    let iov = [IoSlice::new(&data)];
+    let fds;
+    let cmsgs: Vec<ControlMessage> = match fd {
+        Some(f) => {
+            fds = [f];
+            vec![ControlMessage::ScmRights(&fds)]
+        }
+        None => vec![],
+    };
+    let _ = sendmsg::<()>(sync, &iov, &cmsgs, MsgFlags::empty(), None);
+}
+
+fn wait_byte(sync: RawFd, want: u8) -> bool {
+    let mut b = [0u8; 1];
+    matches!(recv(sync, &mut b, MsgFlags::empty()), Ok(1) if b[0] == want)
+}
+
+/// Runs the init; never returns.
+pub(crate) fn run(cfg: &ContainerConfig, ch: InitChannels) -> ! {
+    let sync = ch.sync.as_raw_fd();
+    let code = match setup(cfg, ch) {
+        Ok(Some(f)) | Err(f) => {
+            let code = f.clone().into_error().exit_code();
+            send(sync, &InitMsg::Failed(f), None);
+            code
+        }
+        Ok(None) => 0,
+    };
+    // SAFETY: leaving the forked child without running the shim's destructors.
+    unsafe { libc::_exit(code) }
+}
+
+/// Returns `Ok(None)` when the shim went away before `start` (nothing to report).
+fn setup(cfg: &ContainerConfig, ch: InitChannels) -> Result<Option<StepFailure>, StepFailure> {
+    let sync = ch.sync.as_raw_fd();
+    let paths = ContainerPaths::new(&cfg.container_dir);
+    nix::unistd::setsid().map_err(|e| StepFailure::errno("setsid", "", e))?;
+    if let Some(stdio) = &ch.stdio {
+        for (i, fd) in stdio.iter().enumerate() {
+            nix::unistd::dup2(fd.as_raw_fd(), i as RawFd)
+                .map_err(|e| StepFailure::errno("dup2", i, e))?;
+        }
+    }
+    drop(ch.stdio);
+    if let NetworkMode::Join(ns) = &cfg.network {
+        let f = std::fs::File::open(ns)
+            .map_err(|e| StepFailure::detail("open netns", ns.display(), e.to_string()))?;
+        nix::sched::setns(f, CloneFlags::CLONE_NEWNET)
+            .map_err(|e| StepFailure::errno("join netns", ns.display(), e))?;
+    }
+    if !wait_byte(sync, GO) {
+        return Ok(None);
+    }
+    nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP)
+        .map_err(|e| StepFailure::errno("unshare", "cgroup", e))?;
+    let hostname = cfg.effective_hostname();
+    nix::unistd::sethostname(&hostname)
+        .map_err(|e| StepFailure::errno("sethostname", &hostname, e))?;
+    if cfg.network == NetworkMode::None {
+        loopback::up()?;
+    }
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
+
+    let root = paths.rootfs();
+    rootfs::make_private()?;
+    rootfs::mount_overlay(&root, &cfg.lower_dirs, &paths.upper(), &paths.work())?;
+    let mut etc = Vec::new();
+    for name in ["hostname", "hosts", "resolv.conf"] {
+        etc.push((name, rootfs::open_source(&paths.etc_file(name))?));
+    }
+    rootfs::mount_system(&root, &etc)?;
+    drop(etc);
+    rootfs::pivot(&root)?;
+    rootfs::protect_paths()?;
+    rootfs::ensure_cwd(&cfg.cwd)?;
+
+    let master = if cfg.tty {
+        Some(open_console(cfg.console_size)?)
+    } else {
+        None
+    };
+    let user = process::resolve_user(&cfg.user)?;
+    let env = process::build_env(&cfg.env, &[], &hostname, &user.home, cfg.tty);
+    send(
+        sync,
+        &InitMsg::Ready,
+        master.as_ref().map(|m| m.as_raw_fd()),
+    );
+    drop(master);
+
+    if !wait_byte(sync, START) {
+        return Ok(None);
+    }
+    let spec = process::ProcessSpec {
+        args: cfg.args.clone(),
+        env,
+        cwd: cfg.cwd.clone(),
+        user,
+    };
+    Ok(Some(process::exec(&spec)))
+}
+
+/// Opens a pty in the container's own devpts, makes its slave the controlling terminal and
+/// stdio (and /dev/console), and returns the master for the shim.
+fn open_console(size: Option<WinSize>) -> Result<OwnedFd, StepFailure> {
+    use nix::fcntl::OFlag;
+    use nix::pty::{grantpt, posix_openpt, ptsname_r, unlockpt};
+    let master = posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
+        .map_err(|e| StepFailure::errno("open", "/dev/ptmx", e))?;
+    grantpt(&master).map_err(|e| StepFailure::errno("grantpt", "/dev/ptmx", e))?;
+    unlockpt(&master).map_err(|e| StepFailure::errno("unlockpt", "/dev/ptmx", e))?;
+    let name = ptsname_r(&master).map_err(|e| StepFailure::errno("ptsname", "/dev/ptmx", e))?;
+    let slave = nix::fcntl::open(
+        name.as_str(),
+        OFlag::O_RDWR | OFlag::O_NOCTTY,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| StepFailure::errno("open", &name, e))?;
+    if let Some(ws) = size {
+        set_winsize(slave, ws);
+    }
+    // SAFETY: TIOCSCTTY on a terminal fd we own, in a fresh session.
+    if unsafe { libc::ioctl(slave, libc::TIOCSCTTY, 0) } != 0 {
+        return Err(StepFailure::errno(
+            "set controlling terminal",
+            &name,
+            nix::Error::last(),
+        ));
+    }
+    for i in 0..3 {
+        nix::unistd::dup2(slave, i).map_err(|e| StepFailure::errno("dup2", i, e))?;
+    }
+    nix::mount::mount(
+        Some(name.as_str()),
+        "/dev/console",
+        None::<&str>,
+        nix::mount::MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|e| StepFailure::errno("bind console", &name, e))?;
+    let _ = nix::unistd::close(slave);
+    // SAFETY: posix_openpt returned a descriptor we own.
+    Ok(unsafe {
+        <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(
+            master,
+        ))
+    })
+}
+
+/// Sets a terminal's size (TIOCSWINSZ).
+pub(crate) fn set_winsize(fd: RawFd, ws: WinSize) {
+    let w = libc::winsize {
+        ws_row: ws.rows,
+        ws_col: ws.cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ with a valid winsize.
+    unsafe { libc::ioctl(fd, libc::TIOCSWINSZ, &w) };
+}

@@ -1,0 +1,336 @@
+//! `__shim <container_dir>`: the per-container supervisor. Started by [`crate::create`],
+//! it detaches (so it outlives the daemon), builds the container's cgroup and init, reports
+//! success or the failing step on its stdout, then serves `shim.sock` (start, attach, resize,
+//! wait), writes the json-file log and records the exit, and cleans up when the container ends.
+
+mod serve;
+
+use std::io::{IoSliceMut, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::Path;
+
+use nix::sched::CloneFlags;
+use nix::sys::socket::{
+    recvmsg, socketpair, AddressFamily, ControlMessageOwned, MsgFlags, SockFlag, SockType,
+};
+use nix::unistd::{fork, ForkResult, Pid};
+use serde::{Deserialize, Serialize};
+
+use crate::cgroup::ContainerCgroup;
+use crate::config::{ContainerConfig, NetworkMode};
+use crate::error::StepFailure;
+use crate::init::{self, InitChannels, InitMsg};
+use crate::paths::ContainerPaths;
+use crate::persist;
+use crate::state::{ProcIdentity, StateFile, Status};
+
+/// The one line the shim writes to its stdout for [`crate::create`].
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum ShimReport {
+    Ready { pid: i32 },
+    Failed(StepFailure),
+}
+
+fn report(r: &ShimReport) {
+    let mut line = serde_json::to_vec(r).unwrap_or_default();
+    line.push(b'\n');
+    let _ = std::io::stdout().write_all(&line);
+    let _ = std::io::stdout().flush();
+    // Close the report pipe so create() sees EOF; stdout is /dev/null from now on.
+    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        let _ = nix::unistd::dup2(null.as_raw_fd(), 1);
+    }
+}
+
+pub(crate) fn main(dir: &Path) -> ! {
+    let paths = ContainerPaths::new(dir);
+    if let Ok(log) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(paths.shim_log())
+    {
+        let _ = nix::unistd::dup2(log.as_raw_fd(), 2);
+    }
+    let cfg: ContainerConfig = match persist::read_json(&paths.config()) {
+        Ok(c) => c,
+        Err(e) => {
+            report(&ShimReport::Failed(StepFailure::from_error(
+                "read config",
+                &e,
+            )));
+            std::process::exit(1);
+        }
+    };
+    // Detach: the daemon reaps the intermediate process, the shim lives on in its own session.
+    // SAFETY: the shim is single-threaded here.
+    match unsafe { fork() } {
+        Ok(ForkResult::Parent { .. }) => unsafe { libc::_exit(0) },
+        Ok(ForkResult::Child) => {}
+        Err(e) => {
+            report(&ShimReport::Failed(StepFailure::errno(
+                "fork shim",
+                dir.display(),
+                e,
+            )));
+            std::process::exit(1);
+        }
+    }
+    let _ = nix::unistd::setsid();
+    let _ = std::env::set_current_dir("/");
+    let mut state = StateFile::new(ProcIdentity::of(std::process::id() as i32));
+    match build(&cfg, &paths) {
+        Ok(built) => {
+            state.init = ProcIdentity::of(built.init.as_raw());
+            state.state.pid = Some(built.init.as_raw());
+            if let Err(e) = state.save(dir) {
+                let f = StepFailure::from_error("save state", &e);
+                abort(built.init, &built.cgroup);
+                fail(&mut state, dir, f);
+            }
+            let listener = match serve::bind(&paths.socket()) {
+                Ok(l) => l,
+                Err(f) => {
+                    abort(built.init, &built.cgroup);
+                    fail(&mut state, dir, f);
+                }
+            };
+            report(&ShimReport::Ready {
+                pid: built.init.as_raw(),
+            });
+            serve::Shim::new(cfg, paths, state, built, listener).run()
+        }
+        Err(f) => fail(&mut state, dir, f),
+    }
+}
+
+/// Records a setup failure and exits.
+fn fail(state: &mut StateFile, dir: &Path, f: StepFailure) -> ! {
+    let err = f.clone().into_error();
+    tracing::error!("container setup failed: {err}");
+    eprintln!("container setup failed: {err}");
+    state.state.status = Status::Exited;
+    state.state.exit_code = Some(err.exit_code());
+    state.state.error = Some(err.to_string());
+    state.state.finished_at = Some(chrono::Utc::now());
+    state.state.pid = None;
+    let _ = state.save(dir);
+    let _ = std::fs::remove_file(ContainerPaths::new(dir).socket());
+    report(&ShimReport::Failed(f));
+    std::process::exit(1)
+}
+
+fn abort(init: Pid, cg: &ContainerCgroup) {
+    let _ = nix::sys::signal::kill(init, nix::sys::signal::Signal::SIGKILL);
+    let _ = nix::sys::wait::waitpid(init, None);
+    cg.destroy();
+}
+
+/// A container whose init is set up and waiting for `start`.
+pub(crate) struct Built {
+    pub init: Pid,
+    pub cgroup: ContainerCgroup,
+    pub sync: Option<OwnedFd>,
+    /// Shim ends of stdio: stdin writer (if open), stdout and stderr readers, or the pty master.
+    pub stdin: Option<OwnedFd>,
+    pub outputs: Vec<(OwnedFd, crate::logs::LogStream)>,
+    pub pty: Option<OwnedFd>,
+}
+
+fn io_step<'a>(step: &str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StepFailure + 'a {
+    let step = step.to_string();
+    move |e| match e.raw_os_error() {
+        Some(n) => StepFailure::errno(&step, path.display(), nix::Error::from_raw(n)),
+        None => StepFailure::detail(&step, path.display(), e.to_string()),
+    }
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), StepFailure> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| StepFailure::errno("pipe", "", e))
+}
+
+fn build(cfg: &ContainerConfig, paths: &ContainerPaths) -> Result<Built, StepFailure> {
+    for d in [paths.upper(), paths.work(), paths.rootfs()] {
+        std::fs::create_dir_all(&d).map_err(io_step("mkdir", &d))?;
+    }
+    let hostname = cfg.effective_hostname();
+    let hosts = cfg.hosts.clone().unwrap_or_else(|| {
+        format!(
+            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n127.0.1.1\t{hostname}\n"
+        )
+    });
+    let resolv = cfg
+        .resolv_conf
+        .clone()
+        .unwrap_or_else(|| std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default());
+    for (name, content) in [
+        ("hostname", format!("{hostname}\n")),
+        ("hosts", hosts),
+        ("resolv.conf", resolv),
+    ] {
+        let p = paths.etc_file(name);
+        persist::write_atomic(&p, content.as_bytes())
+            .map_err(|e| StepFailure::from_error("write", &e))?;
+    }
+    let cgroup = ContainerCgroup::create(&cfg.cgroup_path(), &cfg.resources)
+        .map_err(|e| StepFailure::from_error("create cgroup", &e))?;
+    match spawn_init(cfg, cgroup) {
+        Ok(b) => Ok(b),
+        Err((f, cg)) => {
+            cg.destroy();
+            Err(f)
+        }
+    }
+}
+
+type SpawnErr = (StepFailure, ContainerCgroup);
+
+fn spawn_init(cfg: &ContainerConfig, cgroup: ContainerCgroup) -> Result<Built, SpawnErr> {
+    macro_rules! tri {
+        ($e:expr) => {
+            match $e {
+                Ok(v) => v,
+                Err(f) => return Err((f, cgroup)),
+            }
+        };
+    }
+    let (sync_shim, sync_init) = tri!(socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC
+    )
+    .map_err(|e| StepFailure::errno("socketpair", "", e)));
+    let mut shim_stdin = None;
+    let mut outputs = Vec::new();
+    let child_stdio = if cfg.tty {
+        None
+    } else {
+        let stdin_child = if cfg.open_stdin {
+            let (r, w) = tri!(pipe());
+            shim_stdin = Some(w);
+            r
+        } else {
+            tri!(std::fs::File::open("/dev/null")
+                .map(OwnedFd::from)
+                .map_err(io_step("open", Path::new("/dev/null"))))
+        };
+        let (out_r, out_w) = tri!(pipe());
+        let (err_r, err_w) = tri!(pipe());
+        outputs.push((out_r, crate::logs::LogStream::Stdout));
+        outputs.push((err_r, crate::logs::LogStream::Stderr));
+        Some([stdin_child, out_w, err_w])
+    };
+    tri!(nix::sched::unshare(CloneFlags::CLONE_NEWPID)
+        .map_err(|e| StepFailure::errno("unshare", "pid", e)));
+    let mut ns = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
+    if cfg.network == NetworkMode::None {
+        ns |= CloneFlags::CLONE_NEWNET;
+    }
+    // SAFETY: the shim is single-threaded; the child only runs init code and then execs or exits.
+    match unsafe { fork() } {
+        Ok(ForkResult::Child) => {
+            drop(sync_shim);
+            drop(shim_stdin);
+            drop(outputs);
+            if let Err(e) = nix::sched::unshare(ns) {
+                init::send(
+                    sync_init.as_raw_fd(),
+                    &InitMsg::Failed(StepFailure::errno("unshare", "namespaces", e)),
+                    None,
+                );
+                // SAFETY: leaving the forked child.
+                unsafe { libc::_exit(125) }
+            }
+            init::run(
+                cfg,
+                InitChannels {
+                    sync: sync_init,
+                    stdio: child_stdio,
+                },
+            )
+        }
+        Ok(ForkResult::Parent { child }) => {
+            drop(sync_init);
+            drop(child_stdio);
+            let kill_child = |f: StepFailure, cg: ContainerCgroup| {
+                let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+                let _ = nix::sys::wait::waitpid(child, None);
+                Err((f, cg))
+            };
+            if let Err(e) = cgroup.add(child.as_raw()) {
+                return kill_child(StepFailure::from_error("join cgroup", &e), cgroup);
+            }
+            if let Err(e) = nix::unistd::write(&sync_shim, &[init::GO]) {
+                return kill_child(StepFailure::errno("sync", "init", e), cgroup);
+            }
+            match recv_init(sync_shim.as_raw_fd()) {
+                Ok((InitMsg::Ready, fd)) => {
+                    if cfg.tty && fd.is_none() {
+                        return kill_child(
+                            StepFailure::detail("receive pty", "init", "no pty master".into()),
+                            cgroup,
+                        );
+                    }
+                    let (stdin, pty) = match fd {
+                        Some(m) => {
+                            let reader =
+                                tri!(m.try_clone().map_err(io_step("dup", Path::new("pty"))));
+                            outputs.push((reader, crate::logs::LogStream::Stdout));
+                            let writer =
+                                tri!(m.try_clone().map_err(io_step("dup", Path::new("pty"))));
+                            (Some(writer), Some(m))
+                        }
+                        None => (shim_stdin, None),
+                    };
+                    Ok(Built {
+                        init: child,
+                        cgroup,
+                        sync: Some(sync_shim),
+                        stdin,
+                        outputs,
+                        pty,
+                    })
+                }
+                Ok((InitMsg::Failed(f), _)) => kill_child(f, cgroup),
+                Err(f) => kill_child(f, cgroup),
+            }
+        }
+        Err(e) => Err((StepFailure::errno("fork", "init", e), cgroup)),
+    }
+}
+
+/// Receives one message (and possibly one fd) from init; EOF means init died.
+pub(crate) fn recv_init(sync: RawFd) -> Result<(InitMsg, Option<OwnedFd>), StepFailure> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut cmsg = nix::cmsg_space!([RawFd; 1]);
+    let (n, fd) = {
+        let mut iov = [IoSliceMut::new(&mut buf)];
+        let msg = recvmsg::<()>(sync, &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC)
+            .map_err(|e| StepFailure::errno("receive from init", "", e))?;
+        let mut fd = None;
+        if let Ok(cmsgs) = msg.cmsgs() {
+            for c in cmsgs {
+                if let ControlMessageOwned::ScmRights(fds) = c {
+                    for f in fds {
+                        // SAFETY: the kernel installed this descriptor for us.
+                        let owned = unsafe { OwnedFd::from_raw_fd(f) };
+                        if fd.is_none() {
+                            fd = Some(owned);
+                        }
+                    }
+                }
+            }
+        }
+        (msg.bytes, fd)
+    };
+    if n == 0 {
+        return Err(StepFailure::detail(
+            "init",
+            "",
+            "container init exited during setup".into(),
+        ));
+    }
+    let msg = serde_json::from_slice(&buf[..n])
+        .map_err(|e| StepFailure::detail("receive from init", "", e.to_string()))?;
+    Ok((msg, fd))
+}
