@@ -2,5 +2,6 @@
 //! supervised process. Knows nothing of registries or images.
 
 pub mod error;
+pub mod network;
 
 pub use error::{Result, RuntimeError};
