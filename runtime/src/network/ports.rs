@@ -48,13 +48,7 @@ pub fn parse_publish(spec: &str) -> Result<Vec<PortSpec>> {
         spec: spec.to_string(),
         reason,
     };
-    let (rest, protocol) = match spec.rsplit_once('/') {
-        Some((rest, proto)) => (
-            rest,
-            parse_protocol(proto).ok_or_else(|| bad("protocol must be tcp or udp"))?,
-        ),
-        None => (spec, Protocol::Tcp),
-    };
+    let (rest, protocol) = split_protocol(spec).map_err(bad)?;
     if rest.starts_with('[') {
         return Err(bad("IPv6 host addresses are not supported"));
     }
@@ -103,13 +97,7 @@ pub fn parse_exposed(spec: &str) -> Result<(u16, Protocol)> {
         spec: spec.to_string(),
         reason,
     };
-    let (port, protocol) = match spec.rsplit_once('/') {
-        Some((port, proto)) => (
-            port,
-            parse_protocol(proto).ok_or_else(|| bad("protocol must be tcp or udp"))?,
-        ),
-        None => (spec, Protocol::Tcp),
-    };
+    let (port, protocol) = split_protocol(spec).map_err(bad)?;
     Ok((parse_port(port).map_err(bad)?, protocol))
 }
 
@@ -126,11 +114,15 @@ pub fn publish_all(exposed: &[(u16, Protocol)]) -> Vec<PortSpec> {
         .collect()
 }
 
-fn parse_protocol(s: &str) -> Option<Protocol> {
-    match s.to_ascii_lowercase().as_str() {
-        "tcp" => Some(Protocol::Tcp),
-        "udp" => Some(Protocol::Udp),
-        _ => None,
+/// Splits `REST[/PROTOCOL]`; tcp when no protocol is given.
+fn split_protocol(spec: &str) -> std::result::Result<(&str, Protocol), &'static str> {
+    let Some((rest, proto)) = spec.rsplit_once('/') else {
+        return Ok((spec, Protocol::Tcp));
+    };
+    match proto.to_ascii_lowercase().as_str() {
+        "tcp" => Ok((rest, Protocol::Tcp)),
+        "udp" => Ok((rest, Protocol::Udp)),
+        _ => Err("protocol must be tcp or udp"),
     }
 }
 

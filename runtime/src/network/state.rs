@@ -121,8 +121,10 @@ mod tests {
     fn round_trips_and_rejects_garbage() {
         let dir = tempfile::tempdir().unwrap();
         assert!(load(dir.path()).unwrap().containers.is_empty());
-        let mut s = State::default();
-        s.last_ip = Some(Ipv4Addr::new(10, 0, 0, 2));
+        let mut s = State {
+            last_ip: Some(Ipv4Addr::new(10, 0, 0, 2)),
+            ..State::default()
+        };
         s.containers.insert(
             "c1".into(),
             Record {
