@@ -14,6 +14,7 @@ pub mod entry;
 pub mod error;
 mod init;
 pub mod logs;
+pub mod network;
 mod nsexec;
 pub mod paths;
 mod persist;

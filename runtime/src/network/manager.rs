@@ -1,0 +1,436 @@
+//! The daemon's entry point to networking: prepare / release / restore, serialized by one
+//! lock, with the state file written ahead of every change so any step can be undone.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::Flock;
+use tokio::sync::Mutex;
+
+use super::iptables;
+use super::link;
+use super::netns;
+use super::proxy::PortProxy;
+use super::rules::{self, Chains};
+use super::state::{self, Record, State};
+use super::subnet::{format_mac, mac_for};
+use super::{
+    files, NetworkAttachment, NetworkConfig, NetworkMode, NetworkRequest, PortSpec, PublishedPort,
+};
+use crate::error::{Result, RuntimeError};
+
+const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
+
+/// Owns the bridge network of one daemon. Cheap to share (`Arc`); every method is safe to
+/// call concurrently (they are serialized inside).
+pub struct NetworkManager {
+    config: NetworkConfig,
+    chains: Chains,
+    inner: Mutex<Inner>,
+    _lock: Flock<std::fs::File>,
+}
+
+struct Inner {
+    state: State,
+    proxies: HashMap<String, Vec<PortProxy>>,
+}
+
+impl NetworkManager {
+    /// Opens the network state under `config.state_dir` (taking its lock) and rebuilds
+    /// what a daemon restart lost: proxies are re-bound and rules re-checked (never
+    /// doubled); attachments whose namespace is gone (e.g. after a reboot) are released,
+    /// and rules tagged for containers the state does not know are removed. Must be called
+    /// inside a tokio runtime. The daemon then calls [`release`](Self::release) for every
+    /// id in [`attached`](Self::attached) whose container no longer exists.
+    pub async fn restore(config: NetworkConfig) -> Result<Self> {
+        let lock = state::lock(&config.state_dir)?;
+        let loaded = state::load(&config.state_dir)?;
+        let manager = Self {
+            chains: Chains::new(&config.chain_prefix),
+            config,
+            inner: Mutex::new(Inner {
+                state: loaded,
+                proxies: HashMap::new(),
+            }),
+            _lock: lock,
+        };
+        manager.rebuild().await?;
+        Ok(manager)
+    }
+
+    pub fn config(&self) -> &NetworkConfig {
+        &self.config
+    }
+
+    /// The ids of the containers that currently have an attachment.
+    pub async fn attached(&self) -> Vec<String> {
+        self.inner
+            .lock()
+            .await
+            .state
+            .containers
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    /// Makes the container's network before it starts: binds its published ports first (a
+    /// busy port fails here, naming it, with nothing else made), then the namespace,
+    /// veth, address, routes and rules. On any failure everything made is undone.
+    pub async fn prepare(&self, req: NetworkRequest) -> Result<NetworkAttachment> {
+        validate_id(&req.container_id)?;
+        let mut inner = self.inner.lock().await;
+        if inner.state.containers.contains_key(&req.container_id) {
+            return Err(RuntimeError::NetworkAttachmentExists {
+                id: req.container_id,
+            });
+        }
+        let id = req.container_id.clone();
+        let netns_path = (req.mode != NetworkMode::Host).then(|| self.netns_path(&id));
+        let (ip, veth, proxies) = match req.mode {
+            NetworkMode::Bridge => {
+                let ip = self.config.subnet.allocate(
+                    &inner.state.used_ips(),
+                    inner.state.last_ip,
+                    &self.config.bridge,
+                )?;
+                let proxies = start_proxies(&req.ports, ip)?;
+                (Some(ip), Some(self.veth_name(&id)), proxies)
+            }
+            NetworkMode::None | NetworkMode::Host => {
+                if !req.ports.is_empty() {
+                    tracing::warn!(container = %id, mode = %req.mode, "published ports are discarded");
+                }
+                (None, None, Vec::new())
+            }
+        };
+        let record = Record {
+            mode: req.mode,
+            hostname: req.hostname.clone(),
+            netns_path: netns_path.clone(),
+            ip,
+            veth,
+            ports: proxies.iter().map(|(p, _)| *p).collect(),
+        };
+        // Write ahead: a crash from here on leaves a record that restore can undo.
+        inner.state.containers.insert(id.clone(), record.clone());
+        if ip.is_some() {
+            inner.state.last_ip = ip;
+        }
+        if let Err(e) = state::save(&self.config.state_dir, &inner.state) {
+            inner.state.containers.remove(&id);
+            return Err(e);
+        }
+        if let Err(e) = self.attach(&id, &record).await {
+            if let Err(undo) = self.detach(&id, &record).await {
+                tracing::error!(container = %id, error = %undo, "cannot undo failed network setup");
+                return Err(e);
+            }
+            inner.state.containers.remove(&id);
+            if let Err(save) = self.save_and_prune(&mut inner).await {
+                tracing::error!(container = %id, error = %save, "cannot record undone network setup");
+            }
+            return Err(e);
+        }
+        inner
+            .proxies
+            .insert(id.clone(), proxies.into_iter().map(|(_, p)| p).collect());
+        Ok(self.attachment(&id, &record))
+    }
+
+    /// Removes everything [`prepare`](Self::prepare) made for the container: proxies,
+    /// rules, veth (and with it the address), namespace, and its address reservation.
+    /// Unknown ids are fine (idempotent). On failure the record is kept so a retry (or the
+    /// next restore) finishes the job.
+    pub async fn release(&self, container_id: &str) -> Result<()> {
+        let mut inner = self.inner.lock().await;
+        inner.proxies.remove(container_id);
+        let Some(record) = inner.state.containers.get(container_id).cloned() else {
+            return Ok(());
+        };
+        self.detach(container_id, &record).await?;
+        inner.state.containers.remove(container_id);
+        self.save_and_prune(&mut inner).await
+    }
+
+    /// Releases every attachment and removes the bridge, skiff's chains and the netns dir:
+    /// the host as before skiff (for tests and uninstall).
+    pub async fn teardown(self) -> Result<()> {
+        let ids = self.attached().await;
+        for id in ids {
+            self.release(&id).await?;
+        }
+        self.remove_base().await?;
+        let h = link::connect(Path::new("host"))?;
+        link::delete_link(&h, &self.config.bridge).await?;
+        netns::remove_dir(&self.netns_dir())
+    }
+
+    fn netns_dir(&self) -> PathBuf {
+        self.config.exec_root.join("netns")
+    }
+
+    fn netns_path(&self, id: &str) -> PathBuf {
+        self.netns_dir().join(id)
+    }
+
+    /// A host-side veth name stable for (bridge, id), so restore can find it again.
+    fn veth_name(&self, id: &str) -> String {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325; // FNV-1a
+        for b in self.config.bridge.bytes().chain([0]).chain(id.bytes()) {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        format!("veth{:08x}", h as u32)
+    }
+
+    fn attachment(&self, id: &str, r: &Record) -> NetworkAttachment {
+        let resolv = std::fs::read_to_string(&self.config.host_resolv_conf).unwrap_or_default();
+        let (hosts, resolv_conf) = match r.mode {
+            NetworkMode::Host => (
+                std::fs::read_to_string(&self.config.host_hosts)
+                    .unwrap_or_else(|_| files::hosts_file(&r.hostname, None)),
+                resolv,
+            ),
+            NetworkMode::None => (files::hosts_file(&r.hostname, None), resolv),
+            NetworkMode::Bridge => (
+                files::hosts_file(&r.hostname, r.ip),
+                files::resolv_conf_for_bridge(&resolv),
+            ),
+        };
+        let bridged = r.ip.is_some();
+        NetworkAttachment {
+            container_id: id.to_string(),
+            mode: r.mode,
+            netns_path: r.netns_path.clone(),
+            ip: r.ip,
+            prefix_len: bridged.then(|| self.config.subnet.prefix()),
+            gateway: bridged.then(|| self.config.subnet.gateway()),
+            mac: r.ip.map(|ip| format_mac(&mac_for(ip))),
+            ports: r.ports.clone(),
+            hosts,
+            resolv_conf,
+        }
+    }
+
+    async fn attach(&self, id: &str, r: &Record) -> Result<()> {
+        let Some(ns) = &r.netns_path else {
+            return Ok(());
+        };
+        netns::ensure_dir(&self.netns_dir())?;
+        netns::create(ns)?;
+        let (Some(ip), Some(veth)) = (r.ip, &r.veth) else {
+            return netns::run_in(ns, |h| async move { link::loopback_up(&h).await }).await;
+        };
+        self.ensure_base().await?;
+        let h = link::connect(Path::new("host"))?;
+        let bridge = link::ensure_bridge(&h, &self.config.bridge, self.config.subnet).await?;
+        let ns_file = netns::open(ns)?;
+        link::create_veth(&h, veth, bridge, ns_file.as_raw_fd(), mac_for(ip)).await?;
+        drop(ns_file);
+        let subnet = self.config.subnet;
+        netns::run_in(ns, move |h| async move {
+            link::configure_container_side(&h, ip, subnet).await
+        })
+        .await?;
+        for p in &r.ports {
+            for rule in rules::port_rules(&self.config, &self.chains, id, ip, p) {
+                iptables::ensure(&rule).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Undoes [`attach`](Self::attach); every step tolerates "already gone".
+    async fn detach(&self, id: &str, r: &Record) -> Result<()> {
+        let mut first_err = None;
+        let mut note = |res: Result<()>| {
+            if let Err(e) = res {
+                first_err.get_or_insert(e);
+            }
+        };
+        if let Some(ip) = r.ip {
+            for p in &r.ports {
+                for rule in rules::port_rules(&self.config, &self.chains, id, ip, p) {
+                    note(iptables::remove(&rule).await);
+                }
+            }
+            note(self.remove_tagged(|tagged| tagged == id).await);
+        }
+        if let Some(veth) = &r.veth {
+            match link::connect(Path::new("host")) {
+                Ok(h) => note(link::delete_link(&h, veth).await),
+                Err(e) => note(Err(e)),
+            }
+        }
+        if let Some(ns) = &r.netns_path {
+            note(netns::remove(ns));
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// Removes rules in skiff's chains tagged for ids that `which` selects.
+    async fn remove_tagged(&self, which: impl Fn(&str) -> bool) -> Result<()> {
+        for (table, chain) in [("nat", &self.chains.dnat), ("filter", &self.chains.forward)] {
+            for (id, rule) in iptables::tagged_rules(table, chain).await? {
+                if which(&id) {
+                    iptables::remove(&rule).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// ip_forward, skiff's chains, their fixed rules and the jumps into them.
+    async fn ensure_base(&self) -> Result<()> {
+        enable_ip_forward()?;
+        for (table, chain) in self.chains.all() {
+            iptables::ensure_chain(table, chain).await?;
+        }
+        for rule in rules::chain_rules(&self.config, &self.chains) {
+            iptables::ensure(&rule).await?;
+        }
+        for rule in rules::jump_rules(&self.chains) {
+            iptables::ensure_first(&rule).await?;
+        }
+        Ok(())
+    }
+
+    /// Removes the jumps and skiff's chains (the bridge itself stays, as Docker's does).
+    async fn remove_base(&self) -> Result<()> {
+        for rule in rules::jump_rules(&self.chains) {
+            iptables::remove(&rule).await?;
+        }
+        for (table, chain) in self.chains.all() {
+            iptables::delete_chain(table, chain).await?;
+        }
+        Ok(())
+    }
+
+    /// Saves the state, and once no container is on the bridge, removes the base rules so
+    /// nothing of skiff is left in the host's tables.
+    async fn save_and_prune(&self, inner: &mut Inner) -> Result<()> {
+        state::save(&self.config.state_dir, &inner.state)?;
+        if !inner.state.containers.values().any(|r| r.ip.is_some()) {
+            self.remove_base().await?;
+        }
+        Ok(())
+    }
+
+    async fn rebuild(&self) -> Result<()> {
+        let mut inner = self.inner.lock().await;
+        let records: Vec<(String, Record)> = inner
+            .state
+            .containers
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let host = link::connect(Path::new("host"))?;
+        for (id, r) in records {
+            let ns_alive = match &r.netns_path {
+                Some(ns) => ns.exists() && netns::is_mount_point(ns)?,
+                None => true,
+            };
+            let veth_alive = match &r.veth {
+                Some(v) => link::link_index(&host, v).await?.is_some(),
+                None => true,
+            };
+            if !(ns_alive && veth_alive) {
+                tracing::info!(container = %id, "network attachment lost its namespace; releasing it");
+                self.detach(&id, &r).await?;
+                inner.state.containers.remove(&id);
+                continue;
+            }
+            let Some(ip) = r.ip else { continue };
+            self.ensure_base().await?;
+            link::ensure_bridge(&host, &self.config.bridge, self.config.subnet).await?;
+            let mut proxies = Vec::new();
+            for p in &r.ports {
+                for rule in rules::port_rules(&self.config, &self.chains, &id, ip, p) {
+                    iptables::ensure(&rule).await?;
+                }
+                let target = SocketAddr::from((ip, p.container_port));
+                match PortProxy::start(p.protocol, p.host_ip, p.host_port, target) {
+                    Ok(proxy) => proxies.push(proxy),
+                    Err(e) => {
+                        tracing::error!(container = %id, error = %e, "cannot re-bind published port after restart")
+                    }
+                }
+            }
+            inner.proxies.insert(id, proxies);
+        }
+        let known: Vec<String> = inner.state.containers.keys().cloned().collect();
+        self.remove_tagged(|id| !known.iter().any(|k| k == id))
+            .await?;
+        self.save_and_prune(&mut inner).await
+    }
+}
+
+/// Binds every requested port (all or nothing: on error the ones bound are dropped).
+fn start_proxies(specs: &[PortSpec], ip: Ipv4Addr) -> Result<Vec<(PublishedPort, PortProxy)>> {
+    let mut out = Vec::with_capacity(specs.len());
+    for s in specs {
+        let host_ip = s.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED);
+        let target = SocketAddr::from((ip, s.container_port));
+        let proxy = PortProxy::start(s.protocol, host_ip, s.host_port.unwrap_or(0), target)?;
+        let published = PublishedPort {
+            protocol: s.protocol,
+            host_ip,
+            host_port: proxy.local_addr().port(),
+            container_port: s.container_port,
+        };
+        out.push((published, proxy));
+    }
+    Ok(out)
+}
+
+fn enable_ip_forward() -> Result<()> {
+    let path = Path::new(IP_FORWARD);
+    let io = |step| {
+        move |source| RuntimeError::Io {
+            step,
+            path: path.to_path_buf(),
+            source,
+        }
+    };
+    if std::fs::read_to_string(path).map_err(io("read"))?.trim() != "1" {
+        std::fs::write(path, "1").map_err(io("enable"))?;
+    }
+    Ok(())
+}
+
+/// Ids name files and iptables comments, so only a safe alphabet is accepted.
+fn validate_id(id: &str) -> Result<()> {
+    let bad = |reason| RuntimeError::InvalidNetworkId {
+        id: id.to_string(),
+        reason,
+    };
+    if id.is_empty() || id.len() > 128 {
+        return Err(bad("must be 1 to 128 characters"));
+    }
+    if id.starts_with('.') {
+        return Err(bad("must not start with '.'"));
+    }
+    if !id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+    {
+        return Err(bad("only letters, digits, '_', '.' and '-' are allowed"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::validate_id;
+
+    #[test]
+    fn ids() {
+        validate_id("0123abcdef").unwrap();
+        validate_id("my_container-1.2").unwrap();
+        for bad in ["", "..", "a/b", "a b", "x\"y", &"a".repeat(129)] {
+            assert!(validate_id(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! Container networking: `bridge` (default; a veth pair per container on the `skiff0`
+//! bridge, an address from the bridge's subnet, outbound NAT, published ports), `none` (a
+//! namespace with only `lo`) and `host` (no namespace of its own).
+//!
+//! The daemon calls [`NetworkManager::prepare`] before starting a container: it gets back a
+//! [`NetworkAttachment`] whose `netns_path` the container init joins with [`join_netns`]
+//! (a namespace pinned by a bind mount, like `ip netns add` makes, so it exists before the
+//! container's process and outlives nothing but the attachment). [`NetworkManager::release`]
+//! undoes everything once the container is gone; [`NetworkManager::restore`] re-opens the
+//! state after a daemon restart without doubling anything.
+
+mod files;
+mod iptables;
+mod link;
+mod manager;
+mod netns;
+mod ports;
+mod proxy;
+mod rules;
+mod state;
+mod subnet;
+
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+pub use files::{hosts_file, resolv_conf_for_bridge};
+pub use manager::NetworkManager;
+pub use netns::join_netns;
+pub use ports::{parse_exposed, parse_publish, publish_all, PortSpec, Protocol};
+pub use proxy::PortProxy;
+pub use subnet::Ipv4Net;
+
+use crate::error::RuntimeError;
+
+/// How a container is networked (`--network`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkMode {
+    #[default]
+    Bridge,
+    None,
+    Host,
+}
+
+impl FromStr for NetworkMode {
+    type Err = RuntimeError;
+
+    fn from_str(s: &str) -> Result<Self, RuntimeError> {
+        match s {
+            "bridge" | "default" | "" => Ok(Self::Bridge),
+            "none" => Ok(Self::None),
+            "host" => Ok(Self::Host),
+            _ => Err(RuntimeError::InvalidNetworkMode {
+                mode: s.to_string(),
+            }),
+        }
+    }
+}
+
+impl fmt::Display for NetworkMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Bridge => "bridge",
+            Self::None => "none",
+            Self::Host => "host",
+        })
+    }
+}
+
+/// Where and how the bridge network lives. Every name is configurable so test daemons
+/// (and tests of this module) run side by side without touching each other.
+#[derive(Clone, Debug)]
+pub struct NetworkConfig {
+    /// Bridge interface name (≤ 15 bytes).
+    pub bridge: String,
+    pub subnet: Ipv4Net,
+    /// Prefix of skiff's iptables chains: `<prefix>-POSTROUTING`, `<prefix>-DNAT`,
+    /// `<prefix>-FORWARD` (≤ 16 bytes).
+    pub chain_prefix: String,
+    /// Persistent state (IPAM, attachments): e.g. `/var/lib/skiff/network`.
+    pub state_dir: PathBuf,
+    /// Volatile root; namespaces are pinned under `<exec_root>/netns/<id>`.
+    pub exec_root: PathBuf,
+    /// The host's resolver config and hosts file, copied (filtered) into containers.
+    pub host_resolv_conf: PathBuf,
+    pub host_hosts: PathBuf,
+}
+
+impl NetworkConfig {
+    /// skiff's defaults: bridge `skiff0` on 172.18.0.0/16, chains `SKIFF-*`.
+    pub fn new(state_dir: impl Into<PathBuf>, exec_root: impl Into<PathBuf>) -> Self {
+        Self {
+            bridge: "skiff0".into(),
+            subnet: Ipv4Net::new(Ipv4Addr::new(172, 18, 0, 0), 16).expect("valid default subnet"),
+            chain_prefix: "SKIFF".into(),
+            state_dir: state_dir.into(),
+            exec_root: exec_root.into(),
+            host_resolv_conf: "/etc/resolv.conf".into(),
+            host_hosts: "/etc/hosts".into(),
+        }
+    }
+}
+
+/// What the daemon asks for one container.
+#[derive(Clone, Debug)]
+pub struct NetworkRequest {
+    /// The container's id; names its namespace file and tags its iptables rules.
+    pub container_id: String,
+    /// Written into its `/etc/hosts` next to its address.
+    pub hostname: String,
+    pub mode: NetworkMode,
+    /// Published ports (`-p`, and `-P` via [`publish_all`]); ignored, with a warning, for
+    /// `host` and `none`, as Docker does.
+    pub ports: Vec<PortSpec>,
+}
+
+/// A published port as bound: the host side is concrete (a requested port 0 is resolved).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PublishedPort {
+    pub protocol: Protocol,
+    pub host_ip: Ipv4Addr,
+    pub host_port: u16,
+    pub container_port: u16,
+}
+
+/// The result of [`NetworkManager::prepare`]: what the runtime needs to put the container
+/// on its network.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetworkAttachment {
+    pub container_id: String,
+    pub mode: NetworkMode,
+    /// The namespace to join (`None` for `host`: stay in the host's namespace).
+    pub netns_path: Option<PathBuf>,
+    /// The container's address on the bridge (bridge mode only), with its prefix length.
+    pub ip: Option<Ipv4Addr>,
+    pub prefix_len: Option<u8>,
+    pub gateway: Option<Ipv4Addr>,
+    /// `eth0`'s MAC, e.g. `02:42:ac:12:00:02`.
+    pub mac: Option<String>,
+    pub ports: Vec<PublishedPort>,
+    /// Contents for the container's `/etc/hosts` and `/etc/resolv.conf`.
+    pub hosts: String,
+    pub resolv_conf: String,
+}

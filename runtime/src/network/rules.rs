@@ -1,0 +1,202 @@
+//! Which iptables rules the bridge network needs, as data: pure, so the exact rule set is
+//! unit-tested, and applying/removing it is a loop over check-then-add/delete.
+
+use std::net::Ipv4Addr;
+
+use super::iptables::Rule;
+use super::{NetworkConfig, PublishedPort};
+
+/// skiff's own chains, named from the configured prefix.
+#[derive(Clone, Debug)]
+pub(crate) struct Chains {
+    /// nat: outbound masquerade for the subnet.
+    pub postrouting: String,
+    /// nat: one DNAT rule per published port.
+    pub dnat: String,
+    /// filter: lets bridge traffic and published ports through FORWARD.
+    pub forward: String,
+}
+
+impl Chains {
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            postrouting: format!("{prefix}-POSTROUTING"),
+            dnat: format!("{prefix}-DNAT"),
+            forward: format!("{prefix}-FORWARD"),
+        }
+    }
+
+    /// Every (table, chain) pair, for creating and deleting them.
+    pub fn all(&self) -> [(&'static str, &str); 3] {
+        [
+            ("nat", &self.postrouting),
+            ("nat", &self.dnat),
+            ("filter", &self.forward),
+        ]
+    }
+}
+
+/// The rules inside skiff's chains that exist while any container is on the bridge.
+pub(crate) fn chain_rules(cfg: &NetworkConfig, chains: &Chains) -> Vec<Rule> {
+    let br = cfg.bridge.as_str();
+    let subnet = cfg.subnet.to_string();
+    vec![
+        Rule::new(
+            "nat",
+            &chains.postrouting,
+            &["-s", &subnet, "!", "-o", br, "-j", "MASQUERADE"],
+        ),
+        Rule::new("filter", &chains.forward, &["-i", br, "-j", "ACCEPT"]),
+        Rule::new(
+            "filter",
+            &chains.forward,
+            &[
+                "-o",
+                br,
+                "-m",
+                "conntrack",
+                "--ctstate",
+                "RELATED,ESTABLISHED",
+                "-j",
+                "ACCEPT",
+            ],
+        ),
+    ]
+}
+
+/// The jumps from the built-in chains into skiff's, inserted first.
+pub(crate) fn jump_rules(chains: &Chains) -> Vec<Rule> {
+    vec![
+        Rule::new("nat", "POSTROUTING", &["-j", &chains.postrouting]),
+        Rule::new(
+            "nat",
+            "PREROUTING",
+            &["-m", "addrtype", "--dst-type", "LOCAL", "-j", &chains.dnat],
+        ),
+        // Loopback is left to the userland proxy (DNAT of 127.0.0.1 would need route_localnet).
+        Rule::new(
+            "nat",
+            "OUTPUT",
+            &[
+                "!",
+                "-d",
+                "127.0.0.0/8",
+                "-m",
+                "addrtype",
+                "--dst-type",
+                "LOCAL",
+                "-j",
+                &chains.dnat,
+            ],
+        ),
+        Rule::new("filter", "FORWARD", &["-j", &chains.forward]),
+    ]
+}
+
+/// A published port's rules: DNAT of traffic from elsewhere to the container, and its
+/// acceptance in FORWARD; tagged with the container's id.
+pub(crate) fn port_rules(
+    cfg: &NetworkConfig,
+    chains: &Chains,
+    id: &str,
+    ip: Ipv4Addr,
+    port: &PublishedPort,
+) -> Vec<Rule> {
+    let br = cfg.bridge.as_str();
+    let proto = port.protocol.as_str();
+    let host_port = port.host_port.to_string();
+    let container_port = port.container_port.to_string();
+    let to = format!("{ip}:{container_port}");
+    let mut dnat: Vec<String> = vec!["-p".into(), proto.into()];
+    if !port.host_ip.is_unspecified() {
+        dnat.extend(["-d".into(), format!("{}/32", port.host_ip)]);
+    }
+    dnat.extend(
+        [
+            "--dport",
+            &host_port,
+            "!",
+            "-i",
+            br,
+            "-j",
+            "DNAT",
+            "--to-destination",
+            &to,
+        ]
+        .map(String::from),
+    );
+    let dnat_refs: Vec<&str> = dnat.iter().map(String::as_str).collect();
+    let dest = format!("{ip}/32");
+    vec![
+        Rule::new("nat", &chains.dnat, &dnat_refs).tagged(id),
+        Rule::new(
+            "filter",
+            &chains.forward,
+            &[
+                "-d",
+                &dest,
+                "!",
+                "-i",
+                br,
+                "-o",
+                br,
+                "-p",
+                proto,
+                "--dport",
+                &container_port,
+                "-j",
+                "ACCEPT",
+            ],
+        )
+        .tagged(id),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Protocol;
+    use super::*;
+
+    #[test]
+    fn port_rules_are_tagged_and_scoped() {
+        let cfg = NetworkConfig::new("/s", "/r");
+        let chains = Chains::new("SKIFF");
+        let p = PublishedPort {
+            protocol: Protocol::Udp,
+            host_ip: Ipv4Addr::new(127, 0, 0, 1),
+            host_port: 5353,
+            container_port: 53,
+        };
+        let rules = port_rules(&cfg, &chains, "c1", Ipv4Addr::new(172, 18, 0, 2), &p);
+        let dnat = rules[0].args.join(" ");
+        assert_eq!(rules[0].chain, "SKIFF-DNAT");
+        assert_eq!(
+            dnat,
+            "-p udp -d 127.0.0.1/32 --dport 5353 ! -i skiff0 -j DNAT --to-destination 172.18.0.2:53 -m comment --comment skiff:c1"
+        );
+        assert!(rules[1].args.join(" ").contains("-d 172.18.0.2/32"));
+        let any = PublishedPort {
+            host_ip: Ipv4Addr::UNSPECIFIED,
+            ..p
+        };
+        assert!(
+            !port_rules(&cfg, &chains, "c1", Ipv4Addr::new(172, 18, 0, 2), &any)[0]
+                .args
+                .contains(&"-d".to_string())
+        );
+    }
+
+    #[test]
+    fn base_rules_name_bridge_and_subnet() {
+        let cfg = NetworkConfig::new("/s", "/r");
+        let chains = Chains::new("SKIFF");
+        let masq = &chain_rules(&cfg, &chains)[0];
+        assert_eq!(
+            masq.args.join(" "),
+            "-s 172.18.0.0/16 ! -o skiff0 -j MASQUERADE"
+        );
+        assert!(jump_rules(&chains)
+            .iter()
+            .all(|r| r.args.last().unwrap().starts_with("SKIFF-")));
+    }
+}

@@ -1,0 +1,168 @@
+//! The network's persistent state (one JSON file under the caller's state dir): which
+//! containers are attached, with every name and address needed to undo them after a
+//! restart. IPAM reads its used set from here. Written atomically (tmp, fsync, rename,
+//! fsync dir) and *before* the resources are made, so a crash leaves nothing untracked.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize};
+
+use super::{NetworkMode, PublishedPort};
+use crate::error::{Result, RuntimeError};
+
+pub(crate) const STATE_FILE: &str = "network.json";
+const LOCK_FILE: &str = "network.lock";
+const VERSION: u32 = 1;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct State {
+    pub version: u32,
+    /// The last address handed out, so allocation goes round robin.
+    pub last_ip: Option<Ipv4Addr>,
+    pub containers: BTreeMap<String, Record>,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        Self {
+            version: VERSION,
+            last_ip: None,
+            containers: BTreeMap::new(),
+        }
+    }
+}
+
+/// What was (or is about to be) made for one container.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct Record {
+    pub mode: NetworkMode,
+    pub hostname: String,
+    pub netns_path: Option<PathBuf>,
+    pub ip: Option<Ipv4Addr>,
+    pub veth: Option<String>,
+    pub ports: Vec<PublishedPort>,
+}
+
+impl State {
+    pub fn used_ips(&self) -> BTreeSet<Ipv4Addr> {
+        self.containers.values().filter_map(|r| r.ip).collect()
+    }
+}
+
+fn io(step: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> RuntimeError {
+    let path = path.to_path_buf();
+    move |source| RuntimeError::Io { step, path, source }
+}
+
+/// Takes the state dir's lock for the manager's lifetime: two daemons on one state dir
+/// would hand out the same addresses.
+pub(crate) fn lock(dir: &Path) -> Result<Flock<File>> {
+    std::fs::create_dir_all(dir).map_err(io("create network state dir", dir))?;
+    let path = dir.join(LOCK_FILE);
+    let f = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io("open", &path))?;
+    Flock::lock(f, FlockArg::LockExclusiveNonblock)
+        .map_err(|_| RuntimeError::NetworkStateLocked { path })
+}
+
+pub(crate) fn load(dir: &Path) -> Result<State> {
+    let path = dir.join(STATE_FILE);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(State::default()),
+        Err(e) => return Err(io("read", &path)(e)),
+    };
+    let state: State =
+        serde_json::from_slice(&bytes).map_err(|source| RuntimeError::NetworkState {
+            path: path.clone(),
+            source,
+        })?;
+    if state.version != VERSION {
+        return Err(RuntimeError::NetworkStateVersion {
+            path,
+            found: state.version,
+            expected: VERSION,
+        });
+    }
+    Ok(state)
+}
+
+pub(crate) fn save(dir: &Path, state: &State) -> Result<()> {
+    let path = dir.join(STATE_FILE);
+    let tmp = dir.join(format!(".{STATE_FILE}.tmp"));
+    let json = serde_json::to_vec_pretty(state).map_err(|source| RuntimeError::NetworkState {
+        path: path.clone(),
+        source,
+    })?;
+    let mut f = File::create(&tmp).map_err(io("create", &tmp))?;
+    f.write_all(&json).map_err(io("write", &tmp))?;
+    f.sync_all().map_err(io("fsync", &tmp))?;
+    drop(f);
+    std::fs::rename(&tmp, &path).map_err(io("rename", &path))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io("fsync", dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_rejects_garbage() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(load(dir.path()).unwrap().containers.is_empty());
+        let mut s = State {
+            last_ip: Some(Ipv4Addr::new(10, 0, 0, 2)),
+            ..State::default()
+        };
+        s.containers.insert(
+            "c1".into(),
+            Record {
+                mode: NetworkMode::Bridge,
+                hostname: "c1".into(),
+                netns_path: Some("/run/x".into()),
+                ip: Some(Ipv4Addr::new(10, 0, 0, 2)),
+                veth: Some("vethabc".into()),
+                ports: vec![],
+            },
+        );
+        save(dir.path(), &s).unwrap();
+        let back = load(dir.path()).unwrap();
+        assert_eq!(back.used_ips().len(), 1);
+        assert_eq!(back.last_ip, s.last_ip);
+        std::fs::write(dir.path().join(STATE_FILE), b"{not json").unwrap();
+        assert!(matches!(
+            load(dir.path()),
+            Err(RuntimeError::NetworkState { .. })
+        ));
+        std::fs::write(
+            dir.path().join(STATE_FILE),
+            br#"{"version":99,"last_ip":null,"containers":{}}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            load(dir.path()),
+            Err(RuntimeError::NetworkStateVersion { found: 99, .. })
+        ));
+    }
+
+    #[test]
+    fn second_lock_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let _held = lock(dir.path()).unwrap();
+        assert!(matches!(
+            lock(dir.path()),
+            Err(RuntimeError::NetworkStateLocked { .. })
+        ));
+    }
+}

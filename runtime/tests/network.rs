@@ -1,0 +1,703 @@
+//! Container networking on the real kernel (root): namespaces, veths, the bridge, NAT and
+//! published ports. "Containers" are busybox processes in the namespaces the manager
+//! prepares. Traffic goes only to 127.0.0.1, the containers' own addresses and a "test
+//! host" namespace each test makes itself. Each test has its own bridge, subnet, chain
+//! prefix and directories (so they run in parallel), and a guard that removes everything
+//! by name even when the test fails.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use skiff_runtime::network::{
+    parse_publish, NetworkAttachment, NetworkConfig, NetworkManager, NetworkMode, NetworkRequest,
+    PortSpec,
+};
+use skiff_runtime::RuntimeError;
+
+fn unavailable() -> Option<String> {
+    if let Some(r) = skiff_tests::skip::root_unavailable() {
+        return Some(r);
+    }
+    for tool in ["iptables", "iptables-save", "ip", "nsenter", "busybox"] {
+        let found = Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        if !found {
+            return Some(format!("{tool} is not installed"));
+        }
+    }
+    None
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = run(args);
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A process we started; killed and reaped by PID when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn in_ns(ns: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new("nsenter");
+    c.arg(format!("--net={}", ns.display())).args(args);
+    c
+}
+
+/// Runs `f` on a thread that has joined the namespace at `ns`.
+fn on_thread_in<T: Send + 'static>(ns: PathBuf, f: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&ns).unwrap();
+        nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        f()
+    })
+    .join()
+    .unwrap()
+}
+
+/// One test's isolated network: names derived from `n`, cleaned up by name on drop.
+struct Fixture {
+    n: u8,
+    config: NetworkConfig,
+    procs: Vec<Proc>,
+    test_host: Option<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new(n: u8, prefix_len: u8) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = NetworkConfig::new(dir.path().join("state"), dir.path().join("run"));
+        config.bridge = format!("sktbr{n}");
+        config.subnet = format!("172.31.{n}.0/{prefix_len}").parse().unwrap();
+        config.chain_prefix = format!("SKT{n}");
+        let fx = Self {
+            n,
+            config,
+            procs: Vec::new(),
+            test_host: None,
+            _dir: dir,
+        };
+        fx.scrub(); // leftovers of an earlier crashed run
+        fx
+    }
+
+    async fn manager(&self) -> NetworkManager {
+        NetworkManager::restore(self.config.clone()).await.unwrap()
+    }
+
+    fn id(&self, name: &str) -> String {
+        format!("t{}{name}", self.n)
+    }
+
+    fn request(&self, name: &str, mode: NetworkMode, ports: Vec<PortSpec>) -> NetworkRequest {
+        NetworkRequest {
+            container_id: self.id(name),
+            hostname: name.to_string(),
+            mode,
+            ports,
+        }
+    }
+
+    fn spawn_in(&mut self, ns: &Path, args: &[&str]) {
+        let child = in_ns(ns, args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.procs.push(Proc(child));
+    }
+
+    /// busybox httpd on port 80 of the container's namespace, serving `root`.
+    fn start_httpd(&mut self, ns: &Path, root: &Path) {
+        let root = root.to_str().unwrap();
+        self.spawn_in(ns, &["busybox", "httpd", "-f", "-p", "80", "-h", root]);
+    }
+
+    fn stop_procs(&mut self) {
+        self.procs.clear();
+    }
+
+    /// A "test host": its own namespace, reached from the host over a veth pair with
+    /// 10.250.N.1/30 (host side) and 10.250.N.2/30 (inside). Returns (netns path, address).
+    fn add_test_host(&mut self) -> (PathBuf, Ipv4Addr) {
+        let name = format!("skt-th{}", self.n);
+        let host_if = format!("sktth{}h", self.n);
+        ok(&["ip", "netns", "add", &name]);
+        self.test_host = Some(name.clone());
+        ok(&[
+            "ip", "link", "add", &host_if, "type", "veth", "peer", "name", "eth0", "netns", &name,
+        ]);
+        ok(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("10.250.{}.1/30", self.n),
+            "dev",
+            &host_if,
+        ]);
+        ok(&["ip", "link", "set", &host_if, "up"]);
+        let exec = |args: &[&str]| {
+            let mut v = vec!["ip", "netns", "exec", &name];
+            v.extend_from_slice(args);
+            ok(&v);
+        };
+        exec(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("10.250.{}.2/30", self.n),
+            "dev",
+            "eth0",
+        ]);
+        exec(&["ip", "link", "set", "eth0", "up"]);
+        exec(&["ip", "link", "set", "lo", "up"]);
+        (
+            PathBuf::from(format!("/run/netns/{name}")),
+            Ipv4Addr::new(10, 250, self.n, 2),
+        )
+    }
+
+    fn host_gateway_on_test_link(&self) -> Ipv4Addr {
+        Ipv4Addr::new(10, 250, self.n, 1)
+    }
+
+    /// Lines of `iptables-save` that belong to this test (its chains or its ids).
+    fn our_rules(&self) -> Vec<String> {
+        let chains = format!("SKT{}-", self.n);
+        let tag = format!("skiff:t{}", self.n);
+        ok(&["iptables-save"])
+            .lines()
+            .filter(|l| l.contains(&chains) || l.contains(&tag))
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn veths_on_bridge(&self) -> String {
+        let out = run(&["ip", "-o", "link", "show", "master", &self.config.bridge]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn bridge_exists(&self) -> bool {
+        run(&["ip", "link", "show", &self.config.bridge])
+            .status
+            .success()
+    }
+
+    fn netns_files(&self) -> Vec<String> {
+        match std::fs::read_dir(self.config.exec_root.join("netns")) {
+            Ok(rd) => rd
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// After every container is released: nothing left but the bridge.
+    fn assert_only_bridge_left(&self) {
+        assert_eq!(
+            self.our_rules(),
+            Vec::<String>::new(),
+            "iptables rules left"
+        );
+        assert_eq!(
+            self.veths_on_bridge().trim(),
+            "",
+            "veths left on the bridge"
+        );
+        assert_eq!(self.netns_files(), Vec::<String>::new(), "namespaces left");
+        assert!(self.bridge_exists(), "bridge should stay");
+    }
+
+    /// Removes by name whatever this test may have made (idempotent, never fails).
+    fn scrub(&self) {
+        let netns_dir = self.config.exec_root.join("netns");
+        for f in self.netns_files() {
+            let _ = nix::mount::umount2(&netns_dir.join(f), nix::mount::MntFlags::MNT_DETACH);
+        }
+        let _ = nix::mount::umount2(&netns_dir, nix::mount::MntFlags::MNT_DETACH);
+        let chains = format!("SKT{}-", self.n);
+        let mut table = String::new();
+        for line in String::from_utf8_lossy(&run(&["iptables-save"]).stdout).lines() {
+            if let Some(t) = line.strip_prefix('*') {
+                table = t.to_string();
+            } else if line.starts_with("-A ") && line.contains(&format!("-j {chains}")) {
+                let del = line.replacen("-A ", "-D ", 1);
+                let mut args = vec!["iptables", "-w", "-t", &table];
+                args.extend(del.split_whitespace());
+                let _ = run(&args);
+            }
+        }
+        for (t, c) in [
+            ("nat", "POSTROUTING"),
+            ("nat", "DNAT"),
+            ("filter", "FORWARD"),
+        ] {
+            let chain = format!("{chains}{c}");
+            let _ = run(&["iptables", "-w", "-t", t, "-F", &chain]);
+            let _ = run(&["iptables", "-w", "-t", t, "-X", &chain]);
+        }
+        for line in self.veths_on_bridge().lines() {
+            if let Some(name) = line.split(':').nth(1) {
+                let name = name.trim().split('@').next().unwrap_or("");
+                let _ = run(&["ip", "link", "del", name]);
+            }
+        }
+        let _ = run(&["ip", "link", "del", &self.config.bridge]);
+        let _ = run(&["ip", "link", "del", &format!("sktth{}h", self.n)]);
+        let _ = run(&["ip", "netns", "del", &format!("skt-th{}", self.n)]);
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        self.stop_procs();
+        self.scrub();
+    }
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n")?;
+    let mut body = String::new();
+    s.read_to_string(&mut body)?;
+    Ok(body)
+}
+
+/// A web root whose CGI prints the peer address the container sees.
+fn web_root(dir: &Path) -> PathBuf {
+    let root = dir.join("www");
+    std::fs::create_dir_all(root.join("cgi-bin")).unwrap();
+    std::fs::write(root.join("index.html"), "hello from the container\n").unwrap();
+    let cgi = root.join("cgi-bin/peer");
+    std::fs::write(
+        &cgi,
+        "#!/bin/sh\necho 'Content-Type: text/plain'\necho\necho \"peer=$REMOTE_ADDR\"\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&cgi, std::fs::Permissions::from_mode(0o755)).unwrap();
+    root
+}
+
+fn ns_of(a: &NetworkAttachment) -> &Path {
+    a.netns_path.as_deref().expect("attachment has a netns")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bridge_containers_reach_each_other_and_release_cleans_up() {
+    skiff_tests::require!("bridge_containers_reach_each_other", unavailable());
+    let fx = Fixture::new(1, 24);
+    let mgr = fx.manager().await;
+    let a = mgr
+        .prepare(fx.request("a", NetworkMode::Bridge, vec![]))
+        .await
+        .unwrap();
+    let b = mgr
+        .prepare(fx.request("b", NetworkMode::Bridge, vec![]))
+        .await
+        .unwrap();
+    let (ip_a, ip_b) = (a.ip.unwrap(), b.ip.unwrap());
+    assert_ne!(ip_a, ip_b);
+    assert!(fx.config.subnet.contains(ip_a) && fx.config.subnet.contains(ip_b));
+    assert_eq!(a.gateway, Some(Ipv4Addr::new(172, 31, 1, 1)));
+    assert!(a.hosts.contains(&format!("{ip_a}\ta\n")));
+
+    // Inside: eth0 with the address and MAC, lo up, default route via the gateway.
+    let addrs = String::from_utf8(
+        in_ns(ns_of(&a), &["ip", "-4", "-o", "addr"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert!(
+        addrs.contains(&format!("eth0    inet {ip_a}/24"))
+            || addrs.contains(&format!("inet {ip_a}/24")),
+        "{addrs}"
+    );
+    assert!(
+        addrs.contains("lo    inet 127.0.0.1/8") || addrs.contains("inet 127.0.0.1/8"),
+        "{addrs}"
+    );
+    let link = String::from_utf8(
+        in_ns(ns_of(&a), &["ip", "-o", "link", "show", "eth0"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert!(link.contains(a.mac.as_deref().unwrap()), "{link}");
+    let routes =
+        String::from_utf8(in_ns(ns_of(&a), &["ip", "route"]).output().unwrap().stdout).unwrap();
+    assert!(
+        routes.contains("default via 172.31.1.1 dev eth0"),
+        "{routes}"
+    );
+    assert_eq!(fx.veths_on_bridge().lines().count(), 2);
+
+    for (from, to) in [(&a, ip_b), (&b, ip_a)] {
+        let out = in_ns(
+            ns_of(from),
+            &["busybox", "ping", "-c", "1", "-W", "2", &to.to_string()],
+        )
+        .output()
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "ping {to}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+
+    mgr.release(&a.container_id).await.unwrap();
+    mgr.release(&b.container_id).await.unwrap();
+    mgr.release(&b.container_id).await.unwrap(); // idempotent
+    fx.assert_only_bridge_left();
+    assert!(!ns_of(&a).exists());
+    // The address is free again (round robin moves on, but nothing is leaked).
+    assert!(mgr.attached().await.is_empty());
+    mgr.teardown().await.unwrap();
+    assert!(!fx.bridge_exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_nat_shows_host_address() {
+    skiff_tests::require!("outbound_nat_shows_host_address", unavailable());
+    let mut fx = Fixture::new(2, 24);
+    let (th_ns, th_ip) = fx.add_test_host();
+    let mgr = fx.manager().await;
+    let c = mgr
+        .prepare(fx.request("c", NetworkMode::Bridge, vec![]))
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward")
+            .unwrap()
+            .trim(),
+        "1"
+    );
+
+    let listener = std::thread::spawn({
+        let th_ns = th_ns.clone();
+        move || {
+            on_thread_in(th_ns, move || {
+                let l = TcpListener::bind((th_ip, 9000)).unwrap();
+                l.set_nonblocking(true).unwrap();
+                let deadline = Instant::now() + Duration::from_secs(10);
+                loop {
+                    match l.accept() {
+                        Ok((mut s, peer)) => {
+                            let mut got = String::new();
+                            s.set_nonblocking(false).unwrap();
+                            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                            let _ = s.read_to_string(&mut got);
+                            return Some((peer, got));
+                        }
+                        Err(_) if Instant::now() < deadline => {
+                            std::thread::sleep(Duration::from_millis(20))
+                        }
+                        Err(_) => return None,
+                    }
+                }
+            })
+        }
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let mut nc = in_ns(
+        ns_of(&c),
+        &["busybox", "nc", "-w", "3", &th_ip.to_string(), "9000"],
+    )
+    .stdin(Stdio::piped())
+    .stdout(Stdio::null())
+    .spawn()
+    .unwrap();
+    nc.stdin.take().unwrap().write_all(b"hello\n").unwrap();
+    let nc = Proc(nc);
+    let (peer, got) = listener
+        .join()
+        .unwrap()
+        .expect("no connection reached the test host");
+    drop(nc);
+    assert_eq!(got, "hello\n");
+    assert_eq!(
+        peer.ip(),
+        std::net::IpAddr::V4(fx.host_gateway_on_test_link()),
+        "source was not masqueraded"
+    );
+
+    mgr.release(&c.container_id).await.unwrap();
+    fx.assert_only_bridge_left();
+    mgr.teardown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn published_port_answers_on_loopback_and_from_other_hosts() {
+    skiff_tests::require!("published_port_answers", unavailable());
+    let mut fx = Fixture::new(3, 24);
+    let (th_ns, _) = fx.add_test_host();
+    let root = web_root(fx._dir.path());
+    let mgr = fx.manager().await;
+    let c = mgr
+        .prepare(fx.request("web", NetworkMode::Bridge, parse_publish("80").unwrap()))
+        .await
+        .unwrap();
+    let port = c.ports[0];
+    assert_ne!(port.host_port, 0, "a free host port is chosen for -p 80");
+    fx.start_httpd(ns_of(&c), &root);
+
+    let local = SocketAddr::from((Ipv4Addr::LOCALHOST, port.host_port));
+    wait_until("httpd behind 127.0.0.1", || {
+        http_get(local, "/")
+            .map(|b| b.contains("hello from the container"))
+            .unwrap_or(false)
+    });
+    // From the host itself the userland proxy answers (the container sees the gateway).
+    let body = http_get(local, "/cgi-bin/peer").unwrap();
+    assert!(
+        body.contains("172.31.3.1]") || body.contains("peer=172.31.3.1\n"),
+        "{body}"
+    );
+
+    // From another host, DNAT delivers it (the container sees the real client).
+    let remote = SocketAddr::from((fx.host_gateway_on_test_link(), port.host_port));
+    let body = on_thread_in(th_ns, move || http_get(remote, "/cgi-bin/peer")).unwrap();
+    assert!(
+        body.contains("10.250.3.2]") || body.contains("peer=10.250.3.2\n"),
+        "{body}"
+    );
+    assert_eq!(
+        fx.our_rules()
+            .iter()
+            .filter(|l| l.contains("DNAT --to-destination"))
+            .count(),
+        1
+    );
+
+    fx.stop_procs();
+    mgr.release(&c.container_id).await.unwrap();
+    fx.assert_only_bridge_left();
+    assert!(
+        http_get(local, "/").is_err(),
+        "proxy still answering after release"
+    );
+    mgr.teardown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn none_has_only_loopback_and_host_has_no_namespace() {
+    skiff_tests::require!("none_has_only_loopback", unavailable());
+    let fx = Fixture::new(4, 24);
+    let mgr = fx.manager().await;
+    let n = mgr
+        .prepare(fx.request("n", NetworkMode::None, vec![]))
+        .await
+        .unwrap();
+    assert_eq!(n.ip, None);
+    let links = String::from_utf8(
+        in_ns(ns_of(&n), &["ip", "-o", "link"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(links.lines().count(), 1, "{links}");
+    assert!(links.contains(": lo: <LOOPBACK,UP,LOWER_UP>"), "{links}");
+    let ping = in_ns(
+        ns_of(&n),
+        &["busybox", "ping", "-c", "1", "-W", "2", "127.0.0.1"],
+    )
+    .output()
+    .unwrap();
+    assert!(ping.status.success());
+
+    let h = mgr
+        .prepare(fx.request("h", NetworkMode::Host, vec![]))
+        .await
+        .unwrap();
+    assert_eq!(h.netns_path, None);
+    assert_eq!(h.hosts, std::fs::read_to_string("/etc/hosts").unwrap());
+
+    mgr.release(&n.container_id).await.unwrap();
+    mgr.release(&h.container_id).await.unwrap();
+    assert!(!ns_of(&n).exists());
+    assert!(!fx.bridge_exists(), "none/host must not create the bridge");
+    assert!(fx.our_rules().is_empty());
+    mgr.teardown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_port_is_refused_and_nothing_is_left() {
+    skiff_tests::require!("busy_port_is_refused", unavailable());
+    let fx = Fixture::new(5, 24);
+    let holder = TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = holder.local_addr().unwrap().port();
+    let mgr = fx.manager().await;
+    let spec = parse_publish(&format!("{busy}:80")).unwrap();
+    let err = mgr
+        .prepare(fx.request("p", NetworkMode::Bridge, spec))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, RuntimeError::PortInUse { port, .. } if port == busy),
+        "{err}"
+    );
+    assert!(err.to_string().contains(&busy.to_string()), "{err}");
+    assert!(mgr.attached().await.is_empty());
+    assert!(fx.netns_files().is_empty());
+    assert!(fx.our_rules().is_empty());
+    // The refused request consumed no address.
+    let ok = mgr
+        .prepare(fx.request("q", NetworkMode::Bridge, vec![]))
+        .await
+        .unwrap();
+    assert_eq!(ok.ip, Some(Ipv4Addr::new(172, 31, 5, 2)));
+    // The same id twice is refused too.
+    let again = mgr
+        .prepare(fx.request("q", NetworkMode::Bridge, vec![]))
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        again,
+        RuntimeError::NetworkAttachmentExists { .. }
+    ));
+    mgr.release(&ok.container_id).await.unwrap();
+    fx.assert_only_bridge_left();
+    mgr.teardown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exhausted_subnet_is_a_clear_error() {
+    skiff_tests::require!("exhausted_subnet", unavailable());
+    let fx = Fixture::new(6, 30); // one container address: .2
+    let mgr = fx.manager().await;
+    let first = mgr
+        .prepare(fx.request("x", NetworkMode::Bridge, vec![]))
+        .await
+        .unwrap();
+    let err = mgr
+        .prepare(fx.request("y", NetworkMode::Bridge, vec![]))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RuntimeError::SubnetExhausted { .. }), "{err}");
+    assert!(err.to_string().contains("172.31.6.0/30"), "{err}");
+    assert_eq!(fx.netns_files(), vec![first.container_id.clone()]);
+    mgr.release(&first.container_id).await.unwrap();
+    let again = mgr
+        .prepare(fx.request("y", NetworkMode::Bridge, vec![]))
+        .await
+        .unwrap();
+    assert_eq!(again.ip, first.ip, "the released address is reusable");
+    mgr.release(&again.container_id).await.unwrap();
+    fx.assert_only_bridge_left();
+    mgr.teardown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_after_restart_rebuilds_without_duplicates() {
+    skiff_tests::require!("restore_after_restart", unavailable());
+    let mut fx = Fixture::new(7, 24);
+    let root = web_root(fx._dir.path());
+    let mgr = fx.manager().await;
+    let c = mgr
+        .prepare(fx.request(
+            "r",
+            NetworkMode::Bridge,
+            parse_publish("127.0.0.1::80").unwrap(),
+        ))
+        .await
+        .unwrap();
+    let gone = mgr
+        .prepare(fx.request("gone", NetworkMode::Bridge, vec![]))
+        .await
+        .unwrap();
+    fx.start_httpd(ns_of(&c), &root);
+    let local = SocketAddr::from((Ipv4Addr::LOCALHOST, c.ports[0].host_port));
+    wait_until("httpd", || http_get(local, "/").is_ok());
+    let mut before = fx.our_rules();
+    before.sort();
+
+    // The daemon dies: its proxies go with it; rules, veths and namespaces stay.
+    drop(mgr);
+    wait_until("proxy to stop with the daemon", || {
+        http_get(local, "/").is_err()
+    });
+    // Meanwhile one container's namespace vanished, and a stray tagged rule appeared.
+    ok(&["umount", "-l", ns_of(&gone).to_str().unwrap()]);
+    let stray_chain = format!("SKT{}-DNAT", fx.n);
+    let stray_tag = format!("skiff:{}", fx.id("ghost"));
+    ok(&[
+        "iptables",
+        "-w",
+        "-t",
+        "nat",
+        "-A",
+        &stray_chain,
+        "-p",
+        "tcp",
+        "--dport",
+        "1",
+        "-j",
+        "RETURN",
+        "-m",
+        "comment",
+        "--comment",
+        &stray_tag,
+    ]);
+
+    let mgr = fx.manager().await;
+    assert_eq!(mgr.attached().await, vec![c.container_id.clone()]);
+    let mut after = fx.our_rules();
+    after.sort();
+    assert_eq!(after, before, "restore changed or doubled rules");
+    wait_until("proxy after restore", || {
+        http_get(local, "/")
+            .map(|b| b.contains("hello"))
+            .unwrap_or(false)
+    });
+    assert_eq!(fx.veths_on_bridge().lines().count(), 1);
+    // Restoring twice in a row (a second restart) changes nothing either.
+    drop(mgr);
+    let mgr = fx.manager().await;
+    let mut again = fx.our_rules();
+    again.sort();
+    assert_eq!(again, before);
+
+    fx.stop_procs();
+    mgr.release(&c.container_id).await.unwrap();
+    fx.assert_only_bridge_left();
+    mgr.teardown().await.unwrap();
+}
