@@ -294,10 +294,18 @@ mod tests {
             let mut h = tar::Header::new_gnu();
             h.set_entry_type(tar::EntryType::Link);
             h.set_size(0);
+            h.set_mode(0o644);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(0);
             b.append_link(&mut h, "bin/y", "./bin/x").unwrap();
             let mut h = tar::Header::new_gnu();
             h.set_entry_type(tar::EntryType::Symlink);
             h.set_size(0);
+            h.set_mode(0o777);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(0);
             b.append_link(&mut h, "bin/z", "../x").unwrap();
         });
         let (idx, _) = index_tar(L, &data[..]).unwrap();
