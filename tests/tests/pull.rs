@@ -30,6 +30,8 @@ fn rt() -> tokio::runtime::Runtime {
 
 fn quiet(_: PullProgress) {}
 
+const QUIET: &(dyn Fn(PullProgress) + Send + Sync) = &quiet;
+
 fn by_path(idx: &[LayerIndex]) -> HashMap<String, FileEntry> {
     idx.iter()
         .flat_map(|l| l.entries.iter())
@@ -189,4 +191,356 @@ fn pull_zstd_image() {
         busybox_unavailable()
     );
     pull_format(Compression::Zstd, "zstd");
+}
+
+/// Everything the store keeps on disk besides the database, as a list of files.
+fn stored_files(store: &Store) -> Vec<String> {
+    let mut out = Vec::new();
+    for d in ["blobs/sha256", "layers", "tmp"] {
+        let dir = store.root().join(d);
+        for e in walk(&dir) {
+            out.push(e);
+        }
+    }
+    out
+}
+
+fn walk(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if e.file_type().unwrap().is_dir() {
+                out.extend(walk(&e.path()));
+            } else {
+                out.push(e.path().display().to_string());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn pull_docker_v2s2_image() {
+    require!(
+        "pull_docker_v2s2_image",
+        registry_unavailable(),
+        busybox_unavailable(),
+        which("skopeo")
+    );
+    let reg = Registry::start().unwrap();
+    let rt = rt();
+    rt.block_on(fixtures::push_busybox(
+        &reg.host(),
+        "busybox:gzip",
+        Compression::Gzip,
+    ))
+    .unwrap();
+    // Convert with skopeo (test code checks skiff from outside with external tools).
+    let st = std::process::Command::new("skopeo")
+        .args([
+            "copy",
+            "--quiet",
+            "--format",
+            "v2s2",
+            "--src-tls-verify=false",
+            "--dest-tls-verify=false",
+        ])
+        .arg(format!("docker://{}/busybox:gzip", reg.host()))
+        .arg(format!("docker://{}/busybox:v2s2", reg.host()))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let (_d, store) = store();
+    let reference = format!("{}/busybox:v2s2", reg.host());
+    let img = rt.block_on(store.pull(&reference, QUIET)).unwrap();
+    assert_eq!(
+        img.manifest_media_type,
+        "application/vnd.docker.distribution.manifest.v2+json"
+    );
+    assert_eq!(
+        img.layers[0].media_type,
+        "application/vnd.docker.image.rootfs.diff.tar.gzip"
+    );
+    check_busybox(&store, &reference);
+}
+
+fn which(tool: &str) -> Option<String> {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+        .unwrap_or(false);
+    if found {
+        None
+    } else {
+        Some(format!("{tool} not installed"))
+    }
+}
+
+#[test]
+fn multi_arch_index_resolves_to_host_platform() {
+    require!(
+        "multi_arch_index_resolves_to_host_platform",
+        registry_unavailable(),
+        busybox_unavailable()
+    );
+    let reg = Registry::start().unwrap();
+    let rt = rt();
+    let amd = rt
+        .block_on(fixtures::push_busybox(
+            &reg.host(),
+            "busybox:amd",
+            Compression::Gzip,
+        ))
+        .unwrap();
+    let other = rt
+        .block_on(fixtures::push_busybox(
+            &reg.host(),
+            "busybox:other",
+            Compression::Zstd,
+        ))
+        .unwrap();
+    assert_ne!(amd, other);
+    let client = skiff_store::RegistryClient::new(Default::default());
+    let size = |tag: &str| {
+        let r =
+            skiff_store::ImageReference::parse(&format!("{}/busybox:{tag}", reg.host())).unwrap();
+        rt.block_on(client.fetch_manifest(&r)).unwrap().0.len()
+    };
+    let (amd_size, other_size) = (size("amd"), size("other"));
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": other,
+             "size": other_size, "platform": {"architecture": "arm64", "os": "linux", "variant": "v8"}},
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": amd,
+             "size": amd_size, "platform": {"architecture": "amd64", "os": "linux"}},
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": other,
+             "size": other_size, "platform": {"architecture": "amd64", "os": "windows"}}
+        ]
+    });
+    let r = skiff_store::ImageReference::parse(&format!("{}/busybox:multi", reg.host())).unwrap();
+    rt.block_on(client.push_manifest(
+        &r,
+        serde_json::to_vec(&index).unwrap().into(),
+        "application/vnd.oci.image.index.v1+json",
+    ))
+    .unwrap();
+    let (_d, store) = store();
+    let img = rt.block_on(store.pull(&r.to_string(), QUIET)).unwrap();
+    assert_eq!(img.manifest_digest, amd);
+    assert_eq!(
+        img.layers[0].media_type,
+        "application/vnd.oci.image.layer.v1.tar+gzip"
+    );
+    check_busybox(&store, &r.to_string());
+}
+
+#[test]
+fn unknown_tag_is_not_found_naming_the_reference() {
+    require!(
+        "unknown_tag_is_not_found_naming_the_reference",
+        registry_unavailable(),
+        busybox_unavailable()
+    );
+    let reg = Registry::start().unwrap();
+    let rt = rt();
+    rt.block_on(fixtures::push_busybox(
+        &reg.host(),
+        "busybox:gzip",
+        Compression::Gzip,
+    ))
+    .unwrap();
+    let (_d, store) = store();
+    for reference in [
+        format!("{}/busybox:nope", reg.host()),
+        format!("{}/nothere:latest", reg.host()),
+    ] {
+        let err = rt.block_on(store.pull(&reference, QUIET)).unwrap_err();
+        assert!(
+            matches!(&err, StoreError::NotFound { reference: r, .. } if *r == reference),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains(&reference), "{err}");
+    }
+    assert!(store.images().unwrap().is_empty());
+}
+
+#[test]
+fn unreachable_registry_error_names_host_and_port() {
+    let port = skiff_tests::registry::free_port().unwrap();
+    let (_d, store) = store();
+    let rt = rt();
+    let reference = format!("127.0.0.1:{port}/busybox:latest");
+    let err = rt.block_on(store.pull(&reference, QUIET)).unwrap_err();
+    match &err {
+        StoreError::Unreachable { host, .. } => assert_eq!(host, &format!("127.0.0.1:{port}")),
+        other => panic!("expected Unreachable, got {other:?}"),
+    }
+    assert!(
+        err.to_string().contains(&format!("127.0.0.1:{port}")),
+        "{err}"
+    );
+}
+
+/// The registry's file for blob `digest`.
+fn registry_blob(reg: &Registry, digest: &str) -> std::path::PathBuf {
+    let hex = digest.strip_prefix("sha256:").unwrap();
+    reg.storage_dir()
+        .join("docker/registry/v2/blobs/sha256")
+        .join(&hex[..2])
+        .join(hex)
+        .join("data")
+}
+
+#[test]
+fn corrupt_blob_in_registry_fails_and_stores_nothing() {
+    require!(
+        "corrupt_blob_in_registry_fails_and_stores_nothing",
+        registry_unavailable(),
+        busybox_unavailable()
+    );
+    let reg = Registry::start().unwrap();
+    let rt = rt();
+    rt.block_on(fixtures::push_busybox(
+        &reg.host(),
+        "busybox:gzip",
+        Compression::Gzip,
+    ))
+    .unwrap();
+    let reference = format!("{}/busybox:gzip", reg.host());
+    let client = skiff_store::RegistryClient::new(Default::default());
+    let resolved = rt
+        .block_on(client.resolve(&skiff_store::ImageReference::parse(&reference).unwrap()))
+        .unwrap();
+    let layer = &resolved.manifest.layers[0].digest;
+    let path = registry_blob(&reg, layer);
+    let mut data = std::fs::read(&path).unwrap();
+    let mid = data.len() / 2;
+    data[mid] ^= 0xff;
+    std::fs::write(&path, &data).unwrap();
+
+    let (_d, store) = store();
+    let err = rt.block_on(store.pull(&reference, QUIET)).unwrap_err();
+    assert!(
+        matches!(&err, StoreError::DigestMismatch { expected, .. } if expected == layer),
+        "{err:?}"
+    );
+    assert!(store.images().unwrap().is_empty());
+    assert!(
+        stored_files(&store).is_empty(),
+        "{:?}",
+        stored_files(&store)
+    );
+    assert!(matches!(
+        store.image(&reference),
+        Err(StoreError::ImageNotFound { .. })
+    ));
+}
+
+#[test]
+fn interrupted_pull_leaves_no_image_and_repull_succeeds() {
+    require!(
+        "interrupted_pull_leaves_no_image_and_repull_succeeds",
+        registry_unavailable(),
+        busybox_unavailable()
+    );
+    let reg = Registry::start().unwrap();
+    let rt = rt();
+    rt.block_on(fixtures::push_busybox(
+        &reg.host(),
+        "busybox:zstd",
+        Compression::Zstd,
+    ))
+    .unwrap();
+    let reference = format!("{}/busybox:zstd", reg.host());
+    let (_d, store) = store();
+    let started = Arc::new(tokio::sync::Notify::new());
+    let s2 = started.clone();
+    let progress = move |p: PullProgress| {
+        if p.status == PullStatus::Downloading {
+            s2.notify_one();
+        }
+    };
+    let cancelled = rt.block_on(async {
+        tokio::select! {
+            r = store.pull(&reference, &progress) => { r.unwrap(); false }
+            _ = started.notified() => true,
+        }
+    });
+    assert!(cancelled, "the pull finished before it could be cancelled");
+    assert!(store.images().unwrap().is_empty());
+    assert!(matches!(
+        store.image(&reference),
+        Err(StoreError::ImageNotFound { .. })
+    ));
+    assert!(walk(&store.root().join("tmp")).is_empty());
+    // A store reopened after the interruption pulls fine.
+    let root = store.root().to_path_buf();
+    drop(store);
+    let store = Store::open(&root, StoreOptions::default()).unwrap();
+    rt.block_on(store.pull(&reference, QUIET)).unwrap();
+    check_busybox(&store, &reference);
+}
+
+#[test]
+fn rmi_untags_then_deletes() {
+    require!(
+        "rmi_untags_then_deletes",
+        registry_unavailable(),
+        busybox_unavailable()
+    );
+    let reg = Registry::start().unwrap();
+    let rt = rt();
+    rt.block_on(fixtures::push_busybox(
+        &reg.host(),
+        "busybox:gzip",
+        Compression::Gzip,
+    ))
+    .unwrap();
+    let reference = format!("{}/busybox:gzip", reg.host());
+    let (_d, store) = store();
+    let img = rt.block_on(store.pull(&reference, QUIET)).unwrap();
+    store.tag(&reference, "mine:v1").unwrap();
+    let list = store.images().unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(
+        list[0].repo_tags,
+        vec![reference.clone(), "docker.io/library/mine:v1".to_string()]
+    );
+    // By short id prefix, with two tags: refused without force.
+    let short = &img.id["sha256:".len().."sha256:".len() + 12];
+    assert_eq!(store.image(short).unwrap().id, img.id);
+    assert!(matches!(
+        store.remove_image(short, false),
+        Err(StoreError::Conflict { .. })
+    ));
+    // By tag: only untagged.
+    assert_eq!(
+        store.remove_image("mine:v1", false).unwrap(),
+        vec![Removed::Untagged("docker.io/library/mine:v1".to_string())]
+    );
+    assert!(store.image("mine:v1").is_err());
+    let layer_dir = store.layer_dir(&img.layers[0].digest).unwrap();
+    assert!(layer_dir.join("data.tar").is_file());
+    // The last tag: untag and delete image and layer data.
+    let removed = store.remove_image(&reference, false).unwrap();
+    assert_eq!(
+        removed,
+        vec![
+            Removed::Untagged(reference.clone()),
+            Removed::Deleted(img.id.clone()),
+            Removed::Deleted(img.layers[0].digest.clone()),
+        ]
+    );
+    assert!(store.images().unwrap().is_empty());
+    assert!(!layer_dir.exists());
+    assert!(
+        stored_files(&store).is_empty(),
+        "{:?}",
+        stored_files(&store)
+    );
+    assert!(matches!(
+        store.remove_image(&reference, false),
+        Err(StoreError::ImageNotFound { .. })
+    ));
 }
