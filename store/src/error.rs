@@ -27,6 +27,59 @@ pub enum StoreError {
 
     #[error("invalid layer index for {layer}: {reason}")]
     InvalidIndex { layer: String, reason: String },
+
+    /// The registry answered that the manifest or blob does not exist.
+    #[error("{reference}: not found in registry ({what})")]
+    NotFound { reference: String, what: String },
+
+    /// The registry could not be reached at all (connection refused, DNS, TLS handshake).
+    #[error("registry {host} unreachable while fetching {reference}: {reason}")]
+    Unreachable {
+        host: String,
+        reference: String,
+        reason: String,
+    },
+
+    /// Any other registry protocol failure, with the reference and the operation.
+    #[error("registry error for {reference} ({operation}): {source}")]
+    Registry {
+        reference: String,
+        operation: String,
+        #[source]
+        source: Box<oci_client::errors::OciDistributionError>,
+    },
+
+    #[error("{reference}: unsupported manifest or layer: {reason}")]
+    Unsupported { reference: String, reason: String },
+
+    #[error("invalid manifest or config for {reference}: {reason}")]
+    InvalidManifest { reference: String, reason: String },
+
+    /// A layer tar entry is unsafe (escapes the root) or malformed.
+    #[error("layer {layer}: refusing entry {path:?}: {reason}")]
+    BadLayerEntry {
+        layer: String,
+        path: String,
+        reason: String,
+    },
+
+    #[error("no such image: {name}")]
+    ImageNotFound { name: String },
+
+    #[error("image {name} is ambiguous: matches {count} images")]
+    AmbiguousImage { name: String, count: usize },
+
+    #[error("conflict removing {name}: {reason}")]
+    Conflict { name: String, reason: String },
+
+    #[error("layer {layer} has no local data (state {state})")]
+    LayerNotLocal { layer: String, state: String },
+
+    #[error("content for layer {layer} is not local: {reason}")]
+    UnsupportedLocation { layer: String, reason: String },
+
+    #[error("invalid stored data for {what}: {reason}")]
+    Corrupt { what: String, reason: String },
 }
 
 impl StoreError {

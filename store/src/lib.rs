@@ -1,8 +1,25 @@
 //! skiff-store: image references, the registry client, the content store and its SQLite
 //! index, zstd:chunked TOCs, and the lazily filled chunk cache.
 
+pub mod content;
+pub mod db;
 pub mod error;
+pub mod layer;
 pub mod layer_index;
+pub mod reference;
+pub mod registry;
 
 pub use error::{Result, StoreError};
 pub use layer_index::{ChunkLocation, ChunkRef, ContentReader, FileEntry, FileKind, LayerIndex};
+pub use reference::ImageReference;
+pub use registry::{RegistryClient, RegistryOptions};
+
+mod import;
+mod pull;
+mod push;
+mod store;
+
+pub use import::ImageChanges;
+pub use layer::Compression;
+pub use pull::{PullProgress, PullStatus};
+pub use store::{ImageRecord, ImageSummary, LayerInfo, Removed, Store, StoreOptions};

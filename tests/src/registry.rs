@@ -39,7 +39,9 @@ pub struct Registry {
 impl Registry {
     /// Starts a registry on 127.0.0.1 at a free port and waits until `/v2/` answers.
     pub fn start() -> Result<Registry> {
-        let dir = tempfile::Builder::new().prefix("skiff-registry-").tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("skiff-registry-")
+            .tempdir()?;
         let port = free_port()?;
         let storage = dir.path().join("storage");
         std::fs::create_dir_all(&storage)?;

@@ -1,0 +1,42 @@
+//! Schema migrations: step `i` (0-based) moves `PRAGMA user_version` from `i` to `i + 1`.
+//! Append new steps; never edit a released one.
+
+pub const MIGRATIONS: &[&str] = &[
+    // 1: images, tags, layers, layer order, per-layer file index.
+    "CREATE TABLE images (
+        id TEXT PRIMARY KEY,              -- config digest
+        manifest_digest TEXT NOT NULL,
+        manifest BLOB NOT NULL,           -- raw manifest bytes, as pulled/pushed
+        manifest_media_type TEXT NOT NULL,
+        config BLOB NOT NULL,             -- raw config JSON
+        created TEXT,                     -- from the config, RFC 3339
+        size INTEGER NOT NULL,            -- sum of uncompressed layer sizes
+        added INTEGER NOT NULL            -- unix seconds when stored
+    );
+    CREATE TABLE tags (
+        name TEXT PRIMARY KEY,            -- normalised registry/repository:tag
+        image_id TEXT NOT NULL REFERENCES images(id)
+    );
+    CREATE INDEX tags_image ON tags(image_id);
+    CREATE TABLE layers (
+        digest TEXT PRIMARY KEY,          -- compressed blob digest
+        media_type TEXT NOT NULL,
+        size INTEGER NOT NULL,            -- compressed size
+        diff_id TEXT NOT NULL,
+        format TEXT NOT NULL,             -- tar, tar+gzip, tar+zstd, zstd:chunked
+        state TEXT NOT NULL,              -- local (data.tar present) | lazy
+        tar_size INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE image_layers (
+        image_id TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+        position INTEGER NOT NULL,
+        layer_digest TEXT NOT NULL REFERENCES layers(digest),
+        PRIMARY KEY (image_id, position)
+    );
+    CREATE INDEX image_layers_layer ON image_layers(layer_digest);
+    CREATE TABLE layer_files (
+        layer_digest TEXT PRIMARY KEY REFERENCES layers(digest) ON DELETE CASCADE,
+        format TEXT NOT NULL,             -- json
+        data BLOB NOT NULL
+    );",
+];

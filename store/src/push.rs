@@ -1,0 +1,44 @@
+//! `Store::push`: uploads a local image's layers, config and manifest (unchanged, so its
+//! digest is kept) to the registry its reference names.
+
+use bytes::Bytes;
+
+use crate::reference::ImageReference;
+use crate::store::Store;
+use crate::{Result, StoreError};
+
+impl Store {
+    /// Pushes the local image `reference` to its registry; returns the manifest digest.
+    pub async fn push(&self, reference: &str) -> Result<String> {
+        let r = ImageReference::parse(reference)?;
+        let id = self.resolve_id(reference)?;
+        let row = self
+            .inner
+            .db
+            .image(&id)?
+            .ok_or_else(|| StoreError::ImageNotFound {
+                name: reference.to_string(),
+            })?;
+        for layer in self.inner.db.image_layers(&id)? {
+            let path = self.inner.blobs.path(&layer.digest)?;
+            if !path.is_file() {
+                return Err(StoreError::LayerNotLocal {
+                    layer: layer.digest,
+                    state: format!("{} (compressed blob missing)", layer.state),
+                });
+            }
+            self.inner
+                .registry
+                .push_blob_file(&r, &layer.digest, &path)
+                .await?;
+        }
+        self.inner
+            .registry
+            .push_blob(&r, &row.id, Bytes::from(row.config.clone()))
+            .await?;
+        self.inner
+            .registry
+            .push_manifest(&r, Bytes::from(row.manifest), &row.manifest_media_type)
+            .await
+    }
+}

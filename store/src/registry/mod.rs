@@ -1,0 +1,395 @@
+//! The registry client, on `oci-client`: manifests (OCI, Docker v2s2, indexes resolved to
+//! the host platform), verified blob streams, byte ranges of blobs, and pushes.
+//!
+//! Plain HTTP is used for loopback registries and those listed as insecure; HTTPS
+//! otherwise. Credentials come from Docker's `config.json`; `oci-client` performs the
+//! basic or bearer-token exchange the registry asks for.
+
+pub mod auth;
+mod errors;
+pub mod manifest;
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use oci_client::client::{BlobResponse, ClientConfig, ClientProtocol};
+use oci_client::manifest::OciDescriptor;
+use oci_client::secrets::RegistryAuth;
+
+use crate::content::sha256_digest;
+use crate::reference::ImageReference;
+use crate::{Result, StoreError};
+pub use errors::map_oci_error;
+pub use manifest::{Descriptor, ImageIndex, ImageManifest, Platform};
+
+#[derive(Debug, Clone, Default)]
+pub struct RegistryOptions {
+    /// Registries (`host[:port]`) reached over plain HTTP even though not on loopback.
+    pub insecure_registries: Vec<String>,
+    /// Docker config file for credentials; `None` = `$DOCKER_CONFIG` or `~/.docker`.
+    pub docker_config: Option<PathBuf>,
+    /// The platform picked from multi-arch indexes; `None` = this host's.
+    pub platform: Option<Platform>,
+}
+
+/// A manifest resolved to one platform, with its config.
+#[derive(Debug, Clone)]
+pub struct ResolvedImage {
+    /// The reference pinned to the platform manifest's digest.
+    pub reference: ImageReference,
+    pub manifest: ImageManifest,
+    pub manifest_bytes: Bytes,
+    pub manifest_digest: String,
+    pub manifest_media_type: String,
+    /// The digest of the index the manifest was picked from, if any.
+    pub index_digest: Option<String>,
+    pub config_bytes: Bytes,
+}
+
+/// Cheap to clone (shared state behind an `Arc`); safe to use from many tasks.
+#[derive(Clone)]
+pub struct RegistryClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    opts: RegistryOptions,
+    docker_config: Option<PathBuf>,
+    platform: Platform,
+    clients: Mutex<HashMap<String, oci_client::Client>>,
+    downloaded: AtomicU64,
+}
+
+impl RegistryClient {
+    pub fn new(opts: RegistryOptions) -> RegistryClient {
+        let docker_config = opts
+            .docker_config
+            .clone()
+            .or_else(auth::default_docker_config);
+        let platform = opts
+            .platform
+            .clone()
+            .unwrap_or_else(manifest::host_platform);
+        RegistryClient {
+            inner: Arc::new(Inner {
+                opts,
+                docker_config,
+                platform,
+                clients: Mutex::new(HashMap::new()),
+                downloaded: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// Whether `r`'s registry is spoken to over plain HTTP.
+    pub fn plain_http(&self, r: &ImageReference) -> bool {
+        r.is_loopback() || self.inner.opts.insecure_registries.contains(&r.registry)
+    }
+
+    /// Total bytes received from registries (blobs, ranges, manifests) by this client.
+    pub fn bytes_downloaded(&self) -> u64 {
+        self.inner.downloaded.load(Ordering::Relaxed)
+    }
+
+    fn count(&self, n: u64) {
+        self.inner.downloaded.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The `oci-client` for `r`'s registry, with its credentials registered.
+    async fn client(&self, r: &ImageReference) -> (oci_client::Client, oci_client::Reference) {
+        let oci = r.to_oci();
+        let client = {
+            let mut clients = self.inner.clients.lock().expect("client map");
+            clients
+                .entry(r.registry.clone())
+                .or_insert_with(|| {
+                    oci_client::Client::new(ClientConfig {
+                        protocol: if self.plain_http(r) {
+                            ClientProtocol::Http
+                        } else {
+                            ClientProtocol::Https
+                        },
+                        platform_resolver: None,
+                        connect_timeout: Some(std::time::Duration::from_secs(10)),
+                        read_timeout: Some(std::time::Duration::from_secs(60)),
+                        user_agent: concat!("skiff/", env!("CARGO_PKG_VERSION")),
+                        ..Default::default()
+                    })
+                })
+                .clone()
+        };
+        let auth = auth::auth_for(self.inner.docker_config.as_deref(), &r.registry);
+        client
+            .store_auth_if_needed(oci.resolve_registry(), &auth)
+            .await;
+        (client, oci)
+    }
+
+    fn err(
+        &self,
+        r: &ImageReference,
+        op: &str,
+        e: oci_client::errors::OciDistributionError,
+    ) -> StoreError {
+        map_oci_error(e, r, &r.host_port(self.plain_http(r)), op)
+    }
+
+    /// Fetches a manifest document as is: `(bytes, digest, media type)`. The digest is
+    /// verified against the reference's digest when it has one.
+    pub async fn fetch_manifest(&self, r: &ImageReference) -> Result<(Bytes, String, String)> {
+        let (client, oci) = self.client(r).await;
+        let (body, _) = client
+            .pull_manifest_raw(&oci, &RegistryAuth::Anonymous, manifest::ACCEPTED)
+            .await
+            .map_err(|e| self.err(r, "fetch manifest", e))?;
+        self.count(body.len() as u64);
+        let digest = sha256_digest(&body);
+        if let Some(want) = &r.digest {
+            if *want != digest {
+                return Err(StoreError::DigestMismatch {
+                    what: format!("manifest of {r}"),
+                    expected: want.clone(),
+                    actual: digest,
+                });
+            }
+        }
+        let media_type =
+            manifest::media_type_of(&body).ok_or_else(|| StoreError::InvalidManifest {
+                reference: r.to_string(),
+                reason: "not a JSON manifest".to_string(),
+            })?;
+        Ok((body, digest, media_type))
+    }
+
+    /// Resolves `r` to a single-platform image manifest (following an index to the
+    /// configured platform) and fetches its config.
+    pub async fn resolve(&self, r: &ImageReference) -> Result<ResolvedImage> {
+        let (mut body, mut digest, mut media_type) = self.fetch_manifest(r).await?;
+        let mut index_digest = None;
+        let mut pinned = r.with_digest(&digest);
+        if manifest::is_index(&media_type) {
+            let index: ImageIndex =
+                serde_json::from_slice(&body).map_err(|e| StoreError::InvalidManifest {
+                    reference: r.to_string(),
+                    reason: format!("bad image index: {e}"),
+                })?;
+            let want = &self.inner.platform;
+            let entry =
+                manifest::select_platform(&index, want).ok_or_else(|| StoreError::Unsupported {
+                    reference: r.to_string(),
+                    reason: format!(
+                        "no manifest for platform {}/{}{} in the index",
+                        want.os,
+                        want.architecture,
+                        want.variant
+                            .as_ref()
+                            .map(|v| format!("/{v}"))
+                            .unwrap_or_default()
+                    ),
+                })?;
+            index_digest = Some(digest);
+            pinned = r.with_digest(&entry.digest);
+            (body, digest, media_type) = self.fetch_manifest(&pinned).await?;
+            if manifest::is_index(&media_type) {
+                return Err(StoreError::Unsupported {
+                    reference: pinned.to_string(),
+                    reason: "nested image index".to_string(),
+                });
+            }
+        }
+        if media_type != manifest::OCI_MANIFEST && media_type != manifest::DOCKER_MANIFEST {
+            return Err(StoreError::Unsupported {
+                reference: r.to_string(),
+                reason: format!("manifest media type {media_type}"),
+            });
+        }
+        let parsed: ImageManifest =
+            serde_json::from_slice(&body).map_err(|e| StoreError::InvalidManifest {
+                reference: r.to_string(),
+                reason: format!("bad image manifest: {e}"),
+            })?;
+        let mut config = Vec::new();
+        self.pull_blob(&pinned, &parsed.config.digest, &mut config, &|_| {})
+            .await?;
+        Ok(ResolvedImage {
+            reference: pinned,
+            manifest: parsed,
+            manifest_bytes: body,
+            manifest_digest: digest,
+            manifest_media_type: media_type,
+            index_digest,
+            config_bytes: Bytes::from(config),
+        })
+    }
+
+    /// Streams blob `digest` of `r`'s repository into `out`, verifying the digest as it
+    /// goes (an error at the end means the bytes written must be discarded). `progress`
+    /// gets the running byte count. Returns the blob size.
+    pub async fn pull_blob(
+        &self,
+        r: &ImageReference,
+        digest: &str,
+        out: &mut (dyn Write + Send),
+        progress: &(dyn Fn(u64) + Send + Sync),
+    ) -> Result<u64> {
+        let (client, oci) = self.client(r).await;
+        let desc = OciDescriptor {
+            digest: digest.to_string(),
+            ..Default::default()
+        };
+        let blob_ref = r.with_digest(digest);
+        let mut stream = client
+            .pull_blob_stream(&oci, &desc)
+            .await
+            .map_err(|e| self.err(&blob_ref, "fetch blob", e))?;
+        let mut total = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| self.err(&blob_ref, "read blob", e.into()))?;
+            total += chunk.len() as u64;
+            self.count(chunk.len() as u64);
+            out.write_all(&chunk)
+                .map_err(|e| StoreError::io(format!("<blob {digest}>"), e))?;
+            progress(total);
+        }
+        Ok(total)
+    }
+
+    /// Bytes `offset..offset+len` of blob `digest` (an HTTP Range request). The caller
+    /// verifies what it asked for (e.g. a chunk digest); a short answer is an error.
+    pub async fn fetch_range(
+        &self,
+        r: &ImageReference,
+        digest: &str,
+        offset: u64,
+        len: u64,
+    ) -> Result<Bytes> {
+        let (client, oci) = self.client(r).await;
+        let desc = OciDescriptor {
+            digest: digest.to_string(),
+            ..Default::default()
+        };
+        let blob_ref = r.with_digest(digest);
+        let op = format!("fetch range {offset}+{len}");
+        if len == 0 {
+            return Ok(Bytes::new());
+        }
+        let resp = client
+            .pull_blob_stream_partial(&oci, &desc, offset, Some(len))
+            .await
+            .map_err(|e| self.err(&blob_ref, &op, e))?;
+        // A registry that ignores Range sends the whole blob: skip to the range ourselves.
+        let (mut stream, mut skip) = match resp {
+            BlobResponse::Partial(s) => (s, 0u64),
+            BlobResponse::Full(s) => (s, offset),
+        };
+        let mut buf = BytesMut::with_capacity(len as usize);
+        while let Some(chunk) = stream.next().await {
+            let mut chunk = chunk.map_err(|e| self.err(&blob_ref, &op, e.into()))?;
+            self.count(chunk.len() as u64);
+            if skip > 0 {
+                let n = skip.min(chunk.len() as u64);
+                skip -= n;
+                let _ = chunk.split_to(n as usize);
+            }
+            let room = len as usize - buf.len();
+            buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            if buf.len() == len as usize {
+                break;
+            }
+        }
+        if buf.len() as u64 != len {
+            return Err(StoreError::Corrupt {
+                what: format!("{blob_ref} range {offset}+{len}"),
+                reason: format!("registry returned {} bytes", buf.len()),
+            });
+        }
+        Ok(buf.freeze())
+    }
+
+    pub async fn blob_exists(&self, r: &ImageReference, digest: &str) -> Result<bool> {
+        let (client, oci) = self.client(r).await;
+        client
+            .blob_exists(&oci, digest)
+            .await
+            .map_err(|e| self.err(&r.with_digest(digest), "check blob", e))
+    }
+
+    /// Uploads a local file as blob `digest` unless the registry already has it.
+    pub async fn push_blob_file(
+        &self,
+        r: &ImageReference,
+        digest: &str,
+        path: &Path,
+    ) -> Result<()> {
+        if self.blob_exists(r, digest).await? {
+            return Ok(());
+        }
+        let (client, oci) = self.client(r).await;
+        let file = tokio::fs::File::open(path)
+            .await
+            .map_err(|e| StoreError::io(path, e))?;
+        let size = file
+            .metadata()
+            .await
+            .map_err(|e| StoreError::io(path, e))?
+            .len();
+        let stream = tokio_util::io::ReaderStream::with_capacity(file, 1 << 20)
+            .map(|r| r.map_err(oci_client::errors::OciDistributionError::IoError));
+        client
+            .push_blob_stream(&oci, stream, digest, Some(size))
+            .await
+            .map_err(|e| self.err(&r.with_digest(digest), "push blob", e))?;
+        Ok(())
+    }
+
+    /// Uploads an in-memory blob (configs) unless the registry already has it.
+    pub async fn push_blob(&self, r: &ImageReference, digest: &str, data: Bytes) -> Result<()> {
+        if self.blob_exists(r, digest).await? {
+            return Ok(());
+        }
+        let (client, oci) = self.client(r).await;
+        client
+            .push_blob(&oci, data, digest)
+            .await
+            .map_err(|e| self.err(&r.with_digest(digest), "push blob", e))?;
+        Ok(())
+    }
+
+    /// Uploads a manifest (or index) document under `r`'s tag (or digest) unchanged, so
+    /// its digest is preserved. Returns the manifest's digest.
+    pub async fn push_manifest(
+        &self,
+        r: &ImageReference,
+        body: Bytes,
+        media_type: &str,
+    ) -> Result<String> {
+        let (client, oci) = self.client(r).await;
+        let digest = sha256_digest(&body);
+        let ct = media_type
+            .parse()
+            .map_err(|_| StoreError::InvalidManifest {
+                reference: r.to_string(),
+                reason: format!("media type {media_type:?} is not a valid header value"),
+            })?;
+        // Pushing by digest-pinned reference uses the digest; by tag, the tag.
+        let target = if r.tag.is_some() {
+            oci_client::Reference::with_tag(
+                r.registry.clone(),
+                r.repository.clone(),
+                r.tag.clone().unwrap_or_default(),
+            )
+        } else {
+            oci
+        };
+        client
+            .push_manifest_raw(&target, body, ct)
+            .await
+            .map_err(|e| self.err(r, "push manifest", e))?;
+        Ok(digest)
+    }
+}
