@@ -28,6 +28,9 @@ impl CacheDb {
         let mut conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // Keep the WAL small: the cache may live on a small, nearly full filesystem.
+        conn.pragma_update(None, "wal_autocheckpoint", 32)?;
+        conn.pragma_update(None, "journal_size_limit", 256 * 1024)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         for (i, m) in MIGRATIONS.iter().enumerate().skip(version as usize) {
