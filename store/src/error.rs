@@ -80,6 +80,39 @@ pub enum StoreError {
 
     #[error("invalid stored data for {what}: {reason}")]
     Corrupt { what: String, reason: String },
+
+    /// A zstd:chunked TOC (or its footer/annotations) that skiff refuses to use.
+    #[error("invalid zstd:chunked TOC of layer {layer} at entry {entry:?}: {reason}")]
+    InvalidToc {
+        layer: String,
+        entry: String,
+        reason: String,
+    },
+
+    /// A range of a blob could not be read (after retries, where the source retries).
+    #[error("fetching {digest} bytes {offset}+{len} failed: {reason}")]
+    BlobFetch {
+        digest: String,
+        offset: u64,
+        len: u64,
+        reason: String,
+    },
+
+    /// A chunk's bytes did not match its TOC digest, even after fetching it once more.
+    #[error(
+        "chunk {chunk_digest} of layer {layer} (blob bytes {offset}+{len}) is corrupt: {reason}"
+    )]
+    ChunkCorrupt {
+        layer: String,
+        chunk_digest: String,
+        offset: u64,
+        len: u64,
+        reason: String,
+    },
+
+    /// A read asked for a layer no blob source was registered for.
+    #[error("layer {layer} is not registered with the chunk cache")]
+    LayerNotRegistered { layer: String },
 }
 
 impl StoreError {

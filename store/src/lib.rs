@@ -1,6 +1,8 @@
 //! skiff-store: image references, the registry client, the content store and its SQLite
 //! index, zstd:chunked TOCs, and the lazily filled chunk cache.
 
+pub mod cache;
+pub mod chunked;
 pub mod content;
 pub mod db;
 pub mod error;

@@ -34,6 +34,8 @@ pub struct Registry {
     port: u16,
     _dir: tempfile::TempDir,
     log: PathBuf,
+    config: PathBuf,
+    stopped: bool,
 }
 
 impl Registry {
@@ -54,23 +56,35 @@ impl Registry {
             ),
         )?;
         let log = dir.path().join("registry.log");
-        let logf = std::fs::File::create(&log)?;
-        let child = Command::new(registry_bin())
-            .arg("serve")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(logf.try_clone()?)
-            .stderr(logf)
-            .spawn()
-            .with_context(|| format!("starting {}", registry_bin().display()))?;
+        let child = spawn_registry(&config, &log)?;
         let mut reg = Registry {
             child,
             port,
             _dir: dir,
             log,
+            config,
+            stopped: false,
         };
         reg.wait_ready()?;
         Ok(reg)
+    }
+
+    /// Stops the registry process (by PID); storage and port are kept for [`Self::restart`].
+    pub fn stop(&mut self) -> Result<()> {
+        if !self.stopped {
+            self.child.kill()?;
+            self.child.wait()?;
+            self.stopped = true;
+        }
+        Ok(())
+    }
+
+    /// Starts the registry again on the same port with the same storage.
+    pub fn restart(&mut self) -> Result<()> {
+        self.stop()?;
+        self.child = spawn_registry(&self.config, &self.log)?;
+        self.stopped = false;
+        self.wait_ready()
     }
 
     fn wait_ready(&mut self) -> Result<()> {
@@ -109,6 +123,16 @@ impl Registry {
         self._dir.path().join("storage")
     }
 
+    /// Where the registry keeps the bytes of blob `digest` (`sha256:<hex>`).
+    pub fn blob_path(&self, digest: &str) -> PathBuf {
+        let hex = digest.trim_start_matches("sha256:");
+        self.storage_dir()
+            .join("docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    }
+
     /// The registry's log (it includes an access log line for every request).
     pub fn log_path(&self) -> &Path {
         &self.log
@@ -138,9 +162,23 @@ impl Registry {
 impl Drop for Registry {
     fn drop(&mut self) {
         // Stop exactly the process we started.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = self.stop();
     }
+}
+
+fn spawn_registry(config: &Path, log: &Path) -> Result<Child> {
+    let logf = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)?;
+    Command::new(registry_bin())
+        .arg("serve")
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(logf.try_clone()?)
+        .stderr(logf)
+        .spawn()
+        .with_context(|| format!("starting {}", registry_bin().display()))
 }
 
 /// A port that was free a moment ago on 127.0.0.1.

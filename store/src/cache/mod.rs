@@ -1,0 +1,594 @@
+//! The lazily filled chunk cache: decompressed, verified chunks of zstd:chunked layers,
+//! content-addressed on disk under a byte budget (LRU eviction, never a pinned chunk), with
+//! a small in-memory LRU of hot chunks in front. Missing chunks are fetched with Range
+//! requests (adjacent ones coalesced, concurrent readers sharing one fetch, parallel fetches
+//! bounded), verified against their digest before use, and stored atomically.
+
+mod db;
+mod files;
+mod flight;
+
+use std::collections::{HashMap, HashSet};
+use std::io::Read;
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use lru::LruCache;
+use sha2::{Digest, Sha256};
+
+use crate::chunked::{BlobSource, RetryPolicy};
+use crate::layer_index::{ChunkLocation, ChunkRef, ContentReader};
+use crate::{Result, StoreError};
+use db::CacheDb;
+use files::ChunkFiles;
+use flight::{Claim, Flights, Semaphore};
+
+/// Settings of a [`ChunkCache`].
+#[derive(Debug, Clone)]
+pub struct ChunkCacheConfig {
+    /// Directory holding `cache.db`, `sha256/` and `tmp/`.
+    pub root: PathBuf,
+    /// Bytes of decompressed chunks kept on disk; least recently used ones go beyond it.
+    pub budget_bytes: u64,
+    /// Decompressed chunks kept in memory (each at most one chunk size, 256 KiB when written
+    /// by skiff).
+    pub memory_chunks: usize,
+    /// Registry requests in flight at once, over all readers.
+    pub max_parallel_fetches: usize,
+    pub retry: RetryPolicy,
+}
+
+impl ChunkCacheConfig {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        ChunkCacheConfig {
+            root: root.into(),
+            budget_bytes: 10 << 30,
+            memory_chunks: 64,
+            max_parallel_fetches: 8,
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+/// Counters since the cache was opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Compressed bytes received from blob sources (the registry).
+    pub fetched_bytes: u64,
+    /// Successful range requests to blob sources.
+    pub fetch_requests: u64,
+    pub memory_hits: u64,
+    pub disk_hits: u64,
+    /// Chunks that had to be fetched.
+    pub misses: u64,
+    /// Chunks whose bytes failed verification (fetched or on disk).
+    pub corrupt_chunks: u64,
+    /// Range reads that failed after retries.
+    pub fetch_errors: u64,
+    pub evicted_chunks: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    fetched_bytes: AtomicU64,
+    fetch_requests: AtomicU64,
+    memory_hits: AtomicU64,
+    disk_hits: AtomicU64,
+    misses: AtomicU64,
+    corrupt_chunks: AtomicU64,
+    fetch_errors: AtomicU64,
+    evicted_chunks: AtomicU64,
+}
+
+fn bump(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
+}
+
+struct DiskState {
+    db: CacheDb,
+    usage: u64,
+}
+
+/// One chunk a read needs: where it is in the blob and what it must hash to.
+#[derive(Clone)]
+struct Want<'a> {
+    blob_offset: u64,
+    blob_len: u64,
+    len: u64,
+    digest: &'a str,
+}
+
+pub struct ChunkCache {
+    budget: u64,
+    retry: RetryPolicy,
+    files: ChunkFiles,
+    disk: Mutex<DiskState>,
+    mem: Mutex<LruCache<String, Arc<[u8]>>>,
+    /// Memory hits not yet written to the LRU order in SQLite (flushed before evicting).
+    touched: Mutex<HashSet<String>>,
+    layers: RwLock<HashMap<String, Arc<dyn BlobSource>>>,
+    flights: Flights,
+    pins: Mutex<HashMap<String, usize>>,
+    permits: Semaphore,
+    counters: Counters,
+}
+
+/// Unpins chunks when a read is done with them.
+struct Pins<'a> {
+    cache: &'a ChunkCache,
+    digests: Vec<String>,
+}
+
+impl Drop for Pins<'_> {
+    fn drop(&mut self) {
+        let mut p = self.cache.pins.lock().unwrap();
+        for d in &self.digests {
+            if let Some(n) = p.get_mut(d) {
+                *n -= 1;
+                if *n == 0 {
+                    p.remove(d);
+                }
+            }
+        }
+    }
+}
+
+/// Decompresses one chunk frame (never more than `len` bytes) and checks its digest.
+fn decode_verify(
+    compressed: &[u8],
+    len: u64,
+    digest: &str,
+) -> std::result::Result<Arc<[u8]>, String> {
+    let mut out = Vec::with_capacity(len as usize);
+    zstd::stream::read::Decoder::new(compressed)
+        .map_err(|e| e.to_string())?
+        .take(len + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| format!("zstd: {e}"))?;
+    if out.len() as u64 != len {
+        return Err(format!(
+            "decompressed to {} bytes, expected {len}",
+            out.len()
+        ));
+    }
+    verify(&out, digest)?;
+    Ok(out.into())
+}
+
+fn verify(data: &[u8], digest: &str) -> std::result::Result<(), String> {
+    let actual = format!("sha256:{}", hex::encode(Sha256::digest(data)));
+    if actual != digest {
+        return Err(format!("digest is {actual}"));
+    }
+    Ok(())
+}
+
+impl ChunkCache {
+    pub fn open(config: ChunkCacheConfig) -> Result<ChunkCache> {
+        std::fs::create_dir_all(&config.root).map_err(|e| StoreError::io(&config.root, e))?;
+        let files = ChunkFiles::open(&config.root)?;
+        let db = CacheDb::open(&config.root.join("cache.db"))?;
+        let usage = db.total_size()?;
+        let cache = ChunkCache {
+            budget: config.budget_bytes,
+            retry: config.retry,
+            files,
+            disk: Mutex::new(DiskState { db, usage }),
+            mem: Mutex::new(LruCache::new(
+                NonZeroUsize::new(config.memory_chunks.max(1)).unwrap(),
+            )),
+            touched: Mutex::new(HashSet::new()),
+            layers: RwLock::new(HashMap::new()),
+            flights: Flights::default(),
+            pins: Mutex::new(HashMap::new()),
+            permits: Semaphore::new(config.max_parallel_fetches),
+            counters: Counters::default(),
+        };
+        cache.evict_to(cache.budget)?;
+        Ok(cache)
+    }
+
+    /// Makes `layer_digest`'s chunks readable, fetched from `source`.
+    pub fn register_layer(&self, layer_digest: &str, source: Arc<dyn BlobSource>) {
+        self.layers
+            .write()
+            .unwrap()
+            .insert(layer_digest.to_string(), source);
+    }
+
+    pub fn unregister_layer(&self, layer_digest: &str) {
+        self.layers.write().unwrap().remove(layer_digest);
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        let c = &self.counters;
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        CacheStats {
+            fetched_bytes: g(&c.fetched_bytes),
+            fetch_requests: g(&c.fetch_requests),
+            memory_hits: g(&c.memory_hits),
+            disk_hits: g(&c.disk_hits),
+            misses: g(&c.misses),
+            corrupt_chunks: g(&c.corrupt_chunks),
+            fetch_errors: g(&c.fetch_errors),
+            evicted_chunks: g(&c.evicted_chunks),
+        }
+    }
+
+    /// Bytes of chunks on disk, as recorded in `cache.db`.
+    pub fn disk_usage(&self) -> u64 {
+        self.disk.lock().unwrap().usage
+    }
+
+    /// Drops the in-memory chunks (the disk cache stays); for tests and memory pressure.
+    pub fn clear_memory(&self) {
+        self.mem.lock().unwrap().clear();
+    }
+
+    fn pin(&self, digests: &[&str]) -> Pins<'_> {
+        let mut p = self.pins.lock().unwrap();
+        for d in digests {
+            *p.entry(d.to_string()).or_insert(0) += 1;
+        }
+        Pins {
+            cache: self,
+            digests: digests.iter().map(|d| d.to_string()).collect(),
+        }
+    }
+
+    /// A chunk from memory or disk (verified), or `None`.
+    fn lookup(&self, want: &Want) -> Result<Option<Arc<[u8]>>> {
+        if let Some(b) = self.mem.lock().unwrap().get(want.digest) {
+            bump(&self.counters.memory_hits, 1);
+            self.touched.lock().unwrap().insert(want.digest.to_string());
+            return Ok(Some(b.clone()));
+        }
+        let Some(data) = self.files.read(want.digest)? else {
+            return Ok(None);
+        };
+        if data.len() as u64 != want.len || verify(&data, want.digest).is_err() {
+            bump(&self.counters.corrupt_chunks, 1);
+            tracing::warn!(
+                digest = want.digest,
+                "cached chunk failed verification, dropping it"
+            );
+            let mut disk = self.disk.lock().unwrap();
+            self.files.remove(want.digest)?;
+            if disk.db.contains(want.digest)?.is_some() {
+                disk.db.remove(want.digest)?;
+                disk.usage = disk.usage.saturating_sub(want.len);
+            }
+            return Ok(None);
+        }
+        {
+            let mut disk = self.disk.lock().unwrap();
+            if disk.db.insert(want.digest, want.len)? {
+                disk.usage += want.len; // a file the index had lost track of
+            }
+        }
+        bump(&self.counters.disk_hits, 1);
+        let data: Arc<[u8]> = data.into();
+        self.mem
+            .lock()
+            .unwrap()
+            .put(want.digest.to_string(), data.clone());
+        Ok(Some(data))
+    }
+
+    /// Stores a verified chunk: index row first (the chunk is pinned, so not evicted), then
+    /// the file atomically; a full disk evicts and retries once, then fails cleanly.
+    fn store(&self, want: &Want, data: &Arc<[u8]>) -> Result<()> {
+        let new = {
+            let mut disk = self.disk.lock().unwrap();
+            let new = disk.db.insert(want.digest, want.len)?;
+            if new {
+                disk.usage += want.len;
+            }
+            new
+        };
+        if new {
+            let mut attempt = 0;
+            loop {
+                match self.files.write(want.digest, data) {
+                    Ok(()) => break,
+                    Err((_, e)) if e.raw_os_error() == Some(libc::ENOSPC) && attempt == 0 => {
+                        attempt += 1;
+                        let usage = self.disk_usage();
+                        let target = usage.saturating_sub(want.len.saturating_mul(4));
+                        self.evict_to(target)?;
+                    }
+                    Err((path, e)) => {
+                        let mut disk = self.disk.lock().unwrap();
+                        disk.db.remove(want.digest)?;
+                        disk.usage = disk.usage.saturating_sub(want.len);
+                        return Err(StoreError::io(path, e));
+                    }
+                }
+            }
+        }
+        self.mem
+            .lock()
+            .unwrap()
+            .put(want.digest.to_string(), data.clone());
+        Ok(())
+    }
+
+    /// Evicts least recently used, unpinned chunks until disk usage is at most `target`.
+    fn evict_to(&self, target: u64) -> Result<()> {
+        let touched: Vec<String> = self.touched.lock().unwrap().drain().collect();
+        let mut disk = self.disk.lock().unwrap();
+        if !touched.is_empty() {
+            let refs: Vec<&str> = touched.iter().map(|s| s.as_str()).collect();
+            disk.db.touch(&refs)?;
+        }
+        let mut offset_pinned = 0usize;
+        while disk.usage > target {
+            let batch = disk.db.lru(offset_pinned + 64)?;
+            if batch.len() <= offset_pinned {
+                break; // everything left is pinned
+            }
+            let mut progressed = false;
+            for (digest, size) in batch.into_iter().skip(offset_pinned) {
+                if disk.usage <= target {
+                    break;
+                }
+                let pins = self.pins.lock().unwrap();
+                if pins.contains_key(&digest) {
+                    offset_pinned += 1;
+                    continue;
+                }
+                self.files.remove(&digest)?;
+                drop(pins);
+                disk.db.remove(&digest)?;
+                disk.usage = disk.usage.saturating_sub(size);
+                bump(&self.counters.evicted_chunks, 1);
+                progressed = true;
+            }
+            if !progressed && disk.usage > target {
+                continue;
+            }
+        }
+        Ok(())
+    }
+
+    fn source(&self, layer: &str) -> Result<Arc<dyn BlobSource>> {
+        self.layers
+            .read()
+            .unwrap()
+            .get(layer)
+            .cloned()
+            .ok_or_else(|| StoreError::LayerNotRegistered {
+                layer: layer.to_string(),
+            })
+    }
+
+    /// Fetches the blob-contiguous chunks `run` with one range request, verifies each
+    /// (fetching a bad one once more alone) and stores them. One result per chunk.
+    fn fetch_run(
+        &self,
+        layer: &str,
+        source: &dyn BlobSource,
+        run: &[Want],
+    ) -> Vec<Result<Arc<[u8]>>> {
+        let start = run[0].blob_offset;
+        let last = run.last().unwrap();
+        let len = last.blob_offset + last.blob_len - start;
+        bump(&self.counters.misses, run.len() as u64);
+        let fetched = {
+            let _permit = self.permits.acquire();
+            source.read_range_retry(start, len, &self.retry)
+        };
+        let bytes = match fetched {
+            Ok(b) => {
+                bump(&self.counters.fetch_requests, 1);
+                bump(&self.counters.fetched_bytes, len);
+                b
+            }
+            Err(e) => {
+                bump(&self.counters.fetch_errors, 1);
+                tracing::error!(layer, offset = start, len, error = %e, "fetching chunks failed");
+                let reason = e.to_string();
+                return run
+                    .iter()
+                    .map(|w| {
+                        Err(StoreError::BlobFetch {
+                            digest: layer.to_string(),
+                            offset: w.blob_offset,
+                            len: w.blob_len,
+                            reason: reason.clone(),
+                        })
+                    })
+                    .collect();
+            }
+        };
+        run.iter()
+            .map(|w| {
+                let lo = (w.blob_offset - start) as usize;
+                let slice = &bytes[lo..lo + w.blob_len as usize];
+                let data = match decode_verify(slice, w.len, w.digest) {
+                    Ok(d) => d,
+                    Err(first) => {
+                        bump(&self.counters.corrupt_chunks, 1);
+                        tracing::warn!(layer, digest = w.digest, offset = w.blob_offset, reason = %first, "chunk failed verification, fetching it again");
+                        self.refetch(layer, source, w)?
+                    }
+                };
+                self.store(w, &data)?;
+                Ok(data)
+            })
+            .collect()
+    }
+
+    fn refetch(&self, layer: &str, source: &dyn BlobSource, w: &Want) -> Result<Arc<[u8]>> {
+        let bytes = {
+            let _permit = self.permits.acquire();
+            source.read_range_retry(w.blob_offset, w.blob_len, &self.retry)?
+        };
+        bump(&self.counters.fetch_requests, 1);
+        bump(&self.counters.fetched_bytes, w.blob_len);
+        decode_verify(&bytes, w.len, w.digest).map_err(|reason| {
+            bump(&self.counters.corrupt_chunks, 1);
+            tracing::error!(layer, digest = w.digest, offset = w.blob_offset, %reason, "chunk corrupt twice");
+            StoreError::ChunkCorrupt {
+                layer: layer.to_string(),
+                chunk_digest: w.digest.to_string(),
+                offset: w.blob_offset,
+                len: w.blob_len,
+                reason,
+            }
+        })
+    }
+
+    /// The bytes of every chunk in `wants`, from memory, disk, or the blob source.
+    fn get_chunks(&self, layer: &str, wants: &[Want]) -> Result<Vec<Arc<[u8]>>> {
+        let mut out: Vec<Option<Arc<[u8]>>> = Vec::with_capacity(wants.len());
+        for w in wants {
+            out.push(self.lookup(w)?);
+        }
+        if out.iter().all(Option::is_some) {
+            return Ok(out.into_iter().map(Option::unwrap).collect());
+        }
+        let source = self.source(layer)?;
+        let mut owned: Vec<usize> = Vec::new();
+        let mut waits = Vec::new();
+        let mut dups = Vec::new();
+        let mut claimed: HashMap<&str, usize> = HashMap::new();
+        for i in 0..wants.len() {
+            if out[i].is_some() {
+                continue;
+            }
+            let d = wants[i].digest;
+            if let Some(&first) = claimed.get(d) {
+                dups.push((i, first));
+                continue;
+            }
+            claimed.insert(d, i);
+            match self.flights.claim(d) {
+                Claim::Owner => match self.lookup(&wants[i]) {
+                    // It landed between our lookup and our claim.
+                    Ok(Some(b)) => {
+                        self.flights.finish(d, Ok(b.clone()));
+                        out[i] = Some(b);
+                    }
+                    Ok(None) => owned.push(i),
+                    Err(e) => {
+                        self.flights.finish(d, Err(e.to_string()));
+                        return Err(e);
+                    }
+                },
+                Claim::Waiter(f) => waits.push((i, f)),
+            }
+        }
+        let mut first_err: Option<StoreError> = None;
+        let mut k = 0;
+        while k < owned.len() {
+            // A run: consecutive chunks that are adjacent in the blob, at most 64.
+            let mut end = k + 1;
+            while end < owned.len()
+                && end - k < 64
+                && owned[end] == owned[end - 1] + 1
+                && wants[owned[end]].blob_offset
+                    == wants[owned[end - 1]].blob_offset + wants[owned[end - 1]].blob_len
+            {
+                end += 1;
+            }
+            let run: Vec<Want> = owned[k..end].iter().map(|&i| wants[i].clone()).collect();
+            let results = self.fetch_run(layer, source.as_ref(), &run);
+            for (&i, r) in owned[k..end].iter().zip(results) {
+                match r {
+                    Ok(b) => {
+                        self.flights.finish(wants[i].digest, Ok(b.clone()));
+                        out[i] = Some(b);
+                    }
+                    Err(e) => {
+                        self.flights.finish(wants[i].digest, Err(e.to_string()));
+                        first_err.get_or_insert(e);
+                    }
+                }
+            }
+            k = end;
+        }
+        for (i, f) in waits {
+            match f.wait() {
+                Ok(b) => out[i] = Some(b),
+                Err(reason) => {
+                    first_err.get_or_insert(StoreError::BlobFetch {
+                        digest: layer.to_string(),
+                        offset: wants[i].blob_offset,
+                        len: wants[i].blob_len,
+                        reason,
+                    });
+                }
+            }
+        }
+        if let Some(e) = first_err {
+            return Err(e);
+        }
+        for (i, first) in dups {
+            out[i] = out[first].clone();
+        }
+        Ok(out
+            .into_iter()
+            .map(|b| b.expect("every chunk filled"))
+            .collect())
+    }
+}
+
+impl ContentReader for ChunkCache {
+    fn read_at(
+        &self,
+        layer_digest: &str,
+        chunks: &[ChunkRef],
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<usize> {
+        let size = chunks.last().map(|c| c.file_offset + c.len).unwrap_or(0);
+        if buf.is_empty() || offset >= size {
+            return Ok(0);
+        }
+        let end = offset.saturating_add(buf.len() as u64).min(size);
+        let first = chunks.partition_point(|c| c.file_offset + c.len <= offset);
+        let last = chunks.partition_point(|c| c.file_offset < end);
+        let needed = &chunks[first..last];
+        let mut wants = Vec::with_capacity(needed.len());
+        for c in needed {
+            match &c.location {
+                ChunkLocation::Compressed {
+                    blob_offset,
+                    blob_len,
+                    digest,
+                } => wants.push(Want {
+                    blob_offset: *blob_offset,
+                    blob_len: *blob_len,
+                    len: c.len,
+                    digest,
+                }),
+                ChunkLocation::Local { .. } => {
+                    return Err(StoreError::InvalidIndex {
+                        layer: layer_digest.to_string(),
+                        reason: "a local chunk was passed to the chunk cache".into(),
+                    })
+                }
+            }
+        }
+        let digests: Vec<&str> = wants.iter().map(|w| w.digest).collect();
+        let pins = self.pin(&digests);
+        let data = self.get_chunks(layer_digest, &wants)?;
+        let mut written = 0usize;
+        for (c, bytes) in needed.iter().zip(&data) {
+            let lo = offset.max(c.file_offset);
+            let hi = end.min(c.file_offset + c.len);
+            let src = &bytes[(lo - c.file_offset) as usize..(hi - c.file_offset) as usize];
+            let dst = (lo - offset) as usize;
+            buf[dst..dst + src.len()].copy_from_slice(src);
+            written = written.max(dst + src.len());
+        }
+        drop(pins);
+        if self.disk_usage() > self.budget {
+            self.evict_to(self.budget)?;
+        }
+        Ok(written)
+    }
+}

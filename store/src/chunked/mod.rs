@@ -1,0 +1,160 @@
+//! zstd:chunked: reading a layer's TOC lazily (one Range request), turning it into a
+//! [`LayerIndex`], and writing zstd:chunked blobs from tar streams.
+
+pub mod footer;
+pub mod source;
+pub mod tarsplit;
+pub mod toc;
+pub mod writer;
+
+use std::collections::BTreeMap;
+use std::io::Read;
+
+use sha2::{Digest, Sha256};
+
+pub use footer::{ChunkedFormat, TocLocation};
+pub use source::{BlobSource, FileBlobSource, RegistryBlobSource, RetryPolicy};
+pub use toc::{Toc, TocEntry};
+pub use writer::{write_zstd_chunked, ChunkedLayer, WriterOptions, CHUNK_SIZE};
+
+use crate::{LayerIndex, Result, StoreError};
+
+/// Largest TOC accepted, compressed or not (containers/storage caps it at 50 MB too).
+pub const MAX_TOC_SIZE: u64 = 64 << 20;
+
+/// What was learned about a layer's TOC besides its entries.
+#[derive(Debug, Clone)]
+pub struct TocInfo {
+    pub location: TocLocation,
+    /// `sha256:<hex>` of the compressed TOC as fetched.
+    pub toc_digest: String,
+    /// Whether `toc_digest` was checked against the manifest's checksum annotation. When the
+    /// annotations are absent (the footer was used), nothing pins the TOC: the caller must
+    /// verify the whole blob before trusting chunk digests.
+    pub verified: bool,
+    /// The TOC's `tarSplitDigest` (current format), empty if none.
+    pub tar_split_digest: String,
+}
+
+fn toc_err(layer: &str, reason: impl Into<String>) -> StoreError {
+    StoreError::InvalidToc {
+        layer: layer.to_string(),
+        entry: "TOC".to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// Whether a layer descriptor's annotations mark it as zstd:chunked (either generation).
+pub fn is_zstd_chunked(annotations: &BTreeMap<String, String>) -> bool {
+    annotations.contains_key(footer::MANIFEST_POSITION_KEY)
+        || annotations.contains_key(footer::LEGACY_MANIFEST_POSITION_KEY)
+}
+
+/// Finds, fetches (one Range request, two without annotations), verifies and parses the TOC
+/// of a zstd:chunked layer and converts it to a [`LayerIndex`] whose regular files point at
+/// compressed chunks of `source`.
+pub fn open_lazy_layer(
+    source: &dyn BlobSource,
+    layer_digest: &str,
+    annotations: &BTreeMap<String, String>,
+    retry: &RetryPolicy,
+) -> Result<(LayerIndex, TocInfo)> {
+    let size = source.size();
+    let location = match footer::location_from_annotations(layer_digest, annotations)? {
+        Some(l) => l,
+        None => {
+            let tail_len = footer::FOOTER_TAIL_LEN.min(size);
+            let tail = source.read_range_retry(size - tail_len, tail_len, retry)?;
+            footer::location_from_footer(layer_digest, &tail)?
+        }
+    };
+    let (toc, toc_digest) = fetch_toc(source, layer_digest, &location, retry)?;
+    let verified = location.checksum.is_some();
+    let data_end = location.offset - footer::SKIPPABLE_FRAME_HEADER;
+    let index = toc::toc_to_layer_index(layer_digest, &toc, data_end)?;
+    let info = TocInfo {
+        location,
+        toc_digest,
+        verified,
+        tar_split_digest: toc.tar_split_digest.clone(),
+    };
+    Ok((index, info))
+}
+
+/// Fetches and decompresses the TOC, with size caps, and returns it with its digest.
+fn fetch_toc(
+    source: &dyn BlobSource,
+    layer: &str,
+    loc: &TocLocation,
+    retry: &RetryPolicy,
+) -> Result<(Toc, String)> {
+    let size = source.size();
+    if loc.compressed_len == 0 || loc.compressed_len > MAX_TOC_SIZE {
+        return Err(toc_err(
+            layer,
+            format!("compressed TOC size {} refused", loc.compressed_len),
+        ));
+    }
+    if loc.uncompressed_len > MAX_TOC_SIZE {
+        return Err(toc_err(
+            layer,
+            format!("TOC size {} over the cap", loc.uncompressed_len),
+        ));
+    }
+    let end = loc.offset.checked_add(loc.compressed_len);
+    if loc.offset < footer::SKIPPABLE_FRAME_HEADER || end.is_none_or(|e| e > size) {
+        return Err(toc_err(
+            layer,
+            format!(
+                "TOC at {}+{} lies outside the blob of {size} bytes",
+                loc.offset, loc.compressed_len
+            ),
+        ));
+    }
+    // Fetch the skippable frame header too, to check that the TOC really is one.
+    let frame = source.read_range_retry(
+        loc.offset - footer::SKIPPABLE_FRAME_HEADER,
+        loc.compressed_len + footer::SKIPPABLE_FRAME_HEADER,
+        retry,
+    )?;
+    let compressed = &frame[footer::SKIPPABLE_FRAME_HEADER as usize..];
+    let digest = format!("sha256:{}", hex::encode(Sha256::digest(compressed)));
+    if frame[..4] != footer::SKIPPABLE_FRAME_MAGIC
+        || u64::from(u32::from_le_bytes(frame[4..8].try_into().unwrap())) != loc.compressed_len
+    {
+        return Err(toc_err(
+            layer,
+            "TOC is not a skippable frame of the stated length",
+        ));
+    }
+    // Check the pin before decompressing or parsing anything.
+    if let Some(expected) = &loc.checksum {
+        if *expected != digest {
+            return Err(StoreError::DigestMismatch {
+                what: format!("TOC of layer {layer}"),
+                expected: expected.clone(),
+                actual: digest,
+            });
+        }
+    }
+    let mut json = Vec::new();
+    let decoder = zstd::stream::read::Decoder::new(compressed)
+        .map_err(|e| toc_err(layer, format!("TOC decompression: {e}")))?;
+    decoder
+        .take(MAX_TOC_SIZE + 1)
+        .read_to_end(&mut json)
+        .map_err(|e| toc_err(layer, format!("TOC decompression: {e}")))?;
+    if json.len() as u64 != loc.uncompressed_len {
+        return Err(toc_err(
+            layer,
+            format!(
+                "TOC decompresses to {} bytes, {} stated",
+                json.len(),
+                loc.uncompressed_len
+            ),
+        ));
+    }
+    let toc: Toc =
+        serde_json::from_slice(&json).map_err(|e| toc_err(layer, format!("TOC JSON: {e}")))?;
+    Ok((toc, digest))
+}
