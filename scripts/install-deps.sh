@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs, idempotently, what skiff's build, tests and demo need on a fresh Debian machine.
 set -euo pipefail
-pkgs=(docker-registry busybox-static fuse3 zstd crun skopeo iptables iproute2 hyperfine sqlite3 debootstrap)
+pkgs=(docker-registry busybox-static fuse3 zstd crun skopeo iptables iproute2 hyperfine sqlite3 debootstrap bc)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

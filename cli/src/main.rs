@@ -1,5 +1,92 @@
 //! The `skiff` binary: the CLI, the daemon, and the hidden entry points the runtime re-execs.
 
+mod args;
+mod client;
+mod daemon;
+mod exit;
+
+use anyhow::Result;
+use clap::Parser;
+
+use args::{Cli, Command, ImageCommand, SystemCommand};
+use exit::Exit;
+
 fn main() {
-    println!("skiff {}", env!("CARGO_PKG_VERSION"));
+    // The runtime re-execs this binary as the container shim and exec helper; those never
+    // return from here.
+    skiff_runtime::entry::run_if_internal();
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("skiff: starting the async runtime: {e}");
+            std::process::exit(125);
+        }
+    };
+    let code = match rt.block_on(dispatch(cli)) {
+        Ok(()) => 0,
+        Err(e) => match e.downcast_ref::<Exit>() {
+            Some(Exit(code)) => *code,
+            None => {
+                match e.downcast_ref::<bollard::errors::Error>() {
+                    Some(b) => eprintln!("Error response from daemon: {}", client::error_message(b)),
+                    None => eprintln!("skiff: {e:#}"),
+                }
+                1
+            }
+        },
+    };
+    // Blocking stdin readers may still be parked; don't wait for them.
+    std::process::exit(code);
+}
+
+async fn dispatch(cli: Cli) -> Result<()> {
+    let socket = client::connect::socket_path(cli.host.as_deref(), &cli.exec_root)?;
+    if let Command::Daemon(args) = cli.command {
+        return daemon::run(args, cli.exec_root, socket).await;
+    }
+    if let Command::Version = cli.command {
+        let docker = client::connect::connect(&socket).await.ok();
+        return client::system::version(docker.as_ref()).await;
+    }
+    if let Command::Image(ImageCommand::Convert(args)) = &cli.command {
+        return daemon::convert::convert_command(args).await;
+    }
+    let docker = client::connect::connect(&socket)
+        .await
+        .map_err(|e| {
+            eprintln!("{e:#}");
+            Exit(125)
+        })?;
+    let d = &docker;
+    use client::*;
+    match &cli.command {
+        Command::Run(a) => run::run(d, a).await,
+        Command::Create(a) => run::create(d, a).await,
+        Command::Start(a) => run::start(d, a).await,
+        Command::Restart(a) => lifecycle::restart(d, a).await,
+        Command::Wait(a) => lifecycle::wait(d, a).await,
+        Command::Attach(a) => run::attach(d, a).await,
+        Command::Ps(a) => ps::ps(d, a).await,
+        Command::Logs(a) => logs::logs(d, a).await,
+        Command::Stop(a) => lifecycle::stop(d, a).await,
+        Command::Kill(a) => lifecycle::kill(d, a).await,
+        Command::Rm(a) => lifecycle::rm(d, a).await,
+        Command::Exec(a) => exec::exec(d, a).await,
+        Command::Inspect(a) => inspect::inspect(d, a).await,
+        Command::Images(a) | Command::Image(ImageCommand::Ls(a)) => images::images(d, a).await,
+        Command::Pull(a) | Command::Image(ImageCommand::Pull(a)) => images::pull(d, a).await,
+        Command::Push(a) | Command::Image(ImageCommand::Push(a)) => images::push(d, a).await,
+        Command::Rmi(a) | Command::Image(ImageCommand::Rm(a)) => images::rmi(d, a).await,
+        Command::Tag(a) | Command::Image(ImageCommand::Tag(a)) => images::tag(d, a).await,
+        Command::Image(ImageCommand::Inspect(a)) => images::inspect(d, &a.containers).await,
+        Command::Image(ImageCommand::Import(a)) => images::import(d, a).await,
+        Command::Image(ImageCommand::Prune(a)) => system::image_prune(d, a).await,
+        Command::System(SystemCommand::Prune(a)) => system::prune(d, a).await,
+        Command::System(SystemCommand::Df) => system::df(d).await,
+        Command::System(SystemCommand::Info) | Command::Info => system::info(d).await,
+        Command::Daemon(_) | Command::Version | Command::Image(ImageCommand::Convert(_)) => {
+            unreachable!("handled above")
+        }
+    }
 }

@@ -94,14 +94,20 @@ impl Store {
             });
         }
         let limit = self.inner.opts.max_concurrent_downloads.max(1);
-        let rows: Vec<LayerRow> =
-            futures::stream::iter(resolved.manifest.layers.iter().zip(diff_ids.iter()))
-                .map(|(layer, diff_id)| {
-                    self.pull_layer(&resolved.reference, layer, diff_id, progress)
-                })
-                .buffered(limit)
-                .try_collect()
-                .await?;
+        // Futures built eagerly: a lazy `.map(|(layer, diff_id)| ..)` closure over borrowed
+        // pairs makes the whole pull future non-Send-general (rustc's HRTB limitation), so
+        // it could not be spawned on tokio.
+        let pulls: Vec<_> = resolved
+            .manifest
+            .layers
+            .iter()
+            .zip(diff_ids.iter())
+            .map(|(layer, diff_id)| self.pull_layer(&resolved.reference, layer, diff_id, progress))
+            .collect();
+        let rows: Vec<LayerRow> = futures::stream::iter(pulls)
+            .buffered(limit)
+            .try_collect()
+            .await?;
         let id = self.commit_pulled(&r, &resolved, &config, &rows)?;
         self.record(&id)
     }

@@ -1,8 +1,11 @@
 //! Support for skiff's end-to-end tests: a real registry, fixture images, the real binary.
 
 pub mod binary;
+pub mod daemon;
 pub mod fixtures;
+pub mod pty;
 pub mod registry;
 pub mod skip;
 
+pub use daemon::Daemon;
 pub use registry::Registry;

@@ -1,0 +1,434 @@
+//! The command line, with the flags Docker users already know.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "skiff",
+    version,
+    about = "A container engine that starts images before they are downloaded",
+    disable_help_subcommand = true
+)]
+pub struct Cli {
+    /// Daemon socket to connect to (unix:///path or a path).
+    #[arg(short = 'H', long = "host", env = "SKIFF_HOST", global = true)]
+    pub host: Option<String>,
+
+    /// Volatile state root (socket, mounts); used to find the socket when -H is not given.
+    #[arg(long, env = "SKIFF_EXEC_ROOT", global = true, default_value = "/run/skiff")]
+    pub exec_root: PathBuf,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the daemon (serves the Docker Engine API on <exec-root>/skiff.sock).
+    Daemon(DaemonArgs),
+    /// Create and run a new container from an image.
+    Run(RunArgs),
+    /// Create a new container.
+    Create(CreateArgs),
+    /// Start one or more stopped containers.
+    Start(StartArgs),
+    /// Restart one or more containers.
+    Restart(StopArgs),
+    /// Block until one or more containers stop, then print their exit codes.
+    Wait(ContainersArgs),
+    /// Attach local standard input, output, and error streams to a running container.
+    Attach(AttachArgs),
+    /// List containers.
+    Ps(PsArgs),
+    /// Fetch the logs of a container.
+    Logs(LogsArgs),
+    /// Stop one or more running containers.
+    Stop(StopArgs),
+    /// Kill one or more running containers.
+    Kill(KillArgs),
+    /// Remove one or more containers.
+    Rm(RmArgs),
+    /// Execute a command in a running container.
+    Exec(ExecArgs),
+    /// Return low-level information on containers or images.
+    Inspect(InspectArgs),
+    /// List images.
+    Images(ImagesArgs),
+    /// Download an image from a registry.
+    Pull(PullArgs),
+    /// Upload an image to a registry.
+    Push(PullArgs),
+    /// Remove one or more images.
+    Rmi(RmiArgs),
+    /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE.
+    Tag(TagArgs),
+    /// Manage images.
+    #[command(subcommand)]
+    Image(ImageCommand),
+    /// Manage skiff.
+    #[command(subcommand)]
+    System(SystemCommand),
+    /// Show the skiff version information.
+    Version,
+    /// Display system-wide information.
+    Info,
+}
+
+#[derive(Args, Debug)]
+pub struct DaemonArgs {
+    /// Persistent state root.
+    #[arg(long, env = "SKIFF_DATA_ROOT", default_value = "/var/lib/skiff")]
+    pub data_root: PathBuf,
+    /// Byte budget of the chunk cache (e.g. 10g, 512m).
+    #[arg(long, default_value = "10g")]
+    pub cache_size: String,
+    /// Registries (host[:port]) reached over plain HTTP besides loopback ones.
+    #[arg(long = "insecure-registry")]
+    pub insecure_registries: Vec<String>,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct ContainerOpts {
+    /// Assign a name to the container.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Set environment variables.
+    #[arg(short = 'e', long = "env")]
+    pub env: Vec<String>,
+    /// Working directory inside the container.
+    #[arg(short = 'w', long = "workdir")]
+    pub workdir: Option<String>,
+    /// Username or UID (format: <name|uid>[:<group|gid>]).
+    #[arg(short = 'u', long = "user")]
+    pub user: Option<String>,
+    /// Overwrite the default ENTRYPOINT of the image.
+    #[arg(long)]
+    pub entrypoint: Option<String>,
+    /// Container host name.
+    #[arg(long, short = 'h')]
+    pub hostname: Option<String>,
+    /// Memory limit (e.g. 64m, 1g).
+    #[arg(short = 'm', long)]
+    pub memory: Option<String>,
+    /// Number of CPUs.
+    #[arg(long)]
+    pub cpus: Option<f64>,
+    /// Tune container pids limit (set -1 for unlimited).
+    #[arg(long)]
+    pub pids_limit: Option<i64>,
+    /// Keep STDIN open even if not attached.
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// Allocate a pseudo-TTY.
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// Pull image before running ("always", "missing", "never").
+    #[arg(long, default_value = "missing")]
+    pub pull: String,
+    /// Connect a container to a network (bridge, none, host).
+    #[arg(long, alias = "net")]
+    pub network: Option<String>,
+    /// Publish a container's port(s) to the host.
+    #[arg(short = 'p', long = "publish")]
+    pub publish: Vec<String>,
+    /// Publish all exposed ports to random ports.
+    #[arg(short = 'P', long = "publish-all")]
+    pub publish_all: bool,
+    /// Signal to stop the container.
+    #[arg(long)]
+    pub stop_signal: Option<String>,
+    /// Timeout (in seconds) to stop a container.
+    #[arg(long)]
+    pub stop_timeout: Option<i64>,
+    /// Set metadata on a container.
+    #[arg(short = 'l', long = "label")]
+    pub labels: Vec<String>,
+    /// Image to run.
+    pub image: String,
+    /// Command and arguments (override the image's CMD).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+#[command(disable_help_flag = true)]
+pub struct RunArgs {
+    /// Print help (`-h` is --hostname, as in Docker).
+    #[arg(long, action = clap::ArgAction::Help)]
+    pub help: Option<bool>,
+    /// Run container in background and print container ID.
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+    /// Automatically remove the container when it exits.
+    #[arg(long)]
+    pub rm: bool,
+    #[command(flatten)]
+    pub opts: ContainerOpts,
+}
+
+#[derive(Args, Debug)]
+#[command(disable_help_flag = true)]
+pub struct CreateArgs {
+    /// Print help (`-h` is --hostname, as in Docker).
+    #[arg(long, action = clap::ArgAction::Help)]
+    pub help: Option<bool>,
+    #[command(flatten)]
+    pub opts: ContainerOpts,
+}
+
+#[derive(Args, Debug)]
+pub struct StartArgs {
+    /// Attach STDOUT/STDERR and forward signals.
+    #[arg(short = 'a', long)]
+    pub attach: bool,
+    /// Attach container's STDIN.
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ContainersArgs {
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct AttachArgs {
+    /// Do not attach STDIN.
+    #[arg(long)]
+    pub no_stdin: bool,
+    pub container: String,
+}
+
+#[derive(Args, Debug)]
+pub struct PsArgs {
+    /// Show all containers (default shows just running).
+    #[arg(short = 'a', long)]
+    pub all: bool,
+    /// Only display container IDs.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Don't truncate output.
+    #[arg(long)]
+    pub no_trunc: bool,
+    /// Show the latest created container.
+    #[arg(short = 'l', long)]
+    pub latest: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct LogsArgs {
+    /// Follow log output.
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+    /// Number of lines to show from the end of the logs ("all" for all).
+    #[arg(short = 'n', long, default_value = "all")]
+    pub tail: String,
+    /// Show timestamps.
+    #[arg(short = 't', long)]
+    pub timestamps: bool,
+    /// Show logs since timestamp (e.g. 2013-01-02T13:23:37Z) or relative (e.g. 42m).
+    #[arg(long)]
+    pub since: Option<String>,
+    pub container: String,
+}
+
+#[derive(Args, Debug)]
+pub struct StopArgs {
+    /// Seconds to wait before killing the container.
+    #[arg(short = 't', long = "time", alias = "timeout")]
+    pub time: Option<i64>,
+    /// Signal to send to the container.
+    #[arg(short = 's', long)]
+    pub signal: Option<String>,
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct KillArgs {
+    /// Signal to send to the container.
+    #[arg(short = 's', long, default_value = "KILL")]
+    pub signal: String,
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct RmArgs {
+    /// Force the removal of a running container (uses SIGKILL).
+    #[arg(short = 'f', long)]
+    pub force: bool,
+    /// Remove anonymous volumes associated with the container.
+    #[arg(short = 'v', long)]
+    pub volumes: bool,
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ExecArgs {
+    /// Detached mode: run command in the background.
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+    /// Keep STDIN open even if not attached.
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// Allocate a pseudo-TTY.
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// Set environment variables.
+    #[arg(short = 'e', long = "env")]
+    pub env: Vec<String>,
+    /// Working directory inside the container.
+    #[arg(short = 'w', long = "workdir")]
+    pub workdir: Option<String>,
+    /// Username or UID.
+    #[arg(short = 'u', long = "user")]
+    pub user: Option<String>,
+    pub container: String,
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    /// Return JSON for specified type (container, image).
+    #[arg(long = "type")]
+    pub kind: Option<String>,
+    #[arg(required = true)]
+    pub names: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ImagesArgs {
+    /// Only show image IDs.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Don't truncate output.
+    #[arg(long)]
+    pub no_trunc: bool,
+    /// Show all images.
+    #[arg(short = 'a', long)]
+    pub all: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct PullArgs {
+    /// Suppress verbose output.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    pub image: String,
+}
+
+#[derive(Args, Debug)]
+pub struct RmiArgs {
+    /// Force removal of the image.
+    #[arg(short = 'f', long)]
+    pub force: bool,
+    #[arg(required = true)]
+    pub images: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct TagArgs {
+    pub source: String,
+    pub target: String,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ImageCommand {
+    /// List images.
+    #[command(alias = "list")]
+    Ls(ImagesArgs),
+    /// Download an image from a registry.
+    Pull(PullArgs),
+    /// Upload an image to a registry.
+    Push(PullArgs),
+    /// Remove one or more images.
+    Rm(RmiArgs),
+    /// Display detailed information on one or more images.
+    Inspect(ContainersArgs),
+    /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE.
+    Tag(TagArgs),
+    /// Import a root filesystem (directory or tarball) as an image.
+    Import(ImportArgs),
+    /// Convert an image to zstd:chunked and push it (registry to registry).
+    Convert(ConvertArgs),
+    /// Remove unused images.
+    Prune(PruneArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ImportArgs {
+    /// Apply Dockerfile instruction to the created image (CMD, ENTRYPOINT, ENV, WORKDIR, USER, EXPOSE, LABEL).
+    #[arg(short = 'c', long = "change")]
+    pub changes: Vec<String>,
+    /// Layer compression: gzip or zstd.
+    #[arg(long, default_value = "gzip")]
+    pub compression: String,
+    /// A root filesystem directory, or a tarball of one ("-" for standard input).
+    pub source: PathBuf,
+    /// Reference to give the image.
+    pub reference: String,
+}
+
+#[derive(Args, Debug)]
+pub struct ConvertArgs {
+    /// Registries (host[:port]) reached over plain HTTP besides loopback ones.
+    #[arg(long = "insecure-registry")]
+    pub insecure_registries: Vec<String>,
+    pub source: String,
+    pub destination: String,
+}
+
+#[derive(Args, Debug)]
+pub struct PruneArgs {
+    /// Remove all unused images, not just dangling ones.
+    #[arg(short = 'a', long)]
+    pub all: bool,
+    /// Do not prompt for confirmation.
+    #[arg(short = 'f', long)]
+    pub force: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SystemCommand {
+    /// Remove unused data (stopped containers, unused images, unreferenced cache chunks).
+    Prune(PruneArgs),
+    /// Show skiff disk usage.
+    Df,
+    /// Display system-wide information.
+    Info,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_takes_docker_flags_and_a_trailing_command() {
+        let cli = Cli::try_parse_from([
+            "skiff", "run", "--rm", "-it", "-e", "A=1", "-h", "box", "--memory", "64m", "img",
+            "sh", "-c", "echo -n hi",
+        ])
+        .unwrap();
+        let Command::Run(r) = cli.command else {
+            panic!("not run")
+        };
+        assert!(r.rm && r.opts.interactive && r.opts.tty);
+        assert_eq!(r.opts.hostname.as_deref(), Some("box"));
+        assert_eq!(r.opts.image, "img");
+        assert_eq!(r.opts.command, ["sh", "-c", "echo -n hi"]);
+    }
+}

@@ -1,0 +1,278 @@
+//! Image commands: `pull` (with progress bars), `push`, `images`, `rmi`, `tag`, `image
+//! inspect`, `image import`.
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+
+use anyhow::{bail, Context, Result};
+use bollard::image::{
+    CreateImageOptions, ListImagesOptions, PushImageOptions, RemoveImageOptions, TagImageOptions,
+};
+use bollard::Docker;
+use futures::StreamExt;
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+
+use super::format::{ago, human_size, print_table, short_id};
+use crate::args::{ImagesArgs, ImportArgs, PullArgs, RmiArgs, TagArgs};
+
+/// Splits "repo:tag" (a port colon is not a tag) for Docker's `fromImage` + `tag` params.
+pub fn split_tag(reference: &str) -> (String, String) {
+    if reference.contains('@') {
+        return (reference.to_string(), String::new());
+    }
+    match reference.rsplit_once(':') {
+        Some((repo, tag)) if !tag.contains('/') => (repo.to_string(), tag.to_string()),
+        _ => (reference.to_string(), "latest".to_string()),
+    }
+}
+
+/// Pulls `image`, drawing one bar per layer on a terminal and plain lines otherwise.
+pub async fn pull_with_progress(
+    docker: &Docker,
+    image: &str,
+    quiet: bool,
+    to_stderr: bool,
+) -> Result<()> {
+    let (repo, tag) = split_tag(image);
+    let mut stream = docker.create_image(
+        Some(CreateImageOptions {
+            from_image: repo,
+            tag,
+            ..Default::default()
+        }),
+        None,
+        None,
+    );
+    let fancy = !quiet
+        && if to_stderr {
+            std::io::stderr().is_terminal()
+        } else {
+            std::io::stdout().is_terminal()
+        };
+    let multi = MultiProgress::new();
+    let mut bars: HashMap<String, ProgressBar> = HashMap::new();
+    let style = ProgressStyle::with_template("{prefix}: {msg} {wide_bar} {bytes}/{total_bytes}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
+    let say = |line: String| {
+        if quiet {
+        } else if to_stderr {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    };
+    while let Some(item) = stream.next().await {
+        let info = item.map_err(|e| anyhow::anyhow!(super::error_message(&e)))?;
+        if let Some(err) = info.error {
+            bail!("{err}");
+        }
+        let status = info.status.unwrap_or_default();
+        match info.id {
+            Some(id) if fancy => {
+                let bar = bars.entry(id.clone()).or_insert_with(|| {
+                    let b = multi.add(ProgressBar::new(0));
+                    b.set_style(style.clone());
+                    b.set_prefix(id.clone());
+                    b
+                });
+                if let Some(d) = info.progress_detail {
+                    if let Some(total) = d.total {
+                        bar.set_length(total.max(0) as u64);
+                    }
+                    if let Some(cur) = d.current {
+                        bar.set_position(cur.max(0) as u64);
+                    }
+                }
+                bar.set_message(status);
+            }
+            Some(id) => {
+                if info.progress_detail.is_none()
+                    || !status.starts_with("Downloading") && !status.starts_with("Extracting")
+                {
+                    say(format!("{id}: {status}"));
+                }
+            }
+            None => say(status),
+        }
+    }
+    for b in bars.values() {
+        b.finish();
+    }
+    Ok(())
+}
+
+pub async fn pull(docker: &Docker, args: &PullArgs) -> Result<()> {
+    pull_with_progress(docker, &args.image, args.quiet, false).await
+}
+
+pub async fn push(docker: &Docker, args: &PullArgs) -> Result<()> {
+    let (repo, tag) = split_tag(&args.image);
+    let mut stream = docker.push_image(&repo, Some(PushImageOptions { tag }), None);
+    while let Some(item) = stream.next().await {
+        let info = item.map_err(|e| anyhow::anyhow!(super::error_message(&e)))?;
+        if let Some(err) = info.error {
+            bail!("{err}");
+        }
+        if !args.quiet {
+            if let Some(s) = info.status {
+                println!("{s}");
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn images(docker: &Docker, args: &ImagesArgs) -> Result<()> {
+    let mut list = docker
+        .list_images(Some(ListImagesOptions::<String> {
+            all: args.all,
+            ..Default::default()
+        }))
+        .await?;
+    list.sort_by_key(|i| std::cmp::Reverse(i.created));
+    if args.quiet {
+        for i in &list {
+            println!("{}", if args.no_trunc { i.id.clone() } else { short_id(&i.id) });
+        }
+        return Ok(());
+    }
+    let mut rows = Vec::new();
+    for i in &list {
+        let id = if args.no_trunc { i.id.clone() } else { short_id(&i.id) };
+        let tags = if i.repo_tags.is_empty() {
+            vec!["<none>:<none>".to_string()]
+        } else {
+            i.repo_tags.clone()
+        };
+        for t in tags {
+            let (repo, tag) = t.rsplit_once(':').unwrap_or((&t, "<none>"));
+            rows.push(vec![
+                repo.to_string(),
+                tag.to_string(),
+                id.clone(),
+                ago(i.created),
+                human_size(i.size),
+            ]);
+        }
+    }
+    print_table(&["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"], &rows);
+    Ok(())
+}
+
+pub async fn rmi(docker: &Docker, args: &RmiArgs) -> Result<()> {
+    let mut failed = false;
+    for image in &args.images {
+        match docker
+            .remove_image(
+                image,
+                Some(RemoveImageOptions {
+                    force: args.force,
+                    noprune: false,
+                }),
+                None,
+            )
+            .await
+        {
+            Ok(items) => {
+                for it in items {
+                    if let Some(u) = it.untagged {
+                        println!("Untagged: {u}");
+                    }
+                    if let Some(d) = it.deleted {
+                        println!("Deleted: {d}");
+                    }
+                }
+            }
+            Err(e) => {
+                eprintln!("Error response from daemon: {}", super::error_message(&e));
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        bail!("failed to remove one or more images");
+    }
+    Ok(())
+}
+
+pub async fn tag(docker: &Docker, args: &TagArgs) -> Result<()> {
+    let (repo, tag) = split_tag(&args.target);
+    docker
+        .tag_image(&args.source, Some(TagImageOptions { repo, tag }))
+        .await?;
+    Ok(())
+}
+
+pub async fn inspect(docker: &Docker, names: &[String]) -> Result<()> {
+    let mut out = Vec::new();
+    for n in names {
+        out.push(serde_json::to_value(docker.inspect_image(n).await?)?);
+    }
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
+
+/// `image import`: a directory is sent as a tar stream, a tarball as is (Docker's
+/// `POST /images/create?fromSrc=-`).
+pub async fn import(docker: &Docker, args: &ImportArgs) -> Result<()> {
+    let body: Vec<u8> = if args.source.as_os_str() == "-" {
+        let mut v = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut v)?;
+        v
+    } else if args.source.is_dir() {
+        let src = args.source.clone();
+        tokio::task::spawn_blocking(move || -> Result<Vec<u8>> {
+            let mut b = tar::Builder::new(Vec::new());
+            b.follow_symlinks(false);
+            b.append_dir_all(".", &src)
+                .with_context(|| format!("reading {}", src.display()))?;
+            Ok(b.into_inner()?)
+        })
+        .await??
+    } else {
+        std::fs::read(&args.source).with_context(|| format!("reading {}", args.source.display()))?
+    };
+    let (repo, tag) = split_tag(&args.reference);
+    let mut stream = docker.create_image(
+        Some(CreateImageOptions {
+            from_src: "-".to_string(),
+            repo,
+            tag,
+            changes: args.changes.iter().map(|s| s.as_str()).collect(),
+            ..Default::default()
+        }),
+        Some(body.into()),
+        None,
+    );
+    let mut last = None;
+    while let Some(item) = stream.next().await {
+        let info = item.map_err(|e| anyhow::anyhow!(super::error_message(&e)))?;
+        if let Some(err) = info.error {
+            bail!("{err}");
+        }
+        last = info.status.or(last);
+    }
+    if let Some(id) = last {
+        println!("{id}");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_tag;
+
+    #[test]
+    fn tags_split_like_docker() {
+        assert_eq!(split_tag("busybox"), ("busybox".into(), "latest".into()));
+        assert_eq!(split_tag("busybox:1.36"), ("busybox".into(), "1.36".into()));
+        assert_eq!(
+            split_tag("127.0.0.1:5000/a/b"),
+            ("127.0.0.1:5000/a/b".into(), "latest".into())
+        );
+        assert_eq!(
+            split_tag("127.0.0.1:5000/a:v1"),
+            ("127.0.0.1:5000/a".into(), "v1".into())
+        );
+    }
+}

@@ -1,0 +1,23 @@
+//! The CLI side: each command talks to the daemon with the Docker Engine API.
+
+pub mod connect;
+pub mod create;
+pub mod exec;
+pub mod format;
+pub mod images;
+pub mod inspect;
+pub mod lifecycle;
+pub mod logs;
+pub mod ps;
+pub mod run;
+pub mod stream;
+pub mod system;
+pub mod tty;
+
+/// The daemon's own message for an API error, as Docker prints it.
+pub fn error_message(e: &bollard::errors::Error) -> String {
+    match e {
+        bollard::errors::Error::DockerResponseServerError { message, .. } => message.clone(),
+        other => other.to_string(),
+    }
+}

@@ -1,0 +1,304 @@
+//! Container endpoints: create, list, inspect, start, stop, restart, kill, wait, attach,
+//! resize, logs, remove, prune.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bollard::container::Config;
+use bollard::models::{ContainerCreateResponse, ContainerWaitResponse};
+use serde::Deserialize;
+
+use super::error::{ApiError, ApiResult};
+use super::hijack;
+use super::state::Daemon;
+use super::views;
+
+/// Docker sends booleans as `1`/`0`/`true`/`false`.
+fn flag(v: &Option<String>) -> bool {
+    matches!(v.as_deref(), Some("1") | Some("true") | Some("True"))
+}
+
+#[derive(Deserialize, Default)]
+pub struct CreateQuery {
+    name: Option<String>,
+}
+
+pub async fn create(
+    State(d): State<Arc<Daemon>>,
+    Query(q): Query<CreateQuery>,
+    Json(body): Json<Config<String>>,
+) -> ApiResult<(StatusCode, Json<ContainerCreateResponse>)> {
+    let id = d.create_container(q.name, body).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(ContainerCreateResponse {
+            id,
+            warnings: vec![],
+        }),
+    ))
+}
+
+#[derive(Deserialize, Default)]
+pub struct ListQuery {
+    all: Option<String>,
+    limit: Option<i64>,
+}
+
+pub async fn list(
+    State(d): State<Arc<Daemon>>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<impl IntoResponse> {
+    let now = chrono::Utc::now();
+    let mut out = Vec::new();
+    for (r, st) in d.containers_with_state().await? {
+        if !flag(&q.all) && q.limit.is_none() && st.status != skiff_runtime::state::Status::Running {
+            continue;
+        }
+        out.push(views::summary(&r, &st, now));
+    }
+    if let Some(limit) = q.limit.filter(|l| *l > 0) {
+        out.truncate(limit as usize);
+    }
+    Ok(Json(out))
+}
+
+pub async fn inspect(
+    State(d): State<Arc<Daemon>>,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    let r = d.find_container(&id)?;
+    let st = d.container_state(&r.id)?;
+    Ok(Json(views::inspect(&r, &st, &d.paths.container_dir(&r.id))))
+}
+
+pub async fn start(
+    State(d): State<Arc<Daemon>>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let r = d.find_container(&id)?;
+    if d.start_container(&r).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Ok(StatusCode::NOT_MODIFIED)
+    }
+}
+
+#[derive(Deserialize, Default)]
+pub struct StopQuery {
+    t: Option<i64>,
+    signal: Option<String>,
+}
+
+pub async fn stop(
+    State(d): State<Arc<Daemon>>,
+    Path(id): Path<String>,
+    Query(q): Query<StopQuery>,
+) -> ApiResult<StatusCode> {
+    let r = d.find_container(&id)?;
+    if d.stop_container(&r, q.t, q.signal.as_deref()).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Ok(StatusCode::NOT_MODIFIED)
+    }
+}
+
+pub async fn restart(
+    State(d): State<Arc<Daemon>>,
+    Path(id): Path<String>,
+    Query(q): Query<StopQuery>,
+) -> ApiResult<StatusCode> {
+    let r = d.find_container(&id)?;
+    d.stop_container(&r, q.t, q.signal.as_deref()).await?;
+    d.restart_container(&r).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize, Default)]
+pub struct KillQuery {
+    signal: Option<String>,
+}
+
+pub async fn kill(
+    State(d): State<Arc<Daemon>>,
+    Path(id): Path<String>,
+    Query(q): Query<KillQuery>,
+) -> ApiResult<StatusCode> {
+    let r = d.find_container(&id)?;
+    d.kill_container(&r, q.signal.as_deref().unwrap_or("KILL")).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize, Default)]
+pub struct WaitQuery {
+    condition: Option<String>,
+}
+
+pub async fn wait(
+    State(d): State<Arc<Daemon>>,
+    Path(id): Path<String>,
+    Query(q): Query<WaitQuery>,
+) -> ApiResult<Response> {
+    let r = d.find_container(&id)?;
+    let condition = q.condition.unwrap_or_else(|| "not-running".to_string());
+    // Registered before answering, so a client may start the container right after the
+    // response headers arrive (Docker's CLI relies on this for `run --rm`).
+    let waiter = d.clone().waiter(r.id.clone(), condition);
+    let body = Body::from_stream(futures::stream::once(async move {
+        let code = waiter.await;
+        let resp = ContainerWaitResponse {
+            status_code: code as i64,
+            error: None,
+        };
+        Ok::<_, std::convert::Infallible>(serde_json::to_vec(&resp).unwrap_or_default())
+    }));
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header("Content-Type", "application/json")
+        .body(body)
+        .expect("valid response"))
+}
+
+#[derive(Deserialize, Default)]
+pub struct AttachQuery {
+    stdin: Option<String>,
+    stdout: Option<String>,
+    stderr: Option<String>,
+    logs: Option<String>,
+}
+
+pub async fn attach(
+    State(d): State<Arc<Daemon>>,
+    Path(id): Path<String>,
+    Query(q): Query<AttachQuery>,
+    req: Request,
+) -> ApiResult<Response> {
+    let r = d.find_container(&id)?;
+    let tty = r.config.tty.unwrap_or(false);
+    let streams = skiff_runtime::protocol::AttachStreams {
+        stdin: flag(&q.stdin),
+        stdout: flag(&q.stdout),
+        stderr: flag(&q.stderr),
+    };
+    let shim = d.attach_container(&r, streams, flag(&q.logs)).await?;
+    Ok(hijack::upgrade(req, tty, move |conn| async move {
+        super::attach_bridge::bridge(conn, shim, tty).await;
+    }))
+}
+
+#[derive(Deserialize, Default)]
+pub struct ResizeQuery {
+    h: Option<u16>,
+    w: Option<u16>,
+}
+
+pub async fn resize(
+    State(d): State<Arc<Daemon>>,
+    Path(id): Path<String>,
+    Query(q): Query<ResizeQuery>,
+) -> ApiResult<StatusCode> {
+    let r = d.find_container(&id)?;
+    d.resize_container(&r, q.h.unwrap_or(24), q.w.unwrap_or(80))
+        .await?;
+    Ok(StatusCode::OK)
+}
+
+#[derive(Deserialize, Default)]
+pub struct LogsQuery {
+    follow: Option<String>,
+    stdout: Option<String>,
+    stderr: Option<String>,
+    since: Option<String>,
+    timestamps: Option<String>,
+    tail: Option<String>,
+}
+
+pub async fn logs(
+    State(d): State<Arc<Daemon>>,
+    Path(id): Path<String>,
+    Query(q): Query<LogsQuery>,
+) -> ApiResult<Response> {
+    let r = d.find_container(&id)?;
+    let tty = r.config.tty.unwrap_or(false);
+    let opts = super::logs_stream::LogsRequest {
+        follow: flag(&q.follow),
+        stdout: flag(&q.stdout),
+        stderr: flag(&q.stderr),
+        timestamps: flag(&q.timestamps),
+        tail: q.tail.as_deref().and_then(|t| t.parse().ok()),
+        since: q
+            .since
+            .as_deref()
+            .and_then(|s| s.split('.').next().and_then(|s| s.parse::<i64>().ok()))
+            .filter(|s| *s > 0),
+    };
+    let body = super::logs_stream::stream(d.paths.container_dir(&r.id), opts, tty)?;
+    let content_type = if tty {
+        "application/vnd.docker.raw-stream"
+    } else {
+        "application/vnd.docker.multiplexed-stream"
+    };
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header("Content-Type", content_type)
+        .body(body)
+        .expect("valid response"))
+}
+
+#[derive(Deserialize, Default)]
+pub struct RemoveQuery {
+    force: Option<String>,
+}
+
+pub async fn remove(
+    State(d): State<Arc<Daemon>>,
+    Path(id): Path<String>,
+    Query(q): Query<RemoveQuery>,
+) -> ApiResult<StatusCode> {
+    let r = d.find_container(&id)?;
+    d.remove_container(&r, flag(&q.force)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn prune(State(d): State<Arc<Daemon>>) -> ApiResult<impl IntoResponse> {
+    let mut deleted = Vec::new();
+    let mut reclaimed: u64 = 0;
+    for (r, st) in d.containers_with_state().await? {
+        if st.status == skiff_runtime::state::Status::Exited {
+            reclaimed += d.container_disk_usage(&r.id);
+            match d.remove_container(&r, false).await {
+                Ok(()) => deleted.push(r.id.clone()),
+                Err(e) => tracing::warn!(id = %r.id, "prune: {}", e.message),
+            }
+        }
+    }
+    Ok(Json(serde_json::json!({
+        "ContainersDeleted": deleted,
+        "SpaceReclaimed": reclaimed,
+    })))
+}
+
+/// Parses a signal name or number ("KILL", "SIGTERM", "9").
+pub fn parse_signal(s: &str) -> Result<skiff_runtime::Signal, ApiError> {
+    if let Ok(n) = s.parse::<i32>() {
+        return skiff_runtime::Signal::try_from(n)
+            .map_err(|_| ApiError::bad_request(format!("Invalid signal: {s}")));
+    }
+    let name = s.to_ascii_uppercase();
+    let name = if name.starts_with("SIG") {
+        name
+    } else {
+        format!("SIG{name}")
+    };
+    name.parse::<skiff_runtime::Signal>()
+        .map_err(|_| ApiError::bad_request(format!("Invalid signal: {s}")))
+}
+
+/// The grace period for stop: the request's, the container's, else Docker's 10 s.
+pub fn stop_timeout(q: Option<i64>, config: Option<i64>) -> Duration {
+    Duration::from_secs(q.or(config).unwrap_or(10).max(0) as u64)
+}

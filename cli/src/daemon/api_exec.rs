@@ -1,0 +1,79 @@
+//! Exec endpoints: create, start (hijacked), resize, inspect.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bollard::models::{ExecConfig, ExecInspectResponse};
+use serde::Deserialize;
+
+use super::error::{ApiError, ApiResult};
+use super::hijack;
+use super::state::Daemon;
+
+pub async fn create(
+    State(d): State<Arc<Daemon>>,
+    Path(id): Path<String>,
+    Json(body): Json<ExecConfig>,
+) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+    let r = d.find_container(&id)?;
+    let exec_id = d.create_exec(&r, body)?;
+    Ok((StatusCode::CREATED, Json(serde_json::json!({ "Id": exec_id }))))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct StartBody {
+    #[serde(default)]
+    detach: bool,
+}
+
+pub async fn start(
+    State(d): State<Arc<Daemon>>,
+    Path(id): Path<String>,
+    req: Request,
+) -> ApiResult<Response> {
+    let (parts, body) = req.into_parts();
+    let bytes = axum::body::to_bytes(body, 1 << 20)
+        .await
+        .map_err(|e| ApiError::bad_request(format!("reading body: {e}")))?;
+    let start: StartBody = if bytes.is_empty() {
+        StartBody::default()
+    } else {
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::bad_request(format!("invalid exec start body: {e}")))?
+    };
+    let (tty, io) = d.start_exec(&id).await?;
+    if start.detach {
+        tokio::spawn(super::exec_bridge::drain(io));
+        return Ok(StatusCode::OK.into_response());
+    }
+    let req = Request::from_parts(parts, axum::body::Body::empty());
+    Ok(hijack::upgrade(req, tty, move |conn| async move {
+        super::exec_bridge::bridge(conn, io, tty).await;
+    }))
+}
+
+#[derive(Deserialize, Default)]
+pub struct ResizeQuery {
+    h: Option<u16>,
+    w: Option<u16>,
+}
+
+pub async fn resize(
+    State(d): State<Arc<Daemon>>,
+    Path(id): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<ResizeQuery>,
+) -> ApiResult<StatusCode> {
+    d.resize_exec(&id, q.h.unwrap_or(24), q.w.unwrap_or(80))?;
+    Ok(StatusCode::CREATED)
+}
+
+pub async fn inspect(
+    State(d): State<Arc<Daemon>>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<ExecInspectResponse>> {
+    Ok(Json(d.inspect_exec(&id)?))
+}

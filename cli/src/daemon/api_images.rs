@@ -1,0 +1,234 @@
+//! Image endpoints: list, pull/import (`/images/create`), inspect, tag, push, remove, prune.
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+
+use super::error::{ApiError, ApiResult};
+use super::state::Daemon;
+
+fn json_lines_body(
+    rx: tokio::sync::mpsc::Receiver<serde_json::Value>,
+) -> Body {
+    let mut rx = rx;
+    Body::from_stream(futures::stream::poll_fn(move |cx| {
+        rx.poll_recv(cx).map(|o| {
+            o.map(|v| {
+                let mut line = serde_json::to_vec(&v).unwrap_or_default();
+                line.push(b'\n');
+                Ok::<_, std::io::Error>(line)
+            })
+        })
+    }))
+}
+
+fn streaming(body: Body) -> Response {
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("Content-Type", "application/json")
+        .body(body)
+        .expect("valid response")
+}
+
+pub async fn list(State(d): State<Arc<Daemon>>) -> ApiResult<impl IntoResponse> {
+    Ok(Json(d.list_images().await?))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateQuery {
+    from_image: Option<String>,
+    from_src: Option<String>,
+    repo: Option<String>,
+    tag: Option<String>,
+    #[serde(default)]
+    changes: Vec<String>,
+}
+
+/// Joins Docker's `fromImage` + `tag` (a digest or an explicit tag in the name wins).
+fn full_ref(name: &str, tag: Option<&str>) -> String {
+    match tag.filter(|t| !t.is_empty()) {
+        Some(t) if t.starts_with("sha256:") => format!("{name}@{t}"),
+        Some(t) => {
+            let last = name.rsplit('/').next().unwrap_or(name);
+            if name.contains('@') || last.contains(':') {
+                name.to_string()
+            } else {
+                format!("{name}:{t}")
+            }
+        }
+        None => name.to_string(),
+    }
+}
+
+pub async fn create(
+    State(d): State<Arc<Daemon>>,
+    axum::extract::RawQuery(raw): axum::extract::RawQuery,
+    body: Bytes,
+) -> ApiResult<Response> {
+    // `changes` repeats, which serde_urlencoded's struct form cannot collect: parse by hand.
+    let mut q = CreateQuery::default();
+    for (k, v) in url_pairs(raw.as_deref().unwrap_or("")) {
+        match k.as_str() {
+            "fromImage" => q.from_image = Some(v),
+            "fromSrc" => q.from_src = Some(v),
+            "repo" => q.repo = Some(v),
+            "tag" => q.tag = Some(v),
+            "changes" => q.changes.push(v),
+            _ => {}
+        }
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel(256);
+    if let Some(src) = q.from_src {
+        if src != "-" {
+            return Err(ApiError::bad_request("only fromSrc=- (a tarball in the body) is supported"));
+        }
+        let reference = match q.repo {
+            Some(r) => full_ref(&r, q.tag.as_deref()),
+            None => return Err(ApiError::bad_request("import needs repo")),
+        };
+        let id = d.import_image(body, &reference, &q.changes).await?;
+        let _ = tx.send(serde_json::json!({ "status": id })).await;
+        drop(tx);
+        return Ok(streaming(json_lines_body(rx)));
+    }
+    let name = q
+        .from_image
+        .ok_or_else(|| ApiError::bad_request("fromImage or fromSrc is required"))?;
+    let reference = full_ref(&name, q.tag.as_deref());
+    // Fail before streaming when the reference is malformed, so the status code says so.
+    d.check_reference(&reference)?;
+    tokio::spawn(async move {
+        d.pull_image_stream(reference, tx).await;
+    });
+    Ok(streaming(json_lines_body(rx)))
+}
+
+/// Decodes `a=b&c=d` with percent- and plus-decoding.
+pub fn url_pairs(q: &str) -> Vec<(String, String)> {
+    fn dec(s: &str) -> String {
+        let s = s.replace('+', " ");
+        let b = s.as_bytes();
+        let mut out = Vec::with_capacity(b.len());
+        let mut i = 0;
+        while i < b.len() {
+            if b[i] == b'%' && i + 2 < b.len() {
+                if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                    out.push(v);
+                    i += 3;
+                    continue;
+                }
+            }
+            out.push(b[i]);
+            i += 1;
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => (dec(k), dec(v)),
+            None => (dec(p), String::new()),
+        })
+        .collect()
+}
+
+pub async fn get_by_name(
+    State(d): State<Arc<Daemon>>,
+    Path(rest): Path<String>,
+) -> ApiResult<Response> {
+    if let Some(name) = rest.strip_suffix("/json") {
+        return Ok(Json(d.inspect_image(name).await?).into_response());
+    }
+    Err(ApiError::not_found(format!("page not found: /images/{rest}")))
+}
+
+#[derive(Deserialize, Default)]
+pub struct TagQuery {
+    repo: Option<String>,
+    tag: Option<String>,
+}
+
+pub async fn post_by_name(
+    State(d): State<Arc<Daemon>>,
+    Path(rest): Path<String>,
+    Query(q): Query<TagQuery>,
+) -> ApiResult<Response> {
+    if let Some(name) = rest.strip_suffix("/tag") {
+        let repo = q
+            .repo
+            .ok_or_else(|| ApiError::bad_request("repo is required"))?;
+        d.tag_image(name, &full_ref(&repo, q.tag.as_deref().or(Some("latest"))))
+            .await?;
+        return Ok(StatusCode::CREATED.into_response());
+    }
+    if let Some(name) = rest.strip_suffix("/push") {
+        let reference = full_ref(name, q.tag.as_deref());
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            d.push_image_stream(reference, tx).await;
+        });
+        return Ok(streaming(json_lines_body(rx)));
+    }
+    Err(ApiError::not_found(format!("page not found: /images/{rest}")))
+}
+
+#[derive(Deserialize, Default)]
+pub struct DeleteQuery {
+    force: Option<String>,
+}
+
+pub async fn delete(
+    State(d): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+    Query(q): Query<DeleteQuery>,
+) -> ApiResult<impl IntoResponse> {
+    let force = matches!(q.force.as_deref(), Some("1") | Some("true"));
+    Ok(Json(d.remove_image(&name, force).await?))
+}
+
+#[derive(Deserialize, Default)]
+pub struct PruneQuery {
+    filters: Option<String>,
+}
+
+pub async fn prune(
+    State(d): State<Arc<Daemon>>,
+    Query(q): Query<PruneQuery>,
+) -> ApiResult<impl IntoResponse> {
+    // {"dangling":["false"]} (prune -a) removes every image no container uses.
+    let all = q
+        .filters
+        .as_deref()
+        .and_then(|f| serde_json::from_str::<serde_json::Value>(f).ok())
+        .and_then(|v| v.get("dangling").cloned())
+        .map(|v| v.to_string().contains("false"))
+        .unwrap_or(false);
+    Ok(Json(d.prune_images(all).await?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refs_join_like_docker() {
+        assert_eq!(full_ref("busybox", Some("latest")), "busybox:latest");
+        assert_eq!(full_ref("127.0.0.1:5000/a", Some("v1")), "127.0.0.1:5000/a:v1");
+        assert_eq!(full_ref("a:v2", Some("latest")), "a:v2");
+        assert_eq!(full_ref("a", Some("sha256:abc")), "a@sha256:abc");
+        assert_eq!(full_ref("a", None), "a");
+    }
+
+    #[test]
+    fn query_pairs_decode() {
+        let p = url_pairs("fromSrc=-&changes=CMD+%5B%22sh%22%5D&changes=ENV+A%3D1");
+        assert_eq!(p[1], ("changes".into(), "CMD [\"sh\"]".into()));
+        assert_eq!(p[2], ("changes".into(), "ENV A=1".into()));
+    }
+}

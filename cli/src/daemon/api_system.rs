@@ -1,0 +1,93 @@
+//! System endpoints: `/_ping`, `/version`, `/info`, `/system/df`, `/build/prune`.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::Json;
+use bollard::models::{SystemInfo, SystemVersion};
+
+use super::error::ApiResult;
+use super::state::Daemon;
+
+/// The API version skiff speaks (Docker Engine API shapes).
+pub const API_VERSION: &str = "1.43";
+pub const MIN_API_VERSION: &str = "1.24";
+
+pub async fn ping() -> impl IntoResponse {
+    (
+        [
+            ("API-Version", API_VERSION),
+            ("OSType", "linux"),
+            ("Docker-Experimental", "false"),
+            (header::CACHE_CONTROL.as_str(), "no-cache, no-store, must-revalidate"),
+        ],
+        "OK",
+    )
+}
+
+fn kernel_version() -> String {
+    nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+pub async fn version() -> Json<SystemVersion> {
+    Json(SystemVersion {
+        version: Some(env!("CARGO_PKG_VERSION").to_string()),
+        api_version: Some(API_VERSION.to_string()),
+        min_api_version: Some(MIN_API_VERSION.to_string()),
+        os: Some("linux".to_string()),
+        arch: Some(std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64")),
+        kernel_version: Some(kernel_version()),
+        git_commit: Some("skiff".to_string()),
+        go_version: Some("n/a (Rust)".to_string()),
+        platform: Some(bollard::models::SystemVersionPlatform {
+            name: "skiff".to_string(),
+        }),
+        ..Default::default()
+    })
+}
+
+pub async fn info(State(d): State<Arc<Daemon>>) -> ApiResult<Json<SystemInfo>> {
+    let (total, running, stopped) = d.container_counts().await?;
+    Ok(Json(SystemInfo {
+        id: Some("skiff".to_string()),
+        containers: Some(total),
+        containers_running: Some(running),
+        containers_stopped: Some(stopped),
+        containers_paused: Some(0),
+        images: Some(d.image_count()? as i64),
+        driver: Some("overlay on skiff-fuse (lazy zstd:chunked)".to_string()),
+        docker_root_dir: Some(d.paths.data_root.display().to_string()),
+        kernel_version: Some(kernel_version()),
+        operating_system: Some("linux".to_string()),
+        os_type: Some("linux".to_string()),
+        architecture: Some(std::env::consts::ARCH.to_string()),
+        ncpu: Some(std::thread::available_parallelism().map(|n| n.get() as i64).unwrap_or(1)),
+        server_version: Some(env!("CARGO_PKG_VERSION").to_string()),
+        name: nix::unistd::gethostname()
+            .ok()
+            .map(|h| h.to_string_lossy().into_owned()),
+        cgroup_version: Some(if d.cgroup_version() == "2" {
+            bollard::models::SystemInfoCgroupVersionEnum::_2
+        } else {
+            bollard::models::SystemInfoCgroupVersionEnum::_1
+        }),
+        ..Default::default()
+    }))
+}
+
+pub async fn df(State(d): State<Arc<Daemon>>) -> ApiResult<impl IntoResponse> {
+    Ok(Json(d.disk_usage().await?))
+}
+
+/// Skiff's "build cache" is its chunk cache: prune drops the chunks no image references.
+pub async fn build_prune(State(d): State<Arc<Daemon>>) -> ApiResult<impl IntoResponse> {
+    let reclaimed = d.prune_cache().await?;
+    Ok(Json(serde_json::json!({
+        "CachesDeleted": [],
+        "SpaceReclaimed": reclaimed,
+    })))
+}

@@ -1,0 +1,100 @@
+//! One read-only FUSE mount per image, shared by all of that image's containers and
+//! unmounted when the last one goes (or at shutdown).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use super::error::{ApiError, ApiResult};
+use super::paths::Paths;
+
+struct Mounted {
+    handle: skiff_fs::MountHandle,
+    users: usize,
+}
+
+pub struct ImageMounts {
+    paths: Paths,
+    mounted: Mutex<HashMap<String, Mounted>>,
+}
+
+impl ImageMounts {
+    pub fn new(paths: Paths) -> ImageMounts {
+        ImageMounts {
+            paths,
+            mounted: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Detaches mounts a previous daemon left behind (their FUSE server is gone).
+    pub fn clean_stale(&self) {
+        let dir = self.paths.exec_root.join("images");
+        let Ok(rd) = std::fs::read_dir(&dir) else { return };
+        for e in rd.flatten() {
+            let p = e.path();
+            if nix::mount::umount2(&p, nix::mount::MntFlags::MNT_DETACH).is_ok() {
+                tracing::info!(path = %p.display(), "detached a stale image mount");
+            }
+            let _ = std::fs::remove_dir(&p);
+        }
+    }
+
+    /// Mounts the image if needed and returns its mount point; counts one more user.
+    pub fn acquire(&self, store: &skiff_store::Store, image_id: &str) -> ApiResult<PathBuf> {
+        let mut m = self.mounted.lock().expect("mounts lock");
+        if let Some(e) = m.get_mut(image_id) {
+            e.users += 1;
+            return Ok(e.handle.path().to_path_buf());
+        }
+        let target = self.paths.image_mount(image_id);
+        std::fs::create_dir_all(&target)
+            .map_err(|e| ApiError::internal(format!("creating {}: {e}", target.display())))?;
+        let layers = store
+            .layer_indexes(image_id)
+            .map_err(|e| ApiError::internal(format!("image {image_id}: {e}")))?;
+        let fs = skiff_fs::ImageFs::new(layers, store.content_reader())
+            .map_err(|e| ApiError::internal(format!("image {image_id}: {e}")))?;
+        let handle = skiff_fs::mount(fs, &target, &skiff_fs::MountOptions::default())
+            .map_err(|e| ApiError::internal(format!("mounting image {image_id}: {e}")))?;
+        tracing::info!(image = %image_id, path = %target.display(), "mounted image");
+        let path = handle.path().to_path_buf();
+        m.insert(image_id.to_string(), Mounted { handle, users: 1 });
+        Ok(path)
+    }
+
+    /// One user fewer; the last one unmounts.
+    pub fn release(&self, image_id: &str) {
+        let mut m = self.mounted.lock().expect("mounts lock");
+        if let Some(e) = m.get_mut(image_id) {
+            e.users = e.users.saturating_sub(1);
+            if e.users == 0 {
+                if let Some(e) = m.remove(image_id) {
+                    let path = e.handle.path().to_path_buf();
+                    if let Err(err) = e.handle.unmount() {
+                        tracing::warn!(path = %path.display(), "unmounting image: {err}");
+                    }
+                    let _ = std::fs::remove_dir(&path);
+                }
+            }
+        }
+    }
+
+    pub fn in_use(&self, image_id: &str) -> bool {
+        self.mounted
+            .lock()
+            .expect("mounts lock")
+            .get(image_id)
+            .is_some_and(|e| e.users > 0)
+    }
+
+    pub fn unmount_all(&self) {
+        let mut m = self.mounted.lock().expect("mounts lock");
+        for (_, e) in m.drain() {
+            let path = e.handle.path().to_path_buf();
+            if let Err(err) = e.handle.unmount() {
+                tracing::warn!(path = %path.display(), "unmounting image: {err}");
+            }
+            let _ = std::fs::remove_dir(&path);
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! A real `skiff daemon` with its own data and exec roots, stopped by PID when dropped, and
+//! a way to run the real CLI against it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::binary::skiff_bin;
+
+pub struct Daemon {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    pub data_root: PathBuf,
+    pub exec_root: PathBuf,
+    pub socket: PathBuf,
+    pub log: PathBuf,
+    extra_args: Vec<String>,
+}
+
+impl Daemon {
+    /// Starts a daemon in fresh temporary roots and waits until its socket answers.
+    pub fn start() -> Result<Daemon> {
+        Self::start_with(&[])
+    }
+
+    /// As [`Daemon::start`], with extra `skiff daemon` flags (e.g. `--cache-size 1m`).
+    pub fn start_with(extra: &[&str]) -> Result<Daemon> {
+        let dir = tempfile::Builder::new().prefix("skiff-e2e-").tempdir()?;
+        let data_root = dir.path().join("data");
+        let exec_root = dir.path().join("run");
+        let socket = exec_root.join("skiff.sock");
+        let log = dir.path().join("daemon.log");
+        let mut d = Daemon {
+            child: None,
+            dir,
+            data_root,
+            exec_root,
+            socket,
+            log,
+            extra_args: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        d.spawn()?;
+        Ok(d)
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let logf = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
+        let child = Command::new(skiff_bin())
+            .arg("--exec-root")
+            .arg(&self.exec_root)
+            .arg("daemon")
+            .arg("--data-root")
+            .arg(&self.data_root)
+            .args(&self.extra_args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(logf.try_clone()?)
+            .stderr(logf)
+            .spawn()
+            .context("starting skiff daemon")?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.as_mut().expect("spawned").try_wait()? {
+                bail!("daemon exited with {status}:\n{}", self.log_text());
+            }
+            if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!("daemon did not listen within 30s:\n{}", self.log_text())
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A `skiff` CLI command aimed at this daemon.
+    pub fn cli(&self) -> Command {
+        let mut c = Command::new(skiff_bin());
+        c.env("SKIFF_HOST", format!("unix://{}", self.socket.display()))
+            .env_remove("SKIFF_EXEC_ROOT");
+        c
+    }
+
+    /// Runs the CLI with `args` and returns its output (no stdin).
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cli()
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("running skiff")
+    }
+
+    /// Runs the CLI and returns stdout, failing the test (with stderr and the daemon log)
+    /// when it exits non-zero.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "skiff {args:?} failed with {}:\nstdout: {}\nstderr: {}\ndaemon log:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.log_text()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Stops the daemon with SIGTERM (or SIGKILL when `kill9`) and waits for it.
+    pub fn stop(&mut self, kill9: bool) {
+        if let Some(mut child) = self.child.take() {
+            let sig = if kill9 {
+                nix::sys::signal::Signal::SIGKILL
+            } else {
+                nix::sys::signal::Signal::SIGTERM
+            };
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig);
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the daemon again on the same roots.
+    pub fn restart(&mut self) -> Result<()> {
+        self.stop(false);
+        self.spawn()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // Remove whatever containers are left so no mount, cgroup or process outlives the test.
+        if self.child.is_some() {
+            let ids = self.run(&["ps", "-aq", "--no-trunc"]);
+            let ids = String::from_utf8_lossy(&ids.stdout).into_owned();
+            for id in ids.split_whitespace() {
+                let _ = self.run(&["rm", "-f", id]);
+            }
+        }
+        self.stop(false);
+    }
+}
