@@ -305,7 +305,7 @@ impl Filesystem for FuseAdapter {
             Ok(a) => reply.entry(&TTL, &file_attr(&a), Generation(0)),
             Err(FsError::NotFound { .. }) => {
                 // A zero node id is a cached negative entry: the name stays absent.
-                let mut none = file_attr(&self.fs.getattr(parent.0).unwrap_or(Attr {
+                let none = file_attr(&Attr {
                     ino: 0,
                     kind: NodeKind::Regular,
                     perm: 0,
@@ -318,8 +318,7 @@ impl Filesystem for FuseAdapter {
                     mtime_nsec: 0,
                     dev_major: 0,
                     dev_minor: 0,
-                }));
-                none.ino = INodeNo(0);
+                });
                 reply.entry(&TTL, &none, Generation(0));
             }
             Err(e) => reply.error(errno(&e)),

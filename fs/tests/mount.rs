@@ -651,3 +651,33 @@ fn passthrough_serves_cached_files_without_the_daemon() {
     drop(overlay);
     m.handle.take().unwrap().unmount().unwrap();
 }
+
+#[test]
+fn large_directories_list_completely_across_readdir_calls() {
+    require!(
+        "large_directories_list_completely_across_readdir_calls",
+        skiff_tests::skip::root_unavailable(),
+        fuse_unavailable()
+    );
+    let names_in: BTreeSet<String> = (0..3000)
+        .map(|i| format!("a-rather-long-file-name-to-fill-readdir-buffers-{i:05}"))
+        .collect();
+    let m = mount_image(
+        |d| {
+            let entries = names_in
+                .iter()
+                .map(|n| file(d, &format!("big/{n}"), b""))
+                .collect();
+            vec![layer("sha256:dir", entries)]
+        },
+        &MountOptions::default(),
+    );
+    assert_eq!(names(&m.mnt.join("big")), names_in);
+    // Listed entries carry their attributes (readdirplus) and types.
+    for e in fs::read_dir(m.mnt.join("big")).unwrap().take(10) {
+        let e = e.unwrap();
+        assert!(e.file_type().unwrap().is_file());
+        assert_eq!(e.metadata().unwrap().len(), 0);
+    }
+    assert_eq!(fs::metadata(m.mnt.join("big")).unwrap().nlink(), 2);
+}
