@@ -157,14 +157,19 @@ impl WorkNode {
     }
 }
 
-/// Splits a normalized path into components, rejecting anything not normalized.
+/// Longest name Linux accepts (longer ones could not be looked up, and break listings).
+const NAME_MAX: usize = 255;
+
+/// Splits a normalized path into components, rejecting anything not normalized or too long.
 fn components(path: &str) -> Option<Vec<&str>> {
     let trimmed = path.trim_end_matches('/');
     if trimmed.is_empty() || trimmed == "." {
         return Some(Vec::new());
     }
     let parts: Vec<&str> = trimmed.split('/').collect();
-    let bad = |p: &&str| p.is_empty() || *p == "." || *p == ".." || p.contains('\0');
+    let bad = |p: &&str| {
+        p.is_empty() || *p == "." || *p == ".." || p.contains('\0') || p.len() > NAME_MAX
+    };
     if parts.iter().any(bad) {
         return None;
     }

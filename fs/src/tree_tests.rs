@@ -246,11 +246,14 @@ fn unnormalized_paths_are_skipped() {
             file("a//b"),
             file("./c"),
             file("d/../e"),
+            file(&"n".repeat(256)),
+            file("nul\0name"),
             file("ok/"),
+            file(&"m".repeat(255)),
         ],
     )]);
-    assert_eq!(paths(&t), ["ok"]);
-    assert_eq!(t.warnings().len(), 4);
+    assert_eq!(paths(&t), ["m".repeat(255), "ok".to_string()]);
+    assert_eq!(t.warnings().len(), 6);
 }
 
 #[test]
