@@ -300,3 +300,26 @@ fn inode_numbers_are_dense_and_lookups_work() {
     assert!(t.child(b, "c").is_some());
     assert!(t.child(b, "zz").is_none());
 }
+
+#[test]
+fn a_replaced_directory_is_not_reused_for_later_entries() {
+    let t = Tree::build(&[layer("a", vec![file("d/x/a"), file("d/x"), file("d/x/b")])]);
+    assert_eq!(paths(&t), ["d/", "d/x/", "d/x/b"]);
+    let t = Tree::build(&[
+        layer("a", vec![file("d/x/a")]),
+        // The whiteout hides layer a's `d` wherever it sits in layer b's tar order.
+        layer("b", vec![file("d/x/c"), file(".wh.d")]),
+    ]);
+    assert_eq!(paths(&t), ["d/", "d/x/", "d/x/c"]);
+    let t = Tree::build(&[layer(
+        "a",
+        vec![
+            file("d/x/a"),
+            file("f"),
+            hardlink("d/x", "f"),
+            file("d/x/b"),
+        ],
+    )]);
+    assert_eq!(paths(&t), ["d/", "d/x/", "d/x/b", "f"]);
+    assert_eq!(t.get(t.resolve("f").unwrap()).unwrap().nlink, 1);
+}
