@@ -681,3 +681,39 @@ fn large_directories_list_completely_across_readdir_calls() {
     }
     assert_eq!(fs::metadata(m.mnt.join("big")).unwrap().nlink(), 2);
 }
+
+#[test]
+fn other_users_read_with_kernel_permission_checks() {
+    require!(
+        "other_users_read_with_kernel_permission_checks",
+        skiff_tests::skip::root_unavailable(),
+        fuse_unavailable()
+    );
+    use std::os::unix::process::CommandExt;
+    let m = mount_image(|d| image_layers(d).0, &MountOptions::default());
+    // Let uid 65534 reach the mount point.
+    fs::set_permissions(m._dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let cat_as_nobody = |path: &str| {
+        std::process::Command::new("cat")
+            .arg(m.mnt.join(path))
+            .uid(65534)
+            .gid(65534)
+            .output()
+            .unwrap()
+    };
+    let ok = cat_as_nobody("etc/hostname");
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert_eq!(ok.stdout, b"skiff\n");
+    // home/user/notes is 0640 1000:1001: default_permissions makes the kernel refuse.
+    let denied = cat_as_nobody("home/user/notes");
+    assert!(!denied.status.success());
+    assert!(
+        String::from_utf8_lossy(&denied.stderr).contains("Permission denied"),
+        "{}",
+        String::from_utf8_lossy(&denied.stderr)
+    );
+}
