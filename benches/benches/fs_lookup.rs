@@ -7,7 +7,7 @@ mod common;
 use std::ffi::OsStr;
 
 use common::{dir, file, layer, DataFile, UnmountGuard};
-use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use criterion::{criterion_group, criterion_main, Criterion};
 use skiff_fs::{ImageFs, MountOptions, Tree};
 use skiff_store::LayerIndex;
 
@@ -58,9 +58,7 @@ fn bench(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("fs_merge");
     g.sample_size(10);
-    g.bench_function("tree_build_100k", |b| {
-        b.iter_batched(|| (), |_| Tree::build(&layers), BatchSize::SmallInput)
-    });
+    g.bench_function("tree_build_100k", |b| b.iter(|| Tree::build(&layers)));
     g.finish();
 
     let fs = ImageFs::new(layers.clone(), reader.clone()).unwrap();

@@ -140,7 +140,9 @@ pub struct FuseAdapter {
     fs: Arc<ImageFs>,
     stats: Arc<FsStats>,
     pool: ReadPool,
-    passthrough: bool,
+    /// Negotiated with the kernel; turned off after the kernel refuses a backing file (e.g.
+    /// one on a stacked filesystem), so the refusal is logged once.
+    passthrough: AtomicBool,
     open_inodes: Mutex<HashMap<u64, OpenInode>>,
 }
 
@@ -155,7 +157,7 @@ impl FuseAdapter {
             fs,
             stats,
             pool: ReadPool::new(read_threads)?,
-            passthrough: false,
+            passthrough: AtomicBool::new(false),
             open_inodes: Mutex::new(HashMap::new()),
         })
     }
@@ -178,11 +180,14 @@ impl FuseAdapter {
             }
             return;
         }
-        let backing = if self.passthrough {
+        let backing = if self.passthrough.load(Ordering::Relaxed) {
             self.fs.backing_file(ino).and_then(|file| {
                 reply
                     .open_backing(&file)
-                    .inspect_err(|e| tracing::warn!(ino, error = %e, "passthrough refused; reading through the daemon"))
+                    .inspect_err(|e| {
+                        tracing::warn!(ino, error = %e, "kernel refused a passthrough backing file; reading through the daemon from now on");
+                        self.passthrough.store(false, Ordering::Relaxed);
+                    })
                     .ok()
             })
         } else {
@@ -292,7 +297,7 @@ impl Filesystem for FuseAdapter {
         if config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
             && config.set_max_stack_depth(1).is_ok()
         {
-            self.passthrough = true;
+            self.passthrough.store(true, Ordering::Relaxed);
             self.stats
                 .passthrough_enabled
                 .store(true, Ordering::Relaxed);
