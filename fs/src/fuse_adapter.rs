@@ -36,6 +36,8 @@ pub struct FsStats {
     read_errors: AtomicU64,
     passthrough_opens: AtomicU64,
     passthrough_enabled: AtomicBool,
+    /// Inodes whose reads failed, so a reader retrying in a loop logs one error, not many.
+    failed_inodes: Mutex<std::collections::HashSet<u64>>,
 }
 
 impl FsStats {
@@ -57,6 +59,15 @@ impl FsStats {
     /// Opens handed to the kernel as passthrough to a local backing file.
     pub fn passthrough_opens(&self) -> u64 {
         self.passthrough_opens.load(Ordering::Relaxed)
+    }
+
+    /// Counts a failed read of `ino`; true the first time that inode fails.
+    fn record_read_error(&self, ino: u64) -> bool {
+        self.read_errors.fetch_add(1, Ordering::Relaxed);
+        match self.failed_inodes.lock() {
+            Ok(mut failed) => failed.insert(ino),
+            Err(_) => true,
+        }
     }
 
     /// Whether the kernel accepted FUSE passthrough for this mount.
@@ -407,8 +418,11 @@ impl Filesystem for FuseAdapter {
                         ..
                     } = &e
                     {
-                        stats.read_errors.fetch_add(1, Ordering::Relaxed);
-                        tracing::error!(%layer, offset, %path, error = %e, "read failed: EIO");
+                        if stats.record_read_error(ino.0) {
+                            tracing::error!(%layer, offset, %path, error = %e, "read failed: EIO");
+                        } else {
+                            tracing::debug!(%layer, offset, %path, error = %e, "read failed again: EIO");
+                        }
                     }
                     reply.error(errno(&e));
                 }
