@@ -5,19 +5,20 @@
 //! block on the network, so they run on a small pool of their own threads and reply later:
 //! a slow read never stalls the session threads that answer metadata requests.
 
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
-    AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
-    INodeNo, InitFlags, KernelConfig, LockOwner, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr,
-    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen,
-    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    AccessFlags, BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
+    Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenAccMode, OpenFlags, RenameFlags,
+    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
+    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 use crate::image_fs::{Attr, ImageFs};
@@ -33,6 +34,10 @@ pub struct FsStats {
     reads: AtomicU64,
     bytes_read: AtomicU64,
     read_errors: AtomicU64,
+    passthrough_opens: AtomicU64,
+    passthrough_enabled: AtomicBool,
+    /// Inodes whose reads failed, so a reader retrying in a loop logs one error, not many.
+    failed_inodes: Mutex<std::collections::HashSet<u64>>,
 }
 
 impl FsStats {
@@ -50,6 +55,38 @@ impl FsStats {
     pub fn read_errors(&self) -> u64 {
         self.read_errors.load(Ordering::Relaxed)
     }
+
+    /// Opens handed to the kernel as passthrough to a local backing file.
+    pub fn passthrough_opens(&self) -> u64 {
+        self.passthrough_opens.load(Ordering::Relaxed)
+    }
+
+    /// Counts a failed read of `ino`; true the first time that inode fails.
+    fn record_read_error(&self, ino: u64) -> bool {
+        self.read_errors.fetch_add(1, Ordering::Relaxed);
+        match self.failed_inodes.lock() {
+            Ok(mut failed) => failed.insert(ino),
+            Err(_) => true,
+        }
+    }
+
+    /// Whether the kernel accepted FUSE passthrough for this mount.
+    pub fn passthrough_enabled(&self) -> bool {
+        self.passthrough_enabled.load(Ordering::Relaxed)
+    }
+}
+
+/// How the open files of one inode are served. The kernel refuses to mix passthrough and
+/// cached opens of an inode, so the first open decides until all are released.
+enum OpenMode {
+    Cached,
+    /// Kept while open: dropping it closes the kernel's backing file reference.
+    Passthrough(BackingId),
+}
+
+struct OpenInode {
+    mode: OpenMode,
+    opens: u64,
 }
 
 type Job = Box<dyn FnOnce() + Send>;
@@ -114,6 +151,10 @@ pub struct FuseAdapter {
     fs: Arc<ImageFs>,
     stats: Arc<FsStats>,
     pool: ReadPool,
+    /// Negotiated with the kernel; turned off after the kernel refuses a backing file (e.g.
+    /// one on a stacked filesystem), so the refusal is logged once.
+    passthrough: AtomicBool,
+    open_inodes: Mutex<HashMap<u64, OpenInode>>,
 }
 
 impl FuseAdapter {
@@ -127,7 +168,54 @@ impl FuseAdapter {
             fs,
             stats,
             pool: ReadPool::new(read_threads)?,
+            passthrough: AtomicBool::new(false),
+            open_inodes: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Answers an open of a regular file: passthrough to a local backing file when the
+    /// kernel and the reader allow it, else cached reads through the daemon.
+    fn open_file(&self, ino: u64, reply: ReplyOpen) {
+        let mut open = match self.open_inodes.lock() {
+            Ok(o) => o,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(state) = open.get_mut(&ino) {
+            state.opens += 1;
+            match &state.mode {
+                OpenMode::Passthrough(id) => {
+                    self.stats.passthrough_opens.fetch_add(1, Ordering::Relaxed);
+                    reply.opened_passthrough(FileHandle(0), FopenFlags::empty(), id)
+                }
+                OpenMode::Cached => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
+            }
+            return;
+        }
+        let backing = if self.passthrough.load(Ordering::Relaxed) {
+            self.fs.backing_file(ino).and_then(|file| {
+                reply
+                    .open_backing(&file)
+                    .inspect_err(|e| {
+                        tracing::warn!(ino, error = %e, "kernel refused a passthrough backing file; reading through the daemon from now on");
+                        self.passthrough.store(false, Ordering::Relaxed);
+                    })
+                    .ok()
+            })
+        } else {
+            None
+        };
+        let mode = match backing {
+            Some(id) => {
+                self.stats.passthrough_opens.fetch_add(1, Ordering::Relaxed);
+                reply.opened_passthrough(FileHandle(0), FopenFlags::empty(), &id);
+                OpenMode::Passthrough(id)
+            }
+            None => {
+                reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE);
+                OpenMode::Cached
+            }
+        };
+        open.insert(ino, OpenInode { mode, opens: 1 });
     }
 }
 
@@ -216,6 +304,15 @@ impl Filesystem for FuseAdapter {
             }
         }
         let _ = config.set_max_background(64);
+        // Passthrough needs a stacking depth of 1, which still lets overlayfs stack on top.
+        if config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+            && config.set_max_stack_depth(1).is_ok()
+        {
+            self.passthrough.store(true, Ordering::Relaxed);
+            self.stats
+                .passthrough_enabled
+                .store(true, Ordering::Relaxed);
+        }
         Ok(())
     }
 
@@ -224,7 +321,7 @@ impl Filesystem for FuseAdapter {
             Ok(a) => reply.entry(&TTL, &file_attr(&a), Generation(0)),
             Err(FsError::NotFound { .. }) => {
                 // A zero node id is a cached negative entry: the name stays absent.
-                let mut none = file_attr(&self.fs.getattr(parent.0).unwrap_or(Attr {
+                let none = file_attr(&Attr {
                     ino: 0,
                     kind: NodeKind::Regular,
                     perm: 0,
@@ -237,8 +334,7 @@ impl Filesystem for FuseAdapter {
                     mtime_nsec: 0,
                     dev_major: 0,
                     dev_minor: 0,
-                }));
-                none.ino = INodeNo(0);
+                });
                 reply.entry(&TTL, &none, Generation(0));
             }
             Err(e) => reply.error(errno(&e)),
@@ -264,9 +360,32 @@ impl Filesystem for FuseAdapter {
             return reply.error(Errno::EROFS);
         }
         match self.fs.open(ino.0) {
-            Ok(()) => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
+            Ok(()) => self.open_file(ino.0, reply),
             Err(e) => reply.error(errno(&e)),
         }
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        let mut open = match self.open_inodes.lock() {
+            Ok(o) => o,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(state) = open.get_mut(&ino.0) {
+            state.opens = state.opens.saturating_sub(1);
+            if state.opens == 0 {
+                open.remove(&ino.0);
+            }
+        }
+        reply.ok();
     }
 
     fn read(
@@ -299,8 +418,11 @@ impl Filesystem for FuseAdapter {
                         ..
                     } = &e
                     {
-                        stats.read_errors.fetch_add(1, Ordering::Relaxed);
-                        tracing::error!(%layer, offset, %path, error = %e, "read failed: EIO");
+                        if stats.record_read_error(ino.0) {
+                            tracing::error!(%layer, offset, %path, error = %e, "read failed: EIO");
+                        } else {
+                            tracing::debug!(%layer, offset, %path, error = %e, "read failed again: EIO");
+                        }
                     }
                     reply.error(errno(&e));
                 }

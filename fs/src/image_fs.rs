@@ -311,6 +311,22 @@ impl ImageFs {
         Ok(buf)
     }
 
+    /// A local file holding exactly the content of regular file `ino`, if the reader has
+    /// one (see [`ContentReader::backing_file`]); one of the wrong length is refused.
+    pub fn backing_file(&self, ino: u64) -> Option<std::fs::File> {
+        let inode = self.tree.get(ino).filter(|i| i.kind == NodeKind::Regular)?;
+        let e = self.entry_of(inode)?;
+        let layer = &self.layers[inode.source?.layer].digest;
+        let file = self.reader.backing_file(layer, &e.chunks)?;
+        match file.metadata() {
+            Ok(m) if m.is_file() && m.len() == e.size => Some(file),
+            _ => {
+                tracing::warn!(%layer, path = %e.path, "backing file does not match the index; not used");
+                None
+            }
+        }
+    }
+
     pub fn statfs(&self) -> StatFs {
         self.statfs
     }

@@ -194,3 +194,14 @@ impl Drop for MountHandle {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// The daemon keeps mounts in shared maps and moves them between threads.
+    #[test]
+    fn handles_and_filesystems_are_shareable() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<super::MountHandle>();
+        shareable::<super::ImageFs>();
+    }
+}

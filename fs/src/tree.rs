@@ -86,6 +86,10 @@ struct Builder<'a> {
     layers: &'a [LayerIndex],
     nodes: Vec<WorkNode>,
     warnings: Vec<MergeWarning>,
+    /// The directory `ensure_dir` returned last (tar order keeps siblings together), valid
+    /// until a directory is removed or replaced.
+    last_dir: Vec<String>,
+    last_dir_node: Option<usize>,
 }
 
 const WORK_ROOT: usize = 0;
@@ -97,6 +101,8 @@ impl Tree {
             layers,
             nodes: vec![WorkNode::dir(None)],
             warnings: Vec::new(),
+            last_dir: Vec::new(),
+            last_dir_node: None,
         };
         for (li, layer) in layers.iter().enumerate() {
             b.apply_whiteouts(layer);
@@ -157,14 +163,19 @@ impl WorkNode {
     }
 }
 
-/// Splits a normalized path into components, rejecting anything not normalized.
+/// Longest name Linux accepts (longer ones could not be looked up, and break listings).
+const NAME_MAX: usize = 255;
+
+/// Splits a normalized path into components, rejecting anything not normalized or too long.
 fn components(path: &str) -> Option<Vec<&str>> {
     let trimmed = path.trim_end_matches('/');
     if trimmed.is_empty() || trimmed == "." {
         return Some(Vec::new());
     }
     let parts: Vec<&str> = trimmed.split('/').collect();
-    let bad = |p: &&str| p.is_empty() || *p == "." || *p == ".." || p.contains('\0');
+    let bad = |p: &&str| {
+        p.is_empty() || *p == "." || *p == ".." || p.contains('\0') || p.len() > NAME_MAX
+    };
     if parts.iter().any(bad) {
         return None;
     }
@@ -192,6 +203,7 @@ impl Builder<'_> {
     /// Whiteouts and opaque markers of a layer hide only lower layers' entries, wherever
     /// they appear in the layer's tar order, so they are applied before its entries.
     fn apply_whiteouts(&mut self, layer: &LayerIndex) {
+        self.last_dir_node = None;
         for entry in &layer.entries {
             let Some(parts) = components(&entry.path) else {
                 continue; // reported when the entry itself is added
@@ -220,6 +232,13 @@ impl Builder<'_> {
     /// Walks to the directory `parts`, creating missing (or replacing non-directory)
     /// components as implicit 0755 directories.
     fn ensure_dir(&mut self, parts: &[&str]) -> usize {
+        if let Some(n) = self.last_dir_node {
+            if self.last_dir.len() == parts.len()
+                && self.last_dir.iter().zip(parts).all(|(a, b)| a == b)
+            {
+                return n;
+            }
+        }
         let mut cur = WORK_ROOT;
         for p in parts {
             let next = match self.nodes[cur].children.get(*p) {
@@ -233,7 +252,18 @@ impl Builder<'_> {
             };
             cur = next;
         }
+        self.last_dir = parts.iter().map(|p| p.to_string()).collect();
+        self.last_dir_node = Some(cur);
         cur
+    }
+
+    /// Links `name` in `parent` to `node`, replacing (and so unlinking) what was there.
+    fn link(&mut self, parent: usize, name: &str, node: usize) {
+        if let Some(old) = self.nodes[parent].children.insert(name.to_string(), node) {
+            if self.nodes[old].kind == NodeKind::Directory {
+                self.last_dir_node = None;
+            }
+        }
     }
 
     fn add_entry(&mut self, li: usize, ei: usize, entry: &FileEntry) {
@@ -290,7 +320,7 @@ impl Builder<'_> {
             source: Some(me),
             children: Default::default(),
         });
-        self.nodes[parent].children.insert(name.to_string(), n);
+        self.link(parent, name, n);
     }
 
     fn add_hardlink(&mut self, li: usize, entry: &FileEntry, dir: &[&str], name: &str) {
@@ -310,7 +340,7 @@ impl Builder<'_> {
             return;
         }
         let parent = self.ensure_dir(dir);
-        self.nodes[parent].children.insert(name.to_string(), target);
+        self.link(parent, name, target);
     }
 
     /// Numbers the reachable nodes (breadth-first, so siblings are close) and counts links.
@@ -336,35 +366,29 @@ impl Builder<'_> {
             }
             i += 1;
         }
-        let inodes = order
-            .iter()
-            .enumerate()
-            .map(|(i, &node)| {
-                let w = &self.nodes[node];
-                let children: Vec<(String, u64)> = w
-                    .children
-                    .iter()
-                    .map(|(name, &c)| (name.clone(), ino_of[c]))
-                    .collect();
-                let nlink = if w.kind == NodeKind::Directory {
-                    let subdirs = w
-                        .children
-                        .values()
-                        .filter(|&&c| self.nodes[c].kind == NodeKind::Directory)
-                        .count();
-                    u32::try_from(subdirs).unwrap_or(u32::MAX).saturating_add(2)
-                } else {
-                    names[i]
-                };
-                Inode {
-                    parent: parent_of[i],
-                    kind: w.kind,
-                    source: w.source,
-                    nlink,
-                    children,
-                }
-            })
-            .collect();
+        let mut nodes = self.nodes;
+        let mut inodes = Vec::with_capacity(order.len());
+        for (i, &node) in order.iter().enumerate() {
+            // Only directories have children, and each has one name: taking them is safe.
+            let children = std::mem::take(&mut nodes[node].children);
+            let w = &nodes[node];
+            let nlink = if w.kind == NodeKind::Directory {
+                let subdirs = children
+                    .values()
+                    .filter(|&&c| nodes[c].kind == NodeKind::Directory)
+                    .count();
+                u32::try_from(subdirs).unwrap_or(u32::MAX).saturating_add(2)
+            } else {
+                names[i]
+            };
+            inodes.push(Inode {
+                parent: parent_of[i],
+                kind: w.kind,
+                source: w.source,
+                nlink,
+                children: children.into_iter().map(|(n, c)| (n, ino_of[c])).collect(),
+            });
+        }
         Tree {
             inodes,
             warnings: self.warnings,

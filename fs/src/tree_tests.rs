@@ -246,11 +246,14 @@ fn unnormalized_paths_are_skipped() {
             file("a//b"),
             file("./c"),
             file("d/../e"),
+            file(&"n".repeat(256)),
+            file("nul\0name"),
             file("ok/"),
+            file(&"m".repeat(255)),
         ],
     )]);
-    assert_eq!(paths(&t), ["ok"]);
-    assert_eq!(t.warnings().len(), 4);
+    assert_eq!(paths(&t), ["m".repeat(255), "ok".to_string()]);
+    assert_eq!(t.warnings().len(), 6);
 }
 
 #[test]
@@ -296,4 +299,27 @@ fn inode_numbers_are_dense_and_lookups_work() {
     let b = t.get(t.resolve("b").unwrap()).unwrap();
     assert!(t.child(b, "c").is_some());
     assert!(t.child(b, "zz").is_none());
+}
+
+#[test]
+fn a_replaced_directory_is_not_reused_for_later_entries() {
+    let t = Tree::build(&[layer("a", vec![file("d/x/a"), file("d/x"), file("d/x/b")])]);
+    assert_eq!(paths(&t), ["d/", "d/x/", "d/x/b"]);
+    let t = Tree::build(&[
+        layer("a", vec![file("d/x/a")]),
+        // The whiteout hides layer a's `d` wherever it sits in layer b's tar order.
+        layer("b", vec![file("d/x/c"), file(".wh.d")]),
+    ]);
+    assert_eq!(paths(&t), ["d/", "d/x/", "d/x/c"]);
+    let t = Tree::build(&[layer(
+        "a",
+        vec![
+            file("d/x/a"),
+            file("f"),
+            hardlink("d/x", "f"),
+            file("d/x/b"),
+        ],
+    )]);
+    assert_eq!(paths(&t), ["d/", "d/x/", "d/x/b", "f"]);
+    assert_eq!(t.get(t.resolve("f").unwrap()).unwrap().nlink, 1);
 }

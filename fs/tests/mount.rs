@@ -131,8 +131,17 @@ fn mount_image(
     build: impl FnOnce(&mut DataFile) -> Vec<LayerIndex>,
     options: &MountOptions,
 ) -> Mounted {
+    mount_image_with(false, build, options)
+}
+
+fn mount_image_with(
+    backing: bool,
+    build: impl FnOnce(&mut DataFile) -> Vec<LayerIndex>,
+    options: &MountOptions,
+) -> Mounted {
     let dir = tempfile::tempdir().unwrap();
     let mut data = DataFile::create(dir.path());
+    data.backing = backing;
     let layers = build(&mut data);
     let reader = data.reader();
     let mnt = dir.path().join("mnt");
@@ -330,31 +339,11 @@ fn overlay_on_top_accepts_writes() {
         skiff_tests::skip::root_unavailable(),
         fuse_unavailable()
     );
+    let _lock = serial();
     let m = mount_image(|d| image_layers(d).0, &MountOptions::default());
     let dir = tempfile::tempdir().unwrap();
-    let (upper, work, merged) = (
-        dir.path().join("u"),
-        dir.path().join("w"),
-        dir.path().join("m"),
-    );
-    for d in [&upper, &work, &merged] {
-        fs::create_dir(d).unwrap();
-    }
-    let opts = format!(
-        "lowerdir={},upperdir={},workdir={}",
-        m.mnt.display(),
-        upper.display(),
-        work.display()
-    );
-    nix::mount::mount(
-        Some("overlay"),
-        &merged,
-        Some("overlay"),
-        nix::mount::MsFlags::empty(),
-        Some(opts.as_str()),
-    )
-    .unwrap();
-    let overlay = UnmountGuard(merged.clone());
+    let overlay = overlay_over(&m.mnt, dir.path());
+    let (upper, merged) = (dir.path().join("u"), overlay.0.clone());
 
     // Read through, modify, create, delete.
     assert_eq!(fs::read(merged.join("etc/hostname")).unwrap(), b"skiff\n");
@@ -579,4 +568,152 @@ fn unmount_returns_while_a_file_is_still_open() {
     std::io::Read::read_to_end(&mut &open, &mut buf).unwrap();
     assert_eq!(buf, b"still readable");
     drop(open);
+}
+
+/// Tests stacking overlayfs run one at a time.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Mounts overlayfs at `dir/m` with `lower` as its lower layer.
+fn overlay_over(lower: &Path, dir: &Path) -> UnmountGuard {
+    let (upper, work, merged) = (dir.join("u"), dir.join("w"), dir.join("m"));
+    for d in [&upper, &work, &merged] {
+        fs::create_dir(d).unwrap();
+    }
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.display(),
+        upper.display(),
+        work.display()
+    );
+    nix::mount::mount(
+        Some("overlay"),
+        &merged,
+        Some("overlay"),
+        nix::mount::MsFlags::empty(),
+        Some(opts.as_str()),
+    )
+    .unwrap();
+    UnmountGuard(merged)
+}
+
+#[test]
+fn passthrough_serves_cached_files_without_the_daemon() {
+    require!(
+        "passthrough_serves_cached_files_without_the_daemon",
+        skiff_tests::skip::root_unavailable(),
+        fuse_unavailable()
+    );
+    let _lock = serial();
+    let big = noise(3 * CHUNK as usize + 99, 3);
+    let mut want = big.clone();
+    let mut m = mount_image_with(
+        true,
+        |d| {
+            let entries = vec![file(d, "big", &big), file(d, "small", b"small file\n")];
+            vec![layer("sha256:pt", entries)]
+        },
+        &MountOptions::default(),
+    );
+    let stats = m.handle.as_ref().unwrap().stats();
+    require!(
+        "passthrough_serves_cached_files_without_the_daemon",
+        (!stats.passthrough_enabled()).then(|| "kernel offers no FUSE passthrough".to_string())
+    );
+    // Two handles open at once share the inode's backing file.
+    let a = fs::File::open(m.mnt.join("big")).unwrap();
+    assert_eq!(fs::read(m.mnt.join("big")).unwrap(), want);
+    drop(a);
+    assert_eq!(fs::read(m.mnt.join("small")).unwrap(), b"small file\n");
+    let stats = m.handle.as_ref().unwrap().stats();
+    assert!(
+        stats.passthrough_opens() >= 3,
+        "{}",
+        stats.passthrough_opens()
+    );
+    assert_eq!(stats.reads(), 0, "no read reached the daemon");
+
+    // overlayfs still stacks on a passthrough mount, and reads through it.
+    let dir = tempfile::tempdir().unwrap();
+    let overlay = overlay_over(&m.mnt, dir.path());
+    assert_eq!(fs::read(overlay.0.join("big")).unwrap(), want);
+    want.extend_from_slice(b"more");
+    let mut f = fs::OpenOptions::new()
+        .append(true)
+        .open(overlay.0.join("big"))
+        .unwrap();
+    std::io::Write::write_all(&mut f, b"more").unwrap();
+    drop(f);
+    assert_eq!(fs::read(overlay.0.join("big")).unwrap(), want);
+    nix::mount::umount2(&overlay.0, nix::mount::MntFlags::empty()).unwrap();
+    drop(overlay);
+    m.handle.take().unwrap().unmount().unwrap();
+}
+
+#[test]
+fn large_directories_list_completely_across_readdir_calls() {
+    require!(
+        "large_directories_list_completely_across_readdir_calls",
+        skiff_tests::skip::root_unavailable(),
+        fuse_unavailable()
+    );
+    let names_in: BTreeSet<String> = (0..3000)
+        .map(|i| format!("a-rather-long-file-name-to-fill-readdir-buffers-{i:05}"))
+        .collect();
+    let m = mount_image(
+        |d| {
+            let entries = names_in
+                .iter()
+                .map(|n| file(d, &format!("big/{n}"), b""))
+                .collect();
+            vec![layer("sha256:dir", entries)]
+        },
+        &MountOptions::default(),
+    );
+    assert_eq!(names(&m.mnt.join("big")), names_in);
+    // Listed entries carry their attributes (readdirplus) and types.
+    for e in fs::read_dir(m.mnt.join("big")).unwrap().take(10) {
+        let e = e.unwrap();
+        assert!(e.file_type().unwrap().is_file());
+        assert_eq!(e.metadata().unwrap().len(), 0);
+    }
+    assert_eq!(fs::metadata(m.mnt.join("big")).unwrap().nlink(), 2);
+}
+
+#[test]
+fn other_users_read_with_kernel_permission_checks() {
+    require!(
+        "other_users_read_with_kernel_permission_checks",
+        skiff_tests::skip::root_unavailable(),
+        fuse_unavailable()
+    );
+    use std::os::unix::process::CommandExt;
+    let m = mount_image(|d| image_layers(d).0, &MountOptions::default());
+    // Let uid 65534 reach the mount point.
+    fs::set_permissions(m._dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let cat_as_nobody = |path: &str| {
+        std::process::Command::new("cat")
+            .arg(m.mnt.join(path))
+            .uid(65534)
+            .gid(65534)
+            .output()
+            .unwrap()
+    };
+    let ok = cat_as_nobody("etc/hostname");
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert_eq!(ok.stdout, b"skiff\n");
+    // home/user/notes is 0640 1000:1001: default_permissions makes the kernel refuse.
+    let denied = cat_as_nobody("home/user/notes");
+    assert!(!denied.status.success());
+    assert!(
+        String::from_utf8_lossy(&denied.stderr).contains("Permission denied"),
+        "{}",
+        String::from_utf8_lossy(&denied.stderr)
+    );
 }

@@ -86,4 +86,12 @@ pub trait ContentReader: Send + Sync {
         offset: u64,
         buf: &mut [u8],
     ) -> crate::Result<usize>;
+
+    /// A local file whose bytes `0..size` are exactly this file's verified content, if one
+    /// exists without fetching anything (e.g. a file held in one cached chunk). The
+    /// filesystem then lets the kernel read it directly (FUSE passthrough). Must not block
+    /// on the network; `None` (the default) means reads go through `read_at`.
+    fn backing_file(&self, _layer_digest: &str, _chunks: &[ChunkRef]) -> Option<std::fs::File> {
+        None
+    }
 }

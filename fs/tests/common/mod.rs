@@ -20,19 +20,29 @@ pub struct DataFile {
     pub path: PathBuf,
     file: File,
     len: u64,
+    /// Also write each appended blob to its own file, offered as a passthrough backing file.
+    pub backing: bool,
 }
 
 impl DataFile {
     pub fn create(dir: &Path) -> DataFile {
         let path = dir.join("layer.data");
         let file = File::create(&path).unwrap();
-        DataFile { path, file, len: 0 }
+        DataFile {
+            path,
+            file,
+            len: 0,
+            backing: false,
+        }
     }
 
     /// Appends `data`, returning its chunk list.
     pub fn append(&mut self, data: &[u8]) -> Vec<ChunkRef> {
         self.file.write_all(data).unwrap();
         let base = self.len;
+        if self.backing && !data.is_empty() {
+            std::fs::write(backing_path(&self.path, base), data).unwrap();
+        }
         self.len += data.len() as u64;
         let mut chunks = Vec::new();
         let mut off = 0u64;
@@ -57,6 +67,10 @@ impl DataFile {
             gate: Gate::default(),
         })
     }
+}
+
+fn backing_path(data: &Path, base: u64) -> PathBuf {
+    data.with_file_name(format!("blob-{base}"))
 }
 
 /// Blocks reads of one layer until opened: simulates a slow network fetch.
@@ -123,6 +137,13 @@ impl ContentReader for FileReader {
             ));
         }
         Ok(n)
+    }
+
+    fn backing_file(&self, _layer: &str, chunks: &[ChunkRef]) -> Option<File> {
+        let ChunkLocation::Local { offset } = chunks.first()?.location else {
+            return None;
+        };
+        File::open(backing_path(&self.path, offset)).ok()
     }
 }
 
