@@ -259,3 +259,61 @@ fn writes_go_to_the_upper_dir_and_lower_stays_untouched() {
         "hi\n"
     );
 }
+
+fn netns_inode_of(script_out: &str) -> String {
+    script_out
+        .lines()
+        .find_map(|l| l.strip_prefix("net:["))
+        .map(|l| l.trim_end_matches(']').to_string())
+        .unwrap_or_default()
+}
+
+#[test]
+fn host_network_shares_the_host_namespace() {
+    skiff_tests::require!("host_network_shares_the_host_namespace", unavailable());
+    let mut f = Fixture::new("hostnet", &["readlink", "/proc/self/ns/net"]);
+    f.cfg.network = skiff_runtime::NetworkMode::Host;
+    assert_eq!(f.run().exit_code, Some(0));
+    let host = std::fs::read_link("/proc/self/ns/net").unwrap();
+    assert_eq!(f.stdout().trim(), host.to_str().unwrap());
+}
+
+/// A named network namespace made with iproute2 (test tooling), deleted on drop.
+struct NetNs(String);
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.0])
+            .status();
+    }
+}
+
+#[test]
+fn joins_a_prepared_network_namespace() {
+    skiff_tests::require!(
+        "joins_a_prepared_network_namespace",
+        unavailable(),
+        (!std::path::Path::new("/usr/sbin/ip").exists()
+            && !std::path::Path::new("/sbin/ip").exists())
+        .then(|| "iproute2 (ip) not installed".to_string())
+    );
+    let ns = NetNs(format!("skiff-rt-{}", std::process::id()));
+    let ok = std::process::Command::new("ip")
+        .args(["netns", "add", &ns.0])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let path = std::path::PathBuf::from("/run/netns").join(&ns.0);
+    let mut f = Fixture::new("joinnet", &["readlink", "/proc/self/ns/net"]);
+    f.cfg.network = skiff_runtime::NetworkMode::Join(path.clone());
+    assert_eq!(f.run().exit_code, Some(0));
+    use std::os::unix::fs::MetadataExt;
+    let ino = std::fs::metadata(&path).unwrap().ino();
+    assert_eq!(
+        netns_inode_of(&f.stdout()),
+        ino.to_string(),
+        "{}",
+        f.stdout()
+    );
+}

@@ -194,3 +194,48 @@ fn wait_for_output(f: &Fixture, needle: &str) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn shim_is_detached_and_its_death_does_not_prevent_cleanup() {
+    skiff_tests::require!(
+        "shim_is_detached_and_its_death_does_not_prevent_cleanup",
+        unavailable()
+    );
+    let f = Fixture::new("shimkill", &["sleep", "1000"]);
+    let h = f.create().unwrap();
+    skiff_runtime::start(&f.dir).unwrap();
+    let shim = shim_pid(&f.dir);
+    let stat = std::fs::read_to_string(format!("/proc/{shim}/stat")).unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    let (ppid, sid): (i32, i32) = (fields[1].parse().unwrap(), fields[3].parse().unwrap());
+    assert_ne!(
+        ppid,
+        std::process::id() as i32,
+        "shim must not be the caller's child"
+    );
+    assert_eq!(sid, shim, "shim leads its own session");
+
+    // The shim dies (e.g. OOM on the host): the container keeps running, state still works.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(shim), Signal::SIGKILL).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while alive(shim) {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(alive(h.pid));
+    assert_eq!(
+        skiff_runtime::state(&f.dir).unwrap().status,
+        Status::Running
+    );
+    let cgroups = f.cgroup_dirs();
+    skiff_runtime::remove(&f.dir).unwrap();
+    assert!(!alive(h.pid));
+    for d in cgroups {
+        assert!(!d.exists(), "{} left", d.display());
+    }
+}
