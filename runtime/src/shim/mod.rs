@@ -175,21 +175,23 @@ fn build(cfg: &ContainerConfig, paths: &ContainerPaths) -> Result<Built, StepFai
         .map_err(|e| StepFailure::from_error("create cgroup", &e))?;
     match spawn_init(cfg, cgroup) {
         Ok(b) => Ok(b),
-        Err((f, cg)) => {
+        Err(failed) => {
+            let (f, cg) = *failed;
             cg.destroy();
             Err(f)
         }
     }
 }
 
-type SpawnErr = (StepFailure, ContainerCgroup);
+/// A failure, with the cgroup handed back for cleanup.
+type SpawnErr = Box<(StepFailure, ContainerCgroup)>;
 
 fn spawn_init(cfg: &ContainerConfig, cgroup: ContainerCgroup) -> Result<Built, SpawnErr> {
     macro_rules! tri {
         ($e:expr) => {
             match $e {
                 Ok(v) => v,
-                Err(f) => return Err((f, cgroup)),
+                Err(f) => return Err(Box::new((f, cgroup))),
             }
         };
     }
@@ -255,7 +257,7 @@ fn spawn_init(cfg: &ContainerConfig, cgroup: ContainerCgroup) -> Result<Built, S
             let kill_child = |f: StepFailure, cg: ContainerCgroup| {
                 let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
                 let _ = nix::sys::wait::waitpid(child, None);
-                Err((f, cg))
+                Err(Box::new((f, cg)))
             };
             if let Err(e) = cgroup.add(child.as_raw()) {
                 return kill_child(StepFailure::from_error("join cgroup", &e), cgroup);
@@ -295,7 +297,7 @@ fn spawn_init(cfg: &ContainerConfig, cgroup: ContainerCgroup) -> Result<Built, S
                 Err(f) => kill_child(f, cgroup),
             }
         }
-        Err(e) => Err((StepFailure::errno("fork", "init", e), cgroup)),
+        Err(e) => Err(Box::new((StepFailure::errno("fork", "init", e), cgroup))),
     }
 }
 

@@ -223,7 +223,7 @@ impl Shim {
                 self.b.outputs.remove(i);
             }
             self.clients
-                .retain(|c| !c.dead && !(c.closing && c.outbuf.is_empty()));
+                .retain(|c| !(c.dead || c.closing && c.outbuf.is_empty()));
             if let Some(at) = self.exited_at {
                 if self.b.outputs.is_empty() || at.elapsed() > DRAIN_TIMEOUT {
                     self.finish();
