@@ -118,8 +118,18 @@ impl StateFile {
         persist::read_json(&ContainerPaths::new(dir).state())
     }
 
+    /// Saves the record; only the final (exited) one is flushed to disk.
     pub(crate) fn save(&self, dir: &Path) -> Result<()> {
-        persist::write_json(&ContainerPaths::new(dir).state(), self)
+        let durability = if self.state.status == Status::Exited {
+            persist::Durability::Durable
+        } else {
+            persist::Durability::Volatile
+        };
+        self.save_with(dir, durability)
+    }
+
+    pub(crate) fn save_with(&self, dir: &Path, durability: persist::Durability) -> Result<()> {
+        persist::write_json(&ContainerPaths::new(dir).state(), self, durability)
     }
 
     pub(crate) fn shim_alive(&self) -> bool {

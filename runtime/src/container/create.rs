@@ -80,7 +80,7 @@ pub fn create(exe: &Path, cfg: &ContainerConfig) -> Result<ContainerHandle> {
     }
     let _ = std::fs::remove_file(paths.state());
     let _ = std::fs::remove_file(paths.socket());
-    persist::write_json(&paths.config(), cfg)?;
+    persist::write_json(&paths.config(), cfg, persist::Durability::Volatile)?;
     let mut child = Command::new(exe)
         .arg(crate::entry::SHIM_ARG)
         .arg(dir)

@@ -168,7 +168,7 @@ fn build(cfg: &ContainerConfig, paths: &ContainerPaths) -> Result<Built, StepFai
         ("resolv.conf", resolv),
     ] {
         let p = paths.etc_file(name);
-        persist::write_atomic(&p, content.as_bytes())
+        persist::write_atomic_with(&p, content.as_bytes(), persist::Durability::Volatile)
             .map_err(|e| StepFailure::from_error("write", &e))?;
     }
     let cgroup = ContainerCgroup::create(&cfg.cgroup_path(), &cfg.resources)

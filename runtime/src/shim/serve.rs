@@ -15,6 +15,7 @@ use crate::error::StepFailure;
 use crate::init::{self, InitMsg};
 use crate::logs::{LogStream, LogWriter};
 use crate::paths::ContainerPaths;
+use crate::persist;
 use crate::protocol::{AttachStreams, Frame};
 use crate::shim::Built;
 use crate::state::{StateFile, Status};
@@ -470,22 +471,27 @@ impl Shim {
         }
     }
 
-    /// Records the exit, releases the cgroup, tells every client and exits.
+    /// Records the exit, tells every client, releases the cgroup and exits.
     fn finish(&mut self) -> ! {
         let code = self.exit_code.unwrap_or(255);
         if let Some(log) = &mut self.log {
             log.flush();
         }
         let oom = self.b.cgroup.oom_killed();
-        self.b.cgroup.destroy();
         let st = &mut self.state.state;
         st.status = Status::Exited;
         st.exit_code = Some(code);
         st.oom_killed = oom;
         st.finished_at = Some(Utc::now());
         st.pid = None;
-        self.save();
-        let _ = std::fs::remove_file(self.paths.socket());
+        // Renamed into place now so waiters see it at once, flushed to disk below, after
+        // they were told: disk flushes stay off the exit path the daemon waits on.
+        if let Err(e) = self
+            .state
+            .save_with(&self.paths.dir, persist::Durability::Volatile)
+        {
+            tracing::error!("cannot record container exit: {e}");
+        }
         let deadline = Instant::now() + Duration::from_secs(1);
         for c in &mut self.clients {
             if matches!(c.role, Role::Attach(_) | Role::Wait) {
@@ -497,6 +503,12 @@ impl Shim {
                 .max(Duration::from_millis(10));
             let _ = c.sock.set_write_timeout(Some(left));
             let _ = c.sock.write_all(&c.outbuf);
+        }
+        self.clients.clear();
+        let _ = std::fs::remove_file(self.paths.socket());
+        self.b.cgroup.destroy();
+        if let Err(e) = persist::sync_file(&self.paths.state()) {
+            tracing::error!("cannot flush container exit record: {e}");
         }
         std::process::exit(0)
     }
