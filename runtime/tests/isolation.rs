@@ -317,3 +317,17 @@ fn joins_a_prepared_network_namespace() {
         f.stdout()
     );
 }
+
+#[test]
+fn symlinked_mount_points_in_the_image_are_refused() {
+    skiff_tests::require!(
+        "symlinked_mount_points_in_the_image_are_refused",
+        unavailable()
+    );
+    let f = Fixture::new("symlinkdev", &["true"]);
+    std::fs::remove_dir(f.rootfs.join("dev")).unwrap();
+    std::os::unix::fs::symlink("/tmp", f.rootfs.join("dev")).unwrap();
+    let err = f.create().expect_err("a /dev symlink must be refused");
+    assert!(err.to_string().contains("/dev"), "{err}");
+    assert_eq!(err.exit_code(), 125);
+}

@@ -239,3 +239,18 @@ fn shim_is_detached_and_its_death_does_not_prevent_cleanup() {
         assert!(!d.exists(), "{} left", d.display());
     }
 }
+
+#[test]
+fn an_exited_container_can_be_created_again_keeping_its_files_and_log() {
+    skiff_tests::require!(
+        "an_exited_container_can_be_created_again_keeping_its_files_and_log",
+        unavailable()
+    );
+    let f = Fixture::new(
+        "restart",
+        &["sh", "-c", "echo run >> /count; wc -l < /count"],
+    );
+    assert_eq!(f.run().exit_code, Some(0));
+    assert_eq!(f.run().exit_code, Some(0));
+    assert_eq!(f.stdout(), "1\n2\n");
+}

@@ -5,13 +5,14 @@ use std::io::Read;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use crate::config::ContainerConfig;
 use crate::error::{Result, RuntimeError};
 use crate::paths::ContainerPaths;
 use crate::persist;
 use crate::shim::ShimReport;
-use crate::state::StateFile;
+use crate::state::{StateFile, Status};
 
 /// A created container.
 #[derive(Debug, Clone)]
@@ -70,6 +71,14 @@ pub fn create(exe: &Path, cfg: &ContainerConfig) -> Result<ContainerHandle> {
         .create(dir)
         .map_err(|e| RuntimeError::io("mkdir", dir, e))?;
     if let Ok(old) = StateFile::load(dir) {
+        // A previous run's shim may still be releasing its cgroup (same path as ours) after
+        // recording the exit: let it finish first.
+        if old.state.status == Status::Exited && !old.init_alive() {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while old.shim_alive() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
         if old.shim_alive() || old.init_alive() {
             return Err(RuntimeError::InvalidState {
                 dir: dir.clone(),

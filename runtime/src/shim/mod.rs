@@ -107,7 +107,6 @@ pub(crate) fn main(dir: &Path) -> ! {
 fn fail(state: &mut StateFile, dir: &Path, f: StepFailure) -> ! {
     let err = f.clone().into_error();
     tracing::error!("container setup failed: {err}");
-    eprintln!("container setup failed: {err}");
     state.state.status = Status::Exited;
     state.state.exit_code = Some(err.exit_code());
     state.state.error = Some(err.to_string());
