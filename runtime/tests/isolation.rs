@@ -331,3 +331,17 @@ fn symlinked_mount_points_in_the_image_are_refused() {
     assert!(err.to_string().contains("/dev"), "{err}");
     assert_eq!(err.exit_code(), 125);
 }
+
+#[test]
+fn several_lower_dirs_stack_topmost_first() {
+    skiff_tests::require!("several_lower_dirs_stack_topmost_first", unavailable());
+    let mut f = Fixture::new("lowers", &["cat", "/etc/motd", "/only-bottom"]);
+    let bottom = f.dir.parent().unwrap().join("bottom");
+    std::fs::create_dir_all(bottom.join("etc")).unwrap();
+    std::fs::write(bottom.join("etc/motd"), "bottom\n").unwrap();
+    std::fs::write(bottom.join("only-bottom"), "bottom-only\n").unwrap();
+    std::fs::write(f.rootfs.join("etc/motd"), "top\n").unwrap();
+    f.cfg.lower_dirs.push(bottom);
+    assert_eq!(f.run().exit_code, Some(0));
+    assert_eq!(f.stdout(), "top\nbottom-only\n");
+}

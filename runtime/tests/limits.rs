@@ -49,7 +49,7 @@ fn fork_bomb_is_contained_by_the_pids_limit_and_cleaned_up() {
     );
     let mut f = Fixture::new(
         "forkbomb",
-        &["sh", "-c", "b() { b | b & }; b; echo bombed; sleep 1000"],
+        &["sh", "-c", "b() { b | b & }; b; exec sleep 1000"],
     );
     f.cfg.resources.pids_limit = Some(32);
     f.create().unwrap();

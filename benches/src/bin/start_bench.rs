@@ -2,6 +2,7 @@
 //! skiff-runtime and through `crun run` on the same rootfs, in the same run.
 //!
 //! `sudo start_bench [iterations]` (root). Prints per-engine medians and the ratio.
+//! `SKIFF_RUNTIME_EXE=<path>` runs the shim/init from another (e.g. release) binary.
 //! crun 1.8 refuses the hybrid cgroup layout while cgroup2 owns the `hugetlb` controller
 //! (design.md §9); if it fails so, the bench mounts hugetlb as its own v1 hierarchy for the
 //! crun runs and unmounts it afterwards. skiff itself needs no such change.
@@ -27,7 +28,13 @@ fn main() -> Result<()> {
         .tempdir()?;
     let rootfs = tmp.path().join("rootfs");
     busybox_rootfs(&rootfs)?;
-    let exe = std::env::current_exe()?;
+    // SKIFF_RUNTIME_EXE: another binary for the shim/init side (e.g. a release build of
+    // skiff-runtime-entry or skiff); this bench binary itself by default.
+    let exe = match std::env::var_os("SKIFF_RUNTIME_EXE") {
+        Some(p) => PathBuf::from(p),
+        None => std::env::current_exe()?,
+    };
+    println!("runtime executable: {}", exe.display());
 
     let skiff = bench_skiff(&exe, tmp.path(), &rootfs, n)?;
     let crun = bench_crun(tmp.path(), &rootfs, n);

@@ -88,6 +88,8 @@ pub(crate) struct Shim {
     exited_at: Option<Instant>,
     /// Output slots that reached EOF this poll round, removed after it.
     closed_outputs: Vec<usize>,
+    /// `START` was sent to init, so EOF on the sync socket means execve succeeded.
+    start_sent: bool,
 }
 
 fn pidfd_open(pid: i32) -> Option<OwnedFd> {
@@ -148,6 +150,7 @@ impl Shim {
             exit_code: None,
             exited_at: None,
             closed_outputs: Vec::new(),
+            start_sent: false,
         }
     }
 
@@ -268,7 +271,11 @@ impl Shim {
             // EOF: execve succeeded and closed init's end (close-on-exec).
             Err(_) => {
                 self.sync = None;
-                if self.exit_code.is_none() || self.state.state.status == Status::Created {
+                if !self.start_sent {
+                    // Init died before it was told to start (killed while created).
+                    return;
+                }
+                if self.state.state.status == Status::Created {
                     self.state.state.status = Status::Running;
                     self.state.state.started_at = Some(Utc::now());
                     self.save();
@@ -400,23 +407,27 @@ impl Shim {
         match (role, frame) {
             (Role::New, Frame::Start) => {
                 let busy = self.clients.iter().any(|c| c.role == Role::Start);
-                if self.state.state.status == Status::Created && self.exit_code.is_none() && !busy {
-                    if let Some(s) = &self.sync {
-                        let _ = nix::unistd::write(s, &[init::START]);
+                let startable =
+                    self.state.state.status == Status::Created && self.exit_code.is_none() && !busy;
+                match (&self.sync, startable) {
+                    (Some(sync), true) => {
+                        let _ = nix::unistd::write(sync, &[init::START]);
+                        self.start_sent = true;
+                        self.clients[i].role = Role::Start;
                     }
-                    self.clients[i].role = Role::Start;
-                } else {
-                    let status = if self.exit_code.is_some() {
-                        Status::Exited
-                    } else {
-                        self.state.state.status
-                    };
-                    let f = StepFailure::detail(
-                        "start",
-                        self.paths.dir.display(),
-                        format!("container is {status}"),
-                    );
-                    self.reply(i, Frame::Error(f));
+                    _ => {
+                        let status = if self.exit_code.is_some() {
+                            Status::Exited
+                        } else {
+                            self.state.state.status
+                        };
+                        let f = StepFailure::detail(
+                            "start",
+                            self.paths.dir.display(),
+                            format!("container is {status}"),
+                        );
+                        self.reply(i, Frame::Error(f));
+                    }
                 }
             }
             (Role::New, Frame::Attach(s)) => {
