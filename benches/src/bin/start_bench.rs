@@ -48,6 +48,16 @@ fn main() -> Result<()> {
         ms(*skiff.run.iter().max().unwrap()),
         ms(median(&skiff.remove))
     );
+    let with_rm: Vec<Duration> = skiff
+        .run
+        .iter()
+        .zip(&skiff.remove)
+        .map(|(a, b)| *a + *b)
+        .collect();
+    println!(
+        "  skiff-runtime incl. remove (run --rm): {:8.2}",
+        ms(median(&with_rm))
+    );
     let phase = |i: usize| {
         ms(median(
             &skiff.phases.iter().map(|p| p[i]).collect::<Vec<_>>(),

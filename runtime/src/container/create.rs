@@ -5,7 +5,7 @@ use std::io::Read;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::config::ContainerConfig;
 use crate::error::{Result, RuntimeError};
@@ -73,11 +73,9 @@ pub fn create(exe: &Path, cfg: &ContainerConfig) -> Result<ContainerHandle> {
     if let Ok(old) = StateFile::load(dir) {
         // A previous run's shim may still be releasing its cgroup (same path as ours) after
         // recording the exit: let it finish first.
-        if old.state.status == Status::Exited && !old.init_alive() {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while old.shim_alive() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(2));
-            }
+        if let (Status::Exited, false, Some(shim)) = (old.state.status, old.init_alive(), old.shim)
+        {
+            shim.wait_gone(Duration::from_secs(10));
         }
         if old.shim_alive() || old.init_alive() {
             return Err(RuntimeError::InvalidState {
