@@ -180,25 +180,32 @@ impl ContainerCgroup {
         pids
     }
 
-    /// SIGKILLs whatever is left in the cgroup and removes it, retrying while the kernel
-    /// finishes tearing dying processes down. Best effort: failures are logged once here.
+    /// Removes the cgroup, SIGKILLing whatever is still in it and retrying while the kernel
+    /// finishes tearing dying processes down. The common case (already empty) costs one
+    /// rmdir per hierarchy. Best effort: a failure is logged once, here.
     pub(crate) fn destroy(&self) {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
+            let left: Vec<PathBuf> = self
+                .dirs()
+                .into_iter()
+                .filter(|d| match std::fs::remove_dir(d) {
+                    Ok(()) => false,
+                    Err(e) => e.kind() != std::io::ErrorKind::NotFound,
+                })
+                .collect();
+            if left.is_empty() {
+                return;
+            }
+            if Instant::now() > deadline {
+                tracing::error!(cgroup = %self.path, ?left, "cannot remove container cgroup");
+                return;
+            }
             for pid in self.procs() {
                 let _ = nix::sys::signal::kill(
                     nix::unistd::Pid::from_raw(pid),
                     nix::sys::signal::Signal::SIGKILL,
                 );
-            }
-            let res = self.cg.delete();
-            let left: Vec<PathBuf> = self.dirs().into_iter().filter(|d| d.exists()).collect();
-            if left.is_empty() {
-                return;
-            }
-            if Instant::now() > deadline {
-                tracing::error!(cgroup = %self.path, ?left, ?res, "cannot remove container cgroup");
-                return;
             }
             std::thread::sleep(Duration::from_millis(10));
         }

@@ -12,6 +12,12 @@ pub const EXEC_ARG: &str = "__exec";
 /// it and never returns; otherwise returns and the program goes on normally.
 pub fn run_if_internal() {
     let args: Vec<String> = std::env::args().collect();
+    if matches!(
+        args.get(1).map(String::as_str),
+        Some(SHIM_ARG) | Some(EXEC_ARG)
+    ) {
+        close_inherited_fds();
+    }
     match args.get(1).map(String::as_str) {
         Some(SHIM_ARG) if args.len() == 3 => crate::shim::main(Path::new(&args[2])),
         Some(EXEC_ARG) if args.len() == 6 => {
@@ -26,5 +32,21 @@ pub fn run_if_internal() {
             std::process::exit(125)
         }
         _ => {}
+    }
+}
+
+/// Closes every descriptor but stdio: whatever the daemon leaked without close-on-exec
+/// (sockets, /dev/fuse, database files) must never reach a container.
+fn close_inherited_fds() {
+    // SAFETY: close_range on descriptors this fresh process does not use.
+    let r = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+    if r != 0 {
+        let max = nix::unistd::sysconf(nix::unistd::SysconfVar::OPEN_MAX)
+            .ok()
+            .flatten()
+            .unwrap_or(1024);
+        for fd in 3..max as i32 {
+            let _ = nix::unistd::close(fd);
+        }
     }
 }

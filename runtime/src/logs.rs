@@ -175,25 +175,21 @@ impl LogReader {
 
     /// The next complete entry in the file, if one is there now.
     fn read_entry(&mut self) -> Result<Option<LogEntry>> {
-        loop {
-            let n = self
-                .reader
-                .read_until(b'\n', &mut self.partial)
-                .map_err(|e| RuntimeError::io("read log", &self.dir, e))?;
-            if n == 0 || !self.partial.ends_with(b"\n") {
-                return Ok(None);
-            }
-            let line = std::mem::take(&mut self.partial);
-            match serde_json::from_slice::<LogEntry>(&line) {
-                Ok(e) => return Ok(Some(e)),
-                Err(e) => {
-                    return Err(RuntimeError::Json {
-                        path: ContainerPaths::new(&self.dir).log(),
-                        source: e,
-                    })
-                }
-            }
+        let n = self
+            .reader
+            .read_until(b'\n', &mut self.partial)
+            .map_err(|e| RuntimeError::io("read log", &self.dir, e))?;
+        if n == 0 || !self.partial.ends_with(b"\n") {
+            // Nothing, or a line the shim is still writing: keep it for the next call.
+            return Ok(None);
         }
+        let line = std::mem::take(&mut self.partial);
+        serde_json::from_slice::<LogEntry>(&line)
+            .map(Some)
+            .map_err(|e| RuntimeError::Json {
+                path: ContainerPaths::new(&self.dir).log(),
+                source: e,
+            })
     }
 
     fn exited(&self) -> bool {

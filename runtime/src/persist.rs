@@ -5,8 +5,27 @@ use std::path::Path;
 
 use crate::error::{Result, RuntimeError};
 
-/// Writes `data` to `path` via a temporary file in the same directory, fsync and rename.
-pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+/// How long a write must last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Durability {
+    /// Must survive a host crash: fsync the file before and the directory after the rename.
+    Durable,
+    /// Regenerated on every create and meaningless after a reboot (the /etc files, the
+    /// config copy, the `created`/`running` records): atomic rename only, no fsync, which
+    /// keeps several disk flushes out of container start.
+    Volatile,
+}
+
+/// Flushes a file written with [`Durability::Volatile`] and its directory to disk.
+pub(crate) fn sync_file(path: &Path) -> Result<()> {
+    let sync = |p: &Path| std::fs::File::open(p).and_then(|f| f.sync_all());
+    sync(path).map_err(|e| RuntimeError::io("fsync", path, e))?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    sync(dir).map_err(|e| RuntimeError::io("fsync", dir, e))
+}
+
+/// Writes `data` to `path` atomically (tmp + rename), with the given durability.
+pub(crate) fn write_atomic_with(path: &Path, data: &[u8], durability: Durability) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path
         .file_name()
@@ -20,9 +39,14 @@ pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
             .truncate(true)
             .open(&tmp)?;
         f.write_all(data)?;
-        f.sync_all()?;
+        if durability == Durability::Durable {
+            f.sync_all()?;
+        }
         std::fs::rename(&tmp, path)?;
-        std::fs::File::open(dir)?.sync_all()
+        if durability == Durability::Durable {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
     };
     write().map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
@@ -31,12 +55,16 @@ pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
 }
 
 /// Serializes `value` as JSON and writes it atomically.
-pub(crate) fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
+pub(crate) fn write_json<T: serde::Serialize>(
+    path: &Path,
+    value: &T,
+    durability: Durability,
+) -> Result<()> {
     let data = serde_json::to_vec_pretty(value).map_err(|e| RuntimeError::Json {
         path: path.to_path_buf(),
         source: e,
     })?;
-    write_atomic(path, &data)
+    write_atomic_with(path, &data, durability)
 }
 
 /// Reads a JSON file written by [`write_json`].
@@ -56,8 +84,8 @@ mod tests {
     fn replaces_whole_file_and_leaves_no_temporaries() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("state.json");
-        write_json(&p, &vec![1, 2, 3]).unwrap();
-        write_json(&p, &vec![4]).unwrap();
+        write_json(&p, &vec![1, 2, 3], Durability::Durable).unwrap();
+        write_json(&p, &vec![4], Durability::Volatile).unwrap();
         let v: Vec<i32> = read_json(&p).unwrap();
         assert_eq!(v, vec![4]);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);

@@ -62,6 +62,31 @@ impl ProcIdentity {
         (state != 'Z' && state != 'X').then_some(ProcIdentity { pid, start_time })
     }
 
+    /// Waits up to `timeout` for this process to end (pidfd poll, no sleeping loop);
+    /// returns whether it has ended.
+    pub fn wait_gone(&self, timeout: std::time::Duration) -> bool {
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        // SAFETY: pidfd_open returns a new descriptor or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, self.pid, 0) };
+        if fd < 0 {
+            return !self.is_alive();
+        }
+        // SAFETY: a fresh descriptor we own.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        if !self.is_alive() {
+            return true;
+        }
+        let mut p = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+        // SAFETY: one valid pollfd.
+        unsafe { libc::poll(&mut p, 1, ms) };
+        !self.is_alive()
+    }
+
     /// Whether this very process still runs (not a zombie, not a recycled pid).
     pub fn is_alive(&self) -> bool {
         matches!(read_stat(self.pid), Some((st, state)) if st == self.start_time && state != 'Z' && state != 'X')
@@ -118,8 +143,18 @@ impl StateFile {
         persist::read_json(&ContainerPaths::new(dir).state())
     }
 
+    /// Saves the record; only the final (exited) one is flushed to disk.
     pub(crate) fn save(&self, dir: &Path) -> Result<()> {
-        persist::write_json(&ContainerPaths::new(dir).state(), self)
+        let durability = if self.state.status == Status::Exited {
+            persist::Durability::Durable
+        } else {
+            persist::Durability::Volatile
+        };
+        self.save_with(dir, durability)
+    }
+
+    pub(crate) fn save_with(&self, dir: &Path, durability: persist::Durability) -> Result<()> {
+        persist::write_json(&ContainerPaths::new(dir).state(), self, durability)
     }
 
     pub(crate) fn shim_alive(&self) -> bool {

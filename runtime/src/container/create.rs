@@ -5,13 +5,14 @@ use std::io::Read;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use crate::config::ContainerConfig;
 use crate::error::{Result, RuntimeError};
 use crate::paths::ContainerPaths;
 use crate::persist;
 use crate::shim::ShimReport;
-use crate::state::StateFile;
+use crate::state::{StateFile, Status};
 
 /// A created container.
 #[derive(Debug, Clone)]
@@ -70,6 +71,12 @@ pub fn create(exe: &Path, cfg: &ContainerConfig) -> Result<ContainerHandle> {
         .create(dir)
         .map_err(|e| RuntimeError::io("mkdir", dir, e))?;
     if let Ok(old) = StateFile::load(dir) {
+        // A previous run's shim may still be releasing its cgroup (same path as ours) after
+        // recording the exit: let it finish first.
+        if let (Status::Exited, false, Some(shim)) = (old.state.status, old.init_alive(), old.shim)
+        {
+            shim.wait_gone(Duration::from_secs(10));
+        }
         if old.shim_alive() || old.init_alive() {
             return Err(RuntimeError::InvalidState {
                 dir: dir.clone(),
@@ -80,7 +87,7 @@ pub fn create(exe: &Path, cfg: &ContainerConfig) -> Result<ContainerHandle> {
     }
     let _ = std::fs::remove_file(paths.state());
     let _ = std::fs::remove_file(paths.socket());
-    persist::write_json(&paths.config(), cfg)?;
+    persist::write_json(&paths.config(), cfg, persist::Durability::Volatile)?;
     let mut child = Command::new(exe)
         .arg(crate::entry::SHIM_ARG)
         .arg(dir)

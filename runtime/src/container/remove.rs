@@ -2,7 +2,7 @@
 //! cgroup, mounts) and delete its directory.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
@@ -25,11 +25,7 @@ pub fn remove(dir: &Path) -> Result<()> {
         }
         if let Some(shim) = file.shim {
             // The shim exits once it has recorded the exit and released the cgroup.
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while shim.is_alive() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            if shim.is_alive() {
+            if !shim.wait_gone(Duration::from_secs(10)) {
                 tracing::warn!(dir = %dir.display(), "shim did not exit; killing it");
                 let _ = signal_identity(&shim, Signal::SIGKILL);
             }

@@ -60,8 +60,10 @@ fn wait_byte(sync: RawFd, want: u8) -> bool {
 
 /// Runs the init; never returns.
 pub(crate) fn run(cfg: &ContainerConfig, ch: InitChannels) -> ! {
-    let sync = ch.sync.as_raw_fd();
-    let code = match setup(cfg, ch) {
+    // Keep our end of the sync socket open until the very end: failures are sent on it.
+    let sync_fd = ch.sync;
+    let sync = sync_fd.as_raw_fd();
+    let code = match setup(cfg, sync, ch.stdio) {
         Ok(Some(f)) | Err(f) => {
             let code = f.clone().into_error().exit_code();
             send(sync, &InitMsg::Failed(f), None);
@@ -69,22 +71,26 @@ pub(crate) fn run(cfg: &ContainerConfig, ch: InitChannels) -> ! {
         }
         Ok(None) => 0,
     };
+    drop(sync_fd);
     // SAFETY: leaving the forked child without running the shim's destructors.
     unsafe { libc::_exit(code) }
 }
 
 /// Returns `Ok(None)` when the shim went away before `start` (nothing to report).
-fn setup(cfg: &ContainerConfig, ch: InitChannels) -> Result<Option<StepFailure>, StepFailure> {
-    let sync = ch.sync.as_raw_fd();
+fn setup(
+    cfg: &ContainerConfig,
+    sync: RawFd,
+    stdio: Option<[OwnedFd; 3]>,
+) -> Result<Option<StepFailure>, StepFailure> {
     let paths = ContainerPaths::new(&cfg.container_dir);
     nix::unistd::setsid().map_err(|e| StepFailure::errno("setsid", "", e))?;
-    if let Some(stdio) = &ch.stdio {
+    if let Some(stdio) = &stdio {
         for (i, fd) in stdio.iter().enumerate() {
             nix::unistd::dup2(fd.as_raw_fd(), i as RawFd)
                 .map_err(|e| StepFailure::errno("dup2", i, e))?;
         }
     }
-    drop(ch.stdio);
+    drop(stdio);
     if let NetworkMode::Join(ns) = &cfg.network {
         let f = std::fs::File::open(ns)
             .map_err(|e| StepFailure::detail("open netns", ns.display(), e.to_string()))?;

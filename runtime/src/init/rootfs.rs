@@ -108,7 +108,7 @@ pub(crate) fn mount_overlay(root: &Path, lower: &[PathBuf], upper: &Path, work: 
 pub(crate) fn mount_system(root: &Path, etc: &[(&str, OwnedFd)]) -> Step {
     let nosuid_nodev_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     let proc_dir = root.join("proc");
-    mkdir_p(&proc_dir)?;
+    ensure_dir(&proc_dir)?;
     mnt(
         "mount /proc",
         Some("proc"),
@@ -119,7 +119,7 @@ pub(crate) fn mount_system(root: &Path, etc: &[(&str, OwnedFd)]) -> Step {
     )?;
 
     let dev = root.join("dev");
-    mkdir_p(&dev)?;
+    ensure_dir(&dev)?;
     mnt(
         "mount /dev",
         Some("tmpfs"),
@@ -184,7 +184,7 @@ pub(crate) fn mount_system(root: &Path, etc: &[(&str, OwnedFd)]) -> Step {
         .map_err(|e| io_fail("create", &dev.join("console"), e))?;
 
     let sys = root.join("sys");
-    mkdir_p(&sys)?;
+    ensure_dir(&sys)?;
     mnt(
         "mount /sys",
         Some("sysfs"),
@@ -212,8 +212,8 @@ pub(crate) fn mount_system(root: &Path, etc: &[(&str, OwnedFd)]) -> Step {
     Ok(())
 }
 
-/// Creates `dir` unless it exists as a real directory (a symlink there could point out of
-/// the root, so it is refused).
+/// Creates `dir` unless it exists as a real directory. A symlink there (from a hostile
+/// image) would redirect a mount outside the container's root, so it is refused.
 fn ensure_dir(dir: &Path) -> Step {
     match std::fs::symlink_metadata(dir) {
         Ok(m) if m.is_dir() => Ok(()),

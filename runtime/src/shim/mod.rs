@@ -107,7 +107,6 @@ pub(crate) fn main(dir: &Path) -> ! {
 fn fail(state: &mut StateFile, dir: &Path, f: StepFailure) -> ! {
     let err = f.clone().into_error();
     tracing::error!("container setup failed: {err}");
-    eprintln!("container setup failed: {err}");
     state.state.status = Status::Exited;
     state.state.exit_code = Some(err.exit_code());
     state.state.error = Some(err.to_string());
@@ -168,28 +167,30 @@ fn build(cfg: &ContainerConfig, paths: &ContainerPaths) -> Result<Built, StepFai
         ("resolv.conf", resolv),
     ] {
         let p = paths.etc_file(name);
-        persist::write_atomic(&p, content.as_bytes())
+        persist::write_atomic_with(&p, content.as_bytes(), persist::Durability::Volatile)
             .map_err(|e| StepFailure::from_error("write", &e))?;
     }
     let cgroup = ContainerCgroup::create(&cfg.cgroup_path(), &cfg.resources)
         .map_err(|e| StepFailure::from_error("create cgroup", &e))?;
     match spawn_init(cfg, cgroup) {
         Ok(b) => Ok(b),
-        Err((f, cg)) => {
+        Err(failed) => {
+            let (f, cg) = *failed;
             cg.destroy();
             Err(f)
         }
     }
 }
 
-type SpawnErr = (StepFailure, ContainerCgroup);
+/// A failure, with the cgroup handed back for cleanup.
+type SpawnErr = Box<(StepFailure, ContainerCgroup)>;
 
 fn spawn_init(cfg: &ContainerConfig, cgroup: ContainerCgroup) -> Result<Built, SpawnErr> {
     macro_rules! tri {
         ($e:expr) => {
             match $e {
                 Ok(v) => v,
-                Err(f) => return Err((f, cgroup)),
+                Err(f) => return Err(Box::new((f, cgroup))),
             }
         };
     }
@@ -255,7 +256,7 @@ fn spawn_init(cfg: &ContainerConfig, cgroup: ContainerCgroup) -> Result<Built, S
             let kill_child = |f: StepFailure, cg: ContainerCgroup| {
                 let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
                 let _ = nix::sys::wait::waitpid(child, None);
-                Err((f, cg))
+                Err(Box::new((f, cg)))
             };
             if let Err(e) = cgroup.add(child.as_raw()) {
                 return kill_child(StepFailure::from_error("join cgroup", &e), cgroup);
@@ -295,7 +296,7 @@ fn spawn_init(cfg: &ContainerConfig, cgroup: ContainerCgroup) -> Result<Built, S
                 Err(f) => kill_child(f, cgroup),
             }
         }
-        Err(e) => Err((StepFailure::errno("fork", "init", e), cgroup)),
+        Err(e) => Err(Box::new((StepFailure::errno("fork", "init", e), cgroup))),
     }
 }
 

@@ -15,6 +15,7 @@ use crate::error::StepFailure;
 use crate::init::{self, InitMsg};
 use crate::logs::{LogStream, LogWriter};
 use crate::paths::ContainerPaths;
+use crate::persist;
 use crate::protocol::{AttachStreams, Frame};
 use crate::shim::Built;
 use crate::state::{StateFile, Status};
@@ -87,6 +88,8 @@ pub(crate) struct Shim {
     exited_at: Option<Instant>,
     /// Output slots that reached EOF this poll round, removed after it.
     closed_outputs: Vec<usize>,
+    /// `START` was sent to init, so EOF on the sync socket means execve succeeded.
+    start_sent: bool,
 }
 
 fn pidfd_open(pid: i32) -> Option<OwnedFd> {
@@ -147,6 +150,7 @@ impl Shim {
             exit_code: None,
             exited_at: None,
             closed_outputs: Vec::new(),
+            start_sent: false,
         }
     }
 
@@ -223,7 +227,7 @@ impl Shim {
                 self.b.outputs.remove(i);
             }
             self.clients
-                .retain(|c| !c.dead && !(c.closing && c.outbuf.is_empty()));
+                .retain(|c| !(c.dead || c.closing && c.outbuf.is_empty()));
             if let Some(at) = self.exited_at {
                 if self.b.outputs.is_empty() || at.elapsed() > DRAIN_TIMEOUT {
                     self.finish();
@@ -267,7 +271,11 @@ impl Shim {
             // EOF: execve succeeded and closed init's end (close-on-exec).
             Err(_) => {
                 self.sync = None;
-                if self.exit_code.is_none() || self.state.state.status == Status::Created {
+                if !self.start_sent {
+                    // Init died before it was told to start (killed while created).
+                    return;
+                }
+                if self.state.state.status == Status::Created {
                     self.state.state.status = Status::Running;
                     self.state.state.started_at = Some(Utc::now());
                     self.save();
@@ -399,23 +407,27 @@ impl Shim {
         match (role, frame) {
             (Role::New, Frame::Start) => {
                 let busy = self.clients.iter().any(|c| c.role == Role::Start);
-                if self.state.state.status == Status::Created && self.exit_code.is_none() && !busy {
-                    if let Some(s) = &self.sync {
-                        let _ = nix::unistd::write(s, &[init::START]);
+                let startable =
+                    self.state.state.status == Status::Created && self.exit_code.is_none() && !busy;
+                match (&self.sync, startable) {
+                    (Some(sync), true) => {
+                        let _ = nix::unistd::write(sync, &[init::START]);
+                        self.start_sent = true;
+                        self.clients[i].role = Role::Start;
                     }
-                    self.clients[i].role = Role::Start;
-                } else {
-                    let status = if self.exit_code.is_some() {
-                        Status::Exited
-                    } else {
-                        self.state.state.status
-                    };
-                    let f = StepFailure::detail(
-                        "start",
-                        self.paths.dir.display(),
-                        format!("container is {status}"),
-                    );
-                    self.reply(i, Frame::Error(f));
+                    _ => {
+                        let status = if self.exit_code.is_some() {
+                            Status::Exited
+                        } else {
+                            self.state.state.status
+                        };
+                        let f = StepFailure::detail(
+                            "start",
+                            self.paths.dir.display(),
+                            format!("container is {status}"),
+                        );
+                        self.reply(i, Frame::Error(f));
+                    }
                 }
             }
             (Role::New, Frame::Attach(s)) => {
@@ -470,22 +482,27 @@ impl Shim {
         }
     }
 
-    /// Records the exit, releases the cgroup, tells every client and exits.
+    /// Records the exit, tells every client, releases the cgroup and exits.
     fn finish(&mut self) -> ! {
         let code = self.exit_code.unwrap_or(255);
         if let Some(log) = &mut self.log {
             log.flush();
         }
         let oom = self.b.cgroup.oom_killed();
-        self.b.cgroup.destroy();
         let st = &mut self.state.state;
         st.status = Status::Exited;
         st.exit_code = Some(code);
         st.oom_killed = oom;
         st.finished_at = Some(Utc::now());
         st.pid = None;
-        self.save();
-        let _ = std::fs::remove_file(self.paths.socket());
+        // Renamed into place now so waiters see it at once, flushed to disk below, after
+        // they were told: disk flushes stay off the exit path the daemon waits on.
+        if let Err(e) = self
+            .state
+            .save_with(&self.paths.dir, persist::Durability::Volatile)
+        {
+            tracing::error!("cannot record container exit: {e}");
+        }
         let deadline = Instant::now() + Duration::from_secs(1);
         for c in &mut self.clients {
             if matches!(c.role, Role::Attach(_) | Role::Wait) {
@@ -497,6 +514,12 @@ impl Shim {
                 .max(Duration::from_millis(10));
             let _ = c.sock.set_write_timeout(Some(left));
             let _ = c.sock.write_all(&c.outbuf);
+        }
+        self.clients.clear();
+        let _ = std::fs::remove_file(self.paths.socket());
+        self.b.cgroup.destroy();
+        if let Err(e) = persist::sync_file(&self.paths.state()) {
+            tracing::error!("cannot flush container exit record: {e}");
         }
         std::process::exit(0)
     }
