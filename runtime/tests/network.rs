@@ -6,15 +6,14 @@
 //! by name even when the test fails.
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsFd;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use skiff_runtime::network::{
-    parse_publish, NetworkAttachment, NetworkConfig, NetworkManager, NetworkMode, NetworkRequest,
-    PortSpec,
+    join_netns, parse_publish, NetworkAttachment, NetworkConfig, NetworkManager, NetworkMode,
+    NetworkRequest, PortSpec, Protocol,
 };
 use skiff_runtime::RuntimeError;
 
@@ -68,11 +67,11 @@ fn in_ns(ns: &Path, args: &[&str]) -> Command {
     c
 }
 
-/// Runs `f` on a thread that has joined the namespace at `ns`.
+/// Runs `f` on a thread that has joined the namespace at `ns` (with the same call the
+/// container init uses).
 fn on_thread_in<T: Send + 'static>(ns: PathBuf, f: impl FnOnce() -> T + Send + 'static) -> T {
     std::thread::spawn(move || {
-        let file = std::fs::File::open(&ns).unwrap();
-        nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        join_netns(&ns).unwrap();
         f()
     })
     .join()
@@ -313,6 +312,46 @@ fn web_root(dir: &Path) -> PathBuf {
     root
 }
 
+fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A UDP server inside a container's namespace answering `count` datagrams with the
+/// sender's address.
+fn udp_echo_in(ns: PathBuf, port: u16, count: usize) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        on_thread_in(ns, move || {
+            let s = UdpSocket::bind(("0.0.0.0", port)).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            for _ in 0..count {
+                let mut b = [0u8; 64];
+                let (_, from) = s.recv_from(&mut b).unwrap();
+                s.send_to(format!("echo from {}", from.ip()).as_bytes(), from)
+                    .unwrap();
+            }
+        })
+    })
+}
+
+/// Sends one datagram and returns the reply (retrying: the server may still be starting).
+fn udp_ask(to: SocketAddr) -> String {
+    let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    for _ in 0..20 {
+        s.send_to(b"hi", to).unwrap();
+        let mut b = [0u8; 64];
+        if let Ok((n, _)) = s.recv_from(&mut b) {
+            return String::from_utf8_lossy(&b[..n]).into_owned();
+        }
+    }
+    panic!("no UDP reply from {to}");
+}
+
 fn ns_of(a: &NetworkAttachment) -> &Path {
     a.netns_path.as_deref().expect("attachment has a netns")
 }
@@ -470,14 +509,22 @@ async fn published_port_answers_on_loopback_and_from_other_hosts() {
     let mut fx = Fixture::new(3, 24);
     let (th_ns, _) = fx.add_test_host();
     let root = web_root(fx._dir.path());
+    let udp_port = free_udp_port();
+    let mut ports = parse_publish("80").unwrap();
+    ports.extend(parse_publish(&format!("{udp_port}:53/udp")).unwrap());
     let mgr = fx.manager().await;
     let c = mgr
-        .prepare(fx.request("web", NetworkMode::Bridge, parse_publish("80").unwrap()))
+        .prepare(fx.request("web", NetworkMode::Bridge, ports))
         .await
         .unwrap();
-    let port = c.ports[0];
+    let (port, udp) = (c.ports[0], c.ports[1]);
     assert_ne!(port.host_port, 0, "a free host port is chosen for -p 80");
+    assert_eq!(
+        (udp.protocol, udp.host_port, udp.container_port),
+        (Protocol::Udp, udp_port, 53)
+    );
     fx.start_httpd(ns_of(&c), &root);
+    let echo = udp_echo_in(ns_of(&c).to_path_buf(), 53, 2);
 
     let local = SocketAddr::from((Ipv4Addr::LOCALHOST, port.host_port));
     wait_until("httpd behind 127.0.0.1", || {
@@ -494,17 +541,24 @@ async fn published_port_answers_on_loopback_and_from_other_hosts() {
 
     // From another host, DNAT delivers it (the container sees the real client).
     let remote = SocketAddr::from((fx.host_gateway_on_test_link(), port.host_port));
-    let body = on_thread_in(th_ns, move || http_get(remote, "/cgi-bin/peer")).unwrap();
+    let body = on_thread_in(th_ns.clone(), move || http_get(remote, "/cgi-bin/peer")).unwrap();
     assert!(
         body.contains("10.250.3.2]") || body.contains("peer=10.250.3.2\n"),
         "{body}"
     );
+    // UDP both ways too: through the proxy from the host, by DNAT from the test host.
+    let reply = udp_ask(SocketAddr::from((Ipv4Addr::LOCALHOST, udp_port)));
+    assert_eq!(reply, "echo from 172.31.3.1");
+    let remote_udp = SocketAddr::from((fx.host_gateway_on_test_link(), udp_port));
+    let reply = on_thread_in(th_ns, move || udp_ask(remote_udp));
+    assert_eq!(reply, "echo from 10.250.3.2");
+    echo.join().unwrap();
     assert_eq!(
         fx.our_rules()
             .iter()
             .filter(|l| l.contains("DNAT --to-destination"))
             .count(),
-        1
+        2
     );
 
     fx.stop_procs();
@@ -657,6 +711,8 @@ async fn restore_after_restart_rebuilds_without_duplicates() {
     });
     // Meanwhile one container's namespace vanished, and a stray tagged rule appeared.
     ok(&["umount", "-l", ns_of(&gone).to_str().unwrap()]);
+    // ... and someone deleted the bridge (its veths stay, detached).
+    ok(&["ip", "link", "del", &fx.config.bridge]);
     let stray_chain = format!("SKT{}-DNAT", fx.n);
     let stray_tag = format!("skiff:{}", fx.id("ghost"));
     ok(&[

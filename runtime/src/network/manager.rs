@@ -123,13 +123,17 @@ impl NetworkManager {
             inner.state.containers.remove(&id);
             return Err(e);
         }
-        if let Err(e) = self.attach(&id, &record).await {
-            if let Err(undo) = self.detach(&id, &record).await {
+        let attached = match self.attach(&record).await {
+            Ok(()) => self.sync_rules(&inner.state).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = attached {
+            if let Err(undo) = self.detach(&record).await {
                 tracing::error!(container = %id, error = %undo, "cannot undo failed network setup");
                 return Err(e);
             }
             inner.state.containers.remove(&id);
-            if let Err(save) = self.save_and_prune(&mut inner).await {
+            if let Err(save) = self.save_and_sync(&inner.state).await {
                 tracing::error!(container = %id, error = %save, "cannot record undone network setup");
             }
             return Err(e);
@@ -150,9 +154,9 @@ impl NetworkManager {
         let Some(record) = inner.state.containers.get(container_id).cloned() else {
             return Ok(());
         };
-        self.detach(container_id, &record).await?;
+        self.detach(&record).await?;
         inner.state.containers.remove(container_id);
-        self.save_and_prune(&mut inner).await
+        self.save_and_sync(&inner.state).await
     }
 
     /// Releases every attachment and removes the bridge, skiff's chains and the netns dir:
@@ -162,7 +166,8 @@ impl NetworkManager {
         for id in ids {
             self.release(&id).await?;
         }
-        self.remove_base().await?;
+        let snapshot = iptables::snapshot().await?;
+        iptables::apply(&rules::removal_script(&self.chains, &snapshot)).await?;
         let h = link::connect(Path::new("host"))?;
         link::delete_link(&h, &self.config.bridge).await?;
         netns::remove_dir(&self.netns_dir())
@@ -214,7 +219,8 @@ impl NetworkManager {
         }
     }
 
-    async fn attach(&self, id: &str, r: &Record) -> Result<()> {
+    /// Makes the namespace, and for bridge mode the veth pair and its configuration.
+    async fn attach(&self, r: &Record) -> Result<()> {
         let Some(ns) = &r.netns_path else {
             return Ok(());
         };
@@ -223,7 +229,7 @@ impl NetworkManager {
         let (Some(ip), Some(veth)) = (r.ip, &r.veth) else {
             return netns::run_in(ns, |h| async move { link::loopback_up(&h).await }).await;
         };
-        self.ensure_base().await?;
+        enable_ip_forward()?;
         let h = link::connect(Path::new("host"))?;
         let bridge = link::ensure_bridge(&h, &self.config.bridge, self.config.subnet).await?;
         let ns_file = netns::open(ns)?;
@@ -233,31 +239,18 @@ impl NetworkManager {
         netns::run_in(ns, move |h| async move {
             link::configure_container_side(&h, ip, subnet).await
         })
-        .await?;
-        for p in &r.ports {
-            for rule in rules::port_rules(&self.config, &self.chains, id, ip, p) {
-                iptables::ensure(&rule).await?;
-            }
-        }
-        Ok(())
+        .await
     }
 
     /// Undoes [`attach`](Self::attach); every step tolerates "already gone".
-    async fn detach(&self, id: &str, r: &Record) -> Result<()> {
+    /// (Its rules go with the next [`sync_rules`](Self::sync_rules).)
+    async fn detach(&self, r: &Record) -> Result<()> {
         let mut first_err = None;
         let mut note = |res: Result<()>| {
             if let Err(e) = res {
                 first_err.get_or_insert(e);
             }
         };
-        if let Some(ip) = r.ip {
-            for p in &r.ports {
-                for rule in rules::port_rules(&self.config, &self.chains, id, ip, p) {
-                    note(iptables::remove(&rule).await);
-                }
-            }
-            note(self.remove_tagged(|tagged| tagged == id).await);
-        }
         if let Some(veth) = &r.veth {
             match link::connect(Path::new("host")) {
                 Ok(h) => note(link::delete_link(&h, veth).await),
@@ -270,52 +263,30 @@ impl NetworkManager {
         first_err.map_or(Ok(()), Err)
     }
 
-    /// Removes rules in skiff's chains tagged for ids that `which` selects.
-    async fn remove_tagged(&self, which: impl Fn(&str) -> bool) -> Result<()> {
-        for (table, chain) in [("nat", &self.chains.dnat), ("filter", &self.chains.forward)] {
-            for (id, rule) in iptables::tagged_rules(table, chain).await? {
-                if which(&id) {
-                    iptables::remove(&rule).await?;
+    /// Brings the host's tables to exactly what `state` needs: skiff's chains rewritten
+    /// with the base rules and every published port while any container is on the bridge;
+    /// no chain and no jump of skiff's once none is.
+    async fn sync_rules(&self, state: &State) -> Result<()> {
+        let snapshot = iptables::snapshot().await?;
+        let mut port_rules = Vec::new();
+        for (id, r) in &state.containers {
+            if let Some(ip) = r.ip {
+                for p in &r.ports {
+                    port_rules.extend(rules::port_rules(&self.config, &self.chains, id, ip, p));
                 }
             }
         }
-        Ok(())
+        let script = if state.containers.values().any(|r| r.ip.is_some()) {
+            rules::sync_script(&self.config, &self.chains, &snapshot, &port_rules)
+        } else {
+            rules::removal_script(&self.chains, &snapshot)
+        };
+        iptables::apply(&script).await
     }
 
-    /// ip_forward, skiff's chains, their fixed rules and the jumps into them.
-    async fn ensure_base(&self) -> Result<()> {
-        enable_ip_forward()?;
-        for (table, chain) in self.chains.all() {
-            iptables::ensure_chain(table, chain).await?;
-        }
-        for rule in rules::chain_rules(&self.config, &self.chains) {
-            iptables::ensure(&rule).await?;
-        }
-        for rule in rules::jump_rules(&self.chains) {
-            iptables::ensure_first(&rule).await?;
-        }
-        Ok(())
-    }
-
-    /// Removes the jumps and skiff's chains (the bridge itself stays, as Docker's does).
-    async fn remove_base(&self) -> Result<()> {
-        for rule in rules::jump_rules(&self.chains) {
-            iptables::remove(&rule).await?;
-        }
-        for (table, chain) in self.chains.all() {
-            iptables::delete_chain(table, chain).await?;
-        }
-        Ok(())
-    }
-
-    /// Saves the state, and once no container is on the bridge, removes the base rules so
-    /// nothing of skiff is left in the host's tables.
-    async fn save_and_prune(&self, inner: &mut Inner) -> Result<()> {
-        state::save(&self.config.state_dir, &inner.state)?;
-        if !inner.state.containers.values().any(|r| r.ip.is_some()) {
-            self.remove_base().await?;
-        }
-        Ok(())
+    async fn save_and_sync(&self, state: &State) -> Result<()> {
+        state::save(&self.config.state_dir, state)?;
+        self.sync_rules(state).await
     }
 
     async fn rebuild(&self) -> Result<()> {
@@ -338,18 +309,19 @@ impl NetworkManager {
             };
             if !(ns_alive && veth_alive) {
                 tracing::info!(container = %id, "network attachment lost its namespace; releasing it");
-                self.detach(&id, &r).await?;
+                self.detach(&r).await?;
                 inner.state.containers.remove(&id);
                 continue;
             }
             let Some(ip) = r.ip else { continue };
-            self.ensure_base().await?;
-            link::ensure_bridge(&host, &self.config.bridge, self.config.subnet).await?;
+            enable_ip_forward()?;
+            let bridge =
+                link::ensure_bridge(&host, &self.config.bridge, self.config.subnet).await?;
+            if let Some(veth) = &r.veth {
+                link::enslave(&host, veth, bridge).await?;
+            }
             let mut proxies = Vec::new();
             for p in &r.ports {
-                for rule in rules::port_rules(&self.config, &self.chains, &id, ip, p) {
-                    iptables::ensure(&rule).await?;
-                }
                 let target = SocketAddr::from((ip, p.container_port));
                 match PortProxy::start(p.protocol, p.host_ip, p.host_port, target) {
                     Ok(proxy) => proxies.push(proxy),
@@ -360,10 +332,9 @@ impl NetworkManager {
             }
             inner.proxies.insert(id, proxies);
         }
-        let known: Vec<String> = inner.state.containers.keys().cloned().collect();
-        self.remove_tagged(|id| !known.iter().any(|k| k == id))
-            .await?;
-        self.save_and_prune(&mut inner).await
+        // Rewriting skiff's chains from the state also drops rules of containers the state
+        // does not know (a crash between a rule change and the state write).
+        self.save_and_sync(&inner.state).await
     }
 }
 
