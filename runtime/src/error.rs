@@ -55,6 +55,8 @@ pub enum RuntimeError {
     InvalidNetworkId { id: String, reason: &'static str },
     #[error("container {id} already has a network attachment")]
     NetworkAttachmentExists { id: String },
+    #[error("no free host interface name for the veth of container {id}")]
+    NoFreeLinkName { id: String },
     #[error("network state {path}: {source}")]
     NetworkState {
         path: PathBuf,

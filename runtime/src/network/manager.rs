@@ -96,8 +96,8 @@ impl NetworkManager {
                     inner.state.last_ip,
                     &self.config.bridge,
                 )?;
-                let proxies = start_proxies(&req.ports, ip)?;
-                (Some(ip), Some(self.veth_name(&id)), proxies)
+                let proxies = start_proxies(&req.ports, ip).await?;
+                (Some(ip), Some(self.free_veth_name(&id).await?), proxies)
             }
             NetworkMode::None | NetworkMode::Host => {
                 if !req.ports.is_empty() {
@@ -128,6 +128,7 @@ impl NetworkManager {
             Err(e) => Err(e),
         };
         if let Err(e) = attached {
+            stop_all(proxies.into_iter().map(|(_, p)| p)).await;
             if let Err(undo) = self.detach(&record).await {
                 tracing::error!(container = %id, error = %undo, "cannot undo failed network setup");
                 return Err(e);
@@ -150,7 +151,7 @@ impl NetworkManager {
     /// next restore) finishes the job.
     pub async fn release(&self, container_id: &str) -> Result<()> {
         let mut inner = self.inner.lock().await;
-        inner.proxies.remove(container_id);
+        stop_all(inner.proxies.remove(container_id).unwrap_or_default()).await;
         let Some(record) = inner.state.containers.get(container_id).cloned() else {
             return Ok(());
         };
@@ -181,13 +182,17 @@ impl NetworkManager {
         self.netns_dir().join(id)
     }
 
-    /// A host-side veth name stable for (bridge, id), so restore can find it again.
-    fn veth_name(&self, id: &str) -> String {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325; // FNV-1a
-        for b in self.config.bridge.bytes().chain([0]).chain(id.bytes()) {
-            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    /// A host-side veth name derived from (bridge, id) and not taken by any link: undoing
+    /// a failed setup deletes the veth by name, so it must never be someone else's.
+    async fn free_veth_name(&self, id: &str) -> Result<String> {
+        let h = link::connect(Path::new("host"))?;
+        for salt in 0u8..16 {
+            let name = veth_name(&self.config.bridge, id, salt);
+            if link::link_index(&h, &name).await?.is_none() {
+                return Ok(name);
+            }
         }
-        format!("veth{:08x}", h as u32)
+        Err(RuntimeError::NoFreeLinkName { id: id.to_string() })
     }
 
     fn attachment(&self, id: &str, r: &Record) -> NetworkAttachment {
@@ -338,13 +343,31 @@ impl NetworkManager {
     }
 }
 
-/// Binds every requested port (all or nothing: on error the ones bound are dropped).
-fn start_proxies(specs: &[PortSpec], ip: Ipv4Addr) -> Result<Vec<(PublishedPort, PortProxy)>> {
-    let mut out = Vec::with_capacity(specs.len());
+/// `veth` + 8 hex digits of an FNV-1a hash: 12 bytes, within the 15 a link name may have.
+fn veth_name(bridge: &str, id: &str, salt: u8) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bridge.bytes().chain([0]).chain(id.bytes()).chain([0, salt]) {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("veth{:08x}", h as u32)
+}
+
+/// Binds every requested port (all or nothing: on error the ones bound are closed).
+async fn start_proxies(
+    specs: &[PortSpec],
+    ip: Ipv4Addr,
+) -> Result<Vec<(PublishedPort, PortProxy)>> {
+    let mut out: Vec<(PublishedPort, PortProxy)> = Vec::with_capacity(specs.len());
     for s in specs {
         let host_ip = s.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED);
         let target = SocketAddr::from((ip, s.container_port));
-        let proxy = PortProxy::start(s.protocol, host_ip, s.host_port.unwrap_or(0), target)?;
+        let proxy = match PortProxy::start(s.protocol, host_ip, s.host_port.unwrap_or(0), target) {
+            Ok(p) => p,
+            Err(e) => {
+                stop_all(out.into_iter().map(|(_, p)| p)).await;
+                return Err(e);
+            }
+        };
         let published = PublishedPort {
             protocol: s.protocol,
             host_ip,
@@ -354,6 +377,13 @@ fn start_proxies(specs: &[PortSpec], ip: Ipv4Addr) -> Result<Vec<(PublishedPort,
         out.push((published, proxy));
     }
     Ok(out)
+}
+
+/// Stops proxies and waits until their ports are free.
+async fn stop_all(proxies: impl IntoIterator<Item = PortProxy>) {
+    for p in proxies {
+        p.stop().await;
+    }
 }
 
 fn enable_ip_forward() -> Result<()> {
@@ -394,7 +424,16 @@ fn validate_id(id: &str) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::validate_id;
+    use super::{validate_id, veth_name};
+
+    #[test]
+    fn veth_names_fit_and_differ() {
+        let a = veth_name("skiff0", "abc", 0);
+        assert_eq!(a.len(), 12);
+        assert_eq!(a, veth_name("skiff0", "abc", 0));
+        assert_ne!(a, veth_name("skiff0", "abc", 1));
+        assert_ne!(a, veth_name("skiff1", "abc", 0));
+    }
 
     #[test]
     fn ids() {
