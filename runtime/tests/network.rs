@@ -735,6 +735,12 @@ async fn restore_after_restart_rebuilds_without_duplicates() {
 
     let mgr = fx.manager().await;
     assert_eq!(mgr.attached().await, vec![c.container_id.clone()]);
+    let restored = mgr.attachment_of(&c.container_id).await.unwrap();
+    assert_eq!(
+        (restored.ip, &restored.ports, &restored.netns_path),
+        (c.ip, &c.ports, &c.netns_path)
+    );
+    assert!(mgr.attachment_of(&gone.container_id).await.is_none());
     let mut after = fx.our_rules();
     after.sort();
     assert_eq!(after, before, "restore changed or doubled rules");

@@ -45,6 +45,7 @@ impl NetworkManager {
     /// inside a tokio runtime. The daemon then calls [`release`](Self::release) for every
     /// id in [`attached`](Self::attached) whose container no longer exists.
     pub async fn restore(config: NetworkConfig) -> Result<Self> {
+        validate_config(&config)?;
         let lock = state::lock(&config.state_dir)?;
         let loaded = state::load(&config.state_dir)?;
         let manager = Self {
@@ -76,11 +77,19 @@ impl NetworkManager {
             .collect()
     }
 
+    /// The attachment of a container (e.g. for inspect after a daemon restart).
+    pub async fn attachment_of(&self, container_id: &str) -> Option<NetworkAttachment> {
+        let inner = self.inner.lock().await;
+        let record = inner.state.containers.get(container_id)?;
+        Some(self.attachment(container_id, record))
+    }
+
     /// Makes the container's network before it starts: binds its published ports first (a
     /// busy port fails here, naming it, with nothing else made), then the namespace,
     /// veth, address, routes and rules. On any failure everything made is undone.
     pub async fn prepare(&self, req: NetworkRequest) -> Result<NetworkAttachment> {
         validate_id(&req.container_id)?;
+        validate_hostname(&req.hostname)?;
         let mut inner = self.inner.lock().await;
         if inner.state.containers.contains_key(&req.container_id) {
             return Err(RuntimeError::NetworkAttachmentExists {
@@ -401,6 +410,53 @@ fn enable_ip_forward() -> Result<()> {
     Ok(())
 }
 
+/// Names end up in link names (≤ 15 bytes) and chain names (≤ 28 bytes with the suffix).
+fn validate_config(cfg: &NetworkConfig) -> Result<()> {
+    let fields = [
+        ("bridge", &cfg.bridge, 15, "must be 1 to 15 characters"),
+        (
+            "chain_prefix",
+            &cfg.chain_prefix,
+            16,
+            "must be 1 to 16 characters",
+        ),
+    ];
+    for (field, value, max, length_reason) in fields {
+        let bad = |reason| RuntimeError::InvalidNetworkConfig {
+            field,
+            value: value.to_string(),
+            reason,
+        };
+        if value.is_empty() || value.len() > max {
+            return Err(bad(length_reason));
+        }
+        if !value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-".contains(&b))
+        {
+            return Err(bad("only letters, digits, '_' and '-' are allowed"));
+        }
+    }
+    Ok(())
+}
+
+/// The hostname is written into /etc/hosts: no whitespace or control characters.
+fn validate_hostname(name: &str) -> Result<()> {
+    if name.is_empty()
+        || name.len() > 253
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+    {
+        return Err(RuntimeError::InvalidNetworkConfig {
+            field: "hostname",
+            value: name.to_string(),
+            reason: "must be 1 to 253 letters, digits, '_', '.' or '-'",
+        });
+    }
+    Ok(())
+}
+
 /// Ids name files and iptables comments, so only a safe alphabet is accepted.
 fn validate_id(id: &str) -> Result<()> {
     let bad = |reason| RuntimeError::InvalidNetworkId {
@@ -424,7 +480,25 @@ fn validate_id(id: &str) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::{validate_id, veth_name};
+    use super::{validate_config, validate_hostname, validate_id, veth_name};
+    use crate::network::NetworkConfig;
+
+    #[test]
+    fn config_and_hostname_checks() {
+        let mut cfg = NetworkConfig::new("/s", "/r");
+        validate_config(&cfg).unwrap();
+        cfg.bridge = "a-very-long-bridge".into();
+        assert!(validate_config(&cfg)
+            .unwrap_err()
+            .to_string()
+            .contains("bridge"));
+        cfg.bridge = "br0".into();
+        cfg.chain_prefix = "BAD PREFIX".into();
+        assert!(validate_config(&cfg).is_err());
+        validate_hostname("web-1.example").unwrap();
+        assert!(validate_hostname("evil\n1.2.3.4 bank").is_err());
+        assert!(validate_hostname("").is_err());
+    }
 
     #[test]
     fn veth_names_fit_and_differ() {
