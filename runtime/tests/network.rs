@@ -196,6 +196,21 @@ impl Fixture {
             .collect()
     }
 
+    /// Packets that hit this test's DNAT rule for a host port (new connections only: NAT
+    /// rules see the first packet of each).
+    fn dnat_packets(&self, host_port: u16) -> u64 {
+        let chain = format!("SKT{}-DNAT", self.n);
+        let listing = ok(&[
+            "iptables", "-w", "-t", "nat", "-L", &chain, "-n", "-v", "-x",
+        ]);
+        let needle = format!("dpt:{host_port} ");
+        listing
+            .lines()
+            .filter(|l| l.contains(&needle) || l.ends_with(&format!("dpt:{host_port}")))
+            .filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok())
+            .sum()
+    }
+
     fn veths_on_bridge(&self) -> String {
         let out = run(&["ip", "-o", "link", "show", "master", &self.config.bridge]);
         String::from_utf8_lossy(&out.stdout).into_owned()
@@ -546,6 +561,16 @@ async fn published_port_answers_on_loopback_and_from_other_hosts() {
         body.contains("10.250.3.2]") || body.contains("peer=10.250.3.2\n"),
         "{body}"
     );
+    // From the host to one of its own non-loopback addresses: DNAT in OUTPUT.
+    let own = SocketAddr::from((fx.host_gateway_on_test_link(), port.host_port));
+    let before = fx.dnat_packets(port.host_port);
+    let body = http_get(own, "/").unwrap();
+    assert!(body.contains("hello from the container"), "{body}");
+    assert!(
+        fx.dnat_packets(port.host_port) > before,
+        "not DNAT'd in OUTPUT"
+    );
+
     // UDP both ways too: through the proxy from the host, by DNAT from the test host.
     let reply = udp_ask(SocketAddr::from((Ipv4Addr::LOCALHOST, udp_port)));
     assert_eq!(reply, "echo from 172.31.3.1");
