@@ -480,8 +480,20 @@ fn validate_id(id: &str) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::{validate_config, validate_hostname, validate_id, veth_name};
-    use crate::network::NetworkConfig;
+    use super::{validate_config, validate_hostname, validate_id, veth_name, NetworkManager};
+    use crate::network::{NetworkConfig, NetworkRequest};
+
+    /// The daemon shares the manager across tasks and spawns its futures: compile-time check.
+    #[allow(dead_code)]
+    fn manager_and_futures_are_send(m: &NetworkManager, req: NetworkRequest, cfg: NetworkConfig) {
+        fn send_sync<T: Send + Sync>(_: &T) {}
+        fn send<T: Send>(_: &T) {}
+        send_sync(m);
+        send(&m.prepare(req));
+        send(&m.release("x"));
+        send(&m.attachment_of("x"));
+        send(&NetworkManager::restore(cfg));
+    }
 
     #[test]
     fn config_and_hostname_checks() {

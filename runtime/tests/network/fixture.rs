@@ -15,7 +15,14 @@ pub fn unavailable() -> Option<String> {
     if let Some(r) = skiff_tests::skip::root_unavailable() {
         return Some(r);
     }
-    for tool in ["iptables", "iptables-save", "ip", "nsenter", "busybox"] {
+    for tool in [
+        "iptables",
+        "iptables-save",
+        "iptables-restore",
+        "ip",
+        "nsenter",
+        "busybox",
+    ] {
         let found = Command::new("sh")
             .args(["-c", &format!("command -v {tool}")])
             .output()
