@@ -111,7 +111,7 @@ impl Fixture {
     }
 
     pub fn id(&self, name: &str) -> String {
-        format!("t{}{name}", self.n)
+        format!("t{}-{name}", self.n)
     }
 
     pub fn request(&self, name: &str, mode: NetworkMode, ports: Vec<PortSpec>) -> NetworkRequest {
@@ -189,7 +189,7 @@ impl Fixture {
     /// Lines of `iptables-save` that belong to this test (its chains or its ids).
     pub fn our_rules(&self) -> Vec<String> {
         let chains = format!("SKT{}-", self.n);
-        let tag = format!("skiff:t{}", self.n);
+        let tag = format!("skiff:t{}-", self.n);
         ok(&["iptables-save"])
             .lines()
             .filter(|l| l.contains(&chains) || l.contains(&tag))

@@ -476,3 +476,43 @@ async fn failed_prepare_undoes_what_it_made() {
     fx.assert_only_bridge_left();
     mgr.teardown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_prepares_get_distinct_addresses() {
+    skiff_tests::require!("concurrent_prepares", unavailable());
+    let fx = Fixture::new(10, 24);
+    let mgr = std::sync::Arc::new(fx.manager().await);
+    let names: Vec<String> = (0..6).map(|i| format!("c{i}")).collect();
+    let prepared = futures::future::join_all(names.iter().map(|n| {
+        let mgr = mgr.clone();
+        let req = fx.request(n, NetworkMode::Bridge, parse_publish("80").unwrap());
+        tokio::spawn(async move { mgr.prepare(req).await })
+    }))
+    .await;
+    let atts: Vec<_> = prepared.into_iter().map(|r| r.unwrap().unwrap()).collect();
+    let mut ips: Vec<_> = atts.iter().map(|a| a.ip.unwrap()).collect();
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), 6, "addresses collided: {ips:?}");
+    assert_eq!(fx.veths_on_bridge().lines().count(), 6);
+    let dnat = fx
+        .our_rules()
+        .iter()
+        .filter(|l| l.contains("-j DNAT"))
+        .count();
+    assert_eq!(dnat, 6);
+    let released = futures::future::join_all(atts.iter().map(|a| {
+        let mgr = mgr.clone();
+        let id = a.container_id.clone();
+        tokio::spawn(async move { mgr.release(&id).await })
+    }))
+    .await;
+    released.into_iter().for_each(|r| r.unwrap().unwrap());
+    fx.assert_only_bridge_left();
+    std::sync::Arc::try_unwrap(mgr)
+        .ok()
+        .expect("no other owner")
+        .teardown()
+        .await
+        .unwrap();
+}
