@@ -103,8 +103,16 @@ pub enum RuntimeError {
     InvalidNetworkMode { mode: String },
     #[error("invalid container id {id:?} for networking: {reason}")]
     InvalidNetworkId { id: String, reason: &'static str },
+    #[error("invalid network setting {field} = {value:?}: {reason}")]
+    InvalidNetworkConfig {
+        field: &'static str,
+        value: String,
+        reason: &'static str,
+    },
     #[error("container {id} already has a network attachment")]
     NetworkAttachmentExists { id: String },
+    #[error("no free host interface name for the veth of container {id}")]
+    NoFreeLinkName { id: String },
     #[error("network state {path}: {source}")]
     NetworkState {
         path: PathBuf,

@@ -1,14 +1,19 @@
-//! NAT and forwarding rules through the system's `iptables` command, as Docker does. All of
-//! skiff's rules live in its own chains (named from a configurable prefix), reached by one
-//! jump rule per built-in chain; per-container rules carry the comment `skiff:<id>` so they
-//! can be found and removed exactly. Every change is check-then-add, so re-applying after a
-//! restart never doubles a rule.
+//! NAT and forwarding rules through the system's iptables tools, as Docker does. skiff owns
+//! a few chains of its own (named from a configurable prefix) and one jump into each from
+//! the built-in chains; nothing else of the host's tables is touched. Every change is one
+//! `iptables-restore --noflush` transaction that rewrites skiff's chains from the desired
+//! state (so re-applying after a restart can never double a rule, and stray rules vanish),
+//! after one `iptables-save` to see which jumps exist. Two process runs per change, instead
+//! of a check-then-add run per rule.
 
+use std::process::Stdio;
+
+use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
 use crate::error::{Result, RuntimeError};
 
-/// One rule: table, chain and the match/target arguments (`-A`/`-C`/`-D` are added here).
+/// One rule: table, chain and the match/target arguments.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Rule {
     pub table: &'static str,
@@ -25,193 +30,158 @@ impl Rule {
         }
     }
 
-    /// Adds `-m comment --comment skiff:<id>`.
+    /// Adds `-m comment --comment skiff:<id>`, so a rule can be traced to its container.
     pub fn tagged(mut self, id: &str) -> Self {
-        self.args
-            .extend(["-m".into(), "comment".into(), "--comment".into(), tag(id)]);
+        self.args.extend([
+            "-m".into(),
+            "comment".into(),
+            "--comment".into(),
+            format!("skiff:{id}"),
+        ]);
         self
+    }
+
+    /// The rule as an iptables-restore line with the given command (`-A`, `-I`, ...).
+    /// Arguments never contain spaces (ids are validated), so no quoting is needed.
+    pub fn line(&self, op: &str) -> String {
+        let mut s = format!("{op} {}", self.chain);
+        for a in &self.args {
+            s.push(' ');
+            s.push_str(a);
+        }
+        s
     }
 }
 
-/// The comment that marks a container's rules.
-pub(crate) fn tag(id: &str) -> String {
-    format!("skiff:{id}")
+/// The output of `iptables-save`, for questions about what exists.
+pub(crate) struct Snapshot {
+    text: String,
 }
 
-struct Outcome {
-    ok: bool,
-    status: String,
-    stdout: String,
-    stderr: String,
+impl Snapshot {
+    pub fn parse(text: String) -> Self {
+        Self { text }
+    }
+
+    /// The lines of one table (between `*table` and `COMMIT`).
+    fn table(&self, table: &str) -> impl Iterator<Item = &str> {
+        let header = format!("*{table}");
+        self.text
+            .lines()
+            .skip_while(move |l| *l != header)
+            .skip(1)
+            .take_while(|l| *l != "COMMIT")
+    }
+
+    pub fn has_chain(&self, table: &str, chain: &str) -> bool {
+        let decl = format!(":{chain} ");
+        self.table(table).any(|l| l.starts_with(&decl))
+    }
+
+    /// Rules of `chain` that jump to `target`, exactly as saved.
+    pub fn jumps(&self, table: &str, chain: &str, target: &str) -> Vec<String> {
+        let prefix = format!("-A {chain} ");
+        let jump = format!(" -j {target}");
+        self.table(table)
+            .filter(|l| {
+                l.starts_with(&prefix) && (l.ends_with(&jump) || l.contains(&format!("{jump} ")))
+            })
+            .map(str::to_string)
+            .collect()
+    }
 }
 
-async fn iptables(args: &[String]) -> Result<Outcome> {
-    let out = Command::new("iptables")
-        .arg("-w")
-        .args(args)
+pub(crate) async fn snapshot() -> Result<Snapshot> {
+    let out = Command::new("iptables-save")
         .output()
         .await
         .map_err(|source| RuntimeError::Io {
-            step: "run iptables",
-            path: "iptables".into(),
+            step: "run",
+            path: "iptables-save".into(),
             source,
         })?;
-    Ok(Outcome {
-        ok: out.status.success(),
-        status: out.status.to_string(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-    })
-}
-
-/// Runs iptables and turns a failure into an error naming the arguments.
-async fn must(args: Vec<String>) -> Result<String> {
-    let out = iptables(&args).await?;
-    if !out.ok {
+    if !out.status.success() {
         return Err(RuntimeError::Iptables {
-            args: args.join(" "),
-            status: out.status,
-            stderr: out.stderr,
+            args: "iptables-save".into(),
+            status: out.status.to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
         });
     }
-    Ok(out.stdout)
+    Ok(Snapshot::parse(
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    ))
 }
 
-fn with_op(rule: &Rule, op: &str) -> Vec<String> {
-    let mut v = vec![
-        "-t".into(),
-        rule.table.into(),
-        op.into(),
-        rule.chain.clone(),
-    ];
-    v.extend(rule.args.iter().cloned());
-    v
-}
-
-pub(crate) async fn exists(rule: &Rule) -> Result<bool> {
-    Ok(iptables(&with_op(rule, "-C")).await?.ok)
-}
-
-/// Appends the rule unless an identical one is there.
-pub(crate) async fn ensure(rule: &Rule) -> Result<()> {
-    if !exists(rule).await? {
-        must(with_op(rule, "-A")).await?;
+/// Applies a script as one transaction (`iptables-restore --noflush`); empty is a no-op.
+pub(crate) async fn apply(script: &str) -> Result<()> {
+    if script.is_empty() {
+        return Ok(());
+    }
+    let io = |source| RuntimeError::Io {
+        step: "run",
+        path: "iptables-restore".into(),
+        source,
+    };
+    let mut child = Command::new("iptables-restore")
+        .args(["--noflush", "-w"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(io)?;
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    stdin.write_all(script.as_bytes()).await.map_err(io)?;
+    drop(stdin);
+    let out = child.wait_with_output().await.map_err(io)?;
+    if !out.status.success() {
+        return Err(RuntimeError::Iptables {
+            args: format!("iptables-restore --noflush <<EOF\n{script}EOF"),
+            status: out.status.to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
     }
     Ok(())
-}
-
-/// Inserts the rule first in its chain unless an identical one is there (for jumps into
-/// skiff's chains, which must come before the host's own rules can drop the traffic).
-pub(crate) async fn ensure_first(rule: &Rule) -> Result<()> {
-    if !exists(rule).await? {
-        let mut args = vec![
-            "-t".into(),
-            rule.table.into(),
-            "-I".into(),
-            rule.chain.clone(),
-            "1".into(),
-        ];
-        args.extend(rule.args.iter().cloned());
-        must(args).await?;
-    }
-    Ok(())
-}
-
-/// Deletes every copy of the rule; absent is fine.
-pub(crate) async fn remove(rule: &Rule) -> Result<()> {
-    for _ in 0..64 {
-        if !exists(rule).await? {
-            return Ok(());
-        }
-        must(with_op(rule, "-D")).await?;
-    }
-    Ok(())
-}
-
-async fn chain_exists(table: &'static str, chain: &str) -> Result<bool> {
-    Ok(
-        iptables(&["-t".into(), table.into(), "-S".into(), chain.into()])
-            .await?
-            .ok,
-    )
-}
-
-pub(crate) async fn ensure_chain(table: &'static str, chain: &str) -> Result<()> {
-    if !chain_exists(table, chain).await? {
-        let out = iptables(&["-t".into(), table.into(), "-N".into(), chain.into()]).await?;
-        if !out.ok && !chain_exists(table, chain).await? {
-            return Err(RuntimeError::Iptables {
-                args: format!("-t {table} -N {chain}"),
-                status: out.status,
-                stderr: out.stderr,
-            });
-        }
-    }
-    Ok(())
-}
-
-/// Flushes and deletes a chain (its jump rules must be gone first); absent is fine.
-pub(crate) async fn delete_chain(table: &'static str, chain: &str) -> Result<()> {
-    if chain_exists(table, chain).await? {
-        must(vec!["-t".into(), table.into(), "-F".into(), chain.into()]).await?;
-        must(vec!["-t".into(), table.into(), "-X".into(), chain.into()]).await?;
-    }
-    Ok(())
-}
-
-/// The rules of a chain tagged `skiff:<id>`, with the id, parsed from `iptables -S`;
-/// used after a restart to drop rules of containers the state no longer knows.
-pub(crate) async fn tagged_rules(table: &'static str, chain: &str) -> Result<Vec<(String, Rule)>> {
-    if !chain_exists(table, chain).await? {
-        return Ok(Vec::new());
-    }
-    let listing = must(vec!["-t".into(), table.into(), "-S".into(), chain.into()]).await?;
-    Ok(parse_tagged(table, chain, &listing))
-}
-
-fn parse_tagged(table: &'static str, chain: &str, listing: &str) -> Vec<(String, Rule)> {
-    let prefix = format!("-A {chain} ");
-    let mut found = Vec::new();
-    for line in listing.lines() {
-        let Some(rest) = line.strip_prefix(&prefix) else {
-            continue;
-        };
-        let args: Vec<String> = rest
-            .split_whitespace()
-            .map(|a| a.trim_matches('"').to_string())
-            .collect();
-        let id = args
-            .windows(2)
-            .find(|w| w[0] == "--comment")
-            .and_then(|w| w[1].strip_prefix("skiff:").map(str::to_string));
-        if let Some(id) = id {
-            found.push((
-                id,
-                Rule {
-                    table,
-                    chain: chain.to_string(),
-                    args,
-                },
-            ));
-        }
-    }
-    found
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const SAVED: &str = "# Generated by iptables-nft-save\n\
+        *filter\n\
+        :INPUT ACCEPT [0:0]\n\
+        :FORWARD ACCEPT [0:0]\n\
+        :SK-FORWARD - [0:0]\n\
+        -A FORWARD -j SK-FORWARD\n\
+        COMMIT\n\
+        *nat\n\
+        :PREROUTING ACCEPT [0:0]\n\
+        :SK-DNAT - [0:0]\n\
+        -A PREROUTING -m addrtype --dst-type LOCAL -j SK-DNAT\n\
+        -A PREROUTING -m addrtype --dst-type LOCAL -j SK-DNAT\n\
+        -A PREROUTING -j SK-DNAT-OTHER\n\
+        COMMIT\n";
+
     #[test]
-    fn parses_tagged_rules_from_listing() {
-        let listing = "-N SK-DNAT\n\
-            -A SK-DNAT ! -i sk0 -p tcp -m tcp --dport 8080 -m comment --comment \"skiff:abc\" -j DNAT --to-destination 172.18.0.2:80\n\
-            -A SK-DNAT -p tcp -j RETURN\n\
-            -A OTHER -m comment --comment \"skiff:zzz\" -j ACCEPT\n";
-        let found = parse_tagged("nat", "SK-DNAT", listing);
-        assert_eq!(found.len(), 1);
-        assert_eq!(found[0].0, "abc");
-        assert_eq!(found[0].1.args[0], "!");
-        assert!(found[0].1.args.contains(&"skiff:abc".to_string()));
+    fn snapshot_finds_chains_and_jumps_per_table() {
+        let s = Snapshot::parse(SAVED.to_string());
+        assert!(s.has_chain("nat", "SK-DNAT"));
+        assert!(!s.has_chain("filter", "SK-DNAT"));
+        assert!(s.has_chain("filter", "SK-FORWARD"));
+        assert_eq!(s.jumps("nat", "PREROUTING", "SK-DNAT").len(), 2);
+        assert_eq!(
+            s.jumps("filter", "FORWARD", "SK-FORWARD"),
+            vec!["-A FORWARD -j SK-FORWARD"]
+        );
+        assert!(s.jumps("nat", "OUTPUT", "SK-DNAT").is_empty());
+    }
+
+    #[test]
+    fn rule_lines() {
+        let r = Rule::new("nat", "SK-DNAT", &["-p", "tcp"]).tagged("c1");
+        assert_eq!(
+            r.line("-A"),
+            "-A SK-DNAT -p tcp -m comment --comment skiff:c1"
+        );
     }
 }

@@ -147,6 +147,24 @@ pub(crate) async fn create_veth(
         .map_err(nl("add veth", host_name))
 }
 
+/// Puts an existing link on the bridge and up again (after a restart found the bridge
+/// recreated, which leaves former ports detached).
+pub(crate) async fn enslave(h: &Handle, name: &str, bridge_index: u32) -> Result<()> {
+    let Some(index) = link_index(h, name).await? else {
+        return Ok(());
+    };
+    h.link()
+        .set(
+            LinkUnspec::new_with_index(index)
+                .controller(bridge_index)
+                .up()
+                .build(),
+        )
+        .execute()
+        .await
+        .map_err(nl("attach to bridge", name))
+}
+
 /// Brings `lo` up in the namespace the handle belongs to.
 pub(crate) async fn loopback_up(h: &Handle) -> Result<()> {
     let index = link_index(h, "lo")

@@ -45,6 +45,7 @@ impl NetworkManager {
     /// inside a tokio runtime. The daemon then calls [`release`](Self::release) for every
     /// id in [`attached`](Self::attached) whose container no longer exists.
     pub async fn restore(config: NetworkConfig) -> Result<Self> {
+        validate_config(&config)?;
         let lock = state::lock(&config.state_dir)?;
         let loaded = state::load(&config.state_dir)?;
         let manager = Self {
@@ -76,11 +77,19 @@ impl NetworkManager {
             .collect()
     }
 
+    /// The attachment of a container (e.g. for inspect after a daemon restart).
+    pub async fn attachment_of(&self, container_id: &str) -> Option<NetworkAttachment> {
+        let inner = self.inner.lock().await;
+        let record = inner.state.containers.get(container_id)?;
+        Some(self.attachment(container_id, record))
+    }
+
     /// Makes the container's network before it starts: binds its published ports first (a
     /// busy port fails here, naming it, with nothing else made), then the namespace,
     /// veth, address, routes and rules. On any failure everything made is undone.
     pub async fn prepare(&self, req: NetworkRequest) -> Result<NetworkAttachment> {
         validate_id(&req.container_id)?;
+        validate_hostname(&req.hostname)?;
         let mut inner = self.inner.lock().await;
         if inner.state.containers.contains_key(&req.container_id) {
             return Err(RuntimeError::NetworkAttachmentExists {
@@ -96,8 +105,8 @@ impl NetworkManager {
                     inner.state.last_ip,
                     &self.config.bridge,
                 )?;
-                let proxies = start_proxies(&req.ports, ip)?;
-                (Some(ip), Some(self.veth_name(&id)), proxies)
+                let proxies = start_proxies(&req.ports, ip).await?;
+                (Some(ip), Some(self.free_veth_name(&id).await?), proxies)
             }
             NetworkMode::None | NetworkMode::Host => {
                 if !req.ports.is_empty() {
@@ -123,13 +132,18 @@ impl NetworkManager {
             inner.state.containers.remove(&id);
             return Err(e);
         }
-        if let Err(e) = self.attach(&id, &record).await {
-            if let Err(undo) = self.detach(&id, &record).await {
+        let attached = match self.attach(&record).await {
+            Ok(()) => self.sync_rules(&inner.state).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = attached {
+            stop_all(proxies.into_iter().map(|(_, p)| p)).await;
+            if let Err(undo) = self.detach(&record).await {
                 tracing::error!(container = %id, error = %undo, "cannot undo failed network setup");
                 return Err(e);
             }
             inner.state.containers.remove(&id);
-            if let Err(save) = self.save_and_prune(&mut inner).await {
+            if let Err(save) = self.save_and_sync(&inner.state).await {
                 tracing::error!(container = %id, error = %save, "cannot record undone network setup");
             }
             return Err(e);
@@ -146,13 +160,13 @@ impl NetworkManager {
     /// next restore) finishes the job.
     pub async fn release(&self, container_id: &str) -> Result<()> {
         let mut inner = self.inner.lock().await;
-        inner.proxies.remove(container_id);
+        stop_all(inner.proxies.remove(container_id).unwrap_or_default()).await;
         let Some(record) = inner.state.containers.get(container_id).cloned() else {
             return Ok(());
         };
-        self.detach(container_id, &record).await?;
+        self.detach(&record).await?;
         inner.state.containers.remove(container_id);
-        self.save_and_prune(&mut inner).await
+        self.save_and_sync(&inner.state).await
     }
 
     /// Releases every attachment and removes the bridge, skiff's chains and the netns dir:
@@ -162,7 +176,8 @@ impl NetworkManager {
         for id in ids {
             self.release(&id).await?;
         }
-        self.remove_base().await?;
+        let snapshot = iptables::snapshot().await?;
+        iptables::apply(&rules::removal_script(&self.chains, &snapshot)).await?;
         let h = link::connect(Path::new("host"))?;
         link::delete_link(&h, &self.config.bridge).await?;
         netns::remove_dir(&self.netns_dir())
@@ -176,13 +191,17 @@ impl NetworkManager {
         self.netns_dir().join(id)
     }
 
-    /// A host-side veth name stable for (bridge, id), so restore can find it again.
-    fn veth_name(&self, id: &str) -> String {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325; // FNV-1a
-        for b in self.config.bridge.bytes().chain([0]).chain(id.bytes()) {
-            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    /// A host-side veth name derived from (bridge, id) and not taken by any link: undoing
+    /// a failed setup deletes the veth by name, so it must never be someone else's.
+    async fn free_veth_name(&self, id: &str) -> Result<String> {
+        let h = link::connect(Path::new("host"))?;
+        for salt in 0u8..16 {
+            let name = veth_name(&self.config.bridge, id, salt);
+            if link::link_index(&h, &name).await?.is_none() {
+                return Ok(name);
+            }
         }
-        format!("veth{:08x}", h as u32)
+        Err(RuntimeError::NoFreeLinkName { id: id.to_string() })
     }
 
     fn attachment(&self, id: &str, r: &Record) -> NetworkAttachment {
@@ -214,7 +233,8 @@ impl NetworkManager {
         }
     }
 
-    async fn attach(&self, id: &str, r: &Record) -> Result<()> {
+    /// Makes the namespace, and for bridge mode the veth pair and its configuration.
+    async fn attach(&self, r: &Record) -> Result<()> {
         let Some(ns) = &r.netns_path else {
             return Ok(());
         };
@@ -223,7 +243,7 @@ impl NetworkManager {
         let (Some(ip), Some(veth)) = (r.ip, &r.veth) else {
             return netns::run_in(ns, |h| async move { link::loopback_up(&h).await }).await;
         };
-        self.ensure_base().await?;
+        enable_ip_forward()?;
         let h = link::connect(Path::new("host"))?;
         let bridge = link::ensure_bridge(&h, &self.config.bridge, self.config.subnet).await?;
         let ns_file = netns::open(ns)?;
@@ -233,31 +253,18 @@ impl NetworkManager {
         netns::run_in(ns, move |h| async move {
             link::configure_container_side(&h, ip, subnet).await
         })
-        .await?;
-        for p in &r.ports {
-            for rule in rules::port_rules(&self.config, &self.chains, id, ip, p) {
-                iptables::ensure(&rule).await?;
-            }
-        }
-        Ok(())
+        .await
     }
 
     /// Undoes [`attach`](Self::attach); every step tolerates "already gone".
-    async fn detach(&self, id: &str, r: &Record) -> Result<()> {
+    /// (Its rules go with the next [`sync_rules`](Self::sync_rules).)
+    async fn detach(&self, r: &Record) -> Result<()> {
         let mut first_err = None;
         let mut note = |res: Result<()>| {
             if let Err(e) = res {
                 first_err.get_or_insert(e);
             }
         };
-        if let Some(ip) = r.ip {
-            for p in &r.ports {
-                for rule in rules::port_rules(&self.config, &self.chains, id, ip, p) {
-                    note(iptables::remove(&rule).await);
-                }
-            }
-            note(self.remove_tagged(|tagged| tagged == id).await);
-        }
         if let Some(veth) = &r.veth {
             match link::connect(Path::new("host")) {
                 Ok(h) => note(link::delete_link(&h, veth).await),
@@ -270,52 +277,30 @@ impl NetworkManager {
         first_err.map_or(Ok(()), Err)
     }
 
-    /// Removes rules in skiff's chains tagged for ids that `which` selects.
-    async fn remove_tagged(&self, which: impl Fn(&str) -> bool) -> Result<()> {
-        for (table, chain) in [("nat", &self.chains.dnat), ("filter", &self.chains.forward)] {
-            for (id, rule) in iptables::tagged_rules(table, chain).await? {
-                if which(&id) {
-                    iptables::remove(&rule).await?;
+    /// Brings the host's tables to exactly what `state` needs: skiff's chains rewritten
+    /// with the base rules and every published port while any container is on the bridge;
+    /// no chain and no jump of skiff's once none is.
+    async fn sync_rules(&self, state: &State) -> Result<()> {
+        let snapshot = iptables::snapshot().await?;
+        let mut port_rules = Vec::new();
+        for (id, r) in &state.containers {
+            if let Some(ip) = r.ip {
+                for p in &r.ports {
+                    port_rules.extend(rules::port_rules(&self.config, &self.chains, id, ip, p));
                 }
             }
         }
-        Ok(())
+        let script = if state.containers.values().any(|r| r.ip.is_some()) {
+            rules::sync_script(&self.config, &self.chains, &snapshot, &port_rules)
+        } else {
+            rules::removal_script(&self.chains, &snapshot)
+        };
+        iptables::apply(&script).await
     }
 
-    /// ip_forward, skiff's chains, their fixed rules and the jumps into them.
-    async fn ensure_base(&self) -> Result<()> {
-        enable_ip_forward()?;
-        for (table, chain) in self.chains.all() {
-            iptables::ensure_chain(table, chain).await?;
-        }
-        for rule in rules::chain_rules(&self.config, &self.chains) {
-            iptables::ensure(&rule).await?;
-        }
-        for rule in rules::jump_rules(&self.chains) {
-            iptables::ensure_first(&rule).await?;
-        }
-        Ok(())
-    }
-
-    /// Removes the jumps and skiff's chains (the bridge itself stays, as Docker's does).
-    async fn remove_base(&self) -> Result<()> {
-        for rule in rules::jump_rules(&self.chains) {
-            iptables::remove(&rule).await?;
-        }
-        for (table, chain) in self.chains.all() {
-            iptables::delete_chain(table, chain).await?;
-        }
-        Ok(())
-    }
-
-    /// Saves the state, and once no container is on the bridge, removes the base rules so
-    /// nothing of skiff is left in the host's tables.
-    async fn save_and_prune(&self, inner: &mut Inner) -> Result<()> {
-        state::save(&self.config.state_dir, &inner.state)?;
-        if !inner.state.containers.values().any(|r| r.ip.is_some()) {
-            self.remove_base().await?;
-        }
-        Ok(())
+    async fn save_and_sync(&self, state: &State) -> Result<()> {
+        state::save(&self.config.state_dir, state)?;
+        self.sync_rules(state).await
     }
 
     async fn rebuild(&self) -> Result<()> {
@@ -338,18 +323,19 @@ impl NetworkManager {
             };
             if !(ns_alive && veth_alive) {
                 tracing::info!(container = %id, "network attachment lost its namespace; releasing it");
-                self.detach(&id, &r).await?;
+                self.detach(&r).await?;
                 inner.state.containers.remove(&id);
                 continue;
             }
             let Some(ip) = r.ip else { continue };
-            self.ensure_base().await?;
-            link::ensure_bridge(&host, &self.config.bridge, self.config.subnet).await?;
+            enable_ip_forward()?;
+            let bridge =
+                link::ensure_bridge(&host, &self.config.bridge, self.config.subnet).await?;
+            if let Some(veth) = &r.veth {
+                link::enslave(&host, veth, bridge).await?;
+            }
             let mut proxies = Vec::new();
             for p in &r.ports {
-                for rule in rules::port_rules(&self.config, &self.chains, &id, ip, p) {
-                    iptables::ensure(&rule).await?;
-                }
                 let target = SocketAddr::from((ip, p.container_port));
                 match PortProxy::start(p.protocol, p.host_ip, p.host_port, target) {
                     Ok(proxy) => proxies.push(proxy),
@@ -360,20 +346,37 @@ impl NetworkManager {
             }
             inner.proxies.insert(id, proxies);
         }
-        let known: Vec<String> = inner.state.containers.keys().cloned().collect();
-        self.remove_tagged(|id| !known.iter().any(|k| k == id))
-            .await?;
-        self.save_and_prune(&mut inner).await
+        // Rewriting skiff's chains from the state also drops rules of containers the state
+        // does not know (a crash between a rule change and the state write).
+        self.save_and_sync(&inner.state).await
     }
 }
 
-/// Binds every requested port (all or nothing: on error the ones bound are dropped).
-fn start_proxies(specs: &[PortSpec], ip: Ipv4Addr) -> Result<Vec<(PublishedPort, PortProxy)>> {
-    let mut out = Vec::with_capacity(specs.len());
+/// `veth` + 8 hex digits of an FNV-1a hash: 12 bytes, within the 15 a link name may have.
+fn veth_name(bridge: &str, id: &str, salt: u8) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bridge.bytes().chain([0]).chain(id.bytes()).chain([0, salt]) {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("veth{:08x}", h as u32)
+}
+
+/// Binds every requested port (all or nothing: on error the ones bound are closed).
+async fn start_proxies(
+    specs: &[PortSpec],
+    ip: Ipv4Addr,
+) -> Result<Vec<(PublishedPort, PortProxy)>> {
+    let mut out: Vec<(PublishedPort, PortProxy)> = Vec::with_capacity(specs.len());
     for s in specs {
         let host_ip = s.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED);
         let target = SocketAddr::from((ip, s.container_port));
-        let proxy = PortProxy::start(s.protocol, host_ip, s.host_port.unwrap_or(0), target)?;
+        let proxy = match PortProxy::start(s.protocol, host_ip, s.host_port.unwrap_or(0), target) {
+            Ok(p) => p,
+            Err(e) => {
+                stop_all(out.into_iter().map(|(_, p)| p)).await;
+                return Err(e);
+            }
+        };
         let published = PublishedPort {
             protocol: s.protocol,
             host_ip,
@@ -383,6 +386,13 @@ fn start_proxies(specs: &[PortSpec], ip: Ipv4Addr) -> Result<Vec<(PublishedPort,
         out.push((published, proxy));
     }
     Ok(out)
+}
+
+/// Stops proxies and waits until their ports are free.
+async fn stop_all(proxies: impl IntoIterator<Item = PortProxy>) {
+    for p in proxies {
+        p.stop().await;
+    }
 }
 
 fn enable_ip_forward() -> Result<()> {
@@ -396,6 +406,53 @@ fn enable_ip_forward() -> Result<()> {
     };
     if std::fs::read_to_string(path).map_err(io("read"))?.trim() != "1" {
         std::fs::write(path, "1").map_err(io("enable"))?;
+    }
+    Ok(())
+}
+
+/// Names end up in link names (≤ 15 bytes) and chain names (≤ 28 bytes with the suffix).
+fn validate_config(cfg: &NetworkConfig) -> Result<()> {
+    let fields = [
+        ("bridge", &cfg.bridge, 15, "must be 1 to 15 characters"),
+        (
+            "chain_prefix",
+            &cfg.chain_prefix,
+            16,
+            "must be 1 to 16 characters",
+        ),
+    ];
+    for (field, value, max, length_reason) in fields {
+        let bad = |reason| RuntimeError::InvalidNetworkConfig {
+            field,
+            value: value.to_string(),
+            reason,
+        };
+        if value.is_empty() || value.len() > max {
+            return Err(bad(length_reason));
+        }
+        if !value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-".contains(&b))
+        {
+            return Err(bad("only letters, digits, '_' and '-' are allowed"));
+        }
+    }
+    Ok(())
+}
+
+/// The hostname is written into /etc/hosts: no whitespace or control characters.
+fn validate_hostname(name: &str) -> Result<()> {
+    if name.is_empty()
+        || name.len() > 253
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+    {
+        return Err(RuntimeError::InvalidNetworkConfig {
+            field: "hostname",
+            value: name.to_string(),
+            reason: "must be 1 to 253 letters, digits, '_', '.' or '-'",
+        });
     }
     Ok(())
 }
@@ -423,7 +480,46 @@ fn validate_id(id: &str) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::validate_id;
+    use super::{validate_config, validate_hostname, validate_id, veth_name, NetworkManager};
+    use crate::network::{NetworkConfig, NetworkRequest};
+
+    /// The daemon shares the manager across tasks and spawns its futures: compile-time check.
+    #[allow(dead_code)]
+    fn manager_and_futures_are_send(m: &NetworkManager, req: NetworkRequest, cfg: NetworkConfig) {
+        fn send_sync<T: Send + Sync>(_: &T) {}
+        fn send<T: Send>(_: &T) {}
+        send_sync(m);
+        send(&m.prepare(req));
+        send(&m.release("x"));
+        send(&m.attachment_of("x"));
+        send(&NetworkManager::restore(cfg));
+    }
+
+    #[test]
+    fn config_and_hostname_checks() {
+        let mut cfg = NetworkConfig::new("/s", "/r");
+        validate_config(&cfg).unwrap();
+        cfg.bridge = "a-very-long-bridge".into();
+        assert!(validate_config(&cfg)
+            .unwrap_err()
+            .to_string()
+            .contains("bridge"));
+        cfg.bridge = "br0".into();
+        cfg.chain_prefix = "BAD PREFIX".into();
+        assert!(validate_config(&cfg).is_err());
+        validate_hostname("web-1.example").unwrap();
+        assert!(validate_hostname("evil\n1.2.3.4 bank").is_err());
+        assert!(validate_hostname("").is_err());
+    }
+
+    #[test]
+    fn veth_names_fit_and_differ() {
+        let a = veth_name("skiff0", "abc", 0);
+        assert_eq!(a.len(), 12);
+        assert_eq!(a, veth_name("skiff0", "abc", 0));
+        assert_ne!(a, veth_name("skiff0", "abc", 1));
+        assert_ne!(a, veth_name("skiff1", "abc", 0));
+    }
 
     #[test]
     fn ids() {

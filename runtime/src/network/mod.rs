@@ -8,6 +8,11 @@
 //! container's process and outlives nothing but the attachment). [`NetworkManager::release`]
 //! undoes everything once the container is gone; [`NetworkManager::restore`] re-opens the
 //! state after a daemon restart without doubling anything.
+//!
+//! The runtime's part: join `netns_path` (if any) in the container init before unsharing
+//! the other namespaces, and write `hosts` / `resolv_conf` into the container's `/etc`.
+//! Needs root, a tokio runtime with IO and time enabled (the manager's futures are `Send`),
+//! and the system's `iptables`, `iptables-save` and `iptables-restore` for bridge mode.
 
 mod files;
 mod iptables;

@@ -21,13 +21,14 @@ const UDP_IDLE: Duration = Duration::from_secs(90);
 const UDP_MAX_FLOWS: usize = 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A running proxy for one published port; stops (closing the port and every forwarded
-/// connection) when dropped.
+/// A running proxy for one published port. [`stop`](Self::stop) closes the port and
+/// every forwarded connection and returns once the port is free again; dropping it stops
+/// it too, but the port is freed a moment later, by the runtime.
 #[derive(Debug)]
 pub struct PortProxy {
     local: SocketAddr,
     protocol: Protocol,
-    task: JoinHandle<()>,
+    task: Option<JoinHandle<()>>,
 }
 
 impl PortProxy {
@@ -59,13 +60,13 @@ impl PortProxy {
                 std.set_nonblocking(true).map_err(in_use)?;
                 let sock = UdpSocket::from_std(std).map_err(in_use)?;
                 let local = sock.local_addr().map_err(in_use)?;
-                (local, tokio::spawn(udp_loop(Arc::new(sock), target)))
+                (local, tokio::spawn(udp_loop(sock, target)))
             }
         };
         Ok(Self {
             local,
             protocol,
-            task,
+            task: Some(task),
         })
     }
 
@@ -77,11 +78,22 @@ impl PortProxy {
     pub fn protocol(&self) -> Protocol {
         self.protocol
     }
+
+    /// Stops the proxy and waits until its socket is closed, so the host port can be
+    /// bound again right away (e.g. by the next container publishing it).
+    pub async fn stop(mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
 }
 
 impl Drop for PortProxy {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(task) = &self.task {
+            task.abort();
+        }
     }
 }
 
@@ -115,9 +127,12 @@ async fn forward_tcp(mut client: TcpStream, target: SocketAddr) {
     }
 }
 
-async fn udp_loop(sock: Arc<UdpSocket>, target: SocketAddr) {
+/// Only this task owns the listening socket (replies come back over a channel), so
+/// cancelling it closes the port at once.
+async fn udp_loop(sock: UdpSocket, target: SocketAddr) {
     let mut flows: HashMap<SocketAddr, Arc<UdpSocket>> = HashMap::new();
     let mut replies = JoinSet::new();
+    let (reply_tx, mut reply_rx) = mpsc::channel::<(SocketAddr, Vec<u8>)>(256);
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<SocketAddr>();
     let mut buf = vec![0u8; 65536];
     loop {
@@ -133,11 +148,14 @@ async fn udp_loop(sock: Arc<UdpSocket>, target: SocketAddr) {
                         let Ok(up) = new_flow(target).await else { continue };
                         let up = Arc::new(up);
                         flows.insert(client, up.clone());
-                        replies.spawn(udp_replies(sock.clone(), up.clone(), client, done_tx.clone()));
+                        replies.spawn(udp_replies(up.clone(), client, reply_tx.clone(), done_tx.clone()));
                         up
                     }
                 };
                 let _ = up.send(&buf[..n]).await;
+            }
+            Some((client, data)) = reply_rx.recv() => {
+                let _ = sock.send_to(&data, client).await;
             }
             Some(client) = done_rx.recv() => {
                 flows.remove(&client);
@@ -154,14 +172,16 @@ async fn new_flow(target: SocketAddr) -> std::io::Result<UdpSocket> {
 }
 
 async fn udp_replies(
-    sock: Arc<UdpSocket>,
     up: Arc<UdpSocket>,
     client: SocketAddr,
+    reply: mpsc::Sender<(SocketAddr, Vec<u8>)>,
     done: mpsc::UnboundedSender<SocketAddr>,
 ) {
     let mut buf = vec![0u8; 65536];
     while let Ok(Ok(n)) = tokio::time::timeout(UDP_IDLE, up.recv(&mut buf)).await {
-        let _ = sock.send_to(&buf[..n], client).await;
+        if reply.send((client, buf[..n].to_vec())).await.is_err() {
+            break;
+        }
     }
     let _ = done.send(client);
 }
@@ -231,5 +251,8 @@ mod tests {
             .unwrap();
         assert_eq!(&b[..n], b"hello");
         echo.await.unwrap();
+        let addr = proxy.local_addr();
+        proxy.stop().await;
+        std::net::UdpSocket::bind(addr).expect("port not free right after stop");
     }
 }

@@ -1,9 +1,9 @@
-//! Which iptables rules the bridge network needs, as data: pure, so the exact rule set is
-//! unit-tested, and applying/removing it is a loop over check-then-add/delete.
+//! Which iptables rules the bridge network needs, as data, and the iptables-restore scripts
+//! that bring the host's tables there: pure, so the exact rules are unit-tested.
 
 use std::net::Ipv4Addr;
 
-use super::iptables::Rule;
+use super::iptables::{Rule, Snapshot};
 use super::{NetworkConfig, PublishedPort};
 
 /// skiff's own chains, named from the configured prefix.
@@ -152,6 +152,79 @@ pub(crate) fn port_rules(
     ]
 }
 
+const TABLES: [&str; 2] = ["nat", "filter"];
+
+fn block(table: &str, lines: Vec<String>) -> String {
+    if lines.is_empty() {
+        return String::new();
+    }
+    format!("*{table}\n{}\nCOMMIT\n", lines.join("\n"))
+}
+
+fn jump_target(jump: &Rule) -> &str {
+    jump.args.last().map(String::as_str).unwrap_or_default()
+}
+
+/// The script that makes skiff's chains hold exactly the base rules plus `port_rules`
+/// (declaring a chain with `--noflush` creates or flushes it), and makes each jump into
+/// them exist exactly once.
+pub(crate) fn sync_script(
+    cfg: &NetworkConfig,
+    chains: &Chains,
+    snapshot: &Snapshot,
+    port_rules: &[Rule],
+) -> String {
+    let mut script = String::new();
+    let base = chain_rules(cfg, chains);
+    for table in TABLES {
+        let mut lines: Vec<String> = chains
+            .all()
+            .iter()
+            .filter(|(t, _)| *t == table)
+            .map(|(_, c)| format!(":{c} - [0:0]"))
+            .collect();
+        for rule in base.iter().chain(port_rules).filter(|r| r.table == table) {
+            lines.push(rule.line("-A"));
+        }
+        for jump in jump_rules(chains).iter().filter(|r| r.table == table) {
+            let existing = snapshot.jumps(table, &jump.chain, jump_target(jump));
+            match existing.split_first() {
+                None => lines.push(jump.line("-I").replacen(
+                    &format!("-I {} ", jump.chain),
+                    &format!("-I {} 1 ", jump.chain),
+                    1,
+                )),
+                Some((_, extra)) => {
+                    lines.extend(extra.iter().map(|l| l.replacen("-A ", "-D ", 1)));
+                }
+            }
+        }
+        script.push_str(&block(table, lines));
+    }
+    script
+}
+
+/// The script that removes every jump into skiff's chains and the chains themselves.
+pub(crate) fn removal_script(chains: &Chains, snapshot: &Snapshot) -> String {
+    let mut script = String::new();
+    for table in TABLES {
+        let mut lines = Vec::new();
+        for jump in jump_rules(chains).iter().filter(|r| r.table == table) {
+            for l in snapshot.jumps(table, &jump.chain, jump_target(jump)) {
+                lines.push(l.replacen("-A ", "-D ", 1));
+            }
+        }
+        for (_, chain) in chains.all().iter().filter(|(t, _)| *t == table) {
+            if snapshot.has_chain(table, chain) {
+                lines.push(format!("-F {chain}"));
+                lines.push(format!("-X {chain}"));
+            }
+        }
+        script.push_str(&block(table, lines));
+    }
+    script
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::Protocol;
@@ -184,6 +257,45 @@ mod tests {
                 .args
                 .contains(&"-d".to_string())
         );
+    }
+
+    const SAVED: &str = "*filter\n:FORWARD ACCEPT [0:0]\n:SKIFF-FORWARD - [0:0]\n\
+        -A FORWARD -j SKIFF-FORWARD\n-A FORWARD -j SKIFF-FORWARD\nCOMMIT\n\
+        *nat\n:POSTROUTING ACCEPT [0:0]\nCOMMIT\n";
+
+    #[test]
+    fn sync_rewrites_chains_adds_missing_jumps_and_drops_duplicates() {
+        let cfg = NetworkConfig::new("/s", "/r");
+        let chains = Chains::new("SKIFF");
+        let snap = Snapshot::parse(SAVED.to_string());
+        let script = sync_script(&cfg, &chains, &snap, &[]);
+        let expected = "*nat\n\
+            :SKIFF-POSTROUTING - [0:0]\n\
+            :SKIFF-DNAT - [0:0]\n\
+            -A SKIFF-POSTROUTING -s 172.18.0.0/16 ! -o skiff0 -j MASQUERADE\n\
+            -I POSTROUTING 1 -j SKIFF-POSTROUTING\n\
+            -I PREROUTING 1 -m addrtype --dst-type LOCAL -j SKIFF-DNAT\n\
+            -I OUTPUT 1 ! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -j SKIFF-DNAT\n\
+            COMMIT\n\
+            *filter\n\
+            :SKIFF-FORWARD - [0:0]\n\
+            -A SKIFF-FORWARD -i skiff0 -j ACCEPT\n\
+            -A SKIFF-FORWARD -o skiff0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n\
+            -D FORWARD -j SKIFF-FORWARD\n\
+            COMMIT\n";
+        assert_eq!(script, expected);
+    }
+
+    #[test]
+    fn removal_deletes_jumps_then_chains() {
+        let chains = Chains::new("SKIFF");
+        let snap = Snapshot::parse(SAVED.to_string());
+        assert_eq!(
+            removal_script(&chains, &snap),
+            "*filter\n-D FORWARD -j SKIFF-FORWARD\n-D FORWARD -j SKIFF-FORWARD\n\
+             -F SKIFF-FORWARD\n-X SKIFF-FORWARD\nCOMMIT\n"
+        );
+        assert_eq!(removal_script(&chains, &Snapshot::parse(String::new())), "");
     }
 
     #[test]

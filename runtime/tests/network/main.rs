@@ -5,317 +5,16 @@
 //! prefix and directories (so they run in parallel), and a guard that removes everything
 //! by name even when the test fails.
 
+mod fixture;
+
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsFd;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use skiff_runtime::network::{
-    parse_publish, NetworkAttachment, NetworkConfig, NetworkManager, NetworkMode, NetworkRequest,
-    PortSpec,
-};
+use fixture::*;
+use skiff_runtime::network::{parse_publish, NetworkMode, Protocol};
 use skiff_runtime::RuntimeError;
-
-fn unavailable() -> Option<String> {
-    if let Some(r) = skiff_tests::skip::root_unavailable() {
-        return Some(r);
-    }
-    for tool in ["iptables", "iptables-save", "ip", "nsenter", "busybox"] {
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false);
-        if !found {
-            return Some(format!("{tool} is not installed"));
-        }
-    }
-    None
-}
-
-fn run(args: &[&str]) -> Output {
-    Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"))
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = run(args);
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A process we started; killed and reaped by PID when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn in_ns(ns: &Path, args: &[&str]) -> Command {
-    let mut c = Command::new("nsenter");
-    c.arg(format!("--net={}", ns.display())).args(args);
-    c
-}
-
-/// Runs `f` on a thread that has joined the namespace at `ns`.
-fn on_thread_in<T: Send + 'static>(ns: PathBuf, f: impl FnOnce() -> T + Send + 'static) -> T {
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(&ns).unwrap();
-        nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-        f()
-    })
-    .join()
-    .unwrap()
-}
-
-/// One test's isolated network: names derived from `n`, cleaned up by name on drop.
-struct Fixture {
-    n: u8,
-    config: NetworkConfig,
-    procs: Vec<Proc>,
-    test_host: Option<String>,
-    _dir: tempfile::TempDir,
-}
-
-impl Fixture {
-    fn new(n: u8, prefix_len: u8) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = NetworkConfig::new(dir.path().join("state"), dir.path().join("run"));
-        config.bridge = format!("sktbr{n}");
-        config.subnet = format!("172.31.{n}.0/{prefix_len}").parse().unwrap();
-        config.chain_prefix = format!("SKT{n}");
-        let fx = Self {
-            n,
-            config,
-            procs: Vec::new(),
-            test_host: None,
-            _dir: dir,
-        };
-        fx.scrub(); // leftovers of an earlier crashed run
-        fx
-    }
-
-    async fn manager(&self) -> NetworkManager {
-        NetworkManager::restore(self.config.clone()).await.unwrap()
-    }
-
-    fn id(&self, name: &str) -> String {
-        format!("t{}{name}", self.n)
-    }
-
-    fn request(&self, name: &str, mode: NetworkMode, ports: Vec<PortSpec>) -> NetworkRequest {
-        NetworkRequest {
-            container_id: self.id(name),
-            hostname: name.to_string(),
-            mode,
-            ports,
-        }
-    }
-
-    fn spawn_in(&mut self, ns: &Path, args: &[&str]) {
-        let child = in_ns(ns, args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        self.procs.push(Proc(child));
-    }
-
-    /// busybox httpd on port 80 of the container's namespace, serving `root`.
-    fn start_httpd(&mut self, ns: &Path, root: &Path) {
-        let root = root.to_str().unwrap();
-        self.spawn_in(ns, &["busybox", "httpd", "-f", "-p", "80", "-h", root]);
-    }
-
-    fn stop_procs(&mut self) {
-        self.procs.clear();
-    }
-
-    /// A "test host": its own namespace, reached from the host over a veth pair with
-    /// 10.250.N.1/30 (host side) and 10.250.N.2/30 (inside). Returns (netns path, address).
-    fn add_test_host(&mut self) -> (PathBuf, Ipv4Addr) {
-        let name = format!("skt-th{}", self.n);
-        let host_if = format!("sktth{}h", self.n);
-        ok(&["ip", "netns", "add", &name]);
-        self.test_host = Some(name.clone());
-        ok(&[
-            "ip", "link", "add", &host_if, "type", "veth", "peer", "name", "eth0", "netns", &name,
-        ]);
-        ok(&[
-            "ip",
-            "addr",
-            "add",
-            &format!("10.250.{}.1/30", self.n),
-            "dev",
-            &host_if,
-        ]);
-        ok(&["ip", "link", "set", &host_if, "up"]);
-        let exec = |args: &[&str]| {
-            let mut v = vec!["ip", "netns", "exec", &name];
-            v.extend_from_slice(args);
-            ok(&v);
-        };
-        exec(&[
-            "ip",
-            "addr",
-            "add",
-            &format!("10.250.{}.2/30", self.n),
-            "dev",
-            "eth0",
-        ]);
-        exec(&["ip", "link", "set", "eth0", "up"]);
-        exec(&["ip", "link", "set", "lo", "up"]);
-        (
-            PathBuf::from(format!("/run/netns/{name}")),
-            Ipv4Addr::new(10, 250, self.n, 2),
-        )
-    }
-
-    fn host_gateway_on_test_link(&self) -> Ipv4Addr {
-        Ipv4Addr::new(10, 250, self.n, 1)
-    }
-
-    /// Lines of `iptables-save` that belong to this test (its chains or its ids).
-    fn our_rules(&self) -> Vec<String> {
-        let chains = format!("SKT{}-", self.n);
-        let tag = format!("skiff:t{}", self.n);
-        ok(&["iptables-save"])
-            .lines()
-            .filter(|l| l.contains(&chains) || l.contains(&tag))
-            .map(str::to_string)
-            .collect()
-    }
-
-    fn veths_on_bridge(&self) -> String {
-        let out = run(&["ip", "-o", "link", "show", "master", &self.config.bridge]);
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn bridge_exists(&self) -> bool {
-        run(&["ip", "link", "show", &self.config.bridge])
-            .status
-            .success()
-    }
-
-    fn netns_files(&self) -> Vec<String> {
-        match std::fs::read_dir(self.config.exec_root.join("netns")) {
-            Ok(rd) => rd
-                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .collect(),
-            Err(_) => Vec::new(),
-        }
-    }
-
-    /// After every container is released: nothing left but the bridge.
-    fn assert_only_bridge_left(&self) {
-        assert_eq!(
-            self.our_rules(),
-            Vec::<String>::new(),
-            "iptables rules left"
-        );
-        assert_eq!(
-            self.veths_on_bridge().trim(),
-            "",
-            "veths left on the bridge"
-        );
-        assert_eq!(self.netns_files(), Vec::<String>::new(), "namespaces left");
-        assert!(self.bridge_exists(), "bridge should stay");
-    }
-
-    /// Removes by name whatever this test may have made (idempotent, never fails).
-    fn scrub(&self) {
-        let netns_dir = self.config.exec_root.join("netns");
-        for f in self.netns_files() {
-            let _ = nix::mount::umount2(&netns_dir.join(f), nix::mount::MntFlags::MNT_DETACH);
-        }
-        let _ = nix::mount::umount2(&netns_dir, nix::mount::MntFlags::MNT_DETACH);
-        let chains = format!("SKT{}-", self.n);
-        let mut table = String::new();
-        for line in String::from_utf8_lossy(&run(&["iptables-save"]).stdout).lines() {
-            if let Some(t) = line.strip_prefix('*') {
-                table = t.to_string();
-            } else if line.starts_with("-A ") && line.contains(&format!("-j {chains}")) {
-                let del = line.replacen("-A ", "-D ", 1);
-                let mut args = vec!["iptables", "-w", "-t", &table];
-                args.extend(del.split_whitespace());
-                let _ = run(&args);
-            }
-        }
-        for (t, c) in [
-            ("nat", "POSTROUTING"),
-            ("nat", "DNAT"),
-            ("filter", "FORWARD"),
-        ] {
-            let chain = format!("{chains}{c}");
-            let _ = run(&["iptables", "-w", "-t", t, "-F", &chain]);
-            let _ = run(&["iptables", "-w", "-t", t, "-X", &chain]);
-        }
-        for line in self.veths_on_bridge().lines() {
-            if let Some(name) = line.split(':').nth(1) {
-                let name = name.trim().split('@').next().unwrap_or("");
-                let _ = run(&["ip", "link", "del", name]);
-            }
-        }
-        let _ = run(&["ip", "link", "del", &self.config.bridge]);
-        let _ = run(&["ip", "link", "del", &format!("sktth{}h", self.n)]);
-        let _ = run(&["ip", "netns", "del", &format!("skt-th{}", self.n)]);
-    }
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        self.stop_procs();
-        self.scrub();
-    }
-}
-
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<String> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n")?;
-    let mut body = String::new();
-    s.read_to_string(&mut body)?;
-    Ok(body)
-}
-
-/// A web root whose CGI prints the peer address the container sees.
-fn web_root(dir: &Path) -> PathBuf {
-    let root = dir.join("www");
-    std::fs::create_dir_all(root.join("cgi-bin")).unwrap();
-    std::fs::write(root.join("index.html"), "hello from the container\n").unwrap();
-    let cgi = root.join("cgi-bin/peer");
-    std::fs::write(
-        &cgi,
-        "#!/bin/sh\necho 'Content-Type: text/plain'\necho\necho \"peer=$REMOTE_ADDR\"\n",
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&cgi, std::fs::Permissions::from_mode(0o755)).unwrap();
-    root
-}
-
-fn ns_of(a: &NetworkAttachment) -> &Path {
-    a.netns_path.as_deref().expect("attachment has a netns")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bridge_containers_reach_each_other_and_release_cleans_up() {
@@ -469,15 +168,23 @@ async fn published_port_answers_on_loopback_and_from_other_hosts() {
     skiff_tests::require!("published_port_answers", unavailable());
     let mut fx = Fixture::new(3, 24);
     let (th_ns, _) = fx.add_test_host();
-    let root = web_root(fx._dir.path());
+    let root = web_root(fx.dir.path());
+    let udp_port = free_udp_port();
+    let mut ports = parse_publish("80").unwrap();
+    ports.extend(parse_publish(&format!("{udp_port}:53/udp")).unwrap());
     let mgr = fx.manager().await;
     let c = mgr
-        .prepare(fx.request("web", NetworkMode::Bridge, parse_publish("80").unwrap()))
+        .prepare(fx.request("web", NetworkMode::Bridge, ports))
         .await
         .unwrap();
-    let port = c.ports[0];
+    let (port, udp) = (c.ports[0], c.ports[1]);
     assert_ne!(port.host_port, 0, "a free host port is chosen for -p 80");
+    assert_eq!(
+        (udp.protocol, udp.host_port, udp.container_port),
+        (Protocol::Udp, udp_port, 53)
+    );
     fx.start_httpd(ns_of(&c), &root);
+    let echo = udp_echo_in(ns_of(&c).to_path_buf(), 53, 2);
 
     let local = SocketAddr::from((Ipv4Addr::LOCALHOST, port.host_port));
     wait_until("httpd behind 127.0.0.1", || {
@@ -494,26 +201,42 @@ async fn published_port_answers_on_loopback_and_from_other_hosts() {
 
     // From another host, DNAT delivers it (the container sees the real client).
     let remote = SocketAddr::from((fx.host_gateway_on_test_link(), port.host_port));
-    let body = on_thread_in(th_ns, move || http_get(remote, "/cgi-bin/peer")).unwrap();
+    let body = on_thread_in(th_ns.clone(), move || http_get(remote, "/cgi-bin/peer")).unwrap();
     assert!(
         body.contains("10.250.3.2]") || body.contains("peer=10.250.3.2\n"),
         "{body}"
     );
+    // From the host to one of its own non-loopback addresses: DNAT in OUTPUT.
+    let own = SocketAddr::from((fx.host_gateway_on_test_link(), port.host_port));
+    let before = fx.dnat_packets(port.host_port);
+    let body = http_get(own, "/").unwrap();
+    assert!(body.contains("hello from the container"), "{body}");
+    assert!(
+        fx.dnat_packets(port.host_port) > before,
+        "not DNAT'd in OUTPUT"
+    );
+
+    // UDP both ways too: through the proxy from the host, by DNAT from the test host.
+    let reply = udp_ask(SocketAddr::from((Ipv4Addr::LOCALHOST, udp_port)));
+    assert_eq!(reply, "echo from 172.31.3.1");
+    let remote_udp = SocketAddr::from((fx.host_gateway_on_test_link(), udp_port));
+    let reply = on_thread_in(th_ns, move || udp_ask(remote_udp));
+    assert_eq!(reply, "echo from 10.250.3.2");
+    echo.join().unwrap();
     assert_eq!(
         fx.our_rules()
             .iter()
             .filter(|l| l.contains("DNAT --to-destination"))
             .count(),
-        1
+        2
     );
 
     fx.stop_procs();
     mgr.release(&c.container_id).await.unwrap();
     fx.assert_only_bridge_left();
-    assert!(
-        http_get(local, "/").is_err(),
-        "proxy still answering after release"
-    );
+    // The host port is free at once (a next container may publish it right away).
+    TcpListener::bind(("0.0.0.0", port.host_port)).expect("TCP port still held after release");
+    UdpSocket::bind(("0.0.0.0", udp_port)).expect("UDP port still held after release");
     mgr.teardown().await.unwrap();
 }
 
@@ -630,7 +353,7 @@ async fn exhausted_subnet_is_a_clear_error() {
 async fn restore_after_restart_rebuilds_without_duplicates() {
     skiff_tests::require!("restore_after_restart", unavailable());
     let mut fx = Fixture::new(7, 24);
-    let root = web_root(fx._dir.path());
+    let root = web_root(fx.dir.path());
     let mgr = fx.manager().await;
     let c = mgr
         .prepare(fx.request(
@@ -657,6 +380,8 @@ async fn restore_after_restart_rebuilds_without_duplicates() {
     });
     // Meanwhile one container's namespace vanished, and a stray tagged rule appeared.
     ok(&["umount", "-l", ns_of(&gone).to_str().unwrap()]);
+    // ... and someone deleted the bridge (its veths stay, detached).
+    ok(&["ip", "link", "del", &fx.config.bridge]);
     let stray_chain = format!("SKT{}-DNAT", fx.n);
     let stray_tag = format!("skiff:{}", fx.id("ghost"));
     ok(&[
@@ -680,6 +405,12 @@ async fn restore_after_restart_rebuilds_without_duplicates() {
 
     let mgr = fx.manager().await;
     assert_eq!(mgr.attached().await, vec![c.container_id.clone()]);
+    let restored = mgr.attachment_of(&c.container_id).await.unwrap();
+    assert_eq!(
+        (restored.ip, &restored.ports, &restored.netns_path),
+        (c.ip, &c.ports, &c.netns_path)
+    );
+    assert!(mgr.attachment_of(&gone.container_id).await.is_none());
     let mut after = fx.our_rules();
     after.sort();
     assert_eq!(after, before, "restore changed or doubled rules");
@@ -700,4 +431,88 @@ async fn restore_after_restart_rebuilds_without_duplicates() {
     mgr.release(&c.container_id).await.unwrap();
     fx.assert_only_bridge_left();
     mgr.teardown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_prepare_undoes_what_it_made() {
+    skiff_tests::require!("failed_prepare_undoes", unavailable());
+    let fx = Fixture::new(8, 24);
+    let port = TcpListener::bind("0.0.0.0:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mgr = fx.manager().await;
+    let first = mgr
+        .prepare(fx.request("ok", NetworkMode::Bridge, vec![]))
+        .await
+        .unwrap();
+    // A stale file where the namespace should go makes the setup fail half-way: after
+    // the port is bound, the address reserved and the state written.
+    let id = fx.id("bad");
+    std::fs::write(fx.config.exec_root.join("netns").join(&id), b"").unwrap();
+    let spec = parse_publish(&format!("{port}:80")).unwrap();
+    let err = mgr
+        .prepare(fx.request("bad", NetworkMode::Bridge, spec))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RuntimeError::Io { .. }), "{err}");
+    assert_eq!(mgr.attached().await, vec![first.container_id.clone()]);
+    let state = std::fs::read_to_string(fx.config.state_dir.join("network.json")).unwrap();
+    assert!(!state.contains(&id), "{state}");
+    TcpListener::bind(("0.0.0.0", port)).expect("the port was not freed");
+    assert!(!fx
+        .our_rules()
+        .iter()
+        .any(|l| l.contains(&format!("skiff:{id}"))));
+    assert_eq!(fx.veths_on_bridge().lines().count(), 1);
+    // The same id works once the obstacle is gone.
+    let again = mgr
+        .prepare(fx.request("bad", NetworkMode::Bridge, vec![]))
+        .await
+        .unwrap();
+    mgr.release(&again.container_id).await.unwrap();
+    mgr.release(&first.container_id).await.unwrap();
+    fx.assert_only_bridge_left();
+    mgr.teardown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_prepares_get_distinct_addresses() {
+    skiff_tests::require!("concurrent_prepares", unavailable());
+    let fx = Fixture::new(10, 24);
+    let mgr = std::sync::Arc::new(fx.manager().await);
+    let names: Vec<String> = (0..6).map(|i| format!("c{i}")).collect();
+    let prepared = futures::future::join_all(names.iter().map(|n| {
+        let mgr = mgr.clone();
+        let req = fx.request(n, NetworkMode::Bridge, parse_publish("80").unwrap());
+        tokio::spawn(async move { mgr.prepare(req).await })
+    }))
+    .await;
+    let atts: Vec<_> = prepared.into_iter().map(|r| r.unwrap().unwrap()).collect();
+    let mut ips: Vec<_> = atts.iter().map(|a| a.ip.unwrap()).collect();
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), 6, "addresses collided: {ips:?}");
+    assert_eq!(fx.veths_on_bridge().lines().count(), 6);
+    let dnat = fx
+        .our_rules()
+        .iter()
+        .filter(|l| l.contains("-j DNAT"))
+        .count();
+    assert_eq!(dnat, 6);
+    let released = futures::future::join_all(atts.iter().map(|a| {
+        let mgr = mgr.clone();
+        let id = a.container_id.clone();
+        tokio::spawn(async move { mgr.release(&id).await })
+    }))
+    .await;
+    released.into_iter().for_each(|r| r.unwrap().unwrap());
+    fx.assert_only_bridge_left();
+    std::sync::Arc::try_unwrap(mgr)
+        .ok()
+        .expect("no other owner")
+        .teardown()
+        .await
+        .unwrap();
 }
