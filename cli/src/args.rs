@@ -87,6 +87,12 @@ pub struct DaemonArgs {
     /// Registries (host[:port]) reached over plain HTTP besides loopback ones.
     #[arg(long = "insecure-registry")]
     pub insecure_registries: Vec<String>,
+    /// The bridge containers attach to by default.
+    #[arg(long, default_value = "skiff0")]
+    pub bridge: String,
+    /// The bridge's subnet (the gateway is its first address).
+    #[arg(long = "bip", default_value = "172.18.0.0/16")]
+    pub subnet: String,
 }
 
 #[derive(Args, Debug, Clone, Default)]

@@ -49,3 +49,29 @@ impl ContainerPaths {
         self.dir.join(name)
     }
 }
+
+/// Runs `f` with a path naming the socket `path` that fits a `sockaddr_un` (108 bytes):
+/// deep data roots exceed that, so a long path goes through an `O_PATH` descriptor of its
+/// directory (`/proc/self/fd/N/name`), which stays open while `f` binds or connects.
+pub(crate) fn with_socket_path<T>(
+    path: &Path,
+    f: impl FnOnce(&Path) -> std::io::Result<T>,
+) -> std::io::Result<T> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    if path.as_os_str().len() < 100 {
+        return f(path);
+    }
+    let (dir, name) = match (path.parent(), path.file_name()) {
+        (Some(d), Some(n)) => (d, n),
+        _ => return f(path),
+    };
+    let dirfd = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(dir)?;
+    let short = PathBuf::from(format!("/proc/self/fd/{}", dirfd.as_raw_fd())).join(name);
+    let r = f(&short);
+    drop(dirfd);
+    r
+}

@@ -39,7 +39,10 @@ impl Daemon {
             exec_root,
             socket,
             log,
-            extra_args: extra.iter().map(|s| s.to_string()).collect(),
+            extra_args: isolated_network_args()
+                .into_iter()
+                .chain(extra.iter().map(|s| s.to_string()))
+                .collect(),
         };
         d.spawn()?;
         Ok(d)
@@ -149,6 +152,20 @@ impl Daemon {
     }
 }
 
+/// Each test daemon gets its own bridge and /24 so daemons running side by side never share
+/// addresses or iptables chains.
+fn isolated_network_args() -> Vec<String> {
+    let n = (std::process::id() as u64 * 31 + NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst)) % 200 + 20;
+    vec![
+        "--bridge".to_string(),
+        format!("sktest{n}"),
+        "--bip".to_string(),
+        format!("172.29.{n}.0/24"),
+    ]
+}
+
+static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 impl Drop for Daemon {
     fn drop(&mut self) {
         // Remove whatever containers are left so no mount, cgroup or process outlives the test.
@@ -160,5 +177,14 @@ impl Drop for Daemon {
             }
         }
         self.stop(false);
+        // The bridge is the one thing a daemon leaves by design; a test's own goes too.
+        if let Some(pos) = self.extra_args.iter().position(|a| a == "--bridge") {
+            if let Some(bridge) = self.extra_args.get(pos + 1) {
+                let _ = Command::new("ip")
+                    .args(["link", "delete", bridge])
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
     }
 }

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -69,11 +69,15 @@ fn full_ref(name: &str, tag: Option<&str>) -> String {
 pub async fn create(
     State(d): State<Arc<Daemon>>,
     axum::extract::RawQuery(raw): axum::extract::RawQuery,
-    body: Bytes,
+    body: Body,
 ) -> ApiResult<Response> {
     // `changes` repeats, which serde_urlencoded's struct form cannot collect: parse by hand.
     let mut q = CreateQuery::default();
     for (k, v) in url_pairs(raw.as_deref().unwrap_or("")) {
+        // Clients (bollard among them) send unset parameters as empty strings.
+        if v.is_empty() {
+            continue;
+        }
         match k.as_str() {
             "fromImage" => q.from_image = Some(v),
             "fromSrc" => q.from_src = Some(v),

@@ -14,6 +14,7 @@ pub mod hijack;
 pub mod logs_stream;
 pub mod mounts;
 pub mod names;
+pub mod network;
 pub mod paths;
 pub mod records;
 pub mod resolve;

@@ -34,6 +34,7 @@ pub struct Daemon {
     pub mounts: ImageMounts,
     pub records: Records,
     pub execs: Mutex<HashMap<String, ExecEntry>>,
+    pub network: skiff_runtime::network::NetworkManager,
     /// Our own binary, re-executed as the container shim and exec helper.
     pub exe: PathBuf,
     /// Serializes create/remove so names and mounts stay consistent.
@@ -51,6 +52,20 @@ impl Daemon {
             },
         )?;
         let records = Records::open(&paths.daemon_db())?;
+        let mut net_config =
+            skiff_runtime::network::NetworkConfig::new(paths.network_state(), &paths.exec_root);
+        net_config.subnet = args
+            .subnet
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--bip {}: {e}", args.subnet))?;
+        if args.bridge != net_config.bridge {
+            // A second daemon on its own bridge keeps its own iptables chains.
+            net_config.chain_prefix = args.bridge.to_ascii_uppercase().chars().take(10).collect();
+            net_config.bridge = args.bridge.clone();
+        }
+        let network = skiff_runtime::network::NetworkManager::restore(net_config)
+        .await
+        .map_err(|e| anyhow::anyhow!("setting up container networking: {e}"))?;
         let mounts = ImageMounts::new(paths.clone());
         mounts.clean_stale();
         let d = Daemon {
@@ -59,6 +74,7 @@ impl Daemon {
             mounts,
             records,
             execs: Mutex::new(HashMap::new()),
+            network,
             exe,
             lifecycle: tokio::sync::Mutex::new(()),
         };
@@ -77,6 +93,14 @@ impl Daemon {
                 return;
             }
         };
+        let known: Vec<String> = records.iter().map(|r| r.id.clone()).collect();
+        for id in self.network.attached().await {
+            if !known.contains(&id) {
+                if let Err(e) = self.network.release(&id).await {
+                    tracing::warn!(id = %id, "releasing the network of a vanished container: {e}");
+                }
+            }
+        }
         for r in records {
             match self.container_state(&r.id) {
                 Ok(st) => {
@@ -194,10 +218,43 @@ impl Daemon {
             nano_cpus: host.nano_cpus.filter(|c| *c > 0),
             pids_limit: host.pids_limit.filter(|p| *p > 0),
         };
-        rc.network = match host.network_mode.as_deref() {
-            Some("host") => skiff_runtime::NetworkMode::Host,
-            _ => skiff_runtime::NetworkMode::None,
+        let exposed: Vec<String> = body
+            .exposed_ports
+            .iter()
+            .flat_map(|m| m.keys().cloned())
+            .chain(
+                image
+                    .config
+                    .config()
+                    .as_ref()
+                    .and_then(|c| c.exposed_ports().clone())
+                    .unwrap_or_default(),
+            )
+            .collect();
+        let net_request = skiff_runtime::network::NetworkRequest {
+            container_id: id.clone(),
+            hostname: rc.hostname.clone().unwrap_or_else(|| id[..12].to_string()),
+            mode: super::network::mode(&host)?,
+            ports: super::network::ports(&host, &exposed)?,
         };
+        let attachment = match self.network.prepare(net_request).await {
+            Ok(a) => a,
+            Err(e) => {
+                self.mounts.release(&image.id);
+                return Err(match e {
+                    skiff_runtime::RuntimeError::PortInUse { .. } => ApiError::conflict(format!(
+                        "driver failed programming external connectivity: {e}"
+                    )),
+                    _ => ApiError::internal(format!("setting up the network: {e}")),
+                });
+            }
+        };
+        rc.network = match &attachment.netns_path {
+            Some(p) => skiff_runtime::NetworkMode::Join(p.clone()),
+            None => skiff_runtime::NetworkMode::Host,
+        };
+        rc.hosts = Some(attachment.hosts.clone());
+        rc.resolv_conf = Some(attachment.resolv_conf.clone());
         let mut config = bollard::models::ContainerConfig {
             image: Some(image_ref.clone()),
             cmd: body.cmd.clone(),
@@ -231,18 +288,23 @@ impl Daemon {
             host_config: host,
             path: resolved.argv[0].clone(),
             args: resolved.argv[1..].to_vec(),
-            network: None,
+            network: Some(super::network::summary(&attachment)),
             restart_count: 0,
         };
         let exe = self.exe.clone();
         let created = tokio::task::spawn_blocking(move || skiff_runtime::create(&exe, &rc)).await;
-        match created {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => {
-                let _ = std::fs::remove_dir_all(&dir);
-                return Err(ApiError::internal(format!("creating container: {e}")));
+        let failed = match created {
+            Ok(Ok(_)) => None,
+            Ok(Err(e)) => Some(format!("creating container: {e}")),
+            Err(e) => Some(format!("creating container: {e}")),
+        };
+        if let Some(msg) = failed {
+            let _ = std::fs::remove_dir_all(&dir);
+            if let Err(e) = self.network.release(&id).await {
+                tracing::warn!(id = %&id[..12], "releasing network after a failed create: {e}");
             }
-            Err(e) => return Err(ApiError::internal(format!("creating container: {e}"))),
+            self.mounts.release(&image.id);
+            return Err(ApiError::internal(msg));
         }
         self.records.insert(&record)?;
         tracing::info!(id = %&id[..12], name = %name, image = %record.image, "created container");
@@ -405,6 +467,9 @@ impl Daemon {
             .await
             .map_err(|e| ApiError::internal(e.to_string()))?
             .map_err(|e| ApiError::internal(format!("removing {}: {e}", r.name)))?;
+        if let Err(e) = self.network.release(&r.id).await {
+            tracing::warn!(id = %&r.id[..12], "releasing network: {e}");
+        }
         self.records.remove(&r.id)?;
         self.mounts.release(&r.image_id);
         tracing::info!(id = %&r.id[..12], "removed container");

@@ -40,6 +40,18 @@ fn familiar(name: &str) -> String {
         .unwrap_or_else(|_| name.to_string())
 }
 
+/// Streams a request body into a new file (imports can be gigabytes: never buffered).
+async fn write_body(body: axum::body::Body, path: &std::path::Path) -> std::io::Result<()> {
+    use futures::StreamExt;
+    use tokio::io::AsyncWriteExt;
+    let mut f = tokio::fs::File::create(path).await?;
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        f.write_all(&chunk.map_err(std::io::Error::other)?).await?;
+    }
+    f.flush().await
+}
+
 /// Unix seconds of an RFC 3339 time (0 when absent or malformed).
 fn unix_time(t: Option<&str>) -> i64 {
     t.and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
@@ -161,15 +173,16 @@ impl Daemon {
 
     pub async fn import_image(
         &self,
-        tar: bytes::Bytes,
+        tar: axum::body::Body,
         reference: &str,
         changes: &[String],
     ) -> ApiResult<String> {
         let changes = super::changes::parse(changes).map_err(ApiError::bad_request)?;
         let tmp = self.paths.data_root.join("tmp").join(format!("import-{}.tar", super::names::new_id()));
-        tokio::fs::write(&tmp, &tar)
-            .await
-            .map_err(|e| ApiError::internal(format!("writing {}: {e}", tmp.display())))?;
+        if let Err(e) = write_body(tar, &tmp).await {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Err(ApiError::internal(format!("receiving the import to {}: {e}", tmp.display())));
+        }
         let res = self
             .store
             .import(&tmp, reference, &changes, skiff_store::Compression::Gzip)

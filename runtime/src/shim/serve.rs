@@ -27,7 +27,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub(crate) fn bind(path: &Path) -> Result<UnixListener, StepFailure> {
     let _ = std::fs::remove_file(path);
-    let l = UnixListener::bind(path)
+    let l = crate::paths::with_socket_path(path, |p| UnixListener::bind(p))
         .map_err(|e| StepFailure::detail("bind", path.display(), e.to_string()))?;
     l.set_nonblocking(true)
         .map_err(|e| StepFailure::detail("bind", path.display(), e.to_string()))?;
