@@ -11,7 +11,7 @@ use skiff_tests::fixtures::{self, busybox_unavailable};
 use skiff_tests::registry::registry_unavailable;
 use skiff_tests::{require, Registry};
 
-fn store() -> (tempfile::TempDir, Store) {
+fn new_store() -> (tempfile::TempDir, Store) {
     let dir = tempfile::Builder::new()
         .prefix("skiff-store-")
         .tempdir()
@@ -140,7 +140,7 @@ fn pull_format(compression: Compression, tag: &str) {
         compression,
     ))
     .unwrap();
-    let (_d, store) = store();
+    let (_d, store) = new_store();
     let events = Arc::new(Mutex::new(Vec::new()));
     let ev = events.clone();
     let img = rt
@@ -250,7 +250,7 @@ fn pull_docker_v2s2_image() {
         .status()
         .unwrap();
     assert!(st.success());
-    let (_d, store) = store();
+    let (_d, store) = new_store();
     let reference = format!("{}/busybox:v2s2", reg.host());
     let img = rt.block_on(store.pull(&reference, QUIET)).unwrap();
     assert_eq!(
@@ -325,7 +325,7 @@ fn multi_arch_index_resolves_to_host_platform() {
         "application/vnd.oci.image.index.v1+json",
     ))
     .unwrap();
-    let (_d, store) = store();
+    let (_d, store) = new_store();
     let img = rt.block_on(store.pull(&r.to_string(), QUIET)).unwrap();
     assert_eq!(img.manifest_digest, amd);
     assert_eq!(
@@ -350,7 +350,7 @@ fn unknown_tag_is_not_found_naming_the_reference() {
         Compression::Gzip,
     ))
     .unwrap();
-    let (_d, store) = store();
+    let (_d, store) = new_store();
     for reference in [
         format!("{}/busybox:nope", reg.host()),
         format!("{}/nothere:latest", reg.host()),
@@ -368,7 +368,7 @@ fn unknown_tag_is_not_found_naming_the_reference() {
 #[test]
 fn unreachable_registry_error_names_host_and_port() {
     let port = skiff_tests::registry::free_port().unwrap();
-    let (_d, store) = store();
+    let (_d, store) = new_store();
     let rt = rt();
     let reference = format!("127.0.0.1:{port}/busybox:latest");
     let err = rt.block_on(store.pull(&reference, QUIET)).unwrap_err();
@@ -419,7 +419,7 @@ fn corrupt_blob_in_registry_fails_and_stores_nothing() {
     data[mid] ^= 0xff;
     std::fs::write(&path, &data).unwrap();
 
-    let (_d, store) = store();
+    let (_d, store) = new_store();
     let err = rt.block_on(store.pull(&reference, QUIET)).unwrap_err();
     assert!(
         matches!(&err, StoreError::DigestMismatch { expected, .. } if expected == layer),
@@ -453,7 +453,7 @@ fn interrupted_pull_leaves_no_image_and_repull_succeeds() {
     ))
     .unwrap();
     let reference = format!("{}/busybox:zstd", reg.host());
-    let (_d, store) = store();
+    let (_d, store) = new_store();
     let started = Arc::new(tokio::sync::Notify::new());
     let s2 = started.clone();
     let progress = move |p: PullProgress| {
@@ -498,7 +498,7 @@ fn rmi_untags_then_deletes() {
     ))
     .unwrap();
     let reference = format!("{}/busybox:gzip", reg.host());
-    let (_d, store) = store();
+    let (_d, store) = new_store();
     let img = rt.block_on(store.pull(&reference, QUIET)).unwrap();
     store.tag(&reference, "mine:v1").unwrap();
     let list = store.images().unwrap();
@@ -543,4 +543,214 @@ fn rmi_untags_then_deletes() {
         store.remove_image(&reference, false),
         Err(StoreError::ImageNotFound { .. })
     ));
+}
+
+/// A tar with one regular file per `(raw name, content)`, names written into the header
+/// verbatim (so hostile names survive).
+fn raw_tar(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, data) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.as_gnu_mut().unwrap().name[..name.len()].copy_from_slice(name.as_bytes());
+        h.set_cksum();
+        b.append(&h, *data).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+/// Pushes an image whose layers are the given uncompressed tars (gzip-compressed).
+fn push_tars(rt: &tokio::runtime::Runtime, reference: &str, tars: &[Vec<u8>]) -> Vec<String> {
+    use std::io::Write;
+    let client = skiff_store::RegistryClient::new(Default::default());
+    let r = skiff_store::ImageReference::parse(reference).unwrap();
+    let mut layers = Vec::new();
+    let mut diff_ids = Vec::new();
+    for t in tars {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(t).unwrap();
+        let blob = gz.finish().unwrap();
+        let digest = skiff_store::content::sha256_digest(&blob);
+        rt.block_on(client.push_blob(&r, &digest, blob.clone().into()))
+            .unwrap();
+        diff_ids.push(skiff_store::content::sha256_digest(t));
+        layers.push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+            "digest": digest, "size": blob.len()}));
+    }
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux", "config": {},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids}}))
+    .unwrap();
+    let config_digest = skiff_store::content::sha256_digest(&config);
+    rt.block_on(client.push_blob(&r, &config_digest, config.clone().into()))
+        .unwrap();
+    let manifest = serde_json::json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": config_digest, "size": config.len()},
+        "layers": layers});
+    rt.block_on(client.push_manifest(
+        &r,
+        serde_json::to_vec(&manifest).unwrap().into(),
+        "application/vnd.oci.image.manifest.v1+json",
+    ))
+    .unwrap();
+    layers
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn hostile_layer_paths_are_normalised_or_refused() {
+    require!(
+        "hostile_layer_paths_are_normalised_or_refused",
+        registry_unavailable()
+    );
+    let reg = Registry::start().unwrap();
+    let rt = rt();
+    let (_d, store) = new_store();
+
+    // Absolute paths and `..` that stays inside the root are normalised like Docker does.
+    let ok = format!("{}/odd:paths", reg.host());
+    push_tars(
+        &rt,
+        &ok,
+        &[raw_tar(&[
+            ("/etc/abs", b"abs"),
+            ("a/../b", b"b"),
+            ("/../../c", b"c"),
+            ("./d/.wh.e", b""),
+        ])],
+    );
+    let img = rt.block_on(store.pull(&ok, QUIET)).unwrap();
+    let idx = store.layer_indexes(&img.id).unwrap();
+    let paths: Vec<&str> = idx[0].entries.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(paths, ["etc/abs", "b", "c", "d/.wh.e"]);
+    let files = by_path(&idx);
+    assert_eq!(read_all(&store, &idx[0].digest, &files["c"]), b"c");
+
+    // A relative path climbing out of the root: the layer is refused, naming layer and path.
+    let bad = format!("{}/evil:latest", reg.host());
+    let layers = push_tars(
+        &rt,
+        &bad,
+        &[
+            raw_tar(&[("fine", b"x")]),
+            raw_tar(&[("ok", b"1"), ("x/../../evil.sh", b"#!/bin/sh\n")]),
+        ],
+    );
+    let err = rt.block_on(store.pull(&bad, QUIET)).unwrap_err();
+    match &err {
+        StoreError::BadLayerEntry { layer, path, .. } => {
+            assert_eq!(layer, &layers[1]);
+            assert_eq!(path, "x/../../evil.sh");
+        }
+        other => panic!("expected BadLayerEntry, got {other:?}"),
+    }
+    assert!(err.to_string().contains("x/../../evil.sh"), "{err}");
+    assert!(store.image(&bad).is_err());
+    assert_eq!(store.images().unwrap().len(), 1);
+    assert!(!store.layer_dir(&layers[1]).unwrap().exists());
+}
+
+#[test]
+fn fetch_range_returns_exact_blob_bytes() {
+    require!(
+        "fetch_range_returns_exact_blob_bytes",
+        registry_unavailable(),
+        busybox_unavailable()
+    );
+    let reg = Registry::start().unwrap();
+    let rt = rt();
+    rt.block_on(fixtures::push_busybox(
+        &reg.host(),
+        "busybox:zstd",
+        Compression::Zstd,
+    ))
+    .unwrap();
+    let r = skiff_store::ImageReference::parse(&format!("{}/busybox:zstd", reg.host())).unwrap();
+    let client = skiff_store::RegistryClient::new(Default::default());
+    let resolved = rt.block_on(client.resolve(&r)).unwrap();
+    let layer = &resolved.manifest.layers[0];
+    let whole = std::fs::read(registry_blob(&reg, &layer.digest)).unwrap();
+    let c2 = client.clone();
+    for (off, len) in [(0u64, 1u64), (1000, 4096), (whole.len() as u64 - 7, 7)] {
+        let before = c2.bytes_downloaded();
+        let got = rt
+            .block_on(c2.fetch_range(&r, &layer.digest, off, len))
+            .unwrap();
+        assert_eq!(&got[..], &whole[off as usize..(off + len) as usize]);
+        // A real Range request: only the range came over the wire.
+        assert_eq!(c2.bytes_downloaded() - before, len);
+    }
+    // Past the end: an error, not short data.
+    assert!(rt
+        .block_on(client.fetch_range(&r, &layer.digest, whole.len() as u64 - 2, 10))
+        .is_err());
+    // Unknown blob: not found, naming the digest.
+    let missing = format!("sha256:{}", "0".repeat(64));
+    let err = rt
+        .block_on(client.fetch_range(&r, &missing, 0, 10))
+        .unwrap_err();
+    assert!(err.to_string().contains(&missing), "{err}");
+}
+
+#[test]
+fn import_from_tar_and_push_roundtrip() {
+    require!(
+        "import_from_tar_and_push_roundtrip",
+        registry_unavailable(),
+        busybox_unavailable()
+    );
+    let reg = Registry::start().unwrap();
+    let rt = rt();
+    let tmp = tempfile::tempdir().unwrap();
+    let tarfile = tmp.path().join("rootfs.tar");
+    std::fs::write(
+        &tarfile,
+        raw_tar(&[("hello.txt", b"hi"), ("bin/tool", b"binary")]),
+    )
+    .unwrap();
+    let (_d, store) = new_store();
+    let changes = skiff_store::ImageChanges {
+        cmd: Some(vec!["/bin/tool".into()]),
+        env: vec!["A=b".into()],
+        working_dir: Some("/work".into()),
+        user: Some("nobody".into()),
+        exposed_ports: vec!["8080".into()],
+        ..Default::default()
+    };
+    let reference = format!("{}/imported:v1", reg.host());
+    let img = rt
+        .block_on(store.import(&tarfile, &reference, &changes, Compression::Zstd))
+        .unwrap();
+    let cfg = img.config.config().as_ref().unwrap();
+    assert_eq!(cfg.working_dir().as_deref(), Some("/work"));
+    assert_eq!(cfg.user().as_deref(), Some("nobody"));
+    assert_eq!(cfg.env().as_ref().unwrap(), &vec!["A=b".to_string()]);
+    assert_eq!(
+        cfg.exposed_ports().as_ref().unwrap(),
+        &vec!["8080/tcp".to_string()]
+    );
+    let idx = store.layer_indexes(&img.id).unwrap();
+    let files = by_path(&idx);
+    assert_eq!(
+        read_all(&store, &idx[0].digest, &files["bin/tool"]),
+        b"binary"
+    );
+    let digest = rt.block_on(store.push(&reference)).unwrap();
+    assert_eq!(digest, img.manifest_digest);
+    // A fresh store pulls the same image back.
+    let (_d2, other) = new_store();
+    let pulled = rt.block_on(other.pull(&reference, QUIET)).unwrap();
+    assert_eq!(pulled.id, img.id);
+    assert_eq!(pulled.manifest_digest, img.manifest_digest);
+    assert_eq!(pulled.diff_ids, img.diff_ids);
 }
