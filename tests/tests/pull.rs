@@ -754,3 +754,83 @@ fn import_from_tar_and_push_roundtrip() {
     assert_eq!(pulled.manifest_digest, img.manifest_digest);
     assert_eq!(pulled.diff_ids, img.diff_ids);
 }
+
+#[test]
+fn basic_auth_credentials_come_from_docker_config() {
+    require!(
+        "basic_auth_credentials_come_from_docker_config",
+        registry_unavailable(),
+        busybox_unavailable(),
+        which("python3")
+    );
+    use base64::Engine as _;
+    let tmp = tempfile::tempdir().unwrap();
+    // bcrypt via the system's crypt(3), as the registry's htpasswd wants.
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import crypt; print(crypt.crypt('s3cret', crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=16)))",
+        ])
+        .output()
+        .unwrap();
+    let hash = String::from_utf8(out.stdout).unwrap();
+    if !hash.starts_with("$2") {
+        skiff_tests::skip::skip(
+            "basic_auth_credentials_come_from_docker_config",
+            "python3 crypt has no bcrypt",
+        );
+        return;
+    }
+    let htpasswd = tmp.path().join("htpasswd");
+    std::fs::write(&htpasswd, format!("alice:{}", hash.trim())).unwrap();
+    let reg = Registry::start_with_htpasswd(&htpasswd).unwrap();
+    let auth = base64::engine::general_purpose::STANDARD.encode("alice:s3cret");
+    let config = tmp.path().join("config.json");
+    std::fs::write(
+        &config,
+        format!(r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#, reg.host()),
+    )
+    .unwrap();
+    let with_creds = |root: &std::path::Path| {
+        Store::open(
+            root,
+            StoreOptions {
+                docker_config: Some(config.clone()),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+    };
+    let rt = rt();
+    let reference = format!("{}/private:v1", reg.host());
+    let rootfs = tmp.path().join("rootfs");
+    std::fs::create_dir(&rootfs).unwrap();
+    fixtures::build_busybox_rootfs(&rootfs).unwrap();
+    let pusher = with_creds(&tmp.path().join("push"));
+    rt.block_on(pusher.import(
+        &rootfs,
+        &reference,
+        &fixtures::busybox_changes(),
+        Compression::Gzip,
+    ))
+    .unwrap();
+    rt.block_on(pusher.push(&reference)).unwrap();
+
+    // Without credentials: refused, naming the reference.
+    let anon = Store::open(
+        &tmp.path().join("anon"),
+        StoreOptions {
+            docker_config: Some(tmp.path().join("missing.json")),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let err = rt.block_on(anon.pull(&reference, QUIET)).unwrap_err();
+    eprintln!("anonymous pull: {err}");
+    assert!(err.to_string().contains(&reference), "{err}");
+    assert!(anon.images().unwrap().is_empty());
+    // With them: pulled.
+    let store = with_creds(&tmp.path().join("pull"));
+    rt.block_on(store.pull(&reference, QUIET)).unwrap();
+    check_busybox(&store, &reference);
+}
