@@ -112,7 +112,6 @@ mod tests {
     use crate::layer::tar_index::normalize_path;
     use crate::layer::LocalContentReader;
     use crate::layer_index::{ChunkLocation, ChunkRef, ContentReader};
-    use std::io::Write as _;
 
     fn sample_tar() -> Vec<u8> {
         let mut b = tar::Builder::new(Vec::new());
