@@ -842,3 +842,69 @@ fn basic_auth_credentials_come_from_docker_config() {
     rt.block_on(store.pull(&reference, QUIET)).unwrap();
     check_busybox(&store, &reference);
 }
+
+#[test]
+fn zstd_chunked_image_pulls_in_full() {
+    require!(
+        "zstd_chunked_image_pulls_in_full",
+        registry_unavailable(),
+        busybox_unavailable(),
+        which("skopeo")
+    );
+    let reg = Registry::start().unwrap();
+    let rt = rt();
+    rt.block_on(fixtures::push_busybox(
+        &reg.host(),
+        "busybox:gzip",
+        Compression::Gzip,
+    ))
+    .unwrap();
+    // skopeo writes zstd:chunked into a local layout first, then pushes it unchanged.
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = format!("oci:{}:chunked", tmp.path().join("layout").display());
+    let skopeo = |args: &[&str]| {
+        let out = std::process::Command::new("skopeo")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "skopeo {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let src = format!("docker://{}/busybox:gzip", reg.host());
+    let dst = format!("docker://{}/busybox:chunked", reg.host());
+    skopeo(&[
+        "copy",
+        "--quiet",
+        "--src-tls-verify=false",
+        "--dest-compress-format",
+        "zstd:chunked",
+        "--dest-compress",
+        &src,
+        &layout,
+    ]);
+    skopeo(&[
+        "copy",
+        "--quiet",
+        "--preserve-digests",
+        "--dest-tls-verify=false",
+        &layout,
+        &dst,
+    ]);
+    let reference = format!("{}/busybox:chunked", reg.host());
+    let client = skiff_store::RegistryClient::new(Default::default());
+    let resolved = rt
+        .block_on(client.resolve(&skiff_store::ImageReference::parse(&reference).unwrap()))
+        .unwrap();
+    let layer = &resolved.manifest.layers[0];
+    assert!(
+        skiff_store::layer::compression::is_zstd_chunked(layer.annotations.as_ref()),
+        "skopeo did not write zstd:chunked: {layer:?}"
+    );
+    let (_d, store) = new_store();
+    let img = rt.block_on(store.pull(&reference, QUIET)).unwrap();
+    assert_eq!(img.layers[0].format, "tar+zstd");
+    check_busybox(&store, &reference);
+}
