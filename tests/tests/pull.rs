@@ -82,14 +82,7 @@ fn pull_docker_v2s2_image() {
         busybox_unavailable(),
         which("skopeo")
     );
-    let reg = Registry::start().unwrap();
-    let rt = rt();
-    rt.block_on(fixtures::push_busybox(
-        &reg.host(),
-        "busybox:gzip",
-        Compression::Gzip,
-    ))
-    .unwrap();
+    let (reg, rt, _) = registry_with_busybox("gzip", Compression::Gzip);
     // Convert with skopeo (test code checks skiff from outside with external tools).
     let st = std::process::Command::new("skopeo")
         .args([
@@ -186,14 +179,7 @@ fn fetch_range_returns_exact_blob_bytes() {
         registry_unavailable(),
         busybox_unavailable()
     );
-    let reg = Registry::start().unwrap();
-    let rt = rt();
-    rt.block_on(fixtures::push_busybox(
-        &reg.host(),
-        "busybox:zstd",
-        Compression::Zstd,
-    ))
-    .unwrap();
+    let (reg, rt, _) = registry_with_busybox("zstd", Compression::Zstd);
     let r = skiff_store::ImageReference::parse(&format!("{}/busybox:zstd", reg.host())).unwrap();
     let client = skiff_store::RegistryClient::new(Default::default());
     let resolved = rt.block_on(client.resolve(&r)).unwrap();
@@ -362,14 +348,7 @@ fn zstd_chunked_image_pulls_in_full() {
         busybox_unavailable(),
         which("skopeo")
     );
-    let reg = Registry::start().unwrap();
-    let rt = rt();
-    rt.block_on(fixtures::push_busybox(
-        &reg.host(),
-        "busybox:gzip",
-        Compression::Gzip,
-    ))
-    .unwrap();
+    let (reg, rt, _) = registry_with_busybox("gzip", Compression::Gzip);
     // skopeo writes zstd:chunked into a local layout first, then pushes it unchanged.
     let tmp = tempfile::tempdir().unwrap();
     let layout = format!("oci:{}:chunked", tmp.path().join("layout").display());

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use skiff_store::{
     Compression, PullProgress, PullStatus, Removed, Store, StoreError, StoreOptions,
 };
-use skiff_tests::fixtures::{self, busybox_unavailable};
+use skiff_tests::fixtures::busybox_unavailable;
 use skiff_tests::registry::registry_unavailable;
 use skiff_tests::{require, Registry};
 
@@ -20,14 +20,7 @@ fn unknown_tag_is_not_found_naming_the_reference() {
         registry_unavailable(),
         busybox_unavailable()
     );
-    let reg = Registry::start().unwrap();
-    let rt = rt();
-    rt.block_on(fixtures::push_busybox(
-        &reg.host(),
-        "busybox:gzip",
-        Compression::Gzip,
-    ))
-    .unwrap();
+    let (reg, rt, _) = registry_with_busybox("gzip", Compression::Gzip);
     let (_d, store) = new_store();
     for reference in [
         format!("{}/busybox:nope", reg.host()),
@@ -67,15 +60,7 @@ fn corrupt_blob_in_registry_fails_and_stores_nothing() {
         registry_unavailable(),
         busybox_unavailable()
     );
-    let reg = Registry::start().unwrap();
-    let rt = rt();
-    rt.block_on(fixtures::push_busybox(
-        &reg.host(),
-        "busybox:gzip",
-        Compression::Gzip,
-    ))
-    .unwrap();
-    let reference = format!("{}/busybox:gzip", reg.host());
+    let (reg, rt, reference) = registry_with_busybox("gzip", Compression::Gzip);
     let client = skiff_store::RegistryClient::new(Default::default());
     let resolved = rt
         .block_on(client.resolve(&skiff_store::ImageReference::parse(&reference).unwrap()))
@@ -112,15 +97,7 @@ fn interrupted_pull_leaves_no_image_and_repull_succeeds() {
         registry_unavailable(),
         busybox_unavailable()
     );
-    let reg = Registry::start().unwrap();
-    let rt = rt();
-    rt.block_on(fixtures::push_busybox(
-        &reg.host(),
-        "busybox:zstd",
-        Compression::Zstd,
-    ))
-    .unwrap();
-    let reference = format!("{}/busybox:zstd", reg.host());
+    let (_reg, rt, reference) = registry_with_busybox("zstd", Compression::Zstd);
     let (_d, store) = new_store();
     let started = Arc::new(tokio::sync::Notify::new());
     let s2 = started.clone();
@@ -165,15 +142,7 @@ fn rmi_untags_then_deletes() {
         registry_unavailable(),
         busybox_unavailable()
     );
-    let reg = Registry::start().unwrap();
-    let rt = rt();
-    rt.block_on(fixtures::push_busybox(
-        &reg.host(),
-        "busybox:gzip",
-        Compression::Gzip,
-    ))
-    .unwrap();
-    let reference = format!("{}/busybox:gzip", reg.host());
+    let (_reg, rt, reference) = registry_with_busybox("gzip", Compression::Gzip);
     let (_d, store) = new_store();
     let img = rt.block_on(store.pull(&reference, QUIET)).unwrap();
     store.tag(&reference, "mine:v1").unwrap();

@@ -236,3 +236,21 @@ pub fn push_tars(rt: &tokio::runtime::Runtime, reference: &str, tars: &[Vec<u8>]
         .map(|l| l["digest"].as_str().unwrap().to_string())
         .collect()
 }
+
+/// A fresh registry holding the busybox fixture as `busybox:<tag>`; returns the registry,
+/// a runtime and the image's reference.
+pub fn registry_with_busybox(
+    tag: &str,
+    compression: skiff_store::Compression,
+) -> (Registry, tokio::runtime::Runtime, String) {
+    let reg = Registry::start().unwrap();
+    let rt = rt();
+    rt.block_on(fixtures::push_busybox(
+        &reg.host(),
+        &format!("busybox:{tag}"),
+        compression,
+    ))
+    .unwrap();
+    let reference = format!("{}/busybox:{tag}", reg.host());
+    (reg, rt, reference)
+}
