@@ -5,6 +5,7 @@
 use std::io::Write;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use oci_spec::image::ImageConfiguration;
 
@@ -180,23 +181,82 @@ impl Store {
                 }
             })?
         };
-        if !self.inner.blobs.contains(&layer.digest) {
-            let mut w = self.inner.blobs.writer(&layer.digest)?;
-            self.inner
-                .registry
-                .pull_blob(r, &layer.digest, &mut w, &|n| {
-                    event(PullStatus::Downloading, n)
-                })
+        if self.inner.blobs.contains(&layer.digest) {
+            event(PullStatus::Extracting, layer.size);
+            let row = self
+                .store_local_layer(&layer.digest, &layer.media_type, compression, Some(diff_id))
                 .await?;
-            event(PullStatus::Verifying, layer.size);
-            w.flush()
-                .map_err(|e| StoreError::io(self.inner.blobs.tmp_dir(), e))?;
-            w.commit()?;
+            event(PullStatus::Complete, layer.size);
+            return Ok(row);
         }
+        // Download and unpack at once: the blob goes to the blob store while the same
+        // bytes feed the decompressor and tar indexer on a blocking thread.
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(64);
+        let inner = Arc::clone(&self.inner);
+        let dir = self.layer_dir(&layer.digest)?;
+        let (digest, did) = (layer.digest.clone(), diff_id.to_string());
+        let unpack = tokio::task::spawn_blocking(move || {
+            let src = ChannelReader {
+                rx,
+                cur: Bytes::new(),
+            };
+            unpack_layer(
+                src,
+                compression,
+                &digest,
+                Some(&did),
+                inner.blobs.tmp_dir(),
+                &dir,
+            )
+        });
+        let mut blob = self.inner.blobs.writer(&layer.digest)?;
+        let downloaded: Result<()> = async {
+            let mut stream = self.inner.registry.blob_stream(r, &layer.digest).await?;
+            let mut total = 0u64;
+            let mut feeding = true;
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk?;
+                total += chunk.len() as u64;
+                blob.write_all(&chunk)
+                    .map_err(|e| StoreError::io(self.inner.blobs.tmp_dir(), e))?;
+                // A closed channel means the unpacker failed; its error is reported below.
+                if feeding && tx.send(chunk).await.is_err() {
+                    feeding = false;
+                }
+                event(PullStatus::Downloading, total);
+            }
+            Ok(())
+        }
+        .await;
+        drop(tx);
+        event(PullStatus::Verifying, layer.size);
+        let unpacked = unpack.await.expect("layer unpack task panicked");
+        let committed = downloaded.and_then(|()| {
+            blob.flush()
+                .map_err(|e| StoreError::io(self.inner.blobs.tmp_dir(), e))?;
+            blob.commit()
+        });
+        let (unpacked, (_, size)) = match (unpacked, committed) {
+            (Ok(u), Ok(c)) => (u, c),
+            (u, c) => {
+                // The download's error comes first: it explains the unpacker's.
+                if u.is_ok() {
+                    let _ = std::fs::remove_dir_all(self.layer_dir(&layer.digest)?);
+                }
+                return Err(c.err().or(u.err()).expect("one side failed"));
+            }
+        };
         event(PullStatus::Extracting, layer.size);
-        let row = self
-            .store_local_layer(&layer.digest, &layer.media_type, compression, Some(diff_id))
-            .await?;
+        let row = LayerRow {
+            digest: layer.digest.clone(),
+            media_type: layer.media_type.clone(),
+            size,
+            diff_id: unpacked.diff_id,
+            format: compression.as_str().to_string(),
+            state: "local".to_string(),
+            tar_size: unpacked.tar_size,
+        };
+        self.inner.db.put_layer(&row, &unpacked.index)?;
         event(PullStatus::Complete, layer.size);
         Ok(row)
     }
@@ -243,6 +303,28 @@ impl Store {
         })
         .await
         .expect("layer unpack task panicked")
+    }
+}
+
+/// Reads the chunks a download sends; end of file when the sender is gone (which, after
+/// an interrupted download, makes the unpacker fail on a truncated stream).
+struct ChannelReader {
+    rx: tokio::sync::mpsc::Receiver<Bytes>,
+    cur: Bytes,
+}
+
+impl std::io::Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.cur.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(b) => self.cur = b,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.cur.len());
+        buf[..n].copy_from_slice(&self.cur[..n]);
+        let _ = self.cur.split_to(n);
+        Ok(n)
     }
 }
 

@@ -41,6 +41,16 @@ pub struct Registry {
 impl Registry {
     /// Starts a registry on 127.0.0.1 at a free port and waits until `/v2/` answers.
     pub fn start() -> Result<Registry> {
+        Self::start_with_auth(None)
+    }
+
+    /// Like [`Registry::start`], requiring HTTP basic auth checked against `htpasswd`
+    /// (bcrypt entries) when given.
+    pub fn start_with_htpasswd(htpasswd: &Path) -> Result<Registry> {
+        Self::start_with_auth(Some(htpasswd))
+    }
+
+    fn start_with_auth(htpasswd: Option<&Path>) -> Result<Registry> {
         let dir = tempfile::Builder::new()
             .prefix("skiff-registry-")
             .tempdir()?;
@@ -51,8 +61,14 @@ impl Registry {
         std::fs::write(
             &config,
             format!(
-                "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
-                storage.display()
+                "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{}",
+                storage.display(),
+                htpasswd
+                    .map(|p| format!(
+                        "auth:\n  htpasswd:\n    realm: skiff-test\n    path: {}\n",
+                        p.display()
+                    ))
+                    .unwrap_or_default()
             ),
         )?;
         let log = dir.path().join("registry.log");
@@ -97,7 +113,8 @@ impl Registry {
                 );
             }
             if let Ok(status) = self.get_status("/v2/") {
-                if status == 200 {
+                // 401: up, and asking for the credentials it was configured with.
+                if status == 200 || status == 401 {
                     return Ok(());
                 }
             }

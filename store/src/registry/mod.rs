@@ -227,6 +227,36 @@ impl RegistryClient {
         })
     }
 
+    /// Opens blob `digest` of `r`'s repository as a stream of chunks, verified against the
+    /// digest: the stream's last item is an error if the bytes did not match, so nothing
+    /// read from it may be kept before the stream has ended cleanly.
+    pub async fn blob_stream(
+        &self,
+        r: &ImageReference,
+        digest: &str,
+    ) -> Result<futures::stream::BoxStream<'static, Result<Bytes>>> {
+        let (client, oci) = self.client(r).await;
+        let desc = OciDescriptor {
+            digest: digest.to_string(),
+            ..Default::default()
+        };
+        let blob_ref = r.with_digest(digest);
+        let stream = client
+            .pull_blob_stream(&oci, &desc)
+            .await
+            .map_err(|e| self.err(&blob_ref, "fetch blob", e))?;
+        let this = self.clone();
+        Ok(stream
+            .map(move |chunk| match chunk {
+                Ok(c) => {
+                    this.count(c.len() as u64);
+                    Ok(c)
+                }
+                Err(e) => Err(this.err(&blob_ref, "read blob", e.into())),
+            })
+            .boxed())
+    }
+
     /// Streams blob `digest` of `r`'s repository into `out`, verifying the digest as it
     /// goes (an error at the end means the bytes written must be discarded). `progress`
     /// gets the running byte count. Returns the blob size.
@@ -237,21 +267,11 @@ impl RegistryClient {
         out: &mut (dyn Write + Send),
         progress: &(dyn Fn(u64) + Send + Sync),
     ) -> Result<u64> {
-        let (client, oci) = self.client(r).await;
-        let desc = OciDescriptor {
-            digest: digest.to_string(),
-            ..Default::default()
-        };
-        let blob_ref = r.with_digest(digest);
-        let mut stream = client
-            .pull_blob_stream(&oci, &desc)
-            .await
-            .map_err(|e| self.err(&blob_ref, "fetch blob", e))?;
+        let mut stream = self.blob_stream(r, digest).await?;
         let mut total = 0u64;
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| self.err(&blob_ref, "read blob", e.into()))?;
+            let chunk = chunk?;
             total += chunk.len() as u64;
-            self.count(chunk.len() as u64);
             out.write_all(&chunk)
                 .map_err(|e| StoreError::io(format!("<blob {digest}>"), e))?;
             progress(total);
