@@ -82,14 +82,24 @@ fn docker_tutorial_walkthrough() {
     let cid = d.ok(&["create", "--name", "once", &image, "sh", "-c", "echo ran-once; echo to-stderr >&2"]);
     assert!(d.ok(&["ps", "-a"]).contains("Created"));
     let out = d.run(&["start", "-a", cid.trim()]);
-    assert_eq!(code(&out), 0);
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "ran-once\n");
-    assert_eq!(String::from_utf8_lossy(&out.stderr), "to-stderr\n");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(code(&out), 0, "stdout {stdout:?} stderr {stderr:?}");
+    assert_eq!(stdout, "ran-once\n", "stderr {stderr:?}");
+    assert_eq!(stderr, "to-stderr\n", "stdout {stdout:?}");
     let logs = d.run(&["logs", "once"]);
     assert_eq!(String::from_utf8_lossy(&logs.stdout), "ran-once\n");
     assert_eq!(String::from_utf8_lossy(&logs.stderr), "to-stderr\n");
-    let logs_t = d.ok(&["logs", "-t", "--tail", "1", "once"]);
-    assert!(logs_t.ends_with(" ran-once\n") && logs_t.contains('T'), "{logs_t}");
+    // --tail counts entries of both streams: the last one is the stderr line.
+    let logs_t = d.run(&["logs", "-t", "--tail", "1", "once"]);
+    let (tail_out, tail_err) = (
+        String::from_utf8_lossy(&logs_t.stdout),
+        String::from_utf8_lossy(&logs_t.stderr),
+    );
+    assert_eq!(tail_out, "");
+    assert!(tail_err.ends_with("Z to-stderr\n") && tail_err.contains('T'), "{tail_err}");
 
     // 6. exit codes as Docker's.
     assert_eq!(code(&d.run(&["run", "--rm", &image, "sh", "-c", "exit 3"])), 3);

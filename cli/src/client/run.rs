@@ -17,7 +17,9 @@ use crate::exit::Exit;
 
 pub async fn create(docker: &Docker, args: &CreateArgs) -> Result<()> {
     let config = container_config(&args.opts, false, false)?;
-    let id = create_container(docker, &args.opts, config).await?;
+    let id = create_container(docker, &args.opts, config)
+        .await
+        .map_err(engine_error)?;
     println!("{id}");
     Ok(())
 }
