@@ -186,7 +186,7 @@ pub async fn attach(
     };
     let shim = d.attach_container(&r, streams, flag(&q.logs)).await?;
     Ok(hijack::upgrade(req, tty, move |conn| async move {
-        super::attach_bridge::bridge(conn, shim, tty).await;
+        super::attach_bridge::bridge(conn, shim, tty, streams.stdin).await;
     }))
 }
 

@@ -6,8 +6,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::hijack::{frame, Conn, StreamKind};
 
-/// Pumps both ways until the container's output ends (its `Exit` frame or EOF).
-pub async fn bridge(conn: Conn, shim: std::os::unix::net::UnixStream, tty: bool) {
+/// Pumps both ways until the container's output ends (its `Exit` frame or EOF). Client
+/// bytes go to the container only when `stdin` was asked for: Docker's CLI half-closes the
+/// connection at once when it attaches without stdin, which must not close the container's.
+pub async fn bridge(conn: Conn, shim: std::os::unix::net::UnixStream, tty: bool, stdin: bool) {
     if shim.set_nonblocking(true).is_err() {
         return;
     }
@@ -21,25 +23,31 @@ pub async fn bridge(conn: Conn, shim: std::os::unix::net::UnixStream, tty: bool)
     let (mut shim_r, mut shim_w) = shim.into_split();
     let (mut conn_r, mut conn_w) = tokio::io::split(conn);
 
+    // The task owns the shim's write half until the bridge ends: dropping it would shut the
+    // socket's write side, which the shim reads as the client leaving.
     let input = tokio::spawn(async move {
-        let mut buf = vec![0u8; 32 * 1024];
-        loop {
-            match conn_r.read(&mut buf).await {
-                Ok(0) | Err(_) => {
-                    let _ = shim_w.write_all(&Frame::CloseStdin.encode()).await;
-                    return;
-                }
-                Ok(n) => {
-                    if shim_w
-                        .write_all(&Frame::Stdin(buf[..n].to_vec()).encode())
-                        .await
-                        .is_err()
-                    {
-                        return;
+        if stdin {
+            let mut buf = vec![0u8; 32 * 1024];
+            loop {
+                match conn_r.read(&mut buf).await {
+                    Ok(0) | Err(_) => {
+                        let _ = shim_w.write_all(&Frame::CloseStdin.encode()).await;
+                        break;
+                    }
+                    Ok(n) => {
+                        if shim_w
+                            .write_all(&Frame::Stdin(buf[..n].to_vec()).encode())
+                            .await
+                            .is_err()
+                        {
+                            break;
+                        }
                     }
                 }
             }
         }
+        std::future::pending::<()>().await;
+        drop(shim_w);
     });
 
     let mut pending: Vec<u8> = Vec::new();

@@ -118,6 +118,14 @@ impl Daemon {
 
     pub async fn shutdown(&self) {
         self.mounts.unmount_all();
+        // The namespace directory is a bind mount of itself (as `ip netns` makes it); with no
+        // container left to pin a namespace in it, it goes too.
+        if self.network.attached().await.is_empty() {
+            let dir = self.paths.netns_dir();
+            if nix::mount::umount2(&dir, nix::mount::MntFlags::MNT_DETACH).is_ok() {
+                let _ = std::fs::remove_dir(&dir);
+            }
+        }
     }
 
     // ---------- containers ----------
