@@ -25,6 +25,10 @@ use db::CacheDb;
 use files::ChunkFiles;
 use flight::{Claim, Flights, Semaphore};
 
+/// Chunks separated by at most this many blob bytes are fetched in one request (the gap is
+/// typically a compressed tar header; containers/storage merges below 1 KiB too).
+pub const MERGE_GAP: u64 = 1024;
+
 /// Settings of a [`ChunkCache`].
 #[derive(Debug, Clone)]
 pub struct ChunkCacheConfig {
@@ -484,14 +488,17 @@ impl ChunkCache {
         let mut first_err: Option<StoreError> = None;
         let mut k = 0;
         while k < owned.len() {
-            // A run: consecutive chunks that are adjacent in the blob, at most 64.
+            // A run: consecutive chunks that follow each other in the blob, at most 64, with
+            // gaps (other files' tar headers) of at most MERGE_GAP bytes fetched along.
             let mut end = k + 1;
-            while end < owned.len()
-                && end - k < 64
-                && owned[end] == owned[end - 1] + 1
-                && wants[owned[end]].blob_offset
-                    == wants[owned[end - 1]].blob_offset + wants[owned[end - 1]].blob_len
-            {
+            while end < owned.len() && end - k < 64 && owned[end] == owned[end - 1] + 1 {
+                let prev = &wants[owned[end - 1]];
+                let gap = wants[owned[end]]
+                    .blob_offset
+                    .checked_sub(prev.blob_offset + prev.blob_len);
+                if !gap.is_some_and(|g| g <= MERGE_GAP) {
+                    break;
+                }
                 end += 1;
             }
             let run: Vec<Want> = owned[k..end].iter().map(|&i| wants[i].clone()).collect();
@@ -533,6 +540,39 @@ impl ChunkCache {
             .into_iter()
             .map(|b| b.expect("every chunk filled"))
             .collect())
+    }
+}
+
+impl ChunkCache {
+    /// Fetches (coalesced, verified, stored) whichever of `chunks` are not cached yet, e.g.
+    /// from a recorded start-up profile. Local chunks are ignored.
+    pub fn prefetch(&self, layer_digest: &str, chunks: &[ChunkRef]) -> Result<()> {
+        let wants: Vec<Want> = chunks
+            .iter()
+            .filter_map(|c| match &c.location {
+                ChunkLocation::Compressed {
+                    blob_offset,
+                    blob_len,
+                    digest,
+                } => Some(Want {
+                    blob_offset: *blob_offset,
+                    blob_len: *blob_len,
+                    len: c.len,
+                    digest,
+                }),
+                ChunkLocation::Local { .. } => None,
+            })
+            .collect();
+        for group in wants.chunks(64) {
+            let digests: Vec<&str> = group.iter().map(|w| w.digest).collect();
+            let pins = self.pin(&digests);
+            self.get_chunks(layer_digest, group)?;
+            drop(pins);
+            if self.disk_usage() > self.budget {
+                self.evict_to(self.budget)?;
+            }
+        }
+        Ok(())
     }
 }
 

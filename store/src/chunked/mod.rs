@@ -15,7 +15,10 @@ use sha2::{Digest, Sha256};
 pub use footer::{ChunkedFormat, TocLocation};
 pub use source::{BlobSource, FileBlobSource, RegistryBlobSource, RetryPolicy};
 pub use toc::{Toc, TocEntry};
-pub use writer::{write_zstd_chunked, ChunkedLayer, WriterOptions, CHUNK_SIZE};
+pub use writer::{
+    convert_tar_file, layer_annotations, write_zstd_chunked, ChunkedLayer, WriterOptions,
+    CHUNK_SIZE, MEDIA_TYPE_LAYER_ZSTD,
+};
 
 use crate::{LayerIndex, Result, StoreError};
 
@@ -79,6 +82,20 @@ pub fn open_lazy_layer(
         tar_split_digest: toc.tar_split_digest.clone(),
     };
     Ok((index, info))
+}
+
+/// [`open_lazy_layer`] for async callers (the pull path): runs it on the blocking pool.
+pub async fn open_lazy_layer_async(
+    source: std::sync::Arc<dyn BlobSource>,
+    layer_digest: String,
+    annotations: BTreeMap<String, String>,
+    retry: RetryPolicy,
+) -> Result<(LayerIndex, TocInfo)> {
+    tokio::task::spawn_blocking(move || {
+        open_lazy_layer(source.as_ref(), &layer_digest, &annotations, &retry)
+    })
+    .await
+    .expect("open_lazy_layer does not panic")
 }
 
 /// Fetches and decompresses the TOC, with size caps, and returns it with its digest.
