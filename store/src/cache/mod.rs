@@ -496,7 +496,7 @@ impl ChunkCache {
                 let gap = wants[owned[end]]
                     .blob_offset
                     .checked_sub(prev.blob_offset + prev.blob_len);
-                if !gap.is_some_and(|g| g <= MERGE_GAP) {
+                if gap.is_none_or(|g| g > MERGE_GAP) {
                     break;
                 }
                 end += 1;
