@@ -18,12 +18,13 @@ use std::sync::{Arc, Mutex, RwLock};
 use lru::LruCache;
 use sha2::{Digest, Sha256};
 
+use crate::chunked::footer::is_sha256_digest;
 use crate::chunked::{BlobSource, RetryPolicy};
 use crate::layer_index::{ChunkLocation, ChunkRef, ContentReader};
 use crate::{Result, StoreError};
 use db::CacheDb;
 use files::ChunkFiles;
-use flight::{Claim, Flights, Semaphore};
+use flight::{Claim, Flights, Owned, Semaphore};
 
 /// Chunks separated by at most this many blob bytes are fetched in one request (the gap is
 /// typically a compressed tar header; containers/storage merges below 1 KiB too).
@@ -459,6 +460,7 @@ impl ChunkCache {
         let mut waits = Vec::new();
         let mut dups = Vec::new();
         let mut claimed: HashMap<&str, usize> = HashMap::new();
+        let mut mine = Owned::new(&self.flights);
         for i in 0..wants.len() {
             if out[i].is_some() {
                 continue;
@@ -470,18 +472,21 @@ impl ChunkCache {
             }
             claimed.insert(d, i);
             match self.flights.claim(d) {
-                Claim::Owner => match self.lookup(&wants[i]) {
-                    // It landed between our lookup and our claim.
-                    Ok(Some(b)) => {
-                        self.flights.finish(d, Ok(b.clone()));
-                        out[i] = Some(b);
+                Claim::Owner => {
+                    mine.own(d);
+                    match self.lookup(&wants[i]) {
+                        // It landed between our lookup and our claim.
+                        Ok(Some(b)) => {
+                            mine.finish(d, Ok(b.clone()));
+                            out[i] = Some(b);
+                        }
+                        Ok(None) => owned.push(i),
+                        Err(e) => {
+                            mine.finish(d, Err(e.to_string()));
+                            return Err(e);
+                        }
                     }
-                    Ok(None) => owned.push(i),
-                    Err(e) => {
-                        self.flights.finish(d, Err(e.to_string()));
-                        return Err(e);
-                    }
-                },
+                }
                 Claim::Waiter(f) => waits.push((i, f)),
             }
         }
@@ -506,11 +511,11 @@ impl ChunkCache {
             for (&i, r) in owned[k..end].iter().zip(results) {
                 match r {
                     Ok(b) => {
-                        self.flights.finish(wants[i].digest, Ok(b.clone()));
+                        mine.finish(wants[i].digest, Ok(b.clone()));
                         out[i] = Some(b);
                     }
                     Err(e) => {
-                        self.flights.finish(wants[i].digest, Err(e.to_string()));
+                        mine.finish(wants[i].digest, Err(e.to_string()));
                         first_err.get_or_insert(e);
                     }
                 }
@@ -554,13 +559,13 @@ impl ChunkCache {
                     blob_offset,
                     blob_len,
                     digest,
-                } => Some(Want {
+                } if is_sha256_digest(digest) => Some(Want {
                     blob_offset: *blob_offset,
                     blob_len: *blob_len,
                     len: c.len,
                     digest,
                 }),
-                ChunkLocation::Local { .. } => None,
+                _ => None,
             })
             .collect();
         for group in wants.chunks(64) {
@@ -599,12 +604,18 @@ impl ContentReader for ChunkCache {
                     blob_offset,
                     blob_len,
                     digest,
-                } => wants.push(Want {
+                } if is_sha256_digest(digest) => wants.push(Want {
                     blob_offset: *blob_offset,
                     blob_len: *blob_len,
                     len: c.len,
                     digest,
                 }),
+                ChunkLocation::Compressed { digest, .. } => {
+                    return Err(StoreError::InvalidIndex {
+                        layer: layer_digest.to_string(),
+                        reason: format!("chunk digest {digest:?} is not sha256"),
+                    })
+                }
                 ChunkLocation::Local { .. } => {
                     return Err(StoreError::InvalidIndex {
                         layer: layer_digest.to_string(),
