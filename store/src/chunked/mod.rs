@@ -55,7 +55,9 @@ pub fn is_zstd_chunked(annotations: &BTreeMap<String, String>) -> bool {
 
 /// Finds, fetches (one Range request, two without annotations), verifies and parses the TOC
 /// of a zstd:chunked layer and converts it to a [`LayerIndex`] whose regular files point at
-/// compressed chunks of `source`.
+/// compressed chunks of `source`. The layer's root entry (`./`) is not in the index: the
+/// image root's attributes are the filesystem's to choose. Blocking (see
+/// [`open_lazy_layer_async`]).
 pub fn open_lazy_layer(
     source: &dyn BlobSource,
     layer_digest: &str,
