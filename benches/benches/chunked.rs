@@ -38,8 +38,12 @@ fn layer_tar(files: usize) -> Vec<u8> {
         let mut h = tar::Header::new_gnu();
         h.set_size(data.len() as u64);
         h.set_mode(0o644);
-        b.append_data(&mut h, format!("usr/share/doc/pkg{}/f{i}", i % 100), data.as_bytes())
-            .unwrap();
+        b.append_data(
+            &mut h,
+            format!("usr/share/doc/pkg{}/f{i}", i % 100),
+            data.as_bytes(),
+        )
+        .unwrap();
     }
     let big = payload(BIG);
     let mut h = tar::Header::new_gnu();
@@ -90,7 +94,9 @@ fn bench_open(c: &mut Criterion) {
     let mut g = c.benchmark_group("toc");
     for files in [100usize, 5000] {
         let f = fixture(files);
-        g.bench_function(format!("open_lazy_layer/{files}_files"), |b| b.iter(|| open(&f)));
+        g.bench_function(format!("open_lazy_layer/{files}_files"), |b| {
+            b.iter(|| open(&f))
+        });
         let index = open(&f);
         let path = format!("usr/share/doc/pkg{}/f{}", (files / 2) % 100, files / 2);
         g.bench_function(format!("find_entry/{files}_files"), |b| {
@@ -115,7 +121,13 @@ fn read_file(cache: &ChunkCache, index: &LayerIndex, chunks: &[skiff_store::Chun
 fn bench_reads(c: &mut Criterion) {
     let f = fixture(100);
     let index = open(&f);
-    let big = index.entries.iter().find(|e| e.path == "usr/lib/big.so").unwrap().chunks.clone();
+    let big = index
+        .entries
+        .iter()
+        .find(|e| e.path == "usr/lib/big.so")
+        .unwrap()
+        .chunks
+        .clone();
     let mut g = c.benchmark_group("read_8MiB_in_128KiB");
     g.throughput(Throughput::Bytes(BIG as u64));
     g.sample_size(20);
