@@ -334,6 +334,9 @@ fn concurrent_readers_share_one_fetch() {
     }
     assert_eq!(cache.stats().fetch_requests, 1, "{:?}", cache.stats());
     assert_eq!(cache.stats().misses, 5);
+    // The registry saw the TOC request and one chunk request, nothing more.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(logged_blob_gets(&registry, &pushed.layer_digest).0, 2);
 }
 
 #[test]
