@@ -12,22 +12,6 @@ use skiff_store::chunked::{self, BlobSource};
 use skiff_store::{ChunkLocation, ContentReader, FileKind, LayerIndex};
 use skiff_tests::{registry::registry_unavailable, require, Registry};
 
-fn read_all(cache: &ChunkCache, index: &LayerIndex, path: &str, step: usize) -> Vec<u8> {
-    let e = index.entries.iter().find(|e| e.path == path).unwrap();
-    let mut out = Vec::new();
-    let mut buf = vec![0u8; step];
-    loop {
-        let n = cache
-            .read_at(&index.digest, &e.chunks, out.len() as u64, &mut buf)
-            .unwrap();
-        if n == 0 {
-            break;
-        }
-        out.extend_from_slice(&buf[..n]);
-    }
-    out
-}
-
 fn open(
     rt: &tokio::runtime::Runtime,
     registry: &Registry,
@@ -350,6 +334,9 @@ fn concurrent_readers_share_one_fetch() {
     }
     assert_eq!(cache.stats().fetch_requests, 1, "{:?}", cache.stats());
     assert_eq!(cache.stats().misses, 5);
+    // The registry saw the TOC request and one chunk request, nothing more.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(logged_blob_gets(&registry, &pushed.layer_digest).0, 2);
 }
 
 #[test]
@@ -396,4 +383,63 @@ fn walk(p: &std::path::Path) -> u64 {
         total += if m.is_dir() { walk(&e.path()) } else { m.len() };
     }
     total
+}
+
+#[test]
+fn async_open_and_prefetch_then_reads_hit_the_cache() {
+    require!(
+        "async_open_and_prefetch_then_reads_hit_the_cache",
+        registry_unavailable()
+    );
+    let rt = runtime();
+    let registry = Registry::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // Convert from a file, atomically, as `skiff image convert` will.
+    let tar_path = dir.path().join("layer.tar");
+    std::fs::write(&tar_path, build_tar()).unwrap();
+    let blob_path = dir.path().join("layer.tar.zst");
+    let layer = chunked::convert_tar_file(&tar_path, &blob_path, &Default::default()).unwrap();
+    let blob = std::fs::read(&blob_path).unwrap();
+    assert_eq!(sha256(&blob), layer.digest);
+    let pushed = rt
+        .block_on(push_image(
+            &registry,
+            "lazy/prefetch",
+            &blob,
+            &layer.diff_id,
+            layer.annotations,
+        ))
+        .unwrap();
+    let source: Arc<dyn BlobSource> = registry_source(&rt, &pushed);
+    let (index, _) = rt
+        .block_on(chunked::open_lazy_layer_async(
+            source.clone(),
+            pushed.layer_digest.clone(),
+            pushed.annotations.clone(),
+            quick_retry(),
+        ))
+        .unwrap();
+    let cache = ChunkCache::open(ChunkCacheConfig::new(dir.path().join("cache"))).unwrap();
+    cache.register_layer(&pushed.layer_digest, source);
+    let all: Vec<_> = index
+        .entries
+        .iter()
+        .flat_map(|e| e.chunks.clone())
+        .collect();
+    cache.prefetch(&index.digest, &all).unwrap();
+    let fetched = cache.stats().fetched_bytes;
+    assert!(fetched > 0);
+    assert!(
+        cache.stats().fetch_requests <= 2,
+        "whole-layer prefetch coalesces: {:?}",
+        cache.stats()
+    );
+    for f in tar_files() {
+        assert!(read_all(&cache, &index, f.path, 1 << 20) == f.data);
+    }
+    assert_eq!(
+        cache.stats().fetched_bytes,
+        fetched,
+        "reads after prefetch fetch nothing"
+    );
 }

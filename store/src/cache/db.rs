@@ -29,7 +29,7 @@ impl CacheDb {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         // Keep the WAL small: the cache may live on a small, nearly full filesystem.
-        conn.pragma_update(None, "wal_autocheckpoint", 32)?;
+        conn.pragma_update(None, "wal_autocheckpoint", 64)?;
         conn.pragma_update(None, "journal_size_limit", 256 * 1024)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
@@ -75,29 +75,41 @@ impl CacheDb {
     pub fn insert(&mut self, digest: &str, size: u64) -> Result<bool> {
         let seq = self.seq();
         let n = self.conn.execute(
-            "INSERT INTO chunks (digest, size, last_access) VALUES (?1, ?2, ?3)
-             ON CONFLICT(digest) DO NOTHING",
+            "INSERT OR IGNORE INTO chunks (digest, size, last_access) VALUES (?1, ?2, ?3)",
             params![digest, size as i64, seq],
         )?;
         if n == 0 {
-            self.touch(&[digest])?;
+            self.conn.execute(
+                "UPDATE chunks SET last_access = ?1 WHERE digest = ?2",
+                params![seq, digest],
+            )?;
         }
         Ok(n == 1)
     }
 
-    /// Marks chunks as just used, in one transaction.
-    pub fn touch(&mut self, digests: &[&str]) -> Result<()> {
+    /// Marks chunks as just used, in one transaction. `Some(size)` means the chunk's file was
+    /// seen on disk, so a missing row is added back; returns the bytes so added.
+    pub fn touch(&mut self, digests: &[(&str, Option<u64>)]) -> Result<u64> {
         let tx = self.conn.transaction()?;
+        let mut added = 0;
         {
-            let mut st =
+            let mut up =
                 tx.prepare_cached("UPDATE chunks SET last_access = ?1 WHERE digest = ?2")?;
-            for d in digests {
+            let mut ins = tx.prepare_cached(
+                "INSERT OR IGNORE INTO chunks (digest, size, last_access) VALUES (?1, ?2, ?3)",
+            )?;
+            for (d, size) in digests {
                 self.next_seq += 1;
-                st.execute(params![self.next_seq, d])?;
+                if up.execute(params![self.next_seq, d])? == 0 {
+                    if let Some(size) = size {
+                        ins.execute(params![d, *size as i64, self.next_seq])?;
+                        added += size;
+                    }
+                }
             }
         }
         tx.commit()?;
-        Ok(())
+        Ok(added)
     }
 
     pub fn remove(&mut self, digest: &str) -> Result<()> {

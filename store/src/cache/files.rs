@@ -1,5 +1,7 @@
 //! Chunk files on disk: `<root>/sha256/<ab>/<hex>`, written atomically (tmp in `<root>/tmp`,
-//! fsync, rename), so a crash or a full disk never leaves a torn chunk under its name.
+//! rename; the cache fsyncs them in the background), so a full disk or a concurrent reader
+//! never sees a torn chunk under its name. After a crash a not-yet-synced file can be torn:
+//! every disk read re-verifies the chunk's digest, so it is dropped and fetched again.
 
 use std::fs::{self, File};
 use std::io::{ErrorKind, Read, Write};
@@ -29,6 +31,10 @@ impl ChunkFiles {
         })
     }
 
+    pub fn db_path(&self) -> PathBuf {
+        self.root.join("cache.db")
+    }
+
     pub fn path(&self, digest: &str) -> PathBuf {
         let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
         self.root.join("sha256").join(&hex[..2]).join(hex)
@@ -48,12 +54,13 @@ impl ChunkFiles {
         Ok(Some(buf))
     }
 
-    /// Writes a chunk atomically; on any error nothing is left under the final name.
+    /// Writes a chunk atomically and returns its path; on any error nothing is left under
+    /// the final name.
     pub fn write(
         &self,
         digest: &str,
         data: &[u8],
-    ) -> std::result::Result<(), (PathBuf, std::io::Error)> {
+    ) -> std::result::Result<PathBuf, (PathBuf, std::io::Error)> {
         let path = self.path(digest);
         let dir = path.parent().expect("chunk path has a parent");
         fs::create_dir_all(dir).map_err(|e| (dir.to_path_buf(), e))?;
@@ -66,14 +73,13 @@ impl ChunkFiles {
         let res = (|| {
             let mut f = File::create_new(&tmp)?;
             f.write_all(data)?;
-            f.sync_all()?;
             fs::rename(&tmp, &path)
         })();
         if let Err(e) = res {
             let _ = fs::remove_file(&tmp);
             return Err((path, e));
         }
-        Ok(())
+        Ok(path)
     }
 
     pub fn remove(&self, digest: &str) -> Result<()> {

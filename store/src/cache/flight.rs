@@ -94,3 +94,71 @@ impl Drop for Permit<'_> {
         self.0.cv.notify_one();
     }
 }
+
+/// The flights one reader owns; any it has not finished when dropped (an early error, a
+/// panic) are finished with an error, so no waiter blocks forever.
+pub struct Owned<'a> {
+    flights: &'a Flights,
+    pending: Vec<String>,
+}
+
+impl<'a> Owned<'a> {
+    pub fn new(flights: &'a Flights) -> Self {
+        Owned {
+            flights,
+            pending: Vec::new(),
+        }
+    }
+
+    pub fn own(&mut self, digest: &str) {
+        self.pending.push(digest.to_string());
+    }
+
+    pub fn finish(&mut self, digest: &str, outcome: Outcome) {
+        self.pending.retain(|d| d != digest);
+        self.flights.finish(digest, outcome);
+    }
+}
+
+impl Drop for Owned<'_> {
+    fn drop(&mut self) {
+        for d in self.pending.drain(..) {
+            self.flights.finish(
+                &d,
+                Err("the reader fetching this chunk gave up".to_string()),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waiters_share_the_owners_outcome_and_abandoned_flights_fail() {
+        let flights = Arc::new(Flights::default());
+        assert!(matches!(flights.claim("a"), Claim::Owner));
+        let Claim::Waiter(f) = flights.claim("a") else {
+            panic!("second claim must wait")
+        };
+        let waiter = std::thread::spawn(move || f.wait());
+        flights.finish("a", Ok(Arc::from(&b"xyz"[..])));
+        assert_eq!(&*waiter.join().unwrap().unwrap(), b"xyz");
+        // The next claim of the same digest starts a new flight.
+        assert!(matches!(flights.claim("a"), Claim::Owner));
+        flights.finish("a", Ok(Arc::from(&b""[..])));
+
+        let waiting = {
+            let mut mine = Owned::new(&flights);
+            assert!(matches!(flights.claim("b"), Claim::Owner));
+            mine.own("b");
+            let Claim::Waiter(f) = flights.claim("b") else {
+                panic!()
+            };
+            f
+            // `mine` is dropped here without finishing "b".
+        };
+        assert!(waiting.wait().is_err());
+    }
+}

@@ -8,7 +8,7 @@ mod db;
 mod files;
 mod flight;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::io::Read;
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
@@ -18,12 +18,17 @@ use std::sync::{Arc, Mutex, RwLock};
 use lru::LruCache;
 use sha2::{Digest, Sha256};
 
+use crate::chunked::footer::is_sha256_digest;
 use crate::chunked::{BlobSource, RetryPolicy};
 use crate::layer_index::{ChunkLocation, ChunkRef, ContentReader};
 use crate::{Result, StoreError};
 use db::CacheDb;
 use files::ChunkFiles;
-use flight::{Claim, Flights, Semaphore};
+use flight::{Claim, Flights, Owned, Semaphore};
+
+/// Chunks separated by at most this many blob bytes are fetched in one request (the gap is
+/// typically a compressed tar header; containers/storage merges below 1 KiB too).
+pub const MERGE_GAP: u64 = 1024;
 
 /// Settings of a [`ChunkCache`].
 #[derive(Debug, Clone)]
@@ -106,13 +111,63 @@ pub struct ChunkCache {
     files: ChunkFiles,
     disk: Mutex<DiskState>,
     mem: Mutex<LruCache<String, Arc<[u8]>>>,
-    /// Memory hits not yet written to the LRU order in SQLite (flushed before evicting).
-    touched: Mutex<HashSet<String>>,
+    /// Hits not yet written to the LRU order in SQLite (flushed before evicting), so a hit
+    /// costs no database write; `Some(size)` for chunks whose file was seen on disk.
+    touched: Mutex<HashMap<String, Option<u64>>>,
+    /// Background fsync of freshly renamed chunk files, off the reader's path.
+    syncer: Option<Syncer>,
     layers: RwLock<HashMap<String, Arc<dyn BlobSource>>>,
     flights: Flights,
     pins: Mutex<HashMap<String, usize>>,
     permits: Semaphore,
     counters: Counters,
+}
+
+/// fsyncs chunk files in the background. A reader never waits for the disk: its chunk is
+/// verified and in memory already, and a file a crash leaves torn under its final name fails
+/// verification on its next read and is fetched again. The thread drains its queue and
+/// stops when the cache is dropped.
+struct Syncer {
+    tx: Option<std::sync::mpsc::Sender<PathBuf>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Syncer {
+    fn start() -> Syncer {
+        let (tx, rx) = std::sync::mpsc::channel::<PathBuf>();
+        let thread = std::thread::Builder::new()
+            .name("skiff-chunk-sync".into())
+            .spawn(move || {
+                for path in rx {
+                    // Evicted meanwhile: nothing to sync.
+                    if let Ok(f) = std::fs::File::open(&path) {
+                        if let Err(e) = f.sync_all() {
+                            tracing::warn!(path = %path.display(), error = %e, "fsync of a cached chunk failed");
+                        }
+                    }
+                }
+            })
+            .expect("spawning the chunk sync thread");
+        Syncer {
+            tx: Some(tx),
+            thread: Some(thread),
+        }
+    }
+
+    fn sync(&self, path: PathBuf) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(path);
+        }
+    }
+}
+
+impl Drop for Syncer {
+    fn drop(&mut self) {
+        self.tx.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// Unpins chunks when a read is done with them.
@@ -157,6 +212,10 @@ fn decode_verify(
     Ok(out.into())
 }
 
+fn is_disk_full(e: &StoreError) -> bool {
+    matches!(e, StoreError::Db(rusqlite::Error::SqliteFailure(f, _)) if f.code == rusqlite::ErrorCode::DiskFull)
+}
+
 fn verify(data: &[u8], digest: &str) -> std::result::Result<(), String> {
     let actual = format!("sha256:{}", hex::encode(Sha256::digest(data)));
     if actual != digest {
@@ -169,7 +228,7 @@ impl ChunkCache {
     pub fn open(config: ChunkCacheConfig) -> Result<ChunkCache> {
         std::fs::create_dir_all(&config.root).map_err(|e| StoreError::io(&config.root, e))?;
         let files = ChunkFiles::open(&config.root)?;
-        let db = CacheDb::open(&config.root.join("cache.db"))?;
+        let db = CacheDb::open(&files.db_path())?;
         let usage = db.total_size()?;
         let cache = ChunkCache {
             budget: config.budget_bytes,
@@ -179,7 +238,8 @@ impl ChunkCache {
             mem: Mutex::new(LruCache::new(
                 NonZeroUsize::new(config.memory_chunks.max(1)).unwrap(),
             )),
-            touched: Mutex::new(HashSet::new()),
+            touched: Mutex::new(HashMap::new()),
+            syncer: Some(Syncer::start()),
             layers: RwLock::new(HashMap::new()),
             flights: Flights::default(),
             pins: Mutex::new(HashMap::new()),
@@ -242,7 +302,11 @@ impl ChunkCache {
     fn lookup(&self, want: &Want) -> Result<Option<Arc<[u8]>>> {
         if let Some(b) = self.mem.lock().unwrap().get(want.digest) {
             bump(&self.counters.memory_hits, 1);
-            self.touched.lock().unwrap().insert(want.digest.to_string());
+            self.touched
+                .lock()
+                .unwrap()
+                .entry(want.digest.to_string())
+                .or_insert(None);
             return Ok(Some(b.clone()));
         }
         let Some(data) = self.files.read(want.digest)? else {
@@ -262,12 +326,10 @@ impl ChunkCache {
             }
             return Ok(None);
         }
-        {
-            let mut disk = self.disk.lock().unwrap();
-            if disk.db.insert(want.digest, want.len)? {
-                disk.usage += want.len; // a file the index had lost track of
-            }
-        }
+        self.touched
+            .lock()
+            .unwrap()
+            .insert(want.digest.to_string(), Some(want.len));
         bump(&self.counters.disk_hits, 1);
         let data: Arc<[u8]> = data.into();
         self.mem
@@ -277,34 +339,58 @@ impl ChunkCache {
         Ok(Some(data))
     }
 
-    /// Stores a verified chunk: index row first (the chunk is pinned, so not evicted), then
-    /// the file atomically; a full disk evicts and retries once, then fails cleanly.
+    /// Stores a verified chunk: the file atomically, then its index row. A full disk (for
+    /// the file or for cache.db) evicts and retries once, then fails with ENOSPC; nothing
+    /// torn is left, and a file without a row is simply written again or re-adopted later.
     fn store(&self, want: &Want, data: &Arc<[u8]>) -> Result<()> {
-        let new = {
-            let mut disk = self.disk.lock().unwrap();
-            let new = disk.db.insert(want.digest, want.len)?;
-            if new {
-                disk.usage += want.len;
+        let room = |attempt: &mut u32| -> Result<bool> {
+            if *attempt > 0 {
+                return Ok(false);
             }
-            new
+            *attempt += 1;
+            let target = self.disk_usage().saturating_sub(want.len.saturating_mul(4));
+            self.evict_to(target)?;
+            Ok(true)
         };
-        if new {
+        if !self.files.path(want.digest).exists() {
             let mut attempt = 0;
             loop {
                 match self.files.write(want.digest, data) {
-                    Ok(()) => break,
-                    Err((_, e)) if e.raw_os_error() == Some(libc::ENOSPC) && attempt == 0 => {
-                        attempt += 1;
-                        let usage = self.disk_usage();
-                        let target = usage.saturating_sub(want.len.saturating_mul(4));
-                        self.evict_to(target)?;
+                    Ok(path) => {
+                        if let Some(s) = &self.syncer {
+                            s.sync(path);
+                        }
+                        break;
                     }
-                    Err((path, e)) => {
-                        let mut disk = self.disk.lock().unwrap();
-                        disk.db.remove(want.digest)?;
-                        disk.usage = disk.usage.saturating_sub(want.len);
-                        return Err(StoreError::io(path, e));
+                    Err((_, e))
+                        if e.raw_os_error() == Some(libc::ENOSPC) && room(&mut attempt)? => {}
+                    Err((path, e)) => return Err(StoreError::io(path, e)),
+                }
+            }
+        }
+        let mut attempt = 0;
+        loop {
+            let recorded = {
+                let mut disk = self.disk.lock().unwrap();
+                disk.db.insert(want.digest, want.len).map(|new| {
+                    if new {
+                        disk.usage += want.len;
                     }
+                })
+            };
+            match recorded {
+                Ok(()) => break,
+                Err(e) if is_disk_full(&e) && room(&mut attempt)? => {}
+                Err(e) => {
+                    self.files.remove(want.digest)?;
+                    return Err(if is_disk_full(&e) {
+                        StoreError::io(
+                            self.files.db_path(),
+                            std::io::Error::from_raw_os_error(libc::ENOSPC),
+                        )
+                    } else {
+                        e
+                    });
                 }
             }
         }
@@ -317,11 +403,18 @@ impl ChunkCache {
 
     /// Evicts least recently used, unpinned chunks until disk usage is at most `target`.
     fn evict_to(&self, target: u64) -> Result<()> {
-        let touched: Vec<String> = self.touched.lock().unwrap().drain().collect();
         let mut disk = self.disk.lock().unwrap();
+        let touched: Vec<(String, Option<u64>)> = self.touched.lock().unwrap().drain().collect();
         if !touched.is_empty() {
-            let refs: Vec<&str> = touched.iter().map(|s| s.as_str()).collect();
-            disk.db.touch(&refs)?;
+            let refs: Vec<(&str, Option<u64>)> =
+                touched.iter().map(|(d, s)| (d.as_str(), *s)).collect();
+            // Files the index had lost track of (a crash between rename and insert) count
+            // again. On a full disk the LRU order just stays a little stale.
+            match disk.db.touch(&refs) {
+                Ok(added) => disk.usage += added,
+                Err(e) if is_disk_full(&e) => {}
+                Err(e) => return Err(e),
+            }
         }
         let mut offset_pinned = 0usize;
         while disk.usage > target {
@@ -455,6 +548,7 @@ impl ChunkCache {
         let mut waits = Vec::new();
         let mut dups = Vec::new();
         let mut claimed: HashMap<&str, usize> = HashMap::new();
+        let mut mine = Owned::new(&self.flights);
         for i in 0..wants.len() {
             if out[i].is_some() {
                 continue;
@@ -466,32 +560,38 @@ impl ChunkCache {
             }
             claimed.insert(d, i);
             match self.flights.claim(d) {
-                Claim::Owner => match self.lookup(&wants[i]) {
-                    // It landed between our lookup and our claim.
-                    Ok(Some(b)) => {
-                        self.flights.finish(d, Ok(b.clone()));
-                        out[i] = Some(b);
+                Claim::Owner => {
+                    mine.own(d);
+                    match self.lookup(&wants[i]) {
+                        // It landed between our lookup and our claim.
+                        Ok(Some(b)) => {
+                            mine.finish(d, Ok(b.clone()));
+                            out[i] = Some(b);
+                        }
+                        Ok(None) => owned.push(i),
+                        Err(e) => {
+                            mine.finish(d, Err(e.to_string()));
+                            return Err(e);
+                        }
                     }
-                    Ok(None) => owned.push(i),
-                    Err(e) => {
-                        self.flights.finish(d, Err(e.to_string()));
-                        return Err(e);
-                    }
-                },
+                }
                 Claim::Waiter(f) => waits.push((i, f)),
             }
         }
         let mut first_err: Option<StoreError> = None;
         let mut k = 0;
         while k < owned.len() {
-            // A run: consecutive chunks that are adjacent in the blob, at most 64.
+            // A run: consecutive chunks that follow each other in the blob, at most 64, with
+            // gaps (other files' tar headers) of at most MERGE_GAP bytes fetched along.
             let mut end = k + 1;
-            while end < owned.len()
-                && end - k < 64
-                && owned[end] == owned[end - 1] + 1
-                && wants[owned[end]].blob_offset
-                    == wants[owned[end - 1]].blob_offset + wants[owned[end - 1]].blob_len
-            {
+            while end < owned.len() && end - k < 64 && owned[end] == owned[end - 1] + 1 {
+                let prev = &wants[owned[end - 1]];
+                let gap = wants[owned[end]]
+                    .blob_offset
+                    .checked_sub(prev.blob_offset + prev.blob_len);
+                if gap.is_none_or(|g| g > MERGE_GAP) {
+                    break;
+                }
                 end += 1;
             }
             let run: Vec<Want> = owned[k..end].iter().map(|&i| wants[i].clone()).collect();
@@ -499,11 +599,11 @@ impl ChunkCache {
             for (&i, r) in owned[k..end].iter().zip(results) {
                 match r {
                     Ok(b) => {
-                        self.flights.finish(wants[i].digest, Ok(b.clone()));
+                        mine.finish(wants[i].digest, Ok(b.clone()));
                         out[i] = Some(b);
                     }
                     Err(e) => {
-                        self.flights.finish(wants[i].digest, Err(e.to_string()));
+                        mine.finish(wants[i].digest, Err(e.to_string()));
                         first_err.get_or_insert(e);
                     }
                 }
@@ -536,6 +636,39 @@ impl ChunkCache {
     }
 }
 
+impl ChunkCache {
+    /// Fetches (coalesced, verified, stored) whichever of `chunks` are not cached yet, e.g.
+    /// from a recorded start-up profile. Local chunks are ignored.
+    pub fn prefetch(&self, layer_digest: &str, chunks: &[ChunkRef]) -> Result<()> {
+        let wants: Vec<Want> = chunks
+            .iter()
+            .filter_map(|c| match &c.location {
+                ChunkLocation::Compressed {
+                    blob_offset,
+                    blob_len,
+                    digest,
+                } if is_sha256_digest(digest) => Some(Want {
+                    blob_offset: *blob_offset,
+                    blob_len: *blob_len,
+                    len: c.len,
+                    digest,
+                }),
+                _ => None,
+            })
+            .collect();
+        for group in wants.chunks(64) {
+            let digests: Vec<&str> = group.iter().map(|w| w.digest).collect();
+            let pins = self.pin(&digests);
+            self.get_chunks(layer_digest, group)?;
+            drop(pins);
+            if self.disk_usage() > self.budget {
+                self.evict_to(self.budget)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 impl ContentReader for ChunkCache {
     fn read_at(
         &self,
@@ -559,12 +692,18 @@ impl ContentReader for ChunkCache {
                     blob_offset,
                     blob_len,
                     digest,
-                } => wants.push(Want {
+                } if is_sha256_digest(digest) => wants.push(Want {
                     blob_offset: *blob_offset,
                     blob_len: *blob_len,
                     len: c.len,
                     digest,
                 }),
+                ChunkLocation::Compressed { digest, .. } => {
+                    return Err(StoreError::InvalidIndex {
+                        layer: layer_digest.to_string(),
+                        reason: format!("chunk digest {digest:?} is not sha256"),
+                    })
+                }
                 ChunkLocation::Local { .. } => {
                     return Err(StoreError::InvalidIndex {
                         layer: layer_digest.to_string(),

@@ -15,7 +15,10 @@ use sha2::{Digest, Sha256};
 pub use footer::{ChunkedFormat, TocLocation};
 pub use source::{BlobSource, FileBlobSource, RegistryBlobSource, RetryPolicy};
 pub use toc::{Toc, TocEntry};
-pub use writer::{write_zstd_chunked, ChunkedLayer, WriterOptions, CHUNK_SIZE};
+pub use writer::{
+    convert_tar_file, layer_annotations, write_zstd_chunked, ChunkedLayer, WriterOptions,
+    CHUNK_SIZE, MEDIA_TYPE_LAYER_ZSTD,
+};
 
 use crate::{LayerIndex, Result, StoreError};
 
@@ -52,7 +55,9 @@ pub fn is_zstd_chunked(annotations: &BTreeMap<String, String>) -> bool {
 
 /// Finds, fetches (one Range request, two without annotations), verifies and parses the TOC
 /// of a zstd:chunked layer and converts it to a [`LayerIndex`] whose regular files point at
-/// compressed chunks of `source`.
+/// compressed chunks of `source`. The layer's root entry (`./`) is not in the index: the
+/// image root's attributes are the filesystem's to choose. Blocking (see
+/// [`open_lazy_layer_async`]).
 pub fn open_lazy_layer(
     source: &dyn BlobSource,
     layer_digest: &str,
@@ -79,6 +84,20 @@ pub fn open_lazy_layer(
         tar_split_digest: toc.tar_split_digest.clone(),
     };
     Ok((index, info))
+}
+
+/// [`open_lazy_layer`] for async callers (the pull path): runs it on the blocking pool.
+pub async fn open_lazy_layer_async(
+    source: std::sync::Arc<dyn BlobSource>,
+    layer_digest: String,
+    annotations: BTreeMap<String, String>,
+    retry: RetryPolicy,
+) -> Result<(LayerIndex, TocInfo)> {
+    tokio::task::spawn_blocking(move || {
+        open_lazy_layer(source.as_ref(), &layer_digest, &annotations, &retry)
+    })
+    .await
+    .expect("open_lazy_layer does not panic")
 }
 
 /// Fetches and decompresses the TOC, with size caps, and returns it with its digest.

@@ -125,8 +125,9 @@ impl BlobSource for FileBlobSource {
 
 /// A blob in an OCI registry, read with HTTP Range requests through `oci-client`.
 ///
-/// `read_range` blocks on the given tokio runtime handle, so it must be called from a thread
-/// that is not itself driving that runtime (FUSE threads, `spawn_blocking`).
+/// `read_range` blocks on the given tokio runtime handle: call it from plain threads (FUSE
+/// workers) or `spawn_blocking`; from a multi-threaded runtime's worker it uses
+/// `block_in_place`, and from a current-thread runtime it would panic.
 pub struct RegistryBlobSource {
     client: Arc<Client>,
     reference: Reference,
@@ -220,6 +221,11 @@ impl BlobSource for RegistryBlobSource {
         if len == 0 {
             return Ok(Bytes::new());
         }
-        self.handle.block_on(self.fetch(offset, len))
+        // From a plain thread, block on the runtime; from inside a multi-threaded runtime
+        // (an async caller that forgot spawn_blocking), move off the worker first.
+        match tokio::runtime::Handle::try_current() {
+            Ok(_) => tokio::task::block_in_place(|| self.handle.block_on(self.fetch(offset, len))),
+            Err(_) => self.handle.block_on(self.fetch(offset, len)),
+        }
     }
 }

@@ -315,6 +315,32 @@ pub fn write_zstd_chunked(
     })
 }
 
+/// Converts the tar file `tar` into a zstd:chunked blob at `out`, written atomically (a
+/// temporary file beside `out`, fsync, rename). The tar is read into memory whole.
+pub fn convert_tar_file(
+    tar: &std::path::Path,
+    out: &std::path::Path,
+    opts: &WriterOptions,
+) -> Result<ChunkedLayer> {
+    let bytes = std::fs::read(tar).map_err(|e| StoreError::io(tar, e))?;
+    let tmp = out.with_extension(format!("tmp.{}", std::process::id()));
+    let res = (|| {
+        let file = std::fs::File::create(&tmp).map_err(|e| StoreError::io(&tmp, e))?;
+        let mut w = std::io::BufWriter::new(file);
+        let layer = write_zstd_chunked(&bytes, &mut w, opts)?;
+        let file = w
+            .into_inner()
+            .map_err(|e| StoreError::io(&tmp, e.into_error()))?;
+        file.sync_all().map_err(|e| StoreError::io(&tmp, e))?;
+        std::fs::rename(&tmp, out).map_err(|e| StoreError::io(out, e))?;
+        Ok(layer)
+    })();
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res
+}
+
 /// The layer descriptor annotations that locate and pin the TOC (current key names).
 pub fn layer_annotations(loc: &TocLocation, toc_digest: &str) -> BTreeMap<String, String> {
     let mut a = BTreeMap::new();

@@ -13,7 +13,9 @@ use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 use rand::{Rng, SeedableRng};
 use sha2::{Digest, Sha256};
+use skiff_store::cache::ChunkCache;
 use skiff_store::chunked::{self, RegistryBlobSource, RetryPolicy, WriterOptions};
+use skiff_store::{ContentReader, LayerIndex};
 use skiff_tests::Registry;
 
 pub fn sha256(data: &[u8]) -> String {
@@ -278,4 +280,21 @@ pub fn wait_logged(registry: &Registry, digest: &str, min_requests: u64) -> (u64
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     logged_blob_gets(registry, digest)
+}
+
+/// Reads all of `path` through the cache, `step` bytes per read.
+pub fn read_all(cache: &ChunkCache, index: &LayerIndex, path: &str, step: usize) -> Vec<u8> {
+    let e = index.entries.iter().find(|e| e.path == path).unwrap();
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; step];
+    loop {
+        let n = cache
+            .read_at(&index.digest, &e.chunks, out.len() as u64, &mut buf)
+            .unwrap();
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+    out
 }
