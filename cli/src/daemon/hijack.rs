@@ -10,7 +10,6 @@ use hyper_util::rt::TokioIo;
 /// The stream kinds of Docker's multiplexed framing (stdcopy).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StreamKind {
-    Stdin = 0,
     Stdout = 1,
     Stderr = 2,
 }

@@ -42,7 +42,7 @@ pub async fn run(args: DaemonArgs, exec_root: PathBuf, socket: PathBuf) -> Resul
     if !nix::unistd::geteuid().is_root() {
         bail!("skiff daemon must run as root (it mounts FUSE and overlay filesystems and creates namespaces and cgroups)");
     }
-    let paths = Paths::new(args.data_root.clone(), exec_root, socket.clone());
+    let paths = Paths::new(args.data_root.clone(), exec_root);
     for d in paths.all_dirs() {
         create_private_dir(&d).with_context(|| format!("creating {}", d.display()))?;
     }

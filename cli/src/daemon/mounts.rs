@@ -81,14 +81,6 @@ impl ImageMounts {
         }
     }
 
-    pub fn in_use(&self, image_id: &str) -> bool {
-        self.mounted
-            .lock()
-            .expect("mounts lock")
-            .get(image_id)
-            .is_some_and(|e| e.users > 0)
-    }
-
     pub fn unmount_all(&self) {
         let mut m = self.mounted.lock().expect("mounts lock");
         for (_, e) in m.drain() {

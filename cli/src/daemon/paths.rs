@@ -9,27 +9,19 @@ pub struct Paths {
     pub data_root: PathBuf,
     /// Volatile state (`--exec-root`, default `/run/skiff`).
     pub exec_root: PathBuf,
-    /// The API socket.
-    pub socket: PathBuf,
 }
 
 impl Paths {
-    pub fn new(data_root: PathBuf, exec_root: PathBuf, socket: PathBuf) -> Paths {
+    pub fn new(data_root: PathBuf, exec_root: PathBuf) -> Paths {
         Paths {
             data_root,
             exec_root,
-            socket,
         }
     }
 
     /// The image store's root (blobs, layers, skiff.db).
     pub fn store(&self) -> PathBuf {
         self.data_root.clone()
-    }
-
-    /// The chunk cache's root.
-    pub fn chunks(&self) -> PathBuf {
-        self.data_root.join("chunks")
     }
 
     /// The daemon's container records.

@@ -75,15 +75,6 @@ impl Records {
         Ok(())
     }
 
-    pub fn update(&self, r: &Record) -> Result<()> {
-        let conn = self.conn.lock().expect("records lock");
-        conn.execute(
-            "UPDATE containers SET record = ?2 WHERE id = ?1",
-            params![r.id, serde_json::to_string(r)?],
-        )?;
-        Ok(())
-    }
-
     pub fn remove(&self, id: &str) -> Result<()> {
         let conn = self.conn.lock().expect("records lock");
         conn.execute("DELETE FROM containers WHERE id = ?1", params![id])?;

@@ -34,6 +34,8 @@ pub struct Daemon {
     pub mounts: ImageMounts,
     pub records: Records,
     pub execs: Mutex<HashMap<String, ExecEntry>>,
+    /// Exit codes of auto-removed containers, for waiters that come late.
+    pub last_exit: Mutex<HashMap<String, i32>>,
     pub network: skiff_runtime::network::NetworkManager,
     /// Our own binary, re-executed as the container shim and exec helper.
     pub exe: PathBuf,
@@ -74,6 +76,7 @@ impl Daemon {
             mounts,
             records,
             execs: Mutex::new(HashMap::new()),
+            last_exit: Mutex::new(HashMap::new()),
             network,
             exe,
             lifecycle: tokio::sync::Mutex::new(()),
@@ -332,10 +335,12 @@ impl Daemon {
         let st = self.container_state(&r.id)?;
         match st.status {
             Status::Running => return Ok(false),
-            Status::Exited => return Err(ApiError::bad_request(format!(
+            Status::Exited => {
+                return Err(ApiError::bad_request(format!(
                 "container {} has exited; skiff cannot restart an exited container yet (use run)",
                 r.name
-            ))),
+            )))
+            }
             Status::Created => {}
         }
         let dir = self.paths.container_dir(&r.id);
@@ -359,9 +364,11 @@ impl Daemon {
             let d = self.clone();
             let r = r.clone();
             tokio::spawn(async move {
-                d.wait_exit(&r.id).await;
-                // Let waiters read the exit code before the record goes.
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                let code = d.wait_exit(&r.id).await;
+                d.last_exit
+                    .lock()
+                    .expect("last_exit lock")
+                    .insert(r.id.clone(), code);
                 if let Err(e) = d.remove_container(&r, true).await {
                     tracing::warn!(id = %&r.id[..12], "auto-remove: {}", e.message);
                 }
@@ -383,42 +390,40 @@ impl Daemon {
             match self.container_state(id) {
                 Ok(st) if st.status == Status::Exited => return st.exit_code.unwrap_or(-1),
                 Ok(_) => {}
-                Err(_) => return -1,
+                // Gone: an auto-removed container's code is kept for late waiters.
+                Err(_) => {
+                    let last = self.last_exit.lock().expect("last_exit lock");
+                    return last.get(id).copied().unwrap_or(-1);
+                }
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
-    /// A future resolving to the exit code when `condition` holds (`not-running`,
-    /// `next-exit`, `removed`).
-    pub fn waiter(
-        self: Arc<Self>,
-        id: String,
-        condition: String,
-    ) -> impl std::future::Future<Output = i32> + Send + 'static {
-        async move {
-            if condition == "next-exit" {
-                // A created container must first run.
-                while let Ok(st) = self.container_state(&id) {
-                    if st.status != Status::Created {
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(10)).await;
+    /// Resolves to the exit code once `condition` holds (`not-running`, `next-exit`,
+    /// `removed`).
+    pub async fn waiter(self: Arc<Self>, id: String, condition: String) -> i32 {
+        if condition == "next-exit" {
+            // A created container must first run.
+            while let Ok(st) = self.container_state(&id) {
+                if st.status != Status::Created {
+                    break;
                 }
+                tokio::time::sleep(Duration::from_millis(10)).await;
             }
-            let code = self.wait_exit(&id).await;
-            if condition == "removed" {
-                while self
-                    .records
-                    .all()
-                    .map(|a| a.iter().any(|r| r.id == id))
-                    .unwrap_or(false)
-                {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            }
-            code
         }
+        let code = self.wait_exit(&id).await;
+        if condition == "removed" {
+            while self
+                .records
+                .all()
+                .map(|a| a.iter().any(|r| r.id == id))
+                .unwrap_or(false)
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        code
     }
 
     pub async fn stop_container(
