@@ -5,4 +5,4 @@ cd "$(dirname "$0")/.."
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
 # Skips are failures here: CI has root, FUSE and the registry, so every test must run.
-SKIFF_TEST_STRICT=1 cargo test --workspace -- --test-threads=2
+SKIFF_TEST_STRICT=1 cargo test --workspace --no-fail-fast -- --test-threads=2

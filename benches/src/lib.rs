@@ -1,1 +1,3 @@
 //! Shared pieces of skiff's benchmarks.
+
+pub mod crun;
