@@ -80,6 +80,12 @@ impl Daemon {
         bail!("daemon did not listen within 30s:\n{}", self.log_text())
     }
 
+    /// The bridge this test daemon attaches containers to.
+    pub fn bridge(&self) -> Option<&str> {
+        let pos = self.extra_args.iter().position(|a| a == "--bridge")?;
+        self.extra_args.get(pos + 1).map(|s| s.as_str())
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.id())
     }

@@ -71,6 +71,28 @@ impl PtySession {
         }
     }
 
+    /// Reads until the output so far ends with `suffix` (e.g. a shell prompt, meaning the
+    /// shell has finished the last command and waits for input).
+    pub fn expect_tail(&mut self, suffix: &str, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        let mut buf = [0u8; 4096];
+        loop {
+            if self.transcript.ends_with(suffix.as_bytes()) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "timed out waiting for output ending in {suffix:?}; transcript:\n{}",
+                    String::from_utf8_lossy(&self.transcript)
+                );
+            }
+            match self.master.read(&mut buf) {
+                Ok(n) if n > 0 => self.transcript.extend_from_slice(&buf[..n]),
+                _ => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }
+
     /// Waits for the child to exit (bounded), draining output meanwhile.
     pub fn wait(&mut self, timeout: Duration) -> Result<std::process::ExitStatus> {
         let deadline = Instant::now() + timeout;

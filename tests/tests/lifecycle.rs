@@ -127,6 +127,15 @@ fn docker_tutorial_walkthrough() {
         "{tail_err}"
     );
 
+    // 5b. an exited container starts again: same container, a fresh process, logs appended.
+    let again = d.run(&["start", "-a", "once"]);
+    assert_eq!(String::from_utf8_lossy(&again.stdout), "ran-once\n");
+    let logs = d.run(&["logs", "once"]);
+    assert_eq!(
+        String::from_utf8_lossy(&logs.stdout),
+        "ran-once\nran-once\n"
+    );
+
     // 6. exit codes as Docker's.
     assert_eq!(
         code(&d.run(&["run", "--rm", &image, "sh", "-c", "exit 3"])),
@@ -151,6 +160,8 @@ fn docker_tutorial_walkthrough() {
     let mut s = PtySession::spawn(cmd).unwrap();
     s.send(b"echo $((6*7)) && ps | grep -c sleep\n").unwrap();
     s.expect("42", Duration::from_secs(20)).unwrap();
+    // Ctrl-D only once the shell reads again (at its prompt), as a person would.
+    s.expect_tail("# ", Duration::from_secs(20)).unwrap();
     s.send(b"\x04").unwrap();
     assert!(s.wait(Duration::from_secs(20)).unwrap().success());
 
@@ -159,8 +170,14 @@ fn docker_tutorial_walkthrough() {
     let mut s = PtySession::spawn(cmd).unwrap();
     s.send(b"tty && echo pid=$$\n").unwrap();
     s.expect("pid=1", Duration::from_secs(20)).unwrap();
+    s.expect_tail("# ", Duration::from_secs(20)).unwrap();
     s.send(b"\x04").unwrap();
     assert!(s.wait(Duration::from_secs(20)).unwrap().success());
+
+    // restart: stopped (grace 1 s) and running again.
+    d.ok(&["restart", "-t", "1", "shellhost"]);
+    let ps = d.ok(&["ps"]);
+    assert!(ps.contains("shellhost") && ps.contains("Up "), "{ps}");
 
     // 8. rm of a running container needs -f; system prune removes stopped ones.
     let rm = d.run(&["rm", "shellhost"]);

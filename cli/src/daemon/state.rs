@@ -335,12 +335,9 @@ impl Daemon {
         let st = self.container_state(&r.id)?;
         match st.status {
             Status::Running => return Ok(false),
-            Status::Exited => {
-                return Err(ApiError::bad_request(format!(
-                "container {} has exited; skiff cannot restart an exited container yet (use run)",
-                r.name
-            )))
-            }
+            // Docker starts an exited container again: same filesystem (upper dir), same
+            // network, same log, a fresh process.
+            Status::Exited => self.recreate(r).await?,
             Status::Created => {}
         }
         let dir = self.paths.container_dir(&r.id);
@@ -377,11 +374,26 @@ impl Daemon {
         Ok(true)
     }
 
+    /// `restart`: the handler has stopped it; start it again.
     pub async fn restart_container(self: &Arc<Self>, r: &Record) -> ApiResult<()> {
-        Err(ApiError::bad_request(format!(
-            "restart of {} is not supported yet: remove it and run it again",
-            r.name
-        )))
+        self.start_container(r).await?;
+        Ok(())
+    }
+
+    /// Sets an exited container up again from the runtime config it ran with.
+    async fn recreate(&self, r: &Record) -> ApiResult<()> {
+        let dir = self.paths.container_dir(&r.id);
+        let path = skiff_runtime::paths::ContainerPaths::new(&dir).config();
+        let bytes = std::fs::read(&path)
+            .map_err(|e| ApiError::internal(format!("reading {}: {e}", path.display())))?;
+        let cfg: skiff_runtime::ContainerConfig = serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::internal(format!("parsing {}: {e}", path.display())))?;
+        let exe = self.exe.clone();
+        tokio::task::spawn_blocking(move || skiff_runtime::create(&exe, &cfg))
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?
+            .map_err(|e| ApiError::internal(format!("setting up {} again: {e}", r.name)))?;
+        Ok(())
     }
 
     /// Polls the runtime state until the container has exited; returns its exit code.
@@ -469,6 +481,11 @@ impl Daemon {
         streams: skiff_runtime::protocol::AttachStreams,
         _logs: bool,
     ) -> ApiResult<std::os::unix::net::UnixStream> {
+        // `start -a` of an exited container attaches before it starts: set it up again now
+        // so the new process's output reaches this client.
+        if self.container_state(&r.id)?.status == Status::Exited {
+            self.recreate(r).await?;
+        }
         skiff_runtime::attach(&self.paths.container_dir(&r.id), streams)
             .map_err(|e| ApiError::conflict(format!("attaching to {}: {e}", r.name)))
     }
