@@ -71,18 +71,36 @@ impl PtySession {
         }
     }
 
-    /// Reads until the output so far ends with `suffix` (e.g. a shell prompt, meaning the
-    /// shell has finished the last command and waits for input).
-    pub fn expect_tail(&mut self, suffix: &str, timeout: Duration) -> Result<()> {
+    /// Waits for a shell's prompt (`# ` at the end of the output). Line-editing shells such
+    /// as busybox ash then ask the terminal where the cursor is (`ESC[6n`) and wait for the
+    /// answer; like a terminal emulator, this answers it.
+    pub fn expect_prompt(&mut self, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
         let mut buf = [0u8; 4096];
         loop {
-            if self.transcript.ends_with(suffix.as_bytes()) {
+            if self.transcript.ends_with(b"\x1b[6n") {
+                self.send(b"\x1b[1;5R")?;
+                self.transcript.extend_from_slice(b"<cursor reported>");
+                // Keys typed in the same read as the report are taken as part of it: give
+                // the shell a moment, as the gap between a terminal's answer and a person's
+                // next key would.
+                std::thread::sleep(Duration::from_millis(300));
                 return Ok(());
+            }
+            if self.transcript.ends_with(b"# ") {
+                // Give a cursor query that may follow the prompt a moment to arrive.
+                std::thread::sleep(Duration::from_millis(200));
+                match self.master.read(&mut buf) {
+                    Ok(n) if n > 0 => {
+                        self.transcript.extend_from_slice(&buf[..n]);
+                        continue;
+                    }
+                    _ => return Ok(()),
+                }
             }
             if Instant::now() > deadline {
                 bail!(
-                    "timed out waiting for output ending in {suffix:?}; transcript:\n{}",
+                    "timed out waiting for a prompt; transcript:\n{}",
                     String::from_utf8_lossy(&self.transcript)
                 );
             }

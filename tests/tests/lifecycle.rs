@@ -161,7 +161,7 @@ fn docker_tutorial_walkthrough() {
     s.send(b"echo $((6*7)) && ps | grep -c sleep\n").unwrap();
     s.expect("42", Duration::from_secs(20)).unwrap();
     // Ctrl-D only once the shell reads again (at its prompt), as a person would.
-    s.expect_tail("# ", Duration::from_secs(20)).unwrap();
+    s.expect_prompt(Duration::from_secs(20)).unwrap();
     s.send(b"\x04").unwrap();
     assert!(s.wait(Duration::from_secs(20)).unwrap().success());
 
@@ -170,7 +170,7 @@ fn docker_tutorial_walkthrough() {
     let mut s = PtySession::spawn(cmd).unwrap();
     s.send(b"tty && echo pid=$$\n").unwrap();
     s.expect("pid=1", Duration::from_secs(20)).unwrap();
-    s.expect_tail("# ", Duration::from_secs(20)).unwrap();
+    s.expect_prompt(Duration::from_secs(20)).unwrap();
     s.send(b"\x04").unwrap();
     assert!(s.wait(Duration::from_secs(20)).unwrap().success());
 
