@@ -17,7 +17,12 @@ pub struct Cli {
     pub host: Option<String>,
 
     /// Volatile state root (socket, mounts); used to find the socket when -H is not given.
-    #[arg(long, env = "SKIFF_EXEC_ROOT", global = true, default_value = "/run/skiff")]
+    #[arg(
+        long,
+        env = "SKIFF_EXEC_ROOT",
+        global = true,
+        default_value = "/run/skiff"
+    )]
     pub exec_root: PathBuf,
 
     #[command(subcommand)]
@@ -425,8 +430,20 @@ mod tests {
     #[test]
     fn run_takes_docker_flags_and_a_trailing_command() {
         let cli = Cli::try_parse_from([
-            "skiff", "run", "--rm", "-it", "-e", "A=1", "-h", "box", "--memory", "64m", "img",
-            "sh", "-c", "echo -n hi",
+            "skiff",
+            "run",
+            "--rm",
+            "-it",
+            "-e",
+            "A=1",
+            "-h",
+            "box",
+            "--memory",
+            "64m",
+            "img",
+            "sh",
+            "-c",
+            "echo -n hi",
         ])
         .unwrap();
         let Command::Run(r) = cli.command else {

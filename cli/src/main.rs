@@ -16,7 +16,10 @@ fn main() {
     // return from here.
     skiff_runtime::entry::run_if_internal();
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("skiff: starting the async runtime: {e}");
@@ -29,7 +32,9 @@ fn main() {
             Some(Exit(code)) => *code,
             None => {
                 match e.downcast_ref::<bollard::errors::Error>() {
-                    Some(b) => eprintln!("Error response from daemon: {}", client::error_message(b)),
+                    Some(b) => {
+                        eprintln!("Error response from daemon: {}", client::error_message(b))
+                    }
                     None => eprintln!("skiff: {e:#}"),
                 }
                 1
@@ -52,12 +57,10 @@ async fn dispatch(cli: Cli) -> Result<()> {
     if let Command::Image(ImageCommand::Convert(args)) = &cli.command {
         return daemon::convert::convert_command(args).await;
     }
-    let docker = client::connect::connect(&socket)
-        .await
-        .map_err(|e| {
-            eprintln!("{e:#}");
-            Exit(125)
-        })?;
+    let docker = client::connect::connect(&socket).await.map_err(|e| {
+        eprintln!("{e:#}");
+        Exit(125)
+    })?;
     let d = &docker;
     use client::*;
     match &cli.command {

@@ -155,7 +155,10 @@ impl Daemon {
 /// Each test daemon gets its own bridge and /24 so daemons running side by side never share
 /// addresses or iptables chains.
 fn isolated_network_args() -> Vec<String> {
-    let n = (std::process::id() as u64 * 31 + NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst)) % 200 + 20;
+    let n = (std::process::id() as u64 * 31
+        + NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst))
+        % 200
+        + 20;
     vec![
         "--bridge".to_string(),
         format!("sktest{n}"),

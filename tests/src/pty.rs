@@ -48,7 +48,8 @@ impl PtySession {
         let deadline = Instant::now() + timeout;
         let mut buf = [0u8; 4096];
         loop {
-            let text = String::from_utf8_lossy(&self.transcript[start_len.saturating_sub(needle.len())..]);
+            let text =
+                String::from_utf8_lossy(&self.transcript[start_len.saturating_sub(needle.len())..]);
             if text.contains(needle) {
                 return Ok(());
             }

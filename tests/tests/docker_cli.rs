@@ -26,7 +26,14 @@ fn stock_docker_cli_works_against_skiff() {
     let rootfs = tempfile::tempdir().unwrap();
     fixtures::build_busybox_rootfs(rootfs.path()).unwrap();
     let image = format!("{}/dockercli:latest", reg.host());
-    d.ok(&["image", "import", "--change", r#"CMD ["echo", "hi from docker"]"#, rootfs.path().to_str().unwrap(), &image]);
+    d.ok(&[
+        "image",
+        "import",
+        "--change",
+        r#"CMD ["echo", "hi from docker"]"#,
+        rootfs.path().to_str().unwrap(),
+        &image,
+    ]);
     d.ok(&["push", &image]);
     d.ok(&["rmi", &image]);
 

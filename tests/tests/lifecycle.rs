@@ -45,10 +45,15 @@ fn docker_tutorial_walkthrough() {
     let out = d.run(&["run", "--rm", &image]);
     assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("Hello from skiff!"));
-    assert!(d.ok(&["images"]).contains(&format!("{}/busybox", reg.host())));
+    assert!(d
+        .ok(&["images"])
+        .contains(&format!("{}/busybox", reg.host())));
 
     // 2. command overrides.
-    assert_eq!(d.ok(&["run", "--rm", &image, "echo", "hi", "there"]), "hi there\n");
+    assert_eq!(
+        d.ok(&["run", "--rm", &image, "echo", "hi", "there"]),
+        "hi there\n"
+    );
     let ls = d.ok(&["run", "--rm", &image, "ls", "/"]);
     for dir in ["bin", "etc", "proc", "dev"] {
         assert!(ls.lines().any(|l| l == dir), "ls / lacks {dir}: {ls}");
@@ -64,13 +69,23 @@ fn docker_tutorial_walkthrough() {
 
     // 4. stop of a process that ignores SIGTERM: grace period, then SIGKILL.
     let stubborn = d.ok(&[
-        "run", "-d", "--name", "stubborn", &image, "sh", "-c", "trap '' TERM; sleep 300",
+        "run",
+        "-d",
+        "--name",
+        "stubborn",
+        &image,
+        "sh",
+        "-c",
+        "trap '' TERM; sleep 300",
     ]);
     std::thread::sleep(Duration::from_millis(300));
     let t = Instant::now();
     d.ok(&["stop", "-t", "1", "stubborn"]);
     let took = t.elapsed();
-    assert!(took >= Duration::from_millis(900), "stop returned after {took:?}");
+    assert!(
+        took >= Duration::from_millis(900),
+        "stop returned after {took:?}"
+    );
     assert_eq!(d.ok(&["wait", stubborn.trim()]).trim(), "137");
     d.ok(&["kill", "sleeper"]);
     assert_eq!(d.ok(&["wait", "sleeper"]).trim(), "137");
@@ -79,7 +94,15 @@ fn docker_tutorial_walkthrough() {
     assert!(!d.ok(&["ps"]).contains("sleeper"));
 
     // 5. create then start -a; logs of the finished container (no rerun).
-    let cid = d.ok(&["create", "--name", "once", &image, "sh", "-c", "echo ran-once; echo to-stderr >&2"]);
+    let cid = d.ok(&[
+        "create",
+        "--name",
+        "once",
+        &image,
+        "sh",
+        "-c",
+        "echo ran-once; echo to-stderr >&2",
+    ]);
     assert!(d.ok(&["ps", "-a"]).contains("Created"));
     let out = d.run(&["start", "-a", cid.trim()]);
     let (stdout, stderr) = (
@@ -99,12 +122,24 @@ fn docker_tutorial_walkthrough() {
         String::from_utf8_lossy(&logs_t.stderr),
     );
     assert_eq!(tail_out, "");
-    assert!(tail_err.ends_with("Z to-stderr\n") && tail_err.contains('T'), "{tail_err}");
+    assert!(
+        tail_err.ends_with("Z to-stderr\n") && tail_err.contains('T'),
+        "{tail_err}"
+    );
 
     // 6. exit codes as Docker's.
-    assert_eq!(code(&d.run(&["run", "--rm", &image, "sh", "-c", "exit 3"])), 3);
-    assert_eq!(code(&d.run(&["run", "--rm", &image, "/no/such/binary"])), 127);
-    assert_eq!(code(&d.run(&["run", "--rm", "--pull", "never", "127.0.0.1:1/nope:latest"])), 125);
+    assert_eq!(
+        code(&d.run(&["run", "--rm", &image, "sh", "-c", "exit 3"])),
+        3
+    );
+    assert_eq!(
+        code(&d.run(&["run", "--rm", &image, "/no/such/binary"])),
+        127
+    );
+    assert_eq!(
+        code(&d.run(&["run", "--rm", "--pull", "never", "127.0.0.1:1/nope:latest"])),
+        125
+    );
     let dup = d.run(&["create", "--name", "once", &image]);
     assert_eq!(code(&dup), 125);
     assert!(String::from_utf8_lossy(&dup.stderr).contains("already in use"));

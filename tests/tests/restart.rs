@@ -28,7 +28,16 @@ fn daemon_kill9_restart_keeps_true_state() {
     let image = format!("{}/restart:latest", reg.host());
     d.ok(&["image", "import", rootfs.path().to_str().unwrap(), &image]);
 
-    let done = d.ok(&["run", "-d", "--name", "done", &image, "sh", "-c", "echo bye; exit 4"]);
+    let done = d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "done",
+        &image,
+        "sh",
+        "-c",
+        "echo bye; exit 4",
+    ]);
     let running = d.ok(&["run", "-d", "--name", "running", &image, "sleep", "300"]);
     assert_eq!(d.ok(&["wait", "done"]).trim(), "4");
 
@@ -36,7 +45,10 @@ fn daemon_kill9_restart_keeps_true_state() {
     d.restart().unwrap();
 
     let ps = d.ok(&["ps", "-a", "--no-trunc"]);
-    assert!(ps.contains(done.trim()) && ps.contains("Exited (4)"), "{ps}");
+    assert!(
+        ps.contains(done.trim()) && ps.contains("Exited (4)"),
+        "{ps}"
+    );
     assert!(ps.contains(running.trim()), "{ps}");
     assert_eq!(d.ok(&["logs", "done"]), "bye\n");
     // Kill the survivor through the new daemon; its exit is observed.

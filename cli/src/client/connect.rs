@@ -34,11 +34,8 @@ pub async fn connect(socket: &Path) -> Result<Docker> {
     if !socket.exists() {
         bail!(hint());
     }
-    let docker = Docker::connect_with_unix(
-        &socket.to_string_lossy(),
-        600,
-        bollard::API_DEFAULT_VERSION,
-    )?;
+    let docker =
+        Docker::connect_with_unix(&socket.to_string_lossy(), 600, bollard::API_DEFAULT_VERSION)?;
     if docker.ping().await.is_err() {
         bail!(hint());
     }

@@ -13,13 +13,19 @@ use super::images::pull_with_progress;
 use crate::args::ContainerOpts;
 
 /// The create body for `opts`. `attach` is whether the CLI will attach to the streams.
-pub fn container_config(opts: &ContainerOpts, attach: bool, auto_remove: bool) -> Result<Config<String>> {
+pub fn container_config(
+    opts: &ContainerOpts,
+    attach: bool,
+    auto_remove: bool,
+) -> Result<Config<String>> {
     let memory = match &opts.memory {
         Some(m) => Some(parse_bytes(m).with_context(|| format!("invalid memory limit {m:?}"))?),
         None => None,
     };
     let nano_cpus = match opts.cpus {
-        Some(c) if c <= 0.0 || !c.is_finite() => bail!("invalid --cpus {c}: must be a positive number"),
+        Some(c) if c <= 0.0 || !c.is_finite() => {
+            bail!("invalid --cpus {c}: must be a positive number")
+        }
         Some(c) => Some((c * 1e9) as i64),
         None => None,
     };
@@ -135,7 +141,10 @@ pub async fn create_container(
         "missing" | "never" => {}
         other => bail!("invalid --pull {other:?}: must be always, missing or never"),
     }
-    match docker.create_container(options.clone(), config.clone()).await {
+    match docker
+        .create_container(options.clone(), config.clone())
+        .await
+    {
         Ok(r) => {
             for w in r.warnings {
                 eprintln!("WARNING: {w}");
@@ -169,7 +178,10 @@ mod tests {
             parse_publish("127.0.0.1:53:53/udp").unwrap(),
             ("127.0.0.1".into(), "53".into(), "53/udp".into())
         );
-        assert_eq!(parse_publish("80").unwrap(), ("".into(), "".into(), "80/tcp".into()));
+        assert_eq!(
+            parse_publish("80").unwrap(),
+            ("".into(), "".into(), "80/tcp".into())
+        );
         assert!(parse_publish("70000:80").is_err());
         assert!(parse_publish("80/sctp").is_err());
         assert!(parse_publish("x:80:80").is_err());

@@ -31,8 +31,8 @@ pub async fn exec(docker: &Docker, args: &ExecArgs) -> Result<()> {
             },
         )
         .await?;
-    let raw = (args.tty && args.interactive && is_tty(std::io::stdin().as_fd()))
-        .then(RawMode::enter);
+    let raw =
+        (args.tty && args.interactive && is_tty(std::io::stdin().as_fd())).then(RawMode::enter);
     let started = docker
         .start_exec(
             &created.id,

@@ -132,13 +132,24 @@ pub async fn images(docker: &Docker, args: &ImagesArgs) -> Result<()> {
     list.sort_by_key(|i| std::cmp::Reverse(i.created));
     if args.quiet {
         for i in &list {
-            println!("{}", if args.no_trunc { i.id.clone() } else { short_id(&i.id) });
+            println!(
+                "{}",
+                if args.no_trunc {
+                    i.id.clone()
+                } else {
+                    short_id(&i.id)
+                }
+            );
         }
         return Ok(());
     }
     let mut rows = Vec::new();
     for i in &list {
-        let id = if args.no_trunc { i.id.clone() } else { short_id(&i.id) };
+        let id = if args.no_trunc {
+            i.id.clone()
+        } else {
+            short_id(&i.id)
+        };
         let tags = if i.repo_tags.is_empty() {
             vec!["<none>:<none>".to_string()]
         } else {

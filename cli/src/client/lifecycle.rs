@@ -40,7 +40,12 @@ pub async fn stop(docker: &Docker, args: &StopArgs) -> Result<()> {
             // Docker >= 23 accepts a signal for stop; bollard lacks it, so kill then wait.
             Some(sig) => {
                 docker
-                    .kill_container(&c, Some(KillContainerOptions { signal: sig.clone() }))
+                    .kill_container(
+                        &c,
+                        Some(KillContainerOptions {
+                            signal: sig.clone(),
+                        }),
+                    )
                     .await?;
             }
             None => {

@@ -26,7 +26,15 @@ pub async fn ps(docker: &Docker, args: &PsArgs) -> Result<()> {
     }
     let rows: Vec<Vec<String>> = list.iter().map(|c| row(c, args.no_trunc)).collect();
     print_table(
-        &["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"],
+        &[
+            "CONTAINER ID",
+            "IMAGE",
+            "COMMAND",
+            "CREATED",
+            "STATUS",
+            "PORTS",
+            "NAMES",
+        ],
         &rows,
     );
     Ok(())

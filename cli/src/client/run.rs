@@ -31,7 +31,9 @@ pub async fn run(docker: &Docker, args: &RunArgs) -> Result<()> {
     }
     // Detached --rm is removed by the daemon; attached --rm by us after the exit code is known.
     let config = container_config(opts, !args.detach, args.rm && args.detach)?;
-    let id = create_container(docker, opts, config).await.map_err(engine_error)?;
+    let id = create_container(docker, opts, config)
+        .await
+        .map_err(engine_error)?;
     if args.detach {
         docker
             .start_container(&id, None::<StartContainerOptions<String>>)
@@ -88,7 +90,12 @@ pub async fn start(docker: &Docker, args: &StartArgs) -> Result<()> {
 pub async fn attach(docker: &Docker, args: &AttachArgs) -> Result<()> {
     let info = docker.inspect_container(&args.container, None).await?;
     let tty = info.config.as_ref().and_then(|c| c.tty).unwrap_or(false);
-    let stdin = !args.no_stdin && info.config.as_ref().and_then(|c| c.open_stdin).unwrap_or(false);
+    let stdin = !args.no_stdin
+        && info
+            .config
+            .as_ref()
+            .and_then(|c| c.open_stdin)
+            .unwrap_or(false);
     let code = attach_start_wait(docker, &args.container, stdin, tty, false).await?;
     Err(Exit(code).into())
 }

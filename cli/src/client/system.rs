@@ -151,9 +151,15 @@ pub async fn info(docker: &Docker) -> Result<()> {
     println!(" Images: {}", i.images.unwrap_or(0));
     println!(" Server Version: {}", i.server_version.unwrap_or_default());
     println!(" Storage Driver: {}", i.driver.unwrap_or_default());
-    println!(" Cgroup Version: {}", i.cgroup_version.map(|v| v.to_string()).unwrap_or_default());
+    println!(
+        " Cgroup Version: {}",
+        i.cgroup_version.map(|v| v.to_string()).unwrap_or_default()
+    );
     println!(" Kernel Version: {}", i.kernel_version.unwrap_or_default());
-    println!(" Docker Root Dir: {}", i.docker_root_dir.unwrap_or_default());
+    println!(
+        " Docker Root Dir: {}",
+        i.docker_root_dir.unwrap_or_default()
+    );
     Ok(())
 }
 
@@ -167,7 +173,11 @@ pub async fn version(docker: Option<&Docker>) -> Result<()> {
         println!(" Engine:");
         println!("  Version:     {}", v.version.unwrap_or_default());
         println!("  API version: {}", v.api_version.unwrap_or_default());
-        println!("  OS/Arch:     {}/{}", v.os.unwrap_or_default(), v.arch.unwrap_or_default());
+        println!(
+            "  OS/Arch:     {}/{}",
+            v.os.unwrap_or_default(),
+            v.arch.unwrap_or_default()
+        );
     }
     Ok(())
 }

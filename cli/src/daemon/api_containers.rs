@@ -56,7 +56,8 @@ pub async fn list(
     let now = chrono::Utc::now();
     let mut out = Vec::new();
     for (r, st) in d.containers_with_state().await? {
-        if !flag(&q.all) && q.limit.is_none() && st.status != skiff_runtime::state::Status::Running {
+        if !flag(&q.all) && q.limit.is_none() && st.status != skiff_runtime::state::Status::Running
+        {
             continue;
         }
         out.push(views::summary(&r, &st, now));
@@ -76,10 +77,7 @@ pub async fn inspect(
     Ok(Json(views::inspect(&r, &st, &d.paths.container_dir(&r.id))))
 }
 
-pub async fn start(
-    State(d): State<Arc<Daemon>>,
-    Path(id): Path<String>,
-) -> ApiResult<StatusCode> {
+pub async fn start(State(d): State<Arc<Daemon>>, Path(id): Path<String>) -> ApiResult<StatusCode> {
     let r = d.find_container(&id)?;
     if d.start_container(&r).await? {
         Ok(StatusCode::NO_CONTENT)
@@ -129,7 +127,8 @@ pub async fn kill(
     Query(q): Query<KillQuery>,
 ) -> ApiResult<StatusCode> {
     let r = d.find_container(&id)?;
-    d.kill_container(&r, q.signal.as_deref().unwrap_or("KILL")).await?;
+    d.kill_container(&r, q.signal.as_deref().unwrap_or("KILL"))
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

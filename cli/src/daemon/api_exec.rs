@@ -20,7 +20,10 @@ pub async fn create(
 ) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
     let r = d.find_container(&id)?;
     let exec_id = d.create_exec(&r, body)?;
-    Ok((StatusCode::CREATED, Json(serde_json::json!({ "Id": exec_id }))))
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({ "Id": exec_id })),
+    ))
 }
 
 #[derive(Deserialize, Default)]

@@ -12,9 +12,7 @@ use serde::Deserialize;
 use super::error::{ApiError, ApiResult};
 use super::state::Daemon;
 
-fn json_lines_body(
-    rx: tokio::sync::mpsc::Receiver<serde_json::Value>,
-) -> Body {
+fn json_lines_body(rx: tokio::sync::mpsc::Receiver<serde_json::Value>) -> Body {
     let mut rx = rx;
     Body::from_stream(futures::stream::poll_fn(move |cx| {
         rx.poll_recv(cx).map(|o| {
@@ -90,7 +88,9 @@ pub async fn create(
     let (tx, rx) = tokio::sync::mpsc::channel(256);
     if let Some(src) = q.from_src {
         if src != "-" {
-            return Err(ApiError::bad_request("only fromSrc=- (a tarball in the body) is supported"));
+            return Err(ApiError::bad_request(
+                "only fromSrc=- (a tarball in the body) is supported",
+            ));
         }
         let reference = match q.repo {
             Some(r) => full_ref(&r, q.tag.as_deref()),
@@ -149,7 +149,9 @@ pub async fn get_by_name(
     if let Some(name) = rest.strip_suffix("/json") {
         return Ok(Json(d.inspect_image(name).await?).into_response());
     }
-    Err(ApiError::not_found(format!("page not found: /images/{rest}")))
+    Err(ApiError::not_found(format!(
+        "page not found: /images/{rest}"
+    )))
 }
 
 #[derive(Deserialize, Default)]
@@ -179,7 +181,9 @@ pub async fn post_by_name(
         });
         return Ok(streaming(json_lines_body(rx)));
     }
-    Err(ApiError::not_found(format!("page not found: /images/{rest}")))
+    Err(ApiError::not_found(format!(
+        "page not found: /images/{rest}"
+    )))
 }
 
 #[derive(Deserialize, Default)]
@@ -223,7 +227,10 @@ mod tests {
     #[test]
     fn refs_join_like_docker() {
         assert_eq!(full_ref("busybox", Some("latest")), "busybox:latest");
-        assert_eq!(full_ref("127.0.0.1:5000/a", Some("v1")), "127.0.0.1:5000/a:v1");
+        assert_eq!(
+            full_ref("127.0.0.1:5000/a", Some("v1")),
+            "127.0.0.1:5000/a:v1"
+        );
         assert_eq!(full_ref("a:v2", Some("latest")), "a:v2");
         assert_eq!(full_ref("a", Some("sha256:abc")), "a@sha256:abc");
         assert_eq!(full_ref("a", None), "a");

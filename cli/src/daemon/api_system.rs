@@ -21,7 +21,10 @@ pub async fn ping() -> impl IntoResponse {
             ("API-Version", API_VERSION),
             ("OSType", "linux"),
             ("Docker-Experimental", "false"),
-            (header::CACHE_CONTROL.as_str(), "no-cache, no-store, must-revalidate"),
+            (
+                header::CACHE_CONTROL.as_str(),
+                "no-cache, no-store, must-revalidate",
+            ),
         ],
         "OK",
     )
@@ -39,7 +42,11 @@ pub async fn version() -> Json<SystemVersion> {
         api_version: Some(API_VERSION.to_string()),
         min_api_version: Some(MIN_API_VERSION.to_string()),
         os: Some("linux".to_string()),
-        arch: Some(std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64")),
+        arch: Some(
+            std::env::consts::ARCH
+                .replace("x86_64", "amd64")
+                .replace("aarch64", "arm64"),
+        ),
         kernel_version: Some(kernel_version()),
         git_commit: Some("skiff".to_string()),
         go_version: Some("n/a (Rust)".to_string()),
@@ -65,7 +72,11 @@ pub async fn info(State(d): State<Arc<Daemon>>) -> ApiResult<Json<SystemInfo>> {
         operating_system: Some("linux".to_string()),
         os_type: Some("linux".to_string()),
         architecture: Some(std::env::consts::ARCH.to_string()),
-        ncpu: Some(std::thread::available_parallelism().map(|n| n.get() as i64).unwrap_or(1)),
+        ncpu: Some(
+            std::thread::available_parallelism()
+                .map(|n| n.get() as i64)
+                .unwrap_or(1),
+        ),
         server_version: Some(env!("CARGO_PKG_VERSION").to_string()),
         name: nix::unistd::gethostname()
             .ok()

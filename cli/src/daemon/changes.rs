@@ -17,7 +17,9 @@ fn command(arg: &str) -> Result<Vec<String>, String> {
 fn pairs(arg: &str) -> Result<Vec<(String, String)>, String> {
     let t = arg.trim();
     if !t.contains('=') {
-        let (k, v) = t.split_once(char::is_whitespace).ok_or(format!("expected KEY=VALUE, got {t:?}"))?;
+        let (k, v) = t
+            .split_once(char::is_whitespace)
+            .ok_or(format!("expected KEY=VALUE, got {t:?}"))?;
         return Ok(vec![(k.to_string(), v.trim().to_string())]);
     }
     let mut out = Vec::new();

@@ -34,7 +34,11 @@ pub fn set_winsize(pty: &OwnedFd, rows: u16, cols: u16) {
     }
 }
 
-async fn pump_out<R: AsyncRead + Unpin>(mut r: R, kind: StreamKind, tx: mpsc::Sender<(StreamKind, Vec<u8>)>) {
+async fn pump_out<R: AsyncRead + Unpin>(
+    mut r: R,
+    kind: StreamKind,
+    tx: mpsc::Sender<(StreamKind, Vec<u8>)>,
+) {
     let mut buf = vec![0u8; 32 * 1024];
     loop {
         match r.read(&mut buf).await {
@@ -91,7 +95,10 @@ pub async fn bridge(conn: Conn, io: ExecIo, tty: bool) {
             if let Some(e) = err.and_then(|e| tokio::process::ChildStderr::from_std(e).ok()) {
                 tasks.push(tokio::spawn(pump_out(e, StreamKind::Stderr, tx.clone())));
             }
-            if let Some(i) = io.stdin.and_then(|i| tokio::process::ChildStdin::from_std(i).ok()) {
+            if let Some(i) = io
+                .stdin
+                .and_then(|i| tokio::process::ChildStdin::from_std(i).ok())
+            {
                 tasks.push(tokio::spawn(pump_in(conn_r, i)));
             }
         }
@@ -134,10 +141,16 @@ pub async fn bridge(conn: Conn, io: ExecIo, tty: bool) {
 /// A detached exec: its output is read and dropped so it never blocks on a full pipe.
 pub async fn drain(io: ExecIo) {
     let (tx, mut rx) = mpsc::channel::<(StreamKind, Vec<u8>)>(8);
-    if let Some(o) = io.stdout.and_then(|o| tokio::process::ChildStdout::from_std(o).ok()) {
+    if let Some(o) = io
+        .stdout
+        .and_then(|o| tokio::process::ChildStdout::from_std(o).ok())
+    {
         tokio::spawn(pump_out(o, StreamKind::Stdout, tx.clone()));
     }
-    if let Some(e) = io.stderr.and_then(|e| tokio::process::ChildStderr::from_std(e).ok()) {
+    if let Some(e) = io
+        .stderr
+        .and_then(|e| tokio::process::ChildStderr::from_std(e).ok())
+    {
         tokio::spawn(pump_out(e, StreamKind::Stderr, tx.clone()));
     }
     if let Some(pty) = &io.pty {

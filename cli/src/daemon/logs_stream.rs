@@ -22,7 +22,9 @@ pub struct LogsRequest {
 pub fn stream(dir: PathBuf, req: LogsRequest, tty: bool) -> ApiResult<Body> {
     let opts = LogOptions {
         tail: req.tail,
-        since: req.since.and_then(|s| chrono::DateTime::from_timestamp(s, 0)),
+        since: req
+            .since
+            .and_then(|s| chrono::DateTime::from_timestamp(s, 0)),
         follow: req.follow,
     };
     let mut reader = LogReader::open(&dir, opts)

@@ -29,7 +29,9 @@ impl ImageMounts {
     /// Detaches mounts a previous daemon left behind (their FUSE server is gone).
     pub fn clean_stale(&self) {
         let dir = self.paths.exec_root.join("images");
-        let Ok(rd) = std::fs::read_dir(&dir) else { return };
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            return;
+        };
         for e in rd.flatten() {
             let p = e.path();
             if nix::mount::umount2(&p, nix::mount::MntFlags::MNT_DETACH).is_ok() {

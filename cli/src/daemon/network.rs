@@ -22,10 +22,7 @@ pub fn mode(host: &HostConfig) -> ApiResult<NetworkMode> {
 }
 
 /// The ports to publish: explicit bindings, plus every exposed port with `-P`.
-pub fn ports(
-    host: &HostConfig,
-    exposed: &[String],
-) -> ApiResult<Vec<PortSpec>> {
+pub fn ports(host: &HostConfig, exposed: &[String]) -> ApiResult<Vec<PortSpec>> {
     let mut out = Vec::new();
     for (key, bindings) in host.port_bindings.clone().unwrap_or_default() {
         let (container_port, protocol) =

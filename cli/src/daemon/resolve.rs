@@ -53,7 +53,10 @@ pub fn resolve(body: &Config<String>, image: &ImageConfiguration) -> Result<Reso
         env,
         cwd,
         user,
-        stop_signal: body.stop_signal.clone().or_else(|| ic.stop_signal().clone()),
+        stop_signal: body
+            .stop_signal
+            .clone()
+            .or_else(|| ic.stop_signal().clone()),
     })
 }
 

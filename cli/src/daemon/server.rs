@@ -46,7 +46,10 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/images/json", get(i::list))
         .route("/images/create", post(i::create))
         .route("/images/prune", post(i::prune))
-        .route("/images/{*rest}", get(i::get_by_name).post(i::post_by_name).delete(i::delete))
+        .route(
+            "/images/{*rest}",
+            get(i::get_by_name).post(i::post_by_name).delete(i::delete),
+        )
         .route("/containers/json", get(c::list))
         .route("/containers/create", post(c::create))
         .route("/containers/prune", post(c::prune))

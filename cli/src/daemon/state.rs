@@ -64,8 +64,8 @@ impl Daemon {
             net_config.bridge = args.bridge.clone();
         }
         let network = skiff_runtime::network::NetworkManager::restore(net_config)
-        .await
-        .map_err(|e| anyhow::anyhow!("setting up container networking: {e}"))?;
+            .await
+            .map_err(|e| anyhow::anyhow!("setting up container networking: {e}"))?;
         let mounts = ImageMounts::new(paths.clone());
         mounts.clean_stale();
         let d = Daemon {
@@ -164,7 +164,10 @@ impl Daemon {
 
     pub async fn container_counts(&self) -> ApiResult<(i64, i64, i64)> {
         let all = self.containers_with_state().await?;
-        let running = all.iter().filter(|(_, s)| s.status == Status::Running).count() as i64;
+        let running = all
+            .iter()
+            .filter(|(_, s)| s.status == Status::Running)
+            .count() as i64;
         Ok((all.len() as i64, running, all.len() as i64 - running))
     }
 
@@ -214,7 +217,12 @@ impl Daemon {
         let dir = self.paths.container_dir(&id);
         let lower = self.mounts.acquire(&self.store, &image.id)?;
         let host = body.host_config.clone().unwrap_or_default();
-        let mut rc = skiff_runtime::ContainerConfig::new(&id, dir.clone(), vec![lower], resolved.argv.clone());
+        let mut rc = skiff_runtime::ContainerConfig::new(
+            &id,
+            dir.clone(),
+            vec![lower],
+            resolved.argv.clone(),
+        );
         rc.env = resolved.env.clone();
         rc.cwd = resolved.cwd.clone();
         rc.user = resolved.user.clone();
@@ -324,12 +332,10 @@ impl Daemon {
         let st = self.container_state(&r.id)?;
         match st.status {
             Status::Running => return Ok(false),
-            Status::Exited => {
-                return Err(ApiError::bad_request(format!(
-                    "container {} has exited; skiff cannot restart an exited container yet (use run)",
-                    r.name
-                )))
-            }
+            Status::Exited => return Err(ApiError::bad_request(format!(
+                "container {} has exited; skiff cannot restart an exited container yet (use run)",
+                r.name
+            ))),
             Status::Created => {}
         }
         let dir = self.paths.container_dir(&r.id);
@@ -402,7 +408,12 @@ impl Daemon {
             }
             let code = self.wait_exit(&id).await;
             if condition == "removed" {
-                while self.records.all().map(|a| a.iter().any(|r| r.id == id)).unwrap_or(false) {
+                while self
+                    .records
+                    .all()
+                    .map(|a| a.iter().any(|r| r.id == id))
+                    .unwrap_or(false)
+                {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
             }
@@ -490,9 +501,16 @@ impl Daemon {
 
     // ---------- execs ----------
 
-    pub fn create_exec(&self, r: &Record, config: bollard::models::ExecConfig) -> ApiResult<String> {
+    pub fn create_exec(
+        &self,
+        r: &Record,
+        config: bollard::models::ExecConfig,
+    ) -> ApiResult<String> {
         if self.container_state(&r.id)?.status != Status::Running {
-            return Err(ApiError::conflict(format!("Container {} is not running", r.id)));
+            return Err(ApiError::conflict(format!(
+                "Container {} is not running",
+                r.id
+            )));
         }
         if config.cmd.as_ref().is_none_or(|c| c.is_empty()) {
             return Err(ApiError::bad_request("No exec command specified"));
@@ -522,7 +540,9 @@ impl Daemon {
                 .get(exec_id)
                 .ok_or_else(|| ApiError::not_found(format!("No such exec instance: {exec_id}")))?;
             if e.running || e.exit_code.is_some() {
-                return Err(ApiError::conflict(format!("Exec {exec_id} has already run")));
+                return Err(ApiError::conflict(format!(
+                    "Exec {exec_id} has already run"
+                )));
             }
             (e.container_id.clone(), e.config.clone())
         };
@@ -602,9 +622,9 @@ impl Daemon {
         for _ in 0..200 {
             {
                 let execs = self.execs.lock().expect("execs lock");
-                let e = execs
-                    .get(exec_id)
-                    .ok_or_else(|| ApiError::not_found(format!("No such exec instance: {exec_id}")))?;
+                let e = execs.get(exec_id).ok_or_else(|| {
+                    ApiError::not_found(format!("No such exec instance: {exec_id}"))
+                })?;
                 if !e.running || e.exit_code.is_some() {
                     return Ok(bollard::models::ExecInspectResponse {
                         id: Some(exec_id.to_string()),
@@ -645,7 +665,9 @@ pub fn dir_size(dir: &std::path::Path) -> u64 {
     let mut total = 0;
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in rd.flatten() {
             if let Ok(md) = e.path().symlink_metadata() {
                 if md.is_dir() {

@@ -71,7 +71,12 @@ impl Daemon {
     }
 
     pub async fn list_images(&self) -> ApiResult<Vec<ImageSummary>> {
-        let used: Vec<String> = self.records.all()?.into_iter().map(|r| r.image_id).collect();
+        let used: Vec<String> = self
+            .records
+            .all()?
+            .into_iter()
+            .map(|r| r.image_id)
+            .collect();
         Ok(self
             .store
             .images()
@@ -125,11 +130,19 @@ impl Daemon {
     }
 
     /// Pulls, streaming Docker's progress JSON lines into `tx`.
-    pub async fn pull_image_stream(self: Arc<Self>, reference: String, tx: Sender<serde_json::Value>) {
+    pub async fn pull_image_stream(
+        self: Arc<Self>,
+        reference: String,
+        tx: Sender<serde_json::Value>,
+    ) {
         let parsed = match skiff_store::ImageReference::parse(&reference) {
             Ok(r) => r,
             Err(e) => {
-                let _ = tx.send(json!({"error": e.to_string(), "errorDetail": {"message": e.to_string()}})).await;
+                let _ = tx
+                    .send(
+                        json!({"error": e.to_string(), "errorDetail": {"message": e.to_string()}}),
+                    )
+                    .await;
                 return;
             }
         };
@@ -137,19 +150,22 @@ impl Daemon {
             .send(json!({"status": format!("Pulling from {}", parsed.repository), "id": parsed.tag.clone().unwrap_or_else(|| "latest".into())}))
             .await;
         let progress_tx = tx.clone();
-        let progress: Box<dyn Fn(skiff_store::PullProgress) + Send + Sync> = Box::new(move |p: skiff_store::PullProgress| {
-            let mut v = json!({"status": p.status.docker_status(), "id": p.short_id()});
-            if p.total > 0 {
-                v["progressDetail"] = json!({"current": p.current, "total": p.total});
-            }
-            let _ = progress_tx.try_send(v);
-        });
+        let progress: Box<dyn Fn(skiff_store::PullProgress) + Send + Sync> =
+            Box::new(move |p: skiff_store::PullProgress| {
+                let mut v = json!({"status": p.status.docker_status(), "id": p.short_id()});
+                if p.total > 0 {
+                    v["progressDetail"] = json!({"current": p.current, "total": p.total});
+                }
+                let _ = progress_tx.try_send(v);
+            });
         let before = self.store.bytes_downloaded();
         match self.store.pull(&reference, &*progress).await {
             Ok(img) => {
                 let fetched = self.store.bytes_downloaded().saturating_sub(before);
                 let lazy = img.layers.iter().any(|l| l.format == "zstd:chunked");
-                let _ = tx.send(json!({"status": format!("Digest: {}", img.manifest_digest)})).await;
+                let _ = tx
+                    .send(json!({"status": format!("Digest: {}", img.manifest_digest)}))
+                    .await;
                 if lazy {
                     let _ = tx
                         .send(json!({"status": format!(
@@ -166,7 +182,11 @@ impl Daemon {
             }
             Err(e) => {
                 tracing::warn!(reference = %reference, "pull failed: {e}");
-                let _ = tx.send(json!({"error": e.to_string(), "errorDetail": {"message": e.to_string()}})).await;
+                let _ = tx
+                    .send(
+                        json!({"error": e.to_string(), "errorDetail": {"message": e.to_string()}}),
+                    )
+                    .await;
             }
         }
     }
@@ -178,10 +198,17 @@ impl Daemon {
         changes: &[String],
     ) -> ApiResult<String> {
         let changes = super::changes::parse(changes).map_err(ApiError::bad_request)?;
-        let tmp = self.paths.data_root.join("tmp").join(format!("import-{}.tar", super::names::new_id()));
+        let tmp = self
+            .paths
+            .data_root
+            .join("tmp")
+            .join(format!("import-{}.tar", super::names::new_id()));
         if let Err(e) = write_body(tar, &tmp).await {
             let _ = tokio::fs::remove_file(&tmp).await;
-            return Err(ApiError::internal(format!("receiving the import to {}: {e}", tmp.display())));
+            return Err(ApiError::internal(format!(
+                "receiving the import to {}: {e}",
+                tmp.display()
+            )));
         }
         let res = self
             .store
@@ -197,24 +224,40 @@ impl Daemon {
         self.store.tag(source, target).map_err(store_error)
     }
 
-    pub async fn push_image_stream(self: Arc<Self>, reference: String, tx: Sender<serde_json::Value>) {
+    pub async fn push_image_stream(
+        self: Arc<Self>,
+        reference: String,
+        tx: Sender<serde_json::Value>,
+    ) {
         match self.store.push(&reference).await {
             Ok(digest) => {
-                let _ = tx.send(json!({"status": format!("latest: digest: {digest}")})).await;
+                let _ = tx
+                    .send(json!({"status": format!("latest: digest: {digest}")}))
+                    .await;
             }
             Err(e) => {
-                let _ = tx.send(json!({"error": e.to_string(), "errorDetail": {"message": e.to_string()}})).await;
+                let _ = tx
+                    .send(
+                        json!({"error": e.to_string(), "errorDetail": {"message": e.to_string()}}),
+                    )
+                    .await;
             }
         }
     }
 
-    pub async fn remove_image(&self, name: &str, force: bool) -> ApiResult<Vec<ImageDeleteResponseItem>> {
+    pub async fn remove_image(
+        &self,
+        name: &str,
+        force: bool,
+    ) -> ApiResult<Vec<ImageDeleteResponseItem>> {
         let img = self
             .store
             .image(name)
             .map_err(|_| ApiError::not_found(format!("No such image: {name}")))?;
         if let Some(r) = self.records.all()?.iter().find(|r| r.image_id == img.id) {
-            if !force || self.container_state(&r.id)?.status == skiff_runtime::state::Status::Running {
+            if !force
+                || self.container_state(&r.id)?.status == skiff_runtime::state::Status::Running
+            {
                 return Err(ApiError::conflict(format!(
                     "conflict: unable to remove repository reference \"{name}\" (must force) - container {} is using its referenced image {}",
                     &r.id[..12],
@@ -227,7 +270,12 @@ impl Daemon {
     }
 
     pub async fn prune_images(&self, all: bool) -> ApiResult<serde_json::Value> {
-        let used: Vec<String> = self.records.all()?.into_iter().map(|r| r.image_id).collect();
+        let used: Vec<String> = self
+            .records
+            .all()?
+            .into_iter()
+            .map(|r| r.image_id)
+            .collect();
         let mut deleted = Vec::new();
         let mut reclaimed = 0u64;
         for i in self.store.images().map_err(store_error)? {

@@ -41,17 +41,29 @@ fn state_word(st: &ContainerState) -> &'static str {
 /// Published ports from the record, as Docker's `Port` list.
 pub fn ports(r: &Record) -> Vec<Port> {
     let mut out = Vec::new();
-    if let Some(bindings) = r.network.as_ref().and_then(|n| n.get("Ports")).and_then(|p| p.as_array()) {
+    if let Some(bindings) = r
+        .network
+        .as_ref()
+        .and_then(|n| n.get("Ports"))
+        .and_then(|p| p.as_array())
+    {
         for b in bindings {
             let private = b.get("PrivatePort").and_then(|v| v.as_u64()).unwrap_or(0) as u16;
-            let public = b.get("PublicPort").and_then(|v| v.as_u64()).map(|v| v as u16);
+            let public = b
+                .get("PublicPort")
+                .and_then(|v| v.as_u64())
+                .map(|v| v as u16);
             let ip = b.get("IP").and_then(|v| v.as_str()).map(|s| s.to_string());
             let udp = b.get("Type").and_then(|v| v.as_str()) == Some("udp");
             out.push(Port {
                 ip,
                 private_port: private,
                 public_port: public,
-                typ: Some(if udp { PortTypeEnum::UDP } else { PortTypeEnum::TCP }),
+                typ: Some(if udp {
+                    PortTypeEnum::UDP
+                } else {
+                    PortTypeEnum::TCP
+                }),
             });
         }
     }
@@ -112,7 +124,11 @@ pub fn inspect(r: &Record, st: &ContainerState, dir: &std::path::Path) -> Contai
         let key = format!(
             "{}/{}",
             p.private_port,
-            if p.typ == Some(PortTypeEnum::UDP) { "udp" } else { "tcp" }
+            if p.typ == Some(PortTypeEnum::UDP) {
+                "udp"
+            } else {
+                "tcp"
+            }
         );
         let entry: &mut Option<Vec<bollard::models::PortBinding>> =
             port_map.entry(key).or_insert_with(|| Some(Vec::new()));

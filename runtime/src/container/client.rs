@@ -10,7 +10,8 @@ use crate::protocol::Frame;
 /// Connects and sends the request frame.
 pub(crate) fn request(dir: &Path, req: &Frame) -> Result<UnixStream> {
     let sock = ContainerPaths::new(dir).socket();
-    let mut s = crate::paths::with_socket_path(&sock, |p| UnixStream::connect(p)).map_err(|e| RuntimeError::io("connect", &sock, e))?;
+    let mut s = crate::paths::with_socket_path(&sock, |p| UnixStream::connect(p))
+        .map_err(|e| RuntimeError::io("connect", &sock, e))?;
     req.write_to(&mut s)
         .map_err(|e| RuntimeError::io("send request", &sock, e))?;
     Ok(s)

@@ -7,6 +7,7 @@
 mod db;
 mod files;
 mod flight;
+mod prune;
 
 use std::collections::HashMap;
 use std::io::Read;
