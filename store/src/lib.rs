@@ -16,6 +16,7 @@ pub use layer_index::{ChunkLocation, ChunkRef, ContentReader, FileEntry, FileKin
 pub use reference::ImageReference;
 pub use registry::{RegistryClient, RegistryOptions};
 
+pub mod convert;
 mod import;
 mod lazy;
 pub mod lazy_source;

@@ -332,10 +332,12 @@ impl Daemon {
         let st = self.container_state(&r.id)?;
         match st.status {
             Status::Running => return Ok(false),
-            Status::Exited => return Err(ApiError::bad_request(format!(
+            Status::Exited => {
+                return Err(ApiError::bad_request(format!(
                 "container {} has exited; skiff cannot restart an exited container yet (use run)",
                 r.name
-            ))),
+            )))
+            }
             Status::Created => {}
         }
         let dir = self.paths.container_dir(&r.id);
