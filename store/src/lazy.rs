@@ -134,9 +134,12 @@ impl Store {
         Ok(Some(row))
     }
 
-    /// Makes a stored lazy layer readable through the chunk cache (idempotent). Needs a
-    /// tokio runtime: FUSE threads block on it for range requests.
+    /// Makes a stored lazy layer readable through the chunk cache (a no-op when it is
+    /// already). Needs a tokio runtime: FUSE threads block on it for range requests.
     pub(crate) fn register_lazy_layer(&self, digest: &str) -> Result<()> {
+        if self.inner.cache.is_registered(digest) {
+            return Ok(());
+        }
         let (reference, size) =
             self.inner
                 .db

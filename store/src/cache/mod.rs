@@ -259,6 +259,11 @@ impl ChunkCache {
             .insert(layer_digest.to_string(), source);
     }
 
+    /// Whether `layer_digest` has a blob source.
+    pub fn is_registered(&self, layer_digest: &str) -> bool {
+        self.layers.read().unwrap().contains_key(layer_digest)
+    }
+
     pub fn unregister_layer(&self, layer_digest: &str) {
         self.layers.write().unwrap().remove(layer_digest);
     }
