@@ -165,6 +165,13 @@ fn lazy_pull_fetches_on_demand_and_prune_reclaims() {
     assert!(bytes1 >= (big.len() + medium.len()) as u64, "{bytes1}");
     assert!(chunks1 > 0 && fetched1 > 0 && on_demand >= fetched1);
 
+    let df = d.ok(&["system", "df"]);
+    assert!(
+        df.lines()
+            .any(|l| l.starts_with("Chunk Cache") && !l.contains(" 0B")),
+        "{df}"
+    );
+
     // After a restart the lazy layer is registered again: a file never read before arrives.
     d.restart().unwrap();
     let out = d.run(&["run", "--rm", &chunked, "cat", "/data/late"]);
