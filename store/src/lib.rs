@@ -16,12 +16,16 @@ pub use layer_index::{ChunkLocation, ChunkRef, ContentReader, FileEntry, FileKin
 pub use reference::ImageReference;
 pub use registry::{RegistryClient, RegistryOptions};
 
+pub mod convert;
 mod import;
+mod lazy;
+pub mod lazy_source;
 mod pull;
 mod push;
 mod store;
 
 pub use import::ImageChanges;
 pub use layer::Compression;
+pub use lazy::{ChunkCacheUsage, FORMAT_ZSTD_CHUNKED};
 pub use pull::{PullProgress, PullStatus};
 pub use store::{ImageRecord, ImageSummary, LayerInfo, Removed, Store, StoreOptions};

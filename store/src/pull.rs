@@ -169,8 +169,13 @@ impl Store {
                 return Ok(row);
             }
         }
-        // zstd:chunked blobs are valid tar+zstd streams; until the lazy path is routed
-        // here they are pulled in full like any zstd layer.
+        // zstd:chunked layers are stored lazily (TOC only) when the manifest pins the TOC;
+        // otherwise they are valid tar+zstd streams, pulled and verified in full.
+        if is_zstd_chunked(layer.annotations.as_ref()) {
+            if let Some(row) = self.pull_lazy_layer(r, layer, diff_id, progress).await? {
+                return Ok(row);
+            }
+        }
         let compression = if is_zstd_chunked(layer.annotations.as_ref()) {
             Compression::Zstd
         } else {

@@ -6,10 +6,12 @@ use std::sync::Arc;
 
 use oci_spec::image::ImageConfiguration;
 
+use crate::cache::{ChunkCache, ChunkCacheConfig};
 use crate::content::{digest_hex, BlobStore};
 use crate::db::{Db, ImageRow, LayerRow};
 use crate::layer::LocalContentReader;
 use crate::layer_index::{ContentReader, LayerIndex};
+use crate::lazy::DispatchReader;
 use crate::reference::ImageReference;
 use crate::registry::{Platform, RegistryClient, RegistryOptions};
 use crate::{Result, StoreError};
@@ -24,6 +26,8 @@ pub struct StoreOptions {
     pub max_concurrent_downloads: usize,
     /// Platform picked from multi-arch indexes; `None` = the host's.
     pub platform: Option<Platform>,
+    /// Disk budget of the chunk cache of lazy (zstd:chunked) layers.
+    pub cache_bytes: u64,
 }
 
 impl Default for StoreOptions {
@@ -33,6 +37,7 @@ impl Default for StoreOptions {
             docker_config: None,
             max_concurrent_downloads: 3,
             platform: None,
+            cache_bytes: 10 << 30,
         }
     }
 }
@@ -116,6 +121,7 @@ pub(crate) struct Inner {
     pub(crate) db: Db,
     pub(crate) registry: RegistryClient,
     pub(crate) reader: Arc<LocalContentReader>,
+    pub(crate) cache: Arc<ChunkCache>,
     pub(crate) opts: StoreOptions,
 }
 
@@ -138,6 +144,9 @@ impl Store {
             docker_config: opts.docker_config.clone(),
             platform: opts.platform.clone(),
         });
+        let mut cache_config = ChunkCacheConfig::new(root.join("chunks"));
+        cache_config.budget_bytes = opts.cache_bytes;
+        let cache = Arc::new(ChunkCache::open(cache_config)?);
         Ok(Store {
             inner: Arc::new(Inner {
                 root: root.to_path_buf(),
@@ -145,6 +154,7 @@ impl Store {
                 db,
                 registry,
                 reader: Arc::new(LocalContentReader::new(layers)),
+                cache,
                 opts,
             }),
         })
@@ -178,9 +188,13 @@ impl Store {
         Ok(self.inner.root.join("layers").join(digest_hex(digest)?))
     }
 
-    /// Reads file bytes of local layers (those with `ChunkLocation::Local` chunks).
+    /// Reads file bytes of every layer: local ones from `data.tar`, lazy ones through the
+    /// chunk cache (fetching from the registry on demand).
     pub fn content_reader(&self) -> Arc<dyn ContentReader> {
-        self.inner.reader.clone()
+        Arc::new(DispatchReader {
+            local: self.inner.reader.clone(),
+            cache: self.inner.cache.clone(),
+        })
     }
 
     /// `docker images`: every image with its tags, newest first.
@@ -316,6 +330,7 @@ impl Store {
         }
         for layer in orphans {
             self.inner.reader.forget(&layer);
+            self.inner.cache.unregister_layer(&layer);
             self.inner.blobs.remove(&layer)?;
             let dir = self.layer_dir(&layer)?;
             match std::fs::remove_dir_all(&dir) {
@@ -328,7 +343,9 @@ impl Store {
         Ok(out)
     }
 
-    /// The file indexes of an image's layers, bottom first.
+    /// The file indexes of an image's layers, bottom first. Lazy layers get registered
+    /// with the chunk cache (after a restart nothing is), so call this inside the tokio
+    /// runtime whose handle FUSE reads will block on.
     pub fn layer_indexes(&self, image_id: &str) -> Result<Vec<LayerIndex>> {
         let id = self.resolve_id(image_id)?;
         self.inner
@@ -336,6 +353,9 @@ impl Store {
             .image_layers(&id)?
             .into_iter()
             .map(|l| {
+                if l.state == "lazy" {
+                    self.register_lazy_layer(&l.digest)?;
+                }
                 self.inner
                     .db
                     .layer_index(&l.digest)?

@@ -151,6 +151,11 @@ pub async fn info(docker: &Docker) -> Result<()> {
     println!(" Images: {}", i.images.unwrap_or(0));
     println!(" Server Version: {}", i.server_version.unwrap_or_default());
     println!(" Storage Driver: {}", i.driver.unwrap_or_default());
+    for line in i.driver_status.unwrap_or_default() {
+        if let [k, v] = line.as_slice() {
+            println!("  {k}: {v}");
+        }
+    }
     println!(
         " Cgroup Version: {}",
         i.cgroup_version.map(|v| v.to_string()).unwrap_or_default()

@@ -67,6 +67,7 @@ pub async fn info(State(d): State<Arc<Daemon>>) -> ApiResult<Json<SystemInfo>> {
         containers_paused: Some(0),
         images: Some(d.image_count()? as i64),
         driver: Some("overlay on skiff-fuse (lazy zstd:chunked)".to_string()),
+        driver_status: Some(d.cache_status()?),
         docker_root_dir: Some(d.paths.data_root.display().to_string()),
         kernel_version: Some(kernel_version()),
         operating_system: Some("linux".to_string()),

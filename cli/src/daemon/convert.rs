@@ -1,14 +1,43 @@
-//! `skiff image convert SRC DST`: registry to registry, any image to zstd:chunked.
+//! `skiff image convert SRC DST`: registry to registry, any image to zstd:chunked. Runs in
+//! the CLI process: it needs a registry, not a daemon.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
+use skiff_store::convert::{convert_image, ConvertedLayer};
+use skiff_store::registry::{RegistryClient, RegistryOptions};
+use skiff_store::ImageReference;
 
 use crate::args::ConvertArgs;
 
 pub async fn convert_command(args: &ConvertArgs) -> Result<()> {
-    anyhow::bail!(
-        "image convert {} -> {}: not wired yet (insecure registries: {:?})",
-        args.source,
-        args.destination,
-        args.insecure_registries
-    )
+    let src = ImageReference::parse(&args.source)?;
+    let dst = ImageReference::parse(&args.destination)?;
+    anyhow::ensure!(
+        dst.digest.is_none(),
+        "destination {dst} must name a tag, not a digest"
+    );
+    let registry = RegistryClient::new(RegistryOptions {
+        insecure_registries: args.insecure_registries.clone(),
+        ..Default::default()
+    });
+    // convert_image keeps each layer's files in a temporary directory it removes itself.
+    let tmp = std::env::temp_dir();
+    let on_layer = |l: &ConvertedLayer| {
+        println!(
+            "{}: {} bytes -> {}: {} bytes (zstd:chunked)",
+            short(&l.source_digest),
+            l.source_size,
+            short(&l.digest),
+            l.size
+        );
+    };
+    let report = convert_image(&registry, &src, &dst, &tmp, &on_layer)
+        .await
+        .with_context(|| format!("converting {src} to {dst}"))?;
+    println!("{dst}: digest: {}", report.manifest_digest);
+    Ok(())
+}
+
+fn short(digest: &str) -> &str {
+    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+    &hex[..hex.len().min(12)]
 }

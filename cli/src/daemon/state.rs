@@ -46,10 +46,14 @@ pub struct Daemon {
 impl Daemon {
     pub async fn open(paths: Paths, args: &DaemonArgs) -> anyhow::Result<Daemon> {
         let exe = std::env::current_exe()?;
+        let cache_bytes = crate::client::format::parse_bytes(&args.cache_size)
+            .filter(|b| *b > 0)
+            .ok_or_else(|| anyhow::anyhow!("invalid --cache-size {:?}", args.cache_size))?;
         let store = skiff_store::Store::open(
             &paths.store(),
             skiff_store::StoreOptions {
                 insecure_registries: args.insecure_registries.clone(),
+                cache_bytes: cache_bytes as u64,
                 ..Default::default()
             },
         )?;

@@ -129,3 +129,14 @@ impl CacheDb {
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 }
+
+impl CacheDb {
+    /// Every chunk on record with its size.
+    pub fn all(&self) -> Result<Vec<(String, u64)>> {
+        let mut st = self.conn.prepare("SELECT digest, size FROM chunks")?;
+        let rows = st.query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+}

@@ -7,6 +7,7 @@
 mod db;
 mod files;
 mod flight;
+mod prune;
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -256,6 +257,11 @@ impl ChunkCache {
             .write()
             .unwrap()
             .insert(layer_digest.to_string(), source);
+    }
+
+    /// Whether `layer_digest` has a blob source.
+    pub fn is_registered(&self, layer_digest: &str) -> bool {
+        self.layers.read().unwrap().contains_key(layer_digest)
     }
 
     pub fn unregister_layer(&self, layer_digest: &str) {

@@ -6,6 +6,7 @@
 
 mod images;
 pub mod schema;
+mod sources;
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};

@@ -39,4 +39,10 @@ pub const MIGRATIONS: &[&str] = &[
         format TEXT NOT NULL,             -- json
         data BLOB NOT NULL
     );",
+    // 2: where lazy (zstd:chunked) layers are fetched from.
+    "CREATE TABLE layer_sources (
+        layer_digest TEXT PRIMARY KEY REFERENCES layers(digest) ON DELETE CASCADE,
+        reference TEXT NOT NULL,          -- repository the blob was pulled from
+        size INTEGER NOT NULL             -- compressed blob size
+    );",
 ];

@@ -62,10 +62,15 @@ pub fn read_all(store: &Store, layer: &str, e: &FileEntry) -> Vec<u8> {
 
 /// Checks what the busybox fixture must contain after a pull.
 pub fn check_busybox(store: &Store, reference: &str) {
+    check_busybox_stored(store, reference, "local");
+}
+
+/// [`check_busybox`] for a layer stored as `state` (`local` or `lazy`).
+pub fn check_busybox_stored(store: &Store, reference: &str, state: &str) {
     let img = store.image(reference).unwrap();
     assert_eq!(img.layers.len(), 1);
     assert_eq!(img.diff_ids.len(), 1);
-    assert_eq!(img.layers[0].state, "local");
+    assert_eq!(img.layers[0].state, state);
     let cfg = img.config.config().as_ref().unwrap();
     assert_eq!(cfg.cmd().as_ref().unwrap(), &vec!["sh".to_string()]);
     let idx = store.layer_indexes(&img.id).unwrap();
@@ -100,10 +105,17 @@ pub fn check_busybox(store: &Store, reference: &str) {
     assert_eq!(files[fixtures::FIFO].kind, FileKind::Fifo);
     let rnd = &files[fixtures::RANDOM_FILE];
     assert_eq!(rnd.size, 1 << 20);
-    assert!(matches!(
-        rnd.chunks[0].location,
-        ChunkLocation::Local { .. }
-    ));
+    if state == "lazy" {
+        assert!(matches!(
+            rnd.chunks[0].location,
+            ChunkLocation::Compressed { .. }
+        ));
+    } else {
+        assert!(matches!(
+            rnd.chunks[0].location,
+            ChunkLocation::Local { .. }
+        ));
+    }
     assert_eq!(
         read_all(store, layer, rnd),
         fixtures::random_bytes(1 << 20, 42)

@@ -1,0 +1,130 @@
+//! Dropping cached chunks no stored layer references any more (`system prune`).
+
+use std::collections::HashSet;
+
+use super::{bump, is_disk_full, ChunkCache};
+use crate::Result;
+
+impl ChunkCache {
+    /// Chunks recorded on disk.
+    pub fn chunk_count(&self) -> Result<u64> {
+        Ok(self.disk.lock().unwrap().db.all()?.len() as u64)
+    }
+
+    /// Removes every cached chunk whose digest is not in `keep`, except chunks a reader
+    /// holds right now; returns the bytes freed.
+    pub fn prune_unreferenced(&self, keep: &HashSet<String>) -> Result<u64> {
+        let mut disk = self.disk.lock().unwrap();
+        // Record pending hits first so files re-adopted by a hit are on record too.
+        let touched: Vec<(String, Option<u64>)> = self.touched.lock().unwrap().drain().collect();
+        if !touched.is_empty() {
+            let refs: Vec<(&str, Option<u64>)> =
+                touched.iter().map(|(d, s)| (d.as_str(), *s)).collect();
+            match disk.db.touch(&refs) {
+                Ok(added) => disk.usage += added,
+                Err(e) if is_disk_full(&e) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let mut freed = 0;
+        for (digest, size) in disk.db.all()? {
+            if keep.contains(&digest) {
+                continue;
+            }
+            let pins = self.pins.lock().unwrap();
+            if pins.contains_key(&digest) {
+                continue;
+            }
+            self.files.remove(&digest)?;
+            drop(pins);
+            disk.db.remove(&digest)?;
+            self.mem.lock().unwrap().pop(&digest);
+            disk.usage = disk.usage.saturating_sub(size);
+            bump(&self.counters.evicted_chunks, 1);
+            freed += size;
+        }
+        Ok(freed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::cache::ChunkCacheConfig;
+    use crate::chunked::{self, FileBlobSource, RetryPolicy, WriterOptions};
+    use crate::layer_index::{ChunkLocation, ContentReader};
+
+    /// A zstd:chunked blob of one 1 MiB file in 256 KiB chunks, in `dir`.
+    fn chunked_blob(dir: &std::path::Path) -> (Arc<FileBlobSource>, crate::LayerIndex) {
+        let data: Vec<u8> = (0..1u32 << 20).map(|i| (i * 7 % 251) as u8).collect();
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, "f", &data[..]).unwrap();
+        let tar = b.into_inner().unwrap();
+        let mut blob = Vec::new();
+        let layer =
+            chunked::write_zstd_chunked(&tar, &mut blob, &WriterOptions::default()).unwrap();
+        let path = dir.join("blob");
+        std::fs::write(&path, &blob).unwrap();
+        let src = Arc::new(FileBlobSource::open(&path, &layer.digest).unwrap());
+        let annotations = layer.annotations.clone();
+        let (index, _) = chunked::open_lazy_layer(
+            src.as_ref(),
+            &layer.digest,
+            &annotations,
+            &RetryPolicy::default(),
+        )
+        .unwrap();
+        (src, index)
+    }
+
+    #[test]
+    fn prune_keeps_referenced_and_pinned_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let (src, index) = chunked_blob(dir.path());
+        let cache = ChunkCache::open(ChunkCacheConfig::new(dir.path().join("cache"))).unwrap();
+        cache.register_layer(&index.digest, src);
+        let f = index.entries.iter().find(|e| e.path == "f").unwrap();
+        let mut buf = vec![0u8; f.size as usize];
+        assert_eq!(
+            cache
+                .read_at(&index.digest, &f.chunks, 0, &mut buf)
+                .unwrap(),
+            buf.len()
+        );
+        let digests: Vec<String> = f
+            .chunks
+            .iter()
+            .map(|c| match &c.location {
+                ChunkLocation::Compressed { digest, .. } => digest.clone(),
+                ChunkLocation::Local { .. } => unreachable!(),
+            })
+            .collect();
+        assert_eq!(cache.chunk_count().unwrap(), 4);
+        let used = cache.disk_usage();
+        assert_eq!(used, 1 << 20);
+
+        let keep: HashSet<String> = digests.iter().cloned().collect();
+        assert_eq!(cache.prune_unreferenced(&keep).unwrap(), 0);
+        assert_eq!(cache.disk_usage(), used);
+
+        // A chunk a reader holds survives; the others go.
+        let pins = cache.pin(&[digests[0].as_str()]);
+        assert_eq!(
+            cache.prune_unreferenced(&HashSet::new()).unwrap(),
+            used - (256 << 10)
+        );
+        drop(pins);
+        assert_eq!(cache.chunk_count().unwrap(), 1);
+        assert_eq!(
+            cache.prune_unreferenced(&HashSet::new()).unwrap(),
+            256 << 10
+        );
+        assert_eq!((cache.disk_usage(), cache.chunk_count().unwrap()), (0, 0));
+    }
+}

@@ -1,0 +1,181 @@
+//! Registry-to-registry conversion of an image to zstd:chunked: every layer is downloaded
+//! (verified), decompressed, rewritten as a zstd:chunked blob of the very same tar (so the
+//! config, diff_ids included, is reused byte for byte) and pushed with its TOC annotations.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use bytes::Bytes;
+use oci_spec::image::ImageConfiguration;
+use serde_json::json;
+
+use crate::chunked::writer::{convert_tar_file, WriterOptions, MEDIA_TYPE_LAYER_ZSTD};
+use crate::layer::compression::is_zstd_chunked;
+use crate::layer::Compression;
+use crate::reference::ImageReference;
+use crate::registry::{Descriptor, RegistryClient};
+use crate::{Result, StoreError};
+
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+
+/// One converted layer.
+#[derive(Debug, Clone)]
+pub struct ConvertedLayer {
+    pub source_digest: String,
+    pub source_size: u64,
+    pub digest: String,
+    pub size: u64,
+    pub diff_id: String,
+}
+
+/// What [`convert_image`] pushed.
+#[derive(Debug, Clone)]
+pub struct ConvertReport {
+    pub layers: Vec<ConvertedLayer>,
+    pub config_digest: String,
+    /// Digest of the pushed OCI manifest.
+    pub manifest_digest: String,
+}
+
+/// Converts `src` (an index resolves to the registry client's platform) to zstd:chunked and
+/// pushes it as `dst`. Temporary files go to `tmp_dir` and are removed as soon as each
+/// layer is pushed. `on_layer` is told about each layer when it is done.
+pub async fn convert_image(
+    registry: &RegistryClient,
+    src: &ImageReference,
+    dst: &ImageReference,
+    tmp_dir: &Path,
+    on_layer: &(dyn Fn(&ConvertedLayer) + Send + Sync),
+) -> Result<ConvertReport> {
+    std::fs::create_dir_all(tmp_dir).map_err(|e| StoreError::io(tmp_dir, e))?;
+    let resolved = registry.resolve(src).await?;
+    let config: ImageConfiguration =
+        serde_json::from_slice(&resolved.config_bytes).map_err(|e| {
+            StoreError::InvalidManifest {
+                reference: src.to_string(),
+                reason: format!("bad image config: {e}"),
+            }
+        })?;
+    let diff_ids = config.rootfs().diff_ids();
+    if diff_ids.len() != resolved.manifest.layers.len() {
+        return Err(StoreError::InvalidManifest {
+            reference: src.to_string(),
+            reason: format!(
+                "{} layers but {} diff_ids in the config",
+                resolved.manifest.layers.len(),
+                diff_ids.len()
+            ),
+        });
+    }
+    let mut layers = Vec::new();
+    let mut descriptors = Vec::new();
+    for (layer, diff_id) in resolved.manifest.layers.iter().zip(diff_ids) {
+        let (done, desc) =
+            convert_layer(registry, &resolved.reference, dst, layer, diff_id, tmp_dir).await?;
+        on_layer(&done);
+        layers.push(done);
+        descriptors.push(desc);
+    }
+    let config_digest = resolved.manifest.config.digest.clone();
+    registry
+        .push_blob(dst, &config_digest, resolved.config_bytes.clone())
+        .await?;
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {
+            "mediaType": OCI_CONFIG,
+            "digest": config_digest,
+            "size": resolved.config_bytes.len(),
+        },
+        "layers": descriptors,
+    });
+    let body = serde_json::to_vec_pretty(&manifest).map_err(|e| StoreError::InvalidManifest {
+        reference: dst.to_string(),
+        reason: e.to_string(),
+    })?;
+    let manifest_digest = registry
+        .push_manifest(dst, Bytes::from(body), OCI_MANIFEST)
+        .await?;
+    Ok(ConvertReport {
+        layers,
+        config_digest,
+        manifest_digest,
+    })
+}
+
+/// Downloads, decompresses, rewrites and pushes one layer; returns its new descriptor.
+async fn convert_layer(
+    registry: &RegistryClient,
+    src: &ImageReference,
+    dst: &ImageReference,
+    layer: &Descriptor,
+    diff_id: &str,
+    tmp_dir: &Path,
+) -> Result<(ConvertedLayer, Descriptor)> {
+    let compression = if is_zstd_chunked(layer.annotations.as_ref()) {
+        Compression::Zstd
+    } else {
+        Compression::from_media_type(&layer.media_type).ok_or_else(|| StoreError::Unsupported {
+            reference: src.to_string(),
+            reason: format!("layer {} has media type {}", layer.digest, layer.media_type),
+        })?
+    };
+    let tmp = tempfile::Builder::new()
+        .prefix("convert-")
+        .tempdir_in(tmp_dir)
+        .map_err(|e| StoreError::io(tmp_dir, e))?;
+    let blob_path = tmp.path().join("blob");
+    let tar_path = tmp.path().join("layer.tar");
+    let out_path = tmp.path().join("chunked");
+    {
+        let mut f = std::fs::File::create(&blob_path).map_err(|e| StoreError::io(&blob_path, e))?;
+        // blob_stream verifies the digest: an error at the end means a bad blob.
+        registry
+            .pull_blob(src, &layer.digest, &mut f, &|_| {})
+            .await?;
+    }
+    let (bp, tp, op) = (blob_path.clone(), tar_path.clone(), out_path.clone());
+    let chunked = tokio::task::spawn_blocking(move || {
+        let blob = std::fs::File::open(&bp).map_err(|e| StoreError::io(&bp, e))?;
+        let mut dec = compression
+            .decoder(std::io::BufReader::new(blob))
+            .map_err(|e| StoreError::io(&bp, e))?;
+        let mut tar = std::fs::File::create(&tp).map_err(|e| StoreError::io(&tp, e))?;
+        std::io::copy(&mut dec, &mut tar).map_err(|e| StoreError::io(&tp, e))?;
+        drop(tar);
+        convert_tar_file(&tp, &op, &WriterOptions::default())
+    })
+    .await
+    .expect("layer conversion task panicked")?;
+    // The tar is unchanged, so the config's diff_id must still describe it.
+    if chunked.diff_id != diff_id {
+        return Err(StoreError::DigestMismatch {
+            what: format!("uncompressed layer {} of {src}", layer.digest),
+            expected: diff_id.to_string(),
+            actual: chunked.diff_id,
+        });
+    }
+    registry
+        .push_blob_file(dst, &chunked.digest, &out_path)
+        .await?;
+    let desc = Descriptor {
+        media_type: MEDIA_TYPE_LAYER_ZSTD.to_string(),
+        digest: chunked.digest.clone(),
+        size: chunked.size,
+        annotations: Some(chunked.annotations.into_iter().collect::<HashMap<_, _>>()),
+        platform: None,
+        urls: None,
+    };
+    Ok((
+        ConvertedLayer {
+            source_digest: layer.digest.clone(),
+            source_size: layer.size,
+            digest: chunked.digest,
+            size: chunked.size,
+            diff_id: chunked.diff_id,
+        },
+        desc,
+    ))
+}
