@@ -64,12 +64,22 @@ impl ImageMounts {
         Ok(path)
     }
 
-    /// One user fewer; the last one unmounts.
+    /// One user fewer. The mount stays while the image exists (the next container of
+    /// the image starts without mounting and building the tree again); removing the image
+    /// unmounts it ([`ImageMounts::unmount_unused`]).
     pub fn release(&self, image_id: &str) {
         let mut m = self.mounted.lock().expect("mounts lock");
         if let Some(e) = m.get_mut(image_id) {
             e.users = e.users.saturating_sub(1);
-            if e.users == 0 {
+        }
+    }
+
+    /// Unmounts the image if no container uses it; `false` if one does.
+    pub fn unmount_unused(&self, image_id: &str) -> bool {
+        let mut m = self.mounted.lock().expect("mounts lock");
+        match m.get(image_id) {
+            Some(e) if e.users > 0 => false,
+            Some(_) => {
                 if let Some(e) = m.remove(image_id) {
                     let path = e.handle.path().to_path_buf();
                     if let Err(err) = e.handle.unmount() {
@@ -77,7 +87,9 @@ impl ImageMounts {
                     }
                     let _ = std::fs::remove_dir(&path);
                 }
+                true
             }
+            None => true,
         }
     }
 

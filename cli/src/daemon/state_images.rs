@@ -265,6 +265,7 @@ impl Daemon {
                 )));
             }
         }
+        self.mounts.unmount_unused(&img.id);
         let removed = self.store.remove_image(name, force).map_err(store_error)?;
         Ok(removed.into_iter().map(delete_item).collect())
     }
@@ -282,6 +283,7 @@ impl Daemon {
             if used.contains(&i.id) || (!all && !i.repo_tags.is_empty()) {
                 continue;
             }
+            self.mounts.unmount_unused(&i.id);
             match self.store.remove_image(&i.id, true) {
                 Ok(items) => {
                     reclaimed += i.size;
