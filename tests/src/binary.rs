@@ -16,7 +16,7 @@ pub fn skiff_bin() -> PathBuf {
     let bin = profile_dir.join("skiff");
     assert!(
         bin.exists(),
-        "{} not built: run the tests with `cargo test --workspace`",
+        "{} not built: run `cargo build -p skiff` before the tests (scripts/test.sh does)",
         bin.display()
     );
     bin
