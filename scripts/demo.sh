@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "run as root (sudo $0)" >&2; exit 1; }
 bash scripts/install-deps.sh
 cargo build --release -q -p skiff
-skiff=$PWD/target/release/skiff
+skiff=${CARGO_TARGET_DIR:-$PWD/target}/release/skiff
 work=$(mktemp -d /tmp/skiff-demo.XXXXXX)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 reg=127.0.0.1:$port
