@@ -190,9 +190,10 @@ pub async fn attach(
 }
 
 #[derive(Deserialize, Default)]
+/// `?h=ROWS&w=COLS` of the container and exec resize endpoints.
 pub struct ResizeQuery {
-    h: Option<u16>,
-    w: Option<u16>,
+    pub h: Option<u16>,
+    pub w: Option<u16>,
 }
 
 pub async fn resize(

@@ -59,16 +59,10 @@ pub async fn start(
     }))
 }
 
-#[derive(Deserialize, Default)]
-pub struct ResizeQuery {
-    h: Option<u16>,
-    w: Option<u16>,
-}
-
 pub async fn resize(
     State(d): State<Arc<Daemon>>,
     Path(id): Path<String>,
-    axum::extract::Query(q): axum::extract::Query<ResizeQuery>,
+    axum::extract::Query(q): axum::extract::Query<super::api_containers::ResizeQuery>,
 ) -> ApiResult<StatusCode> {
     d.resize_exec(&id, q.h.unwrap_or(24), q.w.unwrap_or(80))?;
     Ok(StatusCode::CREATED)

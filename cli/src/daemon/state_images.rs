@@ -52,6 +52,11 @@ async fn write_body(body: axum::body::Body, path: &std::path::Path) -> std::io::
     f.flush().await
 }
 
+/// A failure inside a progress stream, in Docker's shape (the status code is already sent).
+fn stream_error(e: &dyn std::fmt::Display) -> serde_json::Value {
+    json!({"error": e.to_string(), "errorDetail": {"message": e.to_string()}})
+}
+
 /// Unix seconds of an RFC 3339 time (0 when absent or malformed).
 fn unix_time(t: Option<&str>) -> i64 {
     t.and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
@@ -138,11 +143,7 @@ impl Daemon {
         let parsed = match skiff_store::ImageReference::parse(&reference) {
             Ok(r) => r,
             Err(e) => {
-                let _ = tx
-                    .send(
-                        json!({"error": e.to_string(), "errorDetail": {"message": e.to_string()}}),
-                    )
-                    .await;
+                let _ = tx.send(stream_error(&e)).await;
                 return;
             }
         };
@@ -182,11 +183,7 @@ impl Daemon {
             }
             Err(e) => {
                 tracing::warn!(reference = %reference, "pull failed: {e}");
-                let _ = tx
-                    .send(
-                        json!({"error": e.to_string(), "errorDetail": {"message": e.to_string()}}),
-                    )
-                    .await;
+                let _ = tx.send(stream_error(&e)).await;
             }
         }
     }
@@ -236,11 +233,7 @@ impl Daemon {
                     .await;
             }
             Err(e) => {
-                let _ = tx
-                    .send(
-                        json!({"error": e.to_string(), "errorDetail": {"message": e.to_string()}}),
-                    )
-                    .await;
+                let _ = tx.send(stream_error(&e)).await;
             }
         }
     }
