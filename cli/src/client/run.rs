@@ -42,7 +42,7 @@ pub async fn run(docker: &Docker, args: &RunArgs) -> Result<()> {
         println!("{id}");
         return Ok(());
     }
-    let code = attach_start_wait(docker, &id, opts.interactive, opts.tty, true).await;
+    let code = attach_start_wait(docker, &id, opts.interactive, opts.tty, Start::Created).await;
     if args.rm {
         let _ = docker
             .remove_container(
@@ -65,7 +65,7 @@ pub async fn start(docker: &Docker, args: &StartArgs) -> Result<()> {
         let id = &args.containers[0];
         let info = docker.inspect_container(id, None).await?;
         let tty = info.config.as_ref().and_then(|c| c.tty).unwrap_or(false);
-        let code = attach_start_wait(docker, id, args.interactive, tty, true).await?;
+        let code = attach_start_wait(docker, id, args.interactive, tty, Start::Any).await?;
         return Err(Exit(code).into());
     }
     let mut failed = false;
@@ -96,7 +96,7 @@ pub async fn attach(docker: &Docker, args: &AttachArgs) -> Result<()> {
             .as_ref()
             .and_then(|c| c.open_stdin)
             .unwrap_or(false);
-    let code = attach_start_wait(docker, &args.container, stdin, tty, false).await?;
+    let code = attach_start_wait(docker, &args.container, stdin, tty, Start::No).await?;
     Err(Exit(code).into())
 }
 
@@ -107,7 +107,7 @@ async fn attach_start_wait(
     id: &str,
     stdin: bool,
     tty: bool,
-    start: bool,
+    start: Start,
 ) -> Result<i32> {
     let attached = docker
         .attach_container(
@@ -124,11 +124,23 @@ async fn attach_start_wait(
         .await
         .map_err(engine_error)?;
     let raw = (tty && stdin && is_tty(std::io::stdin().as_fd())).then(RawMode::enter);
-    if start {
-        docker
+    // For a container we just created, the exit code is asked for before the start, as
+    // Docker's CLI does: it is on its way while the output is pumped, instead of one more
+    // round trip after it. (An exited one being started again still reads as exited.)
+    let early = (start == Start::Created).then(|| {
+        let (docker, id) = (docker.clone(), id.to_string());
+        tokio::spawn(async move { wait_exit_code(&docker, &id).await })
+    });
+    if start != Start::No {
+        if let Err(e) = docker
             .start_container(id, None::<StartContainerOptions<String>>)
             .await
-            .map_err(start_error)?;
+        {
+            if let Some(w) = early {
+                w.abort();
+            }
+            return Err(start_error(e));
+        }
     }
     if tty {
         spawn_resizer(docker.clone(), id.to_string());
@@ -140,7 +152,18 @@ async fn attach_start_wait(
     })
     .await?;
     drop(raw);
-    wait_exit_code(docker, id).await
+    match early {
+        Some(w) => w.await?,
+        None => wait_exit_code(docker, id).await,
+    }
+}
+
+/// Whether [`attach_start_wait`] starts the container, and whether it is freshly created.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Start {
+    No,
+    Created,
+    Any,
 }
 
 /// The container's exit code once it is not running.

@@ -144,8 +144,8 @@ pub async fn wait(
 ) -> ApiResult<Response> {
     let r = d.find_container(&id)?;
     let condition = q.condition.unwrap_or_else(|| "not-running".to_string());
-    // State is polled from the runtime's files, so a client may start the container right
-    // after the response headers arrive (Docker's CLI does, for `run --rm`).
+    // The waiting happens in the body, so a client may start the container right after the
+    // response headers arrive (Docker's CLI does, for `run --rm`).
     let waiter = d.clone().waiter(r.id.clone(), condition);
     let body = Body::from_stream(futures::stream::once(async move {
         let code = waiter.await;

@@ -29,9 +29,14 @@ impl Paths {
         self.data_root.join("containers.db")
     }
 
+    /// Where the containers' directories are.
+    pub fn containers_dir(&self) -> PathBuf {
+        self.data_root.join("containers")
+    }
+
     /// A container's persistent directory (upper, work, log, state files).
     pub fn container_dir(&self, id: &str) -> PathBuf {
-        self.data_root.join("containers").join(id)
+        self.containers_dir().join(id)
     }
 
     /// Where an image's FUSE filesystem is mounted.

@@ -36,7 +36,9 @@ pub struct Daemon {
     pub execs: Mutex<HashMap<String, ExecEntry>>,
     /// Exit codes of auto-removed containers, for waiters that come late.
     pub last_exit: Mutex<HashMap<String, i32>>,
-    pub network: skiff_runtime::network::NetworkManager,
+    pub network: Arc<skiff_runtime::network::NetworkManager>,
+    /// Cleanup that goes on after a removal has been answered; awaited at shutdown.
+    background: tokio_util::task::TaskTracker,
     /// Our own binary, re-executed as the container shim and exec helper.
     pub exe: PathBuf,
     /// Serializes create/remove so names and mounts stay consistent.
@@ -81,7 +83,8 @@ impl Daemon {
             records,
             execs: Mutex::new(HashMap::new()),
             last_exit: Mutex::new(HashMap::new()),
-            network,
+            network: Arc::new(network),
+            background: tokio_util::task::TaskTracker::new(),
             exe,
             lifecycle: tokio::sync::Mutex::new(()),
         };
@@ -93,6 +96,10 @@ impl Daemon {
     /// container whose shim is gone reads as exited), and running ones get their image
     /// mounted again.
     async fn restore(&self) {
+        let purged = skiff_runtime::purge_trash(&self.paths.containers_dir());
+        if purged > 0 {
+            tracing::info!("deleted {purged} container directories a removal left behind");
+        }
         let records = match self.records.all() {
             Ok(r) => r,
             Err(e) => {
@@ -124,6 +131,8 @@ impl Daemon {
     }
 
     pub async fn shutdown(&self) {
+        self.background.close();
+        self.background.wait().await;
         self.mounts.unmount_all();
         // The namespace directory is a bind mount of itself (as `ip netns` makes it); with no
         // container left to pin a namespace in it, it goes too.
@@ -272,9 +281,11 @@ impl Daemon {
                 });
             }
         };
-        rc.network = match &attachment.netns_path {
-            Some(p) => skiff_runtime::NetworkMode::Join(p.clone()),
-            None => skiff_runtime::NetworkMode::Host,
+        rc.network = match (&attachment.netns_path, attachment.mode) {
+            (Some(p), _) => skiff_runtime::NetworkMode::Join(p.clone()),
+            // The init makes a namespace of its own with only loopback up.
+            (None, skiff_runtime::network::NetworkMode::None) => skiff_runtime::NetworkMode::None,
+            (None, _) => skiff_runtime::NetworkMode::Host,
         };
         rc.hosts = Some(attachment.hosts.clone());
         rc.resolv_conf = Some(attachment.resolv_conf.clone());
@@ -400,34 +411,35 @@ impl Daemon {
         Ok(())
     }
 
-    /// Polls the runtime state until the container has exited; returns its exit code.
+    /// Waits until the container has exited (blocking on its shim's socket, which answers
+    /// at the exit); returns its exit code.
     pub async fn wait_exit(&self, id: &str) -> i32 {
         loop {
             match self.container_state(id) {
                 Ok(st) if st.status == Status::Exited => return st.exit_code.unwrap_or(-1),
-                Ok(_) => {}
+                Ok(_) => {
+                    // Bounded, so the thread of a waiter whose client went away is freed soon.
+                    let dir = self.paths.container_dir(id);
+                    let waited = tokio::task::spawn_blocking(move || {
+                        skiff_runtime::wait_timeout(&dir, Duration::from_secs(2))
+                    })
+                    .await;
+                    if !matches!(waited, Ok(Ok(_))) {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
                 // Gone: an auto-removed container's code is kept for late waiters.
                 Err(_) => {
                     let last = self.last_exit.lock().expect("last_exit lock");
                     return last.get(id).copied().unwrap_or(-1);
                 }
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
     /// Resolves to the exit code once `condition` holds (`not-running`, `next-exit`,
-    /// `removed`).
+    /// `removed`). A created container is waited for through its run.
     pub async fn waiter(self: Arc<Self>, id: String, condition: String) -> i32 {
-        if condition == "next-exit" {
-            // A created container must first run.
-            while let Ok(st) = self.container_state(&id) {
-                if st.status != Status::Created {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        }
         let code = self.wait_exit(&id).await;
         if condition == "removed" {
             while self
@@ -508,12 +520,32 @@ impl Daemon {
             )));
         }
         let dir = self.paths.container_dir(&r.id);
-        tokio::task::spawn_blocking(move || skiff_runtime::remove(&dir))
+        let trash = tokio::task::spawn_blocking(move || skiff_runtime::remove_detached(&dir))
             .await
             .map_err(|e| ApiError::internal(e.to_string()))?
             .map_err(|e| ApiError::internal(format!("removing {}: {e}", r.name)))?;
-        if let Err(e) = self.network.release(&r.id).await {
-            tracing::warn!(id = %&r.id[..12], "releasing network: {e}");
+        // The container is gone once renamed; its files are unlinked after we answer.
+        if let Some(trash) = trash {
+            self.background.spawn_blocking(move || {
+                if let Err(e) = skiff_runtime::delete_trash(&trash) {
+                    tracing::warn!("{e}");
+                }
+            });
+        }
+        // Deleting a veth takes the kernel ~15 ms, so that too goes on after the answer,
+        // unless ports were published: those must be free when `rm` returns.
+        let release = {
+            let (network, id) = (self.network.clone(), r.id.clone());
+            async move {
+                if let Err(e) = network.release(&id).await {
+                    tracing::warn!(id = %&id[..12], "releasing network: {e}");
+                }
+            }
+        };
+        if publishes_ports(r) {
+            release.await;
+        } else {
+            self.background.spawn(release);
         }
         self.records.remove(&r.id)?;
         self.mounts.release(&r.image_id);
@@ -687,6 +719,15 @@ impl Daemon {
 }
 
 /// Bytes under `dir` (not following symlinks).
+/// Whether the container's network attachment holds host ports.
+fn publishes_ports(r: &Record) -> bool {
+    r.network
+        .as_ref()
+        .and_then(|n| n.get("Ports"))
+        .and_then(|p| p.as_array())
+        .is_some_and(|p| !p.is_empty())
+}
+
 pub fn dir_size(dir: &std::path::Path) -> u64 {
     let mut total = 0;
     let mut stack = vec![dir.to_path_buf()];

@@ -1,7 +1,7 @@
 //! `remove`: whatever state the container is in, release everything it holds (processes,
 //! cgroup, mounts) and delete its directory.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
@@ -17,6 +17,62 @@ use crate::state::StateFile;
 /// Kills the container if it still runs, waits for its shim, removes its cgroup and any
 /// mount left under its directory, and deletes the directory.
 pub fn remove(dir: &Path) -> Result<()> {
+    match remove_detached(dir)? {
+        Some(trash) => delete_trash(&trash),
+        None => Ok(()),
+    }
+}
+
+/// As [`remove`], but the directory is only renamed out of the way (atomically: the
+/// container is gone once this returns) and its path handed back for [`delete_trash`], so a
+/// caller can answer before the upper dir's files are unlinked. `None` when there was no
+/// directory. [`purge_trash`] finds what a crash left renamed.
+pub fn remove_detached(dir: &Path) -> Result<Option<PathBuf>> {
+    release(dir)?;
+    let trash = trash_path(dir);
+    match std::fs::rename(dir, &trash) {
+        Ok(()) => Ok(Some(trash)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(RuntimeError::io("rename for removal", dir, e)),
+    }
+}
+
+/// Deletes a directory [`remove_detached`] renamed.
+pub fn delete_trash(trash: &Path) -> Result<()> {
+    match std::fs::remove_dir_all(trash) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(RuntimeError::io("remove", trash, e)),
+    }
+}
+
+/// Deletes every directory under `parent` that [`remove_detached`] renamed and nobody
+/// deleted (the process died first); returns how many.
+pub fn purge_trash(parent: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return 0;
+    };
+    let mut n = 0;
+    for e in entries.flatten() {
+        if e.file_name().to_string_lossy().starts_with(TRASH_PREFIX) {
+            match delete_trash(&e.path()) {
+                Ok(()) => n += 1,
+                Err(err) => tracing::warn!("{err}"),
+            }
+        }
+    }
+    n
+}
+
+const TRASH_PREFIX: &str = ".removing-";
+
+fn trash_path(dir: &Path) -> PathBuf {
+    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned());
+    dir.with_file_name(format!("{TRASH_PREFIX}{}", name.unwrap_or_default()))
+}
+
+/// Everything but the directory: processes, cgroup, stray mounts.
+fn release(dir: &Path) -> Result<()> {
     let paths = ContainerPaths::new(dir);
     let cfg: Option<ContainerConfig> = persist::read_json(&paths.config()).ok();
     if let Ok(file) = StateFile::load(dir) {
@@ -35,11 +91,7 @@ pub fn remove(dir: &Path) -> Result<()> {
         ContainerCgroup::load(&cfg.cgroup_path()).destroy();
     }
     unmount_under(dir);
-    match std::fs::remove_dir_all(dir) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(RuntimeError::io("remove", dir, e)),
-    }
+    Ok(())
 }
 
 /// Detaches any mount at or below `dir` in our namespace (normally there is none: container
@@ -83,6 +135,27 @@ pub(crate) fn unescape(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn trash_is_a_hidden_sibling() {
+        let t = super::trash_path(std::path::Path::new("/d/containers/abc"));
+        assert_eq!(t, std::path::Path::new("/d/containers/.removing-abc"));
+    }
+
+    #[test]
+    fn detached_removal_renames_and_purge_deletes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("c1");
+        std::fs::create_dir_all(dir.join("upper/a/b")).unwrap();
+        std::fs::write(dir.join("upper/a/b/f"), b"x").unwrap();
+        let trash = super::remove_detached(&dir).unwrap().unwrap();
+        assert!(!dir.exists());
+        assert!(trash.join("upper/a/b/f").exists());
+        assert_eq!(super::remove_detached(&dir).unwrap(), None);
+        assert_eq!(super::purge_trash(tmp.path()), 1);
+        assert!(!trash.exists());
+        assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
+    }
+
     #[test]
     fn unescapes_mountinfo_paths() {
         assert_eq!(super::unescape("/a\\040b\\134c"), "/a b\\c");

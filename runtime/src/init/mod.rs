@@ -27,7 +27,7 @@ pub(crate) enum InitMsg {
     Failed(StepFailure),
 }
 
-/// Shim → init: the cgroup has been joined, go on with setup.
+/// Shim → init: the cgroup has been joined; finish setup and report.
 pub(crate) const GO: u8 = b'G';
 /// Shim → init: execute the command.
 pub(crate) const START: u8 = b'S';
@@ -97,11 +97,6 @@ fn setup(
         nix::sched::setns(f, CloneFlags::CLONE_NEWNET)
             .map_err(|e| StepFailure::errno("join netns", ns.display(), e))?;
     }
-    if !wait_byte(sync, GO) {
-        return Ok(None);
-    }
-    nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP)
-        .map_err(|e| StepFailure::errno("unshare", "cgroup", e))?;
     let hostname = cfg.effective_hostname();
     nix::unistd::sethostname(&hostname)
         .map_err(|e| StepFailure::errno("sethostname", &hostname, e))?;
@@ -122,6 +117,14 @@ fn setup(
     rootfs::pivot(&root)?;
     rootfs::protect_paths()?;
     rootfs::ensure_cwd(&cfg.cwd)?;
+    // The shim moves us into the cgroup meanwhile: on cgroup v1 that write waits for an RCU
+    // grace period (10-20 ms), which the rootfs work above overlaps. Our cgroup namespace
+    // is rooted where the shim put us, and nothing runs the user's code before that.
+    if !wait_byte(sync, GO) {
+        return Ok(None);
+    }
+    nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP)
+        .map_err(|e| StepFailure::errno("unshare", "cgroup", e))?;
 
     let master = if cfg.tty {
         Some(open_console(cfg.console_size)?)

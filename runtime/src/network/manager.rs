@@ -35,6 +35,18 @@ pub struct NetworkManager {
 struct Inner {
     state: State,
     proxies: HashMap<String, Vec<PortProxy>>,
+    /// What skiff's chains were last brought to; `None` until the first sync. A container
+    /// without published ports changes nothing, so it costs no iptables call.
+    applied: Option<RuleSet>,
+}
+
+/// The content of skiff's chains.
+#[derive(Clone, Debug, PartialEq)]
+enum RuleSet {
+    /// No chain and no jump of skiff's.
+    Absent,
+    /// The base rules plus these port rules.
+    Present(Vec<iptables::Rule>),
 }
 
 impl NetworkManager {
@@ -54,6 +66,7 @@ impl NetworkManager {
             inner: Mutex::new(Inner {
                 state: loaded,
                 proxies: HashMap::new(),
+                applied: None,
             }),
             _lock: lock,
         };
@@ -97,6 +110,22 @@ impl NetworkManager {
             });
         }
         let id = req.container_id.clone();
+        if req.mode == NetworkMode::None {
+            // The container's init makes its own namespace with only loopback: nothing to
+            // make, record or undo here.
+            if !req.ports.is_empty() {
+                tracing::warn!(container = %id, mode = %req.mode, "published ports are discarded");
+            }
+            let record = Record {
+                mode: req.mode,
+                hostname: req.hostname.clone(),
+                netns_path: None,
+                ip: None,
+                veth: None,
+                ports: Vec::new(),
+            };
+            return Ok(self.attachment(&id, &record));
+        }
         let netns_path = (req.mode != NetworkMode::Host).then(|| self.netns_path(&id));
         let (ip, veth, proxies) = match req.mode {
             NetworkMode::Bridge => {
@@ -133,7 +162,7 @@ impl NetworkManager {
             return Err(e);
         }
         let attached = match self.attach(&record).await {
-            Ok(()) => self.sync_rules(&inner.state).await,
+            Ok(()) => self.sync_rules(&mut inner, true).await,
             Err(e) => Err(e),
         };
         if let Err(e) = attached {
@@ -143,7 +172,7 @@ impl NetworkManager {
                 return Err(e);
             }
             inner.state.containers.remove(&id);
-            if let Err(save) = self.save_and_sync(&inner.state).await {
+            if let Err(save) = self.save_and_sync(&mut inner, true).await {
                 tracing::error!(container = %id, error = %save, "cannot record undone network setup");
             }
             return Err(e);
@@ -159,14 +188,23 @@ impl NetworkManager {
     /// Unknown ids are fine (idempotent). On failure the record is kept so a retry (or the
     /// next restore) finishes the job.
     pub async fn release(&self, container_id: &str) -> Result<()> {
-        let mut inner = self.inner.lock().await;
-        stop_all(inner.proxies.remove(container_id).unwrap_or_default()).await;
-        let Some(record) = inner.state.containers.get(container_id).cloned() else {
-            return Ok(());
+        let record = {
+            let mut inner = self.inner.lock().await;
+            stop_all(inner.proxies.remove(container_id).unwrap_or_default()).await;
+            match inner.state.containers.get(container_id) {
+                Some(r) => r.clone(),
+                None => return Ok(()),
+            }
         };
+        // Deleting a veth waits out RCU grace periods in the kernel (~15 ms): done outside
+        // the lock so other containers' setups go on meanwhile. The record, and with it the
+        // address, stays until the links are gone.
         self.detach(&record).await?;
-        inner.state.containers.remove(container_id);
-        self.save_and_sync(&inner.state).await
+        let mut inner = self.inner.lock().await;
+        if inner.state.containers.remove(container_id).is_none() {
+            return Ok(()); // a concurrent release of the same id finished first
+        }
+        self.save_and_sync(&mut inner, true).await
     }
 
     /// Releases every attachment and removes the bridge, skiff's chains and the netns dir:
@@ -277,30 +315,47 @@ impl NetworkManager {
         first_err.map_or(Ok(()), Err)
     }
 
-    /// Brings the host's tables to exactly what `state` needs: skiff's chains rewritten
-    /// with the base rules and every published port while any container is on the bridge;
-    /// no chain and no jump of skiff's once none is.
-    async fn sync_rules(&self, state: &State) -> Result<()> {
-        let snapshot = iptables::snapshot().await?;
+    /// Brings the host's tables to what the state needs: skiff's chains with the base rules
+    /// and every published port once a container is on the bridge. With `keep`, the base
+    /// rules stay when the last container leaves (as Docker's do), so containers without
+    /// published ports come and go without an iptables call; without it (a daemon start,
+    /// teardown) no chain and no jump of skiff's is left when no container is bridged.
+    async fn sync_rules(&self, inner: &mut Inner, keep: bool) -> Result<()> {
         let mut port_rules = Vec::new();
-        for (id, r) in &state.containers {
+        for (id, r) in &inner.state.containers {
             if let Some(ip) = r.ip {
                 for p in &r.ports {
                     port_rules.extend(rules::port_rules(&self.config, &self.chains, id, ip, p));
                 }
             }
         }
-        let script = if state.containers.values().any(|r| r.ip.is_some()) {
-            rules::sync_script(&self.config, &self.chains, &snapshot, &port_rules)
+        let bridged = inner.state.containers.values().any(|r| r.ip.is_some());
+        let kept = keep && matches!(inner.applied, Some(RuleSet::Present(_)));
+        let desired = if bridged || kept {
+            RuleSet::Present(port_rules)
         } else {
-            rules::removal_script(&self.chains, &snapshot)
+            RuleSet::Absent
         };
-        iptables::apply(&script).await
+        if inner.applied.as_ref() == Some(&desired) {
+            return Ok(());
+        }
+        // Unknown until the script has run: a failure leaves the next call to retry.
+        inner.applied = None;
+        let snapshot = iptables::snapshot().await?;
+        let script = match &desired {
+            RuleSet::Present(port_rules) => {
+                rules::sync_script(&self.config, &self.chains, &snapshot, port_rules)
+            }
+            RuleSet::Absent => rules::removal_script(&self.chains, &snapshot),
+        };
+        iptables::apply(&script).await?;
+        inner.applied = Some(desired);
+        Ok(())
     }
 
-    async fn save_and_sync(&self, state: &State) -> Result<()> {
-        state::save(&self.config.state_dir, state)?;
-        self.sync_rules(state).await
+    async fn save_and_sync(&self, inner: &mut Inner, keep: bool) -> Result<()> {
+        state::save(&self.config.state_dir, &inner.state)?;
+        self.sync_rules(inner, keep).await
     }
 
     async fn rebuild(&self) -> Result<()> {
@@ -348,7 +403,7 @@ impl NetworkManager {
         }
         // Rewriting skiff's chains from the state also drops rules of containers the state
         // does not know (a crash between a rule change and the state write).
-        self.save_and_sync(&inner.state).await
+        self.save_and_sync(&mut inner, false).await
     }
 }
 

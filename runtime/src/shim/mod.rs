@@ -271,7 +271,12 @@ fn spawn_init(cfg: &ContainerConfig, cgroup: ContainerCgroup) -> Result<Built, S
                 return kill_child(StepFailure::from_error("join cgroup", &e), cgroup);
             }
             if let Err(e) = nix::unistd::write(&sync_shim, &[init::GO]) {
-                return kill_child(StepFailure::errno("sync", "init", e), cgroup);
+                // Init sets up while we move it, and may have failed already: its report
+                // says why.
+                return match recv_init(sync_shim.as_raw_fd()) {
+                    Ok((InitMsg::Failed(f), _)) => kill_child(f, cgroup),
+                    _ => kill_child(StepFailure::errno("sync", "init", e), cgroup),
+                };
             }
             match recv_init(sync_shim.as_raw_fd()) {
                 Ok((InitMsg::Ready, fd)) => {
