@@ -147,6 +147,30 @@ impl ContainerCgroup {
         PathBuf::from("/nonexistent").join(name)
     }
 
+    /// On cgroup v1, the `tasks` file of each hierarchy, opened for the single-threaded
+    /// init to move itself by writing `0` to each; `None` on v2, where the parent uses
+    /// [`add`](Self::add).
+    ///
+    /// Why: moving a thread group (`cgroup.procs`) takes the kernel's global threadgroup
+    /// rwsem for writing, which waits out an RCU grace period: 10-20 ms per container. A
+    /// thread moving only itself (`0` into `tasks`) skips that lock; for a single-threaded
+    /// process it is the same move.
+    pub(crate) fn self_join(&self) -> Result<Option<SelfJoin>> {
+        if self.cg.v2() {
+            return Ok(None);
+        }
+        let mut files = Vec::new();
+        for dir in self.dirs() {
+            let path = dir.join("tasks");
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(|e| RuntimeError::io("open", &path, e))?;
+            files.push((path, f));
+        }
+        Ok(Some(SelfJoin { files }))
+    }
+
     /// Moves a process (all its threads) into the cgroup.
     pub(crate) fn add(&self, pid: i32) -> Result<()> {
         self.cg
@@ -210,6 +234,11 @@ impl ContainerCgroup {
             std::thread::sleep(Duration::from_millis(10));
         }
     }
+}
+
+/// See [`ContainerCgroup::self_join`]: the `tasks` files, sent to the init with `GO`.
+pub(crate) struct SelfJoin {
+    pub files: Vec<(PathBuf, std::fs::File)>,
 }
 
 fn missing(controller: &'static str, path: &str) -> RuntimeError {

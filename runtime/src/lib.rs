@@ -24,8 +24,8 @@ pub mod state;
 
 pub use config::{ContainerConfig, ExecConfig, NetworkMode, Resources, WinSize};
 pub use container::{
-    attach, create, delete_trash, exec, kill, purge_trash, remove, remove_detached, resize, start,
-    stop, wait, wait_timeout, ContainerHandle, ExecProcess,
+    attach, create, exec, kill, purge_trash, remove, remove_detached, resize, start, stop, wait,
+    wait_timeout, ContainerHandle, ExecProcess, Removal,
 };
 pub use error::{Result, RuntimeError, StepFailure};
 pub use logs::{LogEntry, LogOptions, LogReader, LogStream};

@@ -104,8 +104,15 @@ fn child(
     late: Vec<(File, CloneFlags, String)>,
 ) -> StepFailure {
     for d in cgroup_dirs {
-        let procs = d.join("cgroup.procs");
         // "0" is the writing process itself; our pid here is the container's view of it.
+        // On v1, `tasks` moves just this (only) thread and so skips the kernel's global
+        // threadgroup lock and its RCU wait (see `ContainerCgroup::self_join`).
+        let tasks = d.join("tasks");
+        let procs = if tasks.exists() {
+            tasks
+        } else {
+            d.join("cgroup.procs")
+        };
         if let Err(e) = std::fs::write(&procs, "0") {
             return StepFailure::detail("join cgroup", procs.display(), e.to_string());
         }

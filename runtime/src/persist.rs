@@ -1,7 +1,7 @@
 //! Atomic persistent writes: a reader sees the old file or the new one, never half of one.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::error::{Result, RuntimeError};
 
@@ -16,12 +16,30 @@ pub(crate) enum Durability {
     Volatile,
 }
 
-/// Flushes a file written with [`Durability::Volatile`] and its directory to disk.
-pub(crate) fn sync_file(path: &Path) -> Result<()> {
-    let sync = |p: &Path| std::fs::File::open(p).and_then(|f| f.sync_all());
-    sync(path).map_err(|e| RuntimeError::io("fsync", path, e))?;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    sync(dir).map_err(|e| RuntimeError::io("fsync", dir, e))
+/// A file written with [`Durability::Volatile`] and its directory, opened now to be flushed later through the descriptors: the
+/// directory may be renamed meanwhile (a removal does that while the shim finishes).
+pub(crate) struct PendingSync {
+    path: PathBuf,
+    file: std::fs::File,
+    dir: std::fs::File,
+}
+
+impl PendingSync {
+    pub(crate) fn open(path: &Path) -> Result<PendingSync> {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        Ok(PendingSync {
+            path: path.to_path_buf(),
+            file: std::fs::File::open(path).map_err(|e| RuntimeError::io("open", path, e))?,
+            dir: std::fs::File::open(dir).map_err(|e| RuntimeError::io("open", dir, e))?,
+        })
+    }
+
+    pub(crate) fn sync(self) -> Result<()> {
+        self.file
+            .sync_all()
+            .and_then(|()| self.dir.sync_all())
+            .map_err(|e| RuntimeError::io("fsync", &self.path, e))
+    }
 }
 
 /// Writes `data` to `path` atomically (tmp + rename), with the given durability.

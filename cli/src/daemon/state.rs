@@ -520,14 +520,15 @@ impl Daemon {
             )));
         }
         let dir = self.paths.container_dir(&r.id);
-        let trash = tokio::task::spawn_blocking(move || skiff_runtime::remove_detached(&dir))
+        let removal = tokio::task::spawn_blocking(move || skiff_runtime::remove_detached(&dir))
             .await
             .map_err(|e| ApiError::internal(e.to_string()))?
             .map_err(|e| ApiError::internal(format!("removing {}: {e}", r.name)))?;
-        // The container is gone once renamed; its files are unlinked after we answer.
-        if let Some(trash) = trash {
+        // The container is gone once renamed; its shim finishing and its files being
+        // unlinked need not hold up the answer.
+        if let Some(removal) = removal {
             self.background.spawn_blocking(move || {
-                if let Err(e) = skiff_runtime::delete_trash(&trash) {
+                if let Err(e) = removal.finish() {
                     tracing::warn!("{e}");
                 }
             });

@@ -15,6 +15,6 @@ pub use attach::{attach, resize};
 pub use create::{create, ContainerHandle};
 pub use exec::{exec, ExecProcess};
 pub use kill::{kill, stop};
-pub use remove::{delete_trash, purge_trash, remove, remove_detached};
+pub use remove::{purge_trash, remove, remove_detached, Removal};
 pub use start::start;
 pub use wait::{wait, wait_timeout};

@@ -12,33 +12,83 @@ use crate::container::kill::signal_identity;
 use crate::error::{Result, RuntimeError};
 use crate::paths::ContainerPaths;
 use crate::persist;
-use crate::state::StateFile;
+use crate::state::{ProcIdentity, StateFile, Status};
 
 /// Kills the container if it still runs, waits for its shim, removes its cgroup and any
 /// mount left under its directory, and deletes the directory.
 pub fn remove(dir: &Path) -> Result<()> {
     match remove_detached(dir)? {
-        Some(trash) => delete_trash(&trash),
+        Some(removal) => removal.finish(),
         None => Ok(()),
     }
 }
 
-/// As [`remove`], but the directory is only renamed out of the way (atomically: the
-/// container is gone once this returns) and its path handed back for [`delete_trash`], so a
-/// caller can answer before the upper dir's files are unlinked. `None` when there was no
-/// directory. [`purge_trash`] finds what a crash left renamed.
-pub fn remove_detached(dir: &Path) -> Result<Option<PathBuf>> {
-    release(dir)?;
+/// As [`remove`], but once the container is gone (its directory renamed out of the way,
+/// atomically) the rest is handed back as a [`Removal`], so a caller can answer before the
+/// shim has finished and the upper dir's files are unlinked. `None` when there was no
+/// directory. [`purge_trash`] deletes what a crash left renamed.
+pub fn remove_detached(dir: &Path) -> Result<Option<Removal>> {
+    let paths = ContainerPaths::new(dir);
+    let cfg: Option<ContainerConfig> = persist::read_json(&paths.config()).ok();
+    let mut finishing = None;
+    if let Ok(file) = StateFile::load(dir) {
+        if let Some(init) = file.init {
+            let _ = signal_identity(&init, Signal::SIGKILL);
+        }
+        if let Some(shim) = file.shim {
+            if file.state.status == Status::Exited {
+                // The exit is recorded; the shim only lets go of what it holds now, through
+                // descriptors, so the directory can move under it.
+                finishing = Some(shim);
+            } else {
+                wait_shim(&shim, dir);
+            }
+        }
+    }
+    unmount_under(dir);
     let trash = trash_path(dir);
     match std::fs::rename(dir, &trash) {
-        Ok(()) => Ok(Some(trash)),
+        Ok(()) => Ok(Some(Removal {
+            trash,
+            shim: finishing,
+            cgroup: cfg.map(|c| c.cgroup_path()),
+        })),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(RuntimeError::io("rename for removal", dir, e)),
     }
 }
 
-/// Deletes a directory [`remove_detached`] renamed.
-pub fn delete_trash(trash: &Path) -> Result<()> {
+/// What is left of a container [`remove_detached`] took away.
+#[derive(Debug)]
+pub struct Removal {
+    trash: PathBuf,
+    /// A shim still letting go of the container after recording its exit.
+    shim: Option<ProcIdentity>,
+    cgroup: Option<String>,
+}
+
+impl Removal {
+    /// Waits for the shim, removes the cgroup and deletes the renamed directory.
+    pub fn finish(self) -> Result<()> {
+        if let Some(shim) = &self.shim {
+            wait_shim(shim, &self.trash);
+        }
+        if let Some(cg) = &self.cgroup {
+            ContainerCgroup::load(cg).destroy();
+        }
+        delete_trash(&self.trash)
+    }
+}
+
+/// The shim exits once it has recorded the exit and released the cgroup.
+fn wait_shim(shim: &ProcIdentity, dir: &Path) {
+    if !shim.wait_gone(Duration::from_secs(10)) {
+        tracing::warn!(dir = %dir.display(), "shim did not exit; killing it");
+        let _ = signal_identity(shim, Signal::SIGKILL);
+    }
+}
+
+fn delete_trash(trash: &Path) -> Result<()> {
     match std::fs::remove_dir_all(trash) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -69,29 +119,6 @@ const TRASH_PREFIX: &str = ".removing-";
 fn trash_path(dir: &Path) -> PathBuf {
     let name = dir.file_name().map(|n| n.to_string_lossy().into_owned());
     dir.with_file_name(format!("{TRASH_PREFIX}{}", name.unwrap_or_default()))
-}
-
-/// Everything but the directory: processes, cgroup, stray mounts.
-fn release(dir: &Path) -> Result<()> {
-    let paths = ContainerPaths::new(dir);
-    let cfg: Option<ContainerConfig> = persist::read_json(&paths.config()).ok();
-    if let Ok(file) = StateFile::load(dir) {
-        if let Some(init) = file.init {
-            let _ = signal_identity(&init, Signal::SIGKILL);
-        }
-        if let Some(shim) = file.shim {
-            // The shim exits once it has recorded the exit and released the cgroup.
-            if !shim.wait_gone(Duration::from_secs(10)) {
-                tracing::warn!(dir = %dir.display(), "shim did not exit; killing it");
-                let _ = signal_identity(&shim, Signal::SIGKILL);
-            }
-        }
-    }
-    if let Some(cfg) = &cfg {
-        ContainerCgroup::load(&cfg.cgroup_path()).destroy();
-    }
-    unmount_under(dir);
-    Ok(())
 }
 
 /// Detaches any mount at or below `dir` in our namespace (normally there is none: container
@@ -147,10 +174,13 @@ mod tests {
         let dir = tmp.path().join("c1");
         std::fs::create_dir_all(dir.join("upper/a/b")).unwrap();
         std::fs::write(dir.join("upper/a/b/f"), b"x").unwrap();
-        let trash = super::remove_detached(&dir).unwrap().unwrap();
+        let removal = super::remove_detached(&dir).unwrap().unwrap();
         assert!(!dir.exists());
+        let trash = removal.trash.clone();
         assert!(trash.join("upper/a/b/f").exists());
-        assert_eq!(super::remove_detached(&dir).unwrap(), None);
+        assert!(super::remove_detached(&dir).unwrap().is_none());
+        // A crash before `finish`: the next start's purge deletes it.
+        drop(removal);
         assert_eq!(super::purge_trash(tmp.path()), 1);
         assert!(!trash.exists());
         assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);

@@ -8,13 +8,14 @@ pub(crate) mod process;
 mod rootfs;
 pub(crate) mod user;
 
-use std::io::IoSlice;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::sched::CloneFlags;
-use nix::sys::socket::{recv, sendmsg, ControlMessage, MsgFlags};
+use nix::sys::socket::{recv, recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
 use serde::{Deserialize, Serialize};
 
+use crate::cgroup::SelfJoin;
 use crate::config::{ContainerConfig, NetworkMode, WinSize};
 use crate::error::StepFailure;
 use crate::paths::ContainerPaths;
@@ -27,7 +28,7 @@ pub(crate) enum InitMsg {
     Failed(StepFailure),
 }
 
-/// Shim → init: the cgroup has been joined; finish setup and report.
+/// Shim → init: the cgroup is ready (see [`send_go`]); join it and report.
 pub(crate) const GO: u8 = b'G';
 /// Shim → init: execute the command.
 pub(crate) const START: u8 = b'S';
@@ -52,6 +53,62 @@ pub(crate) fn send(sync: RawFd, msg: &InitMsg, fd: Option<RawFd>) {
     };
     let _ = sendmsg::<()>(sync, &iov, &cmsgs, MsgFlags::empty(), None);
 }
+
+/// Shim → init: `GO`, then the paths of the cgroup `tasks` files whose descriptors ride
+/// along, one per line (none on cgroup v2, where the shim has moved init itself).
+pub(crate) fn send_go(sync: RawFd, joins: Option<&SelfJoin>) -> nix::Result<()> {
+    let files = joins.map(|j| j.files.as_slice()).unwrap_or_default();
+    let mut data = vec![GO];
+    let paths: Vec<String> = files
+        .iter()
+        .map(|(p, _)| p.to_string_lossy().into_owned())
+        .collect();
+    data.extend_from_slice(paths.join("\n").as_bytes());
+    let fds: Vec<RawFd> = files.iter().map(|(_, f)| f.as_raw_fd()).collect();
+    let iov = [IoSlice::new(&data)];
+    let cmsgs: Vec<ControlMessage> = if fds.is_empty() {
+        vec![]
+    } else {
+        vec![ControlMessage::ScmRights(&fds)]
+    };
+    sendmsg::<()>(sync, &iov, &cmsgs, MsgFlags::empty(), None).map(|_| ())
+}
+
+/// Waits for `GO` and moves into the cgroup through the descriptors that came with it.
+/// `Ok(false)` when the shim went away instead.
+fn go_and_join_cgroup(sync: RawFd) -> Result<bool, StepFailure> {
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut cmsg = nix::cmsg_space!([RawFd; MAX_CGROUP_FILES]);
+    let mut iov = [IoSliceMut::new(&mut buf)];
+    let Ok(msg) = recvmsg::<()>(sync, &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC) else {
+        return Ok(false);
+    };
+    let mut fds = Vec::new();
+    for c in msg.cmsgs().into_iter().flatten() {
+        if let ControlMessageOwned::ScmRights(received) = c {
+            // SAFETY: the kernel installed these descriptors for us.
+            fds.extend(
+                received
+                    .into_iter()
+                    .map(|f| unsafe { OwnedFd::from_raw_fd(f) }),
+            );
+        }
+    }
+    let n = msg.bytes;
+    if n == 0 || buf[0] != GO {
+        return Ok(false);
+    }
+    let paths = String::from_utf8_lossy(&buf[1..n]).into_owned();
+    let mut names = paths.split('\n');
+    for fd in fds {
+        let name = names.next().unwrap_or("cgroup tasks");
+        nix::unistd::write(&fd, b"0").map_err(|e| StepFailure::errno("join cgroup", name, e))?;
+    }
+    Ok(true)
+}
+
+/// More than the v1 hierarchies a container joins.
+const MAX_CGROUP_FILES: usize = 16;
 
 fn wait_byte(sync: RawFd, want: u8) -> bool {
     let mut b = [0u8; 1];
@@ -117,10 +174,10 @@ fn setup(
     rootfs::pivot(&root)?;
     rootfs::protect_paths()?;
     rootfs::ensure_cwd(&cfg.cwd)?;
-    // The shim moves us into the cgroup meanwhile: on cgroup v1 that write waits for an RCU
-    // grace period (10-20 ms), which the rootfs work above overlaps. Our cgroup namespace
-    // is rooted where the shim put us, and nothing runs the user's code before that.
-    if !wait_byte(sync, GO) {
+    // The shim makes the cgroup meanwhile, and on v2 moves us in (a write that waits for an
+    // RCU grace period, 10-20 ms); on v1 we move ourselves now, which skips that wait. Our
+    // cgroup namespace is rooted there, and nothing runs the user's code before.
+    if !go_and_join_cgroup(sync)? {
         return Ok(None);
     }
     nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP)

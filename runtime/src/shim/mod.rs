@@ -142,6 +142,10 @@ pub(crate) struct Built {
     pub stdin: Option<OwnedFd>,
     pub outputs: Vec<(OwnedFd, crate::logs::LogStream)>,
     pub pty: Option<OwnedFd>,
+    /// The init's mount namespace, held so that its exit does not tear the container's
+    /// mounts down (an RCU wait of a few ms) before we hear of it: the exit is reported
+    /// first, the mounts go when this is dropped.
+    pub mount_ns: Option<std::fs::File>,
 }
 
 fn io_step<'a>(step: &str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StepFailure + 'a {
@@ -179,27 +183,26 @@ fn build(cfg: &ContainerConfig, paths: &ContainerPaths) -> Result<Built, StepFai
         persist::write_atomic_with(&p, content.as_bytes(), persist::Durability::Volatile)
             .map_err(|e| StepFailure::from_error("write", &e))?;
     }
-    let cgroup = ContainerCgroup::create(&cfg.cgroup_path(), &cfg.resources)
-        .map_err(|e| StepFailure::from_error("create cgroup", &e))?;
-    match spawn_init(cfg, cgroup) {
-        Ok(b) => Ok(b),
-        Err(failed) => {
-            let (f, cg) = *failed;
+    spawn_init(cfg).map_err(|failed| {
+        let (f, cg) = *failed;
+        if let Some(cg) = cg {
             cg.destroy();
-            Err(f)
         }
-    }
+        f
+    })
 }
 
-/// A failure, with the cgroup handed back for cleanup.
-type SpawnErr = Box<(StepFailure, ContainerCgroup)>;
+/// A failure, with the cgroup (once made) handed back for cleanup.
+type SpawnErr = Box<(StepFailure, Option<ContainerCgroup>)>;
 
-fn spawn_init(cfg: &ContainerConfig, cgroup: ContainerCgroup) -> Result<Built, SpawnErr> {
+/// Forks the init, then makes the cgroup while the init builds its namespaces and rootfs,
+/// and lets it go on (`GO`) once it can be in the cgroup.
+fn spawn_init(cfg: &ContainerConfig) -> Result<Built, SpawnErr> {
     macro_rules! tri {
         ($e:expr) => {
             match $e {
                 Ok(v) => v,
-                Err(f) => return Err(Box::new((f, cgroup))),
+                Err(f) => return Err(Box::new((f, None))),
             }
         };
     }
@@ -262,41 +265,62 @@ fn spawn_init(cfg: &ContainerConfig, cgroup: ContainerCgroup) -> Result<Built, S
         Ok(ForkResult::Parent { child }) => {
             drop(sync_init);
             drop(child_stdio);
-            let kill_child = |f: StepFailure, cg: ContainerCgroup| {
+            let kill_child = |f: StepFailure, cg: Option<ContainerCgroup>| {
                 let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
                 let _ = nix::sys::wait::waitpid(child, None);
                 Err(Box::new((f, cg)))
             };
-            if let Err(e) = cgroup.add(child.as_raw()) {
-                return kill_child(StepFailure::from_error("join cgroup", &e), cgroup);
+            // The init's failure report, if it has failed meanwhile, says more than ours.
+            let its_failure_or = |ours: StepFailure| match recv_init_nonblocking(&sync_shim) {
+                Some(InitMsg::Failed(f)) => f,
+                _ => ours,
+            };
+            let cgroup = match ContainerCgroup::create(&cfg.cgroup_path(), &cfg.resources) {
+                Ok(cg) => cg,
+                Err(e) => {
+                    let f = its_failure_or(StepFailure::from_error("create cgroup", &e));
+                    return kill_child(f, None);
+                }
+            };
+            // On v1 the init moves itself, through the `tasks` files sent with GO (see
+            // `ContainerCgroup::self_join`); on v2 we move it.
+            let joins = match cgroup.self_join() {
+                Ok(j) => j,
+                Err(e) => {
+                    return kill_child(StepFailure::from_error("join cgroup", &e), Some(cgroup))
+                }
+            };
+            if joins.is_none() {
+                if let Err(e) = cgroup.add(child.as_raw()) {
+                    let f = its_failure_or(StepFailure::from_error("join cgroup", &e));
+                    return kill_child(f, Some(cgroup));
+                }
             }
-            if let Err(e) = nix::unistd::write(&sync_shim, &[init::GO]) {
-                // Init sets up while we move it, and may have failed already: its report
-                // says why.
-                return match recv_init(sync_shim.as_raw_fd()) {
-                    Ok((InitMsg::Failed(f), _)) => kill_child(f, cgroup),
-                    _ => kill_child(StepFailure::errno("sync", "init", e), cgroup),
-                };
+            if let Err(e) = init::send_go(sync_shim.as_raw_fd(), joins.as_ref()) {
+                let f = its_failure_or(StepFailure::errno("sync", "init", e));
+                return kill_child(f, Some(cgroup));
             }
+            drop(joins);
             match recv_init(sync_shim.as_raw_fd()) {
                 Ok((InitMsg::Ready, fd)) => {
                     if cfg.tty && fd.is_none() {
                         return kill_child(
                             StepFailure::detail("receive pty", "init", "no pty master".into()),
-                            cgroup,
+                            Some(cgroup),
                         );
                     }
+                    let dup = |m: &OwnedFd| m.try_clone().map_err(io_step("dup", Path::new("pty")));
                     let (stdin, pty) = match fd {
-                        Some(m) => {
-                            let reader =
-                                tri!(m.try_clone().map_err(io_step("dup", Path::new("pty"))));
-                            outputs.push((reader, crate::logs::LogStream::Stdout));
-                            let writer =
-                                tri!(m.try_clone().map_err(io_step("dup", Path::new("pty"))));
-                            (Some(writer), Some(m))
-                        }
+                        Some(m) => match (dup(&m), dup(&m)) {
+                            (Ok(reader), Ok(writer)) => {
+                                outputs.push((reader, crate::logs::LogStream::Stdout));
+                                (Some(writer), Some(m))
+                            }
+                            (Err(f), _) | (_, Err(f)) => return kill_child(f, Some(cgroup)),
+                        },
                         None => (shim_stdin, None),
                     };
+                    let mount_ns = std::fs::File::open(format!("/proc/{child}/ns/mnt")).ok();
                     Ok(Built {
                         init: child,
                         cgroup,
@@ -304,14 +328,22 @@ fn spawn_init(cfg: &ContainerConfig, cgroup: ContainerCgroup) -> Result<Built, S
                         stdin,
                         outputs,
                         pty,
+                        mount_ns,
                     })
                 }
-                Ok((InitMsg::Failed(f), _)) => kill_child(f, cgroup),
-                Err(f) => kill_child(f, cgroup),
+                Ok((InitMsg::Failed(f), _)) => kill_child(f, Some(cgroup)),
+                Err(f) => kill_child(f, Some(cgroup)),
             }
         }
-        Err(e) => Err(Box::new((StepFailure::errno("fork", "init", e), cgroup))),
+        Err(e) => Err(Box::new((StepFailure::errno("fork", "init", e), None))),
     }
+}
+
+/// A message init has already sent, if any (without waiting).
+fn recv_init_nonblocking(sync: &OwnedFd) -> Option<InitMsg> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let n = nix::sys::socket::recv(sync.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT).ok()?;
+    serde_json::from_slice(&buf[..n]).ok()
 }
 
 /// Receives one message (and possibly one fd) from init; EOF means init died.

@@ -503,6 +503,7 @@ impl Shim {
         {
             tracing::error!("cannot record container exit: {e}");
         }
+        let record = persist::PendingSync::open(&self.paths.state());
         let deadline = Instant::now() + Duration::from_secs(1);
         for c in &mut self.clients {
             if matches!(c.role, Role::Attach(_) | Role::Wait) {
@@ -517,8 +518,10 @@ impl Shim {
         }
         self.clients.clear();
         let _ = std::fs::remove_file(self.paths.socket());
+        // The container's mounts go now, after the exit was told (see `Built::mount_ns`).
+        drop(self.b.mount_ns.take());
         self.b.cgroup.destroy();
-        if let Err(e) = persist::sync_file(&self.paths.state()) {
+        if let Err(e) = record.and_then(persist::PendingSync::sync) {
             tracing::error!("cannot flush container exit record: {e}");
         }
         std::process::exit(0)
