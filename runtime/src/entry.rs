@@ -12,19 +12,21 @@ pub const EXEC_ARG: &str = "__exec";
 /// it and never returns; otherwise returns and the program goes on normally.
 pub fn run_if_internal() {
     let args: Vec<String> = std::env::args().collect();
-    if matches!(
-        args.get(1).map(String::as_str),
-        Some(SHIM_ARG) | Some(EXEC_ARG)
-    ) {
-        close_inherited_fds();
+    match args.get(1).map(String::as_str) {
+        Some(SHIM_ARG) | Some(EXEC_ARG) => close_inherited_fds(3),
+        Some(crate::launcher::LAUNCHER_ARG) => {
+            close_inherited_fds(crate::launcher::LAUNCHER_FD + 1)
+        }
+        _ => {}
     }
     match args.get(1).map(String::as_str) {
+        Some(crate::launcher::LAUNCHER_ARG) if args.len() == 2 => crate::launcher::serve(),
         Some(SHIM_ARG) if args.len() == 3 => crate::shim::main(Path::new(&args[2])),
         Some(EXEC_ARG) if args.len() == 6 => {
             let code = crate::nsexec::main(&args[2], &args[3], &args[4], &args[5]);
             std::process::exit(code)
         }
-        Some(SHIM_ARG) | Some(EXEC_ARG) => {
+        Some(SHIM_ARG) | Some(EXEC_ARG) | Some(crate::launcher::LAUNCHER_ARG) => {
             eprintln!(
                 "skiff: internal subcommand {} called with wrong arguments",
                 args[1]
@@ -35,17 +37,18 @@ pub fn run_if_internal() {
     }
 }
 
-/// Closes every descriptor but stdio: whatever the daemon leaked without close-on-exec
-/// (sockets, /dev/fuse, database files) must never reach a container.
-fn close_inherited_fds() {
+/// Closes every descriptor from `first` on (all but stdio, and the launcher's socket):
+/// whatever the daemon leaked without close-on-exec (sockets, /dev/fuse, database files)
+/// must never reach a container.
+fn close_inherited_fds(first: i32) {
     // SAFETY: close_range on descriptors this fresh process does not use.
-    let r = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+    let r = unsafe { libc::syscall(libc::SYS_close_range, first as u32, u32::MAX, 0u32) };
     if r != 0 {
         let max = nix::unistd::sysconf(nix::unistd::SysconfVar::OPEN_MAX)
             .ok()
             .flatten()
             .unwrap_or(1024);
-        for fd in 3..max as i32 {
+        for fd in first..max as i32 {
             let _ = nix::unistd::close(fd);
         }
     }

@@ -3,7 +3,8 @@
 //!
 //! Process model: the daemon (multi-threaded) never forks to run Rust code. [`create`] starts
 //! `exe __shim <dir>` — the caller's own binary, whose `main` calls
-//! [`entry::run_if_internal`] first. The shim detaches, survives daemon restarts, builds the
+//! [`entry::run_if_internal`] first — or [`create_with`] has a [`ShimLauncher`] (the same
+//! binary, exec'd once) fork that shim, which saves loading the binary per container. The shim detaches, survives daemon restarts, builds the
 //! container's init in fresh namespaces and supervises it; everything else talks to the shim
 //! over `<dir>/shim.sock` ([`protocol`]) or reads `<dir>/state.json` and `<dir>/container.log`.
 
@@ -13,6 +14,7 @@ mod container;
 pub mod entry;
 pub mod error;
 mod init;
+mod launcher;
 pub mod logs;
 pub mod network;
 mod nsexec;
@@ -24,10 +26,11 @@ pub mod state;
 
 pub use config::{ContainerConfig, ExecConfig, NetworkMode, Resources, WinSize};
 pub use container::{
-    attach, create, exec, kill, purge_trash, remove, remove_detached, resize, start, stop, wait,
-    wait_timeout, ContainerHandle, ExecProcess, Removal,
+    attach, create, create_with, exec, kill, purge_trash, remove, remove_detached, resize, start,
+    stop, wait, wait_timeout, ContainerHandle, ExecProcess, Removal,
 };
 pub use error::{Result, RuntimeError, StepFailure};
+pub use launcher::ShimLauncher;
 pub use logs::{LogEntry, LogOptions, LogReader, LogStream};
 pub use nix::sys::signal::Signal;
 pub use protocol::{AttachStreams, Frame};

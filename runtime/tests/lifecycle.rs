@@ -254,3 +254,39 @@ fn an_exited_container_can_be_created_again_keeping_its_files_and_log() {
     assert_eq!(f.run().exit_code, Some(0));
     assert_eq!(f.stdout(), "1\n2\n");
 }
+
+#[test]
+fn shims_forked_by_the_launcher_run_containers_and_a_dead_launcher_is_replaced() {
+    skiff_tests::require!("shims_forked_by_the_launcher", unavailable());
+    let launcher = skiff_runtime::ShimLauncher::new(std::path::Path::new(common::EXE));
+    assert_eq!(launcher.pid(), None, "started before first use");
+    let run = |name: &str, code: &str| {
+        let f = Fixture::new(
+            name,
+            &["sh", "-c", &format!("echo from-{name}; exit {code}")],
+        );
+        skiff_runtime::create_with(&launcher, &f.cfg).expect("create through the launcher");
+        skiff_runtime::start(&f.dir).expect("start");
+        let st = f.wait(Duration::from_secs(30));
+        assert_eq!(st.exit_code, Some(code.parse().unwrap()));
+        assert_eq!(f.stdout(), format!("from-{name}\n"));
+        f
+    };
+    let _a = run("launched-a", "3");
+    let first = launcher.pid().expect("launcher running");
+    // The same launcher serves the next container.
+    let _b = run("launched-b", "0");
+    assert_eq!(launcher.pid(), Some(first));
+    // Killed: the next create starts another one.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(first as i32), Signal::SIGKILL).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while alive(first as i32) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _c = run("launched-c", "5");
+    let second = launcher.pid().expect("launcher running again");
+    assert_ne!(second, first);
+    // Dropping the handle ends the launcher (its socket closes): nothing is left behind.
+    drop(launcher);
+    assert!(!alive(second as i32), "launcher outlived its handle");
+}

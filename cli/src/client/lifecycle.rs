@@ -107,7 +107,7 @@ pub async fn rm(docker: &Docker, args: &RmArgs) -> Result<()> {
 pub async fn wait(docker: &Docker, args: &ContainersArgs) -> Result<()> {
     let mut failed = false;
     for c in &args.containers {
-        match wait_exit_code(docker, c).await {
+        match wait_exit_code(docker, c, "not-running").await {
             Ok(code) => println!("{code}"),
             Err(e) => {
                 match e.downcast_ref::<bollard::errors::Error>() {

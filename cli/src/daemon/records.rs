@@ -81,6 +81,16 @@ impl Records {
         Ok(())
     }
 
+    pub fn exists(&self, id: &str) -> Result<bool> {
+        let conn = self.conn.lock().expect("records lock");
+        Ok(conn
+            .query_row("SELECT 1 FROM containers WHERE id = ?1", params![id], |r| {
+                r.get::<_, i64>(0)
+            })
+            .optional()?
+            .is_some())
+    }
+
     pub fn name_taken(&self, name: &str) -> Result<Option<String>> {
         let conn = self.conn.lock().expect("records lock");
         Ok(conn

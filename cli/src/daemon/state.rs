@@ -41,6 +41,13 @@ pub struct Daemon {
     background: tokio_util::task::TaskTracker,
     /// Our own binary, re-executed as the container shim and exec helper.
     pub exe: PathBuf,
+    /// Forks container shims from one exec of our binary.
+    launcher: Arc<skiff_runtime::ShimLauncher>,
+    /// Woken whenever a container is removed, or its auto-removal failed (for `wait
+    /// --condition removed`).
+    removed: tokio::sync::Notify,
+    /// Containers whose auto-removal failed: their `removed` waiters stop waiting.
+    removal_failed: Mutex<std::collections::HashSet<String>>,
     /// Serializes create/remove so names and mounts stay consistent.
     lifecycle: tokio::sync::Mutex<()>,
 }
@@ -85,6 +92,9 @@ impl Daemon {
             last_exit: Mutex::new(HashMap::new()),
             network: Arc::new(network),
             background: tokio_util::task::TaskTracker::new(),
+            launcher: Arc::new(skiff_runtime::ShimLauncher::new(&exe)),
+            removed: tokio::sync::Notify::new(),
+            removal_failed: Mutex::new(Default::default()),
             exe,
             lifecycle: tokio::sync::Mutex::new(()),
         };
@@ -325,8 +335,9 @@ impl Daemon {
             network: Some(super::network::summary(&attachment)),
             restart_count: 0,
         };
-        let exe = self.exe.clone();
-        let created = tokio::task::spawn_blocking(move || skiff_runtime::create(&exe, &rc)).await;
+        let launcher = self.launcher.clone();
+        let created =
+            tokio::task::spawn_blocking(move || skiff_runtime::create_with(&launcher, &rc)).await;
         let failed = match created {
             Ok(Ok(_)) => None,
             Ok(Err(e)) => Some(format!("creating container: {e}")),
@@ -383,6 +394,11 @@ impl Daemon {
                     .insert(r.id.clone(), code);
                 if let Err(e) = d.remove_container(&r, true).await {
                     tracing::warn!(id = %&r.id[..12], "auto-remove: {}", e.message);
+                    d.removal_failed
+                        .lock()
+                        .expect("removal_failed lock")
+                        .insert(r.id.clone());
+                    d.removed.notify_waiters();
                 }
             });
         }
@@ -403,8 +419,8 @@ impl Daemon {
             .map_err(|e| ApiError::internal(format!("reading {}: {e}", path.display())))?;
         let cfg: skiff_runtime::ContainerConfig = serde_json::from_slice(&bytes)
             .map_err(|e| ApiError::internal(format!("parsing {}: {e}", path.display())))?;
-        let exe = self.exe.clone();
-        tokio::task::spawn_blocking(move || skiff_runtime::create(&exe, &cfg))
+        let launcher = self.launcher.clone();
+        tokio::task::spawn_blocking(move || skiff_runtime::create_with(&launcher, &cfg))
             .await
             .map_err(|e| ApiError::internal(e.to_string()))?
             .map_err(|e| ApiError::internal(format!("setting up {} again: {e}", r.name)))?;
@@ -442,13 +458,19 @@ impl Daemon {
     pub async fn waiter(self: Arc<Self>, id: String, condition: String) -> i32 {
         let code = self.wait_exit(&id).await;
         if condition == "removed" {
-            while self
-                .records
-                .all()
-                .map(|a| a.iter().any(|r| r.id == id))
-                .unwrap_or(false)
-            {
-                tokio::time::sleep(Duration::from_millis(20)).await;
+            loop {
+                // Registered before the check, so a removal in between is not missed.
+                let removed = self.removed.notified();
+                tokio::pin!(removed);
+                removed.as_mut().enable();
+                let failed = || {
+                    let failed = self.removal_failed.lock().expect("removal_failed lock");
+                    failed.contains(&id)
+                };
+                if !self.records.exists(&id).unwrap_or(false) || failed() {
+                    break;
+                }
+                removed.await;
             }
         }
         code
@@ -549,6 +571,11 @@ impl Daemon {
             self.background.spawn(release);
         }
         self.records.remove(&r.id)?;
+        self.removal_failed
+            .lock()
+            .expect("removal_failed lock")
+            .remove(&r.id);
+        self.removed.notify_waiters();
         self.mounts.release(&r.image_id);
         tracing::info!(id = %&r.id[..12], "removed container");
         Ok(())

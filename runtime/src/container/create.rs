@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::config::ContainerConfig;
 use crate::error::{Result, RuntimeError};
+use crate::launcher::ShimLauncher;
 use crate::paths::ContainerPaths;
 use crate::persist;
 use crate::shim::ShimReport;
@@ -62,6 +63,39 @@ fn validate(cfg: &ContainerConfig) -> Result<()> {
 /// [`crate::entry::run_if_internal`] first in `main`) and returns once the container is
 /// created. On failure the shim has cleaned up and recorded the error in the state.
 pub fn create(exe: &Path, cfg: &ContainerConfig) -> Result<ContainerHandle> {
+    prepare(cfg)?;
+    let dir = &cfg.container_dir;
+    let mut child = Command::new(exe)
+        .arg(crate::entry::SHIM_ARG)
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| RuntimeError::io("spawn shim", exe, e))?;
+    let mut out = String::new();
+    let read = child.stdout.take().map(|mut s| s.read_to_string(&mut out));
+    let _ = child.wait();
+    if let Some(Err(e)) = read {
+        return Err(RuntimeError::io("read shim report", dir, e));
+    }
+    handle(cfg, &out)
+}
+
+/// As [`create`], with the shim forked by `launcher` instead of exec'd.
+pub fn create_with(launcher: &ShimLauncher, cfg: &ContainerConfig) -> Result<ContainerHandle> {
+    prepare(cfg)?;
+    let dir = &cfg.container_dir;
+    let report = launcher.launch(dir)?;
+    let mut out = String::new();
+    std::fs::File::from(report)
+        .read_to_string(&mut out)
+        .map_err(|e| RuntimeError::io("read shim report", dir, e))?;
+    handle(cfg, &out)
+}
+
+/// Everything before the shim: the directory, no live previous run, the config file.
+fn prepare(cfg: &ContainerConfig) -> Result<()> {
     validate(cfg)?;
     let dir = &cfg.container_dir;
     let paths = ContainerPaths::new(dir);
@@ -87,21 +121,13 @@ pub fn create(exe: &Path, cfg: &ContainerConfig) -> Result<ContainerHandle> {
     }
     let _ = std::fs::remove_file(paths.state());
     let _ = std::fs::remove_file(paths.socket());
-    persist::write_json(&paths.config(), cfg, persist::Durability::Volatile)?;
-    let mut child = Command::new(exe)
-        .arg(crate::entry::SHIM_ARG)
-        .arg(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| RuntimeError::io("spawn shim", exe, e))?;
-    let mut out = String::new();
-    let read = child.stdout.take().map(|mut s| s.read_to_string(&mut out));
-    let _ = child.wait();
-    if let Some(Err(e)) = read {
-        return Err(RuntimeError::io("read shim report", dir, e));
-    }
+    persist::write_json(&paths.config(), cfg, persist::Durability::Volatile)
+}
+
+/// The container from the shim's one-line report.
+fn handle(cfg: &ContainerConfig, out: &str) -> Result<ContainerHandle> {
+    let dir = &cfg.container_dir;
+    let paths = ContainerPaths::new(dir);
     let line = out.lines().next().unwrap_or("");
     match serde_json::from_str::<ShimReport>(line) {
         Ok(ShimReport::Ready { pid }) => Ok(ContainerHandle {

@@ -12,7 +12,7 @@ mod start;
 mod wait;
 
 pub use attach::{attach, resize};
-pub use create::{create, ContainerHandle};
+pub use create::{create, create_with, ContainerHandle};
 pub use exec::{exec, ExecProcess};
 pub use kill::{kill, stop};
 pub use remove::{purge_trash, remove, remove_detached, Removal};
