@@ -196,6 +196,9 @@ pub(crate) fn serve() -> ! {
                     unsafe { libc::_exit(1) }
                 }
                 drop(report);
+                // Shown by ps/top as the shim it is (its command line stays the launcher's).
+                // SAFETY: PR_SET_NAME with a NUL-terminated name of at most 16 bytes.
+                unsafe { libc::prctl(libc::PR_SET_NAME, c"skiff-shim".as_ptr(), 0, 0, 0) };
                 crate::shim::main(&dir)
             }
             // The report pipe's write end closes here: create() sees EOF without a report
