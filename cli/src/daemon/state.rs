@@ -143,6 +143,9 @@ impl Daemon {
     pub async fn shutdown(&self) {
         self.background.close();
         self.background.wait().await;
+        if let Err(e) = self.network.drop_spares().await {
+            tracing::warn!("deleting spare network attachments: {e}");
+        }
         self.mounts.unmount_all();
         // The namespace directory is a bind mount of itself (as `ip netns` makes it); with no
         // container left to pin a namespace in it, it goes too.

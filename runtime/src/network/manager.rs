@@ -14,7 +14,7 @@ use super::link;
 use super::netns;
 use super::proxy::PortProxy;
 use super::rules::{self, Chains};
-use super::state::{self, Record, State};
+use super::state::{self, Record, Spare, State};
 use super::subnet::{format_mac, mac_for};
 use super::{
     files, NetworkAttachment, NetworkConfig, NetworkMode, NetworkRequest, PortSpec, PublishedPort,
@@ -126,6 +126,11 @@ impl NetworkManager {
             };
             return Ok(self.attachment(&id, &record));
         }
+        if req.mode == NetworkMode::Bridge {
+            if let Some(spare) = self.take_spare(&mut inner).await {
+                return self.prepare_on_spare(&mut inner, req, spare).await;
+            }
+        }
         let netns_path = (req.mode != NetworkMode::Host).then(|| self.netns_path(&id));
         let (ip, veth, proxies) = match req.mode {
             NetworkMode::Bridge => {
@@ -196,6 +201,23 @@ impl NetworkManager {
                 None => return Ok(()),
             }
         };
+        if let (Some(netns_path), Some(ip), Some(veth)) =
+            (&record.netns_path, record.ip, &record.veth)
+        {
+            // Its processes are gone (the container was removed first): the attachment is
+            // kept whole for the next container, if there is room.
+            let mut inner = self.inner.lock().await;
+            if inner.state.spares.len() < self.config.spares
+                && inner.state.containers.remove(container_id).is_some()
+            {
+                inner.state.spares.push(Spare {
+                    netns_path: netns_path.clone(),
+                    ip,
+                    veth: veth.clone(),
+                });
+                return self.save_and_sync(&mut inner, true).await;
+            }
+        }
         // Deleting a veth waits out RCU grace periods in the kernel (~15 ms): done outside
         // the lock so other containers' setups go on meanwhile. The record, and with it the
         // address, stays until the links are gone.
@@ -214,11 +236,93 @@ impl NetworkManager {
         for id in ids {
             self.release(&id).await?;
         }
+        self.drop_spares().await?;
         let snapshot = iptables::snapshot().await?;
         iptables::apply(&rules::removal_script(&self.chains, &snapshot)).await?;
         let h = link::connect(Path::new("host"))?;
         link::delete_link(&h, &self.config.bridge).await?;
         netns::remove_dir(&self.netns_dir())
+    }
+
+    /// Deletes the spare attachments (the daemon does at shutdown: they are only a cache).
+    pub async fn drop_spares(&self) -> Result<()> {
+        let mut inner = self.inner.lock().await;
+        while let Some(spare) = inner.state.spares.last().cloned() {
+            self.detach(&spare.record()).await?;
+            inner.state.spares.pop();
+            state::save(&self.config.state_dir, &inner.state)?;
+        }
+        Ok(())
+    }
+
+    /// A spare attachment that is still whole (its namespace pinned, its veth on the
+    /// bridge); broken ones found on the way are deleted.
+    async fn take_spare(&self, inner: &mut Inner) -> Option<Spare> {
+        while let Some(spare) = inner.state.spares.pop() {
+            match self.check_spare(&spare).await {
+                Ok(true) => return Some(spare),
+                Ok(false) => {
+                    tracing::info!(veth = %spare.veth, "dropping a broken spare attachment")
+                }
+                Err(e) => tracing::warn!(veth = %spare.veth, "dropping a spare attachment: {e}"),
+            }
+            if let Err(e) = self.detach(&spare.record()).await {
+                tracing::warn!(veth = %spare.veth, "cannot delete a broken spare attachment: {e}");
+            }
+        }
+        None
+    }
+
+    async fn check_spare(&self, spare: &Spare) -> Result<bool> {
+        if !netns::is_mount_point(&spare.netns_path)? {
+            return Ok(false);
+        }
+        let h = link::connect(Path::new("host"))?;
+        if link::link_index(&h, &spare.veth).await?.is_none() {
+            return Ok(false);
+        }
+        let bridge = link::ensure_bridge(&h, &self.config.bridge, self.config.subnet).await?;
+        link::enslave(&h, &spare.veth, bridge).await?;
+        Ok(true)
+    }
+
+    /// [`prepare`](Self::prepare) on a spare attachment: no link to make, so no rtnl work.
+    async fn prepare_on_spare(
+        &self,
+        inner: &mut Inner,
+        req: NetworkRequest,
+        spare: Spare,
+    ) -> Result<NetworkAttachment> {
+        let id = req.container_id.clone();
+        let proxies = match start_proxies(&req.ports, spare.ip).await {
+            Ok(p) => p,
+            Err(e) => {
+                inner.state.spares.push(spare);
+                return Err(e);
+            }
+        };
+        let record = Record {
+            mode: NetworkMode::Bridge,
+            hostname: req.hostname.clone(),
+            netns_path: Some(spare.netns_path.clone()),
+            ip: Some(spare.ip),
+            veth: Some(spare.veth.clone()),
+            ports: proxies.iter().map(|(p, _)| *p).collect(),
+        };
+        inner.state.containers.insert(id.clone(), record.clone());
+        if let Err(e) = self.save_and_sync(inner, true).await {
+            stop_all(proxies.into_iter().map(|(_, p)| p)).await;
+            inner.state.containers.remove(&id);
+            inner.state.spares.push(spare);
+            if let Err(save) = self.save_and_sync(inner, true).await {
+                tracing::error!(container = %id, error = %save, "cannot record undone network setup");
+            }
+            return Err(e);
+        }
+        inner
+            .proxies
+            .insert(id.clone(), proxies.into_iter().map(|(_, p)| p).collect());
+        Ok(self.attachment(&id, &record))
     }
 
     fn netns_dir(&self) -> PathBuf {
@@ -400,6 +504,16 @@ impl NetworkManager {
                 }
             }
             inner.proxies.insert(id, proxies);
+        }
+        let spares = std::mem::take(&mut inner.state.spares);
+        for spare in spares {
+            match self.check_spare(&spare).await {
+                Ok(true) => inner.state.spares.push(spare),
+                _ => {
+                    tracing::info!(veth = %spare.veth, "spare attachment lost; deleting it");
+                    self.detach(&spare.record()).await?;
+                }
+            }
         }
         // Rewriting skiff's chains from the state also drops rules of containers the state
         // does not know (a crash between a rule change and the state write).

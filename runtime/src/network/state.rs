@@ -1,7 +1,8 @@
 //! The network's persistent state (one JSON file under the caller's state dir): which
 //! containers are attached, with every name and address needed to undo them after a
-//! restart. IPAM reads its used set from here. Written atomically (tmp, fsync, rename,
-//! fsync dir) and *before* the resources are made, so a crash leaves nothing untracked.
+//! restart, and the spare attachments kept for reuse. IPAM reads its used set from here.
+//! Written atomically (tmp, rename) and *before* the resources are made, so a crash leaves
+//! nothing untracked.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -25,6 +26,9 @@ pub(crate) struct State {
     /// The last address handed out, so allocation goes round robin.
     pub last_ip: Option<Ipv4Addr>,
     pub containers: BTreeMap<String, Record>,
+    /// Released bridge attachments, intact, for the next containers.
+    #[serde(default)]
+    pub spares: Vec<Spare>,
 }
 
 impl Default for State {
@@ -33,6 +37,31 @@ impl Default for State {
             version: VERSION,
             last_ip: None,
             containers: BTreeMap::new(),
+            spares: Vec::new(),
+        }
+    }
+}
+
+/// A bridge attachment no container uses: its namespace (only loopback and eth0 with the
+/// address in it; containers cannot change it without CAP_NET_ADMIN), its veth on the
+/// bridge, and the address, still reserved.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct Spare {
+    pub netns_path: PathBuf,
+    pub ip: Ipv4Addr,
+    pub veth: String,
+}
+
+impl Spare {
+    /// As a record, for the code that undoes attachments.
+    pub fn record(&self) -> Record {
+        Record {
+            mode: NetworkMode::Bridge,
+            hostname: String::new(),
+            netns_path: Some(self.netns_path.clone()),
+            ip: Some(self.ip),
+            veth: Some(self.veth.clone()),
+            ports: Vec::new(),
         }
     }
 }
@@ -50,7 +79,11 @@ pub(crate) struct Record {
 
 impl State {
     pub fn used_ips(&self) -> BTreeSet<Ipv4Addr> {
-        self.containers.values().filter_map(|r| r.ip).collect()
+        self.containers
+            .values()
+            .filter_map(|r| r.ip)
+            .chain(self.spares.iter().map(|s| s.ip))
+            .collect()
     }
 }
 

@@ -95,6 +95,9 @@ impl Fixture {
         config.bridge = format!("sktbr{n}");
         config.subnet = format!("172.31.{n}.0/{prefix_len}").parse().unwrap();
         config.chain_prefix = format!("SKT{n}");
+        // Released attachments are deleted, so tests see exactly what a container made; the
+        // spare pool has its own test.
+        config.spares = 0;
         let fx = Self {
             n,
             config,

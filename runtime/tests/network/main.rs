@@ -505,3 +505,76 @@ async fn concurrent_prepares_get_distinct_addresses() {
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn released_attachments_are_kept_as_spares_and_reused_whole() {
+    skiff_tests::require!("released_attachments_are_kept_as_spares", unavailable());
+    let mut fx = Fixture::new(11, 24);
+    fx.config.spares = 1;
+    let mgr = fx.manager().await;
+    let a = mgr
+        .prepare(fx.request("a", NetworkMode::Bridge, vec![]))
+        .await
+        .unwrap();
+    let b = mgr
+        .prepare(fx.request("b", NetworkMode::Bridge, vec![]))
+        .await
+        .unwrap();
+    mgr.release(&a.container_id).await.unwrap();
+    mgr.release(&b.container_id).await.unwrap();
+    // One kept (room for one), the other deleted; no container rules either way.
+    assert_eq!(fx.veths_on_bridge().lines().count(), 1);
+    assert_eq!(fx.netns_files().len(), 1);
+    assert!(mgr.attached().await.is_empty());
+    let kept = if ns_of(&a).exists() { &a } else { &b };
+
+    // The next container gets the kept namespace and address, working: the gateway answers.
+    let port = parse_publish("8080").unwrap();
+    let c = mgr
+        .prepare(fx.request("c", NetworkMode::Bridge, port))
+        .await
+        .unwrap();
+    assert_eq!((c.ip, &c.netns_path), (kept.ip, &kept.netns_path));
+    assert!(c.hosts.contains(&format!("{}\tc\n", c.ip.unwrap())));
+    let gw = c.gateway.unwrap().to_string();
+    let ping = in_ns(ns_of(&c), &["busybox", "ping", "-c", "1", "-W", "2", &gw])
+        .output()
+        .unwrap();
+    assert!(ping.status.success(), "{ping:?}");
+    assert!(fx
+        .our_rules()
+        .iter()
+        .any(|l| l.contains(&format!("skiff:{}", c.container_id))));
+    // With no spare left, the next container gets an attachment of its own.
+    let d = mgr
+        .prepare(fx.request("d", NetworkMode::Bridge, vec![]))
+        .await
+        .unwrap();
+    assert_ne!(d.ip, c.ip);
+
+    // A spare whose namespace vanished (e.g. a reboot) is dropped, not handed out.
+    mgr.release(&c.container_id).await.unwrap();
+    assert!(!fx
+        .our_rules()
+        .iter()
+        .any(|l| l.contains(&format!("skiff:{}", c.container_id))));
+    ok(&["umount", "-l", ns_of(&c).to_str().unwrap()]);
+    let e = mgr
+        .prepare(fx.request("e", NetworkMode::Bridge, vec![]))
+        .await
+        .unwrap();
+    assert_ne!(e.netns_path, c.netns_path);
+    let ping = in_ns(ns_of(&e), &["busybox", "ping", "-c", "1", "-W", "2", &gw])
+        .output()
+        .unwrap();
+    assert!(ping.status.success(), "{ping:?}");
+
+    // Teardown deletes spares too: nothing of this test is left.
+    mgr.release(&d.container_id).await.unwrap();
+    mgr.release(&e.container_id).await.unwrap();
+    assert_eq!(fx.netns_files().len(), 1, "one spare kept");
+    mgr.teardown().await.unwrap();
+    assert!(fx.netns_files().is_empty());
+    assert!(!fx.bridge_exists());
+    assert!(fx.our_rules().is_empty());
+}
