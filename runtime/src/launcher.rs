@@ -65,10 +65,10 @@ impl ShimLauncher {
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
         // A launcher that died (killed, or out of memory) is replaced once.
         for _ in 0..2 {
-            if running.is_none() {
-                *running = Some(self.spawn()?);
-            }
-            let r = running.as_ref().expect("just started");
+            let r = match &mut *running {
+                Some(r) => r,
+                slot @ None => slot.insert(self.spawn()?),
+            };
             let iov = [IoSlice::new(dir.as_os_str().as_bytes())];
             let fds = [write.as_raw_fd()];
             let sent = sendmsg::<()>(
