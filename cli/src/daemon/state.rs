@@ -143,8 +143,8 @@ impl Daemon {
     pub async fn shutdown(&self) {
         self.background.close();
         self.background.wait().await;
-        if let Err(e) = self.network.drop_spares().await {
-            tracing::warn!("deleting spare network attachments: {e}");
+        if let Err(e) = self.network.shutdown().await {
+            tracing::warn!("releasing unused network resources: {e}");
         }
         self.mounts.unmount_all();
         // The namespace directory is a bind mount of itself (as `ip netns` makes it); with no

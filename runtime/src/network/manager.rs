@@ -244,7 +244,16 @@ impl NetworkManager {
         netns::remove_dir(&self.netns_dir())
     }
 
-    /// Deletes the spare attachments (the daemon does at shutdown: they are only a cache).
+    /// For a daemon that stops: deletes the spare attachments (only a cache) and, when no
+    /// container is left on the bridge, skiff's chains and jumps (they come back with the
+    /// next bridged container). Containers still attached keep everything.
+    pub async fn shutdown(&self) -> Result<()> {
+        self.drop_spares().await?;
+        let mut inner = self.inner.lock().await;
+        self.sync_rules(&mut inner, false).await
+    }
+
+    /// Deletes the spare attachments (they are only a cache).
     pub async fn drop_spares(&self) -> Result<()> {
         let mut inner = self.inner.lock().await;
         while let Some(spare) = inner.state.spares.last().cloned() {

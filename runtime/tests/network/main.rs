@@ -569,10 +569,19 @@ async fn released_attachments_are_kept_as_spares_and_reused_whole() {
         .unwrap();
     assert!(ping.status.success(), "{ping:?}");
 
-    // Teardown deletes spares too: nothing of this test is left.
+    // A daemon's shutdown with no container attached drops the spares and skiff's rules
+    // (the bridge stays); teardown removes the rest.
     mgr.release(&d.container_id).await.unwrap();
     mgr.release(&e.container_id).await.unwrap();
     assert_eq!(fx.netns_files().len(), 1, "one spare kept");
+    assert!(
+        !fx.our_rules().is_empty(),
+        "base rules stay while the daemon runs"
+    );
+    mgr.shutdown().await.unwrap();
+    assert!(fx.netns_files().is_empty());
+    assert!(fx.our_rules().is_empty());
+    assert!(fx.bridge_exists());
     mgr.teardown().await.unwrap();
     assert!(fx.netns_files().is_empty());
     assert!(!fx.bridge_exists());
