@@ -268,7 +268,12 @@ fn exec_joins_the_container() {
     assert!(err.contains("nosuch"), "{err}");
 
     let tty = ExecConfig {
-        args: vec!["sh".into(), "-c".into(), "test -t 0 && stty size".into()],
+        // The terminal is one of the container's own /dev/pts (not the host's).
+        args: vec![
+            "sh".into(),
+            "-c".into(),
+            "test -t 0 && stty size && test -e \"$(tty)\" && tty".into(),
+        ],
         tty: true,
         console_size: Some(WinSize { rows: 33, cols: 77 }),
         ..Default::default()
@@ -282,6 +287,24 @@ fn exec_joins_the_container() {
     let out = String::from_utf8_lossy(&buf[..n.max(0) as usize]).to_string();
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("33 77"), "{out:?}");
+    assert!(out.contains("/dev/pts/"), "{out:?}");
+
+    // A container that swaps its /dev/ptmx for a link to a file (or a device node) gets a
+    // clear refusal; the daemon opens nothing of the host's through it.
+    let swap = ExecConfig {
+        args: vec![
+            "sh".into(),
+            "-c".into(),
+            "rm /dev/ptmx && ln -s /etc/hostname /dev/ptmx".into(),
+        ],
+        ..Default::default()
+    };
+    let mut p = skiff_runtime::exec(std::path::Path::new(EXE), &f.dir, &swap).unwrap();
+    assert_eq!(p.wait().unwrap(), 0);
+    let err = skiff_runtime::exec(std::path::Path::new(EXE), &f.dir, &tty)
+        .err()
+        .expect("exec -t through a swapped /dev/ptmx must fail");
+    assert!(err.to_string().contains("not the pty multiplexer"), "{err}");
 
     skiff_runtime::kill(&f.dir, Signal::SIGKILL).unwrap();
     f.wait(Duration::from_secs(10));

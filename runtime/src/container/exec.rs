@@ -76,20 +76,9 @@ pub fn exec(exe: &Path, dir: &Path, cfg: &ExecConfig) -> Result<ExecProcess> {
         .arg(json);
     let mut pty = None;
     if cfg.tty {
-        let ws = cfg.console_size.map(|w| nix::pty::Winsize {
-            ws_row: w.rows,
-            ws_col: w.cols,
-            ws_xpixel: 0,
-            ws_ypixel: 0,
-        });
-        let pair = nix::pty::openpty(ws.as_ref(), None)
-            .map_err(|e| RuntimeError::sys("openpty", "/dev/ptmx", e))?;
-        let _ = nix::fcntl::fcntl(
-            pair.master.as_raw_fd(),
-            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-        );
+        let (master, slave) = super::exec_pty::container_pty(init.pid, cfg.console_size)?;
         let slave = |step| {
-            pair.slave
+            slave
                 .try_clone()
                 .map(Stdio::from)
                 .map_err(|e| RuntimeError::io(step, "pty", e))
@@ -97,7 +86,7 @@ pub fn exec(exe: &Path, dir: &Path, cfg: &ExecConfig) -> Result<ExecProcess> {
         cmd.stdin(slave("dup pty")?)
             .stdout(slave("dup pty")?)
             .stderr(slave("dup pty")?);
-        pty = Some(pair.master);
+        pty = Some(master);
     } else {
         cmd.stdin(if cfg.open_stdin {
             Stdio::piped()

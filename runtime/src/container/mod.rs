@@ -6,6 +6,7 @@ mod attach;
 mod client;
 mod create;
 mod exec;
+mod exec_pty;
 mod kill;
 mod remove;
 mod start;
