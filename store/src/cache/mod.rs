@@ -407,21 +407,28 @@ impl ChunkCache {
         Ok(())
     }
 
+    /// Records the hits gathered since the last call in the index (LRU order). Files the
+    /// index had lost track of (a crash between rename and insert) count again. On a full
+    /// disk the LRU order just stays a little stale.
+    fn record_touched(&self, disk: &mut DiskState) -> Result<()> {
+        let touched: Vec<(String, Option<u64>)> = self.touched.lock().unwrap().drain().collect();
+        if touched.is_empty() {
+            return Ok(());
+        }
+        let refs: Vec<(&str, Option<u64>)> =
+            touched.iter().map(|(d, s)| (d.as_str(), *s)).collect();
+        match disk.db.touch(&refs) {
+            Ok(added) => disk.usage += added,
+            Err(e) if is_disk_full(&e) => {}
+            Err(e) => return Err(e),
+        }
+        Ok(())
+    }
+
     /// Evicts least recently used, unpinned chunks until disk usage is at most `target`.
     fn evict_to(&self, target: u64) -> Result<()> {
         let mut disk = self.disk.lock().unwrap();
-        let touched: Vec<(String, Option<u64>)> = self.touched.lock().unwrap().drain().collect();
-        if !touched.is_empty() {
-            let refs: Vec<(&str, Option<u64>)> =
-                touched.iter().map(|(d, s)| (d.as_str(), *s)).collect();
-            // Files the index had lost track of (a crash between rename and insert) count
-            // again. On a full disk the LRU order just stays a little stale.
-            match disk.db.touch(&refs) {
-                Ok(added) => disk.usage += added,
-                Err(e) if is_disk_full(&e) => {}
-                Err(e) => return Err(e),
-            }
-        }
+        self.record_touched(&mut disk)?;
         let mut offset_pinned = 0usize;
         while disk.usage > target {
             let batch = disk.db.lru(offset_pinned + 64)?;

@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 
-use super::{bump, is_disk_full, ChunkCache};
+use super::{bump, ChunkCache};
 use crate::Result;
 
 impl ChunkCache {
@@ -16,16 +16,7 @@ impl ChunkCache {
     pub fn prune_unreferenced(&self, keep: &HashSet<String>) -> Result<u64> {
         let mut disk = self.disk.lock().unwrap();
         // Record pending hits first so files re-adopted by a hit are on record too.
-        let touched: Vec<(String, Option<u64>)> = self.touched.lock().unwrap().drain().collect();
-        if !touched.is_empty() {
-            let refs: Vec<(&str, Option<u64>)> =
-                touched.iter().map(|(d, s)| (d.as_str(), *s)).collect();
-            match disk.db.touch(&refs) {
-                Ok(added) => disk.usage += added,
-                Err(e) if is_disk_full(&e) => {}
-                Err(e) => return Err(e),
-            }
-        }
+        self.record_touched(&mut disk)?;
         let mut freed = 0;
         for (digest, size) in disk.db.all()? {
             if keep.contains(&digest) {
