@@ -36,7 +36,7 @@ pub struct Daemon {
     pub execs: Mutex<HashMap<String, ExecEntry>>,
     /// Exit codes of auto-removed containers, for waiters that come late.
     pub last_exit: Mutex<HashMap<String, i32>>,
-    pub network: Arc<skiff_runtime::network::NetworkManager>,
+    pub network: skiff_runtime::network::NetworkManager,
     /// Cleanup that goes on after a removal has been answered; awaited at shutdown.
     background: tokio_util::task::TaskTracker,
     /// Our own binary, re-executed as the container shim and exec helper.
@@ -90,7 +90,7 @@ impl Daemon {
             records,
             execs: Mutex::new(HashMap::new()),
             last_exit: Mutex::new(HashMap::new()),
-            network: Arc::new(network),
+            network,
             background: tokio_util::task::TaskTracker::new(),
             launcher: Arc::new(skiff_runtime::ShimLauncher::new(&exe)),
             removed: tokio::sync::Notify::new(),
@@ -558,20 +558,9 @@ impl Daemon {
                 }
             });
         }
-        // Deleting a veth takes the kernel ~15 ms, so that too goes on after the answer,
-        // unless ports were published: those must be free when `rm` returns.
-        let release = {
-            let (network, id) = (self.network.clone(), r.id.clone());
-            async move {
-                if let Err(e) = network.release(&id).await {
-                    tracing::warn!(id = %&id[..12], "releasing network: {e}");
-                }
-            }
-        };
-        if publishes_ports(r) {
-            release.await;
-        } else {
-            self.background.spawn(release);
+        // Cheap in the common case: a bridge attachment becomes a spare, not deleted links.
+        if let Err(e) = self.network.release(&r.id).await {
+            tracing::warn!(id = %&r.id[..12], "releasing network: {e}");
         }
         self.records.remove(&r.id)?;
         self.removal_failed
@@ -750,15 +739,6 @@ impl Daemon {
 }
 
 /// Bytes under `dir` (not following symlinks).
-/// Whether the container's network attachment holds host ports.
-fn publishes_ports(r: &Record) -> bool {
-    r.network
-        .as_ref()
-        .and_then(|n| n.get("Ports"))
-        .and_then(|p| p.as_array())
-        .is_some_and(|p| !p.is_empty())
-}
-
 pub fn dir_size(dir: &std::path::Path) -> u64 {
     let mut total = 0;
     let mut stack = vec![dir.to_path_buf()];
