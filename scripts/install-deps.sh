@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Installs, idempotently, what skiff's build, tests and demo need on a fresh Debian machine.
 set -euo pipefail
-pkgs=(docker-registry busybox-static fuse3 zstd crun skopeo iptables iproute2 hyperfine sqlite3 debootstrap bc)
+cd "$(dirname "$0")/.."
+# docker-compose 1.29 (Debian) is an acceptance client; --no-install-recommends keeps its
+# recommended docker.io (dockerd, which would rewrite iptables) off the machine.
+pkgs=(docker-registry busybox-static fuse3 zstd crun skopeo iptables iproute2 hyperfine sqlite3
+  debootstrap bc tini libseccomp-dev pkg-config docker-compose python3-venv)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -11,5 +15,13 @@ if ((${#missing[@]})); then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
-# The Debian package ships a registry service config; our tests start their own registries.
+# The Python Docker SDK, pinned, in its own venv: docker-py 7 in the system python would
+# break Debian's docker-compose 1.29. Tests find it at $SKIFF_SDK_PYTHON or this path.
+venv=/opt/skiff-test-venv
+if ! "$venv/bin/python" -c 'import docker' 2>/dev/null \
+  || ! cmp -s tests/requirements-sdk.txt "$venv/requirements-sdk.txt"; then
+  /usr/bin/python3 -m venv "$venv"
+  "$venv/bin/pip" install -q -r tests/requirements-sdk.txt
+  cp tests/requirements-sdk.txt "$venv/requirements-sdk.txt"
+fi
 [ -e /dev/fuse ] || { echo "error: /dev/fuse is missing; skiff needs FUSE" >&2; exit 1; }
