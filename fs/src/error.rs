@@ -42,7 +42,7 @@ pub enum FsError {
     #[error("reading {path:?} (inode {ino}) of layer {layer} at offset {offset}: {source}")]
     Read {
         ino: u64,
-        path: String,
+        path: skiff_store::LayerPath,
         layer: String,
         offset: u64,
         #[source]

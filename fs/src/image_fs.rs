@@ -5,6 +5,7 @@
 //! only `read` does, and it may block on the network.
 
 use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 
 use skiff_store::{ContentReader, FileEntry, LayerIndex, StoreError};
@@ -58,7 +59,8 @@ pub struct DirEntry<'a> {
     pub ino: u64,
     pub next_offset: u64,
     pub kind: NodeKind,
-    pub name: &'a str,
+    /// The name's bytes (Linux names need not be UTF-8).
+    pub name: &'a OsStr,
 }
 
 /// Filesystem totals for `statfs`.
@@ -184,8 +186,10 @@ impl ImageFs {
             parent,
             name: name.to_string_lossy().into_owned(),
         };
-        let name = name.to_str().ok_or_else(not_found)?;
-        let ino = self.tree.child(dir, name).ok_or_else(not_found)?;
+        let ino = self
+            .tree
+            .child(dir, name.as_bytes())
+            .ok_or_else(not_found)?;
         self.getattr(ino)
     }
 
@@ -201,13 +205,13 @@ impl ImageFs {
         offset: u64,
     ) -> Result<impl Iterator<Item = DirEntry<'_>> + '_> {
         let dir = self.dir(ino)?;
-        let dots = [(".", ino), ("..", dir.parent)];
+        let dots = [(OsStr::new("."), ino), (OsStr::new(".."), dir.parent)];
         let all = dots
             .into_iter()
             .map(move |(n, i)| (n, i, NodeKind::Directory))
             .chain(dir.children.iter().map(move |(n, c)| {
                 let kind = self.tree.get(*c).map_or(NodeKind::Regular, |i| i.kind);
-                (n.as_str(), *c, kind)
+                (OsStr::from_bytes(n), *c, kind)
             }));
         let skip = usize::try_from(offset).unwrap_or(usize::MAX);
         Ok(all

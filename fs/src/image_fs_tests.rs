@@ -64,7 +64,7 @@ fn e(path: &str, kind: FileKind, mode: u32) -> FileEntry {
         size: 0,
         mtime: 1_700_000_000,
         mtime_nsec: 5,
-        link_target: String::new(),
+        link_target: Default::default(),
         dev_major: 0,
         dev_minor: 0,
         xattrs: BTreeMap::new(),
@@ -248,7 +248,7 @@ fn read_failures_name_the_layer_and_offset() {
             path,
             ..
         } => assert_eq!(
-            (layer.as_str(), *offset, path.as_str()),
+            (layer.as_str(), *offset, path.to_str().unwrap()),
             ("sha256:l0", 60, "etc/x")
         ),
         other => panic!("unexpected {other:?}"),

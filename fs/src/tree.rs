@@ -2,18 +2,20 @@
 //! directories resolved, hard links sharing one inode.
 //!
 //! Pure logic over [`LayerIndex`]es (no I/O), so every merge rule is unit-tested without a
-//! mount. Hostile input never panics: entries that cannot be placed (bad paths, hard links to
+//! mount. Names are bytes (Linux names need not be UTF-8). A hard link names its target as
+//! the merged tree stands when its layer is applied, so it may point at a file of a lower layer
+//! (or one a middle layer rewrote), as unpacking the layers in order or overlayfs copy-up gives. Hostile input never panics: entries that cannot be placed (bad paths, hard links to
 //! missing targets or directories) are skipped and reported as [`MergeWarning`]s.
 
-use skiff_store::{FileEntry, FileKind, LayerIndex};
+use skiff_store::{FileEntry, FileKind, LayerIndex, LayerPath};
 
 /// Inode number of the root directory (FUSE's fixed root id).
 pub const ROOT_INO: u64 = 1;
 
 /// Prefix of whiteout names (OCI image spec, "Whiteouts").
-const WHITEOUT_PREFIX: &str = ".wh.";
+const WHITEOUT_PREFIX: &[u8] = b".wh.";
 /// The name that marks its directory opaque.
-const OPAQUE_MARKER: &str = ".wh..wh..opq";
+const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
 
 /// Which layer entry describes an inode: indexes into the layer list and its entries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,15 +47,15 @@ pub struct Inode {
     pub source: Option<EntryRef>,
     /// Directories: 2 + subdirectories. Others: how many names refer to the inode.
     pub nlink: u32,
-    /// Directories only: children sorted by name.
-    pub children: Vec<(String, u64)>,
+    /// Directories only: children sorted by name (bytes).
+    pub children: Vec<(Vec<u8>, u64)>,
 }
 
 /// An entry the merge could not place; it was skipped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MergeWarning {
     pub layer: String,
-    pub path: String,
+    pub path: skiff_store::LayerPath,
     pub reason: &'static str,
 }
 
@@ -79,7 +81,7 @@ pub struct Tree {
 struct WorkNode {
     kind: NodeKind,
     source: Option<EntryRef>,
-    children: std::collections::BTreeMap<String, usize>,
+    children: std::collections::BTreeMap<Vec<u8>, usize>,
 }
 
 struct Builder<'a> {
@@ -88,7 +90,7 @@ struct Builder<'a> {
     warnings: Vec<MergeWarning>,
     /// The directory `ensure_dir` returned last (tar order keeps siblings together), valid
     /// until a directory is removed or replaced.
-    last_dir: Vec<String>,
+    last_dir: Vec<Vec<u8>>,
     last_dir_node: Option<usize>,
 }
 
@@ -120,18 +122,22 @@ impl Tree {
     }
 
     /// The child `name` of directory `parent` (`None` if absent or `parent` is no directory).
-    pub fn child(&self, parent: &Inode, name: &str) -> Option<u64> {
+    pub fn child(&self, parent: &Inode, name: &[u8]) -> Option<u64> {
         parent
             .children
-            .binary_search_by(|(n, _)| n.as_str().cmp(name))
+            .binary_search_by(|(n, _)| n.as_slice().cmp(name))
             .ok()
             .map(|i| parent.children[i].1)
     }
 
     /// Resolves a relative path (`a/b/c`, `""` = root) without following symlinks.
-    pub fn resolve(&self, path: &str) -> Option<u64> {
+    pub fn resolve(&self, path: impl AsRef<[u8]>) -> Option<u64> {
         let mut ino = ROOT_INO;
-        for part in path.split('/').filter(|p| !p.is_empty()) {
+        for part in path
+            .as_ref()
+            .split(|&b| b == b'/')
+            .filter(|p| !p.is_empty())
+        {
             ino = self.child(self.get(ino)?, part)?;
         }
         Some(ino)
@@ -167,14 +173,17 @@ impl WorkNode {
 const NAME_MAX: usize = 255;
 
 /// Splits a normalized path into components, rejecting anything not normalized or too long.
-fn components(path: &str) -> Option<Vec<&str>> {
-    let trimmed = path.trim_end_matches('/');
-    if trimmed.is_empty() || trimmed == "." {
+fn components(path: &LayerPath) -> Option<Vec<&[u8]>> {
+    let mut trimmed = path.as_bytes();
+    while let Some(rest) = trimmed.strip_suffix(b"/") {
+        trimmed = rest;
+    }
+    if trimmed.is_empty() || trimmed == b"." {
         return Some(Vec::new());
     }
-    let parts: Vec<&str> = trimmed.split('/').collect();
-    let bad = |p: &&str| {
-        p.is_empty() || *p == "." || *p == ".." || p.contains('\0') || p.len() > NAME_MAX
+    let parts: Vec<&[u8]> = trimmed.split(|&b| b == b'/').collect();
+    let bad = |p: &&[u8]| {
+        p.is_empty() || *p == b"." || *p == b".." || p.contains(&0) || p.len() > NAME_MAX
     };
     if parts.iter().any(bad) {
         return None;
@@ -183,16 +192,16 @@ fn components(path: &str) -> Option<Vec<&str>> {
 }
 
 impl Builder<'_> {
-    fn warn(&mut self, layer: usize, path: &str, reason: &'static str) {
+    fn warn(&mut self, layer: usize, path: &LayerPath, reason: &'static str) {
         self.warnings.push(MergeWarning {
             layer: self.layers[layer].digest.clone(),
-            path: path.to_string(),
+            path: path.clone(),
             reason,
         });
     }
 
     /// The node at `parts`, without creating anything.
-    fn find(&self, parts: &[&str]) -> Option<usize> {
+    fn find(&self, parts: &[&[u8]]) -> Option<usize> {
         let mut cur = WORK_ROOT;
         for p in parts {
             cur = *self.nodes[cur].children.get(*p)?;
@@ -231,7 +240,7 @@ impl Builder<'_> {
 
     /// Walks to the directory `parts`, creating missing (or replacing non-directory)
     /// components as implicit 0755 directories.
-    fn ensure_dir(&mut self, parts: &[&str]) -> usize {
+    fn ensure_dir(&mut self, parts: &[&[u8]]) -> usize {
         if let Some(n) = self.last_dir_node {
             if self.last_dir.len() == parts.len()
                 && self.last_dir.iter().zip(parts).all(|(a, b)| a == b)
@@ -246,20 +255,20 @@ impl Builder<'_> {
                 _ => {
                     let n = self.nodes.len();
                     self.nodes.push(WorkNode::dir(None));
-                    self.nodes[cur].children.insert(p.to_string(), n);
+                    self.nodes[cur].children.insert(p.to_vec(), n);
                     n
                 }
             };
             cur = next;
         }
-        self.last_dir = parts.iter().map(|p| p.to_string()).collect();
+        self.last_dir = parts.iter().map(|p| p.to_vec()).collect();
         self.last_dir_node = Some(cur);
         cur
     }
 
     /// Links `name` in `parent` to `node`, replacing (and so unlinking) what was there.
-    fn link(&mut self, parent: usize, name: &str, node: usize) {
-        if let Some(old) = self.nodes[parent].children.insert(name.to_string(), node) {
+    fn link(&mut self, parent: usize, name: &[u8], node: usize) {
+        if let Some(old) = self.nodes[parent].children.insert(name.to_vec(), node) {
             if self.nodes[old].kind == NodeKind::Directory {
                 self.last_dir_node = None;
             }
@@ -323,7 +332,7 @@ impl Builder<'_> {
         self.link(parent, name, n);
     }
 
-    fn add_hardlink(&mut self, li: usize, entry: &FileEntry, dir: &[&str], name: &str) {
+    fn add_hardlink(&mut self, li: usize, entry: &FileEntry, dir: &[&[u8]], name: &[u8]) {
         let Some(target_parts) = components(&entry.link_target) else {
             self.warn(li, &entry.path, "hard link target is not normalized");
             return;

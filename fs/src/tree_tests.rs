@@ -3,7 +3,7 @@ use skiff_store::{ChunkLocation, ChunkRef};
 
 fn entry(path: &str, kind: FileKind) -> FileEntry {
     FileEntry {
-        path: path.to_string(),
+        path: path.into(),
         kind,
         mode: if kind == FileKind::Directory {
             0o755
@@ -15,7 +15,7 @@ fn entry(path: &str, kind: FileKind) -> FileEntry {
         size: 0,
         mtime: 0,
         mtime_nsec: 0,
-        link_target: String::new(),
+        link_target: Default::default(),
         dev_major: 0,
         dev_minor: 0,
         xattrs: Default::default(),
@@ -45,7 +45,7 @@ fn file_sized(path: &str, size: u64) -> FileEntry {
 
 fn hardlink(path: &str, target: &str) -> FileEntry {
     FileEntry {
-        link_target: target.to_string(),
+        link_target: target.into(),
         ..entry(path, FileKind::Hardlink)
     }
 }
@@ -61,7 +61,7 @@ fn layer(name: &str, entries: Vec<FileEntry>) -> LayerIndex {
 fn paths(t: &Tree) -> Vec<String> {
     fn walk(t: &Tree, ino: u64, prefix: &str, out: &mut Vec<String>) {
         for (name, child) in &t.get(ino).unwrap().children {
-            let p = format!("{prefix}{name}");
+            let p = format!("{prefix}{}", String::from_utf8_lossy(name));
             if t.get(*child).unwrap().kind == NodeKind::Directory {
                 out.push(format!("{p}/"));
                 walk(t, *child, &format!("{p}/"), out);
@@ -297,8 +297,8 @@ fn inode_numbers_are_dense_and_lookups_work() {
     assert!(t.get(5).is_none());
     assert!(t.get(u64::MAX).is_none());
     let b = t.get(t.resolve("b").unwrap()).unwrap();
-    assert!(t.child(b, "c").is_some());
-    assert!(t.child(b, "zz").is_none());
+    assert!(t.child(b, b"c").is_some());
+    assert!(t.child(b, b"zz").is_none());
 }
 
 #[test]

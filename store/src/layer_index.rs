@@ -6,13 +6,16 @@
 
 use std::collections::BTreeMap;
 
+use crate::layer_path::LayerPath;
+
 /// What kind of filesystem object an entry is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum FileKind {
     Regular,
     Directory,
     Symlink,
-    /// A hard link to another entry of the same layer; `link_target` names it.
+    /// A hard link to an earlier entry of this layer or to a file of a lower layer (as the
+    /// merged tree stands when this layer is applied); `link_target` names it.
     Hardlink,
     CharDevice,
     BlockDevice,
@@ -46,7 +49,8 @@ pub struct ChunkRef {
 pub struct FileEntry {
     /// Relative, normalized path: no leading `/`, no `.` or `..` components, no empty parts.
     /// Whiteouts keep their `.wh.` names here; the filesystem resolves them when merging.
-    pub path: String,
+    /// Bytes, as the tar carries them (not necessarily UTF-8).
+    pub path: LayerPath,
     pub kind: FileKind,
     /// Permission bits including setuid, setgid and sticky; no file-type bits.
     pub mode: u32,
@@ -55,8 +59,9 @@ pub struct FileEntry {
     pub size: u64,
     pub mtime: i64,
     pub mtime_nsec: u32,
-    /// Symlink target, or for hard links the path (same normalization) of the linked entry.
-    pub link_target: String,
+    /// Symlink target (bytes, verbatim), or for hard links the path (same normalization) of
+    /// the linked entry.
+    pub link_target: LayerPath,
     pub dev_major: u32,
     pub dev_minor: u32,
     pub xattrs: BTreeMap<String, Vec<u8>>,

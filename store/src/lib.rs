@@ -8,11 +8,13 @@ pub mod db;
 pub mod error;
 pub mod layer;
 pub mod layer_index;
+pub mod layer_path;
 pub mod reference;
 pub mod registry;
 
 pub use error::{Result, StoreError};
 pub use layer_index::{ChunkLocation, ChunkRef, ContentReader, FileEntry, FileKind, LayerIndex};
+pub use layer_path::LayerPath;
 pub use reference::ImageReference;
 pub use registry::{RegistryClient, RegistryOptions};
 

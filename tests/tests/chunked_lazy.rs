@@ -138,7 +138,11 @@ fn toc_matches_tar_and_every_file_reads_back() {
             expected.push(p);
         }
     }
-    let got: Vec<&str> = index.entries.iter().map(|e| e.path.as_str()).collect();
+    let got: Vec<&str> = index
+        .entries
+        .iter()
+        .map(|e| e.path.to_str().unwrap())
+        .collect();
     assert_eq!(got, expected);
     let by = |p: &str| index.entries.iter().find(|e| e.path == p).unwrap();
     assert_eq!(by("etc").kind, FileKind::Directory);

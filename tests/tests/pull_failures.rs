@@ -214,7 +214,11 @@ fn hostile_layer_paths_are_normalised_or_refused() {
     );
     let img = rt.block_on(store.pull(&ok, QUIET)).unwrap();
     let idx = store.layer_indexes(&img.id).unwrap();
-    let paths: Vec<&str> = idx[0].entries.iter().map(|e| e.path.as_str()).collect();
+    let paths: Vec<&str> = idx[0]
+        .entries
+        .iter()
+        .map(|e| e.path.to_str().unwrap())
+        .collect();
     assert_eq!(paths, ["etc/abs", "b", "c", "d/.wh.e"]);
     let files = by_path(&idx);
     assert_eq!(read_all(&store, &idx[0].digest, &files["c"]), b"c");

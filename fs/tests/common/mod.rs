@@ -149,7 +149,7 @@ impl ContentReader for FileReader {
 
 pub fn entry(path: &str, kind: FileKind, mode: u32) -> FileEntry {
     FileEntry {
-        path: path.to_string(),
+        path: path.into(),
         kind,
         mode,
         uid: 0,
@@ -157,7 +157,7 @@ pub fn entry(path: &str, kind: FileKind, mode: u32) -> FileEntry {
         size: 0,
         mtime: 1_600_000_000,
         mtime_nsec: 0,
-        link_target: String::new(),
+        link_target: Default::default(),
         dev_major: 0,
         dev_minor: 0,
         xattrs: BTreeMap::new(),
@@ -179,14 +179,14 @@ pub fn file(data: &mut DataFile, path: &str, bytes: &[u8]) -> FileEntry {
 
 pub fn symlink(path: &str, target: &str) -> FileEntry {
     FileEntry {
-        link_target: target.to_string(),
+        link_target: target.into(),
         ..entry(path, FileKind::Symlink, 0o777)
     }
 }
 
 pub fn hardlink(path: &str, target: &str) -> FileEntry {
     FileEntry {
-        link_target: target.to_string(),
+        link_target: target.into(),
         ..entry(path, FileKind::Hardlink, 0o644)
     }
 }

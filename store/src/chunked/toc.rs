@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::footer::is_sha256_digest;
 use crate::layer_index::{ChunkLocation, ChunkRef, FileEntry, FileKind, LayerIndex};
+use crate::layer_path::LayerPath;
 use crate::{Result, StoreError};
 
 /// Largest decompressed chunk accepted: bounds the memory one read can make us allocate.
@@ -200,7 +201,7 @@ pub fn toc_to_layer_index(layer: &str, toc: &Toc, data_end: u64) -> Result<Layer
                 if e.link_name.is_empty() {
                     return Err(ctx.err(&e.name, "symlink without a target"));
                 }
-                e.link_name.clone()
+                LayerPath::from(e.link_name.as_str())
             }
             FileKind::Hardlink => {
                 let target = match normalize_name(&e.link_name) {
@@ -208,21 +209,17 @@ pub fn toc_to_layer_index(layer: &str, toc: &Toc, data_end: u64) -> Result<Layer
                     Ok(None) => return Err(ctx.err(&e.name, "hard link to the root")),
                     Err(reason) => return Err(ctx.err(&e.name, format!("link target: {reason}"))),
                 };
-                match seen.get(&target) {
-                    Some(FileKind::Directory) => {
-                        return Err(ctx.err(&e.name, "hard link to a directory"))
-                    }
-                    Some(_) if target != path => {}
-                    _ => {
-                        return Err(ctx.err(
-                            &e.name,
-                            format!("hard link to {target:?}, which is not an earlier entry"),
-                        ))
-                    }
+                // A target that is not an earlier entry of this layer may be a file of a lower
+                // layer (as in any tar layer): the pull checks it across the layer stack.
+                if seen.get(&target) == Some(&FileKind::Directory) {
+                    return Err(ctx.err(&e.name, "hard link to a directory"));
                 }
-                target
+                if target == path {
+                    return Err(ctx.err(&e.name, "hard link to itself"));
+                }
+                LayerPath::from(target)
             }
-            _ => String::new(),
+            _ => LayerPath::default(),
         };
         let is_dev = matches!(kind, FileKind::CharDevice | FileKind::BlockDevice);
         let size = if kind == FileKind::Regular {
@@ -269,7 +266,7 @@ pub fn toc_to_layer_index(layer: &str, toc: &Toc, data_end: u64) -> Result<Layer
             }
         }
         entries.push(FileEntry {
-            path,
+            path: LayerPath::from(path),
             kind,
             mode: (e.mode & 0o7777) as u32,
             uid: to_u32(&ctx, &e.name, "uid", e.uid)?,
@@ -460,10 +457,22 @@ mod tests {
         let link = TocEntry {
             typ: "hardlink".into(),
             name: "l".into(),
-            link_name: "missing".into(),
+            link_name: "./l".into(),
             ..Default::default()
         };
-        assert!(refused(vec![link]).contains("earlier"));
+        assert!(refused(vec![link]).contains("itself"));
+        let dir = TocEntry {
+            typ: "dir".into(),
+            name: "d".into(),
+            ..Default::default()
+        };
+        let link = TocEntry {
+            typ: "hardlink".into(),
+            name: "l".into(),
+            link_name: "d".into(),
+            ..Default::default()
+        };
+        assert!(refused(vec![dir, link]).contains("directory"));
         let mut bad_x = reg("a", 1, 1, 2);
         bad_x.xattrs.insert("user.x".into(), "!!!".into());
         assert!(refused(vec![bad_x]).contains("base64"));

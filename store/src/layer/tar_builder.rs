@@ -1,6 +1,8 @@
 //! Writes a directory tree as a layer tar, keeping what images need: modes including
 //! setuid/setgid/sticky, owners, mtimes, symlinks, hard links (as tar links), device
-//! nodes, fifos and extended attributes (as PAX `SCHILY.xattr.*` records).
+//! nodes, fifos and extended attributes (as PAX `SCHILY.xattr.*` records). Names and link
+//! targets are written as the bytes the filesystem has (the tar crate uses GNU long-name
+//! records past 100 bytes), never converted to text.
 
 use std::collections::HashMap;
 use std::ffi::CString;
@@ -8,14 +10,14 @@ use std::fs::File;
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::{Result, StoreError};
 
 /// Appends `root`'s contents (not `root` itself) to `builder`, in sorted order so the
 /// same tree always gives the same tar.
 pub fn append_tree<W: Write>(builder: &mut tar::Builder<W>, root: &Path) -> Result<()> {
-    let mut links: HashMap<(u64, u64), String> = HashMap::new();
+    let mut links: HashMap<(u64, u64), PathBuf> = HashMap::new();
     walk(builder, root, root, &mut links)
 }
 
@@ -23,7 +25,7 @@ fn walk<W: Write>(
     b: &mut tar::Builder<W>,
     root: &Path,
     dir: &Path,
-    links: &mut HashMap<(u64, u64), String>,
+    links: &mut HashMap<(u64, u64), PathBuf>,
 ) -> Result<()> {
     let mut names: Vec<_> = std::fs::read_dir(dir)
         .map_err(|e| StoreError::io(dir, e))?
@@ -36,8 +38,7 @@ fn walk<W: Write>(
         let rel = path
             .strip_prefix(root)
             .expect("walk stays under root")
-            .to_string_lossy()
-            .into_owned();
+            .to_path_buf();
         let md = std::fs::symlink_metadata(&path).map_err(|e| StoreError::io(&path, e))?;
         let ft = md.file_type();
         if ft.is_socket() {
@@ -61,7 +62,9 @@ fn walk<W: Write>(
         }
         if ft.is_dir() {
             h.set_entry_type(tar::EntryType::Directory);
-            b.append_data(&mut h, format!("{rel}/"), std::io::empty())
+            let mut with_slash = rel.clone().into_os_string();
+            with_slash.push("/");
+            b.append_data(&mut h, with_slash, std::io::empty())
                 .map_err(io)?;
             walk(b, root, &path, links)?;
         } else if ft.is_file() {

@@ -9,20 +9,22 @@ use std::collections::BTreeMap;
 use std::io::Read;
 
 use crate::layer_index::{ChunkLocation, ChunkRef, FileEntry, FileKind, LayerIndex};
+use crate::layer_path::LayerPath;
 use crate::{Result, StoreError};
 
-/// Normalises a tar entry path (or hard link target). `None` means the root itself.
-pub fn normalize_path(layer: &str, raw: &str) -> Result<Option<String>> {
-    let absolute = raw.starts_with('/');
-    let mut parts: Vec<&str> = Vec::new();
-    for comp in raw.split('/') {
+/// Normalises a tar entry path (or hard link target), given as the tar's bytes. `None` means
+/// the root itself. Names are bytes: nothing here needs them to be UTF-8.
+pub fn normalize_path(layer: &str, raw: &[u8]) -> Result<Option<LayerPath>> {
+    let absolute = raw.starts_with(b"/");
+    let mut parts: Vec<&[u8]> = Vec::new();
+    for comp in raw.split(|&b| b == b'/') {
         match comp {
-            "" | "." => {}
-            ".." => {
+            b"" | b"." => {}
+            b".." => {
                 if parts.pop().is_none() && !absolute {
                     return Err(StoreError::BadLayerEntry {
                         layer: layer.to_string(),
-                        path: raw.to_string(),
+                        path: String::from_utf8_lossy(raw).into_owned(),
                         reason: "path escapes the layer root".to_string(),
                     });
                 }
@@ -33,7 +35,7 @@ pub fn normalize_path(layer: &str, raw: &str) -> Result<Option<String>> {
     if parts.is_empty() {
         Ok(None)
     } else {
-        Ok(Some(parts.join("/")))
+        Ok(Some(LayerPath::new(parts.join(&b'/'))))
     }
 }
 
@@ -43,16 +45,6 @@ fn bad(layer: &str, path: &str, reason: impl Into<String>) -> StoreError {
         path: path.to_string(),
         reason: reason.into(),
     }
-}
-
-fn utf8(layer: &str, bytes: &[u8], what: &str) -> Result<String> {
-    String::from_utf8(bytes.to_vec()).map_err(|_| {
-        bad(
-            layer,
-            &String::from_utf8_lossy(bytes),
-            format!("{what} is not valid UTF-8"),
-        )
-    })
 }
 
 /// PAX records that override header fields, plus xattrs.
@@ -112,7 +104,9 @@ pub fn index_tar<R: Read>(layer: &str, reader: R) -> Result<(LayerIndex, R)> {
         .map_err(|e| bad(layer, "", format!("cannot read tar: {e}")))?;
     for entry in iter {
         let mut entry = entry.map_err(|e| bad(layer, "", format!("cannot read tar entry: {e}")))?;
-        let raw_path = utf8(layer, &entry.path_bytes(), "path")?;
+        let raw_bytes = entry.path_bytes().into_owned();
+        // Shown in errors only; the index keeps the bytes.
+        let raw_path = String::from_utf8_lossy(&raw_bytes).into_owned();
         let etype = entry.header().entry_type();
         let kind = match etype {
             tar::EntryType::Regular | tar::EntryType::Continuous => FileKind::Regular,
@@ -131,7 +125,7 @@ pub fn index_tar<R: Read>(layer: &str, reader: R) -> Result<(LayerIndex, R)> {
                 ))
             }
         };
-        let Some(path) = normalize_path(layer, &raw_path)? else {
+        let Some(path) = normalize_path(layer, &raw_bytes)? else {
             // The root directory itself: its metadata is the mount's, not the layer's.
             continue;
         };
@@ -191,15 +185,14 @@ pub fn index_tar<R: Read>(layer: &str, reader: R) -> Result<(LayerIndex, R)> {
                 let raw = entry
                     .link_name_bytes()
                     .ok_or_else(|| bad(layer, &raw_path, "link without a target"))?;
-                let raw = utf8(layer, &raw, "link target")?;
                 if kind == FileKind::Hardlink {
                     normalize_path(layer, &raw)?
                         .ok_or_else(|| bad(layer, &raw_path, "hard link to the root"))?
                 } else {
-                    raw
+                    LayerPath::new(raw.into_owned())
                 }
             }
-            _ => String::new(),
+            _ => LayerPath::default(),
         };
         let (size, chunks) = if kind == FileKind::Regular {
             let size = entry.size();
@@ -251,14 +244,22 @@ mod tests {
 
     #[test]
     fn paths_are_normalised_like_docker() {
-        let n = |p| normalize_path(L, p).unwrap();
+        let n = |p: &str| {
+            normalize_path(L, p.as_bytes())
+                .unwrap()
+                .map(|p| p.display().into_owned())
+        };
         assert_eq!(n("./etc/passwd").as_deref(), Some("etc/passwd"));
         assert_eq!(n("/etc//passwd").as_deref(), Some("etc/passwd"));
         assert_eq!(n("a/b/../c").as_deref(), Some("a/c"));
         assert_eq!(n("/../../etc").as_deref(), Some("etc"));
         assert_eq!(n("./"), None);
         assert_eq!(n("etc/.wh.foo").as_deref(), Some("etc/.wh.foo"));
-        match normalize_path(L, "a/../../etc/shadow") {
+        assert_eq!(
+            normalize_path(L, b"./d\xff/caf\xe9.txt").unwrap().unwrap(),
+            &b"d\xff/caf\xe9.txt"[..]
+        );
+        match normalize_path(L, b"a/../../etc/shadow") {
             Err(StoreError::BadLayerEntry { layer, path, .. }) => {
                 assert_eq!(layer, L);
                 assert_eq!(path, "a/../../etc/shadow");

@@ -33,7 +33,7 @@ pub const QUIET: &(dyn Fn(PullProgress) + Send + Sync) = &quiet;
 pub fn by_path(idx: &[LayerIndex]) -> HashMap<String, FileEntry> {
     idx.iter()
         .flat_map(|l| l.entries.iter())
-        .map(|e| (e.path.clone(), e.clone()))
+        .map(|e| (e.path.display().into_owned(), e.clone()))
         .collect()
 }
 
