@@ -11,7 +11,8 @@ use serde_json::json;
 
 use crate::chunked::writer::{convert_tar_file, WriterOptions, MEDIA_TYPE_LAYER_ZSTD};
 use crate::layer::compression::is_zstd_chunked;
-use crate::layer::Compression;
+use crate::layer::tar_index::index_tar;
+use crate::layer::{Compression, HardlinkCheck};
 use crate::reference::ImageReference;
 use crate::registry::{Descriptor, RegistryClient};
 use crate::{Result, StoreError};
@@ -70,9 +71,19 @@ pub async fn convert_image(
     }
     let mut layers = Vec::new();
     let mut descriptors = Vec::new();
+    // The hard-link rule pull applies, so convert never writes an image pull refuses.
+    let links = std::sync::Arc::new(std::sync::Mutex::new(HardlinkCheck::default()));
     for (layer, diff_id) in resolved.manifest.layers.iter().zip(diff_ids) {
-        let (done, desc) =
-            convert_layer(registry, &resolved.reference, dst, layer, diff_id, tmp_dir).await?;
+        let (done, desc) = convert_layer(
+            registry,
+            &resolved.reference,
+            dst,
+            layer,
+            diff_id,
+            tmp_dir,
+            links.clone(),
+        )
+        .await?;
         on_layer(&done);
         layers.push(done);
         descriptors.push(desc);
@@ -113,6 +124,7 @@ async fn convert_layer(
     layer: &Descriptor,
     diff_id: &str,
     tmp_dir: &Path,
+    links: std::sync::Arc<std::sync::Mutex<HardlinkCheck>>,
 ) -> Result<(ConvertedLayer, Descriptor)> {
     let compression = if is_zstd_chunked(layer.annotations.as_ref()) {
         Compression::Zstd
@@ -137,6 +149,7 @@ async fn convert_layer(
             .await?;
     }
     let (bp, tp, op) = (blob_path.clone(), tar_path.clone(), out_path.clone());
+    let digest = layer.digest.clone();
     let chunked = tokio::task::spawn_blocking(move || {
         let blob = std::fs::File::open(&bp).map_err(|e| StoreError::io(&bp, e))?;
         let mut dec = compression
@@ -145,6 +158,9 @@ async fn convert_layer(
         let mut tar = std::fs::File::create(&tp).map_err(|e| StoreError::io(&tp, e))?;
         std::io::copy(&mut dec, &mut tar).map_err(|e| StoreError::io(&tp, e))?;
         drop(tar);
+        let file = std::fs::File::open(&tp).map_err(|e| StoreError::io(&tp, e))?;
+        let (index, _) = index_tar(&digest, std::io::BufReader::new(file))?;
+        links.lock().expect("hard-link check").apply(&index)?;
         convert_tar_file(&tp, &op, &WriterOptions::default())
     })
     .await

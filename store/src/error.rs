@@ -63,6 +63,16 @@ pub enum StoreError {
         reason: String,
     },
 
+    /// A hard link whose target does not exist (as a non-directory) when its layer is
+    /// applied over the layers below it: plain unpack would fail on it too.
+    #[error("layer {layer}: hard link {path:?} to {target:?}: {reason}")]
+    DanglingHardlink {
+        layer: String,
+        path: crate::LayerPath,
+        target: crate::LayerPath,
+        reason: &'static str,
+    },
+
     #[error("no such image: {name}")]
     ImageNotFound { name: String },
 

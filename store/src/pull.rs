@@ -11,7 +11,7 @@ use oci_spec::image::ImageConfiguration;
 
 use crate::db::{ImageRow, LayerRow};
 use crate::layer::compression::is_zstd_chunked;
-use crate::layer::{unpack_layer, Compression};
+use crate::layer::{unpack_layer, Compression, HardlinkCheck};
 use crate::reference::ImageReference;
 use crate::registry::{Descriptor, ResolvedImage};
 use crate::store::{ImageRecord, Store};
@@ -109,6 +109,18 @@ impl Store {
             .buffered(limit)
             .try_collect()
             .await?;
+        // Hard links may name files of lower layers: check them across the whole stack
+        // (the rule convert applies too) before the image becomes visible.
+        let mut links = HardlinkCheck::default();
+        for row in &rows {
+            let index = self.inner.db.layer_index(&row.digest)?.ok_or_else(|| {
+                StoreError::InvalidIndex {
+                    layer: row.digest.clone(),
+                    reason: "no file index stored".to_string(),
+                }
+            })?;
+            links.apply(&index)?;
+        }
         let id = self.commit_pulled(&r, &resolved, &config, &rows)?;
         self.record(&id)
     }
