@@ -113,6 +113,10 @@ impl Store {
             tracing::info!(layer = %layer.digest, "TOC not pinned by the manifest: pulling the layer in full");
             return Ok(None);
         }
+        if !info.exact_names {
+            tracing::info!(layer = %layer.digest, "names the TOC cannot carry: pulling the layer in full");
+            return Ok(None);
+        }
         let tar_size = index
             .entries
             .iter()

@@ -2,6 +2,7 @@
 //! [`LayerIndex`], and writing zstd:chunked blobs from tar streams.
 
 pub mod footer;
+pub mod raw_names;
 pub mod source;
 pub mod tarsplit;
 pub mod toc;
@@ -37,6 +38,10 @@ pub struct TocInfo {
     pub verified: bool,
     /// The TOC's `tarSplitDigest` (current format), empty if none.
     pub tar_split_digest: String,
+    /// Whether every name and link target of the index is exact. `false` when the TOC holds
+    /// names it cannot carry (not UTF-8, shown as U+FFFD) that no tar-split could restore
+    /// (see [`raw_names`]): the caller must then pull the layer in full, never serve it.
+    pub exact_names: bool,
 }
 
 fn toc_err(layer: &str, reason: impl Into<String>) -> StoreError {
@@ -76,14 +81,42 @@ pub fn open_lazy_layer(
     let (toc, toc_digest) = fetch_toc(source, layer_digest, &location, retry)?;
     let verified = location.checksum.is_some();
     let data_end = location.offset - footer::SKIPPABLE_FRAME_HEADER;
-    let index = toc::toc_to_layer_index(layer_digest, &toc, data_end)?;
+    let mut index = toc::toc_to_layer_index(layer_digest, &toc, data_end)?;
+    let exact_names = !raw_names::has_lossy_names(&toc)
+        || restore_raw_names(source, layer_digest, &location, &toc, &mut index, retry);
     let info = TocInfo {
         location,
         toc_digest,
         verified,
         tar_split_digest: toc.tar_split_digest.clone(),
+        exact_names,
     };
     Ok((index, info))
+}
+
+/// Takes the exact bytes of lossy TOC names from the layer's tar-split; `false` (logged)
+/// when that is impossible.
+fn restore_raw_names(
+    source: &dyn BlobSource,
+    layer: &str,
+    location: &TocLocation,
+    toc: &Toc,
+    index: &mut LayerIndex,
+    retry: &RetryPolicy,
+) -> bool {
+    if location.tarsplit.is_none() || toc.tar_split_digest.is_empty() {
+        tracing::info!(%layer, "TOC has names that are not UTF-8 and no tar-split to restore them");
+        return false;
+    }
+    let restored = raw_names::fetch_tarsplit(source, layer, location, &toc.tar_split_digest, retry)
+        .and_then(|split| raw_names::restore_names(layer, index, &split));
+    match restored {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(%layer, error = %e, "cannot restore the TOC's non-UTF-8 names from the tar-split");
+            false
+        }
+    }
 }
 
 /// [`open_lazy_layer`] for async callers (the pull path): runs it on the blocking pool.

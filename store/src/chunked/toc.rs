@@ -185,7 +185,8 @@ pub fn toc_to_layer_index(layer: &str, toc: &Toc, data_end: u64) -> Result<Layer
             "chunk" => return Err(ctx.err(&e.name, "chunk entry without a preceding file")),
             t => return Err(ctx.err(&e.name, format!("unknown entry type {t:?}"))),
         };
-        if seen.insert(path.clone(), kind).is_some() {
+        // Distinct raw names can share one lossy form: those are checked once restored.
+        if seen.insert(path.clone(), kind).is_some() && !path.contains('\u{fffd}') {
             return Err(ctx.err(&e.name, "duplicate entry"));
         }
         let (mtime, mtime_nsec) = parse_mtime(&ctx, &e.name, &e.modtime)?;
