@@ -655,3 +655,85 @@ fn skopeo_written_zstd_chunked() {
     assert_eq!(states, want, "skopeo {}", String::from_utf8_lossy(&version));
     check_mount(&s.rt, &store, &name, &s.want, "skopeo zstd:chunked");
 }
+
+/// The issue's two cases through the real CLI and daemon: `skiff image import` of a directory,
+/// `push`, `skiff image convert`, then a fresh daemon pulls (lazily) and runs containers that
+/// read the names and links through overlayfs over the FUSE mount.
+#[test]
+fn issue_cases_through_the_cli() {
+    requires!("issue_cases_through_the_cli");
+    use skiff_tests::Daemon;
+    let s = setup();
+    // Three layers pushed as gzip (hard links across layers), and the plain unpack of them
+    // imported as one directory (hard links within the layer).
+    let blobs: Vec<Blob> = s.tars.iter().map(|t| gzip(t)).collect();
+    let layered = push(&s.rt, &s.reg, "cli/layered", &s.tars, &blobs);
+    let imported = format!("{}/cli/imported:gzip", s.reg.host());
+    let (layered_c, imported_c) = (
+        format!("{}/cli/layered:chunked", s.reg.host()),
+        format!("{}/cli/imported:chunked", s.reg.host()),
+    );
+    {
+        let d = Daemon::start().unwrap();
+        d.ok(&[
+            "image",
+            "import",
+            s.reference_dir.path().to_str().unwrap(),
+            &imported,
+        ]);
+        d.ok(&["push", &imported]);
+        d.ok(&["image", "convert", &imported, &imported_c]);
+        d.ok(&["image", "convert", &layered, &layered_c]);
+    }
+    let d = Daemon::start().unwrap();
+    let script = "cat /caf*; find / -xdev -name 'caf*' | sort; for l in /lnk*; do readlink \"$l\"; done; \
+                  stat -c '%h %i %n' /a/dst /a/orig /b/three /h? /d*/caf* | sort -k3; cat /a/dst /a/rl";
+    for image in [&imported, &imported_c, &layered, &layered_c] {
+        let out = d.ok(&["pull", image]);
+        assert!(!out.is_empty());
+        let run = d.run(&["run", "--rm", image, "sh", "-c", script]);
+        assert!(
+            run.status.success(),
+            "{image}: {}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        let out = run.stdout;
+        let lines: Vec<&[u8]> = out.split(|&b| b == b'\n').collect();
+        assert_eq!(lines[0], b"latin-1 name", "{image}");
+        assert_eq!(lines[1], b"/caf\xe9.txt", "{image}");
+        assert_eq!(lines[2], b"/d\xff/caf\xe9.txt", "{image}");
+        assert_eq!(lines[3], b"caf\xe9.txt", "{image}");
+        assert_eq!(lines[4], b"d\xff/caf\xe9.txt", "{image}");
+        let stat: Vec<Vec<&[u8]>> = lines[5..10]
+            .iter()
+            .map(|l| l.split(|&b| b == b' ').collect())
+            .collect();
+        let names: Vec<&[u8]> = stat.iter().map(|f| f[2]).collect();
+        assert_eq!(
+            names,
+            [
+                &b"/a/dst"[..],
+                b"/a/orig",
+                b"/b/three",
+                b"/d\xff/caf\xe9.txt",
+                b"/h\xe9"
+            ],
+            "{image}"
+        );
+        // a/dst, a/orig, b/three: one inode with four names; h\xe9 and d\xff/caf\xe9.txt: two.
+        assert!(
+            stat[..3].iter().all(|f| f[0] == b"4" && f[1] == stat[0][1]),
+            "{image}"
+        );
+        assert!(
+            stat[3..].iter().all(|f| f[0] == b"2" && f[1] == stat[3][1]),
+            "{image}"
+        );
+        let tail = [ORIG, REW_V2].concat();
+        assert!(
+            out.ends_with(&tail),
+            "{image}: {}",
+            String::from_utf8_lossy(&out)
+        );
+    }
+}

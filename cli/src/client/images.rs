@@ -223,8 +223,8 @@ pub async fn inspect(docker: &Docker, names: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// `image import`: a directory is sent as a tar stream, a tarball as is (Docker's
-/// `POST /images/create?fromSrc=-`).
+/// `image import`: a directory is sent as a tar stream (written like a layer: names as
+/// bytes, hard links kept), a tarball as is (Docker's `POST /images/create?fromSrc=-`).
 pub async fn import(docker: &Docker, args: &ImportArgs) -> Result<()> {
     let body: Vec<u8> = if args.source.as_os_str() == "-" {
         let mut v = Vec::new();
@@ -233,9 +233,10 @@ pub async fn import(docker: &Docker, args: &ImportArgs) -> Result<()> {
     } else if args.source.is_dir() {
         let src = args.source.clone();
         tokio::task::spawn_blocking(move || -> Result<Vec<u8>> {
+            // skiff's own tree writer: names as bytes, hard links as tar links, owners,
+            // modes, xattrs and device nodes (tar's `append_dir_all` loses hard links).
             let mut b = tar::Builder::new(Vec::new());
-            b.follow_symlinks(false);
-            b.append_dir_all(".", &src)
+            skiff_store::layer::tar_builder::append_tree(&mut b, &src)
                 .with_context(|| format!("reading {}", src.display()))?;
             Ok(b.into_inner()?)
         })
