@@ -323,3 +323,54 @@ fn a_replaced_directory_is_not_reused_for_later_entries() {
     assert_eq!(paths(&t), ["d/", "d/x/", "d/x/b", "f"]);
     assert_eq!(t.get(t.resolve("f").unwrap()).unwrap().nlink, 1);
 }
+
+#[test]
+fn hardlinks_across_layers_resolve_as_unpacking_in_order() {
+    let t = Tree::build(&[
+        layer("0", vec![file("a/orig"), file("a/rew"), file("a/dst")]),
+        // The middle layer rewrites a/rew and starts a chain to a/orig.
+        layer("1", vec![file("a/rew"), hardlink("b/two", "a/orig")]),
+        layer(
+            "2",
+            vec![
+                hardlink("a/dst", "a/orig"),
+                hardlink("a/rl", "a/rew"),
+                hardlink("b/three", "b/two"),
+            ],
+        ),
+    ]);
+    assert!(t.warnings().is_empty(), "{:?}", t.warnings());
+    let node = |p: &str| t.get(t.resolve(p).unwrap()).unwrap();
+    let orig = t.resolve("a/orig").unwrap();
+    for p in ["a/dst", "b/two", "b/three"] {
+        assert_eq!(t.resolve(p), Some(orig), "{p}");
+    }
+    assert_eq!(node("a/orig").nlink, 4);
+    assert_eq!(node("a/orig").source, Some(EntryRef { layer: 0, entry: 0 }));
+    // The link takes the target as of its layer: the middle layer's a/rew.
+    assert_eq!(t.resolve("a/rl"), t.resolve("a/rew"));
+    assert_eq!(node("a/rl").source, Some(EntryRef { layer: 1, entry: 0 }));
+    assert_eq!(node("a/rl").nlink, 2);
+}
+
+#[test]
+fn names_are_bytes() {
+    let raw = |b: &[u8]| FileEntry {
+        path: skiff_store::LayerPath::new(b.to_vec()),
+        ..file("x")
+    };
+    let mut link = hardlink("l", "x");
+    link.link_target = skiff_store::LayerPath::new(b"d\xff/caf\xe9".to_vec());
+    let t = Tree::build(&[layer(
+        "0",
+        vec![raw(b"d\xff/caf\xe9"), raw(b"d\xff/caf\xe8"), link],
+    )]);
+    assert!(t.warnings().is_empty(), "{:?}", t.warnings());
+    let d = t.get(t.resolve(b"d\xff").unwrap()).unwrap();
+    assert_eq!(d.children.len(), 2);
+    let e9 = t.child(d, b"caf\xe9").unwrap();
+    assert_ne!(Some(e9), t.child(d, b"caf\xe8"));
+    assert_eq!(t.resolve("l"), Some(e9));
+    assert_eq!(t.get(e9).unwrap().nlink, 2);
+    assert!(t.resolve("d\u{fffd}/caf\u{fffd}").is_none());
+}

@@ -191,7 +191,8 @@ fn members(layer: &str, tarsplit: &[u8]) -> Result<Vec<RawMember>> {
 }
 
 /// Go's `encoding/json` form of `bytes`: each byte of an invalid sequence becomes U+FFFD.
-fn go_lossy(bytes: &[u8]) -> String {
+/// skiff's writer puts names into TOCs this way too, so its TOCs match Go writers'.
+pub fn go_lossy(bytes: &[u8]) -> String {
     let mut out = String::new();
     let mut rest = bytes;
     while !rest.is_empty() {

@@ -212,10 +212,12 @@ pub fn toc_to_layer_index(layer: &str, toc: &Toc, data_end: u64) -> Result<Layer
                 };
                 // A target that is not an earlier entry of this layer may be a file of a lower
                 // layer (as in any tar layer): the pull checks it across the layer stack.
-                if seen.get(&target) == Some(&FileKind::Directory) {
+                // Lossy names (U+FFFD) may stand for other bytes: checked once restored.
+                let lossy = target.contains('\u{fffd}') || path.contains('\u{fffd}');
+                if seen.get(&target) == Some(&FileKind::Directory) && !lossy {
                     return Err(ctx.err(&e.name, "hard link to a directory"));
                 }
-                if target == path {
+                if target == path && !lossy {
                     return Err(ctx.err(&e.name, "hard link to itself"));
                 }
                 LayerPath::from(target)

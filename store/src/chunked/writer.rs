@@ -120,7 +120,10 @@ fn walk(tar_bytes: &[u8]) -> Result<Vec<Member>> {
     for entry in entries {
         let mut entry = entry.map_err(|e| tar_err(format!("reading tar: {e}")))?;
         let name = entry.path_bytes().into_owned();
-        let shown = String::from_utf8_lossy(&name).into_owned();
+        // JSON holds text only: names that are not UTF-8 go into the TOC as Go writers put
+        // them (U+FFFD per bad byte); the tar-split keeps the exact header bytes, from which
+        // readers restore them (see `raw_names`).
+        let shown = super::raw_names::go_lossy(&name);
         let h = entry.header();
         let et = h.entry_type();
         if et.is_gnu_sparse() {
@@ -171,7 +174,7 @@ fn walk(tar_bytes: &[u8]) -> Result<Vec<Member>> {
                     .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string());
                 let link_name = entry
                     .link_name_bytes()
-                    .map(|l| String::from_utf8_lossy(&l).into_owned())
+                    .map(|l| super::raw_names::go_lossy(&l))
                     .unwrap_or_default();
                 let is_dev = matches!(typ, "char" | "block");
                 Some(TocEntry {
