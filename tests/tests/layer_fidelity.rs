@@ -4,7 +4,7 @@
 //! Image: a busybox rootfs layer (plus `a/orig`, `a/rew`, `a/dst`), a middle layer (rewrites
 //! `a/rew`; non-UTF-8 file, directory and symlink targets; a hard link within the layer; the
 //! first step of a chain), an upper layer (hard links to lower files, to the rewritten file,
-//! the chain's third name, a non-UTF-8 hard link). Formats: gzip, zstd, zstd:chunked written by
+//! the chain's third name) and a top layer (a non-UTF-8 hard link to a lower file). Formats: gzip, zstd, zstd:chunked written by
 //! skiff's writer, by `convert_image` (`skiff image convert`), and by skopeo. Paths: pull
 //! (full for gzip/zstd, lazy for zstd:chunked, so reads go through the FUSE mount to the
 //! registry), `import` of the unpacked directory, convert. Each mount is compared with
@@ -86,7 +86,7 @@ impl TarW {
     }
 }
 
-/// The three layer tars, lowest first.
+/// The four layer tars, lowest first.
 fn layer_tars() -> Vec<Vec<u8>> {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
@@ -112,13 +112,15 @@ fn layer_tars() -> Vec<Vec<u8>> {
         .hardlink(b"in/two", b"in/one")
         .dir(b"b")
         .hardlink(b"b/two", b"a/orig");
+    // UTF-8 names only, so even a TOC without tar-split (skopeo 1.9) serves it lazily.
     let mut upper = TarW::new();
     upper
         .hardlink(b"a/dst", b"a/orig")
         .hardlink(b"a/rl", b"a/rew")
-        .hardlink(b"b/three", b"b/two")
-        .hardlink(RAW_LINK, DIR_FILE);
-    vec![base, middle.finish(), upper.finish()]
+        .hardlink(b"b/three", b"b/two");
+    let mut top = TarW::new();
+    top.hardlink(RAW_LINK, DIR_FILE);
+    vec![base, middle.finish(), upper.finish(), top.finish()]
 }
 
 /// Plain unpack: GNU tar extracts the layers in order into `dest`.
@@ -448,10 +450,10 @@ fn gzip_and_zstd_full_pull() {
     let s = setup();
     let blobs: Vec<Blob> = s.tars.iter().map(|t| gzip(t)).collect();
     let name = push(&s.rt, &s.reg, "fidelity/gzip", &s.tars, &blobs);
-    pull_and_check(&s, &name, &["local"; 3], "gzip pull");
+    pull_and_check(&s, &name, &["local"; 4], "gzip pull");
     let blobs: Vec<Blob> = s.tars.iter().map(|t| zstd_blob(t)).collect();
     let name = push(&s.rt, &s.reg, "fidelity/zstd", &s.tars, &blobs);
-    pull_and_check(&s, &name, &["local"; 3], "zstd pull");
+    pull_and_check(&s, &name, &["local"; 4], "zstd pull");
 }
 
 #[test]
@@ -465,7 +467,7 @@ fn skiff_written_zstd_chunked_lazy() {
     }
     let name = push(&s.rt, &s.reg, "fidelity/chunked", &s.tars, &blobs);
     // Names restored from the tar-split: every layer stays lazy.
-    pull_and_check(&s, &name, &["lazy"; 3], "skiff zstd:chunked lazy");
+    pull_and_check(&s, &name, &["lazy"; 4], "skiff zstd:chunked lazy");
 }
 
 #[test]
@@ -486,8 +488,8 @@ fn converted_image_pulls_and_matches() {
             &|_| {},
         ))
         .unwrap();
-    assert_eq!(report.layers.len(), 3);
-    pull_and_check(&s, &dst, &["lazy"; 3], "convert then lazy pull");
+    assert_eq!(report.layers.len(), 4);
+    pull_and_check(&s, &dst, &["lazy"; 4], "convert then lazy pull");
 }
 
 #[test]
@@ -634,9 +636,10 @@ fn skopeo_written_zstd_chunked() {
         &format!("oci:{}:latest", out.display()),
         &format!("docker://{name}"),
     ]);
-    // skopeo 1.9 writes the older form without tar-split: its TOC cannot carry the middle
-    // layer's Latin-1 names, so that layer is pulled in full; the others stay lazy. (A newer
-    // skopeo writes a tar-split, and then every layer stays lazy.)
+    // skopeo 1.9 writes the older form without tar-split: its TOCs cannot carry the Latin-1
+    // names of the middle and top layers, so those are pulled in full; the others stay lazy,
+    // the upper one with its hard links to lower layers. (A newer skopeo writes a tar-split,
+    // and then every layer stays lazy.)
     let (_dir, store) = common::new_store();
     s.rt.block_on(store.pull(&name, common::QUIET)).unwrap();
     let img = store.image(&name).unwrap();
@@ -648,9 +651,9 @@ fn skopeo_written_zstd_chunked() {
         .stdout;
     let legacy = String::from_utf8_lossy(&version).contains(" 1.9.");
     let want: &[&str] = if legacy {
-        &["lazy", "local", "local"]
+        &["lazy", "local", "lazy", "local"]
     } else {
-        &["lazy", "lazy", "lazy"]
+        &["lazy"; 4]
     };
     assert_eq!(states, want, "skopeo {}", String::from_utf8_lossy(&version));
     check_mount(&s.rt, &store, &name, &s.want, "skopeo zstd:chunked");
