@@ -739,4 +739,23 @@ fn issue_cases_through_the_cli() {
             String::from_utf8_lossy(&out)
         );
     }
+    // A hard link no layer provides a target for: pull and convert refuse it by name.
+    let mut bad = TarW::new();
+    bad.hardlink(b"x/link", b"a/nowhere");
+    let tars = vec![s.tars[0].clone(), bad.finish()];
+    let blobs: Vec<Blob> = tars.iter().map(|t| gzip(t)).collect();
+    let dangling = push(&s.rt, &s.reg, "cli/dangling", &tars, &blobs);
+    let converted = format!("{}/cli/dangling:chunked", s.reg.host());
+    for args in [
+        vec!["pull", dangling.as_str()],
+        vec!["image", "convert", dangling.as_str(), converted.as_str()],
+    ] {
+        let out = d.run(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(
+            err.contains(r#"hard link "x/link" to "a/nowhere""#),
+            "{args:?}: {err}"
+        );
+    }
 }
