@@ -32,6 +32,9 @@ pub const MAX_TARSPLIT_SIZE: u64 = 256 << 20;
 
 const REPLACEMENT: char = '\u{fffd}';
 
+/// How many tar members may be skipped looking for a TOC entry's member.
+const MATCH_WINDOW: usize = 64;
+
 /// Whether some TOC name or link name may stand for bytes that are not UTF-8.
 pub fn has_lossy_names(toc: &Toc) -> bool {
     toc.entries
@@ -226,8 +229,11 @@ pub fn restore_names(layer: &str, index: &mut LayerIndex, tarsplit: &[u8]) -> Re
     let members = members(layer, tarsplit)?;
     let mut next = 0;
     for e in &mut index.entries {
+        // Members without a TOC entry are rare (global headers are already dropped): a short
+        // window keeps a hostile pair of TOC and tar-split from costing quadratic time.
         let found = members[next.min(members.len())..]
             .iter()
+            .take(MATCH_WINDOW)
             .position(|m| stands_for(e.path.as_bytes(), m.path.as_bytes()))
             .ok_or_else(|| err(layer, format!("no tar member for TOC entry {:?}", e.path)))?;
         let m = &members[next + found];
