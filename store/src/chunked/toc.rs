@@ -1,8 +1,8 @@
 //! The zstd:chunked TOC (CRFS-style JSON) and its conversion into a [`LayerIndex`].
 //!
-//! The TOC comes from the network, so every field is checked: names are normalized and
-//! `..` refused, duplicates refused, chunks must tile each file exactly and lie inside the
-//! blob's data, sizes must not overflow. Anything else is a clear error naming the layer and
+//! The TOC comes from the network, so every field is checked: names are normalized as tar
+//! names are (a relative `..` escape refused), duplicates refused, chunks must tile each file
+//! exactly and lie inside the blob's data, sizes must not overflow. Anything else is a clear error naming the layer and
 //! the entry.
 
 use std::collections::{BTreeMap, HashMap};
@@ -84,8 +84,10 @@ pub struct TocEntry {
 }
 
 /// Normalizes a tar/TOC name to the [`FileEntry::path`] form. `None` for the root itself.
-/// Names with `..` components, NUL bytes, or that are empty are refused rather than
-/// resolved: a layer that needs them is hostile or broken.
+/// The rule is the tar reader's (`layer::tar_index::normalize_path`, Docker's): `.` and empty
+/// parts vanish, `..` is resolved, a relative name climbing above the root is refused, so a
+/// layer pulled from its TOC and the same layer pulled in full (or converted) agree. Empty
+/// names and NUL bytes are refused.
 pub fn normalize_name(name: &str) -> std::result::Result<Option<String>, &'static str> {
     if name.is_empty() {
         return Err("empty name");
@@ -93,11 +95,16 @@ pub fn normalize_name(name: &str) -> std::result::Result<Option<String>, &'stati
     if name.contains('\0') {
         return Err("NUL byte in name");
     }
+    let absolute = name.starts_with('/');
     let mut parts = Vec::new();
     for part in name.split('/') {
         match part {
             "" | "." => {}
-            ".." => return Err("'..' component in name"),
+            ".." => {
+                if parts.pop().is_none() && !absolute {
+                    return Err("'..' component climbs out of the layer root");
+                }
+            }
             p => parts.push(p),
         }
     }
@@ -405,6 +412,9 @@ mod tests {
         assert_eq!(normalize_name("/etc/x").unwrap().as_deref(), Some("etc/x"));
         assert_eq!(normalize_name("./").unwrap(), None);
         assert!(normalize_name("a/../../etc").is_err());
+        // As the tar reader resolves them, so TOC and full pulls agree.
+        assert_eq!(normalize_name("./a/../b").unwrap().as_deref(), Some("b"));
+        assert_eq!(normalize_name("/../etc").unwrap().as_deref(), Some("etc"));
     }
 
     #[test]
