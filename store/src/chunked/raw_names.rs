@@ -13,7 +13,6 @@
 //! When the names cannot be restored (older format without tar-split, no digest, a mismatch)
 //! the caller pulls the layer in full instead; a renamed file is never served.
 
-use std::collections::HashSet;
 use std::io::Read;
 
 use base64::Engine;
@@ -223,8 +222,7 @@ fn stands_for(shown: &[u8], bytes: &[u8]) -> bool {
 }
 
 /// Replaces the lossy names and link targets of `index` with the exact bytes from
-/// `tarsplit`; fails (leaving `index` unusable) when an entry has no matching tar member or
-/// two entries end up with the same name.
+/// `tarsplit`; fails (leaving `index` unusable) when an entry has no matching tar member.
 pub fn restore_names(layer: &str, index: &mut LayerIndex, tarsplit: &[u8]) -> Result<()> {
     let members = members(layer, tarsplit)?;
     let mut next = 0;
@@ -246,16 +244,6 @@ pub fn restore_names(layer: &str, index: &mut LayerIndex, tarsplit: &[u8]) -> Re
                     .ok_or_else(|| err(layer, format!("hard link {:?} to the root", m.path)))?;
             }
             _ => {}
-        }
-    }
-    let mut seen = HashSet::new();
-    for e in &index.entries {
-        if !seen.insert(e.path.as_bytes()) {
-            return Err(StoreError::InvalidToc {
-                layer: layer.to_string(),
-                entry: e.path.display().into_owned(),
-                reason: "duplicate entry".to_string(),
-            });
         }
     }
     Ok(())

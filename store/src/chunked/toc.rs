@@ -1,8 +1,8 @@
 //! The zstd:chunked TOC (CRFS-style JSON) and its conversion into a [`LayerIndex`].
 //!
 //! The TOC comes from the network, so every field is checked: names are normalized as tar
-//! names are (a relative `..` escape refused), duplicates refused, chunks must tile each file
-//! exactly and lie inside the blob's data, sizes must not overflow. Anything else is a clear error naming the layer and
+//! names are (a relative `..` escape refused; a repeated name replaces the earlier entry, as
+//! in tar), chunks must tile each file exactly and lie inside the blob's data, sizes must not overflow. Anything else is a clear error naming the layer and
 //! the entry.
 
 use std::collections::{BTreeMap, HashMap};
@@ -192,10 +192,9 @@ pub fn toc_to_layer_index(layer: &str, toc: &Toc, data_end: u64) -> Result<Layer
             "chunk" => return Err(ctx.err(&e.name, "chunk entry without a preceding file")),
             t => return Err(ctx.err(&e.name, format!("unknown entry type {t:?}"))),
         };
-        // Distinct raw names can share one lossy form: those are checked once restored.
-        if seen.insert(path.clone(), kind).is_some() && !path.contains('\u{fffd}') {
-            return Err(ctx.err(&e.name, "duplicate entry"));
-        }
+        // A name may repeat, as in tar: the later entry replaces the earlier one when the
+        // layers are merged (the full-pull path accepts it too).
+        seen.insert(path.clone(), kind);
         let (mtime, mtime_nsec) = parse_mtime(&ctx, &e.name, &e.modtime)?;
         let mut xattrs = BTreeMap::new();
         for (k, v) in &e.xattrs {
@@ -449,7 +448,12 @@ mod tests {
     #[test]
     fn hostile_tocs_refused() {
         assert!(refused(vec![reg("../../etc/passwd", 1, 1, 2)]).contains(".."));
-        assert!(refused(vec![reg("a", 1, 1, 2), reg("./a", 1, 2, 3)]).contains("duplicate"));
+        // A repeated name is kept, as the tar reader keeps it (the later one wins when merged).
+        let twice = toc(vec![reg("a", 1, 1, 2), reg("./a", 1, 2, 3)]);
+        assert_eq!(
+            toc_to_layer_index("l", &twice, 1000).unwrap().entries.len(),
+            2
+        );
         assert!(refused(vec![reg("a", 1, 900, 2000)]).contains("outside"));
         assert!(refused(vec![reg("a", -1, 1, 2)]).contains("negative"));
         let mut big = reg("a", 10, 1, 2);
