@@ -165,13 +165,12 @@ impl Store {
             .await
             .expect("import task panicked")?;
         let media_type = compression.oci_media_type();
-        let row = self
+        let (row, index) = self
             .store_local_layer(&layer_digest, media_type, compression, Some(&diff_id))
             .await?;
         // The rule pull applies: a hard link must name an earlier entry (one layer here).
-        if let Some(index) = self.inner.db.layer_index(&layer_digest)? {
-            crate::layer::check_hardlinks([&index])?;
-        }
+        crate::layer::check_hardlinks([&index])?;
+        drop(index);
         // 2. Config and manifest.
         let created = changes.created.clone().unwrap_or_else(|| {
             chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)

@@ -8,7 +8,7 @@ use crate::cache::{CacheStats, ChunkCache};
 use crate::chunked::{self, BlobSource, RetryPolicy};
 use crate::db::LayerRow;
 use crate::layer::LocalContentReader;
-use crate::layer_index::{ChunkLocation, ChunkRef, ContentReader, FileKind};
+use crate::layer_index::{ChunkLocation, ChunkRef, ContentReader, FileKind, LayerIndex};
 use crate::lazy_source::StoreBlobSource;
 use crate::pull::{ProgressFn, PullProgress, PullStatus};
 use crate::reference::ImageReference;
@@ -72,7 +72,7 @@ impl Store {
         layer: &Descriptor,
         diff_id: &str,
         progress: ProgressFn<'_>,
-    ) -> Result<Option<LayerRow>> {
+    ) -> Result<Option<(LayerRow, Option<LayerIndex>)>> {
         let event = |status, current| {
             progress(PullProgress {
                 layer: layer.digest.clone(),
@@ -85,7 +85,7 @@ impl Store {
             if row.state == "lazy" && self.inner.db.layer_source(&row.digest)?.is_some() {
                 self.register_lazy_layer(&row.digest)?;
                 event(PullStatus::AlreadyExists, layer.size);
-                return Ok(Some(row));
+                return Ok(Some((row, None)));
             }
         }
         let source: Arc<dyn BlobSource> = Arc::new(StoreBlobSource::new(
@@ -135,7 +135,7 @@ impl Store {
         self.inner.db.put_lazy_layer(&row, &index, &r.to_string())?;
         self.inner.cache.register_layer(&layer.digest, source);
         event(PullStatus::Complete, layer.size);
-        Ok(Some(row))
+        Ok(Some((row, Some(index))))
     }
 
     /// Makes a stored lazy layer readable through the chunk cache (a no-op when it is

@@ -11,7 +11,8 @@ use oci_spec::image::ImageConfiguration;
 
 use crate::db::{ImageRow, LayerRow};
 use crate::layer::compression::is_zstd_chunked;
-use crate::layer::{unpack_layer, Compression, HardlinkCheck};
+use crate::layer::{check_hardlinks, links_within, unpack_layer, Compression};
+use crate::layer_index::LayerIndex;
 use crate::reference::ImageReference;
 use crate::registry::{Descriptor, ResolvedImage};
 use crate::store::{ImageRecord, Store};
@@ -105,22 +106,31 @@ impl Store {
             .zip(diff_ids.iter())
             .map(|(layer, diff_id)| self.pull_layer(&resolved.reference, layer, diff_id, progress))
             .collect();
-        let rows: Vec<LayerRow> = futures::stream::iter(pulls)
+        let pulled: Vec<(LayerRow, Option<LayerIndex>)> = futures::stream::iter(pulls)
             .buffered(limit)
             .try_collect()
             .await?;
+        let mut rows = Vec::with_capacity(pulled.len());
+        let mut indexes = Vec::with_capacity(pulled.len());
+        for (row, index) in pulled {
+            let index = match index {
+                Some(i) => i,
+                None => self.inner.db.layer_index(&row.digest)?.ok_or_else(|| {
+                    StoreError::InvalidIndex {
+                        layer: row.digest.clone(),
+                        reason: "no file index stored".to_string(),
+                    }
+                })?,
+            };
+            rows.push(row);
+            indexes.push(index);
+        }
         // Hard links may name files of lower layers: check them across the whole stack
         // (the rule convert applies too) before the image becomes visible.
-        let mut links = HardlinkCheck::default();
-        for row in &rows {
-            let index = self.inner.db.layer_index(&row.digest)?.ok_or_else(|| {
-                StoreError::InvalidIndex {
-                    layer: row.digest.clone(),
-                    reason: "no file index stored".to_string(),
-                }
-            })?;
-            links.apply(&index)?;
+        if !indexes.iter().all(links_within) {
+            check_hardlinks(&indexes)?;
         }
+        drop(indexes);
         let id = self.commit_pulled(&r, &resolved, &config, &rows)?;
         self.record(&id)
     }
@@ -159,14 +169,15 @@ impl Store {
     }
 
     /// Pulls one layer: reuse it if stored, else download (verified) and unpack. This is
-    /// the single place where a layer's format decides how it is stored.
+    /// the single place where a layer's format decides how it is stored. The index comes
+    /// back when the layer was indexed now (`None` when a stored layer was reused).
     pub async fn pull_layer(
         &self,
         r: &ImageReference,
         layer: &Descriptor,
         diff_id: &str,
         progress: ProgressFn<'_>,
-    ) -> Result<LayerRow> {
+    ) -> Result<(LayerRow, Option<LayerIndex>)> {
         let event = |status, current| {
             progress(PullProgress {
                 layer: layer.digest.clone(),
@@ -178,14 +189,14 @@ impl Store {
         if let Some(row) = self.inner.db.layer(&layer.digest)? {
             if row.state == "local" && self.layer_dir(&row.digest)?.join("data.tar").is_file() {
                 event(PullStatus::AlreadyExists, layer.size);
-                return Ok(row);
+                return Ok((row, None));
             }
         }
         // zstd:chunked layers are stored lazily (TOC only) when the manifest pins the TOC;
         // otherwise they are valid tar+zstd streams, pulled and verified in full.
         if is_zstd_chunked(layer.annotations.as_ref()) {
-            if let Some(row) = self.pull_lazy_layer(r, layer, diff_id, progress).await? {
-                return Ok(row);
+            if let Some(pulled) = self.pull_lazy_layer(r, layer, diff_id, progress).await? {
+                return Ok(pulled);
             }
         }
         let compression = if is_zstd_chunked(layer.annotations.as_ref()) {
@@ -200,11 +211,11 @@ impl Store {
         };
         if self.inner.blobs.contains(&layer.digest) {
             event(PullStatus::Extracting, layer.size);
-            let row = self
+            let (row, index) = self
                 .store_local_layer(&layer.digest, &layer.media_type, compression, Some(diff_id))
                 .await?;
             event(PullStatus::Complete, layer.size);
-            return Ok(row);
+            return Ok((row, Some(index)));
         }
         // Download and unpack at once: the blob goes to the blob store while the same
         // bytes feed the decompressor and tar indexer on a blocking thread.
@@ -275,17 +286,18 @@ impl Store {
         };
         self.inner.db.put_layer(&row, &unpacked.index)?;
         event(PullStatus::Complete, layer.size);
-        Ok(row)
+        Ok((row, Some(unpacked.index)))
     }
 
-    /// Unpacks a stored blob into `layers/<hex>/data.tar`, indexes it and records it.
+    /// Unpacks a stored blob into `layers/<hex>/data.tar`, indexes it and records it;
+    /// returns the row and the index.
     pub(crate) async fn store_local_layer(
         &self,
         digest: &str,
         media_type: &str,
         compression: Compression,
         diff_id: Option<&str>,
-    ) -> Result<LayerRow> {
+    ) -> Result<(LayerRow, LayerIndex)> {
         let this = self.clone();
         let digest = digest.to_string();
         let media_type = media_type.to_string();
@@ -316,7 +328,7 @@ impl Store {
                 tar_size: unpacked.tar_size,
             };
             inner.db.put_layer(&row, &unpacked.index)?;
-            Ok(row)
+            Ok((row, unpacked.index))
         })
         .await
         .expect("layer unpack task panicked")

@@ -121,6 +121,21 @@ impl HardlinkCheck {
     }
 }
 
+/// Whether every hard link of `layer` names an earlier non-directory entry of the same layer:
+/// such links are valid whatever lies below, so a stack of such layers needs no
+/// [`check_hardlinks`] (the common case; a linear pass without copying names).
+pub fn links_within(layer: &LayerIndex) -> bool {
+    let mut seen: std::collections::HashMap<&[u8], bool> =
+        std::collections::HashMap::with_capacity(layer.entries.len());
+    for e in &layer.entries {
+        if e.kind == FileKind::Hardlink && seen.get(e.link_target.as_bytes()) != Some(&false) {
+            return false;
+        }
+        seen.insert(e.path.as_bytes(), e.kind == FileKind::Directory);
+    }
+    true
+}
+
 /// Checks every hard link of `layers` (lowest first); see the module docs.
 pub fn check_hardlinks<'a>(layers: impl IntoIterator<Item = &'a LayerIndex>) -> Result<()> {
     let mut check = HardlinkCheck::default();
@@ -175,6 +190,9 @@ mod tests {
         let l2 = layer("2", vec![link("a/dst", "a/orig"), link("b/c", "a/dst")]);
         let l3 = layer("3", vec![link("z", "b/c")]);
         check_hardlinks([&l0, &l1, &l2, &l3]).unwrap();
+        assert!(links_within(&l0) && links_within(&l1));
+        assert!(!links_within(&l2) && !links_within(&l3));
+        assert!(links_within(&layer("4", vec![file("x"), link("y", "x")])));
     }
 
     #[test]

@@ -9,6 +9,6 @@ pub mod tar_index;
 pub mod unpack;
 
 pub use compression::Compression;
-pub use hardlinks::{check_hardlinks, HardlinkCheck};
+pub use hardlinks::{check_hardlinks, links_within, HardlinkCheck};
 pub use local_reader::LocalContentReader;
 pub use unpack::{unpack_layer, UnpackedLayer};
