@@ -267,3 +267,34 @@ fn a_reader_ending_early_is_an_error_not_zeros() {
         Err(FsError::Read { offset: 0, .. })
     ));
 }
+
+#[test]
+fn names_and_symlink_targets_are_bytes() {
+    use std::os::unix::ffi::OsStrExt;
+    let mut file = f("x", 0, 10);
+    file.path = skiff_store::LayerPath::new(b"d\xff/caf\xe9".to_vec());
+    let mut link = e("l", FileKind::Symlink, 0o777);
+    link.link_target = skiff_store::LayerPath::new(b"d\xff/caf\xe9".to_vec());
+    let layers = vec![LayerIndex {
+        digest: "sha256:l0".into(),
+        entries: vec![file, link],
+    }];
+    let fs = ImageFs::new(layers, Arc::new(data())).unwrap();
+    let d = fs.lookup(ROOT_INO, OsStr::from_bytes(b"d\xff")).unwrap();
+    let names: Vec<&[u8]> = fs
+        .readdir(d.ino, 0)
+        .unwrap()
+        .map(|e| e.name.as_bytes())
+        .collect();
+    assert_eq!(names, [&b"."[..], b"..", b"caf\xe9"]);
+    let f = fs.lookup(d.ino, OsStr::from_bytes(b"caf\xe9")).unwrap();
+    assert_eq!(
+        fs.read(f.ino, 0, 10).unwrap(),
+        (0..10u8).collect::<Vec<_>>()
+    );
+    // The lossy spelling is another name, and absent.
+    assert!(fs.lookup(d.ino, OsStr::new("caf\u{fffd}")).is_err());
+    let l = fs.lookup(ROOT_INO, OsStr::new("l")).unwrap();
+    assert_eq!(fs.readlink(l.ino).unwrap(), b"d\xff/caf\xe9");
+    assert_eq!(l.size, 7, "symlink size counts bytes");
+}
