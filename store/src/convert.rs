@@ -9,7 +9,7 @@ use bytes::Bytes;
 use oci_spec::image::ImageConfiguration;
 use serde_json::json;
 
-use crate::chunked::writer::{convert_tar_file, WriterOptions, MEDIA_TYPE_LAYER_ZSTD};
+use crate::chunked::writer::{write_chunked_file, WriterOptions, MEDIA_TYPE_LAYER_ZSTD};
 use crate::layer::compression::is_zstd_chunked;
 use crate::layer::tar_index::index_tar;
 use crate::layer::{Compression, HardlinkCheck};
@@ -158,10 +158,10 @@ async fn convert_layer(
         let mut tar = std::fs::File::create(&tp).map_err(|e| StoreError::io(&tp, e))?;
         std::io::copy(&mut dec, &mut tar).map_err(|e| StoreError::io(&tp, e))?;
         drop(tar);
-        let file = std::fs::File::open(&tp).map_err(|e| StoreError::io(&tp, e))?;
-        let (index, _) = index_tar(&digest, std::io::BufReader::new(file))?;
+        let bytes = std::fs::read(&tp).map_err(|e| StoreError::io(&tp, e))?;
+        let (index, _) = index_tar(&digest, &bytes[..])?;
         links.lock().expect("hard-link check").apply(&index)?;
-        convert_tar_file(&tp, &op, &WriterOptions::default())
+        write_chunked_file(&bytes, &op, &WriterOptions::default())
     })
     .await
     .expect("layer conversion task panicked")?;

@@ -326,11 +326,21 @@ pub fn convert_tar_file(
     opts: &WriterOptions,
 ) -> Result<ChunkedLayer> {
     let bytes = std::fs::read(tar).map_err(|e| StoreError::io(tar, e))?;
+    write_chunked_file(&bytes, out, opts)
+}
+
+/// Writes the tar `bytes` as a zstd:chunked blob at `out`, atomically (a temporary file beside
+/// `out`, fsync, rename).
+pub fn write_chunked_file(
+    bytes: &[u8],
+    out: &std::path::Path,
+    opts: &WriterOptions,
+) -> Result<ChunkedLayer> {
     let tmp = out.with_extension(format!("tmp.{}", std::process::id()));
     let res = (|| {
         let file = std::fs::File::create(&tmp).map_err(|e| StoreError::io(&tmp, e))?;
         let mut w = std::io::BufWriter::new(file);
-        let layer = write_zstd_chunked(&bytes, &mut w, opts)?;
+        let layer = write_zstd_chunked(bytes, &mut w, opts)?;
         let file = w
             .into_inner()
             .map_err(|e| StoreError::io(&tmp, e.into_error()))?;
