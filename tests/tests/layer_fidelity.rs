@@ -4,7 +4,8 @@
 //! Image: a busybox rootfs layer (plus `a/orig`, `a/rew`, `a/dst`), a middle layer (rewrites
 //! `a/rew`; non-UTF-8 file, directory and symlink targets; a hard link within the layer; the
 //! first step of a chain), an upper layer (hard links to lower files, to the rewritten file,
-//! the chain's third name) and a top layer (a non-UTF-8 hard link to a lower file). Formats: gzip, zstd, zstd:chunked written by
+//! the chain's third name) and a top layer (a non-UTF-8 hard link to a lower file, a whiteout
+//! of a non-UTF-8 name). Formats: gzip, zstd, zstd:chunked written by
 //! skiff's writer, by `convert_image` (`skiff image convert`), and by skopeo. Paths: pull
 //! (full for gzip/zstd, lazy for zstd:chunked, so reads go through the FUSE mount to the
 //! registry), `import` of the unpacked directory, convert. Each mount is compared with
@@ -36,6 +37,8 @@ const DIR: &[u8] = b"d\xff";
 const DIR_FILE: &[u8] = b"d\xff/caf\xe9.txt";
 const RAW_LINK: &[u8] = b"h\xe9";
 const RAW_SYMLINK: &[u8] = b"lnk\xe9";
+/// In the middle layer, whited out (`d\xff/.wh.gone\xe9`) by the top layer.
+const GONE: &[u8] = b"d\xff/gone\xe9";
 const ORIG: &[u8] = b"original, from the base layer\n";
 const REW_V1: &[u8] = b"v1\n";
 const REW_V2: &[u8] = b"rewritten by the middle layer\n";
@@ -105,6 +108,7 @@ fn layer_tars() -> Vec<Vec<u8>> {
         .dir(DIR)
         .file(DIR_FILE, b"in a latin-1 directory\n")
         .file(CAFE, b"latin-1 name\n")
+        .file(GONE, b"whited out by the top layer\n")
         .symlink(b"lnk", CAFE)
         .symlink(RAW_SYMLINK, DIR_FILE)
         .dir(b"in")
@@ -119,12 +123,31 @@ fn layer_tars() -> Vec<Vec<u8>> {
         .hardlink(b"a/rl", b"a/rew")
         .hardlink(b"b/three", b"b/two");
     let mut top = TarW::new();
-    top.hardlink(RAW_LINK, DIR_FILE);
+    top.hardlink(RAW_LINK, DIR_FILE)
+        .file(b"d\xff/.wh.gone\xe9", b"");
     vec![base, middle.finish(), upper.finish(), top.finish()]
 }
 
-/// Plain unpack: GNU tar extracts the layers in order into `dest`.
+/// Plain unpack: GNU tar extracts the layers in order into `dest`; after each layer its
+/// whiteouts (`.wh.<name>`, all for lower layers here) remove their name and themselves.
 fn plain_unpack(tars: &[Vec<u8>], dest: &Path) {
+    fn whiteouts(dir: &Path) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let e = e.unwrap();
+            let name = e.file_name();
+            if let Some(hidden) = name.as_bytes().strip_prefix(b".wh.") {
+                let victim = dir.join(OsStr::from_bytes(hidden));
+                if victim.is_dir() {
+                    std::fs::remove_dir_all(&victim).unwrap();
+                } else {
+                    std::fs::remove_file(&victim).unwrap();
+                }
+                std::fs::remove_file(e.path()).unwrap();
+            } else if e.file_type().unwrap().is_dir() {
+                whiteouts(&e.path());
+            }
+        }
+    }
     for t in tars {
         let mut child = Command::new("tar")
             .args(["-x", "-p", "--numeric-owner", "-f", "-", "-C"])
@@ -134,6 +157,7 @@ fn plain_unpack(tars: &[Vec<u8>], dest: &Path) {
             .unwrap();
         child.stdin.take().unwrap().write_all(t).unwrap();
         assert!(child.wait().unwrap().success(), "tar -x failed");
+        whiteouts(dest);
     }
 }
 
@@ -246,6 +270,10 @@ fn assert_issue_cases(what: &str, root: &Path) {
     assert!(
         !root.join("caf\u{fffd}.txt").exists(),
         "{what}: renamed file served"
+    );
+    assert!(
+        std::fs::symlink_metadata(root.join(p(GONE))).is_err(),
+        "{what}: whited-out name still there"
     );
     assert_eq!(
         std::fs::read_link(root.join(p(RAW_SYMLINK)))
