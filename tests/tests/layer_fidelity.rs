@@ -501,6 +501,7 @@ fn skiff_written_zstd_chunked_lazy() {
 #[test]
 fn converted_image_pulls_and_matches() {
     requires!("converted_image_pulls_and_matches");
+    require!("converted_image_pulls_and_matches", skopeo_unavailable());
     let s = setup();
     let blobs: Vec<Blob> = s.tars.iter().map(|t| gzip(t)).collect();
     let src = push(&s.rt, &s.reg, "fidelity/src", &s.tars, &blobs);
@@ -518,6 +519,27 @@ fn converted_image_pulls_and_matches() {
         .unwrap();
     assert_eq!(report.layers.len(), 4);
     pull_and_check(&s, &dst, &["lazy"; 4], "convert then lazy pull");
+    // Readers that decompress whole layers (containers/image, then the real `zstd -d`) get
+    // each layer tar back byte for byte, raw names and links included.
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let copy = dir.path().join("copy");
+        skopeo(&[
+            "copy",
+            "--src-tls-verify=false",
+            &format!("docker://{dst}"),
+            &format!("dir:{}", copy.display()),
+        ]);
+        for (layer, tar) in report.layers.iter().zip(&s.tars) {
+            let out = Command::new("zstd")
+                .args(["-d", "-c"])
+                .arg(copy.join(layer.digest.trim_start_matches("sha256:")))
+                .output()
+                .unwrap();
+            assert!(out.status.success());
+            assert!(out.stdout == *tar, "zstd -d of {} differs", layer.digest);
+        }
+    }
 }
 
 #[test]
