@@ -7,20 +7,27 @@ pub mod api_images;
 pub mod api_system;
 pub mod attach_bridge;
 pub mod changes;
+pub mod containers;
+pub mod containers_run;
 pub mod convert;
 pub mod error;
+pub mod exec;
 pub mod exec_bridge;
 pub mod hijack;
+pub mod images;
 pub mod logs_stream;
+pub mod monitor;
 pub mod mounts;
 pub mod names;
 pub mod network;
 pub mod paths;
+pub mod record;
 pub mod records;
 pub mod resolve;
 pub mod server;
-pub mod state;
-pub mod state_images;
+pub mod services;
+pub mod spec;
+pub mod status;
 pub mod views;
 
 use std::path::PathBuf;
@@ -46,7 +53,7 @@ pub async fn run(args: DaemonArgs, exec_root: PathBuf, socket: PathBuf) -> Resul
     for d in paths.all_dirs() {
         create_private_dir(&d).with_context(|| format!("creating {}", d.display()))?;
     }
-    let daemon = Arc::new(state::Daemon::open(paths, &args).await?);
+    let daemon = Arc::new(services::Daemon::open(paths, &args).await?);
     let listener = server::bind(&socket).await?;
     tracing::info!(socket = %socket.display(), data_root = %args.data_root.display(), "skiff daemon listening");
     let shutdown = async {

@@ -12,7 +12,7 @@ use axum::routing::{delete, get, head, post};
 use axum::{Router, ServiceExt};
 use tower::Layer;
 
-use super::state::Daemon;
+use super::services::Daemon;
 use super::{api_containers as c, api_exec as x, api_images as i, api_system as s};
 
 /// Strips a leading `/v1.NN` so one route table serves every API version.
