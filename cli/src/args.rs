@@ -16,14 +16,10 @@ pub struct Cli {
     #[arg(short = 'H', long = "host", env = "SKIFF_HOST", global = true)]
     pub host: Option<String>,
 
-    /// Volatile state root (socket, mounts); used to find the socket when -H is not given.
-    #[arg(
-        long,
-        env = "SKIFF_EXEC_ROOT",
-        global = true,
-        default_value = "/run/skiff"
-    )]
-    pub exec_root: PathBuf,
+    /// Volatile state root (socket, mounts); used to find the socket when -H is not given
+    /// [default: /run/skiff, or the daemon config file's exec-root].
+    #[arg(long, env = "SKIFF_EXEC_ROOT", global = true)]
+    pub exec_root: Option<PathBuf>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -83,21 +79,27 @@ pub enum Command {
 
 #[derive(Args, Debug)]
 pub struct DaemonArgs {
-    /// Persistent state root.
-    #[arg(long, env = "SKIFF_DATA_ROOT", default_value = "/var/lib/skiff")]
-    pub data_root: PathBuf,
-    /// Byte budget of the chunk cache (e.g. 10g, 512m).
-    #[arg(long, default_value = "10g")]
-    pub cache_size: String,
+    /// Daemon settings file (dockerd's keys; see docs/daemon-config.md). Flags override it.
+    #[arg(long, default_value = "/etc/skiff/daemon.json")]
+    pub config_file: PathBuf,
+    /// Persistent state root [default: /var/lib/skiff].
+    #[arg(long, env = "SKIFF_DATA_ROOT")]
+    pub data_root: Option<PathBuf>,
+    /// Byte budget of the chunk cache (e.g. 10g, 512m) [default: 10g].
+    #[arg(long)]
+    pub cache_size: Option<String>,
     /// Registries (host[:port]) reached over plain HTTP besides loopback ones.
     #[arg(long = "insecure-registry")]
     pub insecure_registries: Vec<String>,
-    /// The bridge containers attach to by default.
-    #[arg(long, default_value = "skiff0")]
-    pub bridge: String,
-    /// The bridge's subnet (the gateway is its first address).
-    #[arg(long = "bip", default_value = "172.18.0.0/16")]
-    pub subnet: String,
+    /// The bridge containers attach to by default [default: skiff0].
+    #[arg(long)]
+    pub bridge: Option<String>,
+    /// The bridge's subnet; the gateway is its first address [default: 172.18.0.0/16].
+    #[arg(long = "bip")]
+    pub subnet: Option<String>,
+    /// Log at debug level.
+    #[arg(short = 'D', long)]
+    pub debug: bool,
 }
 
 #[derive(Args, Debug, Clone, Default)]

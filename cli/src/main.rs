@@ -46,10 +46,14 @@ fn main() {
 }
 
 async fn dispatch(cli: Cli) -> Result<()> {
-    let socket = client::connect::socket_path(cli.host.as_deref(), &cli.exec_root)?;
     if let Command::Daemon(args) = cli.command {
-        return daemon::run(args, cli.exec_root, socket).await;
+        return daemon::run(args, cli.exec_root, cli.host).await;
     }
+    let exec_root = cli
+        .exec_root
+        .clone()
+        .unwrap_or_else(|| daemon::config::DEFAULT_EXEC_ROOT.into());
+    let socket = client::connect::socket_path(cli.host.as_deref(), &exec_root)?;
     if let Command::Version = cli.command {
         let docker = client::connect::connect(&socket).await.ok();
         return client::system::version(docker.as_ref()).await;

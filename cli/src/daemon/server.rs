@@ -17,6 +17,7 @@ use super::{api_containers as c, api_exec as x, api_images as i, api_system as s
 
 /// Strips a leading `/v1.NN` so one route table serves every API version.
 fn strip_version(mut req: Request) -> Request {
+    tracing::debug!(method = %req.method(), uri = %req.uri(), "request");
     let path = req.uri().path();
     if let Some(rest) = path.strip_prefix("/v") {
         if let Some(slash) = rest.find('/') {

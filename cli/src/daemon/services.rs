@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use skiff_runtime::state::Status;
 
+use super::config::DaemonConfig;
 use super::containers::ContainerService;
 use super::exec::ExecService;
 use super::images::ImageService;
@@ -13,7 +14,6 @@ use super::mounts::ImageMounts;
 use super::paths::Paths;
 use super::records::Records;
 use super::status::Lifecycle;
-use crate::args::DaemonArgs;
 
 pub struct Daemon {
     pub paths: Paths,
@@ -28,11 +28,11 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    pub async fn open(paths: Paths, args: &DaemonArgs) -> anyhow::Result<Daemon> {
+    pub async fn open(paths: Paths, args: &DaemonConfig) -> anyhow::Result<Daemon> {
         let exe = std::env::current_exe()?;
         let cache_bytes = crate::client::format::parse_bytes(&args.cache_size)
             .filter(|b| *b > 0)
-            .ok_or_else(|| anyhow::anyhow!("invalid --cache-size {:?}", args.cache_size))?;
+            .ok_or_else(|| anyhow::anyhow!("invalid cache-size {:?}", args.cache_size))?;
         let store = skiff_store::Store::open(
             &paths.store(),
             skiff_store::StoreOptions {
@@ -47,7 +47,7 @@ impl Daemon {
         net_config.subnet = args
             .subnet
             .parse()
-            .map_err(|e| anyhow::anyhow!("--bip {}: {e}", args.subnet))?;
+            .map_err(|e| anyhow::anyhow!("bip {}: {e}", args.subnet))?;
         if args.bridge != net_config.bridge {
             // A second daemon on its own bridge keeps its own iptables chains.
             net_config.chain_prefix = args.bridge.to_ascii_uppercase().chars().take(10).collect();
