@@ -183,7 +183,10 @@ impl ContainerConfig {
         if cfg.shm_size == Some(0) {
             return invalid("shm_size", "must be greater than 0");
         }
-        cfg.security.capabilities()?;
+        let caps = cfg.security.capabilities()?;
+        if let Some(s) = cfg.security.effective_seccomp() {
+            crate::seccomp::compile(s, &caps)?;
+        }
         for d in &cfg.security.devices {
             d.validate()?;
         }

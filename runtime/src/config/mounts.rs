@@ -179,7 +179,20 @@ impl Mount {
         if d.trim_end_matches('/').is_empty() {
             return bad("cannot mount over the container's root '/'");
         }
-        if let MountKind::Bind { source, .. } = &self.kind {
+        if let MountKind::Bind {
+            source,
+            propagation,
+            ..
+        } = &self.kind
+        {
+            if !matches!(propagation, Propagation::Private | Propagation::Rprivate) {
+                // The container's mounts are made private from the host's at setup, so
+                // shared/slave propagation could not work: refused rather than ignored.
+                return Err(RuntimeError::InvalidMountOption {
+                    option: format!("bind-propagation={propagation:?}").to_lowercase(),
+                    reason: "only private and rprivate propagation are supported".into(),
+                });
+            }
             if !source.is_absolute() {
                 return bad(&format!(
                     "bind source {} must be an absolute path",

@@ -87,10 +87,15 @@ pub(crate) fn validate_sysctl(key: &str, host_network: bool) -> Result<()> {
             reason: reason.to_string(),
         })
     };
-    if key.is_empty() || key.contains("..") || key.contains('/') && key.contains('.') {
+    if key.is_empty() || key.contains("..") || key.contains('\0') {
         return bad("malformed sysctl name");
     }
-    let key = key.replace('/', ".");
+    // `net/ipv4/conf/eth0.100/forwarding` names the same key with slashes.
+    let key = if key.contains('/') {
+        key.replace('/', ".")
+    } else {
+        key.to_string()
+    };
     const IPC: &[&str] = &[
         "kernel.msgmax",
         "kernel.msgmnb",
