@@ -94,13 +94,15 @@ pub(crate) fn main(dir: &Path) -> ! {
                     fail(&mut state, dir, f);
                 }
             };
-            // The log exists once `create` returns, so readers (`logs`, `logs -f`) of a
+            // The log exists once `create` returns (unless the driver is `none`), so readers (`logs`, `logs -f`) of a
             // created container find it.
-            if let Err(e) = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(paths.log())
-            {
+            let logged = cfg.log.driver != crate::config::LogDriver::None;
+            if let Some(Err(e)) = logged.then(|| {
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(paths.log())
+            }) {
                 tracing::error!("creating {}: {e}", paths.log().display());
             }
             report(&ShimReport::Ready {
