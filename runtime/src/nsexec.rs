@@ -150,10 +150,15 @@ fn child(
     } else {
         exec.cwd.clone()
     };
+    let confinement = match process::Confinement::of(cfg) {
+        Ok(c) => c,
+        Err(f) => return f,
+    };
     process::exec(&process::ProcessSpec {
         args: exec.args.clone(),
         env,
         cwd,
         user,
+        confinement,
     })
 }

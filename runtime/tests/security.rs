@@ -1,0 +1,112 @@
+//! Capabilities, no_new_privs, seccomp (Docker's default profile, unconfined, custom) and
+//! `--privileged`, on a real kernel.
+
+mod common;
+
+use common::{unavailable, Fixture};
+use skiff_runtime::config::Seccomp;
+use skiff_runtime::RuntimeError;
+
+/// Runs `script` with `tweak` applied to the config; (exit code, stdout).
+fn run(name: &str, script: &str, tweak: impl FnOnce(&mut Fixture)) -> (i32, String) {
+    let mut f = Fixture::new(name, &["sh", "-c", script]);
+    tweak(&mut f);
+    let st = f.run();
+    (st.exit_code.unwrap_or(-1), f.stdout())
+}
+
+const PROBE: &str = "unshare -U true 2>/dev/null && echo unshare:ok || echo unshare:denied; \
+    grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status";
+
+#[test]
+fn default_seccomp_blocks_unshare_and_keyctl_and_unconfined_or_privileged_lift_it() {
+    skiff_tests::require!(
+        "default_seccomp_blocks_unshare_and_keyctl_and_unconfined_or_privileged_lift_it",
+        unavailable()
+    );
+    let (code, out) = run("seccomp-default", PROBE, |_| {});
+    assert_eq!(code, 0);
+    assert!(out.contains("unshare:denied\n"), "{out}");
+    assert!(out.contains("Seccomp:\t2"), "{out}");
+    let (_, unconfined) = run("seccomp-off", PROBE, |f| {
+        f.cfg.security.seccomp = Seccomp::Unconfined;
+        f.cfg.security.cap_add = vec!["SYS_ADMIN".into()];
+    });
+    assert!(unconfined.contains("unshare:ok\n"), "{unconfined}");
+    assert!(unconfined.contains("Seccomp:\t0"), "{unconfined}");
+    let (_, privileged) = run("privileged", PROBE, |f| f.cfg.security.privileged = true);
+    assert!(privileged.contains("unshare:ok\n"), "{privileged}");
+    assert!(privileged.contains("Seccomp:\t0"), "{privileged}");
+    // Every capability we hold ourselves.
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let ours = status.lines().find(|l| l.starts_with("CapBnd:")).unwrap();
+    let eff = ours.replace("CapBnd:", "CapEff:");
+    assert!(privileged.contains(&eff), "{privileged} vs {ours}");
+}
+
+#[test]
+fn custom_seccomp_profiles_apply_and_bad_ones_are_refused() {
+    skiff_tests::require!(
+        "custom_seccomp_profiles_apply_and_bad_ones_are_refused",
+        unavailable()
+    );
+    // A custom profile (Docker's format) that denies mkdir, which the default allows.
+    let custom = r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mkdir","mkdirat"],"action":"SCMP_ACT_ERRNO","errnoRet":1,"args":null}]}"#;
+    let script = "mkdir /tmp/x 2>/dev/null && echo mkdir:ok || echo mkdir:denied; \
+        grep ^Seccomp: /proc/self/status";
+    let (code, out) = run("seccomp-custom", script, |f| {
+        f.cfg.security.seccomp = Seccomp::Profile(custom.into())
+    });
+    assert_eq!(code, 0);
+    assert_eq!(out, "mkdir:denied\nSeccomp:\t2\n");
+    // A profile that does not parse is refused before anything runs.
+    let mut f = Fixture::new("seccomp-bad", &["true"]);
+    f.cfg.security.seccomp = Seccomp::Profile("{\"defaultAction\": 42".into());
+    assert!(matches!(
+        f.create(),
+        Err(RuntimeError::InvalidSeccompProfile { .. })
+    ));
+    assert!(!f.dir.exists());
+}
+
+#[test]
+fn capabilities_follow_cap_add_and_cap_drop_and_unknown_ones_are_refused() {
+    skiff_tests::require!(
+        "capabilities_follow_cap_add_and_cap_drop_and_unknown_ones_are_refused",
+        unavailable()
+    );
+    let script = "grep -E '^Cap(Eff|Bnd):' /proc/self/status; \
+        chown 1:1 /tmp 2>/dev/null && echo chown:ok || echo chown:denied; \
+        ip link add dummy0 type dummy 2>/dev/null && echo netadmin:ok || echo netadmin:denied";
+    let (code, out) = run("caps", script, |f| {
+        f.cfg.security.cap_add = vec!["net_admin".into()];
+        f.cfg.security.cap_drop = vec!["CAP_CHOWN".into()];
+    });
+    assert_eq!(code, 0);
+    // Docker's default 0xa80425fb, minus CHOWN (bit 0), plus NET_ADMIN (bit 12).
+    assert!(out.contains("CapEff:\t00000000a80435fa"), "{out}");
+    assert!(out.contains("CapBnd:\t00000000a80435fa"), "{out}");
+    assert!(out.contains("chown:denied"), "{out}");
+    let mut f = Fixture::new("badcap", &["true"]);
+    f.cfg.security.cap_add = vec!["CAP_TELEPORT".into()];
+    match f.create() {
+        Err(RuntimeError::UnknownCapability { name }) => assert_eq!(name, "CAP_TELEPORT"),
+        other => panic!("{other:?}"),
+    }
+    assert!(!f.dir.exists());
+}
+
+#[test]
+fn no_new_privileges_only_when_asked() {
+    skiff_tests::require!("no_new_privileges_only_when_asked", unavailable());
+    // Docker sets no_new_privs only with `--security-opt no-new-privileges`, so setuid
+    // programs work; checked for a non-root process.
+    let script = "su -s /bin/sh user -c 'grep NoNewPrivs /proc/self/status'";
+    let (code, out) = run("nonnp", script, |_| {});
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out, "NoNewPrivs:\t0\n");
+    let (_, out) = run("nnp", "grep NoNewPrivs /proc/self/status", |f| {
+        f.cfg.security.no_new_privileges = true
+    });
+    assert_eq!(out, "NoNewPrivs:\t1\n");
+}
