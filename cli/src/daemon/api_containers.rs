@@ -31,8 +31,11 @@ pub struct CreateQuery {
 pub async fn create(
     State(d): State<Arc<Daemon>>,
     Query(q): Query<CreateQuery>,
-    Json(body): Json<Config<String>>,
+    Json(body): Json<serde_json::Value>,
 ) -> ApiResult<(StatusCode, Json<ContainerCreateResponse>)> {
+    super::create_fields::check(&body)?;
+    let body: Config<String> = serde_json::from_value(body)
+        .map_err(|e| super::error::DaemonError::Invalid(format!("invalid create body: {e}")))?;
     let id = d.containers.create(q.name, body).await?;
     Ok((
         StatusCode::CREATED,
@@ -263,6 +266,7 @@ pub async fn logs(
 #[derive(Deserialize, Default)]
 pub struct RemoveQuery {
     force: Option<String>,
+    v: Option<String>,
 }
 
 pub async fn remove(
@@ -271,7 +275,7 @@ pub async fn remove(
     Query(q): Query<RemoveQuery>,
 ) -> ApiResult<StatusCode> {
     let r = d.containers.find(&id)?;
-    d.containers.remove(&r, flag(&q.force)).await?;
+    d.containers.remove(&r, flag(&q.force), flag(&q.v)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -17,6 +17,10 @@ use super::record::{ContainerRecord, SCHEMA};
 use super::records::Records;
 use super::resolve::resolve;
 use super::status::Lifecycle;
+use super::volumes::VolumeService;
+
+/// Where `--init` finds its init (Debian's `tini` package).
+const INIT_BINARY: &str = "/usr/bin/tini-static";
 
 pub struct ContainerService {
     pub(super) paths: Paths,
@@ -29,6 +33,7 @@ pub struct ContainerService {
     /// Cleanup that goes on after a removal has been answered; awaited at shutdown.
     pub(super) background: tokio_util::task::TaskTracker,
     pub(super) monitor: Arc<Monitor>,
+    pub(super) volumes: Arc<VolumeService>,
     /// Serializes create/remove so names and mounts stay consistent.
     lifecycle: tokio::sync::Mutex<()>,
 }
@@ -51,6 +56,7 @@ impl ContainerService {
         launcher: Arc<skiff_runtime::ShimLauncher>,
         background: tokio_util::task::TaskTracker,
         monitor: Arc<Monitor>,
+        volumes: Arc<VolumeService>,
     ) -> ContainerService {
         ContainerService {
             paths,
@@ -61,6 +67,7 @@ impl ContainerService {
             launcher,
             background,
             monitor,
+            volumes,
             lifecycle: tokio::sync::Mutex::new(()),
         }
     }
@@ -201,12 +208,42 @@ impl ContainerService {
                 "can't create 'AutoRemove' container with restart policy",
             ));
         }
+        let image_volumes: Vec<String> = image
+            .config
+            .config()
+            .as_ref()
+            .and_then(|c| c.volumes().clone())
+            .unwrap_or_default();
+        let planned = super::mount_plan::plan(&spec, &image_volumes, &|n| self.find(n))?;
+        // Checked now, applied once the network gives the base files.
+        super::etc_files::hosts("", &hostname, &spec.host.extra_hosts, Some("0.0.0.0"))?;
+        super::etc_files::resolv_conf("", &spec.host)?;
         let dir = self.dir(&id);
+        let mut rc = skiff_runtime::ContainerConfig::new(
+            &id,
+            dir.clone(),
+            vec![self.paths.image_mount(&image.id)],
+            resolved.argv.clone(),
+        );
+        rc.hostname = body.hostname.clone().filter(|h| !h.is_empty());
+        super::runtime_config::apply(&spec, &mut rc, std::path::Path::new(INIT_BINARY))?;
+        rc.validate()
+            .map_err(|e| DaemonError::Invalid(e.to_string()))?;
         let lower = self.mounts.acquire(&self.store, &image.id)?;
+        let (mount_points, runtime_mounts) =
+            match super::mount_plan::apply(planned, &self.volumes, &lower) {
+                Ok(m) => m,
+                Err(e) => {
+                    self.mounts.release(&image.id);
+                    return Err(e);
+                }
+            };
+        rc.mounts = runtime_mounts;
         let attachment = match self.network.prepare(net_request).await {
             Ok(a) => a,
             Err(e) => {
                 self.mounts.release(&image.id);
+                self.drop_anonymous(&mount_points);
                 return Err(match e {
                     skiff_runtime::RuntimeError::PortInUse { .. } => {
                         DaemonError::PortInUse(Box::new(e))
@@ -215,35 +252,24 @@ impl ContainerService {
                 });
             }
         };
-        let mut rc = skiff_runtime::ContainerConfig::new(
-            &id,
-            dir.clone(),
-            vec![lower],
-            resolved.argv.clone(),
-        );
-        rc.env = spec.env.clone();
-        rc.cwd = spec.working_dir.clone();
-        rc.user = spec.user.clone();
-        rc.hostname = body.hostname.clone().filter(|h| !h.is_empty());
-        rc.tty = spec.tty;
-        rc.open_stdin = spec.open_stdin;
-        rc.console_size = spec
-            .host
-            .console_size
-            .map(|(rows, cols)| skiff_runtime::WinSize { rows, cols });
-        rc.resources = skiff_runtime::Resources {
-            memory_bytes: spec.host.memory,
-            nano_cpus: spec.host.nano_cpus,
-            pids_limit: spec.host.pids_limit,
-        };
+        rc.lower_dirs = vec![lower];
         rc.network = match (&attachment.netns_path, attachment.mode) {
             (Some(p), _) => skiff_runtime::NetworkMode::Join(p.clone()),
             // The init makes a namespace of its own with only loopback up.
             (None, skiff_runtime::network::NetworkMode::None) => skiff_runtime::NetworkMode::None,
             (None, _) => skiff_runtime::NetworkMode::Host,
         };
-        rc.hosts = Some(attachment.hosts.clone());
-        rc.resolv_conf = Some(attachment.resolv_conf.clone());
+        let gateway = attachment.gateway.map(|g| g.to_string());
+        rc.hosts = Some(super::etc_files::hosts(
+            &attachment.hosts,
+            &hostname,
+            &spec.host.extra_hosts,
+            gateway.as_deref(),
+        )?);
+        rc.resolv_conf = Some(super::etc_files::resolv_conf(
+            &attachment.resolv_conf,
+            &spec.host,
+        )?);
         spec.exposed_ports.sort();
         let record = ContainerRecord {
             schema: SCHEMA,
@@ -256,7 +282,7 @@ impl ContainerService {
             path: resolved.argv[0].clone(),
             args: resolved.argv[1..].to_vec(),
             network: Some(super::network::summary(&attachment)),
-            mounts: Vec::new(),
+            mounts: mount_points,
             restart_count: 0,
             stopped_by_user: false,
         };
@@ -274,6 +300,7 @@ impl ContainerService {
                 tracing::warn!(id = %&id[..12], "releasing network after a failed create: {e}");
             }
             self.mounts.release(&image.id);
+            self.drop_anonymous(&record.mounts);
             return Err(err);
         }
         self.records.insert(&record)?;
@@ -281,8 +308,23 @@ impl ContainerService {
         Ok(id)
     }
 
-    /// Removes a container (killing it first with `force`).
-    pub async fn remove(&self, r: &ContainerRecord, force: bool) -> Result<(), DaemonError> {
+    /// Removes the anonymous volumes among `mounts` (a failed create's, or `rm -v`).
+    fn drop_anonymous(&self, mounts: &[super::record::MountPoint]) {
+        for m in mounts.iter().filter(|m| m.anonymous && m.kind == "volume") {
+            if let Err(e) = self.volumes.remove(&m.name, false) {
+                tracing::warn!(volume = %m.name, "removing an anonymous volume: {e}");
+            }
+        }
+    }
+
+    /// Removes a container (killing it first with `force`), and its anonymous volumes with
+    /// `volumes` (`rm -v`, `run --rm`).
+    pub async fn remove(
+        &self,
+        r: &ContainerRecord,
+        force: bool,
+        volumes: bool,
+    ) -> Result<(), DaemonError> {
         let st = self.state(&r.id)?;
         Lifecycle::new(r, &st).can_remove(force)?;
         let dir = self.dir(&r.id);
@@ -304,6 +346,9 @@ impl ContainerService {
             tracing::warn!(id = %&r.id[..12], "releasing network: {e}");
         }
         self.records.remove(&r.id)?;
+        if volumes {
+            self.drop_anonymous(&r.mounts);
+        }
         self.monitor.note_removed(&r.id);
         self.mounts.release(&r.image_id);
         tracing::info!(id = %&r.id[..12], "removed container");
@@ -317,7 +362,7 @@ impl ContainerService {
         for (r, st) in self.list()? {
             if st.status == Status::Exited {
                 let size = self.disk_usage(&r.id);
-                match self.remove(&r, false).await {
+                match self.remove(&r, false, false).await {
                     Ok(()) => {
                         reclaimed += size;
                         deleted.push(r.id.clone());

@@ -25,6 +25,14 @@ pub enum DaemonError {
     /// A request whose value is malformed or not allowed (bad name, bad signal, ...).
     #[error("{0}")]
     Invalid(String),
+    /// A create field skiff does not implement, set to something other than the clients'
+    /// defaults: refused rather than ignored (docs/create-fields.md).
+    #[error("{field} is not supported by skiff (got {value})")]
+    Unsupported { field: String, value: String },
+    #[error("get {0}: no such volume")]
+    NoSuchVolume(String),
+    #[error("remove {name}: volume is in use - [{containers}]")]
+    VolumeInUse { name: String, containers: String },
     #[error("Conflict. The container name \"/{name}\" is already in use by container \"{id}\". You have to remove (or rename) that container to be able to reuse that name.")]
     NameInUse { name: String, id: String },
     #[error("Container {id} is not running")]
@@ -109,14 +117,18 @@ pub fn status(e: &DaemonError) -> StatusCode {
         | E::NoSuchImage(_)
         | E::NoSuchExec(_)
         | E::NoSuchNetwork(_)
+        | E::NoSuchVolume(_)
         | E::NoSuchEndpoint(_) => StatusCode::NOT_FOUND,
-        E::AmbiguousId(_) | E::Invalid(_) | E::StartFailed(_) => StatusCode::BAD_REQUEST,
+        E::AmbiguousId(_) | E::Invalid(_) | E::Unsupported { .. } | E::StartFailed(_) => {
+            StatusCode::BAD_REQUEST
+        }
         E::NameInUse { .. }
         | E::NotRunning { .. }
         | E::KillNotRunning { .. }
         | E::RemoveRunning { .. }
         | E::ExecAlreadyRan(_)
         | E::ImageInUse { .. }
+        | E::VolumeInUse { .. }
         | E::PortInUse(_)
         | E::Attach { .. } => StatusCode::CONFLICT,
         E::Store(s) => match s.as_ref() {

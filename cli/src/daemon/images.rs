@@ -320,6 +320,13 @@ impl ImageService {
     pub async fn disk_usage(&self) -> ApiResult<serde_json::Value> {
         let cache = self.store.cache_stats()?;
         let images = self.list_images().await?;
+        let volumes: Vec<serde_json::Value> = self
+            .containers
+            .volumes
+            .list()?
+            .iter()
+            .map(|v| self.containers.volumes.view(v))
+            .collect();
         let mut containers = Vec::new();
         for (r, st) in self.containers.list()? {
             containers.push(json!({
@@ -331,7 +338,7 @@ impl ImageService {
             "LayersSize": images.iter().map(|i| i.size).sum::<i64>(),
             "Images": images,
             "Containers": containers,
-            "Volumes": [],
+            "Volumes": volumes,
             "BuildCache": [{
                 "ID": "skiff-chunk-cache", "Type": "regular", "InUse": false, "Shared": true,
                 "Description": "zstd:chunked chunk cache", "Size": cache.disk_bytes,

@@ -168,7 +168,7 @@ async fn watch_one(c: Arc<ContainerService>, id: String) {
                 .lock()
                 .expect("monitor lock")
                 .insert(id.clone(), code);
-            if let Err(e) = c.remove(&r, true).await {
+            if let Err(e) = c.remove(&r, true, true).await {
                 tracing::warn!(id = %&id[..12], "auto-remove: {e}");
                 m.removal_failed
                     .lock()

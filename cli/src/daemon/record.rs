@@ -110,6 +110,39 @@ pub struct HostSpec {
     pub volumes_from: Vec<String>,
     /// Initial pty size (rows, cols).
     pub console_size: Option<(u16, u16)>,
+    /// `--log-driver` (`json-file` when empty) and `--log-opt`s.
+    pub log_driver: String,
+    pub log_opts: BTreeMap<String, String>,
+    pub privileged: bool,
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+    /// `--security-opt` entries as given.
+    pub security_opt: Vec<String>,
+    pub devices: Vec<DeviceSpec>,
+    pub ulimits: Vec<UlimitSpec>,
+    /// Bytes of /dev/shm.
+    pub shm_size: Option<i64>,
+    pub sysctls: BTreeMap<String, String>,
+    /// `private` (default) or `host`.
+    pub cgroupns: String,
+}
+
+/// One `--device`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct DeviceSpec {
+    pub path_on_host: String,
+    pub path_in_container: String,
+    pub permissions: String,
+}
+
+/// One `--ulimit`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct UlimitSpec {
+    pub name: String,
+    pub soft: i64,
+    pub hard: i64,
 }
 
 /// One `-p` binding.

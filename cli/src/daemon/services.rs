@@ -14,6 +14,7 @@ use super::mounts::ImageMounts;
 use super::paths::Paths;
 use super::records::Records;
 use super::status::Lifecycle;
+use super::volumes::VolumeService;
 
 pub struct Daemon {
     pub paths: Paths,
@@ -22,6 +23,7 @@ pub struct Daemon {
     pub images: ImageService,
     pub monitor: Arc<Monitor>,
     pub records: Arc<Records>,
+    pub volumes: Arc<VolumeService>,
     mounts: Arc<ImageMounts>,
     network: Arc<skiff_runtime::network::NetworkManager>,
     background: tokio_util::task::TaskTracker,
@@ -62,6 +64,7 @@ impl Daemon {
         mounts.clean_stale();
         let background = tokio_util::task::TaskTracker::new();
         let monitor = Arc::new(Monitor::new(paths.clone()));
+        let volumes = Arc::new(VolumeService::new(paths.volumes_dir(), records.clone()));
         let containers = Arc::new(ContainerService::new(
             paths.clone(),
             store.clone(),
@@ -71,6 +74,7 @@ impl Daemon {
             Arc::new(skiff_runtime::ShimLauncher::new(&exe)),
             background.clone(),
             monitor.clone(),
+            volumes.clone(),
         ));
         Monitor::run(containers.clone());
         let d = Daemon {
@@ -80,6 +84,7 @@ impl Daemon {
             containers,
             monitor,
             records,
+            volumes,
             mounts,
             network,
             background,

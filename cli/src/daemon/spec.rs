@@ -7,7 +7,9 @@ use bollard::container::Config;
 use bollard::models::{HostConfig, PortBinding, RestartPolicyNameEnum};
 
 use super::error::DaemonError;
-use super::record::{ContainerSpec, HostSpec, PortBindingSpec, RestartPolicy};
+use super::record::{
+    ContainerSpec, DeviceSpec, HostSpec, MountSpec, PortBindingSpec, RestartPolicy, UlimitSpec,
+};
 use super::resolve::Resolved;
 
 /// The spec of a new container: the request merged with the image (`resolved`); `hostname`
@@ -98,8 +100,136 @@ fn host_spec(host: &HostConfig) -> Result<HostSpec, DaemonError> {
             .as_ref()
             .filter(|s| s.len() == 2 && s[0] > 0 && s[1] > 0)
             .map(|s| (s[0] as u16, s[1] as u16)),
-        ..Default::default()
+        binds: host.binds.clone().unwrap_or_default(),
+        mounts: mounts(host)?,
+        tmpfs: host.tmpfs.clone().unwrap_or_default().into_iter().collect(),
+        readonly_rootfs: host.readonly_rootfs.unwrap_or(false),
+        init: host.init.unwrap_or(false),
+        extra_hosts: host.extra_hosts.clone().unwrap_or_default(),
+        dns: host.dns.clone().unwrap_or_default(),
+        dns_search: host.dns_search.clone().unwrap_or_default(),
+        dns_options: host.dns_options.clone().unwrap_or_default(),
+        volumes_from: host.volumes_from.clone().unwrap_or_default(),
+        log_driver: host
+            .log_config
+            .as_ref()
+            .and_then(|l| l.typ.clone())
+            .unwrap_or_default(),
+        log_opts: host
+            .log_config
+            .as_ref()
+            .and_then(|l| l.config.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .collect(),
+        privileged: host.privileged.unwrap_or(false),
+        cap_add: host.cap_add.clone().unwrap_or_default(),
+        cap_drop: host.cap_drop.clone().unwrap_or_default(),
+        security_opt: host.security_opt.clone().unwrap_or_default(),
+        devices: host
+            .devices
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|d| DeviceSpec {
+                path_on_host: d.path_on_host.unwrap_or_default(),
+                path_in_container: d.path_in_container.unwrap_or_default(),
+                permissions: d.cgroup_permissions.unwrap_or_default(),
+            })
+            .collect(),
+        ulimits: host
+            .ulimits
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|u| UlimitSpec {
+                name: u.name.unwrap_or_default(),
+                soft: u.soft.unwrap_or(0),
+                hard: u.hard.unwrap_or(0),
+            })
+            .collect(),
+        shm_size: positive(host.shm_size),
+        sysctls: host
+            .sysctls
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect(),
+        cgroupns: host
+            .cgroupns_mode
+            .map(|m| m.to_string())
+            .filter(|m| !m.is_empty())
+            .unwrap_or_else(|| "private".to_string()),
     })
+}
+
+/// `HostConfig.Mounts` (`--mount`), with the options skiff applies; others refused by name.
+fn mounts(host: &HostConfig) -> Result<Vec<MountSpec>, DaemonError> {
+    use bollard::models::MountTypeEnum as T;
+    let mut out = Vec::new();
+    for (i, m) in host
+        .mounts
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+    {
+        let unsupported = |what: &str, v: String| DaemonError::Unsupported {
+            field: format!("HostConfig.Mounts[{i}].{what}"),
+            value: v,
+        };
+        let kind = match m.typ {
+            Some(T::BIND) => "bind",
+            Some(T::VOLUME) => "volume",
+            Some(T::TMPFS) => "tmpfs",
+            other => {
+                return Err(unsupported(
+                    "Type",
+                    other.map(|t| t.to_string()).unwrap_or_default(),
+                ))
+            }
+        };
+        if let Some(c) = m.consistency.filter(|c| !c.is_empty() && c != "default") {
+            return Err(unsupported("Consistency", c));
+        }
+        let mut spec = MountSpec {
+            kind: kind.to_string(),
+            source: m.source.clone().unwrap_or_default(),
+            target: m.target.clone().unwrap_or_default(),
+            read_only: m.read_only.unwrap_or(false),
+            ..Default::default()
+        };
+        if let Some(b) = &m.bind_options {
+            if let Some(p) = b
+                .propagation
+                .filter(|p| !matches!(p.to_string().as_str(), "" | "rprivate"))
+            {
+                return Err(unsupported("BindOptions.Propagation", p.to_string()));
+            }
+            if b.non_recursive == Some(true) || b.create_mountpoint == Some(true) {
+                return Err(unsupported("BindOptions", format!("{b:?}")));
+            }
+        }
+        if let Some(v) = &m.volume_options {
+            spec.no_copy = v.no_copy.unwrap_or(false);
+            spec.labels = v.labels.clone().unwrap_or_default().into_iter().collect();
+            if let Some(d) = &v.driver_config {
+                if d.name
+                    .as_deref()
+                    .is_some_and(|n| !n.is_empty() && n != "local")
+                    || d.options.as_ref().is_some_and(|o| !o.is_empty())
+                {
+                    return Err(unsupported("VolumeOptions.DriverConfig", format!("{d:?}")));
+                }
+            }
+        }
+        if let Some(t) = &m.tmpfs_options {
+            spec.tmpfs_size = t.size_bytes.filter(|s| *s > 0);
+            spec.tmpfs_mode = t.mode.filter(|m| *m > 0).map(|m| m as u32);
+        }
+        out.push(spec);
+    }
+    Ok(out)
 }
 
 /// Docker's `Config` view of a spec (`inspect`'s `Config`).
@@ -172,6 +302,45 @@ pub fn docker_host_config(h: &HostSpec) -> HostConfig {
         dns_search: Some(h.dns_search.clone()),
         dns_options: Some(h.dns_options.clone()),
         volumes_from: list(&h.volumes_from),
+        log_config: Some(bollard::models::HostConfigLogConfig {
+            typ: Some(if h.log_driver.is_empty() {
+                "json-file".to_string()
+            } else {
+                h.log_driver.clone()
+            }),
+            config: Some(h.log_opts.clone().into_iter().collect()),
+        }),
+        privileged: Some(h.privileged),
+        cap_add: list(&h.cap_add),
+        cap_drop: list(&h.cap_drop),
+        security_opt: list(&h.security_opt),
+        devices: Some(
+            h.devices
+                .iter()
+                .map(|d| bollard::models::DeviceMapping {
+                    path_on_host: Some(d.path_on_host.clone()),
+                    path_in_container: Some(d.path_in_container.clone()),
+                    cgroup_permissions: Some(d.permissions.clone()),
+                })
+                .collect(),
+        ),
+        ulimits: Some(
+            h.ulimits
+                .iter()
+                .map(|u| bollard::models::ResourcesUlimits {
+                    name: Some(u.name.clone()),
+                    soft: Some(u.soft),
+                    hard: Some(u.hard),
+                })
+                .collect(),
+        ),
+        shm_size: Some(h.shm_size.unwrap_or(64 << 20)),
+        sysctls: (!h.sysctls.is_empty()).then(|| h.sysctls.clone().into_iter().collect()),
+        cgroupns_mode: Some(if h.cgroupns == "host" {
+            bollard::models::HostConfigCgroupnsModeEnum::HOST
+        } else {
+            bollard::models::HostConfigCgroupnsModeEnum::PRIVATE
+        }),
         console_size: h.console_size.map(|(r, c)| vec![r as i32, c as i32]),
         ..Default::default()
     }
