@@ -378,7 +378,7 @@ pub enum ImageCommand {
 
 #[derive(Args, Debug)]
 pub struct ImportArgs {
-    /// Apply Dockerfile instruction to the created image (CMD, ENTRYPOINT, ENV, WORKDIR, USER, EXPOSE, LABEL).
+    /// Apply Dockerfile instruction to the created image (CMD, ENTRYPOINT, ENV, WORKDIR, USER, EXPOSE, LABEL, VOLUME).
     #[arg(short = 'c', long = "change")]
     pub changes: Vec<String>,
     /// Layer compression: gzip or zstd.

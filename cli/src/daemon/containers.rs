@@ -93,8 +93,21 @@ impl ContainerService {
 
     /// The runtime's live state of a container.
     pub fn state(&self, id: &str) -> Result<ContainerState, DaemonError> {
-        skiff_runtime::state::state(&self.dir(id))
-            .map_err(|e| DaemonError::runtime(format!("state of {id}"), e))
+        let dir = self.dir(id);
+        let state_file = skiff_runtime::paths::ContainerPaths::new(&dir).state();
+        let mut tries = 0;
+        loop {
+            match skiff_runtime::state::state(&dir) {
+                Ok(st) => return Ok(st),
+                // Setting an exited container up again (a start, a restart by its policy)
+                // replaces state.json, not atomically yet: a read in that gap waits for it.
+                Err(_) if tries < 50 && dir.is_dir() && !state_file.exists() => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(e) => return Err(DaemonError::runtime(format!("state of {id}"), e)),
+            }
+        }
     }
 
     /// Every container with a readable state, newest first.
