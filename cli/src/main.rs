@@ -8,7 +8,7 @@ mod exit;
 use anyhow::Result;
 use clap::Parser;
 
-use args::{Cli, Command, ImageCommand, SystemCommand};
+use args::{Cli, Command, ImageCommand, SystemCommand, VolumeCommand};
 use exit::Exit;
 
 fn main() {
@@ -91,6 +91,11 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Image(ImageCommand::Prune(a)) => system::image_prune(d, a).await,
         Command::System(SystemCommand::Prune(a)) => system::prune(d, a).await,
         Command::System(SystemCommand::Df) => system::df(d).await,
+        Command::Volume(VolumeCommand::Create(a)) => volumes::create(d, a).await,
+        Command::Volume(VolumeCommand::Ls(a)) => volumes::ls(d, a).await,
+        Command::Volume(VolumeCommand::Inspect(a)) => volumes::inspect(d, a).await,
+        Command::Volume(VolumeCommand::Rm(a)) => volumes::rm(d, a).await,
+        Command::Volume(VolumeCommand::Prune(a)) => volumes::prune(d, a).await,
         Command::System(SystemCommand::Info) | Command::Info => system::info(d).await,
         Command::Daemon(_) | Command::Version | Command::Image(ImageCommand::Convert(_)) => {
             unreachable!("handled above")

@@ -258,7 +258,7 @@ pub fn plan(
     Ok(out)
 }
 
-/// Creates what the plan needs (bind sources for `-v`, volumes; new volumes seeded from
+/// Creates what the plan needs (bind sources for `-v`, volumes; empty volumes seeded from
 /// `image_root` unless `nocopy`) and returns inspect's mount points and the runtime's mounts.
 pub fn apply(
     planned: Vec<Planned>,
@@ -304,9 +304,13 @@ pub fn apply(
                 no_copy,
                 labels,
             } => {
-                let (v, new) = volumes.create(name.as_deref(), labels)?;
+                let (v, _) = volumes.create(name.as_deref(), labels)?;
                 let data = volumes.data_dir(&v.name);
-                if new && !no_copy {
+                // As Docker: an empty volume takes the image's content at the target.
+                let empty = std::fs::read_dir(&data)
+                    .map(|mut d| d.next().is_none())
+                    .unwrap_or(false);
+                if empty && !no_copy {
                     seed(&image_root.join(target.trim_start_matches('/')), &data)?;
                 }
                 mounts.push(bind(data.clone(), &target, read_only));
