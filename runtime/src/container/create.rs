@@ -85,6 +85,21 @@ fn prepare(cfg: &ContainerConfig) -> Result<()> {
     }
     let _ = std::fs::remove_file(paths.state());
     let _ = std::fs::remove_file(paths.socket());
+    let caps = cfg.security.capabilities()?;
+    match cfg.security.effective_seccomp() {
+        Some(s) => {
+            if let Some(code) = crate::seccomp::bpf(s, &caps)? {
+                persist::write_atomic_with(
+                    &paths.seccomp_bpf(),
+                    &code,
+                    persist::Durability::Volatile,
+                )?;
+            }
+        }
+        None => {
+            let _ = std::fs::remove_file(paths.seccomp_bpf());
+        }
+    }
     persist::write_json(&paths.config(), cfg, persist::Durability::Volatile)
 }
 

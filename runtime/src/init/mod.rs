@@ -173,6 +173,7 @@ fn setup(
     }
     let privileged = cfg.security.privileged;
     let sources = mounts::open_sources(cfg)?;
+    let confinement = process::Confinement::of(cfg, &cfg.container_dir)?;
     let cgroup_layout = cgroupfs::host_layout();
     rootfs::mount_system(&root, &etc, cfg.shm_size, privileged)?;
     drop(etc);
@@ -186,8 +187,6 @@ fn setup(
     if cfg.readonly_rootfs {
         mounts::read_only_root()?;
     }
-    // Compiled (the seccomp filter above all) while the shim makes the cgroup.
-    let confinement = process::Confinement::of(cfg)?;
     // The shim makes the cgroup meanwhile, and on v2 moves us in (a write that waits for an
     // RCU grace period, 10-20 ms); on v1 we move ourselves now, which skips that wait. Our
     // cgroup namespace is rooted there, and nothing runs the user's code before.
