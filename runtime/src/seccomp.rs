@@ -340,7 +340,7 @@ fn export(ctx: &ScmpFilterContext) -> Result<Vec<u8>> {
 /// SECCOMP_SET_MODE_FILTER). Needs no_new_privs or CAP_SYS_ADMIN.
 pub(crate) fn load_bpf(code: &[u8]) -> nix::Result<()> {
     const SOCK_FILTER_SIZE: usize = std::mem::size_of::<libc::sock_filter>();
-    if code.is_empty() || code.len() % SOCK_FILTER_SIZE != 0 {
+    if code.is_empty() || !code.len().is_multiple_of(SOCK_FILTER_SIZE) {
         return Err(nix::Error::EINVAL);
     }
     let filters: Vec<libc::sock_filter> = code
