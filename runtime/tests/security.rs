@@ -110,3 +110,50 @@ fn no_new_privileges_only_when_asked() {
     });
     assert_eq!(out, "NoNewPrivs:\t1\n");
 }
+
+#[test]
+fn devices_are_created_and_allowed_only_when_asked() {
+    skiff_tests::require!(
+        "devices_are_created_and_allowed_only_when_asked",
+        unavailable()
+    );
+    if !std::path::Path::new("/dev/fuse").exists() {
+        skiff_tests::skip::skip(
+            "devices_are_created_and_allowed_only_when_asked",
+            "no /dev/fuse",
+        );
+        return;
+    }
+    let v1_devices = std::path::Path::new("/sys/fs/cgroup/devices").exists();
+    let script = "stat -c '%F %t:%T' /dev/myfuse; \
+        (exec 3<>/dev/myfuse) 2>/dev/null && echo open:ok || echo open:denied; \
+        mknod /tmp/f c 10 229 2>/dev/null && echo mknod:ok || echo mknod:denied";
+    let (code, out) = run("device", script, |f| {
+        f.cfg.security.devices = vec![skiff_runtime::config::Device {
+            host_path: "/dev/fuse".into(),
+            container_path: "/dev/myfuse".into(),
+            permissions: "rw".into(),
+        }];
+    });
+    assert_eq!(code, 0, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "character special file a:e5", "{out}");
+    assert_eq!(lines[1], "open:ok");
+    // The rule is `rw` without `m`: a second node of it cannot be made (v1 device cgroup).
+    if v1_devices {
+        assert_eq!(lines[2], "mknod:denied", "{out}");
+    }
+    // Without --device there is no such node, and none can be made (v1 device cgroup).
+    let (_, out) = run(
+        "nodevice",
+        "ls /dev/fuse 2>/dev/null || echo absent; \
+         mknod /tmp/f c 10 229 2>/dev/null && echo mknod:ok || echo mknod:denied",
+        |_| {},
+    );
+    let expect = if v1_devices {
+        "absent\nmknod:denied\n"
+    } else {
+        "absent\nmknod:ok\n"
+    };
+    assert_eq!(out, expect);
+}
