@@ -157,3 +157,44 @@ fn devices_are_created_and_allowed_only_when_asked() {
     };
     assert_eq!(out, expect);
 }
+
+#[test]
+fn exec_runs_under_the_containers_capabilities_seccomp_and_ulimits() {
+    skiff_tests::require!(
+        "exec_runs_under_the_containers_capabilities_seccomp_and_ulimits",
+        unavailable()
+    );
+    use std::io::Read;
+    let mut f = Fixture::new("execconf", &["sleep", "1000"]);
+    f.cfg.security.cap_drop = vec!["ALL".into()];
+    f.cfg.security.cap_add = vec!["KILL".into()];
+    f.cfg.security.no_new_privileges = true;
+    f.cfg.ulimits = vec![skiff_runtime::config::Ulimit {
+        name: "nofile".into(),
+        soft: 321,
+        hard: 321,
+    }];
+    f.create().unwrap();
+    skiff_runtime::start(&f.dir).unwrap();
+    let exec = skiff_runtime::ExecConfig {
+        args: vec![
+            "sh".into(),
+            "-c".into(),
+            "grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status; ulimit -n; \
+             unshare -U true 2>/dev/null && echo unshare:ok || echo unshare:denied"
+                .into(),
+        ],
+        ..Default::default()
+    };
+    let mut p = skiff_runtime::exec(std::path::Path::new(common::EXE), &f.dir, &exec).unwrap();
+    let mut out = String::new();
+    p.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    assert_eq!(p.wait().unwrap(), 0, "{out}");
+    // CAP_KILL only (bit 5).
+    assert_eq!(
+        out,
+        "CapEff:\t0000000000000020\nNoNewPrivs:\t1\nSeccomp:\t2\n321\nunshare:denied\n"
+    );
+    skiff_runtime::kill(&f.dir, skiff_runtime::Signal::SIGKILL).unwrap();
+    f.wait(std::time::Duration::from_secs(5));
+}
