@@ -64,14 +64,14 @@ fn tmpfs_mounts_take_size_mode_and_dockers_default_flags() {
         "tmpfs_mounts_take_size_mode_and_dockers_default_flags",
         unavailable()
     );
-    let (opts, ro) = TmpfsOptions::parse("size=1m,mode=1770").unwrap();
+    let (opts, ro) = TmpfsOptions::parse("size=1m,mode=1770,uid=1000").unwrap();
     assert!(!ro);
     let mut f = Fixture::new(
         "tmpfs",
         &[
             "sh",
             "-c",
-            "grep ' /scratch ' /proc/mounts; stat -c %a /scratch; grep ' /dev/shm ' /proc/mounts",
+            "grep ' /scratch ' /proc/mounts; stat -c %a:%u /scratch; grep ' /dev/shm ' /proc/mounts",
         ],
     );
     f.cfg.mounts = vec![Mount {
@@ -89,7 +89,7 @@ fn tmpfs_mounts_take_size_mode_and_dockers_default_flags() {
         "{out}"
     );
     assert!(lines[0].contains("size=1024k"), "{out}");
-    assert_eq!(lines[1], "1770");
+    assert_eq!(lines[1], "1770:1000");
     assert!(lines[2].contains("size=8192k"), "{out}");
 }
 
