@@ -197,7 +197,6 @@ fn setup(
         nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP)
             .map_err(|e| StepFailure::errno("unshare", "cgroup", e))?;
     }
-    cgroupfs::mount_all(&cgroup_layout, privileged)?;
 
     let master = if cfg.tty {
         Some(open_console(cfg.console_size)?)
@@ -213,9 +212,13 @@ fn setup(
     );
     drop(master);
 
+    // /sys/fs/cgroup is mounted while `create` returns and `start` is on its way (nothing
+    // runs in the container before); a failure is reported to `start`.
+    let cgroupfs = cgroupfs::mount_all(&cgroup_layout, privileged);
     if !wait_byte(sync, START) {
         return Ok(None);
     }
+    cgroupfs?;
     let args = match &cfg.init {
         // As Docker: `/sbin/docker-init -- <args>`.
         Some(_) => [mounts::INIT_PATH.to_string(), "--".to_string()]
