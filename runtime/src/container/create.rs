@@ -83,7 +83,8 @@ fn prepare(cfg: &ContainerConfig) -> Result<()> {
             });
         }
     }
-    let _ = std::fs::remove_file(paths.state());
+    // The previous run's state stays readable (exited) until the new shim atomically
+    // replaces it, so `state()` never finds no state while a container is set up again.
     let _ = std::fs::remove_file(paths.socket());
     let caps = cfg.security.capabilities()?;
     match cfg.security.effective_seccomp() {
