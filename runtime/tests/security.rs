@@ -198,3 +198,21 @@ fn exec_runs_under_the_containers_capabilities_seccomp_and_ulimits() {
     skiff_runtime::kill(&f.dir, skiff_runtime::Signal::SIGKILL).unwrap();
     f.wait(std::time::Duration::from_secs(5));
 }
+
+#[test]
+fn a_device_that_is_no_device_is_refused() {
+    skiff_tests::require!("a_device_that_is_no_device_is_refused", unavailable());
+    let mut f = Fixture::new("notdevice", &["true"]);
+    f.cfg.security.devices = vec![skiff_runtime::config::Device {
+        host_path: "/etc/hostname".into(),
+        container_path: String::new(),
+        permissions: String::new(),
+    }];
+    match f.create() {
+        Err(RuntimeError::InvalidDevice { path, .. }) => {
+            assert_eq!(path, std::path::Path::new("/etc/hostname"))
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(!f.dir.exists());
+}

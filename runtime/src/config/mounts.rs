@@ -172,8 +172,8 @@ pub(crate) fn parse_size(v: &str) -> Option<u64> {
 }
 
 impl Mount {
-    /// Checks the destination (absolute, not `/`, no `..`) and, for binds, an absolute
-    /// source. Whether the source exists is checked when the container is set up.
+    /// Checks the destination (absolute, not `/`, no `..`) and, for binds, that the source
+    /// is absolute and exists (Docker's "bind source path does not exist").
     pub fn validate(&self) -> Result<()> {
         let bad = |reason: &str| {
             Err(RuntimeError::InvalidMount {
@@ -208,6 +208,12 @@ impl Mount {
             if !source.is_absolute() {
                 return bad(&format!(
                     "bind source {} must be an absolute path",
+                    source.display()
+                ));
+            }
+            if std::fs::symlink_metadata(source).is_err() {
+                return bad(&format!(
+                    "bind source path does not exist: {}",
                     source.display()
                 ));
             }
