@@ -235,6 +235,8 @@ pub struct LogReader {
     path: PathBuf,
     /// Inode of the file `reader` reads, to notice rotation while following.
     ino: u64,
+    /// Inodes of files already read to their end.
+    seen: Vec<u64>,
     reader: BufReader<File>,
     partial: Vec<u8>,
     pending: VecDeque<LogEntry>,
@@ -282,6 +284,7 @@ impl LogReader {
             dir: dir.to_path_buf(),
             path,
             ino,
+            seen: Vec::new(),
             reader: BufReader::new(file),
             partial: Vec::new(),
             pending: VecDeque::new(),
@@ -321,11 +324,20 @@ impl LogReader {
             .read_until(b'\n', &mut self.partial)
             .map_err(|e| RuntimeError::io("read log", &self.dir, e))?;
         if n == 0 && self.partial.is_empty() && self.opts.follow {
-            // At the end of a file that was rotated away: go on with the new one.
+            // At the end of a file that was rotated away: go on with the next one, which is
+            // `.1` if the log rotated again meanwhile (a file we have not read yet).
             if let Ok(m) = std::fs::metadata(&self.path) {
                 if m.ino() != self.ino {
-                    if let Ok(f) = File::open(&self.path) {
-                        self.ino = m.ino();
+                    let newest = rotated(&self.path, 1, false);
+                    let next = match std::fs::metadata(&newest) {
+                        Ok(r) if r.ino() != self.ino && !self.seen.contains(&r.ino()) => {
+                            (newest, r.ino())
+                        }
+                        _ => (self.path.clone(), m.ino()),
+                    };
+                    if let Ok(f) = File::open(&next.0) {
+                        self.seen.push(self.ino);
+                        self.ino = next.1;
                         self.reader = BufReader::new(f);
                         return self.read_entry();
                     }

@@ -60,3 +60,34 @@ fn json_file_rotates_and_compresses_and_none_keeps_nothing() {
         Err(RuntimeError::LogsNotReadable { .. })
     ));
 }
+
+#[test]
+fn following_a_log_goes_on_through_rotations() {
+    skiff_tests::require!("following_a_log_goes_on_through_rotations", unavailable());
+    let mut f = Fixture::new(
+        "logfollow",
+        &[
+            "sh",
+            "-c",
+            "i=0; while [ $i -lt 80 ]; do echo line $i; i=$((i+1)); sleep 0.02; done",
+        ],
+    );
+    let opts = [("max-size", "2k"), ("max-file", "4")]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    f.cfg.log = LogConfig::from_docker("json-file", &opts).unwrap();
+    f.create().unwrap();
+    skiff_runtime::start(&f.dir).unwrap();
+    let follow = LogOptions {
+        follow: true,
+        ..LogOptions::default()
+    };
+    let got: Vec<String> = LogReader::open(&f.dir, follow)
+        .unwrap()
+        .map(|e| e.unwrap().log)
+        .collect();
+    let want: Vec<String> = (0..80).map(|i| format!("line {i}\n")).collect();
+    assert_eq!(got, want);
+    assert!(f.dir.join("container.log.2").exists(), "it did rotate");
+}

@@ -5,7 +5,7 @@ mod common;
 
 use common::{unavailable, Fixture};
 use skiff_runtime::config::{Mount, MountKind, Propagation, TmpfsOptions};
-use skiff_runtime::{RuntimeError, Status};
+use skiff_runtime::RuntimeError;
 
 fn bind(source: &std::path::Path, dest: &str, read_only: bool) -> Mount {
     Mount {
@@ -64,14 +64,14 @@ fn tmpfs_mounts_take_size_mode_and_dockers_default_flags() {
         "tmpfs_mounts_take_size_mode_and_dockers_default_flags",
         unavailable()
     );
-    let (opts, ro) = TmpfsOptions::parse("size=1m,mode=1770").unwrap();
+    let (opts, ro) = TmpfsOptions::parse("size=1m,mode=1770,uid=1000").unwrap();
     assert!(!ro);
     let mut f = Fixture::new(
         "tmpfs",
         &[
             "sh",
             "-c",
-            "grep ' /scratch ' /proc/mounts; stat -c %a /scratch; grep ' /dev/shm ' /proc/mounts",
+            "grep ' /scratch ' /proc/mounts; stat -c %a:%u /scratch; grep ' /dev/shm ' /proc/mounts",
         ],
     );
     f.cfg.mounts = vec![Mount {
@@ -89,7 +89,7 @@ fn tmpfs_mounts_take_size_mode_and_dockers_default_flags() {
         "{out}"
     );
     assert!(lines[0].contains("size=1024k"), "{out}");
-    assert_eq!(lines[1], "1770");
+    assert_eq!(lines[1], "1770:1000");
     assert!(lines[2].contains("size=8192k"), "{out}");
 }
 
@@ -144,7 +144,7 @@ fn bad_mounts_are_typed_errors_and_nothing_is_created() {
         }
         assert!(!f.dir.exists(), "nothing created for {m:?}");
     }
-    // A bind source that does not exist fails setup, naming it.
+    // A bind source that does not exist is refused up front, naming it.
     let mut f = Fixture::new("nosource", &["true"]);
     f.cfg.mounts = vec![bind(
         std::path::Path::new("/nonexistent/skiff-src"),
@@ -152,7 +152,10 @@ fn bad_mounts_are_typed_errors_and_nothing_is_created() {
         false,
     )];
     let e = f.create().unwrap_err();
-    assert!(e.to_string().contains("/nonexistent/skiff-src"), "{e}");
-    let st = skiff_runtime::state(&f.dir).unwrap();
-    assert_eq!(st.status, Status::Exited);
+    assert!(
+        matches!(e, RuntimeError::InvalidMount { ref destination, ref reason }
+            if destination == "/x" && reason.contains("/nonexistent/skiff-src")),
+        "{e}"
+    );
+    assert!(!f.dir.exists());
 }

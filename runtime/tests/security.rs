@@ -110,3 +110,109 @@ fn no_new_privileges_only_when_asked() {
     });
     assert_eq!(out, "NoNewPrivs:\t1\n");
 }
+
+#[test]
+fn devices_are_created_and_allowed_only_when_asked() {
+    skiff_tests::require!(
+        "devices_are_created_and_allowed_only_when_asked",
+        unavailable()
+    );
+    if !std::path::Path::new("/dev/fuse").exists() {
+        skiff_tests::skip::skip(
+            "devices_are_created_and_allowed_only_when_asked",
+            "no /dev/fuse",
+        );
+        return;
+    }
+    let v1_devices = std::path::Path::new("/sys/fs/cgroup/devices").exists();
+    let script = "stat -c '%F %t:%T' /dev/myfuse; \
+        (exec 3<>/dev/myfuse) 2>/dev/null && echo open:ok || echo open:denied; \
+        mknod /tmp/f c 10 229 2>/dev/null && echo mknod:ok || echo mknod:denied";
+    let (code, out) = run("device", script, |f| {
+        f.cfg.security.devices = vec![skiff_runtime::config::Device {
+            host_path: "/dev/fuse".into(),
+            container_path: "/dev/myfuse".into(),
+            permissions: "rw".into(),
+        }];
+    });
+    assert_eq!(code, 0, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "character special file a:e5", "{out}");
+    assert_eq!(lines[1], "open:ok");
+    // The rule is `rw` without `m`: a second node of it cannot be made (v1 device cgroup).
+    if v1_devices {
+        assert_eq!(lines[2], "mknod:denied", "{out}");
+    }
+    // Without --device there is no such node, and none can be made (v1 device cgroup).
+    let (_, out) = run(
+        "nodevice",
+        "ls /dev/fuse 2>/dev/null || echo absent; \
+         mknod /tmp/f c 10 229 2>/dev/null && echo mknod:ok || echo mknod:denied",
+        |_| {},
+    );
+    let expect = if v1_devices {
+        "absent\nmknod:denied\n"
+    } else {
+        "absent\nmknod:ok\n"
+    };
+    assert_eq!(out, expect);
+}
+
+#[test]
+fn exec_runs_under_the_containers_capabilities_seccomp_and_ulimits() {
+    skiff_tests::require!(
+        "exec_runs_under_the_containers_capabilities_seccomp_and_ulimits",
+        unavailable()
+    );
+    use std::io::Read;
+    let mut f = Fixture::new("execconf", &["sleep", "1000"]);
+    f.cfg.security.cap_drop = vec!["ALL".into()];
+    f.cfg.security.cap_add = vec!["KILL".into()];
+    f.cfg.security.no_new_privileges = true;
+    f.cfg.ulimits = vec![skiff_runtime::config::Ulimit {
+        name: "nofile".into(),
+        soft: 321,
+        hard: 321,
+    }];
+    f.create().unwrap();
+    skiff_runtime::start(&f.dir).unwrap();
+    let exec = skiff_runtime::ExecConfig {
+        args: vec![
+            "sh".into(),
+            "-c".into(),
+            "grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status; ulimit -n; \
+             unshare -U true 2>/dev/null && echo unshare:ok || echo unshare:denied"
+                .into(),
+        ],
+        ..Default::default()
+    };
+    let mut p = skiff_runtime::exec(std::path::Path::new(common::EXE), &f.dir, &exec).unwrap();
+    let mut out = String::new();
+    p.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    assert_eq!(p.wait().unwrap(), 0, "{out}");
+    // CAP_KILL only (bit 5).
+    assert_eq!(
+        out,
+        "CapEff:\t0000000000000020\nNoNewPrivs:\t1\nSeccomp:\t2\n321\nunshare:denied\n"
+    );
+    skiff_runtime::kill(&f.dir, skiff_runtime::Signal::SIGKILL).unwrap();
+    f.wait(std::time::Duration::from_secs(5));
+}
+
+#[test]
+fn a_device_that_is_no_device_is_refused() {
+    skiff_tests::require!("a_device_that_is_no_device_is_refused", unavailable());
+    let mut f = Fixture::new("notdevice", &["true"]);
+    f.cfg.security.devices = vec![skiff_runtime::config::Device {
+        host_path: "/etc/hostname".into(),
+        container_path: String::new(),
+        permissions: String::new(),
+    }];
+    match f.create() {
+        Err(RuntimeError::InvalidDevice { path, .. }) => {
+            assert_eq!(path, std::path::Path::new("/etc/hostname"))
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(!f.dir.exists());
+}

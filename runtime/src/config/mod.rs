@@ -185,7 +185,7 @@ impl ContainerConfig {
         }
         let caps = cfg.security.capabilities()?;
         if let Some(s) = cfg.security.effective_seccomp() {
-            crate::seccomp::compile(s, &caps)?;
+            crate::seccomp::bpf(s, &caps)?;
         }
         for d in &cfg.security.devices {
             d.validate()?;

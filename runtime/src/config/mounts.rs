@@ -91,6 +91,10 @@ pub struct TmpfsOptions {
     pub suid: bool,
     #[serde(default)]
     pub dev: bool,
+    /// Further tmpfs(5) options passed to the kernel as given: `uid=N`, `gid=N`,
+    /// `nr_inodes=N` (numbers only; others are refused by [`TmpfsOptions::parse`]).
+    #[serde(default)]
+    pub extra: Vec<String>,
 }
 
 impl TmpfsOptions {
@@ -117,6 +121,10 @@ impl TmpfsOptions {
                             .ok_or_else(|| bad("not an octal mode"))?,
                     )
                 }
+                Some(("uid" | "gid" | "nr_inodes", v)) => {
+                    v.parse::<u64>().map_err(|_| bad("not a number"))?;
+                    o.extra.push(opt.to_string());
+                }
                 Some(_) => return Err(bad("unsupported tmpfs option")),
                 None => match opt {
                     "ro" => ro = true,
@@ -140,6 +148,10 @@ impl TmpfsOptions {
         if let Some(s) = self.size_bytes {
             d.push_str(&format!(",size={s}"));
         }
+        for e in &self.extra {
+            d.push(',');
+            d.push_str(e);
+        }
         d
     }
 }
@@ -160,8 +172,8 @@ pub(crate) fn parse_size(v: &str) -> Option<u64> {
 }
 
 impl Mount {
-    /// Checks the destination (absolute, not `/`, no `..`) and, for binds, an absolute
-    /// source. Whether the source exists is checked when the container is set up.
+    /// Checks the destination (absolute, not `/`, no `..`) and, for binds, that the source
+    /// is absolute and exists (Docker's "bind source path does not exist").
     pub fn validate(&self) -> Result<()> {
         let bad = |reason: &str| {
             Err(RuntimeError::InvalidMount {
@@ -199,6 +211,12 @@ impl Mount {
                     source.display()
                 ));
             }
+            if std::fs::symlink_metadata(source).is_err() {
+                return bad(&format!(
+                    "bind source path does not exist: {}",
+                    source.display()
+                ));
+            }
         }
         Ok(())
     }
@@ -210,11 +228,13 @@ mod tests {
 
     #[test]
     fn tmpfs_options_parse_like_docker() {
-        let (o, ro) = TmpfsOptions::parse("rw,size=64m,mode=1770,exec").unwrap();
+        let (o, ro) = TmpfsOptions::parse("rw,size=64m,mode=1770,exec,uid=1000").unwrap();
         assert_eq!(o.size_bytes, Some(64 << 20));
         assert_eq!(o.mode, Some(0o1770));
         assert!(o.exec && !o.suid && !ro);
-        assert_eq!(o.data(), "mode=1770,size=67108864");
+        assert_eq!(o.data(), "mode=1770,size=67108864,uid=1000");
+        assert!(TmpfsOptions::parse("uid=abc").is_err());
+        assert!(TmpfsOptions::parse("uid=1,mpol=x").is_err());
         assert!(TmpfsOptions::parse("ro").unwrap().1);
         let e = TmpfsOptions::parse("size=lots").unwrap_err();
         assert!(

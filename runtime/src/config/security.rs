@@ -61,8 +61,8 @@ pub struct Device {
 }
 
 impl Device {
-    /// Absolute paths and permissions of `r`, `w`, `m` only. Whether the host path is a
-    /// device is checked when the container is set up.
+    /// Absolute paths, permissions of `r`, `w`, `m` only, and a host path that is a
+    /// character or block device.
     pub fn validate(&self) -> Result<()> {
         let bad = |reason: &str| {
             Err(RuntimeError::InvalidDevice {
@@ -78,6 +78,12 @@ impl Device {
         }
         if !self.permissions.chars().all(|c| "rwm".contains(c)) {
             return bad("permissions must be a combination of r, w and m");
+        }
+        use std::os::unix::fs::FileTypeExt;
+        match std::fs::metadata(&self.host_path) {
+            Ok(m) if m.file_type().is_char_device() || m.file_type().is_block_device() => {}
+            Ok(_) => return bad("not a character or block device"),
+            Err(e) => return bad(&e.to_string()),
         }
         Ok(())
     }

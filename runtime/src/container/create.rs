@@ -83,8 +83,24 @@ fn prepare(cfg: &ContainerConfig) -> Result<()> {
             });
         }
     }
-    let _ = std::fs::remove_file(paths.state());
+    // The previous run's state stays readable (exited) until the new shim atomically
+    // replaces it, so `state()` never finds no state while a container is set up again.
     let _ = std::fs::remove_file(paths.socket());
+    let caps = cfg.security.capabilities()?;
+    match cfg.security.effective_seccomp() {
+        Some(s) => {
+            if let Some(code) = crate::seccomp::bpf(s, &caps)? {
+                persist::write_atomic_with(
+                    &paths.seccomp_bpf(),
+                    &code,
+                    persist::Durability::Volatile,
+                )?;
+            }
+        }
+        None => {
+            let _ = std::fs::remove_file(paths.seccomp_bpf());
+        }
+    }
     persist::write_json(&paths.config(), cfg, persist::Durability::Volatile)
 }
 

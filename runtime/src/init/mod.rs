@@ -173,6 +173,7 @@ fn setup(
     }
     let privileged = cfg.security.privileged;
     let sources = mounts::open_sources(cfg)?;
+    let confinement = process::Confinement::of(cfg, &cfg.container_dir)?;
     let cgroup_layout = cgroupfs::host_layout();
     rootfs::mount_system(&root, &etc, cfg.shm_size, privileged)?;
     drop(etc);
@@ -186,8 +187,6 @@ fn setup(
     if cfg.readonly_rootfs {
         mounts::read_only_root()?;
     }
-    // Compiled (the seccomp filter above all) while the shim makes the cgroup.
-    let confinement = process::Confinement::of(cfg)?;
     // The shim makes the cgroup meanwhile, and on v2 moves us in (a write that waits for an
     // RCU grace period, 10-20 ms); on v1 we move ourselves now, which skips that wait. Our
     // cgroup namespace is rooted there, and nothing runs the user's code before.
@@ -198,7 +197,6 @@ fn setup(
         nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP)
             .map_err(|e| StepFailure::errno("unshare", "cgroup", e))?;
     }
-    cgroupfs::mount_all(&cgroup_layout, privileged)?;
 
     let master = if cfg.tty {
         Some(open_console(cfg.console_size)?)
@@ -214,9 +212,13 @@ fn setup(
     );
     drop(master);
 
+    // /sys/fs/cgroup is mounted while `create` returns and `start` is on its way (nothing
+    // runs in the container before); a failure is reported to `start`.
+    let cgroupfs = cgroupfs::mount_all(&cgroup_layout, privileged);
     if !wait_byte(sync, START) {
         return Ok(None);
     }
+    cgroupfs?;
     let args = match &cfg.init {
         // As Docker: `/sbin/docker-init -- <args>`.
         Some(_) => [mounts::INIT_PATH.to_string(), "--".to_string()]

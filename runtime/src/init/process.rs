@@ -5,7 +5,6 @@ use std::ffi::CString;
 use std::os::unix::fs::PermissionsExt;
 
 use ::caps::Capability;
-use libseccomp::ScmpFilterContext;
 use nix::sys::resource::Resource;
 
 use crate::config::ContainerConfig;
@@ -101,26 +100,31 @@ pub(crate) struct Confinement {
     /// Bounding set, and effective = permitted set for uid 0 (other uids get none).
     pub caps: Vec<Capability>,
     pub no_new_privs: bool,
-    /// Compiled before anything is dropped; loaded before the uid switch (while
-    /// CAP_SYS_ADMIN is held, as runc does) or, with no_new_privs, just before execve.
-    pub seccomp: Option<ScmpFilterContext>,
+    /// The BPF `create` compiled; loaded before the uid switch (while CAP_SYS_ADMIN is
+    /// held, as runc does) or, with no_new_privs, just before execve.
+    pub seccomp: Option<Vec<u8>>,
     pub rlimits: Vec<(Resource, u64, u64)>,
 }
 
 impl Confinement {
-    pub(crate) fn of(cfg: &ContainerConfig) -> Result<Confinement, StepFailure> {
+    /// `dir` is the container directory, read for the compiled seccomp filter; call
+    /// before pivot_root or joining the mount namespace.
+    pub(crate) fn of(
+        cfg: &ContainerConfig,
+        dir: &std::path::Path,
+    ) -> Result<Confinement, StepFailure> {
         let fail = |e: crate::error::RuntimeError| StepFailure::from_error("security", &e);
         let caps = cfg.security.capabilities().map_err(fail)?;
         let seccomp = match cfg.security.effective_seccomp() {
-            Some(s) => crate::seccomp::compile(s, &caps).map_err(fail)?,
+            // A filter asked for but missing is an error, never an unconfined container.
+            Some(_) => {
+                let p = crate::paths::ContainerPaths::new(dir).seccomp_bpf();
+                Some(std::fs::read(&p).map_err(|e| {
+                    StepFailure::detail("read seccomp filter", p.display(), e.to_string())
+                })?)
+            }
             None => None,
         };
-        let mut seccomp = seccomp;
-        if let Some(ctx) = &mut seccomp {
-            // libseccomp sets no_new_privs on load unless told not to; Docker does not.
-            ctx.set_ctl_nnp(false)
-                .map_err(|e| StepFailure::detail("seccomp", "", e.to_string()))?;
-        }
         let rlimits = cfg
             .ulimits
             .iter()
@@ -136,9 +140,8 @@ impl Confinement {
     }
 }
 
-fn load_seccomp(ctx: &ScmpFilterContext) -> Result<(), StepFailure> {
-    ctx.load()
-        .map_err(|e| StepFailure::detail("load seccomp filter", "", e.to_string()))
+fn load_seccomp(code: &[u8]) -> Result<(), StepFailure> {
+    crate::seccomp::load_bpf(code).map_err(|e| StepFailure::errno("load seccomp filter", "", e))
 }
 
 /// Resets signal state inherited from our (Rust) process: Rust ignores SIGPIPE, and ignored
