@@ -48,6 +48,9 @@ pub struct DaemonConfig {
     /// The bridge's subnet (`bip`).
     pub subnet: String,
     pub debug: bool,
+    /// Containers' default log driver (`json-file`) and its options.
+    pub log_driver: String,
+    pub log_opts: BTreeMap<String, String>,
     /// Where the settings came from (`None`: no file).
     pub file: Option<PathBuf>,
 }
@@ -84,17 +87,12 @@ pub fn parse(text: &str) -> Result<DaemonFile> {
     {
         return Err(unsupported("default-address-pools"));
     }
-    match f.log_driver.as_deref() {
-        None | Some("json-file") => {}
-        Some(other) => {
-            return Err(unsupported(&format!("log-driver {other:?}")));
-        }
-    }
-    if let Some(opts) = &f.log_opts {
-        if let Some(k) = opts.keys().next() {
-            return Err(unsupported(&format!("log-opts {k:?}")));
-        }
-    }
+    // The runtime's parser refuses other drivers and options by name.
+    skiff_runtime::config::LogConfig::from_docker(
+        f.log_driver.as_deref().unwrap_or(""),
+        &f.log_opts.clone().unwrap_or_default(),
+    )
+    .map_err(|e| anyhow::anyhow!("log-driver/log-opts: {e}"))?;
     Ok(f)
 }
 
@@ -134,6 +132,8 @@ pub fn resolve(
             .or(file.bip)
             .unwrap_or_else(|| DEFAULT_SUBNET.into()),
         debug: args.debug || file.debug.unwrap_or(false),
+        log_driver: file.log_driver.unwrap_or_else(|| "json-file".into()),
+        log_opts: file.log_opts.unwrap_or_default(),
         file: path,
     };
     for (key, p) in [("data-root", &cfg.data_root), ("exec-root", &cfg.exec_root)] {
@@ -183,6 +183,11 @@ mod tests {
         assert!(e.contains("unknown field `data-rot`"), "{e}");
         let e = parse(r#"{"live-restore": true}"#).unwrap_err().to_string();
         assert!(e.contains("live-restore"), "{e}");
+        let e = parse(r#"{"log-driver": "syslog"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("syslog"), "{e}");
+        assert!(parse(r#"{"log-driver": "local", "log-opts": {"max-size": "10m"}}"#).is_ok());
         let e = parse(r#"{"registry-mirrors": ["https://m"]}"#)
             .unwrap_err()
             .to_string();

@@ -34,6 +34,8 @@ pub struct ContainerService {
     pub(super) background: tokio_util::task::TaskTracker,
     pub(super) monitor: Arc<Monitor>,
     pub(super) volumes: Arc<VolumeService>,
+    /// The daemon's default log driver and options (daemon.json `log-driver`, `log-opts`).
+    pub(super) log_defaults: (String, std::collections::BTreeMap<String, String>),
     /// Serializes create/remove so names and mounts stay consistent.
     lifecycle: tokio::sync::Mutex<()>,
 }
@@ -57,6 +59,7 @@ impl ContainerService {
         background: tokio_util::task::TaskTracker,
         monitor: Arc<Monitor>,
         volumes: Arc<VolumeService>,
+        log_defaults: (String, std::collections::BTreeMap<String, String>),
     ) -> ContainerService {
         ContainerService {
             paths,
@@ -68,6 +71,7 @@ impl ContainerService {
             background,
             monitor,
             volumes,
+            log_defaults,
             lifecycle: tokio::sync::Mutex::new(()),
         }
     }
@@ -93,21 +97,8 @@ impl ContainerService {
 
     /// The runtime's live state of a container.
     pub fn state(&self, id: &str) -> Result<ContainerState, DaemonError> {
-        let dir = self.dir(id);
-        let state_file = skiff_runtime::paths::ContainerPaths::new(&dir).state();
-        let mut tries = 0;
-        loop {
-            match skiff_runtime::state::state(&dir) {
-                Ok(st) => return Ok(st),
-                // Setting an exited container up again (a start, a restart by its policy)
-                // replaces state.json, not atomically yet: a read in that gap waits for it.
-                Err(_) if tries < 50 && dir.is_dir() && !state_file.exists() => {
-                    tries += 1;
-                    std::thread::sleep(std::time::Duration::from_millis(10));
-                }
-                Err(e) => return Err(DaemonError::runtime(format!("state of {id}"), e)),
-            }
-        }
+        skiff_runtime::state::state(&self.dir(id))
+            .map_err(|e| DaemonError::runtime(format!("state of {id}"), e))
     }
 
     /// Every container with a readable state, newest first.
@@ -197,6 +188,19 @@ impl ContainerService {
             .unwrap_or_else(|| id[..12].to_string());
         let image_cmd = image.config.config().as_ref().and_then(|c| c.cmd().clone());
         let mut spec = super::spec::from_request(&body, &resolved, &hostname, image_cmd)?;
+        // As dockerd: no driver means the daemon's, whose options fill the ones not given.
+        let (default_driver, default_opts) = &self.log_defaults;
+        if spec.host.log_driver.is_empty() {
+            spec.host.log_driver = default_driver.clone();
+        }
+        if spec.host.log_driver == *default_driver {
+            for (k, v) in default_opts {
+                spec.host
+                    .log_opts
+                    .entry(k.clone())
+                    .or_insert_with(|| v.clone());
+            }
+        }
         let exposed: Vec<String> = spec
             .exposed_ports
             .iter()

@@ -49,6 +49,9 @@ pub enum DaemonError {
         container: String,
         image: String,
     },
+    /// `logs` of a container whose log driver keeps nothing (`none`).
+    #[error("configured logging driver does not support reading")]
+    LogsNotReadable,
     #[error("driver failed programming external connectivity: {0}")]
     PortInUse(Box<skiff_runtime::RuntimeError>),
     /// The container's process could not be started (its command is missing or not
@@ -137,6 +140,7 @@ pub fn status(e: &DaemonError) -> StatusCode {
             S::Conflict { .. } => StatusCode::CONFLICT,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         },
+        E::LogsNotReadable => StatusCode::NOT_IMPLEMENTED,
         E::Runtime { .. } | E::Io { .. } | E::Records(_) | E::Internal(_) => {
             StatusCode::INTERNAL_SERVER_ERROR
         }

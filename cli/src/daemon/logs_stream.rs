@@ -27,8 +27,10 @@ pub fn stream(dir: PathBuf, req: LogsRequest, tty: bool) -> Result<Body, DaemonE
             .and_then(|s| chrono::DateTime::from_timestamp(s, 0)),
         follow: req.follow,
     };
-    let mut reader =
-        LogReader::open(&dir, opts).map_err(|e| DaemonError::runtime("reading logs", e))?;
+    let mut reader = LogReader::open(&dir, opts).map_err(|e| match e {
+        skiff_runtime::RuntimeError::LogsNotReadable { .. } => DaemonError::LogsNotReadable,
+        e => DaemonError::runtime("reading logs", e),
+    })?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(64);
     tokio::task::spawn_blocking(move || {
         for entry in reader.by_ref() {

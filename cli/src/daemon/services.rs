@@ -75,6 +75,7 @@ impl Daemon {
             background.clone(),
             monitor.clone(),
             volumes.clone(),
+            (args.log_driver.clone(), args.log_opts.clone()),
         ));
         Monitor::run(containers.clone());
         let d = Daemon {
