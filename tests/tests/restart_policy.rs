@@ -134,3 +134,40 @@ fn restart_always_comes_back_and_stop_disables_it() {
     assert_eq!(inspect(&d, "us", "{{.State.Status}}"), "exited");
     docker_ok(&d, &["rm", "-f", "rs", "us", "of"]);
 }
+
+#[test]
+fn a_crashing_container_backs_off() {
+    require!(
+        "a_crashing_container_backs_off",
+        root_unavailable(),
+        docker_unavailable()
+    );
+    let d = Daemon::start().unwrap();
+    import_busybox(&d, IMAGE, &[]);
+    docker_ok(
+        &d,
+        &[
+            "run",
+            "-d",
+            "--pull",
+            "never",
+            "--name",
+            "crash",
+            "--restart",
+            "always",
+            IMAGE,
+            "false",
+        ],
+    );
+    // 100 + 200 + 400 + 800 + 1600 ms: about 5 restarts in 3.2 s, not hundreds.
+    std::thread::sleep(Duration::from_millis(3200));
+    let n: u32 = inspect(&d, "crash", "{{.RestartCount}}").parse().unwrap();
+    assert!(
+        (3..=7).contains(&n),
+        "RestartCount {n} after 3.2 s: no back-off?"
+    );
+    // Waiting out the back-off, it shows as restarting, in inspect and ps.
+    let st = wait_for(&d, "crash", "{{.State.Restarting}}", |r| r == "true");
+    assert_eq!(st, "true");
+    docker_ok(&d, &["rm", "-f", "crash"]);
+}

@@ -195,3 +195,51 @@ fn binds_ro_tmpfs_and_read_only_root() {
         "via-volume\n"
     );
 }
+
+#[test]
+fn python_sdk_volumes_and_mounts() {
+    require!(
+        "python_sdk_volumes_and_mounts",
+        root_unavailable(),
+        sdk_unavailable()
+    );
+    let d = Daemon::start().unwrap();
+    import_busybox(&d, IMAGE, &[]);
+    let host = tempfile::tempdir().unwrap();
+    std::fs::write(host.path().join("in"), "from-host\n").unwrap();
+    let (ok, out) = python_sdk(
+        &d,
+        &format!(
+            r#"
+import docker
+c = docker.from_env()
+v = c.volumes.create(name="sdkvol", labels={{"via": "sdk"}})
+print(v.name, v.attrs["Labels"]["via"], v.attrs["Mountpoint"].endswith("/volumes/sdkvol/_data"))
+out = c.containers.run("{IMAGE}", ["sh", "-c", "echo x > /v/f; cat /h/in; grep -c ' /t tmpfs' /proc/mounts"],
+    volumes={{"sdkvol": {{"bind": "/v", "mode": "rw"}}, "{host}": {{"bind": "/h", "mode": "ro"}}}},
+    tmpfs={{"/t": "size=1m"}}, read_only=True, remove=True)
+print(out.decode(), end="")
+print([x.name for x in c.volumes.list()])
+try:
+    c.containers.run("{IMAGE}", "true", volumes={{"bad$": {{"bind": "/x"}}}}, remove=True)
+except docker.errors.APIError as e:
+    print("refused", e.status_code)
+c.volumes.get("sdkvol").remove()
+print([x.name for x in c.volumes.list()])
+"#,
+            host = host.path().display()
+        ),
+    );
+    assert!(ok, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "sdkvol sdk True", "{out}");
+    assert_eq!(lines[1..3], ["from-host", "1"], "{out}");
+    assert!(out.contains("['sdkvol']\nrefused 400\n[]\n"), "{out}");
+    assert!(d
+        .data_root
+        .join("volumes")
+        .read_dir()
+        .unwrap()
+        .next()
+        .is_none());
+}

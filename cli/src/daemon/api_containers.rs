@@ -63,7 +63,8 @@ pub async fn list(
         {
             continue;
         }
-        out.push(views::summary(&r, &st, now));
+        let restarting = d.monitor.is_restarting(&r.id);
+        out.push(views::summary(&r, &st, now, restarting));
     }
     if let Some(limit) = q.limit.filter(|l| *l > 0) {
         out.truncate(limit as usize);

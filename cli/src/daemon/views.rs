@@ -84,7 +84,13 @@ pub fn mounts(r: &Record) -> Vec<bollard::models::MountPoint> {
         .collect()
 }
 
-pub fn summary(r: &Record, st: &ContainerState, now: DateTime<Utc>) -> ContainerSummary {
+/// A `ps` row; `restarting` while the restart policy waits out its back-off.
+pub fn summary(
+    r: &Record,
+    st: &ContainerState,
+    now: DateTime<Utc>,
+    restarting: bool,
+) -> ContainerSummary {
     let command = std::iter::once(r.path.clone())
         .chain(r.args.iter().map(|a| {
             if a.contains(' ') {
@@ -102,8 +108,19 @@ pub fn summary(r: &Record, st: &ContainerState, now: DateTime<Utc>) -> Container
         image_id: Some(r.image_id.clone()),
         command: Some(command),
         created: Some(r.created),
-        state: Some(state_word(st).to_string()),
-        status: Some(status_text(st, now)),
+        state: Some(
+            if restarting {
+                "restarting"
+            } else {
+                state_word(st)
+            }
+            .to_string(),
+        ),
+        status: Some(if restarting {
+            status_text(st, now).replacen("Exited", "Restarting", 1)
+        } else {
+            status_text(st, now)
+        }),
         ports: Some(ports(r)),
         labels: Some(r.spec.labels.clone().into_iter().collect()),
         ..Default::default()
@@ -125,6 +142,7 @@ pub fn inspect(
     let status = match st.status {
         Status::Created => ContainerStateStatusEnum::CREATED,
         Status::Running => ContainerStateStatusEnum::RUNNING,
+        Status::Exited if restarting => ContainerStateStatusEnum::RESTARTING,
         Status::Exited => ContainerStateStatusEnum::EXITED,
     };
     let ip = r.network.as_ref().map(|n| n.ip_address.clone());
