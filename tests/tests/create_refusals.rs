@@ -38,6 +38,7 @@ fn unimplemented_fields_are_refused_by_name() {
     // Defaults pass.
     docker_ok(&d, &["run", "--rm", "--pull", "never", IMAGE, "true"]);
     refused(&["--runtime", "other"], "HostConfig.Runtime");
+    refused(&["--platform", "linux/s390x"], "platform");
     refused(&["--cpu-shares", "512"], "HostConfig.CpuShares");
     refused(&["--health-cmd", "true"], "Config.Healthcheck");
     refused(&["--pid", "host"], "HostConfig.PidMode");

@@ -26,6 +26,18 @@ fn flag(v: &Option<String>) -> bool {
 #[derive(Deserialize, Default)]
 pub struct CreateQuery {
     name: Option<String>,
+    platform: Option<String>,
+}
+
+/// `linux` or `linux/<this machine's architecture>[/variant]`, as Docker names them.
+fn platform_ok(p: &str) -> bool {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    let mut parts = p.split('/');
+    parts.next() == Some("linux") && parts.next().is_none_or(|a| a == arch)
 }
 
 pub async fn create(
@@ -33,6 +45,14 @@ pub async fn create(
     Query(q): Query<CreateQuery>,
     Json(body): Json<serde_json::Value>,
 ) -> ApiResult<(StatusCode, Json<ContainerCreateResponse>)> {
+    if let Some(p) = q.platform.as_deref().filter(|p| !p.is_empty()) {
+        if !platform_ok(p) {
+            return Err(super::error::DaemonError::Unsupported {
+                field: "platform".into(),
+                value: format!("{p:?} (skiff runs this machine's platform only)"),
+            });
+        }
+    }
     super::create_fields::check(&body)?;
     let body: Config<String> = serde_json::from_value(body)
         .map_err(|e| super::error::DaemonError::Invalid(format!("invalid create body: {e}")))?;
