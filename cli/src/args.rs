@@ -16,14 +16,10 @@ pub struct Cli {
     #[arg(short = 'H', long = "host", env = "SKIFF_HOST", global = true)]
     pub host: Option<String>,
 
-    /// Volatile state root (socket, mounts); used to find the socket when -H is not given.
-    #[arg(
-        long,
-        env = "SKIFF_EXEC_ROOT",
-        global = true,
-        default_value = "/run/skiff"
-    )]
-    pub exec_root: PathBuf,
+    /// Volatile state root (socket, mounts); used to find the socket when -H is not given
+    /// [default: /run/skiff, or the daemon config file's exec-root].
+    #[arg(long, env = "SKIFF_EXEC_ROOT", global = true)]
+    pub exec_root: Option<PathBuf>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -75,6 +71,9 @@ pub enum Command {
     /// Manage skiff.
     #[command(subcommand)]
     System(SystemCommand),
+    /// Manage volumes.
+    #[command(subcommand)]
+    Volume(VolumeCommand),
     /// Show the skiff version information.
     Version,
     /// Display system-wide information.
@@ -83,21 +82,27 @@ pub enum Command {
 
 #[derive(Args, Debug)]
 pub struct DaemonArgs {
-    /// Persistent state root.
-    #[arg(long, env = "SKIFF_DATA_ROOT", default_value = "/var/lib/skiff")]
-    pub data_root: PathBuf,
-    /// Byte budget of the chunk cache (e.g. 10g, 512m).
-    #[arg(long, default_value = "10g")]
-    pub cache_size: String,
+    /// Daemon settings file (dockerd's keys; see docs/daemon-config.md). Flags override it.
+    #[arg(long, default_value = "/etc/skiff/daemon.json")]
+    pub config_file: PathBuf,
+    /// Persistent state root [default: /var/lib/skiff].
+    #[arg(long, env = "SKIFF_DATA_ROOT")]
+    pub data_root: Option<PathBuf>,
+    /// Byte budget of the chunk cache (e.g. 10g, 512m) [default: 10g].
+    #[arg(long)]
+    pub cache_size: Option<String>,
     /// Registries (host[:port]) reached over plain HTTP besides loopback ones.
     #[arg(long = "insecure-registry")]
     pub insecure_registries: Vec<String>,
-    /// The bridge containers attach to by default.
-    #[arg(long, default_value = "skiff0")]
-    pub bridge: String,
-    /// The bridge's subnet (the gateway is its first address).
-    #[arg(long = "bip", default_value = "172.18.0.0/16")]
-    pub subnet: String,
+    /// The bridge containers attach to by default [default: skiff0].
+    #[arg(long)]
+    pub bridge: Option<String>,
+    /// The bridge's subnet; the gateway is its first address [default: 172.18.0.0/16].
+    #[arg(long = "bip")]
+    pub subnet: Option<String>,
+    /// Log at debug level.
+    #[arg(short = 'D', long)]
+    pub debug: bool,
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -156,6 +161,72 @@ pub struct ContainerOpts {
     /// Set metadata on a container.
     #[arg(short = 'l', long = "label")]
     pub labels: Vec<String>,
+    /// Bind mount a volume: NAME:/path[:ro|rw|nocopy], /host/path:/path[:ro|rw], or /path.
+    #[arg(short = 'v', long = "volume")]
+    pub volumes: Vec<String>,
+    /// Attach a filesystem mount: type=bind|volume|tmpfs,source=...,target=...[,readonly].
+    #[arg(long = "mount")]
+    pub mounts: Vec<String>,
+    /// Mount a tmpfs: /path[:options].
+    #[arg(long = "tmpfs")]
+    pub tmpfs: Vec<String>,
+    /// Mount the volumes of these containers: CONTAINER[:ro|rw].
+    #[arg(long = "volumes-from")]
+    pub volumes_from: Vec<String>,
+    /// Mount the container's root filesystem read-only.
+    #[arg(long)]
+    pub read_only: bool,
+    /// Restart policy: no, always, unless-stopped, on-failure[:max-retries].
+    #[arg(long)]
+    pub restart: Option<String>,
+    /// Run an init inside the container that forwards signals and reaps processes.
+    #[arg(long)]
+    pub init: bool,
+    /// Add a custom host-to-IP mapping (host:ip).
+    #[arg(long = "add-host")]
+    pub add_hosts: Vec<String>,
+    /// Set custom DNS servers.
+    #[arg(long = "dns")]
+    pub dns: Vec<String>,
+    /// Set custom DNS search domains.
+    #[arg(long = "dns-search")]
+    pub dns_search: Vec<String>,
+    /// Set DNS options.
+    #[arg(long = "dns-option")]
+    pub dns_options: Vec<String>,
+    /// Ulimit options: NAME=SOFT[:HARD].
+    #[arg(long = "ulimit")]
+    pub ulimits: Vec<String>,
+    /// Size of /dev/shm (e.g. 64m).
+    #[arg(long)]
+    pub shm_size: Option<String>,
+    /// Sysctl options: KEY=VALUE (namespaced ones).
+    #[arg(long = "sysctl")]
+    pub sysctls: Vec<String>,
+    /// Cgroup namespace: private or host.
+    #[arg(long)]
+    pub cgroupns: Option<String>,
+    /// Logging driver: json-file, local or none.
+    #[arg(long)]
+    pub log_driver: Option<String>,
+    /// Log driver options: max-size, max-file, compress (KEY=VALUE).
+    #[arg(long = "log-opt")]
+    pub log_opts: Vec<String>,
+    /// Security options: seccomp=unconfined|PROFILE.json, no-new-privileges.
+    #[arg(long = "security-opt")]
+    pub security_opts: Vec<String>,
+    /// Add Linux capabilities.
+    #[arg(long = "cap-add")]
+    pub cap_add: Vec<String>,
+    /// Drop Linux capabilities.
+    #[arg(long = "cap-drop")]
+    pub cap_drop: Vec<String>,
+    /// Give extended privileges to this container.
+    #[arg(long)]
+    pub privileged: bool,
+    /// Add a host device: HOST[:CONTAINER[:PERMISSIONS]].
+    #[arg(long = "device")]
+    pub devices: Vec<String>,
     /// Image to run.
     pub image: String,
     /// Command and arguments (override the image's CMD).
@@ -376,7 +447,7 @@ pub enum ImageCommand {
 
 #[derive(Args, Debug)]
 pub struct ImportArgs {
-    /// Apply Dockerfile instruction to the created image (CMD, ENTRYPOINT, ENV, WORKDIR, USER, EXPOSE, LABEL).
+    /// Apply Dockerfile instruction to the created image (CMD, ENTRYPOINT, ENV, WORKDIR, USER, EXPOSE, LABEL, VOLUME).
     #[arg(short = 'c', long = "change")]
     pub changes: Vec<String>,
     /// Layer compression: gzip or zstd.
@@ -405,6 +476,56 @@ pub struct PruneArgs {
     /// Do not prompt for confirmation.
     #[arg(short = 'f', long)]
     pub force: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum VolumeCommand {
+    /// Create a volume.
+    Create(VolumeCreateArgs),
+    /// List volumes.
+    #[command(alias = "list")]
+    Ls(VolumeLsArgs),
+    /// Display detailed information on one or more volumes.
+    Inspect(VolumeNamesArgs),
+    /// Remove one or more volumes.
+    #[command(alias = "remove")]
+    Rm(VolumeRmArgs),
+    /// Remove unused anonymous volumes (all unused ones with -a).
+    Prune(PruneArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct VolumeCreateArgs {
+    /// Set metadata for a volume (KEY=VALUE).
+    #[arg(short = 'l', long = "label")]
+    pub labels: Vec<String>,
+    /// Volume driver (only "local").
+    #[arg(short = 'd', long, default_value = "local")]
+    pub driver: String,
+    /// A name; a random one when omitted.
+    pub name: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct VolumeLsArgs {
+    /// Only display volume names.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct VolumeNamesArgs {
+    #[arg(required = true)]
+    pub names: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct VolumeRmArgs {
+    /// Do not fail on a volume that does not exist.
+    #[arg(short = 'f', long)]
+    pub force: bool,
+    #[arg(required = true)]
+    pub names: Vec<String>,
 }
 
 #[derive(Subcommand, Debug)]

@@ -8,7 +8,7 @@ mod exit;
 use anyhow::Result;
 use clap::Parser;
 
-use args::{Cli, Command, ImageCommand, SystemCommand};
+use args::{Cli, Command, ImageCommand, SystemCommand, VolumeCommand};
 use exit::Exit;
 
 fn main() {
@@ -46,10 +46,14 @@ fn main() {
 }
 
 async fn dispatch(cli: Cli) -> Result<()> {
-    let socket = client::connect::socket_path(cli.host.as_deref(), &cli.exec_root)?;
     if let Command::Daemon(args) = cli.command {
-        return daemon::run(args, cli.exec_root, socket).await;
+        return daemon::run(args, cli.exec_root, cli.host).await;
     }
+    let exec_root = cli
+        .exec_root
+        .clone()
+        .unwrap_or_else(|| daemon::config::DEFAULT_EXEC_ROOT.into());
+    let socket = client::connect::socket_path(cli.host.as_deref(), &exec_root)?;
     if let Command::Version = cli.command {
         let docker = client::connect::connect(&socket).await.ok();
         return client::system::version(docker.as_ref()).await;
@@ -87,6 +91,11 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Image(ImageCommand::Prune(a)) => system::image_prune(d, a).await,
         Command::System(SystemCommand::Prune(a)) => system::prune(d, a).await,
         Command::System(SystemCommand::Df) => system::df(d).await,
+        Command::Volume(VolumeCommand::Create(a)) => volumes::create(d, a).await,
+        Command::Volume(VolumeCommand::Ls(a)) => volumes::ls(d, a).await,
+        Command::Volume(VolumeCommand::Inspect(a)) => volumes::inspect(d, a).await,
+        Command::Volume(VolumeCommand::Rm(a)) => volumes::rm(d, a).await,
+        Command::Volume(VolumeCommand::Prune(a)) => volumes::prune(d, a).await,
         Command::System(SystemCommand::Info) | Command::Info => system::info(d).await,
         Command::Daemon(_) | Command::Version | Command::Image(ImageCommand::Convert(_)) => {
             unreachable!("handled above")

@@ -56,8 +56,14 @@ fn cg_err<'a>(
 }
 
 impl ContainerCgroup {
-    /// Creates the cgroup `path` (e.g. `skiff/<id>`) and applies the limits.
-    pub(crate) fn create(path: &str, res: &Resources) -> Result<ContainerCgroup> {
+    /// Creates the cgroup `path` (e.g. `skiff/<id>`) and applies the limits. `devices`:
+    /// extra v1 device rules (`c 10:229 rwm`) on top of the default ones, or `None` to
+    /// allow every device (`--privileged`).
+    pub(crate) fn create(
+        path: &str,
+        res: &Resources,
+        devices: Option<&[String]>,
+    ) -> Result<ContainerCgroup> {
         let hier = hierarchy();
         let v2 = hier.v2();
         let cg = Cgroup::new_with_specified_controllers(hier, path, Some(controllers(v2)))
@@ -66,7 +72,7 @@ impl ContainerCgroup {
             cg,
             path: path.to_string(),
         };
-        if let Err(e) = me.apply(res, v2) {
+        if let Err(e) = me.apply(res, v2, devices) {
             me.destroy();
             return Err(e);
         }
@@ -84,7 +90,7 @@ impl ContainerCgroup {
         }
     }
 
-    fn apply(&self, res: &Resources, v2: bool) -> Result<()> {
+    fn apply(&self, res: &Resources, v2: bool, devices: Option<&[String]>) -> Result<()> {
         use cgroups_rs::cpu::CpuController;
         use cgroups_rs::memory::MemController;
         use cgroups_rs::pid::PidController;
@@ -114,14 +120,18 @@ impl ContainerCgroup {
             pids.set_pid_max(MaxValue::Value(max))
                 .map_err(cg_err("pids limit", p))?;
         }
-        if !v2 {
+        if let (false, Some(extra)) = (v2, devices) {
             let deny = self.file("devices", "devices.deny");
             if deny.exists() {
                 let write = |f: PathBuf, v: &str| {
                     std::fs::write(&f, v).map_err(|e| RuntimeError::io("devices cgroup", f, e))
                 };
                 write(deny, "a")?;
-                for d in ALLOWED_DEVICES {
+                for d in ALLOWED_DEVICES
+                    .iter()
+                    .copied()
+                    .chain(extra.iter().map(String::as_str))
+                {
                     write(self.file("devices", "devices.allow"), d)?;
                 }
             }

@@ -58,6 +58,37 @@ pub enum RuntimeError {
     /// The configuration is unusable.
     #[error("invalid config {field}: {reason}")]
     InvalidConfig { field: &'static str, reason: String },
+    /// A mount (`-v`, `--mount`, `--tmpfs`) that cannot be made as asked.
+    #[error("invalid mount {destination:?}: {reason}")]
+    InvalidMount { destination: String, reason: String },
+    /// A mount option (tmpfs option, bind propagation) that is unknown or malformed.
+    #[error("invalid mount option {option:?}: {reason}")]
+    InvalidMountOption { option: String, reason: String },
+    /// `--cap-add`/`--cap-drop` of a name that is no Linux capability.
+    #[error("unknown capability: {name:?}")]
+    UnknownCapability { name: String },
+    /// A seccomp profile that does not parse or cannot be compiled.
+    #[error("invalid seccomp profile: {reason}")]
+    InvalidSeccompProfile { reason: String },
+    /// `--ulimit` with an unknown name or soft > hard.
+    #[error("invalid ulimit {name:?}: {reason}")]
+    InvalidUlimit { name: String, reason: String },
+    /// `--sysctl` of a key that is not namespaced (or `net.*` with the host network).
+    #[error("sysctl {key:?} is not allowed: {reason}")]
+    InvalidSysctl { key: String, reason: String },
+    /// `--device` that is not a device node or has bad permissions.
+    #[error("invalid device {path}: {reason}")]
+    InvalidDevice { path: PathBuf, reason: String },
+    /// `--log-driver`/`--log-opt` that skiff does not support or cannot parse.
+    #[error("invalid log option {option}={value:?}: {reason}")]
+    InvalidLogOption {
+        option: String,
+        value: String,
+        reason: String,
+    },
+    /// Reading the logs of a container whose log driver keeps none (`none`).
+    #[error("configured logging driver does not support reading")]
+    LogsNotReadable { dir: PathBuf },
     /// The shim's socket spoke something we did not expect.
     #[error("shim protocol {path}: {reason}")]
     Protocol { path: PathBuf, reason: String },

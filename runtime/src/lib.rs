@@ -21,6 +21,7 @@ mod nsexec;
 pub mod paths;
 mod persist;
 pub mod protocol;
+mod seccomp;
 mod shim;
 pub mod state;
 

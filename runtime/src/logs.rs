@@ -1,16 +1,25 @@
 //! The container log in Docker's json-file format: one JSON object per line,
 //! `{"log":"<text>","stream":"stdout|stderr","time":"<RFC3339Nano>"}`. The shim writes it;
 //! [`LogReader`] reads and follows it for `logs -f --tail N -t --since`.
+//!
+//! Rotation as Docker's json-file driver (`max-size`, `max-file`, `compress`): when a write
+//! would take `container.log` past `max-size` it becomes `container.log.1`, the older ones
+//! shift to `.2`, `.3`... (gzipped, `.2.gz`..., with `compress`; the newest rotated file
+//! stays plain, as Docker leaves it), and at most `max-file` files are kept in all. With
+//! `max-file` 1 the log is started afresh. The `local` driver is the same with its own
+//! defaults (20 MiB × 5, compressed); `none` writes nothing.
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::config::{ContainerConfig, LogConfig, LogDriver};
 use crate::error::{Result, RuntimeError};
 use crate::paths::ContainerPaths;
 use crate::state::{StateFile, Status};
@@ -55,21 +64,99 @@ const MAX_LINE: usize = 16 * 1024;
 
 /// Splits a stream's bytes into json-file entries and appends them to the log.
 pub(crate) struct LogWriter {
+    path: PathBuf,
     file: File,
+    size: u64,
+    max_size: Option<u64>,
+    max_file: u32,
+    compress: bool,
     partial: [Vec<u8>; 2],
 }
 
+/// The path of rotated file `n` (1 = newest), `.gz` when compressed.
+fn rotated(path: &Path, n: u32, gz: bool) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(format!(".{n}{}", if gz { ".gz" } else { "" }));
+    PathBuf::from(s)
+}
+
+fn open_append(path: &Path) -> Result<File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| RuntimeError::io("open log", path, e))
+}
+
+/// gzips `from` into `to` (tmp + fsync + rename) and removes `from`.
+fn gzip_file(from: &Path, to: &Path) -> Result<()> {
+    let mut input = File::open(from).map_err(|e| RuntimeError::io("open log", from, e))?;
+    let mut tmp = to.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let out = File::create(&tmp).map_err(|e| RuntimeError::io("create", &tmp, e))?;
+    let mut gz = flate2::write::GzEncoder::new(out, flate2::Compression::default());
+    std::io::copy(&mut input, &mut gz).map_err(|e| RuntimeError::io("compress log", from, e))?;
+    let out = gz
+        .finish()
+        .map_err(|e| RuntimeError::io("compress log", &tmp, e))?;
+    out.sync_all()
+        .map_err(|e| RuntimeError::io("fsync", &tmp, e))?;
+    std::fs::rename(&tmp, to).map_err(|e| RuntimeError::io("rename", to, e))?;
+    std::fs::remove_file(from).map_err(|e| RuntimeError::io("remove", from, e))
+}
+
 impl LogWriter {
-    pub(crate) fn open(path: &Path) -> Result<LogWriter> {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(|e| RuntimeError::io("open log", path, e))?;
-        Ok(LogWriter {
+    /// Appends to the log at `path`, rotating it as `cfg` says. `None` for the `none`
+    /// driver (nothing is written).
+    pub(crate) fn open(path: &Path, cfg: &LogConfig) -> Result<Option<LogWriter>> {
+        if cfg.driver == LogDriver::None {
+            return Ok(None);
+        }
+        let file = open_append(path)?;
+        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        Ok(Some(LogWriter {
+            path: path.to_path_buf(),
             file,
+            size,
+            max_size: cfg.max_size(),
+            max_file: cfg.max_file(),
+            compress: cfg.compress(),
             partial: [Vec::new(), Vec::new()],
-        })
+        }))
+    }
+
+    /// Shifts the rotated files up by one and starts a fresh log.
+    fn rotate(&mut self) -> Result<()> {
+        let n = self.max_file;
+        if n >= 2 {
+            // The oldest kept file goes; the others move up, .1 being compressed into .2.gz.
+            let gz = |i: u32| self.compress && i >= 2;
+            let _ = std::fs::remove_file(rotated(&self.path, n - 1, gz(n - 1)));
+            for i in (3..n).rev() {
+                let _ = std::fs::rename(
+                    rotated(&self.path, i - 1, gz(i - 1)),
+                    rotated(&self.path, i, gz(i)),
+                );
+            }
+            let first = rotated(&self.path, 1, false);
+            if n >= 3 && first.exists() {
+                if self.compress {
+                    gzip_file(&first, &rotated(&self.path, 2, true))?;
+                } else {
+                    std::fs::rename(&first, rotated(&self.path, 2, false))
+                        .map_err(|e| RuntimeError::io("rotate log", &first, e))?;
+                }
+            }
+            std::fs::rename(&self.path, &first)
+                .map_err(|e| RuntimeError::io("rotate log", &self.path, e))?;
+        } else {
+            std::fs::remove_file(&self.path)
+                .map_err(|e| RuntimeError::io("rotate log", &self.path, e))?;
+        }
+        self.file = open_append(&self.path)?;
+        self.size = 0;
+        Ok(())
     }
 
     /// Logs `data` from `stream`; complete lines now, a trailing partial line later.
@@ -108,8 +195,16 @@ impl LogWriter {
         if out.is_empty() {
             return;
         }
-        if let Err(e) = self.file.write_all(out) {
-            tracing::warn!("container log write failed: {e}");
+        if let Some(max) = self.max_size {
+            if self.size > 0 && self.size + out.len() as u64 > max {
+                if let Err(e) = self.rotate() {
+                    tracing::warn!("container log rotation failed: {e}");
+                }
+            }
+        }
+        match self.file.write_all(out) {
+            Ok(()) => self.size += out.len() as u64,
+            Err(e) => tracing::warn!("container log write failed: {e}"),
         }
     }
 }
@@ -137,6 +232,11 @@ pub struct LogOptions {
 /// container has exited and everything it wrote was returned.
 pub struct LogReader {
     dir: PathBuf,
+    path: PathBuf,
+    /// Inode of the file `reader` reads, to notice rotation while following.
+    ino: u64,
+    /// Inodes of files already read to their end.
+    seen: Vec<u64>,
     reader: BufReader<File>,
     partial: Vec<u8>,
     pending: VecDeque<LogEntry>,
@@ -144,18 +244,62 @@ pub struct LogReader {
 }
 
 impl LogReader {
+    /// Opens the log of the container in `dir`, rotated files (oldest first) included.
+    /// [`RuntimeError::LogsNotReadable`] when its log driver is `none`.
     pub fn open(dir: &Path, opts: LogOptions) -> Result<LogReader> {
-        let path = ContainerPaths::new(dir).log();
+        let paths = ContainerPaths::new(dir);
+        let cfg: Option<ContainerConfig> = crate::persist::read_json(&paths.config()).ok();
+        if cfg.as_ref().map(|c| c.log.driver) == Some(LogDriver::None) {
+            return Err(RuntimeError::LogsNotReadable {
+                dir: dir.to_path_buf(),
+            });
+        }
+        let path = paths.log();
+        let max_file = cfg.map(|c| c.log.max_file()).unwrap_or(1);
+        let mut older = Vec::new();
+        for n in (1..max_file).rev() {
+            for gz in [true, false] {
+                let p = rotated(&path, n, gz);
+                let Ok(f) = File::open(&p) else { continue };
+                let mut text = Vec::new();
+                let read = if gz {
+                    flate2::read::GzDecoder::new(f).read_to_end(&mut text)
+                } else {
+                    BufReader::new(f).read_to_end(&mut text)
+                };
+                read.map_err(|e| RuntimeError::io("read log", &p, e))?;
+                for line in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+                    let e: LogEntry =
+                        serde_json::from_slice(line).map_err(|e| RuntimeError::Json {
+                            path: p.clone(),
+                            source: e,
+                        })?;
+                    older.push(e);
+                }
+            }
+        }
         let file = File::open(&path).map_err(|e| RuntimeError::io("open log", &path, e))?;
+        let ino = file.metadata().map(|m| m.ino()).unwrap_or(0);
         let mut r = LogReader {
             dir: dir.to_path_buf(),
+            path,
+            ino,
+            seen: Vec::new(),
             reader: BufReader::new(file),
             partial: Vec::new(),
             pending: VecDeque::new(),
             opts,
         };
         let mut initial = VecDeque::new();
-        while let Some(e) = r.read_entry()? {
+        let mut older = older.into_iter();
+        loop {
+            let e = match older.next() {
+                Some(e) => e,
+                None => match r.read_entry()? {
+                    Some(e) => e,
+                    None => break,
+                },
+            };
             if r.keep(&e) {
                 initial.push_back(e);
                 if let Some(t) = r.opts.tail {
@@ -179,6 +323,27 @@ impl LogReader {
             .reader
             .read_until(b'\n', &mut self.partial)
             .map_err(|e| RuntimeError::io("read log", &self.dir, e))?;
+        if n == 0 && self.partial.is_empty() && self.opts.follow {
+            // At the end of a file that was rotated away: go on with the next one, which is
+            // `.1` if the log rotated again meanwhile (a file we have not read yet).
+            if let Ok(m) = std::fs::metadata(&self.path) {
+                if m.ino() != self.ino {
+                    let newest = rotated(&self.path, 1, false);
+                    let next = match std::fs::metadata(&newest) {
+                        Ok(r) if r.ino() != self.ino && !self.seen.contains(&r.ino()) => {
+                            (newest, r.ino())
+                        }
+                        _ => (self.path.clone(), m.ino()),
+                    };
+                    if let Ok(f) = File::open(&next.0) {
+                        self.seen.push(self.ino);
+                        self.ino = next.1;
+                        self.reader = BufReader::new(f);
+                        return self.read_entry();
+                    }
+                }
+            }
+        }
         if n == 0 || !self.partial.ends_with(b"\n") {
             // Nothing, or a line the shim is still writing: keep it for the next call.
             return Ok(None);
@@ -239,7 +404,7 @@ mod tests {
     fn splits_lines_keeps_partials_and_caps_long_lines() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("container.log");
-        let mut w = LogWriter::open(&p).unwrap();
+        let mut w = LogWriter::open(&p, &LogConfig::default()).unwrap().unwrap();
         w.write(LogStream::Stdout, b"hello\nwor");
         w.write(LogStream::Stderr, b"oops\n");
         w.write(LogStream::Stdout, b"ld\n\"q\"\xff");
@@ -255,5 +420,67 @@ mod tests {
         assert_eq!(got[4].0, "x".repeat(MAX_LINE + 5 - (MAX_LINE - 4)));
         let raw = std::fs::read_to_string(&p).unwrap();
         assert!(raw.starts_with("{\"log\":\"hello\\n\",\"stream\":\"stdout\",\"time\":\""));
+    }
+
+    #[test]
+    fn rotates_like_docker_and_reads_back_across_rotated_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = ContainerPaths::new(dir.path());
+        let mut cfg =
+            ContainerConfig::new("r", dir.path().into(), vec!["/l".into()], vec!["x".into()]);
+        cfg.log = LogConfig {
+            driver: LogDriver::JsonFile,
+            max_size: Some(300),
+            max_file: Some(4),
+            compress: Some(true),
+        };
+        crate::persist::write_atomic_with(
+            &paths.config(),
+            &serde_json::to_vec(&cfg).unwrap(),
+            crate::persist::Durability::Volatile,
+        )
+        .unwrap();
+        let mut w = LogWriter::open(&paths.log(), &cfg.log).unwrap().unwrap();
+        for i in 0..40 {
+            w.write(LogStream::Stdout, format!("line {i:02}\n").as_bytes());
+        }
+        let log = paths.log();
+        assert!(rotated(&log, 1, false).exists());
+        assert!(rotated(&log, 2, true).exists());
+        assert!(rotated(&log, 3, true).exists());
+        assert!(!rotated(&log, 4, true).exists() && !rotated(&log, 2, false).exists());
+        for p in [log.clone(), rotated(&log, 1, false)] {
+            assert!(
+                std::fs::metadata(&p).unwrap().len() <= 300,
+                "{}",
+                p.display()
+            );
+        }
+        // Each file holds whole entries (~85 bytes each): 3 per file, 4 files, the newest 12.
+        let got: Vec<String> = LogReader::open(dir.path(), LogOptions::default())
+            .unwrap()
+            .map(|e| e.unwrap().log)
+            .collect();
+        let want: Vec<String> = (40 - got.len()..40)
+            .map(|i| format!("line {i:02}\n"))
+            .collect();
+        assert_eq!(got, want);
+        assert!(got.len() >= 9, "{got:?}");
+
+        cfg.log = LogConfig::from_docker("none", &Default::default()).unwrap();
+        crate::persist::write_atomic_with(
+            &paths.config(),
+            &serde_json::to_vec(&cfg).unwrap(),
+            crate::persist::Durability::Volatile,
+        )
+        .unwrap();
+        assert!(LogWriter::open(&paths.log(), &cfg.log).unwrap().is_none());
+        let e = LogReader::open(dir.path(), LogOptions::default())
+            .err()
+            .unwrap();
+        assert_eq!(
+            e.to_string(),
+            "configured logging driver does not support reading"
+        );
     }
 }

@@ -75,6 +75,7 @@ fn run(dir: &Path, pid: &str, start: &str, exec_json: &str) -> Result<i32, StepF
         nix::sched::setns(f, flag).map_err(|e| StepFailure::errno("join namespace", &p, e))?;
     }
     let cgroup_dirs = ContainerCgroup::load(&cfg.cgroup_path()).dirs();
+    let confinement = process::Confinement::of(&cfg, dir)?;
     // SAFETY: this process is single-threaded; the child only sets up and execs.
     match unsafe { fork() } {
         Err(e) => Err(StepFailure::errno("fork", "exec", e)),
@@ -88,7 +89,7 @@ fn run(dir: &Path, pid: &str, start: &str, exec_json: &str) -> Result<i32, StepF
             }
         },
         Ok(ForkResult::Child) => {
-            let f = child(&cfg, &exec, cgroup_dirs, late);
+            let f = child(&cfg, &exec, cgroup_dirs, late, confinement);
             let code = report(f);
             // SAFETY: leaving the forked child.
             unsafe { libc::_exit(code) }
@@ -102,6 +103,7 @@ fn child(
     exec: &ExecConfig,
     cgroup_dirs: Vec<std::path::PathBuf>,
     late: Vec<(File, CloneFlags, String)>,
+    confinement: process::Confinement,
 ) -> StepFailure {
     for d in cgroup_dirs {
         // "0" is the writing process itself; our pid here is the container's view of it.
@@ -155,5 +157,6 @@ fn child(
         env,
         cwd,
         user,
+        confinement,
     })
 }

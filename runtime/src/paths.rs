@@ -22,6 +22,11 @@ impl ContainerPaths {
     pub fn state(&self) -> PathBuf {
         self.dir.join("state.json")
     }
+    /// The container's seccomp filter as compiled BPF (`struct sock_filter[]`), written by
+    /// `create` so that neither the init nor `exec` compiles the profile again.
+    pub fn seccomp_bpf(&self) -> PathBuf {
+        self.dir.join("seccomp.bpf")
+    }
     /// Docker json-file log of the container's output.
     pub fn log(&self) -> PathBuf {
         self.dir.join("container.log")

@@ -251,7 +251,23 @@ fn an_exited_container_can_be_created_again_keeping_its_files_and_log() {
         &["sh", "-c", "echo run >> /count; wc -l < /count"],
     );
     assert_eq!(f.run().exit_code, Some(0));
+    // While it is set up again, its state stays readable (for `inspect` during restarts).
+    let dir = f.dir.clone();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watching = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut reads = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                skiff_runtime::state(&dir).expect("state readable during re-create");
+                reads += 1;
+            }
+            reads
+        })
+    };
     assert_eq!(f.run().exit_code, Some(0));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(watching.join().unwrap() > 0);
     assert_eq!(f.stdout(), "1\n2\n");
 }
 

@@ -30,6 +30,8 @@ pub struct ImageChanges {
     /// `80/tcp`, `53/udp`, ...
     pub exposed_ports: Vec<String>,
     pub labels: BTreeMap<String, String>,
+    /// `VOLUME` paths.
+    pub volumes: Vec<String>,
     /// Config `created`; now when `None` (fixed values make reproducible images).
     pub created: Option<String>,
 }
@@ -248,6 +250,14 @@ fn config_json(c: &ImageChanges, created: &str, diff_id: &str) -> serde_json::Va
             })
             .collect();
         cfg.insert("ExposedPorts".into(), serde_json::Value::Object(ports));
+    }
+    if !c.volumes.is_empty() {
+        let vols: serde_json::Map<String, serde_json::Value> = c
+            .volumes
+            .iter()
+            .map(|v| (v.clone(), serde_json::json!({})))
+            .collect();
+        cfg.insert("Volumes".into(), serde_json::Value::Object(vols));
     }
     if !c.labels.is_empty() {
         cfg.insert("Labels".into(), serde_json::json!(c.labels));

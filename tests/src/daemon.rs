@@ -32,6 +32,14 @@ impl Daemon {
         let exec_root = dir.path().join("run");
         let socket = exec_root.join("skiff.sock");
         let log = dir.path().join("daemon.log");
+        let mut extra_args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        // Isolated from the host's /etc/skiff/daemon.json, unless the test brings its own.
+        if !extra_args.iter().any(|a| a == "--config-file") {
+            let cfg = dir.path().join("daemon.json");
+            std::fs::write(&cfg, "{}\n")?;
+            extra_args.push("--config-file".to_string());
+            extra_args.push(cfg.display().to_string());
+        }
         let mut d = Daemon {
             child: None,
             dir,
@@ -41,7 +49,7 @@ impl Daemon {
             log,
             extra_args: isolated_network_args()
                 .into_iter()
-                .chain(extra.iter().map(|s| s.to_string()))
+                .chain(extra_args)
                 .collect(),
         };
         d.spawn()?;

@@ -2,6 +2,7 @@
 
 pub mod binary;
 pub mod daemon;
+pub mod docker_cli;
 pub mod fixtures;
 pub mod pty;
 pub mod registry;

@@ -51,6 +51,17 @@ pub fn container_config(
             None => (l.clone(), String::new()),
         })
         .collect();
+    let mut host = HostConfig {
+        memory,
+        nano_cpus,
+        pids_limit: opts.pids_limit,
+        auto_remove: Some(auto_remove),
+        network_mode: opts.network.clone(),
+        port_bindings: (!bindings.is_empty()).then_some(bindings),
+        publish_all_ports: Some(opts.publish_all),
+        ..Default::default()
+    };
+    super::create_host::apply(opts, auto_remove, &mut host)?;
     Ok(Config {
         image: Some(opts.image.clone()),
         cmd: (!opts.command.is_empty()).then(|| opts.command.clone()),
@@ -75,16 +86,7 @@ pub fn container_config(
         labels: (!labels.is_empty()).then_some(labels),
         stop_signal: opts.stop_signal.clone(),
         stop_timeout: opts.stop_timeout,
-        host_config: Some(HostConfig {
-            memory,
-            nano_cpus,
-            pids_limit: opts.pids_limit,
-            auto_remove: Some(auto_remove),
-            network_mode: opts.network.clone(),
-            port_bindings: (!bindings.is_empty()).then_some(bindings),
-            publish_all_ports: Some(opts.publish_all),
-            ..Default::default()
-        }),
+        host_config: Some(host),
         ..Default::default()
     })
 }

@@ -2,6 +2,7 @@
 
 pub mod connect;
 pub mod create;
+pub mod create_host;
 pub mod exec;
 pub mod format;
 pub mod images;
@@ -13,6 +14,7 @@ pub mod run;
 pub mod stream;
 pub mod system;
 pub mod tty;
+pub mod volumes;
 
 /// The daemon's own message for an API error, as Docker prints it.
 pub fn error_message(e: &bollard::errors::Error) -> String {

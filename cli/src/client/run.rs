@@ -16,7 +16,7 @@ use crate::args::{AttachArgs, CreateArgs, RunArgs, StartArgs};
 use crate::exit::Exit;
 
 pub async fn create(docker: &Docker, args: &CreateArgs) -> Result<()> {
-    let config = container_config(&args.opts, false, false)?;
+    let config = container_config(&args.opts, false, false).map_err(engine_error)?;
     let id = create_container(docker, &args.opts, config)
         .await
         .map_err(engine_error)?;
@@ -32,7 +32,13 @@ pub async fn run(docker: &Docker, args: &RunArgs) -> Result<()> {
     // Detached --rm is removed by the daemon; attached --rm by us once the exit code is known
     // (measured faster than the daemon's AutoRemove plus a `removed` wait: the removal then
     // overlaps the exit's teardown less).
-    let config = container_config(opts, !args.detach, args.rm && args.detach)?;
+    if args.rm && opts.restart.as_deref().is_some_and(|r| r != "no") {
+        return Err(engine_error(anyhow::anyhow!(
+            "conflicting options: cannot specify both --restart and --rm"
+        )));
+    }
+    let config =
+        container_config(opts, !args.detach, args.rm && args.detach).map_err(engine_error)?;
     let id = create_container(docker, opts, config)
         .await
         .map_err(engine_error)?;

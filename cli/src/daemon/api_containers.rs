@@ -2,7 +2,6 @@
 //! resize, logs, remove, prune.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
@@ -13,9 +12,10 @@ use bollard::container::Config;
 use bollard::models::{ContainerCreateResponse, ContainerWaitResponse};
 use serde::Deserialize;
 
-use super::error::{ApiError, ApiResult};
+use super::containers_run::StartedBy;
+use super::error::ApiResult;
 use super::hijack;
-use super::state::Daemon;
+use super::services::Daemon;
 use super::views;
 
 /// Docker sends booleans as `1`/`0`/`true`/`false`.
@@ -26,14 +26,37 @@ fn flag(v: &Option<String>) -> bool {
 #[derive(Deserialize, Default)]
 pub struct CreateQuery {
     name: Option<String>,
+    platform: Option<String>,
+}
+
+/// `linux` or `linux/<this machine's architecture>[/variant]`, as Docker names them.
+fn platform_ok(p: &str) -> bool {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    let mut parts = p.split('/');
+    parts.next() == Some("linux") && parts.next().is_none_or(|a| a == arch)
 }
 
 pub async fn create(
     State(d): State<Arc<Daemon>>,
     Query(q): Query<CreateQuery>,
-    Json(body): Json<Config<String>>,
+    Json(body): Json<serde_json::Value>,
 ) -> ApiResult<(StatusCode, Json<ContainerCreateResponse>)> {
-    let id = d.create_container(q.name, body).await?;
+    if let Some(p) = q.platform.as_deref().filter(|p| !p.is_empty()) {
+        if !platform_ok(p) {
+            return Err(super::error::DaemonError::Unsupported {
+                field: "platform".into(),
+                value: format!("{p:?} (skiff runs this machine's platform only)"),
+            });
+        }
+    }
+    super::create_fields::check(&body)?;
+    let body: Config<String> = serde_json::from_value(body)
+        .map_err(|e| super::error::DaemonError::Invalid(format!("invalid create body: {e}")))?;
+    let id = d.containers.create(q.name, body).await?;
     Ok((
         StatusCode::CREATED,
         Json(ContainerCreateResponse {
@@ -55,12 +78,13 @@ pub async fn list(
 ) -> ApiResult<impl IntoResponse> {
     let now = chrono::Utc::now();
     let mut out = Vec::new();
-    for (r, st) in d.containers_with_state().await? {
+    for (r, st) in d.containers.list()? {
         if !flag(&q.all) && q.limit.is_none() && st.status != skiff_runtime::state::Status::Running
         {
             continue;
         }
-        out.push(views::summary(&r, &st, now));
+        let restarting = d.monitor.is_restarting(&r.id);
+        out.push(views::summary(&r, &st, now, restarting));
     }
     if let Some(limit) = q.limit.filter(|l| *l > 0) {
         out.truncate(limit as usize);
@@ -72,14 +96,20 @@ pub async fn inspect(
     State(d): State<Arc<Daemon>>,
     Path(id): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
-    let r = d.find_container(&id)?;
-    let st = d.container_state(&r.id)?;
-    Ok(Json(views::inspect(&r, &st, &d.paths.container_dir(&r.id))))
+    let r = d.containers.find(&id)?;
+    let st = d.containers.state(&r.id)?;
+    let restarting = d.monitor.is_restarting(&r.id);
+    Ok(Json(views::inspect(
+        &r,
+        &st,
+        &d.containers.dir(&r.id),
+        restarting,
+    )))
 }
 
 pub async fn start(State(d): State<Arc<Daemon>>, Path(id): Path<String>) -> ApiResult<StatusCode> {
-    let r = d.find_container(&id)?;
-    if d.start_container(&r).await? {
+    let r = d.containers.find(&id)?;
+    if d.containers.start(&r, StartedBy::User).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Ok(StatusCode::NOT_MODIFIED)
@@ -97,8 +127,8 @@ pub async fn stop(
     Path(id): Path<String>,
     Query(q): Query<StopQuery>,
 ) -> ApiResult<StatusCode> {
-    let r = d.find_container(&id)?;
-    if d.stop_container(&r, q.t, q.signal.as_deref()).await? {
+    let r = d.containers.find(&id)?;
+    if d.containers.stop(&r, q.t, q.signal.as_deref()).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Ok(StatusCode::NOT_MODIFIED)
@@ -110,9 +140,8 @@ pub async fn restart(
     Path(id): Path<String>,
     Query(q): Query<StopQuery>,
 ) -> ApiResult<StatusCode> {
-    let r = d.find_container(&id)?;
-    d.stop_container(&r, q.t, q.signal.as_deref()).await?;
-    d.restart_container(&r).await?;
+    let r = d.containers.find(&id)?;
+    d.containers.restart(&r, q.t, q.signal.as_deref()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -126,8 +155,9 @@ pub async fn kill(
     Path(id): Path<String>,
     Query(q): Query<KillQuery>,
 ) -> ApiResult<StatusCode> {
-    let r = d.find_container(&id)?;
-    d.kill_container(&r, q.signal.as_deref().unwrap_or("KILL"))
+    let r = d.containers.find(&id)?;
+    d.containers
+        .kill(&r, q.signal.as_deref().unwrap_or("KILL"))
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -142,11 +172,14 @@ pub async fn wait(
     Path(id): Path<String>,
     Query(q): Query<WaitQuery>,
 ) -> ApiResult<Response> {
-    let r = d.find_container(&id)?;
+    let r = d.containers.find(&id)?;
     let condition = q.condition.unwrap_or_else(|| "not-running".to_string());
     // The waiting happens in the body, so a client may start the container right after the
     // response headers arrive (Docker's CLI does, for `run --rm`).
-    let waiter = d.clone().waiter(r.id.clone(), condition);
+    let waiter = d
+        .monitor
+        .clone()
+        .waiter(d.records.clone(), r.id.clone(), condition);
     let body = Body::from_stream(futures::stream::once(async move {
         let code = waiter.await;
         let resp = ContainerWaitResponse {
@@ -176,14 +209,16 @@ pub async fn attach(
     Query(q): Query<AttachQuery>,
     req: Request,
 ) -> ApiResult<Response> {
-    let r = d.find_container(&id)?;
-    let tty = r.config.tty.unwrap_or(false);
+    let r = d.containers.find(&id)?;
+    let tty = r.spec.tty;
     let streams = skiff_runtime::protocol::AttachStreams {
         stdin: flag(&q.stdin),
         stdout: flag(&q.stdout),
         stderr: flag(&q.stderr),
     };
-    let shim = d.attach_container(&r, streams, flag(&q.logs)).await?;
+    // `logs=1` replays nothing yet: the shim streams from now on.
+    let _ = flag(&q.logs);
+    let shim = d.containers.attach(&r, streams).await?;
     Ok(hijack::upgrade(req, tty, move |conn| async move {
         super::attach_bridge::bridge(conn, shim, tty, streams.stdin).await;
     }))
@@ -201,9 +236,9 @@ pub async fn resize(
     Path(id): Path<String>,
     Query(q): Query<ResizeQuery>,
 ) -> ApiResult<StatusCode> {
-    let r = d.find_container(&id)?;
-    d.resize_container(&r, q.h.unwrap_or(24), q.w.unwrap_or(80))
-        .await?;
+    let r = d.containers.find(&id)?;
+    d.containers
+        .resize(&r, q.h.unwrap_or(24), q.w.unwrap_or(80))?;
     Ok(StatusCode::OK)
 }
 
@@ -222,8 +257,8 @@ pub async fn logs(
     Path(id): Path<String>,
     Query(q): Query<LogsQuery>,
 ) -> ApiResult<Response> {
-    let r = d.find_container(&id)?;
-    let tty = r.config.tty.unwrap_or(false);
+    let r = d.containers.find(&id)?;
+    let tty = r.spec.tty;
     let opts = super::logs_stream::LogsRequest {
         follow: flag(&q.follow),
         stdout: flag(&q.stdout),
@@ -236,7 +271,7 @@ pub async fn logs(
             .and_then(|s| s.split('.').next().and_then(|s| s.parse::<i64>().ok()))
             .filter(|s| *s > 0),
     };
-    let body = super::logs_stream::stream(d.paths.container_dir(&r.id), opts, tty)?;
+    let body = super::logs_stream::stream(d.containers.dir(&r.id), opts, tty)?;
     let content_type = if tty {
         "application/vnd.docker.raw-stream"
     } else {
@@ -252,6 +287,7 @@ pub async fn logs(
 #[derive(Deserialize, Default)]
 pub struct RemoveQuery {
     force: Option<String>,
+    v: Option<String>,
 }
 
 pub async fn remove(
@@ -259,46 +295,15 @@ pub async fn remove(
     Path(id): Path<String>,
     Query(q): Query<RemoveQuery>,
 ) -> ApiResult<StatusCode> {
-    let r = d.find_container(&id)?;
-    d.remove_container(&r, flag(&q.force)).await?;
+    let r = d.containers.find(&id)?;
+    d.containers.remove(&r, flag(&q.force), flag(&q.v)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 pub async fn prune(State(d): State<Arc<Daemon>>) -> ApiResult<impl IntoResponse> {
-    let mut deleted = Vec::new();
-    let mut reclaimed: u64 = 0;
-    for (r, st) in d.containers_with_state().await? {
-        if st.status == skiff_runtime::state::Status::Exited {
-            reclaimed += d.container_disk_usage(&r.id);
-            match d.remove_container(&r, false).await {
-                Ok(()) => deleted.push(r.id.clone()),
-                Err(e) => tracing::warn!(id = %r.id, "prune: {}", e.message),
-            }
-        }
-    }
+    let (deleted, reclaimed) = d.containers.prune().await?;
     Ok(Json(serde_json::json!({
         "ContainersDeleted": deleted,
         "SpaceReclaimed": reclaimed,
     })))
-}
-
-/// Parses a signal name or number ("KILL", "SIGTERM", "9").
-pub fn parse_signal(s: &str) -> Result<skiff_runtime::Signal, ApiError> {
-    if let Ok(n) = s.parse::<i32>() {
-        return skiff_runtime::Signal::try_from(n)
-            .map_err(|_| ApiError::bad_request(format!("Invalid signal: {s}")));
-    }
-    let name = s.to_ascii_uppercase();
-    let name = if name.starts_with("SIG") {
-        name
-    } else {
-        format!("SIG{name}")
-    };
-    name.parse::<skiff_runtime::Signal>()
-        .map_err(|_| ApiError::bad_request(format!("Invalid signal: {s}")))
-}
-
-/// The grace period for stop: the request's, the container's, else Docker's 10 s.
-pub fn stop_timeout(q: Option<i64>, config: Option<i64>) -> Duration {
-    Duration::from_secs(q.or(config).unwrap_or(10).max(0) as u64)
 }

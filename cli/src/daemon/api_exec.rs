@@ -9,17 +9,18 @@ use axum::Json;
 use bollard::models::{ExecConfig, ExecInspectResponse};
 use serde::Deserialize;
 
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiResult, DaemonError};
 use super::hijack;
-use super::state::Daemon;
+use super::services::Daemon;
 
 pub async fn create(
     State(d): State<Arc<Daemon>>,
     Path(id): Path<String>,
     Json(body): Json<ExecConfig>,
 ) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
-    let r = d.find_container(&id)?;
-    let exec_id = d.create_exec(&r, body)?;
+    let r = d.containers.find(&id)?;
+    let st = d.containers.state(&r.id)?;
+    let exec_id = d.execs.create(&r, &st, body)?;
     Ok((
         StatusCode::CREATED,
         Json(serde_json::json!({ "Id": exec_id })),
@@ -41,14 +42,14 @@ pub async fn start(
     let (parts, body) = req.into_parts();
     let bytes = axum::body::to_bytes(body, 1 << 20)
         .await
-        .map_err(|e| ApiError::bad_request(format!("reading body: {e}")))?;
+        .map_err(|e| DaemonError::Invalid(format!("reading body: {e}")))?;
     let start: StartBody = if bytes.is_empty() {
         StartBody::default()
     } else {
         serde_json::from_slice(&bytes)
-            .map_err(|e| ApiError::bad_request(format!("invalid exec start body: {e}")))?
+            .map_err(|e| DaemonError::Invalid(format!("invalid exec start body: {e}")))?
     };
-    let (tty, io) = d.start_exec(&id).await?;
+    let (tty, io) = d.execs.start(&id).await?;
     if start.detach {
         tokio::spawn(super::exec_bridge::drain(io));
         return Ok(StatusCode::OK.into_response());
@@ -64,7 +65,7 @@ pub async fn resize(
     Path(id): Path<String>,
     axum::extract::Query(q): axum::extract::Query<super::api_containers::ResizeQuery>,
 ) -> ApiResult<StatusCode> {
-    d.resize_exec(&id, q.h.unwrap_or(24), q.w.unwrap_or(80))?;
+    d.execs.resize(&id, q.h.unwrap_or(24), q.w.unwrap_or(80))?;
     Ok(StatusCode::CREATED)
 }
 
@@ -72,5 +73,5 @@ pub async fn inspect(
     State(d): State<Arc<Daemon>>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<ExecInspectResponse>> {
-    Ok(Json(d.inspect_exec(&id)?))
+    Ok(Json(d.execs.inspect(&id).await?))
 }

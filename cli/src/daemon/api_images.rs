@@ -9,8 +9,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 
-use super::error::{ApiError, ApiResult};
-use super::state::Daemon;
+use super::error::{ApiResult, DaemonError};
+use super::services::Daemon;
 
 fn json_lines_body(rx: tokio::sync::mpsc::Receiver<serde_json::Value>) -> Body {
     let mut rx = rx;
@@ -34,7 +34,7 @@ fn streaming(body: Body) -> Response {
 }
 
 pub async fn list(State(d): State<Arc<Daemon>>) -> ApiResult<impl IntoResponse> {
-    Ok(Json(d.list_images().await?))
+    Ok(Json(d.images.list_images().await?))
 }
 
 #[derive(Deserialize, Default)]
@@ -88,27 +88,27 @@ pub async fn create(
     let (tx, rx) = tokio::sync::mpsc::channel(256);
     if let Some(src) = q.from_src {
         if src != "-" {
-            return Err(ApiError::bad_request(
+            return Err(DaemonError::invalid(
                 "only fromSrc=- (a tarball in the body) is supported",
             ));
         }
         let reference = match q.repo {
             Some(r) => full_ref(&r, q.tag.as_deref()),
-            None => return Err(ApiError::bad_request("import needs repo")),
+            None => return Err(DaemonError::invalid("import needs repo")),
         };
-        let id = d.import_image(body, &reference, &q.changes).await?;
+        let id = d.images.import_image(body, &reference, &q.changes).await?;
         let _ = tx.send(serde_json::json!({ "status": id })).await;
         drop(tx);
         return Ok(streaming(json_lines_body(rx)));
     }
     let name = q
         .from_image
-        .ok_or_else(|| ApiError::bad_request("fromImage or fromSrc is required"))?;
+        .ok_or_else(|| DaemonError::invalid("fromImage or fromSrc is required"))?;
     let reference = full_ref(&name, q.tag.as_deref());
     // Fail before streaming when the reference is malformed, so the status code says so.
-    d.check_reference(&reference)?;
+    d.images.check_reference(&reference)?;
     tokio::spawn(async move {
-        d.pull_image_stream(reference, tx).await;
+        d.images.pull_image_stream(reference, tx).await;
     });
     Ok(streaming(json_lines_body(rx)))
 }
@@ -147,11 +147,9 @@ pub async fn get_by_name(
     Path(rest): Path<String>,
 ) -> ApiResult<Response> {
     if let Some(name) = rest.strip_suffix("/json") {
-        return Ok(Json(d.inspect_image(name).await?).into_response());
+        return Ok(Json(d.images.inspect_image(name).await?).into_response());
     }
-    Err(ApiError::not_found(format!(
-        "page not found: /images/{rest}"
-    )))
+    Err(DaemonError::NoSuchEndpoint(format!("/images/{rest}")))
 }
 
 #[derive(Deserialize, Default)]
@@ -168,8 +166,9 @@ pub async fn post_by_name(
     if let Some(name) = rest.strip_suffix("/tag") {
         let repo = q
             .repo
-            .ok_or_else(|| ApiError::bad_request("repo is required"))?;
-        d.tag_image(name, &full_ref(&repo, q.tag.as_deref().or(Some("latest"))))
+            .ok_or_else(|| DaemonError::invalid("repo is required"))?;
+        d.images
+            .tag_image(name, &full_ref(&repo, q.tag.as_deref().or(Some("latest"))))
             .await?;
         return Ok(StatusCode::CREATED.into_response());
     }
@@ -177,13 +176,11 @@ pub async fn post_by_name(
         let reference = full_ref(name, q.tag.as_deref());
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         tokio::spawn(async move {
-            d.push_image_stream(reference, tx).await;
+            d.images.push_image_stream(reference, tx).await;
         });
         return Ok(streaming(json_lines_body(rx)));
     }
-    Err(ApiError::not_found(format!(
-        "page not found: /images/{rest}"
-    )))
+    Err(DaemonError::NoSuchEndpoint(format!("/images/{rest}")))
 }
 
 #[derive(Deserialize, Default)]
@@ -197,7 +194,7 @@ pub async fn delete(
     Query(q): Query<DeleteQuery>,
 ) -> ApiResult<impl IntoResponse> {
     let force = matches!(q.force.as_deref(), Some("1") | Some("true"));
-    Ok(Json(d.remove_image(&name, force).await?))
+    Ok(Json(d.images.remove_image(&name, force).await?))
 }
 
 #[derive(Deserialize, Default)]
@@ -217,7 +214,7 @@ pub async fn prune(
         .and_then(|v| v.get("dangling").cloned())
         .map(|v| v.to_string().contains("false"))
         .unwrap_or(false);
-    Ok(Json(d.prune_images(all).await?))
+    Ok(Json(d.images.prune_images(all).await?))
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use axum::Json;
 use bollard::models::{SystemInfo, SystemVersion};
 
 use super::error::ApiResult;
-use super::state::Daemon;
+use super::services::Daemon;
 
 /// The API version skiff speaks (Docker Engine API shapes).
 pub const API_VERSION: &str = "1.43";
@@ -58,16 +58,16 @@ pub async fn version() -> Json<SystemVersion> {
 }
 
 pub async fn info(State(d): State<Arc<Daemon>>) -> ApiResult<Json<SystemInfo>> {
-    let (total, running, stopped) = d.container_counts().await?;
+    let counts = d.containers.counts()?;
     Ok(Json(SystemInfo {
         id: Some("skiff".to_string()),
-        containers: Some(total),
-        containers_running: Some(running),
-        containers_stopped: Some(stopped),
+        containers: Some(counts.total),
+        containers_running: Some(counts.running),
+        containers_stopped: Some(counts.stopped),
         containers_paused: Some(0),
-        images: Some(d.image_count()? as i64),
+        images: Some(d.images.image_count()? as i64),
         driver: Some("overlay on skiff-fuse (lazy zstd:chunked)".to_string()),
-        driver_status: Some(d.cache_status()?),
+        driver_status: Some(d.images.cache_status()?),
         docker_root_dir: Some(d.paths.data_root.display().to_string()),
         kernel_version: Some(kernel_version()),
         operating_system: Some("linux".to_string()),
@@ -92,12 +92,12 @@ pub async fn info(State(d): State<Arc<Daemon>>) -> ApiResult<Json<SystemInfo>> {
 }
 
 pub async fn df(State(d): State<Arc<Daemon>>) -> ApiResult<impl IntoResponse> {
-    Ok(Json(d.disk_usage().await?))
+    Ok(Json(d.images.disk_usage().await?))
 }
 
 /// Skiff's "build cache" is its chunk cache: prune drops the chunks no image references.
 pub async fn build_prune(State(d): State<Arc<Daemon>>) -> ApiResult<impl IntoResponse> {
-    let reclaimed = d.prune_cache().await?;
+    let reclaimed = d.images.prune_cache().await?;
     Ok(Json(serde_json::json!({
         "CachesDeleted": [],
         "SpaceReclaimed": reclaimed,

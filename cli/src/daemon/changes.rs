@@ -1,5 +1,5 @@
 //! Dockerfile-style `--change` instructions for `image import` (CMD, ENTRYPOINT, ENV,
-//! WORKDIR, USER, EXPOSE, LABEL), as `docker import -c` takes them.
+//! WORKDIR, USER, EXPOSE, LABEL, VOLUME), as `docker import -c` takes them.
 
 use skiff_store::ImageChanges;
 
@@ -88,7 +88,17 @@ pub fn parse(lines: &[String]) -> Result<ImageChanges, String> {
                     c.labels.insert(k, v);
                 }
             }
-            other => return Err(format!("unsupported --change instruction {other:?} (CMD, ENTRYPOINT, ENV, WORKDIR, USER, EXPOSE, LABEL)")),
+            "VOLUME" => {
+                let t = arg.trim();
+                let paths = if t.starts_with('[') {
+                    serde_json::from_str::<Vec<String>>(t)
+                        .map_err(|e| format!("invalid JSON array {t:?}: {e}"))?
+                } else {
+                    t.split_whitespace().map(str::to_string).collect()
+                };
+                c.volumes.extend(paths);
+            }
+            other => return Err(format!("unsupported --change instruction {other:?} (CMD, ENTRYPOINT, ENV, WORKDIR, USER, EXPOSE, LABEL, VOLUME)")),
         }
     }
     Ok(c)

@@ -1,62 +1,184 @@
-//! API errors in Docker's shape: an HTTP status and `{"message": "..."}`.
+//! The daemon's domain errors, and the one place they become HTTP answers in Docker's shape
+//! (a status code and `{"message": "..."}`; the messages are Docker's where clients parse
+//! them, e.g. `No such container: x`, `Conflict. The container name ...`).
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-#[derive(Debug)]
-pub struct ApiError {
-    pub status: StatusCode,
-    pub message: String,
+/// What a daemon service can fail with. Services return these; [`status`] alone decides
+/// the HTTP status.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("No such container: {0}")]
+    NoSuchContainer(String),
+    #[error("No such image: {0}")]
+    NoSuchImage(String),
+    #[error("No such exec instance: {0}")]
+    NoSuchExec(String),
+    #[error("network {0} not found")]
+    NoSuchNetwork(String),
+    #[error("page not found: {0}")]
+    NoSuchEndpoint(String),
+    #[error("multiple IDs found with provided prefix: {0}")]
+    AmbiguousId(String),
+    /// A request whose value is malformed or not allowed (bad name, bad signal, ...).
+    #[error("{0}")]
+    Invalid(String),
+    /// A create field skiff does not implement, set to something other than the clients'
+    /// defaults: refused rather than ignored (docs/create-fields.md).
+    #[error("{field} is not supported by skiff (got {value})")]
+    Unsupported { field: String, value: String },
+    #[error("get {0}: no such volume")]
+    NoSuchVolume(String),
+    #[error("remove {name}: volume is in use - [{containers}]")]
+    VolumeInUse { name: String, containers: String },
+    #[error("Conflict. The container name \"/{name}\" is already in use by container \"{id}\". You have to remove (or rename) that container to be able to reuse that name.")]
+    NameInUse { name: String, id: String },
+    #[error("Container {id} is not running")]
+    NotRunning { id: String },
+    #[error("Cannot kill container: {name}: Container {id} is not running")]
+    KillNotRunning { name: String, id: String },
+    #[error("You cannot remove a running container {id}. Stop the container before attempting removal or force remove")]
+    RemoveRunning { id: String },
+    #[error("Exec {0} has already run")]
+    ExecAlreadyRan(String),
+    #[error("conflict: unable to remove repository reference \"{reference}\" (must force) - container {container} is using its referenced image {image}")]
+    ImageInUse {
+        reference: String,
+        container: String,
+        image: String,
+    },
+    /// `logs` of a container whose log driver keeps nothing (`none`).
+    #[error("configured logging driver does not support reading")]
+    LogsNotReadable,
+    #[error("driver failed programming external connectivity: {0}")]
+    PortInUse(Box<skiff_runtime::RuntimeError>),
+    /// The container's process could not be started (its command is missing or not
+    /// executable...): the user's mistake, as Docker reports it.
+    #[error("{0}")]
+    StartFailed(String),
+    #[error("attaching to {name}: {source}")]
+    Attach {
+        name: String,
+        source: Box<skiff_runtime::RuntimeError>,
+    },
+    #[error("{0}")]
+    Store(Box<skiff_store::StoreError>),
+    #[error("{what}: {source}")]
+    Runtime {
+        what: String,
+        source: Box<skiff_runtime::RuntimeError>,
+    },
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("container records: {0}")]
+    Records(String),
+    #[error("{0}")]
+    Internal(String),
 }
 
-impl ApiError {
-    pub fn not_found(message: impl Into<String>) -> ApiError {
-        ApiError {
-            status: StatusCode::NOT_FOUND,
-            message: message.into(),
-        }
-    }
-    pub fn conflict(message: impl Into<String>) -> ApiError {
-        ApiError {
-            status: StatusCode::CONFLICT,
-            message: message.into(),
-        }
-    }
-    pub fn bad_request(message: impl Into<String>) -> ApiError {
-        ApiError {
-            status: StatusCode::BAD_REQUEST,
-            message: message.into(),
-        }
-    }
-    pub fn internal(message: impl Into<String>) -> ApiError {
-        ApiError {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            message: message.into(),
-        }
-    }
-    pub fn no_such_container(name: &str) -> ApiError {
-        ApiError::not_found(format!("No such container: {name}"))
+impl From<skiff_store::StoreError> for DaemonError {
+    fn from(e: skiff_store::StoreError) -> DaemonError {
+        DaemonError::Store(Box::new(e))
     }
 }
 
-impl IntoResponse for ApiError {
+impl DaemonError {
+    pub fn runtime(what: impl Into<String>, source: skiff_runtime::RuntimeError) -> DaemonError {
+        DaemonError::Runtime {
+            what: what.into(),
+            source: Box::new(source),
+        }
+    }
+    pub fn invalid(message: impl Into<String>) -> DaemonError {
+        DaemonError::Invalid(message.into())
+    }
+    pub fn io(what: &'static str, path: &std::path::Path, source: std::io::Error) -> DaemonError {
+        DaemonError::Io {
+            what,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+    /// A blocking task that panicked or was cancelled.
+    pub fn join(e: tokio::task::JoinError) -> DaemonError {
+        DaemonError::Internal(format!("daemon task: {e}"))
+    }
+}
+
+/// The one mapping from domain errors to HTTP statuses.
+pub fn status(e: &DaemonError) -> StatusCode {
+    use skiff_store::StoreError as S;
+    use DaemonError as E;
+    match e {
+        E::NoSuchContainer(_)
+        | E::NoSuchImage(_)
+        | E::NoSuchExec(_)
+        | E::NoSuchNetwork(_)
+        | E::NoSuchVolume(_)
+        | E::NoSuchEndpoint(_) => StatusCode::NOT_FOUND,
+        E::AmbiguousId(_) | E::Invalid(_) | E::Unsupported { .. } | E::StartFailed(_) => {
+            StatusCode::BAD_REQUEST
+        }
+        E::NameInUse { .. }
+        | E::NotRunning { .. }
+        | E::KillNotRunning { .. }
+        | E::RemoveRunning { .. }
+        | E::ExecAlreadyRan(_)
+        | E::ImageInUse { .. }
+        | E::VolumeInUse { .. }
+        | E::PortInUse(_)
+        | E::Attach { .. } => StatusCode::CONFLICT,
+        E::Store(s) => match s.as_ref() {
+            S::InvalidReference { .. } | S::AmbiguousImage { .. } => StatusCode::BAD_REQUEST,
+            S::NotFound { .. } | S::ImageNotFound { .. } => StatusCode::NOT_FOUND,
+            S::Conflict { .. } => StatusCode::CONFLICT,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        },
+        E::LogsNotReadable => StatusCode::NOT_IMPLEMENTED,
+        E::Runtime { .. } | E::Io { .. } | E::Records(_) | E::Internal(_) => {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+    }
+}
+
+impl IntoResponse for DaemonError {
     fn into_response(self) -> Response {
-        if self.status.is_server_error() {
-            tracing::error!(status = %self.status, "{}", self.message);
+        let status = status(&self);
+        let message = self.to_string();
+        // Server faults are logged here, where they are handled; client errors are the
+        // client's to show.
+        if status.is_server_error() {
+            tracing::error!(status = %status, "{message}");
         }
-        (
-            self.status,
-            Json(serde_json::json!({ "message": self.message })),
-        )
-            .into_response()
+        (status, Json(serde_json::json!({ "message": message }))).into_response()
     }
 }
 
-impl From<anyhow::Error> for ApiError {
-    fn from(e: anyhow::Error) -> ApiError {
-        ApiError::internal(format!("{e:#}"))
+pub type ApiResult<T> = Result<T, DaemonError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_follow_docker() {
+        assert_eq!(
+            status(&DaemonError::NoSuchContainer("x".into())),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            status(&DaemonError::RemoveRunning { id: "x".into() }),
+            StatusCode::CONFLICT
+        );
+        assert_eq!(
+            DaemonError::NoSuchContainer("web".into()).to_string(),
+            "No such container: web"
+        );
     }
 }
-
-pub type ApiResult<T> = Result<T, ApiError>;

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use axum::body::Body;
 use skiff_runtime::logs::{LogOptions, LogReader, LogStream};
 
-use super::error::{ApiError, ApiResult};
+use super::error::DaemonError;
 use super::hijack::{frame, StreamKind};
 
 pub struct LogsRequest {
@@ -19,7 +19,7 @@ pub struct LogsRequest {
     pub since: Option<i64>,
 }
 
-pub fn stream(dir: PathBuf, req: LogsRequest, tty: bool) -> ApiResult<Body> {
+pub fn stream(dir: PathBuf, req: LogsRequest, tty: bool) -> Result<Body, DaemonError> {
     let opts = LogOptions {
         tail: req.tail,
         since: req
@@ -27,8 +27,10 @@ pub fn stream(dir: PathBuf, req: LogsRequest, tty: bool) -> ApiResult<Body> {
             .and_then(|s| chrono::DateTime::from_timestamp(s, 0)),
         follow: req.follow,
     };
-    let mut reader = LogReader::open(&dir, opts)
-        .map_err(|e| ApiError::internal(format!("reading logs: {e}")))?;
+    let mut reader = LogReader::open(&dir, opts).map_err(|e| match e {
+        skiff_runtime::RuntimeError::LogsNotReadable { .. } => DaemonError::LogsNotReadable,
+        e => DaemonError::runtime("reading logs", e),
+    })?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(64);
     tokio::task::spawn_blocking(move || {
         for entry in reader.by_ref() {

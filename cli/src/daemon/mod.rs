@@ -5,23 +5,37 @@ pub mod api_containers;
 pub mod api_exec;
 pub mod api_images;
 pub mod api_system;
+pub mod api_volumes;
 pub mod attach_bridge;
 pub mod changes;
+pub mod config;
+pub mod containers;
+pub mod containers_run;
 pub mod convert;
+pub mod create_fields;
 pub mod error;
+pub mod etc_files;
+pub mod exec;
 pub mod exec_bridge;
 pub mod hijack;
+pub mod images;
 pub mod logs_stream;
+pub mod monitor;
+pub mod mount_plan;
 pub mod mounts;
 pub mod names;
 pub mod network;
 pub mod paths;
+pub mod record;
 pub mod records;
 pub mod resolve;
+pub mod runtime_config;
 pub mod server;
-pub mod state;
-pub mod state_images;
+pub mod services;
+pub mod spec;
+pub mod status;
 pub mod views;
+pub mod volumes;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -31,24 +45,36 @@ use anyhow::{bail, Context, Result};
 use crate::args::DaemonArgs;
 use paths::{create_private_dir, Paths};
 
-pub async fn run(args: DaemonArgs, exec_root: PathBuf, socket: PathBuf) -> Result<()> {
+pub async fn run(args: DaemonArgs, exec_root: Option<PathBuf>, host: Option<String>) -> Result<()> {
+    let explicit = (args.config_file != std::path::Path::new(config::DEFAULT_CONFIG_FILE))
+        .then_some(args.config_file.as_path());
+    let (file, file_path) = config::read_file(explicit)?;
+    let cfg = config::resolve(&args, exec_root.as_deref(), file, file_path)?;
+    // `debug` (flag or file) is explicit and wins over RUST_LOG.
+    let filter = if cfg.debug {
+        tracing_subscriber::EnvFilter::new("info,skiff=debug,skiff_runtime=debug")
+    } else {
+        tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+    };
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
     if !nix::unistd::geteuid().is_root() {
         bail!("skiff daemon must run as root (it mounts FUSE and overlay filesystems and creates namespaces and cgroups)");
     }
-    let paths = Paths::new(args.data_root.clone(), exec_root);
+    let socket = crate::client::connect::socket_path(host.as_deref(), &cfg.exec_root)?;
+    if let Some(f) = &cfg.file {
+        tracing::info!(file = %f.display(), "read daemon settings");
+    }
+    let paths = Paths::new(cfg.data_root.clone(), cfg.exec_root.clone());
     for d in paths.all_dirs() {
         create_private_dir(&d).with_context(|| format!("creating {}", d.display()))?;
     }
-    let daemon = Arc::new(state::Daemon::open(paths, &args).await?);
+    let daemon = Arc::new(services::Daemon::open(paths, &cfg).await?);
     let listener = server::bind(&socket).await?;
-    tracing::info!(socket = %socket.display(), data_root = %args.data_root.display(), "skiff daemon listening");
+    tracing::info!(socket = %socket.display(), data_root = %cfg.data_root.display(), "skiff daemon listening");
     let shutdown = async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("SIGTERM handler");

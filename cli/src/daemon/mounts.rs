@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-use super::error::{ApiError, ApiResult};
+use super::error::DaemonError;
 use super::paths::Paths;
 
 struct Mounted {
@@ -42,26 +42,41 @@ impl ImageMounts {
     }
 
     /// Mounts the image if needed and returns its mount point; counts one more user.
-    pub fn acquire(&self, store: &skiff_store::Store, image_id: &str) -> ApiResult<PathBuf> {
+    pub fn acquire(
+        &self,
+        store: &skiff_store::Store,
+        image_id: &str,
+    ) -> Result<PathBuf, DaemonError> {
         let mut m = self.mounted.lock().expect("mounts lock");
         if let Some(e) = m.get_mut(image_id) {
             e.users += 1;
             return Ok(e.handle.path().to_path_buf());
         }
         let target = self.paths.image_mount(image_id);
-        std::fs::create_dir_all(&target)
-            .map_err(|e| ApiError::internal(format!("creating {}: {e}", target.display())))?;
-        let layers = store
-            .layer_indexes(image_id)
-            .map_err(|e| ApiError::internal(format!("image {image_id}: {e}")))?;
+        std::fs::create_dir_all(&target).map_err(|e| DaemonError::io("creating", &target, e))?;
+        let layers = store.layer_indexes(image_id)?;
         let fs = skiff_fs::ImageFs::new(layers, store.content_reader())
-            .map_err(|e| ApiError::internal(format!("image {image_id}: {e}")))?;
+            .map_err(|e| DaemonError::Internal(format!("image {image_id}: {e}")))?;
         let handle = skiff_fs::mount(fs, &target, &skiff_fs::MountOptions::default())
-            .map_err(|e| ApiError::internal(format!("mounting image {image_id}: {e}")))?;
+            .map_err(|e| DaemonError::Internal(format!("mounting image {image_id}: {e}")))?;
         tracing::info!(image = %image_id, path = %target.display(), "mounted image");
         let path = handle.path().to_path_buf();
         m.insert(image_id.to_string(), Mounted { handle, users: 1 });
         Ok(path)
+    }
+
+    /// Mounts the image if it is not mounted (an exited container restored by a new daemon
+    /// being started again), counting that container as its user; no-op otherwise.
+    pub fn ensure(&self, store: &skiff_store::Store, image_id: &str) -> Result<(), DaemonError> {
+        if self
+            .mounted
+            .lock()
+            .expect("mounts lock")
+            .contains_key(image_id)
+        {
+            return Ok(());
+        }
+        self.acquire(store, image_id).map(|_| ())
     }
 
     /// One user fewer. The mount stays while the image exists (the next container of

@@ -45,6 +45,11 @@ impl Paths {
         self.exec_root.join("images").join(hex)
     }
 
+    /// Volumes: `<data-root>/volumes/NAME/_data`.
+    pub fn volumes_dir(&self) -> PathBuf {
+        self.data_root.join("volumes")
+    }
+
     /// Network state (address allocations).
     pub fn network_state(&self) -> PathBuf {
         self.data_root.join("network")
@@ -60,6 +65,7 @@ impl Paths {
             self.data_root.clone(),
             self.exec_root.clone(),
             self.data_root.join("containers"),
+            self.data_root.join("volumes"),
             self.exec_root.join("images"),
             self.data_root.join("tmp"),
         ]

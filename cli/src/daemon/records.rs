@@ -1,45 +1,57 @@
-//! The daemon's container records in SQLite: what was asked at create time (Docker's create
-//! body), the name, the image, and when. Live state (running, exit code) comes from the
-//! runtime's state files, so a daemon restart reads the truth rather than a stale copy.
+//! The daemon's container records in SQLite (`containers.db`), one JSON [`ContainerRecord`]
+//! per row in skiff's own schema. `PRAGMA user_version` counts the migration steps run;
+//! step 2 rewrites schema-1 rows (bollard's JSON) into schema 2, in one transaction.
 
 use std::path::Path;
 use std::sync::Mutex;
 
-use anyhow::{Context, Result};
-use rusqlite::{params, Connection, OptionalExtension};
-use serde::{Deserialize, Serialize};
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
-/// Schema steps; `PRAGMA user_version` counts how many have run.
-const MIGRATIONS: &[&str] = &["CREATE TABLE containers (
-        id TEXT PRIMARY KEY,
-        name TEXT NOT NULL UNIQUE,
-        created INTEGER NOT NULL,
-        record TEXT NOT NULL
-    );"];
+use super::error::DaemonError;
+use super::record::{decode, ContainerRecord};
 
-/// What the daemon keeps per container.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Record {
-    pub id: String,
-    /// Without Docker's leading `/`.
-    pub name: String,
-    /// Unix seconds.
-    pub created: i64,
-    /// As the user wrote it.
-    pub image: String,
-    /// The image's id (`sha256:...`).
-    pub image_id: String,
-    /// The create body, with the image's defaults merged in.
-    pub config: bollard::models::ContainerConfig,
-    pub host_config: bollard::models::HostConfig,
-    /// The resolved command line (entrypoint + cmd).
-    pub path: String,
-    pub args: Vec<String>,
-    /// Network details once attached: ip, gateway, mac, published ports.
-    #[serde(default)]
-    pub network: Option<serde_json::Value>,
-    #[serde(default)]
-    pub restart_count: i64,
+type Step = fn(&Transaction) -> Result<(), String>;
+
+fn create_table(tx: &Transaction) -> Result<(), String> {
+    tx.execute_batch(
+        "CREATE TABLE containers (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            created INTEGER NOT NULL,
+            record TEXT NOT NULL
+        );",
+    )
+    .map_err(|e| e.to_string())
+}
+
+/// Schema 1 (bollard types) to schema 2 (skiff's own).
+fn rewrite_v1(tx: &Transaction) -> Result<(), String> {
+    let rows: Vec<(String, String)> = {
+        let mut stmt = tx
+            .prepare("SELECT id, record FROM containers")
+            .map_err(|e| e.to_string())?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(|e| e.to_string())?;
+        rows.collect::<Result<_, _>>().map_err(|e| e.to_string())?
+    };
+    for (id, json) in rows {
+        let r = decode(&json).map_err(|e| format!("record {id}: {e}"))?;
+        let json = serde_json::to_string(&r).map_err(|e| e.to_string())?;
+        tx.execute(
+            "UPDATE containers SET record = ?1 WHERE id = ?2",
+            params![json, id],
+        )
+        .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// Migration steps; `PRAGMA user_version` counts how many have run.
+const MIGRATIONS: &[Step] = &[create_table, rewrite_v1];
+
+fn db_error(e: rusqlite::Error) -> DaemonError {
+    DaemonError::Records(e.to_string())
 }
 
 pub struct Records {
@@ -47,69 +59,150 @@ pub struct Records {
 }
 
 impl Records {
-    pub fn open(path: &Path) -> Result<Records> {
-        let mut conn =
-            Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        let version: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        let tx = conn.transaction()?;
+    /// Opens (creating or migrating) the records database at `path`.
+    pub fn open(path: &Path) -> Result<Records, DaemonError> {
+        let fail = |e: String| DaemonError::Records(format!("{}: {e}", path.display()));
+        let mut conn = Connection::open(path).map_err(|e| fail(e.to_string()))?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(|e| fail(e.to_string()))?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(|e| fail(e.to_string()))?;
+        let version: usize = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(|e| fail(e.to_string()))?;
+        let tx = conn.transaction().map_err(|e| fail(e.to_string()))?;
         for (i, step) in MIGRATIONS.iter().enumerate().skip(version) {
-            tx.execute_batch(step)
-                .with_context(|| format!("migrating {} to version {}", path.display(), i + 1))?;
+            step(&tx).map_err(|e| fail(format!("migrating to version {}: {e}", i + 1)))?;
         }
-        tx.pragma_update(None, "user_version", MIGRATIONS.len())?;
-        tx.commit()?;
+        tx.pragma_update(None, "user_version", MIGRATIONS.len())
+            .map_err(|e| fail(e.to_string()))?;
+        tx.commit().map_err(|e| fail(e.to_string()))?;
         Ok(Records {
             conn: Mutex::new(conn),
         })
     }
 
     /// Inserts a new record; fails if the name is taken.
-    pub fn insert(&self, r: &Record) -> Result<()> {
+    pub fn insert(&self, r: &ContainerRecord) -> Result<(), DaemonError> {
         let conn = self.conn.lock().expect("records lock");
+        let json = serde_json::to_string(r).map_err(|e| DaemonError::Records(e.to_string()))?;
         conn.execute(
             "INSERT INTO containers (id, name, created, record) VALUES (?1, ?2, ?3, ?4)",
-            params![r.id, r.name, r.created, serde_json::to_string(r)?],
-        )?;
+            params![r.id, r.name, r.created, json],
+        )
+        .map_err(db_error)?;
         Ok(())
     }
 
-    pub fn remove(&self, id: &str) -> Result<()> {
+    /// Replaces an existing record (same id).
+    pub fn update(&self, r: &ContainerRecord) -> Result<(), DaemonError> {
         let conn = self.conn.lock().expect("records lock");
-        conn.execute("DELETE FROM containers WHERE id = ?1", params![id])?;
+        let json = serde_json::to_string(r).map_err(|e| DaemonError::Records(e.to_string()))?;
+        conn.execute(
+            "UPDATE containers SET record = ?1 WHERE id = ?2",
+            params![json, r.id],
+        )
+        .map_err(db_error)?;
         Ok(())
     }
 
-    pub fn exists(&self, id: &str) -> Result<bool> {
+    pub fn remove(&self, id: &str) -> Result<(), DaemonError> {
+        let conn = self.conn.lock().expect("records lock");
+        conn.execute("DELETE FROM containers WHERE id = ?1", params![id])
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    pub fn get(&self, id: &str) -> Result<Option<ContainerRecord>, DaemonError> {
+        let conn = self.conn.lock().expect("records lock");
+        let json: Option<String> = conn
+            .query_row(
+                "SELECT record FROM containers WHERE id = ?1",
+                params![id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db_error)?;
+        json.map(|j| decode(&j).map_err(DaemonError::Records))
+            .transpose()
+    }
+
+    pub fn exists(&self, id: &str) -> Result<bool, DaemonError> {
         let conn = self.conn.lock().expect("records lock");
         Ok(conn
             .query_row("SELECT 1 FROM containers WHERE id = ?1", params![id], |r| {
                 r.get::<_, i64>(0)
             })
-            .optional()?
+            .optional()
+            .map_err(db_error)?
             .is_some())
     }
 
-    pub fn name_taken(&self, name: &str) -> Result<Option<String>> {
+    /// The id of the container named `name`, if any.
+    pub fn name_taken(&self, name: &str) -> Result<Option<String>, DaemonError> {
         let conn = self.conn.lock().expect("records lock");
-        Ok(conn
-            .query_row(
-                "SELECT id FROM containers WHERE name = ?1",
-                params![name],
-                |r| r.get(0),
-            )
-            .optional()?)
+        conn.query_row(
+            "SELECT id FROM containers WHERE name = ?1",
+            params![name],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(db_error)
     }
 
-    pub fn all(&self) -> Result<Vec<Record>> {
+    /// Every record, newest first.
+    pub fn all(&self) -> Result<Vec<ContainerRecord>, DaemonError> {
         let conn = self.conn.lock().expect("records lock");
-        let mut stmt = conn.prepare("SELECT record FROM containers ORDER BY created DESC")?;
-        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        let mut stmt = conn
+            .prepare("SELECT record FROM containers ORDER BY created DESC")
+            .map_err(db_error)?;
+        let rows = stmt
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(db_error)?;
         let mut out = Vec::new();
         for row in rows {
-            out.push(serde_json::from_str(&row?)?);
+            out.push(decode(&row.map_err(db_error)?).map_err(DaemonError::Records)?);
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_schema1_database_is_migrated_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("containers.db");
+        {
+            // What the previous daemon left: version 1, a bollard-shaped record.
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE containers (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE,
+                 created INTEGER NOT NULL, record TEXT NOT NULL); PRAGMA user_version = 1;",
+            )
+            .unwrap();
+            let old = r#"{"id":"abc","name":"old","created":5,"image":"i","image_id":"sha256:1",
+                "config":{"Cmd":["sh"],"Tty":true},"host_config":{"AutoRemove":true},
+                "path":"sh","args":[],"network":null,"restart_count":0}"#;
+            conn.execute(
+                "INSERT INTO containers VALUES ('abc', 'old', 5, ?1)",
+                params![old],
+            )
+            .unwrap();
+        }
+        let records = Records::open(&path).unwrap();
+        let r = records.get("abc").unwrap().unwrap();
+        assert!(r.spec.tty && r.spec.host.auto_remove);
+        let conn = records.conn.lock().unwrap();
+        let raw: String = conn
+            .query_row("SELECT record FROM containers", [], |r| r.get(0))
+            .unwrap();
+        assert!(raw.contains("\"schema\":2"), "{raw}");
+        let v: usize = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, 2);
     }
 }

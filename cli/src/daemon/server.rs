@@ -12,11 +12,14 @@ use axum::routing::{delete, get, head, post};
 use axum::{Router, ServiceExt};
 use tower::Layer;
 
-use super::state::Daemon;
-use super::{api_containers as c, api_exec as x, api_images as i, api_system as s};
+use super::services::Daemon;
+use super::{
+    api_containers as c, api_exec as x, api_images as i, api_system as s, api_volumes as v,
+};
 
 /// Strips a leading `/v1.NN` so one route table serves every API version.
 fn strip_version(mut req: Request) -> Request {
+    tracing::debug!(method = %req.method(), uri = %req.uri(), "request");
     let path = req.uri().path();
     if let Some(rest) = path.strip_prefix("/v") {
         if let Some(slash) = rest.find('/') {
@@ -67,6 +70,10 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/exec/{id}/start", post(x::start))
         .route("/exec/{id}/resize", post(x::resize))
         .route("/exec/{id}/json", get(x::inspect))
+        .route("/volumes", get(v::list))
+        .route("/volumes/create", post(v::create))
+        .route("/volumes/prune", post(v::prune))
+        .route("/volumes/{name}", get(v::inspect).delete(v::remove))
         .route("/session", head(s::ping))
         .with_state(daemon)
 }

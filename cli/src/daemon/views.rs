@@ -8,7 +8,7 @@ use bollard::models::{
 use chrono::{DateTime, Utc};
 use skiff_runtime::state::{ContainerState, Status};
 
-use super::records::Record;
+use super::record::ContainerRecord as Record;
 use crate::client::format::human_duration;
 
 /// "Up 3 seconds", "Exited (0) 2 minutes ago", "Created", as `docker ps` prints STATUS.
@@ -40,37 +40,57 @@ fn state_word(st: &ContainerState) -> &'static str {
 
 /// Published ports from the record, as Docker's `Port` list.
 pub fn ports(r: &Record) -> Vec<Port> {
-    let mut out = Vec::new();
-    if let Some(bindings) = r
-        .network
-        .as_ref()
-        .and_then(|n| n.get("Ports"))
-        .and_then(|p| p.as_array())
-    {
-        for b in bindings {
-            let private = b.get("PrivatePort").and_then(|v| v.as_u64()).unwrap_or(0) as u16;
-            let public = b
-                .get("PublicPort")
-                .and_then(|v| v.as_u64())
-                .map(|v| v as u16);
-            let ip = b.get("IP").and_then(|v| v.as_str()).map(|s| s.to_string());
-            let udp = b.get("Type").and_then(|v| v.as_str()) == Some("udp");
-            out.push(Port {
-                ip,
-                private_port: private,
-                public_port: public,
-                typ: Some(if udp {
-                    PortTypeEnum::UDP
-                } else {
-                    PortTypeEnum::TCP
-                }),
-            });
-        }
-    }
-    out
+    r.network
+        .iter()
+        .flat_map(|n| n.ports.iter())
+        .map(|b| Port {
+            ip: Some(b.ip.clone()),
+            private_port: b.private_port,
+            public_port: b.public_port,
+            typ: Some(if b.protocol == "udp" {
+                PortTypeEnum::UDP
+            } else {
+                PortTypeEnum::TCP
+            }),
+        })
+        .collect()
 }
 
-pub fn summary(r: &Record, st: &ContainerState, now: DateTime<Utc>) -> ContainerSummary {
+/// Inspect's `Mounts`.
+pub fn mounts(r: &Record) -> Vec<bollard::models::MountPoint> {
+    use bollard::models::MountPointTypeEnum as T;
+    r.mounts
+        .iter()
+        .map(|m| bollard::models::MountPoint {
+            typ: Some(match m.kind.as_str() {
+                "bind" => T::BIND,
+                "tmpfs" => T::TMPFS,
+                _ => T::VOLUME,
+            }),
+            name: (m.kind == "volume").then(|| m.name.clone()),
+            source: Some(m.source.clone()),
+            destination: Some(m.destination.clone()),
+            driver: (m.kind == "volume").then(|| "local".to_string()),
+            mode: Some(if m.kind == "tmpfs" {
+                m.options.clone()
+            } else if m.read_only {
+                "ro".to_string()
+            } else {
+                String::new()
+            }),
+            rw: Some(!m.read_only),
+            propagation: Some(if m.kind == "bind" { "rprivate" } else { "" }.to_string()),
+        })
+        .collect()
+}
+
+/// A `ps` row; `restarting` while the restart policy waits out its back-off.
+pub fn summary(
+    r: &Record,
+    st: &ContainerState,
+    now: DateTime<Utc>,
+    restarting: bool,
+) -> ContainerSummary {
     let command = std::iter::once(r.path.clone())
         .chain(r.args.iter().map(|a| {
             if a.contains(' ') {
@@ -88,10 +108,21 @@ pub fn summary(r: &Record, st: &ContainerState, now: DateTime<Utc>) -> Container
         image_id: Some(r.image_id.clone()),
         command: Some(command),
         created: Some(r.created),
-        state: Some(state_word(st).to_string()),
-        status: Some(status_text(st, now)),
+        state: Some(
+            if restarting {
+                "restarting"
+            } else {
+                state_word(st)
+            }
+            .to_string(),
+        ),
+        status: Some(if restarting {
+            status_text(st, now).replacen("Exited", "Restarting", 1)
+        } else {
+            status_text(st, now)
+        }),
         ports: Some(ports(r)),
-        labels: r.config.labels.clone(),
+        labels: Some(r.spec.labels.clone().into_iter().collect()),
         ..Default::default()
     }
 }
@@ -101,24 +132,21 @@ fn rfc3339(t: Option<DateTime<Utc>>) -> String {
         .unwrap_or_else(|| "0001-01-01T00:00:00Z".to_string())
 }
 
-pub fn inspect(r: &Record, st: &ContainerState, dir: &std::path::Path) -> ContainerInspectResponse {
+/// `docker inspect`; `restarting` while the restart policy waits out its back-off.
+pub fn inspect(
+    r: &Record,
+    st: &ContainerState,
+    dir: &std::path::Path,
+    restarting: bool,
+) -> ContainerInspectResponse {
     let status = match st.status {
         Status::Created => ContainerStateStatusEnum::CREATED,
         Status::Running => ContainerStateStatusEnum::RUNNING,
+        Status::Exited if restarting => ContainerStateStatusEnum::RESTARTING,
         Status::Exited => ContainerStateStatusEnum::EXITED,
     };
-    let ip = r
-        .network
-        .as_ref()
-        .and_then(|n| n.get("IPAddress"))
-        .and_then(|v| v.as_str())
-        .map(|s| s.to_string());
-    let gateway = r
-        .network
-        .as_ref()
-        .and_then(|n| n.get("Gateway"))
-        .and_then(|v| v.as_str())
-        .map(|s| s.to_string());
+    let ip = r.network.as_ref().map(|n| n.ip_address.clone());
+    let gateway = r.network.as_ref().map(|n| n.gateway.clone());
     let mut port_map = std::collections::HashMap::new();
     for p in ports(r) {
         let key = format!(
@@ -148,7 +176,7 @@ pub fn inspect(r: &Record, st: &ContainerState, dir: &std::path::Path) -> Contai
             status: Some(status),
             running: Some(st.status == Status::Running),
             paused: Some(false),
-            restarting: Some(false),
+            restarting: Some(restarting),
             oom_killed: Some(st.oom_killed),
             dead: Some(false),
             pid: Some(if st.status == Status::Running {
@@ -171,8 +199,9 @@ pub fn inspect(r: &Record, st: &ContainerState, dir: &std::path::Path) -> Contai
         hostname_path: Some(dir.join("hostname").display().to_string()),
         hosts_path: Some(dir.join("hosts").display().to_string()),
         resolv_conf_path: Some(dir.join("resolv.conf").display().to_string()),
-        config: Some(r.config.clone()),
-        host_config: Some(r.host_config.clone()),
+        config: Some(super::spec::docker_config(&r.spec, &r.image)),
+        host_config: Some(super::spec::docker_host_config(&r.spec.host)),
+        mounts: Some(mounts(r)),
         network_settings: Some(NetworkSettings {
             ip_address: ip,
             gateway,

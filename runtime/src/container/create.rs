@@ -23,42 +23,6 @@ pub struct ContainerHandle {
     pub pid: i32,
 }
 
-fn validate(cfg: &ContainerConfig) -> Result<()> {
-    let invalid = |field, reason: &str| {
-        Err(RuntimeError::InvalidConfig {
-            field,
-            reason: reason.to_string(),
-        })
-    };
-    if cfg.id.is_empty()
-        || !cfg
-            .id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
-    {
-        return invalid("id", "must be non-empty [A-Za-z0-9_.-]");
-    }
-    if cfg.args.is_empty() {
-        return invalid("args", "no command given");
-    }
-    if cfg.lower_dirs.is_empty() {
-        return invalid("lower_dirs", "at least one lower directory is needed");
-    }
-    for p in cfg.lower_dirs.iter().chain([&cfg.container_dir]) {
-        let s = p.to_string_lossy();
-        if !p.is_absolute() || s.contains([':', ',', '\n']) {
-            return invalid(
-                "lower_dirs",
-                &format!("{s}: must be absolute and free of ':' and ','"),
-            );
-        }
-    }
-    if cfg.cgroup_parent.is_empty() || cfg.cgroup_parent.contains("..") {
-        return invalid("cgroup_parent", "must be a relative cgroup name");
-    }
-    Ok(())
-}
-
 /// Spawns `exe __shim <dir>` (the caller's binary, which must call
 /// [`crate::entry::run_if_internal`] first in `main`) and returns once the container is
 /// created. On failure the shim has cleaned up and recorded the error in the state.
@@ -96,7 +60,7 @@ pub fn create_with(launcher: &ShimLauncher, cfg: &ContainerConfig) -> Result<Con
 
 /// Everything before the shim: the directory, no live previous run, the config file.
 fn prepare(cfg: &ContainerConfig) -> Result<()> {
-    validate(cfg)?;
+    cfg.validate()?;
     let dir = &cfg.container_dir;
     let paths = ContainerPaths::new(dir);
     std::fs::DirBuilder::new()
@@ -119,8 +83,24 @@ fn prepare(cfg: &ContainerConfig) -> Result<()> {
             });
         }
     }
-    let _ = std::fs::remove_file(paths.state());
+    // The previous run's state stays readable (exited) until the new shim atomically
+    // replaces it, so `state()` never finds no state while a container is set up again.
     let _ = std::fs::remove_file(paths.socket());
+    let caps = cfg.security.capabilities()?;
+    match cfg.security.effective_seccomp() {
+        Some(s) => {
+            if let Some(code) = crate::seccomp::bpf(s, &caps)? {
+                persist::write_atomic_with(
+                    &paths.seccomp_bpf(),
+                    &code,
+                    persist::Durability::Volatile,
+                )?;
+            }
+        }
+        None => {
+            let _ = std::fs::remove_file(paths.seccomp_bpf());
+        }
+    }
     persist::write_json(&paths.config(), cfg, persist::Durability::Volatile)
 }
 

@@ -1,13 +1,13 @@
-//! Docker's default capability set; every other capability is dropped from all five sets.
+//! The container's capability set (Docker's default, or as `--cap-add/--cap-drop` and
+//! `--privileged` make it, see [`crate::config::Security::capabilities`]); every other
+//! capability is dropped from all five sets.
+
+use caps::Capability;
 
 use crate::error::StepFailure;
 
-/// CHOWN, DAC_OVERRIDE, FOWNER, FSETID, KILL, SETGID, SETUID, SETPCAP, NET_BIND_SERVICE,
-/// NET_RAW, SYS_CHROOT, MKNOD, AUDIT_WRITE, SETFCAP.
-pub(crate) const DEFAULT_CAPS: &[u32] = &[0, 1, 3, 4, 5, 6, 7, 8, 10, 13, 18, 27, 29, 31];
-
-fn mask(caps: &[u32]) -> u64 {
-    caps.iter().fold(0u64, |m, &c| m | (1u64 << c))
+fn mask(caps: &[Capability]) -> u64 {
+    caps.iter().fold(0u64, |m, c| m | (1u64 << c.index()))
 }
 
 #[repr(C)]
@@ -26,15 +26,14 @@ struct CapData {
 
 const CAP_V3: u32 = 0x2008_0522;
 
-/// Drops the bounding set and ambient set to the default and sets effective = permitted =
-/// default, inheritable = none. Must run as root before the uid switch (which then clears
-/// permitted/effective for non-root users, as on Docker).
-pub(crate) fn apply_default() -> Result<(), StepFailure> {
+/// Drops every capability not in `keep` from the bounding set (needs CAP_SETPCAP, so before
+/// the uid switch).
+pub(crate) fn limit_bounding(keep: &[Capability]) -> Result<(), StepFailure> {
     let last: u32 = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(40);
-    let keep = mask(DEFAULT_CAPS);
+    let keep = mask(keep);
     for cap in 0..=last {
         if keep & (1u64 << cap) == 0 {
             // SAFETY: prctl with integer arguments only.
@@ -48,6 +47,14 @@ pub(crate) fn apply_default() -> Result<(), StepFailure> {
             }
         }
     }
+    Ok(())
+}
+
+/// Clears the ambient set and sets effective = permitted = `keep`, inheritable = none.
+/// `keep` must be within the permitted set (keep it across the uid switch with
+/// PR_SET_KEEPCAPS).
+pub(crate) fn set(keep: &[Capability]) -> Result<(), StepFailure> {
+    let keep = mask(keep);
     // SAFETY: prctl with integer arguments only.
     let r = unsafe {
         libc::prctl(

@@ -3,7 +3,9 @@
 //! shim, waits for `start`, then becomes the user's process via execve.
 
 pub(crate) mod caps;
+mod cgroupfs;
 mod loopback;
+pub(crate) mod mounts;
 pub(crate) mod process;
 mod rootfs;
 pub(crate) mod user;
@@ -16,7 +18,7 @@ use nix::sys::socket::{recv, recvmsg, sendmsg, ControlMessage, ControlMessageOwn
 use serde::{Deserialize, Serialize};
 
 use crate::cgroup::SelfJoin;
-use crate::config::{ContainerConfig, NetworkMode, WinSize};
+use crate::config::{CgroupNs, ContainerConfig, NetworkMode, WinSize};
 use crate::error::StepFailure;
 use crate::paths::ContainerPaths;
 
@@ -169,19 +171,32 @@ fn setup(
     for name in ["hostname", "hosts", "resolv.conf"] {
         etc.push((name, rootfs::open_source(&paths.etc_file(name))?));
     }
-    rootfs::mount_system(&root, &etc)?;
+    let privileged = cfg.security.privileged;
+    let sources = mounts::open_sources(cfg)?;
+    let confinement = process::Confinement::of(cfg, &cfg.container_dir)?;
+    let cgroup_layout = cgroupfs::host_layout();
+    rootfs::mount_system(&root, &etc, cfg.shm_size, privileged)?;
     drop(etc);
     rootfs::pivot(&root)?;
-    rootfs::protect_paths()?;
+    mounts::write_sysctls(cfg)?;
+    if !privileged {
+        rootfs::protect_paths()?;
+    }
+    mounts::apply(cfg, sources)?;
     rootfs::ensure_cwd(&cfg.cwd)?;
+    if cfg.readonly_rootfs {
+        mounts::read_only_root()?;
+    }
     // The shim makes the cgroup meanwhile, and on v2 moves us in (a write that waits for an
     // RCU grace period, 10-20 ms); on v1 we move ourselves now, which skips that wait. Our
     // cgroup namespace is rooted there, and nothing runs the user's code before.
     if !go_and_join_cgroup(sync)? {
         return Ok(None);
     }
-    nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP)
-        .map_err(|e| StepFailure::errno("unshare", "cgroup", e))?;
+    if cfg.cgroupns == CgroupNs::Private {
+        nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP)
+            .map_err(|e| StepFailure::errno("unshare", "cgroup", e))?;
+    }
 
     let master = if cfg.tty {
         Some(open_console(cfg.console_size)?)
@@ -197,14 +212,27 @@ fn setup(
     );
     drop(master);
 
+    // /sys/fs/cgroup is mounted while `create` returns and `start` is on its way (nothing
+    // runs in the container before); a failure is reported to `start`.
+    let cgroupfs = cgroupfs::mount_all(&cgroup_layout, privileged);
     if !wait_byte(sync, START) {
         return Ok(None);
     }
+    cgroupfs?;
+    let args = match &cfg.init {
+        // As Docker: `/sbin/docker-init -- <args>`.
+        Some(_) => [mounts::INIT_PATH.to_string(), "--".to_string()]
+            .into_iter()
+            .chain(cfg.args.iter().cloned())
+            .collect(),
+        None => cfg.args.clone(),
+    };
     let spec = process::ProcessSpec {
-        args: cfg.args.clone(),
+        args,
         env,
         cwd: cfg.cwd.clone(),
         user,
+        confinement,
     };
     Ok(Some(process::exec(&spec)))
 }

@@ -4,6 +4,10 @@
 use std::ffi::CString;
 use std::os::unix::fs::PermissionsExt;
 
+use ::caps::Capability;
+use nix::sys::resource::Resource;
+
+use crate::config::ContainerConfig;
 use crate::error::StepFailure;
 use crate::init::caps;
 use crate::init::user::{self, ResolvedUser};
@@ -88,6 +92,56 @@ pub(crate) struct ProcessSpec {
     pub env: Vec<String>,
     pub cwd: String,
     pub user: ResolvedUser,
+    pub confinement: Confinement,
+}
+
+/// Limits a container's processes (its init's and `exec`'d ones alike) run under.
+pub(crate) struct Confinement {
+    /// Bounding set, and effective = permitted set for uid 0 (other uids get none).
+    pub caps: Vec<Capability>,
+    pub no_new_privs: bool,
+    /// The BPF `create` compiled; loaded before the uid switch (while CAP_SYS_ADMIN is
+    /// held, as runc does) or, with no_new_privs, just before execve.
+    pub seccomp: Option<Vec<u8>>,
+    pub rlimits: Vec<(Resource, u64, u64)>,
+}
+
+impl Confinement {
+    /// `dir` is the container directory, read for the compiled seccomp filter; call
+    /// before pivot_root or joining the mount namespace.
+    pub(crate) fn of(
+        cfg: &ContainerConfig,
+        dir: &std::path::Path,
+    ) -> Result<Confinement, StepFailure> {
+        let fail = |e: crate::error::RuntimeError| StepFailure::from_error("security", &e);
+        let caps = cfg.security.capabilities().map_err(fail)?;
+        let seccomp = match cfg.security.effective_seccomp() {
+            // A filter asked for but missing is an error, never an unconfined container.
+            Some(_) => {
+                let p = crate::paths::ContainerPaths::new(dir).seccomp_bpf();
+                Some(std::fs::read(&p).map_err(|e| {
+                    StepFailure::detail("read seccomp filter", p.display(), e.to_string())
+                })?)
+            }
+            None => None,
+        };
+        let rlimits = cfg
+            .ulimits
+            .iter()
+            .map(|u| u.resolve())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(fail)?;
+        Ok(Confinement {
+            caps,
+            no_new_privs: cfg.security.no_new_privileges,
+            seccomp,
+            rlimits,
+        })
+    }
+}
+
+fn load_seccomp(code: &[u8]) -> Result<(), StepFailure> {
+    crate::seccomp::load_bpf(code).map_err(|e| StepFailure::errno("load seccomp filter", "", e))
 }
 
 /// Resets signal state inherited from our (Rust) process: Rust ignores SIGPIPE, and ignored
@@ -116,8 +170,28 @@ pub(crate) fn exec(spec: &ProcessSpec) -> StepFailure {
         Ok(p) => p,
         Err(f) => return f,
     };
-    if let Err(f) = caps::apply_default() {
+    let conf = &spec.confinement;
+    for &(res, soft, hard) in &conf.rlimits {
+        if let Err(e) = nix::sys::resource::setrlimit(res, soft, hard) {
+            return fail("setrlimit", &format!("{res:?}"), e);
+        }
+    }
+    if !conf.no_new_privs {
+        if let Some(ctx) = &conf.seccomp {
+            if let Err(f) = load_seccomp(ctx) {
+                return f;
+            }
+        }
+    }
+    if let Err(f) = caps::limit_bounding(&conf.caps) {
         return f;
+    }
+    // Keep the permitted set across the uid switch, so that the capability set is ours to
+    // choose afterwards (runc's order): root keeps its set, other users get none, as on
+    // Docker.
+    // SAFETY: prctl with integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) } != 0 {
+        return fail("keep capabilities", "", nix::Error::last());
     }
     let groups: Vec<Gid> = spec.user.groups.iter().map(|&g| Gid::from_raw(g)).collect();
     if let Err(e) = nix::unistd::setgroups(&groups) {
@@ -131,12 +205,27 @@ pub(crate) fn exec(spec: &ProcessSpec) -> StepFailure {
     if let Err(e) = nix::unistd::setresuid(uid, uid, uid) {
         return fail("setuid", &spec.user.uid.to_string(), e);
     }
+    // SAFETY: prctl with integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0) } != 0 {
+        return fail("keep capabilities", "", nix::Error::last());
+    }
+    let effective: &[Capability] = if spec.user.uid == 0 { &conf.caps } else { &[] };
+    if let Err(f) = caps::set(effective) {
+        return f;
+    }
     if let Err(e) = nix::unistd::chdir(cwd) {
         return fail("chdir", cwd, e);
     }
-    // SAFETY: prctl with integer arguments only.
-    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-        return fail("no_new_privs", "", nix::Error::last());
+    if conf.no_new_privs {
+        // SAFETY: prctl with integer arguments only.
+        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+            return fail("no_new_privs", "", nix::Error::last());
+        }
+        if let Some(ctx) = &conf.seccomp {
+            if let Err(f) = load_seccomp(ctx) {
+                return f;
+            }
+        }
     }
     let cstr = |s: &str| CString::new(s).unwrap_or_default();
     let argv: Vec<CString> = spec.args.iter().map(|a| cstr(a)).collect();

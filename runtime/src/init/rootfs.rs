@@ -104,8 +104,14 @@ pub(crate) fn mount_overlay(root: &Path, lower: &[PathBuf], upper: &Path, work: 
 }
 
 /// /proc, /dev, /sys and the /etc files under `root` (before pivot_root). `etc` are
-/// (name, opened source file) pairs bind-mounted over `root/etc/<name>`.
-pub(crate) fn mount_system(root: &Path, etc: &[(&str, OwnedFd)]) -> Step {
+/// (name, opened source file) pairs bind-mounted over `root/etc/<name>`; `shm_size` is the
+/// /dev/shm size in bytes (Docker's 64 MiB when `None`); `privileged` leaves /sys writable.
+pub(crate) fn mount_system(
+    root: &Path,
+    etc: &[(&str, OwnedFd)],
+    shm_size: Option<u64>,
+    privileged: bool,
+) -> Step {
     let nosuid_nodev_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     let proc_dir = root.join("proc");
     ensure_dir(&proc_dir)?;
@@ -158,7 +164,7 @@ pub(crate) fn mount_system(root: &Path, etc: &[(&str, OwnedFd)]) -> Step {
         &shm,
         Some("tmpfs"),
         nosuid_nodev_noexec,
-        Some("mode=1777,size=65536k"),
+        Some(&format!("mode=1777,size={}", shm_size.unwrap_or(64 << 20))),
     )?;
     let mqueue = dev.join("mqueue");
     mkdir_p(&mqueue)?;
@@ -190,7 +196,11 @@ pub(crate) fn mount_system(root: &Path, etc: &[(&str, OwnedFd)]) -> Step {
         Some("sysfs"),
         &sys,
         Some("sysfs"),
-        nosuid_nodev_noexec | MsFlags::MS_RDONLY,
+        if privileged {
+            nosuid_nodev_noexec
+        } else {
+            nosuid_nodev_noexec | MsFlags::MS_RDONLY
+        },
         None,
     )?;
 

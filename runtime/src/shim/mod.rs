@@ -94,13 +94,15 @@ pub(crate) fn main(dir: &Path) -> ! {
                     fail(&mut state, dir, f);
                 }
             };
-            // The log exists once `create` returns, so readers (`logs`, `logs -f`) of a
+            // The log exists once `create` returns (unless the driver is `none`), so readers (`logs`, `logs -f`) of a
             // created container find it.
-            if let Err(e) = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(paths.log())
-            {
+            let logged = cfg.log.driver != crate::config::LogDriver::None;
+            if let Some(Err(e)) = logged.then(|| {
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(paths.log())
+            }) {
                 tracing::error!("creating {}: {e}", paths.log().display());
             }
             report(&ShimReport::Ready {
@@ -275,7 +277,15 @@ fn spawn_init(cfg: &ContainerConfig) -> Result<Built, SpawnErr> {
                 Some(InitMsg::Failed(f)) => f,
                 _ => ours,
             };
-            let cgroup = match ContainerCgroup::create(&cfg.cgroup_path(), &cfg.resources) {
+            let devices = match device_rules(cfg) {
+                Ok(d) => d,
+                Err(f) => return kill_child(f, None),
+            };
+            let cgroup = match ContainerCgroup::create(
+                &cfg.cgroup_path(),
+                &cfg.resources,
+                devices.as_deref(),
+            ) {
                 Ok(cg) => cg,
                 Err(e) => {
                     let f = its_failure_or(StepFailure::from_error("create cgroup", &e));
@@ -339,6 +349,34 @@ fn spawn_init(cfg: &ContainerConfig) -> Result<Built, SpawnErr> {
     }
 }
 
+/// The v1 device cgroup rules `--device` adds (`c 10:229 rwm`); `None` (all devices) for
+/// `--privileged`.
+fn device_rules(cfg: &ContainerConfig) -> Result<Option<Vec<String>>, StepFailure> {
+    if cfg.security.privileged {
+        return Ok(None);
+    }
+    let mut rules = Vec::new();
+    for d in &cfg.security.devices {
+        let node = init::mounts::device_node(&d.host_path, d.target())?;
+        let kind = if node.kind == nix::sys::stat::SFlag::S_IFBLK {
+            'b'
+        } else {
+            'c'
+        };
+        let perms = if d.permissions.is_empty() {
+            "rwm"
+        } else {
+            d.permissions.as_str()
+        };
+        rules.push(format!(
+            "{kind} {}:{} {perms}",
+            nix::sys::stat::major(node.rdev),
+            nix::sys::stat::minor(node.rdev)
+        ));
+    }
+    Ok(Some(rules))
+}
+
 /// A message init has already sent, if any (without waiting).
 fn recv_init_nonblocking(sync: &OwnedFd) -> Option<InitMsg> {
     let mut buf = vec![0u8; 64 * 1024];
@@ -352,8 +390,13 @@ pub(crate) fn recv_init(sync: RawFd) -> Result<(InitMsg, Option<OwnedFd>), StepF
     let mut cmsg = nix::cmsg_space!([RawFd; 1]);
     let (n, fd) = {
         let mut iov = [IoSliceMut::new(&mut buf)];
-        let msg = recvmsg::<()>(sync, &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC)
-            .map_err(|e| StepFailure::errno("receive from init", "", e))?;
+        let mut msg = recvmsg::<()>(sync, &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC);
+        if matches!(msg, Err(nix::Error::ECONNRESET)) {
+            // An init that failed before reading `GO` closed its end with that unread: the
+            // kernel reports ECONNRESET once, then hands over the failure it had sent.
+            msg = recvmsg::<()>(sync, &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC);
+        }
+        let msg = msg.map_err(|e| StepFailure::errno("receive from init", "", e))?;
         let mut fd = None;
         if let Ok(cmsgs) = msg.cmsgs() {
             for c in cmsgs {

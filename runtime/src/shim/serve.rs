@@ -125,8 +125,8 @@ impl Shim {
         if let Some(fd) = &b.stdin {
             set_nonblocking(fd.as_raw_fd());
         }
-        let log = match LogWriter::open(&paths.log()) {
-            Ok(l) => Some(l),
+        let log = match LogWriter::open(&paths.log(), &cfg.log) {
+            Ok(l) => l,
             Err(e) => {
                 tracing::error!("container output will not be logged: {e}");
                 None

@@ -1,4 +1,5 @@
-//! The daemon's image operations, over the store.
+//! The images service: list, inspect, pull, import, tag, push, remove and prune, over the
+//! store and the image mounts.
 
 use std::sync::Arc;
 
@@ -6,18 +7,19 @@ use bollard::models::{ImageDeleteResponseItem, ImageInspect, ImageSummary};
 use serde_json::json;
 use tokio::sync::mpsc::Sender;
 
-use super::error::{ApiError, ApiResult};
-use super::state::Daemon;
+use super::containers::ContainerService;
+use super::error::DaemonError;
+use super::mounts::ImageMounts;
+use super::paths::Paths;
 
-fn store_error(e: skiff_store::StoreError) -> ApiError {
-    use skiff_store::StoreError as E;
-    match &e {
-        E::InvalidReference { .. } => ApiError::bad_request(e.to_string()),
-        E::NotFound { .. } | E::ImageNotFound { .. } => ApiError::not_found(e.to_string()),
-        E::AmbiguousImage { .. } => ApiError::bad_request(e.to_string()),
-        E::Conflict { .. } => ApiError::conflict(e.to_string()),
-        _ => ApiError::internal(e.to_string()),
-    }
+type ApiResult<T> = Result<T, DaemonError>;
+
+pub struct ImageService {
+    paths: Paths,
+    store: skiff_store::Store,
+    mounts: Arc<ImageMounts>,
+    /// To know which images containers use.
+    containers: Arc<ContainerService>,
 }
 
 fn delete_item(r: skiff_store::Removed) -> ImageDeleteResponseItem {
@@ -64,28 +66,41 @@ fn unix_time(t: Option<&str>) -> i64 {
         .unwrap_or(0)
 }
 
-impl Daemon {
+impl ImageService {
+    pub fn new(
+        paths: Paths,
+        store: skiff_store::Store,
+        mounts: Arc<ImageMounts>,
+        containers: Arc<ContainerService>,
+    ) -> ImageService {
+        ImageService {
+            paths,
+            store,
+            mounts,
+            containers,
+        }
+    }
+
     pub fn image_count(&self) -> ApiResult<usize> {
-        Ok(self.store.images().map_err(store_error)?.len())
+        Ok(self.store.images()?.len())
     }
 
     pub fn check_reference(&self, reference: &str) -> ApiResult<()> {
         skiff_store::ImageReference::parse(reference)
             .map(|_| ())
-            .map_err(store_error)
+            .map_err(DaemonError::from)
     }
 
     pub async fn list_images(&self) -> ApiResult<Vec<ImageSummary>> {
         let used: Vec<String> = self
-            .records
-            .all()?
+            .containers
+            .images_in_use()?
             .into_iter()
-            .map(|r| r.image_id)
+            .map(|(image, _)| image)
             .collect();
         Ok(self
             .store
-            .images()
-            .map_err(store_error)?
+            .images()?
             .into_iter()
             .map(|i| ImageSummary {
                 containers: used.iter().filter(|u| **u == i.id).count() as i64,
@@ -106,7 +121,7 @@ impl Daemon {
         let i = self
             .store
             .image(name)
-            .map_err(|_| ApiError::not_found(format!("No such image: {name}")))?;
+            .map_err(|_| DaemonError::NoSuchImage(name.to_string()))?;
         let cfg = i.config.config().clone().unwrap_or_default();
         Ok(ImageInspect {
             id: Some(i.id.clone()),
@@ -135,11 +150,7 @@ impl Daemon {
     }
 
     /// Pulls, streaming Docker's progress JSON lines into `tx`.
-    pub async fn pull_image_stream(
-        self: Arc<Self>,
-        reference: String,
-        tx: Sender<serde_json::Value>,
-    ) {
+    pub async fn pull_image_stream(&self, reference: String, tx: Sender<serde_json::Value>) {
         let parsed = match skiff_store::ImageReference::parse(&reference) {
             Ok(r) => r,
             Err(e) => {
@@ -194,7 +205,7 @@ impl Daemon {
         reference: &str,
         changes: &[String],
     ) -> ApiResult<String> {
-        let changes = super::changes::parse(changes).map_err(ApiError::bad_request)?;
+        let changes = super::changes::parse(changes).map_err(DaemonError::Invalid)?;
         let tmp = self
             .paths
             .data_root
@@ -202,30 +213,23 @@ impl Daemon {
             .join(format!("import-{}.tar", super::names::new_id()));
         if let Err(e) = write_body(tar, &tmp).await {
             let _ = tokio::fs::remove_file(&tmp).await;
-            return Err(ApiError::internal(format!(
-                "receiving the import to {}: {e}",
-                tmp.display()
-            )));
+            return Err(DaemonError::io("receiving the import to", &tmp, e));
         }
         let res = self
             .store
             .import(&tmp, reference, &changes, skiff_store::Compression::Gzip)
             .await;
         let _ = tokio::fs::remove_file(&tmp).await;
-        let img = res.map_err(store_error)?;
+        let img = res?;
         tracing::info!(reference = %reference, id = %img.id, "imported image");
         Ok(img.id)
     }
 
     pub async fn tag_image(&self, source: &str, target: &str) -> ApiResult<()> {
-        self.store.tag(source, target).map_err(store_error)
+        Ok(self.store.tag(source, target)?)
     }
 
-    pub async fn push_image_stream(
-        self: Arc<Self>,
-        reference: String,
-        tx: Sender<serde_json::Value>,
-    ) {
+    pub async fn push_image_stream(&self, reference: String, tx: Sender<serde_json::Value>) {
         match self.store.push(&reference).await {
             Ok(digest) => {
                 let _ = tx
@@ -246,33 +250,33 @@ impl Daemon {
         let img = self
             .store
             .image(name)
-            .map_err(|_| ApiError::not_found(format!("No such image: {name}")))?;
-        if let Some(r) = self.records.all()?.iter().find(|r| r.image_id == img.id) {
-            if !force
-                || self.container_state(&r.id)?.status == skiff_runtime::state::Status::Running
+            .map_err(|_| DaemonError::NoSuchImage(name.to_string()))?;
+        let users = self.containers.images_in_use()?;
+        if let Some((_, cid)) = users.iter().find(|(image, _)| *image == img.id) {
+            if !force || self.containers.state(cid)?.status == skiff_runtime::state::Status::Running
             {
-                return Err(ApiError::conflict(format!(
-                    "conflict: unable to remove repository reference \"{name}\" (must force) - container {} is using its referenced image {}",
-                    &r.id[..12],
-                    &img.id.trim_start_matches("sha256:")[..12]
-                )));
+                return Err(DaemonError::ImageInUse {
+                    reference: name.to_string(),
+                    container: cid[..12].to_string(),
+                    image: img.id.trim_start_matches("sha256:")[..12].to_string(),
+                });
             }
         }
         self.mounts.unmount_unused(&img.id);
-        let removed = self.store.remove_image(name, force).map_err(store_error)?;
+        let removed = self.store.remove_image(name, force)?;
         Ok(removed.into_iter().map(delete_item).collect())
     }
 
     pub async fn prune_images(&self, all: bool) -> ApiResult<serde_json::Value> {
         let used: Vec<String> = self
-            .records
-            .all()?
+            .containers
+            .images_in_use()?
             .into_iter()
-            .map(|r| r.image_id)
+            .map(|(image, _)| image)
             .collect();
         let mut deleted = Vec::new();
         let mut reclaimed = 0u64;
-        for i in self.store.images().map_err(store_error)? {
+        for i in self.store.images()? {
             if used.contains(&i.id) || (!all && !i.repo_tags.is_empty()) {
                 continue;
             }
@@ -294,13 +298,13 @@ impl Daemon {
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || store.prune_cache())
             .await
-            .map_err(|e| ApiError::internal(format!("cache prune task: {e}")))?
-            .map_err(store_error)
+            .map_err(DaemonError::join)?
+            .map_err(DaemonError::from)
     }
 
     /// `(label, value)` lines about the chunk cache, for `/info`'s DriverStatus.
     pub fn cache_status(&self) -> ApiResult<Vec<Vec<String>>> {
-        let u = self.store.cache_stats().map_err(store_error)?;
+        let u = self.store.cache_stats()?;
         Ok(vec![
             vec![
                 "Chunk cache".to_string(),
@@ -314,20 +318,27 @@ impl Daemon {
     }
 
     pub async fn disk_usage(&self) -> ApiResult<serde_json::Value> {
-        let cache = self.store.cache_stats().map_err(store_error)?;
+        let cache = self.store.cache_stats()?;
         let images = self.list_images().await?;
+        let volumes: Vec<serde_json::Value> = self
+            .containers
+            .volumes
+            .list()?
+            .iter()
+            .map(|v| self.containers.volumes.view(v))
+            .collect();
         let mut containers = Vec::new();
-        for (r, st) in self.containers_with_state().await? {
+        for (r, st) in self.containers.list()? {
             containers.push(json!({
                 "Id": r.id, "Names": [format!("/{}", r.name)], "Image": r.image,
-                "State": st.status.to_string(), "SizeRw": self.container_disk_usage(&r.id),
+                "State": st.status.to_string(), "SizeRw": self.containers.disk_usage(&r.id),
             }));
         }
         Ok(json!({
             "LayersSize": images.iter().map(|i| i.size).sum::<i64>(),
             "Images": images,
             "Containers": containers,
-            "Volumes": [],
+            "Volumes": volumes,
             "BuildCache": [{
                 "ID": "skiff-chunk-cache", "Type": "regular", "InUse": false, "Shared": true,
                 "Description": "zstd:chunked chunk cache", "Size": cache.disk_bytes,

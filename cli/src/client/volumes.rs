@@ -1,0 +1,118 @@
+//! `skiff volume create|ls|inspect|rm|prune`.
+
+use std::collections::HashMap;
+
+use anyhow::{bail, Result};
+use bollard::volume::{
+    CreateVolumeOptions, ListVolumesOptions, PruneVolumesOptions, RemoveVolumeOptions,
+};
+use bollard::Docker;
+
+use super::format::human_size;
+use crate::args::{PruneArgs, VolumeCreateArgs, VolumeLsArgs, VolumeNamesArgs, VolumeRmArgs};
+use crate::exit::Exit;
+
+fn key_values(list: &[String], what: &str) -> Result<HashMap<String, String>> {
+    let mut out = HashMap::new();
+    for l in list {
+        match l.split_once('=') {
+            Some((k, v)) if !k.is_empty() => out.insert(k.to_string(), v.to_string()),
+            None if !l.is_empty() => out.insert(l.clone(), String::new()),
+            _ => bail!("invalid {what} {l:?}: expected KEY=VALUE"),
+        };
+    }
+    Ok(out)
+}
+
+pub async fn create(docker: &Docker, args: &VolumeCreateArgs) -> Result<()> {
+    let v = docker
+        .create_volume(CreateVolumeOptions {
+            name: args.name.clone().unwrap_or_default(),
+            driver: args.driver.clone(),
+            driver_opts: HashMap::new(),
+            labels: key_values(&args.labels, "--label")?,
+        })
+        .await?;
+    println!("{}", v.name);
+    Ok(())
+}
+
+pub async fn ls(docker: &Docker, args: &VolumeLsArgs) -> Result<()> {
+    let list = docker
+        .list_volumes(None::<ListVolumesOptions<String>>)
+        .await?;
+    let vols = list.volumes.unwrap_or_default();
+    if args.quiet {
+        for v in vols {
+            println!("{}", v.name);
+        }
+        return Ok(());
+    }
+    println!("DRIVER    VOLUME NAME");
+    for v in vols {
+        println!("{:<10}{}", v.driver, v.name);
+    }
+    Ok(())
+}
+
+pub async fn inspect(docker: &Docker, args: &VolumeNamesArgs) -> Result<()> {
+    let mut out = Vec::new();
+    let mut failed = false;
+    for n in &args.names {
+        match docker.inspect_volume(n).await {
+            Ok(v) => out.push(serde_json::to_value(v)?),
+            Err(e) => {
+                eprintln!("Error response from daemon: {}", super::error_message(&e));
+                failed = true;
+            }
+        }
+    }
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    if failed {
+        return Err(Exit(1).into());
+    }
+    Ok(())
+}
+
+pub async fn rm(docker: &Docker, args: &VolumeRmArgs) -> Result<()> {
+    let mut failed = false;
+    for n in &args.names {
+        match docker
+            .remove_volume(n, Some(RemoveVolumeOptions { force: args.force }))
+            .await
+        {
+            Ok(()) => println!("{n}"),
+            Err(e) => {
+                eprintln!("Error response from daemon: {}", super::error_message(&e));
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        return Err(Exit(1).into());
+    }
+    Ok(())
+}
+
+pub async fn prune(docker: &Docker, args: &PruneArgs) -> Result<()> {
+    let mut filters = HashMap::new();
+    if args.all {
+        filters.insert("all".to_string(), vec!["true".to_string()]);
+    }
+    let r = docker
+        .prune_volumes(Some(PruneVolumesOptions { filters }))
+        .await?;
+    let deleted = r.volumes_deleted.unwrap_or_default();
+    if !deleted.is_empty() {
+        println!("Deleted Volumes:");
+        for v in deleted {
+            println!("{v}");
+        }
+        println!();
+    }
+    println!(
+        "Total reclaimed space: {}",
+        human_size(r.space_reclaimed.unwrap_or(0))
+    );
+    Ok(())
+}

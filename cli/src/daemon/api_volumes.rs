@@ -1,0 +1,101 @@
+//! Volume endpoints: list, create, inspect, remove, prune.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::Json;
+use serde::Deserialize;
+
+use super::error::{ApiResult, DaemonError};
+use super::services::Daemon;
+
+pub async fn list(State(d): State<Arc<Daemon>>) -> ApiResult<impl IntoResponse> {
+    let vols: Vec<serde_json::Value> = d
+        .volumes
+        .list()?
+        .iter()
+        .map(|v| d.volumes.view(v))
+        .collect();
+    Ok(Json(serde_json::json!({ "Volumes": vols, "Warnings": [] })))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct CreateBody {
+    name: Option<String>,
+    driver: Option<String>,
+    driver_opts: Option<BTreeMap<String, String>>,
+    labels: Option<BTreeMap<String, String>>,
+}
+
+pub async fn create(
+    State(d): State<Arc<Daemon>>,
+    Json(body): Json<CreateBody>,
+) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+    if let Some(driver) = body.driver.filter(|x| !x.is_empty() && x != "local") {
+        return Err(DaemonError::Unsupported {
+            field: "Driver".into(),
+            value: format!("{driver:?} (only the local driver)"),
+        });
+    }
+    if let Some(opts) = body.driver_opts.filter(|o| !o.is_empty()) {
+        return Err(DaemonError::Unsupported {
+            field: "DriverOpts".into(),
+            value: format!("{opts:?}"),
+        });
+    }
+    let (v, _) = d
+        .volumes
+        .create(body.name.as_deref(), body.labels.unwrap_or_default())?;
+    Ok((StatusCode::CREATED, Json(d.volumes.view(&v))))
+}
+
+pub async fn inspect(
+    State(d): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    let v = d.volumes.get(&name)?;
+    Ok(Json(d.volumes.view(&v)))
+}
+
+#[derive(Deserialize, Default)]
+pub struct RemoveQuery {
+    force: Option<String>,
+}
+
+pub async fn remove(
+    State(d): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+    Query(q): Query<RemoveQuery>,
+) -> ApiResult<StatusCode> {
+    let force = matches!(q.force.as_deref(), Some("1") | Some("true"));
+    d.volumes.remove(&name, force)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize, Default)]
+pub struct PruneQuery {
+    filters: Option<String>,
+}
+
+pub async fn prune(
+    State(d): State<Arc<Daemon>>,
+    Query(q): Query<PruneQuery>,
+) -> ApiResult<impl IntoResponse> {
+    // Docker 23+: `{"all":["true"]}` prunes named volumes too.
+    let all = q
+        .filters
+        .as_deref()
+        .and_then(|f| serde_json::from_str::<serde_json::Value>(f).ok())
+        .and_then(|v| v.get("all").cloned())
+        .map(|v| v.to_string().contains("true") || v.to_string().contains('1'))
+        .unwrap_or(false);
+    let (deleted, reclaimed) = d.volumes.prune(all)?;
+    Ok(Json(serde_json::json!({
+        "VolumesDeleted": deleted,
+        "SpaceReclaimed": reclaimed,
+    })))
+}

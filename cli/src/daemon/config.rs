@@ -1,0 +1,211 @@
+//! The daemon's settings: `/etc/skiff/daemon.json` (or `--config-file`), with dockerd's key
+//! names, overridden by command-line flags. Unknown keys are refused (as dockerd refuses
+//! them); a missing default file is fine, a missing `--config-file` is not. Keys dockerd
+//! knows that skiff does not implement yet are accepted only at their default value.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+
+use crate::args::DaemonArgs;
+
+pub const DEFAULT_CONFIG_FILE: &str = "/etc/skiff/daemon.json";
+pub const DEFAULT_DATA_ROOT: &str = "/var/lib/skiff";
+pub const DEFAULT_EXEC_ROOT: &str = "/run/skiff";
+pub const DEFAULT_BRIDGE: &str = "skiff0";
+pub const DEFAULT_SUBNET: &str = "172.18.0.0/16";
+pub const DEFAULT_CACHE_SIZE: &str = "10g";
+
+/// The file's shape; every key optional (see docs/daemon-config.md).
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct DaemonFile {
+    pub data_root: Option<PathBuf>,
+    pub exec_root: Option<PathBuf>,
+    pub insecure_registries: Option<Vec<String>>,
+    pub registry_mirrors: Option<Vec<String>>,
+    pub live_restore: Option<bool>,
+    pub log_driver: Option<String>,
+    pub log_opts: Option<BTreeMap<String, String>>,
+    pub default_address_pools: Option<Vec<serde_json::Value>>,
+    pub bip: Option<String>,
+    pub bridge: Option<String>,
+    /// skiff's own: the chunk cache's byte budget (`10g`).
+    pub cache_size: Option<String>,
+    pub debug: Option<bool>,
+}
+
+/// Every daemon setting, resolved: flag, else file, else default.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DaemonConfig {
+    pub data_root: PathBuf,
+    pub exec_root: PathBuf,
+    pub cache_size: String,
+    pub insecure_registries: Vec<String>,
+    pub bridge: String,
+    /// The bridge's subnet (`bip`).
+    pub subnet: String,
+    pub debug: bool,
+    /// Containers' default log driver (`json-file`) and its options.
+    pub log_driver: String,
+    pub log_opts: BTreeMap<String, String>,
+    /// Where the settings came from (`None`: no file).
+    pub file: Option<PathBuf>,
+}
+
+/// Reads the file: `explicit` must exist; the default path may be absent.
+pub fn read_file(explicit: Option<&Path>) -> Result<(DaemonFile, Option<PathBuf>)> {
+    let path = explicit.unwrap_or(Path::new(DEFAULT_CONFIG_FILE));
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && explicit.is_none() => {
+            return Ok((DaemonFile::default(), None));
+        }
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let file = parse(&text).with_context(|| format!("invalid daemon config {}", path.display()))?;
+    Ok((file, Some(path.to_path_buf())))
+}
+
+/// Parses and checks the file's text.
+pub fn parse(text: &str) -> Result<DaemonFile> {
+    let f: DaemonFile = serde_json::from_str(text)?;
+    let unsupported = |key: &str| {
+        anyhow::anyhow!("{key} is not supported by skiff yet (see docs/daemon-config.md)")
+    };
+    if f.registry_mirrors.as_ref().is_some_and(|m| !m.is_empty()) {
+        return Err(unsupported("registry-mirrors"));
+    }
+    if f.live_restore == Some(true) {
+        return Err(unsupported("live-restore: true"));
+    }
+    if f.default_address_pools
+        .as_ref()
+        .is_some_and(|p| !p.is_empty())
+    {
+        return Err(unsupported("default-address-pools"));
+    }
+    // The runtime's parser refuses other drivers and options by name.
+    skiff_runtime::config::LogConfig::from_docker(
+        f.log_driver.as_deref().unwrap_or(""),
+        &f.log_opts.clone().unwrap_or_default(),
+    )
+    .map_err(|e| anyhow::anyhow!("log-driver/log-opts: {e}"))?;
+    Ok(f)
+}
+
+/// Flags (and their environment variables) over the file over the defaults.
+pub fn resolve(
+    args: &DaemonArgs,
+    exec_root_flag: Option<&Path>,
+    file: DaemonFile,
+    path: Option<PathBuf>,
+) -> Result<DaemonConfig> {
+    let mut insecure = file.insecure_registries.unwrap_or_default();
+    insecure.extend(args.insecure_registries.iter().cloned());
+    let cfg = DaemonConfig {
+        data_root: args
+            .data_root
+            .clone()
+            .or(file.data_root)
+            .unwrap_or_else(|| DEFAULT_DATA_ROOT.into()),
+        exec_root: exec_root_flag
+            .map(Path::to_path_buf)
+            .or(file.exec_root)
+            .unwrap_or_else(|| DEFAULT_EXEC_ROOT.into()),
+        cache_size: args
+            .cache_size
+            .clone()
+            .or(file.cache_size)
+            .unwrap_or_else(|| DEFAULT_CACHE_SIZE.into()),
+        insecure_registries: insecure,
+        bridge: args
+            .bridge
+            .clone()
+            .or(file.bridge)
+            .unwrap_or_else(|| DEFAULT_BRIDGE.into()),
+        subnet: args
+            .subnet
+            .clone()
+            .or(file.bip)
+            .unwrap_or_else(|| DEFAULT_SUBNET.into()),
+        debug: args.debug || file.debug.unwrap_or(false),
+        log_driver: file.log_driver.unwrap_or_else(|| "json-file".into()),
+        log_opts: file.log_opts.unwrap_or_default(),
+        file: path,
+    };
+    for (key, p) in [("data-root", &cfg.data_root), ("exec-root", &cfg.exec_root)] {
+        if !p.is_absolute() {
+            bail!("{key} must be an absolute path, got {}", p.display());
+        }
+    }
+    Ok(cfg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn args(extra: &[&str]) -> DaemonArgs {
+        let cli = crate::args::Cli::try_parse_from(
+            ["skiff", "daemon"].iter().chain(extra.iter()).copied(),
+        )
+        .unwrap();
+        match cli.command {
+            crate::args::Command::Daemon(a) => a,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn dockerd_keys_parse_and_flags_win() {
+        let f = parse(
+            r#"{"data-root": "/srv/skiff", "bip": "10.9.0.0/24", "bridge": "br9",
+                "insecure-registries": ["reg:5000"], "live-restore": false,
+                "log-driver": "json-file", "log-opts": {}, "registry-mirrors": []}"#,
+        )
+        .unwrap();
+        let cfg = resolve(&args(&["--bridge", "brflag"]), None, f, None).unwrap();
+        assert_eq!(cfg.data_root, PathBuf::from("/srv/skiff"));
+        assert_eq!(cfg.subnet, "10.9.0.0/24");
+        assert_eq!(cfg.bridge, "brflag");
+        assert_eq!(cfg.insecure_registries, ["reg:5000"]);
+        assert_eq!(cfg.exec_root, PathBuf::from(DEFAULT_EXEC_ROOT));
+        assert_eq!(cfg.cache_size, DEFAULT_CACHE_SIZE);
+    }
+
+    #[test]
+    fn unknown_and_unsupported_keys_are_refused() {
+        let e = parse(r#"{"data-rot": "/x"}"#).unwrap_err().to_string();
+        assert!(e.contains("unknown field `data-rot`"), "{e}");
+        let e = parse(r#"{"live-restore": true}"#).unwrap_err().to_string();
+        assert!(e.contains("live-restore"), "{e}");
+        let e = parse(r#"{"log-driver": "syslog"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("syslog"), "{e}");
+        assert!(parse(r#"{"log-driver": "local", "log-opts": {"max-size": "10m"}}"#).is_ok());
+        let e = parse(r#"{"registry-mirrors": ["https://m"]}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("registry-mirrors"), "{e}");
+        assert!(parse(r#"{"data-root": 3}"#).is_err());
+    }
+
+    #[test]
+    fn missing_default_file_is_fine_but_a_named_one_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope.json");
+        assert!(read_file(Some(&missing)).is_err());
+        let rel = resolve(
+            &args(&["--data-root", "rel"]),
+            None,
+            DaemonFile::default(),
+            None,
+        );
+        assert!(rel.is_err());
+    }
+}

@@ -1,0 +1,419 @@
+//! The containers service: finding, listing, creating and removing containers. Starting,
+//! stopping and attaching are in `containers_run.rs`; exits and restarts belong to the
+//! monitor.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bollard::container::Config;
+use skiff_runtime::state::{ContainerState, Status};
+
+use super::error::DaemonError;
+use super::monitor::Monitor;
+use super::mounts::ImageMounts;
+use super::names;
+use super::paths::Paths;
+use super::record::{ContainerRecord, SCHEMA};
+use super::records::Records;
+use super::resolve::resolve;
+use super::status::Lifecycle;
+use super::volumes::VolumeService;
+
+/// Where `--init` finds its init (Debian's `tini` package).
+const INIT_BINARY: &str = "/usr/bin/tini-static";
+
+pub struct ContainerService {
+    pub(super) paths: Paths,
+    pub(super) store: skiff_store::Store,
+    pub(super) mounts: Arc<ImageMounts>,
+    pub(super) records: Arc<Records>,
+    pub(super) network: Arc<skiff_runtime::network::NetworkManager>,
+    /// Forks container shims from one exec of our binary.
+    pub(super) launcher: Arc<skiff_runtime::ShimLauncher>,
+    /// Cleanup that goes on after a removal has been answered; awaited at shutdown.
+    pub(super) background: tokio_util::task::TaskTracker,
+    pub(super) monitor: Arc<Monitor>,
+    pub(super) volumes: Arc<VolumeService>,
+    /// The daemon's default log driver and options (daemon.json `log-driver`, `log-opts`).
+    pub(super) log_defaults: (String, std::collections::BTreeMap<String, String>),
+    /// Serializes create/remove so names and mounts stay consistent.
+    lifecycle: tokio::sync::Mutex<()>,
+}
+
+/// `(total, running, stopped)` container counts, for `/info`.
+pub struct Counts {
+    pub total: i64,
+    pub running: i64,
+    pub stopped: i64,
+}
+
+impl ContainerService {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        paths: Paths,
+        store: skiff_store::Store,
+        mounts: Arc<ImageMounts>,
+        records: Arc<Records>,
+        network: Arc<skiff_runtime::network::NetworkManager>,
+        launcher: Arc<skiff_runtime::ShimLauncher>,
+        background: tokio_util::task::TaskTracker,
+        monitor: Arc<Monitor>,
+        volumes: Arc<VolumeService>,
+        log_defaults: (String, std::collections::BTreeMap<String, String>),
+    ) -> ContainerService {
+        ContainerService {
+            paths,
+            store,
+            mounts,
+            records,
+            network,
+            launcher,
+            background,
+            monitor,
+            volumes,
+            log_defaults,
+            lifecycle: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub fn dir(&self, id: &str) -> PathBuf {
+        self.paths.container_dir(id)
+    }
+
+    /// A container by full id, unique id prefix, or name.
+    pub fn find(&self, name_or_id: &str) -> Result<ContainerRecord, DaemonError> {
+        let key = name_or_id.trim_start_matches('/');
+        let all = self.records.all()?;
+        if let Some(r) = all.iter().find(|r| r.id == key || r.name == key) {
+            return Ok(r.clone());
+        }
+        let matches: Vec<&ContainerRecord> = all.iter().filter(|r| r.id.starts_with(key)).collect();
+        match matches.len() {
+            1 if !key.is_empty() => Ok(matches[0].clone()),
+            0 | 1 => Err(DaemonError::NoSuchContainer(name_or_id.to_string())),
+            _ => Err(DaemonError::AmbiguousId(name_or_id.to_string())),
+        }
+    }
+
+    /// The runtime's live state of a container.
+    pub fn state(&self, id: &str) -> Result<ContainerState, DaemonError> {
+        skiff_runtime::state::state(&self.dir(id))
+            .map_err(|e| DaemonError::runtime(format!("state of {id}"), e))
+    }
+
+    /// Every container with a readable state, newest first.
+    pub fn list(&self) -> Result<Vec<(ContainerRecord, ContainerState)>, DaemonError> {
+        let mut out = Vec::new();
+        for r in self.records.all()? {
+            if let Ok(st) = self.state(&r.id) {
+                out.push((r, st));
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn counts(&self) -> Result<Counts, DaemonError> {
+        let all = self.list()?;
+        let running = all
+            .iter()
+            .filter(|(_, s)| s.status == Status::Running)
+            .count() as i64;
+        Ok(Counts {
+            total: all.len() as i64,
+            running,
+            stopped: all.len() as i64 - running,
+        })
+    }
+
+    /// Image ids in use by any container.
+    pub fn images_in_use(&self) -> Result<Vec<(String, String)>, DaemonError> {
+        Ok(self
+            .records
+            .all()?
+            .into_iter()
+            .map(|r| (r.image_id, r.id))
+            .collect())
+    }
+
+    fn pick_name(&self, name: Option<String>) -> Result<String, DaemonError> {
+        match name.filter(|n| !n.is_empty()) {
+            Some(n) => {
+                let n = n.trim_start_matches('/').to_string();
+                if !names::valid_name(&n) {
+                    return Err(DaemonError::Invalid(format!(
+                        "Invalid container name ({n}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+                    )));
+                }
+                if let Some(other) = self.records.name_taken(&n)? {
+                    return Err(DaemonError::NameInUse { name: n, id: other });
+                }
+                Ok(n)
+            }
+            None => {
+                let mut attempt = 0;
+                loop {
+                    let n = names::generate_name(attempt);
+                    if self.records.name_taken(&n)?.is_none() {
+                        return Ok(n);
+                    }
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    /// Creates a container from Docker's create body; returns its id.
+    pub async fn create(
+        &self,
+        name: Option<String>,
+        body: Config<String>,
+    ) -> Result<String, DaemonError> {
+        let _guard = self.lifecycle.lock().await;
+        let image_ref = body
+            .image
+            .clone()
+            .filter(|i| !i.is_empty())
+            .ok_or_else(|| DaemonError::invalid("Config.Image is required"))?;
+        let image = self
+            .store
+            .image(&image_ref)
+            .map_err(|_| DaemonError::NoSuchImage(image_ref.clone()))?;
+        let name = self.pick_name(name)?;
+        let resolved = resolve(&body, &image.config).map_err(DaemonError::Invalid)?;
+        let id = names::new_id();
+        let hostname = body
+            .hostname
+            .clone()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| id[..12].to_string());
+        let image_cmd = image.config.config().as_ref().and_then(|c| c.cmd().clone());
+        let mut spec = super::spec::from_request(&body, &resolved, &hostname, image_cmd)?;
+        // As dockerd: no driver means the daemon's, whose options fill the ones not given.
+        let (default_driver, default_opts) = &self.log_defaults;
+        if spec.host.log_driver.is_empty() {
+            spec.host.log_driver = default_driver.clone();
+        }
+        if spec.host.log_driver == *default_driver {
+            for (k, v) in default_opts {
+                spec.host
+                    .log_opts
+                    .entry(k.clone())
+                    .or_insert_with(|| v.clone());
+            }
+        }
+        let exposed: Vec<String> = spec
+            .exposed_ports
+            .iter()
+            .cloned()
+            .chain(
+                image
+                    .config
+                    .config()
+                    .as_ref()
+                    .and_then(|c| c.exposed_ports().clone())
+                    .unwrap_or_default(),
+            )
+            .collect();
+        let net_request = skiff_runtime::network::NetworkRequest {
+            container_id: id.clone(),
+            hostname: hostname.clone(),
+            mode: super::network::mode(&spec.host)?,
+            ports: super::network::ports(&spec.host, &exposed)?,
+        };
+        if spec.host.auto_remove && spec.host.restart_policy != Default::default() {
+            return Err(DaemonError::invalid(
+                "can't create 'AutoRemove' container with restart policy",
+            ));
+        }
+        let image_volumes: Vec<String> = image
+            .config
+            .config()
+            .as_ref()
+            .and_then(|c| c.volumes().clone())
+            .unwrap_or_default();
+        let planned = super::mount_plan::plan(&spec, &image_volumes, &|n| self.find(n))?;
+        // Checked now, applied once the network gives the base files.
+        super::etc_files::hosts("", &hostname, &spec.host.extra_hosts, Some("0.0.0.0"))?;
+        super::etc_files::resolv_conf("", &spec.host)?;
+        let dir = self.dir(&id);
+        let mut rc = skiff_runtime::ContainerConfig::new(
+            &id,
+            dir.clone(),
+            vec![self.paths.image_mount(&image.id)],
+            resolved.argv.clone(),
+        );
+        rc.hostname = body.hostname.clone().filter(|h| !h.is_empty());
+        super::runtime_config::apply(&spec, &mut rc, std::path::Path::new(INIT_BINARY))?;
+        rc.validate()
+            .map_err(|e| DaemonError::Invalid(e.to_string()))?;
+        let lower = self.mounts.acquire(&self.store, &image.id)?;
+        let (mount_points, runtime_mounts) =
+            match super::mount_plan::apply(planned, &self.volumes, &lower) {
+                Ok(m) => m,
+                Err(e) => {
+                    self.mounts.release(&image.id);
+                    return Err(e);
+                }
+            };
+        rc.mounts = runtime_mounts;
+        let attachment = match self.network.prepare(net_request).await {
+            Ok(a) => a,
+            Err(e) => {
+                self.mounts.release(&image.id);
+                self.drop_anonymous(&mount_points);
+                return Err(match e {
+                    skiff_runtime::RuntimeError::PortInUse { .. } => {
+                        DaemonError::PortInUse(Box::new(e))
+                    }
+                    _ => DaemonError::runtime("setting up the network", e),
+                });
+            }
+        };
+        rc.lower_dirs = vec![lower];
+        rc.network = match (&attachment.netns_path, attachment.mode) {
+            (Some(p), _) => skiff_runtime::NetworkMode::Join(p.clone()),
+            // The init makes a namespace of its own with only loopback up.
+            (None, skiff_runtime::network::NetworkMode::None) => skiff_runtime::NetworkMode::None,
+            (None, _) => skiff_runtime::NetworkMode::Host,
+        };
+        let gateway = attachment.gateway.map(|g| g.to_string());
+        rc.hosts = Some(super::etc_files::hosts(
+            &attachment.hosts,
+            &hostname,
+            &spec.host.extra_hosts,
+            gateway.as_deref(),
+        )?);
+        rc.resolv_conf = Some(super::etc_files::resolv_conf(
+            &attachment.resolv_conf,
+            &spec.host,
+        )?);
+        spec.exposed_ports.sort();
+        let record = ContainerRecord {
+            schema: SCHEMA,
+            id: id.clone(),
+            name: name.clone(),
+            created: chrono::Utc::now().timestamp(),
+            image: image_ref,
+            image_id: image.id.clone(),
+            spec,
+            path: resolved.argv[0].clone(),
+            args: resolved.argv[1..].to_vec(),
+            network: Some(super::network::summary(&attachment)),
+            mounts: mount_points,
+            restart_count: 0,
+            stopped_by_user: false,
+        };
+        let launcher = self.launcher.clone();
+        let created =
+            tokio::task::spawn_blocking(move || skiff_runtime::create_with(&launcher, &rc)).await;
+        let failed = match created {
+            Ok(Ok(_)) => None,
+            Ok(Err(e)) => Some(DaemonError::runtime("creating container", e)),
+            Err(e) => Some(DaemonError::join(e)),
+        };
+        if let Some(err) = failed {
+            let _ = std::fs::remove_dir_all(&dir);
+            if let Err(e) = self.network.release(&id).await {
+                tracing::warn!(id = %&id[..12], "releasing network after a failed create: {e}");
+            }
+            self.mounts.release(&image.id);
+            self.drop_anonymous(&record.mounts);
+            return Err(err);
+        }
+        self.records.insert(&record)?;
+        tracing::info!(id = %&id[..12], name = %name, image = %record.image, "created container");
+        Ok(id)
+    }
+
+    /// Removes the anonymous volumes among `mounts` (a failed create's, or `rm -v`).
+    fn drop_anonymous(&self, mounts: &[super::record::MountPoint]) {
+        for m in mounts.iter().filter(|m| m.anonymous && m.kind == "volume") {
+            if let Err(e) = self.volumes.remove(&m.name, false) {
+                tracing::warn!(volume = %m.name, "removing an anonymous volume: {e}");
+            }
+        }
+    }
+
+    /// Removes a container (killing it first with `force`), and its anonymous volumes with
+    /// `volumes` (`rm -v`, `run --rm`).
+    pub async fn remove(
+        &self,
+        r: &ContainerRecord,
+        force: bool,
+        volumes: bool,
+    ) -> Result<(), DaemonError> {
+        let st = self.state(&r.id)?;
+        Lifecycle::new(r, &st).can_remove(force)?;
+        let dir = self.dir(&r.id);
+        let removal = tokio::task::spawn_blocking(move || skiff_runtime::remove_detached(&dir))
+            .await
+            .map_err(DaemonError::join)?
+            .map_err(|e| DaemonError::runtime(format!("removing {}", r.name), e))?;
+        // The container is gone once renamed; its shim finishing and its files being
+        // unlinked need not hold up the answer.
+        if let Some(removal) = removal {
+            self.background.spawn_blocking(move || {
+                if let Err(e) = removal.finish() {
+                    tracing::warn!("{e}");
+                }
+            });
+        }
+        // Cheap in the common case: a bridge attachment becomes a spare, not deleted links.
+        if let Err(e) = self.network.release(&r.id).await {
+            tracing::warn!(id = %&r.id[..12], "releasing network: {e}");
+        }
+        self.records.remove(&r.id)?;
+        if volumes {
+            self.drop_anonymous(&r.mounts);
+        }
+        self.monitor.note_removed(&r.id);
+        self.mounts.release(&r.image_id);
+        tracing::info!(id = %&r.id[..12], "removed container");
+        Ok(())
+    }
+
+    /// Removes every exited container; returns the ids removed and the bytes reclaimed.
+    pub async fn prune(&self) -> Result<(Vec<String>, u64), DaemonError> {
+        let mut deleted = Vec::new();
+        let mut reclaimed: u64 = 0;
+        for (r, st) in self.list()? {
+            if st.status == Status::Exited {
+                let size = self.disk_usage(&r.id);
+                match self.remove(&r, false, false).await {
+                    Ok(()) => {
+                        reclaimed += size;
+                        deleted.push(r.id.clone());
+                    }
+                    Err(e) => tracing::warn!(id = %r.id, "prune: {e}"),
+                }
+            }
+        }
+        Ok((deleted, reclaimed))
+    }
+
+    /// Bytes in the container's writable layer.
+    pub fn disk_usage(&self, id: &str) -> u64 {
+        dir_size(&self.dir(id).join("upper"))
+    }
+}
+
+/// Bytes under `dir` (not following symlinks).
+pub fn dir_size(dir: &std::path::Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            if let Ok(md) = e.path().symlink_metadata() {
+                if md.is_dir() {
+                    stack.push(e.path());
+                } else {
+                    total += md.len();
+                }
+            }
+        }
+    }
+    total
+}

@@ -1,0 +1,196 @@
+//! The containers service, running part: start, stop, kill, attach, resize.
+
+use std::time::Duration;
+
+use super::containers::ContainerService;
+use super::error::DaemonError;
+use super::record::ContainerRecord;
+use super::status::{Lifecycle, StartPlan};
+
+/// Who asks for a start: a user (clears "stopped by user" and the restart count) or the
+/// restart policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartedBy {
+    User,
+    RestartPolicy,
+}
+
+impl ContainerService {
+    /// Starts a container; `false` when it was already running.
+    pub async fn start(&self, r: &ContainerRecord, by: StartedBy) -> Result<bool, DaemonError> {
+        let st = self.state(&r.id)?;
+        match Lifecycle::new(r, &st).can_start() {
+            StartPlan::AlreadyRunning => return Ok(false),
+            // Docker starts an exited container again: same filesystem (upper dir), same
+            // network, same log, a fresh process.
+            StartPlan::Again => self.recreate(r).await?,
+            StartPlan::Fresh => {}
+        }
+        if by == StartedBy::User && (r.stopped_by_user || r.restart_count != 0) {
+            let mut updated = r.clone();
+            updated.stopped_by_user = false;
+            updated.restart_count = 0;
+            self.records.update(&updated)?;
+        }
+        let dir = self.dir(&r.id);
+        let res = tokio::task::spawn_blocking(move || skiff_runtime::start(&dir))
+            .await
+            .map_err(DaemonError::join)?;
+        if let Err(e) = res {
+            let msg = match e.exit_code() {
+                127 => format!(
+                    "failed to create task for container: exec: \"{}\": executable file not found in $PATH: {e}",
+                    r.path
+                ),
+                126 => format!("failed to create task for container: exec: \"{}\": permission denied: {e}", r.path),
+                _ => format!("failed to start container: {e}"),
+            };
+            tracing::info!(id = %&r.id[..12], "start failed: {msg}");
+            return Err(DaemonError::StartFailed(msg));
+        }
+        tracing::info!(id = %&r.id[..12], "started container");
+        self.monitor.watch(&r.id);
+        Ok(true)
+    }
+
+    /// Sets an exited container up again from the runtime config it ran with.
+    async fn recreate(&self, r: &ContainerRecord) -> Result<(), DaemonError> {
+        self.mounts.ensure(&self.store, &r.image_id)?;
+        let dir = self.dir(&r.id);
+        let path = skiff_runtime::paths::ContainerPaths::new(&dir).config();
+        let bytes = std::fs::read(&path).map_err(|e| DaemonError::io("reading", &path, e))?;
+        let cfg: skiff_runtime::ContainerConfig = serde_json::from_slice(&bytes)
+            .map_err(|e| DaemonError::Internal(format!("parsing {}: {e}", path.display())))?;
+        let launcher = self.launcher.clone();
+        tokio::task::spawn_blocking(move || skiff_runtime::create_with(&launcher, &cfg))
+            .await
+            .map_err(DaemonError::join)?
+            .map_err(|e| DaemonError::runtime(format!("setting up {} again", r.name), e))?;
+        Ok(())
+    }
+
+    /// Marks a container stopped by its user, so the restart policy leaves it alone.
+    fn mark_stopped_by_user(&self, r: &ContainerRecord) -> Result<(), DaemonError> {
+        if !r.stopped_by_user {
+            let mut updated = r.clone();
+            updated.stopped_by_user = true;
+            self.records.update(&updated)?;
+        }
+        Ok(())
+    }
+
+    /// Stops a running container (`signal`, then SIGKILL after the grace time `t`);
+    /// `false` when it was not running.
+    pub async fn stop(
+        &self,
+        r: &ContainerRecord,
+        t: Option<i64>,
+        signal: Option<&str>,
+    ) -> Result<bool, DaemonError> {
+        self.mark_stopped_by_user(r)?;
+        let st = self.state(&r.id)?;
+        if !Lifecycle::new(r, &st).can_stop() {
+            return Ok(false);
+        }
+        let sig = parse_signal(
+            signal
+                .or(r.spec.stop_signal.as_deref())
+                .unwrap_or("SIGTERM"),
+        )?;
+        let grace = stop_timeout(t, r.spec.stop_timeout);
+        let dir = self.dir(&r.id);
+        tokio::task::spawn_blocking(move || skiff_runtime::stop(&dir, grace, sig))
+            .await
+            .map_err(DaemonError::join)?
+            .map_err(|e| DaemonError::runtime(format!("stopping {}", r.name), e))?;
+        tracing::info!(id = %&r.id[..12], "stopped container");
+        Ok(true)
+    }
+
+    pub async fn kill(&self, r: &ContainerRecord, signal: &str) -> Result<(), DaemonError> {
+        let sig = parse_signal(signal)?;
+        let st = self.state(&r.id)?;
+        Lifecycle::new(r, &st).can_kill()?;
+        self.mark_stopped_by_user(r)?;
+        skiff_runtime::kill(&self.dir(&r.id), sig)
+            .map_err(|e| DaemonError::runtime(format!("killing {}", r.name), e))
+    }
+
+    /// `restart`: stop (if running), then start again.
+    pub async fn restart(
+        &self,
+        r: &ContainerRecord,
+        t: Option<i64>,
+        signal: Option<&str>,
+    ) -> Result<(), DaemonError> {
+        self.stop(r, t, signal).await?;
+        let r = self
+            .records
+            .get(&r.id)?
+            .ok_or_else(|| DaemonError::NoSuchContainer(r.id.clone()))?;
+        self.start(&r, StartedBy::User).await?;
+        Ok(())
+    }
+
+    /// Attaches to the container's streams through its shim.
+    pub async fn attach(
+        &self,
+        r: &ContainerRecord,
+        streams: skiff_runtime::protocol::AttachStreams,
+    ) -> Result<std::os::unix::net::UnixStream, DaemonError> {
+        let st = self.state(&r.id)?;
+        if Lifecycle::new(r, &st).attach_needs_setup() {
+            self.recreate(r).await?;
+        }
+        skiff_runtime::attach(&self.dir(&r.id), streams).map_err(|source| DaemonError::Attach {
+            name: r.name.clone(),
+            source: Box::new(source),
+        })
+    }
+
+    pub fn resize(&self, r: &ContainerRecord, rows: u16, cols: u16) -> Result<(), DaemonError> {
+        skiff_runtime::resize(&self.dir(&r.id), rows, cols).map_err(|source| DaemonError::Attach {
+            name: r.name.clone(),
+            source: Box::new(source),
+        })
+    }
+}
+
+/// Parses a signal name or number ("KILL", "SIGTERM", "9").
+pub fn parse_signal(s: &str) -> Result<skiff_runtime::Signal, DaemonError> {
+    let invalid = || DaemonError::Invalid(format!("Invalid signal: {s}"));
+    if let Ok(n) = s.parse::<i32>() {
+        return skiff_runtime::Signal::try_from(n).map_err(|_| invalid());
+    }
+    let name = s.to_ascii_uppercase();
+    let name = if name.starts_with("SIG") {
+        name
+    } else {
+        format!("SIG{name}")
+    };
+    name.parse::<skiff_runtime::Signal>().map_err(|_| invalid())
+}
+
+/// The grace period for stop: the request's, the container's, else Docker's 10 s.
+pub fn stop_timeout(q: Option<i64>, config: Option<i64>) -> Duration {
+    Duration::from_secs(q.or(config).unwrap_or(10).max(0) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_parse_by_name_and_number() {
+        assert_eq!(
+            parse_signal("KILL").unwrap(),
+            skiff_runtime::Signal::SIGKILL
+        );
+        assert_eq!(
+            parse_signal("sigterm").unwrap(),
+            skiff_runtime::Signal::SIGTERM
+        );
+        assert_eq!(parse_signal("9").unwrap(), skiff_runtime::Signal::SIGKILL);
+        assert!(matches!(parse_signal("NOPE"), Err(DaemonError::Invalid(_))));
+    }
+}

@@ -1,0 +1,250 @@
+//! The monitor owns container exits: it watches every started container, records exit codes
+//! for late waiters, auto-removes `--rm` containers, and restarts containers by their restart
+//! policy with Docker's back-off (100 ms, doubling, capped at 1 minute, back to 100 ms once
+//! a run lasted 10 s). A waiting restart sleeps; nothing polls faster than every 2 s.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use skiff_runtime::state::Status;
+use tokio::sync::mpsc;
+
+use super::containers::ContainerService;
+use super::containers_run::StartedBy;
+use super::paths::Paths;
+use super::status::Lifecycle;
+
+const FIRST_DELAY: Duration = Duration::from_millis(100);
+const MAX_DELAY: Duration = Duration::from_secs(60);
+/// A run at least this long resets the back-off.
+const RESET_AFTER: Duration = Duration::from_secs(10);
+
+/// Exit bookkeeping shared by the containers service and the watcher tasks.
+pub struct Monitor {
+    paths: Paths,
+    tx: mpsc::UnboundedSender<String>,
+    rx: Mutex<Option<mpsc::UnboundedReceiver<String>>>,
+    /// Containers a watcher task is on.
+    watched: Mutex<HashSet<String>>,
+    /// Containers waiting out a restart back-off (inspect's `Restarting`).
+    restarting: Mutex<HashSet<String>>,
+    /// Exit codes of auto-removed containers, for waiters that come late.
+    last_exit: Mutex<HashMap<String, i32>>,
+    /// Woken whenever a container is removed, or its auto-removal failed.
+    removed: tokio::sync::Notify,
+    /// Containers whose auto-removal failed: their `removed` waiters stop waiting.
+    removal_failed: Mutex<HashSet<String>>,
+}
+
+impl Monitor {
+    pub fn new(paths: Paths) -> Monitor {
+        let (tx, rx) = mpsc::unbounded_channel();
+        Monitor {
+            paths,
+            tx,
+            rx: Mutex::new(Some(rx)),
+            watched: Mutex::new(HashSet::new()),
+            restarting: Mutex::new(HashSet::new()),
+            last_exit: Mutex::new(HashMap::new()),
+            removed: tokio::sync::Notify::new(),
+            removal_failed: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// Starts the watcher loop (once), giving it the service it restarts and removes with.
+    pub fn run(containers: Arc<ContainerService>) {
+        let monitor = containers.monitor.clone();
+        let Some(mut rx) = monitor.rx.lock().expect("monitor lock").take() else {
+            return;
+        };
+        tokio::spawn(async move {
+            while let Some(id) = rx.recv().await {
+                if monitor
+                    .watched
+                    .lock()
+                    .expect("monitor lock")
+                    .insert(id.clone())
+                {
+                    tokio::spawn(watch_one(containers.clone(), id));
+                }
+            }
+        });
+    }
+
+    /// Watches a container that was just started (or found running at daemon start).
+    pub fn watch(&self, id: &str) {
+        let _ = self.tx.send(id.to_string());
+    }
+
+    pub fn is_restarting(&self, id: &str) -> bool {
+        self.restarting.lock().expect("monitor lock").contains(id)
+    }
+
+    pub fn note_removed(&self, id: &str) {
+        self.removal_failed.lock().expect("monitor lock").remove(id);
+        self.removed.notify_waiters();
+    }
+
+    /// Waits until the container has exited (blocking on its shim's socket, which answers
+    /// at the exit); returns its exit code.
+    pub async fn wait_exit(&self, id: &str) -> i32 {
+        loop {
+            match skiff_runtime::state::state(&self.paths.container_dir(id)) {
+                Ok(st) if st.status == Status::Exited => return st.exit_code.unwrap_or(-1),
+                Ok(_) => {
+                    // Bounded, so the thread of a waiter whose client went away is freed soon.
+                    let dir = self.paths.container_dir(id);
+                    let waited = tokio::task::spawn_blocking(move || {
+                        skiff_runtime::wait_timeout(&dir, Duration::from_secs(2))
+                    })
+                    .await;
+                    if !matches!(waited, Ok(Ok(_))) {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+                // Gone: an auto-removed container's code is kept for late waiters.
+                Err(_) => {
+                    let last = self.last_exit.lock().expect("monitor lock");
+                    return last.get(id).copied().unwrap_or(-1);
+                }
+            }
+        }
+    }
+
+    /// Resolves to the exit code once `condition` holds (`not-running`, `next-exit`,
+    /// `removed`). A created container is waited for through its run.
+    pub async fn waiter(
+        self: Arc<Self>,
+        records: Arc<super::records::Records>,
+        id: String,
+        condition: String,
+    ) -> i32 {
+        let code = self.wait_exit(&id).await;
+        if condition == "removed" {
+            loop {
+                // Registered before the check, so a removal in between is not missed.
+                let removed = self.removed.notified();
+                tokio::pin!(removed);
+                removed.as_mut().enable();
+                let failed = || {
+                    let failed = self.removal_failed.lock().expect("monitor lock");
+                    failed.contains(&id)
+                };
+                if !records.exists(&id).unwrap_or(false) || failed() {
+                    break;
+                }
+                removed.await;
+            }
+        }
+        code
+    }
+}
+
+/// Docker's back-off after a run of `ran` that ended a restart waiting `delay`.
+pub fn next_delay(previous: Option<Duration>, ran: Duration) -> Duration {
+    match previous {
+        _ if ran >= RESET_AFTER => FIRST_DELAY,
+        None => FIRST_DELAY,
+        Some(d) => (d * 2).min(MAX_DELAY),
+    }
+}
+
+/// One container's watcher: exit -> auto-remove, or restart after the back-off, or done.
+async fn watch_one(c: Arc<ContainerService>, id: String) {
+    let m = c.monitor.clone();
+    let mut delay: Option<Duration> = None;
+    loop {
+        let code = m.wait_exit(&id).await;
+        let Ok(Some(r)) = c.records.get(&id) else {
+            break; // removed meanwhile
+        };
+        let Ok(st) = c.state(&id) else { break };
+        if st.status != Status::Exited {
+            continue; // started again by a user meanwhile
+        }
+        if r.spec.host.auto_remove {
+            m.last_exit
+                .lock()
+                .expect("monitor lock")
+                .insert(id.clone(), code);
+            if let Err(e) = c.remove(&r, true, true).await {
+                tracing::warn!(id = %&id[..12], "auto-remove: {e}");
+                m.removal_failed
+                    .lock()
+                    .expect("monitor lock")
+                    .insert(id.clone());
+                m.removed.notify_waiters();
+            }
+            break;
+        }
+        if !Lifecycle::new(&r, &st).can_restart(code) {
+            // Decided under the watch lock, so a start racing with this exit is watched anew.
+            let mut watched = m.watched.lock().expect("monitor lock");
+            match c.state(&id) {
+                Ok(now) if now.status != Status::Exited => continue,
+                _ => {
+                    watched.remove(&id);
+                    return;
+                }
+            }
+        }
+        let ran = match (st.started_at, st.finished_at) {
+            (Some(s), Some(f)) => (f - s).to_std().unwrap_or_default(),
+            _ => Duration::ZERO,
+        };
+        let wait = next_delay(delay, ran);
+        delay = Some(wait);
+        m.restarting
+            .lock()
+            .expect("monitor lock")
+            .insert(id.clone());
+        tracing::info!(id = %&id[..12], exit_code = code, delay_ms = wait.as_millis() as u64, "restarting container by its restart policy");
+        tokio::time::sleep(wait).await;
+        m.restarting.lock().expect("monitor lock").remove(&id);
+        // A stop, kill, start or rm during the wait wins over the policy.
+        let Ok(Some(mut r)) = c.records.get(&id) else {
+            break;
+        };
+        match c.state(&id) {
+            Ok(now) if now.status == Status::Exited && !r.stopped_by_user => {}
+            Ok(now) if now.status != Status::Exited => continue,
+            _ => {
+                m.watched.lock().expect("monitor lock").remove(&id);
+                return;
+            }
+        }
+        r.restart_count += 1;
+        if let Err(e) = c.records.update(&r) {
+            tracing::warn!(id = %&id[..12], "recording the restart: {e}");
+        }
+        if let Err(e) = c.start(&r, StartedBy::RestartPolicy).await {
+            // Counted as a failed run: the next attempt waits longer.
+            tracing::warn!(id = %&id[..12], "restart failed: {e}");
+        }
+    }
+    m.watched.lock().expect("monitor lock").remove(&id);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_caps_and_resets() {
+        let short = Duration::from_millis(5);
+        let mut d = next_delay(None, short);
+        assert_eq!(d, Duration::from_millis(100));
+        d = next_delay(Some(d), short);
+        assert_eq!(d, Duration::from_millis(200));
+        let mut x = d;
+        for _ in 0..20 {
+            x = next_delay(Some(x), short);
+        }
+        assert_eq!(x, Duration::from_secs(60));
+        assert_eq!(
+            next_delay(Some(x), Duration::from_secs(11)),
+            Duration::from_millis(100)
+        );
+    }
+}
