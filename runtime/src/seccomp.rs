@@ -37,6 +37,8 @@ struct Profile {
     syscalls: Vec<Rule>,
     #[serde(default, deserialize_with = "nullable")]
     listener_path: String,
+    #[serde(default, deserialize_with = "nullable")]
+    flags: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -215,6 +217,9 @@ pub(crate) fn compile(seccomp: &Seccomp, caps: &[Capability]) -> Result<Option<S
     if !profile.listener_path.is_empty() {
         return Err(invalid("listenerPath (seccomp notify) is not supported"));
     }
+    if let Some(flag) = profile.flags.first() {
+        return Err(invalid(format!("flag {flag} is not supported")));
+    }
     let default = action(&profile.default_action, profile.default_errno_ret)?;
     let mut ctx = ScmpFilterContext::new(default).map_err(scmp_err("new filter"))?;
     // A binary tree of syscall numbers rather than a linear list: fewer BPF instructions
@@ -383,6 +388,7 @@ mod tests {
         for bad in [
             "{not json",
             r#"{"defaultAction":"SCMP_ACT_FLY"}"#,
+            r#"{"defaultAction":"SCMP_ACT_ALLOW","flags":["SECCOMP_FILTER_FLAG_LOG"]}"#,
             r#"{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{"names":["read"],"action":"SCMP_ACT_ALLOW","args":[{"index":0,"value":1,"op":"SCMP_CMP_ABOUT"}]}]}"#,
         ] {
             let e = compile(&Seccomp::Profile(bad.into()), &caps).unwrap_err();
