@@ -4,8 +4,8 @@
 //!
 //! Rotation as Docker's json-file driver (`max-size`, `max-file`, `compress`): when a write
 //! would take `container.log` past `max-size` it becomes `container.log.1`, the older ones
-//! shift to `.2`, `.3`... (gzipped, `.2.gz`..., with `compress`; the newest rotated file
-//! stays plain, as Docker leaves it), and at most `max-file` files are kept in all. With
+//! shift to `.2`, `.3`... (all gzipped, `.1.gz`, `.2.gz`..., with `compress`), and at most
+//! `max-file` files are kept in all. With
 //! `max-file` 1 the log is started afresh. The `local` driver is the same with its own
 //! defaults (20 MiB × 5, compressed); `none` writes nothing.
 
@@ -126,30 +126,23 @@ impl LogWriter {
         }))
     }
 
-    /// Shifts the rotated files up by one and starts a fresh log.
+    /// Shifts the rotated files up by one and starts a fresh log, as Docker's
+    /// `loggerutils.LogFile`: the oldest kept file goes, `.N` → `.N+1`, the live file
+    /// becomes `.1`, which is then gzipped to `.1.gz` with `compress`.
     fn rotate(&mut self) -> Result<()> {
         let n = self.max_file;
         if n >= 2 {
-            // The oldest kept file goes; the others move up, .1 being compressed into .2.gz.
-            let gz = |i: u32| self.compress && i >= 2;
-            let _ = std::fs::remove_file(rotated(&self.path, n - 1, gz(n - 1)));
-            for i in (3..n).rev() {
-                let _ = std::fs::rename(
-                    rotated(&self.path, i - 1, gz(i - 1)),
-                    rotated(&self.path, i, gz(i)),
-                );
+            let gz = self.compress;
+            let _ = std::fs::remove_file(rotated(&self.path, n - 1, gz));
+            for i in (2..n).rev() {
+                let _ = std::fs::rename(rotated(&self.path, i - 1, gz), rotated(&self.path, i, gz));
             }
             let first = rotated(&self.path, 1, false);
-            if n >= 3 && first.exists() {
-                if self.compress {
-                    gzip_file(&first, &rotated(&self.path, 2, true))?;
-                } else {
-                    std::fs::rename(&first, rotated(&self.path, 2, false))
-                        .map_err(|e| RuntimeError::io("rotate log", &first, e))?;
-                }
-            }
             std::fs::rename(&self.path, &first)
                 .map_err(|e| RuntimeError::io("rotate log", &self.path, e))?;
+            if gz {
+                gzip_file(&first, &rotated(&self.path, 1, true))?;
+            }
         } else {
             std::fs::remove_file(&self.path)
                 .map_err(|e| RuntimeError::io("rotate log", &self.path, e))?;
@@ -445,17 +438,12 @@ mod tests {
             w.write(LogStream::Stdout, format!("line {i:02}\n").as_bytes());
         }
         let log = paths.log();
-        assert!(rotated(&log, 1, false).exists());
-        assert!(rotated(&log, 2, true).exists());
-        assert!(rotated(&log, 3, true).exists());
-        assert!(!rotated(&log, 4, true).exists() && !rotated(&log, 2, false).exists());
-        for p in [log.clone(), rotated(&log, 1, false)] {
-            assert!(
-                std::fs::metadata(&p).unwrap().len() <= 300,
-                "{}",
-                p.display()
-            );
+        for n in 1..=3 {
+            assert!(rotated(&log, n, true).exists(), "{n}.gz");
+            assert!(!rotated(&log, n, false).exists(), "{n}");
         }
+        assert!(!rotated(&log, 4, true).exists());
+        assert!(std::fs::metadata(&log).unwrap().len() <= 300);
         // Each file holds whole entries (~85 bytes each): 3 per file, 4 files, the newest 12.
         let got: Vec<String> = LogReader::open(dir.path(), LogOptions::default())
             .unwrap()

@@ -30,10 +30,10 @@ fn json_file_rotates_and_compresses_and_none_keeps_nothing() {
     let log = f.dir.join("container.log");
     let name = |s: &str| f.dir.join(format!("container.log{s}"));
     assert!(
-        name(".1").exists() && name(".2.gz").exists(),
+        name(".1.gz").exists() && name(".2.gz").exists(),
         "rotated files"
     );
-    assert!(!name(".3.gz").exists() && !name(".2").exists());
+    assert!(!name(".3.gz").exists() && !name(".1").exists() && !name(".2").exists());
     assert!(std::fs::metadata(&log).unwrap().len() <= 1024);
     let gz = std::fs::read(name(".2.gz")).unwrap();
     assert_eq!(&gz[..2], &[0x1f, 0x8b], "gzip magic");
