@@ -34,7 +34,20 @@ fn default_seccomp_blocks_unshare_and_keyctl_and_unconfined_or_privileged_lift_i
     });
     assert!(unconfined.contains("unshare:ok\n"), "{unconfined}");
     assert!(unconfined.contains("Seccomp:\t0"), "{unconfined}");
-    let (_, privileged) = run("privileged", PROBE, |f| f.cfg.security.privileged = true);
+    let privileged_probe = format!(
+        "{PROBE}; grep ' /sys sysfs ' /proc/mounts | cut -d' ' -f4 | cut -d, -f1; \
+         grep -c -E ' /proc/(sys|kcore) ' /proc/mounts; \
+         [ -c /dev/fuse ] && echo host-devices || echo no-host-devices"
+    );
+    let (_, privileged) = run("privileged", &privileged_probe, |f| {
+        f.cfg.security.privileged = true
+    });
+    // /sys writable, nothing masked or made read-only under /proc, the host's devices.
+    let tail: Vec<&str> = privileged.lines().rev().take(3).collect();
+    let fuse = std::path::Path::new("/dev/fuse").exists();
+    assert_eq!(tail[2], "rw", "{privileged}");
+    assert_eq!(tail[1], "0", "{privileged}");
+    assert_eq!(tail[0] == "host-devices", fuse, "{privileged}");
     assert!(privileged.contains("unshare:ok\n"), "{privileged}");
     assert!(privileged.contains("Seccomp:\t0"), "{privileged}");
     // Every capability we hold ourselves.
