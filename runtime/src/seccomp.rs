@@ -285,7 +285,8 @@ pub(crate) fn compile(seccomp: &Seccomp, caps: &[Capability]) -> Result<Option<S
 
 /// Compiled filters by (profile text, capability set): compiling Docker's profile takes
 /// ~10 ms, so a long-lived caller (the daemon) does it once per distinct setting.
-type Cache = HashMap<(String, u64), Arc<Vec<u8>>>;
+/// Keyed by the custom profile's text (`None` for Docker's default) and capability mask.
+type Cache = HashMap<(Option<String>, u64), Arc<Vec<u8>>>;
 static CACHE: Mutex<Option<Cache>> = Mutex::new(None);
 /// Entries kept before the cache starts afresh (custom profiles could be many).
 const CACHE_MAX: usize = 32;
@@ -295,13 +296,10 @@ const CACHE_MAX: usize = 32;
 pub(crate) fn bpf(seccomp: &Seccomp, caps: &[Capability]) -> Result<Option<Arc<Vec<u8>>>> {
     let text = match seccomp {
         Seccomp::Unconfined => return Ok(None),
-        Seccomp::Default => DEFAULT_PROFILE,
-        Seccomp::Profile(t) => t.as_str(),
+        Seccomp::Default => None,
+        Seccomp::Profile(t) => Some(t.clone()),
     };
-    let key = (
-        text.to_string(),
-        caps.iter().fold(0u64, |m, c| m | (1 << c.index())),
-    );
+    let key = (text, caps.iter().fold(0u64, |m, c| m | (1 << c.index())));
     if let Some(hit) = CACHE
         .lock()
         .ok()
