@@ -208,6 +208,21 @@ fn exec_runs_under_the_containers_capabilities_seccomp_and_ulimits() {
         out,
         "CapEff:\t0000000000000020\nNoNewPrivs:\t1\nSeccomp:\t2\n321\nunshare:denied\n"
     );
+    // A container created before skiff wrote seccomp.bpf (an upgrade) still gets its filter.
+    std::fs::remove_file(f.dir.join("seccomp.bpf")).unwrap();
+    let again = skiff_runtime::ExecConfig {
+        args: vec![
+            "grep".into(),
+            "^Seccomp:".into(),
+            "/proc/self/status".into(),
+        ],
+        ..Default::default()
+    };
+    let mut p = skiff_runtime::exec(std::path::Path::new(common::EXE), &f.dir, &again).unwrap();
+    let mut out = String::new();
+    p.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    assert_eq!(p.wait().unwrap(), 0, "{out}");
+    assert_eq!(out, "Seccomp:\t2\n");
     skiff_runtime::kill(&f.dir, skiff_runtime::Signal::SIGKILL).unwrap();
     f.wait(std::time::Duration::from_secs(5));
 }

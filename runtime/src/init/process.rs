@@ -116,12 +116,25 @@ impl Confinement {
         let fail = |e: crate::error::RuntimeError| StepFailure::from_error("security", &e);
         let caps = cfg.security.capabilities().map_err(fail)?;
         let seccomp = match cfg.security.effective_seccomp() {
-            // A filter asked for but missing is an error, never an unconfined container.
-            Some(_) => {
+            // A filter asked for is never skipped: a container created before skiff wrote
+            // seccomp.bpf (an upgrade) has it compiled here.
+            Some(s) => {
                 let p = crate::paths::ContainerPaths::new(dir).seccomp_bpf();
-                Some(std::fs::read(&p).map_err(|e| {
-                    StepFailure::detail("read seccomp filter", p.display(), e.to_string())
-                })?)
+                match std::fs::read(&p) {
+                    Ok(code) => Some(code),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        crate::seccomp::bpf(s, &caps)
+                            .map_err(fail)?
+                            .map(|code| code.to_vec())
+                    }
+                    Err(e) => {
+                        return Err(StepFailure::detail(
+                            "read seccomp filter",
+                            p.display(),
+                            e.to_string(),
+                        ))
+                    }
+                }
             }
             None => None,
         };
