@@ -158,7 +158,7 @@ fn child(
     } else {
         exec.cwd.clone()
     };
-    process::exec(&process::ProcessSpec {
+    process::exec(&mut process::ProcessSpec {
         args: exec.args.clone(),
         env,
         cwd,

@@ -104,6 +104,8 @@ pub(crate) struct Confinement {
     /// held, as runc does) or, with no_new_privs, just before execve.
     pub seccomp: Option<Vec<u8>>,
     pub rlimits: Vec<(Resource, u64, u64)>,
+    /// [`Confinement::apply_early`] has run.
+    pub early_done: bool,
 }
 
 impl Confinement {
@@ -149,7 +151,30 @@ impl Confinement {
             no_new_privs: cfg.security.no_new_privileges,
             seccomp,
             rlimits,
+            early_done: false,
         })
+    }
+
+    /// The ulimits and, without no_new_privs, the seccomp filter (needs CAP_SYS_ADMIN, as
+    /// runc loads it). The container's init runs this before it waits for `start`, as runc
+    /// does, so the filter's load (~1 ms of kernel verification) is off the start path;
+    /// [`exec`] runs it otherwise. Nothing the filter may refuse is called after it but
+    /// the steps of [`exec`].
+    pub(crate) fn apply_early(&mut self) -> Result<(), StepFailure> {
+        if self.early_done {
+            return Ok(());
+        }
+        for &(res, soft, hard) in &self.rlimits {
+            nix::sys::resource::setrlimit(res, soft, hard)
+                .map_err(|e| StepFailure::errno("setrlimit", format!("{res:?}"), e))?;
+        }
+        if !self.no_new_privs {
+            if let Some(code) = &self.seccomp {
+                load_seccomp(code)?;
+            }
+        }
+        self.early_done = true;
+        Ok(())
     }
 }
 
@@ -171,7 +196,7 @@ pub(crate) fn reset_signals() {
 }
 
 /// Switches identity, drops capabilities and executes; returns only on failure.
-pub(crate) fn exec(spec: &ProcessSpec) -> StepFailure {
+pub(crate) fn exec(spec: &mut ProcessSpec) -> StepFailure {
     use nix::unistd::{Gid, Uid};
     let fail = |step: &str, path: &str, e: nix::Error| StepFailure::errno(step, path, e);
     let cwd = if spec.cwd.is_empty() {
@@ -183,19 +208,11 @@ pub(crate) fn exec(spec: &ProcessSpec) -> StepFailure {
         Ok(p) => p,
         Err(f) => return f,
     };
+    let conf = &mut spec.confinement;
+    if let Err(f) = conf.apply_early() {
+        return f;
+    }
     let conf = &spec.confinement;
-    for &(res, soft, hard) in &conf.rlimits {
-        if let Err(e) = nix::sys::resource::setrlimit(res, soft, hard) {
-            return fail("setrlimit", &format!("{res:?}"), e);
-        }
-    }
-    if !conf.no_new_privs {
-        if let Some(ctx) = &conf.seccomp {
-            if let Err(f) = load_seccomp(ctx) {
-                return f;
-            }
-        }
-    }
     if let Err(f) = caps::limit_bounding(&conf.caps) {
         return f;
     }
