@@ -166,7 +166,7 @@ impl LogWriter {
                 _ => break,
             };
             let line: Vec<u8> = buf.drain(..cut).collect();
-            out.extend(entry(stream, &line, now).to_line());
+            self.push(&mut out, &entry(stream, &line, now).to_line());
         }
         self.append(&out);
     }
@@ -178,22 +178,32 @@ impl LogWriter {
         for stream in [LogStream::Stdout, LogStream::Stderr] {
             let buf = std::mem::take(&mut self.partial[stream as usize]);
             if !buf.is_empty() {
-                out.extend(entry(stream, &buf, now).to_line());
+                self.push(&mut out, &entry(stream, &buf, now).to_line());
             }
         }
         self.append(&out);
     }
 
-    fn append(&mut self, out: &[u8]) {
-        if out.is_empty() {
-            return;
-        }
+    /// Adds one entry to the batch `out`, first writing the batch and rotating when the
+    /// entry would take the file past `max-size`: as Docker, a file exceeds it by at most
+    /// one entry (one that is larger than `max-size` on its own).
+    fn push(&mut self, out: &mut Vec<u8>, line: &[u8]) {
         if let Some(max) = self.max_size {
-            if self.size > 0 && self.size + out.len() as u64 > max {
+            let pending = self.size + out.len() as u64;
+            if pending > 0 && pending + line.len() as u64 > max {
+                self.append(out);
+                out.clear();
                 if let Err(e) = self.rotate() {
                     tracing::warn!("container log rotation failed: {e}");
                 }
             }
+        }
+        out.extend_from_slice(line);
+    }
+
+    fn append(&mut self, out: &[u8]) {
+        if out.is_empty() {
+            return;
         }
         match self.file.write_all(out) {
             Ok(()) => self.size += out.len() as u64,
@@ -434,7 +444,10 @@ mod tests {
         )
         .unwrap();
         let mut w = LogWriter::open(&paths.log(), &cfg.log).unwrap().unwrap();
-        for i in 0..40 {
+        // Half the lines in one burst (one read from the pipe): still rotated per entry.
+        let burst: String = (0..20).map(|i| format!("line {i:02}\n")).collect();
+        w.write(LogStream::Stdout, burst.as_bytes());
+        for i in 20..40 {
             w.write(LogStream::Stdout, format!("line {i:02}\n").as_bytes());
         }
         let log = paths.log();
@@ -444,6 +457,13 @@ mod tests {
         }
         assert!(!rotated(&log, 4, true).exists());
         assert!(std::fs::metadata(&log).unwrap().len() <= 300);
+        for n in 1..=3 {
+            let mut text = Vec::new();
+            flate2::read::GzDecoder::new(File::open(rotated(&log, n, true)).unwrap())
+                .read_to_end(&mut text)
+                .unwrap();
+            assert!(text.len() <= 300 && text.len() > 150, "{n}: {}", text.len());
+        }
         // Each file holds whole entries (~85 bytes each): 3 per file, 4 files, the newest 12.
         let got: Vec<String> = LogReader::open(dir.path(), LogOptions::default())
             .unwrap()
