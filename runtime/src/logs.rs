@@ -279,6 +279,8 @@ impl LogReader {
                         })?;
                     older.push(e);
                 }
+                // While `.N` is being compressed both may exist: the finished `.gz` wins.
+                break;
             }
         }
         let file = File::open(&path).map_err(|e| RuntimeError::io("open log", &path, e))?;
