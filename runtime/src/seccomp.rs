@@ -401,4 +401,39 @@ mod tests {
             .is_some());
         assert_eq!(kernel_version("6.18.44-fc"), Some((6, 18)));
     }
+
+    /// In a forked child: Docker's default filter for Docker's default capabilities makes
+    /// keyctl and unshare fail with EPERM, while getpid still works.
+    #[test]
+    fn default_filter_denies_keyctl_and_unshare_with_eperm() {
+        let caps = crate::config::Security::default().capabilities().unwrap();
+        let code = bpf(&Seccomp::Default, &caps).unwrap().unwrap();
+        // SAFETY: the child only makes system calls and _exits.
+        match unsafe { nix::unistd::fork() }.unwrap() {
+            nix::unistd::ForkResult::Child => {
+                // SAFETY: prctl/syscall with integer arguments; _exit never returns.
+                unsafe {
+                    libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+                    if load_bpf(&code).is_err() {
+                        libc::_exit(10);
+                    }
+                    let keyctl =
+                        libc::syscall(libc::SYS_keyctl, 0 /* GET_KEYRING_ID */, -3, 0);
+                    let keyctl_err = *libc::__errno_location();
+                    let unshare = libc::unshare(libc::CLONE_NEWUTS);
+                    let unshare_err = *libc::__errno_location();
+                    let ok = keyctl == -1
+                        && keyctl_err == libc::EPERM
+                        && unshare == -1
+                        && unshare_err == libc::EPERM
+                        && libc::getpid() > 0;
+                    libc::_exit(if ok { 0 } else { 11 })
+                }
+            }
+            nix::unistd::ForkResult::Parent { child } => {
+                let st = nix::sys::wait::waitpid(child, None).unwrap();
+                assert_eq!(st, nix::sys::wait::WaitStatus::Exited(child, 0));
+            }
+        }
+    }
 }
