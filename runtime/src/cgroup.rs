@@ -1,7 +1,7 @@
 //! The container's cgroup, through cgroups-rs, on v1, v2 or the hybrid layout (v1 controllers
 //! plus a cgroup2 mount at /sys/fs/cgroup/unified), detected at run time.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use cgroups_rs::{Cgroup, CgroupPid, MaxValue};
@@ -29,6 +29,31 @@ const ALLOWED_DEVICES: &[&str] = &[
     "c 136:* rwm",
     "c 10:200 rwm",
 ];
+
+/// The cgroup2 mount of the hybrid layout (v1 controllers plus a controller-less cgroup2).
+const UNIFIED_MOUNT: &str = "/sys/fs/cgroup/unified";
+
+/// On the hybrid layout, the container's directory in the `unified` cgroup2 hierarchy
+/// (`/sys/fs/cgroup/unified/<path>`); `None` elsewhere. Processes are placed there at fork
+/// ([`crate::forkinto::fork_into`]), so the container's cgroup namespace and its
+/// /sys/fs/cgroup/unified show its own cgroup, as with runc.
+pub(crate) fn unified_dir(path: &str) -> Option<PathBuf> {
+    const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+    let fs = nix::sys::statfs::statfs(UNIFIED_MOUNT).ok()?;
+    (fs.filesystem_type().0 as i64 == CGROUP2_SUPER_MAGIC)
+        .then(|| Path::new(UNIFIED_MOUNT).join(path))
+}
+
+/// Makes (if needed) and opens the container's `unified` directory, for
+/// [`crate::forkinto::fork_into`]; `None` when the host has no hybrid layout.
+pub(crate) fn open_unified(path: &str) -> Result<Option<std::os::fd::OwnedFd>> {
+    let Some(dir) = unified_dir(path) else {
+        return Ok(None);
+    };
+    std::fs::create_dir_all(&dir).map_err(|e| RuntimeError::io("mkdir", &dir, e))?;
+    let f = std::fs::File::open(&dir).map_err(|e| RuntimeError::io("open", &dir, e))?;
+    Ok(Some(f.into()))
+}
 
 pub(crate) struct ContainerCgroup {
     cg: Cgroup,
@@ -223,6 +248,7 @@ impl ContainerCgroup {
             let left: Vec<PathBuf> = self
                 .dirs()
                 .into_iter()
+                .chain(unified_dir(&self.path))
                 .filter(|d| match std::fs::remove_dir(d) {
                     Ok(()) => false,
                     Err(e) => e.kind() != std::io::ErrorKind::NotFound,

@@ -13,6 +13,7 @@ pub mod config;
 mod container;
 pub mod entry;
 pub mod error;
+mod forkinto;
 mod init;
 mod launcher;
 pub mod logs;

@@ -4,8 +4,8 @@
 //!
 //! Rotation as Docker's json-file driver (`max-size`, `max-file`, `compress`): when a write
 //! would take `container.log` past `max-size` it becomes `container.log.1`, the older ones
-//! shift to `.2`, `.3`... (gzipped, `.2.gz`..., with `compress`; the newest rotated file
-//! stays plain, as Docker leaves it), and at most `max-file` files are kept in all. With
+//! shift to `.2`, `.3`... (all gzipped, `.1.gz`, `.2.gz`..., with `compress`), and at most
+//! `max-file` files are kept in all. With
 //! `max-file` 1 the log is started afresh. The `local` driver is the same with its own
 //! defaults (20 MiB × 5, compressed); `none` writes nothing.
 
@@ -126,30 +126,23 @@ impl LogWriter {
         }))
     }
 
-    /// Shifts the rotated files up by one and starts a fresh log.
+    /// Shifts the rotated files up by one and starts a fresh log, as Docker's
+    /// `loggerutils.LogFile`: the oldest kept file goes, `.N` → `.N+1`, the live file
+    /// becomes `.1`, which is then gzipped to `.1.gz` with `compress`.
     fn rotate(&mut self) -> Result<()> {
         let n = self.max_file;
         if n >= 2 {
-            // The oldest kept file goes; the others move up, .1 being compressed into .2.gz.
-            let gz = |i: u32| self.compress && i >= 2;
-            let _ = std::fs::remove_file(rotated(&self.path, n - 1, gz(n - 1)));
-            for i in (3..n).rev() {
-                let _ = std::fs::rename(
-                    rotated(&self.path, i - 1, gz(i - 1)),
-                    rotated(&self.path, i, gz(i)),
-                );
+            let gz = self.compress;
+            let _ = std::fs::remove_file(rotated(&self.path, n - 1, gz));
+            for i in (2..n).rev() {
+                let _ = std::fs::rename(rotated(&self.path, i - 1, gz), rotated(&self.path, i, gz));
             }
             let first = rotated(&self.path, 1, false);
-            if n >= 3 && first.exists() {
-                if self.compress {
-                    gzip_file(&first, &rotated(&self.path, 2, true))?;
-                } else {
-                    std::fs::rename(&first, rotated(&self.path, 2, false))
-                        .map_err(|e| RuntimeError::io("rotate log", &first, e))?;
-                }
-            }
             std::fs::rename(&self.path, &first)
                 .map_err(|e| RuntimeError::io("rotate log", &self.path, e))?;
+            if gz {
+                gzip_file(&first, &rotated(&self.path, 1, true))?;
+            }
         } else {
             std::fs::remove_file(&self.path)
                 .map_err(|e| RuntimeError::io("rotate log", &self.path, e))?;
@@ -173,7 +166,7 @@ impl LogWriter {
                 _ => break,
             };
             let line: Vec<u8> = buf.drain(..cut).collect();
-            out.extend(entry(stream, &line, now).to_line());
+            self.push(&mut out, &entry(stream, &line, now).to_line());
         }
         self.append(&out);
     }
@@ -185,22 +178,32 @@ impl LogWriter {
         for stream in [LogStream::Stdout, LogStream::Stderr] {
             let buf = std::mem::take(&mut self.partial[stream as usize]);
             if !buf.is_empty() {
-                out.extend(entry(stream, &buf, now).to_line());
+                self.push(&mut out, &entry(stream, &buf, now).to_line());
             }
         }
         self.append(&out);
     }
 
-    fn append(&mut self, out: &[u8]) {
-        if out.is_empty() {
-            return;
-        }
+    /// Adds one entry to the batch `out`, first writing the batch and rotating when the
+    /// entry would take the file past `max-size`: as Docker, a file exceeds it by at most
+    /// one entry (one that is larger than `max-size` on its own).
+    fn push(&mut self, out: &mut Vec<u8>, line: &[u8]) {
         if let Some(max) = self.max_size {
-            if self.size > 0 && self.size + out.len() as u64 > max {
+            let pending = self.size + out.len() as u64;
+            if pending > 0 && pending + line.len() as u64 > max {
+                self.append(out);
+                out.clear();
                 if let Err(e) = self.rotate() {
                     tracing::warn!("container log rotation failed: {e}");
                 }
             }
+        }
+        out.extend_from_slice(line);
+    }
+
+    fn append(&mut self, out: &[u8]) {
+        if out.is_empty() {
+            return;
         }
         match self.file.write_all(out) {
             Ok(()) => self.size += out.len() as u64,
@@ -276,6 +279,8 @@ impl LogReader {
                         })?;
                     older.push(e);
                 }
+                // While `.N` is being compressed both may exist: the finished `.gz` wins.
+                break;
             }
         }
         let file = File::open(&path).map_err(|e| RuntimeError::io("open log", &path, e))?;
@@ -441,20 +446,25 @@ mod tests {
         )
         .unwrap();
         let mut w = LogWriter::open(&paths.log(), &cfg.log).unwrap().unwrap();
-        for i in 0..40 {
+        // Half the lines in one burst (one read from the pipe): still rotated per entry.
+        let burst: String = (0..20).map(|i| format!("line {i:02}\n")).collect();
+        w.write(LogStream::Stdout, burst.as_bytes());
+        for i in 20..40 {
             w.write(LogStream::Stdout, format!("line {i:02}\n").as_bytes());
         }
         let log = paths.log();
-        assert!(rotated(&log, 1, false).exists());
-        assert!(rotated(&log, 2, true).exists());
-        assert!(rotated(&log, 3, true).exists());
-        assert!(!rotated(&log, 4, true).exists() && !rotated(&log, 2, false).exists());
-        for p in [log.clone(), rotated(&log, 1, false)] {
-            assert!(
-                std::fs::metadata(&p).unwrap().len() <= 300,
-                "{}",
-                p.display()
-            );
+        for n in 1..=3 {
+            assert!(rotated(&log, n, true).exists(), "{n}.gz");
+            assert!(!rotated(&log, n, false).exists(), "{n}");
+        }
+        assert!(!rotated(&log, 4, true).exists());
+        assert!(std::fs::metadata(&log).unwrap().len() <= 300);
+        for n in 1..=3 {
+            let mut text = Vec::new();
+            flate2::read::GzDecoder::new(File::open(rotated(&log, n, true)).unwrap())
+                .read_to_end(&mut text)
+                .unwrap();
+            assert!(text.len() <= 300 && text.len() > 150, "{n}: {}", text.len());
         }
         // Each file holds whole entries (~85 bytes each): 3 per file, 4 files, the newest 12.
         let got: Vec<String> = LogReader::open(dir.path(), LogOptions::default())

@@ -4,11 +4,12 @@
 //! (128+N for signal N); setup failures print a message and exit 125, 126 or 127.
 
 use std::fs::File;
+use std::os::fd::AsRawFd;
 use std::path::Path;
 
 use nix::sched::CloneFlags;
 use nix::sys::wait::{waitpid, WaitStatus};
-use nix::unistd::{fork, ForkResult};
+use nix::unistd::ForkResult;
 
 use crate::cgroup::ContainerCgroup;
 use crate::config::{ContainerConfig, ExecConfig};
@@ -76,8 +77,13 @@ fn run(dir: &Path, pid: &str, start: &str, exec_json: &str) -> Result<i32, StepF
     }
     let cgroup_dirs = ContainerCgroup::load(&cfg.cgroup_path()).dirs();
     let confinement = process::Confinement::of(&cfg, dir)?;
-    // SAFETY: this process is single-threaded; the child only sets up and execs.
-    match unsafe { fork() } {
+    // On the hybrid layout the child starts in the container's `unified` cgroup.
+    let unified = crate::cgroup::unified_dir(&cfg.cgroup_path()).and_then(|d| File::open(d).ok());
+    // SAFETY: this process is single-threaded; the child only sets up and execs, and does
+    // not abort or use pthreads (see `fork_into`).
+    let forked = unsafe { crate::forkinto::fork_into(unified.as_ref().map(|f| f.as_raw_fd())) };
+    drop(unified);
+    match forked {
         Err(e) => Err(StepFailure::errno("fork", "exec", e)),
         Ok(ForkResult::Parent { child }) => loop {
             match waitpid(child, None) {
@@ -152,7 +158,7 @@ fn child(
     } else {
         exec.cwd.clone()
     };
-    process::exec(&process::ProcessSpec {
+    process::exec(&mut process::ProcessSpec {
         args: exec.args.clone(),
         env,
         cwd,

@@ -37,6 +37,8 @@ struct Profile {
     syscalls: Vec<Rule>,
     #[serde(default, deserialize_with = "nullable")]
     listener_path: String,
+    #[serde(default, deserialize_with = "nullable")]
+    flags: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -215,6 +217,9 @@ pub(crate) fn compile(seccomp: &Seccomp, caps: &[Capability]) -> Result<Option<S
     if !profile.listener_path.is_empty() {
         return Err(invalid("listenerPath (seccomp notify) is not supported"));
     }
+    if let Some(flag) = profile.flags.first() {
+        return Err(invalid(format!("flag {flag} is not supported")));
+    }
     let default = action(&profile.default_action, profile.default_errno_ret)?;
     let mut ctx = ScmpFilterContext::new(default).map_err(scmp_err("new filter"))?;
     // A binary tree of syscall numbers rather than a linear list: fewer BPF instructions
@@ -280,7 +285,8 @@ pub(crate) fn compile(seccomp: &Seccomp, caps: &[Capability]) -> Result<Option<S
 
 /// Compiled filters by (profile text, capability set): compiling Docker's profile takes
 /// ~10 ms, so a long-lived caller (the daemon) does it once per distinct setting.
-type Cache = HashMap<(String, u64), Arc<Vec<u8>>>;
+/// Keyed by the custom profile's text (`None` for Docker's default) and capability mask.
+type Cache = HashMap<(Option<String>, u64), Arc<Vec<u8>>>;
 static CACHE: Mutex<Option<Cache>> = Mutex::new(None);
 /// Entries kept before the cache starts afresh (custom profiles could be many).
 const CACHE_MAX: usize = 32;
@@ -290,13 +296,10 @@ const CACHE_MAX: usize = 32;
 pub(crate) fn bpf(seccomp: &Seccomp, caps: &[Capability]) -> Result<Option<Arc<Vec<u8>>>> {
     let text = match seccomp {
         Seccomp::Unconfined => return Ok(None),
-        Seccomp::Default => DEFAULT_PROFILE,
-        Seccomp::Profile(t) => t.as_str(),
+        Seccomp::Default => None,
+        Seccomp::Profile(t) => Some(t.clone()),
     };
-    let key = (
-        text.to_string(),
-        caps.iter().fold(0u64, |m, c| m | (1 << c.index())),
-    );
+    let key = (text, caps.iter().fold(0u64, |m, c| m | (1 << c.index())));
     if let Some(hit) = CACHE
         .lock()
         .ok()
@@ -383,6 +386,7 @@ mod tests {
         for bad in [
             "{not json",
             r#"{"defaultAction":"SCMP_ACT_FLY"}"#,
+            r#"{"defaultAction":"SCMP_ACT_ALLOW","flags":["SECCOMP_FILTER_FLAG_LOG"]}"#,
             r#"{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{"names":["read"],"action":"SCMP_ACT_ALLOW","args":[{"index":0,"value":1,"op":"SCMP_CMP_ABOUT"}]}]}"#,
         ] {
             let e = compile(&Seccomp::Profile(bad.into()), &caps).unwrap_err();
@@ -396,5 +400,40 @@ mod tests {
             .unwrap()
             .is_some());
         assert_eq!(kernel_version("6.18.44-fc"), Some((6, 18)));
+    }
+
+    /// In a forked child: Docker's default filter for Docker's default capabilities makes
+    /// keyctl and unshare fail with EPERM, while getpid still works.
+    #[test]
+    fn default_filter_denies_keyctl_and_unshare_with_eperm() {
+        let caps = crate::config::Security::default().capabilities().unwrap();
+        let code = bpf(&Seccomp::Default, &caps).unwrap().unwrap();
+        // SAFETY: the child only makes system calls and _exits.
+        match unsafe { nix::unistd::fork() }.unwrap() {
+            nix::unistd::ForkResult::Child => {
+                // SAFETY: prctl/syscall with integer arguments; _exit never returns.
+                unsafe {
+                    libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+                    if load_bpf(&code).is_err() {
+                        libc::_exit(10);
+                    }
+                    let keyctl =
+                        libc::syscall(libc::SYS_keyctl, 0 /* GET_KEYRING_ID */, -3, 0);
+                    let keyctl_err = *libc::__errno_location();
+                    let unshare = libc::unshare(libc::CLONE_NEWUTS);
+                    let unshare_err = *libc::__errno_location();
+                    let ok = keyctl == -1
+                        && keyctl_err == libc::EPERM
+                        && unshare == -1
+                        && unshare_err == libc::EPERM
+                        && libc::getpid() > 0;
+                    libc::_exit(if ok { 0 } else { 11 })
+                }
+            }
+            nix::unistd::ForkResult::Parent { child } => {
+                let st = nix::sys::wait::waitpid(child, None).unwrap();
+                assert_eq!(st, nix::sys::wait::WaitStatus::Exited(child, 0));
+            }
+        }
     }
 }

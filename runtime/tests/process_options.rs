@@ -77,6 +77,44 @@ fn private_cgroupns_shows_the_containers_own_limits_read_only() {
     assert_eq!(st.exit_code, Some(0), "{st:?}");
     assert_eq!(f.stdout(), format!("{expect}\n/\nread-only\n"));
 
+    // Hybrid layout: the container is in its own `unified` cgroup2 directory too, which is
+    // the root of /sys/fs/cgroup/unified inside; the host's directory goes with the container.
+    let hybrid = Path::new("/sys/fs/cgroup/unified/cgroup.procs").exists();
+    if hybrid {
+        let h = Fixture::new(
+            "cgns-unified",
+            &[
+                "sh",
+                "-c",
+                "grep '^0::' /proc/self/cgroup; head -1 /sys/fs/cgroup/unified/cgroup.procs",
+            ],
+        );
+        h.create().unwrap();
+        let host_dir = Path::new("/sys/fs/cgroup/unified/skiff-test").join(&h.cfg.id);
+        let procs = std::fs::read_to_string(host_dir.join("cgroup.procs")).unwrap();
+        let init_pid = skiff_runtime::state(&h.dir).unwrap().pid.unwrap();
+        assert_eq!(procs.trim(), init_pid.to_string());
+        skiff_runtime::start(&h.dir).unwrap();
+        h.wait(Duration::from_secs(10));
+        assert_eq!(h.stdout(), "0::/\n1\n");
+        skiff_runtime::remove(&h.dir).unwrap();
+        assert!(!host_dir.exists(), "{} left behind", host_dir.display());
+
+        // `exec`'d processes start there as well.
+        let e = Fixture::new("cgns-exec", &["sleep", "1000"]);
+        e.create().unwrap();
+        skiff_runtime::start(&e.dir).unwrap();
+        let exec = skiff_runtime::ExecConfig {
+            args: vec!["grep".into(), "^0::".into(), "/proc/self/cgroup".into()],
+            ..Default::default()
+        };
+        let mut p = skiff_runtime::exec(Path::new(common::EXE), &e.dir, &exec).unwrap();
+        let mut out = String::new();
+        std::io::Read::read_to_string(&mut p.stdout.take().unwrap(), &mut out).unwrap();
+        assert_eq!(p.wait().unwrap(), 0);
+        assert_eq!(out, "0::/\n");
+    }
+
     // Host cgroupns: the host's view of the container's cgroup path.
     let mut g = Fixture::new(
         "cgns-host",

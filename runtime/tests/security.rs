@@ -34,7 +34,20 @@ fn default_seccomp_blocks_unshare_and_keyctl_and_unconfined_or_privileged_lift_i
     });
     assert!(unconfined.contains("unshare:ok\n"), "{unconfined}");
     assert!(unconfined.contains("Seccomp:\t0"), "{unconfined}");
-    let (_, privileged) = run("privileged", PROBE, |f| f.cfg.security.privileged = true);
+    let privileged_probe = format!(
+        "{PROBE}; grep ' /sys sysfs ' /proc/mounts | cut -d' ' -f4 | cut -d, -f1; \
+         grep -c -E ' /proc/(sys|kcore) ' /proc/mounts; \
+         [ -c /dev/fuse ] && echo host-devices || echo no-host-devices"
+    );
+    let (_, privileged) = run("privileged", &privileged_probe, |f| {
+        f.cfg.security.privileged = true
+    });
+    // /sys writable, nothing masked or made read-only under /proc, the host's devices.
+    let tail: Vec<&str> = privileged.lines().rev().take(3).collect();
+    let fuse = std::path::Path::new("/dev/fuse").exists();
+    assert_eq!(tail[2], "rw", "{privileged}");
+    assert_eq!(tail[1], "0", "{privileged}");
+    assert_eq!(tail[0] == "host-devices", fuse, "{privileged}");
     assert!(privileged.contains("unshare:ok\n"), "{privileged}");
     assert!(privileged.contains("Seccomp:\t0"), "{privileged}");
     // Every capability we hold ourselves.
@@ -195,6 +208,21 @@ fn exec_runs_under_the_containers_capabilities_seccomp_and_ulimits() {
         out,
         "CapEff:\t0000000000000020\nNoNewPrivs:\t1\nSeccomp:\t2\n321\nunshare:denied\n"
     );
+    // A container created before skiff wrote seccomp.bpf (an upgrade) still gets its filter.
+    std::fs::remove_file(f.dir.join("seccomp.bpf")).unwrap();
+    let again = skiff_runtime::ExecConfig {
+        args: vec![
+            "grep".into(),
+            "^Seccomp:".into(),
+            "/proc/self/status".into(),
+        ],
+        ..Default::default()
+    };
+    let mut p = skiff_runtime::exec(std::path::Path::new(common::EXE), &f.dir, &again).unwrap();
+    let mut out = String::new();
+    p.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    assert_eq!(p.wait().unwrap(), 0, "{out}");
+    assert_eq!(out, "Seccomp:\t2\n");
     skiff_runtime::kill(&f.dir, skiff_runtime::Signal::SIGKILL).unwrap();
     f.wait(std::time::Duration::from_secs(5));
 }

@@ -33,7 +33,7 @@ pub struct LogConfig {
     /// `max-file`: how many files are kept, the current one included (≥ 1).
     #[serde(default)]
     pub max_file: Option<u32>,
-    /// `compress`: rotated files other than the newest (`.1`) are gzipped (`.2.gz`...).
+    /// `compress`: rotated files are gzipped (`.1.gz`, `.2.gz`...).
     #[serde(default)]
     pub compress: Option<bool>,
 }
@@ -94,6 +94,18 @@ impl LogConfig {
                 }
                 _ => return Err(bad("unsupported log option")),
             }
+        }
+        if c.driver == LogDriver::JsonFile
+            && c.compress == Some(true)
+            && (c.max_file() < 2 || c.max_size().is_none())
+        {
+            return Err(RuntimeError::InvalidLogOption {
+                option: "compress".into(),
+                value: "true".into(),
+                reason:
+                    "compress cannot be true when max-file is less than 2 or max-size is not set"
+                        .into(),
+            });
         }
         Ok(c)
     }
@@ -159,5 +171,6 @@ mod tests {
         ));
         assert!(LogConfig::from_docker("json-file", &opts(&[("max-file", "0")])).is_err());
         assert!(LogConfig::from_docker("none", &opts(&[("max-size", "1k")])).is_err());
+        assert!(LogConfig::from_docker("json-file", &opts(&[("compress", "true")])).is_err());
     }
 }

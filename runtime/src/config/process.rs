@@ -38,6 +38,30 @@ const ULIMITS: &[(&str, nix::sys::resource::Resource)] = {
 };
 
 impl Ulimit {
+    /// Parses the CLI form `name=soft[:hard]` (`nofile=1024:2048`; hard = soft when
+    /// omitted), as `docker run --ulimit`. Errors are [`RuntimeError::InvalidUlimit`].
+    pub fn parse(spec: &str) -> Result<Ulimit> {
+        let bad = |name: &str, reason: &str| RuntimeError::InvalidUlimit {
+            name: name.to_string(),
+            reason: reason.to_string(),
+        };
+        let (name, values) = spec
+            .split_once('=')
+            .ok_or_else(|| bad(spec, "expected name=soft[:hard]"))?;
+        let (soft, hard) = values.split_once(':').unwrap_or((values, values));
+        let num = |v: &str| {
+            v.parse::<i64>()
+                .map_err(|_| bad(name, "limits must be numbers"))
+        };
+        let u = Ulimit {
+            name: name.to_string(),
+            soft: num(soft)?,
+            hard: num(hard)?,
+        };
+        u.resolve()?;
+        Ok(u)
+    }
+
     /// The setrlimit resource and (soft, hard) limits; an unknown name or soft > hard is
     /// [`RuntimeError::InvalidUlimit`].
     pub(crate) fn resolve(&self) -> Result<(nix::sys::resource::Resource, u64, u64)> {
@@ -139,6 +163,14 @@ mod tests {
             matches!(u("files", 1, 1).resolve(), Err(RuntimeError::InvalidUlimit { name, .. }) if name == "files")
         );
         assert!(u("nproc", 10, 5).resolve().is_err());
+        assert_eq!(
+            Ulimit::parse("nofile=1024:2048").unwrap(),
+            u("nofile", 1024, 2048)
+        );
+        assert_eq!(Ulimit::parse("core=-1").unwrap(), u("core", -1, -1));
+        assert!(Ulimit::parse("nofile").is_err());
+        assert!(Ulimit::parse("nofile=a:b").is_err());
+        assert!(Ulimit::parse("bogus=1").is_err());
     }
 
     #[test]

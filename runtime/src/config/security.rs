@@ -61,6 +61,31 @@ pub struct Device {
 }
 
 impl Device {
+    /// Parses the CLI form `HOST[:CONTAINER][:PERMS]` (`/dev/fuse`, `/dev/sda:/dev/xvda:rw`),
+    /// as `docker run --device`; checked as [`Device::validate`] does.
+    pub fn parse(spec: &str) -> Result<Device> {
+        let parts: Vec<&str> = spec.split(':').collect();
+        let (host, container, perms) = match parts.as_slice() {
+            [h] => (*h, "", ""),
+            [h, p] if !p.starts_with('/') => (*h, "", *p),
+            [h, c] => (*h, *c, ""),
+            [h, c, p] => (*h, *c, *p),
+            _ => {
+                return Err(RuntimeError::InvalidDevice {
+                    path: PathBuf::from(spec),
+                    reason: "expected HOST[:CONTAINER][:PERMS]".into(),
+                })
+            }
+        };
+        let d = Device {
+            host_path: PathBuf::from(host),
+            container_path: container.to_string(),
+            permissions: perms.to_string(),
+        };
+        d.validate()?;
+        Ok(d)
+    }
+
     /// Absolute paths, permissions of `r`, `w`, `m` only, and a host path that is a
     /// character or block device.
     pub fn validate(&self) -> Result<()> {
@@ -244,5 +269,27 @@ mod tests {
             .unwrap()
             .contains(&Capability::CAP_SYS_ADMIN));
         assert!(p.effective_seccomp().is_none());
+    }
+
+    #[test]
+    fn device_specs_parse_like_docker() {
+        let d = Device::parse("/dev/null:/dev/mynull:rw").unwrap();
+        assert_eq!(
+            (
+                d.host_path.to_str(),
+                d.container_path.as_str(),
+                d.permissions.as_str()
+            ),
+            (Some("/dev/null"), "/dev/mynull", "rw")
+        );
+        let d = Device::parse("/dev/null:r").unwrap();
+        assert_eq!(
+            (d.container_path.as_str(), d.permissions.as_str()),
+            ("", "r")
+        );
+        assert_eq!(d.target(), PathBuf::from("/dev/null"));
+        assert!(Device::parse("/dev/null:/x:rwx").is_err());
+        assert!(Device::parse("/etc/hostname").is_err());
+        assert!(Device::parse("a:b:c:d").is_err());
     }
 }

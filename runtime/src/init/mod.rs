@@ -212,13 +212,16 @@ fn setup(
     );
     drop(master);
 
-    // /sys/fs/cgroup is mounted while `create` returns and `start` is on its way (nothing
-    // runs in the container before); a failure is reported to `start`.
-    let cgroupfs = cgroupfs::mount_all(&cgroup_layout, privileged);
+    // /sys/fs/cgroup is mounted and the seccomp filter loaded while `create` returns and
+    // `start` is on its way (nothing runs in the container before); a failure is reported
+    // to `start`.
+    let mut confinement = confinement;
+    let early =
+        cgroupfs::mount_all(&cgroup_layout, privileged).and_then(|()| confinement.apply_early());
     if !wait_byte(sync, START) {
         return Ok(None);
     }
-    cgroupfs?;
+    early?;
     let args = match &cfg.init {
         // As Docker: `/sbin/docker-init -- <args>`.
         Some(_) => [mounts::INIT_PATH.to_string(), "--".to_string()]
@@ -227,14 +230,14 @@ fn setup(
             .collect(),
         None => cfg.args.clone(),
     };
-    let spec = process::ProcessSpec {
+    let mut spec = process::ProcessSpec {
         args,
         env,
         cwd: cfg.cwd.clone(),
         user,
         confinement,
     };
-    Ok(Some(process::exec(&spec)))
+    Ok(Some(process::exec(&mut spec)))
 }
 
 /// Opens a pty in the container's own devpts, makes its slave the controlling terminal and

@@ -104,6 +104,8 @@ pub(crate) struct Confinement {
     /// held, as runc does) or, with no_new_privs, just before execve.
     pub seccomp: Option<Vec<u8>>,
     pub rlimits: Vec<(Resource, u64, u64)>,
+    /// [`Confinement::apply_early`] has run.
+    pub early_done: bool,
 }
 
 impl Confinement {
@@ -116,12 +118,25 @@ impl Confinement {
         let fail = |e: crate::error::RuntimeError| StepFailure::from_error("security", &e);
         let caps = cfg.security.capabilities().map_err(fail)?;
         let seccomp = match cfg.security.effective_seccomp() {
-            // A filter asked for but missing is an error, never an unconfined container.
-            Some(_) => {
+            // A filter asked for is never skipped: a container created before skiff wrote
+            // seccomp.bpf (an upgrade) has it compiled here.
+            Some(s) => {
                 let p = crate::paths::ContainerPaths::new(dir).seccomp_bpf();
-                Some(std::fs::read(&p).map_err(|e| {
-                    StepFailure::detail("read seccomp filter", p.display(), e.to_string())
-                })?)
+                match std::fs::read(&p) {
+                    Ok(code) => Some(code),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        crate::seccomp::bpf(s, &caps)
+                            .map_err(fail)?
+                            .map(|code| code.to_vec())
+                    }
+                    Err(e) => {
+                        return Err(StepFailure::detail(
+                            "read seccomp filter",
+                            p.display(),
+                            e.to_string(),
+                        ))
+                    }
+                }
             }
             None => None,
         };
@@ -136,7 +151,30 @@ impl Confinement {
             no_new_privs: cfg.security.no_new_privileges,
             seccomp,
             rlimits,
+            early_done: false,
         })
+    }
+
+    /// The ulimits and, without no_new_privs, the seccomp filter (needs CAP_SYS_ADMIN, as
+    /// runc loads it). The container's init runs this before it waits for `start`, as runc
+    /// does, so the filter's load (~1 ms of kernel verification) is off the start path;
+    /// [`exec`] runs it otherwise. Nothing the filter may refuse is called after it but
+    /// the steps of [`exec`].
+    pub(crate) fn apply_early(&mut self) -> Result<(), StepFailure> {
+        if self.early_done {
+            return Ok(());
+        }
+        for &(res, soft, hard) in &self.rlimits {
+            nix::sys::resource::setrlimit(res, soft, hard)
+                .map_err(|e| StepFailure::errno("setrlimit", format!("{res:?}"), e))?;
+        }
+        if !self.no_new_privs {
+            if let Some(code) = &self.seccomp {
+                load_seccomp(code)?;
+            }
+        }
+        self.early_done = true;
+        Ok(())
     }
 }
 
@@ -158,7 +196,7 @@ pub(crate) fn reset_signals() {
 }
 
 /// Switches identity, drops capabilities and executes; returns only on failure.
-pub(crate) fn exec(spec: &ProcessSpec) -> StepFailure {
+pub(crate) fn exec(spec: &mut ProcessSpec) -> StepFailure {
     use nix::unistd::{Gid, Uid};
     let fail = |step: &str, path: &str, e: nix::Error| StepFailure::errno(step, path, e);
     let cwd = if spec.cwd.is_empty() {
@@ -170,19 +208,11 @@ pub(crate) fn exec(spec: &ProcessSpec) -> StepFailure {
         Ok(p) => p,
         Err(f) => return f,
     };
+    let conf = &mut spec.confinement;
+    if let Err(f) = conf.apply_early() {
+        return f;
+    }
     let conf = &spec.confinement;
-    for &(res, soft, hard) in &conf.rlimits {
-        if let Err(e) = nix::sys::resource::setrlimit(res, soft, hard) {
-            return fail("setrlimit", &format!("{res:?}"), e);
-        }
-    }
-    if !conf.no_new_privs {
-        if let Some(ctx) = &conf.seccomp {
-            if let Err(f) = load_seccomp(ctx) {
-                return f;
-            }
-        }
-    }
     if let Err(f) = caps::limit_bounding(&conf.caps) {
         return f;
     }

@@ -187,8 +187,15 @@ fn build(cfg: &ContainerConfig, paths: &ContainerPaths) -> Result<Built, StepFai
     }
     spawn_init(cfg).map_err(|failed| {
         let (f, cg) = *failed;
-        if let Some(cg) = cg {
-            cg.destroy();
+        match cg {
+            Some(cg) => cg.destroy(),
+            // The init (killed and reaped by now) may have been forked into its `unified`
+            // directory before the other cgroups were made.
+            None => {
+                if let Some(d) = crate::cgroup::unified_dir(&cfg.cgroup_path()) {
+                    let _ = std::fs::remove_dir(d);
+                }
+            }
         }
         f
     })
@@ -241,8 +248,14 @@ fn spawn_init(cfg: &ContainerConfig) -> Result<Built, SpawnErr> {
     if cfg.network == NetworkMode::None {
         ns |= CloneFlags::CLONE_NEWNET;
     }
-    // SAFETY: the shim is single-threaded; the child only runs init code and then execs or exits.
-    match unsafe { fork() } {
+    // On the hybrid layout the init starts in its `unified` cgroup (see `unified_dir`).
+    let unified = tri!(crate::cgroup::open_unified(&cfg.cgroup_path())
+        .map_err(|e| StepFailure::from_error("create cgroup", &e)));
+    // SAFETY: the shim is single-threaded; the child only runs init code and then execs or
+    // exits, and does not abort or use pthreads (see `fork_into`).
+    let forked = unsafe { crate::forkinto::fork_into(unified.as_ref().map(|f| f.as_raw_fd())) };
+    drop(unified);
+    match forked {
         Ok(ForkResult::Child) => {
             drop(sync_shim);
             drop(shim_stdin);
