@@ -356,13 +356,16 @@ impl Store {
                 if l.state == "lazy" {
                     self.register_lazy_layer(&l.digest)?;
                 }
-                self.inner
-                    .db
-                    .layer_index(&l.digest)?
-                    .ok_or_else(|| StoreError::InvalidIndex {
+                let index = self.inner.db.layer_index(&l.digest)?.ok_or_else(|| {
+                    StoreError::InvalidIndex {
                         layer: l.digest.clone(),
                         reason: "no file index stored".to_string(),
-                    })
+                    }
+                })?;
+                if l.state == "lazy" {
+                    self.inner.cache.set_layer_map(&index);
+                }
+                Ok(index)
             })
             .collect()
     }

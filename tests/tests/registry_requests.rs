@@ -116,3 +116,70 @@ fn a_missing_blob_is_not_retried() {
     assert_eq!(proxy.requests().len(), 1, "{:#?}", proxy.requests());
     assert!(started.elapsed() < std::time::Duration::from_secs(2));
 }
+
+#[test]
+fn a_miss_reads_ahead_within_its_directory() {
+    require!(
+        "a_miss_reads_ahead_within_its_directory",
+        registry_unavailable()
+    );
+    let registry = Registry::start().unwrap();
+    let rt = runtime();
+    let (tar, _blob, _pushed) = converted_image(&rt, &registry, "wire/ahead").unwrap();
+    let proxy = CountingProxy::start(&registry.host()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    let img = rt
+        .block_on(store.pull(&format!("{}/wire/ahead:latest", proxy.host()), &|_| {}))
+        .unwrap();
+    let indexes = store.layer_indexes(&img.id).unwrap();
+    let reader = store.content_reader();
+    let layer = &indexes[0].digest;
+    let file = |p: &str| {
+        indexes[0]
+            .entries
+            .iter()
+            .find(|e| e.path == p)
+            .unwrap()
+            .clone()
+    };
+    let expect = |p: &str| tar_files().into_iter().find(|f| f.path == p).unwrap().data;
+    let read = |p: &str, off: u64, len: usize| {
+        let f = file(p);
+        let mut buf = vec![0u8; len];
+        let n = reader.read_at(layer, &f.chunks, off, &mut buf).unwrap();
+        buf.truncate(n);
+        buf
+    };
+    let _ = tar;
+    proxy.clear();
+    // etc/hello.txt: its directory ends there, so nothing of usr/lib/ comes along.
+    assert_eq!(read("etc/hello.txt", 0, 100), expect("etc/hello.txt"));
+    assert_eq!(proxy.requests().len(), 1);
+    let big = expect("usr/lib/big.bin");
+    assert_eq!(read("usr/lib/big.bin", 0, 4096), &big[..4096]);
+    assert_eq!(proxy.requests().len(), 2, "{:#?}", proxy.requests());
+    // The next chunk of big.bin came with the first (read ahead in the same request).
+    let second = 256 << 10;
+    assert_eq!(
+        read("usr/lib/big.bin", second, 4096),
+        &big[second as usize..second as usize + 4096]
+    );
+    assert_eq!(proxy.requests().len(), 2, "{:#?}", proxy.requests());
+    let ahead = proxy.requests()[1].range.clone().unwrap();
+    let first_chunk = &file("usr/lib/big.bin").chunks[0];
+    let skiff_store::ChunkLocation::Compressed {
+        blob_offset,
+        blob_len,
+        ..
+    } = &first_chunk.location
+    else {
+        panic!("lazy chunk expected")
+    };
+    // The request went past the demanded chunk.
+    let (_, end) = ahead.trim_start_matches("bytes=").split_once('-').unwrap();
+    assert!(
+        end.parse::<u64>().unwrap() + 1 > blob_offset + blob_len,
+        "{ahead}"
+    );
+}

@@ -62,6 +62,10 @@ impl Flights {
     }
 }
 
+/// The outcome of a flight its fetcher let go without trying (an early error elsewhere, a
+/// read-ahead that broke off): a waiter seeing it fetches the chunk itself.
+pub const ABANDONED: &str = "the reader fetching this chunk gave up";
+
 /// A counting semaphore for blocking threads.
 pub struct Semaphore {
     free: Mutex<usize>,
@@ -123,10 +127,7 @@ impl<'a> Owned<'a> {
 impl Drop for Owned<'_> {
     fn drop(&mut self) {
         for d in self.pending.drain(..) {
-            self.flights.finish(
-                &d,
-                Err("the reader fetching this chunk gave up".to_string()),
-            );
+            self.flights.finish(&d, Err(ABANDONED.to_string()));
         }
     }
 }

@@ -35,6 +35,21 @@ impl Default for RetryPolicy {
     }
 }
 
+/// A range being received, in order, piece by piece. Blocking.
+pub trait RangeStream: Send {
+    /// The next piece; `None` once exactly the range's bytes were given (a short answer is
+    /// an error, never an early `None`).
+    fn next_piece(&mut self) -> Result<Option<Bytes>>;
+}
+
+struct OnePiece(Option<Bytes>);
+
+impl RangeStream for OnePiece {
+    fn next_piece(&mut self) -> Result<Option<Bytes>> {
+        Ok(self.0.take())
+    }
+}
+
 /// A blob that can be read by byte range. Blocking: FUSE worker threads call it.
 pub trait BlobSource: Send + Sync {
     /// The blob's digest (`sha256:<hex>`), used in errors and logs.
@@ -43,6 +58,13 @@ pub trait BlobSource: Send + Sync {
     fn size(&self) -> u64;
     /// Reads exactly `len` bytes at `offset`; a short answer is an error.
     fn read_range(&self, offset: u64, len: u64) -> Result<Bytes>;
+
+    /// Starts reading `len` bytes at `offset` and gives them as they arrive, so a caller
+    /// can use the front of a long range before its end is in (one request, no retry).
+    /// By default the whole range as one piece.
+    fn open_range(&self, offset: u64, len: u64) -> Result<Box<dyn RangeStream>> {
+        Ok(Box::new(OnePiece(Some(self.read_range(offset, len)?))))
+    }
 
     /// [`read_range`](Self::read_range) with retry and exponential backoff. Ranges outside
     /// the blob and permanent errors ([`StoreError::is_permanent`]: not found, access

@@ -362,7 +362,7 @@ impl RegistryClient {
         Ok(total)
     }
 
-    /// Bytes `offset..offset+len` of blob `digest` (an HTTP Range request). The caller
+    /// Bytes `offset..offset+len` of blob `digest` (one HTTP Range request). The caller
     /// verifies what it asked for (e.g. a chunk digest); a short answer is an error.
     pub async fn fetch_range(
         &self,
@@ -371,10 +371,27 @@ impl RegistryClient {
         offset: u64,
         len: u64,
     ) -> Result<Bytes> {
+        let mut stream = self.range_stream(r, digest, offset, len).await?;
+        let mut buf = BytesMut::with_capacity(len as usize);
+        while let Some(piece) = stream.next().await {
+            buf.extend_from_slice(&piece?);
+        }
+        Ok(buf.freeze())
+    }
+
+    /// [`fetch_range`](Self::fetch_range) as a stream of pieces as they arrive: exactly
+    /// `len` bytes, or an error as the last item.
+    pub async fn range_stream(
+        &self,
+        r: &ImageReference,
+        digest: &str,
+        offset: u64,
+        len: u64,
+    ) -> Result<futures::stream::BoxStream<'static, Result<Bytes>>> {
         let blob_ref = r.with_digest(digest);
         let op = format!("fetch range {offset}+{len}");
         if len == 0 {
-            return Ok(Bytes::new());
+            return Ok(futures::stream::empty().boxed());
         }
         let t = self.target(&blob_ref);
         let mut headers = reqwest::header::HeaderMap::new();
@@ -393,37 +410,76 @@ impl RegistryClient {
             let body = resp.bytes().await.unwrap_or_default();
             return Err(http::status_error(&t, &op, status, &body));
         }
-        let mut skip = if status == reqwest::StatusCode::PARTIAL_CONTENT {
+        // A registry that ignores Range sends the whole blob (200): skip to the range.
+        let skip = if status == reqwest::StatusCode::PARTIAL_CONTENT {
             0
         } else {
             offset
         };
-        let mut stream = resp.bytes_stream();
-        // A registry that ignores Range sends the whole blob (200): skip to the range.
-        let mut buf = BytesMut::with_capacity(len as usize);
-        while let Some(chunk) = stream.next().await {
-            let mut chunk = chunk.map_err(|e| http::transport_error(&t, &op, &e))?;
-            self.count(chunk.len() as u64);
-            if skip > 0 {
-                let n = skip.min(chunk.len() as u64);
-                skip -= n;
-                let _ = chunk.split_to(n as usize);
-            }
-            let room = len as usize - buf.len();
-            buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
-            if buf.len() == len as usize {
-                break;
-            }
+        struct St {
+            body: futures::stream::BoxStream<'static, reqwest::Result<Bytes>>,
+            skip: u64,
+            left: u64,
         }
-        if buf.len() as u64 != len {
-            return Err(StoreError::RegistryStatus {
-                reference: blob_ref.to_string(),
-                operation: op,
-                status: None,
-                reason: format!("the registry returned {} bytes", buf.len()),
-            });
-        }
-        Ok(buf.freeze())
+        let ctx = Arc::new((self.clone(), blob_ref.clone(), t.scheme, t.host.clone(), op));
+        let st = St {
+            body: resp.bytes_stream().boxed(),
+            skip,
+            left: len,
+        };
+        let stream = futures::stream::unfold(Some(st), move |st| {
+            let ctx = ctx.clone();
+            async move {
+                let mut st = st?;
+                let (this, blob_ref, scheme, host, op) = &*ctx;
+                let fail = |reason: String| StoreError::RegistryStatus {
+                    reference: blob_ref.to_string(),
+                    operation: op.clone(),
+                    status: None,
+                    reason,
+                };
+                loop {
+                    if st.left == 0 {
+                        return None;
+                    }
+                    match st.body.next().await {
+                        Some(Ok(mut piece)) => {
+                            this.count(piece.len() as u64);
+                            if st.skip > 0 {
+                                let n = st.skip.min(piece.len() as u64);
+                                st.skip -= n;
+                                let _ = piece.split_to(n as usize);
+                            }
+                            piece.truncate(st.left.min(piece.len() as u64) as usize);
+                            if piece.is_empty() {
+                                continue;
+                            }
+                            st.left -= piece.len() as u64;
+                            return Some((Ok(piece), Some(st)));
+                        }
+                        Some(Err(e)) => {
+                            let t = http::Target {
+                                reference: blob_ref,
+                                scheme,
+                                host: host.clone(),
+                                credentials: RegistryAuth::Anonymous,
+                            };
+                            return Some((Err(http::transport_error(&t, op, &e)), None));
+                        }
+                        None => {
+                            return Some((
+                                Err(fail(format!(
+                                    "the registry's answer ended {} bytes short",
+                                    st.left
+                                ))),
+                                None,
+                            ))
+                        }
+                    }
+                }
+            }
+        });
+        Ok(stream.boxed())
     }
 
     pub async fn blob_exists(&self, r: &ImageReference, digest: &str) -> Result<bool> {
