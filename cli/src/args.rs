@@ -98,6 +98,13 @@ pub struct DaemonArgs {
     /// The bridge's subnet (the gateway is its first address).
     #[arg(long = "bip", default_value = "172.18.0.0/16")]
     pub subnet: String,
+    /// Do not record access profiles of lazily pulled images (which files a container
+    /// reads in its first seconds; see docs/profiles.md).
+    #[arg(long)]
+    pub no_profile_record: bool,
+    /// Do not prefetch the chunks an image's access profile names when it is mounted.
+    #[arg(long)]
+    pub no_profile_prefetch: bool,
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -372,6 +379,28 @@ pub enum ImageCommand {
     Convert(ConvertArgs),
     /// Remove unused images.
     Prune(PruneArgs),
+    /// Access profiles of lazily pulled images (see docs/profiles.md).
+    #[command(subcommand)]
+    Profile(ProfileCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ProfileCommand {
+    /// List the recorded access profiles.
+    #[command(alias = "list")]
+    Ls,
+    /// Print profiles (by image name or profile key) as JSON.
+    Inspect(ProfileNames),
+    /// Remove profiles (by image name or profile key).
+    #[command(alias = "remove")]
+    Rm(ProfileNames),
+}
+
+#[derive(Args, Debug)]
+pub struct ProfileNames {
+    /// Image names or profile keys (64 hex digits).
+    #[arg(required = true)]
+    pub names: Vec<String>,
 }
 
 #[derive(Args, Debug)]

@@ -85,6 +85,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Image(ImageCommand::Inspect(a)) => images::inspect(d, &a.containers).await,
         Command::Image(ImageCommand::Import(a)) => images::import(d, a).await,
         Command::Image(ImageCommand::Prune(a)) => system::image_prune(d, a).await,
+        Command::Image(ImageCommand::Profile(c)) => profiles::run(&socket, c).await,
         Command::System(SystemCommand::Prune(a)) => system::prune(d, a).await,
         Command::System(SystemCommand::Df) => system::df(d).await,
         Command::System(SystemCommand::Info) | Command::Info => system::info(d).await,

@@ -4,6 +4,7 @@
 pub mod api_containers;
 pub mod api_exec;
 pub mod api_images;
+pub mod api_profiles;
 pub mod api_system;
 pub mod attach_bridge;
 pub mod changes;
@@ -16,6 +17,7 @@ pub mod mounts;
 pub mod names;
 pub mod network;
 pub mod paths;
+pub mod profiles;
 pub mod records;
 pub mod resolve;
 pub mod server;

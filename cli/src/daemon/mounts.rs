@@ -7,22 +7,29 @@ use std::sync::Mutex;
 
 use super::error::{ApiError, ApiResult};
 use super::paths::Paths;
+use super::profiles::{self, ProfileSettings};
 
 struct Mounted {
     handle: skiff_fs::MountHandle,
     users: usize,
+    recorder: Option<std::sync::Arc<skiff_fs::AccessRecorder>>,
 }
 
 pub struct ImageMounts {
     paths: Paths,
     mounted: Mutex<HashMap<String, Mounted>>,
+    profiles: ProfileSettings,
+    /// For saving profiles when a mount's users are gone.
+    store: Mutex<Option<skiff_store::Store>>,
 }
 
 impl ImageMounts {
-    pub fn new(paths: Paths) -> ImageMounts {
+    pub fn new(paths: Paths, profiles: ProfileSettings) -> ImageMounts {
         ImageMounts {
             paths,
             mounted: Mutex::new(HashMap::new()),
+            profiles,
+            store: Mutex::new(None),
         }
     }
 
@@ -54,13 +61,25 @@ impl ImageMounts {
         let layers = store
             .layer_indexes(image_id)
             .map_err(|e| ApiError::internal(format!("image {image_id}: {e}")))?;
-        let fs = skiff_fs::ImageFs::new(layers, store.content_reader())
+        let recorder = profiles::on_mount(self.profiles, store, image_id, &layers);
+        let mut fs = skiff_fs::ImageFs::new(layers, store.content_reader())
             .map_err(|e| ApiError::internal(format!("image {image_id}: {e}")))?;
+        if let Some(r) = &recorder {
+            fs.set_recorder(r.clone());
+        }
+        *self.store.lock().expect("mounts store") = Some(store.clone());
         let handle = skiff_fs::mount(fs, &target, &skiff_fs::MountOptions::default())
             .map_err(|e| ApiError::internal(format!("mounting image {image_id}: {e}")))?;
         tracing::info!(image = %image_id, path = %target.display(), "mounted image");
         let path = handle.path().to_path_buf();
-        m.insert(image_id.to_string(), Mounted { handle, users: 1 });
+        m.insert(
+            image_id.to_string(),
+            Mounted {
+                handle,
+                users: 1,
+                recorder,
+            },
+        );
         Ok(path)
     }
 
@@ -71,6 +90,19 @@ impl ImageMounts {
         let mut m = self.mounted.lock().expect("mounts lock");
         if let Some(e) = m.get_mut(image_id) {
             e.users = e.users.saturating_sub(1);
+            if e.users == 0 {
+                self.save_profile(e.recorder.take());
+            }
+        }
+    }
+
+    fn save_profile(&self, recorder: Option<std::sync::Arc<skiff_fs::AccessRecorder>>) {
+        let store = self.store.lock().expect("mounts store").clone();
+        if let (Some(r), Some(store)) = (recorder, store) {
+            // Off the caller's path: it fsyncs.
+            let _ = std::thread::Builder::new()
+                .name("skiff-profile".into())
+                .spawn(move || profiles::save(&store, &r));
         }
     }
 
@@ -95,7 +127,11 @@ impl ImageMounts {
 
     pub fn unmount_all(&self) {
         let mut m = self.mounted.lock().expect("mounts lock");
+        let store = self.store.lock().expect("mounts store").clone();
         for (_, e) in m.drain() {
+            if let (Some(r), Some(store)) = (&e.recorder, &store) {
+                profiles::save(store, r);
+            }
             let path = e.handle.path().to_path_buf();
             if let Err(err) = e.handle.unmount() {
                 tracing::warn!(path = %path.display(), "unmounting image: {err}");

@@ -68,6 +68,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/exec/{id}/resize", post(x::resize))
         .route("/exec/{id}/json", get(x::inspect))
         .route("/session", head(s::ping))
+        .merge(super::api_profiles::routes())
         .with_state(daemon)
 }
 

@@ -81,7 +81,10 @@ impl Daemon {
         let network = skiff_runtime::network::NetworkManager::restore(net_config)
             .await
             .map_err(|e| anyhow::anyhow!("setting up container networking: {e}"))?;
-        let mounts = ImageMounts::new(paths.clone());
+        let mounts = ImageMounts::new(
+            paths.clone(),
+            super::profiles::ProfileSettings::from_args(args),
+        );
         mounts.clean_stale();
         let d = Daemon {
             paths,

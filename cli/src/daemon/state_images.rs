@@ -9,7 +9,7 @@ use tokio::sync::mpsc::Sender;
 use super::error::{ApiError, ApiResult};
 use super::state::Daemon;
 
-fn store_error(e: skiff_store::StoreError) -> ApiError {
+pub(super) fn store_error(e: skiff_store::StoreError) -> ApiError {
     use skiff_store::StoreError as E;
     match &e {
         E::InvalidReference { .. } => ApiError::bad_request(e.to_string()),

@@ -10,7 +10,7 @@ use super::readahead::LayerMap;
 use super::*;
 
 impl CacheCore {
-    fn source(&self, layer: &str) -> Result<Arc<dyn BlobSource>> {
+    pub(super) fn source(&self, layer: &str) -> Result<Arc<dyn BlobSource>> {
         self.layers
             .read()
             .unwrap()
@@ -304,7 +304,10 @@ impl CacheCore {
         let layer = layer.to_string();
         let spawned = std::thread::Builder::new()
             .name("skiff-readahead".into())
-            .spawn(move || core.finish_readahead(&layer, &map, ahead, demand_end, rest, stream));
+            .spawn(move || {
+                let ahead: Vec<usize> = ahead.collect();
+                core.receive_chunks(&layer, &map, &ahead, demand_end, rest, stream)
+            });
         if let Err(e) = spawned {
             // The flights were moved into the closure and dropped with it: abandoned.
             tracing::warn!(error = %e, "cannot start a read-ahead thread");
@@ -356,32 +359,35 @@ impl CacheCore {
         Some((map, first..i))
     }
 
-    /// Receives the read-ahead chunks `ahead` of `map` (their bytes start at blob offset
-    /// `base`, `buf` holding what already came), verifies and stores each as it arrives and
-    /// finishes its flight. A failure abandons the rest: their waiters fetch for themselves.
-    fn finish_readahead(
+    /// Receives the chunks `wanted` (positions in `map`, ascending, flights claimed by the
+    /// caller) from `stream`, whose next byte is at blob offset `base` (`buf` holding what
+    /// already came); verifies and stores each as it arrives and finishes its flight. A
+    /// failure abandons the rest: their waiters fetch for themselves. Returns how many were
+    /// stored.
+    pub(super) fn receive_chunks(
         &self,
         layer: &str,
         map: &LayerMap,
-        ahead: std::ops::Range<usize>,
+        wanted: &[usize],
         mut base: u64,
         mut buf: bytes::BytesMut,
         mut stream: Box<dyn crate::chunked::RangeStream>,
-    ) {
+    ) -> usize {
         let mut owned = Owned::new(&self.flights);
-        for c in &map.chunks[ahead.clone()] {
-            owned.own(&c.digest);
+        for &i in wanted {
+            owned.own(&map.chunks[i].digest);
         }
-        let _permit = self.permits.acquire();
-        for c in &map.chunks[ahead] {
+        let mut stored = 0;
+        let _permit = self.permits.acquire_low();
+        for c in wanted.iter().map(|&i| &map.chunks[i]) {
             let end = c.blob_offset + c.blob_len;
             while base + (buf.len() as u64) < end {
                 match stream.next_piece() {
                     Ok(Some(p)) => buf.extend_from_slice(&p),
-                    Ok(None) => return,
+                    Ok(None) => return stored,
                     Err(e) => {
                         tracing::debug!(layer, offset = base, error = %e, "read-ahead broke off");
-                        return;
+                        return stored;
                     }
                 }
             }
@@ -396,7 +402,10 @@ impl CacheCore {
             };
             match decode_verify(&frame, c.len, &c.digest) {
                 Ok(data) => match self.store(&want, &data) {
-                    Ok(()) => owned.finish(&c.digest, Ok(data)),
+                    Ok(()) => {
+                        stored += 1;
+                        owned.finish(&c.digest, Ok(data))
+                    }
                     Err(e) => {
                         tracing::debug!(layer, digest = &*c.digest, error = %e, "storing a read-ahead chunk failed");
                     }
@@ -412,5 +421,6 @@ impl CacheCore {
                 tracing::warn!(error = %e, "evicting after read-ahead failed");
             }
         }
+        stored
     }
 }

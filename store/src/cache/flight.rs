@@ -69,6 +69,8 @@ pub const ABANDONED: &str = "the reader fetching this chunk gave up";
 /// A counting semaphore for blocking threads.
 pub struct Semaphore {
     free: Mutex<usize>,
+    /// Permits background work leaves to on-demand fetches.
+    reserve: usize,
     cv: Condvar,
 }
 
@@ -76,10 +78,23 @@ pub struct Permit<'a>(&'a Semaphore);
 
 impl Semaphore {
     pub fn new(n: usize) -> Semaphore {
+        let n = n.max(1);
         Semaphore {
-            free: Mutex::new(n.max(1)),
+            free: Mutex::new(n),
+            reserve: if n > 1 { n.div_ceil(4) } else { 0 },
             cv: Condvar::new(),
         }
+    }
+
+    /// A permit for background work (read-ahead streams, prefetch): taken only while more
+    /// than a quarter of the permits are free, so on-demand fetches always find one.
+    pub fn acquire_low(&self) -> Permit<'_> {
+        let mut g = self.free.lock().unwrap();
+        while *g <= self.reserve {
+            g = self.cv.wait(g).unwrap();
+        }
+        *g -= 1;
+        Permit(self)
     }
 
     pub fn acquire(&self) -> Permit<'_> {
@@ -95,7 +110,8 @@ impl Semaphore {
 impl Drop for Permit<'_> {
     fn drop(&mut self) {
         *self.0.free.lock().unwrap() += 1;
-        self.0.cv.notify_one();
+        // Waiters of both kinds share the condvar: wake all so the right one proceeds.
+        self.0.cv.notify_all();
     }
 }
 

@@ -8,8 +8,11 @@ mod db;
 mod fetch;
 mod files;
 mod flight;
+mod prefetch;
 mod prune;
 mod readahead;
+
+pub use prefetch::{PrefetchOutcome, PREFETCH_GAP, PREFETCH_SPAN};
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -80,6 +83,8 @@ pub struct CacheStats {
     /// Range reads that failed after retries.
     pub fetch_errors: u64,
     pub evicted_chunks: u64,
+    /// Chunks fetched by profile prefetch.
+    pub prefetched_chunks: u64,
 }
 
 #[derive(Default)]
@@ -92,6 +97,7 @@ struct Counters {
     corrupt_chunks: AtomicU64,
     fetch_errors: AtomicU64,
     evicted_chunks: AtomicU64,
+    prefetched_chunks: AtomicU64,
 }
 
 fn bump(c: &AtomicU64, n: u64) {
@@ -325,6 +331,7 @@ impl CacheCore {
             corrupt_chunks: g(&c.corrupt_chunks),
             fetch_errors: g(&c.fetch_errors),
             evicted_chunks: g(&c.evicted_chunks),
+            prefetched_chunks: g(&c.prefetched_chunks),
         }
     }
 
