@@ -33,6 +33,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the daemon (serves the Docker Engine API on <exec-root>/skiff.sock).
     Daemon(DaemonArgs),
+    /// Measure cold and warm starts of an image on private daemons (needs root).
+    Bench(BenchArgs),
     /// Create and run a new container from an image.
     Run(RunArgs),
     /// Create a new container.
@@ -105,6 +107,27 @@ pub struct DaemonArgs {
     /// Do not prefetch the chunks an image's access profile names when it is mounted.
     #[arg(long)]
     pub no_profile_prefetch: bool,
+    /// Pull zstd:chunked layers in full instead of lazily (for comparisons).
+    #[arg(long)]
+    pub no_lazy_pull: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Rounds per mode (medians are reported).
+    #[arg(long, default_value_t = 3)]
+    pub rounds: u32,
+    /// Directory for bench.md and bench.svg (default: the current directory).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Also measure a full (non-lazy) pull of the same image.
+    #[arg(long)]
+    pub full: bool,
+    /// The image (pulled from its registry on every cold run).
+    pub image: String,
+    /// Command to run instead of the image's default (after `--`).
+    #[arg(last = true)]
+    pub cmd: Vec<String>,
 }
 
 #[derive(Args, Debug, Clone, Default)]

@@ -1,6 +1,7 @@
 //! The `skiff` binary: the CLI, the daemon, and the hidden entry points the runtime re-execs.
 
 mod args;
+mod bench;
 mod client;
 mod daemon;
 mod exit;
@@ -54,6 +55,9 @@ async fn dispatch(cli: Cli) -> Result<()> {
         let docker = client::connect::connect(&socket).await.ok();
         return client::system::version(docker.as_ref()).await;
     }
+    if let Command::Bench(args) = &cli.command {
+        return bench::bench(args).await;
+    }
     if let Command::Image(ImageCommand::Convert(args)) = &cli.command {
         return daemon::convert::convert_command(args).await;
     }
@@ -89,7 +93,10 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::System(SystemCommand::Prune(a)) => system::prune(d, a).await,
         Command::System(SystemCommand::Df) => system::df(d).await,
         Command::System(SystemCommand::Info) | Command::Info => system::info(d).await,
-        Command::Daemon(_) | Command::Version | Command::Image(ImageCommand::Convert(_)) => {
+        Command::Daemon(_)
+        | Command::Bench(_)
+        | Command::Version
+        | Command::Image(ImageCommand::Convert(_)) => {
             unreachable!("handled above")
         }
     }

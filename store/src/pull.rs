@@ -171,7 +171,7 @@ impl Store {
         }
         // zstd:chunked layers are stored lazily (TOC only) when the manifest pins the TOC;
         // otherwise they are valid tar+zstd streams, pulled and verified in full.
-        if is_zstd_chunked(layer.annotations.as_ref()) {
+        if self.inner.opts.lazy_pull && is_zstd_chunked(layer.annotations.as_ref()) {
             if let Some(row) = self.pull_lazy_layer(r, layer, diff_id, progress).await? {
                 return Ok(row);
             }

@@ -28,6 +28,8 @@ pub struct StoreOptions {
     pub platform: Option<Platform>,
     /// Disk budget of the chunk cache of lazy (zstd:chunked) layers.
     pub cache_bytes: u64,
+    /// Store zstd:chunked layers lazily (TOC only); `false` pulls them in full.
+    pub lazy_pull: bool,
 }
 
 impl Default for StoreOptions {
@@ -38,6 +40,7 @@ impl Default for StoreOptions {
             max_concurrent_downloads: 3,
             platform: None,
             cache_bytes: 10 << 30,
+            lazy_pull: true,
         }
     }
 }

@@ -10,7 +10,7 @@ use hyper_util::rt::TokioIo;
 use crate::args::{ProfileCommand, ProfileNames};
 
 /// `method path` on the daemon's socket: the status and the body.
-async fn call(socket: &Path, method: &str, path: &str) -> Result<(u16, bytes::Bytes)> {
+pub async fn call(socket: &Path, method: &str, path: &str) -> Result<(u16, bytes::Bytes)> {
     let stream = tokio::net::UnixStream::connect(socket)
         .await
         .with_context(|| format!("connecting to the skiff daemon at {}", socket.display()))?;

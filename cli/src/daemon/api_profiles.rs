@@ -1,7 +1,7 @@
 //! skiff's own endpoints for access profiles (Docker has none), under `/skiff/profiles`:
 //! `GET /skiff/profiles` lists them, `GET /skiff/profiles/{key or image}` returns one
 //! document, `DELETE /skiff/profiles/{key or image}` removes it. An image name resolves
-//! to the profile keyed by its layers.
+//! to the profile keyed by its layers. `GET /skiff/stats`: registry and cache counters.
 
 use std::sync::Arc;
 
@@ -18,6 +18,21 @@ pub fn routes() -> Router<Arc<Daemon>> {
     Router::new()
         .route("/skiff/profiles", get(list))
         .route("/skiff/profiles/{*name}", get(inspect).delete(remove))
+        .route("/skiff/stats", get(stats))
+}
+
+/// Registry and chunk-cache counters since the daemon started (`skiff bench` reads them).
+async fn stats(State(d): State<Arc<Daemon>>) -> ApiResult<impl IntoResponse> {
+    let u = d.store.cache_stats().map_err(store_error)?;
+    let r = d.store.registry();
+    Ok(Json(serde_json::json!({
+        "RegistryBytes": r.bytes_downloaded(),
+        "RegistryRequests": r.read_requests(),
+        "ChunkFetchRequests": u.counters.fetch_requests,
+        "ChunkFetchedBytes": u.counters.fetched_bytes,
+        "PrefetchedChunks": u.counters.prefetched_chunks,
+        "CacheBytes": u.disk_bytes,
+    })))
 }
 
 async fn list(State(d): State<Arc<Daemon>>) -> ApiResult<impl IntoResponse> {

@@ -63,6 +63,7 @@ impl Daemon {
             skiff_store::StoreOptions {
                 insecure_registries: args.insecure_registries.clone(),
                 cache_bytes: cache_bytes as u64,
+                lazy_pull: !args.no_lazy_pull,
                 ..Default::default()
             },
         )?;
