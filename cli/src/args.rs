@@ -104,7 +104,7 @@ pub struct DaemonArgs {
     /// reads in its first seconds; see docs/profiles.md).
     #[arg(long)]
     pub no_profile_record: bool,
-    /// Do not prefetch the chunks an image's access profile names when it is mounted.
+    /// Do not fetch access profiles from registries nor prefetch what they name at mount.
     #[arg(long)]
     pub no_profile_prefetch: bool,
     /// Pull zstd:chunked layers in full instead of lazily (for comparisons).
@@ -417,6 +417,14 @@ pub enum ProfileCommand {
     /// Remove profiles (by image name or profile key).
     #[command(alias = "remove")]
     Rm(ProfileNames),
+    /// Publish an image's profile to its registry (an OCI artifact referring to the image).
+    Push(ProfilePush),
+}
+
+#[derive(Args, Debug)]
+pub struct ProfilePush {
+    /// The image, by the registry reference it was pulled as.
+    pub reference: String,
 }
 
 #[derive(Args, Debug)]

@@ -45,6 +45,13 @@ impl Store {
         ps.put(&merged)
     }
 
+    /// Whether a profile is stored for an image with `layers`.
+    pub(crate) fn has_profile(&self, layers: &[String]) -> bool {
+        self.profile_store()
+            .and_then(|ps| ps.get(&Profile::key_for(layers)))
+            .is_ok_and(|p| p.is_some())
+    }
+
     pub fn profiles(&self) -> Result<Vec<ProfileSummary>> {
         self.profile_store()?.list()
     }

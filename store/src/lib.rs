@@ -22,6 +22,7 @@ mod import;
 mod lazy;
 mod lazy_profile;
 pub mod lazy_source;
+pub mod profile_registry;
 mod pull;
 mod push;
 mod store;

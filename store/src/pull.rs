@@ -105,12 +105,54 @@ impl Store {
             .zip(diff_ids.iter())
             .map(|(layer, diff_id)| self.pull_layer(&resolved.reference, layer, diff_id, progress))
             .collect();
-        let rows: Vec<LayerRow> = futures::stream::iter(pulls)
+        let layers = futures::stream::iter(pulls)
             .buffered(limit)
-            .try_collect()
-            .await?;
+            .try_collect::<Vec<LayerRow>>();
+        // A shared access profile comes along with the layers, never failing the pull.
+        let (rows, ()) = futures::join!(layers, self.fetch_shared_profile(&resolved));
+        let rows = rows?;
         let id = self.commit_pulled(&r, &resolved, &config, &rows)?;
         self.record(&id)
+    }
+
+    /// Saves the profile artifact referring to `resolved`'s manifest, when the image has
+    /// zstd:chunked layers, profile fetching is on and no profile is stored for it yet.
+    async fn fetch_shared_profile(&self, resolved: &ResolvedImage) {
+        let lazy = resolved
+            .manifest
+            .layers
+            .iter()
+            .any(|l| is_zstd_chunked(l.annotations.as_ref()));
+        if !lazy || !self.inner.opts.fetch_profiles || !self.inner.opts.lazy_pull {
+            return;
+        }
+        let layers: Vec<String> = resolved
+            .manifest
+            .layers
+            .iter()
+            .map(|l| l.digest.clone())
+            .collect();
+        if self.has_profile(&layers) {
+            return;
+        }
+        match self
+            .fetch_profile_artifact(&resolved.reference, &resolved.manifest_digest)
+            .await
+        {
+            Ok(Some(p)) if p.layers == layers => match self.save_profile(p) {
+                Ok(key) => {
+                    tracing::info!(reference = %resolved.reference, %key, "fetched a shared access profile")
+                }
+                Err(e) => tracing::warn!(error = %e, "saving a shared access profile failed"),
+            },
+            Ok(Some(_)) => {
+                tracing::warn!(reference = %resolved.reference, "ignoring a shared access profile recorded for other layers")
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::info!(reference = %resolved.reference, error = %e, "no shared access profile")
+            }
+        }
     }
 
     /// Stores config and manifest and makes the image visible (one transaction).

@@ -30,6 +30,8 @@ pub struct StoreOptions {
     pub cache_bytes: u64,
     /// Store zstd:chunked layers lazily (TOC only); `false` pulls them in full.
     pub lazy_pull: bool,
+    /// Fetch the access profile an image's registry holds for it (docs/profiles.md).
+    pub fetch_profiles: bool,
 }
 
 impl Default for StoreOptions {
@@ -41,6 +43,7 @@ impl Default for StoreOptions {
             platform: None,
             cache_bytes: 10 << 30,
             lazy_pull: true,
+            fetch_profiles: true,
         }
     }
 }

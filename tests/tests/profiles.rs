@@ -143,3 +143,102 @@ fn recorded_profile_drives_prefetch_on_an_empty_cache() {
     let again = d.run(&["image", "profile", "rm", &chunked]);
     assert!(!again.status.success());
 }
+
+#[test]
+fn profile_round_trips_through_the_registry_and_a_bad_one_is_ignored() {
+    require!(
+        "profile_round_trips_through_the_registry_and_a_bad_one_is_ignored",
+        root_unavailable(),
+        registry_unavailable()
+    );
+    let reg = Registry::start().unwrap();
+    let rootfs = tempfile::tempdir().unwrap();
+    fixtures::build_busybox_rootfs(rootfs.path()).unwrap();
+    let a = fixtures::random_bytes(500 << 10, 21);
+    std::fs::write(rootfs.path().join("data/a"), &a).unwrap();
+    let gzip = format!("{}/shared:gzip", reg.host());
+    let chunked = format!("{}/shared:chunked", reg.host());
+    {
+        let d = Daemon::start().unwrap();
+        d.ok(&["image", "import", rootfs.path().to_str().unwrap(), &gzip]);
+        d.ok(&["push", &gzip]);
+        d.ok(&["image", "convert", &gzip, &chunked]);
+    }
+
+    // Record on one machine and publish.
+    {
+        let d = Daemon::start().unwrap();
+        d.ok(&["pull", &chunked]);
+        d.ok(&["run", "--rm", &chunked, "cat", "/data/a"]);
+        wait_for("the profile", || {
+            d.ok(&["image", "profile", "ls"]).lines().count() == 2
+        });
+        let out = d.ok(&["image", "profile", "push", &chunked]);
+        assert!(out.contains("profile pushed as sha256:"), "{out}");
+    }
+    // The registry has no Referrers API: the fallback tag lists the artifact, whose
+    // subject is the image's manifest.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = skiff_store::RegistryClient::new(Default::default());
+    let image = skiff_store::ImageReference::parse(&chunked).unwrap();
+    let subject = rt.block_on(client.resolve(&image)).unwrap().manifest_digest;
+    let tag = skiff_store::ImageReference::parse(&format!(
+        "{}/shared:{}",
+        reg.host(),
+        subject.replacen(':', "-", 1)
+    ))
+    .unwrap();
+    let (index, _, media_type) = rt.block_on(client.fetch_manifest(&tag)).unwrap();
+    assert_eq!(media_type, "application/vnd.oci.image.index.v1+json");
+    let index: serde_json::Value = serde_json::from_slice(&index).unwrap();
+    let entry = &index["manifests"][0];
+    assert_eq!(
+        entry["artifactType"],
+        "application/vnd.skiff.access-profile.v1+json"
+    );
+    let artifact = image.with_digest(entry["digest"].as_str().unwrap());
+    let (artifact, _, _) = rt.block_on(client.fetch_manifest(&artifact)).unwrap();
+    let artifact: serde_json::Value = serde_json::from_slice(&artifact).unwrap();
+    assert_eq!(artifact["subject"]["digest"], subject.as_str());
+    let doc_digest = artifact["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // A fresh machine: the pull brings the profile, the mount prefetches it, the
+    // container reads nothing from the registry.
+    {
+        let d = Daemon::start().unwrap();
+        d.ok(&["pull", &chunked]);
+        assert_eq!(d.ok(&["image", "profile", "ls"]).lines().count(), 2);
+        d.ok(&["create", "--name", "shared1", &chunked, "cat", "/data/a"]);
+        wait_for("the prefetch", || cached_chunks(&d) >= 2);
+        let mark = log_len(&reg);
+        let out = d.run(&["start", "-a", "shared1"]);
+        assert!(out.status.success());
+        assert!(out.stdout == a);
+        assert_eq!(blob_gets(&reg, mark), 0);
+        d.ok(&["rm", "shared1"]);
+    }
+
+    // The profile blob damaged in the registry's storage: ignored, logged once, the pull
+    // and the container unaffected.
+    let blob = reg.blob_path(&doc_digest);
+    let mut bytes = std::fs::read(&blob).unwrap();
+    let last = bytes.len() - 2;
+    bytes[last] ^= 0x20;
+    std::fs::write(&blob, &bytes).unwrap();
+    let d = Daemon::start().unwrap();
+    d.ok(&["pull", &chunked]);
+    assert_eq!(d.ok(&["image", "profile", "ls"]).lines().count(), 1);
+    d.ok(&["rmi", &chunked]);
+    d.ok(&["pull", &chunked]);
+    let out = d.run(&["run", "--rm", &chunked, "cat", "/data/a"]);
+    assert!(out.status.success() && out.stdout == a);
+    assert_eq!(
+        d.log_text().matches("ignoring a profile artifact").count(),
+        1,
+        "{}",
+        d.log_text()
+    );
+}

@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
 
-use crate::args::{ProfileCommand, ProfileNames};
+use crate::args::{ProfileCommand, ProfileNames, ProfilePush};
 
 /// `method path` on the daemon's socket: the status and the body.
 pub async fn call(socket: &Path, method: &str, path: &str) -> Result<(u16, bytes::Bytes)> {
@@ -88,6 +88,24 @@ pub async fn run(socket: &Path, cmd: &ProfileCommand) -> Result<()> {
                 out.push(serde_json::from_slice::<serde_json::Value>(&body)?);
             }
             println!("{}", serde_json::to_string_pretty(&out)?);
+            Ok(())
+        }
+        ProfileCommand::Push(ProfilePush { reference }) => {
+            let (status, body) = call(
+                socket,
+                "POST",
+                &format!("/skiff/profiles/{}", target(reference)),
+            )
+            .await?;
+            if status != 200 {
+                bail!("{}", message(&body));
+            }
+            let v: serde_json::Value = serde_json::from_slice(&body)?;
+            println!(
+                "{}: profile pushed as {}",
+                reference,
+                v.get("Digest").and_then(|d| d.as_str()).unwrap_or("?")
+            );
             Ok(())
         }
         ProfileCommand::Rm(ProfileNames { names }) => {

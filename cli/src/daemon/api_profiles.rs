@@ -1,5 +1,6 @@
 //! skiff's own endpoints for access profiles (Docker has none), under `/skiff/profiles`:
-//! `GET /skiff/profiles` lists them, `GET /skiff/profiles/{key or image}` returns one
+//! `GET /skiff/profiles` lists them, `POST /skiff/profiles/{image}` publishes one to the
+//! image's registry, `GET /skiff/profiles/{key or image}` returns one
 //! document, `DELETE /skiff/profiles/{key or image}` removes it. An image name resolves
 //! to the profile keyed by its layers. `GET /skiff/stats`: registry and cache counters.
 
@@ -8,6 +9,7 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::response::IntoResponse;
 use axum::routing::get;
+
 use axum::{Json, Router};
 
 use super::error::ApiResult;
@@ -17,7 +19,10 @@ use super::state_images::store_error;
 pub fn routes() -> Router<Arc<Daemon>> {
     Router::new()
         .route("/skiff/profiles", get(list))
-        .route("/skiff/profiles/{*name}", get(inspect).delete(remove))
+        .route(
+            "/skiff/profiles/{*name}",
+            get(inspect).delete(remove).post(push),
+        )
         .route("/skiff/stats", get(stats))
 }
 
@@ -44,6 +49,16 @@ async fn inspect(
     Path(name): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
     Ok(Json(d.store.profile(&name).map_err(store_error)?))
+}
+
+/// Publishes the profile of image `name` to the image's repository (an OCI artifact whose
+/// subject is the image's manifest).
+async fn push(
+    State(d): State<Arc<Daemon>>,
+    Path(name): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    let digest = d.store.push_profile(&name).await.map_err(store_error)?;
+    Ok(Json(serde_json::json!({ "Digest": digest })))
 }
 
 async fn remove(

@@ -64,6 +64,7 @@ impl Daemon {
                 insecure_registries: args.insecure_registries.clone(),
                 cache_bytes: cache_bytes as u64,
                 lazy_pull: !args.no_lazy_pull,
+                fetch_profiles: !args.no_profile_prefetch,
                 ..Default::default()
             },
         )?;

@@ -482,6 +482,39 @@ impl RegistryClient {
         Ok(stream.boxed())
     }
 
+    /// The Referrers API's index of manifests referring to `digest` (OCI distribution 1.1
+    /// `GET /v2/<name>/referrers/<digest>`); `None` when the registry has no such API.
+    pub async fn referrers(&self, r: &ImageReference, digest: &str) -> Result<Option<Bytes>> {
+        let t = self.target(r);
+        let op = "list referrers";
+        let resp = self
+            .inner
+            .http
+            .get(
+                &t,
+                &format!("referrers/{digest}"),
+                http::accept(&[manifest::OCI_INDEX]),
+                op,
+            )
+            .await?;
+        let status = resp.status();
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| http::transport_error(&t, op, &e))?;
+        self.count(body.len() as u64);
+        if status == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !status.is_success() {
+            return Err(http::status_error(&t, op, status, &body));
+        }
+        // A registry answering with something other than an index has no such API.
+        let is_index = serde_json::from_slice::<serde_json::Value>(&body)
+            .is_ok_and(|v| v["manifests"].is_array());
+        Ok(is_index.then_some(body))
+    }
+
     pub async fn blob_exists(&self, r: &ImageReference, digest: &str) -> Result<bool> {
         let (client, oci) = self.client(r).await;
         client
