@@ -107,6 +107,12 @@ pub struct DaemonArgs {
     /// Do not fetch access profiles from registries nor prefetch what they name at mount.
     #[arg(long)]
     pub no_profile_prefetch: bool,
+    /// Do not fetch the rest of lazy layers in the background after a mount.
+    #[arg(long)]
+    pub no_background_fetch: bool,
+    /// Bandwidth of the background fetch, bytes per second (e.g. 20m; 0 = unbounded).
+    #[arg(long, default_value = "20m")]
+    pub background_fetch_rate: String,
     /// Pull zstd:chunked layers in full instead of lazily (for comparisons).
     #[arg(long)]
     pub no_lazy_pull: bool,

@@ -127,3 +127,28 @@ impl Store {
         Ok(Some(out))
     }
 }
+
+impl Store {
+    /// Fetches the rest of every lazy layer of `image_id` at low priority, at most `rate`
+    /// bytes per second (0 = unbounded), until done, `cancel`, or the cache budget. The
+    /// image's layers must be registered (mounted). Returns the chunks fetched. Blocking.
+    pub fn fetch_image_rest(
+        &self,
+        image_id: &str,
+        rate: u64,
+        cancel: &std::sync::atomic::AtomicBool,
+    ) -> Result<u64> {
+        let mut fetched = 0;
+        for l in self.inner.db.image_layers(&self.resolve_id(image_id)?)? {
+            if l.state != "lazy" {
+                continue;
+            }
+            let r = self.inner.cache.fetch_rest(&l.digest, rate, cancel);
+            fetched += r.chunks;
+            if r.stopped || cancel.load(std::sync::atomic::Ordering::Relaxed) {
+                break;
+            }
+        }
+        Ok(fetched)
+    }
+}

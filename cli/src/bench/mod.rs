@@ -40,6 +40,8 @@ impl BenchDaemon {
             .arg(dir.join("data"))
             .args(["--bridge", &format!("skbench{k}")])
             .args(["--bip", &format!("172.30.{k}.0/24")])
+            // Bytes counted are what the container needs.
+            .arg("--no-background-fetch")
             .args(extra)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)

@@ -13,6 +13,8 @@ struct Mounted {
     handle: skiff_fs::MountHandle,
     users: usize,
     recorder: Option<std::sync::Arc<skiff_fs::AccessRecorder>>,
+    /// Stops the mount's background fetch when it is unmounted.
+    cancel: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 pub struct ImageMounts {
@@ -61,7 +63,8 @@ impl ImageMounts {
         let layers = store
             .layer_indexes(image_id)
             .map_err(|e| ApiError::internal(format!("image {image_id}: {e}")))?;
-        let recorder = profiles::on_mount(self.profiles, store, image_id, &layers);
+        let profiles::MountWork { recorder, cancel } =
+            profiles::on_mount(self.profiles, store, image_id, &layers);
         let mut fs = skiff_fs::ImageFs::new(layers, store.content_reader())
             .map_err(|e| ApiError::internal(format!("image {image_id}: {e}")))?;
         if let Some(r) = &recorder {
@@ -78,6 +81,7 @@ impl ImageMounts {
                 handle,
                 users: 1,
                 recorder,
+                cancel,
             },
         );
         Ok(path)
@@ -113,6 +117,7 @@ impl ImageMounts {
             Some(e) if e.users > 0 => false,
             Some(_) => {
                 if let Some(e) = m.remove(image_id) {
+                    e.cancel.store(true, std::sync::atomic::Ordering::Relaxed);
                     let path = e.handle.path().to_path_buf();
                     if let Err(err) = e.handle.unmount() {
                         tracing::warn!(path = %path.display(), "unmounting image: {err}");
@@ -129,6 +134,7 @@ impl ImageMounts {
         let mut m = self.mounted.lock().expect("mounts lock");
         let store = self.store.lock().expect("mounts store").clone();
         for (_, e) in m.drain() {
+            e.cancel.store(true, std::sync::atomic::Ordering::Relaxed);
             if let (Some(r), Some(store)) = (&e.recorder, &store) {
                 profiles::save(store, r);
             }

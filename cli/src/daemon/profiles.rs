@@ -1,8 +1,8 @@
 //! Access profiles on the daemon's side: a freshly mounted image with lazy layers records
 //! its first reads (saved when its last container goes, the window ends, or the daemon
 //! stops) and, when a profile exists, prefetches the chunks it names on a thread of its
-//! own while the container starts. `--no-profile-record` / `--no-profile-prefetch` turn
-//! either off.
+//! own while the container starts, then the rest of its lazy layers at a bounded rate.
+//! `--no-profile-record`, `--no-profile-prefetch` and `--no-background-fetch` turn each off.
 
 use std::sync::Arc;
 
@@ -17,25 +17,59 @@ use crate::args::DaemonArgs;
 pub struct ProfileSettings {
     pub record: bool,
     pub prefetch: bool,
+    /// Fetch the rest of lazy layers in the background, at most `background_rate` bytes/s.
+    pub background: bool,
+    pub background_rate: u64,
 }
 
 impl ProfileSettings {
-    pub fn from_args(args: &DaemonArgs) -> ProfileSettings {
-        ProfileSettings {
+    pub fn from_args(args: &DaemonArgs) -> anyhow::Result<ProfileSettings> {
+        let rate = crate::client::format::parse_bytes(&args.background_fetch_rate)
+            .filter(|b| *b >= 0)
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "invalid --background-fetch-rate {:?}",
+                    args.background_fetch_rate
+                )
+            })?;
+        Ok(ProfileSettings {
             record: !args.no_profile_record,
             prefetch: !args.no_profile_prefetch,
-        }
+            background: !args.no_background_fetch,
+            background_rate: rate as u64,
+        })
     }
 }
 
-/// Starts the prefetch and makes a recorder, for an image about to be mounted. Returns the
-/// recorder to give its filesystem ([`ImageFs::set_recorder`]) and to save later
-/// ([`save`]); `None` when nothing is recorded.
+/// What a mount started: the recorder of its reads and the switch that stops its
+/// background fetch.
+pub struct MountWork {
+    pub recorder: Option<Arc<AccessRecorder>>,
+    pub cancel: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Starts the prefetch and the background fetch and makes a recorder, for an image about
+/// to be mounted. The recorder goes to its filesystem ([`ImageFs::set_recorder`]) and is
+/// saved later ([`save`]).
 pub fn on_mount(
     settings: ProfileSettings,
     store: &Store,
     image_id: &str,
     layers: &[LayerIndex],
+) -> MountWork {
+    let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    MountWork {
+        recorder: start(settings, store, image_id, layers, &cancel),
+        cancel,
+    }
+}
+
+fn start(
+    settings: ProfileSettings,
+    store: &Store,
+    image_id: &str,
+    layers: &[LayerIndex],
+    cancel: &Arc<std::sync::atomic::AtomicBool>,
 ) -> Option<Arc<AccessRecorder>> {
     let lazy = layers.iter().any(|l| {
         l.entries.iter().any(|e| {
@@ -47,14 +81,24 @@ pub fn on_mount(
     if !lazy {
         return None;
     }
-    if settings.prefetch {
-        let (store, id) = (store.clone(), image_id.to_string());
+    if settings.prefetch || settings.background {
+        let (store, id, cancel) = (store.clone(), image_id.to_string(), cancel.clone());
         let spawned = std::thread::Builder::new()
             .name("skiff-prefetch".into())
-            .spawn(move || match store.prefetch_profile(&id) {
-                Ok(Some(r)) => tracing::info!(image = %id, planned = r.planned, ignored = r.ignored, fetched = r.fetched, skipped = r.skipped, requests = r.requests, stopped = r.stopped, "profile prefetch done"),
-                Ok(None) => tracing::debug!(image = %id, "no access profile"),
-                Err(e) => tracing::warn!(image = %id, error = %e, "profile prefetch failed"),
+            .spawn(move || {
+                if settings.prefetch {
+                    match store.prefetch_profile(&id) {
+                        Ok(Some(r)) => tracing::info!(image = %id, planned = r.planned, ignored = r.ignored, fetched = r.fetched, skipped = r.skipped, requests = r.requests, stopped = r.stopped, "profile prefetch done"),
+                        Ok(None) => tracing::debug!(image = %id, "no access profile"),
+                        Err(e) => tracing::warn!(image = %id, error = %e, "profile prefetch failed"),
+                    }
+                }
+                if settings.background {
+                    match store.fetch_image_rest(&id, settings.background_rate, &cancel) {
+                        Ok(n) => tracing::info!(image = %id, chunks = n, "background fetch done"),
+                        Err(e) => tracing::warn!(image = %id, error = %e, "background fetch failed"),
+                    }
+                }
             });
         if let Err(e) = spawned {
             tracing::warn!(error = %e, "cannot start the prefetch thread");

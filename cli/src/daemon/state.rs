@@ -85,7 +85,7 @@ impl Daemon {
             .map_err(|e| anyhow::anyhow!("setting up container networking: {e}"))?;
         let mounts = ImageMounts::new(
             paths.clone(),
-            super::profiles::ProfileSettings::from_args(args),
+            super::profiles::ProfileSettings::from_args(args)?,
         );
         mounts.clean_stale();
         let d = Daemon {

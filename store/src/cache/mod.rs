@@ -85,6 +85,8 @@ pub struct CacheStats {
     pub evicted_chunks: u64,
     /// Chunks fetched by profile prefetch.
     pub prefetched_chunks: u64,
+    /// Chunks fetched in the background to make lazy layers local.
+    pub background_chunks: u64,
 }
 
 #[derive(Default)]
@@ -98,6 +100,7 @@ struct Counters {
     fetch_errors: AtomicU64,
     evicted_chunks: AtomicU64,
     prefetched_chunks: AtomicU64,
+    background_chunks: AtomicU64,
 }
 
 fn bump(c: &AtomicU64, n: u64) {
@@ -332,6 +335,7 @@ impl CacheCore {
             fetch_errors: g(&c.fetch_errors),
             evicted_chunks: g(&c.evicted_chunks),
             prefetched_chunks: g(&c.prefetched_chunks),
+            background_chunks: g(&c.background_chunks),
         }
     }
 

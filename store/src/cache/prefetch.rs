@@ -163,3 +163,73 @@ impl CacheCore {
         out
     }
 }
+
+impl ChunkCache {
+    /// Fetches every chunk of `layer` not cached yet, in blob order, in spans of up to
+    /// [`PREFETCH_SPAN`] bytes on background permits, at most `rate` bytes per second, so
+    /// the layer becomes local. Stops when `cancel` is set, when the cache nears its budget
+    /// (never evicting for it), or at the first registry failure. Blocking.
+    pub fn fetch_rest(&self, layer: &str, rate: u64, cancel: &AtomicBool) -> PrefetchOutcome {
+        let core = &self.core;
+        let mut out = PrefetchOutcome::default();
+        let Some(map) = core.maps.read().unwrap().get(layer).cloned() else {
+            return out;
+        };
+        let Ok(source) = core.source(layer) else {
+            return out;
+        };
+        let started = std::time::Instant::now();
+        let mut sent = 0u64;
+        let mut i = 0;
+        while i < map.chunks.len() {
+            if cancel.load(Ordering::Relaxed) {
+                break;
+            }
+            // The next run of uncached chunks, nearby in the blob, within one span.
+            let mut span: Vec<usize> = Vec::new();
+            while i < map.chunks.len() {
+                let c = &map.chunks[i];
+                let cached = core.mem.lock().unwrap().contains(&*c.digest)
+                    || core.files.path(&c.digest).exists();
+                if let Some(&head) = span.first() {
+                    let h = &map.chunks[head];
+                    let t = &map.chunks[*span.last().unwrap()];
+                    if cached
+                        || c.blob_offset > t.blob_offset + t.blob_len + PREFETCH_GAP
+                        || c.blob_offset + c.blob_len - h.blob_offset > PREFETCH_SPAN
+                    {
+                        break;
+                    }
+                }
+                i += 1;
+                if !cached {
+                    span.push(i - 1);
+                }
+            }
+            if span.is_empty() {
+                continue;
+            }
+            let r = core.prefetch_span(layer, &map, &source, &span);
+            out.requests += r.requests;
+            out.chunks += r.chunks;
+            out.skipped += r.skipped;
+            if r.stopped {
+                out.stopped = true;
+                break;
+            }
+            if r.requests > 0 {
+                let h = &map.chunks[span[0]];
+                let t = &map.chunks[*span.last().unwrap()];
+                sent += t.blob_offset + t.blob_len - h.blob_offset;
+            }
+            if rate > 0 {
+                let due = std::time::Duration::from_secs_f64(sent as f64 / rate as f64);
+                if let Some(wait) = due.checked_sub(started.elapsed()) {
+                    std::thread::sleep(wait);
+                }
+            }
+        }
+        bump(&core.counters.background_chunks, out.chunks);
+        out
+    }
+}
