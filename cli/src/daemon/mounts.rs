@@ -7,22 +7,18 @@ use std::sync::Mutex;
 
 use super::error::{ApiError, ApiResult};
 use super::paths::Paths;
-use super::profiles::{self, ProfileSettings};
+use super::profiles::{MountProfiles, MountWork, ProfileSettings};
 
 struct Mounted {
     handle: skiff_fs::MountHandle,
     users: usize,
-    recorder: Option<std::sync::Arc<skiff_fs::AccessRecorder>>,
-    /// Stops the mount's background fetch when it is unmounted.
-    cancel: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    work: MountWork,
 }
 
 pub struct ImageMounts {
     paths: Paths,
     mounted: Mutex<HashMap<String, Mounted>>,
-    profiles: ProfileSettings,
-    /// For saving profiles when a mount's users are gone.
-    store: Mutex<Option<skiff_store::Store>>,
+    profiles: MountProfiles,
 }
 
 impl ImageMounts {
@@ -30,8 +26,7 @@ impl ImageMounts {
         ImageMounts {
             paths,
             mounted: Mutex::new(HashMap::new()),
-            profiles,
-            store: Mutex::new(None),
+            profiles: MountProfiles::new(profiles),
         }
     }
 
@@ -63,27 +58,22 @@ impl ImageMounts {
         let layers = store
             .layer_indexes(image_id)
             .map_err(|e| ApiError::internal(format!("image {image_id}: {e}")))?;
-        let profiles::MountWork { recorder, cancel } =
-            profiles::on_mount(self.profiles, store, image_id, &layers);
+        let work = self.profiles.on_mount(store, image_id, &layers);
         let mut fs = skiff_fs::ImageFs::new(layers, store.content_reader())
             .map_err(|e| ApiError::internal(format!("image {image_id}: {e}")))?;
-        if let Some(r) = &recorder {
+        if let Some(r) = &work.recorder {
             fs.set_recorder(r.clone());
         }
-        *self.store.lock().expect("mounts store") = Some(store.clone());
         let handle = skiff_fs::mount(fs, &target, &skiff_fs::MountOptions::default())
             .map_err(|e| ApiError::internal(format!("mounting image {image_id}: {e}")))?;
         tracing::info!(image = %image_id, path = %target.display(), "mounted image");
         let path = handle.path().to_path_buf();
-        m.insert(
-            image_id.to_string(),
-            Mounted {
-                handle,
-                users: 1,
-                recorder,
-                cancel,
-            },
-        );
+        let mounted = Mounted {
+            handle,
+            users: 1,
+            work,
+        };
+        m.insert(image_id.to_string(), mounted);
         Ok(path)
     }
 
@@ -95,18 +85,8 @@ impl ImageMounts {
         if let Some(e) = m.get_mut(image_id) {
             e.users = e.users.saturating_sub(1);
             if e.users == 0 {
-                self.save_profile(e.recorder.take());
+                self.profiles.released(&mut e.work);
             }
-        }
-    }
-
-    fn save_profile(&self, recorder: Option<std::sync::Arc<skiff_fs::AccessRecorder>>) {
-        let store = self.store.lock().expect("mounts store").clone();
-        if let (Some(r), Some(store)) = (recorder, store) {
-            // Off the caller's path: it fsyncs.
-            let _ = std::thread::Builder::new()
-                .name("skiff-profile".into())
-                .spawn(move || profiles::save(&store, &r));
         }
     }
 
@@ -117,7 +97,7 @@ impl ImageMounts {
             Some(e) if e.users > 0 => false,
             Some(_) => {
                 if let Some(e) = m.remove(image_id) {
-                    e.cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+                    self.profiles.unmounted(e.work);
                     let path = e.handle.path().to_path_buf();
                     if let Err(err) = e.handle.unmount() {
                         tracing::warn!(path = %path.display(), "unmounting image: {err}");
@@ -132,17 +112,14 @@ impl ImageMounts {
 
     pub fn unmount_all(&self) {
         let mut m = self.mounted.lock().expect("mounts lock");
-        let store = self.store.lock().expect("mounts store").clone();
         for (_, e) in m.drain() {
-            e.cancel.store(true, std::sync::atomic::Ordering::Relaxed);
-            if let (Some(r), Some(store)) = (&e.recorder, &store) {
-                profiles::save(store, r);
-            }
+            self.profiles.unmounted(e.work);
             let path = e.handle.path().to_path_buf();
             if let Err(err) = e.handle.unmount() {
                 tracing::warn!(path = %path.display(), "unmounting image: {err}");
             }
             let _ = std::fs::remove_dir(&path);
         }
+        self.profiles.shutdown();
     }
 }

@@ -4,7 +4,7 @@
 //! own while the container starts, then the rest of its lazy layers at a bounded rate.
 //! `--no-profile-record`, `--no-profile-prefetch` and `--no-background-fetch` turn each off.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 #[cfg(doc)]
 use skiff_fs::ImageFs;
@@ -46,6 +46,62 @@ impl ProfileSettings {
 pub struct MountWork {
     pub recorder: Option<Arc<AccessRecorder>>,
     pub cancel: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// The profile side of the image mounts: starts each mount's work and saves what it
+/// recorded; saves under way are joined at shutdown so none is cut short.
+pub struct MountProfiles {
+    settings: ProfileSettings,
+    store: Mutex<Option<Store>>,
+    saving: Mutex<Vec<std::thread::JoinHandle<()>>>,
+}
+
+impl MountProfiles {
+    pub fn new(settings: ProfileSettings) -> MountProfiles {
+        MountProfiles {
+            settings,
+            store: Mutex::new(None),
+            saving: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// For an image about to be mounted: see [`on_mount`].
+    pub fn on_mount(&self, store: &Store, image_id: &str, layers: &[LayerIndex]) -> MountWork {
+        *self.store.lock().expect("profiles store") = Some(store.clone());
+        on_mount(self.settings, store, image_id, layers)
+    }
+
+    /// The mount's last container is gone: its recording is saved (on a thread: it fsyncs).
+    pub fn released(&self, work: &mut MountWork) {
+        let store = self.store.lock().expect("profiles store").clone();
+        if let (Some(r), Some(store)) = (work.recorder.take(), store) {
+            let spawned = std::thread::Builder::new()
+                .name("skiff-profile".into())
+                .spawn(move || save(&store, &r));
+            if let Ok(h) = spawned {
+                let mut saving = self.saving.lock().expect("saves");
+                saving.retain(|h| !h.is_finished());
+                saving.push(h);
+            }
+        }
+    }
+
+    /// The image is unmounted: its background fetch stops, its recording is saved.
+    pub fn unmounted(&self, work: MountWork) {
+        work.cancel
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let store = self.store.lock().expect("profiles store").clone();
+        if let (Some(r), Some(store)) = (work.recorder, store) {
+            save(&store, &r);
+        }
+    }
+
+    /// Waits for the saves under way.
+    pub fn shutdown(&self) {
+        for h in self.saving.lock().expect("saves").drain(..) {
+            let _ = h.join();
+        }
+    }
 }
 
 /// Starts the prefetch and the background fetch and makes a recorder, for an image about
