@@ -178,4 +178,25 @@ mod tests {
         };
         assert!(waiting.wait().is_err());
     }
+
+    #[test]
+    fn background_permits_leave_a_reserve_for_on_demand_fetches() {
+        let sem = Arc::new(Semaphore::new(4));
+        let low: Vec<_> = (0..3).map(|_| sem.acquire_low()).collect();
+        // The fourth permit is the reserve: on-demand gets it, background waits.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let s2 = sem.clone();
+        let waiter = std::thread::spawn(move || {
+            let _p = s2.acquire_low();
+            tx.send(()).unwrap();
+        });
+        assert!(rx
+            .recv_timeout(std::time::Duration::from_millis(100))
+            .is_err());
+        let on_demand = sem.acquire();
+        drop(on_demand);
+        drop(low);
+        rx.recv_timeout(std::time::Duration::from_secs(5)).unwrap();
+        waiter.join().unwrap();
+    }
 }
