@@ -29,6 +29,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the daemon (serves the Docker Engine API on <exec-root>/skiff.sock).
     Daemon(DaemonArgs),
+    /// Measure cold and warm starts of an image on private daemons (needs root).
+    Bench(BenchArgs),
     /// Create and run a new container from an image.
     Run(RunArgs),
     /// Create a new container.
@@ -103,6 +105,41 @@ pub struct DaemonArgs {
     /// Log at debug level.
     #[arg(short = 'D', long)]
     pub debug: bool,
+    /// Do not record access profiles of lazily pulled images (which files a container
+    /// reads in its first seconds; see docs/profiles.md).
+    #[arg(long)]
+    pub no_profile_record: bool,
+    /// Do not fetch access profiles from registries nor prefetch what they name at mount.
+    #[arg(long)]
+    pub no_profile_prefetch: bool,
+    /// Do not fetch the rest of lazy layers in the background after a mount.
+    #[arg(long)]
+    pub no_background_fetch: bool,
+    /// Bandwidth of the background fetch, bytes per second (e.g. 20m; 0 = unbounded)
+    /// [default: 20m].
+    #[arg(long)]
+    pub background_fetch_rate: Option<String>,
+    /// Pull zstd:chunked layers in full instead of lazily (for comparisons).
+    #[arg(long)]
+    pub no_lazy_pull: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Rounds per mode (medians are reported).
+    #[arg(long, default_value_t = 3)]
+    pub rounds: u32,
+    /// Directory for bench.md and bench.svg (default: the current directory).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Also measure a full (non-lazy) pull of the same image.
+    #[arg(long)]
+    pub full: bool,
+    /// The image (pulled from its registry on every cold run).
+    pub image: String,
+    /// Command to run instead of the image's default (after `--`).
+    #[arg(last = true)]
+    pub cmd: Vec<String>,
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -443,6 +480,36 @@ pub enum ImageCommand {
     Convert(ConvertArgs),
     /// Remove unused images.
     Prune(PruneArgs),
+    /// Access profiles of lazily pulled images (see docs/profiles.md).
+    #[command(subcommand)]
+    Profile(ProfileCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ProfileCommand {
+    /// List the recorded access profiles.
+    #[command(alias = "list")]
+    Ls,
+    /// Print profiles (by image name or profile key) as JSON.
+    Inspect(ProfileNames),
+    /// Remove profiles (by image name or profile key).
+    #[command(alias = "remove")]
+    Rm(ProfileNames),
+    /// Publish an image's profile to its registry (an OCI artifact referring to the image).
+    Push(ProfilePush),
+}
+
+#[derive(Args, Debug)]
+pub struct ProfilePush {
+    /// The image, by the registry reference it was pulled as.
+    pub reference: String,
+}
+
+#[derive(Args, Debug)]
+pub struct ProfileNames {
+    /// Image names or profile keys (64 hex digits).
+    #[arg(required = true)]
+    pub names: Vec<String>,
 }
 
 #[derive(Args, Debug)]

@@ -1,6 +1,7 @@
 //! The `skiff` binary: the CLI, the daemon, and the hidden entry points the runtime re-execs.
 
 mod args;
+mod bench;
 mod client;
 mod daemon;
 mod exit;
@@ -58,6 +59,9 @@ async fn dispatch(cli: Cli) -> Result<()> {
         let docker = client::connect::connect(&socket).await.ok();
         return client::system::version(docker.as_ref()).await;
     }
+    if let Command::Bench(args) = &cli.command {
+        return bench::bench(args).await;
+    }
     if let Command::Image(ImageCommand::Convert(args)) = &cli.command {
         return daemon::convert::convert_command(args).await;
     }
@@ -89,6 +93,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Image(ImageCommand::Inspect(a)) => images::inspect(d, &a.containers).await,
         Command::Image(ImageCommand::Import(a)) => images::import(d, a).await,
         Command::Image(ImageCommand::Prune(a)) => system::image_prune(d, a).await,
+        Command::Image(ImageCommand::Profile(c)) => profiles::run(&socket, c).await,
         Command::System(SystemCommand::Prune(a)) => system::prune(d, a).await,
         Command::System(SystemCommand::Df) => system::df(d).await,
         Command::Volume(VolumeCommand::Create(a)) => volumes::create(d, a).await,
@@ -97,7 +102,10 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Volume(VolumeCommand::Rm(a)) => volumes::rm(d, a).await,
         Command::Volume(VolumeCommand::Prune(a)) => volumes::prune(d, a).await,
         Command::System(SystemCommand::Info) | Command::Info => system::info(d).await,
-        Command::Daemon(_) | Command::Version | Command::Image(ImageCommand::Convert(_)) => {
+        Command::Daemon(_)
+        | Command::Bench(_)
+        | Command::Version
+        | Command::Image(ImageCommand::Convert(_)) => {
             unreachable!("handled above")
         }
     }

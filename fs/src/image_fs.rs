@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use skiff_store::{ContentReader, FileEntry, LayerIndex, StoreError};
 
+use crate::recorder::AccessRecorder;
 use crate::tree::{Inode, NodeKind, Tree, ROOT_INO};
 use crate::{FsError, Result};
 
@@ -79,6 +80,7 @@ pub struct ImageFs {
     tree: Tree,
     reader: Arc<dyn ContentReader>,
     statfs: StatFs,
+    recorder: Option<Arc<AccessRecorder>>,
 }
 
 impl std::fmt::Debug for ImageFs {
@@ -117,7 +119,13 @@ impl ImageFs {
             tree,
             reader,
             statfs,
+            recorder: None,
         })
+    }
+
+    /// Records this filesystem's reads into `recorder` (see [`AccessRecorder`]).
+    pub fn set_recorder(&mut self, recorder: Arc<AccessRecorder>) {
+        self.recorder = Some(recorder);
     }
 
     /// The merged tree (for inspection and benches).
@@ -289,6 +297,9 @@ impl ImageFs {
         let layer = inode
             .source
             .map_or("", |s| self.layers[s.layer].digest.as_str());
+        if let (Some(r), Some(s)) = (&self.recorder, inode.source) {
+            r.record(s.layer, ino, e, offset, end);
+        }
         let mut buf = vec![0u8; (end - offset) as usize];
         let mut done = 0usize;
         while done < buf.len() {

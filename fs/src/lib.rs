@@ -8,10 +8,12 @@ pub mod error;
 pub mod fuse_adapter;
 pub mod image_fs;
 pub mod mount;
+pub mod recorder;
 pub mod tree;
 
 pub use error::{FsError, Result};
 pub use fuse_adapter::FsStats;
 pub use image_fs::{Attr, DirEntry, ImageFs, StatFs};
 pub use mount::{mount, MountHandle, MountOptions};
+pub use recorder::{AccessRecorder, RECORD_WINDOW};
 pub use tree::{NodeKind, Tree};

@@ -120,6 +120,25 @@ pub enum StoreError {
         reason: String,
     },
 
+    /// The registry refused the request with the credentials it asked for (or none were
+    /// configured): a `401`/`403` after access was resolved afresh.
+    #[error("registry {registry} refused access to {reference}: {reason}")]
+    Unauthorized {
+        registry: String,
+        reference: String,
+        reason: String,
+    },
+
+    /// The registry answered an unexpected status (`status`), or the transfer broke off
+    /// (`None`).
+    #[error("registry error for {reference} ({operation}): {}{reason}", status.map(|s| format!("HTTP {s}: ")).unwrap_or_default())]
+    RegistryStatus {
+        reference: String,
+        operation: String,
+        status: Option<u16>,
+        reason: String,
+    },
+
     /// A read asked for a layer no blob source was registered for.
     #[error("layer {layer} is not registered with the chunk cache")]
     LayerNotRegistered { layer: String },
@@ -130,6 +149,25 @@ impl StoreError {
         StoreError::Io {
             path: path.into(),
             source,
+        }
+    }
+}
+
+impl StoreError {
+    /// Whether trying the same request again cannot help: the thing is missing, access is
+    /// refused, the bytes are wrong, or the request itself is malformed (4xx). Connection
+    /// failures, 5xx, 429 and broken transfers are worth retrying.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            StoreError::NotFound { .. }
+            | StoreError::Unauthorized { .. }
+            | StoreError::DigestMismatch { .. }
+            | StoreError::InvalidReference { .. }
+            | StoreError::LayerNotRegistered { .. } => true,
+            StoreError::RegistryStatus {
+                status: Some(s), ..
+            } => (400..500).contains(s) && *s != 408 && *s != 429,
+            _ => false,
         }
     }
 }

@@ -133,6 +133,7 @@ impl Store {
             tar_size,
         };
         self.inner.db.put_lazy_layer(&row, &index, &r.to_string())?;
+        self.inner.cache.set_layer_map(&index);
         self.inner.cache.register_layer(&layer.digest, source);
         event(PullStatus::Complete, layer.size);
         Ok(Some((row, Some(index))))

@@ -106,10 +106,12 @@ impl Store {
             .zip(diff_ids.iter())
             .map(|(layer, diff_id)| self.pull_layer(&resolved.reference, layer, diff_id, progress))
             .collect();
-        let pulled: Vec<(LayerRow, Option<LayerIndex>)> = futures::stream::iter(pulls)
+        let layers = futures::stream::iter(pulls)
             .buffered(limit)
-            .try_collect()
-            .await?;
+            .try_collect::<Vec<(LayerRow, Option<LayerIndex>)>>();
+        // A shared access profile comes along with the layers, never failing the pull.
+        let (pulled, ()) = futures::join!(layers, self.fetch_shared_profile(&resolved));
+        let pulled = pulled?;
         let mut rows = Vec::with_capacity(pulled.len());
         let mut indexes = Vec::with_capacity(pulled.len());
         for (row, index) in pulled {
@@ -133,6 +135,46 @@ impl Store {
         drop(indexes);
         let id = self.commit_pulled(&r, &resolved, &config, &rows)?;
         self.record(&id)
+    }
+
+    /// Saves the profile artifact referring to `resolved`'s manifest, when the image has
+    /// zstd:chunked layers, profile fetching is on and no profile is stored for it yet.
+    async fn fetch_shared_profile(&self, resolved: &ResolvedImage) {
+        let lazy = resolved
+            .manifest
+            .layers
+            .iter()
+            .any(|l| is_zstd_chunked(l.annotations.as_ref()));
+        if !lazy || !self.inner.opts.fetch_profiles || !self.inner.opts.lazy_pull {
+            return;
+        }
+        let layers: Vec<String> = resolved
+            .manifest
+            .layers
+            .iter()
+            .map(|l| l.digest.clone())
+            .collect();
+        if self.has_profile(&layers) {
+            return;
+        }
+        match self
+            .fetch_profile_artifact(&resolved.reference, &resolved.manifest_digest)
+            .await
+        {
+            Ok(Some(p)) if p.layers == layers => match self.save_profile(p) {
+                Ok(key) => {
+                    tracing::info!(reference = %resolved.reference, %key, "fetched a shared access profile")
+                }
+                Err(e) => tracing::warn!(error = %e, "saving a shared access profile failed"),
+            },
+            Ok(Some(_)) => {
+                tracing::warn!(reference = %resolved.reference, "ignoring a shared access profile recorded for other layers")
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::info!(reference = %resolved.reference, error = %e, "no shared access profile")
+            }
+        }
     }
 
     /// Stores config and manifest and makes the image visible (one transaction).
@@ -194,7 +236,7 @@ impl Store {
         }
         // zstd:chunked layers are stored lazily (TOC only) when the manifest pins the TOC;
         // otherwise they are valid tar+zstd streams, pulled and verified in full.
-        if is_zstd_chunked(layer.annotations.as_ref()) {
+        if self.inner.opts.lazy_pull && is_zstd_chunked(layer.annotations.as_ref()) {
             if let Some(pulled) = self.pull_lazy_layer(r, layer, diff_id, progress).await? {
                 return Ok(pulled);
             }

@@ -28,6 +28,10 @@ pub struct StoreOptions {
     pub platform: Option<Platform>,
     /// Disk budget of the chunk cache of lazy (zstd:chunked) layers.
     pub cache_bytes: u64,
+    /// Store zstd:chunked layers lazily (TOC only); `false` pulls them in full.
+    pub lazy_pull: bool,
+    /// Fetch the access profile an image's registry holds for it (docs/profiles.md).
+    pub fetch_profiles: bool,
 }
 
 impl Default for StoreOptions {
@@ -38,6 +42,8 @@ impl Default for StoreOptions {
             max_concurrent_downloads: 3,
             platform: None,
             cache_bytes: 10 << 30,
+            lazy_pull: true,
+            fetch_profiles: true,
         }
     }
 }
@@ -356,13 +362,16 @@ impl Store {
                 if l.state == "lazy" {
                     self.register_lazy_layer(&l.digest)?;
                 }
-                self.inner
-                    .db
-                    .layer_index(&l.digest)?
-                    .ok_or_else(|| StoreError::InvalidIndex {
+                let index = self.inner.db.layer_index(&l.digest)?.ok_or_else(|| {
+                    StoreError::InvalidIndex {
                         layer: l.digest.clone(),
                         reason: "no file index stored".to_string(),
-                    })
+                    }
+                })?;
+                if l.state == "lazy" {
+                    self.inner.cache.set_layer_map(&index);
+                }
+                Ok(index)
             })
             .collect()
     }

@@ -26,7 +26,20 @@ impl Daemon {
     }
 
     /// As [`Daemon::start`], with extra `skiff daemon` flags (e.g. `--cache-size 1m`).
+    /// Background fetch of lazy layers is off, so tests count only the bytes their
+    /// containers need; [`Daemon::start_with_background_fetch`] leaves it on.
     pub fn start_with(extra: &[&str]) -> Result<Daemon> {
+        let mut args = vec!["--no-background-fetch"];
+        args.extend_from_slice(extra);
+        Self::start_exactly(&args)
+    }
+
+    /// As [`Daemon::start_with`], with the daemon's background fetch on.
+    pub fn start_with_background_fetch(extra: &[&str]) -> Result<Daemon> {
+        Self::start_exactly(extra)
+    }
+
+    fn start_exactly(extra: &[&str]) -> Result<Daemon> {
         let dir = tempfile::Builder::new().prefix("skiff-e2e-").tempdir()?;
         let data_root = dir.path().join("data");
         let exec_root = dir.path().join("run");

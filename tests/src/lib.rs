@@ -1,6 +1,7 @@
 //! Support for skiff's end-to-end tests: a real registry, fixture images, the real binary.
 
 pub mod binary;
+pub mod counting_proxy;
 pub mod daemon;
 pub mod docker_cli;
 pub mod fixtures;
@@ -8,5 +9,6 @@ pub mod pty;
 pub mod registry;
 pub mod skip;
 
+pub use counting_proxy::CountingProxy;
 pub use daemon::Daemon;
 pub use registry::Registry;

@@ -12,7 +12,7 @@ use oci_client::manifest::OciManifest;
 use oci_client::secrets::RegistryAuth;
 use oci_client::Reference;
 use skiff_store::cache::{ChunkCache, ChunkCacheConfig};
-use skiff_store::chunked::{self, BlobSource, RegistryBlobSource};
+use skiff_store::chunked::{self, BlobSource};
 use skiff_store::{ContentReader, FileKind};
 use skiff_tests::{registry::registry_unavailable, require, Registry};
 
@@ -134,13 +134,7 @@ fn skopeo_written_zstd_chunked_opens_lazily() {
         .into_iter()
         .collect();
     assert!(chunked::is_zstd_chunked(&annotations), "{annotations:?}");
-    let source = std::sync::Arc::new(RegistryBlobSource::new(
-        client,
-        reference,
-        layer.digest.clone(),
-        layer.size as u64,
-        rt.handle().clone(),
-    ));
+    let source = store_source(&rt, &reference, &layer.digest, layer.size as u64);
     let (index, info) =
         chunked::open_lazy_layer(source.as_ref(), &layer.digest, &annotations, &quick_retry())
             .unwrap();

@@ -66,7 +66,9 @@ fn lazy_pull_fetches_on_demand_and_prune_reclaims() {
     std::fs::write(rootfs.path().join("data/file"), &big).unwrap();
     std::fs::write(rootfs.path().join("data/medium"), &medium).unwrap();
     std::fs::write(rootfs.path().join("data/small.txt"), &small).unwrap();
-    std::fs::write(rootfs.path().join("data/late"), &late).unwrap();
+    // In a directory of its own: read-ahead of the /data files stays within /data.
+    std::fs::create_dir_all(rootfs.path().join("later")).unwrap();
+    std::fs::write(rootfs.path().join("later/late"), &late).unwrap();
     let gzip = format!("{}/x:gzip", reg.host());
     let chunked = format!("{}/x:chunked", reg.host());
 
@@ -174,13 +176,13 @@ fn lazy_pull_fetches_on_demand_and_prune_reclaims() {
 
     // After a restart the lazy layer is registered again: a file never read before arrives.
     d.restart().unwrap();
-    let out = d.run(&["run", "--rm", &chunked, "cat", "/data/late"]);
+    let out = d.run(&["run", "--rm", &chunked, "cat", "/later/late"]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.stdout == late, "/data/late differs after a restart");
+    assert!(out.stdout == late, "/later/late differs after a restart");
     let (bytes3, _, fetched3) = cache_info(&d);
     assert!(bytes3 > bytes1 && fetched3 > 0, "{bytes3} {fetched3}");
 

@@ -17,6 +17,7 @@ pub const DEFAULT_EXEC_ROOT: &str = "/run/skiff";
 pub const DEFAULT_BRIDGE: &str = "skiff0";
 pub const DEFAULT_SUBNET: &str = "172.18.0.0/16";
 pub const DEFAULT_CACHE_SIZE: &str = "10g";
+pub const DEFAULT_BACKGROUND_FETCH_RATE: &str = "20m";
 
 /// The file's shape; every key optional (see docs/daemon-config.md).
 #[derive(Debug, Default, Deserialize, PartialEq)]
@@ -34,6 +35,17 @@ pub struct DaemonFile {
     pub bridge: Option<String>,
     /// skiff's own: the chunk cache's byte budget (`10g`).
     pub cache_size: Option<String>,
+    /// skiff's own: pull zstd:chunked layers lazily (`true`).
+    pub lazy_pull: Option<bool>,
+    /// skiff's own: record access profiles of lazy mounts (`true`; docs/profiles.md).
+    pub profile_record: Option<bool>,
+    /// skiff's own: fetch shared profiles and prefetch what they name (`true`).
+    pub profile_prefetch: Option<bool>,
+    /// skiff's own: fetch the rest of lazy layers in the background (`true`).
+    pub background_fetch: Option<bool>,
+    /// skiff's own: the background fetch's bandwidth, bytes per second (`20m`; `0` =
+    /// unbounded).
+    pub background_fetch_rate: Option<String>,
     pub debug: Option<bool>,
 }
 
@@ -48,6 +60,11 @@ pub struct DaemonConfig {
     /// The bridge's subnet (`bip`).
     pub subnet: String,
     pub debug: bool,
+    pub lazy_pull: bool,
+    pub profile_record: bool,
+    pub profile_prefetch: bool,
+    pub background_fetch: bool,
+    pub background_fetch_rate: String,
     /// Containers' default log driver (`json-file`) and its options.
     pub log_driver: String,
     pub log_opts: BTreeMap<String, String>,
@@ -132,6 +149,15 @@ pub fn resolve(
             .or(file.bip)
             .unwrap_or_else(|| DEFAULT_SUBNET.into()),
         debug: args.debug || file.debug.unwrap_or(false),
+        lazy_pull: !args.no_lazy_pull && file.lazy_pull.unwrap_or(true),
+        profile_record: !args.no_profile_record && file.profile_record.unwrap_or(true),
+        profile_prefetch: !args.no_profile_prefetch && file.profile_prefetch.unwrap_or(true),
+        background_fetch: !args.no_background_fetch && file.background_fetch.unwrap_or(true),
+        background_fetch_rate: args
+            .background_fetch_rate
+            .clone()
+            .or(file.background_fetch_rate)
+            .unwrap_or_else(|| DEFAULT_BACKGROUND_FETCH_RATE.into()),
         log_driver: file.log_driver.unwrap_or_else(|| "json-file".into()),
         log_opts: file.log_opts.unwrap_or_default(),
         file: path,
@@ -207,5 +233,22 @@ mod tests {
             None,
         );
         assert!(rel.is_err());
+    }
+
+    #[test]
+    fn lazy_store_keys_from_file_and_flags() {
+        let f = parse(r#"{"background-fetch-rate": "5m", "profile-record": false}"#).unwrap();
+        let cfg = resolve(&args(&["--no-background-fetch"]), None, f, None).unwrap();
+        assert_eq!(cfg.background_fetch_rate, "5m");
+        assert!(!cfg.profile_record);
+        assert!(!cfg.background_fetch);
+        assert!(cfg.lazy_pull && cfg.profile_prefetch);
+        let cfg = resolve(&args(&[]), None, DaemonFile::default(), None).unwrap();
+        assert_eq!(cfg.background_fetch_rate, DEFAULT_BACKGROUND_FETCH_RATE);
+        assert!(cfg.background_fetch && cfg.profile_record);
+        assert!(parse(r#"{"lazy-pul": false}"#)
+            .unwrap_err()
+            .to_string()
+            .contains("lazy-pul"));
     }
 }

@@ -81,6 +81,11 @@ impl ImageService {
         }
     }
 
+    /// The image store (skiff's own endpoints: profiles, stats).
+    pub fn store(&self) -> &skiff_store::Store {
+        &self.store
+    }
+
     pub fn image_count(&self) -> ApiResult<usize> {
         Ok(self.store.images()?.len())
     }

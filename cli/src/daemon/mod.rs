@@ -4,6 +4,7 @@
 pub mod api_containers;
 pub mod api_exec;
 pub mod api_images;
+pub mod api_profiles;
 pub mod api_system;
 pub mod api_volumes;
 pub mod attach_bridge;
@@ -26,6 +27,7 @@ pub mod mounts;
 pub mod names;
 pub mod network;
 pub mod paths;
+pub mod profiles;
 pub mod record;
 pub mod records;
 pub mod resolve;

@@ -7,22 +7,26 @@ use std::sync::Mutex;
 
 use super::error::DaemonError;
 use super::paths::Paths;
+use super::profiles::{MountProfiles, MountWork, ProfileSettings};
 
 struct Mounted {
     handle: skiff_fs::MountHandle,
     users: usize,
+    work: MountWork,
 }
 
 pub struct ImageMounts {
     paths: Paths,
     mounted: Mutex<HashMap<String, Mounted>>,
+    profiles: MountProfiles,
 }
 
 impl ImageMounts {
-    pub fn new(paths: Paths) -> ImageMounts {
+    pub fn new(paths: Paths, profiles: ProfileSettings) -> ImageMounts {
         ImageMounts {
             paths,
             mounted: Mutex::new(HashMap::new()),
+            profiles: MountProfiles::new(profiles),
         }
     }
 
@@ -55,13 +59,22 @@ impl ImageMounts {
         let target = self.paths.image_mount(image_id);
         std::fs::create_dir_all(&target).map_err(|e| DaemonError::io("creating", &target, e))?;
         let layers = store.layer_indexes(image_id)?;
-        let fs = skiff_fs::ImageFs::new(layers, store.content_reader())
+        let work = self.profiles.on_mount(store, image_id, &layers);
+        let mut fs = skiff_fs::ImageFs::new(layers, store.content_reader())
             .map_err(|e| DaemonError::Internal(format!("image {image_id}: {e}")))?;
+        if let Some(r) = &work.recorder {
+            fs.set_recorder(r.clone());
+        }
         let handle = skiff_fs::mount(fs, &target, &skiff_fs::MountOptions::default())
             .map_err(|e| DaemonError::Internal(format!("mounting image {image_id}: {e}")))?;
         tracing::info!(image = %image_id, path = %target.display(), "mounted image");
         let path = handle.path().to_path_buf();
-        m.insert(image_id.to_string(), Mounted { handle, users: 1 });
+        let mounted = Mounted {
+            handle,
+            users: 1,
+            work,
+        };
+        m.insert(image_id.to_string(), mounted);
         Ok(path)
     }
 
@@ -86,6 +99,9 @@ impl ImageMounts {
         let mut m = self.mounted.lock().expect("mounts lock");
         if let Some(e) = m.get_mut(image_id) {
             e.users = e.users.saturating_sub(1);
+            if e.users == 0 {
+                self.profiles.released(&mut e.work);
+            }
         }
     }
 
@@ -96,6 +112,7 @@ impl ImageMounts {
             Some(e) if e.users > 0 => false,
             Some(_) => {
                 if let Some(e) = m.remove(image_id) {
+                    self.profiles.unmounted(e.work);
                     let path = e.handle.path().to_path_buf();
                     if let Err(err) = e.handle.unmount() {
                         tracing::warn!(path = %path.display(), "unmounting image: {err}");
@@ -111,11 +128,13 @@ impl ImageMounts {
     pub fn unmount_all(&self) {
         let mut m = self.mounted.lock().expect("mounts lock");
         for (_, e) in m.drain() {
+            self.profiles.unmounted(e.work);
             let path = e.handle.path().to_path_buf();
             if let Err(err) = e.handle.unmount() {
                 tracing::warn!(path = %path.display(), "unmounting image: {err}");
             }
             let _ = std::fs::remove_dir(&path);
         }
+        self.profiles.shutdown();
     }
 }

@@ -75,6 +75,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/volumes/prune", post(v::prune))
         .route("/volumes/{name}", get(v::inspect).delete(v::remove))
         .route("/session", head(s::ping))
+        .merge(super::api_profiles::routes())
         .with_state(daemon)
 }
 

@@ -40,6 +40,8 @@ impl Daemon {
             skiff_store::StoreOptions {
                 insecure_registries: args.insecure_registries.clone(),
                 cache_bytes: cache_bytes as u64,
+                lazy_pull: args.lazy_pull,
+                fetch_profiles: args.profile_prefetch,
                 ..Default::default()
             },
         )?;
@@ -60,7 +62,10 @@ impl Daemon {
                 .await
                 .map_err(|e| anyhow::anyhow!("setting up container networking: {e}"))?,
         );
-        let mounts = Arc::new(ImageMounts::new(paths.clone()));
+        let mounts = Arc::new(ImageMounts::new(
+            paths.clone(),
+            super::profiles::ProfileSettings::from_config(args)?,
+        ));
         mounts.clean_stale();
         let background = tokio_util::task::TaskTracker::new();
         let monitor = Arc::new(Monitor::new(paths.clone()));

@@ -62,9 +62,15 @@ impl Flights {
     }
 }
 
+/// The outcome of a flight its fetcher let go without trying (an early error elsewhere, a
+/// read-ahead that broke off): a waiter seeing it fetches the chunk itself.
+pub const ABANDONED: &str = "the reader fetching this chunk gave up";
+
 /// A counting semaphore for blocking threads.
 pub struct Semaphore {
     free: Mutex<usize>,
+    /// Permits background work leaves to on-demand fetches.
+    reserve: usize,
     cv: Condvar,
 }
 
@@ -72,10 +78,23 @@ pub struct Permit<'a>(&'a Semaphore);
 
 impl Semaphore {
     pub fn new(n: usize) -> Semaphore {
+        let n = n.max(1);
         Semaphore {
-            free: Mutex::new(n.max(1)),
+            free: Mutex::new(n),
+            reserve: if n > 1 { n.div_ceil(4) } else { 0 },
             cv: Condvar::new(),
         }
+    }
+
+    /// A permit for background work (read-ahead streams, prefetch): taken only while more
+    /// than a quarter of the permits are free, so on-demand fetches always find one.
+    pub fn acquire_low(&self) -> Permit<'_> {
+        let mut g = self.free.lock().unwrap();
+        while *g <= self.reserve {
+            g = self.cv.wait(g).unwrap();
+        }
+        *g -= 1;
+        Permit(self)
     }
 
     pub fn acquire(&self) -> Permit<'_> {
@@ -91,7 +110,8 @@ impl Semaphore {
 impl Drop for Permit<'_> {
     fn drop(&mut self) {
         *self.0.free.lock().unwrap() += 1;
-        self.0.cv.notify_one();
+        // Waiters of both kinds share the condvar: wake all so the right one proceeds.
+        self.0.cv.notify_all();
     }
 }
 
@@ -123,10 +143,7 @@ impl<'a> Owned<'a> {
 impl Drop for Owned<'_> {
     fn drop(&mut self) {
         for d in self.pending.drain(..) {
-            self.flights.finish(
-                &d,
-                Err("the reader fetching this chunk gave up".to_string()),
-            );
+            self.flights.finish(&d, Err(ABANDONED.to_string()));
         }
     }
 }
@@ -160,5 +177,26 @@ mod tests {
             // `mine` is dropped here without finishing "b".
         };
         assert!(waiting.wait().is_err());
+    }
+
+    #[test]
+    fn background_permits_leave_a_reserve_for_on_demand_fetches() {
+        let sem = Arc::new(Semaphore::new(4));
+        let low: Vec<_> = (0..3).map(|_| sem.acquire_low()).collect();
+        // The fourth permit is the reserve: on-demand gets it, background waits.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let s2 = sem.clone();
+        let waiter = std::thread::spawn(move || {
+            let _p = s2.acquire_low();
+            tx.send(()).unwrap();
+        });
+        assert!(rx
+            .recv_timeout(std::time::Duration::from_millis(100))
+            .is_err());
+        let on_demand = sem.acquire();
+        drop(on_demand);
+        drop(low);
+        rx.recv_timeout(std::time::Duration::from_secs(5)).unwrap();
+        waiter.join().unwrap();
     }
 }

@@ -5,9 +5,14 @@
 //! bounded), verified against their digest before use, and stored atomically.
 
 mod db;
+mod fetch;
 mod files;
 mod flight;
+mod prefetch;
 mod prune;
+mod readahead;
+
+pub use prefetch::{PrefetchOutcome, PREFETCH_GAP, PREFETCH_SPAN};
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -21,11 +26,11 @@ use sha2::{Digest, Sha256};
 
 use crate::chunked::footer::is_sha256_digest;
 use crate::chunked::{BlobSource, RetryPolicy};
-use crate::layer_index::{ChunkLocation, ChunkRef, ContentReader};
+use crate::layer_index::{ChunkLocation, ChunkRef, ContentReader, LayerIndex};
 use crate::{Result, StoreError};
 use db::CacheDb;
 use files::ChunkFiles;
-use flight::{Claim, Flights, Owned, Semaphore};
+use flight::{Flights, Semaphore};
 
 /// Chunks separated by at most this many blob bytes are fetched in one request (the gap is
 /// typically a compressed tar header; containers/storage merges below 1 KiB too).
@@ -43,6 +48,9 @@ pub struct ChunkCacheConfig {
     pub memory_chunks: usize,
     /// Registry requests in flight at once, over all readers.
     pub max_parallel_fetches: usize,
+    /// Most compressed bytes a miss reads ahead beyond its chunks (adaptive below it;
+    /// 0 = no read-ahead). See [`readahead`].
+    pub readahead_max_bytes: u64,
     pub retry: RetryPolicy,
 }
 
@@ -53,6 +61,7 @@ impl ChunkCacheConfig {
             budget_bytes: 10 << 30,
             memory_chunks: 64,
             max_parallel_fetches: 8,
+            readahead_max_bytes: 2 << 20,
             retry: RetryPolicy::default(),
         }
     }
@@ -74,6 +83,10 @@ pub struct CacheStats {
     /// Range reads that failed after retries.
     pub fetch_errors: u64,
     pub evicted_chunks: u64,
+    /// Chunks fetched by profile prefetch.
+    pub prefetched_chunks: u64,
+    /// Chunks fetched in the background to make lazy layers local.
+    pub background_chunks: u64,
 }
 
 #[derive(Default)]
@@ -86,6 +99,8 @@ struct Counters {
     corrupt_chunks: AtomicU64,
     fetch_errors: AtomicU64,
     evicted_chunks: AtomicU64,
+    prefetched_chunks: AtomicU64,
+    background_chunks: AtomicU64,
 }
 
 fn bump(c: &AtomicU64, n: u64) {
@@ -106,7 +121,22 @@ struct Want<'a> {
     digest: &'a str,
 }
 
+/// A shared handle on the cache (cheap to clone; every reader and background fetch holds
+/// one). Its methods are [`CacheCore`]'s.
+#[derive(Clone)]
 pub struct ChunkCache {
+    core: Arc<CacheCore>,
+}
+
+impl std::ops::Deref for ChunkCache {
+    type Target = CacheCore;
+    fn deref(&self) -> &CacheCore {
+        &self.core
+    }
+}
+
+/// The cache's state; reached through [`ChunkCache`].
+pub struct CacheCore {
     budget: u64,
     retry: RetryPolicy,
     files: ChunkFiles,
@@ -118,6 +148,9 @@ pub struct ChunkCache {
     /// Background fsync of freshly renamed chunk files, off the reader's path.
     syncer: Option<Syncer>,
     layers: RwLock<HashMap<String, Arc<dyn BlobSource>>>,
+    /// Each layer's chunks in blob order, for read-ahead.
+    maps: RwLock<HashMap<String, Arc<readahead::LayerMap>>>,
+    readahead: readahead::Adaptive,
     flights: Flights,
     pins: Mutex<HashMap<String, usize>>,
     permits: Semaphore,
@@ -173,7 +206,7 @@ impl Drop for Syncer {
 
 /// Unpins chunks when a read is done with them.
 struct Pins<'a> {
-    cache: &'a ChunkCache,
+    cache: &'a CacheCore,
     digests: Vec<String>,
 }
 
@@ -227,11 +260,19 @@ fn verify(data: &[u8], digest: &str) -> std::result::Result<(), String> {
 
 impl ChunkCache {
     pub fn open(config: ChunkCacheConfig) -> Result<ChunkCache> {
+        Ok(ChunkCache {
+            core: Arc::new(CacheCore::open(config)?),
+        })
+    }
+}
+
+impl CacheCore {
+    fn open(config: ChunkCacheConfig) -> Result<CacheCore> {
         std::fs::create_dir_all(&config.root).map_err(|e| StoreError::io(&config.root, e))?;
         let files = ChunkFiles::open(&config.root)?;
         let db = CacheDb::open(&files.db_path())?;
         let usage = db.total_size()?;
-        let cache = ChunkCache {
+        let cache = CacheCore {
             budget: config.budget_bytes,
             retry: config.retry,
             files,
@@ -242,6 +283,8 @@ impl ChunkCache {
             touched: Mutex::new(HashMap::new()),
             syncer: Some(Syncer::start()),
             layers: RwLock::new(HashMap::new()),
+            maps: RwLock::new(HashMap::new()),
+            readahead: readahead::Adaptive::new(config.readahead_max_bytes),
             flights: Flights::default(),
             pins: Mutex::new(HashMap::new()),
             permits: Semaphore::new(config.max_parallel_fetches),
@@ -259,6 +302,16 @@ impl ChunkCache {
             .insert(layer_digest.to_string(), source);
     }
 
+    /// Gives read-ahead the layout of `index`'s layer (which chunks follow which in the
+    /// blob); without it, misses of that layer fetch only what they need.
+    pub fn set_layer_map(&self, index: &LayerIndex) {
+        if self.maps.read().unwrap().contains_key(&index.digest) {
+            return;
+        }
+        let map = Arc::new(readahead::LayerMap::from_index(index));
+        self.maps.write().unwrap().insert(index.digest.clone(), map);
+    }
+
     /// Whether `layer_digest` has a blob source.
     pub fn is_registered(&self, layer_digest: &str) -> bool {
         self.layers.read().unwrap().contains_key(layer_digest)
@@ -266,6 +319,7 @@ impl ChunkCache {
 
     pub fn unregister_layer(&self, layer_digest: &str) {
         self.layers.write().unwrap().remove(layer_digest);
+        self.maps.write().unwrap().remove(layer_digest);
     }
 
     pub fn stats(&self) -> CacheStats {
@@ -280,6 +334,8 @@ impl ChunkCache {
             corrupt_chunks: g(&c.corrupt_chunks),
             fetch_errors: g(&c.fetch_errors),
             evicted_chunks: g(&c.evicted_chunks),
+            prefetched_chunks: g(&c.prefetched_chunks),
+            background_chunks: g(&c.background_chunks),
         }
     }
 
@@ -306,8 +362,10 @@ impl ChunkCache {
 
     /// A chunk from memory or disk (verified), or `None`.
     fn lookup(&self, want: &Want) -> Result<Option<Arc<[u8]>>> {
-        if let Some(b) = self.mem.lock().unwrap().get(want.digest) {
+        let hit = self.mem.lock().unwrap().get(want.digest).cloned();
+        if let Some(b) = hit {
             bump(&self.counters.memory_hits, 1);
+            self.readahead.used(want.digest);
             self.touched
                 .lock()
                 .unwrap()
@@ -337,6 +395,7 @@ impl ChunkCache {
             .unwrap()
             .insert(want.digest.to_string(), Some(want.len));
         bump(&self.counters.disk_hits, 1);
+        self.readahead.used(want.digest);
         let data: Arc<[u8]> = data.into();
         self.mem
             .lock()
@@ -458,195 +517,6 @@ impl ChunkCache {
         }
         Ok(())
     }
-
-    fn source(&self, layer: &str) -> Result<Arc<dyn BlobSource>> {
-        self.layers
-            .read()
-            .unwrap()
-            .get(layer)
-            .cloned()
-            .ok_or_else(|| StoreError::LayerNotRegistered {
-                layer: layer.to_string(),
-            })
-    }
-
-    /// Fetches the blob-contiguous chunks `run` with one range request, verifies each
-    /// (fetching a bad one once more alone) and stores them. One result per chunk.
-    fn fetch_run(
-        &self,
-        layer: &str,
-        source: &dyn BlobSource,
-        run: &[Want],
-    ) -> Vec<Result<Arc<[u8]>>> {
-        let start = run[0].blob_offset;
-        let last = run.last().unwrap();
-        let len = last.blob_offset + last.blob_len - start;
-        bump(&self.counters.misses, run.len() as u64);
-        let fetched = {
-            let _permit = self.permits.acquire();
-            source.read_range_retry(start, len, &self.retry)
-        };
-        let bytes = match fetched {
-            Ok(b) => {
-                bump(&self.counters.fetch_requests, 1);
-                bump(&self.counters.fetched_bytes, len);
-                b
-            }
-            Err(e) => {
-                bump(&self.counters.fetch_errors, 1);
-                tracing::error!(layer, offset = start, len, error = %e, "fetching chunks failed");
-                let reason = e.to_string();
-                return run
-                    .iter()
-                    .map(|w| {
-                        Err(StoreError::BlobFetch {
-                            digest: layer.to_string(),
-                            offset: w.blob_offset,
-                            len: w.blob_len,
-                            reason: reason.clone(),
-                        })
-                    })
-                    .collect();
-            }
-        };
-        run.iter()
-            .map(|w| {
-                let lo = (w.blob_offset - start) as usize;
-                let slice = &bytes[lo..lo + w.blob_len as usize];
-                let data = match decode_verify(slice, w.len, w.digest) {
-                    Ok(d) => d,
-                    Err(first) => {
-                        bump(&self.counters.corrupt_chunks, 1);
-                        tracing::warn!(layer, digest = w.digest, offset = w.blob_offset, reason = %first, "chunk failed verification, fetching it again");
-                        self.refetch(layer, source, w)?
-                    }
-                };
-                self.store(w, &data)?;
-                Ok(data)
-            })
-            .collect()
-    }
-
-    fn refetch(&self, layer: &str, source: &dyn BlobSource, w: &Want) -> Result<Arc<[u8]>> {
-        let bytes = {
-            let _permit = self.permits.acquire();
-            source.read_range_retry(w.blob_offset, w.blob_len, &self.retry)?
-        };
-        bump(&self.counters.fetch_requests, 1);
-        bump(&self.counters.fetched_bytes, w.blob_len);
-        decode_verify(&bytes, w.len, w.digest).map_err(|reason| {
-            bump(&self.counters.corrupt_chunks, 1);
-            tracing::error!(layer, digest = w.digest, offset = w.blob_offset, %reason, "chunk corrupt twice");
-            StoreError::ChunkCorrupt {
-                layer: layer.to_string(),
-                chunk_digest: w.digest.to_string(),
-                offset: w.blob_offset,
-                len: w.blob_len,
-                reason,
-            }
-        })
-    }
-
-    /// The bytes of every chunk in `wants`, from memory, disk, or the blob source.
-    fn get_chunks(&self, layer: &str, wants: &[Want]) -> Result<Vec<Arc<[u8]>>> {
-        let mut out: Vec<Option<Arc<[u8]>>> = Vec::with_capacity(wants.len());
-        for w in wants {
-            out.push(self.lookup(w)?);
-        }
-        if out.iter().all(Option::is_some) {
-            return Ok(out.into_iter().map(Option::unwrap).collect());
-        }
-        let source = self.source(layer)?;
-        let mut owned: Vec<usize> = Vec::new();
-        let mut waits = Vec::new();
-        let mut dups = Vec::new();
-        let mut claimed: HashMap<&str, usize> = HashMap::new();
-        let mut mine = Owned::new(&self.flights);
-        for i in 0..wants.len() {
-            if out[i].is_some() {
-                continue;
-            }
-            let d = wants[i].digest;
-            if let Some(&first) = claimed.get(d) {
-                dups.push((i, first));
-                continue;
-            }
-            claimed.insert(d, i);
-            match self.flights.claim(d) {
-                Claim::Owner => {
-                    mine.own(d);
-                    match self.lookup(&wants[i]) {
-                        // It landed between our lookup and our claim.
-                        Ok(Some(b)) => {
-                            mine.finish(d, Ok(b.clone()));
-                            out[i] = Some(b);
-                        }
-                        Ok(None) => owned.push(i),
-                        Err(e) => {
-                            mine.finish(d, Err(e.to_string()));
-                            return Err(e);
-                        }
-                    }
-                }
-                Claim::Waiter(f) => waits.push((i, f)),
-            }
-        }
-        let mut first_err: Option<StoreError> = None;
-        let mut k = 0;
-        while k < owned.len() {
-            // A run: consecutive chunks that follow each other in the blob, at most 64, with
-            // gaps (other files' tar headers) of at most MERGE_GAP bytes fetched along.
-            let mut end = k + 1;
-            while end < owned.len() && end - k < 64 && owned[end] == owned[end - 1] + 1 {
-                let prev = &wants[owned[end - 1]];
-                let gap = wants[owned[end]]
-                    .blob_offset
-                    .checked_sub(prev.blob_offset + prev.blob_len);
-                if gap.is_none_or(|g| g > MERGE_GAP) {
-                    break;
-                }
-                end += 1;
-            }
-            let run: Vec<Want> = owned[k..end].iter().map(|&i| wants[i].clone()).collect();
-            let results = self.fetch_run(layer, source.as_ref(), &run);
-            for (&i, r) in owned[k..end].iter().zip(results) {
-                match r {
-                    Ok(b) => {
-                        mine.finish(wants[i].digest, Ok(b.clone()));
-                        out[i] = Some(b);
-                    }
-                    Err(e) => {
-                        mine.finish(wants[i].digest, Err(e.to_string()));
-                        first_err.get_or_insert(e);
-                    }
-                }
-            }
-            k = end;
-        }
-        for (i, f) in waits {
-            match f.wait() {
-                Ok(b) => out[i] = Some(b),
-                Err(reason) => {
-                    first_err.get_or_insert(StoreError::BlobFetch {
-                        digest: layer.to_string(),
-                        offset: wants[i].blob_offset,
-                        len: wants[i].blob_len,
-                        reason,
-                    });
-                }
-            }
-        }
-        if let Some(e) = first_err {
-            return Err(e);
-        }
-        for (i, first) in dups {
-            out[i] = out[first].clone();
-        }
-        Ok(out
-            .into_iter()
-            .map(|b| b.expect("every chunk filled"))
-            .collect())
-    }
 }
 
 impl ChunkCache {
@@ -672,7 +542,7 @@ impl ChunkCache {
         for group in wants.chunks(64) {
             let digests: Vec<&str> = group.iter().map(|w| w.digest).collect();
             let pins = self.pin(&digests);
-            self.get_chunks(layer_digest, group)?;
+            CacheCore::get_chunks(&self.core, layer_digest, group)?;
             drop(pins);
             if self.disk_usage() > self.budget {
                 self.evict_to(self.budget)?;
@@ -727,7 +597,7 @@ impl ContentReader for ChunkCache {
         }
         let digests: Vec<&str> = wants.iter().map(|w| w.digest).collect();
         let pins = self.pin(&digests);
-        let data = self.get_chunks(layer_digest, &wants)?;
+        let data = CacheCore::get_chunks(&self.core, layer_digest, &wants)?;
         let mut written = 0usize;
         for (c, bytes) in needed.iter().zip(&data) {
             let lo = offset.max(c.file_offset);

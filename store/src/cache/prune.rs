@@ -2,10 +2,10 @@
 
 use std::collections::HashSet;
 
-use super::{bump, ChunkCache};
+use super::{bump, CacheCore};
 use crate::Result;
 
-impl ChunkCache {
+impl CacheCore {
     /// Chunks recorded on disk.
     pub fn chunk_count(&self) -> Result<u64> {
         Ok(self.disk.lock().unwrap().db.all()?.len() as u64)
@@ -43,7 +43,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::cache::ChunkCacheConfig;
+    use crate::cache::{ChunkCache, ChunkCacheConfig};
     use crate::chunked::{self, FileBlobSource, RetryPolicy, WriterOptions};
     use crate::layer_index::{ChunkLocation, ContentReader};
 

@@ -14,7 +14,7 @@ use std::io::Read;
 use sha2::{Digest, Sha256};
 
 pub use footer::{ChunkedFormat, TocLocation};
-pub use source::{BlobSource, FileBlobSource, RegistryBlobSource, RetryPolicy};
+pub use source::{BlobSource, FileBlobSource, RangeStream, RetryPolicy};
 pub use toc::{Toc, TocEntry};
 pub use writer::{
     convert_tar_file, layer_annotations, write_zstd_chunked, ChunkedLayer, WriterOptions,

@@ -1,18 +1,15 @@
 //! Where the bytes of a layer blob come from: a small blocking range-read trait, so the
 //! chunk cache and the TOC reader work the same over a registry, a local file, or anything
-//! else that can serve byte ranges.
+//! else that can serve byte ranges. The registry's is
+//! [`StoreBlobSource`](crate::lazy_source::StoreBlobSource), the one range path of
+//! production and tests.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use futures::StreamExt;
-use oci_client::client::BlobResponse;
-use oci_client::manifest::OciDescriptor;
-use oci_client::{Client, Reference};
+use bytes::Bytes;
 
 use crate::{Result, StoreError};
 
@@ -38,6 +35,21 @@ impl Default for RetryPolicy {
     }
 }
 
+/// A range being received, in order, piece by piece. Blocking.
+pub trait RangeStream: Send {
+    /// The next piece; `None` once exactly the range's bytes were given (a short answer is
+    /// an error, never an early `None`).
+    fn next_piece(&mut self) -> Result<Option<Bytes>>;
+}
+
+struct OnePiece(Option<Bytes>);
+
+impl RangeStream for OnePiece {
+    fn next_piece(&mut self) -> Result<Option<Bytes>> {
+        Ok(self.0.take())
+    }
+}
+
 /// A blob that can be read by byte range. Blocking: FUSE worker threads call it.
 pub trait BlobSource: Send + Sync {
     /// The blob's digest (`sha256:<hex>`), used in errors and logs.
@@ -47,8 +59,16 @@ pub trait BlobSource: Send + Sync {
     /// Reads exactly `len` bytes at `offset`; a short answer is an error.
     fn read_range(&self, offset: u64, len: u64) -> Result<Bytes>;
 
+    /// Starts reading `len` bytes at `offset` and gives them as they arrive, so a caller
+    /// can use the front of a long range before its end is in (one request, no retry).
+    /// By default the whole range as one piece.
+    fn open_range(&self, offset: u64, len: u64) -> Result<Box<dyn RangeStream>> {
+        Ok(Box::new(OnePiece(Some(self.read_range(offset, len)?))))
+    }
+
     /// [`read_range`](Self::read_range) with retry and exponential backoff. Ranges outside
-    /// the blob are refused at once: retrying cannot help them.
+    /// the blob and permanent errors ([`StoreError::is_permanent`]: not found, access
+    /// refused after a token refresh) fail at once: retrying cannot help them.
     fn read_range_retry(&self, offset: u64, len: u64, policy: &RetryPolicy) -> Result<Bytes> {
         let in_bounds = offset
             .checked_add(len)
@@ -67,7 +87,7 @@ pub trait BlobSource: Send + Sync {
         loop {
             match self.read_range(offset, len) {
                 Ok(b) => return Ok(b),
-                Err(e) if attempt < attempts => {
+                Err(e) if attempt < attempts && !e.is_permanent() => {
                     tracing::debug!(digest = self.digest(), offset, len, attempt, error = %e, "range read failed, retrying");
                     std::thread::sleep(backoff);
                     backoff = (backoff * 2).min(policy.max_backoff);
@@ -120,112 +140,5 @@ impl BlobSource for FileBlobSource {
             .read_exact_at(&mut buf, offset)
             .map_err(|e| StoreError::io(&self.path, e))?;
         Ok(Bytes::from(buf))
-    }
-}
-
-/// A blob in an OCI registry, read with HTTP Range requests through `oci-client`.
-///
-/// `read_range` blocks on the given tokio runtime handle: call it from plain threads (FUSE
-/// workers) or `spawn_blocking`; from a multi-threaded runtime's worker it uses
-/// `block_in_place`, and from a current-thread runtime it would panic.
-pub struct RegistryBlobSource {
-    client: Arc<Client>,
-    reference: Reference,
-    descriptor: OciDescriptor,
-    handle: tokio::runtime::Handle,
-}
-
-impl RegistryBlobSource {
-    /// `reference` names the repository the blob lives in; `digest` and `size` come from the
-    /// (verified) manifest's layer descriptor.
-    pub fn new(
-        client: Arc<Client>,
-        reference: Reference,
-        digest: impl Into<String>,
-        size: u64,
-        handle: tokio::runtime::Handle,
-    ) -> Self {
-        let descriptor = OciDescriptor {
-            digest: digest.into(),
-            size: size as i64,
-            ..Default::default()
-        };
-        RegistryBlobSource {
-            client,
-            reference,
-            descriptor,
-            handle,
-        }
-    }
-
-    fn fetch_error(&self, offset: u64, len: u64, reason: String) -> StoreError {
-        StoreError::BlobFetch {
-            digest: self.descriptor.digest.clone(),
-            offset,
-            len,
-            reason,
-        }
-    }
-
-    async fn fetch(&self, offset: u64, len: u64) -> Result<Bytes> {
-        let resp = self
-            .client
-            .pull_blob_stream_partial(&self.reference, &self.descriptor, offset, Some(len))
-            .await
-            .map_err(|e| self.fetch_error(offset, len, e.to_string()))?;
-        // A registry that ignores Range answers 200 with the whole blob: skip to the range.
-        let (mut stream, mut skip) = match resp {
-            BlobResponse::Partial(s) => (s, 0u64),
-            BlobResponse::Full(s) => (s, offset),
-        };
-        let mut out = BytesMut::with_capacity(len as usize);
-        while let Some(piece) = stream.next().await {
-            let mut piece = piece.map_err(|e| self.fetch_error(offset, len, e.to_string()))?;
-            if skip > 0 {
-                let n = skip.min(piece.len() as u64) as usize;
-                let _ = piece.split_to(n);
-                skip -= n as u64;
-            }
-            let want = len as usize - out.len();
-            if piece.len() > want {
-                return Err(self.fetch_error(
-                    offset,
-                    len,
-                    "registry sent more bytes than asked for".into(),
-                ));
-            }
-            out.extend_from_slice(&piece);
-            if out.len() == len as usize && skip == 0 {
-                break;
-            }
-        }
-        if out.len() != len as usize {
-            return Err(self.fetch_error(
-                offset,
-                len,
-                format!("short read: got {} bytes", out.len()),
-            ));
-        }
-        Ok(out.freeze())
-    }
-}
-
-impl BlobSource for RegistryBlobSource {
-    fn digest(&self) -> &str {
-        &self.descriptor.digest
-    }
-    fn size(&self) -> u64 {
-        self.descriptor.size as u64
-    }
-    fn read_range(&self, offset: u64, len: u64) -> Result<Bytes> {
-        if len == 0 {
-            return Ok(Bytes::new());
-        }
-        // From a plain thread, block on the runtime; from inside a multi-threaded runtime
-        // (an async caller that forgot spawn_blocking), move off the worker first.
-        match tokio::runtime::Handle::try_current() {
-            Ok(_) => tokio::task::block_in_place(|| self.handle.block_on(self.fetch(offset, len))),
-            Err(_) => self.handle.block_on(self.fetch(offset, len)),
-        }
     }
 }

@@ -2,11 +2,15 @@
 //! the host platform), verified blob streams, byte ranges of blobs, and pushes.
 //!
 //! Plain HTTP is used for loopback registries and those listed as insecure; HTTPS
-//! otherwise. Credentials come from Docker's `config.json`; `oci-client` performs the
-//! basic or bearer-token exchange the registry asks for.
+//! otherwise. Credentials come from Docker's `config.json`. Reads (manifests, blobs, byte
+//! ranges) go through [`http::RegistryHttp`]: one keep-alive client, access resolved once
+//! per repository and cached ([`auth_cache`]), so a range fetch is one request. Pushes go
+//! through `oci-client`, which performs the exchange the registry asks for itself.
 
 pub mod auth;
+pub mod auth_cache;
 mod errors;
+mod http;
 pub mod manifest;
 
 use std::collections::HashMap;
@@ -17,9 +21,9 @@ use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
-use oci_client::client::{BlobResponse, ClientConfig, ClientProtocol};
-use oci_client::manifest::OciDescriptor;
+use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::secrets::RegistryAuth;
+use sha2::{Digest as _, Sha256};
 
 use crate::content::sha256_digest;
 use crate::reference::ImageReference;
@@ -62,6 +66,7 @@ struct Inner {
     docker_config: Option<PathBuf>,
     platform: Platform,
     clients: Mutex<HashMap<String, oci_client::Client>>,
+    http: http::RegistryHttp,
     downloaded: AtomicU64,
 }
 
@@ -81,6 +86,7 @@ impl RegistryClient {
                 docker_config,
                 platform,
                 clients: Mutex::new(HashMap::new()),
+                http: http::RegistryHttp::new(concat!("skiff/", env!("CARGO_PKG_VERSION"))),
                 downloaded: AtomicU64::new(0),
             }),
         }
@@ -94,6 +100,11 @@ impl RegistryClient {
     /// Total bytes received from registries (blobs, ranges, manifests) by this client.
     pub fn bytes_downloaded(&self) -> u64 {
         self.inner.downloaded.load(Ordering::Relaxed)
+    }
+
+    /// HTTP requests sent on the read path (manifests, blobs, ranges, token requests).
+    pub fn read_requests(&self) -> u64 {
+        self.inner.http.requests()
     }
 
     fn count(&self, n: u64) {
@@ -130,6 +141,17 @@ impl RegistryClient {
         (client, oci)
     }
 
+    /// Where `r`'s reads go, with the credentials configured for its registry.
+    fn target<'a>(&self, r: &'a ImageReference) -> http::Target<'a> {
+        let plain = self.plain_http(r);
+        http::Target {
+            reference: r,
+            scheme: if plain { "http" } else { "https" },
+            host: r.to_oci().resolve_registry().to_string(),
+            credentials: auth::auth_for(self.inner.docker_config.as_deref(), &r.registry),
+        }
+    }
+
     fn err(
         &self,
         r: &ImageReference,
@@ -142,11 +164,31 @@ impl RegistryClient {
     /// Fetches a manifest document as is: `(bytes, digest, media type)`. The digest is
     /// verified against the reference's digest when it has one.
     pub async fn fetch_manifest(&self, r: &ImageReference) -> Result<(Bytes, String, String)> {
-        let (client, oci) = self.client(r).await;
-        let (body, _) = client
-            .pull_manifest_raw(&oci, &RegistryAuth::Anonymous, manifest::ACCEPTED)
+        let t = self.target(r);
+        let reference = r
+            .digest
+            .clone()
+            .or_else(|| r.tag.clone())
+            .unwrap_or_else(|| "latest".to_string());
+        let op = "fetch manifest";
+        let resp = self
+            .inner
+            .http
+            .get(
+                &t,
+                &format!("manifests/{reference}"),
+                http::accept(manifest::ACCEPTED),
+                op,
+            )
+            .await?;
+        let status = resp.status();
+        let body = resp
+            .bytes()
             .await
-            .map_err(|e| self.err(r, "fetch manifest", e))?;
+            .map_err(|e| http::transport_error(&t, op, &e))?;
+        if !status.is_success() {
+            return Err(http::status_error(&t, op, status, &body));
+        }
         self.count(body.len() as u64);
         let digest = sha256_digest(&body);
         if let Some(want) = &r.digest {
@@ -235,26 +277,67 @@ impl RegistryClient {
         r: &ImageReference,
         digest: &str,
     ) -> Result<futures::stream::BoxStream<'static, Result<Bytes>>> {
-        let (client, oci) = self.client(r).await;
-        let desc = OciDescriptor {
-            digest: digest.to_string(),
-            ..Default::default()
-        };
         let blob_ref = r.with_digest(digest);
-        let stream = client
-            .pull_blob_stream(&oci, &desc)
-            .await
-            .map_err(|e| self.err(&blob_ref, "fetch blob", e))?;
-        let this = self.clone();
-        Ok(stream
-            .map(move |chunk| match chunk {
-                Ok(c) => {
-                    this.count(c.len() as u64);
-                    Ok(c)
+        let t = self.target(&blob_ref);
+        let op = "fetch blob";
+        let resp = self
+            .inner
+            .http
+            .get(&t, &format!("blobs/{digest}"), Default::default(), op)
+            .await?;
+        if !resp.status().is_success() {
+            let status = resp.status();
+            let body = resp.bytes().await.unwrap_or_default();
+            return Err(http::status_error(&t, op, status, &body));
+        }
+        if !digest.starts_with("sha256:") {
+            return Err(StoreError::Unsupported {
+                reference: blob_ref.to_string(),
+                reason: format!("blob digest algorithm of {digest}"),
+            });
+        }
+        let ctx = Arc::new((self.clone(), blob_ref.clone(), t.scheme, t.host.clone()));
+        let want = digest.to_string();
+        let body = resp.bytes_stream().boxed();
+        // Verify as the bytes pass; the end of the stream carries the verdict.
+        let stream = futures::stream::unfold(Some((body, Sha256::new())), move |state| {
+            let ctx = ctx.clone();
+            let want = want.clone();
+            async move {
+                let (mut body, mut hasher) = state?;
+                let (this, blob_ref, scheme, host) = &*ctx;
+                match body.next().await {
+                    Some(Ok(c)) => {
+                        this.count(c.len() as u64);
+                        hasher.update(&c);
+                        Some((Ok(c), Some((body, hasher))))
+                    }
+                    Some(Err(e)) => {
+                        let t = http::Target {
+                            reference: blob_ref,
+                            scheme,
+                            host: host.clone(),
+                            credentials: RegistryAuth::Anonymous,
+                        };
+                        Some((Err(http::transport_error(&t, "read blob", &e)), None))
+                    }
+                    None => {
+                        let actual = format!("sha256:{}", hex::encode(hasher.finalize()));
+                        (actual != want).then(|| {
+                            (
+                                Err(StoreError::DigestMismatch {
+                                    what: format!("blob {blob_ref}"),
+                                    expected: want,
+                                    actual,
+                                }),
+                                None,
+                            )
+                        })
+                    }
                 }
-                Err(e) => Err(this.err(&blob_ref, "read blob", e.into())),
-            })
-            .boxed())
+            }
+        });
+        Ok(stream.boxed())
     }
 
     /// Streams blob `digest` of `r`'s repository into `out`, verifying the digest as it
@@ -279,7 +362,7 @@ impl RegistryClient {
         Ok(total)
     }
 
-    /// Bytes `offset..offset+len` of blob `digest` (an HTTP Range request). The caller
+    /// Bytes `offset..offset+len` of blob `digest` (one HTTP Range request). The caller
     /// verifies what it asked for (e.g. a chunk digest); a short answer is an error.
     pub async fn fetch_range(
         &self,
@@ -288,47 +371,148 @@ impl RegistryClient {
         offset: u64,
         len: u64,
     ) -> Result<Bytes> {
-        let (client, oci) = self.client(r).await;
-        let desc = OciDescriptor {
-            digest: digest.to_string(),
-            ..Default::default()
-        };
+        let mut stream = self.range_stream(r, digest, offset, len).await?;
+        let mut buf = BytesMut::with_capacity(len as usize);
+        while let Some(piece) = stream.next().await {
+            buf.extend_from_slice(&piece?);
+        }
+        Ok(buf.freeze())
+    }
+
+    /// [`fetch_range`](Self::fetch_range) as a stream of pieces as they arrive: exactly
+    /// `len` bytes, or an error as the last item.
+    pub async fn range_stream(
+        &self,
+        r: &ImageReference,
+        digest: &str,
+        offset: u64,
+        len: u64,
+    ) -> Result<futures::stream::BoxStream<'static, Result<Bytes>>> {
         let blob_ref = r.with_digest(digest);
         let op = format!("fetch range {offset}+{len}");
         if len == 0 {
-            return Ok(Bytes::new());
+            return Ok(futures::stream::empty().boxed());
         }
-        let resp = client
-            .pull_blob_stream_partial(&oci, &desc, offset, Some(len))
-            .await
-            .map_err(|e| self.err(&blob_ref, &op, e))?;
-        // A registry that ignores Range sends the whole blob: skip to the range ourselves.
-        let (mut stream, mut skip) = match resp {
-            BlobResponse::Partial(s) => (s, 0u64),
-            BlobResponse::Full(s) => (s, offset),
+        let t = self.target(&blob_ref);
+        let mut headers = reqwest::header::HeaderMap::new();
+        let range = format!("bytes={offset}-{}", offset + len - 1);
+        headers.insert(
+            reqwest::header::RANGE,
+            range.parse().expect("a range header is ASCII"),
+        );
+        let resp = self
+            .inner
+            .http
+            .get(&t, &format!("blobs/{digest}"), headers, &op)
+            .await?;
+        let status = resp.status();
+        if !status.is_success() {
+            let body = resp.bytes().await.unwrap_or_default();
+            return Err(http::status_error(&t, &op, status, &body));
+        }
+        // A registry that ignores Range sends the whole blob (200): skip to the range.
+        let skip = if status == reqwest::StatusCode::PARTIAL_CONTENT {
+            0
+        } else {
+            offset
         };
-        let mut buf = BytesMut::with_capacity(len as usize);
-        while let Some(chunk) = stream.next().await {
-            let mut chunk = chunk.map_err(|e| self.err(&blob_ref, &op, e.into()))?;
-            self.count(chunk.len() as u64);
-            if skip > 0 {
-                let n = skip.min(chunk.len() as u64);
-                skip -= n;
-                let _ = chunk.split_to(n as usize);
-            }
-            let room = len as usize - buf.len();
-            buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
-            if buf.len() == len as usize {
-                break;
-            }
+        struct St {
+            body: futures::stream::BoxStream<'static, reqwest::Result<Bytes>>,
+            skip: u64,
+            left: u64,
         }
-        if buf.len() as u64 != len {
-            return Err(StoreError::Corrupt {
-                what: format!("{blob_ref} range {offset}+{len}"),
-                reason: format!("registry returned {} bytes", buf.len()),
-            });
+        let ctx = Arc::new((self.clone(), blob_ref.clone(), t.scheme, t.host.clone(), op));
+        let st = St {
+            body: resp.bytes_stream().boxed(),
+            skip,
+            left: len,
+        };
+        let stream = futures::stream::unfold(Some(st), move |st| {
+            let ctx = ctx.clone();
+            async move {
+                let mut st = st?;
+                let (this, blob_ref, scheme, host, op) = &*ctx;
+                let fail = |reason: String| StoreError::RegistryStatus {
+                    reference: blob_ref.to_string(),
+                    operation: op.clone(),
+                    status: None,
+                    reason,
+                };
+                loop {
+                    if st.left == 0 {
+                        return None;
+                    }
+                    match st.body.next().await {
+                        Some(Ok(mut piece)) => {
+                            this.count(piece.len() as u64);
+                            if st.skip > 0 {
+                                let n = st.skip.min(piece.len() as u64);
+                                st.skip -= n;
+                                let _ = piece.split_to(n as usize);
+                            }
+                            piece.truncate(st.left.min(piece.len() as u64) as usize);
+                            if piece.is_empty() {
+                                continue;
+                            }
+                            st.left -= piece.len() as u64;
+                            return Some((Ok(piece), Some(st)));
+                        }
+                        Some(Err(e)) => {
+                            let t = http::Target {
+                                reference: blob_ref,
+                                scheme,
+                                host: host.clone(),
+                                credentials: RegistryAuth::Anonymous,
+                            };
+                            return Some((Err(http::transport_error(&t, op, &e)), None));
+                        }
+                        None => {
+                            return Some((
+                                Err(fail(format!(
+                                    "the registry's answer ended {} bytes short",
+                                    st.left
+                                ))),
+                                None,
+                            ))
+                        }
+                    }
+                }
+            }
+        });
+        Ok(stream.boxed())
+    }
+
+    /// The Referrers API's index of manifests referring to `digest` (OCI distribution 1.1
+    /// `GET /v2/<name>/referrers/<digest>`); `None` when the registry has no such API.
+    pub async fn referrers(&self, r: &ImageReference, digest: &str) -> Result<Option<Bytes>> {
+        let t = self.target(r);
+        let op = "list referrers";
+        let resp = self
+            .inner
+            .http
+            .get(
+                &t,
+                &format!("referrers/{digest}"),
+                http::accept(&[manifest::OCI_INDEX]),
+                op,
+            )
+            .await?;
+        let status = resp.status();
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| http::transport_error(&t, op, &e))?;
+        self.count(body.len() as u64);
+        if status == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
         }
-        Ok(buf.freeze())
+        if !status.is_success() {
+            return Err(http::status_error(&t, op, status, &body));
+        }
+        // A registry answering with something other than an index has no such API.
+        let is_index = serde_json::from_slice::<serde_json::Value>(&body)
+            .is_ok_and(|v| v["manifests"].is_array());
+        Ok(is_index.then_some(body))
     }
 
     pub async fn blob_exists(&self, r: &ImageReference, digest: &str) -> Result<bool> {

@@ -14,7 +14,8 @@ use oci_client::{Client, Reference};
 use rand::{Rng, SeedableRng};
 use sha2::{Digest, Sha256};
 use skiff_store::cache::ChunkCache;
-use skiff_store::chunked::{self, RegistryBlobSource, RetryPolicy, WriterOptions};
+use skiff_store::chunked::{self, RetryPolicy, WriterOptions};
+use skiff_store::lazy_source::StoreBlobSource;
 use skiff_store::{ContentReader, LayerIndex};
 use skiff_tests::Registry;
 
@@ -217,12 +218,30 @@ pub fn converted_image(
     Ok((tar, blob, pushed))
 }
 
-pub fn registry_source(rt: &tokio::runtime::Runtime, pushed: &Pushed) -> Arc<RegistryBlobSource> {
-    Arc::new(RegistryBlobSource::new(
-        client(),
-        pushed.reference.clone(),
-        pushed.layer_digest.clone(),
+/// The production range path (the store's registry client) over `pushed`'s layer.
+pub fn registry_source(rt: &tokio::runtime::Runtime, pushed: &Pushed) -> Arc<StoreBlobSource> {
+    store_source(
+        rt,
+        &pushed.reference,
+        &pushed.layer_digest,
         pushed.layer_size,
+    )
+}
+
+/// [`StoreBlobSource`] over blob `digest` of `reference`'s repository, through a fresh
+/// [`skiff_store::RegistryClient`].
+pub fn store_source(
+    rt: &tokio::runtime::Runtime,
+    reference: &Reference,
+    digest: &str,
+    size: u64,
+) -> Arc<StoreBlobSource> {
+    let r = skiff_store::ImageReference::parse(&reference.whole()).expect("a pushed reference");
+    Arc::new(StoreBlobSource::new(
+        skiff_store::RegistryClient::new(Default::default()),
+        r,
+        digest,
+        size,
         rt.handle().clone(),
     ))
 }

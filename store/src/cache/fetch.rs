@@ -1,0 +1,426 @@
+//! Fetching missing chunks: runs of blob-adjacent chunks in one Range request, shared
+//! through single-flight claims, with adaptive read-ahead streamed behind the demanded
+//! bytes (see [`super::readahead`]).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::flight::{Claim, Owned, ABANDONED};
+use super::readahead::LayerMap;
+use super::*;
+
+impl CacheCore {
+    pub(super) fn source(&self, layer: &str) -> Result<Arc<dyn BlobSource>> {
+        self.layers
+            .read()
+            .unwrap()
+            .get(layer)
+            .cloned()
+            .ok_or_else(|| StoreError::LayerNotRegistered {
+                layer: layer.to_string(),
+            })
+    }
+
+    /// Fetches the blob-contiguous chunks `run` with one range request, verifies each
+    /// (fetching a bad one once more alone) and stores them. One result per chunk.
+    fn fetch_run(
+        &self,
+        layer: &str,
+        source: &dyn BlobSource,
+        run: &[Want],
+    ) -> Vec<Result<Arc<[u8]>>> {
+        let start = run[0].blob_offset;
+        let last = run.last().unwrap();
+        let len = last.blob_offset + last.blob_len - start;
+        let fetched = {
+            let _permit = self.permits.acquire();
+            source.read_range_retry(start, len, &self.retry)
+        };
+        let bytes = match fetched {
+            Ok(b) => {
+                bump(&self.counters.fetch_requests, 1);
+                bump(&self.counters.fetched_bytes, len);
+                b
+            }
+            Err(e) => {
+                bump(&self.counters.fetch_errors, 1);
+                tracing::error!(layer, offset = start, len, error = %e, "fetching chunks failed");
+                let reason = e.to_string();
+                return run
+                    .iter()
+                    .map(|w| {
+                        Err(StoreError::BlobFetch {
+                            digest: layer.to_string(),
+                            offset: w.blob_offset,
+                            len: w.blob_len,
+                            reason: reason.clone(),
+                        })
+                    })
+                    .collect();
+            }
+        };
+        self.finish_run(layer, source, run, &bytes)
+    }
+
+    /// Verifies and stores the chunks of `run` from `bytes` (which start at the run's
+    /// first chunk); a bad chunk is fetched once more alone.
+    fn finish_run(
+        &self,
+        layer: &str,
+        source: &dyn BlobSource,
+        run: &[Want],
+        bytes: &[u8],
+    ) -> Vec<Result<Arc<[u8]>>> {
+        let start = run[0].blob_offset;
+        run.iter()
+            .map(|w| {
+                let lo = (w.blob_offset - start) as usize;
+                let slice = &bytes[lo..lo + w.blob_len as usize];
+                let data = match decode_verify(slice, w.len, w.digest) {
+                    Ok(d) => d,
+                    Err(first) => {
+                        bump(&self.counters.corrupt_chunks, 1);
+                        tracing::warn!(layer, digest = w.digest, offset = w.blob_offset, reason = %first, "chunk failed verification, fetching it again");
+                        self.refetch(layer, source, w)?
+                    }
+                };
+                self.store(w, &data)?;
+                Ok(data)
+            })
+            .collect()
+    }
+
+    fn refetch(&self, layer: &str, source: &dyn BlobSource, w: &Want) -> Result<Arc<[u8]>> {
+        let bytes = {
+            let _permit = self.permits.acquire();
+            source.read_range_retry(w.blob_offset, w.blob_len, &self.retry)?
+        };
+        bump(&self.counters.fetch_requests, 1);
+        bump(&self.counters.fetched_bytes, w.blob_len);
+        decode_verify(&bytes, w.len, w.digest).map_err(|reason| {
+            bump(&self.counters.corrupt_chunks, 1);
+            tracing::error!(layer, digest = w.digest, offset = w.blob_offset, %reason, "chunk corrupt twice");
+            StoreError::ChunkCorrupt {
+                layer: layer.to_string(),
+                chunk_digest: w.digest.to_string(),
+                offset: w.blob_offset,
+                len: w.blob_len,
+                reason,
+            }
+        })
+    }
+
+    /// The bytes of every chunk in `wants`, from memory, disk, or the blob source.
+    pub(super) fn get_chunks(
+        self: &Arc<Self>,
+        layer: &str,
+        wants: &[Want],
+    ) -> Result<Vec<Arc<[u8]>>> {
+        let mut out: Vec<Option<Arc<[u8]>>> = Vec::with_capacity(wants.len());
+        for w in wants {
+            out.push(self.lookup(w)?);
+        }
+        if out.iter().all(Option::is_some) {
+            return Ok(out.into_iter().map(Option::unwrap).collect());
+        }
+        let source = self.source(layer)?;
+        let mut owned: Vec<usize> = Vec::new();
+        let mut waits = Vec::new();
+        let mut dups = Vec::new();
+        let mut claimed: HashMap<&str, usize> = HashMap::new();
+        let mut mine = Owned::new(&self.flights);
+        for i in 0..wants.len() {
+            if out[i].is_some() {
+                continue;
+            }
+            let d = wants[i].digest;
+            if let Some(&first) = claimed.get(d) {
+                dups.push((i, first));
+                continue;
+            }
+            claimed.insert(d, i);
+            match self.flights.claim(d) {
+                Claim::Owner => {
+                    mine.own(d);
+                    match self.lookup(&wants[i]) {
+                        // It landed between our lookup and our claim.
+                        Ok(Some(b)) => {
+                            mine.finish(d, Ok(b.clone()));
+                            out[i] = Some(b);
+                        }
+                        Ok(None) => owned.push(i),
+                        Err(e) => {
+                            mine.finish(d, Err(e.to_string()));
+                            return Err(e);
+                        }
+                    }
+                }
+                Claim::Waiter(f) => waits.push((i, f)),
+            }
+        }
+        // Runs: consecutive chunks that follow each other in the blob, at most 64, with
+        // gaps (other files' tar headers) of at most MERGE_GAP bytes fetched along.
+        let mut runs: Vec<std::ops::Range<usize>> = Vec::new();
+        let mut k = 0;
+        while k < owned.len() {
+            let mut end = k + 1;
+            while end < owned.len() && end - k < 64 && owned[end] == owned[end - 1] + 1 {
+                let prev = &wants[owned[end - 1]];
+                let gap = wants[owned[end]]
+                    .blob_offset
+                    .checked_sub(prev.blob_offset + prev.blob_len);
+                if gap.is_none_or(|g| g > MERGE_GAP) {
+                    break;
+                }
+                end += 1;
+            }
+            runs.push(k..end);
+            k = end;
+        }
+        let fetch = |r: &std::ops::Range<usize>| {
+            let run: Vec<Want> = owned[r.clone()].iter().map(|&i| wants[i].clone()).collect();
+            bump(&self.counters.misses, run.len() as u64);
+            self.fetch_with_readahead(layer, &source, &run)
+        };
+        // Independent runs go out at once (bounded by the fetch permits).
+        let results: Vec<Vec<Result<Arc<[u8]>>>> = if runs.len() == 1 {
+            vec![fetch(&runs[0])]
+        } else {
+            std::thread::scope(|s| {
+                let handles: Vec<_> = runs.iter().map(|r| s.spawn(|| fetch(r))).collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("a chunk fetch panicked"))
+                    .collect()
+            })
+        };
+        let mut first_err: Option<StoreError> = None;
+        for (r, results) in runs.iter().zip(results) {
+            for (&i, res) in owned[r.clone()].iter().zip(results) {
+                match res {
+                    Ok(b) => {
+                        mine.finish(wants[i].digest, Ok(b.clone()));
+                        out[i] = Some(b);
+                    }
+                    Err(e) => {
+                        mine.finish(wants[i].digest, Err(e.to_string()));
+                        first_err.get_or_insert(e);
+                    }
+                }
+            }
+        }
+        for (i, f) in waits {
+            match f.wait() {
+                Ok(b) => {
+                    self.readahead.used(wants[i].digest);
+                    out[i] = Some(b)
+                }
+                // Its fetcher let it go (a read-ahead that broke off): fetch it here.
+                Err(reason) if reason == ABANDONED => {
+                    match self.get_chunks(layer, std::slice::from_ref(&wants[i])) {
+                        Ok(mut b) => out[i] = b.pop(),
+                        Err(e) => {
+                            first_err.get_or_insert(e);
+                        }
+                    }
+                }
+                Err(reason) => {
+                    first_err.get_or_insert(StoreError::BlobFetch {
+                        digest: layer.to_string(),
+                        offset: wants[i].blob_offset,
+                        len: wants[i].blob_len,
+                        reason,
+                    });
+                }
+            }
+        }
+        if let Some(e) = first_err {
+            return Err(e);
+        }
+        for (i, first) in dups {
+            out[i] = out[first].clone();
+        }
+        Ok(out
+            .into_iter()
+            .map(|b| b.expect("every chunk filled"))
+            .collect())
+    }
+
+    /// Fetches `run`, and with it the chunks that follow in the blob (read-ahead), in one
+    /// request; returns as soon as the run's own bytes are in, leaving the rest to a
+    /// background thread. Without read-ahead (off, nothing to add, cache under pressure,
+    /// a failure before the run's bytes arrived) it is [`fetch_run`](Self::fetch_run).
+    fn fetch_with_readahead(
+        self: &Arc<Self>,
+        layer: &str,
+        source: &Arc<dyn BlobSource>,
+        run: &[Want],
+    ) -> Vec<Result<Arc<[u8]>>> {
+        let Some((map, ahead)) = self.plan_readahead(layer, run) else {
+            return self.fetch_run(layer, source.as_ref(), run);
+        };
+        let start = run[0].blob_offset;
+        let last = run.last().unwrap();
+        let demand_end = last.blob_offset + last.blob_len;
+        let end = {
+            let c = &map.chunks[ahead.end - 1];
+            c.blob_offset + c.blob_len
+        };
+        let need = (demand_end - start) as usize;
+        let received = {
+            let _permit = self.permits.acquire();
+            source
+                .open_range(start, end - start)
+                .and_then(|mut stream| {
+                    let mut buf = bytes::BytesMut::with_capacity((end - start) as usize);
+                    while buf.len() < need {
+                        match stream.next_piece()? {
+                            Some(p) => buf.extend_from_slice(&p),
+                            None => break,
+                        }
+                    }
+                    Ok((stream, buf))
+                })
+        };
+        let (stream, mut buf) = match received {
+            Ok((s, b)) if b.len() >= need => (s, b),
+            other => {
+                if let Err(e) = other {
+                    tracing::debug!(layer, offset = start, error = %e, "read-ahead request failed; fetching the demanded chunks alone");
+                }
+                let mut owned = Owned::new(&self.flights);
+                for c in &map.chunks[ahead] {
+                    owned.own(&c.digest);
+                }
+                drop(owned); // abandoned: whoever waits fetches for itself
+                return self.fetch_run(layer, source.as_ref(), run);
+            }
+        };
+        bump(&self.counters.fetch_requests, 1);
+        bump(&self.counters.fetched_bytes, end - start);
+        let rest = buf.split_off(need);
+        let results = self.finish_run(layer, source.as_ref(), run, &buf);
+        let core = self.clone();
+        let layer = layer.to_string();
+        let spawned = std::thread::Builder::new()
+            .name("skiff-readahead".into())
+            .spawn(move || {
+                let ahead: Vec<usize> = ahead.collect();
+                core.receive_chunks(&layer, &map, &ahead, demand_end, rest, stream)
+            });
+        if let Err(e) = spawned {
+            // The flights were moved into the closure and dropped with it: abandoned.
+            tracing::warn!(error = %e, "cannot start a read-ahead thread");
+        }
+        results
+    }
+
+    /// Claims the chunks after `run` worth reading ahead: blob-adjacent (gaps up to
+    /// [`MERGE_GAP`]), in the run's directory subtree, not cached, not being fetched, within
+    /// the adaptive span. `None` when there are none.
+    fn plan_readahead(
+        &self,
+        layer: &str,
+        run: &[Want],
+    ) -> Option<(Arc<LayerMap>, std::ops::Range<usize>)> {
+        let span = self.readahead.span();
+        if span == 0 || self.disk_usage().saturating_add(span * 4) > self.budget {
+            return None;
+        }
+        let map = self.maps.read().unwrap().get(layer).cloned()?;
+        let last = run.last()?;
+        let pos = map.position(last.blob_offset)?;
+        let dir = map.chunks[pos].dir.clone();
+        let mut prev_end = last.blob_offset + last.blob_len;
+        let limit = prev_end + span;
+        let first = pos + 1;
+        let mut i = first;
+        while let Some(c) = map.chunks.get(i) {
+            let gap = c.blob_offset.checked_sub(prev_end);
+            if gap.is_none_or(|g| g > MERGE_GAP)
+                || c.blob_offset + c.blob_len > limit
+                || !c.dir.starts_with(&dir)
+                || self.mem.lock().unwrap().contains(&*c.digest)
+                || self.files.path(&c.digest).exists()
+            {
+                break;
+            }
+            match self.flights.claim(&c.digest) {
+                Claim::Owner => {}
+                Claim::Waiter(_) => break,
+            }
+            prev_end = c.blob_offset + c.blob_len;
+            i += 1;
+        }
+        if i == first {
+            return None;
+        }
+        self.readahead.issued(map.chunks[first..i].iter());
+        Some((map, first..i))
+    }
+
+    /// Receives the chunks `wanted` (positions in `map`, ascending, flights claimed by the
+    /// caller) from `stream`, whose next byte is at blob offset `base` (`buf` holding what
+    /// already came); verifies and stores each as it arrives and finishes its flight. A
+    /// failure abandons the rest: their waiters fetch for themselves. Returns how many were
+    /// stored.
+    pub(super) fn receive_chunks(
+        &self,
+        layer: &str,
+        map: &LayerMap,
+        wanted: &[usize],
+        mut base: u64,
+        mut buf: bytes::BytesMut,
+        mut stream: Box<dyn crate::chunked::RangeStream>,
+    ) -> usize {
+        let mut owned = Owned::new(&self.flights);
+        for &i in wanted {
+            owned.own(&map.chunks[i].digest);
+        }
+        let mut stored = 0;
+        let _permit = self.permits.acquire_low();
+        for c in wanted.iter().map(|&i| &map.chunks[i]) {
+            let end = c.blob_offset + c.blob_len;
+            while base + (buf.len() as u64) < end {
+                match stream.next_piece() {
+                    Ok(Some(p)) => buf.extend_from_slice(&p),
+                    Ok(None) => return stored,
+                    Err(e) => {
+                        tracing::debug!(layer, offset = base, error = %e, "read-ahead broke off");
+                        return stored;
+                    }
+                }
+            }
+            let _ = buf.split_to((c.blob_offset - base) as usize);
+            let frame = buf.split_to(c.blob_len as usize);
+            base = end;
+            let want = Want {
+                blob_offset: c.blob_offset,
+                blob_len: c.blob_len,
+                len: c.len,
+                digest: &c.digest,
+            };
+            match decode_verify(&frame, c.len, &c.digest) {
+                Ok(data) => match self.store(&want, &data) {
+                    Ok(()) => {
+                        stored += 1;
+                        owned.finish(&c.digest, Ok(data))
+                    }
+                    Err(e) => {
+                        tracing::debug!(layer, digest = &*c.digest, error = %e, "storing a read-ahead chunk failed");
+                    }
+                },
+                Err(reason) => {
+                    bump(&self.counters.corrupt_chunks, 1);
+                    tracing::warn!(layer, digest = &*c.digest, offset = c.blob_offset, %reason, "read-ahead chunk failed verification");
+                }
+            }
+        }
+        if self.disk_usage() > self.budget {
+            if let Err(e) = self.evict_to(self.budget) {
+                tracing::warn!(error = %e, "evicting after read-ahead failed");
+            }
+        }
+        stored
+    }
+}

@@ -1,0 +1,234 @@
+//! Read-ahead on a miss. zstd:chunked lays files out in tar order, so the blob bytes after
+//! a missing chunk are the rest of its file and then its directory's other files: the ones
+//! a starting program is likely to open next. A miss therefore also fetches the chunks that
+//! follow it in the blob, within the same directory subtree, up to a span of compressed
+//! bytes that adapts to how much of what was read ahead was then used (doubling while at
+//! least half is used, halving below a quarter, between [`MIN_SPAN`] and the configured
+//! maximum).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::layer_index::{ChunkLocation, LayerIndex};
+
+/// Smallest read-ahead span (compressed bytes).
+pub const MIN_SPAN: u64 = 64 << 10;
+/// Span a cache starts with.
+pub const INITIAL_SPAN: u64 = 256 << 10;
+
+/// One compressed chunk of a layer blob, with the directory of the file it belongs to.
+pub struct MapChunk {
+    pub blob_offset: u64,
+    pub blob_len: u64,
+    /// Decompressed length.
+    pub len: u64,
+    pub digest: Arc<str>,
+    /// Parent directory of the file, with a trailing `/` (`""` at the root).
+    pub dir: Arc<[u8]>,
+}
+
+/// Every compressed chunk of a layer, in blob order (one entry per blob offset).
+pub struct LayerMap {
+    pub chunks: Vec<MapChunk>,
+}
+
+impl LayerMap {
+    pub fn from_index(index: &LayerIndex) -> LayerMap {
+        let mut dirs: HashMap<&[u8], Arc<[u8]>> = HashMap::new();
+        let mut chunks = Vec::new();
+        for e in &index.entries {
+            let path = e.path.as_bytes();
+            let dir: &[u8] = match path.iter().rposition(|&b| b == b'/') {
+                Some(i) => &path[..=i],
+                None => b"",
+            };
+            let dir = dirs.entry(dir).or_insert_with(|| Arc::from(dir)).clone();
+            for c in &e.chunks {
+                if let ChunkLocation::Compressed {
+                    blob_offset,
+                    blob_len,
+                    digest,
+                } = &c.location
+                {
+                    chunks.push(MapChunk {
+                        blob_offset: *blob_offset,
+                        blob_len: *blob_len,
+                        len: c.len,
+                        digest: Arc::from(digest.as_str()),
+                        dir: dir.clone(),
+                    });
+                }
+            }
+        }
+        chunks.sort_by_key(|c| c.blob_offset);
+        chunks.dedup_by_key(|c| c.blob_offset);
+        LayerMap { chunks }
+    }
+
+    /// The chunk starting at `blob_offset`, by position.
+    pub fn position(&self, blob_offset: u64) -> Option<usize> {
+        self.chunks
+            .binary_search_by_key(&blob_offset, |c| c.blob_offset)
+            .ok()
+    }
+}
+
+struct State {
+    span: u64,
+    /// Read-ahead bytes fetched and then used since the span was last adjusted.
+    fetched: u64,
+    used: u64,
+    /// Read-ahead chunks not used yet: digest → compressed length.
+    pending: HashMap<Arc<str>, u64>,
+}
+
+/// The adaptive span, shared by all layers of a cache.
+pub struct Adaptive {
+    max: u64,
+    state: Mutex<State>,
+}
+
+/// Pending chunks remembered at most; older evidence is dropped past it.
+const MAX_PENDING: usize = 4096;
+
+impl Adaptive {
+    /// `max` = 0 turns read-ahead off.
+    pub fn new(max: u64) -> Adaptive {
+        Adaptive {
+            max,
+            state: Mutex::new(State {
+                span: INITIAL_SPAN.min(max),
+                fetched: 0,
+                used: 0,
+                pending: HashMap::new(),
+            }),
+        }
+    }
+
+    /// The span for the next read-ahead, adjusted by the use of the previous ones.
+    pub fn span(&self) -> u64 {
+        if self.max == 0 {
+            return 0;
+        }
+        let mut s = self.state.lock().unwrap();
+        if s.fetched >= s.span {
+            let used = s.used.min(s.fetched);
+            if used * 2 >= s.fetched {
+                s.span = (s.span * 2).min(self.max);
+            } else if used * 4 < s.fetched {
+                s.span = (s.span / 2).max(MIN_SPAN.min(self.max));
+            }
+            s.fetched = 0;
+            s.used = 0;
+        }
+        s.span
+    }
+
+    /// Records chunks fetched ahead.
+    pub fn issued<'a>(&self, chunks: impl Iterator<Item = &'a MapChunk>) {
+        let mut s = self.state.lock().unwrap();
+        if s.pending.len() > MAX_PENDING {
+            s.pending.clear();
+        }
+        for c in chunks {
+            s.fetched += c.blob_len;
+            s.pending.insert(c.digest.clone(), c.blob_len);
+        }
+    }
+
+    /// A chunk was read: if it had been read ahead, that read-ahead paid off.
+    pub fn used(&self, digest: &str) {
+        let mut s = self.state.lock().unwrap();
+        if s.pending.is_empty() {
+            return;
+        }
+        if let Some(n) = s.pending.remove(digest) {
+            s.used += n;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(off: u64, len: u64, d: &str) -> MapChunk {
+        MapChunk {
+            blob_offset: off,
+            blob_len: len,
+            len,
+            digest: Arc::from(d),
+            dir: Arc::from(&b""[..]),
+        }
+    }
+
+    #[test]
+    fn span_grows_when_used_and_shrinks_when_wasted() {
+        let a = Adaptive::new(1 << 20);
+        assert_eq!(a.span(), INITIAL_SPAN);
+        // All of a span's worth used: doubled.
+        let c = chunk(0, INITIAL_SPAN, "a");
+        a.issued([&c].into_iter());
+        a.used("a");
+        assert_eq!(a.span(), 2 * INITIAL_SPAN);
+        // Twice more: capped at the maximum.
+        for d in ["b", "c"] {
+            let c = chunk(0, 4 * INITIAL_SPAN, d);
+            a.issued([&c].into_iter());
+            a.used(d);
+            a.span();
+        }
+        assert_eq!(a.span(), 1 << 20);
+        // Nothing used: halved, down to the floor.
+        for i in 0..10 {
+            let d = format!("w{i}");
+            let c = chunk(0, 1 << 20, &d);
+            a.issued([&c].into_iter());
+            a.span();
+        }
+        assert_eq!(a.span(), MIN_SPAN);
+        assert_eq!(Adaptive::new(0).span(), 0);
+    }
+
+    #[test]
+    fn map_is_in_blob_order_with_directories() {
+        use crate::layer_index::{ChunkRef, FileEntry, FileKind};
+        let file = |path: &str, off: u64| FileEntry {
+            path: path.into(),
+            kind: FileKind::Regular,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            size: 10,
+            mtime: 0,
+            mtime_nsec: 0,
+            link_target: Default::default(),
+            dev_major: 0,
+            dev_minor: 0,
+            xattrs: Default::default(),
+            chunks: vec![ChunkRef {
+                file_offset: 0,
+                len: 10,
+                location: ChunkLocation::Compressed {
+                    blob_offset: off,
+                    blob_len: 5,
+                    digest: format!("sha256:{off}"),
+                },
+            }],
+        };
+        let index = LayerIndex {
+            digest: "sha256:l".into(),
+            entries: vec![
+                file("usr/lib/b", 100),
+                file("a", 50),
+                file("usr/lib/c", 100),
+            ],
+        };
+        let m = LayerMap::from_index(&index);
+        assert_eq!(m.chunks.len(), 2);
+        assert_eq!(&*m.chunks[0].dir, b"");
+        assert_eq!(&*m.chunks[1].dir, b"usr/lib/");
+        assert_eq!(m.position(100), Some(1));
+        assert_eq!(m.position(7), None);
+    }
+}

@@ -1,0 +1,97 @@
+//! Background fetch: after a lazy image is mounted, the rest of its layer comes at low
+//! priority until the image is local, or until the cache budget, never past it.
+
+use skiff_tests::registry::registry_unavailable;
+use skiff_tests::skip::root_unavailable;
+use skiff_tests::{fixtures, require, Daemon, Registry};
+
+/// `(bytes, chunks)` of the daemon's chunk cache, from `skiff info`.
+fn cache(d: &Daemon) -> (u64, u64) {
+    let info = d.ok(&["info"]);
+    let line = info
+        .lines()
+        .find(|l| l.trim_start().starts_with("Chunk cache:"))
+        .unwrap_or_else(|| panic!("no chunk cache line in:\n{info}"));
+    let n: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    (n[0], n[1])
+}
+
+fn settled(d: &Daemon) -> (u64, u64) {
+    // Stable for a second: the background fetch is done or stopped.
+    let mut last = cache(d);
+    for _ in 0..60 {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let now = cache(d);
+        if now == last {
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            if cache(d) == now {
+                return now;
+            }
+        }
+        last = now;
+    }
+    panic!("the cache never settled: {last:?}");
+}
+
+#[test]
+fn background_fetch_makes_the_image_local_and_stops_at_the_budget() {
+    require!(
+        "background_fetch_makes_the_image_local_and_stops_at_the_budget",
+        root_unavailable(),
+        registry_unavailable()
+    );
+    let mut reg = Registry::start().unwrap();
+    let rootfs = tempfile::tempdir().unwrap();
+    fixtures::build_busybox_rootfs(rootfs.path()).unwrap();
+    let big = fixtures::random_bytes(6 << 20, 31);
+    std::fs::write(rootfs.path().join("data/big"), &big).unwrap();
+    let gzip = format!("{}/bg:gzip", reg.host());
+    let chunked = format!("{}/bg:chunked", reg.host());
+    {
+        let d = Daemon::start().unwrap();
+        d.ok(&["image", "import", rootfs.path().to_str().unwrap(), &gzip]);
+        d.ok(&["push", &gzip]);
+        d.ok(&["image", "convert", &gzip, &chunked]);
+    }
+
+    // A 2 MiB budget: the background fetch stops short of it.
+    {
+        let d = Daemon::start_with_background_fetch(&["--cache-size", "2m"]).unwrap();
+        d.ok(&["pull", &chunked]);
+        d.ok(&["create", "--name", "bg-small", &chunked, "true"]);
+        let (bytes, _) = settled(&d);
+        assert!(bytes <= 2 << 20, "{bytes} bytes over a 2 MiB budget");
+        assert!(
+            d.log_text().contains("background fetch done"),
+            "{}",
+            d.log_text()
+        );
+        d.ok(&["rm", "bg-small"]);
+    }
+
+    // Room enough: the whole layer comes, and the container then runs with the registry
+    // gone.
+    let d = Daemon::start_with_background_fetch(&[]).unwrap();
+    d.ok(&["pull", &chunked]);
+    d.ok(&[
+        "create",
+        "--name",
+        "bg-all",
+        &chunked,
+        "sha256sum",
+        "/data/big",
+    ]);
+    let (bytes, _) = settled(&d);
+    assert!(bytes >= big.len() as u64, "{bytes}");
+    reg.stop().unwrap();
+    let out = d.ok(&["start", "-a", "bg-all"]);
+    use sha2::Digest;
+    assert_eq!(
+        out.split_whitespace().next(),
+        Some(hex::encode(sha2::Sha256::digest(&big)).as_str())
+    );
+    d.ok(&["rm", "bg-all"]);
+}

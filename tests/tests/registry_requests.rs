@@ -1,0 +1,185 @@
+//! What goes over the wire on the lazy path, counted at a relay in front of the real
+//! registry: one GET per fetch, no `GET /v2/` probes, connections kept alive and reused.
+
+mod chunked_support;
+
+use std::sync::Arc;
+
+use chunked_support::*;
+use skiff_store::{FileKind, Store, StoreOptions};
+use skiff_tests::{registry::registry_unavailable, require, CountingProxy, Registry};
+
+#[test]
+fn lazy_pull_and_reads_send_one_get_per_fetch_and_no_probes() {
+    require!(
+        "lazy_pull_and_reads_send_one_get_per_fetch_and_no_probes",
+        registry_unavailable()
+    );
+    let registry = Registry::start().unwrap();
+    let rt = runtime();
+    let (_tar, _blob, pushed) = converted_image(&rt, &registry, "wire/count").unwrap();
+    let proxy = CountingProxy::start(&registry.host()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(dir.path(), StoreOptions::default()).unwrap());
+    let reference = format!("{}/wire/count:latest", proxy.host());
+    let img = rt
+        .block_on(store.pull(&reference, &|_| {}))
+        .expect("lazy pull through the proxy");
+    assert_eq!(img.layers[0].format, "zstd:chunked");
+
+    // Pull: the manifest, the config, and the TOC's range; nothing else.
+    let seen = proxy.requests();
+    let paths: Vec<&str> = seen.iter().map(|r| r.path.as_str()).collect();
+    assert_eq!(seen.len(), 3, "{seen:#?}");
+    assert_eq!(paths[0], "/v2/wire/count/manifests/latest");
+    assert!(paths[1].starts_with("/v2/wire/count/blobs/sha256:"));
+    assert!(seen[1].range.is_none());
+    assert_eq!(
+        paths[2],
+        format!("/v2/wire/count/blobs/{}", pushed.layer_digest)
+    );
+    assert!(seen[2].range.is_some());
+    proxy.clear();
+
+    // Every file read at once from several threads, as FUSE workers would.
+    let indexes = store.layer_indexes(&img.id).unwrap();
+    let reader = store.content_reader();
+    let layer = indexes[0].digest.clone();
+    let files: Vec<_> = indexes[0]
+        .entries
+        .iter()
+        .filter(|e| e.kind == FileKind::Regular && e.size > 0)
+        .cloned()
+        .collect();
+    assert!(files.len() >= 4);
+    let before = store.cache_stats().unwrap().counters.fetch_requests;
+    std::thread::scope(|s| {
+        for f in &files {
+            let (reader, layer) = (reader.clone(), layer.clone());
+            s.spawn(move || {
+                let mut buf = vec![0u8; f.size as usize];
+                let n = reader.read_at(&layer, &f.chunks, 0, &mut buf).unwrap();
+                assert_eq!(n as u64, f.size, "{}", f.path);
+            });
+        }
+    });
+    let fetches = store.cache_stats().unwrap().counters.fetch_requests - before;
+    let seen = proxy.requests();
+    assert!(fetches > 0);
+    // Exactly one request per fetch, each a Range GET of the layer blob.
+    assert_eq!(seen.len() as u64, fetches, "{seen:#?}");
+    for r in &seen {
+        assert_eq!(r.method, "GET");
+        assert_eq!(
+            r.path,
+            format!("/v2/wire/count/blobs/{}", pushed.layer_digest)
+        );
+        assert!(r.range.as_deref().is_some_and(|v| v.starts_with("bytes=")));
+    }
+    // No auth probe at any point.
+    assert!(!seen.iter().any(|r| r.path == "/v2/" || r.path == "/v2"));
+    // Kept alive: connections are reused, at most one per parallel fetch (8) plus the pull's.
+    let total = 3 + seen.len();
+    assert!(
+        proxy.connections() <= 9 && proxy.connections() < total,
+        "{} connections for {total} requests",
+        proxy.connections()
+    );
+}
+
+#[test]
+fn a_missing_blob_is_not_retried() {
+    require!("a_missing_blob_is_not_retried", registry_unavailable());
+    use skiff_store::chunked::BlobSource;
+    let registry = Registry::start().unwrap();
+    let rt = runtime();
+    let (_tar, _blob, _pushed) = converted_image(&rt, &registry, "wire/missing").unwrap();
+    let proxy = CountingProxy::start(&registry.host()).unwrap();
+    let reference: oci_client::Reference = format!("{}/wire/missing:latest", proxy.host())
+        .parse()
+        .unwrap();
+    let missing = format!("sha256:{}", "0".repeat(64));
+    let source = store_source(&rt, &reference, &missing, 1 << 20);
+    let policy = skiff_store::chunked::RetryPolicy {
+        attempts: 4,
+        initial_backoff: std::time::Duration::from_secs(2),
+        max_backoff: std::time::Duration::from_secs(2),
+    };
+    let started = std::time::Instant::now();
+    let err = source.read_range_retry(0, 100, &policy).unwrap_err();
+    assert!(
+        matches!(err, skiff_store::StoreError::NotFound { .. }),
+        "{err}"
+    );
+    assert!(err.is_permanent());
+    // One request, no backoff sleeps.
+    assert_eq!(proxy.requests().len(), 1, "{:#?}", proxy.requests());
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+}
+
+#[test]
+fn a_miss_reads_ahead_within_its_directory() {
+    require!(
+        "a_miss_reads_ahead_within_its_directory",
+        registry_unavailable()
+    );
+    let registry = Registry::start().unwrap();
+    let rt = runtime();
+    let (tar, _blob, _pushed) = converted_image(&rt, &registry, "wire/ahead").unwrap();
+    let proxy = CountingProxy::start(&registry.host()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    let img = rt
+        .block_on(store.pull(&format!("{}/wire/ahead:latest", proxy.host()), &|_| {}))
+        .unwrap();
+    let indexes = store.layer_indexes(&img.id).unwrap();
+    let reader = store.content_reader();
+    let layer = &indexes[0].digest;
+    let file = |p: &str| {
+        indexes[0]
+            .entries
+            .iter()
+            .find(|e| e.path == p)
+            .unwrap()
+            .clone()
+    };
+    let expect = |p: &str| tar_files().into_iter().find(|f| f.path == p).unwrap().data;
+    let read = |p: &str, off: u64, len: usize| {
+        let f = file(p);
+        let mut buf = vec![0u8; len];
+        let n = reader.read_at(layer, &f.chunks, off, &mut buf).unwrap();
+        buf.truncate(n);
+        buf
+    };
+    let _ = tar;
+    proxy.clear();
+    // etc/hello.txt: its directory ends there, so nothing of usr/lib/ comes along.
+    assert_eq!(read("etc/hello.txt", 0, 100), expect("etc/hello.txt"));
+    assert_eq!(proxy.requests().len(), 1);
+    let big = expect("usr/lib/big.bin");
+    assert_eq!(read("usr/lib/big.bin", 0, 4096), &big[..4096]);
+    assert_eq!(proxy.requests().len(), 2, "{:#?}", proxy.requests());
+    // The next chunk of big.bin came with the first (read ahead in the same request).
+    let second = 256 << 10;
+    assert_eq!(
+        read("usr/lib/big.bin", second, 4096),
+        &big[second as usize..second as usize + 4096]
+    );
+    assert_eq!(proxy.requests().len(), 2, "{:#?}", proxy.requests());
+    let ahead = proxy.requests()[1].range.clone().unwrap();
+    let first_chunk = &file("usr/lib/big.bin").chunks[0];
+    let skiff_store::ChunkLocation::Compressed {
+        blob_offset,
+        blob_len,
+        ..
+    } = &first_chunk.location
+    else {
+        panic!("lazy chunk expected")
+    };
+    // The request went past the demanded chunk.
+    let (_, end) = ahead.trim_start_matches("bytes=").split_once('-').unwrap();
+    assert!(
+        end.parse::<u64>().unwrap() + 1 > blob_offset + blob_len,
+        "{ahead}"
+    );
+}
