@@ -85,6 +85,15 @@ fn named_volume_survives_and_is_seeded_from_the_image() {
         &["create", "--pull", "never", "--name", "anon", IMAGE, "true"],
     );
     docker_ok(&d, &["rm", "anon"]); // without -v: its anonymous volume stays
+                                    // A prune filter skiff does not apply is refused, and nothing is pruned.
+    let out = docker_run(&d, &["volume", "prune", "-f", "--filter", "label=team=a"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("invalid filter 'label'"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(docker_ok(&d, &["volume", "ls", "-q"]).lines().count(), 4);
     docker_ok(&d, &["volume", "prune", "-f"]);
     let left = docker_ok(&d, &["volume", "ls", "-q"]);
     assert_eq!(

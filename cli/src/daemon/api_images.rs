@@ -10,6 +10,7 @@ use axum::Json;
 use serde::Deserialize;
 
 use super::error::{ApiResult, DaemonError};
+use super::filters::Filters;
 use super::services::Daemon;
 
 fn json_lines_body(rx: tokio::sync::mpsc::Receiver<serde_json::Value>) -> Body {
@@ -207,13 +208,8 @@ pub async fn prune(
     Query(q): Query<PruneQuery>,
 ) -> ApiResult<impl IntoResponse> {
     // {"dangling":["false"]} (prune -a) removes every image no container uses.
-    let all = q
-        .filters
-        .as_deref()
-        .and_then(|f| serde_json::from_str::<serde_json::Value>(f).ok())
-        .and_then(|v| v.get("dangling").cloned())
-        .map(|v| v.to_string().contains("false"))
-        .unwrap_or(false);
+    let filters = Filters::parse(q.filters.as_deref(), &["dangling"])?;
+    let all = filters.bool("dangling")? == Some(false);
     Ok(Json(d.images.prune_images(all).await?))
 }
 

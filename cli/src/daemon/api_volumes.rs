@@ -10,6 +10,7 @@ use axum::Json;
 use serde::Deserialize;
 
 use super::error::{ApiResult, DaemonError};
+use super::filters::Filters;
 use super::services::Daemon;
 
 pub async fn list(State(d): State<Arc<Daemon>>) -> ApiResult<impl IntoResponse> {
@@ -86,13 +87,8 @@ pub async fn prune(
     Query(q): Query<PruneQuery>,
 ) -> ApiResult<impl IntoResponse> {
     // Docker 23+: `{"all":["true"]}` prunes named volumes too.
-    let all = q
-        .filters
-        .as_deref()
-        .and_then(|f| serde_json::from_str::<serde_json::Value>(f).ok())
-        .and_then(|v| v.get("all").cloned())
-        .map(|v| v.to_string().contains("true") || v.to_string().contains('1'))
-        .unwrap_or(false);
+    let filters = Filters::parse(q.filters.as_deref(), &["all"])?;
+    let all = filters.bool("all")?.unwrap_or(false);
     let (deleted, reclaimed) = d.volumes.prune(all)?;
     Ok(Json(serde_json::json!({
         "VolumesDeleted": deleted,

@@ -18,6 +18,7 @@ pub mod error;
 pub mod etc_files;
 pub mod exec;
 pub mod exec_bridge;
+pub mod filters;
 pub mod hijack;
 pub mod images;
 pub mod logs_stream;
