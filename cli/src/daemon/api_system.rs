@@ -67,7 +67,21 @@ pub async fn info(State(d): State<Arc<Daemon>>) -> ApiResult<Json<SystemInfo>> {
         containers_paused: Some(0),
         images: Some(d.images.image_count()? as i64),
         driver: Some("overlay on skiff-fuse (lazy zstd:chunked)".to_string()),
-        driver_status: Some(d.images.cache_status()?),
+        driver_status: Some({
+            let mut status = d.images.cache_status()?;
+            status.push(vec![
+                "Live restore".to_string(),
+                if !d.live_restore {
+                    "off (containers stop with the daemon)".to_string()
+                } else if d.fuse_resend() {
+                    "on (FUSE requests in flight at a restart are resent)".to_string()
+                } else {
+                    "on, but this kernel cannot resend FUSE requests (FUSE_NOTIFY_RESEND, Linux 6.9+): reads in flight at a restart fail".to_string()
+                },
+            ]);
+            status
+        }),
+        live_restore_enabled: Some(d.live_restore),
         docker_root_dir: Some(d.paths.data_root.display().to_string()),
         kernel_version: Some(kernel_version()),
         operating_system: Some("linux".to_string()),

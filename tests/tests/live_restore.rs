@@ -1,0 +1,155 @@
+//! Live restore: containers on a lazily served image and on a fully pulled one keep reading
+//! files they never read before while the daemon is killed (SIGKILL) and restarted three
+//! times, then stopped with SIGTERM and started from a copy of the binary; exec, logs, stop,
+//! wait and rm work against each new daemon; nothing leaks (real registry, daemon, FUSE).
+
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use skiff_tests::registry::registry_unavailable;
+use skiff_tests::skip::root_unavailable;
+use skiff_tests::{fixtures, require, Daemon, Registry};
+
+const FILES: usize = 60;
+
+fn mounts_under(root: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(root.to_str().unwrap()))
+        .map(|l| l.to_string())
+        .collect()
+}
+
+/// A shell loop reading `/data/fN` one after another, printing each file's sha256 (or
+/// `FAIL`), then `DONE`.
+fn reader_script() -> String {
+    format!(
+        "i=0; while [ $i -lt {FILES} ]; do \
+           sha256sum /data/f$i || echo FAIL f$i; sleep 0.2; i=$((i+1)); \
+         done; echo DONE"
+    )
+}
+
+/// Checks a reader's log: every file once with the right digest, no failure, done.
+fn check_reader_log(name: &str, log: &str, digests: &[String]) {
+    assert!(!log.contains("FAIL"), "{name}: a read failed:\n{log}");
+    assert!(log.trim_end().ends_with("DONE"), "{name}: not done:\n{log}");
+    for (i, want) in digests.iter().enumerate() {
+        let line = format!("{want}  /data/f{i}");
+        assert!(log.contains(&line), "{name}: no `{line}` in:\n{log}");
+    }
+}
+
+#[test]
+fn containers_survive_daemon_restarts() {
+    require!(
+        "containers_survive_daemon_restarts",
+        root_unavailable(),
+        registry_unavailable()
+    );
+    let reg = Registry::start().unwrap();
+    let rootfs = tempfile::tempdir().unwrap();
+    fixtures::build_busybox_rootfs(rootfs.path()).unwrap();
+    let mut digests = Vec::new();
+    for i in 0..FILES {
+        let data = fixtures::random_bytes(96 << 10, 1000 + i as u64);
+        digests.push(hex::encode(Sha256::digest(&data)));
+        std::fs::write(rootfs.path().join(format!("data/f{i}")), &data).unwrap();
+    }
+    let gzip = format!("{}/live:gzip", reg.host());
+    let chunked = format!("{}/live:chunked", reg.host());
+    // A second image (other content, so another mount) served from a full pull.
+    let full = format!("{}/live:full", reg.host());
+    {
+        let d = Daemon::start().unwrap();
+        d.ok(&["image", "import", rootfs.path().to_str().unwrap(), &gzip]);
+        d.ok(&["push", &gzip]);
+        d.ok(&["image", "convert", &gzip, &chunked]);
+        std::fs::write(rootfs.path().join("data/variant"), b"full\n").unwrap();
+        d.ok(&["image", "import", rootfs.path().to_str().unwrap(), &full]);
+        d.ok(&["push", &full]);
+    }
+
+    let mut d = Daemon::start().unwrap();
+    assert!(d.ok(&["pull", &chunked]).contains("Lazy image"));
+    assert!(!d.ok(&["pull", &full]).contains("Lazy image"));
+    let script = reader_script();
+    d.ok(&["run", "-d", "--name", "lazy", &chunked, "sh", "-c", &script]);
+    d.ok(&["run", "-d", "--name", "full", &full, "sh", "-c", &script]);
+    d.ok(&["run", "-d", "--name", "idle", &chunked, "sleep", "300"]);
+    let copy_dir = tempfile::tempdir().unwrap();
+    let copy = copy_dir.path().join("skiff-next");
+    std::fs::copy(skiff_tests::binary::skiff_bin(), &copy).unwrap();
+
+    // Three crashes, one clean stop, one upgrade onto another binary: the readers go on.
+    let mut term_secs = 0.0;
+    for round in 0..5 {
+        std::thread::sleep(Duration::from_millis(1500));
+        match round {
+            0..=2 => {
+                d.stop(true);
+                d.start_again().unwrap();
+            }
+            3 => {
+                let t = Instant::now();
+                d.stop(false);
+                term_secs = t.elapsed().as_secs_f64();
+                d.start_again().unwrap();
+            }
+            _ => {
+                d.stop(false);
+                d.start_again_with(&copy).unwrap();
+            }
+        }
+        let ps = d.ok(&["ps"]);
+        assert!(
+            ps.contains("idle") && ps.contains("Up"),
+            "round {round}:\n{ps}"
+        );
+        // exec reads a file through the resumed mount and sees its true bytes.
+        let out = d.ok(&[
+            "exec",
+            "idle",
+            "sha256sum",
+            &format!("/data/f{}", FILES - 1 - round),
+        ]);
+        assert!(
+            out.starts_with(&digests[FILES - 1 - round]),
+            "round {round}: {out}"
+        );
+        let keepers = d.helpers("__fuse-keeper");
+        assert_eq!(
+            keepers.len(),
+            2,
+            "round {round}: one keeper per image mount: {keepers:?}\n{}",
+            d.log_text()
+        );
+        let launchers = d.helpers("__shim-launcher");
+        assert!(
+            launchers.len() <= 1,
+            "round {round}: launchers {launchers:?}"
+        );
+    }
+    eprintln!("SIGTERM shutdown with 3 containers running took {term_secs:.3}s");
+    assert!(term_secs < 3.0, "SIGTERM shutdown took {term_secs:.3}s");
+
+    for name in ["lazy", "full"] {
+        assert_eq!(d.ok(&["wait", name]).trim(), "0", "{name}");
+        let log = d.ok(&["logs", name]);
+        check_reader_log(name, &log, &digests);
+    }
+    d.ok(&["stop", "-t", "1", "idle"]);
+    let code = d.ok(&["wait", "idle"]);
+    assert!(["137", "143"].contains(&code.trim()), "idle exited {code}");
+    d.ok(&["rm", "lazy", "full", "idle"]);
+    assert_eq!(d.ok(&["ps", "-aq"]).trim(), "");
+
+    // No container left: the next stop keeps nothing.
+    d.stop(false);
+    let left = mounts_under(d.dir());
+    assert!(left.is_empty(), "mounts left behind: {left:#?}");
+    assert_eq!(d.helpers("__fuse-keeper"), vec![]);
+    assert_eq!(d.helpers("__shim-launcher"), vec![]);
+    d.start_again().unwrap();
+}
