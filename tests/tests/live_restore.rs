@@ -153,3 +153,79 @@ fn containers_survive_daemon_restarts() {
     assert_eq!(d.helpers("__shim-launcher"), vec![]);
     d.start_again().unwrap();
 }
+
+/// A read the daemon has taken from the kernel but not answered when it is killed (its
+/// registry is down, so the fetch is retrying) completes after the restart, with the right
+/// bytes: the new daemon asks the kernel to resend it (FUSE_NOTIFY_RESEND).
+#[test]
+fn read_in_flight_at_a_crash_completes_after_restart() {
+    require!(
+        "read_in_flight_at_a_crash_completes_after_restart",
+        root_unavailable(),
+        registry_unavailable()
+    );
+    let mut reg = Registry::start().unwrap();
+    let rootfs = tempfile::tempdir().unwrap();
+    fixtures::build_busybox_rootfs(rootfs.path()).unwrap();
+    let data = fixtures::random_bytes(512 << 10, 77);
+    let digest = hex::encode(Sha256::digest(&data));
+    std::fs::write(rootfs.path().join("data/late"), &data).unwrap();
+    let gzip = format!("{}/inflight:gzip", reg.host());
+    let chunked = format!("{}/inflight:chunked", reg.host());
+    {
+        let d = Daemon::start().unwrap();
+        d.ok(&["image", "import", rootfs.path().to_str().unwrap(), &gzip]);
+        d.ok(&["push", &gzip]);
+        d.ok(&["image", "convert", &gzip, &chunked]);
+    }
+    let mut d = Daemon::start().unwrap();
+    assert!(d.ok(&["pull", &chunked]).contains("Lazy image"));
+    let host = tempfile::tempdir().unwrap();
+    let script = "while [ ! -e /h/go ]; do sleep 0.05; done; \
+                  sha256sum /data/late > /h/out 2>&1 || echo FAIL >> /h/out; echo DONE >> /h/out";
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "reader",
+        "-v",
+        &format!("{}:/h", host.path().display()),
+        &chunked,
+        "sh",
+        "-c",
+        script,
+    ]);
+    // The registry goes away: the read's fetch retries (about 1.4 s) inside the daemon.
+    reg.stop().unwrap();
+    std::fs::write(host.path().join("go"), b"").unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        !host.path().join("out").exists(),
+        "the read finished before the crash"
+    );
+    d.stop(true);
+    reg.restart().unwrap();
+    // Nobody serves the mount now: the read waits (it does not fail).
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        !host.path().join("out").exists(),
+        "the read ended without a daemon"
+    );
+    d.start_again().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let out = loop {
+        let out = std::fs::read_to_string(host.path().join("out")).unwrap_or_default();
+        if out.contains("DONE") || Instant::now() > deadline {
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(
+        out,
+        format!("{digest}  /data/late\nDONE\n"),
+        "daemon log:\n{}",
+        d.log_text()
+    );
+    assert_eq!(d.ok(&["wait", "reader"]).trim(), "0");
+    assert!(d.log_text().contains("resumed image mount"));
+}
