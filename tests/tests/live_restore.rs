@@ -139,11 +139,39 @@ fn containers_survive_daemon_restarts() {
         let log = d.ok(&["logs", name]);
         check_reader_log(name, &log, &digests);
     }
+    // Five more restarts (ten in all). Only `idle` runs now: its image's mount is kept,
+    // the other one (unused) was unmounted at the first stop. One keeper per kept mount,
+    // one launcher at most, one network namespace per container, no dead mount.
+    for round in 0..5 {
+        d.stop(round % 2 == 0);
+        d.start_again().unwrap();
+    }
+    assert_eq!(d.helpers("__fuse-keeper").len(), 1);
+    assert!(d.helpers("__shim-launcher").len() <= 1);
+    let images = mounts_under(&d.exec_root.join("images"));
+    assert_eq!(images.len(), 1, "{images:#?}");
+    let netns = mounts_under(&d.exec_root.join("netns"));
+    // The directory's own bind mount, and one namespace per container.
+    assert!(netns.len() <= 4, "{netns:#?}");
+    let out = d.ok(&["exec", "idle", "sha256sum", "/data/f0"]);
+    assert!(out.starts_with(&digests[0]), "{out}");
     d.ok(&["stop", "-t", "1", "idle"]);
     let code = d.ok(&["wait", "idle"]);
     assert!(["137", "143"].contains(&code.trim()), "idle exited {code}");
     d.ok(&["rm", "lazy", "full", "idle"]);
     assert_eq!(d.ok(&["ps", "-aq"]).trim(), "");
+    // Removing the image unmounts its resumed mount; its keeper sees the connection end
+    // and exits by itself.
+    d.ok(&["rmi", &chunked]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !d.helpers("__fuse-keeper").is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(d.helpers("__fuse-keeper"), vec![]);
+    assert_eq!(
+        mounts_under(&d.exec_root.join("images")),
+        Vec::<String>::new()
+    );
 
     // No container left: the next stop keeps nothing.
     d.stop(false);
@@ -228,4 +256,49 @@ fn read_in_flight_at_a_crash_completes_after_restart() {
     );
     assert_eq!(d.ok(&["wait", "reader"]).trim(), "0");
     assert!(d.log_text().contains("resumed image mount"));
+}
+
+/// `--live-restore=false` is dockerd's default behaviour: SIGTERM stops the containers
+/// (their stop signal, then the daemon exits) and leaves no mount and no keeper behind.
+#[test]
+fn without_live_restore_shutdown_stops_containers() {
+    require!(
+        "without_live_restore_shutdown_stops_containers",
+        root_unavailable(),
+        registry_unavailable()
+    );
+    let reg = Registry::start().unwrap();
+    let rootfs = tempfile::tempdir().unwrap();
+    fixtures::build_busybox_rootfs(rootfs.path()).unwrap();
+    let image = format!("{}/nolive:latest", reg.host());
+    let mut d = Daemon::start_with(&["--live-restore=false"]).unwrap();
+    assert!(d.ok(&["info"]).contains("Live Restore Enabled: false"));
+    d.ok(&["image", "import", rootfs.path().to_str().unwrap(), &image]);
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "trapper",
+        &image,
+        "sh",
+        "-c",
+        "trap 'echo got TERM; exit 3' TERM; echo ready; while true; do sleep 0.1; done",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !d.ok(&["logs", "trapper"]).contains("ready") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(d.helpers("__fuse-keeper").len(), 1);
+    let t = Instant::now();
+    d.stop(false);
+    let secs = t.elapsed().as_secs_f64();
+    assert!(secs < 5.0, "shutdown took {secs:.3}s:\n{}", d.log_text());
+    assert_eq!(d.helpers("__fuse-keeper"), vec![]);
+    // (The exited container keeps its network namespace until `rm`, as with any exit.)
+    let left = mounts_under(&d.exec_root.join("images"));
+    assert!(left.is_empty(), "image mounts left behind: {left:#?}");
+    d.start_again().unwrap();
+    let ps = d.ok(&["ps", "-a"]);
+    assert!(ps.contains("Exited (3)"), "{ps}");
+    assert_eq!(d.ok(&["logs", "trapper"]), "ready\ngot TERM\n");
 }
