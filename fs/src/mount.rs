@@ -431,6 +431,28 @@ impl Drop for MountHandle {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn mountinfo_paths_are_unescaped() {
+        assert_eq!(
+            super::unescape_mountinfo("/run/a\\040b\\134c"),
+            "/run/a b\\c"
+        );
+        assert_eq!(super::unescape_mountinfo("/plain\\0"), "/plain\\0");
+    }
+
+    /// The replayed FUSE_INIT is what the kernel sends: header length and opcode, then
+    /// version 7.40 and the capability flags.
+    #[test]
+    fn replayed_init_has_the_kernel_layout() {
+        let b = super::init_request(0x1234);
+        assert_eq!(b.len(), 104);
+        assert_eq!(u32::from_le_bytes(b[0..4].try_into().unwrap()), 104);
+        assert_eq!(u32::from_le_bytes(b[4..8].try_into().unwrap()), 26);
+        assert_eq!(u32::from_le_bytes(b[40..44].try_into().unwrap()), 7);
+        assert_eq!(u32::from_le_bytes(b[44..48].try_into().unwrap()), 40);
+        assert_eq!(u32::from_le_bytes(b[52..56].try_into().unwrap()), 0x1234);
+    }
+
     /// The daemon keeps mounts in shared maps and moves them between threads.
     #[test]
     fn handles_and_filesystems_are_shareable() {
