@@ -17,8 +17,10 @@ pub struct Daemon {
     pub socket: PathBuf,
     pub log: PathBuf,
     extra_args: Vec<String>,
-    /// The binary to run instead of the built one ([`Daemon::start_again_with`]).
+    /// The binary to run instead of the built one, and extra environment
+    /// ([`Daemon::start_again_with`]).
     bin: Option<PathBuf>,
+    envs: Vec<(String, String)>,
 }
 
 impl Daemon {
@@ -67,6 +69,7 @@ impl Daemon {
                 .chain(extra_args)
                 .collect(),
             bin: None,
+            envs: Vec::new(),
         };
         d.spawn()?;
         Ok(d)
@@ -89,6 +92,7 @@ impl Daemon {
             // Inherited by the daemon's helper processes (shim launcher, descriptor
             // keepers), so a test finds the ones its daemon started.
             .env(TAG_VAR, self.dir.path())
+            .envs(self.envs.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(logf.try_clone()?)
             .stderr(logf)
@@ -191,9 +195,14 @@ impl Daemon {
         self.spawn()
     }
 
-    /// Like [`Daemon::start_again`], running `bin` (e.g. a copy of the binary) instead.
-    pub fn start_again_with(&mut self, bin: &Path) -> Result<()> {
+    /// Like [`Daemon::start_again`], running `bin` (e.g. a copy of the binary) instead, with
+    /// `envs` added to its environment (e.g. `SKIFF_TEST_VERSION`).
+    pub fn start_again_with(&mut self, bin: &Path, envs: &[(&str, &str)]) -> Result<()> {
         self.bin = Some(bin.to_path_buf());
+        self.envs = envs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         self.start_again()
     }
 

@@ -99,7 +99,10 @@ fn containers_survive_daemon_restarts() {
             }
             _ => {
                 d.stop(false);
-                d.start_again_with(&copy).unwrap();
+                d.start_again_with(&copy, &[("SKIFF_TEST_VERSION", "99.0.0-upgrade")])
+                    .unwrap();
+                let v = d.ok(&["version"]);
+                assert!(v.contains("99.0.0-upgrade"), "not the new binary:\n{v}");
             }
         }
         let ps = d.ok(&["ps"]);

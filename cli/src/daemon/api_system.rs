@@ -30,6 +30,12 @@ pub async fn ping() -> impl IntoResponse {
     )
 }
 
+/// The engine's version; `SKIFF_TEST_VERSION` overrides it so tests can tell a copied
+/// binary (an "upgrade") from the one it replaced without building another.
+fn server_version() -> String {
+    std::env::var("SKIFF_TEST_VERSION").unwrap_or_else(|_| env!("CARGO_PKG_VERSION").to_string())
+}
+
 fn kernel_version() -> String {
     nix::sys::utsname::uname()
         .map(|u| u.release().to_string_lossy().into_owned())
@@ -38,7 +44,7 @@ fn kernel_version() -> String {
 
 pub async fn version() -> Json<SystemVersion> {
     Json(SystemVersion {
-        version: Some(env!("CARGO_PKG_VERSION").to_string()),
+        version: Some(server_version()),
         api_version: Some(API_VERSION.to_string()),
         min_api_version: Some(MIN_API_VERSION.to_string()),
         os: Some("linux".to_string()),
@@ -92,7 +98,7 @@ pub async fn info(State(d): State<Arc<Daemon>>) -> ApiResult<Json<SystemInfo>> {
                 .map(|n| n.get() as i64)
                 .unwrap_or(1),
         ),
-        server_version: Some(env!("CARGO_PKG_VERSION").to_string()),
+        server_version: Some(server_version()),
         name: nix::unistd::gethostname()
             .ok()
             .map(|h| h.to_string_lossy().into_owned()),
