@@ -305,3 +305,78 @@ fn without_live_restore_shutdown_stops_containers() {
     assert!(ps.contains("Exited (3)"), "{ps}");
     assert_eq!(d.ok(&["logs", "trapper"]), "ready\ngot TERM\n");
 }
+
+/// GET `path` over an open connection to 127.0.0.1:port, HTTP/1.0.
+fn http_get(port: u16, path: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out)
+}
+
+/// A published port is served by a proxy process (as docker-proxy): it answers while the
+/// daemon is dead, a connection opened before a crash finishes after it, the next daemon
+/// adopts the proxy, and removing the container frees the port and ends the proxy.
+#[test]
+fn published_port_answers_across_restarts() {
+    use std::io::{Read, Write};
+    require!("published_port_answers_across_restarts", root_unavailable());
+    let mut d = Daemon::start().unwrap();
+    let rootfs = tempfile::tempdir().unwrap();
+    fixtures::build_busybox_rootfs(rootfs.path()).unwrap();
+    let img = "live/web:latest";
+    d.ok(&["image", "import", rootfs.path().to_str().unwrap(), img]);
+    let port = skiff_tests::registry::free_port().unwrap();
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "-p",
+        &format!("127.0.0.1:{port}:80"),
+        img,
+        "sh",
+        "-c",
+        "mkdir -p /www && echo hello-from-web > /www/index.html && exec httpd -f -p 80 -h /www",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !http_get(port, "/index.html").is_ok_and(|b| b.contains("hello-from-web")) {
+        assert!(Instant::now() < deadline, "web never answered");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let proxies = d.helpers("__port-proxy");
+    assert_eq!(proxies.len(), 1, "{proxies:?}");
+
+    // A request half sent before the crash, finished after it.
+    let mut open = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    open.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(open, "GET /index.html HTTP/1.0\r\n").unwrap();
+    d.stop(true);
+    // Nobody but the proxy process is there: the port still answers.
+    let body = http_get(port, "/index.html").unwrap();
+    assert!(body.contains("hello-from-web"), "{body}");
+    write!(open, "Host: localhost\r\n\r\n").unwrap();
+    let mut out = String::new();
+    open.read_to_string(&mut out).unwrap();
+    assert!(out.contains("hello-from-web"), "{out}");
+
+    d.start_again().unwrap();
+    assert_eq!(
+        d.helpers("__port-proxy"),
+        proxies,
+        "the proxy was not adopted"
+    );
+    assert!(http_get(port, "/index.html")
+        .unwrap()
+        .contains("hello-from-web"));
+    d.stop(false);
+    d.start_again().unwrap();
+    assert_eq!(d.helpers("__port-proxy"), proxies);
+
+    d.ok(&["rm", "-f", "web"]);
+    assert_eq!(d.helpers("__port-proxy"), vec![]);
+    std::net::TcpListener::bind(("127.0.0.1", port)).expect("port not free after rm");
+}

@@ -54,6 +54,11 @@ impl Daemon {
             .subnet
             .parse()
             .map_err(|e| anyhow::anyhow!("bip {}: {e}", args.subnet))?;
+        // Published ports are served by proxy processes that outlive the daemon.
+        net_config.proxy_processes = Some(skiff_runtime::network::ProxyProcesses {
+            exe: exe.clone(),
+            pid_dir: paths.exec_root.join("proxies"),
+        });
         if args.bridge != net_config.bridge {
             // A second daemon on its own bridge keeps its own iptables chains.
             net_config.chain_prefix = args.bridge.to_ascii_uppercase().chars().take(10).collect();
