@@ -380,3 +380,46 @@ fn published_port_answers_across_restarts() {
     assert_eq!(d.helpers("__port-proxy"), vec![]);
     std::net::TcpListener::bind(("127.0.0.1", port)).expect("port not free after rm");
 }
+
+/// When a mount cannot be resumed (here its keeper was killed while no daemon ran, so the
+/// connection died), the next daemon detaches it, and a container running on it is killed
+/// and reported exited, never `Up` with a dead root; its image mounts again for new
+/// containers.
+#[test]
+fn a_container_whose_root_is_lost_is_not_reported_up() {
+    require!(
+        "a_container_whose_root_is_lost_is_not_reported_up",
+        root_unavailable()
+    );
+    let mut d = Daemon::start().unwrap();
+    let rootfs = tempfile::tempdir().unwrap();
+    fixtures::build_busybox_rootfs(rootfs.path()).unwrap();
+    let img = "live/lost:latest";
+    d.ok(&["image", "import", rootfs.path().to_str().unwrap(), img]);
+    d.ok(&["run", "-d", "--name", "orphan", img, "sleep", "300"]);
+    d.stop(true);
+    let keepers = d.helpers("__fuse-keeper");
+    assert_eq!(keepers.len(), 1, "{keepers:?}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(keepers[0].0 as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !d.helpers("__fuse-keeper").is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    d.start_again().unwrap();
+    // Killed by the new daemon (137), unless a page fault on its dead root got it first
+    // (SIGBUS, 135).
+    let code = d.ok(&["wait", "orphan"]);
+    assert!(["135", "137"].contains(&code.trim()), "exit {code}");
+    let ps = d.ok(&["ps", "-a"]);
+    assert!(ps.contains("Exited (13") && !ps.contains("Up"), "{ps}");
+    // The image serves new containers from a fresh mount.
+    assert_eq!(
+        d.ok(&["run", "--rm", img, "head", "-1", "/etc/passwd"]),
+        "root:x:0:0:root:/root:/bin/sh\n"
+    );
+    d.ok(&["rm", "orphan"]);
+}
