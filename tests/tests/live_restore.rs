@@ -121,6 +121,8 @@ fn containers_survive_daemon_restarts() {
             out.starts_with(&digests[FILES - 1 - round]),
             "round {round}: {out}"
         );
+        let so_far = d.ok(&["logs", "lazy"]);
+        assert!(!so_far.contains("FAIL"), "round {round}:\n{so_far}");
         let keepers = d.helpers("__fuse-keeper");
         assert_eq!(
             keepers.len(),
@@ -137,6 +139,19 @@ fn containers_survive_daemon_restarts() {
     eprintln!("SIGTERM shutdown with 3 containers running took {term_secs:.3}s");
     assert!(term_secs < 3.0, "SIGTERM shutdown took {term_secs:.3}s");
 
+    // `logs -f` against the last daemon follows the readers to their end.
+    let follow = d
+        .cli()
+        .args(["logs", "-f", "lazy"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(follow.status.success());
+    check_reader_log(
+        "lazy (logs -f)",
+        &String::from_utf8_lossy(&follow.stdout),
+        &digests,
+    );
     for name in ["lazy", "full"] {
         assert_eq!(d.ok(&["wait", name]).trim(), "0", "{name}");
         let log = d.ok(&["logs", name]);
