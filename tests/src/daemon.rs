@@ -207,8 +207,7 @@ impl Daemon {
     }
 
     /// Live processes started by this daemon (or an earlier one on the same roots) whose
-    /// argv[1] is `arg` (e.g. `__shim-launcher`, `__fuse-keeper`) and whose name (comm) is
-    /// not `skiff-shim` (shims are forks of the launcher and keep its argv), as (pid, argv).
+    /// argv[1] is `arg` (e.g. `__shim-launcher`, `__shim`, `__fuse-keeper`), as (pid, argv).
     pub fn helpers(&self, arg: &str) -> Vec<(u32, Vec<String>)> {
         let tag = format!("{TAG_VAR}={}", self.dir.path().display());
         let mut out = Vec::new();
@@ -233,8 +232,7 @@ impl Daemon {
                 .filter(|a| !a.is_empty())
                 .map(|a| String::from_utf8_lossy(a).into_owned())
                 .collect();
-            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-            if argv.get(1).map(String::as_str) == Some(arg) && comm.trim() != "skiff-shim" {
+            if argv.get(1).map(String::as_str) == Some(arg) {
                 out.push((pid, argv));
             }
         }

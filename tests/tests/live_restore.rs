@@ -364,6 +364,14 @@ fn published_port_answers_across_restarts() {
     }
     let proxies = d.helpers("__port-proxy");
     assert_eq!(proxies.len(), 1, "{proxies:?}");
+    // ps shows the container's shim as a shim, with its container's id.
+    let id = d.ok(&["ps", "-q", "--no-trunc"]);
+    let shims = d.helpers("__shim");
+    assert_eq!(shims.len(), 1, "{shims:?}");
+    assert_eq!(
+        shims[0].1[1..],
+        ["__shim".to_string(), id.trim()[..12].to_string()]
+    );
 
     // A request half sent before the crash, finished after it.
     let mut open = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
