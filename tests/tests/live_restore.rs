@@ -92,9 +92,35 @@ fn containers_survive_daemon_restarts() {
                 d.start_again().unwrap();
             }
             3 => {
+                // Clients holding requests open (a log follower, a waiter) do not hold up
+                // the shutdown; their streams end.
+                let mut clients: Vec<std::process::Child> =
+                    [&["logs", "-f", "idle"][..], &["wait", "idle"][..]]
+                        .iter()
+                        .map(|args| {
+                            d.cli()
+                                .args(*args)
+                                .stdin(std::process::Stdio::null())
+                                .stdout(std::process::Stdio::null())
+                                .stderr(std::process::Stdio::null())
+                                .spawn()
+                                .unwrap()
+                        })
+                        .collect();
+                std::thread::sleep(Duration::from_millis(300));
                 let t = Instant::now();
                 d.stop(false);
                 term_secs = t.elapsed().as_secs_f64();
+                for c in &mut clients {
+                    let deadline = Instant::now() + Duration::from_secs(5);
+                    while c.try_wait().unwrap().is_none() && Instant::now() < deadline {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    let ended = c.try_wait().unwrap().is_some();
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    assert!(ended, "a client stream did not end with the daemon");
+                }
                 d.start_again().unwrap();
             }
             _ => {
@@ -136,7 +162,9 @@ fn containers_survive_daemon_restarts() {
             "round {round}: launchers {launchers:?}"
         );
     }
-    eprintln!("SIGTERM shutdown with 3 containers running took {term_secs:.3}s");
+    eprintln!(
+        "SIGTERM shutdown with 3 containers running and 2 clients following took {term_secs:.3}s"
+    );
     assert!(term_secs < 3.0, "SIGTERM shutdown took {term_secs:.3}s");
 
     // `logs -f` against the last daemon follows the readers to their end.
