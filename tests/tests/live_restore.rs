@@ -474,3 +474,89 @@ fn a_container_whose_root_is_lost_is_not_reported_up() {
     );
     d.ok(&["rm", "orphan"]);
 }
+
+/// One Engine API request over the daemon's socket: (status, body).
+fn api(d: &Daemon, method: &str, path: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.0\r\nHost: skiff\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, body)
+}
+
+fn exec_state(d: &Daemon, id: &str) -> (bool, serde_json::Value) {
+    let (status, body) = api(d, "GET", &format!("/exec/{id}/json"), "");
+    assert_eq!(status, 200, "exec inspect {id}: {body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    (v["Running"].as_bool().unwrap(), v["ExitCode"].clone())
+}
+
+/// `exec inspect` answers after a daemon crash: a finished session keeps its exit code, and
+/// one still running reads as running until its process ends.
+#[test]
+fn exec_sessions_survive_a_restart() {
+    require!("exec_sessions_survive_a_restart", root_unavailable());
+    let mut d = Daemon::start().unwrap();
+    let rootfs = tempfile::tempdir().unwrap();
+    fixtures::build_busybox_rootfs(rootfs.path()).unwrap();
+    let img = "live/exec:latest";
+    d.ok(&["image", "import", rootfs.path().to_str().unwrap(), img]);
+    d.ok(&["run", "-d", "--name", "box", img, "sleep", "300"]);
+    let create = |cmd: &str| -> String {
+        let (status, body) = api(
+            &d,
+            "POST",
+            "/containers/box/exec",
+            &serde_json::json!({"Cmd": ["sh", "-c", cmd]}).to_string(),
+        );
+        assert_eq!(status, 201, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let id = v["Id"].as_str().unwrap().to_string();
+        let (status, body) = api(
+            &d,
+            "POST",
+            &format!("/exec/{id}/start"),
+            r#"{"Detach": true}"#,
+        );
+        assert!(status == 200 || status == 204, "{status} {body}");
+        id
+    };
+    let done = create("exit 5");
+    // (An inspect of a running session takes 2 s: it waits for a late exit code.)
+    let long = create("sleep 5; exit 7");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while exec_state(&d, &done).0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(exec_state(&d, &done), (false, serde_json::json!(5)));
+    assert!(exec_state(&d, &long).0);
+
+    d.stop(true);
+    d.start_again().unwrap();
+    assert_eq!(exec_state(&d, &done), (false, serde_json::json!(5)));
+    assert!(
+        exec_state(&d, &long).0,
+        "the running session is not running"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while exec_state(&d, &long).0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // It ended while no daemon was its parent: its code is unknown.
+    assert_eq!(exec_state(&d, &long), (false, serde_json::Value::Null));
+    let (status, _) = api(&d, "GET", "/exec/0123456789abcdef/json", "");
+    assert_eq!(status, 404);
+}

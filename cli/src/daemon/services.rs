@@ -111,6 +111,7 @@ impl Daemon {
             background,
             live_restore: args.live_restore,
         };
+        d.execs.restore();
         d.restore().await;
         Ok(d)
     }
