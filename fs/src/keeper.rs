@@ -70,6 +70,8 @@ fn keep() -> ! {
     // SAFETY: plain system calls in a single-threaded child.
     unsafe {
         libc::setsid();
+        // Pin no directory of the daemon's.
+        libc::chdir(c"/".as_ptr());
         let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
         if null >= 0 {
             for fd in 0..3 {

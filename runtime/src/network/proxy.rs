@@ -259,11 +259,13 @@ fn spawn_process(
         .stdin(Stdio::null())
         .stdout(Stdio::null());
     // SAFETY: only async-signal-safe calls between fork and exec: setsid (signals aimed at
-    // the daemon's process group must not reach the proxy) and dup2 (which leaves fd 3
+    // the daemon's process group must not reach the proxy), chdir (pin no directory of the
+    // daemon's) and dup2 (which leaves fd 3
     // without close-on-exec; if the socket already is 3, clear the flag by hand).
     unsafe {
         cmd.pre_exec(move || {
             libc::setsid();
+            libc::chdir(c"/".as_ptr());
             let r = if raw == PROXY_FD {
                 libc::fcntl(raw, libc::F_SETFD, 0)
             } else {
