@@ -26,7 +26,7 @@ fn mounts_under(root: &std::path::Path) -> Vec<String> {
 fn reader_script() -> String {
     format!(
         "i=0; while [ $i -lt {FILES} ]; do \
-           sha256sum /data/f$i || echo FAIL f$i; sleep 0.2; i=$((i+1)); \
+           sha256sum /data/f$i || echo FAIL f$i; sleep 0.25; i=$((i+1)); \
          done; echo DONE"
     )
 }
@@ -149,11 +149,15 @@ fn containers_survive_daemon_restarts() {
         );
         let so_far = d.ok(&["logs", "lazy"]);
         assert!(!so_far.contains("FAIL"), "round {round}:\n{so_far}");
+        // One keeper per image mount: both images while both readers run (a reader done
+        // on a slow machine leaves its image unused, and a stop unmounts it).
         let keepers = d.helpers("__fuse-keeper");
-        assert_eq!(
-            keepers.len(),
-            2,
-            "round {round}: one keeper per image mount: {keepers:?}\n{}",
+        let images = mounts_under(&d.exec_root.join("images"));
+        let running = d.ok(&["ps", "-q"]).lines().count();
+        assert!(
+            keepers.len() == images.len() && (running < 3 || keepers.len() == 2),
+            "round {round}: {} running, keepers {keepers:?}, mounts {images:#?}\n{}",
+            running,
             d.log_text()
         );
         let launchers = d.helpers("__shim-launcher");
