@@ -158,6 +158,11 @@ impl ImageMounts {
         Ok(())
     }
 
+    /// Waits for the access-profile saves under way (blocking).
+    pub fn wait_profile_saves(&self) {
+        self.profiles.shutdown();
+    }
+
     /// Whether the kernel resent the requests in flight at the last restart (`None`: no
     /// mount was resumed).
     pub fn resend_supported(&self) -> Option<bool> {

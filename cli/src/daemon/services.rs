@@ -232,6 +232,11 @@ impl Daemon {
         futures::future::join_all(stops).await;
     }
 
+    /// Waits for the access-profile saves under way (blocking).
+    pub fn wait_profile_saves(&self) {
+        self.mounts.wait_profile_saves();
+    }
+
     /// Whether the kernel resends FUSE requests in flight at a restart: what resuming
     /// mounts showed, else the kernel version (`FUSE_NOTIFY_RESEND` is Linux 6.9+).
     pub fn fuse_resend(&self) -> bool {
