@@ -234,6 +234,16 @@ impl ImageMounts {
         self.acquire(store, image_id).map(|_| ())
     }
 
+    /// The images mounted now.
+    pub fn mounted_images(&self) -> std::collections::HashSet<String> {
+        self.mounted
+            .lock()
+            .expect("mounts lock")
+            .keys()
+            .cloned()
+            .collect()
+    }
+
     /// Whether the image is mounted now.
     pub fn is_mounted(&self, image_id: &str) -> bool {
         self.mounted
@@ -276,16 +286,16 @@ impl ImageMounts {
         }
     }
 
-    /// At daemon shutdown. `keep` (live restore): mounts that containers use are left to
-    /// their keepers for the next daemon; the others, and all of them without `keep`, are
-    /// detached and their keepers stopped (whatever still uses one gets ENOTCONN once this
-    /// process exits). Never waits on a busy mount.
-    pub fn shutdown(&self, keep: bool) {
+    /// At daemon shutdown. Mounts of the images in `keep` (those of live containers, with
+    /// live restore) are left to their keepers for the next daemon; the others are detached
+    /// and their keepers stopped (whatever still uses one gets ENOTCONN once this process
+    /// exits). Never waits on a busy mount.
+    pub fn shutdown(&self, keep: &std::collections::HashSet<String>) {
         self.shut.store(true, Ordering::Relaxed);
         let mut m = self.mounted.lock().expect("mounts lock");
         for (image_id, e) in m.drain() {
             self.profiles.unmounted(e.work);
-            if keep && e.users > 0 {
+            if keep.contains(&image_id) {
                 tracing::info!(image = %image_id, "image mount kept for the next daemon");
                 e.handle.leave();
                 continue;

@@ -200,7 +200,24 @@ impl Daemon {
         if let Err(e) = self.network.shutdown().await {
             tracing::warn!("releasing unused network resources: {e}");
         }
-        self.mounts.shutdown(self.live_restore);
+        // Only live containers need their image mount kept: an exited one's root went
+        // with its mount namespace.
+        let keep: std::collections::HashSet<String> = if self.live_restore {
+            match self.containers.list() {
+                Ok(list) => list
+                    .into_iter()
+                    .filter(|(_, st)| st.status != Status::Exited)
+                    .map(|(r, _)| r.image_id)
+                    .collect(),
+                Err(e) => {
+                    tracing::error!("listing containers at shutdown (keeping every mount): {e}");
+                    self.mounts.mounted_images()
+                }
+            }
+        } else {
+            Default::default()
+        };
+        self.mounts.shutdown(&keep);
         // The namespace directory is a bind mount of itself (as `ip netns` makes it); with no
         // container left to pin a namespace in it, it goes too.
         if self.network.attached().await.is_empty() {
