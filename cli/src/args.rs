@@ -122,6 +122,10 @@ pub struct DaemonArgs {
     /// Pull zstd:chunked layers in full instead of lazily (for comparisons).
     #[arg(long)]
     pub no_lazy_pull: bool,
+    /// Keep containers and their image mounts running across daemon restarts (default
+    /// true; `--live-restore=false` stops containers at shutdown; docs/live-restore.md).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub live_restore: Option<bool>,
 }
 
 #[derive(Args, Debug)]

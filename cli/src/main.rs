@@ -16,6 +16,8 @@ fn main() {
     // The runtime re-execs this binary as the container shim and exec helper; those never
     // return from here.
     skiff_runtime::entry::run_if_internal();
+    // A FUSE descriptor keeper (live restore) likewise never returns.
+    skiff_fs::keeper::run_if_keeper();
     let cli = Cli::parse();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

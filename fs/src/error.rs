@@ -21,6 +21,23 @@ pub enum FsError {
         source: std::io::Error,
     },
 
+    #[error("{path}: {step}: {source}")]
+    Keeper {
+        /// The mount point whose descriptor keeper failed.
+        path: PathBuf,
+        /// What failed: starting the keeper, taking its descriptor...
+        step: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("resuming the FUSE connection of {path}: the image's inode table is not the one the kernel knows (fingerprint {found:016x}, expected {expected:016x})")]
+    TreeChanged {
+        path: PathBuf,
+        expected: u64,
+        found: u64,
+    },
+
     #[error("no inode {ino}")]
     NoInode { ino: u64 },
 

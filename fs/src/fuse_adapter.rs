@@ -228,7 +228,10 @@ fn errno(err: &FsError) -> Errno {
         FsError::NotASymlink { .. } => Errno::EINVAL,
         FsError::NoXattr { .. } => Errno::NO_XATTR,
         FsError::Read { .. } => Errno::EIO,
-        FsError::Mount { .. } | FsError::Unmount { .. } => Errno::EIO,
+        FsError::Mount { .. }
+        | FsError::Unmount { .. }
+        | FsError::Keeper { .. }
+        | FsError::TreeChanged { .. } => Errno::EIO,
     }
 }
 

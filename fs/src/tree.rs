@@ -157,6 +157,31 @@ impl Tree {
     pub fn warnings(&self) -> &[MergeWarning] {
         &self.warnings
     }
+
+    /// A fingerprint of the inode numbering: 64-bit FNV-1a over every inode's number, kind
+    /// and named children, in inode order. The numbering is a pure function of the layer
+    /// indexes (breadth-first over name-sorted children), so a daemon that rebuilds the tree
+    /// after a restart gets the numbers the kernel still holds; the fingerprint, recorded at
+    /// mount, proves it (a different skiff version numbering differently would not match).
+    pub fn fingerprint(&self) -> u64 {
+        const PRIME: u64 = 0x0000_0100_0000_01b3;
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut eat = |bytes: &[u8]| {
+            for &b in bytes {
+                h = (h ^ u64::from(b)).wrapping_mul(PRIME);
+            }
+        };
+        for (i, inode) in self.inodes.iter().enumerate() {
+            eat(&(i as u64 + 1).to_le_bytes());
+            eat(&[inode.kind as u8]);
+            for (name, ino) in &inode.children {
+                eat(name);
+                eat(&[0]);
+                eat(&ino.to_le_bytes());
+            }
+        }
+        h
+    }
 }
 
 impl WorkNode {

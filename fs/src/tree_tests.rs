@@ -374,3 +374,43 @@ fn names_are_bytes() {
     assert_eq!(t.get(e9).unwrap().nlink, 2);
     assert!(t.resolve("d\u{fffd}/caf\u{fffd}").is_none());
 }
+
+/// Live restore rebuilds the tree after a restart and needs the inode numbers the kernel
+/// holds: the numbering depends only on the layers, whatever order entries came in.
+#[test]
+fn numbering_is_a_function_of_the_layers_and_the_fingerprint_shows_it() {
+    let lower = layer(
+        "l",
+        vec![
+            dir("etc"),
+            file("etc/b"),
+            file("etc/a"),
+            dir("usr"),
+            file("usr/x"),
+        ],
+    );
+    let upper = layer("u", vec![file("etc/c"), file("etc/.wh.b"), dir("opt")]);
+    let a = Tree::build(&[lower.clone(), upper.clone()]);
+    let b = Tree::build(&[lower.clone(), upper.clone()]);
+    assert_eq!(a.fingerprint(), b.fingerprint());
+    for p in ["etc", "etc/a", "etc/c", "usr/x", "opt"] {
+        assert_eq!(a.resolve(p), b.resolve(p), "{p}");
+    }
+    // The same entries listed in another order number alike (children are name-sorted).
+    let shuffled = layer(
+        "l",
+        vec![
+            dir("usr"),
+            file("usr/x"),
+            dir("etc"),
+            file("etc/a"),
+            file("etc/b"),
+        ],
+    );
+    let c = Tree::build(&[shuffled, upper.clone()]);
+    assert_eq!(c.fingerprint(), a.fingerprint());
+    // Another tree (one more name) has another fingerprint.
+    let more = layer("u", vec![file("etc/c"), file("etc/d"), dir("opt")]);
+    let d = Tree::build(&[lower, more]);
+    assert_ne!(d.fingerprint(), a.fingerprint());
+}

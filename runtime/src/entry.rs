@@ -17,6 +17,8 @@ pub fn run_if_internal() {
         Some(crate::launcher::LAUNCHER_ARG) => {
             close_inherited_fds(crate::launcher::LAUNCHER_FD + 1)
         }
+        // Keeps fd 3, its socket.
+        Some(crate::network::proxy::PROXY_ARG) => close_inherited_fds(4),
         _ => {}
     }
     match args.get(1).map(String::as_str) {
@@ -26,7 +28,13 @@ pub fn run_if_internal() {
             let code = crate::nsexec::main(&args[2], &args[3], &args[4], &args[5]);
             std::process::exit(code)
         }
-        Some(SHIM_ARG) | Some(EXEC_ARG) | Some(crate::launcher::LAUNCHER_ARG) => {
+        Some(crate::network::proxy::PROXY_ARG) if args.len() == 6 => {
+            crate::network::proxy::serve_process(&args[2..])
+        }
+        Some(SHIM_ARG)
+        | Some(EXEC_ARG)
+        | Some(crate::launcher::LAUNCHER_ARG)
+        | Some(crate::network::proxy::PROXY_ARG) => {
             eprintln!(
                 "skiff: internal subcommand {} called with wrong arguments",
                 args[1]

@@ -196,9 +196,10 @@ pub(crate) fn serve() -> ! {
                     unsafe { libc::_exit(1) }
                 }
                 drop(report);
-                // Shown by ps/top as the shim it is (its command line stays the launcher's).
+                // Shown by ps/top as the shim it is, not as a second launcher.
                 // SAFETY: PR_SET_NAME with a NUL-terminated name of at most 16 bytes.
                 unsafe { libc::prctl(libc::PR_SET_NAME, c"skiff-shim".as_ptr(), 0, 0, 0) };
+                set_command_line(&dir);
                 crate::shim::main(&dir)
             }
             // The report pipe's write end closes here: create() sees EOF without a report
@@ -206,6 +207,55 @@ pub(crate) fn serve() -> ! {
             Ok(ForkResult::Parent { .. }) | Err(_) => drop(report),
         }
     }
+}
+
+/// Rewrites this forked shim's command line (what `ps` shows) from the launcher's
+/// `skiff __shim-launcher` to `skiff __shim ID` (the container id, cut to 12 characters,
+/// when it fits; else `__shim` alone), in place: the kernel shows the bytes between the
+/// process's `arg_start` and `arg_end`, and the new text is never longer than the old.
+fn set_command_line(dir: &Path) {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return;
+    };
+    // Fields after the command name (which may hold spaces) start at field 3; arg_start
+    // and arg_end are fields 48 and 49.
+    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+        return;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let (Some(start), Some(end)) = (
+        fields.get(45).and_then(|f| f.parse::<usize>().ok()),
+        fields.get(46).and_then(|f| f.parse::<usize>().ok()),
+    ) else {
+        return;
+    };
+    let Some(len) = end.checked_sub(start).filter(|l| *l > 0) else {
+        return;
+    };
+    // SAFETY: [arg_start, arg_end) is this process's own argument area on its initial
+    // stack, readable and writable; nothing in this process reads it after startup.
+    let area = unsafe { std::slice::from_raw_parts_mut(start as *mut u8, len) };
+    let Some(argv0_len) = area.iter().position(|&b| b == 0) else {
+        return;
+    };
+    let id: String = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().chars().take(12).collect())
+        .unwrap_or_default();
+    let with_id = format!("skiff\0__shim\0{id}\0");
+    let text: Vec<u8> = if with_id.len() <= len {
+        with_id.into_bytes()
+    } else {
+        // Keep argv[0]; replace argv[1] only (`__shim` is shorter than the launcher's).
+        let mut t = area[..=argv0_len].to_vec();
+        t.extend_from_slice(b"__shim\0");
+        t
+    };
+    if text.len() > len {
+        return;
+    }
+    area[..text.len()].copy_from_slice(&text);
+    area[text.len()..].fill(0);
 }
 
 fn reap() {

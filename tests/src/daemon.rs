@@ -17,6 +17,10 @@ pub struct Daemon {
     pub socket: PathBuf,
     pub log: PathBuf,
     extra_args: Vec<String>,
+    /// The binary to run instead of the built one, and extra environment
+    /// ([`Daemon::start_again_with`]).
+    bin: Option<PathBuf>,
+    envs: Vec<(String, String)>,
 }
 
 impl Daemon {
@@ -64,6 +68,8 @@ impl Daemon {
                 .into_iter()
                 .chain(extra_args)
                 .collect(),
+            bin: None,
+            envs: Vec::new(),
         };
         d.spawn()?;
         Ok(d)
@@ -74,7 +80,8 @@ impl Daemon {
             .create(true)
             .append(true)
             .open(&self.log)?;
-        let child = Command::new(skiff_bin())
+        let bin = self.bin.clone().unwrap_or_else(skiff_bin);
+        let child = Command::new(bin)
             .arg("--exec-root")
             .arg(&self.exec_root)
             .arg("daemon")
@@ -82,6 +89,10 @@ impl Daemon {
             .arg(&self.data_root)
             .args(&self.extra_args)
             .env("RUST_LOG", "info")
+            // Inherited by the daemon's helper processes (shim launcher, descriptor
+            // keepers), so a test finds the ones its daemon started.
+            .env(TAG_VAR, self.dir.path())
+            .envs(self.envs.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(logf.try_clone()?)
             .stderr(logf)
@@ -177,7 +188,60 @@ impl Daemon {
         self.stop(false);
         self.spawn()
     }
+
+    /// Starts the daemon again after [`Daemon::stop`].
+    pub fn start_again(&mut self) -> Result<()> {
+        assert!(self.child.is_none(), "the daemon is still running");
+        self.spawn()
+    }
+
+    /// Like [`Daemon::start_again`], running `bin` (e.g. a copy of the binary) instead, with
+    /// `envs` added to its environment (e.g. `SKIFF_TEST_VERSION`).
+    pub fn start_again_with(&mut self, bin: &Path, envs: &[(&str, &str)]) -> Result<()> {
+        self.bin = Some(bin.to_path_buf());
+        self.envs = envs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        self.start_again()
+    }
+
+    /// Live processes started by this daemon (or an earlier one on the same roots) whose
+    /// argv[1] is `arg` (e.g. `__shim-launcher`, `__shim`, `__fuse-keeper`), as (pid, argv).
+    pub fn helpers(&self, arg: &str) -> Vec<(u32, Vec<String>)> {
+        let tag = format!("{TAG_VAR}={}", self.dir.path().display());
+        let mut out = Vec::new();
+        let Ok(rd) = std::fs::read_dir("/proc") else {
+            return out;
+        };
+        for e in rd.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
+                continue;
+            };
+            if !environ.split(|&b| b == 0).any(|v| v == tag.as_bytes()) {
+                continue;
+            }
+            let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+                continue;
+            };
+            let argv: Vec<String> = cmdline
+                .split(|&b| b == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            if argv.get(1).map(String::as_str) == Some(arg) {
+                out.push((pid, argv));
+            }
+        }
+        out
+    }
 }
+
+/// The environment variable that tags a test daemon's processes with its directory.
+const TAG_VAR: &str = "SKIFF_TEST_DAEMON";
 
 /// Each test daemon gets its own bridge and /24 so daemons running side by side never share
 /// addresses or iptables chains.

@@ -67,6 +67,7 @@ fn daemon_json_applies_and_flags_override_it() {
         "info does not show the flag's data root:\n{info}"
     );
     assert!(!std::path::Path::new("/nonexistent/skiff-file-root").exists());
+    assert!(info.contains("Live Restore Enabled: false"), "{info}");
     let log = d.log_text();
     assert!(log.contains("read daemon settings"), "{log}");
     assert!(

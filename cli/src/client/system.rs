@@ -162,6 +162,10 @@ pub async fn info(docker: &Docker) -> Result<()> {
     );
     println!(" Kernel Version: {}", i.kernel_version.unwrap_or_default());
     println!(
+        " Live Restore Enabled: {}",
+        i.live_restore_enabled.unwrap_or(false)
+    );
+    println!(
         " Docker Root Dir: {}",
         i.docker_root_dir.unwrap_or_default()
     );

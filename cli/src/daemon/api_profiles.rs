@@ -64,6 +64,11 @@ async fn remove(
     State(d): State<Arc<Daemon>>,
     Path(name): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
+    // A recording saved just after this removal would bring the profile back.
+    let waiting = d.clone();
+    tokio::task::spawn_blocking(move || waiting.wait_profile_saves())
+        .await
+        .map_err(super::error::DaemonError::join)?;
     let key = d.images.store().remove_profile(&name)?;
     Ok(Json(serde_json::json!({ "Deleted": key })))
 }

@@ -30,6 +30,12 @@ pub async fn ping() -> impl IntoResponse {
     )
 }
 
+/// The engine's version; `SKIFF_TEST_VERSION` overrides it so tests can tell a copied
+/// binary (an "upgrade") from the one it replaced without building another.
+fn server_version() -> String {
+    std::env::var("SKIFF_TEST_VERSION").unwrap_or_else(|_| env!("CARGO_PKG_VERSION").to_string())
+}
+
 fn kernel_version() -> String {
     nix::sys::utsname::uname()
         .map(|u| u.release().to_string_lossy().into_owned())
@@ -38,7 +44,7 @@ fn kernel_version() -> String {
 
 pub async fn version() -> Json<SystemVersion> {
     Json(SystemVersion {
-        version: Some(env!("CARGO_PKG_VERSION").to_string()),
+        version: Some(server_version()),
         api_version: Some(API_VERSION.to_string()),
         min_api_version: Some(MIN_API_VERSION.to_string()),
         os: Some("linux".to_string()),
@@ -67,7 +73,21 @@ pub async fn info(State(d): State<Arc<Daemon>>) -> ApiResult<Json<SystemInfo>> {
         containers_paused: Some(0),
         images: Some(d.images.image_count()? as i64),
         driver: Some("overlay on skiff-fuse (lazy zstd:chunked)".to_string()),
-        driver_status: Some(d.images.cache_status()?),
+        driver_status: Some({
+            let mut status = d.images.cache_status()?;
+            status.push(vec![
+                "Live restore".to_string(),
+                if !d.live_restore {
+                    "off (containers stop with the daemon)".to_string()
+                } else if d.fuse_resend() {
+                    "on (FUSE requests in flight at a restart are resent)".to_string()
+                } else {
+                    "on, but this kernel cannot resend FUSE requests (FUSE_NOTIFY_RESEND, Linux 6.9+): reads in flight at a restart fail".to_string()
+                },
+            ]);
+            status
+        }),
+        live_restore_enabled: Some(d.live_restore),
         docker_root_dir: Some(d.paths.data_root.display().to_string()),
         kernel_version: Some(kernel_version()),
         operating_system: Some("linux".to_string()),
@@ -78,7 +98,7 @@ pub async fn info(State(d): State<Arc<Daemon>>) -> ApiResult<Json<SystemInfo>> {
                 .map(|n| n.get() as i64)
                 .unwrap_or(1),
         ),
-        server_version: Some(env!("CARGO_PKG_VERSION").to_string()),
+        server_version: Some(server_version()),
         name: nix::unistd::gethostname()
             .ok()
             .map(|h| h.to_string_lossy().into_owned()),

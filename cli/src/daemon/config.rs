@@ -68,6 +68,8 @@ pub struct DaemonConfig {
     /// Containers' default log driver (`json-file`) and its options.
     pub log_driver: String,
     pub log_opts: BTreeMap<String, String>,
+    /// Keep containers and image mounts running across daemon restarts (`true`).
+    pub live_restore: bool,
     /// Where the settings came from (`None`: no file).
     pub file: Option<PathBuf>,
 }
@@ -94,9 +96,6 @@ pub fn parse(text: &str) -> Result<DaemonFile> {
     };
     if f.registry_mirrors.as_ref().is_some_and(|m| !m.is_empty()) {
         return Err(unsupported("registry-mirrors"));
-    }
-    if f.live_restore == Some(true) {
-        return Err(unsupported("live-restore: true"));
     }
     if f.default_address_pools
         .as_ref()
@@ -160,6 +159,7 @@ pub fn resolve(
             .unwrap_or_else(|| DEFAULT_BACKGROUND_FETCH_RATE.into()),
         log_driver: file.log_driver.unwrap_or_else(|| "json-file".into()),
         log_opts: file.log_opts.unwrap_or_default(),
+        live_restore: args.live_restore.or(file.live_restore).unwrap_or(true),
         file: path,
     };
     for (key, p) in [("data-root", &cfg.data_root), ("exec-root", &cfg.exec_root)] {
@@ -201,14 +201,27 @@ mod tests {
         assert_eq!(cfg.insecure_registries, ["reg:5000"]);
         assert_eq!(cfg.exec_root, PathBuf::from(DEFAULT_EXEC_ROOT));
         assert_eq!(cfg.cache_size, DEFAULT_CACHE_SIZE);
+        assert!(!cfg.live_restore);
+    }
+
+    #[test]
+    fn live_restore_is_on_unless_turned_off() {
+        let on = |file: &str, flags: &[&str]| {
+            resolve(&args(flags), None, parse(file).unwrap(), None)
+                .unwrap()
+                .live_restore
+        };
+        assert!(on("{}", &[]));
+        assert!(on(r#"{"live-restore": true}"#, &[]));
+        assert!(!on(r#"{"live-restore": false}"#, &[]));
+        assert!(on(r#"{"live-restore": false}"#, &["--live-restore"]));
+        assert!(!on(r#"{"live-restore": true}"#, &["--live-restore=false"]));
     }
 
     #[test]
     fn unknown_and_unsupported_keys_are_refused() {
         let e = parse(r#"{"data-rot": "/x"}"#).unwrap_err().to_string();
         assert!(e.contains("unknown field `data-rot`"), "{e}");
-        let e = parse(r#"{"live-restore": true}"#).unwrap_err().to_string();
-        assert!(e.contains("live-restore"), "{e}");
         let e = parse(r#"{"log-driver": "syslog"}"#)
             .unwrap_err()
             .to_string();

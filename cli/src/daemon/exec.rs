@@ -1,4 +1,10 @@
 //! The exec service: `docker exec` sessions in running containers.
+//!
+//! Each session is also recorded in `<container dir>/execs/<id>.json` (atomically, at
+//! create, start and exit), so `exec inspect` still answers after a daemon restart (live
+//! restore): a session whose process still runs reads as running until it ends; an exit
+//! the daemon did not see has no exit code. The streams of a running session end with the
+//! daemon that served them, as with dockerd.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -11,6 +17,15 @@ use super::names;
 use super::paths::Paths;
 use super::record::ContainerRecord;
 use super::status::Lifecycle;
+
+/// What a daemon restart keeps of an exec session.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ExecRecord {
+    container_id: String,
+    config: bollard::models::ExecConfig,
+    pid: Option<i32>,
+    exit_code: Option<i64>,
+}
 
 /// One `docker exec` session.
 struct ExecEntry {
@@ -39,6 +54,84 @@ impl ExecService {
         }
     }
 
+    /// Loads the sessions recorded by earlier daemons (after a restart). Must run inside
+    /// the tokio runtime: sessions still running are watched until they end.
+    pub fn restore(&self) {
+        let Ok(containers) = std::fs::read_dir(self.paths.containers_dir()) else {
+            return;
+        };
+        for c in containers.flatten() {
+            let Ok(files) = std::fs::read_dir(c.path().join("execs")) else {
+                continue;
+            };
+            for f in files.flatten() {
+                let path = f.path();
+                let Some(id) = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(|n| n.strip_suffix(".json"))
+                    .map(str::to_string)
+                else {
+                    continue;
+                };
+                let Some(r) = std::fs::read(&path)
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<ExecRecord>(&b).ok())
+                else {
+                    tracing::warn!(path = %path.display(), "unreadable exec record; ignored");
+                    continue;
+                };
+                let pidfd = match (r.pid, r.exit_code) {
+                    (Some(pid), None) => exec_process(pid),
+                    _ => None,
+                };
+                let running = pidfd.is_some();
+                tracing::debug!(exec = %id, running, "restored exec session");
+                self.execs.lock().expect("execs lock").insert(
+                    id.clone(),
+                    ExecEntry {
+                        container_id: r.container_id,
+                        config: r.config,
+                        running,
+                        exit_code: r.exit_code,
+                        pid: r.pid,
+                        pty: None,
+                    },
+                );
+                if let Some(pidfd) = pidfd {
+                    let execs = self.execs.clone();
+                    tokio::task::spawn_blocking(move || {
+                        wait_readable(&pidfd);
+                        if let Some(e) = execs.lock().expect("execs lock").get_mut(&id) {
+                            e.running = false;
+                        }
+                    });
+                }
+            }
+        }
+    }
+
+    /// Records `e` for the next daemon; a failure only costs `exec inspect` after a
+    /// restart, so it is logged, not returned.
+    fn save(paths: &Paths, id: &str, e: &ExecEntry) {
+        let dir = paths.container_dir(&e.container_id).join("execs");
+        let record = ExecRecord {
+            container_id: e.container_id.clone(),
+            config: e.config.clone(),
+            pid: e.pid,
+            exit_code: e.exit_code,
+        };
+        let saved = std::fs::create_dir_all(&dir)
+            .map_err(|err| DaemonError::io("creating", &dir, err))
+            .and_then(|_| {
+                let bytes = serde_json::to_vec(&record).expect("exec record serializes");
+                super::volumes::write_atomic(&dir.join(format!("{id}.json")), &bytes)
+            });
+        if let Err(err) = saved {
+            tracing::warn!(exec = %id, "recording exec session: {err}");
+        }
+    }
+
     /// Registers an exec in a running container; returns its id.
     pub fn create(
         &self,
@@ -51,17 +144,19 @@ impl ExecService {
             return Err(DaemonError::invalid("No exec command specified"));
         }
         let id = names::new_id();
-        self.execs.lock().expect("execs lock").insert(
-            id.clone(),
-            ExecEntry {
-                container_id: r.id.clone(),
-                config,
-                running: false,
-                exit_code: None,
-                pid: None,
-                pty: None,
-            },
-        );
+        let entry = ExecEntry {
+            container_id: r.id.clone(),
+            config,
+            running: false,
+            exit_code: None,
+            pid: None,
+            pty: None,
+        };
+        Self::save(&self.paths, &id, &entry);
+        self.execs
+            .lock()
+            .expect("execs lock")
+            .insert(id.clone(), entry);
         Ok(id)
     }
 
@@ -107,11 +202,13 @@ impl ExecService {
                 e.running = true;
                 e.pid = Some(child.id() as i32);
                 e.pty = pty.clone();
+                Self::save(&self.paths, exec_id, e);
             }
         }
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
         let execs = self.execs.clone();
         let exec_id = exec_id.to_string();
+        let paths = self.paths.clone();
         tokio::task::spawn_blocking(move || {
             use std::os::unix::process::ExitStatusExt;
             let code = match child.wait() {
@@ -122,6 +219,7 @@ impl ExecService {
                 e.running = false;
                 e.exit_code = Some(code as i64);
                 e.pty = None;
+                Self::save(&paths, &exec_id, e);
             }
             let _ = done_tx.send(());
         });
@@ -179,5 +277,37 @@ impl ExecService {
             .get(exec_id)
             .ok_or_else(|| DaemonError::NoSuchExec(exec_id.to_string()))?;
         Ok(view(e))
+    }
+}
+
+/// A pidfd of `pid` if it is still an exec helper (`skiff __exec ...`).
+fn exec_process(pid: i32) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: pidfd_open(2), no flags; a returned descriptor is ours.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0u32) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: just returned by the kernel.
+    let pidfd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) };
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    (cmdline.split(|&b| b == 0).nth(1) == Some(skiff_runtime::entry::EXEC_ARG.as_bytes()))
+        .then_some(pidfd)
+}
+
+/// Blocks until the process of `pidfd` has exited.
+fn wait_readable(pidfd: &std::os::fd::OwnedFd) {
+    use std::os::fd::AsRawFd;
+    loop {
+        let mut p = libc::pollfd {
+            fd: pidfd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let r = unsafe { libc::poll(&mut p, 1, -1) };
+        if r > 0 || (r < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR)) {
+            return;
+        }
     }
 }

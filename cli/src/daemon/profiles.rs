@@ -96,7 +96,7 @@ impl MountProfiles {
         }
     }
 
-    /// Waits for the saves under way.
+    /// Waits for the saves under way (at shutdown, and before a profile is removed).
     pub fn shutdown(&self) {
         for h in self.saving.lock().expect("saves").drain(..) {
             let _ = h.join();

@@ -97,14 +97,33 @@ pub async fn bind(socket: &Path) -> Result<tokio::net::UnixListener> {
     Ok(listener)
 }
 
+/// How long requests still open at shutdown (log followers, waiters, attached streams)
+/// may go on before they are cut: a shutdown must not wait on a client.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Serves until `shutdown` resolves, then stops accepting and lets open requests finish for
+/// at most [`SHUTDOWN_GRACE`].
 pub async fn serve(
     listener: tokio::net::UnixListener,
     daemon: Arc<Daemon>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let app = tower::util::MapRequestLayer::new(strip_version).layer(router(daemon));
-    axum::serve(listener, ServiceExt::<Request>::into_make_service(app))
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    let stopping = Arc::new(tokio::sync::Notify::new());
+    let signal = stopping.clone();
+    let server = axum::serve(listener, ServiceExt::<Request>::into_make_service(app))
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            signal.notify_one();
+        });
+    tokio::select! {
+        served = std::future::IntoFuture::into_future(server) => served?,
+        _ = async {
+            stopping.notified().await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => {
+            tracing::info!("closing requests still open after {SHUTDOWN_GRACE:?}");
+        }
+    }
     Ok(())
 }

@@ -27,6 +27,8 @@ pub struct Daemon {
     mounts: Arc<ImageMounts>,
     network: Arc<skiff_runtime::network::NetworkManager>,
     background: tokio_util::task::TaskTracker,
+    /// Keep containers and image mounts running at shutdown (docs/live-restore.md).
+    pub live_restore: bool,
 }
 
 impl Daemon {
@@ -52,6 +54,11 @@ impl Daemon {
             .subnet
             .parse()
             .map_err(|e| anyhow::anyhow!("bip {}: {e}", args.subnet))?;
+        // Published ports are served by proxy processes that outlive the daemon.
+        net_config.proxy_processes = Some(skiff_runtime::network::ProxyProcesses {
+            exe: exe.clone(),
+            pid_dir: paths.exec_root.join("proxies"),
+        });
         if args.bridge != net_config.bridge {
             // A second daemon on its own bridge keeps its own iptables chains.
             net_config.chain_prefix = args.bridge.to_ascii_uppercase().chars().take(10).collect();
@@ -65,8 +72,16 @@ impl Daemon {
         let mounts = Arc::new(ImageMounts::new(
             paths.clone(),
             super::profiles::ProfileSettings::from_config(args)?,
+            exe.clone(),
         ));
-        mounts.clean_stale();
+        let kept = mounts.restore(&store);
+        if !kept.resumed.is_empty() || kept.detached > 0 {
+            tracing::info!(
+                resumed = kept.resumed.len(),
+                detached = kept.detached,
+                "image mounts of the previous daemon"
+            );
+        }
         let background = tokio_util::task::TaskTracker::new();
         let monitor = Arc::new(Monitor::new(paths.clone()));
         let volumes = Arc::new(VolumeService::new(paths.volumes_dir(), records.clone()));
@@ -94,7 +109,9 @@ impl Daemon {
             mounts,
             network,
             background,
+            live_restore: args.live_restore,
         };
+        d.execs.restore();
         d.restore().await;
         Ok(d)
     }
@@ -132,6 +149,16 @@ impl Daemon {
                 }
             };
             tracing::info!(id = %&r.id[..12], name = %r.name, status = %st.status, "restored container");
+            // A running container whose image mount was not kept has a dead root
+            // (ENOTCONN): it cannot go on, so it is stopped rather than reported Up.
+            if st.status == Status::Running && !self.mounts.is_mounted(&r.image_id) {
+                tracing::error!(id = %&r.id[..12], image = %r.image_id, "the container's root filesystem could not be restored (its image mount was not kept); killing it");
+                if let Err(e) =
+                    skiff_runtime::kill(&self.containers.dir(&r.id), skiff_runtime::Signal::SIGKILL)
+                {
+                    tracing::error!(id = %&r.id[..12], "killing a container with a lost root: {e}");
+                }
+            }
             // A live container holds a use of its image mount (released at removal); an
             // exited one mounts it again when started.
             if st.status != Status::Exited {
@@ -161,13 +188,36 @@ impl Daemon {
         }
     }
 
+    /// Stops the daemon's own work. With live restore, running containers and their image
+    /// mounts stay for the next daemon (the mounts' keepers hold them); without, containers
+    /// are stopped first, as dockerd does.
     pub async fn shutdown(&self) {
+        if !self.live_restore {
+            self.stop_all().await;
+        }
         self.background.close();
         self.background.wait().await;
         if let Err(e) = self.network.shutdown().await {
             tracing::warn!("releasing unused network resources: {e}");
         }
-        self.mounts.unmount_all();
+        // Only live containers need their image mount kept: an exited one's root went
+        // with its mount namespace.
+        let keep: std::collections::HashSet<String> = if self.live_restore {
+            match self.containers.list() {
+                Ok(list) => list
+                    .into_iter()
+                    .filter(|(_, st)| st.status != Status::Exited)
+                    .map(|(r, _)| r.image_id)
+                    .collect(),
+                Err(e) => {
+                    tracing::error!("listing containers at shutdown (keeping every mount): {e}");
+                    self.mounts.mounted_images()
+                }
+            }
+        } else {
+            Default::default()
+        };
+        self.mounts.shutdown(&keep);
         // The namespace directory is a bind mount of itself (as `ip netns` makes it); with no
         // container left to pin a namespace in it, it goes too.
         if self.network.attached().await.is_empty() {
@@ -176,6 +226,46 @@ impl Daemon {
                 let _ = std::fs::remove_dir(&dir);
             }
         }
+    }
+
+    /// Stops every running container (each with its own stop signal and timeout), all at
+    /// once.
+    async fn stop_all(&self) {
+        let list = match self.containers.list() {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!("listing containers to stop: {e}");
+                return;
+            }
+        };
+        let stops = list
+            .into_iter()
+            .filter(|(_, st)| st.status == Status::Running)
+            .map(|(r, _)| async move {
+                if let Err(e) = self.containers.stop(&r, None, None).await {
+                    tracing::warn!(id = %&r.id[..12], "stopping at shutdown: {e}");
+                }
+            });
+        futures::future::join_all(stops).await;
+    }
+
+    /// Waits for the access-profile saves under way (blocking).
+    pub fn wait_profile_saves(&self) {
+        self.mounts.wait_profile_saves();
+    }
+
+    /// Whether the kernel resends FUSE requests in flight at a restart: what resuming
+    /// mounts showed, else the kernel version (`FUSE_NOTIFY_RESEND` is Linux 6.9+).
+    pub fn fuse_resend(&self) -> bool {
+        self.mounts.resend_supported().unwrap_or_else(|| {
+            let release = nix::sys::utsname::uname()
+                .map(|u| u.release().to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let mut it = release
+                .split(['.', '-'])
+                .map(|p| p.parse::<u32>().unwrap_or(0));
+            (it.next().unwrap_or(0), it.next().unwrap_or(0)) >= (6, 9)
+        })
     }
 
     pub fn cgroup_version(&self) -> &'static str {

@@ -206,7 +206,7 @@ impl VolumeService {
 }
 
 /// Writes `data` to `path` via a temporary file, fsync and rename.
-fn write_atomic(path: &Path, data: &[u8]) -> Result<(), DaemonError> {
+pub(super) fn write_atomic(path: &Path, data: &[u8]) -> Result<(), DaemonError> {
     let tmp = path.with_extension("json.tmp");
     let mut f = std::fs::File::create(&tmp).map_err(|e| DaemonError::io("writing", &tmp, e))?;
     f.write_all(data)

@@ -139,7 +139,9 @@ impl NetworkManager {
                     inner.state.last_ip,
                     &self.config.bridge,
                 )?;
-                let proxies = start_proxies(&req.ports, ip).await?;
+                let proxies =
+                    start_proxies(&req.ports, ip, self.config.proxy_processes.as_ref(), &id)
+                        .await?;
                 (Some(ip), Some(self.free_veth_name(&id).await?), proxies)
             }
             NetworkMode::None | NetworkMode::Host => {
@@ -303,7 +305,14 @@ impl NetworkManager {
         spare: Spare,
     ) -> Result<NetworkAttachment> {
         let id = req.container_id.clone();
-        let proxies = match start_proxies(&req.ports, spare.ip).await {
+        let proxies = match start_proxies(
+            &req.ports,
+            spare.ip,
+            self.config.proxy_processes.as_ref(),
+            &id,
+        )
+        .await
+        {
             Ok(p) => p,
             Err(e) => {
                 inner.state.spares.push(spare);
@@ -491,6 +500,16 @@ impl NetworkManager {
             };
             if !(ns_alive && veth_alive) {
                 tracing::info!(container = %id, "network attachment lost its namespace; releasing it");
+                if let (Some(procs), Some(ip)) = (&self.config.proxy_processes, r.ip) {
+                    for p in &r.ports {
+                        let target = SocketAddr::from((ip, p.container_port));
+                        if let Some(proxy) =
+                            PortProxy::adopt(p.protocol, p.host_ip, p.host_port, target, procs, &id)
+                        {
+                            proxy.stop().await;
+                        }
+                    }
+                }
                 self.detach(&r).await?;
                 inner.state.containers.remove(&id);
                 continue;
@@ -505,7 +524,17 @@ impl NetworkManager {
             let mut proxies = Vec::new();
             for p in &r.ports {
                 let target = SocketAddr::from((ip, p.container_port));
-                match PortProxy::start(p.protocol, p.host_ip, p.host_port, target) {
+                // A proxy process of the previous daemon still serves the port (and its
+                // connections): adopt it; else bind the port again.
+                let procs = self.config.proxy_processes.as_ref();
+                if let Some(proxy) = procs.and_then(|procs| {
+                    PortProxy::adopt(p.protocol, p.host_ip, p.host_port, target, procs, &id)
+                }) {
+                    proxies.push(proxy);
+                    continue;
+                }
+                match PortProxy::start_with(p.protocol, p.host_ip, p.host_port, target, procs, &id)
+                {
                     Ok(proxy) => proxies.push(proxy),
                     Err(e) => {
                         tracing::error!(container = %id, error = %e, "cannot re-bind published port after restart")
@@ -513,6 +542,19 @@ impl NetworkManager {
                 }
             }
             inner.proxies.insert(id, proxies);
+        }
+        if let Some(procs) = self.config.proxy_processes.clone() {
+            let keep: Vec<PathBuf> = inner
+                .proxies
+                .values()
+                .flatten()
+                .filter_map(|p| p.pid_file().map(Path::to_path_buf))
+                .collect();
+            let _ = tokio::task::spawn_blocking(move || {
+                let keep: Vec<&Path> = keep.iter().map(PathBuf::as_path).collect();
+                super::proxy::stop_strays(&procs, &keep)
+            })
+            .await;
         }
         let spares = std::mem::take(&mut inner.state.spares);
         for spare in spares {
@@ -539,16 +581,26 @@ fn veth_name(bridge: &str, id: &str, salt: u8) -> String {
     format!("veth{:08x}", h as u32)
 }
 
-/// Binds every requested port (all or nothing: on error the ones bound are closed).
+/// Binds every requested port (all or nothing: on error the ones bound are closed), each
+/// served by a process of its own with `procs`.
 async fn start_proxies(
     specs: &[PortSpec],
     ip: Ipv4Addr,
+    procs: Option<&super::ProxyProcesses>,
+    owner: &str,
 ) -> Result<Vec<(PublishedPort, PortProxy)>> {
     let mut out: Vec<(PublishedPort, PortProxy)> = Vec::with_capacity(specs.len());
     for s in specs {
         let host_ip = s.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED);
         let target = SocketAddr::from((ip, s.container_port));
-        let proxy = match PortProxy::start(s.protocol, host_ip, s.host_port.unwrap_or(0), target) {
+        let proxy = match PortProxy::start_with(
+            s.protocol,
+            host_ip,
+            s.host_port.unwrap_or(0),
+            target,
+            procs,
+            owner,
+        ) {
             Ok(p) => p,
             Err(e) => {
                 stop_all(out.into_iter().map(|(_, p)| p)).await;

@@ -20,7 +20,7 @@ mod link;
 mod manager;
 mod netns;
 mod ports;
-mod proxy;
+pub mod proxy;
 mod rules;
 mod state;
 mod subnet;
@@ -36,7 +36,7 @@ pub use files::{hosts_file, resolv_conf_for_bridge};
 pub use manager::NetworkManager;
 pub use netns::join_netns;
 pub use ports::{parse_exposed, parse_publish, publish_all, PortSpec, Protocol};
-pub use proxy::PortProxy;
+pub use proxy::{PortProxy, ProxyProcesses};
 pub use subnet::Ipv4Net;
 
 use crate::error::RuntimeError;
@@ -97,6 +97,9 @@ pub struct NetworkConfig {
     /// next containers instead of being deleted: making a veth and deleting one each cost
     /// milliseconds under the kernel's rtnl lock, which every new namespace also takes.
     pub spares: usize,
+    /// Run each published port's proxy as a process of its own that survives a daemon
+    /// restart (`None`: tasks of this process).
+    pub proxy_processes: Option<ProxyProcesses>,
 }
 
 impl NetworkConfig {
@@ -111,6 +114,7 @@ impl NetworkConfig {
             host_resolv_conf: "/etc/resolv.conf".into(),
             host_hosts: "/etc/hosts".into(),
             spares: 2,
+            proxy_processes: None,
         }
     }
 }
