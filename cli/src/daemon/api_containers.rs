@@ -14,6 +14,7 @@ use serde::Deserialize;
 
 use super::containers_run::StartedBy;
 use super::error::ApiResult;
+use super::filters::Filters;
 use super::hijack;
 use super::services::Daemon;
 use super::views;
@@ -70,26 +71,21 @@ pub async fn create(
 pub struct ListQuery {
     all: Option<String>,
     limit: Option<i64>,
+    filters: Option<String>,
 }
 
 pub async fn list(
     State(d): State<Arc<Daemon>>,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<impl IntoResponse> {
+    let filters = Filters::parse(q.filters.as_deref(), super::container_filter::NAMES)?;
     let now = chrono::Utc::now();
-    let mut out = Vec::new();
-    for (r, st) in d.containers.list()? {
-        if !flag(&q.all) && q.limit.is_none() && st.status != skiff_runtime::state::Status::Running
-        {
-            continue;
-        }
-        let restarting = d.monitor.is_restarting(&r.id);
-        out.push(views::summary(&r, &st, now, restarting));
-    }
-    if let Some(limit) = q.limit.filter(|l| *l > 0) {
-        out.truncate(limit as usize);
-    }
-    Ok(Json(out))
+    let rows = d.containers.select(filters, flag(&q.all), q.limit)?;
+    Ok(Json(
+        rows.iter()
+            .map(|r| views::summary(&r.record, &r.state, now, r.restarting))
+            .collect::<Vec<_>>(),
+    ))
 }
 
 pub async fn inspect(

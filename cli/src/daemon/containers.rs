@@ -112,6 +112,35 @@ impl ContainerService {
         Ok(out)
     }
 
+    /// `GET /containers/json`: the containers `all`, `limit` and `filters` select, newest
+    /// first. Refuses unknown or malformed filters (400) and unknown `before`/`since`
+    /// containers (404).
+    pub fn select(
+        &self,
+        filters: super::filters::Filters,
+        all: bool,
+        limit: Option<i64>,
+    ) -> Result<Vec<super::container_filter::Row>, DaemonError> {
+        let query = super::container_filter::ContainerQuery::new(
+            filters,
+            all,
+            limit,
+            |n| self.find(n),
+            |i| self.store.image(i).ok().map(|i| i.id),
+        )?;
+        let rows = self
+            .list()?
+            .into_iter()
+            .map(|(record, state)| super::container_filter::Row {
+                restarting: self.monitor.is_restarting(&record.id),
+                paused: false,
+                record,
+                state,
+            })
+            .collect();
+        Ok(query.select(rows))
+    }
+
     pub fn counts(&self) -> Result<Counts, DaemonError> {
         let all = self.list()?;
         let running = all

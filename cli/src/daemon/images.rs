@@ -96,30 +96,54 @@ impl ImageService {
             .map_err(DaemonError::from)
     }
 
-    pub async fn list_images(&self) -> ApiResult<Vec<ImageSummary>> {
+    /// `GET /images/json` with Docker's `filters` (see `image_filter`).
+    pub async fn list_images(
+        &self,
+        filters: super::filters::Filters,
+    ) -> ApiResult<Vec<ImageSummary>> {
         let used: Vec<String> = self
             .containers
             .images_in_use()?
             .into_iter()
             .map(|(image, _)| image)
             .collect();
-        Ok(self
-            .store
-            .images()?
-            .into_iter()
-            .map(|i| ImageSummary {
+        let query = super::image_filter::ImageQuery::new(filters, |r| {
+            let i = self
+                .store
+                .image(r)
+                .map_err(|_| DaemonError::NoSuchImage(r.to_string()))?;
+            Ok(unix_time(i.created.as_deref()))
+        })?;
+        let mut out = Vec::new();
+        for i in self.store.images()? {
+            let labels = self
+                .store
+                .image(&i.id)
+                .ok()
+                .and_then(|r| r.config.config().as_ref().and_then(|c| c.labels().clone()))
+                .unwrap_or_default();
+            let row = super::image_filter::ImageRow {
+                tags: i.repo_tags.iter().map(|t| familiar(t)).collect(),
+                created: unix_time(i.created.as_deref()),
+                labels,
+            };
+            let Some(repo_tags) = query.select(&row) else {
+                continue;
+            };
+            out.push(ImageSummary {
                 containers: used.iter().filter(|u| **u == i.id).count() as i64,
                 id: i.id.clone(),
                 parent_id: String::new(),
-                repo_tags: i.repo_tags.iter().map(|t| familiar(t)).collect(),
+                repo_tags,
                 repo_digests: vec![],
-                created: unix_time(i.created.as_deref()),
+                created: row.created,
                 size: i.size as i64,
                 shared_size: -1,
-                labels: Default::default(),
+                labels: row.labels,
                 ..Default::default()
-            })
-            .collect())
+            });
+        }
+        Ok(out)
     }
 
     pub async fn inspect_image(&self, name: &str) -> ApiResult<ImageInspect> {
@@ -324,7 +348,7 @@ impl ImageService {
 
     pub async fn disk_usage(&self) -> ApiResult<serde_json::Value> {
         let cache = self.store.cache_stats()?;
-        let images = self.list_images().await?;
+        let images = self.list_images(Default::default()).await?;
         let volumes: Vec<serde_json::Value> = self
             .containers
             .volumes

@@ -154,7 +154,7 @@ impl Records {
     pub fn all(&self) -> Result<Vec<ContainerRecord>, DaemonError> {
         let conn = self.conn.lock().expect("records lock");
         let mut stmt = conn
-            .prepare("SELECT record FROM containers ORDER BY created DESC")
+            .prepare("SELECT record FROM containers ORDER BY created DESC, rowid DESC")
             .map_err(db_error)?;
         let rows = stmt
             .query_map([], |r| r.get::<_, String>(0))
