@@ -186,6 +186,25 @@ fn ps_and_images_filters_select_as_dockerd() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid filter 'colour'"));
 
+    // Volumes.
+    docker_ok(&d, &["volume", "create", "--label", "keep=yes", "spare"]);
+    let vols = |args: &[&str]| {
+        let mut a = vec!["volume", "ls", "-q"];
+        a.extend_from_slice(args);
+        let mut v: Vec<String> = docker_ok(&d, &a).lines().map(str::to_string).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(vols(&[]), ["fvol", "spare"]);
+    assert_eq!(vols(&["--filter", "dangling=true"]), ["spare"]);
+    assert_eq!(vols(&["--filter", "dangling=false"]), ["fvol"]);
+    assert_eq!(vols(&["--filter", "label=keep=yes"]), ["spare"]);
+    assert_eq!(vols(&["--filter", "name=^fv"]), ["fvol"]);
+    assert_eq!(vols(&["--filter", "driver=local"]).len(), 2);
+    let out = docker_run(&d, &["volume", "ls", "--filter", "colour=red"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid filter 'colour'"));
+
     docker_ok(&d, &["rm", "-f", "fa", "fb", "fc"]);
 }
 

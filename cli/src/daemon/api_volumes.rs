@@ -13,10 +13,22 @@ use super::error::{ApiResult, DaemonError};
 use super::filters::Filters;
 use super::services::Daemon;
 
-pub async fn list(State(d): State<Arc<Daemon>>) -> ApiResult<impl IntoResponse> {
+#[derive(Deserialize, Default)]
+pub struct ListQuery {
+    filters: Option<String>,
+}
+
+pub async fn list(
+    State(d): State<Arc<Daemon>>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<impl IntoResponse> {
+    let filters = Filters::parse(
+        q.filters.as_deref(),
+        &["dangling", "driver", "label", "name"],
+    )?;
     let vols: Vec<serde_json::Value> = d
         .volumes
-        .list()?
+        .select(&filters)?
         .iter()
         .map(|v| d.volumes.view(v))
         .collect();
