@@ -160,16 +160,18 @@ impl ImageService {
             architecture: Some(i.config.architecture().to_string()),
             os: Some(i.config.os().to_string()),
             size: Some(i.size as i64),
-            config: Some(bollard::models::ImageConfig {
-                cmd: cfg.cmd().clone(),
-                entrypoint: cfg.entrypoint().clone(),
-                env: cfg.env().clone(),
-                working_dir: cfg.working_dir().clone(),
-                user: cfg.user().clone(),
-                labels: cfg.labels().clone(),
-                stop_signal: cfg.stop_signal().clone(),
-                ..Default::default()
+            config: Some(super::views::image_config(&cfg)),
+            parent: Some(String::new()),
+            comment: Some(String::new()),
+            docker_version: Some(String::new()),
+            author: Some(String::new()),
+            variant: i.config.variant().clone(),
+            virtual_size: Some(i.size as i64),
+            graph_driver: Some(bollard::models::DriverData {
+                name: "overlay2".to_string(),
+                data: Default::default(),
             }),
+            metadata: Some(Default::default()),
             root_fs: Some(bollard::models::ImageInspectRootFs {
                 typ: "layers".to_string(),
                 layers: Some(i.diff_ids.clone()),

@@ -21,6 +21,7 @@ pub mod exec;
 pub mod exec_bridge;
 pub mod filters;
 pub mod hijack;
+pub mod host_info;
 pub mod image_filter;
 pub mod images;
 pub mod logs_stream;

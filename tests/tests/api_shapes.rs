@@ -1,0 +1,143 @@
+//! Response shapes real clients read: inspect carries Docker's defaults for what the client
+//! left unset, `NetworkSettings.Networks` is always there, `Mounts` is never null, image
+//! inspect's `Config` is whole, `/info` reports memory and kernel features.
+
+use skiff_tests::docker_cli::*;
+use skiff_tests::skip::root_unavailable;
+use skiff_tests::{require, Daemon};
+
+const IMAGE: &str = "127.0.0.1:5999/shapes:1";
+
+#[test]
+fn python_sdk_foreground_run_and_shapes() {
+    require!(
+        "python_sdk_foreground_run_and_shapes",
+        root_unavailable(),
+        sdk_unavailable()
+    );
+    let d = Daemon::start().unwrap();
+    import_busybox(&d, IMAGE, &["ENV A=1", "EXPOSE 8080", "VOLUME /data"]);
+    let (ok, out) = python_sdk(
+        &d,
+        &format!(
+            r#"
+import docker
+c = docker.from_env()
+print(c.containers.run("{IMAGE}", ["echo", "hello"]).decode(), end="")
+print(c.containers.run("{IMAGE}", "echo gone", remove=True).decode(), end="")
+ct = c.containers.list(all=True)[0]
+a = ct.attrs
+print(a["HostConfig"]["LogConfig"]["Type"], a["HostConfig"]["RestartPolicy"]["Name"], a["HostConfig"]["NetworkMode"])
+print(sorted(a["NetworkSettings"]["Networks"]), a["NetworkSettings"]["Ports"])
+print(type(a["Mounts"]).__name__, [m["Destination"] for m in a["Mounts"]])
+ct.remove(v=True)
+print(len(c.containers.list(all=True)))
+try:
+    c.containers.run("{IMAGE}", "sh -c 'exit 7'")
+except docker.errors.ContainerError as e:
+    print("exit", e.exit_status)
+c.containers.prune()
+img = c.images.get("{IMAGE}")
+cfg = img.attrs["Config"]
+print(cfg["Env"], sorted(cfg["ExposedPorts"]), sorted(cfg["Volumes"]), cfg["WorkingDir"] == "", cfg["Tty"])
+info = c.info()
+print(info["MemTotal"] > 0, info["MemoryLimit"], info["PidsLimit"], info["Swarm"]["LocalNodeState"])
+"#
+        ),
+    );
+    assert!(ok, "{out}");
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            "hello",
+            "gone",
+            "json-file no bridge",
+            "['bridge'] {}",
+            "list ['/data']",
+            "0",
+            "exit 7",
+            "['A=1'] ['8080/tcp'] ['/data'] True False",
+            "True True True inactive",
+        ],
+        "{out}"
+    );
+}
+
+#[test]
+fn docker_cli_inspect_templates() {
+    require!(
+        "docker_cli_inspect_templates",
+        root_unavailable(),
+        docker_unavailable()
+    );
+    let d = Daemon::start().unwrap();
+    import_busybox(&d, IMAGE, &[]);
+    docker_ok(
+        &d,
+        &[
+            "run", "-d", "--pull", "never", "--name", "web", IMAGE, "sleep", "60",
+        ],
+    );
+    let ip = docker_ok(
+        &d,
+        &[
+            "inspect",
+            "-f",
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+            "web",
+        ],
+    );
+    let ip: std::net::Ipv4Addr = ip.trim().parse().expect("an IPv4 address");
+    assert!(!ip.is_unspecified());
+    let top = docker_ok(
+        &d,
+        &["inspect", "-f", "{{.NetworkSettings.IPAddress}}", "web"],
+    );
+    assert_eq!(top.trim(), ip.to_string());
+    assert_eq!(
+        docker_ok(
+            &d,
+            &[
+                "inspect",
+                "-f",
+                "{{json .Mounts}} {{.HostConfig.LogConfig.Type}} {{.HostConfig.RestartPolicy.Name}} {{.HostConfig.NetworkMode}}",
+                "web",
+            ],
+        )
+        .trim(),
+        "[] json-file no bridge"
+    );
+    let none = docker_ok(
+        &d,
+        &[
+            "create",
+            "--pull",
+            "never",
+            "--network",
+            "none",
+            IMAGE,
+            "true",
+        ],
+    );
+    assert_eq!(
+        docker_ok(
+            &d,
+            &[
+                "inspect",
+                "-f",
+                "{{range $k, $v := .NetworkSettings.Networks}}{{$k}}={{$v.IPAddress}}{{end}}",
+                none.trim(),
+            ],
+        )
+        .trim(),
+        "none="
+    );
+    // `docker info` finds what it checks and prints no warnings about it.
+    let out = docker(&d).args(["info"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains("WARNING: No"), "{err}");
+    let mem = docker_ok(&d, &["info", "-f", "{{.MemTotal}}"]);
+    assert!(mem.trim().parse::<u64>().unwrap() > 1 << 20, "{mem}");
+    docker_ok(&d, &["rm", "-f", "web", none.trim()]);
+}
