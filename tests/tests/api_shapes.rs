@@ -3,8 +3,9 @@
 //! inspect's `Config` is whole, `/info` reports memory and kernel features.
 
 use skiff_tests::docker_cli::*;
+use skiff_tests::registry::registry_unavailable;
 use skiff_tests::skip::root_unavailable;
-use skiff_tests::{require, Daemon};
+use skiff_tests::{require, Daemon, Registry};
 
 const IMAGE: &str = "127.0.0.1:5999/shapes:1";
 
@@ -140,4 +141,83 @@ fn docker_cli_inspect_templates() {
     let mem = docker_ok(&d, &["info", "-f", "{{.MemTotal}}"]);
     assert!(mem.trim().parse::<u64>().unwrap() > 1 << 20, "{mem}");
     docker_ok(&d, &["rm", "-f", "web", none.trim()]);
+}
+
+#[test]
+fn push_pull_lines_repo_digests_and_rmi_untag() {
+    require!(
+        "push_pull_lines_repo_digests_and_rmi_untag",
+        root_unavailable(),
+        registry_unavailable(),
+        docker_unavailable()
+    );
+    let reg = Registry::start().unwrap();
+    let d = Daemon::start().unwrap();
+    let image = format!("{}/shapes:v2", reg.host());
+    import_busybox(&d, &image, &[]);
+    let repo_digests = |r: &str| docker_ok(&d, &["inspect", "-f", "{{json .RepoDigests}}", r]);
+    assert_eq!(
+        repo_digests(&image).trim(),
+        "[]",
+        "an import has no registry digest"
+    );
+
+    let out = docker_ok(&d, &["push", &image]);
+    assert!(
+        out.contains(&format!(
+            "The push refers to repository [{}/shapes]",
+            reg.host()
+        )),
+        "{out}"
+    );
+    let digest = out
+        .split("v2: digest: ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no `v2: digest:` line in {out}"))
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(digest.starts_with("sha256:"), "{out}");
+    let expected = format!("[\"{}/shapes@{digest}\"]", reg.host());
+    assert_eq!(repo_digests(&image).trim(), expected);
+
+    let out = docker_ok(&d, &["pull", &image]);
+    assert!(
+        out.contains(&format!("Status: Image is up to date for {image}")),
+        "{out}"
+    );
+    docker_ok(&d, &["rmi", &image]);
+    let out = docker_ok(&d, &["pull", &image]);
+    assert!(
+        out.contains(&format!("Status: Downloaded newer image for {image}")),
+        "{out}"
+    );
+    assert_eq!(repo_digests(&image).trim(), expected);
+    let listed = docker_ok(
+        &d,
+        &["images", "--digests", "--format", "{{.Digest}}", &image],
+    );
+    assert_eq!(listed.trim(), digest);
+
+    // rmi of one of several tags only untags, even while a container uses the image.
+    let extra = format!("{}/shapes:extra", reg.host());
+    docker_ok(&d, &["tag", &image, &extra]);
+    docker_ok(
+        &d,
+        &[
+            "create", "--pull", "never", "--name", "user", &image, "true",
+        ],
+    );
+    let out = docker_ok(&d, &["rmi", &extra]);
+    assert_eq!(out.trim(), format!("Untagged: {extra}"));
+    // The last tag of an image in use is refused.
+    let out = docker_run(&d, &["rmi", &image]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is using its referenced image"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    docker_ok(&d, &["rm", "user"]);
 }

@@ -96,6 +96,18 @@ impl ImageService {
             .map_err(DaemonError::from)
     }
 
+    /// Docker's `RepoDigests` (familiar `repo@sha256:...` names the image was pulled or
+    /// pushed as).
+    fn repo_digests(&self, id: &str) -> Vec<String> {
+        match self.store.repo_digests(id) {
+            Ok(d) => d.iter().map(|n| familiar(n)).collect(),
+            Err(e) => {
+                tracing::warn!(id, "reading repo digests: {e}");
+                Vec::new()
+            }
+        }
+    }
+
     /// `GET /images/json` with Docker's `filters` (see `image_filter`).
     pub async fn list_images(
         &self,
@@ -135,7 +147,7 @@ impl ImageService {
                 id: i.id.clone(),
                 parent_id: String::new(),
                 repo_tags,
-                repo_digests: vec![],
+                repo_digests: self.repo_digests(&i.id),
                 created: row.created,
                 size: i.size as i64,
                 shared_size: -1,
@@ -155,7 +167,7 @@ impl ImageService {
         Ok(ImageInspect {
             id: Some(i.id.clone()),
             repo_tags: Some(i.repo_tags.iter().map(|t| familiar(t)).collect()),
-            repo_digests: Some(vec![]),
+            repo_digests: Some(self.repo_digests(&i.id)),
             created: i.created.clone(),
             architecture: Some(i.config.architecture().to_string()),
             os: Some(i.config.os().to_string()),
@@ -202,6 +214,7 @@ impl ImageService {
                 let _ = progress_tx.try_send(v);
             });
         let before = self.store.bytes_downloaded();
+        let had = self.store.image(&reference).ok().map(|i| i.id);
         match self.store.pull(&reference, &*progress).await {
             Ok(img) => {
                 let fetched = self.store.bytes_downloaded().saturating_sub(before);
@@ -219,7 +232,13 @@ impl ImageService {
                         .await;
                 }
                 let _ = tx
-                    .send(json!({"status": format!("Status: Downloaded newer image for {reference}")}))
+                    .send(
+                        json!({"status": if had.as_deref() == Some(img.id.as_str()) {
+                            format!("Status: Image is up to date for {reference}")
+                        } else {
+                            format!("Status: Downloaded newer image for {reference}")
+                        }}),
+                    )
                     .await;
                 tracing::info!(reference = %reference, id = %img.id, lazy, fetched, "pulled image");
             }
@@ -261,10 +280,22 @@ impl ImageService {
     }
 
     pub async fn push_image_stream(&self, reference: String, tx: Sender<serde_json::Value>) {
+        let parsed = skiff_store::ImageReference::parse(&reference).ok();
+        if let Some(r) = &parsed {
+            let _ = tx
+                .send(json!({"status": format!("The push refers to repository [{}]", r.name())}))
+                .await;
+        }
         match self.store.push(&reference).await {
             Ok(digest) => {
+                let tag = parsed
+                    .and_then(|r| r.tag)
+                    .unwrap_or_else(|| "latest".to_string());
                 let _ = tx
-                    .send(json!({"status": format!("latest: digest: {digest}")}))
+                    .send(json!({"status": format!("{tag}: digest: {digest}")}))
+                    .await;
+                let _ = tx
+                    .send(json!({"progressDetail": {}, "aux": {"Tag": tag, "Digest": digest}}))
                     .await;
             }
             Err(e) => {
@@ -282,8 +313,17 @@ impl ImageService {
             .store
             .image(name)
             .map_err(|_| DaemonError::NoSuchImage(name.to_string()))?;
+        // Removing one of several tags only untags, even while containers use the image.
+        let untag_only = img.repo_tags.len() > 1
+            && skiff_store::ImageReference::parse(name)
+                .ok()
+                .and_then(|r| r.tagged())
+                .is_some_and(|t| img.repo_tags.contains(&t));
         let users = self.containers.images_in_use()?;
-        if let Some((_, cid)) = users.iter().find(|(image, _)| *image == img.id) {
+        if let Some((_, cid)) = users
+            .iter()
+            .find(|(image, _)| *image == img.id && !untag_only)
+        {
             if !force || self.containers.state(cid)?.status == skiff_runtime::state::Status::Running
             {
                 return Err(DaemonError::ImageInUse {
