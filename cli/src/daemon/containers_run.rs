@@ -46,6 +46,17 @@ impl ContainerService {
                 _ => format!("failed to start container: {e}"),
             };
             tracing::info!(id = %&r.id[..12], "start failed: {msg}");
+            // As dockerd: a `--rm` container goes when its start fails, so `wait
+            // ?condition=removed` (what `run --rm` waits on) ends.
+            if r.spec.host.auto_remove {
+                let code = self.state(&r.id).ok().and_then(|s| s.exit_code);
+                self.monitor
+                    .note_exit(&r.id, code.unwrap_or(e.exit_code().max(1)));
+                if let Err(e) = self.remove(r, true, true).await {
+                    tracing::warn!(id = %&r.id[..12], "auto-remove after a failed start: {e}");
+                    self.monitor.note_removal_failed(&r.id);
+                }
+            }
             return Err(DaemonError::StartFailed(msg));
         }
         tracing::info!(id = %&r.id[..12], "started container");

@@ -86,6 +86,23 @@ impl Monitor {
         self.removed.notify_waiters();
     }
 
+    /// Keeps the exit code of a container about to be auto-removed, for late waiters.
+    pub fn note_exit(&self, id: &str, code: i32) {
+        self.last_exit
+            .lock()
+            .expect("monitor lock")
+            .insert(id.to_string(), code);
+    }
+
+    /// Ends the `removed` waits of a container whose auto-removal failed.
+    pub fn note_removal_failed(&self, id: &str) {
+        self.removal_failed
+            .lock()
+            .expect("monitor lock")
+            .insert(id.to_string());
+        self.removed.notify_waiters();
+    }
+
     /// Waits until the container has exited (blocking on its shim's socket, which answers
     /// at the exit); returns its exit code.
     pub async fn wait_exit(&self, id: &str) -> i32 {
@@ -164,17 +181,10 @@ async fn watch_one(c: Arc<ContainerService>, id: String) {
             continue; // started again by a user meanwhile
         }
         if r.spec.host.auto_remove {
-            m.last_exit
-                .lock()
-                .expect("monitor lock")
-                .insert(id.clone(), code);
+            m.note_exit(&id, code);
             if let Err(e) = c.remove(&r, true, true).await {
                 tracing::warn!(id = %&id[..12], "auto-remove: {e}");
-                m.removal_failed
-                    .lock()
-                    .expect("monitor lock")
-                    .insert(id.clone());
-                m.removed.notify_waiters();
+                m.note_removal_failed(&id);
             }
             break;
         }

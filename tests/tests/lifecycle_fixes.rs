@@ -1,0 +1,61 @@
+//! Lifecycle details real clients depend on: `run --rm` of a missing command exits 127 and
+//! leaves nothing behind, published ports are released on stop and bound again on start,
+//! `logs --until`, `version` without a daemon.
+
+use std::time::{Duration, Instant};
+
+use skiff_tests::docker_cli::*;
+use skiff_tests::skip::root_unavailable;
+use skiff_tests::{require, Daemon};
+
+const IMAGE: &str = "127.0.0.1:5999/life:1";
+
+/// Interfaces enslaved to the test daemon's bridge, and its pinned namespaces.
+fn attachments(d: &Daemon) -> (usize, usize) {
+    let bridge = d.bridge().expect("the test daemon has its own bridge");
+    let out = std::process::Command::new("ip")
+        .args(["-o", "link", "show", "master", bridge])
+        .output()
+        .unwrap();
+    let veths = String::from_utf8_lossy(&out.stdout).lines().count();
+    let netns = std::fs::read_dir(d.exec_root.join("netns"))
+        .map(|rd| rd.count())
+        .unwrap_or(0);
+    (veths, netns)
+}
+
+#[test]
+fn run_rm_of_a_missing_command_exits_127_and_leaves_nothing() {
+    require!(
+        "run_rm_of_a_missing_command_exits_127_and_leaves_nothing",
+        root_unavailable(),
+        docker_unavailable()
+    );
+    let d = Daemon::start().unwrap();
+    import_busybox(&d, IMAGE, &[]);
+    // A first run sets up the bridge (and a spare attachment, a bounded cache).
+    docker_ok(&d, &["run", "--rm", "--pull", "never", IMAGE, "true"]);
+    let baseline = attachments(&d);
+    for _ in 0..3 {
+        let t = Instant::now();
+        let out = docker(&d)
+            .args(["run", "--rm", "--pull", "never", IMAGE, "/no/such"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(127), "{err}");
+        assert!(err.contains("executable file not found"), "{err}");
+        assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    }
+    assert_eq!(docker_ok(&d, &["ps", "-aq"]).trim(), "");
+    assert_eq!(attachments(&d), baseline);
+
+    // Without --rm the failed container stays, exited with 127.
+    let out = docker_run(&d, &["run", "--pull", "never", "--name", "kept", IMAGE, "/no/such"]);
+    assert_eq!(out.status.code(), Some(127));
+    assert_eq!(
+        docker_ok(&d, &["inspect", "-f", "{{.State.ExitCode}}", "kept"]).trim(),
+        "127"
+    );
+    docker_ok(&d, &["rm", "kept"]);
+}
