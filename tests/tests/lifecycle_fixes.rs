@@ -51,11 +51,71 @@ fn run_rm_of_a_missing_command_exits_127_and_leaves_nothing() {
     assert_eq!(attachments(&d), baseline);
 
     // Without --rm the failed container stays, exited with 127.
-    let out = docker_run(&d, &["run", "--pull", "never", "--name", "kept", IMAGE, "/no/such"]);
+    let out = docker_run(
+        &d,
+        &[
+            "run", "--pull", "never", "--name", "kept", IMAGE, "/no/such",
+        ],
+    );
     assert_eq!(out.status.code(), Some(127));
     assert_eq!(
         docker_ok(&d, &["inspect", "-f", "{{.State.ExitCode}}", "kept"]).trim(),
         "127"
     );
     docker_ok(&d, &["rm", "kept"]);
+}
+
+#[test]
+fn published_ports_are_freed_on_stop_and_bound_again_on_start() {
+    require!(
+        "published_ports_are_freed_on_stop_and_bound_again_on_start",
+        root_unavailable(),
+        docker_unavailable()
+    );
+    let d = Daemon::start().unwrap();
+    import_busybox(&d, IMAGE, &[]);
+    // A free port, chosen by the kernel.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let publish = format!("127.0.0.1:{port}:80");
+    docker_ok(
+        &d,
+        &[
+            "run", "-d", "--pull", "never", "--name", "web", "-p", &publish, IMAGE, "sleep", "300",
+        ],
+    );
+    let bind = || std::net::TcpListener::bind(("127.0.0.1", port));
+    assert!(bind().is_err(), "the running container holds its port");
+    docker_ok(&d, &["stop", "-t", "0", "web"]);
+    drop(bind().expect("a stopped container frees its port"));
+    docker_ok(&d, &["start", "web"]);
+    assert!(bind().is_err(), "start binds the port again");
+    assert_eq!(
+        docker_ok(&d, &["port", "web", "80"]).trim(),
+        format!("127.0.0.1:{port}")
+    );
+    // Taken meanwhile: start is refused, naming the port.
+    docker_ok(&d, &["stop", "-t", "0", "web"]);
+    let holder = bind().unwrap();
+    let out = docker_run(&d, &["start", "web"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&port.to_string()), "{err}");
+    drop(holder);
+    docker_ok(&d, &["start", "web"]);
+    // An exit nobody asked for frees the port too.
+    docker_ok(&d, &["kill", "web"]);
+    docker_ok(&d, &["wait", "web"]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while bind().is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the port was not freed after the exit"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    docker_ok(&d, &["rm", "-f", "web"]);
 }

@@ -32,6 +32,11 @@ impl ContainerService {
             updated.restart_count = 0;
             self.records.update(&updated)?;
         }
+        // Ports are freed while a container is stopped (see the monitor): bound again now.
+        self.network.publish(&r.id).await.map_err(|e| match e {
+            skiff_runtime::RuntimeError::PortInUse { .. } => DaemonError::PortInUse(Box::new(e)),
+            e => DaemonError::runtime("publishing ports", e),
+        })?;
         let dir = self.dir(&r.id);
         let res = tokio::task::spawn_blocking(move || skiff_runtime::start(&dir))
             .await
@@ -56,6 +61,8 @@ impl ContainerService {
                     tracing::warn!(id = %&r.id[..12], "auto-remove after a failed start: {e}");
                     self.monitor.note_removal_failed(&r.id);
                 }
+            } else if let Err(e) = self.network.unpublish(&r.id).await {
+                tracing::warn!(id = %&r.id[..12], "freeing published ports: {e}");
             }
             return Err(DaemonError::StartFailed(msg));
         }
@@ -114,6 +121,11 @@ impl ContainerService {
             .await
             .map_err(DaemonError::join)?
             .map_err(|e| DaemonError::runtime(format!("stopping {}", r.name), e))?;
+        // Freed before answering, so the client may bind the port at once (the monitor
+        // does it too, for exits nobody asked for).
+        if let Err(e) = self.network.unpublish(&r.id).await {
+            tracing::warn!(id = %&r.id[..12], "freeing published ports: {e}");
+        }
         tracing::info!(id = %&r.id[..12], "stopped container");
         Ok(true)
     }

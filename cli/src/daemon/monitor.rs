@@ -180,6 +180,10 @@ async fn watch_one(c: Arc<ContainerService>, id: String) {
         if st.status != Status::Exited {
             continue; // started again by a user meanwhile
         }
+        // As dockerd: a stopped container holds no host port (start binds them again).
+        if let Err(e) = c.network.unpublish(&id).await {
+            tracing::warn!(id = %&id[..12], "freeing published ports: {e}");
+        }
         if r.spec.host.auto_remove {
             m.note_exit(&id, code);
             if let Err(e) = c.remove(&r, true, true).await {
