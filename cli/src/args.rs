@@ -12,9 +12,11 @@ use clap::{Args, Parser, Subcommand};
     disable_help_subcommand = true
 )]
 pub struct Cli {
-    /// Daemon socket to connect to (unix:///path or a path).
-    #[arg(short = 'H', long = "host", env = "SKIFF_HOST", global = true)]
-    pub host: Option<String>,
+    /// Clients: the daemon socket to connect to (unix:///path or a path; else $SKIFF_HOST).
+    /// `skiff daemon`: a socket to listen on, repeatable [default:
+    /// unix://<exec-root>/skiff.sock]; $SKIFF_HOST never applies to the daemon.
+    #[arg(short = 'H', long = "host", global = true, action = clap::ArgAction::Append)]
+    pub host: Vec<String>,
 
     /// Volatile state root (socket, mounts); used to find the socket when -H is not given
     /// [default: /run/skiff, or the daemon config file's exec-root].
@@ -353,6 +355,9 @@ pub struct LogsArgs {
     /// Show logs since timestamp (e.g. 2013-01-02T13:23:37Z) or relative (e.g. 42m).
     #[arg(long)]
     pub since: Option<String>,
+    /// Show logs before a timestamp (e.g. 2013-01-02T13:23:37Z) or relative (e.g. 42m).
+    #[arg(long)]
+    pub until: Option<String>,
     pub container: String,
 }
 

@@ -119,3 +119,120 @@ fn published_ports_are_freed_on_stop_and_bound_again_on_start() {
     }
     docker_ok(&d, &["rm", "-f", "web"]);
 }
+
+#[test]
+fn logs_until_bounds_the_output() {
+    require!(
+        "logs_until_bounds_the_output",
+        root_unavailable(),
+        docker_unavailable()
+    );
+    let d = Daemon::start().unwrap();
+    import_busybox(&d, IMAGE, &[]);
+    docker_ok(
+        &d,
+        &[
+            "run",
+            "--pull",
+            "never",
+            "--name",
+            "talk",
+            IMAGE,
+            "sh",
+            "-c",
+            "echo early; sleep 1.5; echo late",
+        ],
+    );
+    let ts = docker_ok(&d, &["logs", "-t", "talk"]);
+    let late = ts
+        .lines()
+        .find(|l| l.ends_with(" late"))
+        .unwrap_or_else(|| panic!("{ts}"))
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_string();
+    let late = chrono::DateTime::parse_from_rfc3339(&late).unwrap();
+    let before_late = (late - chrono::Duration::milliseconds(500)).to_rfc3339();
+    assert_eq!(
+        docker_ok(&d, &["logs", "--until", &before_late, "talk"]),
+        "early\n"
+    );
+    assert_eq!(
+        docker_ok(&d, &["logs", "--since", &before_late, "talk"]),
+        "late\n"
+    );
+    assert_eq!(d.ok(&["logs", "--until", &before_late, "talk"]), "early\n");
+    docker_ok(&d, &["rm", "talk"]);
+}
+
+#[test]
+fn version_without_a_daemon_fails_and_daemon_listens_where_h_says() {
+    require!(
+        "version_without_a_daemon_fails_and_daemon_listens_where_h_says",
+        root_unavailable()
+    );
+    let bin = skiff_tests::binary::skiff_bin();
+    let dir = tempfile::tempdir().unwrap();
+    let nowhere = format!("unix://{}", dir.path().join("none.sock").display());
+    let out = std::process::Command::new(&bin)
+        .args(["-H", &nowhere, "version"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Client:"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Cannot connect"));
+
+    // Two sockets from -H; SKIFF_HOST (a client setting) is not where the daemon listens.
+    let cfg = dir.path().join("daemon.json");
+    std::fs::write(&cfg, "{}").unwrap();
+    let a = dir.path().join("a.sock");
+    let b = dir.path().join("b.sock");
+    let mut child = std::process::Command::new(&bin)
+        .env("SKIFF_HOST", &nowhere)
+        .arg("--exec-root")
+        .arg(dir.path().join("run"))
+        .args(["daemon", "--data-root"])
+        .arg(dir.path().join("data"))
+        .arg("--config-file")
+        .arg(&cfg)
+        .args(["--bridge", "skh15", "--bip", "172.29.250.0/24"])
+        .arg("-H")
+        .arg(format!("unix://{}", a.display()))
+        .arg("-H")
+        .arg(&b)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !(a.exists() && b.exists()) {
+        assert!(
+            Instant::now() < deadline,
+            "the daemon did not listen on both sockets"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for s in [&a, &b] {
+        let out = std::process::Command::new(&bin)
+            .arg("-H")
+            .arg(s)
+            .arg("version")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("Server: skiff"));
+    }
+    assert!(!dir.path().join("none.sock").exists());
+    assert!(!dir.path().join("run/skiff.sock").exists());
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    child.wait().unwrap();
+    assert!(!a.exists() && !b.exists(), "sockets are removed at exit");
+}

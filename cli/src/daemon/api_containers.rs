@@ -244,8 +244,23 @@ pub struct LogsQuery {
     stdout: Option<String>,
     stderr: Option<String>,
     since: Option<String>,
+    until: Option<String>,
     timestamps: Option<String>,
     tail: Option<String>,
+}
+
+/// A `since`/`until` of logs (0 or absent: unbounded); malformed ones are refused.
+fn log_time(
+    name: &str,
+    v: Option<&str>,
+) -> Result<Option<chrono::DateTime<chrono::Utc>>, super::error::DaemonError> {
+    let Some(v) = v.filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    let nanos = super::time_arg::parse_nanos(v).ok_or_else(|| {
+        super::error::DaemonError::Invalid(format!("invalid {name} {v:?}: not a timestamp"))
+    })?;
+    Ok((nanos > 0).then(|| chrono::DateTime::from_timestamp_nanos(nanos as i64)))
 }
 
 pub async fn logs(
@@ -261,11 +276,8 @@ pub async fn logs(
         stderr: flag(&q.stderr),
         timestamps: flag(&q.timestamps),
         tail: q.tail.as_deref().and_then(|t| t.parse().ok()),
-        since: q
-            .since
-            .as_deref()
-            .and_then(|s| s.split('.').next().and_then(|s| s.parse::<i64>().ok()))
-            .filter(|s| *s > 0),
+        since: log_time("since", q.since.as_deref())?,
+        until: log_time("until", q.until.as_deref())?,
     };
     let body = super::logs_stream::stream(d.containers.dir(&r.id), opts, tty)?;
     let content_type = if tty {

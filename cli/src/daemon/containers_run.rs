@@ -53,10 +53,13 @@ impl ContainerService {
             tracing::info!(id = %&r.id[..12], "start failed: {msg}");
             // As dockerd: a `--rm` container goes when its start fails, so `wait
             // ?condition=removed` (what `run --rm` waits on) ends.
+            // The shim records the exit (127, 126) as it goes: answer once it has, so an
+            // inspect right after shows it.
+            let code = tokio::time::timeout(Duration::from_secs(2), self.monitor.wait_exit(&r.id))
+                .await
+                .unwrap_or(e.exit_code());
             if r.spec.host.auto_remove {
-                let code = self.state(&r.id).ok().and_then(|s| s.exit_code);
-                self.monitor
-                    .note_exit(&r.id, code.unwrap_or(e.exit_code().max(1)));
+                self.monitor.note_exit(&r.id, code);
                 if let Err(e) = self.remove(r, true, true).await {
                     tracing::warn!(id = %&r.id[..12], "auto-remove after a failed start: {e}");
                     self.monitor.note_removal_failed(&r.id);

@@ -52,7 +52,9 @@ use anyhow::{bail, Context, Result};
 use crate::args::DaemonArgs;
 use paths::{create_private_dir, Paths};
 
-pub async fn run(args: DaemonArgs, exec_root: Option<PathBuf>, host: Option<String>) -> Result<()> {
+/// Runs the daemon, listening on every `hosts` socket (`unix:///path` or a path; none:
+/// `<exec-root>/skiff.sock`).
+pub async fn run(args: DaemonArgs, exec_root: Option<PathBuf>, hosts: Vec<String>) -> Result<()> {
     let explicit = (args.config_file != std::path::Path::new(config::DEFAULT_CONFIG_FILE))
         .then_some(args.config_file.as_path());
     let (file, file_path) = config::read_file(explicit)?;
@@ -71,7 +73,14 @@ pub async fn run(args: DaemonArgs, exec_root: Option<PathBuf>, host: Option<Stri
     if !nix::unistd::geteuid().is_root() {
         bail!("skiff daemon must run as root (it mounts FUSE and overlay filesystems and creates namespaces and cgroups)");
     }
-    let socket = crate::client::connect::socket_path(host.as_deref(), &cfg.exec_root)?;
+    let sockets = if hosts.is_empty() {
+        vec![cfg.exec_root.join("skiff.sock")]
+    } else {
+        hosts
+            .iter()
+            .map(|h| crate::client::connect::socket_path(Some(h), &cfg.exec_root))
+            .collect::<Result<Vec<_>>>()?
+    };
     if let Some(f) = &cfg.file {
         tracing::info!(file = %f.display(), "read daemon settings");
     }
@@ -80,9 +89,14 @@ pub async fn run(args: DaemonArgs, exec_root: Option<PathBuf>, host: Option<Stri
         create_private_dir(&d).with_context(|| format!("creating {}", d.display()))?;
     }
     let daemon = Arc::new(services::Daemon::open(paths, &cfg).await?);
-    let listener = server::bind(&socket).await?;
-    tracing::info!(socket = %socket.display(), data_root = %cfg.data_root.display(), "skiff daemon listening");
-    let shutdown = async {
+    let mut listeners = Vec::new();
+    for socket in &sockets {
+        listeners.push(server::bind(socket).await?);
+        tracing::info!(socket = %socket.display(), data_root = %cfg.data_root.display(), "skiff daemon listening");
+    }
+    let stop = tokio_util::sync::CancellationToken::new();
+    let signals = stop.clone();
+    tokio::spawn(async move {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("SIGTERM handler");
         tokio::select! {
@@ -90,9 +104,20 @@ pub async fn run(args: DaemonArgs, exec_root: Option<PathBuf>, host: Option<Stri
             _ = tokio::signal::ctrl_c() => {},
         }
         tracing::info!("shutting down");
-    };
-    server::serve(listener, daemon.clone(), shutdown).await?;
+        signals.cancel();
+    });
+    let servers = listeners.into_iter().map(|listener| {
+        let stop = stop.clone();
+        server::serve(
+            listener,
+            daemon.clone(),
+            async move { stop.cancelled().await },
+        )
+    });
+    futures::future::try_join_all(servers).await?;
     daemon.shutdown().await;
-    let _ = std::fs::remove_file(&socket);
+    for socket in &sockets {
+        let _ = std::fs::remove_file(socket);
+    }
     Ok(())
 }
