@@ -140,6 +140,16 @@ fn docker_cli_inspect_templates() {
     assert!(!err.contains("WARNING: No"), "{err}");
     let mem = docker_ok(&d, &["info", "-f", "{{.MemTotal}}"]);
     assert!(mem.trim().parse::<u64>().unwrap() > 1 << 20, "{mem}");
+    let df = docker_ok(&d, &["system", "df", "-v"]);
+    assert!(!df.contains("years ago"), "{df}");
+    let web_row = df
+        .lines()
+        .find(|l| l.trim_end().ends_with(" web"))
+        .unwrap_or_else(|| panic!("{df}"));
+    assert!(
+        web_row.contains("\"sleep 60\"") && web_row.contains("Up "),
+        "{web_row}"
+    );
     docker_ok(&d, &["rm", "-f", "web", none.trim()]);
 }
 

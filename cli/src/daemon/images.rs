@@ -396,14 +396,33 @@ impl ImageService {
             .volumes
             .list()?
             .iter()
-            .map(|v| self.containers.volumes.view(v))
+            .map(|v| {
+                let mut view = self.containers.volumes.view(v);
+                let dir = self.containers.volumes.data_dir(&v.name);
+                let users = self
+                    .containers
+                    .volumes
+                    .users(&v.name)
+                    .map_or(0, |u| u.len());
+                view["UsageData"] = json!({
+                    "Size": super::containers::dir_size(&dir),
+                    "RefCount": users,
+                });
+                view
+            })
             .collect();
+        let now = chrono::Utc::now();
         let mut containers = Vec::new();
         for (r, st) in self.containers.list()? {
-            containers.push(json!({
-                "Id": r.id, "Names": [format!("/{}", r.name)], "Image": r.image,
-                "State": st.status.to_string(), "SizeRw": self.containers.disk_usage(&r.id),
-            }));
+            let restarting = self.containers.monitor.is_restarting(&r.id);
+            let mut row = serde_json::to_value(super::views::summary(&r, &st, now, restarting))
+                .unwrap_or_default();
+            row["SizeRw"] = json!(self.containers.disk_usage(&r.id));
+            row["SizeRootFs"] = json!(
+                self.containers.disk_usage(&r.id)
+                    + self.store.image(&r.image_id).map_or(0, |i| i.size)
+            );
+            containers.push(row);
         }
         Ok(json!({
             "LayersSize": images.iter().map(|i| i.size).sum::<i64>(),
@@ -414,6 +433,12 @@ impl ImageService {
                 "ID": "skiff-chunk-cache", "Type": "regular", "InUse": false, "Shared": true,
                 "Description": "zstd:chunked chunk cache", "Size": cache.disk_bytes,
                 "UsageCount": cache.chunks,
+                // The cache lives as long as the data root; it is used by every lazy read.
+                "CreatedAt": std::fs::metadata(&self.paths.data_root)
+                    .and_then(|m| m.created().or_else(|_| m.modified()))
+                    .map(|t| chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339())
+                    .unwrap_or_default(),
+                "LastUsedAt": chrono::Utc::now().to_rfc3339(),
             }],
         }))
     }
