@@ -78,6 +78,18 @@ pub enum Command {
     /// Manage volumes.
     #[command(subcommand)]
     Volume(VolumeCommand),
+    /// Rename a container.
+    Rename(RenameArgs),
+    /// Pause all processes within one or more containers.
+    Pause(ContainersArgs),
+    /// Unpause all processes within one or more containers.
+    Unpause(ContainersArgs),
+    /// Display the running processes of a container.
+    Top(TopArgs),
+    /// Display a live stream of container resource usage statistics.
+    Stats(StatsArgs),
+    /// Update configuration of one or more containers.
+    Update(UpdateArgs),
     /// Show the skiff version information.
     Version,
     /// Display system-wide information.
@@ -307,6 +319,49 @@ pub struct StartArgs {
     /// Attach container's STDIN.
     #[arg(short = 'i', long)]
     pub interactive: bool,
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct RenameArgs {
+    pub container: String,
+    pub new_name: String,
+}
+
+#[derive(Args, Debug)]
+pub struct TopArgs {
+    pub container: String,
+    /// `ps` options (default `-ef`).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub ps_args: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct StatsArgs {
+    /// Print one sample and exit.
+    #[arg(long)]
+    pub no_stream: bool,
+    /// Show all containers (default shows just running).
+    #[arg(short = 'a', long)]
+    pub all: bool,
+    pub containers: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct UpdateArgs {
+    /// Memory limit (e.g. 64m).
+    #[arg(short = 'm', long)]
+    pub memory: Option<String>,
+    /// Number of CPUs.
+    #[arg(long)]
+    pub cpus: Option<f64>,
+    /// Tune container pids limit.
+    #[arg(long)]
+    pub pids_limit: Option<i64>,
+    /// Restart policy (no, always, unless-stopped, on-failure[:N]).
+    #[arg(long)]
+    pub restart: Option<String>,
     #[arg(required = true)]
     pub containers: Vec<String>,
 }

@@ -110,6 +110,12 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Volume(VolumeCommand::Rm(a)) => volumes::rm(d, a).await,
         Command::Volume(VolumeCommand::Prune(a)) => volumes::prune(d, a).await,
         Command::System(SystemCommand::Info) | Command::Info => system::info(d).await,
+        Command::Rename(a) => ops::rename(d, a).await,
+        Command::Pause(a) => ops::pause(d, a, true).await,
+        Command::Unpause(a) => ops::pause(d, a, false).await,
+        Command::Top(a) => ops::top(d, a).await,
+        Command::Stats(a) => ops::stats(d, &socket, a).await,
+        Command::Update(a) => ops::update(d, a).await,
         Command::Daemon(_)
         | Command::Bench(_)
         | Command::Version

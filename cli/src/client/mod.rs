@@ -9,6 +9,7 @@ pub mod images;
 pub mod inspect;
 pub mod lifecycle;
 pub mod logs;
+pub mod ops;
 pub mod profiles;
 pub mod ps;
 pub mod run;

@@ -83,7 +83,14 @@ pub async fn list(
     let rows = d.containers.select(filters, flag(&q.all), q.limit)?;
     Ok(Json(
         rows.iter()
-            .map(|r| views::summary(&r.record, &r.state, now, r.restarting))
+            .map(|r| {
+                let mut row = views::summary(&r.record, &r.state, now, r.restarting);
+                if r.paused {
+                    row.state = Some("paused".to_string());
+                    row.status = row.status.map(|s| format!("{s} (Paused)"));
+                }
+                row
+            })
             .collect::<Vec<_>>(),
     ))
 }

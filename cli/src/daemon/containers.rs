@@ -37,7 +37,7 @@ pub struct ContainerService {
     /// The daemon's default log driver and options (daemon.json `log-driver`, `log-opts`).
     pub(super) log_defaults: (String, std::collections::BTreeMap<String, String>),
     /// Serializes create/remove so names and mounts stay consistent.
-    lifecycle: tokio::sync::Mutex<()>,
+    pub(super) lifecycle: tokio::sync::Mutex<()>,
 }
 
 /// `(total, running, stopped)` container counts, for `/info`.
@@ -133,7 +133,7 @@ impl ContainerService {
             .into_iter()
             .map(|(record, state)| super::container_filter::Row {
                 restarting: self.monitor.is_restarting(&record.id),
-                paused: false,
+                paused: self.is_paused(&record.id, &state),
                 record,
                 state,
             })
@@ -373,6 +373,7 @@ impl ContainerService {
     ) -> Result<(), DaemonError> {
         let st = self.state(&r.id)?;
         Lifecycle::new(r, &st).can_remove(force)?;
+        self.thaw_if_paused(r).await;
         let dir = self.dir(&r.id);
         let removal = tokio::task::spawn_blocking(move || skiff_runtime::remove_detached(&dir))
             .await

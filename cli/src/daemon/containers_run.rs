@@ -113,6 +113,8 @@ impl ContainerService {
         if !Lifecycle::new(r, &st).can_stop() {
             return Ok(false);
         }
+        // Frozen processes would not see the signal: thawed first, as dockerd does.
+        self.thaw_if_paused(r).await;
         let sig = parse_signal(
             signal
                 .or(r.spec.stop_signal.as_deref())
@@ -138,6 +140,7 @@ impl ContainerService {
         let st = self.state(&r.id)?;
         Lifecycle::new(r, &st).can_kill()?;
         self.mark_stopped_by_user(r)?;
+        self.thaw_if_paused(r).await;
         skiff_runtime::kill(&self.dir(&r.id), sig)
             .map_err(|e| DaemonError::runtime(format!("killing {}", r.name), e))
     }

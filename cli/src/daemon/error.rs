@@ -37,6 +37,10 @@ pub enum DaemonError {
     NameInUse { name: String, id: String },
     #[error("Container {id} is not running")]
     NotRunning { id: String },
+    #[error("Container {id} is already paused")]
+    AlreadyPaused { id: String },
+    #[error("Container {id} is not paused")]
+    NotPaused { id: String },
     #[error("Cannot kill container: {name}: Container {id} is not running")]
     KillNotRunning { name: String, id: String },
     #[error("You cannot remove a running container {id}. Stop the container before attempting removal or force remove")]
@@ -127,6 +131,8 @@ pub fn status(e: &DaemonError) -> StatusCode {
         }
         E::NameInUse { .. }
         | E::NotRunning { .. }
+        | E::AlreadyPaused { .. }
+        | E::NotPaused { .. }
         | E::KillNotRunning { .. }
         | E::RemoveRunning { .. }
         | E::ExecAlreadyRan(_)

@@ -2,6 +2,7 @@
 //! containers, serving the Docker Engine API on a Unix socket.
 
 pub mod api_containers;
+pub mod api_containers_ops;
 pub mod api_exec;
 pub mod api_images;
 pub mod api_profiles;
@@ -12,6 +13,7 @@ pub mod changes;
 pub mod config;
 pub mod container_filter;
 pub mod containers;
+pub mod containers_ops;
 pub mod containers_run;
 pub mod convert;
 pub mod create_fields;
@@ -39,6 +41,7 @@ pub mod runtime_config;
 pub mod server;
 pub mod services;
 pub mod spec;
+pub mod stats_view;
 pub mod status;
 pub mod time_arg;
 pub mod views;

@@ -177,8 +177,10 @@ pub fn inspect(
     dir: &std::path::Path,
     restarting: bool,
 ) -> ContainerInspectResponse {
+    let paused = st.status == Status::Running && skiff_runtime::control::is_frozen(dir);
     let status = match st.status {
         Status::Created => ContainerStateStatusEnum::CREATED,
+        Status::Running if paused => ContainerStateStatusEnum::PAUSED,
         Status::Running => ContainerStateStatusEnum::RUNNING,
         Status::Exited if restarting => ContainerStateStatusEnum::RESTARTING,
         Status::Exited => ContainerStateStatusEnum::EXITED,
@@ -213,7 +215,7 @@ pub fn inspect(
         state: Some(ApiState {
             status: Some(status),
             running: Some(st.status == Status::Running),
-            paused: Some(false),
+            paused: Some(paused),
             restarting: Some(restarting),
             oom_killed: Some(st.oom_killed),
             dead: Some(false),

@@ -1,0 +1,212 @@
+//! Endpoints on live containers through the stock docker CLI, the Python SDK and skiff's
+//! own CLI: rename, pause/unpause (cgroup freezer), top, stats, update.
+
+use skiff_tests::docker_cli::*;
+use skiff_tests::skip::root_unavailable;
+use skiff_tests::{require, Daemon};
+
+const IMAGE: &str = "127.0.0.1:5999/ops:1";
+
+/// `State` of the process `pid` from /proc (`S`, `R`, `D`...), as the host sees it.
+fn frozen_state(pid: &str) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("State:"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn docker_cli_rename_pause_top_stats_update() {
+    require!(
+        "docker_cli_rename_pause_top_stats_update",
+        root_unavailable(),
+        docker_unavailable()
+    );
+    let d = Daemon::start().unwrap();
+    import_busybox(&d, IMAGE, &[]);
+    docker_ok(
+        &d,
+        &[
+            "run",
+            "-d",
+            "--pull",
+            "never",
+            "--name",
+            "old",
+            IMAGE,
+            "sh",
+            "-c",
+            "while true; do echo tick >> /tmp/ticks; sleep 0.1; done",
+        ],
+    );
+    // rename
+    docker_ok(&d, &["rename", "old", "new"]);
+    assert_eq!(
+        docker_ok(&d, &["ps", "--format", "{{.Names}}"]).trim(),
+        "new"
+    );
+    assert!(!docker_run(&d, &["inspect", "old"]).status.success());
+    docker_ok(
+        &d,
+        &[
+            "create", "--pull", "never", "--name", "other", IMAGE, "true",
+        ],
+    );
+    let out = docker_run(&d, &["rename", "new", "other"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is already in use"));
+
+    // top, with and without ps options
+    let top = docker_ok(&d, &["top", "new"]);
+    assert!(top.lines().next().unwrap().contains("PID"), "{top}");
+    assert!(top.contains("while true"), "{top}");
+    assert!(
+        !top.contains("dockerd") && !top.contains("skiff daemon"),
+        "{top}"
+    );
+    let top = docker_ok(&d, &["top", "new", "-o", "pid,comm"]);
+    assert_eq!(
+        top.lines()
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["PID", "COMMAND"]
+    );
+    assert!(top.lines().any(|l| l.trim_end().ends_with(" sh")), "{top}");
+
+    // pause: the processes are frozen (the log stops growing), ps and inspect say so
+    let pid = docker_ok(&d, &["inspect", "-f", "{{.State.Pid}}", "new"]);
+    docker_ok(&d, &["pause", "new"]);
+    assert_eq!(
+        docker_ok(
+            &d,
+            &[
+                "inspect",
+                "-f",
+                "{{.State.Status}} {{.State.Paused}}",
+                "new"
+            ]
+        )
+        .trim(),
+        "paused true"
+    );
+    assert!(docker_ok(&d, &["ps", "--format", "{{.Status}}"]).contains("(Paused)"));
+    assert_eq!(
+        docker_ok(&d, &["ps", "-q", "--filter", "status=paused"])
+            .lines()
+            .count(),
+        1
+    );
+    let st = frozen_state(pid.trim());
+    assert!(st.starts_with('D') || st.starts_with('S'), "{st}");
+    let count = || docker_ok(&d, &["exec", "new", "wc", "-l", "/tmp/ticks"]);
+    let out = docker_run(&d, &["pause", "new"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is already paused"));
+    docker_ok(&d, &["unpause", "new"]);
+    let a = count();
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    assert_ne!(a, count(), "ticking again after unpause");
+    let out = docker_run(&d, &["unpause", "new"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not paused"));
+
+    // stats --no-stream
+    let stats = docker_ok(
+        &d,
+        &[
+            "stats",
+            "--no-stream",
+            "--format",
+            "{{.Name}} {{.MemUsage}} {{.PIDs}}",
+            "new",
+        ],
+    );
+    let f: Vec<&str> = stats.split_whitespace().collect();
+    assert_eq!(f[0], "new", "{stats}");
+    assert!(f[1].ends_with("B") || f[1].ends_with("iB"), "{stats}");
+    assert!(f.last().unwrap().parse::<u32>().unwrap() >= 1, "{stats}");
+
+    // update --memory: applied live and shown by inspect; unsupported options refused
+    docker_ok(
+        &d,
+        &["update", "--memory", "64m", "--memory-swap", "64m", "new"],
+    );
+    assert_eq!(
+        docker_ok(&d, &["inspect", "-f", "{{.HostConfig.Memory}}", "new"]).trim(),
+        (64u64 << 20).to_string()
+    );
+    let stats = docker_ok(
+        &d,
+        &["stats", "--no-stream", "--format", "{{.MemUsage}}", "new"],
+    );
+    assert!(stats.trim().ends_with("/ 64MiB"), "{stats}");
+    docker_ok(&d, &["update", "--restart", "always", "new"]);
+    assert_eq!(
+        docker_ok(
+            &d,
+            &["inspect", "-f", "{{.HostConfig.RestartPolicy.Name}}", "new"]
+        )
+        .trim(),
+        "always"
+    );
+    let out = docker_run(&d, &["update", "--cpu-shares", "512", "new"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("CpuShares is not supported"));
+
+    // skiff's own commands of the same names
+    d.ok(&["rename", "new", "renamed"]);
+    d.ok(&["pause", "renamed"]);
+    d.ok(&["unpause", "renamed"]);
+    assert!(d.ok(&["top", "renamed"]).contains("PID"));
+    assert!(d
+        .ok(&["stats", "--no-stream", "renamed"])
+        .contains("renamed"));
+    d.ok(&["update", "--pids-limit", "50", "renamed"]);
+    assert_eq!(
+        docker_ok(
+            &d,
+            &["inspect", "-f", "{{.HostConfig.PidsLimit}}", "renamed"]
+        )
+        .trim(),
+        "50"
+    );
+    docker_ok(&d, &["pause", "renamed"]);
+    // A paused container still stops and goes.
+    docker_ok(&d, &["rm", "-f", "renamed", "other"]);
+}
+
+#[test]
+fn python_sdk_stats_and_top() {
+    require!(
+        "python_sdk_stats_and_top",
+        root_unavailable(),
+        sdk_unavailable()
+    );
+    let d = Daemon::start().unwrap();
+    import_busybox(&d, IMAGE, &[]);
+    let (ok, out) = python_sdk(
+        &d,
+        &format!(
+            r#"
+import docker
+c = docker.from_env()
+ct = c.containers.run("{IMAGE}", ["sleep", "300"], detach=True, name="sdk")
+s = ct.stats(stream=False)
+print(s["name"], s["memory_stats"]["usage"] > 0, s["cpu_stats"]["system_cpu_usage"] > 0, s["precpu_stats"]["system_cpu_usage"] > 0, "eth0" in s["networks"], s["pids_stats"]["current"])
+t = ct.top()
+print(t["Titles"][:2], [p for p in t["Processes"] if "sleep 300" in p[-1]] != [])
+it = ct.stats(decode=True)
+print(next(it)["name"])
+ct.remove(force=True)
+"#
+        ),
+    );
+    assert!(ok, "{out}");
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        ["/sdk True True True True 1", "['UID', 'PID'] True", "/sdk"],
+        "{out}"
+    );
+}
