@@ -90,6 +90,8 @@ pub enum Command {
     Stats(StatsArgs),
     /// Update configuration of one or more containers.
     Update(UpdateArgs),
+    /// Get real time events from the daemon.
+    Events(EventsArgs),
     /// Show the skiff version information.
     Version,
     /// Display system-wide information.
@@ -321,6 +323,19 @@ pub struct StartArgs {
     pub interactive: bool,
     #[arg(required = true)]
     pub containers: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct EventsArgs {
+    /// Show events created since timestamp (unix seconds, RFC 3339, or relative like 10m).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Stream events until this timestamp.
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Filter output (type=container, event=start, container=NAME, image=REF, label=K[=V]).
+    #[arg(short = 'f', long = "filter")]
+    pub filters: Vec<String>,
 }
 
 #[derive(Args, Debug)]

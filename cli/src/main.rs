@@ -116,6 +116,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Top(a) => ops::top(d, a).await,
         Command::Stats(a) => ops::stats(d, &socket, a).await,
         Command::Update(a) => ops::update(d, a).await,
+        Command::Events(a) => ops::events(d, a).await,
         Command::Daemon(_)
         | Command::Bench(_)
         | Command::Version

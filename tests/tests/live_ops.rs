@@ -210,3 +210,118 @@ ct.remove(force=True)
         "{out}"
     );
 }
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+#[test]
+fn events_since_until_filters_and_streaming() {
+    require!(
+        "events_since_until_filters_and_streaming",
+        root_unavailable(),
+        docker_unavailable(),
+        sdk_unavailable()
+    );
+    let d = Daemon::start().unwrap();
+    import_busybox(&d, IMAGE, &[]);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let t0 = format!("{:.3}", unix_now());
+    docker_ok(
+        &d,
+        &[
+            "run", "--pull", "never", "--name", "ev", "--label", "team=a", IMAGE, "true",
+        ],
+    );
+    docker_ok(&d, &["rename", "ev", "ev2"]);
+    docker_ok(&d, &["rm", "ev2"]);
+    docker_ok(&d, &["tag", IMAGE, "127.0.0.1:5999/ops:ev"]);
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    let t1 = format!("{:.3}", unix_now());
+    let events = |extra: &[&str]| {
+        let mut a = vec![
+            "events",
+            "--since",
+            &t0,
+            "--until",
+            &t1,
+            "--format",
+            "{{.Type}} {{.Action}} {{.Actor.Attributes.name}}",
+        ];
+        a.extend_from_slice(extra);
+        docker_ok(&d, &a)
+    };
+    assert_eq!(
+        events(&["--filter", "type=container"]),
+        "container create ev\ncontainer start ev\ncontainer die ev\ncontainer rename ev2\ncontainer destroy ev2\n"
+    );
+    assert_eq!(
+        events(&["--filter", "event=die", "--filter", "label=team=a"]),
+        "container die ev\n"
+    );
+    assert_eq!(
+        events(&["--filter", "type=image"]),
+        "image tag 127.0.0.1:5999/ops:ev\n"
+    );
+    let out = docker_run(
+        &d,
+        &[
+            "events",
+            "--since",
+            &t0,
+            "--until",
+            &t1,
+            "--filter",
+            "colour=red",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid filter 'colour'"));
+    // skiff's own command
+    let own = d.ok(&[
+        "events",
+        "--since",
+        &t0,
+        "--until",
+        &t1,
+        "--filter",
+        "event=start",
+    ]);
+    assert!(
+        own.contains(" container start ") && own.contains("name=ev"),
+        "{own}"
+    );
+
+    // The SDK: replayed and live events, the stream ending at `until`.
+    let (ok, out) = python_sdk(
+        &d,
+        &format!(
+            r#"
+import docker, threading, time
+c = docker.from_env()
+print([e["Action"] for e in c.events(decode=True, since={t0}, until={t1}, filters={{"container": "ev"}})])
+got = []
+def watch():
+    for e in c.events(decode=True, until=time.time() + 2, filters={{"type": "container"}}):
+        got.append(e["Action"])
+t = threading.Thread(target=watch); t.start()
+time.sleep(0.3)
+c.containers.run("{IMAGE}", "true", name="live", remove=True)
+t.join(timeout=10)
+print(t.is_alive(), got)
+"#
+        ),
+    );
+    assert!(ok, "{out}");
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            "['create', 'start', 'die']",
+            "False ['create', 'start', 'die', 'destroy']"
+        ],
+        "{out}"
+    );
+}

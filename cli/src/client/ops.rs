@@ -7,7 +7,7 @@ use bollard::container::{
 };
 use bollard::Docker;
 
-use crate::args::{ContainersArgs, RenameArgs, StatsArgs, TopArgs, UpdateArgs};
+use crate::args::{ContainersArgs, EventsArgs, RenameArgs, StatsArgs, TopArgs, UpdateArgs};
 use crate::client::error_message;
 
 pub async fn rename(docker: &Docker, args: &RenameArgs) -> Result<()> {
@@ -208,6 +208,54 @@ pub async fn update(docker: &Docker, args: &UpdateArgs) -> Result<()> {
     }
     if failed {
         bail!("failed to update one or more containers");
+    }
+    Ok(())
+}
+
+/// `events`: one line per event, as the docker CLI prints them.
+pub async fn events(docker: &Docker, args: &EventsArgs) -> Result<()> {
+    use futures::StreamExt;
+    // The daemon reads every form Docker takes (seconds, RFC 3339, durations ago).
+    let time = |v: &Option<String>| -> Result<Option<String>> { Ok(v.clone()) };
+    let mut filters: std::collections::HashMap<String, Vec<String>> = Default::default();
+    for f in &args.filters {
+        let (k, v) = f
+            .split_once('=')
+            .with_context(|| format!("invalid filter {f:?}: use key=value"))?;
+        filters
+            .entry(k.to_string())
+            .or_default()
+            .push(v.to_string());
+    }
+    let mut stream = docker.events(Some(bollard::system::EventsOptions::<String> {
+        since: time(&args.since)?,
+        until: time(&args.until)?,
+        filters,
+    }));
+    while let Some(e) = stream.next().await {
+        let e = e?;
+        let when = e
+            .time_nano
+            .and_then(|n| {
+                chrono::DateTime::from_timestamp(n / 1_000_000_000, (n % 1_000_000_000) as u32)
+            })
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true))
+            .unwrap_or_default();
+        let actor = e.actor.unwrap_or_default();
+        let mut attrs: Vec<String> = actor
+            .attributes
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        attrs.sort();
+        println!(
+            "{when} {} {} {} ({})",
+            e.typ.map(|t| t.to_string()).unwrap_or_default(),
+            e.action.unwrap_or_default(),
+            actor.id.unwrap_or_default(),
+            attrs.join(", ")
+        );
     }
     Ok(())
 }

@@ -63,6 +63,12 @@ pub async fn create(
     let (v, _) = d
         .volumes
         .create(body.name.as_deref(), body.labels.unwrap_or_default())?;
+    d.containers.monitor.events.emit(
+        "volume",
+        "create",
+        &v.name,
+        [("driver".to_string(), "local".to_string())],
+    );
     Ok((StatusCode::CREATED, Json(d.volumes.view(&v))))
 }
 
@@ -86,6 +92,12 @@ pub async fn remove(
 ) -> ApiResult<StatusCode> {
     let force = matches!(q.force.as_deref(), Some("1") | Some("true"));
     d.volumes.remove(&name, force)?;
+    d.containers.monitor.events.emit(
+        "volume",
+        "destroy",
+        &name,
+        [("driver".to_string(), "local".to_string())],
+    );
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -350,6 +350,7 @@ impl ContainerService {
             return Err(err);
         }
         self.records.insert(&record)?;
+        self.monitor.events.container("create", &record, &[]);
         tracing::info!(id = %&id[..12], name = %name, image = %record.image, "created container");
         Ok(id)
     }
@@ -397,6 +398,7 @@ impl ContainerService {
             self.drop_anonymous(&r.mounts);
         }
         self.monitor.note_removed(&r.id);
+        self.monitor.events.container("destroy", r, &[]);
         self.mounts.release(&r.image_id);
         tracing::info!(id = %&r.id[..12], "removed container");
         Ok(())

@@ -52,6 +52,9 @@ impl ContainerService {
             .ok_or_else(|| DaemonError::NoSuchContainer(r.id.clone()))?;
         updated.name = n;
         self.records.update_renamed(&updated)?;
+        self.monitor
+            .events
+            .container("rename", &updated, &[("oldName", format!("/{}", r.name))]);
         tracing::info!(id = %&r.id[..12], from = %r.name, to = %updated.name, "renamed container");
         Ok(())
     }
@@ -72,6 +75,9 @@ impl ContainerService {
             .map_err(DaemonError::join)?
             .map_err(|e| DaemonError::runtime(format!("freezer of {}", r.name), e))?;
         tracing::info!(id = %&r.id[..12], paused, "container freezer");
+        self.monitor
+            .events
+            .container(if paused { "pause" } else { "unpause" }, r, &[]);
         Ok(())
     }
 
@@ -156,6 +162,7 @@ impl ContainerService {
             h.pids_limit = u.pids_limit.or(h.pids_limit);
         }
         self.records.update(&updated)?;
+        self.monitor.events.container("update", &updated, &[]);
         Ok(())
     }
 

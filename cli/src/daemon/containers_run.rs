@@ -70,6 +70,7 @@ impl ContainerService {
             return Err(DaemonError::StartFailed(msg));
         }
         tracing::info!(id = %&r.id[..12], "started container");
+        self.monitor.events.container("start", r, &[]);
         self.monitor.watch(&r.id);
         Ok(true)
     }
@@ -132,6 +133,7 @@ impl ContainerService {
             tracing::warn!(id = %&r.id[..12], "freeing published ports: {e}");
         }
         tracing::info!(id = %&r.id[..12], "stopped container");
+        self.monitor.events.container("stop", r, &[]);
         Ok(true)
     }
 
@@ -142,7 +144,11 @@ impl ContainerService {
         self.mark_stopped_by_user(r)?;
         self.thaw_if_paused(r).await;
         skiff_runtime::kill(&self.dir(&r.id), sig)
-            .map_err(|e| DaemonError::runtime(format!("killing {}", r.name), e))
+            .map_err(|e| DaemonError::runtime(format!("killing {}", r.name), e))?;
+        self.monitor
+            .events
+            .container("kill", r, &[("signal", (sig as i32).to_string())]);
+        Ok(())
     }
 
     /// `restart`: stop (if running), then start again.

@@ -241,6 +241,7 @@ impl ImageService {
                     )
                     .await;
                 tracing::info!(reference = %reference, id = %img.id, lazy, fetched, "pulled image");
+                self.event("pull", &familiar(&reference));
             }
             Err(e) => {
                 tracing::warn!(reference = %reference, "pull failed: {e}");
@@ -272,11 +273,24 @@ impl ImageService {
         let _ = tokio::fs::remove_file(&tmp).await;
         let img = res?;
         tracing::info!(reference = %reference, id = %img.id, "imported image");
+        self.event("import", &img.id);
         Ok(img.id)
     }
 
     pub async fn tag_image(&self, source: &str, target: &str) -> ApiResult<()> {
-        Ok(self.store.tag(source, target)?)
+        self.store.tag(source, target)?;
+        self.event("tag", &familiar(target));
+        Ok(())
+    }
+
+    /// An image event (`name` attribute: the reference it concerns).
+    fn event(&self, action: &str, id: &str) {
+        self.containers.monitor.events.emit(
+            "image",
+            action,
+            id,
+            [("name".to_string(), id.to_string())],
+        );
     }
 
     pub async fn push_image_stream(&self, reference: String, tx: Sender<serde_json::Value>) {
@@ -288,6 +302,7 @@ impl ImageService {
         }
         match self.store.push(&reference).await {
             Ok(digest) => {
+                self.event("push", &familiar(&reference));
                 let tag = parsed
                     .and_then(|r| r.tag)
                     .unwrap_or_else(|| "latest".to_string());
@@ -335,6 +350,12 @@ impl ImageService {
         }
         self.mounts.unmount_unused(&img.id);
         let removed = self.store.remove_image(name, force)?;
+        for r in &removed {
+            match r {
+                skiff_store::Removed::Untagged(t) => self.event("untag", &familiar(t)),
+                skiff_store::Removed::Deleted(d) => self.event("delete", d),
+            }
+        }
         Ok(removed.into_iter().map(delete_item).collect())
     }
 

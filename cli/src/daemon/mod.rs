@@ -3,6 +3,7 @@
 
 pub mod api_containers;
 pub mod api_containers_ops;
+pub mod api_events;
 pub mod api_exec;
 pub mod api_images;
 pub mod api_profiles;
@@ -19,6 +20,7 @@ pub mod convert;
 pub mod create_fields;
 pub mod error;
 pub mod etc_files;
+pub mod events;
 pub mod exec;
 pub mod exec_bridge;
 pub mod filters;

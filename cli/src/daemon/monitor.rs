@@ -35,6 +35,8 @@ pub struct Monitor {
     removed: tokio::sync::Notify,
     /// Containers whose auto-removal failed: their `removed` waiters stop waiting.
     removal_failed: Mutex<HashSet<String>>,
+    /// The daemon's event log (`/events`), fed by every service through the monitor.
+    pub events: super::events::EventLog,
 }
 
 impl Monitor {
@@ -49,6 +51,7 @@ impl Monitor {
             last_exit: Mutex::new(HashMap::new()),
             removed: tokio::sync::Notify::new(),
             removal_failed: Mutex::new(HashSet::new()),
+            events: Default::default(),
         }
     }
 
@@ -180,6 +183,8 @@ async fn watch_one(c: Arc<ContainerService>, id: String) {
         if st.status != Status::Exited {
             continue; // started again by a user meanwhile
         }
+        m.events
+            .container("die", &r, &[("exitCode", code.to_string())]);
         // As dockerd: a stopped container holds no host port (start binds them again).
         if let Err(e) = c.network.unpublish(&id).await {
             tracing::warn!(id = %&id[..12], "freeing published ports: {e}");

@@ -46,6 +46,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/version", get(s::version))
         .route("/info", get(s::info))
         .route("/system/df", get(s::df))
+        .route("/events", get(super::api_events::events))
         .route("/build/prune", post(s::build_prune))
         .route("/images/json", get(i::list))
         .route("/images/create", post(i::create))
