@@ -92,6 +92,8 @@ pub enum Command {
     Update(UpdateArgs),
     /// Get real time events from the daemon.
     Events(EventsArgs),
+    /// Show the history of an image.
+    History(HistoryArgs),
     /// Show the skiff version information.
     Version,
     /// Display system-wide information.
@@ -326,6 +328,17 @@ pub struct StartArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct HistoryArgs {
+    /// Print sizes in bytes and full commands.
+    #[arg(long)]
+    pub no_trunc: bool,
+    /// Only show image IDs.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    pub image: String,
+}
+
+#[derive(Args, Debug)]
 pub struct EventsArgs {
     /// Show events created since timestamp (unix seconds, RFC 3339, or relative like 10m).
     #[arg(long)]
@@ -555,6 +568,8 @@ pub enum ImageCommand {
     Convert(ConvertArgs),
     /// Remove unused images.
     Prune(PruneArgs),
+    /// Show the history of an image.
+    History(HistoryArgs),
     /// Access profiles of lazily pulled images (see docs/profiles.md).
     #[command(subcommand)]
     Profile(ProfileCommand),

@@ -325,3 +325,176 @@ print(t.is_alive(), got)
         "{out}"
     );
 }
+
+#[test]
+fn cp_both_ways_diff_export_history() {
+    require!(
+        "cp_both_ways_diff_export_history",
+        root_unavailable(),
+        docker_unavailable(),
+        sdk_unavailable()
+    );
+    let d = Daemon::start().unwrap();
+    import_busybox(&d, IMAGE, &[]);
+    let host = tempfile::tempdir().unwrap();
+    let h = |p: &str| host.path().join(p);
+    std::fs::write(h("in.txt"), "from host\n").unwrap();
+    std::fs::create_dir(h("tree")).unwrap();
+    std::fs::write(h("tree/a"), "A\n").unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", h("tree/link")).unwrap();
+    for (name, state) in [("cprun", "running"), ("cpstop", "stopped")] {
+        docker_ok(
+            &d,
+            &[
+                "run",
+                "-d",
+                "--pull",
+                "never",
+                "--name",
+                name,
+                IMAGE,
+                "sh",
+                "-c",
+                "echo made > /data/made; rm /data/seed.txt; ln -s /etc /data/etclink; sleep 300",
+            ],
+        );
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        if state == "stopped" {
+            docker_ok(&d, &["stop", "-t", "0", name]);
+        }
+        // into the container
+        docker_ok(
+            &d,
+            &[
+                "cp",
+                h("in.txt").to_str().unwrap(),
+                &format!("{name}:/tmp/"),
+            ],
+        );
+        docker_ok(
+            &d,
+            &[
+                "cp",
+                h("tree").to_str().unwrap(),
+                &format!("{name}:/data/tree"),
+            ],
+        );
+        // out of it
+        let out = host.path().join(format!("out-{name}"));
+        std::fs::create_dir(&out).unwrap();
+        docker_ok(&d, &["cp", &format!("{name}:/data"), out.to_str().unwrap()]);
+        assert_eq!(
+            std::fs::read_to_string(out.join("data/made")).unwrap(),
+            "made\n",
+            "{state}"
+        );
+        assert!(
+            !out.join("data/seed.txt").exists(),
+            "{state}: deleted file came back"
+        );
+        assert_eq!(
+            std::fs::read_to_string(out.join("data/tree/a")).unwrap(),
+            "A\n",
+            "{state}"
+        );
+        assert_eq!(
+            std::fs::read_link(out.join("data/tree/link"))
+                .unwrap()
+                .to_str()
+                .unwrap(),
+            "/etc/passwd"
+        );
+        docker_ok(
+            &d,
+            &["cp", &format!("{name}:/tmp/in.txt"), out.to_str().unwrap()],
+        );
+        assert_eq!(
+            std::fs::read_to_string(out.join("in.txt")).unwrap(),
+            "from host\n"
+        );
+        // A link in the container resolves inside it, never to the host's /etc.
+        docker_ok(
+            &d,
+            &[
+                "cp",
+                &format!("{name}:/data/etclink/hostname"),
+                out.to_str().unwrap(),
+            ],
+        );
+        assert_ne!(
+            std::fs::read_to_string(out.join("hostname")).unwrap(),
+            std::fs::read_to_string("/etc/hostname").unwrap_or_default(),
+            "{state}: read the host's /etc"
+        );
+        let out2 = docker_run(
+            &d,
+            &["cp", &format!("{name}:/no/such"), out.to_str().unwrap()],
+        );
+        assert!(!out2.status.success());
+        assert!(String::from_utf8_lossy(&out2.stderr).contains("Could not find the file /no/such"));
+        // diff: added, changed, deleted
+        let diff = docker_ok(&d, &["diff", name]);
+        for line in [
+            "C /data",
+            "A /data/made",
+            "D /data/seed.txt",
+            "A /tmp/in.txt",
+            "A /data/tree/a",
+        ] {
+            assert!(
+                diff.lines().any(|l| l == line),
+                "{state}: {line} not in:\n{diff}"
+            );
+        }
+        // export: the whole merged filesystem
+        let tar = docker(&d).args(["export", name]).output().unwrap();
+        assert!(tar.status.success());
+        let mut ar = tar::Archive::new(&tar.stdout[..]);
+        let names: Vec<String> = ar
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().display().to_string())
+            .collect();
+        for want in ["bin/busybox", "data/made", "tmp/in.txt"] {
+            assert!(
+                names.iter().any(|n| n == want),
+                "{state}: {want} not exported"
+            );
+        }
+        assert!(!names.iter().any(|n| n == "data/seed.txt"), "{state}");
+    }
+    // The SDK's put_archive / get_archive.
+    let (ok, out) = python_sdk(
+        &d,
+        r#"
+import docker, io, tarfile
+c = docker.from_env()
+ct = c.containers.get("cprun")
+buf = io.BytesIO()
+with tarfile.open(fileobj=buf, mode="w") as t:
+    data = b"sdk bytes\n"
+    info = tarfile.TarInfo("sdk.txt"); info.size = len(data)
+    t.addfile(info, io.BytesIO(data))
+print(ct.put_archive("/tmp", buf.getvalue()))
+stream, stat = ct.get_archive("/tmp/sdk.txt")
+raw = b"".join(stream)
+with tarfile.open(fileobj=io.BytesIO(raw)) as t:
+    print(stat["name"], stat["size"], t.extractfile("sdk.txt").read().decode(), end="")
+try:
+    ct.put_archive("/no/such/dir", buf.getvalue())
+except docker.errors.NotFound as e:
+    print("404")
+"#,
+    );
+    assert!(ok, "{out}");
+    assert_eq!(out, "True\nsdk.txt 10 sdk bytes\n404\n");
+    // history
+    let hist = docker_ok(&d, &["history", "--format", "{{.ID}} {{.Size}}", IMAGE]);
+    assert!(hist.lines().count() >= 1, "{hist}");
+    assert!(
+        hist.starts_with(&docker_ok(&d, &["images", "-q", IMAGE]).trim().to_string()),
+        "{hist}"
+    );
+    assert!(d.ok(&["history", IMAGE]).contains("IMAGE"));
+    docker_ok(&d, &["rm", "-f", "cprun", "cpstop"]);
+}

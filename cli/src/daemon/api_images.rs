@@ -164,6 +164,10 @@ pub async fn get_by_name(
     if let Some(name) = rest.strip_suffix("/json") {
         return Ok(Json(d.images.inspect_image(name).await?).into_response());
     }
+    if let Some(name) = rest.strip_suffix("/history") {
+        let h = super::image_history::history(d.images.store(), name)?;
+        return Ok(Json(h).into_response());
+    }
     Err(DaemonError::NoSuchEndpoint(format!("/images/{rest}")))
 }
 

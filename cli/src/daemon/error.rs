@@ -14,6 +14,9 @@ pub enum DaemonError {
     NoSuchContainer(String),
     #[error("No such image: {0}")]
     NoSuchImage(String),
+    /// A path inside a container that does not exist (`cp`).
+    #[error("{0}")]
+    NoSuchPath(String),
     #[error("No such exec instance: {0}")]
     NoSuchExec(String),
     #[error("network {0} not found")]
@@ -125,6 +128,7 @@ pub fn status(e: &DaemonError) -> StatusCode {
         | E::NoSuchExec(_)
         | E::NoSuchNetwork(_)
         | E::NoSuchVolume(_)
+        | E::NoSuchPath(_)
         | E::NoSuchEndpoint(_) => StatusCode::NOT_FOUND,
         E::AmbiguousId(_) | E::Invalid(_) | E::Unsupported { .. } | E::StartFailed(_) => {
             StatusCode::BAD_REQUEST

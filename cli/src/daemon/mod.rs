@@ -2,6 +2,7 @@
 //! containers, serving the Docker Engine API on a Unix socket.
 
 pub mod api_containers;
+pub mod api_containers_fs;
 pub mod api_containers_ops;
 pub mod api_events;
 pub mod api_exec;
@@ -13,7 +14,9 @@ pub mod attach_bridge;
 pub mod changes;
 pub mod config;
 pub mod container_filter;
+pub mod container_fs;
 pub mod containers;
+pub mod containers_fs;
 pub mod containers_ops;
 pub mod containers_run;
 pub mod convert;
@@ -27,6 +30,7 @@ pub mod filters;
 pub mod hijack;
 pub mod host_info;
 pub mod image_filter;
+pub mod image_history;
 pub mod images;
 pub mod logs_stream;
 pub mod monitor;
