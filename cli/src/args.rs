@@ -92,6 +92,12 @@ pub enum Command {
     Update(UpdateArgs),
     /// Get real time events from the daemon.
     Events(EventsArgs),
+    /// Inspect changes to files or directories on a container's filesystem.
+    Diff(ContainerArg),
+    /// Export a container's filesystem as a tar archive.
+    Export(ExportArgs),
+    /// Copy files/folders between a container and the local filesystem.
+    Cp(CpArgs),
     /// Show the history of an image.
     History(HistoryArgs),
     /// Show the skiff version information.
@@ -325,6 +331,27 @@ pub struct StartArgs {
     pub interactive: bool,
     #[arg(required = true)]
     pub containers: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ContainerArg {
+    pub container: String,
+}
+
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    /// Write to a file, instead of standard output.
+    #[arg(short = 'o', long)]
+    pub output: Option<PathBuf>,
+    pub container: String,
+}
+
+#[derive(Args, Debug)]
+pub struct CpArgs {
+    /// CONTAINER:SRC_PATH or a local path.
+    pub src: String,
+    /// CONTAINER:DEST_PATH or a local path.
+    pub dst: String,
 }
 
 #[derive(Args, Debug)]

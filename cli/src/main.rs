@@ -117,6 +117,9 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Stats(a) => ops::stats(d, &socket, a).await,
         Command::Update(a) => ops::update(d, a).await,
         Command::Events(a) => ops::events(d, a).await,
+        Command::Diff(a) => files::diff(d, &a.container).await,
+        Command::Export(a) => files::export(d, a).await,
+        Command::Cp(a) => files::cp(d, a).await,
         Command::History(a) | Command::Image(ImageCommand::History(a)) => {
             images::history(d, a).await
         }

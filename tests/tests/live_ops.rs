@@ -496,5 +496,29 @@ except docker.errors.NotFound as e:
         "{hist}"
     );
     assert!(d.ok(&["history", IMAGE]).contains("IMAGE"));
+    // skiff's own cp, diff, export
+    d.ok(&["cp", h("in.txt").to_str().unwrap(), "cprun:/tmp/own.txt"]);
+    d.ok(&["cp", h("tree").to_str().unwrap(), "cprun:/tmp"]);
+    let back = host.path().join("own-back");
+    d.ok(&["cp", "cprun:/tmp/own.txt", back.to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(&back).unwrap(), "from host\n");
+    d.ok(&[
+        "cp",
+        "cprun:/tmp/tree",
+        host.path().join("tree-back").to_str().unwrap(),
+    ]);
+    assert_eq!(
+        std::fs::read_to_string(host.path().join("tree-back/a")).unwrap(),
+        "A\n"
+    );
+    let diff = d.ok(&["diff", "cprun"]);
+    assert!(diff.lines().any(|l| l == "A /tmp/own.txt"), "{diff}");
+    let exported = host.path().join("export.tar");
+    d.ok(&["export", "-o", exported.to_str().unwrap(), "cprun"]);
+    let mut ar = tar::Archive::new(std::fs::File::open(&exported).unwrap());
+    assert!(ar
+        .entries()
+        .unwrap()
+        .any(|e| e.unwrap().path().unwrap().to_str() == Some("tmp/own.txt")));
     docker_ok(&d, &["rm", "-f", "cprun", "cpstop"]);
 }

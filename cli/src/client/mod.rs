@@ -4,6 +4,7 @@ pub mod connect;
 pub mod create;
 pub mod create_host;
 pub mod exec;
+pub mod files;
 pub mod format;
 pub mod images;
 pub mod inspect;
