@@ -105,6 +105,8 @@ fn docker_cli_rename_pause_top_stats_update() {
     let count = || docker_ok(&d, &["exec", "new", "wc", "-l", "/tmp/ticks"]);
     let out = docker_run(&d, &["pause", "new"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("is already paused"));
+    let out = docker_run(&d, &["exec", "new", "true"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unpause the container before exec"));
     docker_ok(&d, &["unpause", "new"]);
     let a = count();
     std::thread::sleep(std::time::Duration::from_millis(400));

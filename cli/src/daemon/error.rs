@@ -44,6 +44,8 @@ pub enum DaemonError {
     AlreadyPaused { id: String },
     #[error("Container {id} is not paused")]
     NotPaused { id: String },
+    #[error("Container {id} is paused, unpause the container before exec")]
+    ExecPaused { id: String },
     #[error("Cannot kill container: {name}: Container {id} is not running")]
     KillNotRunning { name: String, id: String },
     #[error("You cannot remove a running container {id}. Stop the container before attempting removal or force remove")]
@@ -137,6 +139,7 @@ pub fn status(e: &DaemonError) -> StatusCode {
         | E::NotRunning { .. }
         | E::AlreadyPaused { .. }
         | E::NotPaused { .. }
+        | E::ExecPaused { .. }
         | E::KillNotRunning { .. }
         | E::RemoveRunning { .. }
         | E::ExecAlreadyRan(_)
