@@ -251,3 +251,72 @@ a.remove(); b.remove()
         "{out}"
     );
 }
+
+#[test]
+fn compose_down_remove_orphans_spares_other_projects() {
+    require!(
+        "compose_down_remove_orphans_spares_other_projects",
+        root_unavailable(),
+        docker_unavailable(),
+        compose_unavailable()
+    );
+    let d = Daemon::start().unwrap();
+    import_busybox(&d, IMAGE, &[]);
+    let compose = |dir: &std::path::Path, project: &str, args: &[&str]| {
+        let out = std::process::Command::new("docker-compose")
+            .args(["-p", project])
+            .args(args)
+            .current_dir(dir)
+            .env("DOCKER_HOST", format!("unix://{}", d.socket.display()))
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success(),
+            "compose {args:?}: {text}\n{}",
+            d.log_text()
+        );
+        text
+    };
+    let file = |services: &[&str]| {
+        let mut y = String::from("version: \"2.4\"\nservices:\n");
+        for s in services {
+            y.push_str(&format!(
+                "  {s}:\n    image: {IMAGE}\n    command: [\"sleep\", \"300\"]\n    network_mode: bridge\n"
+            ));
+        }
+        y
+    };
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    std::fs::write(a.path().join("docker-compose.yml"), file(&["web", "old"])).unwrap();
+    std::fs::write(b.path().join("docker-compose.yml"), file(&["web"])).unwrap();
+    compose(a.path(), "alpha", &["up", "-d"]);
+    compose(b.path(), "beta", &["up", "-d"]);
+    docker_ok(
+        &d,
+        &[
+            "run", "-d", "--pull", "never", "--name", "plain", IMAGE, "sleep", "300",
+        ],
+    );
+    // `ps` of one project lists its containers only.
+    let ps = compose(a.path(), "alpha", &["ps"]);
+    assert!(
+        ps.contains("alpha_web_1") && ps.contains("alpha_old_1"),
+        "{ps}"
+    );
+    assert!(!ps.contains("beta_") && !ps.contains("plain"), "{ps}");
+    // `old` leaves alpha's file: an orphan of alpha only.
+    std::fs::write(a.path().join("docker-compose.yml"), file(&["web"])).unwrap();
+    compose(a.path(), "alpha", &["down", "--remove-orphans", "-t", "0"]);
+    let left = docker_ok(&d, &["ps", "-a", "--format", "{{.Names}}"]);
+    let mut left: Vec<&str> = left.lines().collect();
+    left.sort();
+    assert_eq!(left, ["beta_web_1", "plain"]);
+    compose(b.path(), "beta", &["down", "-t", "0"]);
+    docker_ok(&d, &["rm", "-f", "plain"]);
+}
