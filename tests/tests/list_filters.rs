@@ -205,7 +205,35 @@ fn ps_and_images_filters_select_as_dockerd() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid filter 'colour'"));
 
-    docker_ok(&d, &["rm", "-f", "fa", "fb", "fc"]);
+    // Container prune applies its filters (label, label!, until) or refuses them.
+    docker_ok(
+        &d,
+        &[
+            "run", "--pull", "never", "--name", "fd", "--label", "keep=yes", IMAGE, "true",
+        ],
+    );
+    let out = docker_run(&d, &["container", "prune", "-f", "--filter", "colour=red"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid filter 'colour'"));
+    docker_ok(
+        &d,
+        &[
+            "container",
+            "prune",
+            "-f",
+            "--filter",
+            "until=2000-01-01T00:00:00Z",
+        ],
+    );
+    assert_eq!(ps(&d, &["-a", "--filter", "status=exited"]), ["fc", "fd"]);
+    docker_ok(&d, &["container", "prune", "-f", "--filter", "label!=keep"]);
+    assert_eq!(ps(&d, &["-a", "--filter", "status=exited"]), ["fd"]);
+    docker_ok(
+        &d,
+        &["container", "prune", "-f", "--filter", "label=keep=yes"],
+    );
+    assert!(ps(&d, &["-a", "--filter", "status=exited"]).is_empty());
+
+    docker_ok(&d, &["rm", "-f", "fa", "fb"]);
 }
 
 #[test]

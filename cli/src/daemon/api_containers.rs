@@ -315,8 +315,17 @@ pub async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
-pub async fn prune(State(d): State<Arc<Daemon>>) -> ApiResult<impl IntoResponse> {
-    let (deleted, reclaimed) = d.containers.prune().await?;
+#[derive(Deserialize, Default)]
+pub struct PruneQuery {
+    filters: Option<String>,
+}
+
+pub async fn prune(
+    State(d): State<Arc<Daemon>>,
+    Query(q): Query<PruneQuery>,
+) -> ApiResult<impl IntoResponse> {
+    let filters = Filters::parse(q.filters.as_deref(), &["label", "label!", "until"])?;
+    let (deleted, reclaimed) = d.containers.prune(&filters).await?;
     Ok(Json(serde_json::json!({
         "ContainersDeleted": deleted,
         "SpaceReclaimed": reclaimed,

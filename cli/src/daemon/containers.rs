@@ -404,12 +404,36 @@ impl ContainerService {
         Ok(())
     }
 
-    /// Removes every exited container; returns the ids removed and the bytes reclaimed.
-    pub async fn prune(&self) -> Result<(Vec<String>, u64), DaemonError> {
+    /// Removes every exited container `filters` select (dockerd's prune filters: `label`
+    /// must all match, `label!` must not, `until`: created before); returns the ids removed
+    /// and the bytes reclaimed.
+    pub async fn prune(
+        &self,
+        filters: &super::filters::Filters,
+    ) -> Result<(Vec<String>, u64), DaemonError> {
+        let until = match filters.get("until").last() {
+            Some(v) => Some(super::time_arg::parse(v).ok_or_else(|| {
+                DaemonError::Invalid(format!("invalid filter 'until={v}': not a timestamp"))
+            })?),
+            None => None,
+        };
         let mut deleted = Vec::new();
         let mut reclaimed: u64 = 0;
         for (r, st) in self.list()? {
-            if st.status == Status::Exited {
+            let label = |k: &str| r.spec.labels.get(k).map(String::as_str);
+            let excluded = !filters.get("label!").is_empty()
+                && filters
+                    .get("label!")
+                    .iter()
+                    .any(|v| match v.split_once('=') {
+                        Some((k, want)) => label(k) == Some(want),
+                        None => label(v).is_some(),
+                    });
+            if st.status == Status::Exited
+                && filters.matches_labels("label", label)
+                && !excluded
+                && until.is_none_or(|u| r.created < u)
+            {
                 let size = self.disk_usage(&r.id);
                 match self.remove(&r, false, false).await {
                     Ok(()) => {
