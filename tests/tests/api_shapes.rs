@@ -140,6 +140,24 @@ fn docker_cli_inspect_templates() {
     assert!(!err.contains("WARNING: No"), "{err}");
     let mem = docker_ok(&d, &["info", "-f", "{{.MemTotal}}"]);
     assert!(mem.trim().parse::<u64>().unwrap() > 1 << 20, "{mem}");
+    docker_ok(
+        &d,
+        &[
+            "exec",
+            "web",
+            "sh",
+            "-c",
+            "head -c 100000 /bin/busybox > /big",
+        ],
+    );
+    let sized = docker_ok(
+        &d,
+        &["ps", "-s", "--format", "{{.Size}}", "--filter", "name=web"],
+    );
+    assert!(
+        sized.trim().starts_with("10") && sized.contains("(virtual "),
+        "{sized}"
+    );
     let df = docker_ok(&d, &["system", "df", "-v"]);
     assert!(!df.contains("years ago"), "{df}");
     let web_row = df

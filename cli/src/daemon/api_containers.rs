@@ -72,6 +72,7 @@ pub struct ListQuery {
     all: Option<String>,
     limit: Option<i64>,
     filters: Option<String>,
+    size: Option<String>,
 }
 
 pub async fn list(
@@ -88,6 +89,16 @@ pub async fn list(
                 if r.paused {
                     row.state = Some("paused".to_string());
                     row.status = row.status.map(|s| format!("{s} (Paused)"));
+                }
+                if flag(&q.size) {
+                    let rw = d.containers.disk_usage(&r.record.id) as i64;
+                    let image = d
+                        .images
+                        .store()
+                        .image(&r.record.image_id)
+                        .map_or(0, |i| i.size as i64);
+                    row.size_rw = Some(rw);
+                    row.size_root_fs = Some(rw + image);
                 }
                 row
             })
