@@ -57,27 +57,6 @@ pub enum Command {
     Rm(RmArgs),
     /// Execute a command in a running container.
     Exec(ExecArgs),
-    /// Return low-level information on containers or images.
-    Inspect(InspectArgs),
-    /// List images.
-    Images(ImagesArgs),
-    /// Download an image from a registry.
-    Pull(PullArgs),
-    /// Upload an image to a registry.
-    Push(PullArgs),
-    /// Remove one or more images.
-    Rmi(RmiArgs),
-    /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE.
-    Tag(TagArgs),
-    /// Manage images.
-    #[command(subcommand)]
-    Image(ImageCommand),
-    /// Manage skiff.
-    #[command(subcommand)]
-    System(SystemCommand),
-    /// Manage volumes.
-    #[command(subcommand)]
-    Volume(VolumeCommand),
     /// Rename a container.
     Rename(RenameArgs),
     /// Pause all processes within one or more containers.
@@ -100,6 +79,27 @@ pub enum Command {
     Cp(CpArgs),
     /// Show the history of an image.
     History(HistoryArgs),
+    /// Return low-level information on containers or images.
+    Inspect(InspectArgs),
+    /// List images.
+    Images(ImagesArgs),
+    /// Download an image from a registry.
+    Pull(PullArgs),
+    /// Upload an image to a registry.
+    Push(PullArgs),
+    /// Remove one or more images.
+    Rmi(RmiArgs),
+    /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE.
+    Tag(TagArgs),
+    /// Manage images.
+    #[command(subcommand)]
+    Image(ImageCommand),
+    /// Manage skiff.
+    #[command(subcommand)]
+    System(SystemCommand),
+    /// Manage volumes.
+    #[command(subcommand)]
+    Volume(VolumeCommand),
     /// Show the skiff version information.
     Version,
     /// Display system-wide information.

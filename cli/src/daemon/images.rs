@@ -294,13 +294,15 @@ impl ImageService {
     }
 
     pub async fn push_image_stream(&self, reference: String, tx: Sender<serde_json::Value>) {
+        let pushed = self.store.push(&reference).await;
+        // Docker's first line (nothing streams before it: layers are not reported apart).
         let parsed = skiff_store::ImageReference::parse(&reference).ok();
         if let Some(r) = &parsed {
             let _ = tx
                 .send(json!({"status": format!("The push refers to repository [{}]", r.name())}))
                 .await;
         }
-        match self.store.push(&reference).await {
+        match pushed {
             Ok(digest) => {
                 self.event("push", &familiar(&reference));
                 let tag = parsed
