@@ -59,6 +59,19 @@ fn stream_error(e: &dyn std::fmt::Display) -> serde_json::Value {
     json!({"error": e.to_string(), "errorDetail": {"message": e.to_string()}})
 }
 
+/// Docker's first push line, `The push refers to repository [...]` (sent once the push
+/// ends: layers are not reported apart); returns the parsed reference.
+async fn push_first_line(
+    reference: &str,
+    tx: &Sender<serde_json::Value>,
+) -> Option<skiff_store::ImageReference> {
+    let parsed = skiff_store::ImageReference::parse(reference).ok()?;
+    let _ = tx
+        .send(json!({"status": format!("The push refers to repository [{}]", parsed.name())}))
+        .await;
+    Some(parsed)
+}
+
 /// Unix seconds of an RFC 3339 time (0 when absent or malformed).
 fn unix_time(t: Option<&str>) -> i64 {
     t.and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
@@ -294,17 +307,10 @@ impl ImageService {
     }
 
     pub async fn push_image_stream(&self, reference: String, tx: Sender<serde_json::Value>) {
-        let pushed = self.store.push(&reference).await;
-        // Docker's first line (nothing streams before it: layers are not reported apart).
-        let parsed = skiff_store::ImageReference::parse(&reference).ok();
-        if let Some(r) = &parsed {
-            let _ = tx
-                .send(json!({"status": format!("The push refers to repository [{}]", r.name())}))
-                .await;
-        }
-        match pushed {
+        match self.store.push(&reference).await {
             Ok(digest) => {
                 self.event("push", &familiar(&reference));
+                let parsed = push_first_line(&reference, &tx).await;
                 let tag = parsed
                     .and_then(|r| r.tag)
                     .unwrap_or_else(|| "latest".to_string());
@@ -316,6 +322,7 @@ impl ImageService {
                     .await;
             }
             Err(e) => {
+                push_first_line(&reference, &tx).await;
                 let _ = tx.send(stream_error(&e)).await;
             }
         }
