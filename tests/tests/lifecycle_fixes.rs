@@ -235,4 +235,34 @@ fn version_without_a_daemon_fails_and_daemon_listens_where_h_says() {
     .unwrap();
     child.wait().unwrap();
     assert!(!a.exists() && !b.exists(), "sockets are removed at exit");
+
+    // daemon.json's `hosts`, when no -H is given.
+    let c = dir.path().join("c.sock");
+    std::fs::write(&cfg, format!(r#"{{"hosts": ["unix://{}"]}}"#, c.display())).unwrap();
+    let mut child = std::process::Command::new(&bin)
+        .arg("--exec-root")
+        .arg(dir.path().join("run"))
+        .args(["daemon", "--data-root"])
+        .arg(dir.path().join("data"))
+        .arg("--config-file")
+        .arg(&cfg)
+        .args(["--bridge", "skh15", "--bip", "172.29.250.0/24"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !c.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the daemon did not listen on the file's host"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!dir.path().join("run/skiff.sock").exists());
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    child.wait().unwrap();
 }

@@ -82,6 +82,12 @@ pub async fn run(args: DaemonArgs, exec_root: Option<PathBuf>, hosts: Vec<String
     if !nix::unistd::geteuid().is_root() {
         bail!("skiff daemon must run as root (it mounts FUSE and overlay filesystems and creates namespaces and cgroups)");
     }
+    // `-H` flags, else the file's `hosts`, else the default.
+    let hosts = if hosts.is_empty() {
+        cfg.hosts.clone()
+    } else {
+        hosts
+    };
     let sockets = if hosts.is_empty() {
         vec![cfg.exec_root.join("skiff.sock")]
     } else {
