@@ -449,6 +449,9 @@ pub struct PsArgs {
     /// Show the latest created container.
     #[arg(short = 'l', long)]
     pub latest: bool,
+    /// Filter output (label=K[=V], status=exited, name=..., ancestor=..., docs/daemon.md).
+    #[arg(short = 'f', long = "filter")]
+    pub filters: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -549,6 +552,11 @@ pub struct ImagesArgs {
     /// Show all images.
     #[arg(short = 'a', long)]
     pub all: bool,
+    /// Filter output (reference=..., dangling=true, label=K[=V], before=..., since=...).
+    #[arg(short = 'f', long = "filter")]
+    pub filters: Vec<String>,
+    /// Only images whose reference matches (as `--filter reference=`).
+    pub reference: Option<String>,
 }
 
 #[derive(Args, Debug)]

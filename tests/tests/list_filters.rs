@@ -151,6 +151,28 @@ fn ps_and_images_filters_select_as_dockerd() {
     assert!(ps(&d, &["-a", "--filter", "is-task=true"]).is_empty());
     assert_eq!(ps(&d, &["-a", "--filter", "is-task=false"]), all);
 
+    // skiff's own ps and images take the same filters.
+    assert_eq!(
+        d.ok(&["ps", "-aq", "--filter", "label=app=shop"])
+            .lines()
+            .count(),
+        1
+    );
+    assert_eq!(
+        d.ok(&["ps", "-q", "--filter", "status=exited"])
+            .lines()
+            .count(),
+        1
+    );
+    assert_eq!(
+        d.ok(&["images", "-q", "--filter", "label=tier=base"])
+            .lines()
+            .count(),
+        1
+    );
+    assert!(d.ok(&["images", OTHER]).contains("other"));
+    assert!(!d.ok(&["images", OTHER]).contains("filt"));
+
     // Refused, not ignored.
     for (filter, needle) in [
         ("colour=red", "invalid filter 'colour'"),

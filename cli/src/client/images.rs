@@ -126,6 +126,15 @@ pub async fn images(docker: &Docker, args: &ImagesArgs) -> Result<()> {
     let mut list = docker
         .list_images(Some(ListImagesOptions::<String> {
             all: args.all,
+            filters: {
+                let mut f = super::format::filter_map(&args.filters)?;
+                if let Some(r) = &args.reference {
+                    f.entry("reference".to_string())
+                        .or_default()
+                        .push(r.clone());
+                }
+                f
+            },
             ..Default::default()
         }))
         .await?;
