@@ -24,4 +24,15 @@ if ! "$venv/bin/python" -c 'import docker' 2>/dev/null \
   "$venv/bin/pip" install -q -r tests/requirements-sdk.txt
   cp tests/requirements-sdk.txt "$venv/requirements-sdk.txt"
 fi
+# The docker CLI 20.10 (Debian's docker.io), a second acceptance client: only its client
+# binary, extracted from the package, never installed (the package starts dockerd).
+cli2010=/opt/docker-20.10/docker
+if [ ! -x "$cli2010" ]; then
+  tmp=$(mktemp -d)
+  (cd "$tmp" && { apt-get download -qq docker.io 2>/dev/null \
+    || { apt-get update -qq && apt-get download -qq docker.io 2>/dev/null; }; } \
+    && dpkg-deb -x docker.io_*.deb x)
+  install -D -m 0755 "$tmp/x/usr/bin/docker" "$cli2010"
+  rm -rf "$tmp"
+fi
 [ -e /dev/fuse ] || { echo "error: /dev/fuse is missing; skiff needs FUSE" >&2; exit 1; }
