@@ -5,7 +5,7 @@ cd "$(dirname "$0")/.."
 # docker-compose 1.29 (Debian) is an acceptance client; --no-install-recommends keeps its
 # recommended docker.io (dockerd, which would rewrite iptables) off the machine.
 pkgs=(docker-registry busybox-static fuse3 zstd crun skopeo iptables iproute2 hyperfine sqlite3
-  debootstrap bc tini libseccomp-dev pkg-config docker-compose python3-venv)
+  debootstrap bc tini libseccomp-dev pkg-config docker-compose python3-venv procps)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -23,5 +23,16 @@ if ! "$venv/bin/python" -c 'import docker' 2>/dev/null \
   /usr/bin/python3 -m venv "$venv"
   "$venv/bin/pip" install -q -r tests/requirements-sdk.txt
   cp tests/requirements-sdk.txt "$venv/requirements-sdk.txt"
+fi
+# The docker CLI 20.10 (Debian's docker.io), a second acceptance client: only its client
+# binary, extracted from the package, never installed (the package starts dockerd).
+cli2010=/opt/docker-20.10/docker
+if [ ! -x "$cli2010" ]; then
+  tmp=$(mktemp -d)
+  (cd "$tmp" && { apt-get download -qq docker.io 2>/dev/null \
+    || { apt-get update -qq && apt-get download -qq docker.io 2>/dev/null; }; } \
+    && dpkg-deb -x docker.io_*.deb x)
+  install -D -m 0755 "$tmp/x/usr/bin/docker" "$cli2010"
+  rm -rf "$tmp"
 fi
 [ -e /dev/fuse ] || { echo "error: /dev/fuse is missing; skiff needs FUSE" >&2; exit 1; }

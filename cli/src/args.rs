@@ -12,9 +12,11 @@ use clap::{Args, Parser, Subcommand};
     disable_help_subcommand = true
 )]
 pub struct Cli {
-    /// Daemon socket to connect to (unix:///path or a path).
-    #[arg(short = 'H', long = "host", env = "SKIFF_HOST", global = true)]
-    pub host: Option<String>,
+    /// Clients: the daemon socket to connect to (unix:///path or a path; else $SKIFF_HOST).
+    /// `skiff daemon`: a socket to listen on, repeatable [default:
+    /// unix://<exec-root>/skiff.sock]; $SKIFF_HOST never applies to the daemon.
+    #[arg(short = 'H', long = "host", global = true, action = clap::ArgAction::Append)]
+    pub host: Vec<String>,
 
     /// Volatile state root (socket, mounts); used to find the socket when -H is not given
     /// [default: /run/skiff, or the daemon config file's exec-root].
@@ -55,6 +57,28 @@ pub enum Command {
     Rm(RmArgs),
     /// Execute a command in a running container.
     Exec(ExecArgs),
+    /// Rename a container.
+    Rename(RenameArgs),
+    /// Pause all processes within one or more containers.
+    Pause(ContainersArgs),
+    /// Unpause all processes within one or more containers.
+    Unpause(ContainersArgs),
+    /// Display the running processes of a container.
+    Top(TopArgs),
+    /// Display a live stream of container resource usage statistics.
+    Stats(StatsArgs),
+    /// Update configuration of one or more containers.
+    Update(UpdateArgs),
+    /// Get real time events from the daemon.
+    Events(EventsArgs),
+    /// Inspect changes to files or directories on a container's filesystem.
+    Diff(ContainerArg),
+    /// Export a container's filesystem as a tar archive.
+    Export(ExportArgs),
+    /// Copy files/folders between a container and the local filesystem.
+    Cp(CpArgs),
+    /// Show the history of an image.
+    History(HistoryArgs),
     /// Return low-level information on containers or images.
     Inspect(InspectArgs),
     /// List images.
@@ -314,6 +338,94 @@ pub struct StartArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct ContainerArg {
+    pub container: String,
+}
+
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    /// Write to a file, instead of standard output.
+    #[arg(short = 'o', long)]
+    pub output: Option<PathBuf>,
+    pub container: String,
+}
+
+#[derive(Args, Debug)]
+pub struct CpArgs {
+    /// CONTAINER:SRC_PATH or a local path.
+    pub src: String,
+    /// CONTAINER:DEST_PATH or a local path.
+    pub dst: String,
+}
+
+#[derive(Args, Debug)]
+pub struct HistoryArgs {
+    /// Print sizes in bytes and full commands.
+    #[arg(long)]
+    pub no_trunc: bool,
+    /// Only show image IDs.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    pub image: String,
+}
+
+#[derive(Args, Debug)]
+pub struct EventsArgs {
+    /// Show events created since timestamp (unix seconds, RFC 3339, or relative like 10m).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Stream events until this timestamp.
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Filter output (type=container, event=start, container=NAME, image=REF, label=K[=V]).
+    #[arg(short = 'f', long = "filter")]
+    pub filters: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct RenameArgs {
+    pub container: String,
+    pub new_name: String,
+}
+
+#[derive(Args, Debug)]
+pub struct TopArgs {
+    pub container: String,
+    /// `ps` options (default `-ef`).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub ps_args: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct StatsArgs {
+    /// Print one sample and exit.
+    #[arg(long)]
+    pub no_stream: bool,
+    /// Show all containers (default shows just running).
+    #[arg(short = 'a', long)]
+    pub all: bool,
+    pub containers: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct UpdateArgs {
+    /// Memory limit (e.g. 64m).
+    #[arg(short = 'm', long)]
+    pub memory: Option<String>,
+    /// Number of CPUs.
+    #[arg(long)]
+    pub cpus: Option<f64>,
+    /// Tune container pids limit.
+    #[arg(long)]
+    pub pids_limit: Option<i64>,
+    /// Restart policy (no, always, unless-stopped, on-failure[:N]).
+    #[arg(long)]
+    pub restart: Option<String>,
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+#[derive(Args, Debug)]
 pub struct ContainersArgs {
     #[arg(required = true)]
     pub containers: Vec<String>,
@@ -341,6 +453,9 @@ pub struct PsArgs {
     /// Show the latest created container.
     #[arg(short = 'l', long)]
     pub latest: bool,
+    /// Filter output (label=K[=V], status=exited, name=..., ancestor=..., docs/daemon.md).
+    #[arg(short = 'f', long = "filter")]
+    pub filters: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -357,6 +472,9 @@ pub struct LogsArgs {
     /// Show logs since timestamp (e.g. 2013-01-02T13:23:37Z) or relative (e.g. 42m).
     #[arg(long)]
     pub since: Option<String>,
+    /// Show logs before a timestamp (e.g. 2013-01-02T13:23:37Z) or relative (e.g. 42m).
+    #[arg(long)]
+    pub until: Option<String>,
     pub container: String,
 }
 
@@ -438,6 +556,11 @@ pub struct ImagesArgs {
     /// Show all images.
     #[arg(short = 'a', long)]
     pub all: bool,
+    /// Filter output (reference=..., dangling=true, label=K[=V], before=..., since=...).
+    #[arg(short = 'f', long = "filter")]
+    pub filters: Vec<String>,
+    /// Only images whose reference matches (as `--filter reference=`).
+    pub reference: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -484,6 +607,8 @@ pub enum ImageCommand {
     Convert(ConvertArgs),
     /// Remove unused images.
     Prune(PruneArgs),
+    /// Show the history of an image.
+    History(HistoryArgs),
     /// Access profiles of lazily pulled images (see docs/profiles.md).
     #[command(subcommand)]
     Profile(ProfileCommand),

@@ -50,16 +50,24 @@ fn main() {
 
 async fn dispatch(cli: Cli) -> Result<()> {
     if let Command::Daemon(args) = cli.command {
-        return daemon::run(args, cli.exec_root, cli.host).await;
+        return daemon::run(args, cli.exec_root, cli.host.clone()).await;
     }
     let exec_root = cli
         .exec_root
         .clone()
         .unwrap_or_else(|| daemon::config::DEFAULT_EXEC_ROOT.into());
-    let socket = client::connect::socket_path(cli.host.as_deref(), &exec_root)?;
+    let host = match cli.host.as_slice() {
+        [] => std::env::var("SKIFF_HOST").ok().filter(|h| !h.is_empty()),
+        [one] => Some(one.clone()),
+        _ => {
+            eprintln!("skiff: specify only one -H");
+            return Err(Exit(125).into());
+        }
+    };
+    let socket = client::connect::socket_path(host.as_deref(), &exec_root)?;
     if let Command::Version = cli.command {
-        let docker = client::connect::connect(&socket).await.ok();
-        return client::system::version(docker.as_ref()).await;
+        // As docker: the client's part, then the error (exit 1) when no daemon answers.
+        return client::system::version(client::connect::connect(&socket).await).await;
     }
     if let Command::Bench(args) = &cli.command {
         return bench::bench(args).await;
@@ -104,6 +112,19 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Volume(VolumeCommand::Rm(a)) => volumes::rm(d, a).await,
         Command::Volume(VolumeCommand::Prune(a)) => volumes::prune(d, a).await,
         Command::System(SystemCommand::Info) | Command::Info => system::info(d).await,
+        Command::Rename(a) => ops::rename(d, a).await,
+        Command::Pause(a) => ops::pause(d, a, true).await,
+        Command::Unpause(a) => ops::pause(d, a, false).await,
+        Command::Top(a) => ops::top(d, a).await,
+        Command::Stats(a) => ops::stats(d, &socket, a).await,
+        Command::Update(a) => ops::update(d, a).await,
+        Command::Events(a) => ops::events(d, a).await,
+        Command::Diff(a) => files::diff(d, &a.container).await,
+        Command::Export(a) => files::export(d, a).await,
+        Command::Cp(a) => files::cp(d, a).await,
+        Command::History(a) | Command::Image(ImageCommand::History(a)) => {
+            images::history(d, a).await
+        }
         Command::Daemon(_)
         | Command::Bench(_)
         | Command::Version

@@ -115,7 +115,12 @@ impl ContainerCgroup {
         }
     }
 
-    fn apply(&self, res: &Resources, v2: bool, devices: Option<&[String]>) -> Result<()> {
+    pub(crate) fn apply(
+        &self,
+        res: &Resources,
+        v2: bool,
+        devices: Option<&[String]>,
+    ) -> Result<()> {
         use cgroups_rs::cpu::CpuController;
         use cgroups_rs::memory::MemController;
         use cgroups_rs::pid::PidController;
@@ -173,7 +178,7 @@ impl ContainerCgroup {
             .collect()
     }
 
-    fn file(&self, controller: &str, name: &str) -> PathBuf {
+    pub(crate) fn file(&self, controller: &str, name: &str) -> PathBuf {
         for s in self.cg.subsystems() {
             if self.cg.v2() || s.controller_name() == controller {
                 return s.to_controller().path().join(name);

@@ -27,6 +27,7 @@ mod shim;
 pub mod state;
 
 pub use config::{ContainerConfig, ExecConfig, NetworkMode, Resources, WinSize};
+pub use container::control;
 pub use container::{
     attach, create, create_with, exec, kill, purge_trash, remove, remove_detached, resize, start,
     stop, wait, wait_timeout, ContainerHandle, ExecProcess, Removal,

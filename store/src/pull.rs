@@ -207,6 +207,9 @@ impl Store {
         self.inner
             .db
             .commit_image(&row, &digests, r.tagged().as_deref())?;
+        self.inner
+            .db
+            .add_repo_digest(&format!("{}@{}", r.name(), resolved.manifest_digest), &id)?;
         Ok(id)
     }
 

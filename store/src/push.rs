@@ -36,9 +36,14 @@ impl Store {
             .registry
             .push_blob(&r, &row.id, Bytes::from(row.config.clone()))
             .await?;
-        self.inner
+        let digest = self
+            .inner
             .registry
             .push_manifest(&r, Bytes::from(row.manifest), &row.manifest_media_type)
-            .await
+            .await?;
+        self.inner
+            .db
+            .add_repo_digest(&format!("{}@{digest}", r.name()), &id)?;
+        Ok(digest)
     }
 }

@@ -286,6 +286,12 @@ impl Store {
         })
     }
 
+    /// The `registry/repository@digest` names the image `id` was pulled or pushed as
+    /// (Docker's `RepoDigests`), sorted.
+    pub fn repo_digests(&self, id: &str) -> Result<Vec<String>> {
+        self.inner.db.repo_digests_of(id)
+    }
+
     /// Points `target` (a reference with a tag) at the image `source` names.
     pub fn tag(&self, source: &str, target: &str) -> Result<()> {
         let id = self.resolve_id(source)?;

@@ -45,6 +45,22 @@ pub fn import_busybox(d: &Daemon, reference: &str, changes: &[&str]) {
     d.ok(&args);
 }
 
+/// The docker CLI 20.10 client (scripts/install-deps.sh extracts it from Debian's docker.io).
+pub const DOCKER_20_10: &str = "/opt/docker-20.10/docker";
+
+pub fn docker_20_10_unavailable() -> Option<String> {
+    (!Path::new(DOCKER_20_10).exists()).then(|| format!("{DOCKER_20_10} is missing"))
+}
+
+/// A docker CLI 20.10 command aimed at the daemon.
+pub fn docker_20_10(d: &Daemon) -> Command {
+    let mut c = Command::new(DOCKER_20_10);
+    c.env("DOCKER_HOST", format!("unix://{}", d.socket.display()))
+        .env("DOCKER_CONFIG", d.dir().join("docker-config"))
+        .stdin(Stdio::null());
+    c
+}
+
 /// A `docker` command aimed at the daemon.
 pub fn docker(d: &Daemon) -> Command {
     let mut c = Command::new("docker");

@@ -128,6 +128,20 @@ pub fn parse_bytes(s: &str) -> Option<i64> {
     Some((v * mult as f64) as i64)
 }
 
+/// `--filter KEY=VALUE` flags as Docker's `filters` map (values of one key are alternatives).
+pub fn filter_map(
+    flags: &[String],
+) -> anyhow::Result<std::collections::HashMap<String, Vec<String>>> {
+    let mut out: std::collections::HashMap<String, Vec<String>> = Default::default();
+    for f in flags {
+        let (k, v) = f
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("bad format of filter (expected name=value): {f}"))?;
+        out.entry(k.to_string()).or_default().push(v.to_string());
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

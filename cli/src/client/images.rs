@@ -126,6 +126,15 @@ pub async fn images(docker: &Docker, args: &ImagesArgs) -> Result<()> {
     let mut list = docker
         .list_images(Some(ListImagesOptions::<String> {
             all: args.all,
+            filters: {
+                let mut f = super::format::filter_map(&args.filters)?;
+                if let Some(r) = &args.reference {
+                    f.entry("reference".to_string())
+                        .or_default()
+                        .push(r.clone());
+                }
+                f
+            },
             ..Default::default()
         }))
         .await?;
@@ -268,6 +277,54 @@ pub async fn import(docker: &Docker, args: &ImportArgs) -> Result<()> {
         println!("{id}");
     }
     Ok(())
+}
+
+/// `history`: the image's layers and the steps that made them, newest first.
+pub async fn history(docker: &Docker, args: &crate::args::HistoryArgs) -> Result<()> {
+    let items = docker.image_history(&args.image).await?;
+    if args.quiet {
+        for i in &items {
+            println!("{}", short_history_id(&i.id, args.no_trunc));
+        }
+        return Ok(());
+    }
+    println!(
+        "{:<14} {:<16} {:<46} {:>10}   COMMENT",
+        "IMAGE", "CREATED", "CREATED BY", "SIZE"
+    );
+    let now = chrono::Utc::now().timestamp();
+    for i in &items {
+        let by = i.created_by.replace('\t', " ");
+        let by = if args.no_trunc || by.chars().count() <= 45 {
+            by
+        } else {
+            format!("{}…", by.chars().take(44).collect::<String>())
+        };
+        let size = if args.no_trunc {
+            i.size.to_string()
+        } else {
+            crate::client::format::human_size(i.size)
+        };
+        println!(
+            "{:<14} {:<16} {:<46} {:>10}   {}",
+            short_history_id(&i.id, args.no_trunc),
+            format!(
+                "{} ago",
+                crate::client::format::human_duration(now - i.created)
+            ),
+            by,
+            size,
+            i.comment
+        );
+    }
+    Ok(())
+}
+
+fn short_history_id(id: &str, no_trunc: bool) -> String {
+    match id.strip_prefix("sha256:") {
+        Some(hex) if !no_trunc => hex[..hex.len().min(12)].to_string(),
+        _ => id.to_string(),
+    }
 }
 
 #[cfg(test)]

@@ -13,6 +13,10 @@ pub async fn logs(docker: &Docker, args: &LogsArgs) -> Result<()> {
         Some(s) => parse_since(s)?,
         None => 0,
     };
+    let until = match &args.until {
+        Some(s) => parse_since(s)?,
+        None => 0,
+    };
     let mut stream = docker.logs(
         &args.container,
         Some(LogsOptions::<String> {
@@ -20,7 +24,7 @@ pub async fn logs(docker: &Docker, args: &LogsArgs) -> Result<()> {
             stdout: true,
             stderr: true,
             since,
-            until: 0,
+            until,
             timestamps: args.timestamps,
             tail: args.tail.clone(),
         }),

@@ -13,6 +13,7 @@ pub async fn ps(docker: &Docker, args: &PsArgs) -> Result<()> {
         .list_containers(Some(ListContainersOptions::<String> {
             all: args.all || args.latest,
             limit: args.latest.then_some(1),
+            filters: super::format::filter_map(&args.filters)?,
             ..Default::default()
         }))
         .await?;

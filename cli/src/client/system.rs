@@ -172,11 +172,18 @@ pub async fn info(docker: &Docker) -> Result<()> {
     Ok(())
 }
 
-pub async fn version(docker: Option<&Docker>) -> Result<()> {
+pub async fn version(docker: Result<Docker>) -> Result<()> {
     println!("Client:");
     println!(" Version:     {}", env!("CARGO_PKG_VERSION"));
     println!(" API version: 1.43");
-    if let Some(d) = docker {
+    let d = match docker {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("{e:#}");
+            return Err(crate::exit::Exit(1).into());
+        }
+    };
+    {
         let v = d.version().await?;
         println!("\nServer: skiff");
         println!(" Engine:");

@@ -14,6 +14,7 @@ use serde::Deserialize;
 
 use super::containers_run::StartedBy;
 use super::error::ApiResult;
+use super::filters::Filters;
 use super::hijack;
 use super::services::Daemon;
 use super::views;
@@ -70,26 +71,39 @@ pub async fn create(
 pub struct ListQuery {
     all: Option<String>,
     limit: Option<i64>,
+    filters: Option<String>,
+    size: Option<String>,
 }
 
 pub async fn list(
     State(d): State<Arc<Daemon>>,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<impl IntoResponse> {
+    let filters = Filters::parse(q.filters.as_deref(), super::container_filter::NAMES)?;
     let now = chrono::Utc::now();
-    let mut out = Vec::new();
-    for (r, st) in d.containers.list()? {
-        if !flag(&q.all) && q.limit.is_none() && st.status != skiff_runtime::state::Status::Running
-        {
-            continue;
-        }
-        let restarting = d.monitor.is_restarting(&r.id);
-        out.push(views::summary(&r, &st, now, restarting));
-    }
-    if let Some(limit) = q.limit.filter(|l| *l > 0) {
-        out.truncate(limit as usize);
-    }
-    Ok(Json(out))
+    let rows = d.containers.select(filters, flag(&q.all), q.limit)?;
+    Ok(Json(
+        rows.iter()
+            .map(|r| {
+                let mut row = views::summary(&r.record, &r.state, now, r.restarting);
+                if r.paused {
+                    row.state = Some("paused".to_string());
+                    row.status = row.status.map(|s| format!("{s} (Paused)"));
+                }
+                if flag(&q.size) {
+                    let rw = d.containers.disk_usage(&r.record.id) as i64;
+                    let image = d
+                        .images
+                        .store()
+                        .image(&r.record.image_id)
+                        .map_or(0, |i| i.size as i64);
+                    row.size_rw = Some(rw);
+                    row.size_root_fs = Some(rw + image);
+                }
+                row
+            })
+            .collect::<Vec<_>>(),
+    ))
 }
 
 pub async fn inspect(
@@ -248,8 +262,23 @@ pub struct LogsQuery {
     stdout: Option<String>,
     stderr: Option<String>,
     since: Option<String>,
+    until: Option<String>,
     timestamps: Option<String>,
     tail: Option<String>,
+}
+
+/// A `since`/`until` of logs (0 or absent: unbounded); malformed ones are refused.
+fn log_time(
+    name: &str,
+    v: Option<&str>,
+) -> Result<Option<chrono::DateTime<chrono::Utc>>, super::error::DaemonError> {
+    let Some(v) = v.filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    let nanos = super::time_arg::parse_nanos(v).ok_or_else(|| {
+        super::error::DaemonError::Invalid(format!("invalid {name} {v:?}: not a timestamp"))
+    })?;
+    Ok((nanos > 0).then(|| chrono::DateTime::from_timestamp_nanos(nanos as i64)))
 }
 
 pub async fn logs(
@@ -265,11 +294,8 @@ pub async fn logs(
         stderr: flag(&q.stderr),
         timestamps: flag(&q.timestamps),
         tail: q.tail.as_deref().and_then(|t| t.parse().ok()),
-        since: q
-            .since
-            .as_deref()
-            .and_then(|s| s.split('.').next().and_then(|s| s.parse::<i64>().ok()))
-            .filter(|s| *s > 0),
+        since: log_time("since", q.since.as_deref())?,
+        until: log_time("until", q.until.as_deref())?,
     };
     let body = super::logs_stream::stream(d.containers.dir(&r.id), opts, tty)?;
     let content_type = if tty {
@@ -300,8 +326,17 @@ pub async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
-pub async fn prune(State(d): State<Arc<Daemon>>) -> ApiResult<impl IntoResponse> {
-    let (deleted, reclaimed) = d.containers.prune().await?;
+#[derive(Deserialize, Default)]
+pub struct PruneQuery {
+    filters: Option<String>,
+}
+
+pub async fn prune(
+    State(d): State<Arc<Daemon>>,
+    Query(q): Query<PruneQuery>,
+) -> ApiResult<impl IntoResponse> {
+    let filters = Filters::parse(q.filters.as_deref(), &["label", "label!", "until"])?;
+    let (deleted, reclaimed) = d.containers.prune(&filters).await?;
     Ok(Json(serde_json::json!({
         "ContainersDeleted": deleted,
         "SpaceReclaimed": reclaimed,

@@ -34,8 +34,22 @@ fn streaming(body: Body) -> Response {
         .expect("valid response")
 }
 
-pub async fn list(State(d): State<Arc<Daemon>>) -> ApiResult<impl IntoResponse> {
-    Ok(Json(d.images.list_images().await?))
+#[derive(Deserialize, Default)]
+pub struct ListQuery {
+    filters: Option<String>,
+    /// Before API 1.25: a reference pattern.
+    filter: Option<String>,
+}
+
+pub async fn list(
+    State(d): State<Arc<Daemon>>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<impl IntoResponse> {
+    let mut filters = Filters::parse(q.filters.as_deref(), super::image_filter::NAMES)?;
+    if let Some(r) = q.filter.filter(|r| !r.is_empty()) {
+        filters.add("reference", r);
+    }
+    Ok(Json(d.images.list_images(filters).await?))
 }
 
 #[derive(Deserialize, Default)]
@@ -149,6 +163,10 @@ pub async fn get_by_name(
 ) -> ApiResult<Response> {
     if let Some(name) = rest.strip_suffix("/json") {
         return Ok(Json(d.images.inspect_image(name).await?).into_response());
+    }
+    if let Some(name) = rest.strip_suffix("/history") {
+        let h = super::image_history::history(d.images.store(), name)?;
+        return Ok(Json(h).into_response());
     }
     Err(DaemonError::NoSuchEndpoint(format!("/images/{rest}")))
 }

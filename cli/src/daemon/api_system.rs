@@ -65,7 +65,7 @@ pub async fn version() -> Json<SystemVersion> {
 
 pub async fn info(State(d): State<Arc<Daemon>>) -> ApiResult<Json<SystemInfo>> {
     let counts = d.containers.counts()?;
-    Ok(Json(SystemInfo {
+    let mut info = SystemInfo {
         id: Some("skiff".to_string()),
         containers: Some(counts.total),
         containers_running: Some(counts.running),
@@ -108,7 +108,9 @@ pub async fn info(State(d): State<Arc<Daemon>>) -> ApiResult<Json<SystemInfo>> {
             bollard::models::SystemInfoCgroupVersionEnum::_1
         }),
         ..Default::default()
-    }))
+    };
+    super::host_info::fill(&mut info, &d.containers.log_defaults.0);
+    Ok(Json(info))
 }
 
 pub async fn df(State(d): State<Arc<Daemon>>) -> ApiResult<impl IntoResponse> {

@@ -13,10 +13,22 @@ use super::error::{ApiResult, DaemonError};
 use super::filters::Filters;
 use super::services::Daemon;
 
-pub async fn list(State(d): State<Arc<Daemon>>) -> ApiResult<impl IntoResponse> {
+#[derive(Deserialize, Default)]
+pub struct ListQuery {
+    filters: Option<String>,
+}
+
+pub async fn list(
+    State(d): State<Arc<Daemon>>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<impl IntoResponse> {
+    let filters = Filters::parse(
+        q.filters.as_deref(),
+        &["dangling", "driver", "label", "name"],
+    )?;
     let vols: Vec<serde_json::Value> = d
         .volumes
-        .list()?
+        .select(&filters)?
         .iter()
         .map(|v| d.volumes.view(v))
         .collect();
@@ -51,6 +63,12 @@ pub async fn create(
     let (v, _) = d
         .volumes
         .create(body.name.as_deref(), body.labels.unwrap_or_default())?;
+    d.containers.monitor.events.emit(
+        "volume",
+        "create",
+        &v.name,
+        [("driver".to_string(), "local".to_string())],
+    );
     Ok((StatusCode::CREATED, Json(d.volumes.view(&v))))
 }
 
@@ -74,6 +92,12 @@ pub async fn remove(
 ) -> ApiResult<StatusCode> {
     let force = matches!(q.force.as_deref(), Some("1") | Some("true"));
     d.volumes.remove(&name, force)?;
+    d.containers.monitor.events.emit(
+        "volume",
+        "destroy",
+        &name,
+        [("driver".to_string(), "local".to_string())],
+    );
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -64,8 +64,12 @@ fn pairs(arg: &str) -> Result<Vec<(String, String)>, String> {
 
 pub fn parse(lines: &[String]) -> Result<ImageChanges, String> {
     let mut c = ImageChanges::default();
-    for line in lines {
+    // Each value is a Dockerfile fragment: bollard joins several with newlines.
+    for line in lines.iter().flat_map(|l| l.lines()) {
         let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
         let (instr, arg) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
         match instr.to_ascii_uppercase().as_str() {
             "CMD" => c.cmd = Some(command(arg)?),
@@ -126,6 +130,12 @@ mod tests {
         assert_eq!(c.working_dir.as_deref(), Some("/srv"));
         assert_eq!(c.user.as_deref(), Some("nobody"));
         assert_eq!(c.exposed_ports, ["80/tcp", "53/udp"]);
+        // bollard (the skiff CLI) sends several changes as one newline-joined value.
+        let c = parse(&["EXPOSE 8080\nENV A=1".into()]).unwrap();
+        assert_eq!(
+            (c.exposed_ports, c.env),
+            (vec!["8080/tcp".to_string()], vec!["A=1".to_string()])
+        );
         assert!(parse(&["RUN rm -rf /".into()]).is_err());
         assert!(parse(&["CMD [broken".into()]).is_err());
     }

@@ -33,6 +33,8 @@ pub struct DaemonFile {
     pub default_address_pools: Option<Vec<serde_json::Value>>,
     pub bip: Option<String>,
     pub bridge: Option<String>,
+    /// Sockets to listen on (`unix:///path`); `-H` flags replace them.
+    pub hosts: Option<Vec<String>>,
     /// skiff's own: the chunk cache's byte budget (`10g`).
     pub cache_size: Option<String>,
     /// skiff's own: pull zstd:chunked layers lazily (`true`).
@@ -59,6 +61,8 @@ pub struct DaemonConfig {
     pub bridge: String,
     /// The bridge's subnet (`bip`).
     pub subnet: String,
+    /// The file's `hosts` (the `-H` flags, given to `daemon::run`, replace them).
+    pub hosts: Vec<String>,
     pub debug: bool,
     pub lazy_pull: bool,
     pub profile_record: bool,
@@ -147,6 +151,7 @@ pub fn resolve(
             .clone()
             .or(file.bip)
             .unwrap_or_else(|| DEFAULT_SUBNET.into()),
+        hosts: file.hosts.unwrap_or_default(),
         debug: args.debug || file.debug.unwrap_or(false),
         lazy_pull: !args.no_lazy_pull && file.lazy_pull.unwrap_or(true),
         profile_record: !args.no_profile_record && file.profile_record.unwrap_or(true),
@@ -216,6 +221,13 @@ mod tests {
         assert!(!on(r#"{"live-restore": false}"#, &[]));
         assert!(on(r#"{"live-restore": false}"#, &["--live-restore"]));
         assert!(!on(r#"{"live-restore": true}"#, &["--live-restore=false"]));
+    }
+
+    #[test]
+    fn hosts_come_from_the_file() {
+        let f = parse(r#"{"hosts": ["unix:///run/a.sock", "/run/b.sock"]}"#).unwrap();
+        let cfg = resolve(&args(&[]), None, f, None).unwrap();
+        assert_eq!(cfg.hosts, ["unix:///run/a.sock", "/run/b.sock"]);
     }
 
     #[test]

@@ -37,7 +37,7 @@ pub struct ContainerService {
     /// The daemon's default log driver and options (daemon.json `log-driver`, `log-opts`).
     pub(super) log_defaults: (String, std::collections::BTreeMap<String, String>),
     /// Serializes create/remove so names and mounts stay consistent.
-    lifecycle: tokio::sync::Mutex<()>,
+    pub(super) lifecycle: tokio::sync::Mutex<()>,
 }
 
 /// `(total, running, stopped)` container counts, for `/info`.
@@ -110,6 +110,35 @@ impl ContainerService {
             }
         }
         Ok(out)
+    }
+
+    /// `GET /containers/json`: the containers `all`, `limit` and `filters` select, newest
+    /// first. Refuses unknown or malformed filters (400) and unknown `before`/`since`
+    /// containers (404).
+    pub fn select(
+        &self,
+        filters: super::filters::Filters,
+        all: bool,
+        limit: Option<i64>,
+    ) -> Result<Vec<super::container_filter::Row>, DaemonError> {
+        let query = super::container_filter::ContainerQuery::new(
+            filters,
+            all,
+            limit,
+            |n| self.find(n),
+            |i| self.store.image(i).ok().map(|i| i.id),
+        )?;
+        let rows = self
+            .list()?
+            .into_iter()
+            .map(|(record, state)| super::container_filter::Row {
+                restarting: self.monitor.is_restarting(&record.id),
+                paused: self.is_paused(&record.id, &state),
+                record,
+                state,
+            })
+            .collect();
+        Ok(query.select(rows))
     }
 
     pub fn counts(&self) -> Result<Counts, DaemonError> {
@@ -321,6 +350,7 @@ impl ContainerService {
             return Err(err);
         }
         self.records.insert(&record)?;
+        self.monitor.events.container("create", &record, &[]);
         tracing::info!(id = %&id[..12], name = %name, image = %record.image, "created container");
         Ok(id)
     }
@@ -344,6 +374,7 @@ impl ContainerService {
     ) -> Result<(), DaemonError> {
         let st = self.state(&r.id)?;
         Lifecycle::new(r, &st).can_remove(force)?;
+        self.thaw_if_paused(r).await;
         let dir = self.dir(&r.id);
         let removal = tokio::task::spawn_blocking(move || skiff_runtime::remove_detached(&dir))
             .await
@@ -367,17 +398,42 @@ impl ContainerService {
             self.drop_anonymous(&r.mounts);
         }
         self.monitor.note_removed(&r.id);
+        self.monitor.events.container("destroy", r, &[]);
         self.mounts.release(&r.image_id);
         tracing::info!(id = %&r.id[..12], "removed container");
         Ok(())
     }
 
-    /// Removes every exited container; returns the ids removed and the bytes reclaimed.
-    pub async fn prune(&self) -> Result<(Vec<String>, u64), DaemonError> {
+    /// Removes every exited container `filters` select (dockerd's prune filters: `label`
+    /// must all match, `label!` must not, `until`: created before); returns the ids removed
+    /// and the bytes reclaimed.
+    pub async fn prune(
+        &self,
+        filters: &super::filters::Filters,
+    ) -> Result<(Vec<String>, u64), DaemonError> {
+        let until = match filters.get("until").last() {
+            Some(v) => Some(super::time_arg::parse(v).ok_or_else(|| {
+                DaemonError::Invalid(format!("invalid filter 'until={v}': not a timestamp"))
+            })?),
+            None => None,
+        };
         let mut deleted = Vec::new();
         let mut reclaimed: u64 = 0;
         for (r, st) in self.list()? {
-            if st.status == Status::Exited {
+            let label = |k: &str| r.spec.labels.get(k).map(String::as_str);
+            let excluded = !filters.get("label!").is_empty()
+                && filters
+                    .get("label!")
+                    .iter()
+                    .any(|v| match v.split_once('=') {
+                        Some((k, want)) => label(k) == Some(want),
+                        None => label(v).is_some(),
+                    });
+            if st.status == Status::Exited
+                && filters.matches_labels("label", label)
+                && !excluded
+                && until.is_none_or(|u| r.created < u)
+            {
                 let size = self.disk_usage(&r.id);
                 match self.remove(&r, false, false).await {
                     Ok(()) => {

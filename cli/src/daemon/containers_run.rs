@@ -32,6 +32,11 @@ impl ContainerService {
             updated.restart_count = 0;
             self.records.update(&updated)?;
         }
+        // Ports are freed while a container is stopped (see the monitor): bound again now.
+        self.network.publish(&r.id).await.map_err(|e| match e {
+            skiff_runtime::RuntimeError::PortInUse { .. } => DaemonError::PortInUse(Box::new(e)),
+            e => DaemonError::runtime("publishing ports", e),
+        })?;
         let dir = self.dir(&r.id);
         let res = tokio::task::spawn_blocking(move || skiff_runtime::start(&dir))
             .await
@@ -46,9 +51,26 @@ impl ContainerService {
                 _ => format!("failed to start container: {e}"),
             };
             tracing::info!(id = %&r.id[..12], "start failed: {msg}");
+            // As dockerd: a `--rm` container goes when its start fails, so `wait
+            // ?condition=removed` (what `run --rm` waits on) ends.
+            // The shim records the exit (127, 126) as it goes: answer once it has, so an
+            // inspect right after shows it.
+            let code = tokio::time::timeout(Duration::from_secs(2), self.monitor.wait_exit(&r.id))
+                .await
+                .unwrap_or(e.exit_code());
+            if r.spec.host.auto_remove {
+                self.monitor.note_exit(&r.id, code);
+                if let Err(e) = self.remove(r, true, true).await {
+                    tracing::warn!(id = %&r.id[..12], "auto-remove after a failed start: {e}");
+                    self.monitor.note_removal_failed(&r.id);
+                }
+            } else if let Err(e) = self.network.unpublish(&r.id).await {
+                tracing::warn!(id = %&r.id[..12], "freeing published ports: {e}");
+            }
             return Err(DaemonError::StartFailed(msg));
         }
         tracing::info!(id = %&r.id[..12], "started container");
+        self.monitor.events.container("start", r, &[]);
         self.monitor.watch(&r.id);
         Ok(true)
     }
@@ -92,6 +114,8 @@ impl ContainerService {
         if !Lifecycle::new(r, &st).can_stop() {
             return Ok(false);
         }
+        // Frozen processes would not see the signal: thawed first, as dockerd does.
+        self.thaw_if_paused(r).await;
         let sig = parse_signal(
             signal
                 .or(r.spec.stop_signal.as_deref())
@@ -103,7 +127,13 @@ impl ContainerService {
             .await
             .map_err(DaemonError::join)?
             .map_err(|e| DaemonError::runtime(format!("stopping {}", r.name), e))?;
+        // Freed before answering, so the client may bind the port at once (the monitor
+        // does it too, for exits nobody asked for).
+        if let Err(e) = self.network.unpublish(&r.id).await {
+            tracing::warn!(id = %&r.id[..12], "freeing published ports: {e}");
+        }
         tracing::info!(id = %&r.id[..12], "stopped container");
+        self.monitor.events.container("stop", r, &[]);
         Ok(true)
     }
 
@@ -112,8 +142,13 @@ impl ContainerService {
         let st = self.state(&r.id)?;
         Lifecycle::new(r, &st).can_kill()?;
         self.mark_stopped_by_user(r)?;
+        self.thaw_if_paused(r).await;
         skiff_runtime::kill(&self.dir(&r.id), sig)
-            .map_err(|e| DaemonError::runtime(format!("killing {}", r.name), e))
+            .map_err(|e| DaemonError::runtime(format!("killing {}", r.name), e))?;
+        self.monitor
+            .events
+            .container("kill", r, &[("signal", (sig as i32).to_string())]);
+        Ok(())
     }
 
     /// `restart`: stop (if running), then start again.

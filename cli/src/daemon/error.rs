@@ -14,6 +14,9 @@ pub enum DaemonError {
     NoSuchContainer(String),
     #[error("No such image: {0}")]
     NoSuchImage(String),
+    /// A path inside a container that does not exist (`cp`).
+    #[error("{0}")]
+    NoSuchPath(String),
     #[error("No such exec instance: {0}")]
     NoSuchExec(String),
     #[error("network {0} not found")]
@@ -37,6 +40,12 @@ pub enum DaemonError {
     NameInUse { name: String, id: String },
     #[error("Container {id} is not running")]
     NotRunning { id: String },
+    #[error("Container {id} is already paused")]
+    AlreadyPaused { id: String },
+    #[error("Container {id} is not paused")]
+    NotPaused { id: String },
+    #[error("Container {id} is paused, unpause the container before exec")]
+    ExecPaused { id: String },
     #[error("Cannot kill container: {name}: Container {id} is not running")]
     KillNotRunning { name: String, id: String },
     #[error("You cannot remove a running container {id}. Stop the container before attempting removal or force remove")]
@@ -121,12 +130,16 @@ pub fn status(e: &DaemonError) -> StatusCode {
         | E::NoSuchExec(_)
         | E::NoSuchNetwork(_)
         | E::NoSuchVolume(_)
+        | E::NoSuchPath(_)
         | E::NoSuchEndpoint(_) => StatusCode::NOT_FOUND,
         E::AmbiguousId(_) | E::Invalid(_) | E::Unsupported { .. } | E::StartFailed(_) => {
             StatusCode::BAD_REQUEST
         }
         E::NameInUse { .. }
         | E::NotRunning { .. }
+        | E::AlreadyPaused { .. }
+        | E::NotPaused { .. }
+        | E::ExecPaused { .. }
         | E::KillNotRunning { .. }
         | E::RemoveRunning { .. }
         | E::ExecAlreadyRan(_)

@@ -140,6 +140,9 @@ impl ExecService {
         config: bollard::models::ExecConfig,
     ) -> Result<String, DaemonError> {
         Lifecycle::new(r, state).can_exec()?;
+        if skiff_runtime::control::is_frozen(&self.paths.container_dir(&r.id)) {
+            return Err(DaemonError::ExecPaused { id: r.id.clone() });
+        }
         if config.cmd.as_ref().is_none_or(|c| c.is_empty()) {
             return Err(DaemonError::invalid("No exec command specified"));
         }

@@ -46,6 +46,35 @@ impl Filters {
         self.0.get(name).map(Vec::as_slice).unwrap_or(&[])
     }
 
+    /// Adds a value to filter `name` (legacy parameters that are filters in newer APIs).
+    pub fn add(&mut self, name: &str, value: String) {
+        self.0.entry(name.to_string()).or_default().push(value);
+    }
+
+    /// Whether the client sent filter `name` (even with no values).
+    pub fn contains(&self, name: &str) -> bool {
+        self.0.contains_key(name)
+    }
+
+    /// Docker's `Args.Match`: true when `name` is absent, or one value equals `source` or, as
+    /// a regular expression, matches somewhere in it (an invalid expression matches nothing).
+    pub fn matches(&self, name: &str, source: &str) -> bool {
+        let values = self.get(name);
+        values.is_empty()
+            || values
+                .iter()
+                .any(|v| v == source || regex::Regex::new(v).is_ok_and(|re| re.is_match(source)))
+    }
+
+    /// Docker's `Args.MatchKVList` (the `label` filters): every value, `key` or `key=value`,
+    /// must be present in `labels`; true when `name` is absent.
+    pub fn matches_labels<'a>(&self, name: &str, labels: impl Fn(&str) -> Option<&'a str>) -> bool {
+        self.get(name).iter().all(|v| match v.split_once('=') {
+            Some((k, want)) => labels(k) == Some(want),
+            None => labels(v).is_some(),
+        })
+    }
+
     /// A boolean filter (`true`/`1`, `false`/`0`); `None` when absent. Conflicting or other
     /// values are refused with dockerd's message.
     pub fn bool(&self, name: &str) -> Result<Option<bool>, DaemonError> {
@@ -80,6 +109,27 @@ mod tests {
         assert_eq!(a.bool("dangling").unwrap(), None);
         assert_eq!(Filters::parse(None, &[]).unwrap(), Filters::default());
         assert_eq!(Filters::parse(Some(""), &[]).unwrap(), Filters::default());
+    }
+
+    #[test]
+    fn match_is_exact_or_regex_and_labels_all_match() {
+        let f = Filters::parse(
+            Some(r#"{"name":["^/web$","db"],"label":["a","b=2"]}"#),
+            &["name", "label"],
+        )
+        .unwrap();
+        assert!(f.matches("name", "/web"));
+        assert!(f.matches("name", "/mydb1"));
+        assert!(!f.matches("name", "/web2"));
+        assert!(f.matches("id", "anything"), "an absent filter matches");
+        let labels = |m: &'static [(&'static str, &'static str)]| {
+            move |k: &str| m.iter().find(|(kk, _)| *kk == k).map(|(_, v)| *v)
+        };
+        assert!(f.matches_labels("label", labels(&[("a", ""), ("b", "2")])));
+        assert!(!f.matches_labels("label", labels(&[("a", "x"), ("b", "3")])));
+        assert!(!f.matches_labels("label", labels(&[("b", "2")])));
+        let bad = Filters::parse(Some(r#"{"name":["(["]}"#), &["name"]).unwrap();
+        assert!(!bad.matches("name", "/x"));
     }
 
     #[test]

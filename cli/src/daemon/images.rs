@@ -59,6 +59,19 @@ fn stream_error(e: &dyn std::fmt::Display) -> serde_json::Value {
     json!({"error": e.to_string(), "errorDetail": {"message": e.to_string()}})
 }
 
+/// Docker's first push line, `The push refers to repository [...]` (sent once the push
+/// ends: layers are not reported apart); returns the parsed reference.
+async fn push_first_line(
+    reference: &str,
+    tx: &Sender<serde_json::Value>,
+) -> Option<skiff_store::ImageReference> {
+    let parsed = skiff_store::ImageReference::parse(reference).ok()?;
+    let _ = tx
+        .send(json!({"status": format!("The push refers to repository [{}]", parsed.name())}))
+        .await;
+    Some(parsed)
+}
+
 /// Unix seconds of an RFC 3339 time (0 when absent or malformed).
 fn unix_time(t: Option<&str>) -> i64 {
     t.and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
@@ -96,30 +109,66 @@ impl ImageService {
             .map_err(DaemonError::from)
     }
 
-    pub async fn list_images(&self) -> ApiResult<Vec<ImageSummary>> {
+    /// Docker's `RepoDigests` (familiar `repo@sha256:...` names the image was pulled or
+    /// pushed as).
+    fn repo_digests(&self, id: &str) -> Vec<String> {
+        match self.store.repo_digests(id) {
+            Ok(d) => d.iter().map(|n| familiar(n)).collect(),
+            Err(e) => {
+                tracing::warn!(id, "reading repo digests: {e}");
+                Vec::new()
+            }
+        }
+    }
+
+    /// `GET /images/json` with Docker's `filters` (see `image_filter`).
+    pub async fn list_images(
+        &self,
+        filters: super::filters::Filters,
+    ) -> ApiResult<Vec<ImageSummary>> {
         let used: Vec<String> = self
             .containers
             .images_in_use()?
             .into_iter()
             .map(|(image, _)| image)
             .collect();
-        Ok(self
-            .store
-            .images()?
-            .into_iter()
-            .map(|i| ImageSummary {
+        let query = super::image_filter::ImageQuery::new(filters, |r| {
+            let i = self
+                .store
+                .image(r)
+                .map_err(|_| DaemonError::NoSuchImage(r.to_string()))?;
+            Ok(unix_time(i.created.as_deref()))
+        })?;
+        let mut out = Vec::new();
+        for i in self.store.images()? {
+            let labels = self
+                .store
+                .image(&i.id)
+                .ok()
+                .and_then(|r| r.config.config().as_ref().and_then(|c| c.labels().clone()))
+                .unwrap_or_default();
+            let row = super::image_filter::ImageRow {
+                tags: i.repo_tags.iter().map(|t| familiar(t)).collect(),
+                created: unix_time(i.created.as_deref()),
+                labels,
+            };
+            let Some(repo_tags) = query.select(&row) else {
+                continue;
+            };
+            out.push(ImageSummary {
                 containers: used.iter().filter(|u| **u == i.id).count() as i64,
                 id: i.id.clone(),
                 parent_id: String::new(),
-                repo_tags: i.repo_tags.iter().map(|t| familiar(t)).collect(),
-                repo_digests: vec![],
-                created: unix_time(i.created.as_deref()),
+                repo_tags,
+                repo_digests: self.repo_digests(&i.id),
+                created: row.created,
                 size: i.size as i64,
                 shared_size: -1,
-                labels: Default::default(),
+                labels: row.labels,
                 ..Default::default()
-            })
-            .collect())
+            });
+        }
+        Ok(out)
     }
 
     pub async fn inspect_image(&self, name: &str) -> ApiResult<ImageInspect> {
@@ -131,21 +180,23 @@ impl ImageService {
         Ok(ImageInspect {
             id: Some(i.id.clone()),
             repo_tags: Some(i.repo_tags.iter().map(|t| familiar(t)).collect()),
-            repo_digests: Some(vec![]),
+            repo_digests: Some(self.repo_digests(&i.id)),
             created: i.created.clone(),
             architecture: Some(i.config.architecture().to_string()),
             os: Some(i.config.os().to_string()),
             size: Some(i.size as i64),
-            config: Some(bollard::models::ImageConfig {
-                cmd: cfg.cmd().clone(),
-                entrypoint: cfg.entrypoint().clone(),
-                env: cfg.env().clone(),
-                working_dir: cfg.working_dir().clone(),
-                user: cfg.user().clone(),
-                labels: cfg.labels().clone(),
-                stop_signal: cfg.stop_signal().clone(),
-                ..Default::default()
+            config: Some(super::views::image_config(&cfg)),
+            parent: Some(String::new()),
+            comment: Some(String::new()),
+            docker_version: Some(String::new()),
+            author: Some(String::new()),
+            variant: i.config.variant().clone(),
+            virtual_size: Some(i.size as i64),
+            graph_driver: Some(bollard::models::DriverData {
+                name: "overlay2".to_string(),
+                data: Default::default(),
             }),
+            metadata: Some(Default::default()),
             root_fs: Some(bollard::models::ImageInspectRootFs {
                 typ: "layers".to_string(),
                 layers: Some(i.diff_ids.clone()),
@@ -176,6 +227,7 @@ impl ImageService {
                 let _ = progress_tx.try_send(v);
             });
         let before = self.store.bytes_downloaded();
+        let had = self.store.image(&reference).ok().map(|i| i.id);
         match self.store.pull(&reference, &*progress).await {
             Ok(img) => {
                 let fetched = self.store.bytes_downloaded().saturating_sub(before);
@@ -193,9 +245,16 @@ impl ImageService {
                         .await;
                 }
                 let _ = tx
-                    .send(json!({"status": format!("Status: Downloaded newer image for {reference}")}))
+                    .send(
+                        json!({"status": if had.as_deref() == Some(img.id.as_str()) {
+                            format!("Status: Image is up to date for {reference}")
+                        } else {
+                            format!("Status: Downloaded newer image for {reference}")
+                        }}),
+                    )
                     .await;
                 tracing::info!(reference = %reference, id = %img.id, lazy, fetched, "pulled image");
+                self.event("pull", &familiar(&reference));
             }
             Err(e) => {
                 tracing::warn!(reference = %reference, "pull failed: {e}");
@@ -227,21 +286,43 @@ impl ImageService {
         let _ = tokio::fs::remove_file(&tmp).await;
         let img = res?;
         tracing::info!(reference = %reference, id = %img.id, "imported image");
+        self.event("import", &img.id);
         Ok(img.id)
     }
 
     pub async fn tag_image(&self, source: &str, target: &str) -> ApiResult<()> {
-        Ok(self.store.tag(source, target)?)
+        self.store.tag(source, target)?;
+        self.event("tag", &familiar(target));
+        Ok(())
+    }
+
+    /// An image event (`name` attribute: the reference it concerns).
+    fn event(&self, action: &str, id: &str) {
+        self.containers.monitor.events.emit(
+            "image",
+            action,
+            id,
+            [("name".to_string(), id.to_string())],
+        );
     }
 
     pub async fn push_image_stream(&self, reference: String, tx: Sender<serde_json::Value>) {
         match self.store.push(&reference).await {
             Ok(digest) => {
+                self.event("push", &familiar(&reference));
+                let parsed = push_first_line(&reference, &tx).await;
+                let tag = parsed
+                    .and_then(|r| r.tag)
+                    .unwrap_or_else(|| "latest".to_string());
                 let _ = tx
-                    .send(json!({"status": format!("latest: digest: {digest}")}))
+                    .send(json!({"status": format!("{tag}: digest: {digest}")}))
+                    .await;
+                let _ = tx
+                    .send(json!({"progressDetail": {}, "aux": {"Tag": tag, "Digest": digest}}))
                     .await;
             }
             Err(e) => {
+                push_first_line(&reference, &tx).await;
                 let _ = tx.send(stream_error(&e)).await;
             }
         }
@@ -256,8 +337,17 @@ impl ImageService {
             .store
             .image(name)
             .map_err(|_| DaemonError::NoSuchImage(name.to_string()))?;
+        // Removing one of several tags only untags, even while containers use the image.
+        let untag_only = img.repo_tags.len() > 1
+            && skiff_store::ImageReference::parse(name)
+                .ok()
+                .and_then(|r| r.tagged())
+                .is_some_and(|t| img.repo_tags.contains(&t));
         let users = self.containers.images_in_use()?;
-        if let Some((_, cid)) = users.iter().find(|(image, _)| *image == img.id) {
+        if let Some((_, cid)) = users
+            .iter()
+            .find(|(image, _)| *image == img.id && !untag_only)
+        {
             if !force || self.containers.state(cid)?.status == skiff_runtime::state::Status::Running
             {
                 return Err(DaemonError::ImageInUse {
@@ -269,6 +359,12 @@ impl ImageService {
         }
         self.mounts.unmount_unused(&img.id);
         let removed = self.store.remove_image(name, force)?;
+        for r in &removed {
+            match r {
+                skiff_store::Removed::Untagged(t) => self.event("untag", &familiar(t)),
+                skiff_store::Removed::Deleted(d) => self.event("delete", d),
+            }
+        }
         Ok(removed.into_iter().map(delete_item).collect())
     }
 
@@ -324,20 +420,39 @@ impl ImageService {
 
     pub async fn disk_usage(&self) -> ApiResult<serde_json::Value> {
         let cache = self.store.cache_stats()?;
-        let images = self.list_images().await?;
+        let images = self.list_images(Default::default()).await?;
         let volumes: Vec<serde_json::Value> = self
             .containers
             .volumes
             .list()?
             .iter()
-            .map(|v| self.containers.volumes.view(v))
+            .map(|v| {
+                let mut view = self.containers.volumes.view(v);
+                let dir = self.containers.volumes.data_dir(&v.name);
+                let users = self
+                    .containers
+                    .volumes
+                    .users(&v.name)
+                    .map_or(0, |u| u.len());
+                view["UsageData"] = json!({
+                    "Size": super::containers::dir_size(&dir),
+                    "RefCount": users,
+                });
+                view
+            })
             .collect();
+        let now = chrono::Utc::now();
         let mut containers = Vec::new();
         for (r, st) in self.containers.list()? {
-            containers.push(json!({
-                "Id": r.id, "Names": [format!("/{}", r.name)], "Image": r.image,
-                "State": st.status.to_string(), "SizeRw": self.containers.disk_usage(&r.id),
-            }));
+            let restarting = self.containers.monitor.is_restarting(&r.id);
+            let mut row = serde_json::to_value(super::views::summary(&r, &st, now, restarting))
+                .unwrap_or_default();
+            row["SizeRw"] = json!(self.containers.disk_usage(&r.id));
+            row["SizeRootFs"] = json!(
+                self.containers.disk_usage(&r.id)
+                    + self.store.image(&r.image_id).map_or(0, |i| i.size)
+            );
+            containers.push(row);
         }
         Ok(json!({
             "LayersSize": images.iter().map(|i| i.size).sum::<i64>(),
@@ -348,6 +463,12 @@ impl ImageService {
                 "ID": "skiff-chunk-cache", "Type": "regular", "InUse": false, "Shared": true,
                 "Description": "zstd:chunked chunk cache", "Size": cache.disk_bytes,
                 "UsageCount": cache.chunks,
+                // The cache lives as long as the data root; it is used by every lazy read.
+                "CreatedAt": std::fs::metadata(&self.paths.data_root)
+                    .and_then(|m| m.created().or_else(|_| m.modified()))
+                    .map(|t| chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339())
+                    .unwrap_or_default(),
+                "LastUsedAt": chrono::Utc::now().to_rfc3339(),
             }],
         }))
     }

@@ -1,5 +1,5 @@
 //! Streaming a container's json-file log as Docker's logs response: multiplexed frames (or
-//! raw bytes for TTY containers), optional timestamps, tail, since and follow.
+//! raw bytes for TTY containers), optional timestamps, tail, since, until and follow.
 
 use std::path::PathBuf;
 
@@ -15,17 +15,18 @@ pub struct LogsRequest {
     pub stderr: bool,
     pub timestamps: bool,
     pub tail: Option<usize>,
-    /// Unix seconds.
-    pub since: Option<i64>,
+    /// Only entries at or after this time.
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only entries at or before this time (Docker's `until`); a follow ends there.
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 pub fn stream(dir: PathBuf, req: LogsRequest, tty: bool) -> Result<Body, DaemonError> {
     let opts = LogOptions {
         tail: req.tail,
-        since: req
-            .since
-            .and_then(|s| chrono::DateTime::from_timestamp(s, 0)),
-        follow: req.follow,
+        since: req.since,
+        // Nothing after a past `until` can come: no need to follow.
+        follow: req.follow && req.until.is_none_or(|u| u > chrono::Utc::now()),
     };
     let mut reader = LogReader::open(&dir, opts).map_err(|e| match e {
         skiff_runtime::RuntimeError::LogsNotReadable { .. } => DaemonError::LogsNotReadable,
@@ -41,6 +42,9 @@ pub fn stream(dir: PathBuf, req: LogsRequest, tty: bool) -> Result<Body, DaemonE
                     return;
                 }
             };
+            if req.until.is_some_and(|u| entry.time > u) {
+                return;
+            }
             let kind = match entry.stream {
                 LogStream::Stdout if req.stdout => StreamKind::Stdout,
                 LogStream::Stderr if req.stderr => StreamKind::Stderr,

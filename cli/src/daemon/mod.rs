@@ -2,6 +2,9 @@
 //! containers, serving the Docker Engine API on a Unix socket.
 
 pub mod api_containers;
+pub mod api_containers_fs;
+pub mod api_containers_ops;
+pub mod api_events;
 pub mod api_exec;
 pub mod api_images;
 pub mod api_profiles;
@@ -10,16 +13,24 @@ pub mod api_volumes;
 pub mod attach_bridge;
 pub mod changes;
 pub mod config;
+pub mod container_filter;
+pub mod container_fs;
 pub mod containers;
+pub mod containers_fs;
+pub mod containers_ops;
 pub mod containers_run;
 pub mod convert;
 pub mod create_fields;
 pub mod error;
 pub mod etc_files;
+pub mod events;
 pub mod exec;
 pub mod exec_bridge;
 pub mod filters;
 pub mod hijack;
+pub mod host_info;
+pub mod image_filter;
+pub mod image_history;
 pub mod images;
 pub mod logs_stream;
 pub mod monitor;
@@ -36,7 +47,9 @@ pub mod runtime_config;
 pub mod server;
 pub mod services;
 pub mod spec;
+pub mod stats_view;
 pub mod status;
+pub mod time_arg;
 pub mod views;
 pub mod volumes;
 
@@ -48,7 +61,9 @@ use anyhow::{bail, Context, Result};
 use crate::args::DaemonArgs;
 use paths::{create_private_dir, Paths};
 
-pub async fn run(args: DaemonArgs, exec_root: Option<PathBuf>, host: Option<String>) -> Result<()> {
+/// Runs the daemon, listening on every `hosts` socket (`unix:///path` or a path; none:
+/// `<exec-root>/skiff.sock`).
+pub async fn run(args: DaemonArgs, exec_root: Option<PathBuf>, hosts: Vec<String>) -> Result<()> {
     let explicit = (args.config_file != std::path::Path::new(config::DEFAULT_CONFIG_FILE))
         .then_some(args.config_file.as_path());
     let (file, file_path) = config::read_file(explicit)?;
@@ -67,7 +82,20 @@ pub async fn run(args: DaemonArgs, exec_root: Option<PathBuf>, host: Option<Stri
     if !nix::unistd::geteuid().is_root() {
         bail!("skiff daemon must run as root (it mounts FUSE and overlay filesystems and creates namespaces and cgroups)");
     }
-    let socket = crate::client::connect::socket_path(host.as_deref(), &cfg.exec_root)?;
+    // `-H` flags, else the file's `hosts`, else the default.
+    let hosts = if hosts.is_empty() {
+        cfg.hosts.clone()
+    } else {
+        hosts
+    };
+    let sockets = if hosts.is_empty() {
+        vec![cfg.exec_root.join("skiff.sock")]
+    } else {
+        hosts
+            .iter()
+            .map(|h| crate::client::connect::socket_path(Some(h), &cfg.exec_root))
+            .collect::<Result<Vec<_>>>()?
+    };
     if let Some(f) = &cfg.file {
         tracing::info!(file = %f.display(), "read daemon settings");
     }
@@ -76,9 +104,14 @@ pub async fn run(args: DaemonArgs, exec_root: Option<PathBuf>, host: Option<Stri
         create_private_dir(&d).with_context(|| format!("creating {}", d.display()))?;
     }
     let daemon = Arc::new(services::Daemon::open(paths, &cfg).await?);
-    let listener = server::bind(&socket).await?;
-    tracing::info!(socket = %socket.display(), data_root = %cfg.data_root.display(), "skiff daemon listening");
-    let shutdown = async {
+    let mut listeners = Vec::new();
+    for socket in &sockets {
+        listeners.push(server::bind(socket).await?);
+        tracing::info!(socket = %socket.display(), data_root = %cfg.data_root.display(), "skiff daemon listening");
+    }
+    let stop = tokio_util::sync::CancellationToken::new();
+    let signals = stop.clone();
+    tokio::spawn(async move {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("SIGTERM handler");
         tokio::select! {
@@ -86,9 +119,20 @@ pub async fn run(args: DaemonArgs, exec_root: Option<PathBuf>, host: Option<Stri
             _ = tokio::signal::ctrl_c() => {},
         }
         tracing::info!("shutting down");
-    };
-    server::serve(listener, daemon.clone(), shutdown).await?;
+        signals.cancel();
+    });
+    let servers = listeners.into_iter().map(|listener| {
+        let stop = stop.clone();
+        server::serve(
+            listener,
+            daemon.clone(),
+            async move { stop.cancelled().await },
+        )
+    });
+    futures::future::try_join_all(servers).await?;
     daemon.shutdown().await;
-    let _ = std::fs::remove_file(&socket);
+    for socket in &sockets {
+        let _ = std::fs::remove_file(socket);
+    }
     Ok(())
 }

@@ -35,6 +35,8 @@ pub struct Monitor {
     removed: tokio::sync::Notify,
     /// Containers whose auto-removal failed: their `removed` waiters stop waiting.
     removal_failed: Mutex<HashSet<String>>,
+    /// The daemon's event log (`/events`), fed by every service through the monitor.
+    pub events: super::events::EventLog,
 }
 
 impl Monitor {
@@ -49,6 +51,7 @@ impl Monitor {
             last_exit: Mutex::new(HashMap::new()),
             removed: tokio::sync::Notify::new(),
             removal_failed: Mutex::new(HashSet::new()),
+            events: Default::default(),
         }
     }
 
@@ -83,6 +86,23 @@ impl Monitor {
 
     pub fn note_removed(&self, id: &str) {
         self.removal_failed.lock().expect("monitor lock").remove(id);
+        self.removed.notify_waiters();
+    }
+
+    /// Keeps the exit code of a container about to be auto-removed, for late waiters.
+    pub fn note_exit(&self, id: &str, code: i32) {
+        self.last_exit
+            .lock()
+            .expect("monitor lock")
+            .insert(id.to_string(), code);
+    }
+
+    /// Ends the `removed` waits of a container whose auto-removal failed.
+    pub fn note_removal_failed(&self, id: &str) {
+        self.removal_failed
+            .lock()
+            .expect("monitor lock")
+            .insert(id.to_string());
         self.removed.notify_waiters();
     }
 
@@ -163,18 +183,17 @@ async fn watch_one(c: Arc<ContainerService>, id: String) {
         if st.status != Status::Exited {
             continue; // started again by a user meanwhile
         }
+        m.events
+            .container("die", &r, &[("exitCode", code.to_string())]);
+        // As dockerd: a stopped container holds no host port (start binds them again).
+        if let Err(e) = c.network.unpublish(&id).await {
+            tracing::warn!(id = %&id[..12], "freeing published ports: {e}");
+        }
         if r.spec.host.auto_remove {
-            m.last_exit
-                .lock()
-                .expect("monitor lock")
-                .insert(id.clone(), code);
+            m.note_exit(&id, code);
             if let Err(e) = c.remove(&r, true, true).await {
                 tracing::warn!(id = %&id[..12], "auto-remove: {e}");
-                m.removal_failed
-                    .lock()
-                    .expect("monitor lock")
-                    .insert(id.clone());
-                m.removed.notify_waiters();
+                m.note_removal_failed(&id);
             }
             break;
         }

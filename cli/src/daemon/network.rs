@@ -71,6 +71,7 @@ pub fn summary(att: &NetworkAttachment) -> NetworkSummary {
         ip_address: att.ip.map(|i| i.to_string()).unwrap_or_default(),
         gateway: att.gateway.map(|i| i.to_string()).unwrap_or_default(),
         mac_address: att.mac.clone().unwrap_or_default(),
+        prefix_len: att.prefix_len.unwrap_or(0),
         ports: att
             .ports
             .iter()
@@ -87,4 +88,20 @@ pub fn summary(att: &NetworkAttachment) -> NetworkSummary {
             })
             .collect(),
     }
+}
+
+/// A stable 64-hex id for a network name (Docker's `NetworkID`): skiff's networks are fixed
+/// (`bridge`, `host`, `none`), so the id is derived, not stored.
+pub fn network_id(name: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(format!("skiff-network:{name}")))
+}
+
+/// A container's endpoint id on a network (Docker's `EndpointID`), derived like
+/// [`network_id`].
+pub fn endpoint_id(container_id: &str, network: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(format!(
+        "skiff-endpoint:{container_id}:{network}"
+    )))
 }

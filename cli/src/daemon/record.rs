@@ -258,6 +258,9 @@ pub struct NetworkSummary {
     pub gateway: String,
     #[serde(rename = "MacAddress")]
     pub mac_address: String,
+    /// Bits of the bridge subnet's prefix (0 in records made before it was kept).
+    #[serde(rename = "IPPrefixLen")]
+    pub prefix_len: u8,
     #[serde(rename = "Ports")]
     pub ports: Vec<PublishedPort>,
 }

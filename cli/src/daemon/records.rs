@@ -106,6 +106,18 @@ impl Records {
         Ok(())
     }
 
+    /// Replaces a record whose name changed (`rename`); fails if the new name is taken.
+    pub fn update_renamed(&self, r: &ContainerRecord) -> Result<(), DaemonError> {
+        let conn = self.conn.lock().expect("records lock");
+        let json = serde_json::to_string(r).map_err(|e| DaemonError::Records(e.to_string()))?;
+        conn.execute(
+            "UPDATE containers SET record = ?1, name = ?2 WHERE id = ?3",
+            params![json, r.name, r.id],
+        )
+        .map_err(db_error)?;
+        Ok(())
+    }
+
     pub fn remove(&self, id: &str) -> Result<(), DaemonError> {
         let conn = self.conn.lock().expect("records lock");
         conn.execute("DELETE FROM containers WHERE id = ?1", params![id])
@@ -154,7 +166,7 @@ impl Records {
     pub fn all(&self) -> Result<Vec<ContainerRecord>, DaemonError> {
         let conn = self.conn.lock().expect("records lock");
         let mut stmt = conn
-            .prepare("SELECT record FROM containers ORDER BY created DESC")
+            .prepare("SELECT record FROM containers ORDER BY created DESC, rowid DESC")
             .map_err(db_error)?;
         let rows = stmt
             .query_map([], |r| r.get::<_, String>(0))

@@ -14,7 +14,8 @@ use tower::Layer;
 
 use super::services::Daemon;
 use super::{
-    api_containers as c, api_exec as x, api_images as i, api_system as s, api_volumes as v,
+    api_containers as c, api_containers_fs as f, api_containers_ops as o, api_exec as x,
+    api_images as i, api_system as s, api_volumes as v,
 };
 
 /// Strips a leading `/v1.NN` so one route table serves every API version.
@@ -45,6 +46,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/version", get(s::version))
         .route("/info", get(s::info))
         .route("/system/df", get(s::df))
+        .route("/events", get(super::api_events::events))
         .route("/build/prune", post(s::build_prune))
         .route("/images/json", get(i::list))
         .route("/images/create", post(i::create))
@@ -66,6 +68,20 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/containers/{id}/resize", post(c::resize))
         .route("/containers/{id}/logs", get(c::logs))
         .route("/containers/{id}/exec", post(x::create))
+        .route("/containers/{id}/rename", post(o::rename))
+        .route("/containers/{id}/pause", post(o::pause))
+        .route("/containers/{id}/unpause", post(o::unpause))
+        .route("/containers/{id}/update", post(o::update))
+        .route("/containers/{id}/top", get(o::top))
+        .route("/containers/{id}/stats", get(o::stats))
+        .route("/containers/{id}/changes", get(f::changes))
+        .route("/containers/{id}/export", get(f::export))
+        .route(
+            "/containers/{id}/archive",
+            get(f::archive_get)
+                .head(f::archive_head)
+                .put(f::archive_put),
+        )
         .route("/containers/{id}", delete(c::remove))
         .route("/exec/{id}/start", post(x::start))
         .route("/exec/{id}/resize", post(x::resize))

@@ -166,6 +166,11 @@ impl Daemon {
                     tracing::error!(id = %&r.id[..12], "remounting image {}: {e}", r.image_id);
                 }
             }
+            if st.status == Status::Exited {
+                if let Err(e) = self.network.unpublish(&r.id).await {
+                    tracing::warn!(id = %&r.id[..12], "freeing published ports: {e}");
+                }
+            }
             if st.status == Status::Running {
                 self.containers.monitor.watch(&r.id);
             } else if Lifecycle::new(&r, &st).start_at_boot() {

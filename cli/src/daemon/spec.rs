@@ -286,7 +286,8 @@ pub fn docker_host_config(h: &HostSpec) -> HostConfig {
         nano_cpus: Some(h.nano_cpus.unwrap_or(0)),
         pids_limit: h.pids_limit,
         auto_remove: Some(h.auto_remove),
-        network_mode: Some(h.network_mode.clone()),
+        // Docker 25+ answers `bridge` for the default network.
+        network_mode: Some(super::container_filter::network_name(&h.network_mode).to_string()),
         port_bindings: Some(bindings),
         publish_all_ports: Some(h.publish_all_ports),
         restart_policy: Some(bollard::models::RestartPolicy {
@@ -341,7 +342,38 @@ pub fn docker_host_config(h: &HostSpec) -> HostConfig {
         } else {
             bollard::models::HostConfigCgroupnsModeEnum::PRIVATE
         }),
-        console_size: h.console_size.map(|(r, c)| vec![r as i32, c as i32]),
+        console_size: Some(
+            h.console_size
+                .map(|(r, c)| vec![r as i32, c as i32])
+                .unwrap_or_else(|| vec![0, 0]),
+        ),
+        // What dockerd answers for what the client left unset.
+        container_id_file: Some(String::new()),
+        volume_driver: Some(String::new()),
+        ipc_mode: Some("private".to_string()),
+        pid_mode: Some(String::new()),
+        uts_mode: Some(String::new()),
+        userns_mode: Some(String::new()),
+        cgroup: Some(String::new()),
+        cgroup_parent: Some(String::new()),
+        runtime: Some("runc".to_string()),
+        isolation: Some(bollard::models::HostConfigIsolationEnum::EMPTY),
+        oom_score_adj: Some(0),
+        cpu_shares: Some(0),
+        cpu_period: Some(0),
+        cpu_quota: Some(0),
+        cpu_realtime_period: Some(0),
+        cpu_realtime_runtime: Some(0),
+        cpuset_cpus: Some(String::new()),
+        cpuset_mems: Some(String::new()),
+        blkio_weight: Some(0),
+        memory_reservation: Some(0),
+        memory_swap: Some(0),
+        cpu_count: Some(0),
+        cpu_percent: Some(0),
+        io_maximum_iops: Some(0),
+        io_maximum_bandwidth: Some(0),
+        links: None,
         ..Default::default()
     }
 }

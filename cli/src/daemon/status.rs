@@ -66,6 +66,27 @@ impl<'a> Lifecycle<'a> {
         Ok(())
     }
 
+    /// `pause` needs a running container not yet paused.
+    pub fn can_pause(&self, paused: bool) -> Result<(), DaemonError> {
+        let id = self.record.id.clone();
+        match (self.is_running(), paused) {
+            (false, _) => Err(DaemonError::NotRunning { id }),
+            (true, true) => Err(DaemonError::AlreadyPaused { id }),
+            (true, false) => Ok(()),
+        }
+    }
+
+    /// `unpause` needs a paused container.
+    pub fn can_unpause(&self, paused: bool) -> Result<(), DaemonError> {
+        if self.is_running() && paused {
+            Ok(())
+        } else {
+            Err(DaemonError::NotPaused {
+                id: self.record.id.clone(),
+            })
+        }
+    }
+
     pub fn can_exec(&self) -> Result<(), DaemonError> {
         if self.is_running() {
             Ok(())

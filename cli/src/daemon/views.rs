@@ -3,7 +3,8 @@
 
 use bollard::models::{
     ContainerInspectResponse, ContainerState as ApiState, ContainerStateStatusEnum,
-    ContainerSummary, NetworkSettings, Port, PortTypeEnum,
+    ContainerSummary, ContainerSummaryHostConfig, ContainerSummaryNetworkSettings,
+    EndpointSettings, NetworkSettings, Port, PortTypeEnum,
 };
 use chrono::{DateTime, Utc};
 use skiff_runtime::state::{ContainerState, Status};
@@ -84,6 +85,33 @@ pub fn mounts(r: &Record) -> Vec<bollard::models::MountPoint> {
         .collect()
 }
 
+/// The container's network attachment as Docker's `NetworkSettings.Networks` (one entry:
+/// `bridge`, `host` or `none`; always present, as dockerd answers).
+pub fn networks(r: &Record) -> std::collections::HashMap<String, EndpointSettings> {
+    let name = super::container_filter::network_name(&r.spec.host.network_mode).to_string();
+    let n = r.network.clone().unwrap_or_default();
+    let bridged = name == "bridge" && !n.ip_address.is_empty();
+    let prefix = match n.prefix_len {
+        0 if bridged => 16,
+        0 => 0,
+        p => p as i64,
+    };
+    let endpoint = EndpointSettings {
+        network_id: Some(super::network::network_id(&name)),
+        endpoint_id: Some(super::network::endpoint_id(&r.id, &name)),
+        gateway: Some(n.gateway.clone()),
+        ip_address: Some(n.ip_address.clone()),
+        ip_prefix_len: Some(prefix),
+        ipv6_gateway: Some(String::new()),
+        global_ipv6_address: Some(String::new()),
+        global_ipv6_prefix_len: Some(0),
+        mac_address: Some(n.mac_address.clone()),
+        dns_names: bridged.then(|| vec![r.name.clone(), r.id[..12].to_string()]),
+        ..Default::default()
+    };
+    std::collections::HashMap::from([(name, endpoint)])
+}
+
 /// A `ps` row; `restarting` while the restart policy waits out its back-off.
 pub fn summary(
     r: &Record,
@@ -123,6 +151,16 @@ pub fn summary(
         }),
         ports: Some(ports(r)),
         labels: Some(r.spec.labels.clone().into_iter().collect()),
+        host_config: Some(ContainerSummaryHostConfig {
+            network_mode: Some(
+                super::container_filter::network_name(&r.spec.host.network_mode).to_string(),
+            ),
+            ..Default::default()
+        }),
+        network_settings: Some(ContainerSummaryNetworkSettings {
+            networks: Some(networks(r)),
+        }),
+        mounts: Some(mounts(r)),
         ..Default::default()
     }
 }
@@ -139,8 +177,10 @@ pub fn inspect(
     dir: &std::path::Path,
     restarting: bool,
 ) -> ContainerInspectResponse {
+    let paused = st.status == Status::Running && skiff_runtime::control::is_frozen(dir);
     let status = match st.status {
         Status::Created => ContainerStateStatusEnum::CREATED,
+        Status::Running if paused => ContainerStateStatusEnum::PAUSED,
         Status::Running => ContainerStateStatusEnum::RUNNING,
         Status::Exited if restarting => ContainerStateStatusEnum::RESTARTING,
         Status::Exited => ContainerStateStatusEnum::EXITED,
@@ -175,7 +215,7 @@ pub fn inspect(
         state: Some(ApiState {
             status: Some(status),
             running: Some(st.status == Status::Running),
-            paused: Some(false),
+            paused: Some(paused),
             restarting: Some(restarting),
             oom_killed: Some(st.oom_killed),
             dead: Some(false),
@@ -203,11 +243,66 @@ pub fn inspect(
         host_config: Some(super::spec::docker_host_config(&r.spec.host)),
         mounts: Some(mounts(r)),
         network_settings: Some(NetworkSettings {
-            ip_address: ip,
-            gateway,
-            ports: (!port_map.is_empty()).then_some(port_map),
+            bridge: Some(String::new()),
+            sandbox_id: Some(String::new()),
+            sandbox_key: Some(String::new()),
+            hairpin_mode: Some(false),
+            link_local_ipv6_address: Some(String::new()),
+            link_local_ipv6_prefix_len: Some(0),
+            endpoint_id: Some(
+                r.network
+                    .as_ref()
+                    .filter(|n| !n.ip_address.is_empty())
+                    .map(|_| super::network::endpoint_id(&r.id, "bridge"))
+                    .unwrap_or_default(),
+            ),
+            ip_address: Some(ip.unwrap_or_default()),
+            ip_prefix_len: networks(r).values().next().and_then(|e| e.ip_prefix_len),
+            gateway: Some(gateway.unwrap_or_default()),
+            mac_address: Some(
+                r.network
+                    .as_ref()
+                    .map(|n| n.mac_address.clone())
+                    .unwrap_or_default(),
+            ),
+            global_ipv6_address: Some(String::new()),
+            global_ipv6_prefix_len: Some(0),
+            ipv6_gateway: Some(String::new()),
+            ports: Some(port_map),
+            networks: Some(networks(r)),
             ..Default::default()
         }),
+        ..Default::default()
+    }
+}
+
+/// An image's OCI config as Docker's image-inspect `Config`, every field present with
+/// dockerd's value when the image sets none.
+pub fn image_config(cfg: &oci_spec::image::Config) -> bollard::models::ImageConfig {
+    let set = |keys: &Option<Vec<String>>| -> Option<std::collections::HashMap<String, std::collections::HashMap<(), ()>>> {
+        keys.as_ref()
+            .map(|k| k.iter().map(|k| (k.clone(), Default::default())).collect())
+    };
+    bollard::models::ImageConfig {
+        hostname: Some(String::new()),
+        domainname: Some(String::new()),
+        user: Some(cfg.user().clone().unwrap_or_default()),
+        attach_stdin: Some(false),
+        attach_stdout: Some(false),
+        attach_stderr: Some(false),
+        exposed_ports: set(cfg.exposed_ports()),
+        tty: Some(false),
+        open_stdin: Some(false),
+        stdin_once: Some(false),
+        env: cfg.env().clone(),
+        cmd: cfg.cmd().clone(),
+        image: Some(String::new()),
+        volumes: set(cfg.volumes()),
+        working_dir: Some(cfg.working_dir().clone().unwrap_or_default()),
+        entrypoint: cfg.entrypoint().clone(),
+        on_build: None,
+        labels: cfg.labels().clone(),
+        stop_signal: cfg.stop_signal().clone(),
         ..Default::default()
     }
 }

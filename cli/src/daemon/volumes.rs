@@ -131,6 +131,28 @@ impl VolumeService {
     }
 
     /// Ids of the containers whose mounts use the volume.
+    /// `GET /volumes` with Docker's filters: `name` (exact or regular expression), `label`
+    /// (every one must match), `dangling` (used by no container), `driver` (`local`).
+    pub fn select(&self, filters: &super::filters::Filters) -> Result<Vec<Volume>, DaemonError> {
+        let dangling = filters.bool("dangling")?;
+        let mut out = Vec::new();
+        for v in self.list()? {
+            if !filters.matches("name", &v.name)
+                || !filters.matches("driver", "local")
+                || !filters.matches_labels("label", |k| v.labels.get(k).map(String::as_str))
+            {
+                continue;
+            }
+            if let Some(d) = dangling {
+                if self.users(&v.name)?.is_empty() != d {
+                    continue;
+                }
+            }
+            out.push(v);
+        }
+        Ok(out)
+    }
+
     pub fn users(&self, name: &str) -> Result<Vec<String>, DaemonError> {
         Ok(self
             .records

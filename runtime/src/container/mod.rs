@@ -4,6 +4,7 @@
 
 mod attach;
 mod client;
+pub mod control;
 mod create;
 mod exec;
 mod exec_pty;

@@ -123,6 +123,7 @@ impl NetworkManager {
                 ip: None,
                 veth: None,
                 ports: Vec::new(),
+                unpublished: false,
             };
             return Ok(self.attachment(&id, &record));
         }
@@ -158,6 +159,7 @@ impl NetworkManager {
             ip,
             veth,
             ports: proxies.iter().map(|(p, _)| *p).collect(),
+            unpublished: false,
         };
         // Write ahead: a crash from here on leaves a record that restore can undo.
         inner.state.containers.insert(id.clone(), record.clone());
@@ -228,6 +230,52 @@ impl NetworkManager {
         if inner.state.containers.remove(container_id).is_none() {
             return Ok(()); // a concurrent release of the same id finished first
         }
+        self.save_and_sync(&mut inner, true).await
+    }
+
+    /// Closes the container's published ports (proxies and forwarding rules) while it is
+    /// not running, keeping its bindings for [`publish`](Self::publish). Unknown ids and
+    /// containers without ports are fine.
+    pub async fn unpublish(&self, container_id: &str) -> Result<()> {
+        let mut inner = self.inner.lock().await;
+        match inner.state.containers.get_mut(container_id) {
+            Some(r) if !r.unpublished && !r.ports.is_empty() => r.unpublished = true,
+            _ => return Ok(()),
+        }
+        stop_all(inner.proxies.remove(container_id).unwrap_or_default()).await;
+        self.save_and_sync(&mut inner, true).await
+    }
+
+    /// Binds the container's published ports again, on the same host ports, before it
+    /// starts; [`RuntimeError::PortInUse`] when another process took one meanwhile.
+    pub async fn publish(&self, container_id: &str) -> Result<()> {
+        let mut inner = self.inner.lock().await;
+        let (ip, specs) = match inner.state.containers.get(container_id) {
+            Some(r) if r.unpublished => match r.ip {
+                Some(ip) => (
+                    ip,
+                    r.ports
+                        .iter()
+                        .map(|p| PortSpec {
+                            host_ip: Some(p.host_ip),
+                            host_port: Some(p.host_port),
+                            container_port: p.container_port,
+                            protocol: p.protocol,
+                        })
+                        .collect::<Vec<_>>(),
+                ),
+                None => return Ok(()),
+            },
+            _ => return Ok(()),
+        };
+        let proxies = start_proxies(&specs, ip).await?;
+        if let Some(r) = inner.state.containers.get_mut(container_id) {
+            r.unpublished = false;
+        }
+        inner.proxies.insert(
+            container_id.to_string(),
+            proxies.into_iter().map(|(_, p)| p).collect(),
+        );
         self.save_and_sync(&mut inner, true).await
     }
 
@@ -326,6 +374,7 @@ impl NetworkManager {
             ip: Some(spare.ip),
             veth: Some(spare.veth.clone()),
             ports: proxies.iter().map(|(p, _)| *p).collect(),
+            unpublished: false,
         };
         inner.state.containers.insert(id.clone(), record.clone());
         if let Err(e) = self.save_and_sync(inner, true).await {
@@ -446,7 +495,7 @@ impl NetworkManager {
         let mut port_rules = Vec::new();
         for (id, r) in &inner.state.containers {
             if let Some(ip) = r.ip {
-                for p in &r.ports {
+                for p in r.ports.iter().filter(|_| !r.unpublished) {
                     port_rules.extend(rules::port_rules(&self.config, &self.chains, id, ip, p));
                 }
             }
@@ -522,7 +571,7 @@ impl NetworkManager {
                 link::enslave(&host, veth, bridge).await?;
             }
             let mut proxies = Vec::new();
-            for p in &r.ports {
+            for p in r.ports.iter().filter(|_| !r.unpublished) {
                 let target = SocketAddr::from((ip, p.container_port));
                 // A proxy process of the previous daemon still serves the port (and its
                 // connections): adopt it; else bind the port again.

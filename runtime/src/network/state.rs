@@ -62,6 +62,7 @@ impl Spare {
             ip: Some(self.ip),
             veth: Some(self.veth.clone()),
             ports: Vec::new(),
+            unpublished: false,
         }
     }
 }
@@ -75,6 +76,10 @@ pub(crate) struct Record {
     pub ip: Option<Ipv4Addr>,
     pub veth: Option<String>,
     pub ports: Vec<PublishedPort>,
+    /// The container is not running: its `ports` are kept but neither bound nor forwarded
+    /// (Docker frees published ports on stop and binds them again on start).
+    #[serde(default)]
+    pub unpublished: bool,
 }
 
 impl State {
@@ -173,6 +178,7 @@ mod tests {
                 ip: Some(Ipv4Addr::new(10, 0, 0, 2)),
                 veth: Some("vethabc".into()),
                 ports: vec![],
+                unpublished: false,
             },
         );
         save(dir.path(), &s).unwrap();

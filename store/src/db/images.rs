@@ -221,6 +221,24 @@ impl Db {
         Ok(())
     }
 
+    /// Records that the image is `name` (`registry/repository@digest`) in a registry.
+    pub fn add_repo_digest(&self, name: &str, id: &str) -> Result<()> {
+        self.conn().execute(
+            "INSERT OR REPLACE INTO repo_digests (name, image_id) VALUES (?1, ?2)",
+            params![name, id],
+        )?;
+        Ok(())
+    }
+
+    /// The `registry/repository@digest` names of an image, sorted.
+    pub fn repo_digests_of(&self, id: &str) -> Result<Vec<String>> {
+        let conn = self.conn();
+        let mut st =
+            conn.prepare("SELECT name FROM repo_digests WHERE image_id = ?1 ORDER BY name")?;
+        let rows = st.query_map([id], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     /// Removes a tag; whether it existed.
     pub fn remove_tag(&self, name: &str) -> Result<bool> {
         Ok(self
@@ -256,6 +274,7 @@ impl Db {
             rows.collect::<rusqlite::Result<_>>()?
         };
         tx.execute("DELETE FROM tags WHERE image_id = ?1", [id])?;
+        tx.execute("DELETE FROM repo_digests WHERE image_id = ?1", [id])?;
         tx.execute("DELETE FROM image_layers WHERE image_id = ?1", [id])?;
         tx.execute("DELETE FROM images WHERE id = ?1", [id])?;
         let mut orphans = Vec::new();

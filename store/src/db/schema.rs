@@ -45,4 +45,11 @@ pub const MIGRATIONS: &[&str] = &[
         reference TEXT NOT NULL,          -- repository the blob was pulled from
         size INTEGER NOT NULL             -- compressed blob size
     );",
+    // 3: the `registry/repository@digest` names an image was pulled or pushed as (Docker's
+    // RepoDigests).
+    "CREATE TABLE repo_digests (
+        name TEXT PRIMARY KEY,            -- normalised registry/repository@sha256:...
+        image_id TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE
+    );
+    CREATE INDEX repo_digests_image ON repo_digests(image_id);",
 ];

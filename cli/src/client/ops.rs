@@ -1,0 +1,261 @@
+//! `rename`, `pause`, `unpause`, `top`, `stats`, `update`: changes to and reports on live
+//! containers.
+
+use anyhow::{bail, Context, Result};
+use bollard::container::{
+    ListContainersOptions, RenameContainerOptions, TopOptions, UpdateContainerOptions,
+};
+use bollard::Docker;
+
+use crate::args::{ContainersArgs, EventsArgs, RenameArgs, StatsArgs, TopArgs, UpdateArgs};
+use crate::client::error_message;
+
+pub async fn rename(docker: &Docker, args: &RenameArgs) -> Result<()> {
+    docker
+        .rename_container(
+            &args.container,
+            RenameContainerOptions {
+                name: args.new_name.clone(),
+            },
+        )
+        .await?;
+    Ok(())
+}
+
+pub async fn pause(docker: &Docker, args: &ContainersArgs, paused: bool) -> Result<()> {
+    let mut failed = false;
+    for c in &args.containers {
+        let res = if paused {
+            docker.pause_container(c).await
+        } else {
+            docker.unpause_container(c).await
+        };
+        match res {
+            Ok(()) => println!("{c}"),
+            Err(e) => {
+                eprintln!("Error response from daemon: {}", error_message(&e));
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        bail!(
+            "failed to {} one or more containers",
+            if paused { "pause" } else { "unpause" }
+        );
+    }
+    Ok(())
+}
+
+pub async fn top(docker: &Docker, args: &TopArgs) -> Result<()> {
+    let ps_args = args.ps_args.join(" ");
+    let opts = (!ps_args.is_empty()).then_some(TopOptions {
+        ps_args: ps_args.as_str(),
+    });
+    let t = docker.top_processes(&args.container, opts).await?;
+    let titles = t.titles.unwrap_or_default();
+    let rows = t.processes.unwrap_or_default();
+    let mut widths: Vec<usize> = titles.iter().map(|t| t.len()).collect();
+    for r in &rows {
+        for (i, f) in r.iter().enumerate() {
+            if i < widths.len() {
+                widths[i] = widths[i].max(f.len());
+            }
+        }
+    }
+    let line = |fields: &[String]| {
+        fields
+            .iter()
+            .enumerate()
+            .map(|(i, f)| format!("{f:<w$}", w = widths.get(i).copied().unwrap_or(0)))
+            .collect::<Vec<_>>()
+            .join("   ")
+            .trim_end()
+            .to_string()
+    };
+    println!("{}", line(&titles));
+    for r in &rows {
+        println!("{}", line(r));
+    }
+    Ok(())
+}
+
+/// CPU % as the docker CLI computes it: container CPU time over host CPU time between two
+/// samples, times the CPUs.
+fn cpu_percent(s: &serde_json::Value) -> f64 {
+    let n = |v: &serde_json::Value| v.as_f64().unwrap_or(0.0);
+    let cpu = n(&s["cpu_stats"]["cpu_usage"]["total_usage"])
+        - n(&s["precpu_stats"]["cpu_usage"]["total_usage"]);
+    let sys = n(&s["cpu_stats"]["system_cpu_usage"]) - n(&s["precpu_stats"]["system_cpu_usage"]);
+    let cpus = n(&s["cpu_stats"]["online_cpus"]).max(1.0);
+    if cpu > 0.0 && sys > 0.0 {
+        cpu / sys * cpus * 100.0
+    } else {
+        0.0
+    }
+}
+
+/// `stats`: read as plain JSON (bollard's typed stats refuse the cgroup v1 `memory.stat`
+/// keys of newer kernels).
+pub async fn stats(docker: &Docker, socket: &std::path::Path, args: &StatsArgs) -> Result<()> {
+    let names: Vec<String> = if args.containers.is_empty() {
+        docker
+            .list_containers(Some(ListContainersOptions::<String> {
+                all: args.all,
+                ..Default::default()
+            }))
+            .await?
+            .into_iter()
+            .filter_map(|c| c.names.and_then(|n| n.first().map(|n| n[1..].to_string())))
+            .collect()
+    } else {
+        args.containers.clone()
+    };
+    loop {
+        println!(
+            "{:<14} {:<20} {:>7} {:>22} {:>7} {:>20} {:>5}",
+            "CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %", "NET I/O", "PIDS"
+        );
+        for n in &names {
+            let (code, body) = crate::client::profiles::call(
+                socket,
+                "GET",
+                &format!("/containers/{n}/stats?stream=false"),
+            )
+            .await?;
+            let st: serde_json::Value =
+                serde_json::from_slice(&body).with_context(|| format!("stats of {n}: not JSON"))?;
+            if code != 200 {
+                bail!(
+                    "Error response from daemon: {}",
+                    st["message"].as_str().unwrap_or("stats failed")
+                );
+            }
+            let u = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
+            let mem = u(&st["memory_stats"]["usage"]);
+            let limit = u(&st["memory_stats"]["limit"]);
+            let (rx, tx) = st["networks"].as_object().map_or((0, 0), |m| {
+                m.values().fold((0, 0), |(r, t), n| {
+                    (r + u(&n["rx_bytes"]), t + u(&n["tx_bytes"]))
+                })
+            });
+            let id = st["id"].as_str().unwrap_or_default();
+            use crate::client::format::human_size as h;
+            println!(
+                "{:<14} {:<20} {:>6.2}% {:>22} {:>6.2}% {:>20} {:>5}",
+                &id[..id.len().min(12)],
+                st["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .trim_start_matches('/'),
+                cpu_percent(&st),
+                format!("{} / {}", h(mem as i64), h(limit as i64)),
+                if limit > 0 {
+                    mem as f64 / limit as f64 * 100.0
+                } else {
+                    0.0
+                },
+                format!("{} / {}", h(rx as i64), h(tx as i64)),
+                u(&st["pids_stats"]["current"]),
+            );
+        }
+        if args.no_stream {
+            return Ok(());
+        }
+    }
+}
+
+pub async fn update(docker: &Docker, args: &UpdateArgs) -> Result<()> {
+    let memory = match &args.memory {
+        Some(m) => Some(
+            crate::client::format::parse_bytes(m)
+                .with_context(|| format!("invalid --memory {m:?}"))?,
+        ),
+        None => None,
+    };
+    let restart = match &args.restart {
+        Some(r) => {
+            let (name, max) = r.split_once(':').unwrap_or((r, "0"));
+            let max: i64 = max
+                .parse()
+                .with_context(|| format!("invalid --restart {r:?}"))?;
+            Some(bollard::models::RestartPolicy {
+                name: Some(
+                    name.parse()
+                        .map_err(|_| anyhow::anyhow!("invalid --restart {r:?}"))?,
+                ),
+                maximum_retry_count: Some(max),
+            })
+        }
+        None => None,
+    };
+    let opts = UpdateContainerOptions::<String> {
+        memory,
+        nano_cpus: args.cpus.map(|c| (c * 1e9) as i64),
+        pids_limit: args.pids_limit,
+        restart_policy: restart,
+        ..Default::default()
+    };
+    let mut failed = false;
+    for c in &args.containers {
+        match docker.update_container(c, opts.clone()).await {
+            Ok(()) => println!("{c}"),
+            Err(e) => {
+                eprintln!("Error response from daemon: {}", error_message(&e));
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        bail!("failed to update one or more containers");
+    }
+    Ok(())
+}
+
+/// `events`: one line per event, as the docker CLI prints them.
+pub async fn events(docker: &Docker, args: &EventsArgs) -> Result<()> {
+    use futures::StreamExt;
+    // The daemon reads every form Docker takes (seconds, RFC 3339, durations ago).
+    let time = |v: &Option<String>| -> Result<Option<String>> { Ok(v.clone()) };
+    let mut filters: std::collections::HashMap<String, Vec<String>> = Default::default();
+    for f in &args.filters {
+        let (k, v) = f
+            .split_once('=')
+            .with_context(|| format!("invalid filter {f:?}: use key=value"))?;
+        filters
+            .entry(k.to_string())
+            .or_default()
+            .push(v.to_string());
+    }
+    let mut stream = docker.events(Some(bollard::system::EventsOptions::<String> {
+        since: time(&args.since)?,
+        until: time(&args.until)?,
+        filters,
+    }));
+    while let Some(e) = stream.next().await {
+        let e = e?;
+        let when = e
+            .time_nano
+            .and_then(|n| {
+                chrono::DateTime::from_timestamp(n / 1_000_000_000, (n % 1_000_000_000) as u32)
+            })
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true))
+            .unwrap_or_default();
+        let actor = e.actor.unwrap_or_default();
+        let mut attrs: Vec<String> = actor
+            .attributes
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        attrs.sort();
+        println!(
+            "{when} {} {} {} ({})",
+            e.typ.map(|t| t.to_string()).unwrap_or_default(),
+            e.action.unwrap_or_default(),
+            actor.id.unwrap_or_default(),
+            attrs.join(", ")
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,341 @@
+//! A container's filesystem seen from the host, for `cp` (archive), `export` and `diff`:
+//! a running container through `/proc/<pid>/root` (its real view, volumes included), a
+//! stopped one as its overlay would show it (the writable `upper` dir over the image,
+//! whiteouts and opaque dirs honoured). Paths are resolved one component at a time with
+//! symlinks followed *inside* the view (as Docker's FollowSymlinkInScope), so no link leads
+//! to the host.
+
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Component, Path, PathBuf};
+
+use super::error::DaemonError;
+
+/// Links followed in one lookup before giving up (the kernel's limit).
+const MAX_LINKS: usize = 40;
+
+/// The layers of a view, top first: `[root]` for a running container, `[upper, lower]` for
+/// a stopped one.
+pub struct RootView {
+    layers: Vec<PathBuf>,
+}
+
+/// A resolved entry: its path in the container, and the host directories that make it
+/// (top first; one for a non-directory).
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub path: PathBuf,
+    pub host: Vec<PathBuf>,
+}
+
+fn is_whiteout(m: &std::fs::Metadata) -> bool {
+    m.file_type().is_char_device() && m.rdev() == 0
+}
+
+fn is_opaque(dir: &Path) -> bool {
+    xattr_opaque(dir, "trusted.overlay.opaque") || xattr_opaque(dir, "user.overlay.opaque")
+}
+
+fn xattr_opaque(dir: &Path, name: &str) -> bool {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let (Ok(p), Ok(n)) = (CString::new(dir.as_os_str().as_bytes()), CString::new(name)) else {
+        return false;
+    };
+    let mut buf = [0u8; 4];
+    // SAFETY: valid NUL-terminated strings and a buffer of the size given.
+    let len =
+        unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    len == 1 && buf[0] == b'y'
+}
+
+impl RootView {
+    pub fn running(pid: i32) -> RootView {
+        RootView {
+            layers: vec![PathBuf::from(format!("/proc/{pid}/root"))],
+        }
+    }
+
+    pub fn stopped(upper: PathBuf, lower: PathBuf) -> RootView {
+        RootView {
+            layers: vec![upper, lower],
+        }
+    }
+
+    /// The topmost (writable) layer.
+    pub fn top(&self) -> &Path {
+        &self.layers[0]
+    }
+
+    /// Looks `rel` (no `..`, no links) up through the layers, as overlayfs does.
+    fn lookup(&self, rel: &Path) -> Option<Entry> {
+        let mut dirs: Vec<PathBuf> = self.layers.clone();
+        let comps: Vec<&std::ffi::OsStr> = rel
+            .components()
+            .filter_map(|c| match c {
+                Component::Normal(n) => Some(n),
+                _ => None,
+            })
+            .collect();
+        for (i, name) in comps.iter().enumerate() {
+            let last = i + 1 == comps.len();
+            let mut next = Vec::new();
+            for d in &dirs {
+                let p = d.join(name);
+                let Ok(m) = p.symlink_metadata() else {
+                    continue;
+                };
+                let overlay = self.layers.len() > 1;
+                if overlay && is_whiteout(&m) {
+                    break; // hides everything below
+                }
+                if !m.is_dir() {
+                    // A non-directory hides what the layers below have there.
+                    if next.is_empty() && last {
+                        next.push(p);
+                    }
+                    break;
+                }
+                let opaque = overlay && is_opaque(&p);
+                next.push(p);
+                if opaque {
+                    break;
+                }
+            }
+            if next.is_empty() {
+                return None;
+            }
+            if !last && !next[0].is_dir() {
+                return None;
+            }
+            dirs = next;
+        }
+        Some(Entry {
+            path: Path::new("/").join(rel),
+            host: dirs,
+        })
+    }
+
+    /// Resolves a container path, following links inside the view (the last one too with
+    /// `follow_last`). `None`: no such file.
+    pub fn resolve(&self, path: &str, follow_last: bool) -> Option<Entry> {
+        let mut todo: Vec<String> = path
+            .split('/')
+            .filter(|c| !c.is_empty() && *c != ".")
+            .map(str::to_string)
+            .rev()
+            .collect();
+        let mut cur = PathBuf::new();
+        let mut links = 0;
+        while let Some(c) = todo.pop() {
+            if c == ".." {
+                cur.pop();
+                continue;
+            }
+            let cand = cur.join(&c);
+            let e = self.lookup(&cand)?;
+            let m = e.host[0].symlink_metadata().ok()?;
+            if m.file_type().is_symlink() && (follow_last || !todo.is_empty()) {
+                links += 1;
+                if links > MAX_LINKS {
+                    return None;
+                }
+                let target = std::fs::read_link(&e.host[0]).ok()?;
+                let t = target.to_string_lossy().to_string();
+                if t.starts_with('/') {
+                    cur = PathBuf::new();
+                }
+                for part in t.split('/').filter(|p| !p.is_empty() && *p != ".").rev() {
+                    todo.push(part.to_string());
+                }
+                continue;
+            }
+            cur = cand;
+        }
+        if cur.as_os_str().is_empty() {
+            return Some(Entry {
+                path: PathBuf::from("/"),
+                host: self.layers.clone(),
+            });
+        }
+        self.lookup(&cur)
+    }
+
+    /// The names in a directory entry, merged through its layers, sorted.
+    pub fn list(&self, e: &Entry) -> Vec<String> {
+        let mut names = std::collections::BTreeSet::new();
+        let mut hidden = std::collections::BTreeSet::new();
+        for d in &e.host {
+            let Ok(rd) = std::fs::read_dir(d) else {
+                continue;
+            };
+            for x in rd.flatten() {
+                let n = x.file_name().to_string_lossy().to_string();
+                if hidden.contains(&n) {
+                    continue;
+                }
+                match x.path().symlink_metadata() {
+                    Ok(m) if e.host.len() > 1 && is_whiteout(&m) => {
+                        hidden.insert(n);
+                    }
+                    Ok(m) => {
+                        if !m.is_dir() {
+                            hidden.insert(n.clone());
+                        }
+                        names.insert(n);
+                    }
+                    Err(_) => {}
+                }
+            }
+        }
+        names.into_iter().collect()
+    }
+
+    /// Appends `e` (named `name` in the archive) and, for a directory, everything under
+    /// it, to `tar`.
+    pub fn archive<W: std::io::Write>(
+        &self,
+        tar: &mut tar::Builder<W>,
+        e: &Entry,
+        name: &Path,
+    ) -> std::io::Result<()> {
+        let host = &e.host[0];
+        let m = host.symlink_metadata()?;
+        let mut h = tar::Header::new_gnu();
+        h.set_metadata_in_mode(&m, tar::HeaderMode::Complete);
+        let ft = m.file_type();
+        if ft.is_dir() {
+            h.set_size(0);
+            let dir_name = if name.as_os_str().is_empty() {
+                PathBuf::from(".")
+            } else {
+                name.to_path_buf()
+            };
+            tar.append_data(&mut h, dir_name, std::io::empty())?;
+            for n in self.list(e) {
+                let child = e.path.join(&n);
+                let rel = child.strip_prefix("/").unwrap_or(&child).to_path_buf();
+                if let Some(ce) = self.lookup(&rel) {
+                    self.archive(tar, &ce, &name.join(&n))?;
+                }
+            }
+        } else if ft.is_symlink() {
+            h.set_size(0);
+            tar.append_link(&mut h, name, std::fs::read_link(host)?)?;
+        } else if ft.is_file() {
+            let f = std::fs::File::open(host)?;
+            tar.append_data(&mut h, name, f)?;
+        } else {
+            h.set_size(0);
+            tar.append_data(&mut h, name, std::io::empty())?;
+        }
+        Ok(())
+    }
+
+    /// Docker's `X-Docker-Container-Path-Stat` of `e` (Go `os.FileMode` bits).
+    pub fn stat(&self, e: &Entry) -> serde_json::Value {
+        let m = e.host[0].symlink_metadata().ok();
+        let mode = m.as_ref().map_or(0, |m| {
+            let ft = m.file_type();
+            let mut mode = m.mode() & 0o777;
+            if ft.is_dir() {
+                mode |= 1 << 31;
+            }
+            if ft.is_symlink() {
+                mode |= 1 << 27;
+            }
+            if ft.is_block_device() {
+                mode |= 1 << 26;
+            }
+            if ft.is_char_device() {
+                mode |= (1 << 26) | (1 << 21);
+            }
+            if ft.is_fifo() {
+                mode |= 1 << 25;
+            }
+            if ft.is_socket() {
+                mode |= 1 << 24;
+            }
+            mode
+        });
+        let mtime = m
+            .as_ref()
+            .and_then(|m| chrono::DateTime::from_timestamp(m.mtime(), m.mtime_nsec() as u32))
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true))
+            .unwrap_or_default();
+        let link = std::fs::read_link(&e.host[0])
+            .map(|l| l.display().to_string())
+            .unwrap_or_default();
+        serde_json::json!({
+            "name": e.path.file_name().map_or("/".into(), |n| n.to_string_lossy().to_string()),
+            "size": m.as_ref().map_or(0, |m| m.len()),
+            "mode": mode,
+            "mtime": mtime,
+            "linkTarget": link,
+        })
+    }
+
+    /// The host directory to write `dir` (a container directory) into: the topmost layer,
+    /// making the directories an image layer has there (copy-up of their modes).
+    pub fn writable_dir(&self, dir: &Entry) -> Result<PathBuf, DaemonError> {
+        let rel = dir
+            .path
+            .strip_prefix("/")
+            .unwrap_or(&dir.path)
+            .to_path_buf();
+        let mut host = self.top().to_path_buf();
+        let mut cur = PathBuf::new();
+        for c in rel.components() {
+            cur.push(c);
+            host.push(c);
+            if host.symlink_metadata().is_err() {
+                let from = self.lookup(&cur).ok_or_else(|| {
+                    DaemonError::Invalid(format!("no such directory: /{}", cur.display()))
+                })?;
+                let m = from.host[0]
+                    .symlink_metadata()
+                    .map_err(|e| DaemonError::io("stat", &from.host[0], e))?;
+                std::fs::create_dir(&host).map_err(|e| DaemonError::io("mkdir", &host, e))?;
+                std::fs::set_permissions(&host, m.permissions())
+                    .map_err(|e| DaemonError::io("chmod", &host, e))?;
+                let _ = std::os::unix::fs::lchown(&host, Some(m.uid()), Some(m.gid()));
+            }
+        }
+        Ok(host)
+    }
+}
+
+/// Docker's `changes` kinds.
+pub const MODIFIED: u8 = 0;
+pub const ADDED: u8 = 1;
+pub const DELETED: u8 = 2;
+
+/// What the writable layer `upper` changed over the image `lower`: (path, kind), sorted.
+pub fn changes(upper: &Path, lower: &Path) -> Vec<(String, u8)> {
+    let mut out = Vec::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(upper.join(&rel)) else {
+            continue;
+        };
+        for x in rd.flatten() {
+            let r = rel.join(x.file_name());
+            let Ok(m) = x.path().symlink_metadata() else {
+                continue;
+            };
+            let in_lower = lower.join(&r).symlink_metadata().is_ok();
+            let kind = if is_whiteout(&m) {
+                DELETED
+            } else if in_lower {
+                MODIFIED
+            } else {
+                ADDED
+            };
+            out.push((format!("/{}", r.display()), kind));
+            if m.is_dir() {
+                stack.push(r);
+            }
+        }
+    }
+    out.sort();
+    out
+}

@@ -1,0 +1,229 @@
+//! The containers service, filesystem part: `changes` (diff), `export`, and the archive
+//! endpoints of `cp` (stat, read a path as a tar, extract a tar into a directory).
+
+use std::path::{Component, Path, PathBuf};
+
+use axum::body::Body;
+use skiff_runtime::state::Status;
+
+use super::container_fs::{self, Entry, RootView};
+use super::containers::ContainerService;
+use super::error::DaemonError;
+use super::record::ContainerRecord;
+
+/// A `Write` that sends what it gets to a response body.
+struct BodyWriter(tokio::sync::mpsc::Sender<Result<Vec<u8>, std::io::Error>>);
+
+impl std::io::Write for BodyWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .blocking_send(Ok(buf.to_vec()))
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A tar stream made on a blocking thread by `fill`.
+fn tar_body(
+    fill: impl FnOnce(&mut tar::Builder<BodyWriter>) -> std::io::Result<()> + Send + 'static,
+) -> Body {
+    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    tokio::task::spawn_blocking(move || {
+        let err_tx = tx.clone();
+        let mut tar = tar::Builder::new(BodyWriter(tx));
+        tar.follow_symlinks(false);
+        if let Err(e) = fill(&mut tar).and_then(|()| tar.finish()) {
+            tracing::warn!("writing a container archive: {e}");
+            let _ = err_tx.blocking_send(Err(e));
+        }
+    });
+    Body::from_stream(futures::stream::poll_fn(move |cx| rx.poll_recv(cx)))
+}
+
+impl ContainerService {
+    /// The container's filesystem as it is now (see [`RootView`]).
+    fn view(&self, r: &ContainerRecord) -> Result<RootView, DaemonError> {
+        let st = self.state(&r.id)?;
+        if let (Status::Running, Some(pid)) = (st.status, st.pid) {
+            return Ok(RootView::running(pid));
+        }
+        self.mounts.ensure(&self.store, &r.image_id)?;
+        Ok(RootView::stopped(
+            self.dir(&r.id).join("upper"),
+            self.paths.image_mount(&r.image_id),
+        ))
+    }
+
+    fn find_path(
+        &self,
+        view: &RootView,
+        r: &ContainerRecord,
+        path: &str,
+    ) -> Result<Entry, DaemonError> {
+        view.resolve(path, false).ok_or_else(|| {
+            DaemonError::NoSuchPath(format!(
+                "Could not find the file {path} in container {}",
+                r.name
+            ))
+        })
+    }
+
+    /// `changes`: (path, kind) of what the container changed over its image.
+    pub fn changes(&self, r: &ContainerRecord) -> Result<Vec<(String, u8)>, DaemonError> {
+        self.mounts.ensure(&self.store, &r.image_id)?;
+        Ok(container_fs::changes(
+            &self.dir(&r.id).join("upper"),
+            &self.paths.image_mount(&r.image_id),
+        ))
+    }
+
+    /// `export`: the container's root filesystem (image plus its changes, without the
+    /// mounts over it: /proc, /sys, volumes) as a tar stream.
+    pub fn export(&self, r: &ContainerRecord) -> Result<Body, DaemonError> {
+        self.mounts.ensure(&self.store, &r.image_id)?;
+        let view = RootView::stopped(
+            self.dir(&r.id).join("upper"),
+            self.paths.image_mount(&r.image_id),
+        );
+        let root = view.resolve("/", true).expect("the root exists");
+        Ok(tar_body(move |tar| {
+            for n in view.list(&root) {
+                if let Some(e) = view.resolve(&format!("/{n}"), false) {
+                    view.archive(tar, &e, Path::new(&n))?;
+                }
+            }
+            Ok(())
+        }))
+    }
+
+    /// `HEAD archive`: the stat of `path` (Docker's `X-Docker-Container-Path-Stat`).
+    pub fn path_stat(
+        &self,
+        r: &ContainerRecord,
+        path: &str,
+    ) -> Result<serde_json::Value, DaemonError> {
+        let view = self.view(r)?;
+        let e = self.find_path(&view, r, path)?;
+        Ok(view.stat(&e))
+    }
+
+    /// `GET archive`: the stat of `path` and a tar of it (a directory with its content),
+    /// named by its base name.
+    pub fn archive(
+        &self,
+        r: &ContainerRecord,
+        path: &str,
+    ) -> Result<(serde_json::Value, Body), DaemonError> {
+        let view = self.view(r)?;
+        // A trailing `/.` copies a directory's content (docker cp SRC/. DST).
+        let e = self.find_path(&view, r, path)?;
+        let stat = view.stat(&e);
+        let name = if path.ends_with("/.") {
+            PathBuf::new()
+        } else {
+            PathBuf::from(e.path.file_name().map_or(".".into(), |n| n.to_os_string()))
+        };
+        Ok((stat, tar_body(move |tar| view.archive(tar, &e, &name))))
+    }
+
+    /// `PUT archive`: extracts the tar at `tar_file` into the directory `path`. Entries may
+    /// not leave it (`..`, absolute names); links inside are kept as links.
+    pub async fn extract(
+        &self,
+        r: &ContainerRecord,
+        path: &str,
+        tar_file: PathBuf,
+    ) -> Result<(), DaemonError> {
+        let view = self.view(r)?;
+        let e = view.resolve(path, true).ok_or_else(|| {
+            DaemonError::NoSuchPath(format!(
+                "Could not find the file {path} in container {}",
+                r.name
+            ))
+        })?;
+        if !e.host[0].is_dir() {
+            return Err(DaemonError::Invalid(format!(
+                "extraction point is not a directory: {path}"
+            )));
+        }
+        let dst = view.writable_dir(&e)?;
+        tokio::task::spawn_blocking(move || unpack(&tar_file, &dst))
+            .await
+            .map_err(DaemonError::join)?
+    }
+}
+
+/// Unpacks a tar into `dst`, refusing entries that would leave it and never writing
+/// through a link found there.
+fn unpack(tar_file: &Path, dst: &Path) -> Result<(), DaemonError> {
+    let f = std::fs::File::open(tar_file).map_err(|e| DaemonError::io("open", tar_file, e))?;
+    let mut ar = tar::Archive::new(f);
+    ar.set_preserve_permissions(true);
+    ar.set_overwrite(true);
+    let bad = |what: String| DaemonError::Invalid(format!("invalid archive: {what}"));
+    for entry in ar.entries().map_err(|e| bad(e.to_string()))? {
+        let mut entry = entry.map_err(|e| bad(e.to_string()))?;
+        let name = entry.path().map_err(|e| bad(e.to_string()))?.to_path_buf();
+        let mut rel = PathBuf::new();
+        for c in name.components() {
+            match c {
+                Component::Normal(n) => rel.push(n),
+                Component::CurDir | Component::RootDir => {}
+                _ => return Err(bad(format!("{} leaves the target", name.display()))),
+            }
+        }
+        if rel.as_os_str().is_empty() {
+            continue;
+        }
+        // Every parent must be a real directory under dst, not a link out of it.
+        let mut host = dst.to_path_buf();
+        let parents: Vec<_> = rel
+            .parent()
+            .map(|p| p.components().collect())
+            .unwrap_or_default();
+        for c in parents {
+            host.push(c);
+            match host.symlink_metadata() {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => return Err(bad(format!("{} is not a directory", host.display()))),
+                Err(_) => {
+                    std::fs::create_dir(&host).map_err(|e| DaemonError::io("mkdir", &host, e))?
+                }
+            }
+        }
+        let target = dst.join(&rel);
+        if let Ok(m) = target.symlink_metadata() {
+            if !m.is_dir() || entry.header().entry_type() != tar::EntryType::Directory {
+                if m.is_dir() {
+                    std::fs::remove_dir_all(&target)
+                } else {
+                    std::fs::remove_file(&target)
+                }
+                .map_err(|e| DaemonError::io("replacing", &target, e))?;
+            }
+        }
+        if entry.header().entry_type() == tar::EntryType::Link {
+            let src = entry
+                .link_name()
+                .map_err(|e| bad(e.to_string()))?
+                .ok_or_else(|| bad("hard link without a target".into()))?;
+            let src_rel: PathBuf = src
+                .components()
+                .filter_map(|c| match c {
+                    Component::Normal(n) => Some(n),
+                    _ => None,
+                })
+                .collect();
+            std::fs::hard_link(dst.join(src_rel), &target)
+                .map_err(|e| DaemonError::io("hard link", &target, e))?;
+            continue;
+        }
+        entry
+            .unpack(&target)
+            .map_err(|e| DaemonError::io("extracting", &target, e))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,256 @@
+//! Docker's event stream (`GET /events`): what happened to containers, images and volumes,
+//! kept in a bounded ring (for `since`) and broadcast to streaming clients. Filters:
+//! `type`, `event`, `container`, `image`, `volume`, `label`; anything else is a 400.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Mutex;
+
+use serde_json::{json, Value};
+use tokio::sync::broadcast;
+
+use super::error::DaemonError;
+use super::filters::Filters;
+
+/// Events kept for `since`.
+const RING: usize = 1024;
+
+/// The filter names `/events` accepts.
+pub const NAMES: &[&str] = &["type", "event", "container", "image", "volume", "label"];
+
+/// One event, in Docker's shape once serialized ([`Event::json`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// Order of emission, to skip duplicates between the ring and the live stream.
+    pub seq: u64,
+    /// `container`, `image` or `volume`.
+    pub kind: &'static str,
+    /// `create`, `start`, `die`, `destroy`, `pull`, `tag`, ...
+    pub action: String,
+    pub id: String,
+    pub attributes: BTreeMap<String, String>,
+    /// Unix nanoseconds.
+    pub time_nano: i128,
+}
+
+impl Event {
+    pub fn json(&self) -> Value {
+        let secs = self.time_nano.div_euclid(1_000_000_000) as i64;
+        let mut v = json!({
+            "Type": self.kind,
+            "Action": self.action,
+            "Actor": {"ID": self.id, "Attributes": self.attributes},
+            "scope": "local",
+            "time": secs,
+            "timeNano": self.time_nano as i64,
+        });
+        // The pre-1.22 fields, which the docker CLI and SDKs still print.
+        if self.kind == "container" || self.kind == "image" {
+            v["status"] = json!(self.action);
+            v["id"] = json!(self.id);
+            if let Some(from) = self.attributes.get("image") {
+                v["from"] = json!(from);
+            }
+        }
+        v
+    }
+
+    fn matches(&self, f: &Filters) -> bool {
+        let attr = |k: &str| self.attributes.get(k).map(String::as_str);
+        let any = |name: &str, candidates: &[Option<&str>]| {
+            let values = f.get(name);
+            values.is_empty()
+                || values
+                    .iter()
+                    .any(|v| candidates.iter().flatten().any(|c| c == v))
+        };
+        let is = |k: &str| (self.kind == k).then_some(self.id.as_str());
+        any("type", &[Some(self.kind)])
+            && any("event", &[Some(self.action.as_str())])
+            && any("container", &[is("container"), attr("name").filter(|_| self.kind == "container")])
+            && any("image", &[is("image"), attr("image"), attr("name").filter(|_| self.kind == "image")])
+            && any("volume", &[is("volume")])
+            && f.matches_labels("label", attr)
+            // A container filter shows only container events (as dockerd), etc.
+            && (f.get("container").is_empty() || self.kind == "container")
+            && (f.get("volume").is_empty() || self.kind == "volume")
+    }
+}
+
+/// The daemon's event log.
+pub struct EventLog {
+    ring: Mutex<(u64, VecDeque<Event>)>,
+    tx: broadcast::Sender<Event>,
+}
+
+impl Default for EventLog {
+    fn default() -> Self {
+        EventLog {
+            ring: Mutex::new((0, VecDeque::with_capacity(RING))),
+            tx: broadcast::channel(RING).0,
+        }
+    }
+}
+
+impl EventLog {
+    /// Records and broadcasts an event.
+    pub fn emit(
+        &self,
+        kind: &'static str,
+        action: &str,
+        id: &str,
+        attributes: impl IntoIterator<Item = (String, String)>,
+    ) {
+        let time_nano = chrono::Utc::now()
+            .timestamp_nanos_opt()
+            .map(i128::from)
+            .unwrap_or(0);
+        let mut ring = self.ring.lock().expect("events lock");
+        ring.0 += 1;
+        let e = Event {
+            seq: ring.0,
+            kind,
+            action: action.to_string(),
+            id: id.to_string(),
+            attributes: attributes.into_iter().collect(),
+            time_nano,
+        };
+        if ring.1.len() == RING {
+            ring.1.pop_front();
+        }
+        ring.1.push_back(e.clone());
+        // Sent under the lock, so a subscriber sees the ring and the stream in one order.
+        let _ = self.tx.send(e);
+    }
+
+    /// A container event with Docker's attributes (name, image, labels, and `extra`).
+    pub fn container(
+        &self,
+        action: &str,
+        r: &super::record::ContainerRecord,
+        extra: &[(&str, String)],
+    ) {
+        let attrs = r
+            .spec
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .chain([
+                ("name".to_string(), r.name.clone()),
+                ("image".to_string(), r.image.clone()),
+            ])
+            .chain(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
+        self.emit("container", action, &r.id, attrs);
+    }
+
+    /// The recorded events matching `filters` from `since` (Unix ns) on, and a receiver of
+    /// those that follow (events after the last one returned).
+    pub fn subscribe(
+        &self,
+        filters: &Filters,
+        since: Option<i128>,
+    ) -> (Vec<Event>, u64, broadcast::Receiver<Event>) {
+        let ring = self.ring.lock().expect("events lock");
+        let rx = self.tx.subscribe();
+        let past = match since {
+            Some(s) => ring
+                .1
+                .iter()
+                .filter(|e| e.time_nano >= s && e.matches(filters))
+                .cloned()
+                .collect(),
+            None => Vec::new(),
+        };
+        (past, ring.0, rx)
+    }
+
+    /// Checks the filters of an `/events` request.
+    pub fn parse_filters(raw: Option<&str>) -> Result<Filters, DaemonError> {
+        let f = Filters::parse(raw, NAMES)?;
+        for t in f.get("type") {
+            if ![
+                "container",
+                "image",
+                "volume",
+                "network",
+                "daemon",
+                "plugin",
+                "node",
+                "service",
+                "secret",
+                "config",
+            ]
+            .contains(&t.as_str())
+            {
+                return Err(DaemonError::Invalid(format!("invalid filter 'type={t}'")));
+            }
+        }
+        Ok(f)
+    }
+
+    /// Whether `e` passes `filters` (for the live part of a stream).
+    pub fn wanted(e: &Event, filters: &Filters) -> bool {
+        e.matches(filters)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ring_replays_since_and_filters_select() {
+        let log = EventLog::default();
+        log.emit(
+            "container",
+            "create",
+            "c1",
+            [
+                ("name".to_string(), "web".to_string()),
+                ("image".to_string(), "busybox".to_string()),
+                ("app".to_string(), "x".to_string()),
+            ],
+        );
+        log.emit(
+            "image",
+            "pull",
+            "busybox:latest",
+            [("name".to_string(), "busybox:latest".to_string())],
+        );
+        log.emit("volume", "create", "v1", []);
+        let all = |raw: &str| {
+            let f = EventLog::parse_filters(Some(raw)).unwrap();
+            log.subscribe(&f, Some(0))
+                .0
+                .into_iter()
+                .map(|e| format!("{} {}", e.kind, e.action))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(all("{}").len(), 3);
+        assert_eq!(all(r#"{"type":["image"]}"#), ["image pull"]);
+        assert_eq!(all(r#"{"container":["web"]}"#), ["container create"]);
+        assert_eq!(all(r#"{"image":["busybox"]}"#), ["container create"]);
+        assert_eq!(all(r#"{"label":["app=x"]}"#), ["container create"]);
+        assert_eq!(
+            all(r#"{"event":["create"],"type":["volume"]}"#),
+            ["volume create"]
+        );
+        assert!(EventLog::parse_filters(Some(r#"{"colour":["x"]}"#)).is_err());
+        assert!(EventLog::parse_filters(Some(r#"{"type":["boat"]}"#)).is_err());
+        let future = log.subscribe(&Filters::default(), Some(i128::MAX)).0;
+        assert!(future.is_empty());
+        for _ in 0..RING + 5 {
+            log.emit("volume", "create", "v", []);
+        }
+        assert_eq!(log.subscribe(&Filters::default(), Some(0)).0.len(), RING);
+        let e = log
+            .subscribe(&Filters::default(), Some(0))
+            .0
+            .pop()
+            .unwrap()
+            .json();
+        assert_eq!(
+            (e["Type"].as_str(), e["Action"].as_str()),
+            (Some("volume"), Some("create"))
+        );
+    }
+}

@@ -1,0 +1,174 @@
+//! Operations on a running container's cgroup from outside it: its processes (`top`),
+//! freezing (`pause`/`unpause`, the freezer of cgroup v1 or `cgroup.freeze` of v2), live
+//! resource updates (`update`), and usage counters (`stats`).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::cgroup::ContainerCgroup;
+use crate::config::{ContainerConfig, Resources};
+use crate::error::{Result, RuntimeError};
+use crate::paths::ContainerPaths;
+use crate::persist;
+
+fn config(dir: &Path) -> Result<ContainerConfig> {
+    persist::read_json(&ContainerPaths::new(dir).config())
+}
+
+fn cgroup(dir: &Path) -> Result<ContainerCgroup> {
+    Ok(ContainerCgroup::load(&config(dir)?.cgroup_path()))
+}
+
+fn v2() -> bool {
+    Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
+}
+
+/// Host pids of every process in the container's cgroup, sorted.
+pub fn pids(dir: &Path) -> Result<Vec<i32>> {
+    Ok(cgroup(dir)?.procs())
+}
+
+/// Freezes (`true`) or thaws every process of the container; returns once the kernel
+/// reports the cgroup frozen (or thawed), at most 5 s later.
+pub fn set_frozen(dir: &Path, frozen: bool) -> Result<()> {
+    let cg = cgroup(dir)?;
+    let (file, value, done) = if v2() {
+        let f = cg.file("memory", "cgroup.freeze");
+        (
+            f,
+            if frozen { "1" } else { "0" },
+            if frozen { "1" } else { "0" },
+        )
+    } else {
+        let f = cg.file("freezer", "freezer.state");
+        let v = if frozen { "FROZEN" } else { "THAWED" };
+        (f, v, v)
+    };
+    std::fs::write(&file, value).map_err(|e| RuntimeError::io("freezer", &file, e))?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if state_of(&cg) == Some(done.to_string()) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(RuntimeError::io(
+                "waiting for the freezer",
+                &file,
+                std::io::Error::from(std::io::ErrorKind::TimedOut),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// `FROZEN`/`THAWED`/`FREEZING` (v1) or `1`/`0` (v2, from `cgroup.events`).
+fn state_of(cg: &ContainerCgroup) -> Option<String> {
+    if v2() {
+        let events = std::fs::read_to_string(cg.file("memory", "cgroup.events")).ok()?;
+        events
+            .lines()
+            .find_map(|l| l.strip_prefix("frozen ").map(|v| v.trim().to_string()))
+    } else {
+        std::fs::read_to_string(cg.file("freezer", "freezer.state"))
+            .ok()
+            .map(|s| s.trim().to_string())
+    }
+}
+
+/// Whether the container's processes are frozen.
+pub fn is_frozen(dir: &Path) -> bool {
+    cgroup(dir)
+        .ok()
+        .and_then(|cg| state_of(&cg))
+        .is_some_and(|s| s == "FROZEN" || s == "1")
+}
+
+/// Records new limits in the container's runtime config, so its next start applies them,
+/// and with `live` (it runs) applies them to its cgroup now. `None` fields keep their value.
+pub fn update_resources(dir: &Path, res: &Resources, live: bool) -> Result<()> {
+    let mut cfg = config(dir)?;
+    if live {
+        let cg = ContainerCgroup::load(&cfg.cgroup_path());
+        cg.apply(res, v2(), None)?;
+    }
+    let r = &mut cfg.resources;
+    r.memory_bytes = res.memory_bytes.or(r.memory_bytes);
+    r.nano_cpus = res.nano_cpus.or(r.nano_cpus);
+    r.pids_limit = res.pids_limit.or(r.pids_limit);
+    persist::write_json(
+        &ContainerPaths::new(dir).config(),
+        &cfg,
+        persist::Durability::Volatile,
+    )
+}
+
+/// Usage counters of the container's cgroup, in Docker's units.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CgroupStats {
+    /// Bytes in use and the limit (the host's memory when unlimited).
+    pub memory_usage: u64,
+    pub memory_limit: u64,
+    /// `memory.stat` key → value.
+    pub memory_stat: Vec<(String, u64)>,
+    /// CPU time in nanoseconds: total, in user mode, in kernel mode.
+    pub cpu_total_ns: u64,
+    pub cpu_user_ns: u64,
+    pub cpu_system_ns: u64,
+    pub pids_current: u64,
+    /// 0: no limit.
+    pub pids_limit: u64,
+}
+
+fn read_u64(p: &Path) -> Option<u64> {
+    std::fs::read_to_string(p).ok()?.trim().parse().ok()
+}
+
+fn pairs(p: &Path) -> Vec<(String, u64)> {
+    std::fs::read_to_string(p)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once(' ')?;
+            Some((k.to_string(), v.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// Reads the container's counters (v1 or v2).
+pub fn cgroup_stats(dir: &Path, host_memory: u64) -> Result<CgroupStats> {
+    let cg = cgroup(dir)?;
+    let mut s = CgroupStats::default();
+    let unlimited = |v: Option<u64>| v.filter(|v| *v < host_memory).unwrap_or(host_memory);
+    if v2() {
+        s.memory_usage = read_u64(&cg.file("memory", "memory.current")).unwrap_or(0);
+        s.memory_limit = unlimited(read_u64(&cg.file("memory", "memory.max")));
+        s.memory_stat = pairs(&cg.file("memory", "memory.stat"));
+        let cpu = pairs(&cg.file("cpu", "cpu.stat"));
+        let get = |k: &str| {
+            cpu.iter()
+                .find(|(n, _)| n == k)
+                .map_or(0, |(_, v)| *v * 1000)
+        };
+        s.cpu_total_ns = get("usage_usec");
+        s.cpu_user_ns = get("user_usec");
+        s.cpu_system_ns = get("system_usec");
+    } else {
+        s.memory_usage = read_u64(&cg.file("memory", "memory.usage_in_bytes")).unwrap_or(0);
+        s.memory_limit = unlimited(read_u64(&cg.file("memory", "memory.limit_in_bytes")));
+        s.memory_stat = pairs(&cg.file("memory", "memory.stat"));
+        s.cpu_total_ns = read_u64(&cg.file("cpuacct", "cpuacct.usage")).unwrap_or(0);
+        // cpuacct.stat counts USER_HZ ticks (100 per second).
+        let ticks = pairs(&cg.file("cpuacct", "cpuacct.stat"));
+        let get = |k: &str| {
+            ticks
+                .iter()
+                .find(|(n, _)| n == k)
+                .map_or(0, |(_, v)| *v * 10_000_000)
+        };
+        s.cpu_user_ns = get("user");
+        s.cpu_system_ns = get("system");
+    }
+    s.pids_current = read_u64(&cg.file("pids", "pids.current")).unwrap_or(0);
+    s.pids_limit = read_u64(&cg.file("pids", "pids.max")).unwrap_or(0);
+    Ok(s)
+}

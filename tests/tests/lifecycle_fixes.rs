@@ -1,0 +1,268 @@
+//! Lifecycle details real clients depend on: `run --rm` of a missing command exits 127 and
+//! leaves nothing behind, published ports are released on stop and bound again on start,
+//! `logs --until`, `version` without a daemon.
+
+use std::time::{Duration, Instant};
+
+use skiff_tests::docker_cli::*;
+use skiff_tests::skip::root_unavailable;
+use skiff_tests::{require, Daemon};
+
+const IMAGE: &str = "127.0.0.1:5999/life:1";
+
+/// Interfaces enslaved to the test daemon's bridge, and its pinned namespaces.
+fn attachments(d: &Daemon) -> (usize, usize) {
+    let bridge = d.bridge().expect("the test daemon has its own bridge");
+    let out = std::process::Command::new("ip")
+        .args(["-o", "link", "show", "master", bridge])
+        .output()
+        .unwrap();
+    let veths = String::from_utf8_lossy(&out.stdout).lines().count();
+    let netns = std::fs::read_dir(d.exec_root.join("netns"))
+        .map(|rd| rd.count())
+        .unwrap_or(0);
+    (veths, netns)
+}
+
+#[test]
+fn run_rm_of_a_missing_command_exits_127_and_leaves_nothing() {
+    require!(
+        "run_rm_of_a_missing_command_exits_127_and_leaves_nothing",
+        root_unavailable(),
+        docker_unavailable()
+    );
+    let d = Daemon::start().unwrap();
+    import_busybox(&d, IMAGE, &[]);
+    // A first run sets up the bridge (and a spare attachment, a bounded cache).
+    docker_ok(&d, &["run", "--rm", "--pull", "never", IMAGE, "true"]);
+    let baseline = attachments(&d);
+    for _ in 0..3 {
+        let t = Instant::now();
+        let out = docker(&d)
+            .args(["run", "--rm", "--pull", "never", IMAGE, "/no/such"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(127), "{err}");
+        assert!(err.contains("executable file not found"), "{err}");
+        assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    }
+    assert_eq!(docker_ok(&d, &["ps", "-aq"]).trim(), "");
+    assert_eq!(attachments(&d), baseline);
+
+    // Without --rm the failed container stays, exited with 127.
+    let out = docker_run(
+        &d,
+        &[
+            "run", "--pull", "never", "--name", "kept", IMAGE, "/no/such",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(127));
+    assert_eq!(
+        docker_ok(&d, &["inspect", "-f", "{{.State.ExitCode}}", "kept"]).trim(),
+        "127"
+    );
+    docker_ok(&d, &["rm", "kept"]);
+}
+
+#[test]
+fn published_ports_are_freed_on_stop_and_bound_again_on_start() {
+    require!(
+        "published_ports_are_freed_on_stop_and_bound_again_on_start",
+        root_unavailable(),
+        docker_unavailable()
+    );
+    let d = Daemon::start().unwrap();
+    import_busybox(&d, IMAGE, &[]);
+    // A free port, chosen by the kernel.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let publish = format!("127.0.0.1:{port}:80");
+    docker_ok(
+        &d,
+        &[
+            "run", "-d", "--pull", "never", "--name", "web", "-p", &publish, IMAGE, "sleep", "300",
+        ],
+    );
+    let bind = || std::net::TcpListener::bind(("127.0.0.1", port));
+    assert!(bind().is_err(), "the running container holds its port");
+    docker_ok(&d, &["stop", "-t", "0", "web"]);
+    drop(bind().expect("a stopped container frees its port"));
+    docker_ok(&d, &["start", "web"]);
+    assert!(bind().is_err(), "start binds the port again");
+    assert_eq!(
+        docker_ok(&d, &["port", "web", "80"]).trim(),
+        format!("127.0.0.1:{port}")
+    );
+    // Taken meanwhile: start is refused, naming the port.
+    docker_ok(&d, &["stop", "-t", "0", "web"]);
+    let holder = bind().unwrap();
+    let out = docker_run(&d, &["start", "web"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&port.to_string()), "{err}");
+    drop(holder);
+    docker_ok(&d, &["start", "web"]);
+    // An exit nobody asked for frees the port too.
+    docker_ok(&d, &["kill", "web"]);
+    docker_ok(&d, &["wait", "web"]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while bind().is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the port was not freed after the exit"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    docker_ok(&d, &["rm", "-f", "web"]);
+}
+
+#[test]
+fn logs_until_bounds_the_output() {
+    require!(
+        "logs_until_bounds_the_output",
+        root_unavailable(),
+        docker_unavailable()
+    );
+    let d = Daemon::start().unwrap();
+    import_busybox(&d, IMAGE, &[]);
+    docker_ok(
+        &d,
+        &[
+            "run",
+            "--pull",
+            "never",
+            "--name",
+            "talk",
+            IMAGE,
+            "sh",
+            "-c",
+            "echo early; sleep 1.5; echo late",
+        ],
+    );
+    let ts = docker_ok(&d, &["logs", "-t", "talk"]);
+    let late = ts
+        .lines()
+        .find(|l| l.ends_with(" late"))
+        .unwrap_or_else(|| panic!("{ts}"))
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_string();
+    let late = chrono::DateTime::parse_from_rfc3339(&late).unwrap();
+    let before_late = (late - chrono::Duration::milliseconds(500)).to_rfc3339();
+    assert_eq!(
+        docker_ok(&d, &["logs", "--until", &before_late, "talk"]),
+        "early\n"
+    );
+    assert_eq!(
+        docker_ok(&d, &["logs", "--since", &before_late, "talk"]),
+        "late\n"
+    );
+    assert_eq!(d.ok(&["logs", "--until", &before_late, "talk"]), "early\n");
+    docker_ok(&d, &["rm", "talk"]);
+}
+
+#[test]
+fn version_without_a_daemon_fails_and_daemon_listens_where_h_says() {
+    require!(
+        "version_without_a_daemon_fails_and_daemon_listens_where_h_says",
+        root_unavailable()
+    );
+    let bin = skiff_tests::binary::skiff_bin();
+    let dir = tempfile::tempdir().unwrap();
+    let nowhere = format!("unix://{}", dir.path().join("none.sock").display());
+    let out = std::process::Command::new(&bin)
+        .args(["-H", &nowhere, "version"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Client:"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Cannot connect"));
+
+    // Two sockets from -H; SKIFF_HOST (a client setting) is not where the daemon listens.
+    let cfg = dir.path().join("daemon.json");
+    std::fs::write(&cfg, "{}").unwrap();
+    let a = dir.path().join("a.sock");
+    let b = dir.path().join("b.sock");
+    let mut child = std::process::Command::new(&bin)
+        .env("SKIFF_HOST", &nowhere)
+        .arg("--exec-root")
+        .arg(dir.path().join("run"))
+        .args(["daemon", "--data-root"])
+        .arg(dir.path().join("data"))
+        .arg("--config-file")
+        .arg(&cfg)
+        .args(["--bridge", "skh15", "--bip", "172.29.250.0/24"])
+        .arg("-H")
+        .arg(format!("unix://{}", a.display()))
+        .arg("-H")
+        .arg(&b)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !(a.exists() && b.exists()) {
+        assert!(
+            Instant::now() < deadline,
+            "the daemon did not listen on both sockets"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for s in [&a, &b] {
+        let out = std::process::Command::new(&bin)
+            .arg("-H")
+            .arg(s)
+            .arg("version")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("Server: skiff"));
+    }
+    assert!(!dir.path().join("none.sock").exists());
+    assert!(!dir.path().join("run/skiff.sock").exists());
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    child.wait().unwrap();
+    assert!(!a.exists() && !b.exists(), "sockets are removed at exit");
+
+    // daemon.json's `hosts`, when no -H is given.
+    let c = dir.path().join("c.sock");
+    std::fs::write(&cfg, format!(r#"{{"hosts": ["unix://{}"]}}"#, c.display())).unwrap();
+    let mut child = std::process::Command::new(&bin)
+        .arg("--exec-root")
+        .arg(dir.path().join("run"))
+        .args(["daemon", "--data-root"])
+        .arg(dir.path().join("data"))
+        .arg("--config-file")
+        .arg(&cfg)
+        .args(["--bridge", "skh15", "--bip", "172.29.250.0/24"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !c.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the daemon did not listen on the file's host"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!dir.path().join("run/skiff.sock").exists());
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    child.wait().unwrap();
+}

@@ -1,0 +1,526 @@
+//! Endpoints on live containers through the stock docker CLI, the Python SDK and skiff's
+//! own CLI: rename, pause/unpause (cgroup freezer), top, stats, update.
+
+use skiff_tests::docker_cli::*;
+use skiff_tests::skip::root_unavailable;
+use skiff_tests::{require, Daemon};
+
+const IMAGE: &str = "127.0.0.1:5999/ops:1";
+
+/// `State` of the process `pid` from /proc (`S`, `R`, `D`...), as the host sees it.
+fn frozen_state(pid: &str) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("State:"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn docker_cli_rename_pause_top_stats_update() {
+    require!(
+        "docker_cli_rename_pause_top_stats_update",
+        root_unavailable(),
+        docker_unavailable()
+    );
+    let d = Daemon::start().unwrap();
+    import_busybox(&d, IMAGE, &[]);
+    docker_ok(
+        &d,
+        &[
+            "run",
+            "-d",
+            "--pull",
+            "never",
+            "--name",
+            "old",
+            IMAGE,
+            "sh",
+            "-c",
+            "while true; do echo tick >> /tmp/ticks; sleep 0.1; done",
+        ],
+    );
+    // rename
+    docker_ok(&d, &["rename", "old", "new"]);
+    assert_eq!(
+        docker_ok(&d, &["ps", "--format", "{{.Names}}"]).trim(),
+        "new"
+    );
+    assert!(!docker_run(&d, &["inspect", "old"]).status.success());
+    docker_ok(
+        &d,
+        &[
+            "create", "--pull", "never", "--name", "other", IMAGE, "true",
+        ],
+    );
+    let out = docker_run(&d, &["rename", "new", "other"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is already in use"));
+
+    // top, with and without ps options
+    let top = docker_ok(&d, &["top", "new"]);
+    assert!(top.lines().next().unwrap().contains("PID"), "{top}");
+    assert!(top.contains("while true"), "{top}");
+    assert!(
+        !top.contains("dockerd") && !top.contains("skiff daemon"),
+        "{top}"
+    );
+    let top = docker_ok(&d, &["top", "new", "-o", "pid,comm"]);
+    assert_eq!(
+        top.lines()
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["PID", "COMMAND"]
+    );
+    assert!(top.lines().any(|l| l.trim_end().ends_with(" sh")), "{top}");
+
+    // pause: the processes are frozen (the log stops growing), ps and inspect say so
+    let pid = docker_ok(&d, &["inspect", "-f", "{{.State.Pid}}", "new"]);
+    docker_ok(&d, &["pause", "new"]);
+    assert_eq!(
+        docker_ok(
+            &d,
+            &[
+                "inspect",
+                "-f",
+                "{{.State.Status}} {{.State.Paused}}",
+                "new"
+            ]
+        )
+        .trim(),
+        "paused true"
+    );
+    assert!(docker_ok(&d, &["ps", "--format", "{{.Status}}"]).contains("(Paused)"));
+    assert_eq!(
+        docker_ok(&d, &["ps", "-q", "--filter", "status=paused"])
+            .lines()
+            .count(),
+        1
+    );
+    let st = frozen_state(pid.trim());
+    assert!(st.starts_with('D') || st.starts_with('S'), "{st}");
+    let count = || docker_ok(&d, &["exec", "new", "wc", "-l", "/tmp/ticks"]);
+    let out = docker_run(&d, &["pause", "new"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is already paused"));
+    let out = docker_run(&d, &["exec", "new", "true"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unpause the container before exec"));
+    docker_ok(&d, &["unpause", "new"]);
+    let a = count();
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    assert_ne!(a, count(), "ticking again after unpause");
+    let out = docker_run(&d, &["unpause", "new"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not paused"));
+
+    // stats --no-stream
+    let stats = docker_ok(
+        &d,
+        &[
+            "stats",
+            "--no-stream",
+            "--format",
+            "{{.Name}} {{.MemUsage}} {{.PIDs}}",
+            "new",
+        ],
+    );
+    let f: Vec<&str> = stats.split_whitespace().collect();
+    assert_eq!(f[0], "new", "{stats}");
+    assert!(f[1].ends_with("B") || f[1].ends_with("iB"), "{stats}");
+    assert!(f.last().unwrap().parse::<u32>().unwrap() >= 1, "{stats}");
+
+    // update --memory: applied live and shown by inspect; unsupported options refused
+    docker_ok(
+        &d,
+        &["update", "--memory", "64m", "--memory-swap", "64m", "new"],
+    );
+    assert_eq!(
+        docker_ok(&d, &["inspect", "-f", "{{.HostConfig.Memory}}", "new"]).trim(),
+        (64u64 << 20).to_string()
+    );
+    let stats = docker_ok(
+        &d,
+        &["stats", "--no-stream", "--format", "{{.MemUsage}}", "new"],
+    );
+    assert!(stats.trim().ends_with("/ 64MiB"), "{stats}");
+    docker_ok(&d, &["update", "--restart", "always", "new"]);
+    assert_eq!(
+        docker_ok(
+            &d,
+            &["inspect", "-f", "{{.HostConfig.RestartPolicy.Name}}", "new"]
+        )
+        .trim(),
+        "always"
+    );
+    let out = docker_run(&d, &["update", "--cpu-shares", "512", "new"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("CpuShares is not supported"));
+
+    // skiff's own commands of the same names
+    d.ok(&["rename", "new", "renamed"]);
+    d.ok(&["pause", "renamed"]);
+    d.ok(&["unpause", "renamed"]);
+    assert!(d.ok(&["top", "renamed"]).contains("PID"));
+    assert!(d
+        .ok(&["stats", "--no-stream", "renamed"])
+        .contains("renamed"));
+    d.ok(&["update", "--pids-limit", "50", "renamed"]);
+    assert_eq!(
+        docker_ok(
+            &d,
+            &["inspect", "-f", "{{.HostConfig.PidsLimit}}", "renamed"]
+        )
+        .trim(),
+        "50"
+    );
+    docker_ok(&d, &["pause", "renamed"]);
+    // A paused container still stops and goes.
+    docker_ok(&d, &["rm", "-f", "renamed", "other"]);
+}
+
+#[test]
+fn python_sdk_stats_and_top() {
+    require!(
+        "python_sdk_stats_and_top",
+        root_unavailable(),
+        sdk_unavailable()
+    );
+    let d = Daemon::start().unwrap();
+    import_busybox(&d, IMAGE, &[]);
+    let (ok, out) = python_sdk(
+        &d,
+        &format!(
+            r#"
+import docker
+c = docker.from_env()
+ct = c.containers.run("{IMAGE}", ["sleep", "300"], detach=True, name="sdk")
+s = ct.stats(stream=False)
+print(s["name"], s["memory_stats"]["usage"] > 0, s["cpu_stats"]["system_cpu_usage"] > 0, s["precpu_stats"]["system_cpu_usage"] > 0, "eth0" in s["networks"], s["pids_stats"]["current"])
+t = ct.top()
+print(t["Titles"][:2], [p for p in t["Processes"] if "sleep 300" in p[-1]] != [])
+it = ct.stats(decode=True)
+print(next(it)["name"])
+ct.remove(force=True)
+"#
+        ),
+    );
+    assert!(ok, "{out}");
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        ["/sdk True True True True 1", "['UID', 'PID'] True", "/sdk"],
+        "{out}"
+    );
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+#[test]
+fn events_since_until_filters_and_streaming() {
+    require!(
+        "events_since_until_filters_and_streaming",
+        root_unavailable(),
+        docker_unavailable(),
+        sdk_unavailable()
+    );
+    let d = Daemon::start().unwrap();
+    import_busybox(&d, IMAGE, &[]);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let t0 = format!("{:.3}", unix_now());
+    docker_ok(
+        &d,
+        &[
+            "run", "--pull", "never", "--name", "ev", "--label", "team=a", IMAGE, "true",
+        ],
+    );
+    docker_ok(&d, &["rename", "ev", "ev2"]);
+    docker_ok(&d, &["rm", "ev2"]);
+    docker_ok(&d, &["tag", IMAGE, "127.0.0.1:5999/ops:ev"]);
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    let t1 = format!("{:.3}", unix_now());
+    let events = |extra: &[&str]| {
+        let mut a = vec![
+            "events",
+            "--since",
+            &t0,
+            "--until",
+            &t1,
+            "--format",
+            "{{.Type}} {{.Action}} {{.Actor.Attributes.name}}",
+        ];
+        a.extend_from_slice(extra);
+        docker_ok(&d, &a)
+    };
+    assert_eq!(
+        events(&["--filter", "type=container"]),
+        "container create ev\ncontainer start ev\ncontainer die ev\ncontainer rename ev2\ncontainer destroy ev2\n"
+    );
+    assert_eq!(
+        events(&["--filter", "event=die", "--filter", "label=team=a"]),
+        "container die ev\n"
+    );
+    assert_eq!(
+        events(&["--filter", "type=image"]),
+        "image tag 127.0.0.1:5999/ops:ev\n"
+    );
+    let out = docker_run(
+        &d,
+        &[
+            "events",
+            "--since",
+            &t0,
+            "--until",
+            &t1,
+            "--filter",
+            "colour=red",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid filter 'colour'"));
+    // skiff's own command
+    let own = d.ok(&[
+        "events",
+        "--since",
+        &t0,
+        "--until",
+        &t1,
+        "--filter",
+        "event=start",
+    ]);
+    assert!(
+        own.contains(" container start ") && own.contains("name=ev"),
+        "{own}"
+    );
+
+    // The SDK: replayed and live events, the stream ending at `until`.
+    let (ok, out) = python_sdk(
+        &d,
+        &format!(
+            r#"
+import docker, threading, time
+c = docker.from_env()
+print([e["Action"] for e in c.events(decode=True, since={t0}, until={t1}, filters={{"container": "ev"}})])
+got = []
+def watch():
+    for e in c.events(decode=True, until=time.time() + 2, filters={{"type": "container"}}):
+        got.append(e["Action"])
+t = threading.Thread(target=watch); t.start()
+time.sleep(0.3)
+c.containers.run("{IMAGE}", "true", name="live", remove=True)
+t.join(timeout=10)
+print(t.is_alive(), got)
+"#
+        ),
+    );
+    assert!(ok, "{out}");
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            "['create', 'start', 'die']",
+            "False ['create', 'start', 'die', 'destroy']"
+        ],
+        "{out}"
+    );
+}
+
+#[test]
+fn cp_both_ways_diff_export_history() {
+    require!(
+        "cp_both_ways_diff_export_history",
+        root_unavailable(),
+        docker_unavailable(),
+        sdk_unavailable()
+    );
+    let d = Daemon::start().unwrap();
+    import_busybox(&d, IMAGE, &[]);
+    let host = tempfile::tempdir().unwrap();
+    let h = |p: &str| host.path().join(p);
+    std::fs::write(h("in.txt"), "from host\n").unwrap();
+    std::fs::create_dir(h("tree")).unwrap();
+    std::fs::write(h("tree/a"), "A\n").unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", h("tree/link")).unwrap();
+    for (name, state) in [("cprun", "running"), ("cpstop", "stopped")] {
+        docker_ok(
+            &d,
+            &[
+                "run",
+                "-d",
+                "--pull",
+                "never",
+                "--name",
+                name,
+                IMAGE,
+                "sh",
+                "-c",
+                "echo made > /data/made; rm /data/seed.txt; ln -s /etc /data/etclink; sleep 300",
+            ],
+        );
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        if state == "stopped" {
+            docker_ok(&d, &["stop", "-t", "0", name]);
+        }
+        // into the container
+        docker_ok(
+            &d,
+            &[
+                "cp",
+                h("in.txt").to_str().unwrap(),
+                &format!("{name}:/tmp/"),
+            ],
+        );
+        docker_ok(
+            &d,
+            &[
+                "cp",
+                h("tree").to_str().unwrap(),
+                &format!("{name}:/data/tree"),
+            ],
+        );
+        // out of it
+        let out = host.path().join(format!("out-{name}"));
+        std::fs::create_dir(&out).unwrap();
+        docker_ok(&d, &["cp", &format!("{name}:/data"), out.to_str().unwrap()]);
+        assert_eq!(
+            std::fs::read_to_string(out.join("data/made")).unwrap(),
+            "made\n",
+            "{state}"
+        );
+        assert!(
+            !out.join("data/seed.txt").exists(),
+            "{state}: deleted file came back"
+        );
+        assert_eq!(
+            std::fs::read_to_string(out.join("data/tree/a")).unwrap(),
+            "A\n",
+            "{state}"
+        );
+        assert_eq!(
+            std::fs::read_link(out.join("data/tree/link"))
+                .unwrap()
+                .to_str()
+                .unwrap(),
+            "/etc/passwd"
+        );
+        docker_ok(
+            &d,
+            &["cp", &format!("{name}:/tmp/in.txt"), out.to_str().unwrap()],
+        );
+        assert_eq!(
+            std::fs::read_to_string(out.join("in.txt")).unwrap(),
+            "from host\n"
+        );
+        // A link in the container resolves inside it, never to the host's /etc.
+        docker_ok(
+            &d,
+            &[
+                "cp",
+                &format!("{name}:/data/etclink/hostname"),
+                out.to_str().unwrap(),
+            ],
+        );
+        assert_ne!(
+            std::fs::read_to_string(out.join("hostname")).unwrap(),
+            std::fs::read_to_string("/etc/hostname").unwrap_or_default(),
+            "{state}: read the host's /etc"
+        );
+        let out2 = docker_run(
+            &d,
+            &["cp", &format!("{name}:/no/such"), out.to_str().unwrap()],
+        );
+        assert!(!out2.status.success());
+        assert!(String::from_utf8_lossy(&out2.stderr).contains("Could not find the file /no/such"));
+        // diff: added, changed, deleted
+        let diff = docker_ok(&d, &["diff", name]);
+        for line in [
+            "C /data",
+            "A /data/made",
+            "D /data/seed.txt",
+            "A /tmp/in.txt",
+            "A /data/tree/a",
+        ] {
+            assert!(
+                diff.lines().any(|l| l == line),
+                "{state}: {line} not in:\n{diff}"
+            );
+        }
+        // export: the whole merged filesystem
+        let tar = docker(&d).args(["export", name]).output().unwrap();
+        assert!(tar.status.success());
+        let mut ar = tar::Archive::new(&tar.stdout[..]);
+        let names: Vec<String> = ar
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().display().to_string())
+            .collect();
+        for want in ["bin/busybox", "data/made", "tmp/in.txt"] {
+            assert!(
+                names.iter().any(|n| n == want),
+                "{state}: {want} not exported"
+            );
+        }
+        assert!(!names.iter().any(|n| n == "data/seed.txt"), "{state}");
+    }
+    // The SDK's put_archive / get_archive.
+    let (ok, out) = python_sdk(
+        &d,
+        r#"
+import docker, io, tarfile
+c = docker.from_env()
+ct = c.containers.get("cprun")
+buf = io.BytesIO()
+with tarfile.open(fileobj=buf, mode="w") as t:
+    data = b"sdk bytes\n"
+    info = tarfile.TarInfo("sdk.txt"); info.size = len(data)
+    t.addfile(info, io.BytesIO(data))
+print(ct.put_archive("/tmp", buf.getvalue()))
+stream, stat = ct.get_archive("/tmp/sdk.txt")
+raw = b"".join(stream)
+with tarfile.open(fileobj=io.BytesIO(raw)) as t:
+    print(stat["name"], stat["size"], t.extractfile("sdk.txt").read().decode(), end="")
+try:
+    ct.put_archive("/no/such/dir", buf.getvalue())
+except docker.errors.NotFound as e:
+    print("404")
+"#,
+    );
+    assert!(ok, "{out}");
+    assert_eq!(out, "True\nsdk.txt 10 sdk bytes\n404\n");
+    // history
+    let hist = docker_ok(&d, &["history", "--format", "{{.ID}} {{.Size}}", IMAGE]);
+    assert!(hist.lines().count() >= 1, "{hist}");
+    assert!(
+        hist.starts_with(&docker_ok(&d, &["images", "-q", IMAGE]).trim().to_string()),
+        "{hist}"
+    );
+    assert!(d.ok(&["history", IMAGE]).contains("IMAGE"));
+    // skiff's own cp, diff, export
+    d.ok(&["cp", h("in.txt").to_str().unwrap(), "cprun:/tmp/own.txt"]);
+    d.ok(&["cp", h("tree").to_str().unwrap(), "cprun:/tmp"]);
+    let back = host.path().join("own-back");
+    d.ok(&["cp", "cprun:/tmp/own.txt", back.to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(&back).unwrap(), "from host\n");
+    d.ok(&[
+        "cp",
+        "cprun:/tmp/tree",
+        host.path().join("tree-back").to_str().unwrap(),
+    ]);
+    assert_eq!(
+        std::fs::read_to_string(host.path().join("tree-back/a")).unwrap(),
+        "A\n"
+    );
+    let diff = d.ok(&["diff", "cprun"]);
+    assert!(diff.lines().any(|l| l == "A /tmp/own.txt"), "{diff}");
+    let exported = host.path().join("export.tar");
+    d.ok(&["export", "-o", exported.to_str().unwrap(), "cprun"]);
+    let mut ar = tar::Archive::new(std::fs::File::open(&exported).unwrap());
+    assert!(ar
+        .entries()
+        .unwrap()
+        .any(|e| e.unwrap().path().unwrap().to_str() == Some("tmp/own.txt")));
+    docker_ok(&d, &["rm", "-f", "cprun", "cpstop"]);
+}
