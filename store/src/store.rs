@@ -148,6 +148,8 @@ impl Store {
         let registry = RegistryClient::new(RegistryOptions {
             insecure_registries: opts.insecure_registries.clone(),
             docker_config: opts.docker_config.clone(),
+            // Credentials clients sent with pulls, for lazy reads after a restart.
+            credentials_file: Some(root.join("registry-credentials.json")),
             platform: opts.platform.clone(),
         });
         let mut cache_config = ChunkCacheConfig::new(root.join("chunks"));

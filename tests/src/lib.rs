@@ -8,7 +8,9 @@ pub mod fixtures;
 pub mod pty;
 pub mod registry;
 pub mod skip;
+pub mod token_server;
 
 pub use counting_proxy::CountingProxy;
 pub use daemon::Daemon;
 pub use registry::Registry;
+pub use token_server::TokenServer;

@@ -50,7 +50,33 @@ impl Registry {
         Self::start_with_auth(Some(htpasswd))
     }
 
+    /// Like [`Registry::start`], with Distribution's token authentication: the registry
+    /// answers `401 Bearer realm=<server's realm>` and accepts the server's JWTs.
+    pub fn start_with_token(server: &crate::token_server::TokenServer) -> Result<Registry> {
+        Self::start_with_config(&format!(
+            "auth:\n  token:\n    realm: {}\n    service: {}\n    issuer: {}\n    rootcertbundle: {}\n",
+            server.realm(),
+            crate::token_server::SERVICE,
+            crate::token_server::ISSUER,
+            server.cert_bundle().display()
+        ))
+    }
+
     fn start_with_auth(htpasswd: Option<&Path>) -> Result<Registry> {
+        Self::start_with_config(
+            &htpasswd
+                .map(|p| {
+                    format!(
+                        "auth:\n  htpasswd:\n    realm: skiff-test\n    path: {}\n",
+                        p.display()
+                    )
+                })
+                .unwrap_or_default(),
+        )
+    }
+
+    /// Starts a registry whose config ends with `extra` (YAML top-level sections).
+    fn start_with_config(extra: &str) -> Result<Registry> {
         let dir = tempfile::Builder::new()
             .prefix("skiff-registry-")
             .tempdir()?;
@@ -61,14 +87,8 @@ impl Registry {
         std::fs::write(
             &config,
             format!(
-                "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{}",
+                "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{extra}",
                 storage.display(),
-                htpasswd
-                    .map(|p| format!(
-                        "auth:\n  htpasswd:\n    realm: skiff-test\n    path: {}\n",
-                        p.display()
-                    ))
-                    .unwrap_or_default()
             ),
         )?;
         let log = dir.path().join("registry.log");

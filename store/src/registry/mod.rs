@@ -2,15 +2,18 @@
 //! the host platform), verified blob streams, byte ranges of blobs, and pushes.
 //!
 //! Plain HTTP is used for loopback registries and those listed as insecure; HTTPS
-//! otherwise. Credentials come from Docker's `config.json`. Reads (manifests, blobs, byte
-//! ranges) go through [`http::RegistryHttp`]: one keep-alive client, access resolved once
-//! per repository and cached ([`auth_cache`]), so a range fetch is one request. Pushes go
-//! through `oci-client`, which performs the exchange the registry asks for itself.
+//! otherwise. Credentials come from what clients sent with a pull or push (remembered per
+//! repository) or from Docker's `config.json` and its credential helpers ([`keychain`]).
+//! Reads (manifests, blobs, byte ranges) go through [`http::RegistryHttp`]: one keep-alive
+//! client, access resolved once per repository and cached until its token expires
+//! ([`auth_cache`]), so a range fetch is one request. Pushes go through `oci-client`, which
+//! performs the exchange the registry asks for itself.
 
-pub mod auth;
 pub mod auth_cache;
+pub mod credentials;
 mod errors;
 mod http;
+pub mod keychain;
 pub mod manifest;
 
 use std::collections::HashMap;
@@ -28,6 +31,7 @@ use sha2::{Digest as _, Sha256};
 use crate::content::sha256_digest;
 use crate::reference::ImageReference;
 use crate::{Result, StoreError};
+pub use credentials::{Credential, Secret};
 pub use errors::map_oci_error;
 pub use manifest::{Descriptor, ImageIndex, ImageManifest, Platform};
 
@@ -37,6 +41,9 @@ pub struct RegistryOptions {
     pub insecure_registries: Vec<String>,
     /// Docker config file for credentials; `None` = `$DOCKER_CONFIG` or `~/.docker`.
     pub docker_config: Option<PathBuf>,
+    /// Where credentials clients sent with pulls are kept across restarts (mode 0600);
+    /// `None` keeps them in memory only.
+    pub credentials_file: Option<PathBuf>,
     /// The platform picked from multi-arch indexes; `None` = this host's.
     pub platform: Option<Platform>,
 }
@@ -63,7 +70,7 @@ pub struct RegistryClient {
 
 struct Inner {
     opts: RegistryOptions,
-    docker_config: Option<PathBuf>,
+    keychain: keychain::Keychain,
     platform: Platform,
     clients: Mutex<HashMap<String, oci_client::Client>>,
     http: http::RegistryHttp,
@@ -75,7 +82,8 @@ impl RegistryClient {
         let docker_config = opts
             .docker_config
             .clone()
-            .or_else(auth::default_docker_config);
+            .or_else(credentials::default_docker_config);
+        let keychain = keychain::Keychain::new(docker_config, opts.credentials_file.clone());
         let platform = opts
             .platform
             .clone()
@@ -83,7 +91,7 @@ impl RegistryClient {
         RegistryClient {
             inner: Arc::new(Inner {
                 opts,
-                docker_config,
+                keychain,
                 platform,
                 clients: Mutex::new(HashMap::new()),
                 http: http::RegistryHttp::new(concat!("skiff/", env!("CARGO_PKG_VERSION"))),
@@ -107,48 +115,101 @@ impl RegistryClient {
         self.inner.http.requests()
     }
 
+    /// Requests sent to token servers by the read path.
+    pub fn token_requests(&self) -> u64 {
+        self.inner.http.token_requests()
+    }
+
+    /// Keeps `secret` (as a client sent it with a pull or push of `r`) for later requests
+    /// to `r`'s repository: lazy reads, prefetch and token renewals hours later.
+    pub fn remember_credentials(&self, r: &ImageReference, secret: Secret) {
+        self.inner
+            .keychain
+            .remember(&r.registry, &r.repository, secret);
+    }
+
+    /// Checks `cred` against `registry` (`host[:port]`, or `docker.io`) as `docker login`
+    /// does; returns the identity (refresh) token the registry issued, if any.
+    pub async fn login(&self, registry: &str, cred: &Credential) -> Result<Option<String>> {
+        let r = ImageReference::parse(&format!("{registry}/skiff-login"))?;
+        let t = self.target(&r);
+        self.inner.http.login(&t, cred).await
+    }
+
     fn count(&self, n: u64) {
         self.inner.downloaded.fetch_add(n, Ordering::Relaxed);
     }
 
-    /// The `oci-client` for `r`'s registry, with its credentials registered.
-    async fn client(&self, r: &ImageReference) -> (oci_client::Client, oci_client::Reference) {
+    /// The `oci-client` for `r`'s registry, with its current credentials registered (an
+    /// identity token is exchanged for a push-scoped bearer token first, which
+    /// `oci-client` cannot do).
+    async fn client(
+        &self,
+        r: &ImageReference,
+    ) -> Result<(oci_client::Client, oci_client::Reference)> {
         let oci = r.to_oci();
+        let cred = self
+            .inner
+            .keychain
+            .lookup(&r.registry, &r.repository)
+            .await?;
+        let new_client = || {
+            oci_client::Client::new(ClientConfig {
+                protocol: if self.plain_http(r) {
+                    ClientProtocol::Http
+                } else {
+                    ClientProtocol::Https
+                },
+                platform_resolver: None,
+                connect_timeout: Some(std::time::Duration::from_secs(10)),
+                read_timeout: Some(std::time::Duration::from_secs(60)),
+                user_agent: concat!("skiff/", env!("CARGO_PKG_VERSION")),
+                ..Default::default()
+            })
+        };
+        let auth = match &cred.secret {
+            Secret::Anonymous => RegistryAuth::Anonymous,
+            Secret::Basic { username, password } => {
+                RegistryAuth::Basic(username.clone(), password.clone())
+            }
+            Secret::RegistryToken(t) => RegistryAuth::Bearer(t.clone()),
+            Secret::IdentityToken { .. } => {
+                // A short-lived token: a client of its own, not kept.
+                let t = self.target(r);
+                let auth = match self.inner.http.token_for(&t, &cred, "pull,push").await? {
+                    Some(token) => RegistryAuth::Bearer(token),
+                    None => RegistryAuth::Anonymous,
+                };
+                let client = new_client();
+                client
+                    .store_auth_if_needed(oci.resolve_registry(), &auth)
+                    .await;
+                return Ok((client, oci));
+            }
+        };
+        // One client per registry and credential: oci-client keeps the first credentials
+        // it was given, and a new login must not reuse the old ones.
         let client = {
             let mut clients = self.inner.clients.lock().expect("client map");
             clients
-                .entry(r.registry.clone())
-                .or_insert_with(|| {
-                    oci_client::Client::new(ClientConfig {
-                        protocol: if self.plain_http(r) {
-                            ClientProtocol::Http
-                        } else {
-                            ClientProtocol::Https
-                        },
-                        platform_resolver: None,
-                        connect_timeout: Some(std::time::Duration::from_secs(10)),
-                        read_timeout: Some(std::time::Duration::from_secs(60)),
-                        user_agent: concat!("skiff/", env!("CARGO_PKG_VERSION")),
-                        ..Default::default()
-                    })
-                })
+                .entry(format!("{} {}", r.registry, cred.secret.fingerprint()))
+                .or_insert_with(new_client)
                 .clone()
         };
-        let auth = auth::auth_for(self.inner.docker_config.as_deref(), &r.registry);
         client
             .store_auth_if_needed(oci.resolve_registry(), &auth)
             .await;
-        (client, oci)
+        Ok((client, oci))
     }
 
     /// Where `r`'s reads go, with the credentials configured for its registry.
-    fn target<'a>(&self, r: &'a ImageReference) -> http::Target<'a> {
+    fn target<'a>(&'a self, r: &'a ImageReference) -> http::Target<'a> {
         let plain = self.plain_http(r);
         http::Target {
             reference: r,
             scheme: if plain { "http" } else { "https" },
             host: r.to_oci().resolve_registry().to_string(),
-            credentials: auth::auth_for(self.inner.docker_config.as_deref(), &r.registry),
+            keychain: &self.inner.keychain,
         }
     }
 
@@ -317,7 +378,7 @@ impl RegistryClient {
                             reference: blob_ref,
                             scheme,
                             host: host.clone(),
-                            credentials: RegistryAuth::Anonymous,
+                            keychain: &this.inner.keychain,
                         };
                         Some((Err(http::transport_error(&t, "read blob", &e)), None))
                     }
@@ -462,7 +523,7 @@ impl RegistryClient {
                                 reference: blob_ref,
                                 scheme,
                                 host: host.clone(),
-                                credentials: RegistryAuth::Anonymous,
+                                keychain: &this.inner.keychain,
                             };
                             return Some((Err(http::transport_error(&t, op, &e)), None));
                         }
@@ -516,7 +577,7 @@ impl RegistryClient {
     }
 
     pub async fn blob_exists(&self, r: &ImageReference, digest: &str) -> Result<bool> {
-        let (client, oci) = self.client(r).await;
+        let (client, oci) = self.client(r).await?;
         client
             .blob_exists(&oci, digest)
             .await
@@ -533,7 +594,7 @@ impl RegistryClient {
         if self.blob_exists(r, digest).await? {
             return Ok(());
         }
-        let (client, oci) = self.client(r).await;
+        let (client, oci) = self.client(r).await?;
         let file = tokio::fs::File::open(path)
             .await
             .map_err(|e| StoreError::io(path, e))?;
@@ -556,7 +617,7 @@ impl RegistryClient {
         if self.blob_exists(r, digest).await? {
             return Ok(());
         }
-        let (client, oci) = self.client(r).await;
+        let (client, oci) = self.client(r).await?;
         client
             .push_blob(&oci, data, digest)
             .await
@@ -572,7 +633,7 @@ impl RegistryClient {
         body: Bytes,
         media_type: &str,
     ) -> Result<String> {
-        let (client, oci) = self.client(r).await;
+        let (client, oci) = self.client(r).await?;
         let digest = sha256_digest(&body);
         let ct = media_type
             .parse()
