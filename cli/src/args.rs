@@ -76,6 +76,10 @@ pub enum Command {
     /// Manage volumes.
     #[command(subcommand)]
     Volume(VolumeCommand),
+    /// Log in to a registry (credentials are checked by the daemon, kept by the client).
+    Login(LoginArgs),
+    /// Log out from a registry.
+    Logout(LogoutArgs),
     /// Show the skiff version information.
     Version,
     /// Display system-wide information.
@@ -434,6 +438,27 @@ pub struct ImagesArgs {
     /// Show all images.
     #[arg(short = 'a', long)]
     pub all: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct LoginArgs {
+    /// Username.
+    #[arg(short = 'u', long)]
+    pub username: Option<String>,
+    /// Password (insecure: it shows in the process list; use --password-stdin).
+    #[arg(short = 'p', long)]
+    pub password: Option<String>,
+    /// Take the password from stdin.
+    #[arg(long)]
+    pub password_stdin: bool,
+    /// Registry (`host[:port]`); Docker Hub when omitted.
+    pub server: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct LogoutArgs {
+    /// Registry (`host[:port]`); Docker Hub when omitted.
+    pub server: Option<String>,
 }
 
 #[derive(Args, Debug)]

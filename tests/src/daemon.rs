@@ -17,6 +17,7 @@ pub struct Daemon {
     pub socket: PathBuf,
     pub log: PathBuf,
     extra_args: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl Daemon {
@@ -39,7 +40,19 @@ impl Daemon {
         Self::start_exactly(extra)
     }
 
+    /// As [`Daemon::start_with`], with extra environment variables for the daemon (e.g.
+    /// `DOCKER_CONFIG`, `PATH` for credential helpers).
+    pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Result<Daemon> {
+        let mut args = vec!["--no-background-fetch"];
+        args.extend_from_slice(extra);
+        Self::start_env(&args, env)
+    }
+
     fn start_exactly(extra: &[&str]) -> Result<Daemon> {
+        Self::start_env(extra, &[])
+    }
+
+    fn start_env(extra: &[&str], env: &[(&str, &str)]) -> Result<Daemon> {
         let dir = tempfile::Builder::new().prefix("skiff-e2e-").tempdir()?;
         let data_root = dir.path().join("data");
         let exec_root = dir.path().join("run");
@@ -64,6 +77,10 @@ impl Daemon {
                 .into_iter()
                 .chain(extra_args)
                 .collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         d.spawn()?;
         Ok(d)
@@ -82,6 +99,7 @@ impl Daemon {
             .arg(&self.data_root)
             .args(&self.extra_args)
             .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(logf.try_clone()?)
             .stderr(logf)

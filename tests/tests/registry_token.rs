@@ -5,41 +5,17 @@
 //! secret in any error.
 
 mod common;
+mod registry_support;
 
 use std::path::Path;
 use std::time::Duration;
 
-use base64::Engine as _;
-use common::{by_path, read_all, rt, QUIET};
-use skiff_store::{Compression, ImageReference, Store, StoreOptions};
+use common::{rt, QUIET};
+use registry_support::*;
+use skiff_store::Compression;
 use skiff_tests::registry::registry_unavailable;
 use skiff_tests::token_server::Mode;
 use skiff_tests::{fixtures, require, Registry, TokenServer};
-
-const USER: &str = "alice";
-const PASSWORD: &str = "pa55-w0rd-secret";
-
-fn docker_config(dir: &Path, registry: &str, user: &str, password: &str) -> std::path::PathBuf {
-    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-    let p = dir.join("config.json");
-    std::fs::write(
-        &p,
-        format!(r#"{{"auths":{{"{registry}":{{"auth":"{auth}"}}}}}}"#),
-    )
-    .unwrap();
-    p
-}
-
-fn store_with(root: &Path, config: &Path) -> Store {
-    Store::open(
-        root,
-        StoreOptions {
-            docker_config: Some(config.to_path_buf()),
-            ..Default::default()
-        },
-    )
-    .unwrap()
-}
 
 /// Registry access-log lines after byte `from` with `needle` and status `status`.
 fn logged(reg: &Registry, from: usize, needle: &str, status: u16) -> usize {
@@ -52,62 +28,6 @@ fn logged(reg: &Registry, from: usize, needle: &str, status: u16) -> usize {
 
 fn log_len(reg: &Registry) -> usize {
     std::fs::metadata(reg.log_path()).unwrap().len() as usize
-}
-
-fn assert_no_secret(text: &str, server: &TokenServer) {
-    assert!(!text.contains(PASSWORD), "password leaked: {text}");
-    for s in server.secrets() {
-        assert!(!text.contains(&s), "token leaked: {text}");
-    }
-}
-
-/// Pushes a busybox image with three extra files (gzip), converts it to zstd:chunked with
-/// `store`'s credentials; returns the chunked reference.
-fn publish(rt: &tokio::runtime::Runtime, reg: &Registry, store: &Store) -> String {
-    let tmp = tempfile::tempdir().unwrap();
-    let rootfs = tmp.path().join("rootfs");
-    std::fs::create_dir(&rootfs).unwrap();
-    fixtures::build_busybox_rootfs(&rootfs).unwrap();
-    for (name, seed) in [("one", 1), ("two", 2), ("three", 3)] {
-        std::fs::write(
-            rootfs.join("data").join(name),
-            fixtures::random_bytes(300 << 10, seed),
-        )
-        .unwrap();
-    }
-    let gzip = format!("{}/private/app:gzip", reg.host());
-    let chunked = format!("{}/private/app:chunked", reg.host());
-    rt.block_on(store.import(
-        &rootfs,
-        &gzip,
-        &fixtures::busybox_changes(),
-        Compression::Gzip,
-    ))
-    .unwrap();
-    rt.block_on(store.push(&gzip)).unwrap();
-    rt.block_on(skiff_store::convert::convert_image(
-        store.registry(),
-        &ImageReference::parse(&gzip).unwrap(),
-        &ImageReference::parse(&chunked).unwrap(),
-        &tmp.path().join("convert"),
-        &|_| {},
-    ))
-    .unwrap();
-    chunked
-}
-
-fn read_file(store: &Store, reference: &str, path: &str) -> Vec<u8> {
-    let img = store.image(reference).unwrap();
-    let idx = store.layer_indexes(&img.id).unwrap();
-    let files = by_path(&idx);
-    let e = files
-        .get(path)
-        .unwrap_or_else(|| panic!("{path} not in image"));
-    let layer = idx
-        .iter()
-        .find(|l| l.entries.iter().any(|x| x.path == e.path))
-        .unwrap();
-    read_all(store, &layer.digest, e)
 }
 
 #[test]

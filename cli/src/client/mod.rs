@@ -8,6 +8,7 @@ pub mod format;
 pub mod images;
 pub mod inspect;
 pub mod lifecycle;
+pub mod login;
 pub mod logs;
 pub mod profiles;
 pub mod ps;

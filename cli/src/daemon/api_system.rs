@@ -36,6 +36,23 @@ fn kernel_version() -> String {
         .unwrap_or_default()
 }
 
+/// `POST /auth`: validates credentials with the registry (Docker's `AuthConfig` body);
+/// `{"Status": "Login Succeeded", "IdentityToken": ...}`.
+pub async fn auth(
+    State(d): State<Arc<Daemon>>,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<serde_json::Value>> {
+    // Not echoed in errors: the body holds the password.
+    let auth: skiff_store::registry::credentials::AuthConfig = serde_json::from_slice(&body)
+        .map_err(|_| {
+            super::error::DaemonError::invalid("POST /auth: the body is not a JSON AuthConfig")
+        })?;
+    let token = d.images.login(&auth).await?;
+    Ok(Json(
+        serde_json::json!({"Status": "Login Succeeded", "IdentityToken": token}),
+    ))
+}
+
 pub async fn version() -> Json<SystemVersion> {
     Json(SystemVersion {
         version: Some(env!("CARGO_PKG_VERSION").to_string()),

@@ -42,6 +42,20 @@ fn familiar(name: &str) -> String {
         .unwrap_or_else(|_| name.to_string())
 }
 
+/// `docker.io`, `host[:port]`: the registry a login's `serveraddress` names
+/// (`https://index.docker.io/v1/`, `https://host:5000`, `host:5000/v2/`, or empty).
+pub fn registry_of_server_address(addr: &str) -> String {
+    let rest = addr
+        .trim()
+        .trim_start_matches("https://")
+        .trim_start_matches("http://");
+    let host = rest.split('/').next().unwrap_or("");
+    match host {
+        "" | "index.docker.io" | "registry-1.docker.io" | "docker.io" => "docker.io".to_string(),
+        h => h.to_string(),
+    }
+}
+
 /// Streams a request body into a new file (imports can be gigabytes: never buffered).
 async fn write_body(body: axum::body::Body, path: &std::path::Path) -> std::io::Result<()> {
     use futures::StreamExt;
@@ -154,8 +168,15 @@ impl ImageService {
         })
     }
 
-    /// Pulls, streaming Docker's progress JSON lines into `tx`.
-    pub async fn pull_image_stream(&self, reference: String, tx: Sender<serde_json::Value>) {
+    /// Pulls, streaming Docker's progress JSON lines into `tx`. `secret` (the client's
+    /// `X-Registry-Auth`) is kept for the repository: a lazily pulled image fetches with
+    /// it, and renews its tokens with it, long after the pull.
+    pub async fn pull_image_stream(
+        &self,
+        reference: String,
+        secret: skiff_store::registry::Secret,
+        tx: Sender<serde_json::Value>,
+    ) {
         let parsed = match skiff_store::ImageReference::parse(&reference) {
             Ok(r) => r,
             Err(e) => {
@@ -163,6 +184,7 @@ impl ImageService {
                 return;
             }
         };
+        self.store.registry().remember_credentials(&parsed, secret);
         let _ = tx
             .send(json!({"status": format!("Pulling from {}", parsed.repository), "id": parsed.tag.clone().unwrap_or_else(|| "latest".into())}))
             .await;
@@ -234,7 +256,16 @@ impl ImageService {
         Ok(self.store.tag(source, target)?)
     }
 
-    pub async fn push_image_stream(&self, reference: String, tx: Sender<serde_json::Value>) {
+    /// Pushes, with `secret` (the client's `X-Registry-Auth`) kept for the repository.
+    pub async fn push_image_stream(
+        &self,
+        reference: String,
+        secret: skiff_store::registry::Secret,
+        tx: Sender<serde_json::Value>,
+    ) {
+        if let Ok(parsed) = skiff_store::ImageReference::parse(&reference) {
+            self.store.registry().remember_credentials(&parsed, secret);
+        }
         match self.store.push(&reference).await {
             Ok(digest) => {
                 let _ = tx
@@ -245,6 +276,22 @@ impl ImageService {
                 let _ = tx.send(stream_error(&e)).await;
             }
         }
+    }
+
+    /// `POST /auth`: checks `auth` against its registry as `docker login` does. Returns
+    /// the identity token the registry issued ("" when none); nothing is stored.
+    pub async fn login(
+        &self,
+        auth: &skiff_store::registry::credentials::AuthConfig,
+    ) -> ApiResult<String> {
+        let registry = registry_of_server_address(auth.serveraddress.as_deref().unwrap_or(""));
+        let cred = skiff_store::registry::Credential {
+            secret: auth.secret(),
+            source: "the login request".to_string(),
+        };
+        let token = self.store.registry().login(&registry, &cred).await?;
+        tracing::info!(registry = %registry, user = auth.username.as_deref().unwrap_or(""), "login succeeded");
+        Ok(token.unwrap_or_default())
     }
 
     pub async fn remove_image(

@@ -44,6 +44,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/_ping", get(s::ping).head(s::ping))
         .route("/version", get(s::version))
         .route("/info", get(s::info))
+        .route("/auth", post(s::auth))
         .route("/system/df", get(s::df))
         .route("/build/prune", post(s::build_prune))
         .route("/images/json", get(i::list))
