@@ -97,9 +97,13 @@ pub struct DaemonArgs {
     /// Byte budget of the chunk cache (e.g. 10g, 512m) [default: 10g].
     #[arg(long)]
     pub cache_size: Option<String>,
-    /// Registries (host[:port]) reached over plain HTTP besides loopback ones.
+    /// Registries (host[:port]) reached over HTTPS without verification, then plain HTTP.
     #[arg(long = "insecure-registry")]
     pub insecure_registries: Vec<String>,
+    /// Per-registry CAs (`<dir>/<host[:port]>/*.crt`) and client certificates (`*.cert` +
+    /// `*.key`), laid out like Docker's certs.d [default: /etc/skiff/certs.d].
+    #[arg(long)]
+    pub certs_dir: Option<PathBuf>,
     /// The bridge containers attach to by default [default: skiff0].
     #[arg(long)]
     pub bridge: Option<String>,

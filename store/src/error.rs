@@ -151,6 +151,18 @@ pub enum StoreError {
         reason: String,
     },
 
+    /// A TLS handshake with a registry failed: unknown CA, name mismatch, expired ...
+    #[error("registry {host} refused the TLS connection for {reference}: {reason}")]
+    Tls {
+        host: String,
+        reference: String,
+        reason: String,
+    },
+
+    /// A registry's TLS files (`certs.d/<host>/`) cannot be used.
+    #[error("TLS configuration {path}: {reason}")]
+    TlsConfig { path: PathBuf, reason: String },
+
     /// A read asked for a layer no blob source was registered for.
     #[error("layer {layer} is not registered with the chunk cache")]
     LayerNotRegistered { layer: String },
@@ -175,6 +187,8 @@ impl StoreError {
             | StoreError::Unauthorized { .. }
             | StoreError::InvalidCredentials { .. }
             | StoreError::CredentialHelper { .. }
+            | StoreError::Tls { .. }
+            | StoreError::TlsConfig { .. }
             | StoreError::DigestMismatch { .. }
             | StoreError::InvalidReference { .. }
             | StoreError::LayerNotRegistered { .. } => true,

@@ -22,6 +22,8 @@ pub struct StoreOptions {
     pub insecure_registries: Vec<String>,
     /// Docker `config.json` with credentials; `None` = `$DOCKER_CONFIG` / `~/.docker`.
     pub docker_config: Option<PathBuf>,
+    /// Per-registry CAs and client certificates, laid out like Docker's `certs.d`.
+    pub certs_dir: Option<PathBuf>,
     /// Layers downloaded at once during a pull.
     pub max_concurrent_downloads: usize,
     /// Platform picked from multi-arch indexes; `None` = the host's.
@@ -39,6 +41,7 @@ impl Default for StoreOptions {
         StoreOptions {
             insecure_registries: Vec::new(),
             docker_config: None,
+            certs_dir: None,
             max_concurrent_downloads: 3,
             platform: None,
             cache_bytes: 10 << 30,
@@ -148,6 +151,7 @@ impl Store {
         let registry = RegistryClient::new(RegistryOptions {
             insecure_registries: opts.insecure_registries.clone(),
             docker_config: opts.docker_config.clone(),
+            certs_dir: opts.certs_dir.clone(),
             // Credentials clients sent with pulls, for lazy reads after a restart.
             credentials_file: Some(root.join("registry-credentials.json")),
             platform: opts.platform.clone(),

@@ -18,6 +18,7 @@ pub const DEFAULT_BRIDGE: &str = "skiff0";
 pub const DEFAULT_SUBNET: &str = "172.18.0.0/16";
 pub const DEFAULT_CACHE_SIZE: &str = "10g";
 pub const DEFAULT_BACKGROUND_FETCH_RATE: &str = "20m";
+pub const DEFAULT_CERTS_DIR: &str = "/etc/skiff/certs.d";
 
 /// The file's shape; every key optional (see docs/daemon-config.md).
 #[derive(Debug, Default, Deserialize, PartialEq)]
@@ -27,6 +28,8 @@ pub struct DaemonFile {
     pub exec_root: Option<PathBuf>,
     pub insecure_registries: Option<Vec<String>>,
     pub registry_mirrors: Option<Vec<String>>,
+    /// skiff's own: the certs.d directory (`/etc/skiff/certs.d`).
+    pub certs_dir: Option<PathBuf>,
     pub live_restore: Option<bool>,
     pub log_driver: Option<String>,
     pub log_opts: Option<BTreeMap<String, String>>,
@@ -56,6 +59,8 @@ pub struct DaemonConfig {
     pub exec_root: PathBuf,
     pub cache_size: String,
     pub insecure_registries: Vec<String>,
+    /// Per-registry CAs and client certificates (Docker's certs.d layout).
+    pub certs_dir: PathBuf,
     pub bridge: String,
     /// The bridge's subnet (`bip`).
     pub subnet: String,
@@ -138,6 +143,11 @@ pub fn resolve(
             .or(file.cache_size)
             .unwrap_or_else(|| DEFAULT_CACHE_SIZE.into()),
         insecure_registries: insecure,
+        certs_dir: args
+            .certs_dir
+            .clone()
+            .or(file.certs_dir)
+            .unwrap_or_else(|| DEFAULT_CERTS_DIR.into()),
         bridge: args
             .bridge
             .clone()

@@ -39,6 +39,7 @@ impl Daemon {
             &paths.store(),
             skiff_store::StoreOptions {
                 insecure_registries: args.insecure_registries.clone(),
+                certs_dir: Some(args.certs_dir.clone()),
                 cache_bytes: cache_bytes as u64,
                 lazy_pull: args.lazy_pull,
                 fetch_profiles: args.profile_prefetch,

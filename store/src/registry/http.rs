@@ -3,7 +3,9 @@
 //! request on the wire once the repository's access is known ([`AuthCache`]). Pushes stay
 //! on `oci-client`.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, WWW_AUTHENTICATE};
@@ -22,19 +24,36 @@ const CONFIGURED_TOKEN_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600)
 /// The OAuth2 `client_id` skiff names itself with at token servers.
 const CLIENT_ID: &str = "skiff";
 
+/// How a registry is spoken to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Security {
+    /// Plain HTTP only (loopback registries).
+    PlainHttp,
+    /// HTTPS without certificate verification, then plain HTTP (`--insecure-registry`).
+    Insecure,
+    /// HTTPS, verified against the system roots and the registry's `certs.d` CAs.
+    Verified,
+}
+
 /// One repository's endpoint and where its credentials come from.
 pub struct Target<'a> {
     /// For errors: the reference being fetched.
     pub reference: &'a ImageReference,
-    /// `http` or `https`.
-    pub scheme: &'static str,
     /// `host[:port]` requests go to (Docker Hub's name resolved to its API host).
     pub host: String,
+    pub security: Security,
     pub keychain: &'a Keychain,
+    /// Docker's `certs.d` layout, for per-registry CAs and client certificates.
+    pub certs_dir: Option<&'a std::path::Path>,
 }
 
 pub struct RegistryHttp {
-    client: reqwest::Client,
+    user_agent: String,
+    /// One keep-alive client per `(host, skip verification)`: each registry may have its
+    /// own CAs and client certificate.
+    clients: Mutex<HashMap<(String, bool), reqwest::Client>>,
+    /// The scheme that worked for each insecure registry, so it is found once.
+    schemes: Mutex<HashMap<String, &'static str>>,
     auth: AuthCache,
     requests: AtomicU64,
     token_requests: AtomicU64,
@@ -51,19 +70,102 @@ struct TokenRequest<'a> {
 
 impl RegistryHttp {
     pub fn new(user_agent: &str) -> RegistryHttp {
-        let client = reqwest::Client::builder()
-            .user_agent(user_agent)
-            .connect_timeout(Duration::from_secs(10))
-            .read_timeout(Duration::from_secs(60))
-            .tcp_nodelay(true)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build()
-            .expect("building the registry HTTP client");
         RegistryHttp {
-            client,
+            user_agent: user_agent.to_string(),
+            clients: Mutex::new(HashMap::new()),
+            schemes: Mutex::new(HashMap::new()),
             auth: AuthCache::default(),
             requests: AtomicU64::new(0),
             token_requests: AtomicU64::new(0),
+        }
+    }
+
+    /// The client for `host` (`host[:port]`), with its `certs.d` CAs and client
+    /// certificate; `skip_verify` for insecure registries.
+    fn client(
+        &self,
+        t: &Target<'_>,
+        host: &str,
+        skip_verify: bool,
+    ) -> Result<reqwest::Client, StoreError> {
+        let key = (host.to_string(), skip_verify);
+        if let Some(c) = self.clients.lock().expect("clients").get(&key) {
+            return Ok(c.clone());
+        }
+        let mut b = reqwest::Client::builder()
+            .user_agent(&self.user_agent)
+            .connect_timeout(Duration::from_secs(10))
+            .read_timeout(Duration::from_secs(60))
+            .tcp_nodelay(true)
+            .pool_idle_timeout(Duration::from_secs(90));
+        if let Some(dir) = t.certs_dir {
+            let certs = super::tls::load(dir, host)?;
+            b = b.tls_certs_merge(certs.cas);
+            if let Some(id) = certs.identity {
+                b = b.identity(id);
+            }
+        }
+        if skip_verify {
+            b = b.tls_danger_accept_invalid_certs(true);
+        }
+        let client = b.build().map_err(|e| StoreError::TlsConfig {
+            path: t
+                .certs_dir
+                .map(|d| super::tls::host_dir(d, host))
+                .unwrap_or_default(),
+            reason: chain(&e),
+        })?;
+        self.clients
+            .lock()
+            .expect("clients")
+            .insert(key, client.clone());
+        Ok(client)
+    }
+
+    /// The scheme requests to `t` use now: `http`, `https`, or for an insecure registry
+    /// the one that worked last (HTTPS until it failed).
+    pub fn scheme(&self, t: &Target<'_>) -> &'static str {
+        match t.security {
+            Security::PlainHttp => "http",
+            Security::Verified => "https",
+            Security::Insecure => self
+                .schemes
+                .lock()
+                .expect("schemes")
+                .get(&t.host)
+                .copied()
+                .unwrap_or("https"),
+        }
+    }
+
+    /// `GET scheme://host<path>` for the registry itself: an insecure registry that fails
+    /// over HTTPS is tried over HTTP, and the scheme that worked is kept.
+    async fn send_registry(
+        &self,
+        t: &Target<'_>,
+        path: &str,
+        headers: &HeaderMap,
+        access: Option<&Access>,
+        op: &str,
+    ) -> Result<reqwest::Response, StoreError> {
+        let scheme = self.scheme(t);
+        let url = format!("{scheme}://{}{path}", t.host);
+        let skip = t.security == Security::Insecure;
+        match self.send(t, &url, skip, headers, access, op).await {
+            Err(e) if skip && scheme == "https" => {
+                let url = format!("http://{}{path}", t.host);
+                let resp = self
+                    .send(t, &url, false, headers, access, op)
+                    .await
+                    .map_err(|_| e)?;
+                tracing::info!(registry = %t.host, "insecure registry: HTTPS failed, using plain HTTP");
+                self.schemes
+                    .lock()
+                    .expect("schemes")
+                    .insert(t.host.clone(), "http");
+                Ok(resp)
+            }
+            r => r,
         }
     }
 
@@ -91,7 +193,7 @@ impl RegistryHttp {
         op: &str,
     ) -> Result<reqwest::Response, StoreError> {
         let repo = &t.reference.repository;
-        let url = format!("{}://{}/v2/{}/{}", t.scheme, t.host, repo, path);
+        let url = format!("/v2/{repo}/{path}");
         let mut access = self.auth.get_any(&t.host, repo);
         if let Some(stale) = access.clone().filter(|a| !a.usable(Instant::now())) {
             // Expired: renew ahead with the challenge the registry gave last time.
@@ -100,7 +202,9 @@ impl RegistryHttp {
                 None => None,
             };
         }
-        let resp = self.send(t, &url, &headers, access.as_ref(), op).await?;
+        let resp = self
+            .send_registry(t, &url, &headers, access.as_ref(), op)
+            .await?;
         if resp.status() != StatusCode::UNAUTHORIZED {
             if access.is_none() {
                 self.auth.put(&t.host, repo, Access::Open);
@@ -114,7 +218,9 @@ impl RegistryHttp {
             .and_then(|h| h.to_str().ok())
             .and_then(Challenge::parse);
         let fresh = self.renew(t, access.as_ref(), challenge, op).await?;
-        let resp = self.send(t, &url, &headers, Some(&fresh), op).await?;
+        let resp = self
+            .send_registry(t, &url, &headers, Some(&fresh), op)
+            .await?;
         if resp.status() == StatusCode::UNAUTHORIZED || resp.status() == StatusCode::FORBIDDEN {
             self.auth.invalidate(&t.host, repo);
             let cred = t
@@ -138,11 +244,16 @@ impl RegistryHttp {
         &self,
         t: &Target<'_>,
         url: &str,
+        skip_verify: bool,
         headers: &HeaderMap,
         access: Option<&Access>,
         op: &str,
     ) -> Result<reqwest::Response, StoreError> {
-        let mut req = self.client.get(url).headers(headers.clone());
+        let host = url_host(url);
+        let mut req = self
+            .client(t, &host, skip_verify)?
+            .get(url)
+            .headers(headers.clone());
         if let Some(h) = access.and_then(Access::header) {
             req = req.header(AUTHORIZATION, h);
         }
@@ -259,7 +370,10 @@ impl RegistryHttp {
             if let Some(s) = req.scope {
                 form.push(("scope", s));
             }
-            let sent = self.client.post(req.realm).form(&form);
+            let sent = self
+                .client(t, &url_host(req.realm), false)?
+                .post(req.realm)
+                .form(&form);
             match self
                 .token_exchange(t, req, cred, sent, "refresh token")
                 .await
@@ -278,7 +392,7 @@ impl RegistryHttp {
         if let Some(s) = req.scope {
             query.push(("scope", s));
         }
-        let mut sent = self.client.get(req.realm);
+        let mut sent = self.client(t, &url_host(req.realm), false)?.get(req.realm);
         if let Secret::Basic { username, password } = &cred.secret {
             query.push(("account", username));
             sent = sent.basic_auth(username, Some(password));
@@ -358,9 +472,10 @@ impl RegistryHttp {
         t: &Target<'_>,
         cred: &Credential,
     ) -> Result<Option<String>, StoreError> {
-        let url = format!("{}://{}/v2/", t.scheme, t.host);
         let op = "login";
-        let resp = self.send(t, &url, &HeaderMap::new(), None, op).await?;
+        let resp = self
+            .send_registry(t, "/v2/", &HeaderMap::new(), None, op)
+            .await?;
         if resp.status().is_success() {
             return Ok(None);
         }
@@ -400,7 +515,7 @@ impl RegistryHttp {
                     }
                 };
                 let resp = self
-                    .send(t, &url, &HeaderMap::new(), Some(&access), op)
+                    .send_registry(t, "/v2/", &HeaderMap::new(), Some(&access), op)
                     .await?;
                 if resp.status().is_success() {
                     Ok(None)
@@ -426,8 +541,9 @@ impl RegistryHttp {
         let challenge = match self.auth.challenge(&t.host) {
             Some(c) => Some(c),
             None => {
-                let url = format!("{}://{}/v2/", t.scheme, t.host);
-                let resp = self.send(t, &url, &HeaderMap::new(), None, "token").await?;
+                let resp = self
+                    .send_registry(t, "/v2/", &HeaderMap::new(), None, "token")
+                    .await?;
                 resp.headers()
                     .get(WWW_AUTHENTICATE)
                     .and_then(|h| h.to_str().ok())
@@ -460,9 +576,29 @@ fn unauthorized(t: &Target<'_>, reason: String) -> StoreError {
     }
 }
 
-/// A failed request: unreachable (connect, timeout) or another transport error.
+/// `host[:port]` of `url` (as `certs.d` names registries).
+fn url_host(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(u) => match (u.host_str(), u.port()) {
+            (Some(h), Some(p)) => format!("{h}:{p}"),
+            (Some(h), None) => h.to_string(),
+            _ => String::new(),
+        },
+        Err(_) => String::new(),
+    }
+}
+
+/// A failed request: a TLS failure (with a reason a person can act on), unreachable
+/// (connect, timeout), or another transport error.
 pub fn transport_error(t: &Target<'_>, op: &str, e: &reqwest::Error) -> StoreError {
     let reason = chain(e);
+    if let Some(why) = super::tls::explain(&reason, &t.host, t.certs_dir) {
+        return StoreError::Tls {
+            host: t.host.clone(),
+            reference: t.reference.to_string(),
+            reason: why,
+        };
+    }
     if e.is_connect() || e.is_timeout() {
         StoreError::Unreachable {
             host: t.host.clone(),

@@ -15,6 +15,7 @@ mod errors;
 mod http;
 pub mod keychain;
 pub mod manifest;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -41,6 +42,9 @@ pub struct RegistryOptions {
     pub insecure_registries: Vec<String>,
     /// Docker config file for credentials; `None` = `$DOCKER_CONFIG` or `~/.docker`.
     pub docker_config: Option<PathBuf>,
+    /// Docker's `certs.d` layout: `<dir>/<host[:port]>/*.crt` CAs and `*.cert`/`*.key`
+    /// client pairs per registry; `None` = system roots only.
+    pub certs_dir: Option<PathBuf>,
     /// Where credentials clients sent with pulls are kept across restarts (mode 0600);
     /// `None` keeps them in memory only.
     pub credentials_file: Option<PathBuf>,
@@ -100,9 +104,22 @@ impl RegistryClient {
         }
     }
 
-    /// Whether `r`'s registry is spoken to over plain HTTP.
+    /// How `r`'s registry is spoken to: plain HTTP on loopback, HTTPS without
+    /// verification then HTTP when listed as insecure, verified HTTPS otherwise.
+    fn security(&self, r: &ImageReference) -> http::Security {
+        if r.is_loopback() {
+            http::Security::PlainHttp
+        } else if self.inner.opts.insecure_registries.contains(&r.registry) {
+            http::Security::Insecure
+        } else {
+            http::Security::Verified
+        }
+    }
+
+    /// Whether `r`'s registry is spoken to over plain HTTP (now).
     pub fn plain_http(&self, r: &ImageReference) -> bool {
-        r.is_loopback() || self.inner.opts.insecure_registries.contains(&r.registry)
+        let t = self.target(r);
+        self.inner.http.scheme(&t) == "http"
     }
 
     /// Total bytes received from registries (blobs, ranges, manifests) by this client.
@@ -153,13 +170,40 @@ impl RegistryClient {
             .keychain
             .lookup(&r.registry, &r.repository)
             .await?;
+        let security = self.security(r);
+        let plain = self.plain_http(r);
+        let host = r.to_oci().resolve_registry().to_string();
+        let mut cas = Vec::new();
+        if let Some(dir) = &self.inner.opts.certs_dir {
+            let certs = tls::load(dir, &host)?;
+            if certs.identity.is_some() {
+                // oci-client has no client-certificate option.
+                return Err(StoreError::TlsConfig {
+                    path: tls::host_dir(dir, &host),
+                    reason: "pushing to a registry that wants a client certificate is not supported yet (pulls are)".to_string(),
+                });
+            }
+            for f in certs
+                .files
+                .iter()
+                .filter(|f| f.extension().is_some_and(|e| e == "crt"))
+            {
+                let data = std::fs::read(f).map_err(|e| StoreError::io(f, e))?;
+                cas.push(oci_client::client::Certificate {
+                    encoding: oci_client::client::CertificateEncoding::Pem,
+                    data,
+                });
+            }
+        }
         let new_client = || {
             oci_client::Client::new(ClientConfig {
-                protocol: if self.plain_http(r) {
+                protocol: if plain {
                     ClientProtocol::Http
                 } else {
                     ClientProtocol::Https
                 },
+                accept_invalid_certificates: security == http::Security::Insecure,
+                extra_root_certificates: cas.clone(),
                 platform_resolver: None,
                 connect_timeout: Some(std::time::Duration::from_secs(10)),
                 read_timeout: Some(std::time::Duration::from_secs(60)),
@@ -192,7 +236,11 @@ impl RegistryClient {
         let client = {
             let mut clients = self.inner.clients.lock().expect("client map");
             clients
-                .entry(format!("{} {}", r.registry, cred.secret.fingerprint()))
+                .entry(format!(
+                    "{} {} {plain}",
+                    r.registry,
+                    cred.secret.fingerprint()
+                ))
                 .or_insert_with(new_client)
                 .clone()
         };
@@ -204,12 +252,12 @@ impl RegistryClient {
 
     /// Where `r`'s reads go, with the credentials configured for its registry.
     fn target<'a>(&'a self, r: &'a ImageReference) -> http::Target<'a> {
-        let plain = self.plain_http(r);
         http::Target {
             reference: r,
-            scheme: if plain { "http" } else { "https" },
             host: r.to_oci().resolve_registry().to_string(),
+            security: self.security(r),
             keychain: &self.inner.keychain,
+            certs_dir: self.inner.opts.certs_dir.as_deref(),
         }
     }
 
@@ -357,7 +405,7 @@ impl RegistryClient {
                 reason: format!("blob digest algorithm of {digest}"),
             });
         }
-        let ctx = Arc::new((self.clone(), blob_ref.clone(), t.scheme, t.host.clone()));
+        let ctx = Arc::new((self.clone(), blob_ref.clone(), t.security, t.host.clone()));
         let want = digest.to_string();
         let body = resp.bytes_stream().boxed();
         // Verify as the bytes pass; the end of the stream carries the verdict.
@@ -366,7 +414,7 @@ impl RegistryClient {
             let want = want.clone();
             async move {
                 let (mut body, mut hasher) = state?;
-                let (this, blob_ref, scheme, host) = &*ctx;
+                let (this, blob_ref, security, host) = &*ctx;
                 match body.next().await {
                     Some(Ok(c)) => {
                         this.count(c.len() as u64);
@@ -376,9 +424,10 @@ impl RegistryClient {
                     Some(Err(e)) => {
                         let t = http::Target {
                             reference: blob_ref,
-                            scheme,
+                            security: *security,
                             host: host.clone(),
                             keychain: &this.inner.keychain,
+                            certs_dir: this.inner.opts.certs_dir.as_deref(),
                         };
                         Some((Err(http::transport_error(&t, "read blob", &e)), None))
                     }
@@ -482,7 +531,13 @@ impl RegistryClient {
             skip: u64,
             left: u64,
         }
-        let ctx = Arc::new((self.clone(), blob_ref.clone(), t.scheme, t.host.clone(), op));
+        let ctx = Arc::new((
+            self.clone(),
+            blob_ref.clone(),
+            t.security,
+            t.host.clone(),
+            op,
+        ));
         let st = St {
             body: resp.bytes_stream().boxed(),
             skip,
@@ -492,7 +547,7 @@ impl RegistryClient {
             let ctx = ctx.clone();
             async move {
                 let mut st = st?;
-                let (this, blob_ref, scheme, host, op) = &*ctx;
+                let (this, blob_ref, security, host, op) = &*ctx;
                 let fail = |reason: String| StoreError::RegistryStatus {
                     reference: blob_ref.to_string(),
                     operation: op.clone(),
@@ -521,9 +576,10 @@ impl RegistryClient {
                         Some(Err(e)) => {
                             let t = http::Target {
                                 reference: blob_ref,
-                                scheme,
+                                security: *security,
                                 host: host.clone(),
                                 keychain: &this.inner.keychain,
+                                certs_dir: this.inner.opts.certs_dir.as_deref(),
                             };
                             return Some((Err(http::transport_error(&t, op, &e)), None));
                         }
