@@ -100,6 +100,13 @@ pub struct DaemonArgs {
     /// Registries (host[:port]) reached over HTTPS without verification, then plain HTTP.
     #[arg(long = "insecure-registry")]
     pub insecure_registries: Vec<String>,
+    /// A Docker Hub mirror (`http[s]://host[:port]`), tried before Docker Hub for pulls
+    /// of docker.io images (repeat for several, tried in order).
+    #[arg(long = "registry-mirror")]
+    pub registry_mirrors: Vec<String>,
+    /// Where docker.io is reached instead of Docker Hub (tests only).
+    #[arg(long, hide = true)]
+    pub docker_hub_origin: Option<String>,
     /// Per-registry CAs (`<dir>/<host[:port]>/*.crt`) and client certificates (`*.cert` +
     /// `*.key`), laid out like Docker's certs.d [default: /etc/skiff/certs.d].
     #[arg(long)]

@@ -85,6 +85,7 @@ pub async fn info(State(d): State<Arc<Daemon>>) -> ApiResult<Json<SystemInfo>> {
         images: Some(d.images.image_count()? as i64),
         driver: Some("overlay on skiff-fuse (lazy zstd:chunked)".to_string()),
         driver_status: Some(d.images.cache_status()?),
+        registry_config: Some(d.images.registry_config()),
         docker_root_dir: Some(d.paths.data_root.display().to_string()),
         kernel_version: Some(kernel_version()),
         operating_system: Some("linux".to_string()),

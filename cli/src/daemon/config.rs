@@ -61,6 +61,10 @@ pub struct DaemonConfig {
     pub insecure_registries: Vec<String>,
     /// Per-registry CAs and client certificates (Docker's certs.d layout).
     pub certs_dir: PathBuf,
+    /// Docker Hub mirrors, file's then flags' (`http[s]://host[:port]`).
+    pub registry_mirrors: Vec<String>,
+    /// Test-only: where docker.io is reached.
+    pub docker_hub_origin: Option<String>,
     pub bridge: String,
     /// The bridge's subnet (`bip`).
     pub subnet: String,
@@ -97,8 +101,9 @@ pub fn parse(text: &str) -> Result<DaemonFile> {
     let unsupported = |key: &str| {
         anyhow::anyhow!("{key} is not supported by skiff yet (see docs/daemon-config.md)")
     };
-    if f.registry_mirrors.as_ref().is_some_and(|m| !m.is_empty()) {
-        return Err(unsupported("registry-mirrors"));
+    for m in f.registry_mirrors.iter().flatten() {
+        skiff_store::registry::parse_endpoint_url(m)
+            .map_err(|e| anyhow::anyhow!("registry-mirrors: {e}"))?;
     }
     if f.live_restore == Some(true) {
         return Err(unsupported("live-restore: true"));
@@ -127,6 +132,14 @@ pub fn resolve(
 ) -> Result<DaemonConfig> {
     let mut insecure = file.insecure_registries.unwrap_or_default();
     insecure.extend(args.insecure_registries.iter().cloned());
+    let mut mirrors = file.registry_mirrors.unwrap_or_default();
+    for m in &args.registry_mirrors {
+        skiff_store::registry::parse_endpoint_url(m)
+            .map_err(|e| anyhow::anyhow!("--registry-mirror: {e}"))?;
+        if !mirrors.contains(m) {
+            mirrors.push(m.clone());
+        }
+    }
     let cfg = DaemonConfig {
         data_root: args
             .data_root
@@ -143,6 +156,8 @@ pub fn resolve(
             .or(file.cache_size)
             .unwrap_or_else(|| DEFAULT_CACHE_SIZE.into()),
         insecure_registries: insecure,
+        registry_mirrors: mirrors,
+        docker_hub_origin: args.docker_hub_origin.clone(),
         certs_dir: args
             .certs_dir
             .clone()
@@ -211,6 +226,36 @@ mod tests {
         assert_eq!(cfg.insecure_registries, ["reg:5000"]);
         assert_eq!(cfg.exec_root, PathBuf::from(DEFAULT_EXEC_ROOT));
         assert_eq!(cfg.cache_size, DEFAULT_CACHE_SIZE);
+        assert!(cfg.registry_mirrors.is_empty());
+        assert_eq!(cfg.certs_dir, PathBuf::from(DEFAULT_CERTS_DIR));
+    }
+
+    #[test]
+    fn mirrors_from_file_then_flags() {
+        let f = parse(r#"{"registry-mirrors": ["https://m1.example"]}"#).unwrap();
+        let cfg = resolve(
+            &args(&["--registry-mirror", "http://127.0.0.1:5000/"]),
+            None,
+            f,
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.registry_mirrors,
+            ["https://m1.example", "http://127.0.0.1:5000/"]
+        );
+        let e = resolve(
+            &args(&["--registry-mirror", "m2.example/path"]),
+            None,
+            DaemonFile::default(),
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("--registry-mirror") && e.contains("m2.example/path"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -224,10 +269,13 @@ mod tests {
             .to_string();
         assert!(e.contains("syslog"), "{e}");
         assert!(parse(r#"{"log-driver": "local", "log-opts": {"max-size": "10m"}}"#).is_ok());
-        let e = parse(r#"{"registry-mirrors": ["https://m"]}"#)
+        let e = parse(r#"{"registry-mirrors": ["ftp://m"]}"#)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("registry-mirrors"), "{e}");
+        assert!(
+            e.contains("registry-mirrors") && e.contains("ftp://m"),
+            "{e}"
+        );
         assert!(parse(r#"{"data-root": 3}"#).is_err());
     }
 

@@ -100,6 +100,42 @@ impl ImageService {
         &self.store
     }
 
+    /// `/info`'s `RegistryConfig` in Docker's shape: mirrors, and one index entry per
+    /// registry skiff treats specially (Docker Hub with its mirrors, insecure ones).
+    pub fn registry_config(&self) -> bollard::models::RegistryServiceConfig {
+        let reg = self.store.registry();
+        let mirrors = reg.mirrors();
+        let mut index = std::collections::HashMap::new();
+        index.insert(
+            "docker.io".to_string(),
+            bollard::models::IndexInfo {
+                name: Some("docker.io".to_string()),
+                mirrors: Some(mirrors.clone()),
+                secure: Some(true),
+                official: Some(true),
+            },
+        );
+        let insecure = reg.insecure_registries();
+        for r in &insecure {
+            index.insert(
+                r.clone(),
+                bollard::models::IndexInfo {
+                    name: Some(r.clone()),
+                    mirrors: Some(vec![]),
+                    secure: Some(false),
+                    official: Some(false),
+                },
+            );
+        }
+        bollard::models::RegistryServiceConfig {
+            // Loopback registries are spoken to over plain HTTP, as Docker does.
+            insecure_registry_cidrs: Some(vec!["::1/128".to_string(), "127.0.0.0/8".to_string()]),
+            index_configs: Some(index),
+            mirrors: Some(mirrors),
+            ..Default::default()
+        }
+    }
+
     pub fn image_count(&self) -> ApiResult<usize> {
         Ok(self.store.images()?.len())
     }

@@ -42,6 +42,12 @@ pub struct RegistryOptions {
     pub insecure_registries: Vec<String>,
     /// Docker config file for credentials; `None` = `$DOCKER_CONFIG` or `~/.docker`.
     pub docker_config: Option<PathBuf>,
+    /// Mirrors of Docker Hub (`http[s]://host[:port]`), tried in order before it for
+    /// reads of `docker.io` images.
+    pub registry_mirrors: Vec<String>,
+    /// Where `docker.io` itself is reached (`http[s]://host[:port]`); `None` = Docker
+    /// Hub. For tests, which cannot reach Docker Hub.
+    pub docker_hub_origin: Option<String>,
     /// Docker's `certs.d` layout: `<dir>/<host[:port]>/*.crt` CAs and `*.cert`/`*.key`
     /// client pairs per registry; `None` = system roots only.
     pub certs_dir: Option<PathBuf>,
@@ -66,6 +72,55 @@ pub struct ResolvedImage {
     pub config_bytes: Bytes,
 }
 
+/// How long a mirror that failed (transport error, server error) is left out of reads.
+const MIRROR_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A place reads of an image are sent: a mirror or the registry itself.
+#[derive(Clone, Debug)]
+struct Endpoint {
+    /// `host[:port]`.
+    host: String,
+    security: http::Security,
+    mirror: bool,
+}
+
+/// Parses a mirror or origin URL, `http[s]://host[:port]` with an optional trailing `/`:
+/// `(host[:port], plain HTTP)`. Errors name the URL.
+pub fn parse_endpoint_url(url: &str) -> Result<(String, bool)> {
+    let bad = |reason: &str| StoreError::InvalidReference {
+        reference: url.to_string(),
+        reason: format!("not a registry mirror URL: {reason}"),
+    };
+    let (plain, rest) = if let Some(r) = url.strip_prefix("https://") {
+        (false, r)
+    } else if let Some(r) = url.strip_prefix("http://") {
+        (true, r)
+    } else {
+        return Err(bad("it must start with http:// or https://"));
+    };
+    let host = rest.trim_end_matches('/');
+    if host.is_empty() || host.contains('/') || host.contains('@') || host.contains('?') {
+        return Err(bad("only scheme://host[:port] is supported"));
+    }
+    Ok((host.to_string(), plain))
+}
+
+fn endpoint_of(url: &str, insecure: &[String], mirror: bool) -> Result<Endpoint> {
+    let (host, plain) = parse_endpoint_url(url)?;
+    let security = if plain {
+        http::Security::PlainHttp
+    } else if insecure.contains(&host) {
+        http::Security::Insecure
+    } else {
+        http::Security::Verified
+    };
+    Ok(Endpoint {
+        host,
+        security,
+        mirror,
+    })
+}
+
 /// Cheap to clone (shared state behind an `Arc`); safe to use from many tasks.
 #[derive(Clone)]
 pub struct RegistryClient {
@@ -75,6 +130,9 @@ pub struct RegistryClient {
 struct Inner {
     opts: RegistryOptions,
     keychain: keychain::Keychain,
+    mirrors: Vec<Endpoint>,
+    hub_origin: Option<Endpoint>,
+    mirror_down: Mutex<HashMap<String, std::time::Instant>>,
     platform: Platform,
     clients: Mutex<HashMap<String, oci_client::Client>>,
     http: http::RegistryHttp,
@@ -82,6 +140,27 @@ struct Inner {
 }
 
 impl RegistryClient {
+    /// A client for `opts`; mirror and origin URLs that do not parse are an error.
+    pub fn try_new(opts: RegistryOptions) -> Result<RegistryClient> {
+        let insecure = &opts.insecure_registries;
+        let mirrors = opts
+            .registry_mirrors
+            .iter()
+            .map(|m| endpoint_of(m, insecure, true))
+            .collect::<Result<Vec<_>>>()?;
+        let hub_origin = opts
+            .docker_hub_origin
+            .as_deref()
+            .map(|o| endpoint_of(o, insecure, false))
+            .transpose()?;
+        let mut c = RegistryClient::new(opts);
+        let inner = Arc::get_mut(&mut c.inner).expect("just made");
+        inner.mirrors = mirrors;
+        inner.hub_origin = hub_origin;
+        Ok(c)
+    }
+
+    /// A client for `opts` without mirrors (see [`RegistryClient::try_new`]).
     pub fn new(opts: RegistryOptions) -> RegistryClient {
         let docker_config = opts
             .docker_config
@@ -96,6 +175,9 @@ impl RegistryClient {
             inner: Arc::new(Inner {
                 opts,
                 keychain,
+                mirrors: Vec::new(),
+                hub_origin: None,
+                mirror_down: Mutex::new(HashMap::new()),
                 platform,
                 clients: Mutex::new(HashMap::new()),
                 http: http::RegistryHttp::new(concat!("skiff/", env!("CARGO_PKG_VERSION"))),
@@ -250,15 +332,98 @@ impl RegistryClient {
         Ok((client, oci))
     }
 
-    /// Where `r`'s reads go, with the credentials configured for its registry.
+    /// `r`'s registry itself (pushes and logins go there), with its credentials.
     fn target<'a>(&'a self, r: &'a ImageReference) -> http::Target<'a> {
+        let ep = self.origin(r);
+        self.target_at(r, &ep)
+    }
+
+    fn target_at<'a>(&'a self, r: &'a ImageReference, ep: &Endpoint) -> http::Target<'a> {
         http::Target {
             reference: r,
-            host: r.to_oci().resolve_registry().to_string(),
-            security: self.security(r),
+            host: ep.host.clone(),
+            security: ep.security,
             keychain: &self.inner.keychain,
             certs_dir: self.inner.opts.certs_dir.as_deref(),
         }
+    }
+
+    /// `r`'s registry as an endpoint (Docker Hub's API host, or the configured origin).
+    fn origin(&self, r: &ImageReference) -> Endpoint {
+        if r.registry == crate::reference::DEFAULT_REGISTRY {
+            if let Some(o) = &self.inner.hub_origin {
+                return o.clone();
+            }
+        }
+        Endpoint {
+            host: r.to_oci().resolve_registry().to_string(),
+            security: self.security(r),
+            mirror: false,
+        }
+    }
+
+    /// Where reads of `r` are tried, in order: Docker Hub's mirrors (those not found
+    /// failing lately) for `docker.io` images, then the registry itself.
+    fn endpoints(&self, r: &ImageReference) -> Vec<Endpoint> {
+        let mut out = Vec::new();
+        if r.registry == crate::reference::DEFAULT_REGISTRY {
+            let down = self.inner.mirror_down.lock().expect("mirror_down");
+            let now = std::time::Instant::now();
+            out.extend(
+                self.inner
+                    .mirrors
+                    .iter()
+                    .filter(|m| down.get(&m.host).is_none_or(|until| *until <= now))
+                    .cloned(),
+            );
+        }
+        out.push(self.origin(r));
+        out
+    }
+
+    /// Runs `f` against each endpoint of `r` until one answers: a mirror's failure falls
+    /// through to the next (logged; a mirror that failed in transport or with a server
+    /// error is skipped for [`MIRROR_RETRY_AFTER`]); the origin's result is final.
+    async fn over_endpoints<'a, T>(
+        &'a self,
+        r: &ImageReference,
+        op: &str,
+        f: impl Fn(Endpoint) -> futures::future::BoxFuture<'a, Result<T>>,
+    ) -> Result<T> {
+        let eps = self.endpoints(r);
+        let last = eps.len() - 1;
+        for (i, ep) in eps.into_iter().enumerate() {
+            if i == last || !ep.mirror {
+                return f(ep).await;
+            }
+            match f(ep.clone()).await {
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    let down = !matches!(
+                        e,
+                        StoreError::NotFound { .. } | StoreError::DigestMismatch { .. }
+                    );
+                    tracing::info!(mirror = %ep.host, reference = %r, "{op} from mirror failed, trying the next endpoint: {e}");
+                    if down {
+                        self.inner.mirror_down.lock().expect("mirror_down").insert(
+                            ep.host.clone(),
+                            std::time::Instant::now() + MIRROR_RETRY_AFTER,
+                        );
+                    }
+                }
+            }
+        }
+        unreachable!("the origin is always the last endpoint")
+    }
+
+    /// The configured mirrors (`scheme://host[:port]`), for `info`.
+    pub fn mirrors(&self) -> Vec<String> {
+        self.inner.opts.registry_mirrors.clone()
+    }
+
+    /// The registries listed as insecure, for `info`.
+    pub fn insecure_registries(&self) -> Vec<String> {
+        self.inner.opts.insecure_registries.clone()
     }
 
     fn err(
@@ -273,7 +438,18 @@ impl RegistryClient {
     /// Fetches a manifest document as is: `(bytes, digest, media type)`. The digest is
     /// verified against the reference's digest when it has one.
     pub async fn fetch_manifest(&self, r: &ImageReference) -> Result<(Bytes, String, String)> {
-        let t = self.target(r);
+        self.over_endpoints(r, "fetch manifest", |ep| {
+            Box::pin(self.fetch_manifest_at(r, ep))
+        })
+        .await
+    }
+
+    async fn fetch_manifest_at(
+        &self,
+        r: &ImageReference,
+        ep: Endpoint,
+    ) -> Result<(Bytes, String, String)> {
+        let t = self.target_at(r, &ep);
         let reference = r
             .digest
             .clone()
@@ -386,8 +562,20 @@ impl RegistryClient {
         r: &ImageReference,
         digest: &str,
     ) -> Result<futures::stream::BoxStream<'static, Result<Bytes>>> {
+        self.over_endpoints(r, "fetch blob", |ep| {
+            Box::pin(self.blob_stream_at(r, digest, ep))
+        })
+        .await
+    }
+
+    async fn blob_stream_at(
+        &self,
+        r: &ImageReference,
+        digest: &str,
+        ep: Endpoint,
+    ) -> Result<futures::stream::BoxStream<'static, Result<Bytes>>> {
         let blob_ref = r.with_digest(digest);
-        let t = self.target(&blob_ref);
+        let t = self.target_at(&blob_ref, &ep);
         let op = "fetch blob";
         let resp = self
             .inner
@@ -498,12 +686,26 @@ impl RegistryClient {
         offset: u64,
         len: u64,
     ) -> Result<futures::stream::BoxStream<'static, Result<Bytes>>> {
-        let blob_ref = r.with_digest(digest);
-        let op = format!("fetch range {offset}+{len}");
         if len == 0 {
             return Ok(futures::stream::empty().boxed());
         }
-        let t = self.target(&blob_ref);
+        self.over_endpoints(r, "fetch range", |ep| {
+            Box::pin(self.range_stream_at(r, digest, offset, len, ep))
+        })
+        .await
+    }
+
+    async fn range_stream_at(
+        &self,
+        r: &ImageReference,
+        digest: &str,
+        offset: u64,
+        len: u64,
+        ep: Endpoint,
+    ) -> Result<futures::stream::BoxStream<'static, Result<Bytes>>> {
+        let blob_ref = r.with_digest(digest);
+        let op = format!("fetch range {offset}+{len}");
+        let t = self.target_at(&blob_ref, &ep);
         let mut headers = reqwest::header::HeaderMap::new();
         let range = format!("bytes={offset}-{}", offset + len - 1);
         headers.insert(
@@ -602,7 +804,19 @@ impl RegistryClient {
     /// The Referrers API's index of manifests referring to `digest` (OCI distribution 1.1
     /// `GET /v2/<name>/referrers/<digest>`); `None` when the registry has no such API.
     pub async fn referrers(&self, r: &ImageReference, digest: &str) -> Result<Option<Bytes>> {
-        let t = self.target(r);
+        self.over_endpoints(r, "list referrers", |ep| {
+            Box::pin(self.referrers_at(r, digest, ep))
+        })
+        .await
+    }
+
+    async fn referrers_at(
+        &self,
+        r: &ImageReference,
+        digest: &str,
+        ep: Endpoint,
+    ) -> Result<Option<Bytes>> {
+        let t = self.target_at(r, &ep);
         let op = "list referrers";
         let resp = self
             .inner
