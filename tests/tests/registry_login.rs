@@ -71,12 +71,13 @@ fn docker_login_then_pull_of_a_private_lazy_image() {
     // The daemon has no credentials of its own.
     let daemon_config = tmp.path().join("daemon-docker-config");
     std::fs::create_dir_all(&daemon_config).unwrap();
-    let d =
+    let mut d =
         Daemon::start_with_env(&[], &[("DOCKER_CONFIG", daemon_config.to_str().unwrap())]).unwrap();
     let client_config = tmp.path().join("client-docker-config");
+    let socket = d.socket.clone();
     let docker = || {
         let mut c = Command::new("docker");
-        c.env("DOCKER_HOST", format!("unix://{}", d.socket.display()))
+        c.env("DOCKER_HOST", format!("unix://{}", socket.display()))
             .env("DOCKER_CONFIG", &client_config);
         c
     };
@@ -121,7 +122,7 @@ fn docker_login_then_pull_of_a_private_lazy_image() {
         "docker pull: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let run_cat = |path: &str| -> String {
+    let run_cat = |d: &Daemon, path: &str| -> String {
         let out = d
             .cli()
             .args(["run", "--rm", &chunked, "sha256sum", path])
@@ -134,7 +135,7 @@ fn docker_login_then_pull_of_a_private_lazy_image() {
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    let one = run_cat("/data/one");
+    let one = run_cat(&d, "/data/one");
     assert!(
         one.contains(&sha(&fixtures::random_bytes(300 << 10, 1))),
         "{one}"
@@ -148,12 +149,29 @@ fn docker_login_then_pull_of_a_private_lazy_image() {
             .count()
     };
     let before = refreshes(&server);
-    let two = run_cat("/data/two");
+    let two = run_cat(&d, "/data/two");
     assert!(
         two.contains(&sha(&fixtures::random_bytes(300 << 10, 2))),
         "{two}"
     );
     assert!(refreshes(&server) > before, "{:?}", server.issued());
+
+    // A restarted daemon still has them (kept 0600 in its data root).
+    d.restart().unwrap();
+    std::thread::sleep(Duration::from_millis(3500));
+    let before = refreshes(&server);
+    let four = run_cat(&d, "/later/four");
+    assert!(
+        four.contains(&sha(&fixtures::random_bytes(300 << 10, 4))),
+        "{four}"
+    );
+    assert!(refreshes(&server) > before, "{:?}", server.issued());
+    use std::os::unix::fs::PermissionsExt as _;
+    let kept = d.data_root.join("registry-credentials.json");
+    assert_eq!(
+        std::fs::metadata(&kept).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
 
     // Nothing holds a secret: the daemon's log, inspect, info.
     let inspect = docker()

@@ -42,7 +42,8 @@ pub fn assert_no_secret(text: &str, server: &TokenServer) {
     }
 }
 
-/// Pushes a busybox image with three extra files (gzip), converts it to zstd:chunked with
+/// Pushes a busybox image with extra files `/data/{one,two,three}` and `/later/four`
+/// (gzip), converts it to zstd:chunked with
 /// `store`'s credentials; returns the chunked reference.
 pub fn publish(rt: &tokio::runtime::Runtime, reg: &Registry, store: &Store) -> String {
     let tmp = tempfile::tempdir().unwrap();
@@ -56,6 +57,13 @@ pub fn publish(rt: &tokio::runtime::Runtime, reg: &Registry, store: &Store) -> S
         )
         .unwrap();
     }
+    // In a directory of its own: read-ahead of the /data files stays within /data.
+    std::fs::create_dir_all(rootfs.join("later")).unwrap();
+    std::fs::write(
+        rootfs.join("later/four"),
+        fixtures::random_bytes(300 << 10, 4),
+    )
+    .unwrap();
     let gzip = format!("{}/private/app:gzip", reg.host());
     let chunked = format!("{}/private/app:chunked", reg.host());
     rt.block_on(store.import(
