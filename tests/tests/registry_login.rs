@@ -187,6 +187,34 @@ fn docker_login_then_pull_of_a_private_lazy_image() {
         assert_no_secret(&text, &server);
     }
 
+    // Push with the identity token: exchanged for a push-scoped token.
+    let pushed = format!("{}/private/pushed:v1", reg.host());
+    skiff_tests::docker_cli::import_busybox(&d, &pushed, &[]);
+    let out = docker().args(["push", &pushed]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "docker push: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        server.issued().iter().any(|i| i.grant == "refresh_token"
+            && i.scopes == ["repository:private/pushed:pull,push"]
+            && i.status == 200),
+        "{:?}",
+        server.issued()
+    );
+    assert_eq!(
+        reg.get_status("/v2/private/pushed/manifests/v1").unwrap(),
+        401,
+        "the registry still wants a token"
+    );
+    let check = store_with(
+        &tmp.path().join("check"),
+        &docker_config(tmp.path(), &reg.host(), USER, PASSWORD),
+    );
+    rt().block_on(check.pull(&pushed, common::QUIET)).unwrap();
+
     let out = docker().args(["logout", &reg.host()]).output().unwrap();
     assert!(out.status.success());
     let stored = std::fs::read_to_string(client_config.join("config.json")).unwrap();
@@ -232,6 +260,7 @@ esac
     );
     write_helper(&bin, "broken", "echo 'helper exploded' >&2; exit 3\n");
     write_helper(&bin, "garbage", "echo 'not json {'\n");
+    write_helper(&bin, "hangs", "exec sleep 60\n");
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
     let client_config = tmp.path().join("client");
     std::fs::create_dir_all(&client_config).unwrap();
@@ -304,6 +333,7 @@ esac
         ("broken", "helper exploded"),
         ("garbage", "not the JSON"),
         ("missing", "cannot run it"),
+        ("hangs", "no answer within 10s"),
     ] {
         std::fs::write(
             daemon_config.join("config.json"),
