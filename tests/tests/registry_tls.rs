@@ -207,4 +207,25 @@ fn private_ca_token_registry_push_pull_lazy_and_tls_failures() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("not found"), "{e}");
+    // A push as the first contact finds plain HTTP too, and the image pulls back.
+    let pusher = store(
+        &tmp.path().join("p3"),
+        &config,
+        None,
+        std::slice::from_ref(&plain.host()),
+    );
+    let rootfs = tmp.path().join("rootfs-plain");
+    std::fs::create_dir(&rootfs).unwrap();
+    fixtures::build_busybox_rootfs(&rootfs).unwrap();
+    let pushed = format!("{}/plain/app:v1", plain.host());
+    rt.block_on(pusher.import(
+        &rootfs,
+        &pushed,
+        &fixtures::busybox_changes(),
+        skiff_store::Compression::Gzip,
+    ))
+    .unwrap();
+    rt.block_on(pusher.push(&pushed)).unwrap();
+    let puller = store(&tmp.path().join("p4"), &config, None, &[plain.host()]);
+    rt.block_on(puller.pull(&pushed, QUIET)).unwrap();
 }

@@ -138,6 +138,22 @@ impl RegistryHttp {
         }
     }
 
+    /// For an insecure registry whose scheme is not known yet: `GET /v2/` once, over
+    /// HTTPS then HTTP, keeping the scheme that answered (any status).
+    pub async fn probe_scheme(&self, t: &Target<'_>) -> Result<(), StoreError> {
+        let known = self.schemes.lock().expect("schemes").contains_key(&t.host);
+        if t.security == Security::Insecure && !known {
+            self.send_registry(t, "/v2/", &HeaderMap::new(), None, "probe")
+                .await?;
+            self.schemes
+                .lock()
+                .expect("schemes")
+                .entry(t.host.clone())
+                .or_insert("https");
+        }
+        Ok(())
+    }
+
     /// `GET scheme://host<path>` for the registry itself: an insecure registry that fails
     /// over HTTPS is tried over HTTP, and the scheme that worked is kept.
     async fn send_registry(

@@ -28,6 +28,11 @@ impl RegistryClient {
             .lookup(&r.registry, &r.repository)
             .await?;
         let security = self.security(r);
+        if security == http::Security::Insecure {
+            // oci-client takes one scheme: find the one that works first (cached).
+            let t = self.target(r);
+            self.inner.http.probe_scheme(&t).await?;
+        }
         let plain = self.plain_http(r);
         let host = r.to_oci().resolve_registry().to_string();
         let mut cas = Vec::new();
