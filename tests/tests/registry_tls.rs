@@ -83,6 +83,24 @@ fn private_ca_token_registry_push_pull_lazy_and_tls_failures() {
         fixtures::random_bytes(300 << 10, 2)
     );
 
+    // The daemon with --certs-dir: a lazy pull and reads through its FUSE mount.
+    {
+        let daemon_cfg = tmp.path().join("daemon-docker");
+        std::fs::create_dir_all(&daemon_cfg).unwrap();
+        docker_config(&daemon_cfg, &host, USER, PASSWORD);
+        let d = skiff_tests::Daemon::start_with_env(
+            &["--certs-dir", certs.to_str().unwrap()],
+            &[("DOCKER_CONFIG", daemon_cfg.to_str().unwrap())],
+        )
+        .unwrap();
+        d.ok(&["pull", &chunked]);
+        let out = d.ok(&["run", "--rm", &chunked, "sha256sum", "/later/four"]);
+        use sha2::Digest as _;
+        let want = hex::encode(sha2::Sha256::digest(fixtures::random_bytes(300 << 10, 4)));
+        assert!(out.contains(&want), "{out}");
+        assert_no_secret(&d.log_text(), &tokens);
+    }
+
     // No CA configured: refused, naming the host and the reason.
     let untrusting = store(
         &tmp.path().join("no-ca"),
