@@ -197,4 +197,17 @@ fn token_server_faults_are_clear_errors() {
     let ok = store_with(&tmp.path().join("ok"), &config);
     rt.block_on(ok.pull(&reference, QUIET)).unwrap();
     assert_eq!(ok.images().unwrap().len(), 1);
+
+    // The token server is down: unreachable, named as the token server.
+    let realm = server.realm();
+    drop(server);
+    let s = store_with(&tmp.path().join("down"), &config);
+    let started = std::time::Instant::now();
+    let e = rt
+        .block_on(s.pull(&reference, QUIET))
+        .unwrap_err()
+        .to_string();
+    eprintln!("down ({:?}): {e}", started.elapsed());
+    assert!(e.contains(&format!("token server {realm}")), "{e}");
+    assert!(e.contains("unreachable"), "{e}");
 }
