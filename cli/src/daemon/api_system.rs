@@ -86,6 +86,8 @@ pub async fn info(State(d): State<Arc<Daemon>>) -> ApiResult<Json<SystemInfo>> {
         driver: Some("overlay on skiff-fuse (lazy zstd:chunked)".to_string()),
         driver_status: Some(d.images.cache_status()?),
         registry_config: Some(d.images.registry_config()),
+        // Where `docker login` without a server logs in (Docker Hub, as dockerd says).
+        index_server_address: Some(skiff_store::registry::credentials::DOCKER_HUB_KEY.to_string()),
         docker_root_dir: Some(d.paths.data_root.display().to_string()),
         kernel_version: Some(kernel_version()),
         operating_system: Some("linux".to_string()),
