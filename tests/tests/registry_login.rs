@@ -91,6 +91,32 @@ fn docker_login_then_pull_of_a_private_lazy_image() {
         "{err}"
     );
 
+    // Pulling with a wrong password (as X-Registry-Auth): refused, and not kept to spoil a
+    // later anonymous pull of a public image.
+    std::fs::create_dir_all(&client_config).unwrap();
+    docker_config(&client_config, &reg.host(), USER, "wrong-password");
+    let out = docker().args(["pull", &chunked]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success());
+    assert!(
+        err.contains("token server") && err.contains("user alice"),
+        "{err}"
+    );
+    assert!(!err.contains("wrong-password"), "{err}");
+    std::fs::remove_file(client_config.join("config.json")).unwrap();
+    server.set_anonymous_pull(true);
+    // Short-lived: the daemon must not keep reading with this anonymous token below.
+    server.set_lifetime(1, None);
+    let out = docker().args(["pull", &chunked]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "anonymous pull of a public image: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    server.set_anonymous_pull(false);
+    server.set_lifetime(300, None);
+    std::thread::sleep(Duration::from_millis(1200));
+
     // A wrong password: refused by the daemon's check, nothing stored.
     let (ok, _, err) = run_with_stdin(
         docker().args(["login", "-u", USER, "--password-stdin", &reg.host()]),

@@ -220,7 +220,9 @@ impl ImageService {
                 return;
             }
         };
-        self.store.registry().remember_credentials(&parsed, secret);
+        self.store
+            .registry()
+            .remember_credentials(&parsed, secret.clone());
         let _ = tx
             .send(json!({"status": format!("Pulling from {}", parsed.repository), "id": parsed.tag.clone().unwrap_or_else(|| "latest".into())}))
             .await;
@@ -256,6 +258,9 @@ impl ImageService {
                 tracing::info!(reference = %reference, id = %img.id, lazy, fetched, "pulled image");
             }
             Err(e) => {
+                if matches!(e, skiff_store::StoreError::Unauthorized { .. }) {
+                    self.store.registry().forget_credentials(&parsed, &secret);
+                }
                 tracing::warn!(reference = %reference, "pull failed: {e}");
                 let _ = tx.send(stream_error(&e)).await;
             }

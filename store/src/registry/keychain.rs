@@ -68,6 +68,27 @@ impl Keychain {
         }
     }
 
+    /// Drops what was kept for `registry`/`repository` if it is `secret` (credentials the
+    /// registry refused must not stand in for later anonymous pulls).
+    pub fn forget(&self, registry: &str, repository: &str, secret: &Secret) {
+        let mut map = self.remembered.lock().expect("keychain");
+        let Some(repos) = map.get_mut(registry) else {
+            return;
+        };
+        if repos.get(repository) != Some(secret) {
+            return;
+        }
+        repos.remove(repository);
+        if repos.is_empty() {
+            map.remove(registry);
+        }
+        if let Some(file) = &self.file {
+            if let Err(e) = save(file, &map) {
+                tracing::warn!(path = %file.display(), "cannot persist registry credentials: {e}");
+            }
+        }
+    }
+
     /// The credentials for `registry`/`repository`: remembered ones for the repository,
     /// then for any repository of the registry, then the Docker config's.
     pub async fn lookup(&self, registry: &str, repository: &str) -> Result<Credential, StoreError> {
@@ -202,6 +223,15 @@ mod tests {
             std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
             0o600
         );
+        // Forgetting other credentials does nothing; these, removes them.
+        k.forget("r:5000", "a/b", &Secret::RegistryToken("x".into()));
+        assert_eq!(k.lookup("r:5000", "a/b").await.unwrap().secret, s);
+        k.forget("r:5000", "a/b", &s);
+        assert_eq!(
+            k.lookup("r:5000", "a/b").await.unwrap().secret,
+            Secret::Anonymous
+        );
+        k.remember("r:5000", "a/b", s.clone());
         // A new keychain (a restarted daemon) reads them back.
         let k2 = Keychain::new(None, Some(file));
         assert_eq!(k2.lookup("r:5000", "a/b").await.unwrap().secret, s);

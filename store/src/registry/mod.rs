@@ -180,6 +180,14 @@ impl RegistryClient {
             .remember(&r.registry, &r.repository, secret);
     }
 
+    /// Forgets `secret` for `r`'s repository if it is what was kept (the registry refused
+    /// it).
+    pub fn forget_credentials(&self, r: &ImageReference, secret: &Secret) {
+        self.inner
+            .keychain
+            .forget(&r.registry, &r.repository, secret);
+    }
+
     /// Checks `cred` against `registry` (`host[:port]`, or `docker.io`) as `docker login`
     /// does; returns the identity (refresh) token the registry issued, if any.
     pub async fn login(&self, registry: &str, cred: &Credential) -> Result<Option<String>> {
