@@ -100,6 +100,10 @@ pub enum Command {
     /// Manage volumes.
     #[command(subcommand)]
     Volume(VolumeCommand),
+    /// Log in to a registry (credentials are checked by the daemon, kept by the client).
+    Login(LoginArgs),
+    /// Log out from a registry.
+    Logout(LogoutArgs),
     /// Show the skiff version information.
     Version,
     /// Display system-wide information.
@@ -117,9 +121,20 @@ pub struct DaemonArgs {
     /// Byte budget of the chunk cache (e.g. 10g, 512m) [default: 10g].
     #[arg(long)]
     pub cache_size: Option<String>,
-    /// Registries (host[:port]) reached over plain HTTP besides loopback ones.
+    /// Registries (host[:port]) reached over HTTPS without verification, then plain HTTP.
     #[arg(long = "insecure-registry")]
     pub insecure_registries: Vec<String>,
+    /// A Docker Hub mirror (`http[s]://host[:port]`), tried before Docker Hub for pulls
+    /// of docker.io images (repeat for several, tried in order).
+    #[arg(long = "registry-mirror")]
+    pub registry_mirrors: Vec<String>,
+    /// Where docker.io is reached instead of Docker Hub (tests only).
+    #[arg(long, hide = true)]
+    pub docker_hub_origin: Option<String>,
+    /// Per-registry CAs (`<dir>/<host[:port]>/*.crt`) and client certificates (`*.cert` +
+    /// `*.key`), laid out like Docker's certs.d [default: /etc/skiff/certs.d].
+    #[arg(long)]
+    pub certs_dir: Option<PathBuf>,
     /// The bridge containers attach to by default [default: skiff0].
     #[arg(long)]
     pub bridge: Option<String>,
@@ -561,6 +576,27 @@ pub struct ImagesArgs {
     pub filters: Vec<String>,
     /// Only images whose reference matches (as `--filter reference=`).
     pub reference: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct LoginArgs {
+    /// Username.
+    #[arg(short = 'u', long)]
+    pub username: Option<String>,
+    /// Password (insecure: it shows in the process list; use --password-stdin).
+    #[arg(short = 'p', long)]
+    pub password: Option<String>,
+    /// Take the password from stdin.
+    #[arg(long)]
+    pub password_stdin: bool,
+    /// Registry (`host[:port]`); Docker Hub when omitted.
+    pub server: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct LogoutArgs {
+    /// Registry (`host[:port]`); Docker Hub when omitted.
+    pub server: Option<String>,
 }
 
 #[derive(Args, Debug)]

@@ -72,6 +72,9 @@ async fn dispatch(cli: Cli) -> Result<()> {
     if let Command::Bench(args) = &cli.command {
         return bench::bench(args).await;
     }
+    if let Command::Logout(args) = &cli.command {
+        return client::login::logout(args).await;
+    }
     if let Command::Image(ImageCommand::Convert(args)) = &cli.command {
         return daemon::convert::convert_command(args).await;
     }
@@ -104,6 +107,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Image(ImageCommand::Import(a)) => images::import(d, a).await,
         Command::Image(ImageCommand::Prune(a)) => system::image_prune(d, a).await,
         Command::Image(ImageCommand::Profile(c)) => profiles::run(&socket, c).await,
+        Command::Login(a) => login::login(&socket, a).await,
         Command::System(SystemCommand::Prune(a)) => system::prune(d, a).await,
         Command::System(SystemCommand::Df) => system::df(d).await,
         Command::Volume(VolumeCommand::Create(a)) => volumes::create(d, a).await,
@@ -128,6 +132,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Daemon(_)
         | Command::Bench(_)
         | Command::Version
+        | Command::Logout(_)
         | Command::Image(ImageCommand::Convert(_)) => {
             unreachable!("handled above")
         }

@@ -139,6 +139,30 @@ pub enum StoreError {
         reason: String,
     },
 
+    /// Credentials that cannot be used as given (`source_name`: the header or file).
+    #[error("invalid registry credentials in {source_name}: {reason}")]
+    InvalidCredentials { source_name: String, reason: String },
+
+    /// A credential helper (`docker-credential-<name>`) failed, hung or answered garbage.
+    #[error("{helper} {action} failed: {reason}")]
+    CredentialHelper {
+        helper: String,
+        action: String,
+        reason: String,
+    },
+
+    /// A TLS handshake with a registry failed: unknown CA, name mismatch, expired ...
+    #[error("registry {host} refused the TLS connection for {reference}: {reason}")]
+    Tls {
+        host: String,
+        reference: String,
+        reason: String,
+    },
+
+    /// A registry's TLS files (`certs.d/<host>/`) cannot be used.
+    #[error("TLS configuration {path}: {reason}")]
+    TlsConfig { path: PathBuf, reason: String },
+
     /// A read asked for a layer no blob source was registered for.
     #[error("layer {layer} is not registered with the chunk cache")]
     LayerNotRegistered { layer: String },
@@ -161,6 +185,10 @@ impl StoreError {
         match self {
             StoreError::NotFound { .. }
             | StoreError::Unauthorized { .. }
+            | StoreError::InvalidCredentials { .. }
+            | StoreError::CredentialHelper { .. }
+            | StoreError::Tls { .. }
+            | StoreError::TlsConfig { .. }
             | StoreError::DigestMismatch { .. }
             | StoreError::InvalidReference { .. }
             | StoreError::LayerNotRegistered { .. } => true,

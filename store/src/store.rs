@@ -22,6 +22,12 @@ pub struct StoreOptions {
     pub insecure_registries: Vec<String>,
     /// Docker `config.json` with credentials; `None` = `$DOCKER_CONFIG` / `~/.docker`.
     pub docker_config: Option<PathBuf>,
+    /// Per-registry CAs and client certificates, laid out like Docker's `certs.d`.
+    pub certs_dir: Option<PathBuf>,
+    /// Docker Hub mirrors (`http[s]://host[:port]`), tried first for `docker.io` reads.
+    pub registry_mirrors: Vec<String>,
+    /// Where `docker.io` is reached instead of Docker Hub (tests only).
+    pub docker_hub_origin: Option<String>,
     /// Layers downloaded at once during a pull.
     pub max_concurrent_downloads: usize,
     /// Platform picked from multi-arch indexes; `None` = the host's.
@@ -39,6 +45,9 @@ impl Default for StoreOptions {
         StoreOptions {
             insecure_registries: Vec::new(),
             docker_config: None,
+            certs_dir: None,
+            registry_mirrors: Vec::new(),
+            docker_hub_origin: None,
             max_concurrent_downloads: 3,
             platform: None,
             cache_bytes: 10 << 30,
@@ -145,11 +154,16 @@ impl Store {
             }
         }
         let db = Db::open(&root.join("skiff.db"))?;
-        let registry = RegistryClient::new(RegistryOptions {
+        let registry = RegistryClient::try_new(RegistryOptions {
             insecure_registries: opts.insecure_registries.clone(),
             docker_config: opts.docker_config.clone(),
+            certs_dir: opts.certs_dir.clone(),
+            registry_mirrors: opts.registry_mirrors.clone(),
+            docker_hub_origin: opts.docker_hub_origin.clone(),
+            // Credentials clients sent with pulls, for lazy reads after a restart.
+            credentials_file: Some(root.join("registry-credentials.json")),
             platform: opts.platform.clone(),
-        });
+        })?;
         let mut cache_config = ChunkCacheConfig::new(root.join("chunks"));
         cache_config.budget_bytes = opts.cache_bytes;
         let cache = Arc::new(ChunkCache::open(cache_config)?);

@@ -43,7 +43,19 @@ impl Daemon {
         Self::start_exactly(extra)
     }
 
+    /// As [`Daemon::start_with`], with extra environment variables for the daemon (e.g.
+    /// `DOCKER_CONFIG`, `PATH` for credential helpers).
+    pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Result<Daemon> {
+        let mut args = vec!["--no-background-fetch"];
+        args.extend_from_slice(extra);
+        Self::start_env(&args, env)
+    }
+
     fn start_exactly(extra: &[&str]) -> Result<Daemon> {
+        Self::start_env(extra, &[])
+    }
+
+    fn start_env(extra: &[&str], env: &[(&str, &str)]) -> Result<Daemon> {
         let dir = tempfile::Builder::new().prefix("skiff-e2e-").tempdir()?;
         let data_root = dir.path().join("data");
         let exec_root = dir.path().join("run");
@@ -69,7 +81,10 @@ impl Daemon {
                 .chain(extra_args)
                 .collect(),
             bin: None,
-            envs: Vec::new(),
+            envs: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         d.spawn()?;
         Ok(d)
@@ -199,10 +214,8 @@ impl Daemon {
     /// `envs` added to its environment (e.g. `SKIFF_TEST_VERSION`).
     pub fn start_again_with(&mut self, bin: &Path, envs: &[(&str, &str)]) -> Result<()> {
         self.bin = Some(bin.to_path_buf());
-        self.envs = envs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        self.envs
+            .extend(envs.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         self.start_again()
     }
 

@@ -31,6 +31,10 @@ pub fn registry_unavailable() -> Option<String> {
 
 pub struct Registry {
     child: Child,
+    /// The address it listens on (127.0.0.1, or inside a test's network namespace).
+    ip: String,
+    /// The network namespace it runs in, if any.
+    netns: Option<String>,
     port: u16,
     _dir: tempfile::TempDir,
     log: PathBuf,
@@ -50,31 +54,102 @@ impl Registry {
         Self::start_with_auth(Some(htpasswd))
     }
 
+    /// Like [`Registry::start`], with Distribution's token authentication: the registry
+    /// answers `401 Bearer realm=<server's realm>` and accepts the server's JWTs.
+    pub fn start_with_token(server: &crate::token_server::TokenServer) -> Result<Registry> {
+        Self::start_with_config(&format!(
+            "auth:\n  token:\n    realm: {}\n    service: {}\n    issuer: {}\n    rootcertbundle: {}\n",
+            server.realm(),
+            crate::token_server::SERVICE,
+            crate::token_server::ISSUER,
+            server.cert_bundle().display()
+        ))
+    }
+
     fn start_with_auth(htpasswd: Option<&Path>) -> Result<Registry> {
+        Self::start_with_config(
+            &htpasswd
+                .map(|p| {
+                    format!(
+                        "auth:\n  htpasswd:\n    realm: skiff-test\n    path: {}\n",
+                        p.display()
+                    )
+                })
+                .unwrap_or_default(),
+        )
+    }
+
+    /// Starts a registry serving HTTPS with `cert`/`key` inside `ns` (port 5000), with
+    /// token auth by `token` if given, and requiring client certificates signed by
+    /// `client_ca` if given.
+    pub fn start_tls_in(
+        ns: &crate::netns::NetNs,
+        port: u16,
+        cert: &Path,
+        key: &Path,
+        client_ca: Option<&Path>,
+        token: Option<&crate::token_server::TokenServer>,
+    ) -> Result<Registry> {
+        let mut tls = format!(
+            "  tls:\n    certificate: {}\n    key: {}\n",
+            cert.display(),
+            key.display()
+        );
+        if let Some(ca) = client_ca {
+            tls.push_str(&format!("    clientcas:\n      - {}\n", ca.display()));
+        }
+        let auth = token
+            .map(|server| {
+                format!(
+                    "auth:\n  token:\n    realm: {}\n    service: {}\n    issuer: {}\n    rootcertbundle: {}\n",
+                    server.realm(),
+                    crate::token_server::SERVICE,
+                    crate::token_server::ISSUER,
+                    server.cert_bundle().display()
+                )
+            })
+            .unwrap_or_default();
+        Self::start_at(&ns.ns_ip, Some(&ns.name), port, &tls, &auth)
+    }
+
+    /// Starts a plain-HTTP registry inside `ns` on `port`.
+    pub fn start_plain_in(ns: &crate::netns::NetNs, port: u16) -> Result<Registry> {
+        Self::start_at(&ns.ns_ip, Some(&ns.name), port, "", "")
+    }
+
+    /// Starts a registry whose config ends with `extra` (YAML top-level sections).
+    fn start_with_config(extra: &str) -> Result<Registry> {
+        Self::start_at("127.0.0.1", None, free_port()?, "", extra)
+    }
+
+    /// A registry listening on `ip:port` (in namespace `netns`), with `http_extra` in its
+    /// `http:` section and `extra` top-level sections.
+    fn start_at(
+        ip: &str,
+        netns: Option<&str>,
+        port: u16,
+        http_extra: &str,
+        extra: &str,
+    ) -> Result<Registry> {
         let dir = tempfile::Builder::new()
             .prefix("skiff-registry-")
             .tempdir()?;
-        let port = free_port()?;
         let storage = dir.path().join("storage");
         std::fs::create_dir_all(&storage)?;
         let config = dir.path().join("config.yml");
         std::fs::write(
             &config,
             format!(
-                "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{}",
+                "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {ip}:{port}\n{http_extra}{extra}",
                 storage.display(),
-                htpasswd
-                    .map(|p| format!(
-                        "auth:\n  htpasswd:\n    realm: skiff-test\n    path: {}\n",
-                        p.display()
-                    ))
-                    .unwrap_or_default()
             ),
         )?;
         let log = dir.path().join("registry.log");
-        let child = spawn_registry(&config, &log)?;
+        let child = spawn_registry(&config, &log, netns)?;
         let mut reg = Registry {
             child,
+            ip: ip.to_string(),
+            netns: netns.map(str::to_string),
             port,
             _dir: dir,
             log,
@@ -98,7 +173,7 @@ impl Registry {
     /// Starts the registry again on the same port with the same storage.
     pub fn restart(&mut self) -> Result<()> {
         self.stop()?;
-        self.child = spawn_registry(&self.config, &self.log)?;
+        self.child = spawn_registry(&self.config, &self.log, self.netns.as_deref())?;
         self.stopped = false;
         self.wait_ready()
     }
@@ -112,7 +187,11 @@ impl Registry {
                     std::fs::read_to_string(&self.log).unwrap_or_default()
                 );
             }
-            if let Ok(status) = self.get_status("/v2/") {
+            if self.http_extra_tls() {
+                if TcpStream::connect((self.ip.as_str(), self.port)).is_ok() {
+                    return Ok(());
+                }
+            } else if let Ok(status) = self.get_status("/v2/") {
                 // 401: up, and asking for the credentials it was configured with.
                 if status == 200 || status == 401 {
                     return Ok(());
@@ -123,9 +202,15 @@ impl Registry {
         bail!("registry on port {} did not answer within 20s", self.port)
     }
 
-    /// `127.0.0.1:PORT`, the registry part of image references pushed here.
+    /// Whether it serves HTTPS (its config has a `tls:` section).
+    fn http_extra_tls(&self) -> bool {
+        std::fs::read_to_string(&self.config).is_ok_and(|c| c.contains("\n  tls:\n"))
+    }
+
+    /// `IP:PORT` (`127.0.0.1:PORT` unless in a namespace), the registry part of image
+    /// references pushed here.
     pub fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.ip, self.port)
     }
 
     pub fn port(&self) -> u16 {
@@ -157,13 +242,9 @@ impl Registry {
 
     /// The HTTP status of a GET of `path` (a tiny HTTP/1.0 client, enough for health checks).
     pub fn get_status(&self, path: &str) -> Result<u16> {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port))?;
+        let mut s = TcpStream::connect((self.ip.as_str(), self.port))?;
         s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        write!(
-            s,
-            "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{}\r\n\r\n",
-            self.port
-        )?;
+        write!(s, "GET {path} HTTP/1.0\r\nHost: {}\r\n\r\n", self.host())?;
         let mut buf = Vec::new();
         s.read_to_end(&mut buf)?;
         let head = String::from_utf8_lossy(&buf);
@@ -183,13 +264,21 @@ impl Drop for Registry {
     }
 }
 
-fn spawn_registry(config: &Path, log: &Path) -> Result<Child> {
+fn spawn_registry(config: &Path, log: &Path, netns: Option<&str>) -> Result<Child> {
     let logf = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(log)?;
-    Command::new(registry_bin())
-        .arg("serve")
+    let mut cmd = match netns {
+        // `ip netns exec` execs the registry: the child's PID is the registry's.
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns]).arg(registry_bin());
+            c
+        }
+        None => Command::new(registry_bin()),
+    };
+    cmd.arg("serve")
         .arg(config)
         .stdin(Stdio::null())
         .stdout(logf.try_clone()?)

@@ -34,6 +34,12 @@ pub async fn pull_with_progress(
     to_stderr: bool,
 ) -> Result<()> {
     let (repo, tag) = split_tag(image);
+    let credentials = super::login::credentials_for(image)
+        .await
+        .unwrap_or_else(|e| {
+            eprintln!("WARNING: no registry credentials sent: {e:#}");
+            None
+        });
     let mut stream = docker.create_image(
         Some(CreateImageOptions {
             from_image: repo,
@@ -41,7 +47,7 @@ pub async fn pull_with_progress(
             ..Default::default()
         }),
         None,
-        None,
+        credentials,
     );
     let fancy = !quiet
         && if to_stderr {
@@ -107,7 +113,13 @@ pub async fn pull(docker: &Docker, args: &PullArgs) -> Result<()> {
 
 pub async fn push(docker: &Docker, args: &PullArgs) -> Result<()> {
     let (repo, tag) = split_tag(&args.image);
-    let mut stream = docker.push_image(&repo, Some(PushImageOptions { tag }), None);
+    let credentials = super::login::credentials_for(&args.image)
+        .await
+        .unwrap_or_else(|e| {
+            eprintln!("WARNING: no registry credentials sent: {e:#}");
+            None
+        });
+    let mut stream = docker.push_image(&repo, Some(PushImageOptions { tag }), credentials);
     while let Some(item) = stream.next().await {
         let info = item.map_err(|e| anyhow::anyhow!(super::error_message(&e)))?;
         if let Some(err) = info.error {

@@ -9,6 +9,7 @@ pub mod format;
 pub mod images;
 pub mod inspect;
 pub mod lifecycle;
+pub mod login;
 pub mod logs;
 pub mod ops;
 pub mod profiles;

@@ -169,6 +169,28 @@ pub async fn info(docker: &Docker) -> Result<()> {
         " Docker Root Dir: {}",
         i.docker_root_dir.unwrap_or_default()
     );
+    if let Some(rc) = i.registry_config {
+        let mut insecure: Vec<String> = rc
+            .index_configs
+            .unwrap_or_default()
+            .into_values()
+            .filter(|c| c.secure == Some(false))
+            .filter_map(|c| c.name)
+            .collect();
+        insecure.sort();
+        insecure.extend(rc.insecure_registry_cidrs.unwrap_or_default());
+        println!(" Insecure Registries:");
+        for r in insecure {
+            println!("  {r}");
+        }
+        let mirrors = rc.mirrors.unwrap_or_default();
+        if !mirrors.is_empty() {
+            println!(" Registry Mirrors:");
+            for m in mirrors {
+                println!("  {m}");
+            }
+        }
+    }
     Ok(())
 }
 

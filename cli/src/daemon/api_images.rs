@@ -79,9 +79,23 @@ fn full_ref(name: &str, tag: Option<&str>) -> String {
     }
 }
 
+/// The credentials of Docker's `X-Registry-Auth` header (anonymous without one).
+fn registry_auth(headers: &axum::http::HeaderMap) -> ApiResult<skiff_store::registry::Secret> {
+    match headers.get("x-registry-auth") {
+        None => Ok(skiff_store::registry::Secret::Anonymous),
+        Some(v) => {
+            let v = v
+                .to_str()
+                .map_err(|_| DaemonError::invalid("X-Registry-Auth header: not ASCII base64"))?;
+            Ok(skiff_store::registry::Credential::from_registry_auth_header(v)?.secret)
+        }
+    }
+}
+
 pub async fn create(
     State(d): State<Arc<Daemon>>,
     axum::extract::RawQuery(raw): axum::extract::RawQuery,
+    headers: axum::http::HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
     // `changes` repeats, which serde_urlencoded's struct form cannot collect: parse by hand.
@@ -122,8 +136,9 @@ pub async fn create(
     let reference = full_ref(&name, q.tag.as_deref());
     // Fail before streaming when the reference is malformed, so the status code says so.
     d.images.check_reference(&reference)?;
+    let secret = registry_auth(&headers)?;
     tokio::spawn(async move {
-        d.images.pull_image_stream(reference, tx).await;
+        d.images.pull_image_stream(reference, secret, tx).await;
     });
     Ok(streaming(json_lines_body(rx)))
 }
@@ -181,6 +196,7 @@ pub async fn post_by_name(
     State(d): State<Arc<Daemon>>,
     Path(rest): Path<String>,
     Query(q): Query<TagQuery>,
+    headers: axum::http::HeaderMap,
 ) -> ApiResult<Response> {
     if let Some(name) = rest.strip_suffix("/tag") {
         let repo = q
@@ -193,9 +209,10 @@ pub async fn post_by_name(
     }
     if let Some(name) = rest.strip_suffix("/push") {
         let reference = full_ref(name, q.tag.as_deref());
+        let secret = registry_auth(&headers)?;
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         tokio::spawn(async move {
-            d.images.push_image_stream(reference, tx).await;
+            d.images.push_image_stream(reference, secret, tx).await;
         });
         return Ok(streaming(json_lines_body(rx)));
     }

@@ -42,6 +42,23 @@ fn kernel_version() -> String {
         .unwrap_or_default()
 }
 
+/// `POST /auth`: validates credentials with the registry (Docker's `AuthConfig` body);
+/// `{"Status": "Login Succeeded", "IdentityToken": ...}`.
+pub async fn auth(
+    State(d): State<Arc<Daemon>>,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<serde_json::Value>> {
+    // Not echoed in errors: the body holds the password.
+    let auth: skiff_store::registry::credentials::AuthConfig = serde_json::from_slice(&body)
+        .map_err(|_| {
+            super::error::DaemonError::invalid("POST /auth: the body is not a JSON AuthConfig")
+        })?;
+    let token = d.images.login(&auth).await?;
+    Ok(Json(
+        serde_json::json!({"Status": "Login Succeeded", "IdentityToken": token}),
+    ))
+}
+
 pub async fn version() -> Json<SystemVersion> {
     Json(SystemVersion {
         version: Some(server_version()),
@@ -88,6 +105,9 @@ pub async fn info(State(d): State<Arc<Daemon>>) -> ApiResult<Json<SystemInfo>> {
             status
         }),
         live_restore_enabled: Some(d.live_restore),
+        registry_config: Some(d.images.registry_config()),
+        // Where `docker login` without a server logs in (Docker Hub, as dockerd says).
+        index_server_address: Some(skiff_store::registry::credentials::DOCKER_HUB_KEY.to_string()),
         docker_root_dir: Some(d.paths.data_root.display().to_string()),
         kernel_version: Some(kernel_version()),
         operating_system: Some("linux".to_string()),

@@ -18,6 +18,7 @@ pub const DEFAULT_BRIDGE: &str = "skiff0";
 pub const DEFAULT_SUBNET: &str = "172.18.0.0/16";
 pub const DEFAULT_CACHE_SIZE: &str = "10g";
 pub const DEFAULT_BACKGROUND_FETCH_RATE: &str = "20m";
+pub const DEFAULT_CERTS_DIR: &str = "/etc/skiff/certs.d";
 
 /// The file's shape; every key optional (see docs/daemon-config.md).
 #[derive(Debug, Default, Deserialize, PartialEq)]
@@ -27,6 +28,8 @@ pub struct DaemonFile {
     pub exec_root: Option<PathBuf>,
     pub insecure_registries: Option<Vec<String>>,
     pub registry_mirrors: Option<Vec<String>>,
+    /// skiff's own: the certs.d directory (`/etc/skiff/certs.d`).
+    pub certs_dir: Option<PathBuf>,
     pub live_restore: Option<bool>,
     pub log_driver: Option<String>,
     pub log_opts: Option<BTreeMap<String, String>>,
@@ -58,6 +61,12 @@ pub struct DaemonConfig {
     pub exec_root: PathBuf,
     pub cache_size: String,
     pub insecure_registries: Vec<String>,
+    /// Per-registry CAs and client certificates (Docker's certs.d layout).
+    pub certs_dir: PathBuf,
+    /// Docker Hub mirrors, file's then flags' (`http[s]://host[:port]`).
+    pub registry_mirrors: Vec<String>,
+    /// Test-only: where docker.io is reached.
+    pub docker_hub_origin: Option<String>,
     pub bridge: String,
     /// The bridge's subnet (`bip`).
     pub subnet: String,
@@ -98,8 +107,9 @@ pub fn parse(text: &str) -> Result<DaemonFile> {
     let unsupported = |key: &str| {
         anyhow::anyhow!("{key} is not supported by skiff yet (see docs/daemon-config.md)")
     };
-    if f.registry_mirrors.as_ref().is_some_and(|m| !m.is_empty()) {
-        return Err(unsupported("registry-mirrors"));
+    for m in f.registry_mirrors.iter().flatten() {
+        skiff_store::registry::parse_endpoint_url(m)
+            .map_err(|e| anyhow::anyhow!("registry-mirrors: {e}"))?;
     }
     if f.default_address_pools
         .as_ref()
@@ -125,6 +135,14 @@ pub fn resolve(
 ) -> Result<DaemonConfig> {
     let mut insecure = file.insecure_registries.unwrap_or_default();
     insecure.extend(args.insecure_registries.iter().cloned());
+    let mut mirrors = file.registry_mirrors.unwrap_or_default();
+    for m in &args.registry_mirrors {
+        skiff_store::registry::parse_endpoint_url(m)
+            .map_err(|e| anyhow::anyhow!("--registry-mirror: {e}"))?;
+        if !mirrors.contains(m) {
+            mirrors.push(m.clone());
+        }
+    }
     let cfg = DaemonConfig {
         data_root: args
             .data_root
@@ -141,6 +159,13 @@ pub fn resolve(
             .or(file.cache_size)
             .unwrap_or_else(|| DEFAULT_CACHE_SIZE.into()),
         insecure_registries: insecure,
+        registry_mirrors: mirrors,
+        docker_hub_origin: args.docker_hub_origin.clone(),
+        certs_dir: args
+            .certs_dir
+            .clone()
+            .or(file.certs_dir)
+            .unwrap_or_else(|| DEFAULT_CERTS_DIR.into()),
         bridge: args
             .bridge
             .clone()
@@ -206,6 +231,8 @@ mod tests {
         assert_eq!(cfg.insecure_registries, ["reg:5000"]);
         assert_eq!(cfg.exec_root, PathBuf::from(DEFAULT_EXEC_ROOT));
         assert_eq!(cfg.cache_size, DEFAULT_CACHE_SIZE);
+        assert!(cfg.registry_mirrors.is_empty());
+        assert_eq!(cfg.certs_dir, PathBuf::from(DEFAULT_CERTS_DIR));
         assert!(!cfg.live_restore);
     }
 
@@ -231,6 +258,34 @@ mod tests {
     }
 
     #[test]
+    fn mirrors_from_file_then_flags() {
+        let f = parse(r#"{"registry-mirrors": ["https://m1.example"]}"#).unwrap();
+        let cfg = resolve(
+            &args(&["--registry-mirror", "http://127.0.0.1:5000/"]),
+            None,
+            f,
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.registry_mirrors,
+            ["https://m1.example", "http://127.0.0.1:5000/"]
+        );
+        let e = resolve(
+            &args(&["--registry-mirror", "m2.example/path"]),
+            None,
+            DaemonFile::default(),
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("--registry-mirror") && e.contains("m2.example/path"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn unknown_and_unsupported_keys_are_refused() {
         let e = parse(r#"{"data-rot": "/x"}"#).unwrap_err().to_string();
         assert!(e.contains("unknown field `data-rot`"), "{e}");
@@ -239,10 +294,13 @@ mod tests {
             .to_string();
         assert!(e.contains("syslog"), "{e}");
         assert!(parse(r#"{"log-driver": "local", "log-opts": {"max-size": "10m"}}"#).is_ok());
-        let e = parse(r#"{"registry-mirrors": ["https://m"]}"#)
+        let e = parse(r#"{"registry-mirrors": ["ftp://m"]}"#)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("registry-mirrors"), "{e}");
+        assert!(
+            e.contains("registry-mirrors") && e.contains("ftp://m"),
+            "{e}"
+        );
         assert!(parse(r#"{"data-root": 3}"#).is_err());
     }
 

@@ -151,6 +151,8 @@ pub fn status(e: &DaemonError) -> StatusCode {
             S::InvalidReference { .. } | S::AmbiguousImage { .. } => StatusCode::BAD_REQUEST,
             S::NotFound { .. } | S::ImageNotFound { .. } => StatusCode::NOT_FOUND,
             S::Conflict { .. } => StatusCode::CONFLICT,
+            S::InvalidCredentials { .. } => StatusCode::BAD_REQUEST,
+            S::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         },
         E::LogsNotReadable => StatusCode::NOT_IMPLEMENTED,

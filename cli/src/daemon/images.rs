@@ -42,6 +42,20 @@ fn familiar(name: &str) -> String {
         .unwrap_or_else(|_| name.to_string())
 }
 
+/// `docker.io`, `host[:port]`: the registry a login's `serveraddress` names
+/// (`https://index.docker.io/v1/`, `https://host:5000`, `host:5000/v2/`, or empty).
+pub fn registry_of_server_address(addr: &str) -> String {
+    let rest = addr
+        .trim()
+        .trim_start_matches("https://")
+        .trim_start_matches("http://");
+    let host = rest.split('/').next().unwrap_or("");
+    match host {
+        "" | "index.docker.io" | "registry-1.docker.io" | "docker.io" => "docker.io".to_string(),
+        h => h.to_string(),
+    }
+}
+
 /// Streams a request body into a new file (imports can be gigabytes: never buffered).
 async fn write_body(body: axum::body::Body, path: &std::path::Path) -> std::io::Result<()> {
     use futures::StreamExt;
@@ -97,6 +111,42 @@ impl ImageService {
     /// The image store (skiff's own endpoints: profiles, stats).
     pub fn store(&self) -> &skiff_store::Store {
         &self.store
+    }
+
+    /// `/info`'s `RegistryConfig` in Docker's shape: mirrors, and one index entry per
+    /// registry skiff treats specially (Docker Hub with its mirrors, insecure ones).
+    pub fn registry_config(&self) -> bollard::models::RegistryServiceConfig {
+        let reg = self.store.registry();
+        let mirrors = reg.mirrors();
+        let mut index = std::collections::HashMap::new();
+        index.insert(
+            "docker.io".to_string(),
+            bollard::models::IndexInfo {
+                name: Some("docker.io".to_string()),
+                mirrors: Some(mirrors.clone()),
+                secure: Some(true),
+                official: Some(true),
+            },
+        );
+        let insecure = reg.insecure_registries();
+        for r in &insecure {
+            index.insert(
+                r.clone(),
+                bollard::models::IndexInfo {
+                    name: Some(r.clone()),
+                    mirrors: Some(vec![]),
+                    secure: Some(false),
+                    official: Some(false),
+                },
+            );
+        }
+        bollard::models::RegistryServiceConfig {
+            // Loopback registries are spoken to over plain HTTP, as Docker does.
+            insecure_registry_cidrs: Some(vec!["::1/128".to_string(), "127.0.0.0/8".to_string()]),
+            index_configs: Some(index),
+            mirrors: Some(mirrors),
+            ..Default::default()
+        }
     }
 
     pub fn image_count(&self) -> ApiResult<usize> {
@@ -205,8 +255,15 @@ impl ImageService {
         })
     }
 
-    /// Pulls, streaming Docker's progress JSON lines into `tx`.
-    pub async fn pull_image_stream(&self, reference: String, tx: Sender<serde_json::Value>) {
+    /// Pulls, streaming Docker's progress JSON lines into `tx`. `secret` (the client's
+    /// `X-Registry-Auth`) is kept for the repository: a lazily pulled image fetches with
+    /// it, and renews its tokens with it, long after the pull.
+    pub async fn pull_image_stream(
+        &self,
+        reference: String,
+        secret: skiff_store::registry::Secret,
+        tx: Sender<serde_json::Value>,
+    ) {
         let parsed = match skiff_store::ImageReference::parse(&reference) {
             Ok(r) => r,
             Err(e) => {
@@ -214,6 +271,9 @@ impl ImageService {
                 return;
             }
         };
+        self.store
+            .registry()
+            .remember_credentials(&parsed, secret.clone());
         let _ = tx
             .send(json!({"status": format!("Pulling from {}", parsed.repository), "id": parsed.tag.clone().unwrap_or_else(|| "latest".into())}))
             .await;
@@ -257,6 +317,9 @@ impl ImageService {
                 self.event("pull", &familiar(&reference));
             }
             Err(e) => {
+                if matches!(e, skiff_store::StoreError::Unauthorized { .. }) {
+                    self.store.registry().forget_credentials(&parsed, &secret);
+                }
                 tracing::warn!(reference = %reference, "pull failed: {e}");
                 let _ = tx.send(stream_error(&e)).await;
             }
@@ -306,7 +369,16 @@ impl ImageService {
         );
     }
 
-    pub async fn push_image_stream(&self, reference: String, tx: Sender<serde_json::Value>) {
+    /// Pushes, with `secret` (the client's `X-Registry-Auth`) kept for the repository.
+    pub async fn push_image_stream(
+        &self,
+        reference: String,
+        secret: skiff_store::registry::Secret,
+        tx: Sender<serde_json::Value>,
+    ) {
+        if let Ok(parsed) = skiff_store::ImageReference::parse(&reference) {
+            self.store.registry().remember_credentials(&parsed, secret);
+        }
         match self.store.push(&reference).await {
             Ok(digest) => {
                 self.event("push", &familiar(&reference));
@@ -326,6 +398,22 @@ impl ImageService {
                 let _ = tx.send(stream_error(&e)).await;
             }
         }
+    }
+
+    /// `POST /auth`: checks `auth` against its registry as `docker login` does. Returns
+    /// the identity token the registry issued ("" when none); nothing is stored.
+    pub async fn login(
+        &self,
+        auth: &skiff_store::registry::credentials::AuthConfig,
+    ) -> ApiResult<String> {
+        let registry = registry_of_server_address(auth.serveraddress.as_deref().unwrap_or(""));
+        let cred = skiff_store::registry::Credential {
+            secret: auth.secret(),
+            source: "the login request".to_string(),
+        };
+        let token = self.store.registry().login(&registry, &cred).await?;
+        tracing::info!(registry = %registry, user = auth.username.as_deref().unwrap_or(""), "login succeeded");
+        Ok(token.unwrap_or_default())
     }
 
     pub async fn remove_image(

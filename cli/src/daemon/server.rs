@@ -45,6 +45,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/_ping", get(s::ping).head(s::ping))
         .route("/version", get(s::version))
         .route("/info", get(s::info))
+        .route("/auth", post(s::auth))
         .route("/system/df", get(s::df))
         .route("/events", get(super::api_events::events))
         .route("/build/prune", post(s::build_prune))

@@ -41,6 +41,9 @@ impl Daemon {
             &paths.store(),
             skiff_store::StoreOptions {
                 insecure_registries: args.insecure_registries.clone(),
+                certs_dir: Some(args.certs_dir.clone()),
+                registry_mirrors: args.registry_mirrors.clone(),
+                docker_hub_origin: args.docker_hub_origin.clone(),
                 cache_bytes: cache_bytes as u64,
                 lazy_pull: args.lazy_pull,
                 fetch_profiles: args.profile_prefetch,

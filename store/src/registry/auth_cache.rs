@@ -25,8 +25,13 @@ pub enum Access {
     Open,
     /// HTTP basic credentials, sent with every request.
     Basic { username: String, password: String },
-    /// A bearer token from the registry's token server, valid until `expires`.
-    Bearer { token: String, expires: Instant },
+    /// A bearer token from the registry's token server, valid until `expires`; with the
+    /// OAuth2 refresh token the server issued alongside, if any.
+    Bearer {
+        token: String,
+        expires: Instant,
+        refresh_token: Option<String>,
+    },
 }
 
 impl std::fmt::Debug for Access {
@@ -54,7 +59,16 @@ impl Access {
         }
     }
 
-    fn usable(&self, now: Instant) -> bool {
+    /// The refresh token that renews this access, if the token server issued one.
+    pub fn refresh_token(&self) -> Option<&str> {
+        match self {
+            Access::Bearer { refresh_token, .. } => refresh_token.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// Whether a request may still carry it (a bearer token not yet expired).
+    pub fn usable(&self, now: Instant) -> bool {
         match self {
             Access::Bearer { expires, .. } => *expires > now,
             _ => true,
@@ -62,20 +76,55 @@ impl Access {
     }
 }
 
-/// `(registry host, repository)` → what its requests carry. Shared by every request of a
-/// [`RegistryClient`](super::RegistryClient).
+/// Held while one task renews a repository's access.
+pub type RenewalLock = std::sync::Arc<tokio::sync::Mutex<()>>;
+
+/// `(registry host, repository)` → what its requests carry, plus each host's last bearer
+/// challenge (so an expiring token is renewed before a request, not after a `401`). Shared
+/// by every request of a [`RegistryClient`](super::RegistryClient).
 #[derive(Default)]
 pub struct AuthCache {
     map: Mutex<HashMap<(String, String), Access>>,
+    challenges: Mutex<HashMap<String, Challenge>>,
+    /// One renewal at a time per `(host, repository)`: concurrent readers that all found
+    /// the token expired share one token request.
+    renewals: Mutex<HashMap<(String, String), RenewalLock>>,
 }
 
 impl AuthCache {
     /// The cached access for `registry`/`repository`; `None` when unknown or expired.
     pub fn get(&self, registry: &str, repository: &str) -> Option<Access> {
+        self.get_any(registry, repository)
+            .filter(|a| a.usable(Instant::now()))
+    }
+
+    /// The cached access, expired or not (an expired one still holds its refresh token).
+    pub fn get_any(&self, registry: &str, repository: &str) -> Option<Access> {
         let map = self.map.lock().unwrap();
         map.get(&(registry.to_string(), repository.to_string()))
-            .filter(|a| a.usable(Instant::now()))
             .cloned()
+    }
+
+    /// The last bearer challenge `registry` sent.
+    pub fn challenge(&self, registry: &str) -> Option<Challenge> {
+        self.challenges.lock().unwrap().get(registry).cloned()
+    }
+
+    pub fn set_challenge(&self, registry: &str, c: Challenge) {
+        self.challenges
+            .lock()
+            .unwrap()
+            .insert(registry.to_string(), c);
+    }
+
+    /// The lock serialising renewals of `registry`/`repository`'s access.
+    pub fn renewal_lock(&self, registry: &str, repository: &str) -> RenewalLock {
+        self.renewals
+            .lock()
+            .unwrap()
+            .entry((registry.to_string(), repository.to_string()))
+            .or_default()
+            .clone()
     }
 
     pub fn put(&self, registry: &str, repository: &str, access: Access) {
@@ -173,7 +222,8 @@ fn auth_params(s: &str) -> Vec<(String, String)> {
     }
 }
 
-/// A token server's answer (`token` or OAuth's `access_token`, `expires_in` seconds).
+/// A token server's answer (`token` or OAuth's `access_token`, `expires_in` seconds,
+/// `refresh_token` when the server issues offline tokens).
 #[derive(serde::Deserialize)]
 pub struct TokenResponse {
     #[serde(default)]
@@ -182,6 +232,8 @@ pub struct TokenResponse {
     access_token: Option<String>,
     #[serde(default)]
     expires_in: Option<u64>,
+    #[serde(default)]
+    pub refresh_token: Option<String>,
 }
 
 impl TokenResponse {
@@ -192,12 +244,12 @@ impl TokenResponse {
             .expires_in
             .map(Duration::from_secs)
             .unwrap_or(DEFAULT_TOKEN_LIFETIME);
+        // Renew early: a tenth of the lifetime, at most EXPIRY_MARGIN, before it ends.
+        let margin = EXPIRY_MARGIN.min(lifetime / 10);
         Some(Access::Bearer {
             token,
-            expires: received
-                + lifetime
-                    .saturating_sub(EXPIRY_MARGIN)
-                    .max(Duration::from_secs(1)),
+            expires: received + lifetime.saturating_sub(margin).max(Duration::from_secs(1)),
+            refresh_token: self.refresh_token.filter(|t| !t.is_empty()),
         })
     }
 }
@@ -240,13 +292,20 @@ mod tests {
         let cache = AuthCache::default();
         let t0 = Instant::now();
         let tr: TokenResponse =
-            serde_json::from_str(r#"{"access_token":"abc","expires_in":300}"#).unwrap();
+            serde_json::from_str(r#"{"access_token":"abc","expires_in":300,"refresh_token":"rt"}"#)
+                .unwrap();
         let access = tr.into_access(t0).unwrap();
         assert_eq!(access.header().as_deref(), Some("Bearer abc"));
         let Access::Bearer { expires, .. } = &access else {
             panic!()
         };
         assert_eq!(*expires, t0 + Duration::from_secs(290));
+        assert_eq!(access.refresh_token(), Some("rt"));
+        let short: TokenResponse = serde_json::from_str(r#"{"token":"s","expires_in":5}"#).unwrap();
+        let Access::Bearer { expires, .. } = short.into_access(t0).unwrap() else {
+            panic!()
+        };
+        assert_eq!(expires, t0 + Duration::from_millis(4500));
         cache.put("r", "a/b", access);
         assert!(cache.get("r", "a/b").is_some());
         assert!(cache.get("r", "other").is_none());
@@ -257,9 +316,14 @@ mod tests {
             Access::Bearer {
                 token: "old".into(),
                 expires: Instant::now() - Duration::from_secs(1),
+                refresh_token: Some("r".into()),
             },
         );
         assert!(cache.get("r", "a/b").is_none());
+        assert_eq!(
+            cache.get_any("r", "a/b").unwrap().refresh_token(),
+            Some("r")
+        );
         cache.put("r", "a/b", Access::Open);
         assert_eq!(cache.get("r", "a/b"), Some(Access::Open));
         cache.invalidate("r", "a/b");

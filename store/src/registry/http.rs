@@ -3,14 +3,17 @@
 //! request on the wire once the repository's access is known ([`AuthCache`]). Pushes stay
 //! on `oci-client`.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use oci_client::secrets::RegistryAuth;
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, WWW_AUTHENTICATE};
 use reqwest::StatusCode;
 
 use super::auth_cache::{Access, AuthCache, Challenge, TokenResponse};
+use super::credentials::{Credential, Secret};
+use super::keychain::Keychain;
 use crate::reference::ImageReference;
 use crate::StoreError;
 
@@ -18,37 +21,167 @@ use crate::StoreError;
 /// until the registry refuses it.
 const CONFIGURED_TOKEN_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
 
-/// One repository's endpoint and the credentials configured for its registry.
+/// The OAuth2 `client_id` skiff names itself with at token servers.
+const CLIENT_ID: &str = "skiff";
+
+/// How a registry is spoken to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Security {
+    /// Plain HTTP only (loopback registries).
+    PlainHttp,
+    /// HTTPS without certificate verification, then plain HTTP (`--insecure-registry`).
+    Insecure,
+    /// HTTPS, verified against the system roots and the registry's `certs.d` CAs.
+    Verified,
+}
+
+/// One repository's endpoint and where its credentials come from.
 pub struct Target<'a> {
     /// For errors: the reference being fetched.
     pub reference: &'a ImageReference,
-    /// `http` or `https`.
-    pub scheme: &'static str,
     /// `host[:port]` requests go to (Docker Hub's name resolved to its API host).
     pub host: String,
-    pub credentials: RegistryAuth,
+    pub security: Security,
+    pub keychain: &'a Keychain,
+    /// Docker's `certs.d` layout, for per-registry CAs and client certificates.
+    pub certs_dir: Option<&'a std::path::Path>,
 }
 
 pub struct RegistryHttp {
-    client: reqwest::Client,
+    user_agent: String,
+    /// One keep-alive client per `(host, skip verification)`: each registry may have its
+    /// own CAs and client certificate.
+    clients: Mutex<HashMap<(String, bool), reqwest::Client>>,
+    /// The scheme that worked for each insecure registry, so it is found once.
+    schemes: Mutex<HashMap<String, &'static str>>,
     auth: AuthCache,
     requests: AtomicU64,
+    token_requests: AtomicU64,
+}
+
+/// A token request's parameters (Distribution token spec; OAuth2 for refresh tokens).
+struct TokenRequest<'a> {
+    realm: &'a str,
+    service: Option<&'a str>,
+    scope: Option<&'a str>,
+    /// Ask for a refresh token too (`offline_token=true`), as `docker login` does.
+    offline: bool,
 }
 
 impl RegistryHttp {
     pub fn new(user_agent: &str) -> RegistryHttp {
-        let client = reqwest::Client::builder()
-            .user_agent(user_agent)
+        RegistryHttp {
+            user_agent: user_agent.to_string(),
+            clients: Mutex::new(HashMap::new()),
+            schemes: Mutex::new(HashMap::new()),
+            auth: AuthCache::default(),
+            requests: AtomicU64::new(0),
+            token_requests: AtomicU64::new(0),
+        }
+    }
+
+    /// The client for `host` (`host[:port]`), with its `certs.d` CAs and client
+    /// certificate; `skip_verify` for insecure registries.
+    fn client(
+        &self,
+        t: &Target<'_>,
+        host: &str,
+        skip_verify: bool,
+    ) -> Result<reqwest::Client, StoreError> {
+        let key = (host.to_string(), skip_verify);
+        if let Some(c) = self.clients.lock().expect("clients").get(&key) {
+            return Ok(c.clone());
+        }
+        let mut b = reqwest::Client::builder()
+            .user_agent(&self.user_agent)
             .connect_timeout(Duration::from_secs(10))
             .read_timeout(Duration::from_secs(60))
             .tcp_nodelay(true)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build()
-            .expect("building the registry HTTP client");
-        RegistryHttp {
-            client,
-            auth: AuthCache::default(),
-            requests: AtomicU64::new(0),
+            .pool_idle_timeout(Duration::from_secs(90));
+        if let Some(dir) = t.certs_dir {
+            let certs = super::tls::load(dir, host)?;
+            b = b.tls_certs_merge(certs.cas);
+            if let Some(id) = certs.identity {
+                b = b.identity(id);
+            }
+        }
+        if skip_verify {
+            b = b.tls_danger_accept_invalid_certs(true);
+        }
+        let client = b.build().map_err(|e| StoreError::TlsConfig {
+            path: t
+                .certs_dir
+                .map(|d| super::tls::host_dir(d, host))
+                .unwrap_or_default(),
+            reason: chain(&e),
+        })?;
+        self.clients
+            .lock()
+            .expect("clients")
+            .insert(key, client.clone());
+        Ok(client)
+    }
+
+    /// The scheme requests to `t` use now: `http`, `https`, or for an insecure registry
+    /// the one that worked last (HTTPS until it failed).
+    pub fn scheme(&self, t: &Target<'_>) -> &'static str {
+        match t.security {
+            Security::PlainHttp => "http",
+            Security::Verified => "https",
+            Security::Insecure => self
+                .schemes
+                .lock()
+                .expect("schemes")
+                .get(&t.host)
+                .copied()
+                .unwrap_or("https"),
+        }
+    }
+
+    /// For an insecure registry whose scheme is not known yet: `GET /v2/` once, over
+    /// HTTPS then HTTP, keeping the scheme that answered (any status).
+    pub async fn probe_scheme(&self, t: &Target<'_>) -> Result<(), StoreError> {
+        let known = self.schemes.lock().expect("schemes").contains_key(&t.host);
+        if t.security == Security::Insecure && !known {
+            self.send_registry(t, "/v2/", &HeaderMap::new(), None, "probe")
+                .await?;
+            self.schemes
+                .lock()
+                .expect("schemes")
+                .entry(t.host.clone())
+                .or_insert("https");
+        }
+        Ok(())
+    }
+
+    /// `GET scheme://host<path>` for the registry itself: an insecure registry that fails
+    /// over HTTPS is tried over HTTP, and the scheme that worked is kept.
+    async fn send_registry(
+        &self,
+        t: &Target<'_>,
+        path: &str,
+        headers: &HeaderMap,
+        access: Option<&Access>,
+        op: &str,
+    ) -> Result<reqwest::Response, StoreError> {
+        let scheme = self.scheme(t);
+        let url = format!("{scheme}://{}{path}", t.host);
+        let skip = t.security == Security::Insecure;
+        match self.send(t, &url, skip, headers, access, op).await {
+            Err(e) if skip && scheme == "https" => {
+                let url = format!("http://{}{path}", t.host);
+                let resp = self
+                    .send(t, &url, false, headers, access, op)
+                    .await
+                    .map_err(|_| e)?;
+                tracing::info!(registry = %t.host, "insecure registry: HTTPS failed, using plain HTTP");
+                self.schemes
+                    .lock()
+                    .expect("schemes")
+                    .insert(t.host.clone(), "http");
+                Ok(resp)
+            }
+            r => r,
         }
     }
 
@@ -57,9 +190,17 @@ impl RegistryHttp {
         self.requests.load(Ordering::Relaxed)
     }
 
+    /// Requests sent to token servers.
+    pub fn token_requests(&self) -> u64 {
+        self.token_requests.load(Ordering::Relaxed)
+    }
+
     /// `GET /v2/<repository>/<path>` with `headers`, authenticated as the repository needs.
-    /// A `401` resolves access (token or basic) and is retried once; a second `401`/`403`
-    /// is [`StoreError::Unauthorized`]. Other statuses are returned for the caller to judge.
+    ///
+    /// A bearer token close to expiry is renewed before the request goes out; a `401`
+    /// resolves access afresh (token or basic) and the request is sent once more; a second
+    /// `401`/`403` is [`StoreError::Unauthorized`], naming the credentials' source. Other
+    /// statuses are returned for the caller to judge.
     pub async fn get(
         &self,
         t: &Target<'_>,
@@ -68,31 +209,50 @@ impl RegistryHttp {
         op: &str,
     ) -> Result<reqwest::Response, StoreError> {
         let repo = &t.reference.repository;
-        let url = format!("{}://{}/v2/{}/{}", t.scheme, t.host, repo, path);
-        let cached = self.auth.get(&t.host, repo);
-        let resp = self.send(t, &url, &headers, cached.as_ref(), op).await?;
+        let url = format!("/v2/{repo}/{path}");
+        let mut access = self.auth.get_any(&t.host, repo);
+        if let Some(stale) = access.clone().filter(|a| !a.usable(Instant::now())) {
+            // Expired: renew ahead with the challenge the registry gave last time.
+            access = match self.auth.challenge(&t.host) {
+                Some(c) => Some(self.renew(t, Some(&stale), Some(c), op).await?),
+                None => None,
+            };
+        }
+        let resp = self
+            .send_registry(t, &url, &headers, access.as_ref(), op)
+            .await?;
         if resp.status() != StatusCode::UNAUTHORIZED {
-            if cached.is_none() {
+            if access.is_none() {
                 self.auth.put(&t.host, repo, Access::Open);
             }
             return Ok(resp);
         }
         // Refused: the token expired or was revoked, or access was never resolved.
-        self.auth.invalidate(&t.host, repo);
         let challenge = resp
             .headers()
             .get(WWW_AUTHENTICATE)
             .and_then(|h| h.to_str().ok())
             .and_then(Challenge::parse);
-        let access = self.resolve(t, challenge, op).await?;
-        let resp = self.send(t, &url, &headers, Some(&access), op).await?;
+        let fresh = self.renew(t, access.as_ref(), challenge, op).await?;
+        let resp = self
+            .send_registry(t, &url, &headers, Some(&fresh), op)
+            .await?;
         if resp.status() == StatusCode::UNAUTHORIZED || resp.status() == StatusCode::FORBIDDEN {
+            self.auth.invalidate(&t.host, repo);
+            let cred = t
+                .keychain
+                .lookup(&t.reference.registry, repo)
+                .await
+                .map(|c| c.describe())
+                .unwrap_or_else(|e| e.to_string());
             return Err(unauthorized(
                 t,
-                format!("{op}: refused with the resolved credentials"),
+                format!(
+                    "{op}: {} again after access was renewed (credentials tried: {cred})",
+                    resp.status()
+                ),
             ));
         }
-        self.auth.put(&t.host, repo, access);
         Ok(resp)
     }
 
@@ -100,11 +260,16 @@ impl RegistryHttp {
         &self,
         t: &Target<'_>,
         url: &str,
+        skip_verify: bool,
         headers: &HeaderMap,
         access: Option<&Access>,
         op: &str,
     ) -> Result<reqwest::Response, StoreError> {
-        let mut req = self.client.get(url).headers(headers.clone());
+        let host = url_host(url);
+        let mut req = self
+            .client(t, &host, skip_verify)?
+            .get(url)
+            .headers(headers.clone());
         if let Some(h) = access.and_then(Access::header) {
             req = req.header(AUTHORIZATION, h);
         }
@@ -112,63 +277,310 @@ impl RegistryHttp {
         req.send().await.map_err(|e| transport_error(t, op, &e))
     }
 
-    /// Access for a `401` with `challenge`: the configured basic credentials, or a token
-    /// from the challenge's realm scoped to pulling the repository.
+    /// New access for `t`'s repository in place of `refused` (what was sent, if anything),
+    /// one renewal at a time: a task that waited on another's renewal takes its result.
+    async fn renew(
+        &self,
+        t: &Target<'_>,
+        refused: Option<&Access>,
+        challenge: Option<Challenge>,
+        op: &str,
+    ) -> Result<Access, StoreError> {
+        let repo = &t.reference.repository;
+        let lock = self.auth.renewal_lock(&t.host, repo);
+        let _renewing = lock.lock().await;
+        if let Some(current) = self.auth.get(&t.host, repo) {
+            if Some(&current) != refused && current != Access::Open {
+                return Ok(current);
+            }
+        }
+        if let Some(c @ Challenge::Bearer { .. }) = &challenge {
+            self.auth.set_challenge(&t.host, c.clone());
+        }
+        let refresh = refused.and_then(Access::refresh_token).map(str::to_string);
+        match self.resolve(t, challenge, refresh, op).await {
+            Ok(access) => {
+                self.auth.put(&t.host, repo, access.clone());
+                Ok(access)
+            }
+            Err(e) => {
+                self.auth.invalidate(&t.host, repo);
+                Err(e)
+            }
+        }
+    }
+
+    /// Access for a `401` with `challenge`: the credentials' basic auth, or a token from
+    /// the challenge's realm scoped to pulling the repository (by refresh token when one is
+    /// known, else with the credentials, else anonymously).
     async fn resolve(
         &self,
         t: &Target<'_>,
         challenge: Option<Challenge>,
+        refresh: Option<String>,
         op: &str,
     ) -> Result<Access, StoreError> {
-        if let RegistryAuth::Bearer(token) = &t.credentials {
+        let cred = t
+            .keychain
+            .lookup(&t.reference.registry, &t.reference.repository)
+            .await?;
+        if let Secret::RegistryToken(token) = &cred.secret {
             return Ok(Access::Bearer {
                 token: token.clone(),
                 expires: Instant::now() + CONFIGURED_TOKEN_LIFETIME,
+                refresh_token: None,
             });
         }
         match challenge {
-            Some(Challenge::Basic) | None => match &t.credentials {
-                RegistryAuth::Basic(u, p) => Ok(Access::Basic {
-                    username: u.clone(),
-                    password: p.clone(),
+            Some(Challenge::Basic) | None => match &cred.secret {
+                Secret::Basic { username, password } => Ok(Access::Basic {
+                    username: username.clone(),
+                    password: password.clone(),
                 }),
                 _ => Err(unauthorized(
                     t,
-                    format!("{op}: the registry asks for credentials and none are configured"),
+                    format!(
+                        "{op}: the registry asks for a user name and password and {} has none",
+                        cred.source
+                    ),
                 )),
             },
             Some(Challenge::Bearer { realm, service, .. }) => {
                 let scope = format!("repository:{}:pull", t.reference.repository);
-                let mut query: Vec<(&str, &str)> = vec![("scope", &scope)];
-                if let Some(s) = &service {
-                    query.push(("service", s));
-                }
-                let mut req = self.client.get(&realm).query(&query);
-                if let RegistryAuth::Basic(u, p) = &t.credentials {
-                    req = req.basic_auth(u, Some(p));
-                }
-                self.requests.fetch_add(1, Ordering::Relaxed);
-                let resp = req
-                    .send()
+                let req = TokenRequest {
+                    realm: &realm,
+                    service: service.as_deref(),
+                    scope: Some(&scope),
+                    offline: false,
+                };
+                self.token(t, &req, &cred, refresh)
                     .await
-                    .map_err(|e| transport_error(t, "token request", &e))?;
-                if !resp.status().is_success() {
-                    return Err(unauthorized(
-                        t,
-                        format!("token server {realm} answered {}", resp.status()),
-                    ));
-                }
-                let received = Instant::now();
-                let body = resp
-                    .bytes()
-                    .await
-                    .map_err(|e| transport_error(t, "token request", &e))?;
-                serde_json::from_slice::<TokenResponse>(&body)
-                    .ok()
-                    .and_then(|tr| tr.into_access(received))
-                    .ok_or_else(|| unauthorized(t, format!("token server {realm} sent no token")))
+                    .map(|(access, _)| access)
             }
         }
+    }
+
+    /// A token from `req.realm`: by OAuth2 refresh (`refresh`, or the credential's
+    /// identity token) when there is one, falling back to the credential's password when
+    /// the refresh is refused; else by GET with basic auth (or anonymously).
+    async fn token(
+        &self,
+        t: &Target<'_>,
+        req: &TokenRequest<'_>,
+        cred: &Credential,
+        refresh: Option<String>,
+    ) -> Result<(Access, Option<String>), StoreError> {
+        let refresh = refresh.or_else(|| match &cred.secret {
+            Secret::IdentityToken { token, .. } => Some(token.clone()),
+            _ => None,
+        });
+        if let Some(rt) = refresh {
+            let mut form = vec![
+                ("grant_type", "refresh_token"),
+                ("refresh_token", rt.as_str()),
+                ("client_id", CLIENT_ID),
+            ];
+            if let Some(s) = req.service {
+                form.push(("service", s));
+            }
+            if let Some(s) = req.scope {
+                form.push(("scope", s));
+            }
+            let sent = self
+                .client(t, &url_host(req.realm), false)?
+                .post(req.realm)
+                .form(&form);
+            match self
+                .token_exchange(t, req, cred, sent, "refresh token")
+                .await
+            {
+                Ok(r) => return Ok(r),
+                Err(e) if !matches!(cred.secret, Secret::Basic { .. }) => return Err(e),
+                Err(e) => {
+                    tracing::info!(registry = %t.host, "refresh token refused ({e}); asking with the password");
+                }
+            }
+        }
+        let mut query: Vec<(&str, &str)> = Vec::new();
+        if let Some(s) = req.service {
+            query.push(("service", s));
+        }
+        if let Some(s) = req.scope {
+            query.push(("scope", s));
+        }
+        let mut sent = self.client(t, &url_host(req.realm), false)?.get(req.realm);
+        if let Secret::Basic { username, password } = &cred.secret {
+            query.push(("account", username));
+            sent = sent.basic_auth(username, Some(password));
+        }
+        if req.offline {
+            query.push(("offline_token", "true"));
+            query.push(("client_id", CLIENT_ID));
+        }
+        self.token_exchange(t, req, cred, sent.query(&query), "password")
+            .await
+    }
+
+    /// Sends a token request and reads the answer: `(access, refresh token)`.
+    async fn token_exchange(
+        &self,
+        t: &Target<'_>,
+        req: &TokenRequest<'_>,
+        cred: &Credential,
+        sent: reqwest::RequestBuilder,
+        how: &str,
+    ) -> Result<(Access, Option<String>), StoreError> {
+        let realm = req.realm;
+        let scope = req.scope.unwrap_or("(none)");
+        let op = format!("token request to {realm} for {scope}");
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.token_requests.fetch_add(1, Ordering::Relaxed);
+        let resp = sent.send().await.map_err(|e| {
+            let mut err = transport_error(t, &op, &e);
+            if let StoreError::Unreachable { host, .. } = &mut err {
+                *host = format!("token server {realm}");
+            }
+            err
+        })?;
+        let status = resp.status();
+        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+            return Err(unauthorized(
+                t,
+                format!(
+                    "token server {realm} refused {} ({how}) for {scope}: {status}",
+                    cred.describe()
+                ),
+            ));
+        }
+        if !status.is_success() {
+            // The body is not echoed: a token server may reflect what it was sent.
+            return Err(StoreError::RegistryStatus {
+                reference: t.reference.to_string(),
+                operation: op,
+                status: Some(status.as_u16()),
+                reason: "the token server did not issue a token".to_string(),
+            });
+        }
+        let received = Instant::now();
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| transport_error(t, &op, &e))?;
+        let parsed = serde_json::from_slice::<TokenResponse>(&body).ok();
+        let refresh = parsed.as_ref().and_then(|p| p.refresh_token.clone());
+        let access = parsed
+            .and_then(|tr| tr.into_access(received))
+            .ok_or_else(|| StoreError::RegistryStatus {
+                reference: t.reference.to_string(),
+                operation: op,
+                status: None,
+                reason: "the answer is not a token response (JSON with token or access_token)"
+                    .to_string(),
+            })?;
+        Ok((access, refresh))
+    }
+
+    /// Checks `cred` against the registry at `scheme://host` as `docker login` does: `GET
+    /// /v2/`, then the token server its challenge names (asking for a refresh token) or
+    /// basic auth. Returns the refresh token the server issued (Docker's identity token).
+    pub async fn login(
+        &self,
+        t: &Target<'_>,
+        cred: &Credential,
+    ) -> Result<Option<String>, StoreError> {
+        let op = "login";
+        let resp = self
+            .send_registry(t, "/v2/", &HeaderMap::new(), None, op)
+            .await?;
+        if resp.status().is_success() {
+            return Ok(None);
+        }
+        if resp.status() != StatusCode::UNAUTHORIZED {
+            return Err(status_error(t, op, resp.status(), b""));
+        }
+        let challenge = resp
+            .headers()
+            .get(WWW_AUTHENTICATE)
+            .and_then(|h| h.to_str().ok())
+            .and_then(Challenge::parse);
+        match challenge {
+            Some(Challenge::Bearer { realm, service, .. }) => {
+                let req = TokenRequest {
+                    realm: &realm,
+                    service: service.as_deref(),
+                    scope: None,
+                    offline: true,
+                };
+                let (_, refresh) = self.token(t, &req, cred, None).await?;
+                Ok(refresh)
+            }
+            _ => {
+                let access = match &cred.secret {
+                    Secret::Basic { username, password } => Access::Basic {
+                        username: username.clone(),
+                        password: password.clone(),
+                    },
+                    _ => {
+                        return Err(unauthorized(
+                            t,
+                            format!(
+                            "login: the registry asks for a user name and password and {} has none",
+                            cred.source
+                        ),
+                        ))
+                    }
+                };
+                let resp = self
+                    .send_registry(t, "/v2/", &HeaderMap::new(), Some(&access), op)
+                    .await?;
+                if resp.status().is_success() {
+                    Ok(None)
+                } else {
+                    Err(unauthorized(
+                        t,
+                        format!("login: {} with {}", resp.status(), cred.describe()),
+                    ))
+                }
+            }
+        }
+    }
+
+    /// A bearer token for `actions` (e.g. `pull,push`) on `t`'s repository, for clients
+    /// that take a token (pushes with an identity token); `None` when the registry does
+    /// not use tokens.
+    pub async fn token_for(
+        &self,
+        t: &Target<'_>,
+        cred: &Credential,
+        actions: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let challenge = match self.auth.challenge(&t.host) {
+            Some(c) => Some(c),
+            None => {
+                let resp = self
+                    .send_registry(t, "/v2/", &HeaderMap::new(), None, "token")
+                    .await?;
+                resp.headers()
+                    .get(WWW_AUTHENTICATE)
+                    .and_then(|h| h.to_str().ok())
+                    .and_then(Challenge::parse)
+            }
+        };
+        let Some(Challenge::Bearer { realm, service, .. }) = challenge else {
+            return Ok(None);
+        };
+        let scope = format!("repository:{}:{actions}", t.reference.repository);
+        let req = TokenRequest {
+            realm: &realm,
+            service: service.as_deref(),
+            scope: Some(&scope),
+            offline: false,
+        };
+        let (access, _) = self.token(t, &req, cred, None).await?;
+        Ok(match access {
+            Access::Bearer { token, .. } => Some(token),
+            _ => None,
+        })
     }
 }
 
@@ -180,9 +592,29 @@ fn unauthorized(t: &Target<'_>, reason: String) -> StoreError {
     }
 }
 
-/// A failed request: unreachable (connect, timeout) or another transport error.
+/// `host[:port]` of `url` (as `certs.d` names registries).
+fn url_host(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(u) => match (u.host_str(), u.port()) {
+            (Some(h), Some(p)) => format!("{h}:{p}"),
+            (Some(h), None) => h.to_string(),
+            _ => String::new(),
+        },
+        Err(_) => String::new(),
+    }
+}
+
+/// A failed request: a TLS failure (with a reason a person can act on), unreachable
+/// (connect, timeout), or another transport error.
 pub fn transport_error(t: &Target<'_>, op: &str, e: &reqwest::Error) -> StoreError {
     let reason = chain(e);
+    if let Some(why) = super::tls::explain(&reason, &t.host, t.certs_dir) {
+        return StoreError::Tls {
+            host: t.host.clone(),
+            reference: t.reference.to_string(),
+            reason: why,
+        };
+    }
     if e.is_connect() || e.is_timeout() {
         StoreError::Unreachable {
             host: t.host.clone(),

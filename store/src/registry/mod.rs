@@ -2,32 +2,39 @@
 //! the host platform), verified blob streams, byte ranges of blobs, and pushes.
 //!
 //! Plain HTTP is used for loopback registries and those listed as insecure; HTTPS
-//! otherwise. Credentials come from Docker's `config.json`. Reads (manifests, blobs, byte
-//! ranges) go through [`http::RegistryHttp`]: one keep-alive client, access resolved once
-//! per repository and cached ([`auth_cache`]), so a range fetch is one request. Pushes go
-//! through `oci-client`, which performs the exchange the registry asks for itself.
+//! otherwise. Credentials come from what clients sent with a pull or push (remembered per
+//! repository) or from Docker's `config.json` and its credential helpers ([`keychain`]).
+//! Reads (manifests, blobs, byte ranges) go through [`http::RegistryHttp`]: one keep-alive
+//! client, access resolved once per repository and cached until its token expires
+//! ([`auth_cache`]), so a range fetch is one request. Pushes go through `oci-client`, which
+//! performs the exchange the registry asks for itself.
 
-pub mod auth;
 pub mod auth_cache;
+pub mod credentials;
+mod endpoints;
 mod errors;
 mod http;
+pub mod keychain;
 pub mod manifest;
+mod push;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
-use oci_client::client::{ClientConfig, ClientProtocol};
-use oci_client::secrets::RegistryAuth;
 use sha2::{Digest as _, Sha256};
 
 use crate::content::sha256_digest;
 use crate::reference::ImageReference;
 use crate::{Result, StoreError};
+pub use credentials::{Credential, Secret};
+pub use endpoints::parse_endpoint_url;
+use endpoints::{endpoint_of, Endpoint, MIRROR_RETRY_AFTER};
 pub use errors::map_oci_error;
 pub use manifest::{Descriptor, ImageIndex, ImageManifest, Platform};
 
@@ -37,6 +44,18 @@ pub struct RegistryOptions {
     pub insecure_registries: Vec<String>,
     /// Docker config file for credentials; `None` = `$DOCKER_CONFIG` or `~/.docker`.
     pub docker_config: Option<PathBuf>,
+    /// Mirrors of Docker Hub (`http[s]://host[:port]`), tried in order before it for
+    /// reads of `docker.io` images.
+    pub registry_mirrors: Vec<String>,
+    /// Where `docker.io` itself is reached (`http[s]://host[:port]`); `None` = Docker
+    /// Hub. For tests, which cannot reach Docker Hub.
+    pub docker_hub_origin: Option<String>,
+    /// Docker's `certs.d` layout: `<dir>/<host[:port]>/*.crt` CAs and `*.cert`/`*.key`
+    /// client pairs per registry; `None` = system roots only.
+    pub certs_dir: Option<PathBuf>,
+    /// Where credentials clients sent with pulls are kept across restarts (mode 0600);
+    /// `None` keeps them in memory only.
+    pub credentials_file: Option<PathBuf>,
     /// The platform picked from multi-arch indexes; `None` = this host's.
     pub platform: Option<Platform>,
 }
@@ -63,7 +82,10 @@ pub struct RegistryClient {
 
 struct Inner {
     opts: RegistryOptions,
-    docker_config: Option<PathBuf>,
+    keychain: keychain::Keychain,
+    mirrors: Vec<Endpoint>,
+    hub_origin: Option<Endpoint>,
+    mirror_down: Mutex<HashMap<String, std::time::Instant>>,
     platform: Platform,
     clients: Mutex<HashMap<String, oci_client::Client>>,
     http: http::RegistryHttp,
@@ -71,11 +93,33 @@ struct Inner {
 }
 
 impl RegistryClient {
+    /// A client for `opts`; mirror and origin URLs that do not parse are an error.
+    pub fn try_new(opts: RegistryOptions) -> Result<RegistryClient> {
+        let insecure = &opts.insecure_registries;
+        let mirrors = opts
+            .registry_mirrors
+            .iter()
+            .map(|m| endpoint_of(m, insecure, true))
+            .collect::<Result<Vec<_>>>()?;
+        let hub_origin = opts
+            .docker_hub_origin
+            .as_deref()
+            .map(|o| endpoint_of(o, insecure, false))
+            .transpose()?;
+        let mut c = RegistryClient::new(opts);
+        let inner = Arc::get_mut(&mut c.inner).expect("just made");
+        inner.mirrors = mirrors;
+        inner.hub_origin = hub_origin;
+        Ok(c)
+    }
+
+    /// A client for `opts` without mirrors (see [`RegistryClient::try_new`]).
     pub fn new(opts: RegistryOptions) -> RegistryClient {
         let docker_config = opts
             .docker_config
             .clone()
-            .or_else(auth::default_docker_config);
+            .or_else(credentials::default_docker_config);
+        let keychain = keychain::Keychain::new(docker_config, opts.credentials_file.clone());
         let platform = opts
             .platform
             .clone()
@@ -83,7 +127,10 @@ impl RegistryClient {
         RegistryClient {
             inner: Arc::new(Inner {
                 opts,
-                docker_config,
+                keychain,
+                mirrors: Vec::new(),
+                hub_origin: None,
+                mirror_down: Mutex::new(HashMap::new()),
                 platform,
                 clients: Mutex::new(HashMap::new()),
                 http: http::RegistryHttp::new(concat!("skiff/", env!("CARGO_PKG_VERSION"))),
@@ -92,9 +139,22 @@ impl RegistryClient {
         }
     }
 
-    /// Whether `r`'s registry is spoken to over plain HTTP.
+    /// How `r`'s registry is spoken to: plain HTTP on loopback, HTTPS without
+    /// verification then HTTP when listed as insecure, verified HTTPS otherwise.
+    fn security(&self, r: &ImageReference) -> http::Security {
+        if r.is_loopback() {
+            http::Security::PlainHttp
+        } else if self.inner.opts.insecure_registries.contains(&r.registry) {
+            http::Security::Insecure
+        } else {
+            http::Security::Verified
+        }
+    }
+
+    /// Whether `r`'s registry is spoken to over plain HTTP (now).
     pub fn plain_http(&self, r: &ImageReference) -> bool {
-        r.is_loopback() || self.inner.opts.insecure_registries.contains(&r.registry)
+        let t = self.target(r);
+        self.inner.http.scheme(&t) == "http"
     }
 
     /// Total bytes received from registries (blobs, ranges, manifests) by this client.
@@ -107,49 +167,131 @@ impl RegistryClient {
         self.inner.http.requests()
     }
 
+    /// Requests sent to token servers by the read path.
+    pub fn token_requests(&self) -> u64 {
+        self.inner.http.token_requests()
+    }
+
+    /// Keeps `secret` (as a client sent it with a pull or push of `r`) for later requests
+    /// to `r`'s repository: lazy reads, prefetch and token renewals hours later.
+    pub fn remember_credentials(&self, r: &ImageReference, secret: Secret) {
+        self.inner
+            .keychain
+            .remember(&r.registry, &r.repository, secret);
+    }
+
+    /// Forgets `secret` for `r`'s repository if it is what was kept (the registry refused
+    /// it).
+    pub fn forget_credentials(&self, r: &ImageReference, secret: &Secret) {
+        self.inner
+            .keychain
+            .forget(&r.registry, &r.repository, secret);
+    }
+
+    /// Checks `cred` against `registry` (`host[:port]`, or `docker.io`) as `docker login`
+    /// does; returns the identity (refresh) token the registry issued, if any.
+    pub async fn login(&self, registry: &str, cred: &Credential) -> Result<Option<String>> {
+        let r = ImageReference::parse(&format!("{registry}/skiff-login"))?;
+        let t = self.target(&r);
+        self.inner.http.login(&t, cred).await
+    }
+
     fn count(&self, n: u64) {
         self.inner.downloaded.fetch_add(n, Ordering::Relaxed);
     }
 
-    /// The `oci-client` for `r`'s registry, with its credentials registered.
-    async fn client(&self, r: &ImageReference) -> (oci_client::Client, oci_client::Reference) {
-        let oci = r.to_oci();
-        let client = {
-            let mut clients = self.inner.clients.lock().expect("client map");
-            clients
-                .entry(r.registry.clone())
-                .or_insert_with(|| {
-                    oci_client::Client::new(ClientConfig {
-                        protocol: if self.plain_http(r) {
-                            ClientProtocol::Http
-                        } else {
-                            ClientProtocol::Https
-                        },
-                        platform_resolver: None,
-                        connect_timeout: Some(std::time::Duration::from_secs(10)),
-                        read_timeout: Some(std::time::Duration::from_secs(60)),
-                        user_agent: concat!("skiff/", env!("CARGO_PKG_VERSION")),
-                        ..Default::default()
-                    })
-                })
-                .clone()
-        };
-        let auth = auth::auth_for(self.inner.docker_config.as_deref(), &r.registry);
-        client
-            .store_auth_if_needed(oci.resolve_registry(), &auth)
-            .await;
-        (client, oci)
+    /// `r`'s registry itself (pushes and logins go there), with its credentials.
+    fn target<'a>(&'a self, r: &'a ImageReference) -> http::Target<'a> {
+        let ep = self.origin(r);
+        self.target_at(r, &ep)
     }
 
-    /// Where `r`'s reads go, with the credentials configured for its registry.
-    fn target<'a>(&self, r: &'a ImageReference) -> http::Target<'a> {
-        let plain = self.plain_http(r);
+    fn target_at<'a>(&'a self, r: &'a ImageReference, ep: &Endpoint) -> http::Target<'a> {
         http::Target {
             reference: r,
-            scheme: if plain { "http" } else { "https" },
-            host: r.to_oci().resolve_registry().to_string(),
-            credentials: auth::auth_for(self.inner.docker_config.as_deref(), &r.registry),
+            host: ep.host.clone(),
+            security: ep.security,
+            keychain: &self.inner.keychain,
+            certs_dir: self.inner.opts.certs_dir.as_deref(),
         }
+    }
+
+    /// `r`'s registry as an endpoint (Docker Hub's API host, or the configured origin).
+    fn origin(&self, r: &ImageReference) -> Endpoint {
+        if r.registry == crate::reference::DEFAULT_REGISTRY {
+            if let Some(o) = &self.inner.hub_origin {
+                return o.clone();
+            }
+        }
+        Endpoint {
+            host: r.to_oci().resolve_registry().to_string(),
+            security: self.security(r),
+            mirror: false,
+        }
+    }
+
+    /// Where reads of `r` are tried, in order: Docker Hub's mirrors (those not found
+    /// failing lately) for `docker.io` images, then the registry itself.
+    fn endpoints(&self, r: &ImageReference) -> Vec<Endpoint> {
+        let mut out = Vec::new();
+        if r.registry == crate::reference::DEFAULT_REGISTRY {
+            let down = self.inner.mirror_down.lock().expect("mirror_down");
+            let now = std::time::Instant::now();
+            out.extend(
+                self.inner
+                    .mirrors
+                    .iter()
+                    .filter(|m| down.get(&m.host).is_none_or(|until| *until <= now))
+                    .cloned(),
+            );
+        }
+        out.push(self.origin(r));
+        out
+    }
+
+    /// Runs `f` against each endpoint of `r` until one answers: a mirror's failure falls
+    /// through to the next (logged; a mirror that failed in transport or with a server
+    /// error is skipped for [`MIRROR_RETRY_AFTER`]); the origin's result is final.
+    async fn over_endpoints<'a, T>(
+        &'a self,
+        r: &ImageReference,
+        op: &str,
+        f: impl Fn(Endpoint) -> futures::future::BoxFuture<'a, Result<T>>,
+    ) -> Result<T> {
+        let eps = self.endpoints(r);
+        let last = eps.len() - 1;
+        for (i, ep) in eps.into_iter().enumerate() {
+            if i == last || !ep.mirror {
+                return f(ep).await;
+            }
+            match f(ep.clone()).await {
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    let down = !matches!(
+                        e,
+                        StoreError::NotFound { .. } | StoreError::DigestMismatch { .. }
+                    );
+                    tracing::info!(mirror = %ep.host, reference = %r, "{op} from mirror failed, trying the next endpoint: {e}");
+                    if down {
+                        self.inner.mirror_down.lock().expect("mirror_down").insert(
+                            ep.host.clone(),
+                            std::time::Instant::now() + MIRROR_RETRY_AFTER,
+                        );
+                    }
+                }
+            }
+        }
+        unreachable!("the origin is always the last endpoint")
+    }
+
+    /// The configured mirrors (`scheme://host[:port]`), for `info`.
+    pub fn mirrors(&self) -> Vec<String> {
+        self.inner.opts.registry_mirrors.clone()
+    }
+
+    /// The registries listed as insecure, for `info`.
+    pub fn insecure_registries(&self) -> Vec<String> {
+        self.inner.opts.insecure_registries.clone()
     }
 
     fn err(
@@ -164,7 +306,18 @@ impl RegistryClient {
     /// Fetches a manifest document as is: `(bytes, digest, media type)`. The digest is
     /// verified against the reference's digest when it has one.
     pub async fn fetch_manifest(&self, r: &ImageReference) -> Result<(Bytes, String, String)> {
-        let t = self.target(r);
+        self.over_endpoints(r, "fetch manifest", |ep| {
+            Box::pin(self.fetch_manifest_at(r, ep))
+        })
+        .await
+    }
+
+    async fn fetch_manifest_at(
+        &self,
+        r: &ImageReference,
+        ep: Endpoint,
+    ) -> Result<(Bytes, String, String)> {
+        let t = self.target_at(r, &ep);
         let reference = r
             .digest
             .clone()
@@ -277,8 +430,20 @@ impl RegistryClient {
         r: &ImageReference,
         digest: &str,
     ) -> Result<futures::stream::BoxStream<'static, Result<Bytes>>> {
+        self.over_endpoints(r, "fetch blob", |ep| {
+            Box::pin(self.blob_stream_at(r, digest, ep))
+        })
+        .await
+    }
+
+    async fn blob_stream_at(
+        &self,
+        r: &ImageReference,
+        digest: &str,
+        ep: Endpoint,
+    ) -> Result<futures::stream::BoxStream<'static, Result<Bytes>>> {
         let blob_ref = r.with_digest(digest);
-        let t = self.target(&blob_ref);
+        let t = self.target_at(&blob_ref, &ep);
         let op = "fetch blob";
         let resp = self
             .inner
@@ -296,7 +461,7 @@ impl RegistryClient {
                 reason: format!("blob digest algorithm of {digest}"),
             });
         }
-        let ctx = Arc::new((self.clone(), blob_ref.clone(), t.scheme, t.host.clone()));
+        let ctx = Arc::new((self.clone(), blob_ref.clone(), t.security, t.host.clone()));
         let want = digest.to_string();
         let body = resp.bytes_stream().boxed();
         // Verify as the bytes pass; the end of the stream carries the verdict.
@@ -305,7 +470,7 @@ impl RegistryClient {
             let want = want.clone();
             async move {
                 let (mut body, mut hasher) = state?;
-                let (this, blob_ref, scheme, host) = &*ctx;
+                let (this, blob_ref, security, host) = &*ctx;
                 match body.next().await {
                     Some(Ok(c)) => {
                         this.count(c.len() as u64);
@@ -315,9 +480,10 @@ impl RegistryClient {
                     Some(Err(e)) => {
                         let t = http::Target {
                             reference: blob_ref,
-                            scheme,
+                            security: *security,
                             host: host.clone(),
-                            credentials: RegistryAuth::Anonymous,
+                            keychain: &this.inner.keychain,
+                            certs_dir: this.inner.opts.certs_dir.as_deref(),
                         };
                         Some((Err(http::transport_error(&t, "read blob", &e)), None))
                     }
@@ -388,12 +554,26 @@ impl RegistryClient {
         offset: u64,
         len: u64,
     ) -> Result<futures::stream::BoxStream<'static, Result<Bytes>>> {
-        let blob_ref = r.with_digest(digest);
-        let op = format!("fetch range {offset}+{len}");
         if len == 0 {
             return Ok(futures::stream::empty().boxed());
         }
-        let t = self.target(&blob_ref);
+        self.over_endpoints(r, "fetch range", |ep| {
+            Box::pin(self.range_stream_at(r, digest, offset, len, ep))
+        })
+        .await
+    }
+
+    async fn range_stream_at(
+        &self,
+        r: &ImageReference,
+        digest: &str,
+        offset: u64,
+        len: u64,
+        ep: Endpoint,
+    ) -> Result<futures::stream::BoxStream<'static, Result<Bytes>>> {
+        let blob_ref = r.with_digest(digest);
+        let op = format!("fetch range {offset}+{len}");
+        let t = self.target_at(&blob_ref, &ep);
         let mut headers = reqwest::header::HeaderMap::new();
         let range = format!("bytes={offset}-{}", offset + len - 1);
         headers.insert(
@@ -421,7 +601,13 @@ impl RegistryClient {
             skip: u64,
             left: u64,
         }
-        let ctx = Arc::new((self.clone(), blob_ref.clone(), t.scheme, t.host.clone(), op));
+        let ctx = Arc::new((
+            self.clone(),
+            blob_ref.clone(),
+            t.security,
+            t.host.clone(),
+            op,
+        ));
         let st = St {
             body: resp.bytes_stream().boxed(),
             skip,
@@ -431,7 +617,7 @@ impl RegistryClient {
             let ctx = ctx.clone();
             async move {
                 let mut st = st?;
-                let (this, blob_ref, scheme, host, op) = &*ctx;
+                let (this, blob_ref, security, host, op) = &*ctx;
                 let fail = |reason: String| StoreError::RegistryStatus {
                     reference: blob_ref.to_string(),
                     operation: op.clone(),
@@ -460,9 +646,10 @@ impl RegistryClient {
                         Some(Err(e)) => {
                             let t = http::Target {
                                 reference: blob_ref,
-                                scheme,
+                                security: *security,
                                 host: host.clone(),
-                                credentials: RegistryAuth::Anonymous,
+                                keychain: &this.inner.keychain,
+                                certs_dir: this.inner.opts.certs_dir.as_deref(),
                             };
                             return Some((Err(http::transport_error(&t, op, &e)), None));
                         }
@@ -485,7 +672,19 @@ impl RegistryClient {
     /// The Referrers API's index of manifests referring to `digest` (OCI distribution 1.1
     /// `GET /v2/<name>/referrers/<digest>`); `None` when the registry has no such API.
     pub async fn referrers(&self, r: &ImageReference, digest: &str) -> Result<Option<Bytes>> {
-        let t = self.target(r);
+        self.over_endpoints(r, "list referrers", |ep| {
+            Box::pin(self.referrers_at(r, digest, ep))
+        })
+        .await
+    }
+
+    async fn referrers_at(
+        &self,
+        r: &ImageReference,
+        digest: &str,
+        ep: Endpoint,
+    ) -> Result<Option<Bytes>> {
+        let t = self.target_at(r, &ep);
         let op = "list referrers";
         let resp = self
             .inner
@@ -513,87 +712,5 @@ impl RegistryClient {
         let is_index = serde_json::from_slice::<serde_json::Value>(&body)
             .is_ok_and(|v| v["manifests"].is_array());
         Ok(is_index.then_some(body))
-    }
-
-    pub async fn blob_exists(&self, r: &ImageReference, digest: &str) -> Result<bool> {
-        let (client, oci) = self.client(r).await;
-        client
-            .blob_exists(&oci, digest)
-            .await
-            .map_err(|e| self.err(&r.with_digest(digest), "check blob", e))
-    }
-
-    /// Uploads a local file as blob `digest` unless the registry already has it.
-    pub async fn push_blob_file(
-        &self,
-        r: &ImageReference,
-        digest: &str,
-        path: &Path,
-    ) -> Result<()> {
-        if self.blob_exists(r, digest).await? {
-            return Ok(());
-        }
-        let (client, oci) = self.client(r).await;
-        let file = tokio::fs::File::open(path)
-            .await
-            .map_err(|e| StoreError::io(path, e))?;
-        let size = file
-            .metadata()
-            .await
-            .map_err(|e| StoreError::io(path, e))?
-            .len();
-        let stream = tokio_util::io::ReaderStream::with_capacity(file, 1 << 20)
-            .map(|r| r.map_err(oci_client::errors::OciDistributionError::IoError));
-        client
-            .push_blob_stream(&oci, stream, digest, Some(size))
-            .await
-            .map_err(|e| self.err(&r.with_digest(digest), "push blob", e))?;
-        Ok(())
-    }
-
-    /// Uploads an in-memory blob (configs) unless the registry already has it.
-    pub async fn push_blob(&self, r: &ImageReference, digest: &str, data: Bytes) -> Result<()> {
-        if self.blob_exists(r, digest).await? {
-            return Ok(());
-        }
-        let (client, oci) = self.client(r).await;
-        client
-            .push_blob(&oci, data, digest)
-            .await
-            .map_err(|e| self.err(&r.with_digest(digest), "push blob", e))?;
-        Ok(())
-    }
-
-    /// Uploads a manifest (or index) document under `r`'s tag (or digest) unchanged, so
-    /// its digest is preserved. Returns the manifest's digest.
-    pub async fn push_manifest(
-        &self,
-        r: &ImageReference,
-        body: Bytes,
-        media_type: &str,
-    ) -> Result<String> {
-        let (client, oci) = self.client(r).await;
-        let digest = sha256_digest(&body);
-        let ct = media_type
-            .parse()
-            .map_err(|_| StoreError::InvalidManifest {
-                reference: r.to_string(),
-                reason: format!("media type {media_type:?} is not a valid header value"),
-            })?;
-        // Pushing by digest-pinned reference uses the digest; by tag, the tag.
-        let target = if r.tag.is_some() {
-            oci_client::Reference::with_tag(
-                r.registry.clone(),
-                r.repository.clone(),
-                r.tag.clone().unwrap_or_default(),
-            )
-        } else {
-            oci
-        };
-        client
-            .push_manifest_raw(&target, body, ct)
-            .await
-            .map_err(|e| self.err(r, "push manifest", e))?;
-        Ok(digest)
     }
 }

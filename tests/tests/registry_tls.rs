@@ -1,0 +1,249 @@
+//! Registries over TLS with a private CA, as Docker reaches them: a docker-registry with
+//! token auth serving HTTPS inside a network namespace this test makes (a non-loopback
+//! address, so no plain-HTTP shortcut applies). Trust comes from `certs.d/<host:port>/
+//! *.crt`; client certificates from `*.cert` + `*.key`; `--insecure-registry` skips
+//! verification. Failures name the host and the reason.
+
+mod common;
+mod registry_support;
+
+use std::path::Path;
+
+use common::{rt, QUIET};
+use registry_support::*;
+use skiff_store::{Store, StoreOptions};
+use skiff_tests::netns::{netns_unavailable, NetNs};
+use skiff_tests::registry::registry_unavailable;
+use skiff_tests::test_ca::TestCa;
+use skiff_tests::{fixtures, require, Registry, TokenServer};
+
+fn store(root: &Path, config: &Path, certs: Option<&Path>, insecure: &[String]) -> Store {
+    Store::open(
+        root,
+        StoreOptions {
+            docker_config: Some(config.to_path_buf()),
+            certs_dir: certs.map(Path::to_path_buf),
+            insecure_registries: insecure.to_vec(),
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
+
+#[test]
+fn private_ca_token_registry_push_pull_lazy_and_tls_failures() {
+    require!(
+        "private_ca_token_registry_push_pull_lazy_and_tls_failures",
+        netns_unavailable(),
+        registry_unavailable(),
+        fixtures::busybox_unavailable()
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let ns = NetNs::create().unwrap();
+    let ca = TestCa::new("skiff test CA").unwrap();
+    let server_pair = ca
+        .issue(
+            &[&ns.ns_ip],
+            false,
+            &tmp.path().join("server"),
+            "server",
+            "crt",
+        )
+        .unwrap();
+    let tokens = TokenServer::start(&[(USER, PASSWORD)]).unwrap();
+    let reg = Registry::start_tls_in(
+        &ns,
+        5000,
+        &server_pair.cert,
+        &server_pair.key,
+        None,
+        Some(&tokens),
+    )
+    .unwrap();
+    let host = reg.host();
+    let config = docker_config(tmp.path(), &host, USER, PASSWORD);
+    let certs = tmp.path().join("certs.d");
+    ca.write_cert(&certs.join(&host).join("ca.crt")).unwrap();
+    let rt = rt();
+
+    // Push and convert over verified TLS, then a lazy pull and reads.
+    let publisher = store(&tmp.path().join("pub"), &config, Some(&certs), &[]);
+    let chunked = publish(&rt, &reg, &publisher);
+    tokens.set_lifetime(3, None);
+    let lazy = store(&tmp.path().join("lazy"), &config, Some(&certs), &[]);
+    rt.block_on(lazy.pull(&chunked, QUIET)).unwrap();
+    assert_eq!(lazy.image(&chunked).unwrap().layers[0].state, "lazy");
+    assert_eq!(
+        read_file(&lazy, &chunked, "data/one"),
+        fixtures::random_bytes(300 << 10, 1)
+    );
+    std::thread::sleep(std::time::Duration::from_millis(3500));
+    assert_eq!(
+        read_file(&lazy, &chunked, "data/two"),
+        fixtures::random_bytes(300 << 10, 2)
+    );
+
+    // The daemon with --certs-dir: a lazy pull and reads through its FUSE mount.
+    {
+        let daemon_cfg = tmp.path().join("daemon-docker");
+        std::fs::create_dir_all(&daemon_cfg).unwrap();
+        docker_config(&daemon_cfg, &host, USER, PASSWORD);
+        let d = skiff_tests::Daemon::start_with_env(
+            &["--certs-dir", certs.to_str().unwrap()],
+            &[("DOCKER_CONFIG", daemon_cfg.to_str().unwrap())],
+        )
+        .unwrap();
+        d.ok(&["pull", &chunked]);
+        let out = d.ok(&["run", "--rm", &chunked, "sha256sum", "/later/four"]);
+        use sha2::Digest as _;
+        let want = hex::encode(sha2::Sha256::digest(fixtures::random_bytes(300 << 10, 4)));
+        assert!(out.contains(&want), "{out}");
+        assert_no_secret(&d.log_text(), &tokens);
+    }
+
+    // No CA configured: refused, naming the host and the reason.
+    let untrusting = store(
+        &tmp.path().join("no-ca"),
+        &config,
+        Some(&tmp.path().join("empty")),
+        &[],
+    );
+    let e = rt
+        .block_on(untrusting.pull(&chunked, QUIET))
+        .unwrap_err()
+        .to_string();
+    eprintln!("no CA: {e}");
+    assert!(e.contains(&host) && e.contains("unknown authority"), "{e}");
+
+    // Listed as insecure: HTTPS without verification works.
+    let insecure = store(
+        &tmp.path().join("insecure"),
+        &config,
+        None,
+        std::slice::from_ref(&host),
+    );
+    rt.block_on(insecure.pull(&chunked, QUIET)).unwrap();
+    assert_eq!(
+        read_file(&insecure, &chunked, "data/three"),
+        fixtures::random_bytes(300 << 10, 3)
+    );
+
+    // A CA file that does not parse: named.
+    let bad = tmp.path().join("bad-certs");
+    std::fs::create_dir_all(bad.join(&host)).unwrap();
+    std::fs::write(bad.join(&host).join("ca.crt"), "garbage").unwrap();
+    let broken = store(&tmp.path().join("bad"), &config, Some(&bad), &[]);
+    let e = rt
+        .block_on(broken.pull(&chunked, QUIET))
+        .unwrap_err()
+        .to_string();
+    eprintln!("bad CA: {e}");
+    assert!(e.contains("ca.crt") && e.contains(&host), "{e}");
+
+    // A certificate issued for another name.
+    let other_pair = ca
+        .issue(
+            &["10.255.255.1"],
+            false,
+            &tmp.path().join("other"),
+            "server",
+            "crt",
+        )
+        .unwrap();
+    let wrong_name =
+        Registry::start_tls_in(&ns, 5001, &other_pair.cert, &other_pair.key, None, None).unwrap();
+    ca.write_cert(&certs.join(wrong_name.host()).join("ca.crt"))
+        .unwrap();
+    let e = rt
+        .block_on(lazy.pull(&format!("{}/x:y", wrong_name.host()), QUIET))
+        .unwrap_err()
+        .to_string();
+    eprintln!("wrong name: {e}");
+    assert!(
+        e.contains(&wrong_name.host()) && e.contains("not valid for the name"),
+        "{e}"
+    );
+
+    // A registry that wants client certificates: refused without, served with.
+    let mtls = Registry::start_tls_in(
+        &ns,
+        5002,
+        &server_pair.cert,
+        &server_pair.key,
+        Some(&certs.join(&host).join("ca.crt")),
+        None,
+    )
+    .unwrap();
+    let mtls_certs = tmp.path().join("mtls-certs");
+    ca.write_cert(&mtls_certs.join(mtls.host()).join("ca.crt"))
+        .unwrap();
+    let target = format!("{}/x:y", mtls.host());
+    let e = rt
+        .block_on(
+            store(&tmp.path().join("m1"), &config, Some(&mtls_certs), &[]).pull(&target, QUIET),
+        )
+        .unwrap_err()
+        .to_string();
+    eprintln!("no client cert: {e}");
+    assert!(
+        e.contains(&mtls.host()) && e.contains("refused the client certificate"),
+        "{e}"
+    );
+    ca.issue(
+        &["skiff-client"],
+        true,
+        &mtls_certs.join(mtls.host()),
+        "client",
+        "cert",
+    )
+    .unwrap();
+    let e = rt
+        .block_on(
+            store(&tmp.path().join("m2"), &config, Some(&mtls_certs), &[]).pull(&target, QUIET),
+        )
+        .unwrap_err()
+        .to_string();
+    // Through TLS now: the registry answers that the image does not exist.
+    assert!(e.contains("not found"), "{e}");
+    assert_no_secret(&e, &tokens);
+
+    // A plain-HTTP registry off loopback: refused unless insecure, where HTTPS fails over
+    // to HTTP (Docker's order).
+    let plain = Registry::start_plain_in(&ns, 5003).unwrap();
+    let target = format!("{}/x:y", plain.host());
+    let e = rt
+        .block_on(store(&tmp.path().join("p1"), &config, None, &[]).pull(&target, QUIET))
+        .unwrap_err()
+        .to_string();
+    eprintln!("plain, not insecure: {e}");
+    assert!(e.contains(&plain.host()), "{e}");
+    assert!(e.contains("does not answer in TLS"), "{e}");
+    let e = rt
+        .block_on(
+            store(&tmp.path().join("p2"), &config, None, &[plain.host()]).pull(&target, QUIET),
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not found"), "{e}");
+    // A push as the first contact finds plain HTTP too, and the image pulls back.
+    let pusher = store(
+        &tmp.path().join("p3"),
+        &config,
+        None,
+        std::slice::from_ref(&plain.host()),
+    );
+    let rootfs = tmp.path().join("rootfs-plain");
+    std::fs::create_dir(&rootfs).unwrap();
+    fixtures::build_busybox_rootfs(&rootfs).unwrap();
+    let pushed = format!("{}/plain/app:v1", plain.host());
+    rt.block_on(pusher.import(
+        &rootfs,
+        &pushed,
+        &fixtures::busybox_changes(),
+        skiff_store::Compression::Gzip,
+    ))
+    .unwrap();
+    rt.block_on(pusher.push(&pushed)).unwrap();
+    let puller = store(&tmp.path().join("p4"), &config, None, &[plain.host()]);
+    rt.block_on(puller.pull(&pushed, QUIET)).unwrap();
+}
