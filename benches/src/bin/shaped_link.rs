@@ -19,6 +19,9 @@
 //!    plus two round trips, plus the warm start. Writes `report.md` (and each link's
 //!    `bench.md`, `bench.svg`, `bench.json`) to `--out`.
 //!
+//! `--serve` stops after step 2 and keeps both registries up until Ctrl-C (to try a daemon
+//! against them by hand).
+//!
 //! Everything it makes (namespace, veth, registries, daemons, temporary files) is removed
 //! at exit, on failure and on Ctrl-C / SIGTERM.
 
@@ -40,12 +43,13 @@ struct Opts {
     rootfs: Option<PathBuf>,
     skopeo: bool,
     links: Vec<String>,
+    serve: bool,
 }
 
 fn usage() -> ! {
     eprintln!(
         "usage: shaped-link [--rounds N] [--concurrent N] [--rate-mbit M] [--delay-ms D] \
-         [--out DIR] [--rootfs DIR] [--skopeo] [--links loopback,shaped]"
+         [--out DIR] [--rootfs DIR] [--skopeo] [--links loopback,shaped] [--serve]"
     );
     std::process::exit(125)
 }
@@ -60,6 +64,7 @@ fn opts() -> Opts {
         rootfs: None,
         skopeo: false,
         links: vec!["loopback".into(), "shaped".into()],
+        serve: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -73,6 +78,7 @@ fn opts() -> Opts {
             "--out" => o.out = PathBuf::from(val()),
             "--rootfs" => o.rootfs = Some(PathBuf::from(val())),
             "--skopeo" => o.skopeo = true,
+            "--serve" => o.serve = true,
             "--links" => o.links = val().split(',').map(str::to_string).collect(),
             _ => usage(),
         }
@@ -266,6 +272,13 @@ fn run(o: &Opts, rt: &tokio::runtime::Runtime) -> Result<()> {
         "== delay proxy {shaped} -> {ns_registry}: +{} ms each way, tbf {} Mbit/s both ends",
         o.delay_ms, o.rate_mbit
     );
+    if o.serve {
+        println!("loopback: {lo}/demo:chunked\nshaped:   {shaped}/demo:chunked");
+        eprintln!("== serving until Ctrl-C");
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
 
     let mut report = format!(
         "# Cold start over loopback and a shaped link\n\n\
