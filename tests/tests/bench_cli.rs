@@ -65,7 +65,7 @@ fn bench_reports_cold_profile_warm_and_full() {
     assert!(cold[3] >= 1.0 && cold[6] >= 3.0, "{cold:?}");
     // The pull fetched metadata only; the reads needed the file's compressed chunks (random
     // bytes: about 1 MiB), and fetched at most 1.5x that beyond the pull.
-    assert!(cold[4] > 0.0 && cold[4] < 0.5, "{cold:?}");
+    assert!(cold[4] < 0.5, "{cold:?}");
     assert!(cold[5] >= 1.0, "{cold:?}");
     assert!(cold[3] - cold[4] <= 1.5 * cold[5], "{cold:?}");
     assert_eq!((warm[0], warm[3], warm[6]), (0.0, 0.0, 0.0), "{warm:?}");

@@ -98,6 +98,7 @@ fn opts() -> Opts {
 static LINK: Mutex<Option<ShapedLink>> = Mutex::new(None);
 static CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
 static WORK: Mutex<Option<PathBuf>> = Mutex::new(None);
+static REGISTRY: Mutex<Option<skiff_tests::registry::Registry>> = Mutex::new(None);
 
 fn cleanup() {
     for pid in CHILDREN
@@ -122,6 +123,8 @@ fn cleanup() {
             eprintln!("cleanup: {e:#}");
         }
     }
+    // Stopped by PID, its storage removed (dropping it).
+    drop(REGISTRY.lock().ok().and_then(|mut r| r.take()));
     if let Some(w) = WORK.lock().ok().and_then(|mut w| w.take()) {
         let _ = std::fs::remove_dir_all(w);
     }
@@ -192,6 +195,8 @@ fn run(o: &Opts, rt: &tokio::runtime::Runtime) -> Result<()> {
 
     let registry = skiff_tests::registry::Registry::start()?;
     let lo = registry.host();
+    let storage = registry.storage_dir();
+    *REGISTRY.lock().unwrap() = Some(registry);
     eprintln!("== registry on {lo}; publishing the demo image");
     let rootfs = match &o.rootfs {
         Some(r) => r.clone(),
@@ -209,6 +214,8 @@ fn run(o: &Opts, rt: &tokio::runtime::Runtime) -> Result<()> {
     let mut images = vec!["demo:chunked".to_string()];
     {
         let mut d = skiff_tests::Daemon::start()?;
+        let pid = d.pid();
+        CHILDREN.lock().unwrap().extend(pid);
         d.ok(&[
             "image",
             "import",
@@ -225,6 +232,7 @@ fn run(o: &Opts, rt: &tokio::runtime::Runtime) -> Result<()> {
             &format!("{lo}/demo:chunked"),
         ]);
         d.stop(false);
+        CHILDREN.lock().unwrap().retain(|p| Some(*p) != pid);
     }
     if o.skopeo {
         // skopeo 1.9 pushing zstd:chunked straight to a registry may reuse gzip blobs it
@@ -254,11 +262,7 @@ fn run(o: &Opts, rt: &tokio::runtime::Runtime) -> Result<()> {
     }
 
     let mut link = ShapedLink::create(std::process::id(), o.rate_mbit * 1_000_000)?;
-    link.start_registry(
-        Path::new("/usr/bin/docker-registry"),
-        &registry.storage_dir(),
-        &work,
-    )?;
+    link.start_registry(Path::new("/usr/bin/docker-registry"), &storage, &work)?;
     let ns_registry = link.registry_addr();
     let host_if = link.host_if().to_string();
     if let Some(pid) = link.registry_pid() {
@@ -325,7 +329,6 @@ fn run(o: &Opts, rt: &tokio::runtime::Runtime) -> Result<()> {
     std::fs::write(out.join("report.md"), &report)?;
     println!("{report}");
     eprintln!("wrote {}", out.join("report.md").display());
-    drop(registry);
     Ok(())
 }
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -182,6 +183,7 @@ pub fn write_chart(path: &Path, image: &str, results: &[(Mode, Vec<Sample>)]) ->
         chart
             .configure_mesh()
             .disable_x_mesh()
+            .light_line_style(WHITE)
             .x_labels(rows.len() * 2 + 1)
             .x_label_formatter(&|x| {
                 let i = x.floor() as usize;
@@ -209,15 +211,28 @@ pub fn write_chart(path: &Path, image: &str, results: &[(Mode, Vec<Sample>)]) ->
             }))?
             .label("exit")
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], exit.filled()));
-        chart.draw_series(rows.iter().enumerate().map(|(i, r)| {
-            Text::new(
-                format!("{:.2}", r.2),
-                (i as f64 + 0.52, r.2 + top * 0.02),
-                ("sans-serif", 13),
-            )
-        }))?;
+        // Each bar's value above it, centred: the lazy modes' bars are short next to a full
+        // pull's, the numbers carry them.
+        let label = |x: f64, v: f64| {
+            let style = ("sans-serif", 13)
+                .into_text_style(&root)
+                .pos(Pos::new(HPos::Center, VPos::Bottom));
+            Text::new(format!("{v:.3}"), (x, v + top * 0.01), style)
+        };
+        chart.draw_series(
+            rows.iter()
+                .enumerate()
+                .filter(|(_, r)| r.1 > 0.0)
+                .map(|(i, r)| label(i as f64 + 0.315, r.1)),
+        )?;
+        chart.draw_series(
+            rows.iter()
+                .enumerate()
+                .map(|(i, r)| label(i as f64 + 0.685, r.2)),
+        )?;
         chart
             .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
             .border_style(BLACK)
             .background_style(WHITE.mix(0.9))
             .draw()?;
