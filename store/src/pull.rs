@@ -220,6 +220,35 @@ impl Store {
         diff_id: &str,
         progress: ProgressFn<'_>,
     ) -> Result<(LayerRow, Option<LayerIndex>)> {
+        // Pulls of the same layer one at a time: the later ones find it stored.
+        let lock = self
+            .inner
+            .layer_pulls
+            .lock()
+            .unwrap()
+            .entry(layer.digest.clone())
+            .or_default()
+            .clone();
+        let _pulling = lock.lock().await;
+        let result = self.pull_layer_locked(r, layer, diff_id, progress).await;
+        drop(_pulling);
+        {
+            let mut pulls = self.inner.layer_pulls.lock().unwrap();
+            // Only this map and the holders keep the lock: drop it once nobody waits.
+            if Arc::strong_count(&lock) == 2 {
+                pulls.remove(&layer.digest);
+            }
+        }
+        result
+    }
+
+    async fn pull_layer_locked(
+        &self,
+        r: &ImageReference,
+        layer: &Descriptor,
+        diff_id: &str,
+        progress: ProgressFn<'_>,
+    ) -> Result<(LayerRow, Option<LayerIndex>)> {
         let event = |status, current| {
             progress(PullProgress {
                 layer: layer.digest.clone(),

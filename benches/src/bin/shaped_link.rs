@@ -44,12 +44,13 @@ struct Opts {
     skopeo: bool,
     links: Vec<String>,
     serve: bool,
+    baseline: Option<PathBuf>,
 }
 
 fn usage() -> ! {
     eprintln!(
         "usage: shaped-link [--rounds N] [--concurrent N] [--rate-mbit M] [--delay-ms D] \
-         [--out DIR] [--rootfs DIR] [--skopeo] [--links loopback,shaped] [--serve]"
+         [--out DIR] [--rootfs DIR] [--skopeo] [--links loopback,shaped] [--serve] [--baseline SKIFF]"
     );
     std::process::exit(125)
 }
@@ -65,6 +66,7 @@ fn opts() -> Opts {
         skopeo: false,
         links: vec!["loopback".into(), "shaped".into()],
         serve: false,
+        baseline: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -79,6 +81,7 @@ fn opts() -> Opts {
             "--rootfs" => o.rootfs = Some(PathBuf::from(val())),
             "--skopeo" => o.skopeo = true,
             "--serve" => o.serve = true,
+            "--baseline" => o.baseline = Some(PathBuf::from(val())),
             "--links" => o.links = val().split(',').map(str::to_string).collect(),
             _ => usage(),
         }
@@ -309,16 +312,58 @@ fn run(o: &Opts, rt: &tokio::runtime::Runtime) -> Result<()> {
             let reference = format!("{host}/{image}");
             let dir = out.join(format!("{link_name}-{}", image.replace(':', "-")));
             eprintln!("== {link_name}: skiff bench {reference}");
-            ok(Command::new(&skiff)
+            // A failed bench is reported and the others still run.
+            if let Err(e) = ok(Command::new(&skiff)
                 .args(["bench", "--full", "--push-profile"])
                 .args(["--rounds", &o.rounds.to_string()])
                 .args(["--concurrent", &o.concurrent.to_string()])
                 .arg("--out")
                 .arg(&dir)
-                .arg(&reference))?;
+                .arg(&reference))
+            {
+                report.push_str(&format!(
+                    "## {link_name}: `{reference}`\n\nfailed: {e:#}\n\n"
+                ));
+                continue;
+            }
             let json: serde_json::Value =
                 serde_json::from_slice(&std::fs::read(dir.join("bench.json"))?)?;
             report.push_str(&link_section(link_name, &reference, &json, rtt, bw)?);
+            if let Some(before) = &o.baseline {
+                // Another skiff build (e.g. the previous commit) on the same registry, right
+                // after: its cold start is the "before" figure.
+                let bdir = out.join(format!("{link_name}-{}-baseline", image.replace(':', "-")));
+                eprintln!(
+                    "== {link_name}: baseline {} bench {reference}",
+                    before.display()
+                );
+                if let Err(e) = ok(Command::new(before)
+                    .args(["bench", "--rounds", &o.rounds.to_string()])
+                    .arg("--out")
+                    .arg(&bdir)
+                    .arg(&reference))
+                {
+                    report.push_str(&format!("- baseline failed: {e:#}\n\n"));
+                    continue;
+                }
+                let b: serde_json::Value =
+                    serde_json::from_slice(&std::fs::read(bdir.join("bench.json"))?)?;
+                let g = |j: &serde_json::Value, mode: &str| {
+                    med(j, mode)
+                        .and_then(|m| m["exit_s"].as_f64())
+                        .unwrap_or(f64::NAN)
+                };
+                report.push_str(&format!(
+                    "- baseline `{}`: cold {:.3} s, cold+profile (local copy) {:.3} s, warm {:.3} s, cold fetched {:.2} MB in {:.0} requests; cold now / baseline cold = {:.2}\n",
+                    before.display(),
+                    g(&b, "cold"),
+                    g(&b, "cold+profile"),
+                    g(&b, "warm"),
+                    med(&b, "cold").and_then(|m| m["bytes"].as_f64()).unwrap_or(0.0) / 1e6,
+                    med(&b, "cold").and_then(|m| m["requests"].as_f64()).unwrap_or(0.0),
+                    g(&json, "cold") / g(&b, "cold"),
+                ));
+            }
             report.push_str(&format!(
                 "\nTable and chart: `{}/bench.md`, `bench.svg`.\n\n",
                 dir.file_name().unwrap().to_string_lossy()
