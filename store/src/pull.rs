@@ -132,9 +132,43 @@ impl Store {
         if !indexes.iter().all(links_within) {
             check_hardlinks(&indexes)?;
         }
-        drop(indexes);
         let id = self.commit_pulled(&r, &resolved, &config, &rows)?;
+        self.prefetch_user_files(&indexes);
+        drop(indexes);
         self.record(&id)
+    }
+
+    /// Every container create reads the image's `etc/passwd` and `etc/group` (user and
+    /// group lookup, as Docker does) before the container starts: when they are in lazy
+    /// layers, their chunks are fetched now, in the background, so that read is local
+    /// instead of a round trip on the cold start's path. Failures are left to the read.
+    fn prefetch_user_files(&self, indexes: &[LayerIndex]) {
+        let mut wanted = Vec::new();
+        for path in ["etc/passwd", "etc/group"] {
+            // The topmost layer holding the path is the one the merged image shows.
+            let found = indexes.iter().rev().find_map(|l| {
+                l.entries
+                    .iter()
+                    .find(|e| e.path.as_bytes() == path.as_bytes())
+                    .map(|e| (l.digest.clone(), e.chunks.clone()))
+            });
+            if let Some((layer, chunks)) = found {
+                if self.inner.cache.is_registered(&layer) && !chunks.is_empty() {
+                    wanted.push((layer, chunks));
+                }
+            }
+        }
+        if wanted.is_empty() {
+            return;
+        }
+        let cache = self.inner.cache.clone();
+        tokio::task::spawn_blocking(move || {
+            for (layer, chunks) in wanted {
+                if let Err(e) = cache.prefetch(&layer, &chunks) {
+                    tracing::debug!(%layer, error = %e, "prefetching etc/passwd or etc/group failed");
+                }
+            }
+        });
     }
 
     /// Saves the profile artifact referring to `resolved`'s manifest, when the image has
