@@ -178,6 +178,15 @@ pub struct BenchArgs {
     /// Also measure a full (non-lazy) pull of the same image.
     #[arg(long)]
     pub full: bool,
+    /// Publish the profile the first cold run recorded to the image's registry
+    /// (`skiff image profile push`) and let the `cold+profile` runs fetch it from there
+    /// (a fresh data root with no local profile), instead of copying it over.
+    #[arg(long)]
+    pub push_profile: bool,
+    /// Also start N containers of the image at once on one fresh daemon (`pull` + `run`
+    /// each, no profile), timed to the last exit.
+    #[arg(long, value_name = "N")]
+    pub concurrent: Option<u32>,
     /// The image (pulled from its registry on every cold run).
     pub image: String,
     /// Command to run instead of the image's default (after `--`).

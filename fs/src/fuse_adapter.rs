@@ -434,8 +434,10 @@ impl Filesystem for FuseAdapter {
         let stats = self.stats.clone();
         self.pool.run(Box::new(move || {
             stats.reads.fetch_add(1, Ordering::Relaxed);
+            let t0 = std::time::Instant::now();
             match fs.read(ino.0, offset, size) {
                 Ok(data) => {
+                    tracing::trace!(ino = ino.0, offset, size, ms = t0.elapsed().as_secs_f64() * 1e3, "read");
                     stats
                         .bytes_read
                         .fetch_add(data.len() as u64, Ordering::Relaxed);

@@ -117,20 +117,22 @@ impl Store {
         subject: &str,
     ) -> Result<Option<Profile>> {
         let reg = &self.inner.registry;
-        let index = match reg.referrers(r, subject).await? {
+        let tag = ImageReference {
+            tag: Some(fallback_tag(subject)),
+            digest: None,
+            ..r.clone()
+        };
+        // Both asked at once: on a registry without the Referrers API (the common case
+        // today) the fallback tag's answer is then one round trip away, not two.
+        let (referrers, fallback) =
+            futures::join!(reg.referrers(r, subject), reg.fetch_manifest(&tag));
+        let index = match referrers? {
             Some(b) => b,
-            None => {
-                let tag = ImageReference {
-                    tag: Some(fallback_tag(subject)),
-                    digest: None,
-                    ..r.clone()
-                };
-                match reg.fetch_manifest(&tag).await {
-                    Ok((b, _, _)) => b,
-                    Err(StoreError::NotFound { .. }) => return Ok(None),
-                    Err(e) => return Err(e),
-                }
-            }
+            None => match fallback {
+                Ok((b, _, _)) => b,
+                Err(StoreError::NotFound { .. }) => return Ok(None),
+                Err(e) => return Err(e),
+            },
         };
         let index: Value = serde_json::from_slice(&index).unwrap_or(Value::Null);
         let Some(candidates) = index["manifests"].as_array() else {

@@ -132,9 +132,43 @@ impl Store {
         if !indexes.iter().all(links_within) {
             check_hardlinks(&indexes)?;
         }
-        drop(indexes);
         let id = self.commit_pulled(&r, &resolved, &config, &rows)?;
+        self.prefetch_user_files(&indexes);
+        drop(indexes);
         self.record(&id)
+    }
+
+    /// Every container create reads the image's `etc/passwd` and `etc/group` (user and
+    /// group lookup, as Docker does) before the container starts: when they are in lazy
+    /// layers, their chunks are fetched now, in the background, so that read is local
+    /// instead of a round trip on the cold start's path. Failures are left to the read.
+    fn prefetch_user_files(&self, indexes: &[LayerIndex]) {
+        let mut wanted = Vec::new();
+        for path in ["etc/passwd", "etc/group"] {
+            // The topmost layer holding the path is the one the merged image shows.
+            let found = indexes.iter().rev().find_map(|l| {
+                l.entries
+                    .iter()
+                    .find(|e| e.path.as_bytes() == path.as_bytes())
+                    .map(|e| (l.digest.clone(), e.chunks.clone()))
+            });
+            if let Some((layer, chunks)) = found {
+                if self.inner.cache.is_registered(&layer) && !chunks.is_empty() {
+                    wanted.push((layer, chunks));
+                }
+            }
+        }
+        if wanted.is_empty() {
+            return;
+        }
+        let cache = self.inner.cache.clone();
+        tokio::task::spawn_blocking(move || {
+            for (layer, chunks) in wanted {
+                if let Err(e) = cache.prefetch(&layer, &chunks) {
+                    tracing::debug!(%layer, error = %e, "prefetching etc/passwd or etc/group failed");
+                }
+            }
+        });
     }
 
     /// Saves the profile artifact referring to `resolved`'s manifest, when the image has
@@ -217,6 +251,35 @@ impl Store {
     /// the single place where a layer's format decides how it is stored. The index comes
     /// back when the layer was indexed now (`None` when a stored layer was reused).
     pub async fn pull_layer(
+        &self,
+        r: &ImageReference,
+        layer: &Descriptor,
+        diff_id: &str,
+        progress: ProgressFn<'_>,
+    ) -> Result<(LayerRow, Option<LayerIndex>)> {
+        // Pulls of the same layer one at a time: the later ones find it stored.
+        let lock = self
+            .inner
+            .layer_pulls
+            .lock()
+            .unwrap()
+            .entry(layer.digest.clone())
+            .or_default()
+            .clone();
+        let _pulling = lock.lock().await;
+        let result = self.pull_layer_locked(r, layer, diff_id, progress).await;
+        drop(_pulling);
+        {
+            let mut pulls = self.inner.layer_pulls.lock().unwrap();
+            // Only this map and the holders keep the lock: drop it once nobody waits.
+            if Arc::strong_count(&lock) == 2 {
+                pulls.remove(&layer.digest);
+            }
+        }
+        result
+    }
+
+    async fn pull_layer_locked(
         &self,
         r: &ImageReference,
         layer: &Descriptor,

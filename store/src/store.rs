@@ -1,6 +1,7 @@
 //! The store facade the daemon uses: pull, list, inspect, tag, remove, import, push, and
 //! the per-layer file indexes and content reader the filesystem needs.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -138,6 +139,9 @@ pub(crate) struct Inner {
     pub(crate) reader: Arc<LocalContentReader>,
     pub(crate) cache: Arc<ChunkCache>,
     pub(crate) opts: StoreOptions,
+    /// One lock per layer digest being pulled: concurrent pulls of an image wait for the
+    /// first to store a layer, then reuse it, instead of each fetching its TOC or blob.
+    pub(crate) layer_pulls: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Store {
@@ -176,6 +180,7 @@ impl Store {
                 reader: Arc::new(LocalContentReader::new(layers)),
                 cache,
                 opts,
+                layer_pulls: std::sync::Mutex::new(HashMap::new()),
             }),
         })
     }

@@ -54,19 +54,24 @@ fn bench_reports_cold_profile_warm_and_full() {
             .filter_map(|c| c.trim().parse().ok())
             .collect()
     };
-    // pull, first output, exit, MB, requests
+    // pull, first output, exit, MB, MB by the pull, MB of chunks read, requests
     let cold = row("cold");
     let profiled = row("cold+profile");
     let warm = row("warm");
     let full = row("full pull");
-    assert_eq!(cold.len(), 5, "{stdout}");
+    assert_eq!(cold.len(), 7, "{stdout}");
     assert!(cold[1] > 0.0 && cold[1] <= cold[2], "{cold:?}");
     // A cold run fetches the file (1 MiB of random bytes), a warm one nothing.
-    assert!(cold[3] >= 1.0 && cold[4] >= 3.0, "{cold:?}");
-    assert_eq!((warm[0], warm[3], warm[4]), (0.0, 0.0, 0.0), "{warm:?}");
+    assert!(cold[3] >= 1.0 && cold[6] >= 3.0, "{cold:?}");
+    // The pull fetched metadata only; the reads needed the file's compressed chunks (random
+    // bytes: about 1 MiB), and fetched at most 1.5x that beyond the pull.
+    assert!(cold[4] < 0.5, "{cold:?}");
+    assert!(cold[5] >= 1.0, "{cold:?}");
+    assert!(cold[3] - cold[4] <= 1.5 * cold[5], "{cold:?}");
+    assert_eq!((warm[0], warm[3], warm[6]), (0.0, 0.0, 0.0), "{warm:?}");
     // The profile prefetch fetched it too, in no more requests than on demand.
     assert!(
-        profiled[3] >= 1.0 && profiled[4] <= cold[4],
+        profiled[3] >= 1.0 && profiled[6] <= cold[6],
         "{profiled:?} vs {cold:?}"
     );
     // The full pull fetched the whole layer (busybox + the file), more than lazy did.
@@ -76,6 +81,10 @@ fn bench_reports_cold_profile_warm_and_full() {
         md.contains("| cold+profile |") && md.contains("bench.svg"),
         "{md}"
     );
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out_dir.path().join("bench.json")).unwrap()).unwrap();
+    assert_eq!(json["modes"][0]["mode"], "cold", "{json}");
+    assert_eq!(json["modes"][0]["samples"].as_array().unwrap().len(), 1);
     let svg = std::fs::read_to_string(out_dir.path().join("bench.svg")).unwrap();
     assert!(
         svg.starts_with("<svg") && svg.contains("first output"),

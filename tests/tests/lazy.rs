@@ -139,8 +139,20 @@ fn lazy_pull_fetches_on_demand_and_prune_reclaims() {
         pulled > 0 && pulled < blob_size / 10,
         "{pulled} of {blob_size}"
     );
-    let (bytes0, chunks0, fetched0) = cache_info(&d);
-    assert_eq!((bytes0, chunks0, fetched0), (0, 0, 0));
+    // Beside the TOC, the pull fetches (in the background) only what every container create
+    // reads: the image's etc/passwd and etc/group (with the other small files of etc/ read
+    // ahead and behind in the same requests), a few hundred bytes.
+    let mut info = cache_info(&d);
+    for _ in 0..50 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let again = cache_info(&d);
+        if again == info {
+            break;
+        }
+        info = again;
+    }
+    let (bytes0, chunks0, fetched0) = info;
+    assert!(bytes0 < 8192, "{bytes0} bytes in {chunks0} chunks");
 
     // File bytes come on demand and are exact.
     let mark = log_len(&reg);
@@ -165,7 +177,7 @@ fn lazy_pull_fetches_on_demand_and_prune_reclaims() {
     let (bytes1, chunks1, fetched1) = cache_info(&d);
     eprintln!("on demand: {on_demand} blob bytes; cache {bytes1} bytes in {chunks1} chunks, fetched {fetched1}");
     assert!(bytes1 >= (big.len() + medium.len()) as u64, "{bytes1}");
-    assert!(chunks1 > 0 && fetched1 > 0 && on_demand >= fetched1);
+    assert!(chunks1 > chunks0 && fetched1 > fetched0 && on_demand >= fetched1 - fetched0);
 
     let df = d.ok(&["system", "df"]);
     assert!(

@@ -85,7 +85,7 @@ fn lazy_pull_and_reads_send_one_get_per_fetch_and_no_probes() {
     // No auth probe at any point.
     assert!(!seen.iter().any(|r| r.path == "/v2/" || r.path == "/v2"));
     // Kept alive: connections are reused, at most one per parallel fetch (8) plus the pull's.
-    let total = 3 + seen.len();
+    let total = all.len() + seen.len();
     assert!(
         proxy.connections() <= 9 && proxy.connections() < total,
         "{} connections for {total} requests",
@@ -188,4 +188,79 @@ fn a_miss_reads_ahead_within_its_directory() {
         end.parse::<u64>().unwrap() + 1 > blob_offset + blob_len,
         "{ahead}"
     );
+}
+
+#[test]
+fn a_miss_reads_behind_over_its_directory_and_ahead_to_its_file_end() {
+    require!(
+        "a_miss_reads_behind_over_its_directory_and_ahead_to_its_file_end",
+        registry_unavailable()
+    );
+    let registry = Registry::start().unwrap();
+    let rt = runtime();
+    let (_tar, _blob, _pushed) = converted_image(&rt, &registry, "wire/behind").unwrap();
+    let proxy = CountingProxy::start(&registry.host()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    let img = rt
+        .block_on(store.pull(&format!("{}/wire/behind:latest", proxy.host()), &|_| {}))
+        .unwrap();
+    let indexes = store.layer_indexes(&img.id).unwrap();
+    let reader = store.content_reader();
+    let layer = &indexes[0].digest;
+    let file = |p: &str| {
+        indexes[0]
+            .entries
+            .iter()
+            .find(|e| e.path == p)
+            .unwrap()
+            .clone()
+    };
+    let expect = |p: &str| tar_files().into_iter().find(|f| f.path == p).unwrap().data;
+    let read = |p: &str, off: u64, len: usize| {
+        let f = file(p);
+        let mut buf = vec![0u8; len];
+        let n = reader.read_at(layer, &f.chunks, off, &mut buf).unwrap();
+        buf.truncate(n);
+        buf
+    };
+    let blob_offset = |c: &skiff_store::ChunkRef| match &c.location {
+        skiff_store::ChunkLocation::Compressed { blob_offset, .. } => *blob_offset,
+        _ => panic!("lazy chunk expected"),
+    };
+    proxy.clear();
+    // medium.bin follows big.bin in usr/lib/. Its first chunk: one request reading ahead to
+    // medium.bin's end, and one more, beside it, reading back over big.bin's last chunks.
+    let medium = expect("usr/lib/medium.bin");
+    assert_eq!(read("usr/lib/medium.bin", 0, 4096), &medium[..4096]);
+    let medium_start = blob_offset(&file("usr/lib/medium.bin").chunks[0]);
+    let second = 256 << 10;
+    assert_eq!(
+        read("usr/lib/medium.bin", second, 4096),
+        &medium[second as usize..second as usize + 4096]
+    );
+    let big = expect("usr/lib/big.bin");
+    let last = file("usr/lib/big.bin").chunks.last().unwrap().clone();
+    let off = last.file_offset as usize;
+    assert_eq!(
+        read("usr/lib/big.bin", last.file_offset, 4096),
+        &big[off..off + 4096]
+    );
+    let seen = proxy.requests();
+    assert_eq!(seen.len(), 2, "{seen:#?}");
+    let ranges: Vec<(u64, u64)> = seen
+        .iter()
+        .map(|r| {
+            let v = r.range.as_deref().unwrap().trim_start_matches("bytes=");
+            let (lo, hi) = v.split_once('-').unwrap();
+            (lo.parse().unwrap(), hi.parse().unwrap())
+        })
+        .collect();
+    assert!(
+        ranges.iter().any(|&(lo, _)| lo == medium_start),
+        "{ranges:?}"
+    );
+    let behind = ranges.iter().find(|&&(lo, _)| lo < medium_start).unwrap();
+    assert!(behind.1 < medium_start, "{ranges:?}");
+    assert!(behind.0 <= blob_offset(&last), "{ranges:?}");
 }

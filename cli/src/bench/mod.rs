@@ -30,9 +30,20 @@ impl BenchDaemon {
         let exec_root = dir.join("run");
         let socket = exec_root.join("skiff.sock");
         let log = std::fs::File::create(dir.join("daemon.log"))?;
+        let mut cmd = Command::new(exe);
+        // SAFETY: prctl is async-signal-safe; it only marks the child to get SIGTERM (a
+        // clean shutdown: unmounts, saves profiles) if the bench dies without stopping it.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         // A bridge and subnet of its own, so it never meets the user's daemon.
         let k = (std::process::id() + n) % 200 + 20;
-        let child = Command::new(exe)
+        let child = cmd
             .arg("--exec-root")
             .arg(&exec_root)
             .arg("daemon")
@@ -113,6 +124,7 @@ async fn measure(exe: &Path, d: &BenchDaemon, args: &BenchArgs, pull: bool) -> R
         }
     }
     let pulled = t0.elapsed();
+    let at_pull = d.stats().await?;
     let mut run = d.cli(exe);
     run.args(["run", "--rm", "--network", "none", &args.image])
         .args(&args.cmd)
@@ -143,14 +155,93 @@ async fn measure(exe: &Path, d: &BenchDaemon, args: &BenchArgs, pull: bool) -> R
         );
     }
     let after = d.stats().await?;
-    let diff = |k: &str| after[k].as_u64().unwrap_or(0) - before[k].as_u64().unwrap_or(0);
+    let diff = |a: &serde_json::Value, b: &serde_json::Value, k: &str| {
+        a[k].as_u64().unwrap_or(0) - b[k].as_u64().unwrap_or(0)
+    };
     Ok(Sample {
         pull: pulled,
         first_output: first,
         exit: exited,
+        bytes: diff(&after, &before, "RegistryBytes"),
+        requests: diff(&after, &before, "RegistryRequests"),
+        pull_bytes: diff(&at_pull, &before, "RegistryBytes"),
+        read_bytes: diff(&after, &before, "ReadChunkBytes"),
+    })
+}
+
+/// `n` × (`pull` + `run --rm`) at once on one daemon: the slowest run's times, the
+/// daemon's totals of bytes and requests.
+async fn measure_concurrent(
+    exe: &Path,
+    d: &BenchDaemon,
+    args: &BenchArgs,
+    n: u32,
+) -> Result<Sample> {
+    let before = d.stats().await?;
+    let t0 = Instant::now();
+    let mut runs = Vec::new();
+    for _ in 0..n {
+        let mut pull = d.cli(exe);
+        pull.args(["pull", "-q", &args.image]);
+        let mut run = d.cli(exe);
+        run.args(["run", "--rm", "--network", "none", &args.image])
+            .args(&args.cmd);
+        runs.push(std::thread::spawn(
+            move || -> Result<(Duration, Duration)> {
+                let out = pull.stdin(Stdio::null()).output()?;
+                if !out.status.success() {
+                    bail!(
+                        "pull failed: {}",
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    );
+                }
+                let pulled = t0.elapsed();
+                let out = run.stdin(Stdio::null()).output()?;
+                if !out.status.success() {
+                    bail!(
+                        "run failed ({}): {}",
+                        out.status,
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    );
+                }
+                Ok((pulled, t0.elapsed()))
+            },
+        ));
+    }
+    let mut pull = Duration::ZERO;
+    let mut exit = Duration::ZERO;
+    for r in runs {
+        let (p, e) = r.join().expect("run thread")?;
+        pull = pull.max(p);
+        exit = exit.max(e);
+    }
+    let after = d.stats().await?;
+    let diff = |k: &str| after[k].as_u64().unwrap_or(0) - before[k].as_u64().unwrap_or(0);
+    Ok(Sample {
+        pull,
+        first_output: None,
+        exit,
         bytes: diff("RegistryBytes"),
         requests: diff("RegistryRequests"),
+        pull_bytes: 0,
+        read_bytes: diff("ReadChunkBytes"),
     })
+}
+
+/// `skiff image profile push IMAGE` on daemon `d`.
+fn push_profile(exe: &Path, d: &BenchDaemon, image: &str) -> Result<()> {
+    let out = d
+        .cli(exe)
+        .args(["image", "profile", "push", image])
+        .stdin(Stdio::null())
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "pushing the profile of {image} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
 }
 
 pub async fn bench(args: &BenchArgs) -> Result<()> {
@@ -165,7 +256,7 @@ pub async fn bench(args: &BenchArgs) -> Result<()> {
     let out_dir = args.out.clone().unwrap_or_else(|| PathBuf::from("."));
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let mut results: Vec<(Mode, Vec<Sample>)> = Vec::new();
-    let total = args.rounds * if args.full { 4 } else { 3 };
+    let total = args.rounds * (3 + u32::from(args.full) + u32::from(args.concurrent.is_some()));
     let mut done = 0;
     let mut progress = |mode: Mode, i: u32, s: &Sample| {
         done += 1;
@@ -194,6 +285,15 @@ pub async fn bench(args: &BenchArgs) -> Result<()> {
         let (dir, k) = next_dir();
         let d = BenchDaemon::start(&exe, &dir, k, &["--no-profile-prefetch"])?;
         let s = measure(&exe, &d, args, true).await;
+        if s.is_ok() && i == 0 && args.push_profile {
+            // The profile is saved when the container's mount is released; stopping the
+            // daemon would too, but the push needs it running: wait for the file.
+            wait_for_profile(&dir.join("data").join("profiles"))?;
+            if let Err(e) = push_profile(&exe, &d, &args.image) {
+                d.stop()?;
+                return Err(e);
+            }
+        }
         d.stop()?;
         let s = s?;
         progress(Mode::Cold, i, &s);
@@ -209,7 +309,7 @@ pub async fn bench(args: &BenchArgs) -> Result<()> {
     let mut last = None;
     for i in 0..args.rounds {
         let (dir, k) = next_dir();
-        if let Some(p) = &profile_dir {
+        if let (Some(p), false) = (&profile_dir, args.push_profile) {
             copy_dir(p, &dir.join("data").join("profiles"))?;
         }
         let d = BenchDaemon::start(&exe, &dir, k, &[])?;
@@ -259,6 +359,20 @@ pub async fn bench(args: &BenchArgs) -> Result<()> {
         results.push((Mode::Full, full));
     }
 
+    if let Some(n) = args.concurrent {
+        let mut many = Vec::new();
+        for i in 0..args.rounds {
+            let (dir, k) = next_dir();
+            let d = BenchDaemon::start(&exe, &dir, k, &["--no-profile-prefetch"])?;
+            let s = measure_concurrent(&exe, &d, args, n).await;
+            d.stop()?;
+            let s = s?;
+            progress(Mode::Concurrent(n), i, &s);
+            many.push(s);
+        }
+        results.push((Mode::Concurrent(n), many));
+    }
+
     let cmd = if args.cmd.is_empty() {
         "(image default)".to_string()
     } else {
@@ -270,8 +384,33 @@ pub async fn bench(args: &BenchArgs) -> Result<()> {
     let svg = out_dir.join("bench.svg");
     report::write_markdown(&md, &args.image, &cmd, args.rounds, &table)?;
     report::write_chart(&svg, &args.image, &results)?;
-    eprintln!("wrote {} and {}", md.display(), svg.display());
+    let json = out_dir.join("bench.json");
+    report::write_json(&json, &args.image, &cmd, &results)?;
+    eprintln!(
+        "wrote {}, {} and {}",
+        md.display(),
+        svg.display(),
+        json.display()
+    );
     Ok(())
+}
+
+/// Waits (up to 30 s) until `dir` holds a saved profile.
+fn wait_for_profile(dir: &Path) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let found = std::fs::read_dir(dir).is_ok_and(|rd| {
+            rd.flatten()
+                .any(|e| e.path().extension().is_some_and(|x| x == "json"))
+        });
+        if found {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("no profile was saved under {} within 30 s", dir.display());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 fn copy_dir(from: &Path, to: &Path) -> Result<()> {

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -13,15 +14,18 @@ pub enum Mode {
     ColdProfile,
     Warm,
     Full,
+    /// N cold starts at once on one daemon.
+    Concurrent(u32),
 }
 
 impl Mode {
-    pub fn label(self) -> &'static str {
+    pub fn label(self) -> String {
         match self {
-            Mode::Cold => "cold",
-            Mode::ColdProfile => "cold+profile",
-            Mode::Warm => "warm",
-            Mode::Full => "full pull",
+            Mode::Cold => "cold".into(),
+            Mode::ColdProfile => "cold+profile".into(),
+            Mode::Warm => "warm".into(),
+            Mode::Full => "full pull".into(),
+            Mode::Concurrent(n) => format!("cold x{n}"),
         }
     }
 }
@@ -39,6 +43,12 @@ pub struct Sample {
     pub bytes: u64,
     /// Registry requests sent.
     pub requests: u64,
+    /// Of `bytes`, those received during the pull (manifests, configs, TOCs; whole layers
+    /// for a full pull).
+    pub pull_bytes: u64,
+    /// Compressed bytes of the distinct chunks the container's reads needed (the daemon's
+    /// `ReadChunkBytes`), the yardstick for `bytes`.
+    pub read_bytes: u64,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -66,15 +76,25 @@ fn medians(samples: &[Sample]) -> (f64, f64, f64, f64, f64) {
     )
 }
 
+/// Medians of the byte split: (MB fetched by the pull, MB of chunks the reads needed).
+fn byte_medians(samples: &[Sample]) -> (f64, f64) {
+    let m = |f: &dyn Fn(&Sample) -> f64| median(samples.iter().map(f).collect());
+    (
+        m(&|s| s.pull_bytes as f64 / 1e6),
+        m(&|s| s.read_bytes as f64 / 1e6),
+    )
+}
+
 /// A markdown table of the medians (readable as plain text too).
 pub fn table(results: &[(Mode, Vec<Sample>)]) -> String {
     let mut t = String::from(
-        "| mode | pull (s) | first output (s) | exit (s) | fetched (MB) | requests |\n|---|---:|---:|---:|---:|---:|\n",
+        "| mode | pull (s) | first output (s) | exit (s) | fetched (MB) | by the pull (MB) | chunks read (MB) | requests |\n|---|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for (mode, samples) in results {
         let (p, f, e, mb, r) = medians(samples);
+        let (pull_mb, read_mb) = byte_medians(samples);
         t.push_str(&format!(
-            "| {} | {p:.3} | {} | {e:.3} | {mb:.2} | {r:.0} |\n",
+            "| {} | {p:.3} | {} | {e:.3} | {mb:.2} | {pull_mb:.2} | {read_mb:.2} | {r:.0} |\n",
             mode.label(),
             if f.is_nan() {
                 "-".to_string()
@@ -84,6 +104,51 @@ pub fn table(results: &[(Mode, Vec<Sample>)]) -> String {
         ));
     }
     t
+}
+
+/// Every sample and the medians as JSON (for harnesses that compare runs, e.g. the
+/// shaped-link bench): `{"image", "command", "modes": [{"mode", "median": {...},
+/// "samples": [{"pull_s", "first_output_s", "exit_s", "bytes", "requests", "pull_bytes",
+/// "read_bytes"}]}]}`; times in seconds, bytes in bytes.
+pub fn write_json(
+    path: &Path,
+    image: &str,
+    cmd: &str,
+    results: &[(Mode, Vec<Sample>)],
+) -> Result<()> {
+    let sample = |s: &Sample| {
+        serde_json::json!({
+            "pull_s": s.pull.as_secs_f64(),
+            "first_output_s": s.first_output.map(|d| d.as_secs_f64()),
+            "exit_s": s.exit.as_secs_f64(),
+            "bytes": s.bytes,
+            "requests": s.requests,
+            "pull_bytes": s.pull_bytes,
+            "read_bytes": s.read_bytes,
+        })
+    };
+    let modes: Vec<serde_json::Value> = results
+        .iter()
+        .map(|(mode, samples)| {
+            let m = |f: &dyn Fn(&Sample) -> f64| median(samples.iter().map(f).collect());
+            serde_json::json!({
+                "mode": mode.label(),
+                "median": {
+                    "pull_s": m(&|s| s.pull.as_secs_f64()),
+                    "first_output_s": m(&|s| s.first_output.map_or(f64::NAN, |d| d.as_secs_f64())),
+                    "exit_s": m(&|s| s.exit.as_secs_f64()),
+                    "bytes": m(&|s| s.bytes as f64),
+                    "requests": m(&|s| s.requests as f64),
+                    "pull_bytes": m(&|s| s.pull_bytes as f64),
+                    "read_bytes": m(&|s| s.read_bytes as f64),
+                },
+                "samples": samples.iter().map(sample).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let doc = serde_json::json!({ "image": image, "command": cmd, "modes": modes });
+    let text = serde_json::to_vec_pretty(&doc).expect("json");
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }
 
 pub fn write_markdown(path: &Path, image: &str, cmd: &str, rounds: u32, table: &str) -> Result<()> {
@@ -98,7 +163,7 @@ pub fn write_markdown(path: &Path, image: &str, cmd: &str, rounds: u32, table: &
 
 /// Grouped bars: per mode, the median time to first output and to exit.
 pub fn write_chart(path: &Path, image: &str, results: &[(Mode, Vec<Sample>)]) -> Result<()> {
-    let rows: Vec<(&str, f64, f64)> = results
+    let rows: Vec<(String, f64, f64)> = results
         .iter()
         .map(|(m, s)| {
             let (_, f, e, _, _) = medians(s);
@@ -118,11 +183,12 @@ pub fn write_chart(path: &Path, image: &str, results: &[(Mode, Vec<Sample>)]) ->
         chart
             .configure_mesh()
             .disable_x_mesh()
+            .light_line_style(WHITE)
             .x_labels(rows.len() * 2 + 1)
             .x_label_formatter(&|x| {
                 let i = x.floor() as usize;
                 if (x - x.floor() - 0.5).abs() < 0.01 && i < rows.len() {
-                    rows[i].0.to_string()
+                    rows[i].0.clone()
                 } else {
                     String::new()
                 }
@@ -145,15 +211,28 @@ pub fn write_chart(path: &Path, image: &str, results: &[(Mode, Vec<Sample>)]) ->
             }))?
             .label("exit")
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], exit.filled()));
-        chart.draw_series(rows.iter().enumerate().map(|(i, r)| {
-            Text::new(
-                format!("{:.2}", r.2),
-                (i as f64 + 0.52, r.2 + top * 0.02),
-                ("sans-serif", 13),
-            )
-        }))?;
+        // Each bar's value above it, centred: the lazy modes' bars are short next to a full
+        // pull's, the numbers carry them.
+        let label = |x: f64, v: f64| {
+            let style = ("sans-serif", 13)
+                .into_text_style(&root)
+                .pos(Pos::new(HPos::Center, VPos::Bottom));
+            Text::new(format!("{v:.3}"), (x, v + top * 0.01), style)
+        };
+        chart.draw_series(
+            rows.iter()
+                .enumerate()
+                .filter(|(_, r)| r.1 > 0.0)
+                .map(|(i, r)| label(i as f64 + 0.315, r.1)),
+        )?;
+        chart.draw_series(
+            rows.iter()
+                .enumerate()
+                .map(|(i, r)| label(i as f64 + 0.685, r.2)),
+        )?;
         chart
             .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
             .border_style(BLACK)
             .background_style(WHITE.mix(0.9))
             .draw()?;
@@ -174,6 +253,8 @@ mod tests {
             exit: Duration::from_secs_f64(exit),
             bytes: 2_000_000,
             requests: 10,
+            pull_bytes: 500_000,
+            read_bytes: 1_000_000,
         }
     }
 
@@ -187,7 +268,7 @@ mod tests {
         ];
         let t = table(&results);
         assert!(
-            t.contains("| cold | 0.100 | 0.700 | 0.800 | 2.00 | 10 |"),
+            t.contains("| cold | 0.100 | 0.700 | 0.800 | 2.00 | 0.50 | 1.00 | 10 |"),
             "{t}"
         );
         let dir = tempfile::tempdir().unwrap();

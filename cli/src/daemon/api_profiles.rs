@@ -35,6 +35,7 @@ async fn stats(State(d): State<Arc<Daemon>>) -> ApiResult<impl IntoResponse> {
         "ChunkFetchRequests": u.counters.fetch_requests,
         "ChunkFetchedBytes": u.counters.fetched_bytes,
         "PrefetchedChunks": u.counters.prefetched_chunks,
+        "ReadChunkBytes": u.counters.read_chunk_bytes,
         "CacheBytes": u.disk_bytes,
     })))
 }

@@ -32,12 +32,21 @@ impl CacheCore {
         let start = run[0].blob_offset;
         let last = run.last().unwrap();
         let len = last.blob_offset + last.blob_len - start;
+        let t0 = std::time::Instant::now();
         let fetched = {
             let _permit = self.permits.acquire();
             source.read_range_retry(start, len, &self.retry)
         };
         let bytes = match fetched {
             Ok(b) => {
+                tracing::debug!(
+                    layer,
+                    offset = start,
+                    len,
+                    chunks = run.len(),
+                    ms = t0.elapsed().as_secs_f64() * 1e3,
+                    "fetched chunks"
+                );
                 bump(&self.counters.fetch_requests, 1);
                 bump(&self.counters.fetched_bytes, len);
                 b
@@ -256,6 +265,7 @@ impl CacheCore {
         source: &Arc<dyn BlobSource>,
         run: &[Want],
     ) -> Vec<Result<Arc<[u8]>>> {
+        self.read_behind(layer, source, run);
         let Some((map, ahead)) = self.plan_readahead(layer, run) else {
             return self.fetch_run(layer, source.as_ref(), run);
         };
@@ -267,6 +277,7 @@ impl CacheCore {
             c.blob_offset + c.blob_len
         };
         let need = (demand_end - start) as usize;
+        let t0 = std::time::Instant::now();
         let received = {
             let _permit = self.permits.acquire();
             source
@@ -296,6 +307,16 @@ impl CacheCore {
                 return self.fetch_run(layer, source.as_ref(), run);
             }
         };
+        tracing::debug!(
+            layer,
+            offset = start,
+            len = need,
+            ahead = end - start - need as u64,
+            span = self.readahead.current(),
+            chunks = run.len(),
+            ms = t0.elapsed().as_secs_f64() * 1e3,
+            "fetched chunks with read-ahead"
+        );
         bump(&self.counters.fetch_requests, 1);
         bump(&self.counters.fetched_bytes, end - start);
         let rest = buf.split_off(need);
@@ -315,6 +336,94 @@ impl CacheCore {
         results
     }
 
+    /// Fetches, on a thread of its own and in one request beside the run's, the uncached
+    /// chunks just before `run` in the blob that belong to files of the run's own directory
+    /// (gaps up to [`MERGE_GAP`], within the adaptive span): a program opening one file of a
+    /// directory opens its neighbours in its own order, not the blob's (a dynamic loader
+    /// takes libraries in `DT_NEEDED` order; `etc/passwd` comes after `etc/group`).
+    fn read_behind(self: &Arc<Self>, layer: &str, source: &Arc<dyn BlobSource>, run: &[Want]) {
+        let span = self.readahead.span();
+        if span == 0 || self.disk_usage().saturating_add(span * 4) > self.budget {
+            return;
+        }
+        let Some(map) = self.maps.read().unwrap().get(layer).cloned() else {
+            return;
+        };
+        let Some(pos) = map.position(run[0].blob_offset) else {
+            return;
+        };
+        let dir = map.chunks[pos].dir.clone();
+        let lower = run[0].blob_offset.saturating_sub(span);
+        let mut next_start = run[0].blob_offset;
+        let mut i = pos;
+        while i > 0 {
+            let c = &map.chunks[i - 1];
+            let gap = next_start.checked_sub(c.blob_offset + c.blob_len);
+            if gap.is_none_or(|g| g > MERGE_GAP)
+                || c.blob_offset < lower
+                || c.dir != dir
+                || self.mem.lock().unwrap().contains(&*c.digest)
+                || self.files.path(&c.digest).exists()
+            {
+                break;
+            }
+            match self.flights.claim(&c.digest) {
+                Claim::Owner => {}
+                Claim::Waiter(_) => break,
+            }
+            next_start = c.blob_offset;
+            i -= 1;
+        }
+        if i == pos {
+            return;
+        }
+        self.readahead.issued(map.chunks[i..pos].iter());
+        let start = map.chunks[i].blob_offset;
+        let end = map.chunks[pos - 1].blob_offset + map.chunks[pos - 1].blob_len;
+        let claimed: Vec<Arc<str>> = map.chunks[i..pos]
+            .iter()
+            .map(|c| c.digest.clone())
+            .collect();
+        let core = self.clone();
+        let source = source.clone();
+        let layer = layer.to_string();
+        let spawned = std::thread::Builder::new()
+            .name("skiff-readbehind".into())
+            .spawn(move || {
+                let wanted: Vec<usize> = (i..pos).collect();
+                match source.open_range(start, end - start) {
+                    Ok(stream) => {
+                        tracing::debug!(layer, offset = start, len = end - start, chunks = wanted.len(), "reading behind");
+                        bump(&core.counters.fetch_requests, 1);
+                        bump(&core.counters.fetched_bytes, end - start);
+                        core.receive_chunks(
+                            &layer,
+                            &map,
+                            &wanted,
+                            start,
+                            bytes::BytesMut::new(),
+                            stream,
+                        );
+                    }
+                    Err(e) => {
+                        tracing::debug!(layer, offset = start, error = %e, "read-behind request failed");
+                        let mut owned = Owned::new(&core.flights);
+                        for &k in &wanted {
+                            owned.own(&map.chunks[k].digest);
+                        }
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot start a read-behind thread");
+            // Abandoned: their waiters fetch for themselves.
+            let mut owned = Owned::new(&self.flights);
+            for d in &claimed {
+                owned.own(d);
+            }
+        }
+    }
+
     /// Claims the chunks after `run` worth reading ahead: blob-adjacent (gaps up to
     /// [`MERGE_GAP`]), in the run's directory subtree, not cached, not being fetched, within
     /// the adaptive span. `None` when there are none.
@@ -332,7 +441,13 @@ impl CacheCore {
         let pos = map.position(last.blob_offset)?;
         let dir = map.chunks[pos].dir.clone();
         let mut prev_end = last.blob_offset + last.blob_len;
-        let limit = prev_end + span;
+        let file_end = map.chunks[pos].file_end;
+        // The rest of the file, then the span into its directory's next files.
+        let limit = if file_end.saturating_sub(prev_end) <= super::readahead::FILE_AHEAD_MAX {
+            prev_end.max(file_end) + span
+        } else {
+            prev_end + span
+        };
         let first = pos + 1;
         let mut i = first;
         while let Some(c) = map.chunks.get(i) {
@@ -355,7 +470,13 @@ impl CacheCore {
         if i == first {
             return None;
         }
-        self.readahead.issued(map.chunks[first..i].iter());
+        // The adaptive span answers for what goes beyond the file only: the rest of a file
+        // is used later than the span is next adjusted (a loader faults it in over time).
+        self.readahead.issued(
+            map.chunks[first..i]
+                .iter()
+                .filter(|c| c.blob_offset >= file_end),
+        );
         Some((map, first..i))
     }
 

@@ -87,6 +87,9 @@ pub struct CacheStats {
     pub prefetched_chunks: u64,
     /// Chunks fetched in the background to make lazy layers local.
     pub background_chunks: u64,
+    /// Compressed bytes (`blob_len`) of the distinct chunks reads asked for: what the
+    /// workload needed from the registry, the yardstick for bytes fetched.
+    pub read_chunk_bytes: u64,
 }
 
 #[derive(Default)]
@@ -101,6 +104,7 @@ struct Counters {
     evicted_chunks: AtomicU64,
     prefetched_chunks: AtomicU64,
     background_chunks: AtomicU64,
+    read_chunk_bytes: AtomicU64,
 }
 
 fn bump(c: &AtomicU64, n: u64) {
@@ -155,6 +159,8 @@ pub struct CacheCore {
     pins: Mutex<HashMap<String, usize>>,
     permits: Semaphore,
     counters: Counters,
+    /// Chunks reads have asked for (for [`CacheStats::read_chunk_bytes`]).
+    read_seen: Mutex<std::collections::HashSet<String>>,
 }
 
 /// fsyncs chunk files in the background. A reader never waits for the disk: its chunk is
@@ -289,6 +295,7 @@ impl CacheCore {
             pins: Mutex::new(HashMap::new()),
             permits: Semaphore::new(config.max_parallel_fetches),
             counters: Counters::default(),
+            read_seen: Mutex::new(std::collections::HashSet::new()),
         };
         cache.evict_to(cache.budget)?;
         Ok(cache)
@@ -336,6 +343,7 @@ impl CacheCore {
             evicted_chunks: g(&c.evicted_chunks),
             prefetched_chunks: g(&c.prefetched_chunks),
             background_chunks: g(&c.background_chunks),
+            read_chunk_bytes: g(&c.read_chunk_bytes),
         }
     }
 
@@ -592,6 +600,15 @@ impl ContentReader for ChunkCache {
                         layer: layer_digest.to_string(),
                         reason: "a local chunk was passed to the chunk cache".into(),
                     })
+                }
+            }
+        }
+        {
+            let mut seen = self.read_seen.lock().unwrap();
+            for w in &wants {
+                if !seen.contains(w.digest) {
+                    seen.insert(w.digest.to_string());
+                    bump(&self.counters.read_chunk_bytes, w.blob_len);
                 }
             }
         }

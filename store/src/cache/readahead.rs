@@ -4,7 +4,10 @@
 //! follow it in the blob, within the same directory subtree, up to a span of compressed
 //! bytes that adapts to how much of what was read ahead was then used (doubling while at
 //! least half is used, halving below a quarter, between [`MIN_SPAN`] and the configured
-//! maximum).
+//! maximum). Whatever the span, a miss reads ahead to the end of its own file when that is
+//! at most [`FILE_AHEAD_MAX`] compressed bytes away: a program that reads the start of a
+//! file reads most of it (an executable or a library is mapped and faulted in at scattered
+//! offsets, one round trip each if fetched chunk by chunk; a module is read whole).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -14,7 +17,11 @@ use crate::layer_index::{ChunkLocation, LayerIndex};
 /// Smallest read-ahead span (compressed bytes).
 pub const MIN_SPAN: u64 = 64 << 10;
 /// Span a cache starts with.
-pub const INITIAL_SPAN: u64 = 256 << 10;
+pub const INITIAL_SPAN: u64 = 1 << 20;
+/// A miss reads ahead to the end of its file when that is at most this many compressed
+/// bytes further (beyond the adaptive span; bounded by the configured maximum being
+/// non-zero).
+pub const FILE_AHEAD_MAX: u64 = 8 << 20;
 
 /// One compressed chunk of a layer blob, with the directory of the file it belongs to.
 pub struct MapChunk {
@@ -25,6 +32,8 @@ pub struct MapChunk {
     pub digest: Arc<str>,
     /// Parent directory of the file, with a trailing `/` (`""` at the root).
     pub dir: Arc<[u8]>,
+    /// Blob offset just past the file's last chunk.
+    pub file_end: u64,
 }
 
 /// Every compressed chunk of a layer, in blob order (one entry per blob offset).
@@ -43,6 +52,19 @@ impl LayerMap {
                 None => b"",
             };
             let dir = dirs.entry(dir).or_insert_with(|| Arc::from(dir)).clone();
+            let file_end = e
+                .chunks
+                .iter()
+                .filter_map(|c| match &c.location {
+                    ChunkLocation::Compressed {
+                        blob_offset,
+                        blob_len,
+                        ..
+                    } => Some(blob_offset + blob_len),
+                    _ => None,
+                })
+                .max()
+                .unwrap_or(0);
             for c in &e.chunks {
                 if let ChunkLocation::Compressed {
                     blob_offset,
@@ -56,6 +78,7 @@ impl LayerMap {
                         len: c.len,
                         digest: Arc::from(digest.as_str()),
                         dir: dir.clone(),
+                        file_end,
                     });
                 }
             }
@@ -124,6 +147,11 @@ impl Adaptive {
         s.span
     }
 
+    /// The span now, without adjusting it (for logs).
+    pub fn current(&self) -> u64 {
+        self.state.lock().unwrap().span
+    }
+
     /// Records chunks fetched ahead.
     pub fn issued<'a>(&self, chunks: impl Iterator<Item = &'a MapChunk>) {
         let mut s = self.state.lock().unwrap();
@@ -159,12 +187,13 @@ mod tests {
             len,
             digest: Arc::from(d),
             dir: Arc::from(&b""[..]),
+            file_end: off + len,
         }
     }
 
     #[test]
     fn span_grows_when_used_and_shrinks_when_wasted() {
-        let a = Adaptive::new(1 << 20);
+        let a = Adaptive::new(4 * INITIAL_SPAN);
         assert_eq!(a.span(), INITIAL_SPAN);
         // All of a span's worth used: doubled.
         let c = chunk(0, INITIAL_SPAN, "a");
@@ -178,11 +207,11 @@ mod tests {
             a.used(d);
             a.span();
         }
-        assert_eq!(a.span(), 1 << 20);
+        assert_eq!(a.span(), 4 * INITIAL_SPAN);
         // Nothing used: halved, down to the floor.
         for i in 0..10 {
             let d = format!("w{i}");
-            let c = chunk(0, 1 << 20, &d);
+            let c = chunk(0, 4 * INITIAL_SPAN, &d);
             a.issued([&c].into_iter());
             a.span();
         }
