@@ -268,7 +268,13 @@ impl NetworkManager {
             },
             _ => return Ok(()),
         };
-        let proxies = start_proxies(&specs, ip).await?;
+        let proxies = start_proxies(
+            &specs,
+            ip,
+            self.config.proxy_processes.as_ref(),
+            container_id,
+        )
+        .await?;
         if let Some(r) = inner.state.containers.get_mut(container_id) {
             r.unpublished = false;
         }
