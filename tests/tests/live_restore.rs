@@ -259,8 +259,11 @@ fn read_in_flight_at_a_crash_completes_after_restart() {
     let mut d = Daemon::start().unwrap();
     assert!(d.ok(&["pull", &chunked]).contains("Lazy image"));
     let host = tempfile::tempdir().unwrap();
+    // The result appears under /h/out only when the read has ended (the shell creates a
+    // redirect's file before the read starts).
     let script = "while [ ! -e /h/go ]; do sleep 0.05; done; \
-                  sha256sum /data/late > /h/out 2>&1 || echo FAIL >> /h/out; echo DONE >> /h/out";
+                  sha256sum /data/late > /h/tmp 2>&1 || echo FAIL >> /h/tmp; \
+                  echo DONE >> /h/tmp; mv /h/tmp /h/out";
     d.ok(&[
         "run",
         "-d",
@@ -279,7 +282,8 @@ fn read_in_flight_at_a_crash_completes_after_restart() {
     std::thread::sleep(Duration::from_millis(500));
     assert!(
         !host.path().join("out").exists(),
-        "the read finished before the crash"
+        "the read finished before the crash:\n{}",
+        d.log_text()
     );
     d.stop(true);
     reg.restart().unwrap();

@@ -130,7 +130,16 @@ fn restart_always_comes_back_and_stop_disables_it() {
         "an always container starts with the daemon:\n{}",
         d.log_text()
     );
-    std::thread::sleep(Duration::from_millis(300));
+    // Started at boot, it is watched as if never stopped by hand: its next exit (it exits
+    // after 1.5 s) restarts it again, as dockerd does.
+    let before: u32 = inspect(&d, "rs", "{{.RestartCount}}").parse().unwrap();
+    let want = (before + 1).to_string();
+    assert_eq!(
+        wait_for(&d, "rs", "{{.RestartCount}}", |c| c == want),
+        want,
+        "an always container started at boot keeps restarting:\n{}",
+        d.log_text()
+    );
     assert_eq!(inspect(&d, "us", "{{.State.Status}}"), "exited");
     docker_ok(&d, &["rm", "-f", "rs", "us", "of"]);
 }
@@ -169,5 +178,13 @@ fn a_crashing_container_backs_off() {
     // Waiting out the back-off, it shows as restarting, in inspect and ps.
     let st = wait_for(&d, "crash", "{{.State.Restarting}}", |r| r == "true");
     assert_eq!(st, "true");
+    // A stop during the back-off ends it at once: exited, not restarting, and it stays so.
+    docker_ok(&d, &["stop", "crash"]);
+    assert_eq!(
+        inspect(&d, "crash", "{{.State.Status}} {{.State.Restarting}}"),
+        "exited false"
+    );
+    std::thread::sleep(Duration::from_millis(2000));
+    assert_eq!(inspect(&d, "crash", "{{.State.Status}}"), "exited");
     docker_ok(&d, &["rm", "-f", "crash"]);
 }

@@ -7,12 +7,15 @@ use super::error::DaemonError;
 use super::record::ContainerRecord;
 use super::status::{Lifecycle, StartPlan};
 
-/// Who asks for a start: a user (clears "stopped by user" and the restart count) or the
-/// restart policy.
+/// Who asks for a start: a user (clears "stopped by user" and the restart count), the
+/// restart policy after an exit, or the policy at daemon start (clears "stopped by user":
+/// dockerd keeps restarting an `always` container it started at boot, even one stopped by
+/// hand before).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StartedBy {
     User,
     RestartPolicy,
+    DaemonStart,
 }
 
 impl ContainerService {
@@ -30,6 +33,10 @@ impl ContainerService {
             let mut updated = r.clone();
             updated.stopped_by_user = false;
             updated.restart_count = 0;
+            self.records.update(&updated)?;
+        } else if by == StartedBy::DaemonStart && r.stopped_by_user {
+            let mut updated = r.clone();
+            updated.stopped_by_user = false;
             self.records.update(&updated)?;
         }
         // Ports are freed while a container is stopped (see the monitor): bound again now.
@@ -98,6 +105,7 @@ impl ContainerService {
             updated.stopped_by_user = true;
             self.records.update(&updated)?;
         }
+        self.monitor.cancel_restart(&r.id);
         Ok(())
     }
 

@@ -80,6 +80,12 @@ impl Monitor {
         let _ = self.tx.send(id.to_string());
     }
 
+    /// A stop or kill during the back-off: the container shows `exited` at once (the
+    /// pending restart sees "stopped by user" when it wakes and gives up).
+    pub fn cancel_restart(&self, id: &str) {
+        self.restarting.lock().expect("monitor lock").remove(id);
+    }
+
     pub fn is_restarting(&self, id: &str) -> bool {
         self.restarting.lock().expect("monitor lock").contains(id)
     }

@@ -183,7 +183,7 @@ impl Daemon {
         for r in to_start {
             match self
                 .containers
-                .start(&r, super::containers_run::StartedBy::RestartPolicy)
+                .start(&r, super::containers_run::StartedBy::DaemonStart)
                 .await
             {
                 Ok(_) => {

@@ -207,7 +207,7 @@ fn mounts(host: &HostConfig) -> Result<Vec<MountSpec>, DaemonError> {
                 return Err(unsupported("BindOptions.Propagation", p.to_string()));
             }
             if b.non_recursive == Some(true) || b.create_mountpoint == Some(true) {
-                return Err(unsupported("BindOptions", format!("{b:?}")));
+                return Err(unsupported("BindOptions", json_text(b)));
             }
         }
         if let Some(v) = &m.volume_options {
@@ -219,7 +219,7 @@ fn mounts(host: &HostConfig) -> Result<Vec<MountSpec>, DaemonError> {
                     .is_some_and(|n| !n.is_empty() && n != "local")
                     || d.options.as_ref().is_some_and(|o| !o.is_empty())
                 {
-                    return Err(unsupported("VolumeOptions.DriverConfig", format!("{d:?}")));
+                    return Err(unsupported("VolumeOptions.DriverConfig", json_text(d)));
                 }
             }
         }
@@ -376,4 +376,9 @@ pub fn docker_host_config(h: &HostSpec) -> HostConfig {
         links: None,
         ..Default::default()
     }
+}
+
+/// A refused value as the client sent it (JSON), not as Rust prints it.
+fn json_text(v: &impl serde::Serialize) -> String {
+    serde_json::to_string(v).unwrap_or_default()
 }
