@@ -11,7 +11,11 @@ pub const EXEC_ARG: &str = "__exec";
 /// Call first thing in `main`: if argv[1] is one of the runtime's internal subcommands, runs
 /// it and never returns; otherwise returns and the program goes on normally.
 pub fn run_if_internal() {
-    let args: Vec<String> = std::env::args().collect();
+    // Lossy: a user's argument need not be UTF-8 (the CLI parser reports it); the internal
+    // subcommands' own arguments always are.
+    let args: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
     match args.get(1).map(String::as_str) {
         Some(SHIM_ARG) | Some(EXEC_ARG) => close_inherited_fds(3),
         Some(crate::launcher::LAUNCHER_ARG) => {
