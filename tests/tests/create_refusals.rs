@@ -58,6 +58,25 @@ fn unimplemented_fields_are_refused_by_name() {
         "bind source path does not exist",
     );
     refused(&["--cap-add", "NOPE"], "NOPE");
+    // (`docker run` refuses --restart with --rm itself; `create` exits 1 on daemon errors.)
+    let out = docker_run(
+        &d,
+        &[
+            "create",
+            "--pull",
+            "never",
+            "--restart",
+            "bogus",
+            IMAGE,
+            "true",
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("HostConfig.RestartPolicy.Name: unknown variant `bogus`"),
+        "{err}"
+    );
     refused(&["--sysctl", "kernel.hostname=x"], "kernel.hostname");
     refused(&["--log-driver", "syslog"], "syslog");
     assert_eq!(docker_ok(&d, &["ps", "-aq"]).trim(), "");

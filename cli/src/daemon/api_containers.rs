@@ -55,8 +55,14 @@ pub async fn create(
         }
     }
     super::create_fields::check(&body)?;
-    let body: Config<String> = serde_json::from_value(body)
-        .map_err(|e| super::error::DaemonError::Invalid(format!("invalid create body: {e}")))?;
+    // The error names the field (`HostConfig.RestartPolicy.Name: unknown variant ...`).
+    let body: Config<String> = serde_path_to_error::deserialize(body).map_err(|e| {
+        super::error::DaemonError::Invalid(format!(
+            "invalid create body: {}: {}",
+            e.path(),
+            e.inner()
+        ))
+    })?;
     let id = d.containers.create(q.name, body).await?;
     Ok((
         StatusCode::CREATED,
