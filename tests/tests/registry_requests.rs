@@ -136,35 +136,12 @@ fn a_miss_reads_ahead_within_its_directory() {
         "a_miss_reads_ahead_within_its_directory",
         registry_unavailable()
     );
-    let registry = Registry::start().unwrap();
-    let rt = runtime();
-    let (tar, _blob, _pushed) = converted_image(&rt, &registry, "wire/ahead").unwrap();
-    let proxy = CountingProxy::start(&registry.host()).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
-    let img = rt
-        .block_on(store.pull(&format!("{}/wire/ahead:latest", proxy.host()), &|_| {}))
-        .unwrap();
-    let indexes = store.layer_indexes(&img.id).unwrap();
-    let reader = store.content_reader();
-    let layer = &indexes[0].digest;
-    let file = |p: &str| {
-        indexes[0]
-            .entries
-            .iter()
-            .find(|e| e.path == p)
-            .unwrap()
-            .clone()
-    };
-    let expect = |p: &str| tar_files().into_iter().find(|f| f.path == p).unwrap().data;
-    let read = |p: &str, off: u64, len: usize| {
-        let f = file(p);
-        let mut buf = vec![0u8; len];
-        let n = reader.read_at(layer, &f.chunks, off, &mut buf).unwrap();
-        buf.truncate(n);
-        buf
-    };
-    let _ = tar;
+    let lazy = LazyThroughRelay::pull("wire/ahead");
+    let (proxy, file, read) = (
+        &lazy.proxy,
+        |p: &str| lazy.file(p),
+        |p: &str, o, l| lazy.read(p, o, l),
+    );
     proxy.clear();
     // etc/hello.txt: its directory ends there, so nothing of usr/lib/ comes along.
     assert_eq!(read("etc/hello.txt", 0, 100), expect("etc/hello.txt"));
@@ -203,34 +180,12 @@ fn a_miss_reads_behind_over_its_directory_and_ahead_to_its_file_end() {
         "a_miss_reads_behind_over_its_directory_and_ahead_to_its_file_end",
         registry_unavailable()
     );
-    let registry = Registry::start().unwrap();
-    let rt = runtime();
-    let (_tar, _blob, _pushed) = converted_image(&rt, &registry, "wire/behind").unwrap();
-    let proxy = CountingProxy::start(&registry.host()).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
-    let img = rt
-        .block_on(store.pull(&format!("{}/wire/behind:latest", proxy.host()), &|_| {}))
-        .unwrap();
-    let indexes = store.layer_indexes(&img.id).unwrap();
-    let reader = store.content_reader();
-    let layer = &indexes[0].digest;
-    let file = |p: &str| {
-        indexes[0]
-            .entries
-            .iter()
-            .find(|e| e.path == p)
-            .unwrap()
-            .clone()
-    };
-    let expect = |p: &str| tar_files().into_iter().find(|f| f.path == p).unwrap().data;
-    let read = |p: &str, off: u64, len: usize| {
-        let f = file(p);
-        let mut buf = vec![0u8; len];
-        let n = reader.read_at(layer, &f.chunks, off, &mut buf).unwrap();
-        buf.truncate(n);
-        buf
-    };
+    let lazy = LazyThroughRelay::pull("wire/behind");
+    let (proxy, file, read) = (
+        &lazy.proxy,
+        |p: &str| lazy.file(p),
+        |p: &str, o, l| lazy.read(p, o, l),
+    );
     let blob_offset = |c: &skiff_store::ChunkRef| match &c.location {
         skiff_store::ChunkLocation::Compressed { blob_offset, .. } => *blob_offset,
         _ => panic!("lazy chunk expected"),
@@ -270,4 +225,67 @@ fn a_miss_reads_behind_over_its_directory_and_ahead_to_its_file_end() {
     let behind = ranges.iter().find(|&&(lo, _)| lo < medium_start).unwrap();
     assert!(behind.1 < medium_start, "{ranges:?}");
     assert!(behind.0 <= blob_offset(&last), "{ranges:?}");
+}
+
+/// The converted test image pushed to a real registry and pulled lazily through a counting
+/// relay into a fresh store: what the read-ahead tests read from.
+struct LazyThroughRelay {
+    _registry: Registry,
+    proxy: CountingProxy,
+    _dir: tempfile::TempDir,
+    indexes: Vec<skiff_store::LayerIndex>,
+    reader: Arc<dyn skiff_store::ContentReader>,
+    /// The store's fetches run on it: dropped last.
+    _rt: tokio::runtime::Runtime,
+}
+
+impl LazyThroughRelay {
+    fn pull(repo: &str) -> LazyThroughRelay {
+        let registry = Registry::start().unwrap();
+        let rt = runtime();
+        converted_image(&rt, &registry, repo).unwrap();
+        let proxy = CountingProxy::start(&registry.host()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        let img = rt
+            .block_on(store.pull(&format!("{}/{repo}:latest", proxy.host()), &|_| {}))
+            .unwrap();
+        LazyThroughRelay {
+            indexes: store.layer_indexes(&img.id).unwrap(),
+            reader: store.content_reader(),
+            _registry: registry,
+            proxy,
+            _dir: dir,
+            _rt: rt,
+        }
+    }
+
+    fn file(&self, path: &str) -> skiff_store::FileEntry {
+        self.indexes[0]
+            .entries
+            .iter()
+            .find(|e| e.path == path)
+            .unwrap()
+            .clone()
+    }
+
+    /// Up to `len` bytes of `path` at `off`, through the chunk cache.
+    fn read(&self, path: &str, off: u64, len: usize) -> Vec<u8> {
+        let f = self.file(path);
+        let mut buf = vec![0u8; len];
+        let n = self
+            .reader
+            .read_at(&self.indexes[0].digest, &f.chunks, off, &mut buf)
+            .unwrap();
+        buf.truncate(n);
+        buf
+    }
+}
+
+fn expect(path: &str) -> Vec<u8> {
+    tar_files()
+        .into_iter()
+        .find(|f| f.path == path)
+        .unwrap()
+        .data
 }
