@@ -108,3 +108,153 @@ fn gzip_image_is_unpacked_into_skiff_snapshots_and_runs_under_ctr() {
     );
     c.stop();
 }
+
+/// Bytes the registry sent for blob GETs in its access log after byte `from` of the log.
+fn blob_bytes_served(reg: &Registry, from: usize) -> u64 {
+    let log = std::fs::read_to_string(reg.log_path()).unwrap();
+    log[from..]
+        .lines()
+        .filter(|l| l.contains("\"GET /v2/") && l.contains("/blobs/"))
+        .filter_map(|l| {
+            let rest = &l[l.find("HTTP/1.1\" ")? + 10..];
+            let mut it = rest.split_whitespace();
+            let _status = it.next()?;
+            it.next()?.parse::<u64>().ok()
+        })
+        .sum()
+}
+
+fn log_len(reg: &Registry) -> usize {
+    std::fs::metadata(reg.log_path()).unwrap().len() as usize
+}
+
+/// The kubelet's image pull: CRI `ImageService/PullImage` on containerd's socket.
+fn cri_pull(c: &Containerd, image: &str) -> String {
+    use k8s_cri::v1::image_service_client::ImageServiceClient;
+    use k8s_cri::v1::{ImageSpec, PullImageRequest};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let socket = c.socket.clone();
+    rt.block_on(async move {
+        let channel = tonic::transport::Endpoint::try_from("http://[::]:0")
+            .unwrap()
+            .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+                let socket = socket.clone();
+                async move {
+                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                        tokio::net::UnixStream::connect(socket).await?,
+                    ))
+                }
+            }))
+            .await
+            .expect("connecting to containerd's CRI service");
+        let mut client = ImageServiceClient::new(channel);
+        let resp = client
+            .pull_image(PullImageRequest {
+                image: Some(ImageSpec {
+                    image: image.to_string(),
+                    ..Default::default()
+                }),
+                auth: None,
+                sandbox_config: None,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("CRI PullImage {image}: {e}"));
+        resp.into_inner().image_ref
+    })
+}
+
+#[test]
+fn zstd_chunked_image_pulled_through_cri_is_served_lazily_and_runs() {
+    let name = "zstd_chunked_image_pulled_through_cri_is_served_lazily_and_runs";
+    require!(
+        name,
+        root_unavailable(),
+        registry_unavailable(),
+        fixtures::busybox_unavailable(),
+        containerd_unavailable()
+    );
+    let reg = Registry::start().unwrap();
+    let rootfs = tempfile::tempdir().unwrap();
+    fixtures::build_busybox_rootfs(rootfs.path()).unwrap();
+    let big = fixtures::random_bytes(24 << 20, 5);
+    std::fs::write(rootfs.path().join("data/big"), &big).unwrap();
+    std::fs::write(rootfs.path().join("data/note.txt"), b"served lazily\n").unwrap();
+    let gzip = format!("{}/ctrd/lazy:gzip", reg.host());
+    let chunked = format!("{}/ctrd/lazy:chunked", reg.host());
+    {
+        // Published by another daemon, so the snapshotter's store starts empty.
+        let publisher = Daemon::start().unwrap();
+        publisher.ok(&["image", "import", rootfs.path().to_str().unwrap(), &gzip]);
+        publisher.ok(&["push", &gzip]);
+        publisher.ok(&["image", "convert", &gzip, &chunked]);
+    }
+    let d = Daemon::start().unwrap();
+    let mut c = Containerd::start(&d.exec_root.join("snapshotter.sock"), &reg.host()).unwrap();
+
+    let from = log_len(&reg);
+    let image_ref = cri_pull(&c, &chunked);
+    assert!(image_ref.starts_with("sha256:"), "{image_ref}");
+    let pulled = blob_bytes_served(&reg, from);
+    let lazy_mounts: Vec<_> = mounts_under(&d.data_root.join("snapshotter"));
+    assert_eq!(
+        lazy_mounts.len(),
+        1,
+        "one lazily served layer: {lazy_mounts:?}"
+    );
+    assert!(
+        pulled < 2 << 20,
+        "the pull fetched {pulled} blob bytes: more than config and TOC"
+    );
+
+    let out = c.ctr_ok(&[
+        "-n",
+        "k8s.io",
+        "run",
+        "--rm",
+        "--snapshotter",
+        "skiff",
+        &chunked,
+        "lazy1",
+        "/bin/sh",
+        "-c",
+        "cat /data/note.txt; ls -ln /data/big",
+    ]);
+    assert!(out.contains("served lazily"), "{out}");
+    assert!(out.contains(&big.len().to_string()), "{out}");
+    let fetched = blob_bytes_served(&reg, from);
+    assert!(
+        fetched < (big.len() as u64) / 4,
+        "pull + run fetched {fetched} bytes of a {} byte image",
+        big.len()
+    );
+    eprintln!(
+        "containerd lazy pull: {pulled} blob bytes; pull + run: {fetched} bytes; image > {} bytes",
+        big.len()
+    );
+
+    // Removing the image (CRI records it under its tag, its repo digest and its id) lets
+    // containerd's GC remove the snapshot; the FUSE mount goes with it.
+    let refs = c.ctr_ok(&["-n", "k8s.io", "image", "ls", "-q"]);
+    let mut rm = vec!["-n", "k8s.io", "image", "rm", "--sync"];
+    rm.extend(refs.lines().filter(|l| !l.is_empty()));
+    assert!(rm.len() >= 6, "the tag, repo digest and id refs: {refs}");
+    c.ctr_ok(&rm);
+    let unmounted = || mounts_under(&d.data_root.join("snapshotter")).is_empty();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !unmounted() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        unmounted(),
+        "the lazy layer is still mounted; snapshots:\n{}\nskiff log:\n{}",
+        c.ctr_ok(&["-n", "k8s.io", "snapshots", "--snapshotter", "skiff", "ls"]),
+        d.log_text()
+    );
+    eventually("snapshot directories to be removed", || {
+        snapshot_dirs(&d).is_empty()
+    });
+    c.stop();
+}
