@@ -12,6 +12,9 @@ use skiff_tests::registry::registry_unavailable;
 use skiff_tests::skip::root_unavailable;
 use skiff_tests::{fixtures, require, Daemon, Registry};
 
+mod containerd_support;
+use containerd_support as support;
+
 /// Snapshot directories of skiff's snapshotter (`<data-root>/snapshotter/snapshots/<id>`).
 fn snapshot_dirs(d: &Daemon) -> Vec<String> {
     let dir = d.data_root.join("snapshotter/snapshots");
@@ -128,44 +131,6 @@ fn log_len(reg: &Registry) -> usize {
     std::fs::metadata(reg.log_path()).unwrap().len() as usize
 }
 
-/// The kubelet's image pull: CRI `ImageService/PullImage` on containerd's socket.
-fn cri_pull(c: &Containerd, image: &str) -> String {
-    use k8s_cri::v1::image_service_client::ImageServiceClient;
-    use k8s_cri::v1::{ImageSpec, PullImageRequest};
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let socket = c.socket.clone();
-    rt.block_on(async move {
-        let channel = tonic::transport::Endpoint::try_from("http://[::]:0")
-            .unwrap()
-            .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
-                let socket = socket.clone();
-                async move {
-                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                        tokio::net::UnixStream::connect(socket).await?,
-                    ))
-                }
-            }))
-            .await
-            .expect("connecting to containerd's CRI service");
-        let mut client = ImageServiceClient::new(channel);
-        let resp = client
-            .pull_image(PullImageRequest {
-                image: Some(ImageSpec {
-                    image: image.to_string(),
-                    ..Default::default()
-                }),
-                auth: None,
-                sandbox_config: None,
-            })
-            .await
-            .unwrap_or_else(|e| panic!("CRI PullImage {image}: {e}"));
-        resp.into_inner().image_ref
-    })
-}
-
 #[test]
 fn zstd_chunked_image_pulled_through_cri_is_served_lazily_and_runs() {
     let name = "zstd_chunked_image_pulled_through_cri_is_served_lazily_and_runs";
@@ -195,7 +160,7 @@ fn zstd_chunked_image_pulled_through_cri_is_served_lazily_and_runs() {
     let mut c = Containerd::start(&d.exec_root.join("snapshotter.sock"), &reg.host()).unwrap();
 
     let from = log_len(&reg);
-    let image_ref = cri_pull(&c, &chunked);
+    let image_ref = support::cri_pull(&c, &chunked);
     assert!(image_ref.starts_with("sha256:"), "{image_ref}");
     let pulled = blob_bytes_served(&reg, from);
     let lazy_mounts: Vec<_> = mounts_under(&d.data_root.join("snapshotter"));
