@@ -235,5 +235,40 @@ fn whiteouts_opaque_dirs_and_hard_links_hold_across_lazy_and_unpacked_layers() {
         .collect();
     assert_eq!(links[0], "2", "two names for hl/x:\n{out}");
     assert_eq!(links[1], links[2], "hl/x and hl/y share an inode:\n{out}");
+
+    // A hard link to a file of a lower layer: no per-layer view can hold it, so that layer
+    // is not served lazily but unpacked, and containerd's applier then refuses it exactly
+    // as it does on its own overlayfs snapshotter (it links inside the upper directory).
+    let cross = tar_of(&[("hl2", None), ("hl2/z", Some(b"->keep/c"))]);
+    rt.block_on(push(
+        &reg,
+        "ctrd/layers:crosslink",
+        &[chunked_layer(&base), chunked_layer(&cross)],
+    ))
+    .unwrap();
+    let crosslink = format!("{}/ctrd/layers:crosslink", reg.host());
+    let skiff_err = support::try_cri_pull(&c, &crosslink).unwrap_err();
+    let overlay = c.ctr(&[
+        "image",
+        "pull",
+        "--plain-http",
+        "--snapshotter",
+        "overlayfs",
+        &crosslink,
+    ]);
+    let overlay_err = String::from_utf8_lossy(&overlay.stderr);
+    assert!(!overlay.status.success());
+    for err in [skiff_err.as_str(), &*overlay_err] {
+        assert!(
+            err.contains("failed to extract layer")
+                && err.contains("hl2/z: no such file or directory"),
+            "{err}"
+        );
+    }
+    assert_eq!(
+        mounts_under(&d.data_root.join("snapshotter")).len(),
+        2,
+        "the cross-linked layer is not served lazily"
+    );
     c.stop();
 }

@@ -156,7 +156,7 @@ fn zstd_chunked_image_pulled_through_cri_is_served_lazily_and_runs() {
         publisher.ok(&["push", &gzip]);
         publisher.ok(&["image", "convert", &gzip, &chunked]);
     }
-    let d = Daemon::start().unwrap();
+    let mut d = Daemon::start().unwrap();
     let mut c = Containerd::start(&d.exec_root.join("snapshotter.sock"), &reg.host()).unwrap();
 
     let from = log_len(&reg);
@@ -199,6 +199,38 @@ fn zstd_chunked_image_pulled_through_cri_is_served_lazily_and_runs() {
         "containerd lazy pull: {pulled} blob bytes; pull + run: {fetched} bytes; image > {} bytes",
         big.len()
     );
+
+    // A restarted daemon serves the lazy layer again. containerd's gRPC connection to the
+    // proxy plugin backs off while skiff is down (up to a few seconds), then reconnects.
+    d.restart().unwrap();
+    let run = |id: &str| {
+        c.ctr(&[
+            "-n",
+            "k8s.io",
+            "run",
+            "--rm",
+            "--snapshotter",
+            "skiff",
+            &chunked,
+            id,
+            "/bin/cat",
+            "/data/note.txt",
+        ])
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut attempt = 0;
+    let out = loop {
+        attempt += 1;
+        let o = run(&format!("lazy2-{attempt}"));
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        if o.status.success() || !err.contains("unavailable") || Instant::now() > deadline {
+            assert!(o.status.success(), "ctr run after the restart: {err}");
+            break String::from_utf8_lossy(&o.stdout).into_owned();
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert_eq!(out, "served lazily\n");
+    assert_eq!(mounts_under(&d.data_root.join("snapshotter")).len(), 1);
 
     // Removing the image (CRI records it under its tag, its repo digest and its id) lets
     // containerd's GC remove the snapshot; the FUSE mount goes with it.

@@ -4,6 +4,11 @@ use skiff_tests::containerd::Containerd;
 
 /// The kubelet's image pull: CRI `ImageService/PullImage` on containerd's socket.
 pub fn cri_pull(c: &Containerd, image: &str) -> String {
+    try_cri_pull(c, image).unwrap_or_else(|e| panic!("CRI PullImage {image}: {e}"))
+}
+
+/// [`cri_pull`], returning the CRI error's message instead of panicking.
+pub fn try_cri_pull(c: &Containerd, image: &str) -> Result<String, String> {
     use k8s_cri::v1::image_service_client::ImageServiceClient;
     use k8s_cri::v1::{ImageSpec, PullImageRequest};
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -35,7 +40,7 @@ pub fn cri_pull(c: &Containerd, image: &str) -> String {
                 sandbox_config: None,
             })
             .await
-            .unwrap_or_else(|e| panic!("CRI PullImage {image}: {e}"));
-        resp.into_inner().image_ref
+            .map_err(|e| e.message().to_string())?;
+        Ok(resp.into_inner().image_ref)
     })
 }
