@@ -208,3 +208,37 @@ async fn labels_update_by_field_path_and_state_survives_a_reopen() {
     assert_eq!(info.kind, Kind::Committed);
     assert_eq!(info.labels, labels(&[("keep", "1"), ("new", "3")]));
 }
+
+#[tokio::test]
+async fn a_remote_layer_that_cannot_be_resolved_is_prepared_for_unpacking() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path()).await;
+    // Nothing listens on port 1: the registry is down during Prepare.
+    let l = labels(&[
+        ("containerd.io/snapshot.ref", "sha256:c0ffee"),
+        (
+            "containerd.io/snapshot/cri.image-ref",
+            "127.0.0.1:1/none/img:1",
+        ),
+        (
+            "containerd.io/snapshot/cri.layer-digest",
+            "sha256:0000000000000000000000000000000000000000000000000000000000000000",
+        ),
+    ]);
+    let started = std::time::Instant::now();
+    let m = s
+        .prepare("extract-1".into(), String::new(), l)
+        .await
+        .unwrap();
+    assert_eq!(
+        m[0].r#type, "bind",
+        "an ordinary snapshot for containerd to unpack into"
+    );
+    assert_eq!(s.stat("extract-1".into()).await.unwrap().kind, Kind::Active);
+    assert_eq!(
+        code(s.stat("sha256:c0ffee".into()).await.unwrap_err()),
+        Code::NotFound
+    );
+    assert!(s.lazy_snapshots().is_empty());
+    eprintln!("fallback after {:?}", started.elapsed());
+}

@@ -255,3 +255,24 @@ fn zstd_chunked_image_pulled_through_cri_is_served_lazily_and_runs() {
     });
     c.stop();
 }
+
+#[test]
+fn snapshotter_socket_moves_with_the_flag_and_an_empty_path_turns_it_off() {
+    let name = "snapshotter_socket_moves_with_the_flag_and_an_empty_path_turns_it_off";
+    require!(name, root_unavailable());
+    let dir = tempfile::tempdir().unwrap();
+    let moved = dir.path().join("k8s/skiff-snap.sock");
+    let d = Daemon::start_with(&["--snapshotter-socket", moved.to_str().unwrap()]).unwrap();
+    assert!(moved.exists(), "no socket at {}", moved.display());
+    assert!(!d.exec_root.join("snapshotter.sock").exists());
+    drop(d);
+    assert!(!moved.exists(), "the socket is removed at shutdown");
+    let off = Daemon::start_with(&["--snapshotter-socket", ""]).unwrap();
+    assert!(!off.exec_root.join("snapshotter.sock").exists());
+    assert!(
+        off.log_text().contains("skiff daemon listening")
+            && !off.log_text().contains("snapshotter listening"),
+        "{}",
+        off.log_text()
+    );
+}

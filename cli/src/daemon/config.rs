@@ -152,7 +152,12 @@ pub fn resolve(
         .or(file.exec_root.clone())
         .unwrap_or_else(|| DEFAULT_EXEC_ROOT.into());
     // An empty path (flag or file) turns the snapshotter off.
-    let snapshotter_socket = match args.snapshotter_socket.clone().or(file.snapshotter_socket) {
+    let snapshotter_socket = match args
+        .snapshotter_socket
+        .clone()
+        .map(PathBuf::from)
+        .or(file.snapshotter_socket)
+    {
         Some(p) if p.as_os_str().is_empty() => None,
         Some(p) => Some(p),
         None => Some(exec_root.join("snapshotter.sock")),
@@ -351,5 +356,38 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("lazy-pul"));
+    }
+
+    #[test]
+    fn snapshotter_socket_defaults_under_exec_root_moves_and_turns_off() {
+        let cfg = resolve(
+            &args(&[]),
+            Some(Path::new("/x")),
+            DaemonFile::default(),
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.snapshotter_socket,
+            Some(PathBuf::from("/x/snapshotter.sock"))
+        );
+        let f = parse(r#"{"snapshotter-socket": "/run/k8s/skiff.sock"}"#).unwrap();
+        let cfg = resolve(&args(&[]), None, f, None).unwrap();
+        assert_eq!(
+            cfg.snapshotter_socket,
+            Some(PathBuf::from("/run/k8s/skiff.sock"))
+        );
+        let f = parse(r#"{"snapshotter-socket": "/run/k8s/skiff.sock"}"#).unwrap();
+        let cfg = resolve(&args(&["--snapshotter-socket", ""]), None, f, None).unwrap();
+        assert_eq!(
+            cfg.snapshotter_socket, None,
+            "the flag wins and \"\" turns it off"
+        );
+        let f = parse(r#"{"snapshotter-socket": "rel.sock"}"#).unwrap();
+        let e = resolve(&args(&[]), None, f, None).unwrap_err().to_string();
+        assert!(
+            e.contains("snapshotter-socket must be an absolute path"),
+            "{e}"
+        );
     }
 }
