@@ -58,6 +58,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
   sandbox_image = "{registry}/pause:none"
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
+  # Sandboxes ask for oom_score_adj -998; without CAP_SYS_RESOURCE (test VMs) runc cannot
+  # lower it, so clamp it to containerd's own, as a rootless or nested node does.
+  restrict_oom_score_adj = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "skiff"
     disable_snapshot_annotations = false
