@@ -98,6 +98,7 @@ impl MetaStore {
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(db)?;
         conn.busy_timeout(Duration::from_secs(5)).map_err(db)?;
+        conn.pragma_update(None, "foreign_keys", "ON").map_err(db)?;
         let version: i64 = conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .map_err(db)?;
@@ -119,6 +120,12 @@ impl MetaStore {
                        remote_layer TEXT
                      );
                      CREATE INDEX snapshots_parent ON snapshots(parent);
+                     CREATE TABLE kept_mounts (
+                       id INTEGER PRIMARY KEY REFERENCES snapshots(id) ON DELETE CASCADE,
+                       keeper_pid INTEGER NOT NULL,
+                       connection INTEGER NOT NULL,
+                       fingerprint INTEGER NOT NULL
+                     );
                      PRAGMA user_version = 1;
                      COMMIT;",
                 )
@@ -361,6 +368,50 @@ impl Tx<'_> {
             )
             .map_err(|e| self.err(e))?;
         self.require(key)
+    }
+
+    /// Records the descriptor keeper of snapshot `id`'s lazy mount (replacing any).
+    pub fn set_kept(&self, id: i64, kept: &skiff_fs::KeptMount) -> Result<()> {
+        self.tx
+            .execute(
+                "INSERT OR REPLACE INTO kept_mounts (id, keeper_pid, connection, fingerprint)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    id,
+                    kept.keeper_pid,
+                    kept.connection,
+                    // SQLite integers are signed: the fingerprint's bits, as i64.
+                    kept.fingerprint as i64
+                ],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// The recorded keeper of snapshot `id`'s lazy mount, if any.
+    pub fn kept(&self, id: i64) -> Result<Option<skiff_fs::KeptMount>> {
+        self.tx
+            .query_row(
+                "SELECT keeper_pid, connection, fingerprint FROM kept_mounts WHERE id = ?1",
+                [id],
+                |r| {
+                    Ok(skiff_fs::KeptMount {
+                        keeper_pid: r.get(0)?,
+                        connection: r.get(1)?,
+                        fingerprint: r.get::<_, i64>(2)? as u64,
+                    })
+                },
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Forgets snapshot `id`'s keeper.
+    pub fn clear_kept(&self, id: i64) -> Result<()> {
+        self.tx
+            .execute("DELETE FROM kept_mounts WHERE id = ?1", [id])
+            .map_err(|e| self.err(e))?;
+        Ok(())
     }
 
     /// Deletes `key`, refused while a snapshot names it as parent.

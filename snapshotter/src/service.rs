@@ -64,9 +64,16 @@ fn detach(path: &Path) {
 
 impl SkiffSnapshotter {
     /// Opens (creating) the snapshotter under `root` and serves again the lazy layers of
-    /// committed snapshots (the FUSE mounts of a previous daemon are gone). Call it inside
-    /// the tokio runtime that FUSE reads will block on.
-    pub async fn open(root: &Path, store: skiff_store::Store) -> Result<SkiffSnapshotter> {
+    /// committed snapshots: a mount a previous process left with its descriptor keeper is
+    /// resumed (containers reading it keep working), any other is mounted afresh. With
+    /// `keeper_exe` (our binary) lazy mounts get a keeper, so they can outlive this process
+    /// ([`SkiffSnapshotter::shutdown`]). Call it inside the tokio runtime that FUSE reads
+    /// will block on.
+    pub async fn open(
+        root: &Path,
+        store: skiff_store::Store,
+        keeper_exe: Option<PathBuf>,
+    ) -> Result<SkiffSnapshotter> {
         mkdir(root, 0o700)?;
         mkdir(&root.join("snapshots"), 0o700)?;
         let meta = MetaStore::open(&root.join("metadata.db"))?;
@@ -78,12 +85,28 @@ impl SkiffSnapshotter {
             mount_options: skiff_fs::MountOptions {
                 fuse_threads: 1,
                 read_threads: 4,
+                keeper_exe,
                 ..Default::default()
             },
         };
         for snap in s.meta.read(|tx| tx.all())? {
             let Some(remote) = &snap.remote else { continue };
             let dir = fs_dir(&s.root, snap.id);
+            if let Some(kept) = s.meta.read(|tx| tx.kept(snap.id))? {
+                match s.resume_lazy(snap.id, remote, &kept).await {
+                    Ok(()) => {
+                        tracing::info!(snapshot = %snap.key, "resumed a lazy layer's mount");
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::warn!(snapshot = %snap.key, error = %e, "cannot resume a lazy layer's mount: mounting it afresh");
+                        if let Err(e) = skiff_fs::keeper::stop_keeper(kept.keeper_pid, &dir) {
+                            tracing::debug!(error = %e, "stopping a descriptor keeper");
+                        }
+                        s.meta.write(|tx| tx.clear_kept(snap.id))?;
+                    }
+                }
+            }
             detach(&dir);
             if let Err(e) = s.mount_lazy(snap.id, remote).await {
                 // The snapshot stays listed; its mounts read as an empty layer until
@@ -106,14 +129,79 @@ impl SkiffSnapshotter {
         v
     }
 
-    /// Unmounts every lazy layer (daemon shutdown).
-    pub fn shutdown(&self) {
+    /// At daemon shutdown: with `keep`, lazy mounts that an overlay mount (a container's
+    /// root filesystem) stacks on stay mounted with their keepers for the next daemon to
+    /// resume, so those containers keep running; every other lazy mount is unmounted.
+    pub fn shutdown(&self, keep: bool) {
         let mounts: Vec<_> = self.lazy.lock().unwrap().drain().collect();
+        let lowers = if keep { overlay_lowers() } else { Vec::new() };
         for (id, m) in mounts {
+            if keep && m.kept().is_some() && lowers.iter().any(|l| l == m.path()) {
+                m.leave();
+                continue;
+            }
             if let Err(e) = m.unmount() {
                 tracing::warn!(snapshot_id = id, error = %e, "unmounting a lazy layer");
             }
+            if let Err(e) = self.meta.write(|tx| tx.clear_kept(id)) {
+                tracing::warn!(snapshot_id = id, error = %e, "forgetting a lazy layer's keeper");
+            }
         }
+    }
+
+    /// Serves again the mount of snapshot `id` that a previous process left to `kept`.
+    async fn resume_lazy(
+        &self,
+        id: i64,
+        remote: &RemoteLayer,
+        kept: &skiff_fs::KeptMount,
+    ) -> Result<()> {
+        let dir = fs_dir(&self.root, id);
+        let lazy_err = |source| SnapshotError::LazyMount {
+            layer: remote.digest.clone(),
+            path: dir.clone(),
+            source: Box::new(source),
+        };
+        let connection = skiff_fs::connection_of(&dir).map_err(lazy_err)?;
+        if connection != kept.connection {
+            return Err(SnapshotError::Corrupt {
+                path: self.root.join("metadata.db"),
+                reason: format!(
+                    "{} is FUSE connection {connection}, not the recorded {}",
+                    dir.display(),
+                    kept.connection
+                ),
+            });
+        }
+        let view = self.view_of(remote).await?;
+        let dev = skiff_fs::keeper::take_from_keeper(kept.keeper_pid, &dir).map_err(lazy_err)?;
+        let fs =
+            skiff_fs::ImageFs::new(vec![view], self.store.content_reader()).map_err(lazy_err)?;
+        let (handle, _resent) =
+            skiff_fs::resume(fs, &dir, dev, kept, &self.mount_options).map_err(lazy_err)?;
+        self.lazy.lock().unwrap().insert(id, handle);
+        Ok(())
+    }
+
+    /// The overlay-format view of a stored remote layer.
+    async fn view_of(&self, remote: &RemoteLayer) -> Result<skiff_store::LayerIndex> {
+        let index = self
+            .store
+            .snapshot_layer(&remote.image, &remote.digest)
+            .await
+            .map_err(|source| SnapshotError::Remote {
+                image: remote.image.clone(),
+                layer: remote.digest.clone(),
+                source: Box::new(source),
+            })?
+            .ok_or_else(|| SnapshotError::Corrupt {
+                path: self.root.join("metadata.db"),
+                reason: format!("layer {} is no longer in a lazy format", remote.digest),
+            })?;
+        overlay_view(&index).map_err(|e| SnapshotError::Corrupt {
+            path: self.root.join("metadata.db"),
+            reason: format!("layer {}: {e}", remote.digest),
+        })
     }
 
     async fn mount_lazy(&self, id: i64, remote: &RemoteLayer) -> Result<()> {
@@ -147,6 +235,9 @@ impl SkiffSnapshotter {
         let fs =
             skiff_fs::ImageFs::new(vec![view], self.store.content_reader()).map_err(lazy_err)?;
         let handle = skiff_fs::mount(fs, &dir, &self.mount_options).map_err(lazy_err)?;
+        if let Some(kept) = handle.kept() {
+            self.meta.write(|tx| tx.set_kept(id, &kept))?;
+        }
         self.lazy.lock().unwrap().insert(id, handle);
         Ok(())
     }
@@ -236,6 +327,36 @@ impl SkiffSnapshotter {
             Err(e) => Err(SnapshotError::io(&dir, e)),
         }
     }
+}
+
+/// The lower directories of every overlay mount this process can see (its mount
+/// namespace: containerd's, on a node), from `/proc/self/mountinfo`.
+fn overlay_lowers() -> Vec<PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut out = Vec::new();
+    for line in info.lines() {
+        // `... - overlay overlay rw,lowerdir=a:b,upperdir=...`
+        let Some((_, fs)) = line.split_once(" - ") else {
+            continue;
+        };
+        let mut f = fs.split(' ');
+        if f.next() != Some("overlay") {
+            continue;
+        }
+        let options = f.nth(1).unwrap_or("");
+        for opt in options.split(',') {
+            if let Some(lower) = opt.strip_prefix("lowerdir=") {
+                // mountinfo escapes space, tab, newline and backslash as octal.
+                let unescaped = lower
+                    .replace("\\040", " ")
+                    .replace("\\011", "\t")
+                    .replace("\\012", "\n")
+                    .replace("\\134", "\\");
+                out.extend(unescaped.split(':').map(PathBuf::from));
+            }
+        }
+    }
+    out
 }
 
 /// Whether `path` is a mount point (its device differs from its parent's).

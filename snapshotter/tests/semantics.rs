@@ -13,7 +13,7 @@ use skiff_snapshotter::{SkiffSnapshotter, SnapshotError};
 async fn open(dir: &std::path::Path) -> Arc<SkiffSnapshotter> {
     let store = skiff_store::Store::open(&dir.join("store"), Default::default()).unwrap();
     Arc::new(
-        SkiffSnapshotter::open(&dir.join("snap"), store)
+        SkiffSnapshotter::open(&dir.join("snap"), store, None)
             .await
             .unwrap(),
     )

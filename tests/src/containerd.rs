@@ -141,8 +141,18 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// Stops containerd (SIGTERM, then SIGKILL after 20 s) and detaches mounts it left.
+    /// Kills the tasks a failed test left running (their shims outlive containerd), stops
+    /// containerd (SIGTERM, then SIGKILL after 20 s) and detaches mounts it left.
     pub fn stop(&mut self) {
+        if self.child.is_some() {
+            for ns in ["default", "k8s.io"] {
+                let tasks = self.ctr(&["-n", ns, "task", "ls", "-q"]);
+                for id in String::from_utf8_lossy(&tasks.stdout).split_whitespace() {
+                    let _ = self.ctr(&["-n", ns, "task", "kill", "-s", "SIGKILL", id]);
+                    let _ = self.ctr(&["-n", ns, "task", "rm", "-f", id]);
+                }
+            }
+        }
         if let Some(mut child) = self.child.take() {
             let pid = nix::unistd::Pid::from_raw(child.id() as i32);
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);

@@ -200,9 +200,50 @@ fn zstd_chunked_image_pulled_through_cri_is_served_lazily_and_runs() {
         big.len()
     );
 
-    // A restarted daemon serves the lazy layer again. containerd's gRPC connection to the
-    // proxy plugin backs off while skiff is down (up to a few seconds), then reconnects.
+    // A container running on the lazy layer keeps reading it across a daemon restart (the
+    // mount's descriptor keeper holds the FUSE connection; the new daemon resumes it), and
+    // new containers start again once containerd's connection to the proxy plugin, which
+    // backs off while skiff is down, is back.
+    c.ctr_ok(&[
+        "-n",
+        "k8s.io",
+        "run",
+        "-d",
+        "--snapshotter",
+        "skiff",
+        &chunked,
+        "running",
+        "/bin/sleep",
+        "600",
+    ]);
     d.restart().unwrap();
+    let exec = c.ctr_ok(&[
+        "-n",
+        "k8s.io",
+        "task",
+        "exec",
+        "--exec-id",
+        "e1",
+        "running",
+        "/bin/sh",
+        "-c",
+        "cat /data/note.txt; head -c 1000 /data/big | wc -c",
+    ]);
+    assert_eq!(
+        exec, "served lazily\n1000\n",
+        "a file first read after the restart"
+    );
+    c.ctr_ok(&["-n", "k8s.io", "task", "kill", "-s", "SIGKILL", "running"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !c
+        .ctr(&["-n", "k8s.io", "task", "rm", "running"])
+        .status
+        .success()
+    {
+        assert!(Instant::now() < deadline, "the killed task did not stop");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    c.ctr_ok(&["-n", "k8s.io", "container", "rm", "running"]);
     let run = |id: &str| {
         c.ctr(&[
             "-n",
@@ -252,6 +293,9 @@ fn zstd_chunked_image_pulled_through_cri_is_served_lazily_and_runs() {
     );
     eventually("snapshot directories to be removed", || {
         snapshot_dirs(&d).is_empty()
+    });
+    eventually("the lazy mount's descriptor keeper to exit", || {
+        d.helpers("__fuse-keeper").is_empty()
     });
     c.stop();
 }

@@ -137,7 +137,7 @@ pub async fn run(args: DaemonArgs, exec_root: Option<PathBuf>, hosts: Vec<String
     });
     futures::future::try_join_all(servers).await?;
     if let Some(s) = snapshotter {
-        s.stop().await;
+        s.stop(daemon.live_restore).await;
     }
     daemon.shutdown().await;
     for socket in &sockets {

@@ -20,9 +20,13 @@ pub struct Running {
 pub async fn start(daemon: &Daemon, socket: &Path, stop: CancellationToken) -> Result<Running> {
     let root = daemon.paths.data_root.join("snapshotter");
     let snapshotter = Arc::new(
-        skiff_snapshotter::SkiffSnapshotter::open(&root, daemon.images.store().clone())
-            .await
-            .with_context(|| format!("opening the containerd snapshotter in {}", root.display()))?,
+        skiff_snapshotter::SkiffSnapshotter::open(
+            &root,
+            daemon.images.store().clone(),
+            Some(std::env::current_exe().context("finding our own binary")?),
+        )
+        .await
+        .with_context(|| format!("opening the containerd snapshotter in {}", root.display()))?,
     );
     let serving = snapshotter.clone();
     let path = socket.to_path_buf();
@@ -40,9 +44,10 @@ pub async fn start(daemon: &Daemon, socket: &Path, stop: CancellationToken) -> R
 }
 
 impl Running {
-    /// Waits for the server to end and unmounts the lazy layers it served.
-    pub async fn stop(self) {
+    /// Waits for the server to end; with `keep` (live restore) the lazy layers stay mounted
+    /// for the next daemon, else they are unmounted.
+    pub async fn stop(self, keep: bool) {
         let _ = self.task.await;
-        self.snapshotter.shutdown();
+        self.snapshotter.shutdown(keep);
     }
 }
