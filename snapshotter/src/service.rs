@@ -289,6 +289,17 @@ impl SkiffSnapshotter {
             return Ok(false);
         }
         self.mount_index(snap.id, &req.digest, &index)?;
+        // Held, so `skiff rmi` of an image sharing the layer keeps it for containerd.
+        if let Err(e) = self.store.hold_layer(&req.digest, &holder(snap.id)) {
+            if let Some(m) = self.lazy.lock().unwrap().remove(&snap.id) {
+                let _ = m.unmount();
+            }
+            return Err(SnapshotError::Remote {
+                image: req.image.clone(),
+                layer: req.digest.clone(),
+                source: Box::new(e),
+            });
+        }
         let remote = RemoteLayer {
             image: req.image.clone(),
             digest: req.digest.clone(),
@@ -357,6 +368,11 @@ fn overlay_lowers() -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// The name under which a snapshot holds its layer in skiff's store.
+fn holder(id: i64) -> String {
+    format!("containerd-snapshot:{id}")
 }
 
 /// Whether `path` is a mount point (its device differs from its parent's).
@@ -512,6 +528,16 @@ impl Snapshotter for SkiffSnapshotter {
         if let Err(e) = self.remove_dir(snap.id) {
             // The row is gone; Cleanup deletes what is left.
             tracing::warn!(snapshot = %key, error = %e, "removing a snapshot's directory");
+        }
+        if let Some(remote) = &snap.remote {
+            match self.store.release_layer(&remote.digest, &holder(snap.id)) {
+                Ok(deleted) => {
+                    tracing::debug!(layer = %remote.digest, deleted, "released a lazy layer")
+                }
+                Err(e) => {
+                    tracing::warn!(layer = %remote.digest, error = %e, "releasing a lazy layer")
+                }
+            }
         }
         Ok(())
     }

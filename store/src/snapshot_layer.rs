@@ -89,3 +89,29 @@ impl Store {
         }
     }
 }
+
+impl Store {
+    /// Keeps layer `digest` for `holder` (e.g. `containerd-snapshot:<id>`): removing images
+    /// that list it no longer deletes it. Errors: the database's.
+    pub fn hold_layer(&self, digest: &str, holder: &str) -> Result<()> {
+        self.inner.db.hold_layer(digest, holder)
+    }
+
+    /// Releases `holder`'s hold; a layer then neither held nor listed by an image is
+    /// deleted (rows, blob, unpacked files; its cached chunks age out of the LRU).
+    /// Returns whether it was. Errors name the layer directory that could not be removed.
+    pub fn release_layer(&self, digest: &str, holder: &str) -> Result<bool> {
+        if !self.inner.db.release_layer(digest, holder)? {
+            return Ok(false);
+        }
+        self.inner.reader.forget(digest);
+        self.inner.cache.unregister_layer(digest);
+        self.inner.blobs.remove(digest)?;
+        let dir = self.layer_dir(digest)?;
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
+            Err(e) => Err(StoreError::io(&dir, e)),
+        }
+    }
+}

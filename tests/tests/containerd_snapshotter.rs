@@ -273,6 +273,25 @@ fn zstd_chunked_image_pulled_through_cri_is_served_lazily_and_runs() {
     assert_eq!(out, "served lazily\n");
     assert_eq!(mounts_under(&d.data_root.join("snapshotter")).len(), 1);
 
+    // skiff's own image of the same layer shares the store; removing it keeps the layer
+    // containerd holds (a region never read before still reads).
+    d.ok(&["pull", &chunked]);
+    d.ok(&["rmi", &chunked]);
+    let tail = c.ctr_ok(&[
+        "-n",
+        "k8s.io",
+        "run",
+        "--rm",
+        "--snapshotter",
+        "skiff",
+        &chunked,
+        "lazy3",
+        "/bin/sh",
+        "-c",
+        "tail -c 1000 /data/big | wc -c",
+    ]);
+    assert_eq!(tail, "1000\n");
+
     // Removing the image (CRI records it under its tag, its repo digest and its id) lets
     // containerd's GC remove the snapshot; the FUSE mount goes with it.
     let refs = c.ctr_ok(&["-n", "k8s.io", "image", "ls", "-q"]);
@@ -297,6 +316,16 @@ fn zstd_chunked_image_pulled_through_cri_is_served_lazily_and_runs() {
     eventually("the lazy mount's descriptor keeper to exit", || {
         d.helpers("__fuse-keeper").is_empty()
     });
+    let layers = std::process::Command::new("sqlite3")
+        .arg(d.data_root.join("skiff.db"))
+        .arg("SELECT count(*) FROM layers")
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&layers.stdout),
+        "0\n",
+        "the released layer left the store"
+    );
     c.stop();
 }
 
