@@ -341,12 +341,17 @@ impl SkiffSnapshotter {
 }
 
 /// The lower directories of every overlay mount this process can see (its mount
-/// namespace: containerd's, on a node), from `/proc/self/mountinfo`.
+/// namespace: containerd's, on a node).
 fn overlay_lowers() -> Vec<PathBuf> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    parse_overlay_lowers(&std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default())
+}
+
+/// The lower directories of the overlay mounts in `mountinfo` (proc(5) format: `... -
+/// overlay SOURCE OPTIONS`, with `lowerdir=a:b` among the options; space, tab, newline
+/// and backslash escaped as octal).
+fn parse_overlay_lowers(mountinfo: &str) -> Vec<PathBuf> {
     let mut out = Vec::new();
-    for line in info.lines() {
-        // `... - overlay overlay rw,lowerdir=a:b,upperdir=...`
+    for line in mountinfo.lines() {
         let Some((_, fs)) = line.split_once(" - ") else {
             continue;
         };
@@ -357,7 +362,6 @@ fn overlay_lowers() -> Vec<PathBuf> {
         let options = f.nth(1).unwrap_or("");
         for opt in options.split(',') {
             if let Some(lower) = opt.strip_prefix("lowerdir=") {
-                // mountinfo escapes space, tab, newline and backslash as octal.
                 let unescaped = lower
                     .replace("\\040", " ")
                     .replace("\\011", "\t")
@@ -576,5 +580,21 @@ impl Snapshotter for SkiffSnapshotter {
             .map(|s| Ok(info(s)))
             .collect();
         Ok(futures::stream::iter(out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlay_lower_directories_come_from_mountinfo() {
+        let info = "36 35 98:0 / /mnt rw,noatime master:1 - ext3 /dev/root rw\n\
+            612 30 0:77 / /run/c/rootfs rw,relatime - overlay overlay rw,lowerdir=/s/5/fs:/s/my\\040dir/fs,upperdir=/s/9/fs,workdir=/s/9/work,index=off\n\
+            700 30 0:80 / /s/5/fs ro - fuse /dev/fuse ro,user_id=0\n";
+        assert_eq!(
+            parse_overlay_lowers(info),
+            vec![PathBuf::from("/s/5/fs"), PathBuf::from("/s/my dir/fs")]
+        );
     }
 }
