@@ -239,6 +239,22 @@ impl Tx<'_> {
         })
     }
 
+    /// The remote layer snapshot `id` serves, if it is a lazily served one.
+    pub fn remote_of(&self, id: i64) -> Result<Option<RemoteLayer>> {
+        let row: Option<(Option<String>, Option<String>)> = self
+            .tx
+            .query_row(
+                "SELECT remote_image, remote_layer FROM snapshots WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        Ok(row
+            .and_then(|(i, l)| i.zip(l))
+            .map(|(image, digest)| RemoteLayer { image, digest }))
+    }
+
     /// Every snapshot, by id.
     pub fn all(&self) -> Result<Vec<Snapshot>> {
         let mut stmt = self

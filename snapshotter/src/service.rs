@@ -24,6 +24,8 @@ pub struct SkiffSnapshotter {
     store: skiff_store::Store,
     /// FUSE mounts of lazily served layers, by snapshot id.
     lazy: Mutex<HashMap<i64, skiff_fs::MountHandle>>,
+    /// One re-mount of a lazy layer at a time.
+    remounting: tokio::sync::Mutex<()>,
     mount_options: skiff_fs::MountOptions,
 }
 
@@ -82,6 +84,7 @@ impl SkiffSnapshotter {
             meta,
             store,
             lazy: Mutex::new(HashMap::new()),
+            remounting: tokio::sync::Mutex::new(()),
             mount_options: skiff_fs::MountOptions {
                 fuse_threads: 1,
                 read_threads: 4,
@@ -109,8 +112,8 @@ impl SkiffSnapshotter {
             }
             detach(&dir);
             if let Err(e) = s.mount_lazy(snap.id, remote).await {
-                // The snapshot stays listed; its mounts read as an empty layer until
-                // containerd removes it (and pulls it again).
+                // Retried when a snapshot on top of it is prepared or mounted; until then
+                // those calls fail (Unavailable) rather than show an empty layer.
                 tracing::error!(snapshot = %snap.key, error = %e, "serving a lazy layer again");
             }
         }
@@ -318,6 +321,31 @@ impl SkiffSnapshotter {
         Ok(true)
     }
 
+    /// Makes sure every lazily served layer among `parents` is mounted (one that could not
+    /// be served again at start is retried now): an overlay over an empty directory would
+    /// show a layer without its files. Errors: Unavailable when the layer cannot be served.
+    async fn ensure_parents_served(&self, parents: &[i64]) -> Result<()> {
+        let missing = {
+            let lazy = self.lazy.lock().unwrap();
+            parents.iter().any(|id| !lazy.contains_key(id))
+        };
+        if !missing {
+            return Ok(());
+        }
+        let _one = self.remounting.lock().await;
+        for &id in parents {
+            if self.lazy.lock().unwrap().contains_key(&id) {
+                continue;
+            }
+            let Some(remote) = self.meta.read(|tx| tx.remote_of(id))? else {
+                continue;
+            };
+            detach(&fs_dir(&self.root, id));
+            self.mount_lazy(id, &remote).await?;
+        }
+        Ok(())
+    }
+
     /// Deletes a removed snapshot's directory (after its lazy mount, if any).
     fn remove_dir(&self, id: i64) -> Result<()> {
         if let Some(m) = self.lazy.lock().unwrap().remove(&id) {
@@ -456,6 +484,7 @@ impl Snapshotter for SkiffSnapshotter {
                 kind: snap.kind.as_str(),
             });
         }
+        self.ensure_parents_served(&parents).await?;
         Ok(mounts_for(&self.root, snap.id, snap.kind, &parents))
     }
 
@@ -488,6 +517,12 @@ impl Snapshotter for SkiffSnapshotter {
                 }
             }
         }
+        if let Err(e) = self.ensure_parents_served(&parents).await {
+            // Not left half-made: containerd may retry the same key.
+            let _ = self.meta.write(|tx| tx.remove(&snap.key));
+            let _ = self.remove_dir(snap.id);
+            return Err(e);
+        }
         Ok(mounts_for(&self.root, snap.id, Kind::Active, &parents))
     }
 
@@ -498,6 +533,11 @@ impl Snapshotter for SkiffSnapshotter {
         labels: HashMap<String, String>,
     ) -> Result<Vec<Mount>> {
         let (snap, parents) = self.create(&key, Kind::View, &parent, &labels)?;
+        if let Err(e) = self.ensure_parents_served(&parents).await {
+            let _ = self.meta.write(|tx| tx.remove(&snap.key));
+            let _ = self.remove_dir(snap.id);
+            return Err(e);
+        }
         Ok(mounts_for(&self.root, snap.id, Kind::View, &parents))
     }
 

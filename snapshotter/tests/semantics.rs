@@ -242,3 +242,52 @@ async fn a_remote_layer_that_cannot_be_resolved_is_prepared_for_unpacking() {
     assert!(s.lazy_snapshots().is_empty());
     eprintln!("fallback after {:?}", started.elapsed());
 }
+
+#[tokio::test]
+async fn a_lazy_parent_that_cannot_be_served_fails_its_children_instead_of_showing_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("snap")).unwrap();
+    {
+        // A lazily served layer whose registry is gone, as a previous daemon left it.
+        let meta =
+            skiff_snapshotter::meta::MetaStore::open(&dir.path().join("snap/metadata.db")).unwrap();
+        let remote = skiff_snapshotter::meta::RemoteLayer {
+            image: "127.0.0.1:1/gone/img:1".into(),
+            digest: format!("sha256:{}", "1".repeat(64)),
+        };
+        meta.write(|tx| {
+            tx.create(
+                "extract",
+                skiff_snapshotter::meta::Kind::Active,
+                "",
+                &HashMap::new(),
+            )?;
+            tx.commit(
+                "extract",
+                "sha256:layer",
+                &HashMap::new(),
+                (0, 0),
+                Some(&remote),
+            )?;
+            Ok(())
+        })
+        .unwrap();
+    }
+    std::fs::create_dir_all(dir.path().join("snap/snapshots/1/fs")).unwrap();
+    let s = open(dir.path()).await;
+    let e = s
+        .prepare("c".into(), "sha256:layer".into(), HashMap::new())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable, "{e}");
+    assert_eq!(
+        code(s.stat("c".into()).await.unwrap_err()),
+        Code::NotFound,
+        "nothing half-made"
+    );
+    let e = s
+        .view("v".into(), "sha256:layer".into(), HashMap::new())
+        .await
+        .unwrap_err();
+    assert_eq!(code(e), Code::Unavailable);
+}
