@@ -73,6 +73,39 @@ fn gzip_image_is_unpacked_into_skiff_snapshots_and_runs_under_ctr() {
         snaps.contains("Committed"),
         "no committed snapshot:\n{snaps}"
     );
+    // ctr's own snapshot commands: an active child's mounts stack the layer under an
+    // overlay; its parent cannot go while it exists (containerd checks first, as skiff
+    // does); rm removes its directory.
+    let layer = snaps
+        .lines()
+        .find(|l| l.contains("Committed"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    let mounts = c.ctr_ok(&[
+        "snapshots",
+        "--snapshotter",
+        "skiff",
+        "prepare",
+        "--mounts",
+        "child",
+        &layer,
+    ]);
+    assert!(
+        mounts.contains("\"overlay\"") && mounts.contains("lowerdir="),
+        "{mounts}"
+    );
+    assert_eq!(snapshot_dirs(&d).len(), 2);
+    let rm_parent = c.ctr(&["snapshots", "--snapshotter", "skiff", "rm", &layer]);
+    assert!(
+        !rm_parent.status.success(),
+        "a parent with a child was removed"
+    );
+    c.ctr_ok(&["snapshots", "--snapshotter", "skiff", "rm", "child"]);
+    // containerd removes from the backend in its garbage collection, just after.
+    eventually("the child's directory to go", || {
+        snapshot_dirs(&d).len() == 1
+    });
     assert_eq!(
         snapshot_dirs(&d).len(),
         1,
