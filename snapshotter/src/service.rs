@@ -311,8 +311,13 @@ impl SkiffSnapshotter {
             .meta
             .write(|tx| tx.commit(&snap.key, &req.target, &snap.labels, (0, 0), Some(&remote)));
         if let Err(e) = committed {
+            // Back to an ordinary, empty active snapshot for containerd to unpack into.
             if let Some(m) = self.lazy.lock().unwrap().remove(&snap.id) {
                 let _ = m.unmount();
+            }
+            let _ = self.meta.write(|tx| tx.clear_kept(snap.id));
+            if let Err(e) = self.store.release_layer(&req.digest, &holder(snap.id)) {
+                tracing::warn!(layer = %req.digest, error = %e, "releasing a lazy layer");
             }
             return Err(e);
         }
