@@ -161,6 +161,10 @@ pub struct DaemonArgs {
     /// Pull zstd:chunked layers in full instead of lazily (for comparisons).
     #[arg(long)]
     pub no_lazy_pull: bool,
+    /// Serve containerd's Snapshots API (a remote snapshotter) on this socket; "" turns it
+    /// off [default: <exec-root>/snapshotter.sock] (docs/kubernetes.md).
+    #[arg(long, value_name = "PATH")]
+    pub snapshotter_socket: Option<String>,
     /// Keep containers and their image mounts running across daemon restarts (default
     /// true; `--live-restore=false` stops containers at shutdown; docs/live-restore.md).
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]

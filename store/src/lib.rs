@@ -27,6 +27,7 @@ pub mod lazy_source;
 pub mod profile_registry;
 mod pull;
 mod push;
+mod snapshot_layer;
 mod store;
 
 pub use import::ImageChanges;

@@ -46,6 +46,7 @@ pub mod resolve;
 pub mod runtime_config;
 pub mod server;
 pub mod services;
+pub mod snapshotter;
 pub mod spec;
 pub mod stats_view;
 pub mod status;
@@ -104,12 +105,17 @@ pub async fn run(args: DaemonArgs, exec_root: Option<PathBuf>, hosts: Vec<String
         create_private_dir(&d).with_context(|| format!("creating {}", d.display()))?;
     }
     let daemon = Arc::new(services::Daemon::open(paths, &cfg).await?);
+    let stop = tokio_util::sync::CancellationToken::new();
+    // Before the API sockets: once the daemon answers, the snapshotter's socket is there.
+    let snapshotter = match &cfg.snapshotter_socket {
+        Some(socket) => Some(snapshotter::start(&daemon, socket, stop.clone()).await?),
+        None => None,
+    };
     let mut listeners = Vec::new();
     for socket in &sockets {
         listeners.push(server::bind(socket).await?);
         tracing::info!(socket = %socket.display(), data_root = %cfg.data_root.display(), "skiff daemon listening");
     }
-    let stop = tokio_util::sync::CancellationToken::new();
     let signals = stop.clone();
     tokio::spawn(async move {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -130,6 +136,9 @@ pub async fn run(args: DaemonArgs, exec_root: Option<PathBuf>, hosts: Vec<String
         )
     });
     futures::future::try_join_all(servers).await?;
+    if let Some(s) = snapshotter {
+        s.stop(daemon.live_restore).await;
+    }
     daemon.shutdown().await;
     for socket in &sockets {
         let _ = std::fs::remove_file(socket);
