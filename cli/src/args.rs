@@ -79,6 +79,11 @@ pub enum Command {
     Cp(CpArgs),
     /// Show the history of an image.
     History(HistoryArgs),
+    /// Build an image from a Dockerfile (docs/build.md).
+    Build(BuildArgs),
+    /// Manage the build cache.
+    #[command(subcommand)]
+    Builder(BuilderCommand),
     /// Return low-level information on containers or images.
     Inspect(InspectArgs),
     /// List images.
@@ -380,6 +385,54 @@ pub struct CpArgs {
     pub src: String,
     /// CONTAINER:DEST_PATH or a local path.
     pub dst: String,
+}
+
+#[derive(Args, Debug)]
+pub struct BuildArgs {
+    /// Name and optionally a tag (`name:tag`); repeat for several.
+    #[arg(short = 't', long = "tag")]
+    pub tags: Vec<String>,
+    /// The Dockerfile (default: CONTEXT/Dockerfile; `-` reads it from standard input).
+    #[arg(short = 'f', long = "file")]
+    pub file: Option<PathBuf>,
+    /// A build-time variable (`NAME=value`, or `NAME` to take it from the environment).
+    #[arg(long = "build-arg")]
+    pub build_args: Vec<String>,
+    /// The build stage to stop at.
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Do not use the cache.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Always pull the base images again.
+    #[arg(long)]
+    pub pull: bool,
+    /// Print only the image ID.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Metadata for the image (`key=value`).
+    #[arg(long = "label")]
+    pub labels: Vec<String>,
+    /// Write the image ID to this file.
+    #[arg(long)]
+    pub iidfile: Option<PathBuf>,
+    /// Network for RUN steps (bridge, host, none).
+    #[arg(long, default_value = "default")]
+    pub network: String,
+    /// Platform (only the host's is supported).
+    #[arg(long)]
+    pub platform: Option<String>,
+    /// Remove build step containers after a failed step too.
+    #[arg(long)]
+    pub force_rm: bool,
+    /// The build context directory.
+    pub context: PathBuf,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BuilderCommand {
+    /// Remove the build cache.
+    Prune(PruneArgs),
 }
 
 #[derive(Args, Debug)]

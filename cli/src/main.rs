@@ -125,6 +125,8 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Events(a) => ops::events(d, a).await,
         Command::Diff(a) => files::diff(d, &a.container).await,
         Command::Export(a) => files::export(d, a).await,
+        Command::Build(a) => build::build(d, a).await,
+        Command::Builder(args::BuilderCommand::Prune(a)) => build::prune(&socket, a).await,
         Command::Cp(a) => files::cp(d, a).await,
         Command::History(a) | Command::Image(ImageCommand::History(a)) => {
             images::history(d, a).await

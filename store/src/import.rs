@@ -37,10 +37,10 @@ pub struct ImageChanges {
 }
 
 /// Hashes the uncompressed tar (the diff_id) on its way into the compressor.
-struct DiffIdWriter<W> {
-    inner: W,
-    hasher: Sha256,
-    size: u64,
+pub(crate) struct DiffIdWriter<W> {
+    pub(crate) inner: W,
+    pub(crate) hasher: Sha256,
+    pub(crate) size: u64,
 }
 
 impl<W: Write> Write for DiffIdWriter<W> {
@@ -55,14 +55,14 @@ impl<W: Write> Write for DiffIdWriter<W> {
     }
 }
 
-enum Encoder {
+pub(crate) enum Encoder {
     Plain(BlobWriter),
     Gzip(flate2::write::GzEncoder<BlobWriter>),
     Zstd(zstd::stream::write::Encoder<'static, BlobWriter>),
 }
 
 impl Encoder {
-    fn finish(self) -> std::io::Result<BlobWriter> {
+    pub(crate) fn finish(self) -> std::io::Result<BlobWriter> {
         match self {
             Encoder::Plain(w) => Ok(w),
             Encoder::Gzip(e) => e.finish(),

@@ -19,6 +19,7 @@ pub use layer_path::LayerPath;
 pub use reference::ImageReference;
 pub use registry::{RegistryClient, RegistryOptions};
 
+mod commit;
 pub mod convert;
 mod import;
 mod lazy;
@@ -29,6 +30,7 @@ mod pull;
 mod push;
 mod store;
 
+pub use commit::{CommitRequest, LayerDir};
 pub use import::ImageChanges;
 pub use layer::Compression;
 pub use lazy::{ChunkCacheUsage, FORMAT_ZSTD_CHUNKED};

@@ -13,7 +13,7 @@ use super::error::{ApiResult, DaemonError};
 use super::filters::Filters;
 use super::services::Daemon;
 
-fn json_lines_body(rx: tokio::sync::mpsc::Receiver<serde_json::Value>) -> Body {
+pub(super) fn json_lines_body(rx: tokio::sync::mpsc::Receiver<serde_json::Value>) -> Body {
     let mut rx = rx;
     Body::from_stream(futures::stream::poll_fn(move |cx| {
         rx.poll_recv(cx).map(|o| {
@@ -26,7 +26,7 @@ fn json_lines_body(rx: tokio::sync::mpsc::Receiver<serde_json::Value>) -> Body {
     }))
 }
 
-fn streaming(body: Body) -> Response {
+pub(super) fn streaming(body: Body) -> Response {
     Response::builder()
         .status(StatusCode::OK)
         .header("Content-Type", "application/json")
@@ -39,6 +39,7 @@ pub struct ListQuery {
     filters: Option<String>,
     /// Before API 1.25: a reference pattern.
     filter: Option<String>,
+    all: Option<String>,
 }
 
 pub async fn list(
@@ -49,7 +50,12 @@ pub async fn list(
     if let Some(r) = q.filter.filter(|r| !r.is_empty()) {
         filters.add("reference", r);
     }
-    Ok(Json(d.images.list_images(filters).await?))
+    let mut list = d.images.list_images(filters).await?;
+    // Build steps' images show with `all`, as Docker's intermediate images do.
+    if !q.all.as_deref().is_some_and(|a| a == "1" || a == "true") {
+        list.retain(|i| !d.builds.cache.is_intermediate(&i.id));
+    }
+    Ok(Json(list))
 }
 
 #[derive(Deserialize, Default)]

@@ -1,0 +1,136 @@
+//! `POST /build` (Docker's classic builder endpoint: a tar context in, JSON progress lines
+//! out) and `POST /build/prune`.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+use super::api_images::url_pairs;
+use super::build::BuildOptions;
+use super::error::{ApiResult, DaemonError};
+use super::services::Daemon;
+
+fn truthy(v: &str) -> bool {
+    matches!(v, "1" | "true" | "True" | "yes")
+}
+
+/// Reads Docker's `/build` query parameters; what skiff cannot do is refused, not ignored.
+pub fn options(raw: &str) -> ApiResult<BuildOptions> {
+    let mut o = BuildOptions {
+        dockerfile: "Dockerfile".to_string(),
+        remove: true,
+        ..Default::default()
+    };
+    for (k, v) in url_pairs(raw) {
+        match k.as_str() {
+            "dockerfile" if !v.is_empty() => o.dockerfile = v,
+            "t" if !v.is_empty() => o.tags.push(v),
+            "buildargs" if !v.is_empty() => {
+                o.build_args = serde_json::from_str(&v)
+                    .map_err(|e| DaemonError::Invalid(format!("buildargs: {e}")))?
+            }
+            "labels" if !v.is_empty() => {
+                o.labels = serde_json::from_str(&v)
+                    .map_err(|e| DaemonError::Invalid(format!("labels: {e}")))?
+            }
+            "target" if !v.is_empty() => o.target = Some(v),
+            "nocache" => o.no_cache = truthy(&v),
+            "pull" => o.pull = truthy(&v) || (!v.is_empty() && v != "0" && v != "false"),
+            "q" => o.quiet = truthy(&v),
+            "rm" => o.remove = v.is_empty() || truthy(&v),
+            "forcerm" => o.force_remove = truthy(&v),
+            "networkmode" => {
+                o.network_mode = match v.as_str() {
+                    "" | "default" | "bridge" => "bridge".to_string(),
+                    "host" | "none" => v,
+                    other => return Err(DaemonError::Invalid(format!(
+                        "network mode {other:?} is not supported for builds (bridge, host, none)"
+                    ))),
+                }
+            }
+            "remote" if !v.is_empty() => return Err(DaemonError::Invalid(format!(
+                "remote build contexts ({v}) are not supported by skiff: send the context as a tar"
+            ))),
+            "platform" if !v.is_empty() => {
+                let host = format!(
+                    "linux/{}",
+                    skiff_store::registry::manifest::host_platform().architecture
+                );
+                if v != host && v != "linux" && !host.starts_with(&format!("{v}/")) {
+                    return Err(DaemonError::Invalid(format!(
+                        "platform {v} is not supported: skiff builds for the host's platform ({host}) only"
+                    )));
+                }
+            }
+            "version" if v == "2" => {
+                return Err(DaemonError::Invalid(
+                    "BuildKit is not supported by skiff: build with DOCKER_BUILDKIT=0".into(),
+                ))
+            }
+            "squash" if truthy(&v) => {
+                return Err(DaemonError::Invalid(
+                    "--squash is not supported by skiff".into(),
+                ))
+            }
+            "outputs" if !v.is_empty() && v != "[]" => {
+                return Err(DaemonError::Invalid(
+                    "build outputs are not supported by skiff".into(),
+                ))
+            }
+            _ => {}
+        }
+    }
+    Ok(o)
+}
+
+pub async fn build(
+    State(d): State<Arc<Daemon>>,
+    RawQuery(raw): RawQuery,
+    body: Body,
+) -> ApiResult<Response> {
+    let opts = options(raw.as_deref().unwrap_or(""))?;
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let builds = d.builds.clone();
+    tokio::spawn(async move {
+        builds.build_stream(body, opts, tx).await;
+    });
+    Ok(super::api_images::streaming(
+        super::api_images::json_lines_body(rx),
+    ))
+}
+
+/// `builder prune`: the step images the build cache keeps, then unreferenced chunks.
+pub async fn prune(State(d): State<Arc<Daemon>>) -> ApiResult<impl IntoResponse> {
+    let (ids, mut reclaimed) = d.builds.prune().await?;
+    reclaimed += d.images.prune_cache().await?;
+    Ok((
+        StatusCode::OK,
+        Json(serde_json::json!({
+            "CachesDeleted": ids,
+            "SpaceReclaimed": reclaimed,
+        })),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_options() {
+        let o = options("t=a%3A1&t=b&dockerfile=sub%2FDf&buildargs=%7B%22A%22%3A%221%22%2C%22B%22%3Anull%7D&nocache=1&q=1&rm=0&target=build&labels=%7B%22l%22%3A%22v%22%7D").unwrap();
+        assert_eq!(o.tags, vec!["a:1", "b"]);
+        assert_eq!(o.dockerfile, "sub/Df");
+        assert_eq!(o.build_args.get("A"), Some(&Some("1".to_string())));
+        assert_eq!(o.build_args.get("B"), Some(&None));
+        assert!(o.no_cache && o.quiet && !o.remove);
+        assert_eq!(o.target.as_deref(), Some("build"));
+        assert_eq!(o.labels.get("l").map(String::as_str), Some("v"));
+        assert!(options("remote=https://x/y.git").is_err());
+        assert!(options("version=2").is_err());
+    }
+}
