@@ -47,14 +47,18 @@ pub fn options(raw: &str) -> ApiResult<BuildOptions> {
                 o.network_mode = match v.as_str() {
                     "" | "default" | "bridge" => "bridge".to_string(),
                     "host" | "none" => v,
-                    other => return Err(DaemonError::Invalid(format!(
+                    other => {
+                        return Err(DaemonError::Invalid(format!(
                         "network mode {other:?} is not supported for builds (bridge, host, none)"
-                    ))),
+                    )))
+                    }
                 }
             }
-            "remote" if !v.is_empty() => return Err(DaemonError::Invalid(format!(
+            "remote" if !v.is_empty() => {
+                return Err(DaemonError::Invalid(format!(
                 "remote build contexts ({v}) are not supported by skiff: send the context as a tar"
-            ))),
+            )))
+            }
             "platform" if !v.is_empty() => {
                 let host = format!(
                     "linux/{}",
@@ -101,6 +105,61 @@ pub async fn build(
     Ok(super::api_images::streaming(
         super::api_images::json_lines_body(rx),
     ))
+}
+
+/// `POST /commit?container=&repo=&tag=&comment=&author=&changes=`: 201 `{"Id": ...}`.
+/// The body (a container config to merge) is refused when it sets anything.
+pub async fn commit(
+    State(d): State<Arc<Daemon>>,
+    RawQuery(raw): RawQuery,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    let mut o = super::build::commit::CommitOptions::default();
+    let (mut repo, mut tag) = (String::new(), String::new());
+    for (k, v) in url_pairs(raw.as_deref().unwrap_or("")) {
+        match k.as_str() {
+            "container" => o.container = v,
+            "repo" => repo = v,
+            "tag" => tag = v,
+            "comment" => o.comment = Some(v),
+            "author" => o.author = Some(v),
+            "changes" if !v.is_empty() => o.changes.push(v),
+            _ => {}
+        }
+    }
+    if o.container.is_empty() {
+        return Err(DaemonError::invalid("container is required"));
+    }
+    let config: serde_json::Value = if body.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| DaemonError::Invalid(format!("commit config: {e}")))?
+    };
+    let set = config.as_object().is_some_and(|m| {
+        m.values().any(|v| {
+            !v.is_null()
+                && v != &serde_json::json!({})
+                && v != &serde_json::json!([])
+                && v != &serde_json::json!("")
+                && v != &serde_json::json!(false)
+                && v != &serde_json::json!(0)
+        })
+    });
+    if set {
+        return Err(DaemonError::Invalid(
+            "a config in the commit body is not supported by skiff: use --change".into(),
+        ));
+    }
+    if !repo.is_empty() {
+        o.reference = Some(if tag.is_empty() {
+            repo
+        } else {
+            format!("{repo}:{tag}")
+        });
+    }
+    let id = d.builds.commit(o).await?;
+    Ok((StatusCode::CREATED, Json(serde_json::json!({"Id": id}))).into_response())
 }
 
 /// `builder prune`: the step images the build cache keeps, then unreferenced chunks.

@@ -49,6 +49,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/system/df", get(s::df))
         .route("/events", get(super::api_events::events))
         .route("/build", post(super::api_build::build))
+        .route("/commit", post(super::api_build::commit))
         .route("/build/prune", post(super::api_build::prune))
         .route("/images/json", get(i::list))
         .route("/images/create", post(i::create))

@@ -57,6 +57,8 @@ fn append_whiteout<W: Write>(b: &mut tar::Builder<W>, rel: &Path, path: &Path) -
     let mut h = tar::Header::new_gnu();
     h.set_entry_type(tar::EntryType::Regular);
     h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
     h.set_size(0);
     h.set_mtime(0);
     b.append_data(&mut h, rel, std::io::empty())

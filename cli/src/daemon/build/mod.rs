@@ -6,6 +6,7 @@
 //! are the build cache (see [`cache`]). docs/build.md.
 
 pub mod cache;
+pub mod commit;
 pub mod context;
 pub mod copy;
 pub mod dockerfile;

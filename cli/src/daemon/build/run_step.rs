@@ -15,7 +15,7 @@ use crate::daemon::record::ContainerRecord;
 /// Paths the runtime mounts over (so a RUN cannot change them in the image) and that
 /// overlayfs shows in the upper directory as mount points: left out of the layer, as
 /// Docker leaves its init layer out.
-const MOUNT_POINTS: &[&str] = &[
+pub(super) const MOUNT_POINTS: &[&str] = &[
     "dev",
     "proc",
     "sys",

@@ -1,0 +1,285 @@
+//! Dockerfile builds (`POST /build`) driven by the stock docker CLI's classic builder and
+//! by `skiff build`: multi-stage builds whose images run, the cache, `.dockerignore`,
+//! `ADD` of a local tar, refusals; and `commit`. Base images are imported locally.
+
+use std::path::Path;
+
+use skiff_tests::docker_cli::{docker, docker_ok, docker_unavailable, import_busybox};
+use skiff_tests::skip::root_unavailable;
+use skiff_tests::{require, Daemon};
+
+const PATH_ENV: &str = "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+fn write(dir: &Path, name: &str, text: &str) {
+    let p = dir.join(name);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, text).unwrap();
+}
+
+/// A multi-stage Dockerfile with ARG (before and after FROM), ENV, WORKDIR, COPY,
+/// COPY --from, RUN (with a deletion), USER and CMD.
+const MULTI_STAGE: &str = r#"ARG GREETING=hello
+FROM base:1 AS build
+ARG GREETING
+ENV OUT=/out
+WORKDIR /src
+COPY msg.txt ./
+RUN mkdir -p $OUT \
+ && echo "$GREETING from $(cat msg.txt)" > $OUT/greeting
+FROM base:1
+COPY --from=build /out/greeting /app/greeting
+RUN rm /data/seed.txt && echo "app:x:1234:1234::/app:/bin/sh" >> /etc/passwd
+USER app
+WORKDIR /app
+CMD ["sh", "-c", "cat greeting; id -u; pwd; ls /data/seed.txt 2>/dev/null || echo gone"]
+"#;
+
+fn count(haystack: &str, needle: &str) -> usize {
+    haystack.matches(needle).count()
+}
+
+#[test]
+fn docker_classic_build_multi_stage_runs_and_caches() {
+    require!(
+        "docker_classic_build_multi_stage_runs_and_caches",
+        root_unavailable(),
+        docker_unavailable()
+    );
+    let d = Daemon::start().unwrap();
+    import_busybox(&d, "base:1", &[PATH_ENV]);
+    let ctx = tempfile::tempdir().unwrap();
+    write(ctx.path(), "Dockerfile", MULTI_STAGE);
+    write(ctx.path(), "msg.txt", "the context");
+    let build = |extra: &[&str]| {
+        let mut args = vec!["build", "-t", "built:1"];
+        args.extend_from_slice(extra);
+        args.push(ctx.path().to_str().unwrap());
+        let out = docker(&d)
+            .env("DOCKER_BUILDKIT", "0")
+            .args(&args)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success(),
+            "build failed: {text}\ndaemon log:\n{}",
+            d.log_text()
+        );
+        text
+    };
+    let first = build(&["--build-arg", "GREETING=hi"]);
+    assert!(first.contains("Step 1/13 : ARG GREETING=hello"), "{first}");
+    assert!(first.contains("Successfully tagged built:1"), "{first}");
+    assert_eq!(count(&first, "Using cache"), 0, "{first}");
+    let run = docker_ok(&d, &["run", "--rm", "built:1"]);
+    assert_eq!(run, "hi from the context\n1234\n/app\ngone\n");
+    // The image's config says what the Dockerfile said.
+    let cfg = docker_ok(
+        &d,
+        &[
+            "image",
+            "inspect",
+            "-f",
+            "{{.Config.User}} {{.Config.WorkingDir}} {{json .Config.Cmd}}",
+            "built:1",
+        ],
+    );
+    assert_eq!(
+        cfg.trim(),
+        r#"app /app ["sh","-c","cat greeting; id -u; pwd; ls /data/seed.txt 2>/dev/null || echo gone"]"#
+    );
+    // Every layer-making step shows in history with its instruction.
+    let history = docker_ok(
+        &d,
+        &[
+            "history",
+            "--no-trunc",
+            "--format",
+            "{{.CreatedBy}}",
+            "built:1",
+        ],
+    );
+    assert!(history.contains("rm /data/seed.txt"), "{history}");
+    assert!(history.contains("#(nop) WORKDIR /app"), "{history}");
+    assert!(history.contains("#(nop) COPY --from=build"), "{history}");
+
+    // The same build again: every step after each FROM comes from the cache.
+    let second = build(&["--build-arg", "GREETING=hi"]);
+    assert_eq!(count(&second, "Using cache"), 10, "{second}");
+    // Changing the copied file rebuilds from that COPY on.
+    write(ctx.path(), "msg.txt", "a changed context");
+    let third = build(&["--build-arg", "GREETING=hi"]);
+    assert_eq!(
+        count(&third, "Using cache"),
+        3,
+        "ARG, ENV, WORKDIR cached only:\n{third}"
+    );
+    assert_eq!(
+        docker_ok(&d, &["run", "--rm", "built:1"]),
+        "hi from a changed context\n1234\n/app\ngone\n"
+    );
+    // Step images are hidden from `images` (but not from `images -a`), and `builder
+    // prune` removes them.
+    let listed = docker_ok(&d, &["images", "-q"]);
+    let all = docker_ok(&d, &["images", "-a", "-q"]);
+    assert!(
+        count(&all, "\n") > count(&listed, "\n") + 5,
+        "{listed}\n--\n{all}"
+    );
+    let df = docker_ok(
+        &d,
+        &["system", "df", "--format", "{{.Type}} {{.TotalCount}}"],
+    );
+    assert!(df.contains("Build Cache"), "{df}");
+    docker_ok(&d, &["builder", "prune", "-f"]);
+    let after = docker_ok(&d, &["images", "-a", "-q"]);
+    assert_eq!(count(&after, "\n"), count(&listed, "\n"), "{after}");
+    assert_eq!(
+        docker_ok(&d, &["run", "--rm", "built:1"]),
+        "hi from a changed context\n1234\n/app\ngone\n"
+    );
+}
+
+#[test]
+fn skiff_build_dockerignore_add_tar_and_refusals() {
+    require!(
+        "skiff_build_dockerignore_add_tar_and_refusals",
+        root_unavailable()
+    );
+    let d = Daemon::start().unwrap();
+    import_busybox(&d, "base:1", &[PATH_ENV]);
+    let ctx = tempfile::tempdir().unwrap();
+    write(ctx.path(), "keep/a.txt", "a");
+    write(ctx.path(), "keep/secret.key", "no");
+    write(ctx.path(), "logs/x.log", "no");
+    write(ctx.path(), ".dockerignore", "logs\n**/*.key\n");
+    // A gzip tar to ADD: extracted into the destination.
+    let mut b = tar::Builder::new(flate2::write::GzEncoder::new(
+        std::fs::File::create(ctx.path().join("bundle.tar.gz")).unwrap(),
+        flate2::Compression::fast(),
+    ));
+    let mut h = tar::Header::new_gnu();
+    h.set_size(8);
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(1);
+    h.set_cksum();
+    b.append_data(&mut h, "pkg/inside.txt", &b"extracted"[..8])
+        .unwrap();
+    b.into_inner().unwrap().finish().unwrap();
+    write(
+        ctx.path(),
+        "Dockerfile",
+        "# escape=`\nFROM base:1\nCOPY . /ctx/\nADD bundle.tar.gz /opt/\nCOPY --chown=nobody:nobody --chmod=600 keep/a.txt /owned\nRUN ls -R /ctx | sort > /listing `\n && stat -c '%U %a' /owned >> /listing\nCMD [\"cat\", \"/listing\", \"/opt/pkg/inside.txt\"]\n",
+    );
+    let out = d.run(&[
+        "build",
+        "-q",
+        "--iidfile",
+        ctx.path().join("iid").to_str().unwrap(),
+        "-t",
+        "ign:1",
+        "-t",
+        "ign:2",
+        ctx.path().to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        d.log_text()
+    );
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(id.starts_with("sha256:"), "{id}");
+    assert_eq!(std::fs::read_to_string(ctx.path().join("iid")).unwrap(), id);
+    let listing = d.ok(&["run", "--rm", "ign:2"]);
+    assert!(listing.contains("a.txt"), "{listing}");
+    assert!(listing.contains("Dockerfile"), "{listing}");
+    assert!(!listing.contains("secret.key"), "{listing}");
+    assert!(!listing.contains("x.log"), "{listing}");
+    assert!(listing.contains("nobody 600"), "{listing}");
+    assert!(listing.ends_with("extracte"), "{listing}");
+
+    // Bad input: each a clear error, a non-zero exit, nothing tagged.
+    let refused = |dockerfile: &str, needle: &str| {
+        write(ctx.path(), "Dockerfile", dockerfile);
+        let out = d.run(&["build", "-t", "bad:1", ctx.path().to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(1), "{dockerfile}: {err}");
+        assert!(
+            err.contains(needle),
+            "{dockerfile}: {needle:?} not in {err}"
+        );
+        assert!(!d.ok(&["images"]).contains("bad "), "nothing tagged");
+    };
+    refused("FROM base:1\nFOO bar\n", "line 2");
+    refused(
+        "FROM base:1\nCOPY ../outside /x\n",
+        "outside the build context",
+    );
+    refused("FROM base:1\nCOPY --from=nope /x /y\n", "nope");
+    refused(
+        "FROM base:1\nRUN echo failing-output; exit 3\n",
+        "returned a non-zero code: 3",
+    );
+    refused(
+        "FROM base:1\nCOPY missing.txt /x\n",
+        "file not found in build context",
+    );
+}
+
+#[test]
+fn commit_with_changes() {
+    require!(
+        "commit_with_changes",
+        root_unavailable(),
+        docker_unavailable()
+    );
+    let d = Daemon::start().unwrap();
+    import_busybox(&d, "base:1", &[PATH_ENV]);
+    docker_ok(
+        &d,
+        &[
+            "run",
+            "--name",
+            "c1",
+            "base:1",
+            "sh",
+            "-c",
+            "echo committed > /note; rm /data/seed.txt",
+        ],
+    );
+    docker_ok(
+        &d,
+        &[
+            "commit",
+            "--change",
+            "CMD [\"cat\", \"/note\"]",
+            "--change",
+            "ENV X=1",
+            "c1",
+            "snap:1",
+        ],
+    );
+    assert_eq!(docker_ok(&d, &["run", "--rm", "snap:1"]), "committed\n");
+    assert_eq!(
+        docker_ok(
+            &d,
+            &[
+                "run",
+                "--rm",
+                "snap:1",
+                "sh",
+                "-c",
+                "echo $X; ls /data/seed.txt 2>/dev/null || echo gone"
+            ]
+        ),
+        "1\ngone\n"
+    );
+}
