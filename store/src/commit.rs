@@ -161,7 +161,6 @@ impl Store {
             config["author"] = serde_json::json!(a);
         }
         let config_bytes = serde_json::to_vec(&config).expect("config serializes");
-        let config_digest = self.inner.blobs.put(&config_bytes)?;
         // The parent's layer descriptors as they are (they may be pushed as they are).
         let mut descriptors: Vec<Descriptor> = parent
             .as_ref()
@@ -189,6 +188,27 @@ impl Store {
                 urls: None,
             });
         }
+        self.store_image(config_bytes, descriptors, size, &tags)
+    }
+
+    /// Records an image made of `config_bytes` (its id is their digest) and layers already
+    /// in the store, with an OCI manifest, tagged with the normalised `tags`.
+    pub(crate) fn store_image(
+        &self,
+        config_bytes: Vec<u8>,
+        layers: Vec<Descriptor>,
+        size: u64,
+        tags: &[String],
+    ) -> Result<ImageRecord> {
+        let config_digest = self.inner.blobs.put(&config_bytes)?;
+        let created = serde_json::from_slice::<serde_json::Value>(&config_bytes)
+            .ok()
+            .and_then(|c| {
+                c.get("created")
+                    .and_then(|c| c.as_str())
+                    .map(str::to_string)
+            });
+        let digests: Vec<String> = layers.iter().map(|l| l.digest.clone()).collect();
         let manifest = ImageManifest {
             schema_version: 2,
             media_type: Some(OCI_MANIFEST.to_string()),
@@ -200,7 +220,7 @@ impl Store {
                 platform: None,
                 urls: None,
             },
-            layers: descriptors,
+            layers,
             annotations: None,
         };
         let manifest_bytes = serde_json::to_vec(&manifest).expect("manifest serializes");
@@ -210,13 +230,13 @@ impl Store {
             manifest: manifest_bytes,
             manifest_media_type: OCI_MANIFEST.to_string(),
             config: config_bytes,
-            created: Some(created),
+            created,
             size,
             added: now(),
         };
         self.inner
             .db
-            .commit_image(&image, &layers, tags.first().map(String::as_str))?;
+            .commit_image(&image, &digests, tags.first().map(String::as_str))?;
         for t in tags.iter().skip(1) {
             self.tag(&config_digest, t)?;
         }

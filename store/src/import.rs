@@ -90,7 +90,7 @@ impl Write for Encoder {
 
 /// Writes the layer tar for `source` (directory or tar file, the latter possibly gzip or
 /// zstd compressed) into `out`.
-fn write_layer_tar<W: Write>(source: &Path, out: W) -> Result<W> {
+pub(crate) fn write_layer_tar<W: Write>(source: &Path, out: W) -> Result<W> {
     let md = std::fs::metadata(source).map_err(|e| StoreError::io(source, e))?;
     if md.is_dir() {
         let mut b = tar::Builder::new(out);

@@ -19,6 +19,7 @@ pub use layer_path::LayerPath;
 pub use reference::ImageReference;
 pub use registry::{RegistryClient, RegistryOptions};
 
+mod archive;
 mod commit;
 pub mod convert;
 mod import;
@@ -30,6 +31,7 @@ mod pull;
 mod push;
 mod store;
 
+pub use archive::Loaded;
 pub use commit::{CommitRequest, LayerDir};
 pub use import::ImageChanges;
 pub use layer::Compression;

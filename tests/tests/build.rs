@@ -283,3 +283,104 @@ fn commit_with_changes() {
         "1\ngone\n"
     );
 }
+
+#[test]
+fn save_rmi_load_round_trip_and_into_a_fresh_daemon() {
+    require!(
+        "save_rmi_load_round_trip_and_into_a_fresh_daemon",
+        root_unavailable(),
+        docker_unavailable()
+    );
+    let d = Daemon::start().unwrap();
+    import_busybox(&d, "base:1", &[PATH_ENV]);
+    let ctx = tempfile::tempdir().unwrap();
+    write(
+        ctx.path(),
+        "Dockerfile",
+        "FROM base:1\nRUN echo saved > /saved.txt\nCMD [\"cat\", \"/saved.txt\"]\n",
+    );
+    let out = docker(&d)
+        .env("DOCKER_BUILDKIT", "0")
+        .args([
+            "build",
+            "-q",
+            "-t",
+            "saveme:1",
+            ctx.path().to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    docker_ok(&d, &["tag", "saveme:1", "saveme:also"]);
+    let archive = ctx.path().join("images.tar");
+    docker_ok(
+        &d,
+        &[
+            "save",
+            "-o",
+            archive.to_str().unwrap(),
+            "saveme:1",
+            "saveme:also",
+            "base:1",
+        ],
+    );
+    // What Docker documents: manifest.json naming the config, tags and layers; an OCI
+    // index beside it.
+    let mut names = Vec::new();
+    let mut manifest = String::new();
+    let mut a = tar::Archive::new(std::fs::File::open(&archive).unwrap());
+    for e in a.entries().unwrap() {
+        let mut e = e.unwrap();
+        let p = e.path().unwrap().to_string_lossy().into_owned();
+        if p == "manifest.json" {
+            std::io::Read::read_to_string(&mut e, &mut manifest).unwrap();
+        }
+        names.push(p);
+    }
+    assert!(names.contains(&"index.json".to_string()), "{names:?}");
+    assert!(names.contains(&"oci-layout".to_string()), "{names:?}");
+    let m: serde_json::Value = serde_json::from_str(&manifest).unwrap();
+    let entries = m.as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{manifest}");
+    assert_eq!(
+        entries[0]["Config"],
+        format!("blobs/sha256/{}", id.trim_start_matches("sha256:"))
+    );
+    assert_eq!(
+        entries[0]["RepoTags"],
+        serde_json::json!(["saveme:1", "saveme:also"])
+    );
+    assert_eq!(entries[0]["Layers"].as_array().unwrap().len(), 2);
+
+    docker_ok(&d, &["rmi", "saveme:1", "saveme:also"]);
+    assert!(!docker_ok(&d, &["images"]).contains("saveme"));
+    let loaded = docker_ok(&d, &["load", "-i", archive.to_str().unwrap()]);
+    assert!(loaded.contains("Loaded image: saveme:1"), "{loaded}");
+    assert_eq!(docker_ok(&d, &["run", "--rm", "saveme:also"]), "saved\n");
+    let same = docker_ok(&d, &["image", "inspect", "-f", "{{.Id}}", "saveme:1"]);
+    assert_eq!(same.trim(), id, "the image id (config digest) is kept");
+
+    // Into a daemon with a fresh data root.
+    let d2 = Daemon::start().unwrap();
+    let loaded = docker_ok(&d2, &["load", "-i", archive.to_str().unwrap()]);
+    assert!(loaded.contains("Loaded image: base:1"), "{loaded}");
+    assert_eq!(docker_ok(&d2, &["run", "--rm", "saveme:1"]), "saved\n");
+    // A corrupt archive is refused, nothing loaded.
+    let junk = ctx.path().join("junk.tar");
+    std::fs::write(&junk, b"not a tar at all").unwrap();
+    let out = docker(&d2)
+        .args(["load", "-i", junk.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("image archive"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -185,6 +185,9 @@ pub async fn get_by_name(
     if let Some(name) = rest.strip_suffix("/json") {
         return Ok(Json(d.images.inspect_image(name).await?).into_response());
     }
+    if let Some(name) = rest.strip_suffix("/get") {
+        return super::api_archive::save_names(&d, vec![name.to_string()]);
+    }
     if let Some(name) = rest.strip_suffix("/history") {
         let h = super::image_history::history(d.images.store(), name)?;
         return Ok(Json(h).into_response());

@@ -1,6 +1,7 @@
 //! `skiff daemon`: one long-lived process owning the image store, the FUSE mounts and the
 //! containers, serving the Docker Engine API on a Unix socket.
 
+pub mod api_archive;
 pub mod api_build;
 pub mod api_containers;
 pub mod api_containers_fs;

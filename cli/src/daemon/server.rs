@@ -54,6 +54,8 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/images/json", get(i::list))
         .route("/images/create", post(i::create))
         .route("/images/prune", post(i::prune))
+        .route("/images/get", get(super::api_archive::save))
+        .route("/images/load", post(super::api_archive::load))
         .route(
             "/images/{*rest}",
             get(i::get_by_name).post(i::post_by_name).delete(i::delete),
