@@ -384,3 +384,101 @@ fn save_rmi_load_round_trip_and_into_a_fresh_daemon() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn compose_build_through_the_api_and_through_the_cli() {
+    require!(
+        "compose_build_through_the_api_and_through_the_cli",
+        root_unavailable(),
+        docker_unavailable(),
+        skiff_tests::docker_cli::compose_unavailable()
+    );
+    let d = Daemon::start().unwrap();
+    import_busybox(&d, "base:1", &[PATH_ENV]);
+    let proj = tempfile::tempdir().unwrap();
+    write(
+        proj.path(),
+        "app/Dockerfile",
+        "FROM base:1\nARG WHO=nobody\nRUN echo \"built by $WHO\" > /who\nCMD [\"cat\", \"/who\"]\n",
+    );
+    write(
+        proj.path(),
+        "docker-compose.yml",
+        "version: \"2.4\"\nservices:\n  app:\n    build:\n      context: ./app\n      args:\n        WHO: compose\n    image: composed:1\n    network_mode: bridge\n",
+    );
+    for (cli_build, expect) in [("0", "built by compose\n"), ("1", "built by compose\n")] {
+        let out = std::process::Command::new("docker-compose")
+            .args(["-p", "skiffbuild", "build", "--no-cache"])
+            .current_dir(proj.path())
+            .env("DOCKER_HOST", format!("unix://{}", d.socket.display()))
+            .env("DOCKER_CONFIG", d.dir().join("docker-config"))
+            .env("COMPOSE_DOCKER_CLI_BUILD", cli_build)
+            .env("DOCKER_BUILDKIT", "0")
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success(),
+            "COMPOSE_DOCKER_CLI_BUILD={cli_build}: {text}\n{}",
+            d.log_text()
+        );
+        assert_eq!(docker_ok(&d, &["run", "--rm", "composed:1"]), expect);
+        docker_ok(&d, &["rmi", "composed:1"]);
+    }
+}
+
+#[test]
+fn a_build_whose_client_goes_away_leaves_no_container() {
+    require!(
+        "a_build_whose_client_goes_away_leaves_no_container",
+        root_unavailable(),
+        docker_unavailable()
+    );
+    use std::io::BufRead;
+    let d = Daemon::start().unwrap();
+    import_busybox(&d, "base:1", &[PATH_ENV]);
+    let ctx = tempfile::tempdir().unwrap();
+    write(
+        ctx.path(),
+        "Dockerfile",
+        "FROM base:1\nRUN echo started; sleep 60\n",
+    );
+    let mut child = docker(&d)
+        .env("DOCKER_BUILDKIT", "0")
+        .args(["build", "-t", "gone:1", ctx.path().to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        if line.unwrap().trim() == "started" {
+            break;
+        }
+    }
+    assert_eq!(
+        docker_ok(&d, &["ps", "-q"]).lines().count(),
+        1,
+        "the RUN container runs"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let left = docker_ok(&d, &["ps", "-aq"]);
+        if left.trim().is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "build container left: {left}\n{}",
+            d.log_text()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(!docker_ok(&d, &["images"]).contains("gone"));
+}

@@ -14,8 +14,12 @@ use super::build::BuildOptions;
 use super::error::{ApiResult, DaemonError};
 use super::services::Daemon;
 
+/// dockerd's `BoolValue`: anything but empty, `0`, `no`, `false`, `none` (any case).
 fn truthy(v: &str) -> bool {
-    matches!(v, "1" | "true" | "True" | "yes")
+    !matches!(
+        v.trim().to_lowercase().as_str(),
+        "" | "0" | "no" | "false" | "none"
+    )
 }
 
 /// Reads Docker's `/build` query parameters; what skiff cannot do is refused, not ignored.
@@ -39,9 +43,9 @@ pub fn options(raw: &str) -> ApiResult<BuildOptions> {
             }
             "target" if !v.is_empty() => o.target = Some(v),
             "nocache" => o.no_cache = truthy(&v),
-            "pull" => o.pull = truthy(&v) || (!v.is_empty() && v != "0" && v != "false"),
+            "pull" => o.pull = truthy(&v),
             "q" => o.quiet = truthy(&v),
-            "rm" => o.remove = v.is_empty() || truthy(&v),
+            "rm" => o.remove = truthy(&v),
             "forcerm" => o.force_remove = truthy(&v),
             "networkmode" => {
                 o.network_mode = match v.as_str() {
@@ -191,5 +195,7 @@ mod tests {
         assert_eq!(o.labels.get("l").map(String::as_str), Some("v"));
         assert!(options("remote=https://x/y.git").is_err());
         assert!(options("version=2").is_err());
+        let o = options("pull=False&rm=True&forcerm=0").unwrap();
+        assert!(!o.pull && o.remove && !o.force_remove);
     }
 }
