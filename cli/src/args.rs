@@ -84,6 +84,12 @@ pub enum Command {
     /// Manage the build cache.
     #[command(subcommand)]
     Builder(BuilderCommand),
+    /// Create a new image from a container's changes.
+    Commit(CommitArgs),
+    /// Save one or more images to a tar archive (docker-archive and OCI layout).
+    Save(SaveArgs),
+    /// Load images from a tar archive.
+    Load(LoadArgs),
     /// Return low-level information on containers or images.
     Inspect(InspectArgs),
     /// List images.
@@ -427,6 +433,45 @@ pub struct BuildArgs {
     pub force_rm: bool,
     /// The build context directory.
     pub context: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct CommitArgs {
+    /// Author (e.g. "Jane <jane@example.com>").
+    #[arg(short = 'a', long)]
+    pub author: Option<String>,
+    /// Apply a Dockerfile instruction to the image (CMD, ENTRYPOINT, ENV, WORKDIR, USER,
+    /// EXPOSE, LABEL, VOLUME).
+    #[arg(short = 'c', long = "change")]
+    pub changes: Vec<String>,
+    /// Commit message.
+    #[arg(short = 'm', long)]
+    pub message: Option<String>,
+    /// Pause the container during commit.
+    #[arg(short = 'p', long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub pause: bool,
+    pub container: String,
+    /// `repository[:tag]`.
+    pub repository: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct SaveArgs {
+    /// Write to a file instead of standard output.
+    #[arg(short = 'o', long)]
+    pub output: Option<PathBuf>,
+    #[arg(required = true)]
+    pub images: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct LoadArgs {
+    /// Read from a tar archive file instead of standard input.
+    #[arg(short = 'i', long)]
+    pub input: Option<PathBuf>,
+    /// Suppress the load output.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
 }
 
 #[derive(Subcommand, Debug)]

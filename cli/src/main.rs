@@ -126,6 +126,9 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Diff(a) => files::diff(d, &a.container).await,
         Command::Export(a) => files::export(d, a).await,
         Command::Build(a) => build::build(d, a).await,
+        Command::Commit(a) => archive::commit(&socket, a).await,
+        Command::Save(a) => archive::save(d, a).await,
+        Command::Load(a) => archive::load(d, a).await,
         Command::Builder(args::BuilderCommand::Prune(a)) => build::prune(&socket, a).await,
         Command::Cp(a) => files::cp(d, a).await,
         Command::History(a) | Command::Image(ImageCommand::History(a)) => {

@@ -282,6 +282,45 @@ fn commit_with_changes() {
         ),
         "1\ngone\n"
     );
+    // `skiff commit` of a running container (paused while read, running after), then
+    // `skiff save` and `skiff load` into a fresh data root.
+    let id = docker_ok(
+        &d,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "c2",
+            "base:1",
+            "sh",
+            "-c",
+            "echo live > /live; sleep 60",
+        ],
+    );
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let image = d.ok(&[
+        "commit",
+        "-m",
+        "a message",
+        "-c",
+        "CMD [\"cat\", \"/live\"]",
+        "c2",
+        "live:1",
+    ]);
+    assert!(image.trim().starts_with("sha256:"), "{image}");
+    assert_eq!(
+        docker_ok(&d, &["inspect", "-f", "{{.State.Status}}", id.trim()]).trim(),
+        "running"
+    );
+    let hist = docker_ok(&d, &["history", "--format", "{{.Comment}}", "live:1"]);
+    assert_eq!(hist.lines().next(), Some("a message"), "{hist}");
+    let archive = tempfile::NamedTempFile::new().unwrap();
+    d.ok(&["save", "-o", archive.path().to_str().unwrap(), "live:1"]);
+    let d2 = Daemon::start().unwrap();
+    let loaded = d2.ok(&["load", "-i", archive.path().to_str().unwrap()]);
+    assert_eq!(loaded, "Loaded image: live:1\n");
+    assert_eq!(d2.ok(&["run", "--rm", "live:1"]), "live\n");
+    docker_ok(&d, &["rm", "-f", "c2"]);
 }
 
 #[test]

@@ -118,7 +118,11 @@ pub async fn commit(
     RawQuery(raw): RawQuery,
     body: axum::body::Bytes,
 ) -> ApiResult<Response> {
-    let mut o = super::build::commit::CommitOptions::default();
+    // dockerd pauses unless told not to.
+    let mut o = super::build::commit::CommitOptions {
+        pause: true,
+        ..Default::default()
+    };
     let (mut repo, mut tag) = (String::new(), String::new());
     for (k, v) in url_pairs(raw.as_deref().unwrap_or("")) {
         match k.as_str() {
@@ -128,6 +132,7 @@ pub async fn commit(
             "comment" => o.comment = Some(v),
             "author" => o.author = Some(v),
             "changes" if !v.is_empty() => o.changes.push(v),
+            "pause" => o.pause = truthy(&v),
             _ => {}
         }
     }

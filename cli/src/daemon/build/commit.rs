@@ -16,6 +16,8 @@ pub struct CommitOptions {
     pub author: Option<String>,
     /// Dockerfile instructions (`CMD ["x"]`, `ENV A=b` ...).
     pub changes: Vec<String>,
+    /// Freeze a running container while its files are read (Docker's default).
+    pub pause: bool,
 }
 
 fn merge_env(config: &mut Map<String, Value>, entries: &[String]) {
@@ -122,6 +124,13 @@ impl BuildService {
             .collect::<Vec<_>>()
             .join(" ");
         let upper = self.containers.dir(&r.id).join("upper");
+        let st = self.containers.state(&r.id)?;
+        let freeze = o.pause
+            && st.status == skiff_runtime::state::Status::Running
+            && !self.containers.is_paused(&r.id, &st);
+        if freeze {
+            self.containers.set_paused(&r, true).await?;
+        }
         let img = self
             .store()
             .commit(skiff_store::CommitRequest {
@@ -139,7 +148,13 @@ impl BuildService {
                 author: o.author.filter(|a| !a.is_empty()),
                 tags: o.reference.into_iter().collect(),
             })
-            .await?;
+            .await;
+        if freeze {
+            if let Err(e) = self.containers.set_paused(&r, false).await {
+                tracing::error!(container = %&r.id[..12], "unpausing after a commit: {e}");
+            }
+        }
+        let img = img?;
         self.containers.monitor.events.container("commit", &r, &[]);
         tracing::info!(container = %&r.id[..12], image = %img.id, "committed container");
         Ok(img.id)
