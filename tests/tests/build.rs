@@ -521,3 +521,104 @@ fn a_build_whose_client_goes_away_leaves_no_container() {
     }
     assert!(!docker_ok(&d, &["images"]).contains("gone"));
 }
+
+#[test]
+fn metadata_instructions_onbuild_shell_scratch_and_target() {
+    require!(
+        "metadata_instructions_onbuild_shell_scratch_and_target",
+        root_unavailable(),
+        docker_unavailable()
+    );
+    let d = Daemon::start().unwrap();
+    import_busybox(&d, "base:1", &[PATH_ENV]);
+    let ctx = tempfile::tempdir().unwrap();
+    let build = |dockerfile: &str, extra: &[&str]| {
+        write(ctx.path(), "Dockerfile", dockerfile);
+        let mut args = vec!["build", "-q"];
+        args.extend_from_slice(extra);
+        args.push(ctx.path().to_str().unwrap());
+        let out = docker(&d)
+            .env("DOCKER_BUILDKIT", "0")
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{dockerfile}: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            d.log_text()
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    build(
+        "FROM base:1\nONBUILD RUN echo triggered > /onbuild\nLABEL kind=parent\n",
+        &["-t", "parent:1"],
+    );
+    build(
+        r#"FROM parent:1
+SHELL ["/bin/sh", "-e", "-c"]
+RUN ["sh", "-c", "echo exec-form > /exec"]
+ENV A=1 B="two words"
+LABEL "com.example.x"="y z" other=$A
+EXPOSE 8080 53/udp
+VOLUME /vol
+STOPSIGNAL SIGUSR1
+HEALTHCHECK --interval=5s --retries=2 CMD true
+USER nobody:nobody
+ENTRYPOINT ["sh", "-c"]
+CMD ["cat /onbuild /exec; echo $B"]
+"#,
+        &["-t", "child:1", "--label", "from.cli=yes"],
+    );
+    let f = |fmt: &str| {
+        docker_ok(&d, &["image", "inspect", "-f", fmt, "child:1"])
+            .trim()
+            .to_string()
+    };
+    assert_eq!(
+        f("{{json .Config.Labels}}"),
+        r#"{"com.example.x":"y z","from.cli":"yes","kind":"parent","other":"1"}"#
+    );
+    assert_eq!(
+        f("{{json .Config.ExposedPorts}}"),
+        r#"{"53/udp":{},"8080/tcp":{}}"#
+    );
+    assert_eq!(f("{{json .Config.Volumes}}"), r#"{"/vol":{}}"#);
+    assert_eq!(
+        f("{{.Config.StopSignal}} {{.Config.User}}"),
+        "SIGUSR1 nobody:nobody"
+    );
+    assert_eq!(
+        f("{{json .Config.Entrypoint}} {{json .Config.Cmd}}"),
+        r#"["sh","-c"] ["cat /onbuild /exec; echo $B"]"#
+    );
+    assert_eq!(
+        docker_ok(&d, &["run", "--rm", "child:1"]),
+        "triggered\nexec-form\ntwo words\n"
+    );
+    // `--target` stops at a stage; `FROM scratch` with a COPY runs what it copied.
+    write(ctx.path(), "hello.txt", "from scratch\n");
+    let id = build(
+        "FROM base:1 AS first\nRUN echo first > /f\nFROM scratch AS second\nCOPY hello.txt /\nFROM base:1\nRUN false\n",
+        &["--target", "second", "-t", "scratchy:1"],
+    );
+    assert!(id.starts_with("sha256:"));
+    let layers = docker_ok(
+        &d,
+        &[
+            "image",
+            "inspect",
+            "-f",
+            "{{len .RootFS.Layers}}",
+            "scratchy:1",
+        ],
+    );
+    assert_eq!(layers.trim(), "1");
+    let out = docker(&d)
+        .env("DOCKER_BUILDKIT", "0")
+        .args(["build", "--target", "nosuch", ctx.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("failed to reach build target nosuch"));
+}

@@ -226,7 +226,7 @@ pub fn pairs(
                 if k.is_empty() {
                     return Err(format!("invalid key in {w:?}: a name can not be blank"));
                 }
-                out.push((k.to_string(), Some(word(v, vars, escape)?)));
+                out.push((word(k, vars, escape)?, Some(word(v, vars, escape)?)));
             }
             None => out.push((word(&w, vars, escape)?, None)),
         }
@@ -318,6 +318,10 @@ mod tests {
         assert_eq!(
             pairs("K hello $A", &v, '\\', true).unwrap(),
             vec![("K".to_string(), Some("hello one".to_string()))]
+        );
+        assert_eq!(
+            pairs("\"a.b\"=c", &v, '\\', true).unwrap(),
+            vec![("a.b".to_string(), Some("c".to_string()))]
         );
         assert_eq!(
             pairs("N V=1", &v, '\\', false).unwrap(),

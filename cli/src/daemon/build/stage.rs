@@ -222,6 +222,16 @@ impl<'a> Build<'a> {
             .iter()
             .position(|s| matches!(s.instr, Instr::From { .. }))
             .expect("parse checks for a FROM");
+        if let Some(t) = &self.opts.target {
+            let known = steps.iter().any(
+                |s| matches!(&s.instr, Instr::From { name: Some(n), .. } if *n == t.to_lowercase()),
+            );
+            if !known {
+                return Err(BuildError::Context(format!(
+                    "failed to reach build target {t} in Dockerfile"
+                )));
+            }
+        }
         for s in &steps[..first_from] {
             self.announce(s).await;
             let Instr::Arg(text) = &s.instr else {
