@@ -97,7 +97,7 @@ pub enum Command {
     /// Download an image from a registry.
     Pull(PullArgs),
     /// Upload an image to a registry.
-    Push(PullArgs),
+    Push(PushArgs),
     /// Remove one or more images.
     Rmi(RmiArgs),
     /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE.
@@ -715,6 +715,18 @@ pub struct PullArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct PushArgs {
+    /// Suppress verbose output.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Recompress every layer: zstd:chunked (lazy on skiff, tar+zstd elsewhere), gzip or
+    /// zstd. Without it layers are pushed as they are stored.
+    #[arg(long)]
+    pub compression: Option<String>,
+    pub image: String,
+}
+
+#[derive(Args, Debug)]
 pub struct RmiArgs {
     /// Force removal of the image.
     #[arg(short = 'f', long)]
@@ -737,7 +749,7 @@ pub enum ImageCommand {
     /// Download an image from a registry.
     Pull(PullArgs),
     /// Upload an image to a registry.
-    Push(PullArgs),
+    Push(PushArgs),
     /// Remove one or more images.
     Rm(RmiArgs),
     /// Display detailed information on one or more images.

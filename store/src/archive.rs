@@ -47,7 +47,10 @@ fn hex_of(digest: &str) -> &str {
 impl Store {
     /// The uncompressed tar of a local layer (`data.tar`), or its compressed blob
     /// decompressed; a lazy layer whose data is not here is refused.
-    fn layer_tar(&self, layer: &crate::store::LayerInfo) -> Result<Box<dyn Read + Send>> {
+    pub(crate) fn layer_tar(
+        &self,
+        layer: &crate::store::LayerInfo,
+    ) -> Result<Box<dyn Read + Send>> {
         let data = self.layer_dir(&layer.digest)?.join(DATA_TAR);
         if let Ok(f) = std::fs::File::open(&data) {
             return Ok(Box::new(f));

@@ -29,6 +29,7 @@ pub mod lazy_source;
 pub mod profile_registry;
 mod pull;
 mod push;
+mod push_recompressed;
 mod store;
 
 pub use archive::Loaded;
@@ -38,4 +39,5 @@ pub use layer::Compression;
 pub use lazy::{ChunkCacheUsage, FORMAT_ZSTD_CHUNKED};
 pub use lazy_profile::ImagePrefetch;
 pub use pull::{PullProgress, PullStatus};
+pub use push_recompressed::PushCompression;
 pub use store::{ImageRecord, ImageSummary, LayerInfo, Removed, Store, StoreOptions};

@@ -622,3 +622,37 @@ CMD ["cat /onbuild /exec; echo $B"]
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("failed to reach build target nosuch"));
 }
+
+#[test]
+fn built_image_pushed_zstd_chunked_starts_lazily_from_a_fresh_data_root() {
+    require!(
+        "built_image_pushed_zstd_chunked_starts_lazily_from_a_fresh_data_root",
+        root_unavailable(),
+        skiff_tests::registry::registry_unavailable()
+    );
+    let reg = skiff_tests::Registry::start().unwrap();
+    let d = Daemon::start().unwrap();
+    import_busybox(&d, "base:1", &[PATH_ENV]);
+    let ctx = tempfile::tempdir().unwrap();
+    write(
+        ctx.path(),
+        "Dockerfile",
+        "FROM base:1\nRUN echo lazy > /lazy.txt\nCMD [\"cat\", \"/lazy.txt\"]\n",
+    );
+    let image = format!("{}/built/lazy:1", reg.host());
+    d.ok(&["build", "-q", "-t", &image, ctx.path().to_str().unwrap()]);
+    let bad = d.run(&["push", "--compression", "brotli", &image]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown compression"));
+    let pushed = d.ok(&["push", "--compression", "zstd:chunked", &image]);
+    assert!(pushed.contains("digest: sha256:"), "{pushed}");
+    // RepoDigests names the manifest actually pushed.
+    let digest = pushed.split("digest: ").nth(1).unwrap().trim().to_string();
+    let repo_digests = d.ok(&["image", "inspect", &image]);
+    assert!(repo_digests.contains(&digest), "{repo_digests} vs {digest}");
+
+    let d2 = Daemon::start().unwrap();
+    let pulled = d2.ok(&["pull", &image]);
+    assert!(pulled.contains("Lazy image"), "{pulled}");
+    assert_eq!(d2.ok(&["run", "--rm", &image]), "lazy\n");
+}

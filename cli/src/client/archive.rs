@@ -97,3 +97,63 @@ pub async fn commit(socket: &Path, args: &CommitArgs) -> Result<()> {
     println!("{}", v["Id"].as_str().unwrap_or_default());
     Ok(())
 }
+
+/// `skiff push --compression`: `POST /images/{repo}/push?tag=&compression=` (a skiff
+/// extension bollard cannot send), printing Docker's push lines.
+pub async fn push_compressed(
+    socket: &Path,
+    repo: &str,
+    tag: &str,
+    compression: &str,
+    credentials: Option<bollard::auth::DockerCredentials>,
+    quiet: bool,
+) -> Result<()> {
+    use base64::Engine as _;
+    use http_body_util::BodyExt;
+    let stream = tokio::net::UnixStream::connect(socket)
+        .await
+        .with_context(|| format!("connecting to the skiff daemon at {}", socket.display()))?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let mut req = hyper::Request::builder()
+        .method("POST")
+        .uri(format!(
+            "/images/{repo}/push?tag={}&compression={}",
+            enc(tag),
+            enc(compression)
+        ))
+        .header("Host", "skiff");
+    if let Some(c) = credentials {
+        let json = serde_json::to_vec(&c)?;
+        req = req.header(
+            "X-Registry-Auth",
+            base64::engine::general_purpose::URL_SAFE.encode(json),
+        );
+    }
+    let resp = sender
+        .send_request(req.body(http_body_util::Empty::<bytes::Bytes>::new())?)
+        .await?;
+    let status = resp.status();
+    let body = resp.into_body().collect().await?.to_bytes();
+    if !status.is_success() {
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        bail!(
+            "{}",
+            v["message"]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned())
+        );
+    }
+    for line in body.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        let v: serde_json::Value = serde_json::from_slice(line)?;
+        if let Some(e) = v["error"].as_str() {
+            bail!("{e}");
+        }
+        if let (false, Some(s)) = (quiet, v["status"].as_str()) {
+            println!("{s}");
+        }
+    }
+    Ok(())
+}

@@ -199,6 +199,8 @@ pub async fn get_by_name(
 pub struct TagQuery {
     repo: Option<String>,
     tag: Option<String>,
+    /// skiff's push extension: recompress layers (`zstd:chunked`, `gzip`, `zstd`).
+    compression: Option<String>,
 }
 
 pub async fn post_by_name(
@@ -219,9 +221,19 @@ pub async fn post_by_name(
     if let Some(name) = rest.strip_suffix("/push") {
         let reference = full_ref(name, q.tag.as_deref());
         let secret = registry_auth(&headers)?;
+        let compression = match q.compression.as_deref().filter(|c| !c.is_empty()) {
+            None => None,
+            Some(c) => Some(skiff_store::PushCompression::parse(c).ok_or_else(|| {
+                DaemonError::Invalid(format!(
+                    "unknown compression {c:?}: zstd:chunked, gzip or zstd"
+                ))
+            })?),
+        };
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         tokio::spawn(async move {
-            d.images.push_image_stream(reference, secret, tx).await;
+            d.images
+                .push_image_stream(reference, secret, compression, tx)
+                .await;
         });
         return Ok(streaming(json_lines_body(rx)));
     }

@@ -374,12 +374,17 @@ impl ImageService {
         &self,
         reference: String,
         secret: skiff_store::registry::Secret,
+        compression: Option<skiff_store::PushCompression>,
         tx: Sender<serde_json::Value>,
     ) {
         if let Ok(parsed) = skiff_store::ImageReference::parse(&reference) {
             self.store.registry().remember_credentials(&parsed, secret);
         }
-        match self.store.push(&reference).await {
+        let pushed = match compression {
+            None => self.store.push(&reference).await,
+            Some(c) => self.store.push_recompressed(&reference, c).await,
+        };
+        match pushed {
             Ok(digest) => {
                 self.event("push", &familiar(&reference));
                 let parsed = push_first_line(&reference, &tx).await;
