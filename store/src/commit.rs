@@ -1,15 +1,14 @@
 //! `Store::commit`: a new image made of a parent image (or nothing: `scratch`) plus at most
 //! one new layer written from a directory, with a given config. This is what `docker
 //! commit` and every step of a Dockerfile build store: the layer is kept locally (unpacked
-//! and indexed like a pulled one, so the image starts from the local store) and its gzip
-//! blob can be pushed as it is.
+//! and indexed like a pulled one, so the image starts from the local store) and its
+//! zstd:chunked blob (with its TOC annotations in the manifest) is pushed as it is, so a
+//! built image starts lazily wherever skiff pulls it.
 
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest as _, Sha256};
-
+use crate::chunked::writer::{write_chunked_file, WriterOptions, MEDIA_TYPE_LAYER_ZSTD};
 use crate::db::ImageRow;
-use crate::import::{DiffIdWriter, Encoder};
 use crate::layer::tar_builder::{append_overlay_upper, append_tree};
 use crate::layer::Compression;
 use crate::pull::now;
@@ -45,19 +44,16 @@ pub struct CommitRequest {
     pub tags: Vec<String>,
 }
 
-/// Writes `layer` as a gzip blob into the store; returns (digest, size, diff_id).
-fn write_layer(store: &Store, layer: &LayerDir) -> Result<(String, u64, String)> {
-    let blob = store.inner.blobs.writer_unknown()?;
-    let enc = Encoder::Gzip(flate2::write::GzEncoder::new(
-        blob,
-        flate2::Compression::fast(),
-    ));
-    let w = DiffIdWriter {
-        inner: enc,
-        hasher: Sha256::new(),
-        size: 0,
-    };
-    let mut b = tar::Builder::new(w);
+/// A layer a commit wrote: its zstd:chunked blob's descriptor and its diff_id.
+struct Written {
+    descriptor: Descriptor,
+    diff_id: String,
+}
+
+/// Writes `layer` as a zstd:chunked blob into the store (so a built image pushed as it is
+/// starts lazily elsewhere, and stays a plain tar+zstd image for other engines).
+fn write_layer(store: &Store, layer: &LayerDir) -> Result<Written> {
+    let mut b = tar::Builder::new(Vec::new());
     b.follow_symlinks(false);
     let root: &Path = match layer {
         LayerDir::Overlay { dir, skip } => {
@@ -70,11 +66,27 @@ fn write_layer(store: &Store, layer: &LayerDir) -> Result<(String, u64, String)>
             dir
         }
     };
-    let w = b.into_inner().map_err(|e| StoreError::io(root, e))?;
-    let diff_id = format!("sha256:{}", hex::encode(w.hasher.finalize()));
-    let blob = w.inner.finish().map_err(|e| StoreError::io(root, e))?;
-    let (digest, size) = blob.commit()?;
-    Ok((digest, size, diff_id))
+    let tar = b.into_inner().map_err(|e| StoreError::io(root, e))?;
+    let tmp = tempfile::tempdir_in(store.inner.blobs.tmp_dir())
+        .map_err(|e| StoreError::io(store.inner.blobs.tmp_dir(), e))?;
+    let out = tmp.path().join("layer.zst");
+    let c = write_chunked_file(&tar, &out, &WriterOptions::default())?;
+    drop(tar);
+    let mut w = store.inner.blobs.writer(&c.digest)?;
+    let mut f = std::fs::File::open(&out).map_err(|e| StoreError::io(&out, e))?;
+    std::io::copy(&mut f, &mut w).map_err(|e| StoreError::io(&out, e))?;
+    w.commit()?;
+    Ok(Written {
+        descriptor: Descriptor {
+            media_type: MEDIA_TYPE_LAYER_ZSTD.to_string(),
+            digest: c.digest,
+            size: c.size,
+            annotations: Some(c.annotations.into_iter().collect()),
+            platform: None,
+            urls: None,
+        },
+        diff_id: c.diff_id,
+    })
 }
 
 impl Store {
@@ -114,22 +126,21 @@ impl Store {
         if let Some(layer) = &req.layer {
             let this = self.clone();
             let layer = layer.clone();
-            let (digest, blob_size, diff_id) =
-                tokio::task::spawn_blocking(move || write_layer(&this, &layer))
-                    .await
-                    .expect("commit layer task panicked")?;
+            let written = tokio::task::spawn_blocking(move || write_layer(&this, &layer))
+                .await
+                .expect("commit layer task panicked")?;
             let (row, _index) = self
                 .store_local_layer(
-                    &digest,
-                    Compression::Gzip.oci_media_type(),
-                    Compression::Gzip,
-                    Some(&diff_id),
+                    &written.descriptor.digest,
+                    MEDIA_TYPE_LAYER_ZSTD,
+                    Compression::Zstd,
+                    Some(&written.diff_id),
                 )
                 .await?;
             size += row.tar_size;
-            layers.push(digest.clone());
-            diff_ids.push(diff_id);
-            new_layer = Some((digest, blob_size));
+            layers.push(written.descriptor.digest.clone());
+            diff_ids.push(written.diff_id);
+            new_layer = Some(written.descriptor);
         }
         let created = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
         let mut history: Vec<serde_json::Value> = parent_config
@@ -161,32 +172,37 @@ impl Store {
             config["author"] = serde_json::json!(a);
         }
         let config_bytes = serde_json::to_vec(&config).expect("config serializes");
-        // The parent's layer descriptors as they are (they may be pushed as they are).
-        let mut descriptors: Vec<Descriptor> = parent
-            .as_ref()
-            .map(|p| {
-                p.layers
+        // The parent's layer descriptors as its manifest has them (zstd:chunked annotations
+        // included), so they are pushed as they are.
+        let from_manifest = parent.as_ref().and_then(|p| {
+            let row = self.inner.db.image(&p.id).ok()??;
+            let m: ImageManifest = serde_json::from_slice(&row.manifest).ok()?;
+            let same = m.layers.len() == p.layers.len()
+                && m.layers
                     .iter()
-                    .map(|l| Descriptor {
-                        media_type: l.media_type.clone(),
-                        digest: l.digest.clone(),
-                        size: l.size,
-                        annotations: None,
-                        platform: None,
-                        urls: None,
-                    })
-                    .collect()
+                    .zip(&p.layers)
+                    .all(|(d, l)| d.digest == l.digest);
+            same.then_some(m.layers)
+        });
+        let mut descriptors: Vec<Descriptor> = from_manifest
+            .or_else(|| {
+                parent.as_ref().map(|p| {
+                    p.layers
+                        .iter()
+                        .map(|l| Descriptor {
+                            media_type: l.media_type.clone(),
+                            digest: l.digest.clone(),
+                            size: l.size,
+                            annotations: None,
+                            platform: None,
+                            urls: None,
+                        })
+                        .collect()
+                })
             })
             .unwrap_or_default();
-        if let Some((digest, size)) = new_layer {
-            descriptors.push(Descriptor {
-                media_type: Compression::Gzip.oci_media_type().to_string(),
-                digest,
-                size,
-                annotations: None,
-                platform: None,
-                urls: None,
-            });
+        if let Some(d) = new_layer {
+            descriptors.push(d);
         }
         self.store_image(config_bytes, descriptors, size, &tags)
     }

@@ -655,4 +655,14 @@ fn built_image_pushed_zstd_chunked_starts_lazily_from_a_fresh_data_root() {
     let pulled = d2.ok(&["pull", &image]);
     assert!(pulled.contains("Lazy image"), "{pulled}");
     assert_eq!(d2.ok(&["run", "--rm", &image]), "lazy\n");
+
+    // Pushed as stored (no --compression): the built layer is zstd:chunked already, the
+    // imported base layer stays gzip; the image still starts lazily.
+    let as_is = format!("{}/built/asis:1", reg.host());
+    d.ok(&["tag", &image, &as_is]);
+    d.ok(&["push", &as_is]);
+    let d3 = Daemon::start().unwrap();
+    let pulled = d3.ok(&["pull", &as_is]);
+    assert!(pulled.contains("Lazy image"), "{pulled}");
+    assert_eq!(d3.ok(&["run", "--rm", &as_is]), "lazy\n");
 }

@@ -89,6 +89,16 @@ fn unpack(reader: impl Read, root: &Path) -> Result<(), BuildError> {
         return Err(BuildError::Context(
             "the build context is bzip2 or xz compressed: send it plain, gzip or zstd".into(),
         ));
+    } else if !(head.len() >= 262 && &head[257..262] == b"ustar") && !head.iter().all(|b| *b == 0) {
+        // Not an archive: the body is the Dockerfile itself (`docker build - < Dockerfile`).
+        let path = root.join("Dockerfile");
+        let mut f = std::fs::File::create(&path).map_err(|e| BuildError::Io {
+            path: path.clone(),
+            source: e,
+        })?;
+        std::io::copy(&mut r, &mut f)
+            .map_err(|e| BuildError::Context(format!("reading the Dockerfile sent: {e}")))?;
+        return Ok(());
     } else {
         Box::new(r)
     };
