@@ -666,3 +666,36 @@ fn built_image_pushed_zstd_chunked_starts_lazily_from_a_fresh_data_root() {
     assert!(pulled.contains("Lazy image"), "{pulled}");
     assert_eq!(d3.ok(&["run", "--rm", &as_is]), "lazy\n");
 }
+
+#[test]
+fn docker_build_with_the_dockerfile_on_stdin() {
+    require!(
+        "docker_build_with_the_dockerfile_on_stdin",
+        root_unavailable(),
+        docker_unavailable()
+    );
+    use std::io::Write;
+    let d = Daemon::start().unwrap();
+    import_busybox(&d, "base:1", &[PATH_ENV]);
+    let mut child = docker(&d)
+        .env("DOCKER_BUILDKIT", "0")
+        .args(["build", "-q", "-t", "stdin:1", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"FROM base:1\nRUN echo from-stdin > /s\nCMD [\"cat\", \"/s\"]\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(docker_ok(&d, &["run", "--rm", "stdin:1"]), "from-stdin\n");
+}

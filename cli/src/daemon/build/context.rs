@@ -70,6 +70,12 @@ impl Read for BodyReader {
     }
 }
 
+/// A tar header (`ustar` magic), or nothing but zeros (an empty archive, or no body).
+fn is_tar(head: &[u8]) -> bool {
+    let ustar = head.len() >= 262 && &head[257..262] == b"ustar";
+    ustar || head.iter().all(|b| *b == 0)
+}
+
 fn unpack(reader: impl Read, root: &Path) -> Result<(), BuildError> {
     let mut r = std::io::BufReader::new(Limited {
         inner: reader,
@@ -89,7 +95,7 @@ fn unpack(reader: impl Read, root: &Path) -> Result<(), BuildError> {
         return Err(BuildError::Context(
             "the build context is bzip2 or xz compressed: send it plain, gzip or zstd".into(),
         ));
-    } else if !(head.len() >= 262 && &head[257..262] == b"ustar") && !head.iter().all(|b| *b == 0) {
+    } else if !is_tar(&head) {
         // Not an archive: the body is the Dockerfile itself (`docker build - < Dockerfile`).
         let path = root.join("Dockerfile");
         let mut f = std::fs::File::create(&path).map_err(|e| BuildError::Io {
