@@ -589,6 +589,24 @@ CMD ["cat /onbuild /exec; echo $B"]
         "SIGUSR1 nobody:nobody"
     );
     assert_eq!(
+        f("{{json .Config.Healthcheck}} {{json .Config.Shell}}"),
+        r#"{"Test":["CMD-SHELL","true"],"Interval":5000000000,"Retries":2} ["/bin/sh","-e","-c"]"#
+    );
+    assert_eq!(
+        docker_ok(
+            &d,
+            &[
+                "image",
+                "inspect",
+                "-f",
+                "{{json .Config.OnBuild}}",
+                "parent:1"
+            ]
+        )
+        .trim(),
+        r#"["RUN echo triggered > /onbuild"]"#
+    );
+    assert_eq!(
         f("{{json .Config.Entrypoint}} {{json .Config.Cmd}}"),
         r#"["sh","-c"] ["cat /onbuild /exec; echo $B"]"#
     );
