@@ -717,3 +717,63 @@ fn docker_build_with_the_dockerfile_on_stdin() {
     );
     assert_eq!(docker_ok(&d, &["run", "--rm", "stdin:1"]), "from-stdin\n");
 }
+
+#[test]
+fn python_sdk_and_docker_20_10_build() {
+    use skiff_tests::docker_cli::{
+        docker_20_10, docker_20_10_unavailable, python_sdk, sdk_unavailable,
+    };
+    require!(
+        "python_sdk_and_docker_20_10_build",
+        root_unavailable(),
+        docker_unavailable(),
+        sdk_unavailable(),
+        docker_20_10_unavailable()
+    );
+    let d = Daemon::start().unwrap();
+    import_busybox(&d, "base:1", &[PATH_ENV]);
+    let ctx = tempfile::tempdir().unwrap();
+    write(
+        ctx.path(),
+        "Dockerfile",
+        "FROM base:1\nARG V=0\nRUN echo \"v$V\" > /v\nCMD [\"cat\", \"/v\"]\n",
+    );
+    // The SDK's images.build parses the stream for the image and returns it.
+    let script = format!(
+        r#"
+import docker
+c = docker.from_env()
+img, logs = c.images.build(path={:?}, tag="sdk:1", buildargs={{"V": "7"}}, rm=True)
+print("built", img.id == c.images.get("sdk:1").id, any("Step 1/4" in l.get("stream", "") for l in logs))
+print(c.containers.run("sdk:1", remove=True).decode(), end="")
+try:
+    c.images.build(path={:?}, dockerfile="Missing")
+except docker.errors.BuildError as e:
+    print("refused", "Cannot locate specified Dockerfile" in str(e))
+"#,
+        ctx.path().to_str().unwrap(),
+        ctx.path().to_str().unwrap()
+    );
+    let (ok, out) = python_sdk(&d, &script);
+    assert!(ok, "{out}\n{}", d.log_text());
+    assert_eq!(out, "built True True\nv7\nrefused True\n");
+    // docker 20.10's CLI uses the classic builder by default.
+    let out = docker_20_10(&d)
+        .args([
+            "build",
+            "-t",
+            "old:1",
+            "--build-arg",
+            "V=20",
+            ctx.path().to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Successfully tagged old:1"));
+    assert_eq!(docker_ok(&d, &["run", "--rm", "old:1"]), "v20\n");
+}
