@@ -777,3 +777,44 @@ except docker.errors.BuildError as e:
     assert!(String::from_utf8_lossy(&out.stdout).contains("Successfully tagged old:1"));
     assert_eq!(docker_ok(&d, &["run", "--rm", "old:1"]), "v20\n");
 }
+
+#[test]
+fn run_steps_stack_earlier_layers_over_the_base_mount() {
+    require!(
+        "run_steps_stack_earlier_layers_over_the_base_mount",
+        root_unavailable()
+    );
+    let d = Daemon::start().unwrap();
+    import_busybox(&d, "base:1", &[PATH_ENV]);
+    let ctx = tempfile::tempdir().unwrap();
+    write(
+        ctx.path(),
+        "Dockerfile",
+        "FROM base:1\nRUN echo a > /a && mkdir -p /d/sub && echo x > /d/sub/x\nRUN cat /a > /b && rm -r /d && mkdir /d && echo y > /d/y\nRUN rm /a && cat /b\nRUN test ! -e /a && test ! -e /d/sub && cat /d/y > /c\nCMD [\"cat\", \"/b\", \"/c\"]\n",
+    );
+    let log_before = d.log_text().matches("mounted image").count();
+    d.ok(&[
+        "build",
+        "-q",
+        "-t",
+        "stacked:1",
+        ctx.path().to_str().unwrap(),
+    ]);
+    let mounts = d.log_text().matches("mounted image").count() - log_before;
+    // Only the base image is mounted: each RUN stacks the earlier steps' layer
+    // directories (whiteouts and opaque directories included) over it.
+    assert_eq!(mounts, 1, "{}", d.log_text());
+    assert_eq!(d.ok(&["run", "--rm", "stacked:1"]), "a\ny\n");
+    // The committed layers say the same (a fresh mount of the built image).
+    assert_eq!(
+        d.ok(&[
+            "run",
+            "--rm",
+            "stacked:1",
+            "sh",
+            "-c",
+            "ls /a /d/sub 2>&1 | wc -l; ls /d"
+        ]),
+        "2\ny\n"
+    );
+}

@@ -125,6 +125,55 @@ impl BuildService {
         &self.containers.store
     }
 
+    /// Where the unpacked directory of a layer a build made is kept (a `RUN` stacks it
+    /// over the base image's mount): `<data-root>/build-layers/<hex>`.
+    pub fn layer_dir(&self, digest: &str) -> PathBuf {
+        self.containers
+            .paths
+            .data_root
+            .join("build-layers")
+            .join(digest.trim_start_matches("sha256:"))
+    }
+
+    /// Keeps `dir` (a RUN's upper directory, a COPY's staged tree) as the directory of
+    /// layer `digest`; an existing one wins (same content).
+    pub fn adopt_layer_dir(&self, dir: PathBuf, digest: &str) {
+        let target = self.layer_dir(digest);
+        let res = if target.exists() {
+            std::fs::remove_dir_all(&dir)
+        } else {
+            std::fs::create_dir_all(target.parent().expect("under data root"))
+                .and_then(|()| std::fs::rename(&dir, &target))
+        };
+        if let Err(e) = res {
+            tracing::warn!(dir = %dir.display(), "keeping a build layer's directory: {e}");
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+
+    /// Deletes kept layer directories no image uses any more.
+    fn prune_layer_dirs(&self) {
+        let root = self.containers.paths.data_root.join("build-layers");
+        let Ok(rd) = std::fs::read_dir(&root) else {
+            return;
+        };
+        let mut used = std::collections::HashSet::new();
+        for i in self.store().images().unwrap_or_default() {
+            if let Ok(img) = self.store().image(&i.id) {
+                for l in img.layers {
+                    used.insert(l.digest.trim_start_matches("sha256:").to_string());
+                }
+            }
+        }
+        for e in rd.flatten() {
+            if !used.contains(&*e.file_name().to_string_lossy()) {
+                if let Err(err) = std::fs::remove_dir_all(e.path()) {
+                    tracing::warn!(dir = %e.path().display(), "pruning a build layer's directory: {err}");
+                }
+            }
+        }
+    }
+
     /// Runs a build of the context tar `body`, streaming progress into `tx`; the last
     /// line is the image (`aux.ID` + `Successfully built`) or the error.
     pub async fn build_stream(
@@ -220,14 +269,7 @@ impl BuildService {
             }
             self.containers.mounts.unmount_unused(&id);
             match self.store().remove_image(&id, true) {
-                Ok(removed) => {
-                    for r in removed {
-                        if let skiff_store::Removed::Deleted(d) = r {
-                            if d.starts_with("sha256:") && d != id {
-                                // A layer blob freed with it.
-                            }
-                        }
-                    }
+                Ok(_) => {
                     freed += img.layers.last().map_or(0, |l| l.size);
                     gone.insert(id);
                 }
@@ -235,6 +277,7 @@ impl BuildService {
             }
         }
         self.cache.drop_images(&gone)?;
+        self.prune_layer_dirs();
         Ok((gone.into_iter().collect(), freed))
     }
 

@@ -50,8 +50,20 @@ pub(super) async fn run(
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
     env.extend(extra_env.iter().cloned());
+    // The base image's mount with the layers of the earlier steps stacked over it (no
+    // mount per step); the previous step's image mount when a layer's directory is not
+    // kept, or when the stage declared VOLUMEs (a RUN must then get those volumes, which
+    // come from the image a container is made from).
+    let (from, above) = match (&st.stacked, &st.base) {
+        (Some(dirs), Some(base))
+            if st.config.get("Volumes").cloned().unwrap_or(Value::Null) == st.base_volumes =>
+        {
+            (base.clone(), dirs.iter().rev().cloned().collect())
+        }
+        _ => (image.clone(), Vec::new()),
+    };
     let body = Config::<String> {
-        image: Some(image.clone()),
+        image: Some(from),
         cmd: Some(argv.to_vec()),
         // An empty entrypoint: the step's command runs as it is, not after the image's.
         entrypoint: Some(vec![String::new()]),
@@ -64,7 +76,7 @@ pub(super) async fn run(
         }),
         ..Default::default()
     };
-    let id = containers.create(None, body).await?;
+    let id = containers.create_stacked(None, body, above).await?;
     let r = containers.find(&id)?;
     b.progress
         .say(format!(" ---> Running in {}\n", short(&id)))
@@ -102,10 +114,24 @@ pub(super) async fn run(
             tags: vec![],
         })
         .await;
+    let img = img?;
+    if let Some(top) = img.layers.last() {
+        // The upper directory is the new layer's directory, for later steps to stack.
+        let upper = containers.dir(&id).join("upper");
+        let kept = b.svc.layer_dir(&top.digest).with_extension("tmp");
+        let moved = std::fs::create_dir_all(kept.parent().expect("under the data root"))
+            .and_then(|()| std::fs::rename(&upper, &kept));
+        match moved {
+            Ok(()) => b.svc.adopt_layer_dir(kept, &top.digest),
+            Err(e) => {
+                tracing::warn!(dir = %upper.display(), "keeping a RUN's layer directory: {e}")
+            }
+        }
+    }
     if b.opts.remove || b.opts.force_remove {
         remove(b, &r, true).await;
     }
-    Ok(img?.id)
+    Ok(img.id)
 }
 
 async fn remove(b: &Build<'_>, r: &ContainerRecord, say: bool) {
@@ -165,18 +191,28 @@ async fn run_container(b: &Build<'_>, r: &ContainerRecord) -> Result<i32, BuildE
         let (code, ()) = tokio::join!(containers.monitor.wait_exit(&r.id), forward);
         code
     };
-    tokio::select! {
-        code = waited => {
-            let _ = follower.await;
-            Ok(code)
-        }
-        _ = b.progress.closed() => {
-            tracing::info!(id = %&r.id[..12], "build client gone: killing its RUN container");
-            if let Err(e) = containers.kill(r, "KILL").await {
-                tracing::warn!(id = %&r.id[..12], "killing a build container: {e}");
+    tokio::pin!(waited);
+    // A client that went away is only noticed when something is written to it: a quiet
+    // command gets an empty `stream` line every second (the CLIs print nothing for it).
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            code = &mut waited => {
+                let _ = follower.await;
+                return Ok(code);
             }
-            follower.abort();
-            Err(BuildError::Cancelled)
+            _ = b.progress.closed() => {
+                tracing::info!(id = %&r.id[..12], "build client gone: killing its RUN container");
+                if let Err(e) = containers.kill(r, "KILL").await {
+                    tracing::warn!(id = %&r.id[..12], "killing a build container: {e}");
+                }
+                follower.abort();
+                return Err(BuildError::Cancelled);
+            }
+            _ = tick.tick() => {
+                b.progress.send(serde_json::json!({"stream": ""})).await;
+            }
         }
     }
 }

@@ -35,6 +35,13 @@ pub(super) struct StageState {
     pub args: Vec<(String, Option<String>)>,
     /// `CMD` set in this stage (an `ENTRYPOINT` then keeps it).
     cmd_set: bool,
+    /// The image `FROM` named (`None`: scratch) and its `Volumes`.
+    pub base: Option<String>,
+    pub base_volumes: Value,
+    /// The directories of the layers made since `FROM`, oldest first, for `RUN` to stack
+    /// over the base image's mount; `None` once one is missing (then `RUN` uses the
+    /// previous step's image mount).
+    pub stacked: Option<Vec<PathBuf>>,
 }
 
 impl StageState {
@@ -399,12 +406,16 @@ impl<'a> Build<'a> {
             .remove("OnBuild")
             .and_then(|o| serde_json::from_value(o).ok())
             .unwrap_or_default();
+        let base_volumes = config.get("Volumes").cloned().unwrap_or(Value::Null);
         let mut st = StageState {
             name: name.clone(),
-            image: base,
+            image: base.clone(),
             config,
             args: Vec::new(),
             cmd_set: false,
+            base,
+            base_volumes,
+            stacked: Some(Vec::new()),
         };
         let _ = index;
         if !triggers.is_empty() {
@@ -944,6 +955,7 @@ impl<'a> Build<'a> {
                 if self.svc.store().image(&id).is_ok() {
                     self.progress.say(" ---> Using cache\n").await;
                     self.progress.say(format!(" ---> {}\n", short(&id))).await;
+                    self.track_layer(st, &id);
                     st.image = Some(id);
                     return Ok(());
                 }
@@ -963,11 +975,15 @@ impl<'a> Build<'a> {
                     tags: vec![],
                 };
                 let img = self.svc.store().commit(req).await?;
-                drop(dir);
+                if let Some(top) = img.layers.last() {
+                    self.svc.adopt_layer_dir(dir.keep(), &top.digest);
+                }
+                self.track_layer(st, &img.id);
                 return self.finish(st, key, img.id).await;
             }
             Change::Run { argv, env } => {
                 let id = super::run_step::run(self, st, step, &argv, &env, created_by).await?;
+                self.track_layer(st, &id);
                 return self.finish(st, key, id).await;
             }
         };
@@ -987,6 +1003,33 @@ impl<'a> Build<'a> {
         self.finish(st, key, img.id).await
     }
 
+    /// Notes the directory of the layer `id` added over the stage's current image (if it
+    /// added one), or that stacking is off for the rest of the stage.
+    fn track_layer(&self, st: &mut StageState, id: &str) {
+        let store = self.svc.store();
+        let before = st
+            .image
+            .as_deref()
+            .and_then(|i| store.image(i).ok())
+            .map_or(0, |i| i.layers.len());
+        let Ok(img) = store.image(id) else {
+            st.stacked = None;
+            return;
+        };
+        if img.layers.len() <= before {
+            return;
+        }
+        let dir = img
+            .layers
+            .last()
+            .map(|l| self.svc.layer_dir(&l.digest))
+            .filter(|d| d.is_dir() && img.layers.len() == before + 1);
+        match (&mut st.stacked, dir) {
+            (Some(v), Some(d)) => v.push(d),
+            _ => st.stacked = None,
+        }
+    }
+
     async fn finish(
         &mut self,
         st: &mut StageState,
@@ -995,7 +1038,10 @@ impl<'a> Build<'a> {
     ) -> Result<(), BuildError> {
         self.svc.cache.put(key, id.clone())?;
         if let Some(prev) = st.image.replace(id.clone()) {
-            self.svc.containers.mounts.unmount_unused(&prev);
+            // The base stays mounted: the stage's RUN steps stack over it.
+            if st.base.as_deref() != Some(prev.as_str()) {
+                self.svc.containers.mounts.unmount_unused(&prev);
+            }
         }
         self.progress.say(format!(" ---> {}\n", short(&id))).await;
         Ok(())
