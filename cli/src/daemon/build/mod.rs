@@ -281,29 +281,42 @@ impl BuildService {
         Ok((gone.into_iter().collect(), freed))
     }
 
-    /// `system df`'s `BuildCache` rows: one per step image the cache keeps.
+    /// `system df`'s `BuildCache` rows: one per step image the cache keeps, and one for
+    /// the layer directories `RUN` steps stack.
     pub fn disk_usage(&self) -> Vec<Value> {
-        self.cache
-            .images()
-            .into_iter()
-            .filter(|id| self.cache.is_intermediate(id))
-            .filter_map(|id| {
-                let img = self.store().image(&id).ok()?;
-                let size = img.layers.last().map_or(0, |l| l.tar_size);
-                let created_by = img
-                    .config
-                    .history()
-                    .as_ref()
-                    .and_then(|h| h.last().and_then(|e| e.created_by().clone()))
-                    .unwrap_or_default();
-                Some(json!({
-                    "ID": short(&id), "Type": "regular", "Description": created_by,
-                    "InUse": false, "Shared": false, "Size": size,
-                    "CreatedAt": img.created.clone().unwrap_or_default(),
-                    "LastUsedAt": img.created.unwrap_or_default(), "UsageCount": 1,
-                }))
-            })
-            .collect()
+        let dirs = self.containers.paths.data_root.join("build-layers");
+        let mut rows: Vec<Value> = Vec::new();
+        if dirs.is_dir() {
+            let now = chrono::Utc::now().to_rfc3339();
+            rows.push(json!({
+                "ID": "build-layers", "Type": "regular", "Description": "unpacked layers of build steps",
+                "InUse": false, "Shared": true, "Size": super::containers::dir_size(&dirs),
+                "CreatedAt": now, "LastUsedAt": now, "UsageCount": 0,
+            }));
+        }
+        rows.extend(
+            self.cache
+                .images()
+                .into_iter()
+                .filter(|id| self.cache.is_intermediate(id))
+                .filter_map(|id| {
+                    let img = self.store().image(&id).ok()?;
+                    let size = img.layers.last().map_or(0, |l| l.tar_size);
+                    let created_by = img
+                        .config
+                        .history()
+                        .as_ref()
+                        .and_then(|h| h.last().and_then(|e| e.created_by().clone()))
+                        .unwrap_or_default();
+                    Some(json!({
+                        "ID": short(&id), "Type": "regular", "Description": created_by,
+                        "InUse": false, "Shared": false, "Size": size,
+                        "CreatedAt": img.created.clone().unwrap_or_default(),
+                        "LastUsedAt": img.created.unwrap_or_default(), "UsageCount": 1,
+                    }))
+                }),
+        );
+        rows
     }
 }
 
