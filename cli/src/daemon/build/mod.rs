@@ -12,6 +12,7 @@ pub mod copy;
 pub mod dockerfile;
 pub mod dockerignore;
 pub mod expand;
+mod instructions;
 mod run_step;
 mod stage;
 
