@@ -818,3 +818,76 @@ fn run_steps_stack_earlier_layers_over_the_base_mount() {
         "2\ny\n"
     );
 }
+
+/// Runs `docker login` on `d` for `host` with the password on stdin.
+fn docker_login(d: &Daemon, host: &str, user: &str, password: &str) {
+    use std::io::Write;
+    let mut child = docker(d)
+        .args(["login", "-u", user, "--password-stdin", host])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{password}\n").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "login: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn from_a_private_registry_uses_the_clients_registry_config() {
+    require!(
+        "from_a_private_registry_uses_the_clients_registry_config",
+        root_unavailable(),
+        docker_unavailable(),
+        skiff_tests::registry::registry_unavailable()
+    );
+    let (user, password) = ("builder", "b-secret-pw");
+    let server = skiff_tests::TokenServer::start(&[(user, password)]).unwrap();
+    let reg = skiff_tests::Registry::start_with_token(&server).unwrap();
+    let private = format!("{}/private/base:1", reg.host());
+    let d = Daemon::start().unwrap();
+    import_busybox(&d, &private, &[PATH_ENV]);
+    docker_login(&d, &reg.host(), user, password);
+    docker_ok(&d, &["push", &private]);
+
+    // A fresh daemon knows no credentials: the build pulls FROM with the ones the docker
+    // CLI sends in X-Registry-Config.
+    let d2 = Daemon::start().unwrap();
+    let ctx = tempfile::tempdir().unwrap();
+    write(
+        ctx.path(),
+        "Dockerfile",
+        &format!("FROM {private}\nRUN echo private > /p\nCMD [\"cat\", \"/p\"]\n"),
+    );
+    let out = docker(&d2)
+        .env("DOCKER_BUILDKIT", "0")
+        .args(["build", "-t", "priv:1", ctx.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "pulled without credentials?");
+    docker_login(&d2, &reg.host(), user, password);
+    let out = docker(&d2)
+        .env("DOCKER_BUILDKIT", "0")
+        .args(["build", "-t", "priv:1", ctx.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        d2.log_text()
+    );
+    assert_eq!(docker_ok(&d2, &["run", "--rm", "priv:1"]), "private\n");
+    assert!(!d2.log_text().contains(password));
+}

@@ -95,12 +95,44 @@ pub fn options(raw: &str) -> ApiResult<BuildOptions> {
     Ok(o)
 }
 
+/// `X-Registry-Config`: base64url JSON `{"registry": AuthConfig, ...}` (the docker CLI
+/// sends every credential it has); keyed by `host[:port]`.
+fn registry_config(
+    headers: &axum::http::HeaderMap,
+) -> ApiResult<std::collections::HashMap<String, skiff_store::registry::Secret>> {
+    use base64::Engine as _;
+    let Some(v) = headers.get("x-registry-config") else {
+        return Ok(Default::default());
+    };
+    let bad = |why: &str| DaemonError::Invalid(format!("X-Registry-Config header: {why}"));
+    let text = v.to_str().map_err(|_| bad("not ASCII"))?.trim();
+    if text.is_empty() {
+        return Ok(Default::default());
+    }
+    let raw = [
+        base64::engine::general_purpose::URL_SAFE,
+        base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        base64::engine::general_purpose::STANDARD,
+    ]
+    .iter()
+    .find_map(|e| e.decode(text).ok())
+    .ok_or_else(|| bad("not base64"))?;
+    let map: std::collections::HashMap<String, skiff_store::registry::credentials::AuthConfig> =
+        serde_json::from_slice(&raw).map_err(|_| bad("not a JSON object of auth configs"))?;
+    Ok(map
+        .into_iter()
+        .map(|(k, a)| (super::images::registry_of_server_address(&k), a.secret()))
+        .collect())
+}
+
 pub async fn build(
     State(d): State<Arc<Daemon>>,
     RawQuery(raw): RawQuery,
+    headers: axum::http::HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
-    let opts = options(raw.as_deref().unwrap_or(""))?;
+    let mut opts = options(raw.as_deref().unwrap_or(""))?;
+    opts.registry_auth = registry_config(&headers)?;
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     let builds = d.builds.clone();
     tokio::spawn(async move {

@@ -72,6 +72,8 @@ pub struct BuildOptions {
     pub force_remove: bool,
     /// The network RUN steps join (`bridge` by default, `host`, `none`).
     pub network_mode: String,
+    /// Credentials per registry (`X-Registry-Config`), for the images `FROM` pulls.
+    pub registry_auth: HashMap<String, skiff_store::registry::Secret>,
 }
 
 /// Where a build writes its progress: Docker's JSON lines.

@@ -333,6 +333,11 @@ impl<'a> Build<'a> {
             }
         }
         self.progress.say(format!("Pulling image {image}\n")).await;
+        if let Ok(r) = skiff_store::ImageReference::parse(image) {
+            if let Some(secret) = self.opts.registry_auth.get(&r.registry) {
+                store.registry().remember_credentials(&r, secret.clone());
+            }
+        }
         let noop = |_p: skiff_store::PullProgress| {};
         let img = store
             .pull(image, &noop)
