@@ -466,6 +466,22 @@ fn compose_build_through_the_api_and_through_the_cli() {
             d.log_text()
         );
         assert_eq!(docker_ok(&d, &["run", "--rm", "composed:1"]), expect);
+        // The service runs from what it built.
+        let up = std::process::Command::new("docker-compose")
+            .args(["-p", "skiffbuild", "up", "-d", "--no-build"])
+            .current_dir(proj.path())
+            .env("DOCKER_HOST", format!("unix://{}", d.socket.display()))
+            .output()
+            .unwrap();
+        assert!(
+            up.status.success(),
+            "{}",
+            String::from_utf8_lossy(&up.stderr)
+        );
+        let wait = docker_ok(&d, &["wait", "skiffbuild_app_1"]);
+        assert_eq!(wait.trim(), "0");
+        assert_eq!(docker_ok(&d, &["logs", "skiffbuild_app_1"]), expect);
+        docker_ok(&d, &["rm", "skiffbuild_app_1"]);
         docker_ok(&d, &["rmi", "composed:1"]);
     }
 }
