@@ -1,6 +1,8 @@
 //! `skiff daemon`: one long-lived process owning the image store, the FUSE mounts and the
 //! containers, serving the Docker Engine API on a Unix socket.
 
+pub mod api_archive;
+pub mod api_build;
 pub mod api_containers;
 pub mod api_containers_fs;
 pub mod api_containers_ops;
@@ -11,6 +13,7 @@ pub mod api_profiles;
 pub mod api_system;
 pub mod api_volumes;
 pub mod attach_bridge;
+pub mod build;
 pub mod changes;
 pub mod config;
 pub mod container_filter;

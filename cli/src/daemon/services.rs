@@ -24,6 +24,7 @@ pub struct Daemon {
     pub monitor: Arc<Monitor>,
     pub records: Arc<Records>,
     pub volumes: Arc<VolumeService>,
+    pub builds: Arc<super::build::BuildService>,
     mounts: Arc<ImageMounts>,
     network: Arc<skiff_runtime::network::NetworkManager>,
     background: tokio_util::task::TaskTracker,
@@ -101,6 +102,7 @@ impl Daemon {
             (args.log_driver.clone(), args.log_opts.clone()),
         ));
         Monitor::run(containers.clone());
+        let builds = Arc::new(super::build::BuildService::new(containers.clone()));
         let d = Daemon {
             execs: ExecService::new(paths.clone(), exe),
             images: ImageService::new(paths.clone(), store, mounts.clone(), containers.clone()),
@@ -109,6 +111,7 @@ impl Daemon {
             monitor,
             records,
             volumes,
+            builds,
             mounts,
             network,
             background,
