@@ -1,11 +1,13 @@
 //! skiff-store: image references, the registry client, the content store and its SQLite
-//! index, zstd:chunked TOCs, and the lazily filled chunk cache.
+//! index, the lazy layer formats (zstd:chunked, eStargz), and the lazily filled chunk cache.
 
 pub mod cache;
+mod chunk_codec;
 pub mod chunked;
 pub mod content;
 pub mod db;
 pub mod error;
+pub mod estargz;
 pub mod layer;
 pub mod layer_index;
 pub mod layer_path;
@@ -14,7 +16,9 @@ pub mod reference;
 pub mod registry;
 
 pub use error::{Result, StoreError};
-pub use layer_index::{ChunkLocation, ChunkRef, ContentReader, FileEntry, FileKind, LayerIndex};
+pub use layer_index::{
+    ChunkLocation, ChunkRef, Codec, ContentReader, FileEntry, FileKind, LayerIndex,
+};
 pub use layer_path::LayerPath;
 pub use reference::ImageReference;
 pub use registry::{RegistryClient, RegistryOptions};
@@ -22,6 +26,7 @@ pub use registry::{RegistryClient, RegistryOptions};
 pub mod convert;
 mod import;
 mod lazy;
+pub mod lazy_format;
 mod lazy_profile;
 pub mod lazy_source;
 pub mod profile_registry;
@@ -31,7 +36,7 @@ mod store;
 
 pub use import::ImageChanges;
 pub use layer::Compression;
-pub use lazy::{ChunkCacheUsage, FORMAT_ZSTD_CHUNKED};
+pub use lazy::{ChunkCacheUsage, FORMAT_ESTARGZ, FORMAT_ZSTD_CHUNKED};
 pub use lazy_profile::ImagePrefetch;
 pub use pull::{PullProgress, PullStatus};
 pub use store::{ImageRecord, ImageSummary, LayerInfo, Removed, Store, StoreOptions};
