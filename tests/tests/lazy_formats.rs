@@ -377,3 +377,69 @@ fn estargz_toc_that_does_not_verify_falls_back_to_a_full_pull() {
     assert!(!tree.contains_key(estargz::TOC_TAR_NAME));
     assert!(!tree.contains_key(estargz::PREFETCH_LANDMARK));
 }
+
+#[test]
+fn estargz_prefetch_landmark_region_is_fetched_after_the_pull() {
+    require!(
+        "estargz_prefetch_landmark_region_is_fetched_after_the_pull",
+        registry_unavailable()
+    );
+    let rt = runtime();
+    let registry = Registry::start().unwrap();
+    let tar = build_tar();
+    // "./", "etc/", etc/hello.txt and usr/lib/big.bin come before the landmark.
+    let mut blob = Vec::new();
+    let opts = estargz::WriterOptions {
+        chunk_size: 256 << 10,
+        landmark: estargz::Landmark::PrefetchAfter(4),
+        ..Default::default()
+    };
+    let l = estargz::write_estargz(&tar, &mut blob, &opts).unwrap();
+    let w = Written {
+        blob,
+        diff_id: l.diff_id,
+        annotations: l.annotations,
+        media_type: OCI_LAYER_GZIP,
+    };
+    let pushed = push(&rt, &registry, "landmark/estargz", &w);
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_at(dir.path(), true);
+    let reference = pushed.reference.whole();
+    rt.block_on(store.pull(&reference, QUIET)).unwrap();
+    // hello.txt is one chunk, big.bin five (1.3 MB in 256 KiB chunks): all fetched
+    // without a read.
+    let t0 = std::time::Instant::now();
+    while store.cache_stats().unwrap().chunks < 6 {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(20),
+            "prefetch did not happen: {:?}",
+            store.cache_stats().unwrap()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let before = store.cache_stats().unwrap().counters;
+    assert_eq!(before.read_chunk_bytes, 0, "no read asked for anything yet");
+    let tree = served_tree(&store, &reference);
+    assert!(tree["usr/lib/big.bin"].10 == data(1, 1_300_000));
+    assert_eq!(tree["etc/hello.txt"].10, b"hello, skiff\n");
+    let after = store.cache_stats().unwrap().counters;
+    // served_tree read every file: the prefetched ones were hits. Whatever was fetched
+    // now belongs to files after the landmark.
+    let img = store.image(&reference).unwrap();
+    let index = &store.layer_indexes(&img.id).unwrap()[0];
+    let prefetched: u64 = index
+        .entries
+        .iter()
+        .filter(|e| e.path == "etc/hello.txt" || e.path == "usr/lib/big.bin")
+        .flat_map(|e| e.chunks.iter())
+        .map(|c| match &c.location {
+            ChunkLocation::Compressed { blob_len, .. } => *blob_len,
+            _ => 0,
+        })
+        .sum();
+    assert!(
+        after.fetched_bytes - before.fetched_bytes <= pushed.layer_size - prefetched,
+        "the landmark region was fetched again: {before:?} -> {after:?}"
+    );
+    assert!(after.memory_hits + after.disk_hits >= before.memory_hits + before.disk_hits + 6);
+}
