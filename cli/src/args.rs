@@ -158,7 +158,7 @@ pub struct DaemonArgs {
     /// [default: 20m].
     #[arg(long)]
     pub background_fetch_rate: Option<String>,
-    /// Pull zstd:chunked layers in full instead of lazily (for comparisons).
+    /// Pull zstd:chunked and eStargz layers in full instead of lazily (for comparisons).
     #[arg(long)]
     pub no_lazy_pull: bool,
     /// Keep containers and their image mounts running across daemon restarts (default
