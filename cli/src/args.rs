@@ -705,6 +705,9 @@ pub struct ConvertArgs {
     /// Registries (host[:port]) reached over plain HTTP besides loopback ones.
     #[arg(long = "insecure-registry")]
     pub insecure_registries: Vec<String>,
+    /// Layer format written: zstd:chunked or estargz.
+    #[arg(long, default_value = "zstd:chunked")]
+    pub format: skiff_store::convert::ConvertFormat,
     pub source: String,
     pub destination: String,
 }

@@ -166,3 +166,62 @@ fn estargz_image_pulls_only_its_toc_and_runs_lazily() {
     let after = blob_ranges();
     assert!(after.iter().any(|&r| touches_big(r)), "{after:?}");
 }
+
+#[test]
+fn image_convert_to_estargz_runs_lazily_and_in_full() {
+    require!(
+        "image_convert_to_estargz_runs_lazily_and_in_full",
+        root_unavailable(),
+        registry_unavailable(),
+        busybox_unavailable()
+    );
+    let registry = Registry::start().unwrap();
+    let rootfs = tempfile::tempdir().unwrap();
+    fixtures::build_busybox_rootfs(rootfs.path()).unwrap();
+    let data = fixtures::random_bytes(2 << 20, 77);
+    std::fs::write(rootfs.path().join("data/file"), &data).unwrap();
+    let want = hex::encode(Sha256::digest(&data));
+    let gzip = format!("{}/convert/busybox:gzip", registry.host());
+    let estgz = format!("{}/convert/busybox:estargz", registry.host());
+    {
+        let d = Daemon::start().unwrap();
+        d.ok(&["image", "import", rootfs.path().to_str().unwrap(), &gzip]);
+        d.ok(&["push", &gzip]);
+        let out = d.ok(&["image", "convert", "--format", "estargz", &gzip, &estgz]);
+        assert!(
+            out.contains("(estargz)") && out.contains("digest: sha256:"),
+            "{out}"
+        );
+        let bad = d.run(&["image", "convert", "--format", "gzip", &gzip, &estgz]);
+        assert!(!bad.status.success());
+        assert!(
+            String::from_utf8_lossy(&bad.stderr).contains("zstd:chunked or estargz"),
+            "{bad:?}"
+        );
+    }
+    // A fresh daemon pulls it lazily (the eStargz layer); one with lazy pulls off pulls it
+    // in full, which checks each layer against the rewritten config's diff_ids.
+    for extra in [&[][..], &["--no-lazy-pull"][..]] {
+        let d = Daemon::start_with(extra).unwrap();
+        let out = d.ok(&["pull", &estgz]);
+        assert_eq!(
+            out.contains("Lazy image"),
+            extra.is_empty(),
+            "{extra:?}: {out}"
+        );
+        let out = d.ok(&[
+            "run",
+            "--rm",
+            &estgz,
+            "/bin/sh",
+            "-c",
+            "/bin/sha256sum /data/file; /bin/ls -a /",
+        ]);
+        assert!(out.contains(&want), "{extra:?}: {out}");
+        assert!(!out.contains(estargz::TOC_TAR_NAME), "{extra:?}: {out}");
+        assert!(
+            !out.contains(estargz::NO_PREFETCH_LANDMARK),
+            "{extra:?}: {out}"
+        );
+    }
+}

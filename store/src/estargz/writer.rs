@@ -205,9 +205,19 @@ pub fn write_estargz(
         let start = entry.raw_file_position();
         let size = entry.size();
         let h = entry.header().clone();
-        // Headers (PAX and GNU long-name blocks included) go into the open member as read.
-        blob.write(&tar[prev_end as usize..start as usize])?;
+        let header_start = prev_end;
         prev_end = start + size.div_ceil(512) * 512;
+        // An input that was eStargz already: its TOC and landmarks are not carried over
+        // (stargz-snapshotter's writer drops them too).
+        let clean = crate::chunked::toc::normalize_name(&name).ok().flatten();
+        if matches!(
+            clean.as_deref(),
+            Some(TOC_TAR_NAME | PREFETCH_LANDMARK | NO_PREFETCH_LANDMARK)
+        ) {
+            continue;
+        }
+        // Headers (PAX and GNU long-name blocks included) go into the open member as read.
+        blob.write(&tar[header_start as usize..start as usize])?;
         // Unreadable numeric fields count as 0, as the zstd:chunked writer reads them.
         let mut e = TocEntry {
             name: name.clone(),
@@ -475,6 +485,24 @@ mod tests {
             let lo = c.file_offset as usize;
             assert_eq!(data, &big[lo..lo + c.len as usize]);
         }
+        // Written again from its own decompressed tar: the old TOC and landmark are dropped.
+        let mut again = Vec::new();
+        let opts2 = WriterOptions {
+            chunk_size: 100_000,
+            ..Default::default()
+        };
+        let l2 = write_estargz(&plain, &mut again, &opts2).unwrap();
+        let mut plain2 = Vec::new();
+        flate2::read::MultiGzDecoder::new(&again[..])
+            .read_to_end(&mut plain2)
+            .unwrap();
+        let names2: Vec<String> = tar::Archive::new(&plain2[..])
+            .entries()
+            .unwrap()
+            .map(|e| String::from_utf8(e.unwrap().path_bytes().into_owned()).unwrap())
+            .collect();
+        assert_eq!(names2, ["bin/", "bin/big", "bin/sh", TOC_TAR_NAME]);
+        assert_eq!(l2.diff_id, sha(&plain2));
         // A TOC digest that does not match is refused.
         let mut lying = desc.clone();
         lying
