@@ -97,6 +97,7 @@ impl Drop for Containerd {
         let _ = Command::new("umount")
             .arg("-R")
             .arg(self.dir.path().join("root"))
+            .stderr(std::process::Stdio::null())
             .status();
     }
 }
@@ -201,4 +202,136 @@ fn estargz_from_ctr_remote_is_served_lazily_as_the_gzip_image_in_full() {
         assert!(&got[p] == w, "{p} differs");
     }
     assert!(!got.contains_key(skiff_store::estargz::NO_PREFETCH_LANDMARK));
+}
+
+#[test]
+fn ctr_remote_accepts_skiffs_estargz_layers_as_they_are() {
+    require!(
+        "ctr_remote_accepts_skiffs_estargz_layers_as_they_are",
+        root_unavailable(),
+        registry_unavailable(),
+        busybox_unavailable(),
+        which("ctr-remote"),
+        which("containerd")
+    );
+    use oci_client::manifest::{OciDescriptor, OciImageManifest, OciManifest};
+    let registry = Registry::start().unwrap();
+    fixtures::push_busybox_blocking(&registry.host(), "interop2/base:gzip", Compression::Gzip)
+        .unwrap();
+    let rt = common::rt();
+    let client = skiff_store::RegistryClient::new(Default::default());
+    let parse = |r: &str| skiff_store::ImageReference::parse(r).unwrap();
+    let base = rt
+        .block_on(client.resolve(&parse(&format!("{}/interop2/base:gzip", registry.host()))))
+        .unwrap();
+    // Image = busybox (gzip) + a layer skiff writes as eStargz holding files the image's
+    // command never opens. stargz-snapshotter 0.12 reuses a layer its analyzer did not see
+    // accessed when its own reader opens it and verifies its TOC against the annotation
+    // (`isReusableESGZLayer`: estargz.Open + VerifyTOC); otherwise it rewrites it.
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, len) in [("data/a", 300_000usize), ("data/b", 5usize)] {
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(1_700_000_000);
+        h.set_size(len as u64);
+        let data = fixtures::random_bytes(len, len as u64);
+        b.append_data(&mut h, path, &data[..]).unwrap();
+    }
+    let tar = b.into_inner().unwrap();
+    let mut esgz = Vec::new();
+    let opts = skiff_store::estargz::WriterOptions {
+        chunk_size: 100_000,
+        ..Default::default()
+    };
+    let written = skiff_store::estargz::write_estargz(&tar, &mut esgz, &opts).unwrap();
+    let base_layer = &base.manifest.layers[0];
+    let base_blob = std::fs::read(registry.blob_path(&base_layer.digest)).unwrap();
+    let mut config: serde_json::Value = serde_json::from_slice(&base.config_bytes).unwrap();
+    config["rootfs"]["diff_ids"]
+        .as_array_mut()
+        .unwrap()
+        .push(written.diff_id.clone().into());
+    let config = serde_json::to_vec(&config).unwrap();
+    let ours = format!("{}/interop2/two:estargz", registry.host());
+    let theirs = format!("{}/interop2/two:reused", registry.host());
+    let oci = oci_client::Client::new(oci_client::client::ClientConfig {
+        protocol: oci_client::client::ClientProtocol::Http,
+        ..Default::default()
+    });
+    let reference: oci_client::Reference = ours.parse().unwrap();
+    let digest = |b: &[u8]| format!("sha256:{}", hex::encode(sha2::Sha256::digest(b)));
+    use sha2::Digest;
+    rt.block_on(async {
+        oci.auth(
+            &reference,
+            &oci_client::secrets::RegistryAuth::Anonymous,
+            oci_client::RegistryOperation::Push,
+        )
+        .await
+        .ok();
+        for blob in [&base_blob, &esgz, &config] {
+            oci.push_blob(&reference, blob.to_vec(), &digest(blob))
+                .await
+                .unwrap();
+        }
+        let manifest = OciImageManifest {
+            schema_version: 2,
+            media_type: Some("application/vnd.oci.image.manifest.v1+json".into()),
+            config: OciDescriptor {
+                media_type: "application/vnd.oci.image.config.v1+json".into(),
+                digest: digest(&config),
+                size: config.len() as i64,
+                ..Default::default()
+            },
+            layers: vec![
+                OciDescriptor {
+                    media_type: skiff_store::layer::compression::OCI_LAYER_GZIP.into(),
+                    digest: base_layer.digest.clone(),
+                    size: base_blob.len() as i64,
+                    ..Default::default()
+                },
+                OciDescriptor {
+                    media_type: skiff_store::layer::compression::OCI_LAYER_GZIP.into(),
+                    digest: written.digest.clone(),
+                    size: esgz.len() as i64,
+                    annotations: Some(written.annotations.clone().into_iter().collect()),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        };
+        oci.push_manifest(&reference, &OciManifest::Image(manifest))
+            .await
+            .unwrap();
+    });
+    let ctd = Containerd::start();
+    ctd.ctr(&["images", "pull", "--plain-http", &ours]).unwrap();
+    ctd.ctr(&[
+        "image", "optimize", "--reuse", "--oci", "--period", "1", &ours, &theirs,
+    ])
+    .unwrap();
+    ctd.ctr(&["images", "push", "--plain-http", &theirs, &theirs])
+        .unwrap();
+    drop(ctd);
+    let layers = |r: &str| -> Vec<String> {
+        rt.block_on(client.resolve(&parse(r)))
+            .unwrap()
+            .manifest
+            .layers
+            .iter()
+            .map(|l| l.digest.clone())
+            .collect()
+    };
+    let out = layers(&theirs);
+    assert_eq!(out.len(), 2);
+    assert_ne!(
+        out[0], base_layer.digest,
+        "the accessed gzip layer is converted"
+    );
+    assert_eq!(
+        out[1], written.digest,
+        "ctr-remote rewrote skiff's eStargz layer"
+    );
 }
