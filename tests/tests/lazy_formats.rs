@@ -15,7 +15,7 @@ use common::{read_all, QUIET};
 use skiff_store::cache::{ChunkCache, ChunkCacheConfig};
 use skiff_store::chunked::{self, BlobSource};
 use skiff_store::layer::compression::OCI_LAYER_GZIP;
-use skiff_store::lazy_format::{self, LayerDescriptor, LazyFormat, Opened};
+use skiff_store::lazy_format::{self, LayerDescriptor, Opened};
 use skiff_store::{
     estargz, ChunkLocation, ContentReader, FileKind, Store, StoreError, StoreOptions,
 };
@@ -334,48 +334,59 @@ fn corrupt_chunk_fails_the_read_in_every_format() {
 }
 
 #[test]
-fn estargz_toc_that_does_not_verify_falls_back_to_a_full_pull() {
+fn toc_that_does_not_verify_falls_back_to_a_full_pull_in_every_format() {
     require!(
-        "estargz_toc_that_does_not_verify_falls_back_to_a_full_pull",
+        "toc_that_does_not_verify_falls_back_to_a_full_pull_in_every_format",
         registry_unavailable()
     );
     let rt = runtime();
     let registry = Registry::start().unwrap();
     let tar = build_tar();
-    let mut w = write(Format::Estargz, &tar);
-    // The manifest pins another TOC than the blob carries.
-    w.annotations.insert(
-        estargz::TOC_DIGEST_ANNOTATION.into(),
-        sha256(b"another TOC"),
-    );
-    let pushed = push(&rt, &registry, "lying/estargz", &w);
-    let desc = LayerDescriptor {
-        digest: pushed.layer_digest.clone(),
-        media_type: w.media_type.into(),
-        size: pushed.layer_size,
-        annotations: pushed.annotations.clone(),
-    };
-    let err = estargz::Estargz
-        .open(
-            registry_source(&rt, &pushed).as_ref(),
-            &desc,
-            &quick_retry(),
-        )
-        .unwrap_err();
-    assert!(
-        matches!(&err, StoreError::DigestMismatch { what, .. } if what.contains(&pushed.layer_digest)),
-        "{err}"
-    );
-    assert!(lazy_format::is_content_error(&err));
-    let dir = tempfile::tempdir().unwrap();
-    let store = store_at(dir.path(), true);
-    let reference = pushed.reference.whole();
-    let img = rt.block_on(store.pull(&reference, QUIET)).unwrap();
-    assert_eq!(img.layers[0].state, "local");
-    let tree = served_tree(&store, &reference);
-    assert!(tree["usr/lib/big.bin"].10 == data(1, 1_300_000));
-    assert!(!tree.contains_key(estargz::TOC_TAR_NAME));
-    assert!(!tree.contains_key(estargz::PREFETCH_LANDMARK));
+    for format in FORMATS {
+        let mut w = write(format, &tar);
+        // The manifest pins another TOC than the blob carries.
+        let key = match format {
+            Format::ZstdChunked => chunked::footer::MANIFEST_CHECKSUM_KEY,
+            Format::Estargz => estargz::TOC_DIGEST_ANNOTATION,
+        };
+        w.annotations.insert(key.into(), sha256(b"another TOC"));
+        let repo = format!("lying/{}", format.name().replace(':', "-"));
+        let pushed = push(&rt, &registry, &repo, &w);
+        let desc = LayerDescriptor {
+            digest: pushed.layer_digest.clone(),
+            media_type: w.media_type.into(),
+            size: pushed.layer_size,
+            annotations: pushed.annotations.clone(),
+        };
+        let claimed = lazy_format::detect(&desc).expect("claimed");
+        assert_eq!(claimed.name(), format.name());
+        let err = claimed
+            .open(
+                registry_source(&rt, &pushed).as_ref(),
+                &desc,
+                &quick_retry(),
+            )
+            .unwrap_err();
+        assert!(
+            matches!(&err, StoreError::DigestMismatch { what, .. } if what.contains(&pushed.layer_digest)),
+            "{format:?}: {err}"
+        );
+        assert!(lazy_format::is_content_error(&err));
+        // The pull refuses the TOC, logs it, and pulls the layer in full (verified by its
+        // digest): the same files, nothing of the format's own.
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_at(dir.path(), true);
+        let reference = pushed.reference.whole();
+        let img = rt.block_on(store.pull(&reference, QUIET)).unwrap();
+        assert_eq!(img.layers[0].state, "local", "{format:?}");
+        let tree = served_tree(&store, &reference);
+        assert!(
+            tree["usr/lib/big.bin"].10 == data(1, 1_300_000),
+            "{format:?}"
+        );
+        assert!(!tree.contains_key(estargz::TOC_TAR_NAME), "{format:?}");
+        assert!(!tree.contains_key(estargz::PREFETCH_LANDMARK), "{format:?}");
+    }
 }
 
 #[test]
