@@ -14,6 +14,7 @@ pub mod layer_path;
 pub mod profile;
 pub mod reference;
 pub mod registry;
+pub mod soci;
 
 pub use error::{Result, StoreError};
 pub use layer_index::{
