@@ -52,11 +52,13 @@ pub struct SpanIndex {
 }
 
 unsafe extern "C" fn zalloc(_: *mut c_void, items: c_uint, size: c_uint) -> *mut c_void {
-    libc::calloc(items as usize, size as usize)
+    // SAFETY: plain C allocation, freed by `zfree`.
+    unsafe { libc::calloc(items as usize, size as usize) }
 }
 
 unsafe extern "C" fn zfree(_: *mut c_void, p: *mut c_void) {
-    libc::free(p)
+    // SAFETY: `p` came from `zalloc`.
+    unsafe { libc::free(p) }
 }
 
 /// An inflate stream, ended when dropped. Boxed: zlib keeps a pointer to it.
@@ -272,7 +274,7 @@ mod tests {
             x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
             let word = (x >> 16) % 500;
             v.extend_from_slice(format!("word{word} ").as_bytes());
-            if x % 7 == 0 {
+            if x.is_multiple_of(7) {
                 v.extend_from_slice(&x.to_le_bytes());
             }
         }
