@@ -169,7 +169,7 @@ pub struct DaemonArgs {
     /// [default: 20m].
     #[arg(long)]
     pub background_fetch_rate: Option<String>,
-    /// Pull zstd:chunked layers in full instead of lazily (for comparisons).
+    /// Pull zstd:chunked and eStargz layers in full instead of lazily (for comparisons).
     #[arg(long)]
     pub no_lazy_pull: bool,
     /// Serve containerd's Snapshots API (a remote snapshotter) on this socket; "" turns it
@@ -819,6 +819,9 @@ pub struct ConvertArgs {
     /// Registries (host[:port]) reached over plain HTTP besides loopback ones.
     #[arg(long = "insecure-registry")]
     pub insecure_registries: Vec<String>,
+    /// Layer format written: zstd:chunked or estargz.
+    #[arg(long, default_value = "zstd:chunked")]
+    pub format: skiff_store::convert::ConvertFormat,
     pub source: String,
     pub destination: String,
 }

@@ -1,6 +1,7 @@
-//! Registry-to-registry conversion of an image to zstd:chunked: every layer is downloaded
-//! (verified), decompressed, rewritten as a zstd:chunked blob of the very same tar (so the
-//! config, diff_ids included, is reused byte for byte) and pushed with its TOC annotations.
+//! Registry-to-registry conversion of an image to a lazy format: every layer is downloaded
+//! (verified), decompressed, rewritten and pushed with its TOC annotations. zstd:chunked
+//! keeps the very same tar (the config, diff_ids included, is reused byte for byte);
+//! eStargz appends its TOC entry to the tar, so the config gets the new diff_ids.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -9,8 +10,14 @@ use bytes::Bytes;
 use oci_spec::image::ImageConfiguration;
 use serde_json::json;
 
+use std::io::Write;
+
+use sha2::{Digest, Sha256};
+
 use crate::chunked::writer::{write_chunked_file, WriterOptions, MEDIA_TYPE_LAYER_ZSTD};
+use crate::estargz;
 use crate::layer::compression::is_zstd_chunked;
+use crate::layer::compression::OCI_LAYER_GZIP;
 use crate::layer::tar_index::index_tar;
 use crate::layer::{Compression, HardlinkCheck};
 use crate::reference::ImageReference;
@@ -39,6 +46,37 @@ pub struct ConvertReport {
     pub manifest_digest: String,
 }
 
+/// The format [`convert_image_to`] writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ConvertFormat {
+    #[default]
+    ZstdChunked,
+    /// eStargz with a `.no.prefetch.landmark` (no workload was recorded to order files by),
+    /// as `ctr-remote image optimize --no-optimize` writes it.
+    Estargz,
+}
+
+impl ConvertFormat {
+    /// The format's name, as `--format` takes it and `layers.format` records it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ConvertFormat::ZstdChunked => crate::chunked::FORMAT_NAME,
+            ConvertFormat::Estargz => crate::estargz::FORMAT_NAME,
+        }
+    }
+}
+
+impl std::str::FromStr for ConvertFormat {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "zstd:chunked" => Ok(ConvertFormat::ZstdChunked),
+            "estargz" => Ok(ConvertFormat::Estargz),
+            other => Err(format!("unknown format {other:?}: zstd:chunked or estargz")),
+        }
+    }
+}
+
 /// Converts `src` (an index resolves to the registry client's platform) to zstd:chunked and
 /// pushes it as `dst`. Temporary files go to `tmp_dir` and are removed as soon as each
 /// layer is pushed. `on_layer` is told about each layer when it is done.
@@ -46,6 +84,26 @@ pub async fn convert_image(
     registry: &RegistryClient,
     src: &ImageReference,
     dst: &ImageReference,
+    tmp_dir: &Path,
+    on_layer: &(dyn Fn(&ConvertedLayer) + Send + Sync),
+) -> Result<ConvertReport> {
+    convert_image_to(
+        registry,
+        src,
+        dst,
+        ConvertFormat::ZstdChunked,
+        tmp_dir,
+        on_layer,
+    )
+    .await
+}
+
+/// [`convert_image`] to `format`.
+pub async fn convert_image_to(
+    registry: &RegistryClient,
+    src: &ImageReference,
+    dst: &ImageReference,
+    format: ConvertFormat,
     tmp_dir: &Path,
     on_layer: &(dyn Fn(&ConvertedLayer) + Send + Sync),
 ) -> Result<ConvertReport> {
@@ -77,7 +135,7 @@ pub async fn convert_image(
         let (done, desc) = convert_layer(
             registry,
             &resolved.reference,
-            dst,
+            (dst, format),
             layer,
             diff_id,
             tmp_dir,
@@ -88,9 +146,30 @@ pub async fn convert_image(
         layers.push(done);
         descriptors.push(desc);
     }
-    let config_digest = resolved.manifest.config.digest.clone();
+    let new_diff_ids: Vec<&str> = layers.iter().map(|l| l.diff_id.as_str()).collect();
+    let config_bytes = if new_diff_ids.iter().zip(diff_ids).all(|(n, o)| n == o) {
+        resolved.config_bytes.clone()
+    } else {
+        // The tars changed (eStargz's TOC entry): the config names the new ones; the rest
+        // of it is kept as it was.
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&resolved.config_bytes).map_err(|e| {
+                StoreError::InvalidManifest {
+                    reference: src.to_string(),
+                    reason: format!("bad image config: {e}"),
+                }
+            })?;
+        v["rootfs"]["diff_ids"] = json!(new_diff_ids);
+        Bytes::from(
+            serde_json::to_vec(&v).map_err(|e| StoreError::InvalidManifest {
+                reference: dst.to_string(),
+                reason: e.to_string(),
+            })?,
+        )
+    };
+    let config_digest = format!("sha256:{}", hex::encode(Sha256::digest(&config_bytes)));
     registry
-        .push_blob(dst, &config_digest, resolved.config_bytes.clone())
+        .push_blob(dst, &config_digest, config_bytes.clone())
         .await?;
     let manifest = json!({
         "schemaVersion": 2,
@@ -98,7 +177,7 @@ pub async fn convert_image(
         "config": {
             "mediaType": OCI_CONFIG,
             "digest": config_digest,
-            "size": resolved.config_bytes.len(),
+            "size": config_bytes.len(),
         },
         "layers": descriptors,
     });
@@ -116,11 +195,20 @@ pub async fn convert_image(
     })
 }
 
+/// A rewritten layer blob, before it is pushed.
+struct Written {
+    digest: String,
+    size: u64,
+    diff_id: String,
+    annotations: std::collections::BTreeMap<String, String>,
+    media_type: &'static str,
+}
+
 /// Downloads, decompresses, rewrites and pushes one layer; returns its new descriptor.
 async fn convert_layer(
     registry: &RegistryClient,
     src: &ImageReference,
-    dst: &ImageReference,
+    (dst, format): (&ImageReference, ConvertFormat),
     layer: &Descriptor,
     diff_id: &str,
     tmp_dir: &Path,
@@ -150,7 +238,9 @@ async fn convert_layer(
     }
     let (bp, tp, op) = (blob_path.clone(), tar_path.clone(), out_path.clone());
     let digest = layer.digest.clone();
-    let chunked = tokio::task::spawn_blocking(move || {
+    let want_diff_id = diff_id.to_string();
+    let src_name = src.to_string();
+    let written = tokio::task::spawn_blocking(move || -> Result<Written> {
         let blob = std::fs::File::open(&bp).map_err(|e| StoreError::io(&bp, e))?;
         let mut dec = compression
             .decoder(std::io::BufReader::new(blob))
@@ -159,28 +249,57 @@ async fn convert_layer(
         std::io::copy(&mut dec, &mut tar).map_err(|e| StoreError::io(&tp, e))?;
         drop(tar);
         let bytes = std::fs::read(&tp).map_err(|e| StoreError::io(&tp, e))?;
+        // The config's diff_id must describe the tar read.
+        let actual = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
+        if actual != want_diff_id {
+            return Err(StoreError::DigestMismatch {
+                what: format!("uncompressed layer {digest} of {src_name}"),
+                expected: want_diff_id,
+                actual,
+            });
+        }
         let (index, _) = index_tar(&digest, &bytes[..])?;
         links.lock().expect("hard-link check").apply(&index)?;
-        write_chunked_file(&bytes, &op, &WriterOptions::default())
+        match format {
+            ConvertFormat::ZstdChunked => {
+                let l = write_chunked_file(&bytes, &op, &WriterOptions::default())?;
+                Ok(Written {
+                    digest: l.digest,
+                    size: l.size,
+                    diff_id: l.diff_id,
+                    annotations: l.annotations,
+                    media_type: MEDIA_TYPE_LAYER_ZSTD,
+                })
+            }
+            ConvertFormat::Estargz => {
+                let file = std::fs::File::create(&op).map_err(|e| StoreError::io(&op, e))?;
+                let mut w = std::io::BufWriter::new(file);
+                let opts = estargz::WriterOptions {
+                    landmark: estargz::Landmark::NoPrefetch,
+                    ..Default::default()
+                };
+                let l = estargz::write_estargz(&bytes, &mut w, &opts)?;
+                w.flush().map_err(|e| StoreError::io(&op, e))?;
+                Ok(Written {
+                    digest: l.digest,
+                    size: l.size,
+                    diff_id: l.diff_id,
+                    annotations: l.annotations,
+                    media_type: OCI_LAYER_GZIP,
+                })
+            }
+        }
     })
     .await
     .expect("layer conversion task panicked")?;
-    // The tar is unchanged, so the config's diff_id must still describe it.
-    if chunked.diff_id != diff_id {
-        return Err(StoreError::DigestMismatch {
-            what: format!("uncompressed layer {} of {src}", layer.digest),
-            expected: diff_id.to_string(),
-            actual: chunked.diff_id,
-        });
-    }
     registry
-        .push_blob_file(dst, &chunked.digest, &out_path)
+        .push_blob_file(dst, &written.digest, &out_path)
         .await?;
     let desc = Descriptor {
-        media_type: MEDIA_TYPE_LAYER_ZSTD.to_string(),
-        digest: chunked.digest.clone(),
-        size: chunked.size,
-        annotations: Some(chunked.annotations.into_iter().collect::<HashMap<_, _>>()),
+        media_type: written.media_type.to_string(),
+        digest: written.digest.clone(),
+        size: written.size,
+        annotations: Some(written.annotations.into_iter().collect::<HashMap<_, _>>()),
         platform: None,
         urls: None,
     };
@@ -188,9 +307,9 @@ async fn convert_layer(
         ConvertedLayer {
             source_digest: layer.digest.clone(),
             source_size: layer.size,
-            digest: chunked.digest,
-            size: chunked.size,
-            diff_id: chunked.diff_id,
+            digest: written.digest,
+            size: written.size,
+            diff_id: written.diff_id,
         },
         desc,
     ))

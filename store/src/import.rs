@@ -168,7 +168,7 @@ impl Store {
             .expect("import task panicked")?;
         let media_type = compression.oci_media_type();
         let (row, index) = self
-            .store_local_layer(&layer_digest, media_type, compression, Some(&diff_id))
+            .store_local_layer(&layer_digest, media_type, compression, Some(&diff_id), None)
             .await?;
         // The rule pull applies: a hard link must name an earlier entry (one layer here).
         crate::layer::check_hardlinks([&index])?;

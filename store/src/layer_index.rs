@@ -22,15 +22,48 @@ pub enum FileKind {
     Fifo,
 }
 
+/// How the blob bytes of a [`ChunkLocation::Compressed`] chunk are decoded. Carried by each
+/// chunk, so the chunk cache serves every lazy format (see [`crate::lazy_format`]) alike.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Codec {
+    /// One zstd frame that decompresses to exactly the chunk (zstd:chunked). The default,
+    /// so indexes stored before codecs existed read as they were written.
+    #[default]
+    Zstd,
+    /// A gzip stream (one or more members) whose decompressed bytes start with the chunk
+    /// after `inner_offset` bytes; what follows the chunk (tar padding, the next tar
+    /// headers) is ignored (eStargz).
+    Gzip,
+}
+
+impl Codec {
+    pub fn is_zstd(&self) -> bool {
+        *self == Codec::Zstd
+    }
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
 /// Where the bytes of one piece of a regular file live.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ChunkLocation {
-    /// A zstd frame of a zstd:chunked blob in the registry, `blob_offset..blob_offset+blob_len`,
-    /// whose decompressed bytes hash to `digest` (`sha256:<hex>`).
+    /// Compressed bytes `blob_offset..blob_offset+blob_len` of a lazy layer's blob in the
+    /// registry, decoded with `codec`; the chunk is the `len` bytes (of its [`ChunkRef`])
+    /// at `inner_offset` of the decoded stream, and hashes to `digest` (`sha256:<hex>`).
     Compressed {
         blob_offset: u64,
         blob_len: u64,
         digest: String,
+        #[serde(default, skip_serializing_if = "Codec::is_zstd")]
+        codec: Codec,
+        /// Decoded bytes before the chunk (eStargz `innerOffset`; 0 for zstd:chunked).
+        #[serde(default, skip_serializing_if = "is_zero")]
+        inner_offset: u64,
     },
     /// Uncompressed bytes at `offset` of the layer's local, already verified data file.
     Local { offset: u64 },

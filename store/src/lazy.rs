@@ -1,14 +1,15 @@
-//! Lazy zstd:chunked layers: pulling only their TOC, registering them with the chunk cache,
+//! Lazy layers (any [`LazyFormat`]): pulling only their TOC, registering them with the chunk cache,
 //! reading their files through it, and the cache's statistics and pruning.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::cache::{CacheStats, ChunkCache};
-use crate::chunked::{self, BlobSource, RetryPolicy};
+use crate::chunked::{BlobSource, RetryPolicy};
 use crate::db::LayerRow;
 use crate::layer::LocalContentReader;
 use crate::layer_index::{ChunkLocation, ChunkRef, ContentReader, FileKind, LayerIndex};
+use crate::lazy_format::{self, LayerDescriptor, LazyFormat, Opened};
 use crate::lazy_source::StoreBlobSource;
 use crate::pull::{ProgressFn, PullProgress, PullStatus};
 use crate::reference::ImageReference;
@@ -16,8 +17,10 @@ use crate::registry::Descriptor;
 use crate::store::Store;
 use crate::{Result, StoreError};
 
-/// `format` of lazy layers in the database.
-pub const FORMAT_ZSTD_CHUNKED: &str = "zstd:chunked";
+/// `format` of lazy zstd:chunked layers in the database.
+pub const FORMAT_ZSTD_CHUNKED: &str = crate::chunked::FORMAT_NAME;
+/// `format` of lazy eStargz layers in the database.
+pub const FORMAT_ESTARGZ: &str = crate::estargz::FORMAT_NAME;
 
 /// The chunk cache's state, for `skiff info` and `system df`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -63,13 +66,16 @@ impl ContentReader for DispatchReader {
 }
 
 impl Store {
-    /// Stores a zstd:chunked layer lazily: only its TOC is fetched. `None` when the TOC is
-    /// not pinned by the manifest's annotation (the caller then pulls the blob in full,
-    /// which verifies it).
+    /// Stores a layer of a lazy `format` lazily: only its TOC is fetched, and the chunks
+    /// the format asks to prefetch are fetched in the background. `None` when the layer
+    /// must be pulled in full instead (TOC not pinned by the manifest, or a TOC that does
+    /// not verify or lies about the blob: logged here, once; the full pull verifies the
+    /// blob against its digest, so a wrong byte is never served).
     pub(crate) async fn pull_lazy_layer(
         &self,
         r: &ImageReference,
         layer: &Descriptor,
+        format: &'static dyn LazyFormat,
         diff_id: &str,
         progress: ProgressFn<'_>,
     ) -> Result<Option<(LayerRow, Option<LayerIndex>)>> {
@@ -95,28 +101,23 @@ impl Store {
             layer.size,
             tokio::runtime::Handle::current(),
         ));
-        let annotations: std::collections::BTreeMap<String, String> = layer
-            .annotations
-            .clone()
-            .unwrap_or_default()
-            .into_iter()
-            .collect();
+        let desc = LayerDescriptor::from(layer);
         event(PullStatus::Downloading, 0);
-        let (index, info) = chunked::open_lazy_layer_async(
-            source.clone(),
-            layer.digest.clone(),
-            annotations,
-            RetryPolicy::default(),
-        )
-        .await?;
-        if !info.verified {
-            tracing::info!(layer = %layer.digest, "TOC not pinned by the manifest: pulling the layer in full");
-            return Ok(None);
-        }
-        if !info.exact_names {
-            tracing::info!(layer = %layer.digest, "names the TOC cannot carry: pulling the layer in full");
-            return Ok(None);
-        }
+        let opened =
+            lazy_format::open_async(format, source.clone(), desc, RetryPolicy::default()).await;
+        let lazy = match opened {
+            Ok(Opened::Lazy(l)) => l,
+            Ok(Opened::Full(reason)) => {
+                tracing::info!(layer = %layer.digest, format = format.name(), %reason, "pulling the layer in full");
+                return Ok(None);
+            }
+            Err(e) if lazy_format::is_content_error(&e) => {
+                tracing::warn!(layer = %layer.digest, format = format.name(), error = %e, "refusing the layer's TOC: pulling the layer in full");
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        let index = lazy.index;
         let tar_size = index
             .entries
             .iter()
@@ -128,15 +129,36 @@ impl Store {
             media_type: layer.media_type.clone(),
             size: layer.size,
             diff_id: diff_id.to_string(),
-            format: FORMAT_ZSTD_CHUNKED.to_string(),
+            format: format.name().to_string(),
             state: "lazy".to_string(),
             tar_size,
         };
         self.inner.db.put_lazy_layer(&row, &index, &r.to_string())?;
         self.inner.cache.set_layer_map(&index);
         self.inner.cache.register_layer(&layer.digest, source);
+        if !lazy.prefetch.is_empty() {
+            self.prefetch_in_background(&layer.digest, lazy.prefetch);
+        }
         event(PullStatus::Complete, layer.size);
         Ok(Some((row, Some(index))))
+    }
+
+    /// Fetches `chunks` of a registered lazy layer on the blocking pool; failures are left
+    /// to the reads that need them.
+    fn prefetch_in_background(&self, layer: &str, chunks: Vec<ChunkRef>) {
+        let cache = self.inner.cache.clone();
+        let layer = layer.to_string();
+        tokio::task::spawn_blocking(move || {
+            let t0 = std::time::Instant::now();
+            match cache.prefetch(&layer, &chunks) {
+                Ok(()) => {
+                    tracing::debug!(%layer, chunks = chunks.len(), ms = t0.elapsed().as_millis() as u64, "prefetched the layer's landmark region")
+                }
+                Err(e) => {
+                    tracing::debug!(%layer, error = %e, "prefetching the layer's landmark region failed")
+                }
+            }
+        });
     }
 
     /// Makes a stored lazy layer readable through the chunk cache (a no-op when it is

@@ -387,6 +387,8 @@ mod tests {
                         blob_offset: *blob,
                         blob_len: 5,
                         digest: d.to_string(),
+                        codec: Default::default(),
+                        inner_offset: 0,
                     },
                 })
                 .collect(),

@@ -13,6 +13,7 @@ use crate::db::{ImageRow, LayerRow};
 use crate::layer::compression::is_zstd_chunked;
 use crate::layer::{check_hardlinks, links_within, unpack_layer, Compression};
 use crate::layer_index::LayerIndex;
+use crate::lazy_format::{self, LayerDescriptor, LazyFormat};
 use crate::reference::ImageReference;
 use crate::registry::{Descriptor, ResolvedImage};
 use crate::store::{ImageRecord, Store};
@@ -172,13 +173,13 @@ impl Store {
     }
 
     /// Saves the profile artifact referring to `resolved`'s manifest, when the image has
-    /// zstd:chunked layers, profile fetching is on and no profile is stored for it yet.
+    /// lazy layers, profile fetching is on and no profile is stored for it yet.
     async fn fetch_shared_profile(&self, resolved: &ResolvedImage) {
         let lazy = resolved
             .manifest
             .layers
             .iter()
-            .any(|l| is_zstd_chunked(l.annotations.as_ref()));
+            .any(|l| lazy_format::detect(&LayerDescriptor::from(l)).is_some());
         if !lazy || !self.inner.opts.fetch_profiles || !self.inner.opts.lazy_pull {
             return;
         }
@@ -300,10 +301,15 @@ impl Store {
                 return Ok((row, None));
             }
         }
-        // zstd:chunked layers are stored lazily (TOC only) when the manifest pins the TOC;
-        // otherwise they are valid tar+zstd streams, pulled and verified in full.
-        if self.inner.opts.lazy_pull && is_zstd_chunked(layer.annotations.as_ref()) {
-            if let Some(pulled) = self.pull_lazy_layer(r, layer, diff_id, progress).await? {
+        // Layers of a lazy format (zstd:chunked, eStargz) are stored lazily (TOC only) when
+        // the manifest pins the TOC; otherwise they are valid tar+zstd or tar+gzip streams,
+        // pulled and verified in full.
+        let format = lazy_format::detect(&LayerDescriptor::from(layer));
+        if let Some(format) = format.filter(|_| self.inner.opts.lazy_pull) {
+            if let Some(pulled) = self
+                .pull_lazy_layer(r, layer, format, diff_id, progress)
+                .await?
+            {
                 return Ok(pulled);
             }
         }
@@ -320,7 +326,13 @@ impl Store {
         if self.inner.blobs.contains(&layer.digest) {
             event(PullStatus::Extracting, layer.size);
             let (row, index) = self
-                .store_local_layer(&layer.digest, &layer.media_type, compression, Some(diff_id))
+                .store_local_layer(
+                    &layer.digest,
+                    &layer.media_type,
+                    compression,
+                    Some(diff_id),
+                    format,
+                )
                 .await?;
             event(PullStatus::Complete, layer.size);
             return Ok((row, Some(index)));
@@ -372,7 +384,7 @@ impl Store {
                 .map_err(|e| StoreError::io(self.inner.blobs.tmp_dir(), e))?;
             blob.commit()
         });
-        let (unpacked, (_, size)) = match (unpacked, committed) {
+        let (mut unpacked, (_, size)) = match (unpacked, committed) {
             (Ok(u), Ok(c)) => (u, c),
             (u, c) => {
                 // The download's error comes first: it explains the unpacker's.
@@ -392,19 +404,24 @@ impl Store {
             state: "local".to_string(),
             tar_size: unpacked.tar_size,
         };
+        if let Some(f) = format {
+            lazy_format::hide_paths(f, &mut unpacked.index);
+        }
         self.inner.db.put_layer(&row, &unpacked.index)?;
         event(PullStatus::Complete, layer.size);
         Ok((row, Some(unpacked.index)))
     }
 
     /// Unpacks a stored blob into `layers/<hex>/data.tar`, indexes it and records it;
-    /// returns the row and the index.
+    /// returns the row and the index. The paths a lazy `format` hides (eStargz's TOC and
+    /// landmarks) are left out of the index, so the layer shows the same files either way.
     pub(crate) async fn store_local_layer(
         &self,
         digest: &str,
         media_type: &str,
         compression: Compression,
         diff_id: Option<&str>,
+        format: Option<&'static dyn LazyFormat>,
     ) -> Result<(LayerRow, LayerIndex)> {
         let this = self.clone();
         let digest = digest.to_string();
@@ -418,7 +435,7 @@ impl Store {
                 .map_err(|e| StoreError::io(inner.blobs.path(&digest).unwrap_or_default(), e))?
                 .len();
             let dir = this.layer_dir(&digest)?;
-            let unpacked = unpack_layer(
+            let mut unpacked = unpack_layer(
                 blob,
                 compression,
                 &digest,
@@ -426,6 +443,9 @@ impl Store {
                 inner.blobs.tmp_dir(),
                 &dir,
             )?;
+            if let Some(f) = format {
+                lazy_format::hide_paths(f, &mut unpacked.index);
+            }
             let row = LayerRow {
                 digest: digest.clone(),
                 media_type,

@@ -67,7 +67,8 @@ pub struct LayerInfo {
     /// Compressed size.
     pub size: u64,
     pub diff_id: String,
-    /// `tar`, `tar+gzip`, `tar+zstd` (or `zstd:chunked` once lazy layers exist).
+    /// `tar`, `tar+gzip`, `tar+zstd` for local layers; the lazy format (`zstd:chunked`,
+    /// `estargz`) for lazy ones.
     pub format: String,
     /// `local` when `<root>/layers/<hex>/data.tar` holds the layer.
     pub state: String,

@@ -107,6 +107,7 @@ fn corrupt_blob_bytes_are_never_served() {
         blob_offset,
         blob_len,
         digest,
+        ..
     } = big.chunks[2].location.clone()
     else {
         unreachable!()

@@ -1,8 +1,9 @@
-//! `skiff image convert SRC DST`: registry to registry, any image to zstd:chunked. Runs in
+//! `skiff image convert [--format zstd:chunked|estargz] SRC DST`: registry to registry, any
+//! image to a lazy format. Runs in
 //! the CLI process: it needs a registry, not a daemon.
 
 use anyhow::{Context, Result};
-use skiff_store::convert::{convert_image, ConvertedLayer};
+use skiff_store::convert::{convert_image_to, ConvertedLayer};
 use skiff_store::registry::{RegistryClient, RegistryOptions};
 use skiff_store::ImageReference;
 
@@ -21,16 +22,18 @@ pub async fn convert_command(args: &ConvertArgs) -> Result<()> {
     });
     // convert_image keeps each layer's files in a temporary directory it removes itself.
     let tmp = std::env::temp_dir();
+    let format = args.format;
     let on_layer = |l: &ConvertedLayer| {
         println!(
-            "{}: {} bytes -> {}: {} bytes (zstd:chunked)",
+            "{}: {} bytes -> {}: {} bytes ({})",
             short(&l.source_digest),
             l.source_size,
             short(&l.digest),
-            l.size
+            l.size,
+            format.name()
         );
     };
-    let report = convert_image(&registry, &src, &dst, &tmp, &on_layer)
+    let report = convert_image_to(&registry, &src, &dst, format, &tmp, &on_layer)
         .await
         .with_context(|| format!("converting {src} to {dst}"))?;
     println!("{dst}: digest: {}", report.manifest_digest);

@@ -299,7 +299,7 @@ impl ImageService {
         match self.store.pull(&reference, &*progress).await {
             Ok(img) => {
                 let fetched = self.store.bytes_downloaded().saturating_sub(before);
-                let lazy = img.layers.iter().any(|l| l.format == "zstd:chunked");
+                let lazy = img.layers.iter().any(|l| l.state == "lazy");
                 let _ = tx
                     .send(json!({"status": format!("Digest: {}", img.manifest_digest)}))
                     .await;

@@ -1,4 +1,5 @@
-//! The lazily filled chunk cache: decompressed, verified chunks of zstd:chunked layers,
+//! The lazily filled chunk cache: decompressed, verified chunks of lazy layers (any format:
+//! each chunk carries its [`Codec`]),
 //! content-addressed on disk under a byte budget (LRU eviction, never a pinned chunk), with
 //! a small in-memory LRU of hot chunks in front. Missing chunks are fetched with Range
 //! requests (adjacent ones coalesced, concurrent readers sharing one fetch, parallel fetches
@@ -15,7 +16,6 @@ mod readahead;
 pub use prefetch::{PrefetchOutcome, PREFETCH_GAP, PREFETCH_SPAN};
 
 use std::collections::HashMap;
-use std::io::Read;
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,7 +26,7 @@ use sha2::{Digest, Sha256};
 
 use crate::chunked::footer::is_sha256_digest;
 use crate::chunked::{BlobSource, RetryPolicy};
-use crate::layer_index::{ChunkLocation, ChunkRef, ContentReader, LayerIndex};
+use crate::layer_index::{ChunkLocation, ChunkRef, Codec, ContentReader, LayerIndex};
 use crate::{Result, StoreError};
 use db::CacheDb;
 use files::ChunkFiles;
@@ -123,6 +123,8 @@ struct Want<'a> {
     blob_len: u64,
     len: u64,
     digest: &'a str,
+    codec: Codec,
+    inner_offset: u64,
 }
 
 /// A shared handle on the cache (cheap to clone; every reader and background fetch holds
@@ -230,24 +232,15 @@ impl Drop for Pins<'_> {
     }
 }
 
-/// Decompresses one chunk frame (never more than `len` bytes) and checks its digest.
+/// Decodes one chunk (never more than its `len` bytes) and checks its digest.
 fn decode_verify(
     compressed: &[u8],
+    codec: Codec,
+    inner_offset: u64,
     len: u64,
     digest: &str,
 ) -> std::result::Result<Arc<[u8]>, String> {
-    let mut out = Vec::with_capacity(len as usize);
-    zstd::stream::read::Decoder::new(compressed)
-        .map_err(|e| e.to_string())?
-        .take(len + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| format!("zstd: {e}"))?;
-    if out.len() as u64 != len {
-        return Err(format!(
-            "decompressed to {} bytes, expected {len}",
-            out.len()
-        ));
-    }
+    let out = codec.decode(compressed, inner_offset, len)?;
     verify(&out, digest)?;
     Ok(out.into())
 }
@@ -538,11 +531,15 @@ impl ChunkCache {
                     blob_offset,
                     blob_len,
                     digest,
+                    codec,
+                    inner_offset,
                 } if is_sha256_digest(digest) => Some(Want {
                     blob_offset: *blob_offset,
                     blob_len: *blob_len,
                     len: c.len,
                     digest,
+                    codec: *codec,
+                    inner_offset: *inner_offset,
                 }),
                 _ => None,
             })
@@ -583,11 +580,15 @@ impl ContentReader for ChunkCache {
                     blob_offset,
                     blob_len,
                     digest,
+                    codec,
+                    inner_offset,
                 } if is_sha256_digest(digest) => wants.push(Want {
                     blob_offset: *blob_offset,
                     blob_len: *blob_len,
                     len: c.len,
                     digest,
+                    codec: *codec,
+                    inner_offset: *inner_offset,
                 }),
                 ChunkLocation::Compressed { digest, .. } => {
                     return Err(StoreError::InvalidIndex {

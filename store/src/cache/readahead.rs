@@ -30,6 +30,9 @@ pub struct MapChunk {
     /// Decompressed length.
     pub len: u64,
     pub digest: Arc<str>,
+    pub codec: crate::layer_index::Codec,
+    /// Decoded bytes before the chunk (eStargz `innerOffset`).
+    pub inner_offset: u64,
     /// Parent directory of the file, with a trailing `/` (`""` at the root).
     pub dir: Arc<[u8]>,
     /// Blob offset just past the file's last chunk.
@@ -70,6 +73,8 @@ impl LayerMap {
                     blob_offset,
                     blob_len,
                     digest,
+                    codec,
+                    inner_offset,
                 } = &c.location
                 {
                     chunks.push(MapChunk {
@@ -77,6 +82,8 @@ impl LayerMap {
                         blob_len: *blob_len,
                         len: c.len,
                         digest: Arc::from(digest.as_str()),
+                        codec: *codec,
+                        inner_offset: *inner_offset,
                         dir: dir.clone(),
                         file_end,
                     });
@@ -186,6 +193,8 @@ mod tests {
             blob_len: len,
             len,
             digest: Arc::from(d),
+            codec: Default::default(),
+            inner_offset: 0,
             dir: Arc::from(&b""[..]),
             file_end: off + len,
         }
@@ -242,6 +251,8 @@ mod tests {
                     blob_offset: off,
                     blob_len: 5,
                     digest: format!("sha256:{off}"),
+                    codec: Default::default(),
+                    inner_offset: 0,
                 },
             }],
         };

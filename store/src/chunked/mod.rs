@@ -2,6 +2,7 @@
 //! [`LayerIndex`], and writing zstd:chunked blobs from tar streams.
 
 pub mod footer;
+mod format;
 pub mod raw_names;
 pub mod source;
 pub mod tarsplit;
@@ -14,6 +15,7 @@ use std::io::Read;
 use sha2::{Digest, Sha256};
 
 pub use footer::{ChunkedFormat, TocLocation};
+pub use format::{ZstdChunked, FORMAT_NAME};
 pub use source::{BlobSource, FileBlobSource, RangeStream, RetryPolicy};
 pub use toc::{Toc, TocEntry};
 pub use writer::{

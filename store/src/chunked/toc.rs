@@ -11,7 +11,7 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 
 use super::footer::is_sha256_digest;
-use crate::layer_index::{ChunkLocation, ChunkRef, FileEntry, FileKind, LayerIndex};
+use crate::layer_index::{ChunkLocation, ChunkRef, Codec, FileEntry, FileKind, LayerIndex};
 use crate::layer_path::LayerPath;
 use crate::{Result, StoreError};
 
@@ -75,6 +75,10 @@ pub struct TocEntry {
         skip_serializing_if = "String::is_empty"
     )]
     pub chunk_digest: String,
+    /// eStargz: decoded bytes before this payload in the gzip stream starting at
+    /// `offset` (several small payloads may share one stream). zstd:chunked never sets it.
+    #[serde(rename = "innerOffset", default, skip_serializing_if = "is_zero")]
+    pub inner_offset: i64,
     #[serde(
         rename = "chunkType",
         default,
@@ -116,6 +120,7 @@ pub fn normalize_name(name: &str) -> std::result::Result<Option<String>, &'stati
 
 struct Ctx<'a> {
     layer: &'a str,
+    codec: Codec,
     /// Offsets of chunk frames must end at or before this (start of the TOC's frame).
     data_end: u64,
 }
@@ -155,13 +160,29 @@ struct RawChunk {
     size: u64,
     blob_offset: u64,
     blob_end: Option<u64>,
+    inner_offset: u64,
     digest: String,
 }
 
-/// Converts a parsed TOC into a [`LayerIndex`] for the blob `layer` whose chunk data ends at
-/// `data_end` (the TOC frame's start), validating everything on the way.
+/// Converts a parsed zstd:chunked TOC into a [`LayerIndex`] for the blob `layer` whose
+/// chunk data ends at `data_end` (the TOC frame's start), validating everything on the way.
 pub fn toc_to_layer_index(layer: &str, toc: &Toc, data_end: u64) -> Result<LayerIndex> {
-    let ctx = Ctx { layer, data_end };
+    toc_to_layer_index_with(layer, toc, data_end, Codec::Zstd)
+}
+
+/// [`toc_to_layer_index`] for a TOC of the same schema whose chunks are decoded with
+/// `codec` (eStargz: gzip, after filling in each chunk's `endOffset`).
+pub fn toc_to_layer_index_with(
+    layer: &str,
+    toc: &Toc,
+    data_end: u64,
+    codec: Codec,
+) -> Result<LayerIndex> {
+    let ctx = Ctx {
+        layer,
+        codec,
+        data_end,
+    };
     if toc.version != 1 {
         return Err(ctx.err("", format!("unsupported TOC version {}", toc.version)));
     }
@@ -246,7 +267,12 @@ pub fn toc_to_layer_index(layer: &str, toc: &Toc, data_end: u64) -> Result<Layer
                     to_u64(&ctx, &e.name, "chunkSize", e.chunk_size)?
                 },
                 blob_offset: to_u64(&ctx, &e.name, "offset", e.offset)?,
-                blob_end: None,
+                // eStargz gives each payload entry the end of its own stream (filled in
+                // by its reader); zstd:chunked's `endOffset` of a file is its last chunk's.
+                blob_end: (ctx.codec == Codec::Gzip)
+                    .then(|| to_u64(&ctx, &e.name, "endOffset", e.end_offset))
+                    .transpose()?,
+                inner_offset: to_u64(&ctx, &e.name, "innerOffset", e.inner_offset)?,
                 digest: if e.chunk_digest.is_empty() {
                     e.digest.clone()
                 } else {
@@ -266,6 +292,7 @@ pub fn toc_to_layer_index(layer: &str, toc: &Toc, data_end: u64) -> Result<Layer
                     blob_end: (c.end_offset != 0)
                         .then(|| to_u64(&ctx, &c.name, "endOffset", c.end_offset))
                         .transpose()?,
+                    inner_offset: to_u64(&ctx, &c.name, "innerOffset", c.inner_offset)?,
                     digest: c.chunk_digest.clone(),
                 });
             }
@@ -345,6 +372,15 @@ fn build_chunks(
                 ),
             ));
         }
+        if c.inner_offset > 0 && ctx.codec == Codec::Zstd {
+            return Err(ctx.err(name, format!("chunk {k} has an innerOffset")));
+        }
+        if c.inner_offset > MAX_CHUNK_SIZE {
+            return Err(ctx.err(
+                name,
+                format!("chunk {k} has innerOffset {}", c.inner_offset),
+            ));
+        }
         if blob_end - c.blob_offset > MAX_CHUNK_SIZE {
             return Err(ctx.err(name, format!("chunk {k} is too large compressed")));
         }
@@ -358,6 +394,8 @@ fn build_chunks(
                 blob_offset: c.blob_offset,
                 blob_len: blob_end - c.blob_offset,
                 digest: c.digest.clone(),
+                codec: ctx.codec,
+                inner_offset: c.inner_offset,
             },
         });
     }
@@ -440,7 +478,9 @@ mod tests {
             ChunkLocation::Compressed {
                 blob_offset: 200,
                 blob_len: 100,
-                digest: d('c')
+                digest: d('c'),
+                codec: Codec::Zstd,
+                inner_offset: 0,
             }
         );
     }

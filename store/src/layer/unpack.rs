@@ -227,6 +227,8 @@ mod tests {
                 blob_offset: 0,
                 blob_len: 4,
                 digest: layer.clone(),
+                codec: Default::default(),
+                inner_offset: 0,
             },
         }];
         assert!(matches!(

@@ -65,6 +65,8 @@ pub fn build_tar() -> Vec<u8> {
         h.set_entry_type(tar::EntryType::Directory);
         h.set_mode(0o755);
         h.set_mtime(1_700_000_000);
+        h.set_uid(0);
+        h.set_gid(0);
         h.set_size(0);
         b.append_data(&mut h, p, std::io::empty()).unwrap();
     };
@@ -88,17 +90,23 @@ pub fn build_tar() -> Vec<u8> {
     h.set_mode(0o600);
     h.set_size(xdata.len() as u64);
     h.set_mtime(1_700_000_000);
+    h.set_uid(0);
+    h.set_gid(0);
     b.append_data(&mut h, "etc/xattr-file", &xdata[..]).unwrap();
     let mut h = tar::Header::new_gnu();
     h.set_entry_type(tar::EntryType::Symlink);
     h.set_mode(0o777);
     h.set_mtime(1_700_000_000);
+    h.set_uid(0);
+    h.set_gid(0);
     h.set_size(0);
     b.append_link(&mut h, "etc/link", "hello.txt").unwrap();
     let mut h = tar::Header::new_gnu();
     h.set_entry_type(tar::EntryType::Link);
     h.set_mode(0o640);
     h.set_mtime(1_700_000_000);
+    h.set_uid(0);
+    h.set_gid(0);
     h.set_size(0);
     b.append_link(&mut h, "etc/hardlink", "etc/hello.txt")
         .unwrap();
@@ -111,6 +119,8 @@ pub fn build_tar() -> Vec<u8> {
         h.set_entry_type(t);
         h.set_mode(0o660);
         h.set_mtime(1_700_000_000);
+        h.set_uid(0);
+        h.set_gid(0);
         h.set_size(0);
         h.set_device_major(maj).unwrap();
         h.set_device_minor(min).unwrap();
@@ -133,13 +143,34 @@ pub struct Pushed {
     pub annotations: BTreeMap<String, String>,
 }
 
-/// Pushes a one-layer image (layer blob, config, manifest) to `registry` as `repo:latest`.
+/// Pushes a one-layer zstd image (layer blob, config, manifest) to `registry` as
+/// `repo:latest`.
 pub async fn push_image(
     registry: &Registry,
     repo: &str,
     blob: &[u8],
     diff_id: &str,
     annotations: BTreeMap<String, String>,
+) -> Result<Pushed> {
+    push_image_as(
+        registry,
+        repo,
+        blob,
+        diff_id,
+        annotations,
+        chunked::writer::MEDIA_TYPE_LAYER_ZSTD,
+    )
+    .await
+}
+
+/// [`push_image`] with the layer's media type.
+pub async fn push_image_as(
+    registry: &Registry,
+    repo: &str,
+    blob: &[u8],
+    diff_id: &str,
+    annotations: BTreeMap<String, String>,
+    media_type: &str,
 ) -> Result<Pushed> {
     let client = client();
     let reference: Reference = format!("{}/{repo}:latest", registry.host()).parse()?;
@@ -178,7 +209,7 @@ pub async fn push_image(
             ..Default::default()
         },
         layers: vec![OciDescriptor {
-            media_type: chunked::writer::MEDIA_TYPE_LAYER_ZSTD.into(),
+            media_type: media_type.into(),
             digest: layer_digest.clone(),
             size: blob.len() as i64,
             annotations: Some(annotations.clone().into_iter().collect()),
