@@ -4,23 +4,59 @@
 //! `sudo target/release/run_bench [iterations]` (root). The `skiff` binary next to this one
 //! is used (build both with `cargo build --release -p skiff -p skiff-benches`), or
 //! `SKIFF_BIN`. Prints medians and the ratio; the target is skiff within 2x of crun.
+//!
+//! `sudo target/release/run_bench --concurrent N [--rounds R]`: throughput instead. N
+//! `skiff run --rm --network none IMAGE true` started at once against one daemon, timed to the
+//! last exit, next to N `crun run` of the same rootfs started at once (distinct ids), R rounds
+//! of each alternated; prints each round, the medians and the ratio (issue 15: ≤ 1.5x) and
+//! fails if any run failed.
 
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use skiff_benches::crun::{bench_crun, busybox_rootfs, median};
+use skiff_benches::crun::{bench_crun, bench_crun_concurrent, busybox_rootfs, median};
+
+/// What the arguments ask for: `[iterations]` or `--concurrent N [--rounds R]`.
+struct Args {
+    n: usize,
+    concurrent: Option<usize>,
+    rounds: usize,
+}
+
+fn parse_args() -> Result<Args> {
+    let mut args = Args {
+        n: 20,
+        concurrent: None,
+        rounds: 3,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        let mut num = |name: &str| -> Result<usize> {
+            it.next()
+                .with_context(|| format!("{name} needs a number"))?
+                .parse()
+                .with_context(|| format!("{name} needs a number"))
+        };
+        match a.as_str() {
+            "--concurrent" => args.concurrent = Some(num("--concurrent")?),
+            "--rounds" => args.rounds = num("--rounds")?.max(1),
+            n => args.n = n.parse().with_context(|| format!("bad argument {n:?}"))?,
+        }
+    }
+    Ok(args)
+}
 
 fn main() -> Result<()> {
     if !nix::unistd::geteuid().is_root() {
         bail!("run_bench needs root (it runs the daemon)");
     }
-    let n: usize = std::env::args()
-        .nth(1)
-        .map(|s| s.parse())
-        .transpose()?
-        .unwrap_or(20);
+    let Args {
+        n,
+        concurrent,
+        rounds,
+    } = parse_args()?;
     let skiff = match std::env::var_os("SKIFF_BIN") {
         Some(p) => PathBuf::from(p),
         None => std::env::current_exe()?.with_file_name("skiff"),
@@ -64,6 +100,9 @@ fn main() -> Result<()> {
         Ok(took)
     };
     run_once("none")?; // mounts the image
+    if let Some(c) = concurrent {
+        return throughput(&daemon, image, tmp.path(), &rootfs, c, rounds);
+    }
     run_once("bridge")?; // makes the bridge and its rules
                          // One mode at a time: a bridge container's veth is deleted in the background after
                          // `rm` answers, and holds the kernel's rtnl lock meanwhile, which the next container's
@@ -102,5 +141,81 @@ fn main() -> Result<()> {
         }
         Err(e) => println!("  crun run: not measured: {e:#}"),
     }
+    Ok(())
+}
+
+/// N `run --rm --network none IMAGE true` at once, to the last exit, against N `crun run` at
+/// once, rounds alternated so both see the same machine load.
+fn throughput(
+    daemon: &skiff_tests::Daemon,
+    image: &str,
+    tmp: &std::path::Path,
+    rootfs: &std::path::Path,
+    c: usize,
+    rounds: usize,
+) -> Result<()> {
+    let skiff_round = || -> Result<Duration> {
+        let t = Instant::now();
+        let children = (0..c)
+            .map(|_| {
+                daemon
+                    .cli()
+                    .args(["run", "--rm", "--network", "none", image, "true"])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    .spawn()
+            })
+            .collect::<std::io::Result<Vec<_>>>()?;
+        let mut failed = Vec::new();
+        for child in children {
+            let out = child.wait_with_output()?;
+            if !out.status.success() {
+                failed.push(format!(
+                    "{}: {}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ));
+            }
+        }
+        let took = t.elapsed();
+        if !failed.is_empty() {
+            bail!(
+                "{} of {c} skiff runs failed, first: {}\n{}",
+                failed.len(),
+                failed[0],
+                daemon.log_text()
+            );
+        }
+        Ok(took)
+    };
+    let mut skiff_times = Vec::new();
+    let mut crun_times = Vec::new();
+    for r in 0..rounds {
+        let s = skiff_round()?;
+        let k = bench_crun_concurrent(tmp, rootfs, c, r)?;
+        eprintln!(
+            "round {}: skiff {:.3} s, crun {:.3} s",
+            r + 1,
+            s.as_secs_f64(),
+            k.as_secs_f64()
+        );
+        skiff_times.push(s);
+        crun_times.push(k);
+    }
+    let (s, k) = (median(&skiff_times), median(&crun_times));
+    println!("{c} concurrent `run --rm --network none IMAGE true`, median of {rounds} rounds (s)");
+    println!(
+        "  skiff (CLI + daemon + FUSE + overlay): {:8.3}",
+        s.as_secs_f64()
+    );
+    println!(
+        "  crun run (unpacked bundle):            {:8.3}",
+        k.as_secs_f64()
+    );
+    println!(
+        "  ratio skiff/crun: {:.2}",
+        s.as_secs_f64() / k.as_secs_f64()
+    );
     Ok(())
 }
