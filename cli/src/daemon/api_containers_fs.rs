@@ -48,7 +48,7 @@ fn path_of(q: &RawQuery) -> Result<PathBuf, DaemonError> {
     let raw = q.0.as_deref().unwrap_or("");
     raw.split('&')
         .filter_map(|kv| kv.strip_prefix("path="))
-        .last()
+        .next()
         .map(|v| {
             let v = v.replace('+', " ");
             let bytes: Vec<u8> = percent_encoding::percent_decode(v.as_bytes()).collect();
