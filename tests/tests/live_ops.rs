@@ -653,3 +653,74 @@ fn cp_export_non_utf8_names_and_hard_links() {
     }
     docker_ok(&d, &["rm", "-f", "nurun", "nustop"]);
 }
+
+/// The Python SDK's `exec_run` and `exec_inspect`: Docker's shape before, during and after
+/// a session (`ExitCode` null until the end, `Pid` the process's host pid,
+/// `ProcessConfig`), and container inspect's `ExecIDs` (sessions that have not ended).
+#[test]
+fn sdk_exec_inspect_shapes() {
+    require!(
+        "sdk_exec_inspect_shapes",
+        root_unavailable(),
+        docker_unavailable(),
+        sdk_unavailable()
+    );
+    let d = Daemon::start().unwrap();
+    import_busybox(&d, IMAGE, &[]);
+    let (ok, out) = python_sdk(
+        &d,
+        &r#"
+import docker, time
+c = docker.from_env()
+api = c.api
+ct = c.containers.run("IMAGE", "sleep 300", detach=True, name="execs")
+print("ids", ct.attrs["ExecIDs"])
+r = ct.exec_run(["sh", "-c", "echo out; exit 3"])
+print("run", r.exit_code, r.output.decode().strip())
+e = api.exec_create(ct.id, ["sleep", "30"], user="root")["Id"]
+i = api.exec_inspect(e)
+print("created", i["ID"] == e, i["Running"], i["ExitCode"], i["Pid"], i["ContainerID"] == ct.id,
+      i["OpenStdout"], i["OpenStderr"], i["OpenStdin"], i["CanRemove"], sorted(i["ProcessConfig"].items()))
+ct.reload()
+print("ids", ct.attrs["ExecIDs"] == [e])
+api.exec_start(e, detach=True)
+deadline = time.time() + 10
+while True:
+    i = api.exec_inspect(e)
+    if i["Pid"] and open("/proc/%d/cmdline" % i["Pid"]).read() == "sleep\x0030\x00":
+        break
+    assert time.time() < deadline, i
+    time.sleep(0.05)
+t = time.time()
+i = api.exec_inspect(e)
+print("running", i["Running"], i["ExitCode"], time.time() - t < 0.5)
+ct.reload()
+print("ids", ct.attrs["ExecIDs"] == [e])
+f = api.exec_create(ct.id, ["sh", "-c", "exit 7"])["Id"]
+api.exec_start(f)
+i = api.exec_inspect(f)
+print("ended", i["Running"], i["ExitCode"], i["Pid"] > 0)
+try:
+    api.exec_inspect("nosuchexec")
+except docker.errors.NotFound:
+    print("404")
+ct.remove(force=True)
+"#
+        .replace("IMAGE", IMAGE),
+    );
+    assert!(ok, "{out}");
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            "ids None",
+            "run 3 out",
+            "created True False None 0 True True True False False [('arguments', ['30']), ('entrypoint', 'sleep'), ('privileged', False), ('tty', False), ('user', 'root')]",
+            "ids True",
+            "running True None True",
+            "ids True",
+            "ended False 7 True",
+            "404",
+        ],
+        "{out}"
+    );
+}
