@@ -251,3 +251,50 @@ fn private_ca_token_registry_push_pull_lazy_and_tls_failures() {
     let puller = store(&tmp.path().join("p4"), &config, None, &[plain.host()]);
     rt.block_on(puller.pull(&pushed, QUIET)).unwrap();
 }
+
+/// Loopback registries are insecure as in dockerd: HTTPS first (without verification:
+/// this registry's CA is trusted nowhere), then plain HTTP; both work with no
+/// configuration, for push, pull and lazy reads.
+#[test]
+fn loopback_registry_over_https_first_then_http() {
+    require!(
+        "loopback_registry_over_https_first_then_http",
+        registry_unavailable(),
+        fixtures::busybox_unavailable()
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("skiff untrusted CA").unwrap();
+    let pair = ca
+        .issue(
+            &["127.0.0.1"],
+            false,
+            &tmp.path().join("server"),
+            "server",
+            "crt",
+        )
+        .unwrap();
+    let tls = Registry::start_tls_loopback(&pair.cert, &pair.key).unwrap();
+    let plain = Registry::start().unwrap();
+    let config = tmp.path().join("config.json");
+    std::fs::write(&config, "{}").unwrap();
+    let rt = rt();
+    for (reg, how) in [(&tls, "https"), (&plain, "http")] {
+        let root = tmp.path().join(how);
+        let publisher = store(&root.join("pub"), &config, None, &[]);
+        let chunked = publish(&rt, reg, &publisher);
+        let lazy = store(&root.join("lazy"), &config, None, &[]);
+        rt.block_on(lazy.pull(&chunked, QUIET))
+            .unwrap_or_else(|e| panic!("{how}: {e}"));
+        assert_eq!(lazy.image(&chunked).unwrap().layers[0].state, "lazy");
+        assert_eq!(
+            read_file(&lazy, &chunked, "data/one"),
+            fixtures::random_bytes(300 << 10, 1),
+            "{how}"
+        );
+    }
+    // The TLS registry really serves only TLS (Go answers plain HTTP with 400 or drops
+    // it), and it logged the pull's requests.
+    assert_ne!(tls.get_status("/v2/").ok(), Some(200));
+    let log = std::fs::read_to_string(tls.log_path()).unwrap();
+    assert!(log.contains("/manifests/"), "{log}");
+}

@@ -27,7 +27,7 @@ const CLIENT_ID: &str = "skiff";
 /// How a registry is spoken to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Security {
-    /// Plain HTTP only (loopback registries).
+    /// Plain HTTP only (a mirror or origin given as `http://`).
     PlainHttp,
     /// HTTPS without certificate verification, then plain HTTP (`--insecure-registry`).
     Insecure,
@@ -52,7 +52,8 @@ pub struct RegistryHttp {
     /// One keep-alive client per `(host, skip verification)`: each registry may have its
     /// own CAs and client certificate.
     clients: Mutex<HashMap<(String, bool), reqwest::Client>>,
-    /// The scheme that worked for each insecure registry, so it is found once.
+    /// The scheme that worked for each insecure (or loopback) registry, so it is found
+    /// once per daemon.
     schemes: Mutex<HashMap<String, &'static str>>,
     auth: AuthCache,
     requests: AtomicU64,
@@ -169,6 +170,8 @@ impl RegistryHttp {
         let skip = t.security == Security::Insecure;
         match self.send(t, &url, skip, headers, access, op).await {
             Err(e) if skip && scheme == "https" => {
+                // The failed handshake was no HTTP request: not counted.
+                self.requests.fetch_sub(1, Ordering::Relaxed);
                 let url = format!("http://{}{path}", t.host);
                 let resp = self
                     .send(t, &url, false, headers, access, op)
