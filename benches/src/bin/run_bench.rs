@@ -154,6 +154,7 @@ fn throughput(
     c: usize,
     rounds: usize,
 ) -> Result<()> {
+    let daemon_pid = daemon.pid().context("the daemon's pid")?;
     let skiff_round = || -> Result<Duration> {
         let t = Instant::now();
         let children = (0..c)
@@ -191,31 +192,86 @@ fn throughput(
     };
     let mut skiff_times = Vec::new();
     let mut crun_times = Vec::new();
+    let (mut skiff_cpu, mut crun_cpu) = (Vec::new(), Vec::new());
     for r in 0..rounds {
+        let (cli0, daemon0) = (children_cpu(), tree_cpu(daemon_pid));
         let s = skiff_round()?;
+        // The daemon's side settles after the last CLI exits (rm's cleanup): let it.
+        std::thread::sleep(Duration::from_millis(500));
+        let (cli1, daemon1) = (children_cpu(), tree_cpu(daemon_pid));
         let k = bench_crun_concurrent(tmp, rootfs, c, r)?;
+        let crun1 = children_cpu();
+        let (cli, dmn, kc) = (cli1 - cli0, daemon1 - daemon0, crun1 - cli1);
         eprintln!(
-            "round {}: skiff {:.3} s, crun {:.3} s",
+            "round {}: skiff {:.3} s (CPU: CLIs {cli:.2} s, daemon+shims {dmn:.2} s), crun {:.3} s (CPU {kc:.2} s, its probe run and deletes included)",
             r + 1,
             s.as_secs_f64(),
             k.as_secs_f64()
         );
         skiff_times.push(s);
         crun_times.push(k);
+        skiff_cpu.push(Duration::from_secs_f64(cli + dmn));
+        crun_cpu.push(Duration::from_secs_f64(kc));
     }
     let (s, k) = (median(&skiff_times), median(&crun_times));
+    let (sc, kc) = (median(&skiff_cpu), median(&crun_cpu));
     println!("{c} concurrent `run --rm --network none IMAGE true`, median of {rounds} rounds (s)");
     println!(
-        "  skiff (CLI + daemon + FUSE + overlay): {:8.3}",
-        s.as_secs_f64()
+        "  skiff (CLI + daemon + FUSE + overlay): {:8.3} wall, {:6.2} CPU",
+        s.as_secs_f64(),
+        sc.as_secs_f64()
     );
     println!(
-        "  crun run (unpacked bundle):            {:8.3}",
-        k.as_secs_f64()
+        "  crun run (unpacked bundle):            {:8.3} wall, {:6.2} CPU",
+        k.as_secs_f64(),
+        kc.as_secs_f64()
     );
     println!(
-        "  ratio skiff/crun: {:.2}",
-        s.as_secs_f64() / k.as_secs_f64()
+        "  ratio skiff/crun: {:.2} wall, {:.2} CPU",
+        s.as_secs_f64() / k.as_secs_f64(),
+        sc.as_secs_f64() / kc.as_secs_f64()
     );
     Ok(())
+}
+
+/// CPU seconds (user + system) of this process's waited-for children so far.
+fn children_cpu() -> f64 {
+    let ru = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)
+        .expect("getrusage");
+    let tv = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+    tv(ru.user_time()) + tv(ru.system_time())
+}
+
+/// CPU seconds of `pid` and its children (their own and what they reaped: the shim
+/// launcher's exited shims), from /proc stat's utime, stime, cutime, cstime.
+fn tree_cpu(pid: u32) -> f64 {
+    let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as f64;
+    let stat = |p: u32| -> f64 {
+        let Ok(s) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+            return 0.0;
+        };
+        // After the parenthesised command come state (field 3) ...; utime..cstime are
+        // fields 14..17.
+        let rest = s.rsplit_once(')').map_or("", |(_, r)| r);
+        rest.split_whitespace()
+            .skip(11)
+            .take(4)
+            .filter_map(|v| v.parse::<f64>().ok())
+            .sum::<f64>()
+            / ticks
+    };
+    let mut total = stat(pid);
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten();
+    for t in tasks.flatten() {
+        let children = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+        for child in children.split_whitespace().filter_map(|c| c.parse().ok()) {
+            total += stat(child);
+        }
+    }
+    total
 }
