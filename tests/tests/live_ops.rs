@@ -268,6 +268,30 @@ fn events_since_until_filters_and_streaming() {
         events(&["--filter", "type=image"]),
         "image tag 127.0.0.1:5999/ops:ev\n"
     );
+    // The container's network: connect at start, disconnect after it exited (dockerd's).
+    assert_eq!(
+        events(&["--filter", "network=bridge"]),
+        "network connect bridge\nnetwork disconnect bridge\n"
+    );
+    let net = docker_ok(
+        &d,
+        &[
+            "events",
+            "--since",
+            &t0,
+            "--until",
+            &t1,
+            "--filter",
+            "type=network",
+            "--format",
+            "{{.Actor.Attributes.type}} {{.Actor.Attributes.container}}",
+        ],
+    );
+    assert!(
+        net.lines()
+            .all(|l| l.starts_with("bridge ") && l.len() == "bridge ".len() + 64),
+        "{net}"
+    );
     let out = docker_run(
         &d,
         &[

@@ -77,6 +77,7 @@ impl ContainerService {
             return Err(DaemonError::StartFailed(msg));
         }
         tracing::info!(id = %&r.id[..12], "started container");
+        self.monitor.events.network("connect", r);
         self.monitor.events.container("start", r, &[]);
         self.monitor.watch(&r.id);
         Ok(true)
