@@ -266,3 +266,27 @@ fn version_without_a_daemon_fails_and_daemon_listens_where_h_says() {
     .unwrap();
     child.wait().unwrap();
 }
+
+/// An auto-removed container's overlay is `volatile` (`fsync=volatile` in /proc/mounts) (its unmount syncs nothing: the layer
+/// is thrown away), a kept container's is not.
+#[test]
+fn rm_containers_get_a_volatile_overlay() {
+    require!(
+        "rm_containers_get_a_volatile_overlay",
+        root_unavailable(),
+        docker_unavailable()
+    );
+    let d = Daemon::start().unwrap();
+    import_busybox(&d, IMAGE, &[]);
+    let root_opts = |args: &[&str]| {
+        let mut a = vec!["run", "--pull", "never", "--network", "none"];
+        a.extend_from_slice(args);
+        a.extend_from_slice(&[IMAGE, "sh", "-c", "grep '^overlay / ' /proc/mounts"]);
+        docker_ok(&d, &a)
+    };
+    let rm = root_opts(&["--rm"]);
+    assert!(rm.contains("volatile"), "{rm}");
+    let kept = root_opts(&["--name", "kept"]);
+    assert!(!kept.contains("volatile"), "{kept}");
+    docker_ok(&d, &["rm", "-f", "kept"]);
+}
