@@ -728,6 +728,10 @@ try:
     api.exec_inspect("nosuchexec")
 except docker.errors.NotFound:
     print("404")
+try:
+    api.exec_create(ct.id, ["true"], privileged=True)
+except docker.errors.APIError as e:
+    print(e.status_code, "privileged" in str(e))
 ct.remove(force=True)
 "#
         .replace("IMAGE", IMAGE),
@@ -744,6 +748,7 @@ ct.remove(force=True)
             "ids True",
             "ended False 7 True",
             "404",
+            "400 True",
         ],
         "{out}"
     );

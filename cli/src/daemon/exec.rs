@@ -146,6 +146,12 @@ impl ExecService {
         if config.cmd.as_ref().is_none_or(|c| c.is_empty()) {
             return Err(DaemonError::invalid("No exec command specified"));
         }
+        // Never ignored silently: an exec gets the container's own capabilities only.
+        if config.privileged == Some(true) {
+            return Err(DaemonError::invalid(
+                "exec --privileged is not supported: the process gets the container's capabilities",
+            ));
+        }
         let id = names::new_id();
         let entry = ExecEntry {
             container_id: r.id.clone(),
