@@ -42,7 +42,7 @@ pub fn apply(
     };
     rc.readonly_rootfs = h.readonly_rootfs;
     // Nobody keeps the writable layer of an auto-removed container: no disk syncs for it.
-    rc.volatile_upper = h.auto_remove;
+    rc.ephemeral = h.auto_remove;
     rc.init = if h.init {
         if !init.exists() {
             return Err(DaemonError::Invalid(format!(

@@ -90,12 +90,12 @@ pub struct ContainerConfig {
     /// Capabilities, seccomp, no_new_privs, `--privileged`, `--device`.
     #[serde(default)]
     pub security: Security,
-    /// The writable layer is thrown away at exit (`--rm`): the overlay is mounted
-    /// `volatile` (Linux 5.10+; without it when the kernel refuses the option), so its
-    /// unmount does not sync the whole host filesystem the upper dir lives on. A volatile
-    /// upper is unusable after a host crash, which does not matter for a layer nobody keeps.
+    /// The container is removed when it exits (`--rm`), so nothing of it has to survive a
+    /// host crash: the overlay is mounted `volatile` (Linux 5.10+; without it when the
+    /// kernel refuses the option), so its unmount does not sync the whole host filesystem
+    /// the upper dir lives on, and the exit record is not flushed to disk.
     #[serde(default)]
-    pub volatile_upper: bool,
+    pub ephemeral: bool,
 }
 
 impl ContainerConfig {
@@ -132,7 +132,7 @@ impl ContainerConfig {
             cgroupns: CgroupNs::default(),
             log: LogConfig::default(),
             security: Security::default(),
-            volatile_upper: false,
+            ephemeral: false,
         }
     }
 

@@ -171,7 +171,7 @@ fn setup(
         &cfg.lower_dirs,
         &paths.upper(),
         &paths.work(),
-        cfg.volatile_upper,
+        cfg.ephemeral,
     )?;
     let mut etc = Vec::new();
     for name in ["hostname", "hosts", "resolv.conf"] {
