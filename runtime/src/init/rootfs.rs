@@ -115,7 +115,8 @@ pub(crate) fn mount_overlay(
         // A volatile mount leaves this marker and overlayfs refuses the workdir while it
         // exists (the upper may be torn after a crash). This layer is discarded anyway, so
         // a second start of the container (restart) may reuse it.
-        let _ = std::fs::remove_dir(work.join("work/incompat/volatile"));
+        // (`work/incompat/volatile/dirty` inside).
+        let _ = std::fs::remove_dir_all(work.join("work/incompat/volatile"));
         if mount(&format!("{data},volatile")).is_ok() {
             return Ok(());
         }
