@@ -139,7 +139,7 @@ impl ContainerService {
         // An auto-remove container may be removed (its directory renamed away) by the
         // monitor before the stop has read its final state: it stopped, as asked.
         if let Err(e) = stopped {
-            if !(r.spec.host.auto_remove && !gone.exists()) {
+            if !r.spec.host.auto_remove || gone.exists() {
                 return Err(DaemonError::runtime(format!("stopping {}", r.name), e));
             }
         }
