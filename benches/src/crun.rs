@@ -12,6 +12,8 @@ use anyhow::{bail, Context, Result};
 pub fn crun_bundle(tmp: &Path, rootfs: &Path) -> Result<PathBuf> {
     let bundle = tmp.join("bundle");
     std::fs::create_dir_all(&bundle)?;
+    // `crun spec` refuses to overwrite: a later call makes the same bundle again.
+    let _ = std::fs::remove_file(bundle.join("config.json"));
     let st = Command::new("crun")
         .arg("spec")
         .current_dir(&bundle)
@@ -88,6 +90,59 @@ pub fn bench_crun(tmp: &Path, rootfs: &Path, n: usize) -> Result<Vec<Duration>> 
     }
     drop(guard);
     Ok(times)
+}
+
+/// `c` `crun run` of the same bundle started at once (ids `skiffbench<pid>-r<round>-<i>`),
+/// timed to the last exit; any failure fails the round, naming crun's error.
+pub fn bench_crun_concurrent(
+    tmp: &Path,
+    rootfs: &Path,
+    c: usize,
+    round: usize,
+) -> Result<Duration> {
+    let bundle = crun_bundle(tmp, rootfs)?;
+    let prefix = format!("skiffbench{}", std::process::id());
+    // A probe outside the timing: crun's own first-run costs, and the hugetlb workaround
+    // (mounted for this round only) when crun refuses the cgroup layout.
+    let guard = match crun_once(&bundle, &format!("{prefix}-r{round}-probe")) {
+        Ok(_) => None,
+        Err(_) => {
+            let g = HugetlbV1::mount()?;
+            crun_once(&bundle, &format!("{prefix}-r{round}-probe"))?;
+            Some(g)
+        }
+    };
+    let t = Instant::now();
+    let children = (0..c)
+        .map(|i| {
+            Command::new("crun")
+                .args(["run", "--bundle"])
+                .arg(&bundle)
+                .arg(format!("{prefix}-r{round}-{i}"))
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+        })
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let outs = children
+        .into_iter()
+        .map(|ch| ch.wait_with_output())
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let took = t.elapsed();
+    for i in 0..c {
+        let _ = Command::new("crun")
+            .args(["delete", "-f", &format!("{prefix}-r{round}-{i}")])
+            .output();
+    }
+    drop(guard);
+    if let Some(bad) = outs.iter().find(|o| !o.status.success()) {
+        bail!(
+            "crun run failed: {}",
+            String::from_utf8_lossy(&bad.stderr).trim()
+        );
+    }
+    Ok(took)
 }
 
 pub fn median(v: &[Duration]) -> Duration {

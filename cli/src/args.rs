@@ -816,12 +816,17 @@ pub struct ImportArgs {
 
 #[derive(Args, Debug)]
 pub struct ConvertArgs {
-    /// Registries (host[:port]) reached over plain HTTP besides loopback ones.
+    /// Registries (host[:port]) reached over HTTPS without verification, then plain HTTP
+    /// (loopback registries always are).
     #[arg(long = "insecure-registry")]
     pub insecure_registries: Vec<String>,
     /// Layer format written: zstd:chunked or estargz.
     #[arg(long, default_value = "zstd:chunked")]
     pub format: skiff_store::convert::ConvertFormat,
+    /// Per-registry CAs and client certificates, laid out like Docker's certs.d (as the
+    /// daemon's `--certs-dir`).
+    #[arg(long, default_value = "/etc/skiff/certs.d")]
+    pub certs_dir: PathBuf,
     pub source: String,
     pub destination: String,
 }

@@ -369,6 +369,8 @@ impl Filesystem for FuseAdapter {
     }
 
     /// Nothing is buffered for writing (the image is read-only): close always succeeds.
+    /// `ENOSYS` says so for good: the kernel stops sending FLUSH on every close
+    /// (`fc->no_flush`) and treats it as success.
     fn flush(
         &self,
         _req: &Request,
@@ -377,7 +379,7 @@ impl Filesystem for FuseAdapter {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        reply.ok();
+        reply.error(Errno::ENOSYS);
     }
 
     /// No ioctls (e.g. FS_IOC_GETFLAGS from `ls`): the "not a terminal" answer, quietly.
@@ -540,6 +542,12 @@ impl Filesystem for FuseAdapter {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        // An image without xattrs: `ENOSYS` makes the kernel stop asking (`no_getxattr`;
+        // callers get EOPNOTSUPP), which saves a request per exec (`security.capability`)
+        // and per overlayfs lookup of a lower directory, for every container.
+        if !self.fs.has_xattrs() {
+            return reply.error(Errno::ENOSYS);
+        }
         match self.fs.getxattr(ino.0, name) {
             Ok(value) => reply_xattr(value, size, reply),
             Err(e) => reply.error(errno(&e)),
@@ -547,6 +555,9 @@ impl Filesystem for FuseAdapter {
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        if !self.fs.has_xattrs() {
+            return reply.error(Errno::ENOSYS);
+        }
         match self.fs.listxattr(ino.0) {
             Ok(names) => reply_xattr(&names, size, reply),
             Err(e) => reply.error(errno(&e)),

@@ -77,6 +77,8 @@ pub struct StatFs {
 /// An image's merged, read-only filesystem.
 pub struct ImageFs {
     layers: Vec<LayerIndex>,
+    /// Whether any entry of any layer has an extended attribute.
+    any_xattrs: bool,
     tree: Tree,
     reader: Arc<dyn ContentReader>,
     statfs: StatFs,
@@ -114,8 +116,12 @@ impl ImageFs {
             block_size: BLOCK_SIZE,
             name_max: 255,
         };
+        let any_xattrs = layers
+            .iter()
+            .any(|l| l.entries.iter().any(|e| !e.xattrs.is_empty()));
         Ok(ImageFs {
             layers,
+            any_xattrs,
             tree,
             reader,
             statfs,
@@ -240,6 +246,13 @@ impl ImageFs {
             (NodeKind::Symlink, Some(e)) => Ok(e.link_target.as_bytes()),
             _ => Err(FsError::NotASymlink { ino }),
         }
+    }
+
+    /// Whether any file of the image has an extended attribute. Without any, the FUSE
+    /// layer tells the kernel it has no xattr support at all, so `security.capability`
+    /// checks on every exec and overlayfs' xattr probes stop being requests.
+    pub fn has_xattrs(&self) -> bool {
+        self.any_xattrs
     }
 
     /// The value of extended attribute `name` of `ino`.

@@ -298,3 +298,15 @@ fn names_and_symlink_targets_are_bytes() {
     assert_eq!(fs.readlink(l.ino).unwrap(), b"d\xff/caf\xe9");
     assert_eq!(l.size, 7, "symlink size counts bytes");
 }
+
+#[test]
+fn has_xattrs_says_whether_any_entry_has_one() {
+    let (with, _) = image(data());
+    assert!(with.has_xattrs());
+    let layers = vec![LayerIndex {
+        digest: "sha256:l0".into(),
+        entries: vec![e("bin", FileKind::Directory, 0o755), f("bin/x", 0, 10)],
+    }];
+    let without = ImageFs::new(layers, Arc::new(data())).unwrap();
+    assert!(!without.has_xattrs());
+}

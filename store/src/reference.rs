@@ -154,7 +154,8 @@ impl ImageReference {
         }
     }
 
-    /// Whether the registry is on a loopback address (plain HTTP is used for those).
+    /// Whether the registry is on a loopback address (insecure, as in dockerd: HTTPS without
+    /// verification, then plain HTTP).
     pub fn is_loopback(&self) -> bool {
         let host = self.host().trim_start_matches('[').trim_end_matches(']');
         if host == "localhost" {

@@ -27,6 +27,7 @@ pub struct SeenRequest {
 struct Shared {
     requests: Mutex<Vec<SeenRequest>>,
     connections: AtomicUsize,
+    tls_connections: AtomicUsize,
     stop: AtomicBool,
 }
 
@@ -74,6 +75,11 @@ impl CountingProxy {
         self.shared.connections.load(Ordering::Relaxed)
     }
 
+    /// Connections that began with a TLS handshake (counted in `connections` too).
+    pub fn tls_connections(&self) -> usize {
+        self.shared.tls_connections.load(Ordering::Relaxed)
+    }
+
     /// Forgets the requests seen so far (connections keep counting).
     pub fn clear(&self) {
         self.shared.requests.lock().unwrap().clear();
@@ -100,6 +106,15 @@ fn relay(client: TcpStream, upstream: &str, id: usize, shared: &Shared) -> Resul
     });
     let mut reader = BufReader::new(client);
     let mut to_server = server;
+    // A TLS handshake (a client trying HTTPS first, as Docker does with loopback
+    // registries): relayed as bytes, no request recorded; the registry refuses it.
+    if reader.fill_buf()?.first() == Some(&0x16) {
+        shared.tls_connections.fetch_add(1, Ordering::Relaxed);
+        std::io::copy(&mut reader, &mut to_server)?;
+        let _ = to_server.shutdown(Shutdown::Write);
+        let _ = back.join();
+        return Ok(());
+    }
     loop {
         let mut head = Vec::new();
         loop {

@@ -112,6 +112,17 @@ impl Registry {
         Self::start_at(&ns.ns_ip, Some(&ns.name), port, &tls, &auth)
     }
 
+    /// Starts a registry serving HTTPS with `cert`/`key` on 127.0.0.1 at a free port (no
+    /// auth): a loopback registry with TLS, which clients reach over HTTPS first.
+    pub fn start_tls_loopback(cert: &Path, key: &Path) -> Result<Registry> {
+        let tls = format!(
+            "  tls:\n    certificate: {}\n    key: {}\n",
+            cert.display(),
+            key.display()
+        );
+        Self::start_at("127.0.0.1", None, free_port()?, &tls, "")
+    }
+
     /// Starts a plain-HTTP registry inside `ns` on `port`.
     pub fn start_plain_in(ns: &crate::netns::NetNs, port: u16) -> Result<Registry> {
         Self::start_at(&ns.ns_ip, Some(&ns.name), port, "", "")

@@ -266,3 +266,50 @@ fn version_without_a_daemon_fails_and_daemon_listens_where_h_says() {
     .unwrap();
     child.wait().unwrap();
 }
+
+/// An auto-removed container's overlay is `volatile` (`fsync=volatile` in /proc/mounts) (its unmount syncs nothing: the layer
+/// is thrown away), a kept container's is not; `restart` keeps a `--rm` container.
+#[test]
+fn rm_containers_get_a_volatile_overlay() {
+    require!(
+        "rm_containers_get_a_volatile_overlay",
+        root_unavailable(),
+        docker_unavailable()
+    );
+    let d = Daemon::start().unwrap();
+    import_busybox(&d, IMAGE, &[]);
+    let root_opts = |args: &[&str]| {
+        let mut a = vec!["run", "--pull", "never", "--network", "none"];
+        a.extend_from_slice(args);
+        a.extend_from_slice(&[IMAGE, "sh", "-c", "grep '^overlay / ' /proc/mounts"]);
+        docker_ok(&d, &a)
+    };
+    let rm = root_opts(&["--rm"]);
+    assert!(rm.contains("volatile"), "{rm}");
+    let kept = root_opts(&["--name", "kept"]);
+    assert!(!kept.contains("volatile"), "{kept}");
+    // `restart` of a running --rm container keeps it (dockerd's), on a volatile layer again.
+    docker_ok(
+        &d,
+        &[
+            "run", "-d", "--rm", "--pull", "never", "--name", "again", IMAGE, "sleep", "300",
+        ],
+    );
+    docker_ok(&d, &["restart", "-t", "0", "again"]);
+    let again = docker_ok(
+        &d,
+        &["exec", "again", "grep", "^overlay / ", "/proc/mounts"],
+    );
+    assert!(again.contains("volatile"), "{again}");
+    // Its next stop removes it as usual.
+    docker_ok(&d, &["stop", "-t", "0", "again"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while docker_run(&d, &["inspect", "again"]).status.success() {
+        assert!(
+            Instant::now() < deadline,
+            "--rm container not removed after stop"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    docker_ok(&d, &["rm", "-f", "kept"]);
+}

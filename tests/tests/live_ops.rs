@@ -268,6 +268,30 @@ fn events_since_until_filters_and_streaming() {
         events(&["--filter", "type=image"]),
         "image tag 127.0.0.1:5999/ops:ev\n"
     );
+    // The container's network: connect at start, disconnect after it exited (dockerd's).
+    assert_eq!(
+        events(&["--filter", "network=bridge"]),
+        "network connect bridge\nnetwork disconnect bridge\n"
+    );
+    let net = docker_ok(
+        &d,
+        &[
+            "events",
+            "--since",
+            &t0,
+            "--until",
+            &t1,
+            "--filter",
+            "type=network",
+            "--format",
+            "{{.Actor.Attributes.type}} {{.Actor.Attributes.container}}",
+        ],
+    );
+    assert!(
+        net.lines()
+            .all(|l| l.starts_with("bridge ") && l.len() == "bridge ".len() + 64),
+        "{net}"
+    );
     let out = docker_run(
         &d,
         &[
@@ -523,4 +547,209 @@ except docker.errors.NotFound as e:
         .unwrap()
         .any(|e| e.unwrap().path().unwrap().to_str() == Some("tmp/own.txt")));
     docker_ok(&d, &["rm", "-f", "cprun", "cpstop"]);
+}
+
+/// `docker cp` and `docker export` keep names that are not UTF-8 (bytes end to end, the
+/// container path in the query too) and write hard links as tar link entries.
+#[test]
+fn cp_export_non_utf8_names_and_hard_links() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::MetadataExt;
+    require!(
+        "cp_export_non_utf8_names_and_hard_links",
+        root_unavailable(),
+        docker_unavailable()
+    );
+    let d = Daemon::start().unwrap();
+    import_busybox(&d, IMAGE, &[]);
+    let host = tempfile::tempdir().unwrap();
+    let latin1 = OsStr::from_bytes(b"caf\xe9");
+    // From the host: a directory with a non-UTF-8 name in it.
+    let src = host.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join(latin1), "latin-1\n").unwrap();
+    for (name, state) in [("nurun", "running"), ("nustop", "stopped")] {
+        docker_ok(
+            &d,
+            &[
+                "run",
+                "-d",
+                "--pull",
+                "never",
+                "--name",
+                name,
+                IMAGE,
+                "sh",
+                "-c",
+                "mkdir /h && echo x > /h/$(printf 'caf\\351') && echo one > /h/a && ln /h/a /h/b \
+                 && touch /ready && sleep 300",
+            ],
+        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !docker_run(&d, &["exec", name, "test", "-e", "/ready"])
+            .status
+            .success()
+        {
+            assert!(std::time::Instant::now() < deadline, "{state}: not ready");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        if state == "stopped" {
+            docker_ok(&d, &["stop", "-t", "0", name]);
+        }
+        // Out: the directory, then the non-UTF-8 file by its own name.
+        let out = host.path().join(format!("out-{name}"));
+        std::fs::create_dir(&out).unwrap();
+        docker_ok(&d, &["cp", &format!("{name}:/h"), out.to_str().unwrap()]);
+        assert_eq!(
+            std::fs::read_to_string(out.join("h").join(latin1)).unwrap(),
+            "x\n",
+            "{state}"
+        );
+        let (a, b) = (
+            std::fs::metadata(out.join("h/a")).unwrap(),
+            std::fs::metadata(out.join("h/b")).unwrap(),
+        );
+        assert_eq!(a.ino(), b.ino(), "{state}: the hard link was copied apart");
+        let mut remote = format!("{name}:/h/").into_bytes();
+        remote.extend_from_slice(latin1.as_bytes());
+        let one = docker(&d)
+            .arg("cp")
+            .arg(OsStr::from_bytes(&remote))
+            .arg(host.path().join(format!("one-{name}")))
+            .output()
+            .unwrap();
+        assert!(
+            one.status.success(),
+            "{state}: {}",
+            String::from_utf8_lossy(&one.stderr)
+        );
+        assert_eq!(
+            std::fs::read_to_string(host.path().join(format!("one-{name}"))).unwrap(),
+            "x\n"
+        );
+        // In: the host directory, read back.
+        docker_ok(
+            &d,
+            &["cp", src.to_str().unwrap(), &format!("{name}:/from-host")],
+        );
+        let back = host.path().join(format!("back-{name}"));
+        docker_ok(
+            &d,
+            &["cp", &format!("{name}:/from-host"), back.to_str().unwrap()],
+        );
+        assert_eq!(
+            std::fs::read_to_string(back.join(latin1)).unwrap(),
+            "latin-1\n",
+            "{state}"
+        );
+        // export: the name's bytes, and b a link entry to a (or a to b).
+        let tar = docker(&d).args(["export", name]).output().unwrap();
+        assert!(tar.status.success(), "{state}");
+        let mut ar = tar::Archive::new(&tar.stdout[..]);
+        let mut names = Vec::new();
+        let mut links = Vec::new();
+        for e in ar.entries().unwrap() {
+            let e = e.unwrap();
+            let p = e.path_bytes().to_vec();
+            if e.header().entry_type() == tar::EntryType::Link {
+                links.push((p.clone(), e.link_name_bytes().unwrap().to_vec()));
+            }
+            names.push(p);
+        }
+        assert!(
+            names.iter().any(|n| n == b"h/caf\xe9"),
+            "{state}: non-UTF-8 name not exported"
+        );
+        assert!(
+            names.iter().any(|n| n == b"from-host/caf\xe9"),
+            "{state}: copied-in name not exported"
+        );
+        // The container's own link, and the image's (the fixture's etc/motd.hardlink).
+        assert_eq!(
+            links,
+            [
+                (b"etc/motd.hardlink".to_vec(), b"etc/motd".to_vec()),
+                (b"h/b".to_vec(), b"h/a".to_vec())
+            ],
+            "{state}: hard links"
+        );
+    }
+    docker_ok(&d, &["rm", "-f", "nurun", "nustop"]);
+}
+
+/// The Python SDK's `exec_run` and `exec_inspect`: Docker's shape before, during and after
+/// a session (`ExitCode` null until the end, `Pid` the process's host pid,
+/// `ProcessConfig`), and container inspect's `ExecIDs` (sessions that have not ended).
+#[test]
+fn sdk_exec_inspect_shapes() {
+    require!(
+        "sdk_exec_inspect_shapes",
+        root_unavailable(),
+        docker_unavailable(),
+        sdk_unavailable()
+    );
+    let d = Daemon::start().unwrap();
+    import_busybox(&d, IMAGE, &[]);
+    let (ok, out) = python_sdk(
+        &d,
+        &r#"
+import docker, time
+c = docker.from_env()
+api = c.api
+ct = c.containers.run("IMAGE", "sleep 300", detach=True, name="execs")
+print("ids", ct.attrs["ExecIDs"])
+r = ct.exec_run(["sh", "-c", "echo out; exit 3"])
+print("run", r.exit_code, r.output.decode().strip())
+e = api.exec_create(ct.id, ["sleep", "30"], user="root")["Id"]
+i = api.exec_inspect(e)
+print("created", i["ID"] == e, i["Running"], i["ExitCode"], i["Pid"], i["ContainerID"] == ct.id,
+      i["OpenStdout"], i["OpenStderr"], i["OpenStdin"], i["CanRemove"], sorted(i["ProcessConfig"].items()))
+ct.reload()
+print("ids", ct.attrs["ExecIDs"] == [e])
+api.exec_start(e, detach=True)
+deadline = time.time() + 10
+while True:
+    i = api.exec_inspect(e)
+    if i["Pid"] and open("/proc/%d/cmdline" % i["Pid"]).read() == "sleep\x0030\x00":
+        break
+    assert time.time() < deadline, i
+    time.sleep(0.05)
+t = time.time()
+i = api.exec_inspect(e)
+print("running", i["Running"], i["ExitCode"], time.time() - t < 0.5)
+ct.reload()
+print("ids", ct.attrs["ExecIDs"] == [e])
+f = api.exec_create(ct.id, ["sh", "-c", "exit 7"])["Id"]
+api.exec_start(f)
+i = api.exec_inspect(f)
+print("ended", i["Running"], i["ExitCode"], i["Pid"] > 0)
+try:
+    api.exec_inspect("nosuchexec")
+except docker.errors.NotFound:
+    print("404")
+try:
+    api.exec_create(ct.id, ["true"], privileged=True)
+except docker.errors.APIError as e:
+    print(e.status_code, "privileged" in str(e))
+ct.remove(force=True)
+"#
+        .replace("IMAGE", IMAGE),
+    );
+    assert!(ok, "{out}");
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            "ids None",
+            "run 3 out",
+            "created True False None 0 True True True False False [('arguments', ['30']), ('entrypoint', 'sleep'), ('privileged', False), ('tty', False), ('user', 'root')]",
+            "ids True",
+            "running True None True",
+            "ids True",
+            "ended False 7 True",
+            "404",
+            "400 True",
+        ],
+        "{out}"
+    );
 }

@@ -404,7 +404,11 @@ fn zstd_chunked_image_pulls_lazily() {
         "lazy pull fetched {pulled} of {}",
         layer.size
     );
-    assert_eq!(store.cache_stats().unwrap().chunks, 0);
+    // Only what the pull fetches in the background may be cached yet: etc/passwd and
+    // etc/group, with the small etc/ files around them (a race with that fetch made an
+    // exact 0 flaky).
+    let before = store.cache_stats().unwrap().chunks;
+    assert!(before < 8, "{before} chunks cached by the pull");
     check_busybox_stored(&store, &reference, "lazy");
-    assert!(store.cache_stats().unwrap().chunks > 0);
+    assert!(store.cache_stats().unwrap().chunks > before);
 }

@@ -52,6 +52,9 @@ fn lazy_pull_and_reads_send_one_get_per_fetch_and_no_probes() {
         format!("/v2/wire/count/blobs/{}", pushed.layer_digest)
     );
     assert!(seen[2].range.is_some());
+    // A loopback registry is tried over HTTPS first (dockerd's order), once: the scheme
+    // that worked (plain HTTP here) is kept for every later request.
+    assert_eq!(proxy.tls_connections(), 1);
     proxy.clear();
 
     // Every file read at once from several threads, as FUSE workers would.
@@ -89,8 +92,9 @@ fn lazy_pull_and_reads_send_one_get_per_fetch_and_no_probes() {
         );
         assert!(r.range.as_deref().is_some_and(|v| v.starts_with("bytes=")));
     }
-    // No auth probe at any point.
+    // No auth probe at any point, and no second HTTPS attempt.
     assert!(!seen.iter().any(|r| r.path == "/v2/" || r.path == "/v2"));
+    assert_eq!(proxy.tls_connections(), 1);
     // Kept alive: connections are reused, at most one per parallel fetch (8) plus the pull's.
     let total = all.len() + seen.len();
     assert!(

@@ -251,3 +251,103 @@ fn private_ca_token_registry_push_pull_lazy_and_tls_failures() {
     let puller = store(&tmp.path().join("p4"), &config, None, &[plain.host()]);
     rt.block_on(puller.pull(&pushed, QUIET)).unwrap();
 }
+
+/// Loopback registries are insecure as in dockerd: HTTPS first (without verification:
+/// this registry's CA is trusted nowhere), then plain HTTP; both work with no
+/// configuration, for push, pull and lazy reads.
+#[test]
+fn loopback_registry_over_https_first_then_http() {
+    require!(
+        "loopback_registry_over_https_first_then_http",
+        registry_unavailable(),
+        fixtures::busybox_unavailable()
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("skiff untrusted CA").unwrap();
+    let pair = ca
+        .issue(
+            &["127.0.0.1"],
+            false,
+            &tmp.path().join("server"),
+            "server",
+            "crt",
+        )
+        .unwrap();
+    let tls = Registry::start_tls_loopback(&pair.cert, &pair.key).unwrap();
+    let plain = Registry::start().unwrap();
+    let config = tmp.path().join("config.json");
+    std::fs::write(&config, "{}").unwrap();
+    let rt = rt();
+    for (reg, how) in [(&tls, "https"), (&plain, "http")] {
+        let root = tmp.path().join(how);
+        let publisher = store(&root.join("pub"), &config, None, &[]);
+        let chunked = publish(&rt, reg, &publisher);
+        let lazy = store(&root.join("lazy"), &config, None, &[]);
+        rt.block_on(lazy.pull(&chunked, QUIET))
+            .unwrap_or_else(|e| panic!("{how}: {e}"));
+        assert_eq!(lazy.image(&chunked).unwrap().layers[0].state, "lazy");
+        assert_eq!(
+            read_file(&lazy, &chunked, "data/one"),
+            fixtures::random_bytes(300 << 10, 1),
+            "{how}"
+        );
+    }
+    // The TLS registry really serves only TLS (Go answers plain HTTP with 400 or drops
+    // it), and it logged the pull's requests.
+    assert_ne!(tls.get_status("/v2/").ok(), Some(200));
+    let log = std::fs::read_to_string(tls.log_path()).unwrap();
+    assert!(log.contains("/manifests/"), "{log}");
+}
+
+/// `certs.d` is read again when it changes (looked at at most once a second), so a CA
+/// put there applies to the next pull and push without restarting: before it the registry
+/// is refused as signed by an unknown authority; after it push, pull and lazy reads work,
+/// with the same client.
+#[test]
+fn certs_d_changes_apply_without_restart() {
+    require!(
+        "certs_d_changes_apply_without_restart",
+        netns_unavailable(),
+        registry_unavailable(),
+        fixtures::busybox_unavailable()
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let ns = NetNs::create().unwrap();
+    let ca = TestCa::new("skiff test CA").unwrap();
+    let pair = ca
+        .issue(
+            &[&ns.ns_ip],
+            false,
+            &tmp.path().join("server"),
+            "server",
+            "crt",
+        )
+        .unwrap();
+    let reg = Registry::start_tls_in(&ns, 5000, &pair.cert, &pair.key, None, None).unwrap();
+    let config = tmp.path().join("config.json");
+    std::fs::write(&config, "{}").unwrap();
+    let certs = tmp.path().join("certs.d");
+    std::fs::create_dir_all(&certs).unwrap();
+    let rt = rt();
+    let s = store(&tmp.path().join("s"), &config, Some(&certs), &[]);
+    let e = rt
+        .block_on(s.pull(&format!("{}/x:y", reg.host()), QUIET))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(&reg.host()) && e.contains("unknown authority"),
+        "{e}"
+    );
+    ca.write_cert(&certs.join(reg.host()).join("ca.crt"))
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let chunked = publish(&rt, &reg, &s);
+    let lazy = store(&tmp.path().join("lazy"), &config, Some(&certs), &[]);
+    rt.block_on(lazy.pull(&chunked, QUIET)).unwrap();
+    assert_eq!(
+        read_file(&lazy, &chunked, "data/one"),
+        fixtures::random_bytes(300 << 10, 1)
+    );
+    // The first store, which was refused, pulls too now.
+    rt.block_on(s.pull(&chunked, QUIET)).unwrap();
+}

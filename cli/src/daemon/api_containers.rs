@@ -119,12 +119,17 @@ pub async fn inspect(
     let r = d.containers.find(&id)?;
     let st = d.containers.state(&r.id)?;
     let restarting = d.monitor.is_restarting(&r.id);
-    Ok(Json(views::inspect(
-        &r,
-        &st,
-        &d.containers.dir(&r.id),
-        restarting,
-    )))
+    let view = views::inspect(&r, &st, &d.containers.dir(&r.id), restarting);
+    let mut view = serde_json::to_value(view).expect("inspect serializes");
+    // dockerd's list of the container's sessions that have not ended: null when none (the
+    // model would leave the key out).
+    let execs = d.execs.ids_of(&r.id);
+    view["ExecIDs"] = if execs.is_empty() {
+        serde_json::Value::Null
+    } else {
+        execs.into()
+    };
+    Ok(Json(view))
 }
 
 pub async fn start(State(d): State<Arc<Daemon>>, Path(id): Path<String>) -> ApiResult<StatusCode> {

@@ -3,12 +3,13 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use std::path::PathBuf;
+
+use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine;
-use serde::Deserialize;
 
 use super::error::{ApiResult, DaemonError};
 use super::services::Daemon;
@@ -40,15 +41,20 @@ pub async fn export(State(d): State<Arc<Daemon>>, Path(id): Path<String>) -> Api
     Ok(tar_response(d.containers.export(&r)?))
 }
 
-#[derive(Deserialize, Default)]
-pub struct ArchiveQuery {
-    path: Option<String>,
-}
-
-fn path_of(q: &ArchiveQuery) -> Result<String, DaemonError> {
-    q.path
-        .clone()
-        .filter(|p| !p.is_empty())
+/// The `path` parameter as bytes: Go's `url.Values` encoding (`+` for space, `%XX` for
+/// any other byte), so a name that is not UTF-8 arrives intact.
+fn path_of(q: &RawQuery) -> Result<PathBuf, DaemonError> {
+    use std::os::unix::ffi::OsStringExt;
+    let raw = q.0.as_deref().unwrap_or("");
+    raw.split('&')
+        .filter_map(|kv| kv.strip_prefix("path="))
+        .next()
+        .map(|v| {
+            let v = v.replace('+', " ");
+            let bytes: Vec<u8> = percent_encoding::percent_decode(v.as_bytes()).collect();
+            PathBuf::from(std::ffi::OsString::from_vec(bytes))
+        })
+        .filter(|p| !p.as_os_str().is_empty())
         .ok_or_else(|| DaemonError::invalid("path is required"))
 }
 
@@ -59,7 +65,7 @@ fn stat_header(stat: &serde_json::Value) -> String {
 pub async fn archive_head(
     State(d): State<Arc<Daemon>>,
     Path(id): Path<String>,
-    Query(q): Query<ArchiveQuery>,
+    q: RawQuery,
 ) -> ApiResult<Response> {
     let r = d.containers.find(&id)?;
     let stat = d.containers.path_stat(&r, &path_of(&q)?)?;
@@ -73,7 +79,7 @@ pub async fn archive_head(
 pub async fn archive_get(
     State(d): State<Arc<Daemon>>,
     Path(id): Path<String>,
-    Query(q): Query<ArchiveQuery>,
+    q: RawQuery,
 ) -> ApiResult<Response> {
     let r = d.containers.find(&id)?;
     let (stat, body) = d.containers.archive(&r, &path_of(&q)?)?;
@@ -90,7 +96,7 @@ pub async fn archive_get(
 pub async fn archive_put(
     State(d): State<Arc<Daemon>>,
     Path(id): Path<String>,
-    Query(q): Query<ArchiveQuery>,
+    q: RawQuery,
     body: Body,
 ) -> ApiResult<StatusCode> {
     use futures::StreamExt;

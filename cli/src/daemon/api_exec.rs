@@ -6,7 +6,7 @@ use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use bollard::models::{ExecConfig, ExecInspectResponse};
+use bollard::models::ExecConfig;
 use serde::Deserialize;
 
 use super::error::{ApiResult, DaemonError};
@@ -72,6 +72,6 @@ pub async fn resize(
 pub async fn inspect(
     State(d): State<Arc<Daemon>>,
     Path(id): Path<String>,
-) -> ApiResult<Json<ExecInspectResponse>> {
+) -> ApiResult<Json<serde_json::Value>> {
     Ok(Json(d.execs.inspect(&id).await?))
 }

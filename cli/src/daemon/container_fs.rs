@@ -5,10 +5,26 @@
 //! symlinks followed *inside* the view (as Docker's FollowSymlinkInScope), so no link leads
 //! to the host.
 
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
 
 use super::error::DaemonError;
+
+/// Files with several links already archived, by (device, inode): the first name.
+pub type HardLinks = HashMap<(u64, u64), PathBuf>;
+
+/// The components of a container path, reversed (a stack: the first on top), without
+/// empty ones and `.`.
+fn components(path: &[u8]) -> Vec<OsString> {
+    path.split(|b| *b == b'/')
+        .filter(|c| !c.is_empty() && *c != b".")
+        .rev()
+        .map(|c| OsString::from_vec(c.to_vec()))
+        .collect()
+}
 
 /// Links followed in one lookup before giving up (the kernel's limit).
 const MAX_LINKS: usize = 40;
@@ -37,7 +53,6 @@ fn is_opaque(dir: &Path) -> bool {
 
 fn xattr_opaque(dir: &Path, name: &str) -> bool {
     use std::ffi::CString;
-    use std::os::unix::ffi::OsStrExt;
     let (Ok(p), Ok(n)) = (CString::new(dir.as_os_str().as_bytes()), CString::new(name)) else {
         return false;
     };
@@ -115,19 +130,14 @@ impl RootView {
         })
     }
 
-    /// Resolves a container path, following links inside the view (the last one too with
-    /// `follow_last`). `None`: no such file.
-    pub fn resolve(&self, path: &str, follow_last: bool) -> Option<Entry> {
-        let mut todo: Vec<String> = path
-            .split('/')
-            .filter(|c| !c.is_empty() && *c != ".")
-            .map(str::to_string)
-            .rev()
-            .collect();
+    /// Resolves a container path (bytes: names need not be UTF-8), following links inside
+    /// the view (the last one too with `follow_last`). `None`: no such file.
+    pub fn resolve(&self, path: &Path, follow_last: bool) -> Option<Entry> {
+        let mut todo: Vec<OsString> = components(path.as_os_str().as_bytes());
         let mut cur = PathBuf::new();
         let mut links = 0;
         while let Some(c) = todo.pop() {
-            if c == ".." {
+            if c.as_bytes() == b".." {
                 cur.pop();
                 continue;
             }
@@ -140,13 +150,11 @@ impl RootView {
                     return None;
                 }
                 let target = std::fs::read_link(&e.host[0]).ok()?;
-                let t = target.to_string_lossy().to_string();
-                if t.starts_with('/') {
+                let t = target.as_os_str().as_bytes();
+                if t.starts_with(b"/") {
                     cur = PathBuf::new();
                 }
-                for part in t.split('/').filter(|p| !p.is_empty() && *p != ".").rev() {
-                    todo.push(part.to_string());
-                }
+                todo.extend(components(t));
                 continue;
             }
             cur = cand;
@@ -161,7 +169,7 @@ impl RootView {
     }
 
     /// The names in a directory entry, merged through its layers, sorted.
-    pub fn list(&self, e: &Entry) -> Vec<String> {
+    pub fn list(&self, e: &Entry) -> Vec<OsString> {
         let mut names = std::collections::BTreeSet::new();
         let mut hidden = std::collections::BTreeSet::new();
         for d in &e.host {
@@ -169,7 +177,7 @@ impl RootView {
                 continue;
             };
             for x in rd.flatten() {
-                let n = x.file_name().to_string_lossy().to_string();
+                let n = x.file_name();
                 if hidden.contains(&n) {
                     continue;
                 }
@@ -191,12 +199,15 @@ impl RootView {
     }
 
     /// Appends `e` (named `name` in the archive) and, for a directory, everything under
-    /// it, to `tar`.
+    /// it, to `tar`. Names are bytes as on disk (GNU long names past 100). A file with
+    /// more than one link already in `links` (by device and inode) becomes a hard link
+    /// entry to the name it was first archived under, as `tar` and dockerd write them.
     pub fn archive<W: std::io::Write>(
         &self,
         tar: &mut tar::Builder<W>,
         e: &Entry,
         name: &Path,
+        links: &mut HardLinks,
     ) -> std::io::Result<()> {
         let host = &e.host[0];
         let m = host.symlink_metadata()?;
@@ -215,13 +226,25 @@ impl RootView {
                 let child = e.path.join(&n);
                 let rel = child.strip_prefix("/").unwrap_or(&child).to_path_buf();
                 if let Some(ce) = self.lookup(&rel) {
-                    self.archive(tar, &ce, &name.join(&n))?;
+                    self.archive(tar, &ce, &name.join(&n), links)?;
                 }
             }
         } else if ft.is_symlink() {
             h.set_size(0);
             tar.append_link(&mut h, name, std::fs::read_link(host)?)?;
         } else if ft.is_file() {
+            if m.nlink() > 1 {
+                match links.entry((m.dev(), m.ino())) {
+                    std::collections::hash_map::Entry::Occupied(first) => {
+                        h.set_entry_type(tar::EntryType::Link);
+                        h.set_size(0);
+                        return tar.append_link(&mut h, name, first.get());
+                    }
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        v.insert(name.to_path_buf());
+                    }
+                }
+            }
             let f = std::fs::File::open(host)?;
             tar.append_data(&mut h, name, f)?;
         } else {

@@ -1,6 +1,7 @@
 //! The containers service, filesystem part: `changes` (diff), `export`, and the archive
 //! endpoints of `cp` (stat, read a path as a tar, extract a tar into a directory).
 
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
 use axum::body::Body;
@@ -61,11 +62,12 @@ impl ContainerService {
         &self,
         view: &RootView,
         r: &ContainerRecord,
-        path: &str,
+        path: &Path,
     ) -> Result<Entry, DaemonError> {
         view.resolve(path, false).ok_or_else(|| {
             DaemonError::NoSuchPath(format!(
-                "Could not find the file {path} in container {}",
+                "Could not find the file {} in container {}",
+                path.display(),
                 r.name
             ))
         })
@@ -88,11 +90,12 @@ impl ContainerService {
             self.dir(&r.id).join("upper"),
             self.paths.image_mount(&r.image_id),
         );
-        let root = view.resolve("/", true).expect("the root exists");
+        let root = view.resolve(Path::new("/"), true).expect("the root exists");
         Ok(tar_body(move |tar| {
+            let mut links = container_fs::HardLinks::new();
             for n in view.list(&root) {
-                if let Some(e) = view.resolve(&format!("/{n}"), false) {
-                    view.archive(tar, &e, Path::new(&n))?;
+                if let Some(e) = view.resolve(&Path::new("/").join(&n), false) {
+                    view.archive(tar, &e, Path::new(&n), &mut links)?;
                 }
             }
             Ok(())
@@ -103,7 +106,7 @@ impl ContainerService {
     pub fn path_stat(
         &self,
         r: &ContainerRecord,
-        path: &str,
+        path: &Path,
     ) -> Result<serde_json::Value, DaemonError> {
         let view = self.view(r)?;
         let e = self.find_path(&view, r, path)?;
@@ -115,18 +118,21 @@ impl ContainerService {
     pub fn archive(
         &self,
         r: &ContainerRecord,
-        path: &str,
+        path: &Path,
     ) -> Result<(serde_json::Value, Body), DaemonError> {
         let view = self.view(r)?;
         // A trailing `/.` copies a directory's content (docker cp SRC/. DST).
         let e = self.find_path(&view, r, path)?;
         let stat = view.stat(&e);
-        let name = if path.ends_with("/.") {
+        let name = if path.as_os_str().as_bytes().ends_with(b"/.") {
             PathBuf::new()
         } else {
             PathBuf::from(e.path.file_name().map_or(".".into(), |n| n.to_os_string()))
         };
-        Ok((stat, tar_body(move |tar| view.archive(tar, &e, &name))))
+        Ok((
+            stat,
+            tar_body(move |tar| view.archive(tar, &e, &name, &mut container_fs::HardLinks::new())),
+        ))
     }
 
     /// `PUT archive`: extracts the tar at `tar_file` into the directory `path`. Entries may
@@ -134,19 +140,21 @@ impl ContainerService {
     pub async fn extract(
         &self,
         r: &ContainerRecord,
-        path: &str,
+        path: &Path,
         tar_file: PathBuf,
     ) -> Result<(), DaemonError> {
         let view = self.view(r)?;
         let e = view.resolve(path, true).ok_or_else(|| {
             DaemonError::NoSuchPath(format!(
-                "Could not find the file {path} in container {}",
+                "Could not find the file {} in container {}",
+                path.display(),
                 r.name
             ))
         })?;
         if !e.host[0].is_dir() {
             return Err(DaemonError::Invalid(format!(
-                "extraction point is not a directory: {path}"
+                "extraction point is not a directory: {}",
+                path.display()
             )));
         }
         let dst = view.writable_dir(&e)?;

@@ -77,6 +77,7 @@ impl ContainerService {
             return Err(DaemonError::StartFailed(msg));
         }
         tracing::info!(id = %&r.id[..12], "started container");
+        self.monitor.events.network("connect", r);
         self.monitor.events.container("start", r, &[]);
         self.monitor.watch(&r.id);
         Ok(true)
@@ -131,10 +132,17 @@ impl ContainerService {
         )?;
         let grace = stop_timeout(t, r.spec.stop_timeout);
         let dir = self.dir(&r.id);
-        tokio::task::spawn_blocking(move || skiff_runtime::stop(&dir, grace, sig))
+        let gone = dir.clone();
+        let stopped = tokio::task::spawn_blocking(move || skiff_runtime::stop(&dir, grace, sig))
             .await
-            .map_err(DaemonError::join)?
-            .map_err(|e| DaemonError::runtime(format!("stopping {}", r.name), e))?;
+            .map_err(DaemonError::join)?;
+        // An auto-remove container may be removed (its directory renamed away) by the
+        // monitor before the stop has read its final state: it stopped, as asked.
+        if let Err(e) = stopped {
+            if !r.spec.host.auto_remove || gone.exists() {
+                return Err(DaemonError::runtime(format!("stopping {}", r.name), e));
+            }
+        }
         // Freed before answering, so the client may bind the port at once (the monitor
         // does it too, for exits nobody asked for).
         if let Err(e) = self.network.unpublish(&r.id).await {
@@ -166,13 +174,20 @@ impl ContainerService {
         t: Option<i64>,
         signal: Option<&str>,
     ) -> Result<(), DaemonError> {
-        self.stop(r, t, signal).await?;
-        let r = self
-            .records
-            .get(&r.id)?
-            .ok_or_else(|| DaemonError::NoSuchContainer(r.id.clone()))?;
-        self.start(&r, StartedBy::User).await?;
-        Ok(())
+        // An auto-remove container survives its restart (dockerd's restart clears
+        // AutoRemove for its duration).
+        self.monitor.set_user_restart(&r.id, true);
+        let restarted = async {
+            self.stop(r, t, signal).await?;
+            let r = self
+                .records
+                .get(&r.id)?
+                .ok_or_else(|| DaemonError::NoSuchContainer(r.id.clone()))?;
+            self.start(&r, StartedBy::User).await
+        }
+        .await;
+        self.monitor.set_user_restart(&r.id, false);
+        restarted.map(|_| ())
     }
 
     /// Attaches to the container's streams through its shim.

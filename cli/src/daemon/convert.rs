@@ -18,6 +18,7 @@ pub async fn convert_command(args: &ConvertArgs) -> Result<()> {
     );
     let registry = RegistryClient::new(RegistryOptions {
         insecure_registries: args.insecure_registries.clone(),
+        certs_dir: Some(args.certs_dir.clone()),
         ..Default::default()
     });
     // convert_image keeps each layer's files in a temporary directory it removes itself.

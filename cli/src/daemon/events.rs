@@ -1,6 +1,7 @@
-//! Docker's event stream (`GET /events`): what happened to containers, images and volumes,
-//! kept in a bounded ring (for `since`) and broadcast to streaming clients. Filters:
-//! `type`, `event`, `container`, `image`, `volume`, `label`; anything else is a 400.
+//! Docker's event stream (`GET /events`): what happened to containers, images, volumes and
+//! networks, kept in a bounded ring (for `since`) and broadcast to streaming clients.
+//! Filters: `type`, `event`, `container`, `image`, `volume`, `network`, `label`; anything
+//! else is a 400.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
@@ -15,14 +16,22 @@ use super::filters::Filters;
 const RING: usize = 1024;
 
 /// The filter names `/events` accepts.
-pub const NAMES: &[&str] = &["type", "event", "container", "image", "volume", "label"];
+pub const NAMES: &[&str] = &[
+    "type",
+    "event",
+    "container",
+    "image",
+    "volume",
+    "network",
+    "label",
+];
 
 /// One event, in Docker's shape once serialized ([`Event::json`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
     /// Order of emission, to skip duplicates between the ring and the live stream.
     pub seq: u64,
-    /// `container`, `image` or `volume`.
+    /// `container`, `image`, `volume` or `network`.
     pub kind: &'static str,
     /// `create`, `start`, `die`, `destroy`, `pull`, `tag`, ...
     pub action: String,
@@ -69,10 +78,12 @@ impl Event {
             && any("container", &[is("container"), attr("name").filter(|_| self.kind == "container")])
             && any("image", &[is("image"), attr("image"), attr("name").filter(|_| self.kind == "image")])
             && any("volume", &[is("volume")])
+            && any("network", &[is("network"), attr("name").filter(|_| self.kind == "network")])
             && f.matches_labels("label", attr)
             // A container filter shows only container events (as dockerd), etc.
             && (f.get("container").is_empty() || self.kind == "container")
             && (f.get("volume").is_empty() || self.kind == "volume")
+            && (f.get("network").is_empty() || self.kind == "network")
     }
 }
 
@@ -140,6 +151,27 @@ impl EventLog {
             ])
             .chain(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
         self.emit("container", action, &r.id, attrs);
+    }
+
+    /// A network event for `r`'s network (`connect` at start, `disconnect` after exit), as
+    /// dockerd emits them: the network's id, its `name`, `type` (driver) and `container`.
+    pub fn network(&self, action: &str, r: &super::record::ContainerRecord) {
+        let name = super::container_filter::network_name(&r.spec.host.network_mode);
+        let driver = match name {
+            "none" => "null",
+            "host" => "host",
+            _ => "bridge",
+        };
+        self.emit(
+            "network",
+            action,
+            &super::network::network_id(name),
+            [
+                ("container".to_string(), r.id.clone()),
+                ("name".to_string(), name.to_string()),
+                ("type".to_string(), driver.to_string()),
+            ],
+        );
     }
 
     /// The recorded events matching `filters` from `since` (Unix ns) on, and a receiver of

@@ -146,6 +146,12 @@ impl ExecService {
         if config.cmd.as_ref().is_none_or(|c| c.is_empty()) {
             return Err(DaemonError::invalid("No exec command specified"));
         }
+        // Never ignored silently: an exec gets the container's own capabilities only.
+        if config.privileged == Some(true) {
+            return Err(DaemonError::invalid(
+                "exec --privileged is not supported: the process gets the container's capabilities",
+            ));
+        }
         let id = names::new_id();
         let entry = ExecEntry {
             container_id: r.id.clone(),
@@ -249,27 +255,61 @@ impl ExecService {
         Ok(())
     }
 
-    pub async fn inspect(
-        &self,
-        exec_id: &str,
-    ) -> Result<bollard::models::ExecInspectResponse, DaemonError> {
-        let view = |e: &ExecEntry| bollard::models::ExecInspectResponse {
-            id: Some(exec_id.to_string()),
-            running: Some(e.running),
-            exit_code: e.exit_code,
-            container_id: Some(e.container_id.clone()),
-            pid: e.pid.map(|p| p as i64),
-            open_stdin: e.config.attach_stdin,
-            ..Default::default()
+    /// The ids of `container_id`'s exec sessions that have not ended (created or running),
+    /// sorted: container inspect's `ExecIDs`, as dockerd drops a session from its
+    /// container's list when the process exits.
+    pub fn ids_of(&self, container_id: &str) -> Vec<String> {
+        let execs = self.execs.lock().expect("execs lock");
+        let mut ids: Vec<String> = execs
+            .iter()
+            .filter(|(_, e)| e.container_id == container_id && e.exit_code.is_none())
+            .filter(|(_, e)| e.running || e.pid.is_none())
+            .map(|(id, _)| id.clone())
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// `exec inspect` in Docker's shape (API v1.43 `ExecInspectResponse`): `ExitCode` null
+    /// until the process ended, `Pid` the exec'd process's host pid (0 before start),
+    /// `ProcessConfig` its command line.
+    pub async fn inspect(&self, exec_id: &str) -> Result<serde_json::Value, DaemonError> {
+        let view = |e: &ExecEntry| {
+            let cmd = e.config.cmd.clone().unwrap_or_default();
+            let mut process = serde_json::json!({
+                "tty": e.config.tty.unwrap_or(false),
+                "entrypoint": cmd.first().cloned().unwrap_or_default(),
+                "arguments": cmd.get(1..).unwrap_or_default(),
+                "privileged": e.config.privileged.unwrap_or(false),
+            });
+            if let Some(user) = e.config.user.as_ref().filter(|u| !u.is_empty()) {
+                process["user"] = user.clone().into();
+            }
+            serde_json::json!({
+                "ID": exec_id,
+                "Running": e.running,
+                "ExitCode": e.exit_code,
+                "ProcessConfig": process,
+                "OpenStdin": e.config.attach_stdin.unwrap_or(false),
+                "OpenStderr": e.config.attach_stderr.unwrap_or(false),
+                "OpenStdout": e.config.attach_stdout.unwrap_or(false),
+                "CanRemove": false,
+                "ContainerID": e.container_id,
+                "DetachKeys": e.config.detach_keys.clone().unwrap_or_default(),
+                "Pid": e.pid.map_or(0, exec_pid),
+            })
         };
-        // The exit code lands a moment after the stream ends: give it a short while.
+        // The exit code lands a moment after the streams end (the helper outlives its
+        // child by a waitpid): when the exec'd process is gone, wait for it briefly. A
+        // process that still runs answers at once.
         for _ in 0..200 {
             {
                 let execs = self.execs.lock().expect("execs lock");
                 let e = execs
                     .get(exec_id)
                     .ok_or_else(|| DaemonError::NoSuchExec(exec_id.to_string()))?;
-                if !e.running || e.exit_code.is_some() {
+                let finishing = e.running && e.pid.is_some_and(|h| exec_child(h).is_none());
+                if !finishing {
                     return Ok(view(e));
                 }
             }
@@ -281,6 +321,23 @@ impl ExecService {
             .ok_or_else(|| DaemonError::NoSuchExec(exec_id.to_string()))?;
         Ok(view(e))
     }
+}
+
+/// The process the exec helper `helper` runs in the container (its only child), while it
+/// runs.
+fn exec_child(helper: i32) -> Option<i32> {
+    std::fs::read_to_string(format!("/proc/{helper}/task/{helper}/children"))
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// The host pid Docker reports for an exec: the exec'd process (the helper's child), or
+/// the helper itself before it has forked and after the process ended.
+fn exec_pid(helper: i32) -> i64 {
+    exec_child(helper).unwrap_or(helper) as i64
 }
 
 /// A pidfd of `pid` if it is still an exec helper (`skiff __exec ...`).

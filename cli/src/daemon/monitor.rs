@@ -29,6 +29,9 @@ pub struct Monitor {
     watched: Mutex<HashSet<String>>,
     /// Containers waiting out a restart back-off (inspect's `Restarting`).
     restarting: Mutex<HashSet<String>>,
+    /// Containers a user is restarting (`docker restart`): their exit meanwhile does not
+    /// auto-remove them, as in dockerd.
+    user_restarts: Mutex<HashSet<String>>,
     /// Exit codes of auto-removed containers, for waiters that come late.
     last_exit: Mutex<HashMap<String, i32>>,
     /// Woken whenever a container is removed, or its auto-removal failed.
@@ -40,6 +43,24 @@ pub struct Monitor {
 }
 
 impl Monitor {
+    /// Marks (or unmarks) `id` as being restarted by a user: an exit of it meanwhile does
+    /// not auto-remove it (dockerd clears `AutoRemove` for the restart).
+    pub fn set_user_restart(&self, id: &str, on: bool) {
+        let mut set = self.user_restarts.lock().expect("monitor lock");
+        if on {
+            set.insert(id.to_string());
+        } else {
+            set.remove(id);
+        }
+    }
+
+    fn user_restarting(&self, id: &str) -> bool {
+        self.user_restarts
+            .lock()
+            .expect("monitor lock")
+            .contains(id)
+    }
+
     pub fn new(paths: Paths) -> Monitor {
         let (tx, rx) = mpsc::unbounded_channel();
         Monitor {
@@ -48,6 +69,7 @@ impl Monitor {
             rx: Mutex::new(Some(rx)),
             watched: Mutex::new(HashSet::new()),
             restarting: Mutex::new(HashSet::new()),
+            user_restarts: Mutex::new(HashSet::new()),
             last_exit: Mutex::new(HashMap::new()),
             removed: tokio::sync::Notify::new(),
             removal_failed: Mutex::new(HashSet::new()),
@@ -191,11 +213,12 @@ async fn watch_one(c: Arc<ContainerService>, id: String) {
         }
         m.events
             .container("die", &r, &[("exitCode", code.to_string())]);
+        m.events.network("disconnect", &r);
         // As dockerd: a stopped container holds no host port (start binds them again).
         if let Err(e) = c.network.unpublish(&id).await {
             tracing::warn!(id = %&id[..12], "freeing published ports: {e}");
         }
-        if r.spec.host.auto_remove {
+        if r.spec.host.auto_remove && !m.user_restarting(&id) {
             m.note_exit(&id, code);
             if let Err(e) = c.remove(&r, true, true).await {
                 tracing::warn!(id = %&id[..12], "auto-remove: {e}");

@@ -41,6 +41,8 @@ pub fn apply(
         skiff_runtime::NetworkMode::None
     };
     rc.readonly_rootfs = h.readonly_rootfs;
+    // Nobody keeps the writable layer of an auto-removed container: no disk syncs for it.
+    rc.ephemeral = h.auto_remove;
     rc.init = if h.init {
         if !init.exists() {
             return Err(DaemonError::Invalid(format!(

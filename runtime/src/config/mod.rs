@@ -90,6 +90,12 @@ pub struct ContainerConfig {
     /// Capabilities, seccomp, no_new_privs, `--privileged`, `--device`.
     #[serde(default)]
     pub security: Security,
+    /// The container is removed when it exits (`--rm`), so nothing of it has to survive a
+    /// host crash: the overlay is mounted `volatile` (Linux 5.10+; without it when the
+    /// kernel refuses the option), so its unmount does not sync the whole host filesystem
+    /// the upper dir lives on, and the exit record is not flushed to disk.
+    #[serde(default)]
+    pub ephemeral: bool,
 }
 
 impl ContainerConfig {
@@ -126,6 +132,7 @@ impl ContainerConfig {
             cgroupns: CgroupNs::default(),
             log: LogConfig::default(),
             security: Security::default(),
+            ephemeral: false,
         }
     }
 

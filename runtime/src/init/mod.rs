@@ -166,7 +166,13 @@ fn setup(
 
     let root = paths.rootfs();
     rootfs::make_private()?;
-    rootfs::mount_overlay(&root, &cfg.lower_dirs, &paths.upper(), &paths.work())?;
+    rootfs::mount_overlay(
+        &root,
+        &cfg.lower_dirs,
+        &paths.upper(),
+        &paths.work(),
+        cfg.ephemeral,
+    )?;
     let mut etc = Vec::new();
     for name in ["hostname", "hosts", "resolv.conf"] {
         etc.push((name, rootfs::open_source(&paths.etc_file(name))?));

@@ -84,8 +84,16 @@ pub(crate) fn make_private() -> Step {
     )
 }
 
-/// Mounts the overlay of `lower` (topmost first) with upper/work at `root`.
-pub(crate) fn mount_overlay(root: &Path, lower: &[PathBuf], upper: &Path, work: &Path) -> Step {
+/// Mounts the overlay of `lower` (topmost first) with upper/work at `root`; `volatile`
+/// adds overlayfs' `volatile` option (no sync of the upper's filesystem, ever), and falls
+/// back to a normal mount on a kernel that does not know it (before 5.10).
+pub(crate) fn mount_overlay(
+    root: &Path,
+    lower: &[PathBuf],
+    upper: &Path,
+    work: &Path,
+    volatile: bool,
+) -> Step {
     let lowers: Vec<String> = lower.iter().map(|p| p.display().to_string()).collect();
     let data = format!(
         "lowerdir={},upperdir={},workdir={}",
@@ -93,14 +101,27 @@ pub(crate) fn mount_overlay(root: &Path, lower: &[PathBuf], upper: &Path, work: 
         upper.display(),
         work.display()
     );
-    mnt(
-        "mount overlay",
-        Some("overlay"),
-        root,
-        Some("overlay"),
-        MsFlags::empty(),
-        Some(&data),
-    )
+    let mount = |data: &str| {
+        mnt(
+            "mount overlay",
+            Some("overlay"),
+            root,
+            Some("overlay"),
+            MsFlags::empty(),
+            Some(data),
+        )
+    };
+    if volatile {
+        // A volatile mount leaves this marker and overlayfs refuses the workdir while it
+        // exists (the upper may be torn after a crash). This layer is discarded anyway, so
+        // a second start of the container (restart) may reuse it.
+        // (`work/incompat/volatile/dirty` inside).
+        let _ = std::fs::remove_dir_all(work.join("work/incompat/volatile"));
+        if mount(&format!("{data},volatile")).is_ok() {
+            return Ok(());
+        }
+    }
+    mount(&data)
 }
 
 /// /proc, /dev, /sys and the /etc files under `root` (before pivot_root). `etc` are

@@ -503,7 +503,8 @@ impl Shim {
         {
             tracing::error!("cannot record container exit: {e}");
         }
-        let record = persist::PendingSync::open(&self.paths.state());
+        // An ephemeral (`--rm`) container's record is removed with it: no flush.
+        let record = (!self.cfg.ephemeral).then(|| persist::PendingSync::open(&self.paths.state()));
         let deadline = Instant::now() + Duration::from_secs(1);
         for c in &mut self.clients {
             if matches!(c.role, Role::Attach(_) | Role::Wait) {
@@ -521,7 +522,7 @@ impl Shim {
         // The container's mounts go now, after the exit was told (see `Built::mount_ns`).
         drop(self.b.mount_ns.take());
         self.b.cgroup.destroy();
-        if let Err(e) = record.and_then(persist::PendingSync::sync) {
+        if let Some(Err(e)) = record.map(|r| r.and_then(persist::PendingSync::sync)) {
             tracing::error!("cannot flush container exit record: {e}");
         }
         std::process::exit(0)

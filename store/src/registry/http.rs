@@ -27,7 +27,7 @@ const CLIENT_ID: &str = "skiff";
 /// How a registry is spoken to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Security {
-    /// Plain HTTP only (loopback registries).
+    /// Plain HTTP only (a mirror or origin given as `http://`).
     PlainHttp,
     /// HTTPS without certificate verification, then plain HTTP (`--insecure-registry`).
     Insecure,
@@ -50,13 +50,24 @@ pub struct Target<'a> {
 pub struct RegistryHttp {
     user_agent: String,
     /// One keep-alive client per `(host, skip verification)`: each registry may have its
-    /// own CAs and client certificate.
-    clients: Mutex<HashMap<(String, bool), reqwest::Client>>,
-    /// The scheme that worked for each insecure registry, so it is found once.
+    /// own CAs and client certificate. Kept while its `certs.d` files are unchanged.
+    clients: Mutex<HashMap<(String, bool), CachedClient>>,
+    /// The scheme that worked for each insecure (or loopback) registry, so it is found
+    /// once per daemon.
     schemes: Mutex<HashMap<String, &'static str>>,
     auth: AuthCache,
     requests: AtomicU64,
     token_requests: AtomicU64,
+}
+
+/// How often a registry's `certs.d` directory is looked at for changes.
+const CERTS_RECHECK: Duration = Duration::from_secs(1);
+
+/// A client and the `certs.d` state it was built from.
+struct CachedClient {
+    client: reqwest::Client,
+    stamp: Vec<(std::path::PathBuf, u64, i64, i64)>,
+    checked: Instant,
 }
 
 /// A token request's parameters (Distribution token spec; OAuth2 for refresh tokens).
@@ -81,7 +92,10 @@ impl RegistryHttp {
     }
 
     /// The client for `host` (`host[:port]`), with its `certs.d` CAs and client
-    /// certificate; `skip_verify` for insecure registries.
+    /// certificate; `skip_verify` for insecure registries. The directory is looked at
+    /// again at most every [`CERTS_RECHECK`]: a CA or client certificate added, changed
+    /// or removed applies to the next connections without a restart (dockerd reads
+    /// certs.d per pull).
     fn client(
         &self,
         t: &Target<'_>,
@@ -89,9 +103,28 @@ impl RegistryHttp {
         skip_verify: bool,
     ) -> Result<reqwest::Client, StoreError> {
         let key = (host.to_string(), skip_verify);
-        if let Some(c) = self.clients.lock().expect("clients").get(&key) {
-            return Ok(c.clone());
+        let now = Instant::now();
+        let mut stamp = None;
+        if let Some(c) = self.clients.lock().expect("clients").get_mut(&key) {
+            if now.duration_since(c.checked) < CERTS_RECHECK {
+                return Ok(c.client.clone());
+            }
+            let current = t
+                .certs_dir
+                .map(|d| super::tls::stamp(d, host))
+                .unwrap_or_default();
+            if current == c.stamp {
+                c.checked = now;
+                return Ok(c.client.clone());
+            }
+            tracing::info!(registry = %host, "certs.d changed: new connections use its files");
+            stamp = Some(current);
         }
+        let stamp = stamp.unwrap_or_else(|| {
+            t.certs_dir
+                .map(|d| super::tls::stamp(d, host))
+                .unwrap_or_default()
+        });
         let mut b = reqwest::Client::builder()
             .user_agent(&self.user_agent)
             .connect_timeout(Duration::from_secs(10))
@@ -115,10 +148,14 @@ impl RegistryHttp {
                 .unwrap_or_default(),
             reason: chain(&e),
         })?;
-        self.clients
-            .lock()
-            .expect("clients")
-            .insert(key, client.clone());
+        self.clients.lock().expect("clients").insert(
+            key,
+            CachedClient {
+                client: client.clone(),
+                stamp,
+                checked: now,
+            },
+        );
         Ok(client)
     }
 
@@ -169,6 +206,8 @@ impl RegistryHttp {
         let skip = t.security == Security::Insecure;
         match self.send(t, &url, skip, headers, access, op).await {
             Err(e) if skip && scheme == "https" => {
+                // The failed handshake was no HTTP request: not counted.
+                self.requests.fetch_sub(1, Ordering::Relaxed);
                 let url = format!("http://{}{path}", t.host);
                 let resp = self
                     .send(t, &url, false, headers, access, op)

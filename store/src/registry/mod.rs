@@ -1,8 +1,9 @@
 //! The registry client, on `oci-client`: manifests (OCI, Docker v2s2, indexes resolved to
 //! the host platform), verified blob streams, byte ranges of blobs, and pushes.
 //!
-//! Plain HTTP is used for loopback registries and those listed as insecure; HTTPS
-//! otherwise. Credentials come from what clients sent with a pull or push (remembered per
+//! Loopback registries and those listed as insecure get HTTPS without verification, then
+//! plain HTTP if that fails (the scheme that worked kept per registry); others verified
+//! HTTPS. Credentials come from what clients sent with a pull or push (remembered per
 //! repository) or from Docker's `config.json` and its credential helpers ([`keychain`]).
 //! Reads (manifests, blobs, byte ranges) go through [`http::RegistryHttp`]: one keep-alive
 //! client, access resolved once per repository and cached until its token expires
@@ -139,12 +140,11 @@ impl RegistryClient {
         }
     }
 
-    /// How `r`'s registry is spoken to: plain HTTP on loopback, HTTPS without
-    /// verification then HTTP when listed as insecure, verified HTTPS otherwise.
+    /// How `r`'s registry is spoken to: HTTPS without verification then plain HTTP for
+    /// loopback registries and those listed as insecure (dockerd counts 127.0.0.0/8 and
+    /// `localhost` as insecure: moby's `registry.isSecureIndex`), verified HTTPS otherwise.
     fn security(&self, r: &ImageReference) -> http::Security {
-        if r.is_loopback() {
-            http::Security::PlainHttp
-        } else if self.inner.opts.insecure_registries.contains(&r.registry) {
+        if r.is_loopback() || self.inner.opts.insecure_registries.contains(&r.registry) {
             http::Security::Insecure
         } else {
             http::Security::Verified

@@ -93,13 +93,21 @@ impl RegistryClient {
                 return Ok((client, oci));
             }
         };
-        // One client per registry and credential: oci-client keeps the first credentials
-        // it was given, and a new login must not reuse the old ones.
+        // One client per registry, credential and certs.d state: oci-client keeps the
+        // first credentials it was given (a new login must not reuse the old ones), and a
+        // changed CA must reach new connections.
+        let certs_stamp = self
+            .inner
+            .opts
+            .certs_dir
+            .as_deref()
+            .map(|d| format!("{:?}", tls::stamp(d, &host)))
+            .unwrap_or_default();
         let client = {
             let mut clients = self.inner.clients.lock().expect("client map");
             clients
                 .entry(format!(
-                    "{} {} {plain}",
+                    "{} {} {plain} {certs_stamp}",
                     r.registry,
                     cred.secret.fingerprint()
                 ))

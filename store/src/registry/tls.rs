@@ -23,6 +23,25 @@ pub fn host_dir(certs_dir: &Path, host: &str) -> PathBuf {
     certs_dir.join(host)
 }
 
+/// What `certs_dir/<host>/` holds now, cheaply: each file's name, size and change time
+/// (empty when there is no such directory). Two equal stamps mean the files were not
+/// changed, so a client built from them can be kept.
+pub fn stamp(certs_dir: &Path, host: &str) -> Vec<(PathBuf, u64, i64, i64)> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(host_dir(certs_dir, host)) else {
+        return Vec::new();
+    };
+    let mut out: Vec<_> = entries
+        .flatten()
+        .filter_map(|e| {
+            let m = std::fs::metadata(e.path()).ok()?;
+            Some((e.path(), m.len(), m.ctime(), m.ctime_nsec()))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
 /// Reads `certs_dir/<host>/`. A missing directory is no configuration; a file that does
 /// not parse, or a `.cert` without its `.key` (or the reverse), is an error naming it.
 pub fn load(certs_dir: &Path, host: &str) -> Result<RegistryCerts, StoreError> {
@@ -168,5 +187,11 @@ mod tests {
         .unwrap()
         .contains("unknown authority"));
         assert!(explain("connection refused", "r", None).is_none());
+        // A change shows in the stamp; an unchanged directory stamps the same.
+        let before = stamp(d.path(), "r:5000");
+        assert_eq!(before, stamp(d.path(), "r:5000"));
+        std::fs::write(host.join("client.key"), "y").unwrap();
+        assert_ne!(before, stamp(d.path(), "r:5000"));
+        assert!(stamp(d.path(), "none:1").is_empty());
     }
 }
