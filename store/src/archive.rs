@@ -325,6 +325,7 @@ impl Store {
                         Compression::Gzip.oci_media_type(),
                         Compression::Gzip,
                         Some(diff_id),
+                        None,
                     )
                     .await?;
                 size += row.tar_size;

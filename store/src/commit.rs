@@ -135,6 +135,7 @@ impl Store {
                     MEDIA_TYPE_LAYER_ZSTD,
                     Compression::Zstd,
                     Some(&written.diff_id),
+                    None,
                 )
                 .await?;
             size += row.tar_size;

@@ -3,8 +3,8 @@
 
 use oci_spec::image::ImageConfiguration;
 
-use crate::layer::compression::is_zstd_chunked;
 use crate::layer_index::LayerIndex;
+use crate::lazy_format::{self, LayerDescriptor};
 use crate::reference::ImageReference;
 use crate::store::Store;
 use crate::{Result, StoreError};
@@ -58,9 +58,9 @@ impl Store {
             .position(|l| l.digest == digest)
             .ok_or_else(not_listed)?;
         let layer = &resolved.manifest.layers[pos];
-        if !is_zstd_chunked(layer.annotations.as_ref()) {
+        let Some(format) = lazy_format::detect(&LayerDescriptor::from(layer)) else {
             return Ok(None);
-        }
+        };
         let config: ImageConfiguration =
             serde_json::from_slice(&resolved.config_bytes).map_err(|e| {
                 StoreError::InvalidManifest {
@@ -78,7 +78,7 @@ impl Store {
                 reason: format!("no diff_id for layer {pos}"),
             })?;
         let Some((_, index)) = self
-            .pull_lazy_layer(&resolved.reference, layer, &diff_id, &|_| {})
+            .pull_lazy_layer(&resolved.reference, layer, format, &diff_id, &|_| {})
             .await?
         else {
             return Ok(None);
