@@ -70,6 +70,8 @@ pub struct DaemonConfig {
     pub bridge: String,
     /// The bridge's subnet (`bip`).
     pub subnet: String,
+    /// Where user-defined networks get their subnets (`default-address-pools`).
+    pub address_pools: Vec<super::networks::AddressPool>,
     /// The file's `hosts` (the `-H` flags, given to `daemon::run`, replace them).
     pub hosts: Vec<String>,
     pub debug: bool,
@@ -104,18 +106,12 @@ pub fn read_file(explicit: Option<&Path>) -> Result<(DaemonFile, Option<PathBuf>
 /// Parses and checks the file's text.
 pub fn parse(text: &str) -> Result<DaemonFile> {
     let f: DaemonFile = serde_json::from_str(text)?;
-    let unsupported = |key: &str| {
-        anyhow::anyhow!("{key} is not supported by skiff yet (see docs/daemon-config.md)")
-    };
     for m in f.registry_mirrors.iter().flatten() {
         skiff_store::registry::parse_endpoint_url(m)
             .map_err(|e| anyhow::anyhow!("registry-mirrors: {e}"))?;
     }
-    if f.default_address_pools
-        .as_ref()
-        .is_some_and(|p| !p.is_empty())
-    {
-        return Err(unsupported("default-address-pools"));
+    for p in f.default_address_pools.iter().flatten() {
+        super::networks::AddressPool::parse(p).map_err(|e| anyhow::anyhow!(e))?;
     }
     // The runtime's parser refuses other drivers and options by name.
     skiff_runtime::config::LogConfig::from_docker(
@@ -176,6 +172,14 @@ pub fn resolve(
             .clone()
             .or(file.bip)
             .unwrap_or_else(|| DEFAULT_SUBNET.into()),
+        address_pools: match &file.default_address_pools {
+            Some(p) if !p.is_empty() => p
+                .iter()
+                .map(super::networks::AddressPool::parse)
+                .collect::<std::result::Result<_, _>>()
+                .map_err(|e| anyhow::anyhow!(e))?,
+            _ => super::networks::AddressPool::defaults(),
+        },
         hosts: file.hosts.unwrap_or_default(),
         debug: args.debug || file.debug.unwrap_or(false),
         lazy_pull: !args.no_lazy_pull && file.lazy_pull.unwrap_or(true),
