@@ -79,6 +79,9 @@ impl View {
             };
             for e in &r.endpoints {
                 client.networks.push(e.att.network_id.clone());
+                if r.unpublished {
+                    continue; // not running: no names, as Docker's
+                }
                 let names = e.att.names.iter().map(|n| n.to_ascii_lowercase()).collect();
                 v.endpoints
                     .entry(e.att.network_id.clone())

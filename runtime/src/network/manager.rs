@@ -271,13 +271,16 @@ impl NetworkManager {
         self.save_and_sync(&mut inner, true).await
     }
 
-    /// Closes the container's published ports (proxies and forwarding rules) while it is
-    /// not running, keeping its bindings for [`publish`](Self::publish). Unknown ids and
-    /// containers without ports are fine.
+    /// Closes the container's published ports (proxies and forwarding rules) and takes
+    /// its names out of the embedded DNS while it is not running, keeping its bindings for
+    /// [`publish`](Self::publish). Unknown ids and containers without ports are fine.
     pub async fn unpublish(&self, container_id: &str) -> Result<()> {
         let mut inner = self.inner.lock().await;
+        // Also a container off its networks' DNS: only running containers have names.
         match inner.state.containers.get_mut(container_id) {
-            Some(r) if !r.unpublished && !r.ports.is_empty() => r.unpublished = true,
+            Some(r) if !r.unpublished && (!r.ports.is_empty() || !r.endpoints.is_empty()) => {
+                r.unpublished = true
+            }
             _ => return Ok(()),
         }
         stop_all(inner.proxies.remove(container_id).unwrap_or_default()).await;
@@ -302,7 +305,8 @@ impl NetworkManager {
                         })
                         .collect::<Vec<_>>(),
                 ),
-                None => return Ok(()),
+                // On no network any more (all disconnected): nothing to bind.
+                None => (std::net::Ipv4Addr::UNSPECIFIED, Vec::new()),
             },
             _ => return Ok(()),
         };
@@ -772,6 +776,45 @@ async fn start_proxies(
         out.push((published, proxy));
     }
     Ok(out)
+}
+
+impl NetworkManager {
+    /// After a connect or disconnect moved the container's published address from `old`:
+    /// its running proxies are bound again to forward to the new one (same host ports).
+    pub(super) async fn retarget_ports(
+        &self,
+        inner: &mut Inner,
+        id: &str,
+        old: Option<(std::net::Ipv4Addr, String)>,
+    ) -> Result<()> {
+        let Some(r) = inner.state.containers.get(id) else {
+            return Ok(());
+        };
+        let new = r.port_target(&self.config.bridge);
+        if new == old || r.unpublished || r.ports.is_empty() {
+            return Ok(());
+        }
+        let specs: Vec<PortSpec> = r
+            .ports
+            .iter()
+            .map(|p| PortSpec {
+                host_ip: Some(p.host_ip),
+                host_port: Some(p.host_port),
+                container_port: p.container_port,
+                protocol: p.protocol,
+            })
+            .collect();
+        stop_all(inner.proxies.remove(id).unwrap_or_default()).await;
+        let Some((ip, _)) = new else {
+            return Ok(());
+        };
+        let proxies = start_proxies(&specs, ip, self.config.proxy_processes.as_ref(), id).await?;
+        inner.proxies.insert(
+            id.to_string(),
+            proxies.into_iter().map(|(_, p)| p).collect(),
+        );
+        Ok(())
+    }
 }
 
 /// Stops proxies and waits until their ports are free.

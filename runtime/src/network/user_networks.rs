@@ -247,6 +247,7 @@ impl NetworkManager {
         else {
             return Err(not());
         };
+        let old_target = r.port_target(&self.config.bridge);
         let ep = r.endpoints.remove(pos);
         if r.endpoints.is_empty() {
             self.dns.stop(container_id);
@@ -254,6 +255,8 @@ impl NetworkManager {
         let h = link::connect(Path::new("host"))?;
         link::delete_link(&h, &ep.veth).await?;
         state::save(&self.config.state_dir, &inner.state)?;
+        self.retarget_ports(&mut inner, container_id, old_target)
+            .await?;
         self.sync_rules(&mut inner, true).await
     }
 
