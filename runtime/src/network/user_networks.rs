@@ -203,10 +203,18 @@ impl NetworkManager {
             .containers
             .insert(container_id.to_string(), updated.clone());
         state::save(&self.config.state_dir, &inner.state)?;
+        let old_target = record.port_target(&self.config.bridge);
         let made = match self
             .attach_endpoints(&ns, std::slice::from_ref(&ep), has_route)
             .await
         {
+            Ok(()) => {
+                self.retarget_ports(&mut inner, container_id, old_target)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        let made = match made {
             Ok(()) => self.sync_rules(&mut inner, true).await,
             Err(e) => Err(e),
         };
