@@ -306,6 +306,15 @@ mod tests {
             "{e}"
         );
         assert!(parse(r#"{"data-root": 3}"#).is_err());
+        let e = parse(r#"{"default-address-pools": [{"base": "10.1.0.0/16", "size": 8}]}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("default-address-pools"), "{e}");
+        let f =
+            parse(r#"{"default-address-pools": [{"base": "10.1.0.0/16", "size": 24}]}"#).unwrap();
+        let cfg = resolve(&args(&[]), None, f, None).unwrap();
+        assert_eq!(cfg.address_pools.len(), 1);
+        assert_eq!(cfg.address_pools[0].size, 24);
     }
 
     #[test]

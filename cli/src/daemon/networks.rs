@@ -603,7 +603,7 @@ impl NetworkService {
             None => None,
         };
         for (other, _) in self.containers_on(&net.id)? {
-            if other.id != container_id && aliases.iter().any(|a| *a == other.name) {
+            if other.id != container_id && aliases.contains(&other.name) {
                 return Err(DaemonError::Invalid(format!(
                     "alias {:?} is the name of container {} on network {}",
                     other.name,
@@ -756,7 +756,7 @@ impl NetworkService {
         let dangling = f.bool("dangling")?;
         let mut out = Vec::new();
         for n in self.all().await {
-            if f.contains("driver") && !f.get("driver").iter().any(|d| *d == n.driver) {
+            if f.contains("driver") && !f.get("driver").contains(&n.driver) {
                 continue;
             }
             if f.contains("id") && !f.get("id").iter().any(|i| n.id.starts_with(i.as_str())) {

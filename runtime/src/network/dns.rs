@@ -103,7 +103,7 @@ impl View {
         let mut ips = Vec::new();
         for net in &c.networks {
             for (names, ip) in self.endpoints.get(net).into_iter().flatten() {
-                if names.iter().any(|n| *n == name) {
+                if names.contains(&name) {
                     found = true;
                     if !ips.contains(ip) {
                         ips.push(*ip);
