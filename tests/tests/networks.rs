@@ -409,6 +409,8 @@ services:
     command: ["sh", "-c", "while true; do wget -qO /tmp/last http://web/; sleep 1; done"]
     depends_on:
       - web
+    links:
+      - "web:frontend"
   api:
     image: {IMAGE}
     stop_grace_period: 1s
@@ -437,6 +439,9 @@ volumes:
         "exec", "-T", "client", "sh", "-c",
         "for i in 1 2 3 4 5 6 7 8 9 10; do wget -qO- http://web/ && exit 0; sleep 0.5; done; exit 1",
     ]);
+    assert!(got.contains(&web_host), "{got}");
+    // `links:` make a name of the client's own.
+    let got = compose(&["exec", "-T", "client", "wget", "-qO-", "http://frontend/"]);
     assert!(got.contains(&web_host), "{got}");
     // The published port answers on the host's loopback.
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -125,12 +125,6 @@ pub async fn connect(
 ) -> ApiResult<StatusCode> {
     let r = d.containers.find(&body.container)?;
     let ep = body.endpoint_config.unwrap_or_default();
-    if ep.links.as_ref().is_some_and(|l| !l.is_empty()) {
-        return Err(DaemonError::Unsupported {
-            field: "EndpointConfig.Links".into(),
-            value: format!("{:?}", ep.links),
-        });
-    }
     let ipam = ep.ipam_config.unwrap_or_default();
     if ipam.ipv6_address.as_ref().is_some_and(|a| !a.is_empty()) {
         return Err(DaemonError::Unsupported {
@@ -139,7 +133,13 @@ pub async fn connect(
         });
     }
     d.networks
-        .connect(&id, &r, ep.aliases.unwrap_or_default(), ipam.ipv4_address)
+        .connect(
+            &id,
+            &r,
+            ep.aliases.unwrap_or_default(),
+            ipam.ipv4_address,
+            &ep.links.unwrap_or_default(),
+        )
         .await?;
     let n = d.networks.get(&id).await?;
     event(&d, "connect", &n, Some(&r.id));

@@ -247,6 +247,22 @@ impl ContainerService {
                     .unwrap_or_default(),
             )
             .collect();
+        let mut links: Vec<String> = body
+            .host_config
+            .as_ref()
+            .and_then(|h| h.links.clone())
+            .unwrap_or_default();
+        for ep in body
+            .networking_config
+            .iter()
+            .flat_map(|n| n.endpoints_config.values())
+        {
+            for l in ep.links.iter().flatten() {
+                if !links.contains(l) {
+                    links.push(l.clone());
+                }
+            }
+        }
         let asked: Vec<(String, Vec<String>, Option<String>)> = body
             .networking_config
             .iter()
@@ -261,7 +277,7 @@ impl ContainerService {
             .collect();
         let (net_mode, endpoints, mut endpoint_views) = self
             .networks
-            .plan(&spec.host.network_mode, &asked, &name, &id)
+            .plan(&spec.host.network_mode, &asked, &links, &name, &id)
             .await?;
         // On user-defined networks `--dns` is where the embedded DNS forwards; the
         // container's resolv.conf names 127.0.0.11 (as Docker does).

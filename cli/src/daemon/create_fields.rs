@@ -73,7 +73,7 @@ pub const FIELDS: &[(&str, Handling)] = &[
     ("HostConfig.GroupAdd", Refused(&[])),
     ("HostConfig.IpcMode", Refused(&["\"private\""])),
     ("HostConfig.Cgroup", Refused(&[])),
-    ("HostConfig.Links", Refused(&[])),
+    ("HostConfig.Links", Applied),
     ("HostConfig.OomScoreAdj", Refused(&[])),
     ("HostConfig.PidMode", Refused(&["\"private\""])),
     ("HostConfig.Privileged", Applied),
@@ -204,7 +204,8 @@ pub fn check(body: &Value) -> Result<(), DaemonError> {
             if let Some(o) = settings.as_object() {
                 for (k, v) in o {
                     // Applied on user-defined networks (networks.rs): aliases and --ip.
-                    let applied = !builtin && matches!(k.as_str(), "Aliases" | "IPAMConfig");
+                    let applied =
+                        !builtin && matches!(k.as_str(), "Aliases" | "IPAMConfig" | "Links");
                     if applied && k == "IPAMConfig" {
                         for (ik, iv) in v.as_object().into_iter().flatten() {
                             if ik != "IPv4Address" && !is_empty(iv) {
@@ -296,10 +297,10 @@ mod tests {
                 "IPAMConfig": {"IPv4Address": "10.5.0.9"}}}}});
         check(&v).unwrap();
         let v = json!({"Image": "x", "HostConfig": {"NetworkMode": "proj_default"},
-            "NetworkingConfig": {"EndpointsConfig": {"proj_default": {"Links": ["a:b"]}}}});
+            "NetworkingConfig": {"EndpointsConfig": {"proj_default": {"MacAddress": "02:42:00:00:00:01"}}}});
         let e = check(&v).unwrap_err().to_string();
         assert!(
-            e.contains("NetworkingConfig.EndpointsConfig.proj_default.Links"),
+            e.contains("NetworkingConfig.EndpointsConfig.proj_default.MacAddress"),
             "{e}"
         );
         let v = json!({"Image": "x", "NetworkingConfig": {"EndpointsConfig": {"bridge": {"Aliases": ["a"]}}}});

@@ -527,6 +527,7 @@ impl NetworkService {
         &self,
         network_mode: &str,
         endpoints: &[(String, Vec<String>, Option<String>)],
+        links: &[String],
         container_name: &str,
         container_id: &str,
     ) -> Result<(NetworkMode, Vec<EndpointRequest>, Vec<EndpointSummary>), DaemonError> {
@@ -569,10 +570,19 @@ impl NetworkService {
             }
             wanted.push((net, aliases.clone(), ip.clone()));
         }
+        if !links.is_empty() && wanted.is_empty() {
+            return Err(DaemonError::Unsupported {
+                field: "HostConfig.Links".into(),
+                value: format!(
+                    "{links:?} (legacy links on the default bridge; on a user-defined network a link is a name)"
+                ),
+            });
+        }
         let mut reqs = Vec::new();
         let mut sums = Vec::new();
         for (net, aliases, ip) in wanted {
-            let (req, sum) = self.endpoint(&net, aliases, ip, container_name, container_id)?;
+            let (mut req, sum) = self.endpoint(&net, aliases, ip, container_name, container_id)?;
+            req.links = parse_links(links)?;
             reqs.push(req);
             sums.push(sum);
         }
@@ -619,6 +629,7 @@ impl NetworkService {
                 network_id: net.id.clone(),
                 ip: ip_req,
                 names,
+                links: Vec::new(),
             },
             EndpointSummary {
                 network_name: net.name.clone(),
@@ -637,6 +648,7 @@ impl NetworkService {
         r: &ContainerRecord,
         aliases: Vec<String>,
         ip: Option<String>,
+        links: &[String],
     ) -> Result<(), DaemonError> {
         let net = self.get(key).await?;
         let on = |r: &ContainerRecord| {
@@ -656,7 +668,8 @@ impl NetworkService {
                 value: format!("{} (connecting to a built-in network)", net.name),
             });
         }
-        let (req, mut sum) = self.endpoint(&net, aliases, ip, &r.name, &r.id)?;
+        let (mut req, mut sum) = self.endpoint(&net, aliases, ip, &r.name, &r.id)?;
+        req.links = parse_links(links)?;
         let att = self
             .manager
             .connect(&r.id, req)
@@ -798,6 +811,29 @@ fn label_filters_match(f: &Filters, labels: &BTreeMap<String, String>) -> bool {
     f.get("label").iter().all(|s| m(s)) && !f.get("label!").iter().any(|s| m(s))
 }
 
+/// `target[:alias]` links as `(alias, target)` (Docker's `HostConfig.Links` form, with the
+/// target's leading `/` allowed).
+pub fn parse_links(links: &[String]) -> Result<Vec<(String, String)>, DaemonError> {
+    links
+        .iter()
+        .map(|l| {
+            let (target, alias) = l.split_once(':').unwrap_or((l, l));
+            let target = target.trim_start_matches('/');
+            let alias = alias
+                .trim_start_matches('/')
+                .rsplit('/')
+                .next()
+                .unwrap_or(alias);
+            if target.is_empty() || alias.is_empty() {
+                return Err(DaemonError::Invalid(format!(
+                    "invalid link {l:?}: expected NAME[:ALIAS]"
+                )));
+            }
+            Ok((alias.to_string(), target.to_string()))
+        })
+        .collect()
+}
+
 /// Copies the addresses the runtime picked into an endpoint's summary.
 pub fn fill(sum: &mut EndpointSummary, att: &EndpointAttachment) {
     sum.ip_address = att.ip.to_string();
@@ -825,6 +861,20 @@ mod tests {
         assert!(AddressPool::defaults()
             .iter()
             .all(|p| !p.base.contains(Ipv4Addr::new(172, 18, 0, 1))));
+    }
+
+    #[test]
+    fn links_parse() {
+        let l = parse_links(&["p_web_1:web".into(), "/db".into(), "/x:/me/y".into()]).unwrap();
+        assert_eq!(
+            l,
+            vec![
+                ("web".to_string(), "p_web_1".to_string()),
+                ("db".to_string(), "db".to_string()),
+                ("y".to_string(), "x".to_string())
+            ]
+        );
+        assert!(parse_links(&[":a".into()]).is_err());
     }
 
     #[test]

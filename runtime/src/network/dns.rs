@@ -49,6 +49,8 @@ pub(crate) struct View {
 struct Client {
     networks: Vec<String>,
     forwarders: Vec<Ipv4Addr>,
+    /// Lower-cased link alias -> lower-cased target name.
+    links: HashMap<String, String>,
 }
 
 /// What to do with a query.
@@ -79,6 +81,10 @@ impl View {
             };
             for e in &r.endpoints {
                 client.networks.push(e.att.network_id.clone());
+                for (alias, target) in &e.att.links {
+                    let target = target.trim_start_matches('/').to_ascii_lowercase();
+                    client.links.insert(alias.to_ascii_lowercase(), target);
+                }
                 if r.unpublished {
                     continue; // not running: no names, as Docker's
                 }
@@ -99,6 +105,7 @@ impl View {
         let Some(c) = self.clients.get(client) else {
             return Answer::NxDomain;
         };
+        let name = c.links.get(&name).cloned().unwrap_or(name);
         let mut found = false;
         let mut ips = Vec::new();
         for net in &c.networks {
@@ -410,6 +417,7 @@ mod tests {
                 gateway: Ipv4Addr::new(10, 0, 0, 1),
                 mac: String::new(),
                 names: names.iter().map(|s| s.to_string()).collect(),
+                links: vec![("db".into(), "/p_web_2".into())],
             },
         }
     }
@@ -482,6 +490,11 @@ mod tests {
         );
         assert_eq!(
             v.lookup("web1", "p_web_2", &host),
+            Answer::Local(vec![Ipv4Addr::new(10, 0, 0, 3)])
+        );
+        // A link's alias resolves to its target for the linking container.
+        assert_eq!(
+            v.lookup("web1", "db", &host),
             Answer::Local(vec![Ipv4Addr::new(10, 0, 0, 3)])
         );
         // Another network's names are not visible: forwarded like any other name.

@@ -165,6 +165,9 @@ pub struct EndpointRequest {
     /// What the embedded DNS answers with this endpoint's address: container name,
     /// aliases (compose service names), short id. Lower-cased on lookup.
     pub names: Vec<String>,
+    /// Links (`--link target:alias`, compose's `links`): `(alias, target name)`; on user
+    /// networks a link is a name only this container resolves, as Docker's.
+    pub links: Vec<(String, String)>,
 }
 
 /// An endpoint as made: the container's address on one user-defined network.
@@ -178,6 +181,9 @@ pub struct EndpointAttachment {
     pub gateway: Ipv4Addr,
     pub mac: String,
     pub names: Vec<String>,
+    /// `(alias, target name)` pairs only this container resolves.
+    #[serde(default)]
+    pub links: Vec<(String, String)>,
 }
 
 /// A published port as bound: the host side is concrete (a requested port 0 is resolved).

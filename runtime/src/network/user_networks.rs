@@ -338,6 +338,7 @@ impl NetworkManager {
                     gateway: net.gateway,
                     mac: format_mac(&mac_for(ip)),
                     names: req.names.clone(),
+                    links: req.links.clone(),
                 },
             });
         }
