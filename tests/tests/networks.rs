@@ -351,6 +351,25 @@ fn user_networks_names_isolation_errors_and_cleanup() {
         !addrs.contains(&front_subnet.replace(".0/24", ".1/")),
         "{addrs}"
     );
+    // A container on `back` lives through the restart, and its names resolve again.
+    docker_ok(
+        &d,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "keeper",
+            "--network",
+            "back",
+            IMAGE,
+            "sleep",
+            "300",
+        ],
+    );
+    let keeper_ip = inspect(&d, "keeper")["NetworkSettings"]["Networks"]["back"]["IPAddress"]
+        .as_str()
+        .unwrap()
+        .to_string();
     d.restart().unwrap();
     assert_eq!(traces_of(&front_bridge), (false, vec![]));
     let back_bridge = format!("br-{}", &back_net["Id"].as_str().unwrap()[..12]);
@@ -358,8 +377,12 @@ fn user_networks_names_isolation_errors_and_cleanup() {
         traces_of(&back_bridge).0,
         "back's bridge did not survive the restart"
     );
-    let pruned = docker_ok(&d, &["network", "prune", "-f"]);
-    assert!(pruned.contains("back"), "{pruned}");
+    let out = docker_ok(&d, &["exec", "keeper", "nslookup", "keeper"]);
+    assert!(out.contains(&keeper_ip), "{out}");
+    docker_ok(&d, &["rm", "-f", "keeper"]);
+    // `system prune` prunes networks too.
+    let pruned = docker_ok(&d, &["system", "prune", "-f"]);
+    assert!(pruned.contains("Deleted Networks:\nback"), "{pruned}");
     assert_eq!(traces_of(&back_bridge), (false, vec![]));
 }
 
