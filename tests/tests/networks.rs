@@ -336,6 +336,36 @@ fn user_networks_names_isolation_errors_and_cleanup() {
         ],
         "not a host address",
     );
+    bad(
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "front",
+            "--network-alias",
+            "web",
+            IMAGE,
+            "true",
+        ],
+        "is the name of container",
+    );
+    // A subnet on one of the host's own routes (not skiff's) is refused too.
+    let routes = host("ip", &["-o", "-4", "route", "show", "scope", "link"]);
+    let foreign = routes.lines().find_map(|l| {
+        let w: Vec<&str> = l.split_whitespace().collect();
+        let dev = w
+            .iter()
+            .position(|x| *x == "dev")
+            .and_then(|i| w.get(i + 1))?;
+        let ours = dev.starts_with("br-") || dev.starts_with("sk");
+        (!ours && w[0].contains('/')).then(|| w[0].to_string())
+    });
+    if let Some(cidr) = foreign {
+        bad(
+            &["network", "create", "--subnet", &cidr, "hostclash"],
+            "host route",
+        );
+    }
     assert!(!traces_of("overlap").0);
     let names = docker_ok(&d, &["network", "ls", "--format", "{{.Name}}"]);
     assert!(!names.lines().any(|l| l == "overlap"), "{names}");

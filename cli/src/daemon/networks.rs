@@ -716,6 +716,23 @@ impl NetworkService {
         with_containers: bool,
     ) -> Result<serde_json::Value, DaemonError> {
         let mut containers = serde_json::Map::new();
+        if with_containers && n.name == "bridge" {
+            for r in self.records.all()? {
+                let Some(net) = r.network.as_ref().filter(|x| !x.ip_address.is_empty()) else {
+                    continue;
+                };
+                containers.insert(
+                    r.id.clone(),
+                    serde_json::json!({
+                        "Name": r.name,
+                        "EndpointID": super::network::endpoint_id(&r.id, "bridge"),
+                        "MacAddress": net.mac_address,
+                        "IPv4Address": format!("{}/{}", net.ip_address, net.prefix_len),
+                        "IPv6Address": "",
+                    }),
+                );
+            }
+        }
         if with_containers && !n.builtin() {
             for (r, ep) in self.containers_on(&n.id)? {
                 containers.insert(

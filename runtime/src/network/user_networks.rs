@@ -62,11 +62,11 @@ impl NetworkManager {
             if oif.is_some_and(|i| own.contains(&i)) {
                 continue;
             }
-            let Ok(route) = Ipv4Net::new(dst, prefix) else {
-                continue;
-            };
-            if overlaps(subnet, route) {
-                return Err(clash(format!("the host route to {route}")));
+            // Any prefix length (a /32 route too), so not through `Ipv4Net`.
+            let mask = |p: u8| u32::MAX.checked_shl(32 - u32::from(p)).unwrap_or(0);
+            let common = mask(prefix.min(subnet.prefix()));
+            if u32::from(dst) & common == u32::from(subnet.network()) & common {
+                return Err(clash(format!("the host route to {dst}/{prefix}")));
             }
         }
         Ok(())
