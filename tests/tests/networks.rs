@@ -370,6 +370,43 @@ fn user_networks_names_isolation_errors_and_cleanup() {
     let names = docker_ok(&d, &["network", "ls", "--format", "{{.Name}}"]);
     assert!(!names.lines().any(|l| l == "overlap"), "{names}");
 
+    // Legacy links on the default bridge: hosts lines and Docker's variables.
+    docker_ok(
+        &d,
+        &[
+            "run", "-d", "--name", "lsrv", "--expose", "80", "-e", "ROLE=db", IMAGE, "sleep", "300",
+        ],
+    );
+    let lsrv_ip = inspect(&d, "lsrv")["NetworkSettings"]["IPAddress"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = docker_ok(
+        &d,
+        &[
+            "run",
+            "--rm",
+            "--link",
+            "lsrv:store",
+            IMAGE,
+            "sh",
+            "-c",
+            "cat /etc/hosts; env",
+        ],
+    );
+    assert!(out.contains(&format!("{lsrv_ip}\tstore")), "{out}");
+    assert!(
+        out.contains(&format!("STORE_PORT_80_TCP_ADDR={lsrv_ip}")),
+        "{out}"
+    );
+    assert!(out.contains("STORE_ENV_ROLE=db"), "{out}");
+    docker_ok(&d, &["stop", "-t", "0", "lsrv"]);
+    bad(
+        &["run", "--rm", "--link", "lsrv:store", IMAGE, "true"],
+        "non running",
+    );
+    docker_ok(&d, &["rm", "-f", "lsrv"]);
+
     // Removal leaves nothing of the network, also after a restart.
     for c in ["web", "db", "both"] {
         docker_ok(&d, &["rm", "-f", c]);

@@ -287,6 +287,18 @@ impl ContainerService {
             super::network::dns_forwarders(&spec.host)?
         };
         let on_user_network = !endpoints.is_empty();
+        // Legacy links on the default bridge: hosts entries and variables (links.rs).
+        let mut link_hosts = spec.host.extra_hosts.clone();
+        if !on_user_network && !links.is_empty() {
+            let legacy = super::links::legacy(
+                &super::networks::parse_links(&links)?,
+                &name,
+                |n| self.find(n),
+                |id| self.state(id).is_ok_and(|s| s.status == Status::Running),
+            )?;
+            link_hosts.extend(legacy.hosts);
+            spec.env.splice(0..0, legacy.env);
+        }
         let net_request = skiff_runtime::network::NetworkRequest {
             container_id: id.clone(),
             hostname: hostname.clone(),
@@ -361,7 +373,7 @@ impl ContainerService {
         rc.hosts = Some(super::etc_files::hosts(
             &attachment.hosts,
             &hostname,
-            &spec.host.extra_hosts,
+            &link_hosts,
             gateway.as_deref(),
         )?);
         rc.resolv_conf = Some(if on_user_network {

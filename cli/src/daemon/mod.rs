@@ -33,6 +33,7 @@ pub mod host_info;
 pub mod image_filter;
 pub mod image_history;
 pub mod images;
+pub mod links;
 pub mod logs_stream;
 pub mod monitor;
 pub mod mount_plan;

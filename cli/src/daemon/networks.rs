@@ -570,13 +570,10 @@ impl NetworkService {
             }
             wanted.push((net, aliases.clone(), ip.clone()));
         }
-        if !links.is_empty() && wanted.is_empty() {
-            return Err(DaemonError::Unsupported {
-                field: "HostConfig.Links".into(),
-                value: format!(
-                    "{links:?} (legacy links on the default bridge; on a user-defined network a link is a name)"
-                ),
-            });
+        if !links.is_empty() && wanted.is_empty() && mode != Some(NetworkMode::Bridge) {
+            return Err(DaemonError::Invalid(format!(
+                "conflicting options: host type networking can't be used with links ({network_mode})"
+            )));
         }
         let mut reqs = Vec::new();
         let mut sums = Vec::new();
