@@ -277,6 +277,13 @@ fn user_networks_names_isolation_errors_and_cleanup() {
     );
     let t = text(&out);
     assert!(t.contains("front-page") && t.contains("back-page"), "{t}");
+    let on_front = docker_ok(
+        &d,
+        &["ps", "--filter", "network=front", "--format", "{{.Names}}"],
+    );
+    let mut on_front: Vec<&str> = on_front.lines().collect();
+    on_front.sort();
+    assert_eq!(on_front, ["both", "web"]);
 
     // --internal: no way out, and other names get NXDOMAIN at once, never forwarded.
     let before = asked.load(Ordering::SeqCst);
