@@ -425,26 +425,43 @@ fn user_networks_names_isolation_errors_and_cleanup() {
         !addrs.contains(&front_subnet.replace(".0/24", ".1/")),
         "{addrs}"
     );
-    // A container on `back` lives through the restart, and its names resolve again.
+    // A container on `back` lives through the restart and resolves names all along: the
+    // DNS sockets stay open in a holder while no daemon runs (queries wait, then answered).
     docker_ok(
         &d,
         &[
-            "run",
-            "-d",
-            "--name",
-            "keeper",
-            "--network",
-            "back",
-            IMAGE,
-            "sleep",
-            "300",
+            "run", "-d", "--name", "keeper", "--network", "back", IMAGE, "sh", "-c",
+            "while true; do if nslookup keeper >/dev/null 2>&1; then echo ok; else echo FAIL; fi; sleep 0.2; done",
         ],
     );
     let keeper_ip = inspect(&d, "keeper")["NetworkSettings"]["Networks"]["back"]["IPAddress"]
         .as_str()
         .unwrap()
         .to_string();
-    d.restart().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    // A query sent while no daemon runs (from outside, into the container's namespace)
+    // waits in the held socket and is answered by the next daemon; without the holder it
+    // would be refused at once.
+    let keeper_id = inspect(&d, "keeper")["Id"].as_str().unwrap().to_string();
+    let netns = d.exec_root.join("netns").join(&keeper_id);
+    d.stop(false);
+    let query = Command::new("nsenter")
+        .arg(format!("--net={}", netns.display()))
+        .args([
+            skiff_tests::fixtures::busybox_bin().to_str().unwrap(),
+            "nslookup",
+            "keeper",
+            "127.0.0.11",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    d.start_again().unwrap();
+    let answered = query.wait_with_output().unwrap();
+    let t = text(&answered);
+    assert!(answered.status.success() && t.contains(&keeper_ip), "{t}");
     assert_eq!(traces_of(&front_bridge), (false, vec![]));
     let back_bridge = format!("br-{}", &back_net["Id"].as_str().unwrap()[..12]);
     assert!(
@@ -453,6 +470,13 @@ fn user_networks_names_isolation_errors_and_cleanup() {
     );
     let out = docker_ok(&d, &["exec", "keeper", "nslookup", "keeper"]);
     assert!(out.contains(&keeper_ip), "{out}");
+    std::thread::sleep(Duration::from_millis(500));
+    let log = docker_ok(&d, &["logs", "keeper"]);
+    assert!(log.lines().filter(|l| *l == "ok").count() >= 3, "{log}");
+    assert!(
+        !log.contains("FAIL"),
+        "a query failed across the restart:\n{log}"
+    );
     docker_ok(&d, &["rm", "-f", "keeper"]);
     // `system prune` prunes networks too.
     let pruned = docker_ok(&d, &["system", "prune", "-f"]);

@@ -24,6 +24,7 @@ use hickory_proto::rr::{RData, Record as DnsRecord, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinHandle;
 
+use super::dns_holder::Holders;
 use super::state::State;
 use crate::error::{Result, RuntimeError};
 
@@ -142,14 +143,25 @@ pub(crate) struct Dns {
     view: Arc<RwLock<View>>,
     host_resolv_conf: PathBuf,
     servers: Mutex<HashMap<String, Vec<JoinHandle<()>>>>,
+    /// Processes that keep the sockets open across a daemon restart (none in tests that
+    /// run the manager without process helpers).
+    holders: Option<Holders>,
 }
 
 impl Dns {
-    pub fn new(host_resolv_conf: PathBuf) -> Self {
+    pub fn new(host_resolv_conf: PathBuf, holders: Option<Holders>) -> Self {
         Self {
             view: Arc::new(RwLock::new(View::default())),
             host_resolv_conf,
             servers: Mutex::new(HashMap::new()),
+            holders,
+        }
+    }
+
+    /// Kills the socket holders of containers other than `keep` (after a restore).
+    pub fn stop_other_holders(&self, keep: &[String]) {
+        if let Some(h) = &self.holders {
+            h.stop_others(keep);
         }
     }
 
@@ -171,10 +183,30 @@ impl Dns {
         if self.is_serving(id) {
             return Ok(());
         }
-        let (udp, tcp) = open_in_netns(id, netns).await?;
         let err = |source| RuntimeError::Dns {
             id: id.to_string(),
             source,
+        };
+        // The previous daemon's sockets, with whatever queries arrived meanwhile; else new
+        // ones, handed to a holder at once.
+        let taken = self.holders.as_ref().and_then(|h| h.take_back(id));
+        let (udp, tcp) = match taken {
+            Some((u, t)) => {
+                let udp = std::net::UdpSocket::from(u);
+                let tcp = std::net::TcpListener::from(t);
+                udp.set_nonblocking(true).map_err(err)?;
+                tcp.set_nonblocking(true).map_err(err)?;
+                (udp, tcp)
+            }
+            None => {
+                let (udp, tcp) = open_in_netns(id, netns).await?;
+                if let Some(h) = &self.holders {
+                    if let Err(e) = h.start(id, &udp, &tcp) {
+                        tracing::warn!(container = %id, "no holder for the DNS sockets (they will close with the daemon): {e}");
+                    }
+                }
+                (udp, tcp)
+            }
         };
         let udp = Arc::new(tokio::net::UdpSocket::from_std(udp).map_err(err)?);
         let tcp = tokio::net::TcpListener::from_std(tcp).map_err(err)?;
@@ -201,6 +233,9 @@ impl Dns {
             .remove(id);
         for t in tasks.into_iter().flatten() {
             t.abort();
+        }
+        if let Some(h) = &self.holders {
+            h.stop(id);
         }
     }
 }

@@ -64,7 +64,16 @@ impl NetworkManager {
         let loaded = state::load(&config.state_dir)?;
         let manager = Self {
             chains: Chains::new(&config.chain_prefix),
-            dns: Dns::new(config.host_resolv_conf.clone()),
+            dns: Dns::new(
+                config.host_resolv_conf.clone(),
+                config
+                    .proxy_processes
+                    .as_ref()
+                    .map(|p| super::dns_holder::Holders {
+                        exe: p.exe.clone(),
+                        dir: p.pid_dir.with_file_name("dns"),
+                    }),
+            ),
             config,
             inner: Mutex::new(Inner {
                 state: loaded,
@@ -626,6 +635,9 @@ impl NetworkManager {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
+        // Before any DNS socket is served again: queries held while no daemon ran are
+        // answered as soon as it is.
+        self.dns.refresh(&inner.state);
         let host = link::connect(Path::new("host"))?;
         for net in inner.state.networks.values() {
             enable_ip_forward()?;
@@ -716,6 +728,14 @@ impl NetworkManager {
             })
             .await;
         }
+        let served: Vec<String> = inner
+            .state
+            .containers
+            .iter()
+            .filter(|(_, r)| !r.endpoints.is_empty())
+            .map(|(id, _)| id.clone())
+            .collect();
+        self.dns.stop_other_holders(&served);
         let spares = std::mem::take(&mut inner.state.spares);
         for spare in spares {
             match self.check_spare(&spare).await {

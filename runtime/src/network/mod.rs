@@ -15,6 +15,7 @@
 //! and the system's `iptables`, `iptables-save` and `iptables-restore` for bridge mode.
 
 mod dns;
+pub mod dns_holder;
 mod files;
 mod iptables;
 mod link;
