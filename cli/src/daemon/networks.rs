@@ -674,7 +674,7 @@ impl NetworkService {
             .map_err(|e| match e {
                 skiff_runtime::RuntimeError::NoNetnsToConnect { .. } => {
                     DaemonError::Invalid(format!(
-                "container {} has no network namespace of its own (host network) to connect",
+                "container {} is on the host network or on none: it cannot be connected to other networks",
                 r.name
             ))
                 }
