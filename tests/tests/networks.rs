@@ -197,6 +197,20 @@ fn user_networks_names_isolation_errors_and_cleanup() {
         );
         assert!(t.contains("nameserver 127.0.0.11"), "{t}");
     }
+    // A reverse lookup of its address gives its name.
+    let out = docker_ok(
+        &d,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "front",
+            IMAGE,
+            "nslookup",
+            &web_ip,
+        ],
+    );
+    assert!(out.contains("name = web"), "{out}");
     // From another network: the name is unknown there (NXDOMAIN from --dns, fast), and
     // the address is unreachable.
     let started = Instant::now();

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
-use hickory_proto::rr::rdata::A;
+use hickory_proto::rr::rdata::{A, PTR};
 use hickory_proto::rr::{RData, Record as DnsRecord, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinHandle;
@@ -98,6 +98,17 @@ impl View {
             v.clients.insert(id.clone(), client);
         }
         v
+    }
+
+    /// The name of the running container with address `ip` on one of `client`'s networks
+    /// (a PTR answer).
+    pub fn reverse(&self, client: &str, ip: Ipv4Addr) -> Option<String> {
+        let c = self.clients.get(client)?;
+        c.networks
+            .iter()
+            .flat_map(|n| self.endpoints.get(n).into_iter().flatten())
+            .find(|(_, addr)| *addr == ip)
+            .and_then(|(names, _)| names.first().cloned())
     }
 
     /// Resolves `name` (no trailing dot needed, any case) for container `client`.
@@ -351,6 +362,20 @@ async fn handle(ctx: &Ctx, query: &[u8]) -> Option<Vec<u8>> {
     if msg.op_code() != OpCode::Query {
         return reply(&msg, ResponseCode::NotImp, Vec::new());
     }
+    if q.query_type() == RecordType::PTR {
+        let found = reverse_ip(&q.name().to_ascii()).and_then(|ip| {
+            ctx.view
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .reverse(&ctx.client, ip)
+        });
+        if let Some(name) =
+            found.and_then(|n| hickory_proto::rr::Name::from_ascii(format!("{n}.")).ok())
+        {
+            let rec = DnsRecord::from_rdata(q.name().clone(), LOCAL_TTL, RData::PTR(PTR(name)));
+            return reply(&msg, ResponseCode::NoError, vec![rec]);
+        }
+    }
     let host = std::fs::read_to_string(&ctx.host_resolv_conf).unwrap_or_default();
     let host_servers = super::files::host_nameservers(&host);
     let answer = ctx.view.read().unwrap_or_else(|e| e.into_inner()).lookup(
@@ -419,6 +444,24 @@ async fn forward(query: &[u8], id: u16, servers: &[Ipv4Addr]) -> Option<Vec<u8>>
         }
     }
     None
+}
+
+/// `d.c.b.a.in-addr.arpa.` as `a.b.c.d`.
+fn reverse_ip(name: &str) -> Option<Ipv4Addr> {
+    let rest = name
+        .trim_end_matches('.')
+        .to_ascii_lowercase()
+        .strip_suffix(".in-addr.arpa")?
+        .to_string();
+    let mut octets: Vec<u8> = rest
+        .split('.')
+        .map(|o| o.parse().ok())
+        .collect::<Option<_>>()?;
+    if octets.len() != 4 {
+        return None;
+    }
+    octets.reverse();
+    Some(Ipv4Addr::new(octets[0], octets[1], octets[2], octets[3]))
 }
 
 /// Round robin without a shared counter: a fresh order per answer, as Docker's.
@@ -527,6 +570,17 @@ mod tests {
             v.lookup("web1", "p_web_2", &host),
             Answer::Local(vec![Ipv4Addr::new(10, 0, 0, 3)])
         );
+        // Reverse lookups of a container's address give its first name.
+        assert_eq!(
+            v.reverse("web1", Ipv4Addr::new(10, 0, 0, 3)).as_deref(),
+            Some("p_web_2")
+        );
+        assert_eq!(v.reverse("other", Ipv4Addr::new(10, 0, 0, 3)), None);
+        assert_eq!(
+            reverse_ip("3.0.0.10.in-addr.arpa."),
+            Some(Ipv4Addr::new(10, 0, 0, 3))
+        );
+        assert_eq!(reverse_ip("example.com."), None);
         // A link's alias resolves to its target for the linking container.
         assert_eq!(
             v.lookup("web1", "db", &host),
