@@ -5,7 +5,8 @@ cd "$(dirname "$0")/.."
 # docker-compose 1.29 (Debian) is an acceptance client; --no-install-recommends keeps its
 # recommended docker.io (dockerd, which would rewrite iptables) off the machine.
 pkgs=(docker-registry busybox-static fuse3 zstd crun skopeo iptables iproute2 hyperfine sqlite3
-  debootstrap bc tini libseccomp-dev pkg-config docker-compose python3-venv procps)
+  debootstrap bc tini libseccomp-dev pkg-config docker-compose python3-venv procps
+  containerd protobuf-compiler)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -79,6 +79,17 @@ pub enum Command {
     Cp(CpArgs),
     /// Show the history of an image.
     History(HistoryArgs),
+    /// Build an image from a Dockerfile (docs/build.md).
+    Build(BuildArgs),
+    /// Manage the build cache.
+    #[command(subcommand)]
+    Builder(BuilderCommand),
+    /// Create a new image from a container's changes.
+    Commit(CommitArgs),
+    /// Save one or more images to a tar archive (docker-archive and OCI layout).
+    Save(SaveArgs),
+    /// Load images from a tar archive.
+    Load(LoadArgs),
     /// Return low-level information on containers or images.
     Inspect(InspectArgs),
     /// List images.
@@ -86,7 +97,7 @@ pub enum Command {
     /// Download an image from a registry.
     Pull(PullArgs),
     /// Upload an image to a registry.
-    Push(PullArgs),
+    Push(PushArgs),
     /// Remove one or more images.
     Rmi(RmiArgs),
     /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE.
@@ -164,6 +175,10 @@ pub struct DaemonArgs {
     /// Pull zstd:chunked layers in full instead of lazily (for comparisons).
     #[arg(long)]
     pub no_lazy_pull: bool,
+    /// Serve containerd's Snapshots API (a remote snapshotter) on this socket; "" turns it
+    /// off [default: <exec-root>/snapshotter.sock] (docs/kubernetes.md).
+    #[arg(long, value_name = "PATH")]
+    pub snapshotter_socket: Option<String>,
     /// Keep containers and their image mounts running across daemon restarts (default
     /// true; `--live-restore=false` stops containers at shutdown; docs/live-restore.md).
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
@@ -389,6 +404,93 @@ pub struct CpArgs {
     pub src: String,
     /// CONTAINER:DEST_PATH or a local path.
     pub dst: String,
+}
+
+#[derive(Args, Debug)]
+pub struct BuildArgs {
+    /// Name and optionally a tag (`name:tag`); repeat for several.
+    #[arg(short = 't', long = "tag")]
+    pub tags: Vec<String>,
+    /// The Dockerfile (default: CONTEXT/Dockerfile; `-` reads it from standard input).
+    #[arg(short = 'f', long = "file")]
+    pub file: Option<PathBuf>,
+    /// A build-time variable (`NAME=value`, or `NAME` to take it from the environment).
+    #[arg(long = "build-arg")]
+    pub build_args: Vec<String>,
+    /// The build stage to stop at.
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Do not use the cache.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Always pull the base images again.
+    #[arg(long)]
+    pub pull: bool,
+    /// Print only the image ID.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Metadata for the image (`key=value`).
+    #[arg(long = "label")]
+    pub labels: Vec<String>,
+    /// Write the image ID to this file.
+    #[arg(long)]
+    pub iidfile: Option<PathBuf>,
+    /// Network for RUN steps (bridge, host, none).
+    #[arg(long, default_value = "default")]
+    pub network: String,
+    /// Platform (only the host's is supported).
+    #[arg(long)]
+    pub platform: Option<String>,
+    /// Remove build step containers after a failed step too.
+    #[arg(long)]
+    pub force_rm: bool,
+    /// The build context directory.
+    pub context: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct CommitArgs {
+    /// Author (e.g. "Jane <jane@example.com>").
+    #[arg(short = 'a', long)]
+    pub author: Option<String>,
+    /// Apply a Dockerfile instruction to the image (CMD, ENTRYPOINT, ENV, WORKDIR, USER,
+    /// EXPOSE, LABEL, VOLUME).
+    #[arg(short = 'c', long = "change")]
+    pub changes: Vec<String>,
+    /// Commit message.
+    #[arg(short = 'm', long)]
+    pub message: Option<String>,
+    /// Pause the container during commit.
+    #[arg(short = 'p', long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub pause: bool,
+    pub container: String,
+    /// `repository[:tag]`.
+    pub repository: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct SaveArgs {
+    /// Write to a file instead of standard output.
+    #[arg(short = 'o', long)]
+    pub output: Option<PathBuf>,
+    #[arg(required = true)]
+    pub images: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct LoadArgs {
+    /// Read from a tar archive file instead of standard input.
+    #[arg(short = 'i', long)]
+    pub input: Option<PathBuf>,
+    /// Suppress the load output.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BuilderCommand {
+    /// Remove the build cache.
+    Prune(PruneArgs),
 }
 
 #[derive(Args, Debug)]
@@ -626,6 +728,18 @@ pub struct PullArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct PushArgs {
+    /// Suppress verbose output.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Recompress every layer: zstd:chunked (lazy on skiff, tar+zstd elsewhere), gzip or
+    /// zstd. Without it layers are pushed as they are stored.
+    #[arg(long)]
+    pub compression: Option<String>,
+    pub image: String,
+}
+
+#[derive(Args, Debug)]
 pub struct RmiArgs {
     /// Force removal of the image.
     #[arg(short = 'f', long)]
@@ -648,7 +762,7 @@ pub enum ImageCommand {
     /// Download an image from a registry.
     Pull(PullArgs),
     /// Upload an image to a registry.
-    Push(PullArgs),
+    Push(PushArgs),
     /// Remove one or more images.
     Rm(RmiArgs),
     /// Display detailed information on one or more images.

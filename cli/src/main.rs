@@ -100,7 +100,9 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Inspect(a) => inspect::inspect(d, a).await,
         Command::Images(a) | Command::Image(ImageCommand::Ls(a)) => images::images(d, a).await,
         Command::Pull(a) | Command::Image(ImageCommand::Pull(a)) => images::pull(d, a).await,
-        Command::Push(a) | Command::Image(ImageCommand::Push(a)) => images::push(d, a).await,
+        Command::Push(a) | Command::Image(ImageCommand::Push(a)) => {
+            images::push(d, &socket, a).await
+        }
         Command::Rmi(a) | Command::Image(ImageCommand::Rm(a)) => images::rmi(d, a).await,
         Command::Tag(a) | Command::Image(ImageCommand::Tag(a)) => images::tag(d, a).await,
         Command::Image(ImageCommand::Inspect(a)) => images::inspect(d, &a.containers).await,
@@ -132,6 +134,11 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Events(a) => ops::events(d, a).await,
         Command::Diff(a) => files::diff(d, &a.container).await,
         Command::Export(a) => files::export(d, a).await,
+        Command::Build(a) => build::build(d, a).await,
+        Command::Commit(a) => archive::commit(&socket, a).await,
+        Command::Save(a) => archive::save(d, a).await,
+        Command::Load(a) => archive::load(d, a).await,
+        Command::Builder(args::BuilderCommand::Prune(a)) => build::prune(&socket, a).await,
         Command::Cp(a) => files::cp(d, a).await,
         Command::History(a) | Command::Image(ImageCommand::History(a)) => {
             images::history(d, a).await

@@ -37,10 +37,10 @@ pub struct ImageChanges {
 }
 
 /// Hashes the uncompressed tar (the diff_id) on its way into the compressor.
-struct DiffIdWriter<W> {
-    inner: W,
-    hasher: Sha256,
-    size: u64,
+pub(crate) struct DiffIdWriter<W> {
+    pub(crate) inner: W,
+    pub(crate) hasher: Sha256,
+    pub(crate) size: u64,
 }
 
 impl<W: Write> Write for DiffIdWriter<W> {
@@ -55,14 +55,14 @@ impl<W: Write> Write for DiffIdWriter<W> {
     }
 }
 
-enum Encoder {
+pub(crate) enum Encoder {
     Plain(BlobWriter),
     Gzip(flate2::write::GzEncoder<BlobWriter>),
     Zstd(zstd::stream::write::Encoder<'static, BlobWriter>),
 }
 
 impl Encoder {
-    fn finish(self) -> std::io::Result<BlobWriter> {
+    pub(crate) fn finish(self) -> std::io::Result<BlobWriter> {
         match self {
             Encoder::Plain(w) => Ok(w),
             Encoder::Gzip(e) => e.finish(),
@@ -90,7 +90,7 @@ impl Write for Encoder {
 
 /// Writes the layer tar for `source` (directory or tar file, the latter possibly gzip or
 /// zstd compressed) into `out`.
-fn write_layer_tar<W: Write>(source: &Path, out: W) -> Result<W> {
+pub(crate) fn write_layer_tar<W: Write>(source: &Path, out: W) -> Result<W> {
     let md = std::fs::metadata(source).map_err(|e| StoreError::io(source, e))?;
     if md.is_dir() {
         let mut b = tar::Builder::new(out);

@@ -19,6 +19,8 @@ pub use layer_path::LayerPath;
 pub use reference::ImageReference;
 pub use registry::{RegistryClient, RegistryOptions};
 
+mod archive;
+mod commit;
 pub mod convert;
 mod import;
 mod lazy;
@@ -27,11 +29,16 @@ pub mod lazy_source;
 pub mod profile_registry;
 mod pull;
 mod push;
+mod push_recompressed;
+mod snapshot_layer;
 mod store;
 
+pub use archive::Loaded;
+pub use commit::{CommitRequest, LayerDir};
 pub use import::ImageChanges;
 pub use layer::Compression;
 pub use lazy::{ChunkCacheUsage, FORMAT_ZSTD_CHUNKED};
 pub use lazy_profile::ImagePrefetch;
 pub use pull::{PullProgress, PullStatus};
+pub use push_recompressed::PushCompression;
 pub use store::{ImageRecord, ImageSummary, LayerInfo, Removed, Store, StoreOptions};

@@ -1,6 +1,7 @@
 //! Support for skiff's end-to-end tests: a real registry, fixture images, the real binary.
 
 pub mod binary;
+pub mod containerd;
 pub mod counting_proxy;
 pub mod daemon;
 pub mod docker_cli;

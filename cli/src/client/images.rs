@@ -111,7 +111,11 @@ pub async fn pull(docker: &Docker, args: &PullArgs) -> Result<()> {
     pull_with_progress(docker, &args.image, args.quiet, false).await
 }
 
-pub async fn push(docker: &Docker, args: &PullArgs) -> Result<()> {
+pub async fn push(
+    docker: &Docker,
+    socket: &std::path::Path,
+    args: &crate::args::PushArgs,
+) -> Result<()> {
     let (repo, tag) = split_tag(&args.image);
     let credentials = super::login::credentials_for(&args.image)
         .await
@@ -119,6 +123,10 @@ pub async fn push(docker: &Docker, args: &PullArgs) -> Result<()> {
             eprintln!("WARNING: no registry credentials sent: {e:#}");
             None
         });
+    if let Some(c) = &args.compression {
+        return super::archive::push_compressed(socket, &repo, &tag, c, credentials, args.quiet)
+            .await;
+    }
     let mut stream = docker.push_image(&repo, Some(PushImageOptions { tag }), credentials);
     while let Some(item) = stream.next().await {
         let info = item.map_err(|e| anyhow::anyhow!(super::error_message(&e)))?;

@@ -1,5 +1,7 @@
 //! The CLI side: each command talks to the daemon with the Docker Engine API.
 
+pub mod archive;
+pub mod build;
 pub mod connect;
 pub mod create;
 pub mod create_host;

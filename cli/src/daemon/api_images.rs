@@ -13,7 +13,7 @@ use super::error::{ApiResult, DaemonError};
 use super::filters::Filters;
 use super::services::Daemon;
 
-fn json_lines_body(rx: tokio::sync::mpsc::Receiver<serde_json::Value>) -> Body {
+pub(super) fn json_lines_body(rx: tokio::sync::mpsc::Receiver<serde_json::Value>) -> Body {
     let mut rx = rx;
     Body::from_stream(futures::stream::poll_fn(move |cx| {
         rx.poll_recv(cx).map(|o| {
@@ -26,7 +26,7 @@ fn json_lines_body(rx: tokio::sync::mpsc::Receiver<serde_json::Value>) -> Body {
     }))
 }
 
-fn streaming(body: Body) -> Response {
+pub(super) fn streaming(body: Body) -> Response {
     Response::builder()
         .status(StatusCode::OK)
         .header("Content-Type", "application/json")
@@ -39,6 +39,7 @@ pub struct ListQuery {
     filters: Option<String>,
     /// Before API 1.25: a reference pattern.
     filter: Option<String>,
+    all: Option<String>,
 }
 
 pub async fn list(
@@ -49,7 +50,12 @@ pub async fn list(
     if let Some(r) = q.filter.filter(|r| !r.is_empty()) {
         filters.add("reference", r);
     }
-    Ok(Json(d.images.list_images(filters).await?))
+    let mut list = d.images.list_images(filters).await?;
+    // Build steps' images show with `all`, as Docker's intermediate images do.
+    if !q.all.as_deref().is_some_and(|a| a == "1" || a == "true") {
+        list.retain(|i| !d.builds.cache.is_intermediate(&i.id));
+    }
+    Ok(Json(list))
 }
 
 #[derive(Deserialize, Default)]
@@ -184,6 +190,9 @@ pub async fn get_by_name(
         v["ContainerConfig"] = v["Config"].clone();
         return Ok(Json(v).into_response());
     }
+    if let Some(name) = rest.strip_suffix("/get") {
+        return super::api_archive::save_names(&d, vec![name.to_string()]);
+    }
     if let Some(name) = rest.strip_suffix("/history") {
         let h = super::image_history::history(d.images.store(), name)?;
         return Ok(Json(h).into_response());
@@ -195,6 +204,8 @@ pub async fn get_by_name(
 pub struct TagQuery {
     repo: Option<String>,
     tag: Option<String>,
+    /// skiff's push extension: recompress layers (`zstd:chunked`, `gzip`, `zstd`).
+    compression: Option<String>,
 }
 
 pub async fn post_by_name(
@@ -215,9 +226,19 @@ pub async fn post_by_name(
     if let Some(name) = rest.strip_suffix("/push") {
         let reference = full_ref(name, q.tag.as_deref());
         let secret = registry_auth(&headers)?;
+        let compression = match q.compression.as_deref().filter(|c| !c.is_empty()) {
+            None => None,
+            Some(c) => Some(skiff_store::PushCompression::parse(c).ok_or_else(|| {
+                DaemonError::Invalid(format!(
+                    "unknown compression {c:?}: zstd:chunked, gzip or zstd"
+                ))
+            })?),
+        };
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         tokio::spawn(async move {
-            d.images.push_image_stream(reference, secret, tx).await;
+            d.images
+                .push_image_stream(reference, secret, compression, tx)
+                .await;
         });
         return Ok(streaming(json_lines_body(rx)));
     }

@@ -134,14 +134,17 @@ pub async fn info(State(d): State<Arc<Daemon>>) -> ApiResult<Json<SystemInfo>> {
 }
 
 pub async fn df(State(d): State<Arc<Daemon>>) -> ApiResult<impl IntoResponse> {
-    Ok(Json(d.images.disk_usage().await?))
-}
-
-/// Skiff's "build cache" is its chunk cache: prune drops the chunks no image references.
-pub async fn build_prune(State(d): State<Arc<Daemon>>) -> ApiResult<impl IntoResponse> {
-    let reclaimed = d.images.prune_cache().await?;
-    Ok(Json(serde_json::json!({
-        "CachesDeleted": [],
-        "SpaceReclaimed": reclaimed,
-    })))
+    let mut usage = d.images.disk_usage().await?;
+    // Build steps' images are build cache (as Docker counts them), not images.
+    if let Some(images) = usage["Images"].as_array_mut() {
+        images.retain(|i| {
+            !i["Id"]
+                .as_str()
+                .is_some_and(|id| d.builds.cache.is_intermediate(id))
+        });
+    }
+    if let Some(cache) = usage["BuildCache"].as_array_mut() {
+        cache.extend(d.builds.disk_usage());
+    }
+    Ok(Json(usage))
 }

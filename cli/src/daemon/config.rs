@@ -52,6 +52,8 @@ pub struct DaemonFile {
     /// unbounded).
     pub background_fetch_rate: Option<String>,
     pub debug: Option<bool>,
+    /// skiff's own: where containerd's Snapshots API is served (`""` = not at all).
+    pub snapshotter_socket: Option<PathBuf>,
 }
 
 /// Every daemon setting, resolved: flag, else file, else default.
@@ -85,6 +87,8 @@ pub struct DaemonConfig {
     pub log_opts: BTreeMap<String, String>,
     /// Keep containers and image mounts running across daemon restarts (`true`).
     pub live_restore: bool,
+    /// Where containerd's Snapshots API is served (`None`: off; docs/kubernetes.md).
+    pub snapshotter_socket: Option<PathBuf>,
     /// Where the settings came from (`None`: no file).
     pub file: Option<PathBuf>,
 }
@@ -139,16 +143,28 @@ pub fn resolve(
             mirrors.push(m.clone());
         }
     }
+    let exec_root: PathBuf = exec_root_flag
+        .map(Path::to_path_buf)
+        .or(file.exec_root.clone())
+        .unwrap_or_else(|| DEFAULT_EXEC_ROOT.into());
+    // An empty path (flag or file) turns the snapshotter off.
+    let snapshotter_socket = match args
+        .snapshotter_socket
+        .clone()
+        .map(PathBuf::from)
+        .or(file.snapshotter_socket)
+    {
+        Some(p) if p.as_os_str().is_empty() => None,
+        Some(p) => Some(p),
+        None => Some(exec_root.join("snapshotter.sock")),
+    };
     let cfg = DaemonConfig {
         data_root: args
             .data_root
             .clone()
             .or(file.data_root)
             .unwrap_or_else(|| DEFAULT_DATA_ROOT.into()),
-        exec_root: exec_root_flag
-            .map(Path::to_path_buf)
-            .or(file.exec_root)
-            .unwrap_or_else(|| DEFAULT_EXEC_ROOT.into()),
+        exec_root,
         cache_size: args
             .cache_size
             .clone()
@@ -194,12 +210,19 @@ pub fn resolve(
         log_driver: file.log_driver.unwrap_or_else(|| "json-file".into()),
         log_opts: file.log_opts.unwrap_or_default(),
         live_restore: args.live_restore.or(file.live_restore).unwrap_or(true),
+        snapshotter_socket,
         file: path,
     };
     for (key, p) in [("data-root", &cfg.data_root), ("exec-root", &cfg.exec_root)] {
         if !p.is_absolute() {
             bail!("{key} must be an absolute path, got {}", p.display());
         }
+    }
+    if let Some(p) = cfg.snapshotter_socket.as_ref().filter(|p| !p.is_absolute()) {
+        bail!(
+            "snapshotter-socket must be an absolute path (or \"\" for none), got {}",
+            p.display()
+        );
     }
     Ok(cfg)
 }
@@ -346,5 +369,38 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("lazy-pul"));
+    }
+
+    #[test]
+    fn snapshotter_socket_defaults_under_exec_root_moves_and_turns_off() {
+        let cfg = resolve(
+            &args(&[]),
+            Some(Path::new("/x")),
+            DaemonFile::default(),
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.snapshotter_socket,
+            Some(PathBuf::from("/x/snapshotter.sock"))
+        );
+        let f = parse(r#"{"snapshotter-socket": "/run/k8s/skiff.sock"}"#).unwrap();
+        let cfg = resolve(&args(&[]), None, f, None).unwrap();
+        assert_eq!(
+            cfg.snapshotter_socket,
+            Some(PathBuf::from("/run/k8s/skiff.sock"))
+        );
+        let f = parse(r#"{"snapshotter-socket": "/run/k8s/skiff.sock"}"#).unwrap();
+        let cfg = resolve(&args(&["--snapshotter-socket", ""]), None, f, None).unwrap();
+        assert_eq!(
+            cfg.snapshotter_socket, None,
+            "the flag wins and \"\" turns it off"
+        );
+        let f = parse(r#"{"snapshotter-socket": "rel.sock"}"#).unwrap();
+        let e = resolve(&args(&[]), None, f, None).unwrap_err().to_string();
+        assert!(
+            e.contains("snapshotter-socket must be an absolute path"),
+            "{e}"
+        );
     }
 }

@@ -201,6 +201,18 @@ impl ContainerService {
         name: Option<String>,
         body: Config<String>,
     ) -> Result<String, DaemonError> {
+        self.create_stacked(name, body, Vec::new()).await
+    }
+
+    /// As [`create`](Self::create), with read-only directories `above` (topmost first)
+    /// stacked over the image's mount in the container's overlay: a build's `RUN` sees the
+    /// layers earlier steps made without a mount of their own (docs/build.md).
+    pub async fn create_stacked(
+        &self,
+        name: Option<String>,
+        body: Config<String>,
+        above: Vec<PathBuf>,
+    ) -> Result<String, DaemonError> {
         let _guard = self.lifecycle.lock().await;
         let image_ref = body
             .image
@@ -362,7 +374,7 @@ impl ContainerService {
                 });
             }
         };
-        rc.lower_dirs = vec![lower];
+        rc.lower_dirs = above.into_iter().chain([lower]).collect();
         rc.network = match (&attachment.netns_path, attachment.mode) {
             (Some(p), _) => skiff_runtime::NetworkMode::Join(p.clone()),
             // The init makes a namespace of its own with only loopback up.

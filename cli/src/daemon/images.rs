@@ -227,6 +227,14 @@ impl ImageService {
             .image(name)
             .map_err(|_| DaemonError::NoSuchImage(name.to_string()))?;
         let cfg = i.config.config().clone().unwrap_or_default();
+        let mut config = super::views::image_config(&cfg);
+        // Docker's keys oci-spec does not model (a built image's HEALTHCHECK, ONBUILD, SHELL).
+        if let Ok(raw) = serde_json::from_slice::<serde_json::Value>(&i.config_bytes) {
+            let c = &raw["config"];
+            config.healthcheck = serde_json::from_value(c["Healthcheck"].clone()).ok();
+            config.on_build = serde_json::from_value(c["OnBuild"].clone()).ok();
+            config.shell = serde_json::from_value(c["Shell"].clone()).ok();
+        }
         Ok(ImageInspect {
             id: Some(i.id.clone()),
             repo_tags: Some(i.repo_tags.iter().map(|t| familiar(t)).collect()),
@@ -235,7 +243,7 @@ impl ImageService {
             architecture: Some(i.config.architecture().to_string()),
             os: Some(i.config.os().to_string()),
             size: Some(i.size as i64),
-            config: Some(super::views::image_config(&cfg)),
+            config: Some(config),
             parent: Some(String::new()),
             comment: Some(String::new()),
             docker_version: Some(String::new()),
@@ -374,12 +382,17 @@ impl ImageService {
         &self,
         reference: String,
         secret: skiff_store::registry::Secret,
+        compression: Option<skiff_store::PushCompression>,
         tx: Sender<serde_json::Value>,
     ) {
         if let Ok(parsed) = skiff_store::ImageReference::parse(&reference) {
             self.store.registry().remember_credentials(&parsed, secret);
         }
-        match self.store.push(&reference).await {
+        let pushed = match compression {
+            None => self.store.push(&reference).await,
+            Some(c) => self.store.push_recompressed(&reference, c).await,
+        };
+        match pushed {
             Ok(digest) => {
                 self.event("push", &familiar(&reference));
                 let parsed = push_first_line(&reference, &tx).await;

@@ -1,6 +1,8 @@
 //! `skiff daemon`: one long-lived process owning the image store, the FUSE mounts and the
 //! containers, serving the Docker Engine API on a Unix socket.
 
+pub mod api_archive;
+pub mod api_build;
 pub mod api_containers;
 pub mod api_containers_fs;
 pub mod api_containers_ops;
@@ -12,6 +14,7 @@ pub mod api_profiles;
 pub mod api_system;
 pub mod api_volumes;
 pub mod attach_bridge;
+pub mod build;
 pub mod changes;
 pub mod config;
 pub mod container_filter;
@@ -49,6 +52,7 @@ pub mod resolve;
 pub mod runtime_config;
 pub mod server;
 pub mod services;
+pub mod snapshotter;
 pub mod spec;
 pub mod stats_view;
 pub mod status;
@@ -107,12 +111,17 @@ pub async fn run(args: DaemonArgs, exec_root: Option<PathBuf>, hosts: Vec<String
         create_private_dir(&d).with_context(|| format!("creating {}", d.display()))?;
     }
     let daemon = Arc::new(services::Daemon::open(paths, &cfg).await?);
+    let stop = tokio_util::sync::CancellationToken::new();
+    // Before the API sockets: once the daemon answers, the snapshotter's socket is there.
+    let snapshotter = match &cfg.snapshotter_socket {
+        Some(socket) => Some(snapshotter::start(&daemon, socket, stop.clone()).await?),
+        None => None,
+    };
     let mut listeners = Vec::new();
     for socket in &sockets {
         listeners.push(server::bind(socket).await?);
         tracing::info!(socket = %socket.display(), data_root = %cfg.data_root.display(), "skiff daemon listening");
     }
-    let stop = tokio_util::sync::CancellationToken::new();
     let signals = stop.clone();
     tokio::spawn(async move {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -133,6 +142,9 @@ pub async fn run(args: DaemonArgs, exec_root: Option<PathBuf>, hosts: Vec<String
         )
     });
     futures::future::try_join_all(servers).await?;
+    if let Some(s) = snapshotter {
+        s.stop(daemon.live_restore).await;
+    }
     daemon.shutdown().await;
     for socket in &sockets {
         let _ = std::fs::remove_file(socket);

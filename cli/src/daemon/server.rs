@@ -48,10 +48,14 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/auth", post(s::auth))
         .route("/system/df", get(s::df))
         .route("/events", get(super::api_events::events))
-        .route("/build/prune", post(s::build_prune))
+        .route("/build", post(super::api_build::build))
+        .route("/commit", post(super::api_build::commit))
+        .route("/build/prune", post(super::api_build::prune))
         .route("/images/json", get(i::list))
         .route("/images/create", post(i::create))
         .route("/images/prune", post(i::prune))
+        .route("/images/get", get(super::api_archive::save))
+        .route("/images/load", post(super::api_archive::load))
         .route(
             "/images/{*rest}",
             get(i::get_by_name).post(i::post_by_name).delete(i::delete),

@@ -26,6 +26,7 @@ pub struct Daemon {
     pub records: Arc<Records>,
     pub volumes: Arc<VolumeService>,
     pub networks: Arc<NetworkService>,
+    pub builds: Arc<super::build::BuildService>,
     mounts: Arc<ImageMounts>,
     network: Arc<skiff_runtime::network::NetworkManager>,
     background: tokio_util::task::TaskTracker,
@@ -114,6 +115,7 @@ impl Daemon {
             (args.log_driver.clone(), args.log_opts.clone()),
         ));
         Monitor::run(containers.clone());
+        let builds = Arc::new(super::build::BuildService::new(containers.clone()));
         let d = Daemon {
             execs: ExecService::new(paths.clone(), exe),
             images: ImageService::new(paths.clone(), store, mounts.clone(), containers.clone()),
@@ -123,6 +125,7 @@ impl Daemon {
             records,
             volumes,
             networks,
+            builds,
             mounts,
             network,
             background,

@@ -280,7 +280,8 @@ impl Db {
         let mut orphans = Vec::new();
         for l in layers {
             let used: i64 = tx.query_row(
-                "SELECT count(*) FROM image_layers WHERE layer_digest = ?1",
+                "SELECT (SELECT count(*) FROM image_layers WHERE layer_digest = ?1)
+                      + (SELECT count(*) FROM layer_holds WHERE layer_digest = ?1)",
                 [&l],
                 |r| r.get(0),
             )?;

@@ -4,6 +4,7 @@
 //! visible in a single transaction ([`Db::commit_image`]) after all its layers are stored,
 //! so an interrupted pull never leaves half an image.
 
+mod holds;
 mod images;
 pub mod schema;
 mod sources;

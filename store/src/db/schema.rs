@@ -52,4 +52,11 @@ pub const MIGRATIONS: &[&str] = &[
         image_id TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE
     );
     CREATE INDEX repo_digests_image ON repo_digests(image_id);",
+    // 4: layers held by something other than an image (containerd snapshots served by the
+    // snapshotter), so removing an image that shares them keeps them.
+    "CREATE TABLE layer_holds (
+        layer_digest TEXT NOT NULL REFERENCES layers(digest) ON DELETE CASCADE,
+        holder TEXT NOT NULL,             -- e.g. containerd-snapshot:<id>
+        PRIMARY KEY (layer_digest, holder)
+    );",
 ];

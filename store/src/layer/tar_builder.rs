@@ -18,7 +18,60 @@ use crate::{Result, StoreError};
 /// same tree always gives the same tar.
 pub fn append_tree<W: Write>(builder: &mut tar::Builder<W>, root: &Path) -> Result<()> {
     let mut links: HashMap<(u64, u64), PathBuf> = HashMap::new();
-    walk(builder, root, root, &mut links)
+    walk(builder, root, root, &mut links, &Walk::default())
+}
+
+/// How [`walk`] reads the tree: an overlayfs upper directory has its whiteouts (0:0
+/// character devices, `trusted.overlay.opaque=y` directories) written as the OCI layer
+/// spec's `.wh.<name>` and `.wh..wh..opq` files; `skip` names top-level entries left out.
+#[derive(Default)]
+struct Walk<'a> {
+    overlay: bool,
+    skip: &'a [&'a str],
+}
+
+/// Appends an overlayfs upper directory as an OCI layer diff: whiteouts become
+/// `.wh.<name>` files, opaque directories get `.wh..wh..opq`, overlay's own xattrs are
+/// dropped, and the relative paths in `skip` (mount points the runtime made, such as
+/// `etc/hosts`) are left out (image-spec "Representing Changes").
+pub fn append_overlay_upper<W: Write>(
+    builder: &mut tar::Builder<W>,
+    root: &Path,
+    skip: &[&str],
+) -> Result<()> {
+    let mut links: HashMap<(u64, u64), PathBuf> = HashMap::new();
+    walk(
+        builder,
+        root,
+        root,
+        &mut links,
+        &Walk {
+            overlay: true,
+            skip,
+        },
+    )
+}
+
+/// A whiteout file entry (`.wh.<name>` or `.wh..wh..opq`) at `rel`.
+fn append_whiteout<W: Write>(b: &mut tar::Builder<W>, rel: &Path, path: &Path) -> Result<()> {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_size(0);
+    h.set_mtime(0);
+    b.append_data(&mut h, rel, std::io::empty())
+        .map_err(|e| StoreError::io(path, e))
+}
+
+fn is_opaque(path: &Path) -> bool {
+    list_xattrs(path)
+        .map(|x| {
+            x.iter()
+                .any(|(k, v)| k == "trusted.overlay.opaque" && v.as_slice() == b"y")
+        })
+        .unwrap_or(false)
 }
 
 fn walk<W: Write>(
@@ -26,6 +79,7 @@ fn walk<W: Write>(
     root: &Path,
     dir: &Path,
     links: &mut HashMap<(u64, u64), PathBuf>,
+    how: &Walk<'_>,
 ) -> Result<()> {
     let mut names: Vec<_> = std::fs::read_dir(dir)
         .map_err(|e| StoreError::io(dir, e))?
@@ -39,10 +93,19 @@ fn walk<W: Write>(
             .strip_prefix(root)
             .expect("walk stays under root")
             .to_path_buf();
+        if how.skip.iter().any(|s| rel.as_os_str() == *s) {
+            continue;
+        }
         let md = std::fs::symlink_metadata(&path).map_err(|e| StoreError::io(&path, e))?;
         let ft = md.file_type();
         if ft.is_socket() {
             continue; // Docker drops sockets too.
+        }
+        if how.overlay && ft.is_char_device() && md.rdev() == 0 {
+            let mut wh = std::ffi::OsString::from(".wh.");
+            wh.push(&name);
+            append_whiteout(b, &rel.with_file_name(wh), &path)?;
+            continue;
         }
         write_xattrs(b, &path)?;
         let mut h = tar::Header::new_gnu();
@@ -66,7 +129,10 @@ fn walk<W: Write>(
             with_slash.push("/");
             b.append_data(&mut h, with_slash, std::io::empty())
                 .map_err(io)?;
-            walk(b, root, &path, links)?;
+            if how.overlay && is_opaque(&path) {
+                append_whiteout(b, &rel.join(".wh..wh..opq"), &path)?;
+            }
+            walk(b, root, &path, links, how)?;
         } else if ft.is_file() {
             h.set_entry_type(tar::EntryType::Regular);
             h.set_size(md.len());
@@ -110,7 +176,11 @@ fn pax_record(key: &str, value: &[u8]) -> Vec<u8> {
 }
 
 fn write_xattrs<W: Write>(b: &mut tar::Builder<W>, path: &Path) -> Result<()> {
-    let xattrs = list_xattrs(path)?;
+    // overlayfs' own attributes describe the upper directory, not the image.
+    let xattrs: Vec<_> = list_xattrs(path)?
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with("trusted.overlay."))
+        .collect();
     if xattrs.is_empty() {
         return Ok(());
     }
