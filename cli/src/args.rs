@@ -111,6 +111,9 @@ pub enum Command {
     /// Manage volumes.
     #[command(subcommand)]
     Volume(VolumeCommand),
+    /// Manage networks.
+    #[command(subcommand)]
+    Network(NetworkCommand),
     /// Log in to a registry (credentials are checked by the daemon, kept by the client).
     Login(LoginArgs),
     /// Log out from a registry.
@@ -247,9 +250,15 @@ pub struct ContainerOpts {
     /// Pull image before running ("always", "missing", "never").
     #[arg(long, default_value = "missing")]
     pub pull: String,
-    /// Connect a container to a network (bridge, none, host).
+    /// Connect a container to a network (bridge, none, host, or a user-defined one).
     #[arg(long, alias = "net")]
     pub network: Option<String>,
+    /// Add a network-scoped alias for the container (user-defined networks).
+    #[arg(long = "network-alias", alias = "net-alias")]
+    pub network_alias: Vec<String>,
+    /// IPv4 address on the (user-defined) network, e.g. 172.30.100.104.
+    #[arg(long)]
+    pub ip: Option<String>,
     /// Publish a container's port(s) to the host.
     #[arg(short = 'p', long = "publish")]
     pub publish: Vec<String>,
@@ -889,6 +898,102 @@ pub struct VolumeRmArgs {
     pub force: bool,
     #[arg(required = true)]
     pub names: Vec<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum NetworkCommand {
+    /// Create a network (bridge driver).
+    Create(NetworkCreateArgs),
+    /// List networks.
+    #[command(alias = "list")]
+    Ls(NetworkLsArgs),
+    /// Display detailed information on one or more networks.
+    Inspect(NetworkNamesArgs),
+    /// Remove one or more networks.
+    #[command(alias = "remove")]
+    Rm(NetworkNamesArgs),
+    /// Connect a container to a network.
+    Connect(NetworkConnectArgs),
+    /// Disconnect a container from a network.
+    Disconnect(NetworkDisconnectArgs),
+    /// Remove all unused user-defined networks.
+    Prune(NetworkPruneArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct NetworkCreateArgs {
+    /// Driver to manage the network (only "bridge").
+    #[arg(short = 'd', long, default_value = "bridge")]
+    pub driver: String,
+    /// Subnet in CIDR format (default: from the daemon's default-address-pools).
+    #[arg(long)]
+    pub subnet: Option<String>,
+    /// IPv4 gateway for the subnet (default: its first address).
+    #[arg(long)]
+    pub gateway: Option<String>,
+    /// Restrict external access to the network.
+    #[arg(long)]
+    pub internal: bool,
+    /// Enable manual container attachment.
+    #[arg(long)]
+    pub attachable: bool,
+    /// Set metadata on a network (KEY=VALUE).
+    #[arg(long = "label")]
+    pub labels: Vec<String>,
+    /// Set driver specific options (KEY=VALUE).
+    #[arg(short = 'o', long = "opt")]
+    pub opts: Vec<String>,
+    pub name: String,
+}
+
+#[derive(Args, Debug)]
+pub struct NetworkLsArgs {
+    /// Only display network IDs.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Do not truncate the output.
+    #[arg(long)]
+    pub no_trunc: bool,
+    /// Filter output based on conditions provided (e.g. "driver=bridge").
+    #[arg(short = 'f', long = "filter")]
+    pub filters: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct NetworkNamesArgs {
+    #[arg(required = true)]
+    pub names: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct NetworkConnectArgs {
+    /// Add a network-scoped alias for the container.
+    #[arg(long)]
+    pub alias: Vec<String>,
+    /// IPv4 address.
+    #[arg(long)]
+    pub ip: Option<String>,
+    pub network: String,
+    pub container: String,
+}
+
+#[derive(Args, Debug)]
+pub struct NetworkDisconnectArgs {
+    /// Force the container to disconnect from a network.
+    #[arg(short = 'f', long)]
+    pub force: bool,
+    pub network: String,
+    pub container: String,
+}
+
+#[derive(Args, Debug)]
+pub struct NetworkPruneArgs {
+    /// Do not prompt for confirmation.
+    #[arg(short = 'f', long)]
+    pub force: bool,
+    /// Provide filter values (e.g. "label=<key>=<value>", "until=<timestamp>").
+    #[arg(long = "filter")]
+    pub filters: Vec<String>,
 }
 
 #[derive(Subcommand, Debug)]

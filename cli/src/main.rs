@@ -9,7 +9,7 @@ mod exit;
 use anyhow::Result;
 use clap::Parser;
 
-use args::{Cli, Command, ImageCommand, SystemCommand, VolumeCommand};
+use args::{Cli, Command, ImageCommand, NetworkCommand, SystemCommand, VolumeCommand};
 use exit::Exit;
 
 fn main() {
@@ -117,6 +117,13 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Volume(VolumeCommand::Inspect(a)) => volumes::inspect(d, a).await,
         Command::Volume(VolumeCommand::Rm(a)) => volumes::rm(d, a).await,
         Command::Volume(VolumeCommand::Prune(a)) => volumes::prune(d, a).await,
+        Command::Network(NetworkCommand::Create(a)) => networks::create(d, a).await,
+        Command::Network(NetworkCommand::Ls(a)) => networks::ls(d, a).await,
+        Command::Network(NetworkCommand::Inspect(a)) => networks::inspect(d, a).await,
+        Command::Network(NetworkCommand::Rm(a)) => networks::rm(d, a).await,
+        Command::Network(NetworkCommand::Connect(a)) => networks::connect(d, a).await,
+        Command::Network(NetworkCommand::Disconnect(a)) => networks::disconnect(d, a).await,
+        Command::Network(NetworkCommand::Prune(a)) => networks::prune(d, a).await,
         Command::System(SystemCommand::Info) | Command::Info => system::info(d).await,
         Command::Rename(a) => ops::rename(d, a).await,
         Command::Pause(a) => ops::pause(d, a, true).await,

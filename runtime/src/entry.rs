@@ -23,6 +23,8 @@ pub fn run_if_internal() {
         }
         // Keeps fd 3, its socket.
         Some(crate::network::proxy::PROXY_ARG) => close_inherited_fds(4),
+        // Keeps fds 3 and 4, the DNS sockets it holds.
+        Some(crate::network::dns_holder::DNS_HOLDER_ARG) => close_inherited_fds(5),
         _ => {}
     }
     match args.get(1).map(String::as_str) {
@@ -35,10 +37,14 @@ pub fn run_if_internal() {
         Some(crate::network::proxy::PROXY_ARG) if args.len() == 6 => {
             crate::network::proxy::serve_process(&args[2..])
         }
+        Some(crate::network::dns_holder::DNS_HOLDER_ARG) if args.len() == 3 => {
+            crate::network::dns_holder::serve_holder()
+        }
         Some(SHIM_ARG)
         | Some(EXEC_ARG)
         | Some(crate::launcher::LAUNCHER_ARG)
-        | Some(crate::network::proxy::PROXY_ARG) => {
+        | Some(crate::network::proxy::PROXY_ARG)
+        | Some(crate::network::dns_holder::DNS_HOLDER_ARG) => {
             eprintln!(
                 "skiff: internal subcommand {} called with wrong arguments",
                 args[1]

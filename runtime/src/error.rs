@@ -158,6 +158,33 @@ pub enum RuntimeError {
     },
     #[error("network state dir {path} is locked by another process")]
     NetworkStateLocked { path: PathBuf },
+    /// A user-defined network's subnet overlaps another network's or a host route (409).
+    #[error("subnet {subnet} overlaps {other}")]
+    SubnetOverlap { subnet: String, other: String },
+    #[error("no such network {id}")]
+    UnknownNetwork { id: String },
+    /// Removing a network with endpoints (Docker answers 403).
+    #[error("network {id} has active endpoints ({containers})")]
+    NetworkInUse { id: String, containers: String },
+    /// Connecting a container twice to a network (Docker answers 403).
+    #[error("container {container} is already attached to network {network}")]
+    AlreadyConnected { container: String, network: String },
+    #[error("container {container} is not connected to network {network}")]
+    NotConnected { container: String, network: String },
+    #[error("address {ip} is not free in network {network} ({reason})")]
+    AddressUnavailable {
+        ip: std::net::Ipv4Addr,
+        network: String,
+        reason: &'static str,
+    },
+    #[error("container {id} has no network namespace of its own to connect")]
+    NoNetnsToConnect { id: String },
+    #[error("embedded DNS server for {id}: {source}")]
+    Dns {
+        id: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;

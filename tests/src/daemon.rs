@@ -282,6 +282,8 @@ impl Drop for Daemon {
             for id in ids.split_whitespace() {
                 let _ = self.run(&["rm", "-f", id]);
             }
+            // User-defined networks (their bridges and rules) go with the daemon's state.
+            let _ = self.run(&["network", "prune", "-f"]);
         }
         self.stop(false);
         // The bridge is the one thing a daemon leaves by design; a test's own goes too.

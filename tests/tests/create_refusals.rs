@@ -109,8 +109,7 @@ except docker.errors.APIError as e:
         "{out}"
     );
 
-    // docker-compose 1.29: a refused option names the field; a user-defined network (its
-    // default) is refused until networks exist.
+    // docker-compose 1.29: a refused option names the field.
     let proj = tempfile::tempdir().unwrap();
     std::fs::write(
         proj.path().join("docker-compose.yml"),

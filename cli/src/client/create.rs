@@ -86,9 +86,36 @@ pub fn container_config(
         labels: (!labels.is_empty()).then_some(labels),
         stop_signal: opts.stop_signal.clone(),
         stop_timeout: opts.stop_timeout,
+        networking_config: networking(opts)?,
         host_config: Some(host),
         ..Default::default()
     })
+}
+
+/// `--network-alias` and `--ip` as the endpoint settings of `--network`.
+fn networking(
+    opts: &ContainerOpts,
+) -> Result<Option<bollard::container::NetworkingConfig<String>>> {
+    if opts.network_alias.is_empty() && opts.ip.is_none() {
+        return Ok(None);
+    }
+    let Some(net) = opts.network.clone() else {
+        anyhow::bail!("--network-alias and --ip need a user-defined --network");
+    };
+    let settings = bollard::models::EndpointSettings {
+        aliases: (!opts.network_alias.is_empty()).then(|| opts.network_alias.clone()),
+        ipam_config: opts
+            .ip
+            .clone()
+            .map(|ip| bollard::models::EndpointIpamConfig {
+                ipv4_address: Some(ip),
+                ..Default::default()
+            }),
+        ..Default::default()
+    };
+    Ok(Some(bollard::container::NetworkingConfig {
+        endpoints_config: HashMap::from([(net, settings)]),
+    }))
 }
 
 /// `[HOST_IP:]HOST_PORT:CONTAINER_PORT[/PROTO]` or `CONTAINER_PORT[/PROTO]`

@@ -13,6 +13,7 @@ pub mod inspect;
 pub mod lifecycle;
 pub mod login;
 pub mod logs;
+pub mod networks;
 pub mod ops;
 pub mod profiles;
 pub mod ps;

@@ -29,13 +29,16 @@ pub async fn prune(docker: &Docker, args: &PruneArgs) -> Result<()> {
     };
     if !args.force
         && !confirm(&format!(
-            "  - all stopped containers\n{images}\n  - unreferenced cache chunks"
+            "  - all stopped containers\n  - all networks not used by at least one container\n{images}\n  - unreferenced cache chunks"
         ))?
     {
         return Ok(());
     }
     let c = docker
         .prune_containers(None::<PruneContainersOptions<String>>)
+        .await?;
+    let n = docker
+        .prune_networks(None::<bollard::network::PruneNetworksOptions<String>>)
         .await?;
     let mut filters = HashMap::new();
     if args.all {
@@ -44,6 +47,14 @@ pub async fn prune(docker: &Docker, args: &PruneArgs) -> Result<()> {
     let i = docker
         .prune_images(Some(PruneImagesOptions { filters }))
         .await?;
+    let networks = n.networks_deleted.unwrap_or_default();
+    if !networks.is_empty() {
+        println!("Deleted Networks:");
+        for name in networks {
+            println!("{name}");
+        }
+        println!();
+    }
     let reclaimed = c.space_reclaimed.unwrap_or(0) + i.space_reclaimed.unwrap_or(0);
     let deleted = c.containers_deleted.unwrap_or_default();
     if !deleted.is_empty() {

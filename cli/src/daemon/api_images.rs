@@ -183,7 +183,12 @@ pub async fn get_by_name(
     Path(rest): Path<String>,
 ) -> ApiResult<Response> {
     if let Some(name) = rest.strip_suffix("/json") {
-        return Ok(Json(d.images.inspect_image(name).await?).into_response());
+        let mut v = serde_json::to_value(d.images.inspect_image(name).await?)
+            .map_err(|e| DaemonError::Internal(e.to_string()))?;
+        // Deprecated in API 1.45, but docker-compose 1.29 reads it when it recreates a
+        // container (`ContainerConfig.Volumes`).
+        v["ContainerConfig"] = v["Config"].clone();
+        return Ok(Json(v).into_response());
     }
     if let Some(name) = rest.strip_suffix("/get") {
         return super::api_archive::save_names(&d, vec![name.to_string()]);

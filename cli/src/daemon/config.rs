@@ -72,6 +72,8 @@ pub struct DaemonConfig {
     pub bridge: String,
     /// The bridge's subnet (`bip`).
     pub subnet: String,
+    /// Where user-defined networks get their subnets (`default-address-pools`).
+    pub address_pools: Vec<super::networks::AddressPool>,
     /// The file's `hosts` (the `-H` flags, given to `daemon::run`, replace them).
     pub hosts: Vec<String>,
     pub debug: bool,
@@ -108,18 +110,12 @@ pub fn read_file(explicit: Option<&Path>) -> Result<(DaemonFile, Option<PathBuf>
 /// Parses and checks the file's text.
 pub fn parse(text: &str) -> Result<DaemonFile> {
     let f: DaemonFile = serde_json::from_str(text)?;
-    let unsupported = |key: &str| {
-        anyhow::anyhow!("{key} is not supported by skiff yet (see docs/daemon-config.md)")
-    };
     for m in f.registry_mirrors.iter().flatten() {
         skiff_store::registry::parse_endpoint_url(m)
             .map_err(|e| anyhow::anyhow!("registry-mirrors: {e}"))?;
     }
-    if f.default_address_pools
-        .as_ref()
-        .is_some_and(|p| !p.is_empty())
-    {
-        return Err(unsupported("default-address-pools"));
+    for p in f.default_address_pools.iter().flatten() {
+        super::networks::AddressPool::parse(p).map_err(|e| anyhow::anyhow!(e))?;
     }
     // The runtime's parser refuses other drivers and options by name.
     skiff_runtime::config::LogConfig::from_docker(
@@ -192,6 +188,14 @@ pub fn resolve(
             .clone()
             .or(file.bip)
             .unwrap_or_else(|| DEFAULT_SUBNET.into()),
+        address_pools: match &file.default_address_pools {
+            Some(p) if !p.is_empty() => p
+                .iter()
+                .map(super::networks::AddressPool::parse)
+                .collect::<std::result::Result<_, _>>()
+                .map_err(|e| anyhow::anyhow!(e))?,
+            _ => super::networks::AddressPool::defaults(),
+        },
         hosts: file.hosts.unwrap_or_default(),
         debug: args.debug || file.debug.unwrap_or(false),
         lazy_pull: !args.no_lazy_pull && file.lazy_pull.unwrap_or(true),
@@ -325,6 +329,15 @@ mod tests {
             "{e}"
         );
         assert!(parse(r#"{"data-root": 3}"#).is_err());
+        let e = parse(r#"{"default-address-pools": [{"base": "10.1.0.0/16", "size": 8}]}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("default-address-pools"), "{e}");
+        let f =
+            parse(r#"{"default-address-pools": [{"base": "10.1.0.0/16", "size": 24}]}"#).unwrap();
+        let cfg = resolve(&args(&[]), None, f, None).unwrap();
+        assert_eq!(cfg.address_pools.len(), 1);
+        assert_eq!(cfg.address_pools[0].size, 24);
     }
 
     #[test]

@@ -51,8 +51,14 @@ impl Row {
     }
 
     /// Names of the networks the container is attached to.
+    /// The networks' names and ids: its mode's, and each user-defined network it is on.
     fn networks(&self) -> Vec<&str> {
-        vec![network_name(&self.record.spec.host.network_mode)]
+        let mut out = vec![network_name(&self.record.spec.host.network_mode)];
+        for e in self.record.network.iter().flat_map(|n| n.endpoints.iter()) {
+            out.push(&e.network_name);
+            out.push(&e.network_id);
+        }
+        out
     }
 }
 

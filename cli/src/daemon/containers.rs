@@ -28,6 +28,8 @@ pub struct ContainerService {
     pub(super) mounts: Arc<ImageMounts>,
     pub(super) records: Arc<Records>,
     pub(super) network: Arc<skiff_runtime::network::NetworkManager>,
+    /// Network objects: resolves `--network` names and aliases into endpoints.
+    pub(super) networks: Arc<super::networks::NetworkService>,
     /// Forks container shims from one exec of our binary.
     pub(super) launcher: Arc<skiff_runtime::ShimLauncher>,
     /// Cleanup that goes on after a removal has been answered; awaited at shutdown.
@@ -55,6 +57,7 @@ impl ContainerService {
         mounts: Arc<ImageMounts>,
         records: Arc<Records>,
         network: Arc<skiff_runtime::network::NetworkManager>,
+        networks: Arc<super::networks::NetworkService>,
         launcher: Arc<skiff_runtime::ShimLauncher>,
         background: tokio_util::task::TaskTracker,
         monitor: Arc<Monitor>,
@@ -67,6 +70,7 @@ impl ContainerService {
             mounts,
             records,
             network,
+            networks,
             launcher,
             background,
             monitor,
@@ -255,11 +259,65 @@ impl ContainerService {
                     .unwrap_or_default(),
             )
             .collect();
+        let mut links: Vec<String> = body
+            .host_config
+            .as_ref()
+            .and_then(|h| h.links.clone())
+            .unwrap_or_default();
+        for ep in body
+            .networking_config
+            .iter()
+            .flat_map(|n| n.endpoints_config.values())
+        {
+            for l in ep.links.iter().flatten() {
+                if !links.contains(l) {
+                    links.push(l.clone());
+                }
+            }
+        }
+        let asked: Vec<(String, Vec<String>, Option<String>)> = body
+            .networking_config
+            .iter()
+            .flat_map(|n| n.endpoints_config.iter())
+            .map(|(net, ep)| {
+                (
+                    net.clone(),
+                    ep.aliases.clone().unwrap_or_default(),
+                    ep.ipam_config.as_ref().and_then(|i| i.ipv4_address.clone()),
+                )
+            })
+            .collect();
+        let (net_mode, endpoints, mut endpoint_views) = self
+            .networks
+            .plan(&spec.host.network_mode, &asked, &links, &name, &id)
+            .await?;
+        // On user-defined networks `--dns` is where the embedded DNS forwards; the
+        // container's resolv.conf names 127.0.0.11 (as Docker does).
+        let dns_forwarders = if endpoints.is_empty() {
+            Vec::new()
+        } else {
+            super::network::dns_forwarders(&spec.host)?
+        };
+        let on_user_network = !endpoints.is_empty();
+        // Legacy links on the default bridge: hosts entries and variables (links.rs).
+        let mut link_hosts = spec.host.extra_hosts.clone();
+        if !on_user_network && !links.is_empty() {
+            let legacy = super::links::legacy(
+                &super::networks::parse_links(&links)?,
+                &name,
+                |n| self.find(n),
+                |id| self.state(id).is_ok_and(|s| s.status == Status::Running),
+            )?;
+            link_hosts.extend(legacy.hosts);
+            spec.env.splice(0..0, legacy.env);
+        }
         let net_request = skiff_runtime::network::NetworkRequest {
             container_id: id.clone(),
             hostname: hostname.clone(),
-            mode: super::network::mode(&spec.host)?,
+            mode: net_mode,
             ports: super::network::ports(&spec.host, &exposed)?,
+            endpoints,
+            dns_forwarders,
         };
         if spec.host.auto_remove && spec.host.restart_policy != Default::default() {
             return Err(DaemonError::invalid(
@@ -306,6 +364,12 @@ impl ContainerService {
                     skiff_runtime::RuntimeError::PortInUse { .. } => {
                         DaemonError::PortInUse(Box::new(e))
                     }
+                    skiff_runtime::RuntimeError::AddressUnavailable { .. }
+                    | skiff_runtime::RuntimeError::SubnetExhausted { .. }
+                    | skiff_runtime::RuntimeError::UnknownNetwork { .. }
+                    | skiff_runtime::RuntimeError::AlreadyConnected { .. } => {
+                        DaemonError::Network(Box::new(e))
+                    }
                     _ => DaemonError::runtime("setting up the network", e),
                 });
             }
@@ -321,13 +385,22 @@ impl ContainerService {
         rc.hosts = Some(super::etc_files::hosts(
             &attachment.hosts,
             &hostname,
-            &spec.host.extra_hosts,
+            &link_hosts,
             gateway.as_deref(),
         )?);
-        rc.resolv_conf = Some(super::etc_files::resolv_conf(
-            &attachment.resolv_conf,
-            &spec.host,
-        )?);
+        rc.resolv_conf = Some(if on_user_network {
+            super::etc_files::resolv_conf(
+                &attachment.resolv_conf,
+                &super::network::without_dns_servers(&spec.host),
+            )?
+        } else {
+            super::etc_files::resolv_conf(&attachment.resolv_conf, &spec.host)?
+        });
+        for (view, att) in endpoint_views.iter_mut().zip(&attachment.endpoints) {
+            super::networks::fill(view, att);
+        }
+        let mut net_summary = super::network::summary(&attachment);
+        net_summary.endpoints = endpoint_views;
         spec.exposed_ports.sort();
         let record = ContainerRecord {
             schema: SCHEMA,
@@ -339,7 +412,7 @@ impl ContainerService {
             spec,
             path: resolved.argv[0].clone(),
             args: resolved.argv[1..].to_vec(),
-            network: Some(super::network::summary(&attachment)),
+            network: Some(net_summary),
             mounts: mount_points,
             restart_count: 0,
             stopped_by_user: false,

@@ -73,7 +73,7 @@ pub const FIELDS: &[(&str, Handling)] = &[
     ("HostConfig.GroupAdd", Refused(&[])),
     ("HostConfig.IpcMode", Refused(&["\"private\""])),
     ("HostConfig.Cgroup", Refused(&[])),
-    ("HostConfig.Links", Refused(&[])),
+    ("HostConfig.Links", Applied),
     ("HostConfig.OomScoreAdj", Refused(&[])),
     ("HostConfig.PidMode", Refused(&["\"private\""])),
     ("HostConfig.Privileged", Applied),
@@ -194,18 +194,31 @@ pub fn check(body: &Value) -> Result<(), DaemonError> {
         .and_then(Value::as_object)
     {
         for (net, settings) in eps {
-            let own = net == mode
-                || (matches!(net.as_str(), "default" | "bridge")
-                    && matches!(mode, "default" | "bridge" | ""));
-            if !own {
+            let builtin = matches!(net.as_str(), "default" | "bridge" | "host" | "none");
+            if builtin && net != mode && !matches!(mode, "default" | "bridge" | "") {
                 return Err(DaemonError::Unsupported {
                     field: format!("NetworkingConfig.EndpointsConfig.{net}"),
-                    value: "a network other than the container's own (user-defined networks are not supported yet)".into(),
+                    value: format!("a built-in network other than the container's own ({mode})"),
                 });
             }
             if let Some(o) = settings.as_object() {
                 for (k, v) in o {
-                    if !is_empty(v) {
+                    // Applied on user-defined networks (networks.rs): aliases and --ip.
+                    let applied =
+                        !builtin && matches!(k.as_str(), "Aliases" | "IPAMConfig" | "Links");
+                    if applied && k == "IPAMConfig" {
+                        for (ik, iv) in v.as_object().into_iter().flatten() {
+                            if ik != "IPv4Address" && !is_empty(iv) {
+                                return Err(refuse(
+                                    &format!(
+                                        "NetworkingConfig.EndpointsConfig.{net}.IPAMConfig.{ik}"
+                                    ),
+                                    iv,
+                                ));
+                            }
+                        }
+                    }
+                    if !applied && !is_empty(v) {
                         return Err(refuse(
                             &format!("NetworkingConfig.EndpointsConfig.{net}.{k}"),
                             v,
@@ -278,12 +291,16 @@ mod tests {
     }
 
     #[test]
-    fn user_defined_networks_are_refused() {
+    fn user_defined_networks_take_aliases_and_ip_only() {
         let v = json!({"Image": "x", "HostConfig": {"NetworkMode": "proj_default"},
-            "NetworkingConfig": {"EndpointsConfig": {"proj_default": {"Aliases": ["web"]}}}});
+            "NetworkingConfig": {"EndpointsConfig": {"proj_default": {"Aliases": ["web"],
+                "IPAMConfig": {"IPv4Address": "10.5.0.9"}}}}});
+        check(&v).unwrap();
+        let v = json!({"Image": "x", "HostConfig": {"NetworkMode": "proj_default"},
+            "NetworkingConfig": {"EndpointsConfig": {"proj_default": {"MacAddress": "02:42:00:00:00:01"}}}});
         let e = check(&v).unwrap_err().to_string();
         assert!(
-            e.contains("NetworkingConfig.EndpointsConfig.proj_default"),
+            e.contains("NetworkingConfig.EndpointsConfig.proj_default.MacAddress"),
             "{e}"
         );
         let v = json!({"Image": "x", "NetworkingConfig": {"EndpointsConfig": {"bridge": {"Aliases": ["a"]}}}});

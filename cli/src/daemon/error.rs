@@ -89,6 +89,16 @@ pub enum DaemonError {
     Records(String),
     #[error("{0}")]
     Internal(String),
+    /// `network create` of a name that exists (Docker: 409).
+    #[error("network with name {0} already exists")]
+    NetworkNameInUse(String),
+    /// What Docker refuses with 403: removing a built-in network, connecting twice, a
+    /// subnet that overlaps, removing a network in use.
+    #[error("{0}")]
+    NetworkForbidden(String),
+    /// A network change the runtime refused or failed (status by its kind).
+    #[error("{0}")]
+    Network(Box<skiff_runtime::RuntimeError>),
 }
 
 impl From<skiff_store::StoreError> for DaemonError {
@@ -156,6 +166,24 @@ pub fn status(e: &DaemonError) -> StatusCode {
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         },
         E::LogsNotReadable => StatusCode::NOT_IMPLEMENTED,
+        E::NetworkNameInUse(_) => StatusCode::CONFLICT,
+        E::NetworkForbidden(_) => StatusCode::FORBIDDEN,
+        E::Network(r) => {
+            use skiff_runtime::RuntimeError as R;
+            match r.as_ref() {
+                R::SubnetOverlap { .. } | R::NetworkInUse { .. } | R::AlreadyConnected { .. } => {
+                    StatusCode::FORBIDDEN
+                }
+                R::UnknownNetwork { .. } => StatusCode::NOT_FOUND,
+                R::NotConnected { .. } | R::NoNetnsToConnect { .. } => StatusCode::CONFLICT,
+                R::AddressUnavailable { .. }
+                | R::InvalidSubnet { .. }
+                | R::InvalidNetworkConfig { .. }
+                | R::SubnetExhausted { .. } => StatusCode::BAD_REQUEST,
+                R::PortInUse { .. } => StatusCode::CONFLICT,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            }
+        }
         E::Runtime { .. } | E::Io { .. } | E::Records(_) | E::Internal(_) => {
             StatusCode::INTERNAL_SERVER_ERROR
         }

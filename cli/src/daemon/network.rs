@@ -11,8 +11,32 @@ use skiff_runtime::network::{
 use super::error::DaemonError;
 use super::record::{HostSpec, NetworkSummary, PublishedPort};
 
-/// `bridge` (also `default` or unset), `none` or `host`; user-defined networks do not exist
-/// yet.
+/// `--dns` as the embedded DNS server's forwarders (IPv4 only: it forwards over IPv4).
+pub fn dns_forwarders(host: &HostSpec) -> Result<Vec<Ipv4Addr>, DaemonError> {
+    host.dns
+        .iter()
+        .map(|d| {
+            d.parse::<Ipv4Addr>().map_err(|_| {
+                DaemonError::Invalid(format!(
+                    "invalid --dns {d:?}: the embedded DNS of user-defined networks forwards to IPv4 servers only"
+                ))
+            })
+        })
+        .collect()
+}
+
+/// The host spec with `--dns` taken out: on a user-defined network the servers go to the
+/// embedded DNS, and resolv.conf keeps `nameserver 127.0.0.11`.
+pub fn without_dns_servers(host: &HostSpec) -> HostSpec {
+    HostSpec {
+        dns: Vec::new(),
+        ..host.clone()
+    }
+}
+
+/// `bridge` (also `default` or unset), `none` or `host` (user-defined networks are resolved
+/// by the networks service).
+#[allow(dead_code)]
 pub fn mode(host: &HostSpec) -> Result<NetworkMode, DaemonError> {
     match host.network_mode.as_str() {
         "" | "default" | "bridge" => Ok(NetworkMode::Bridge),
@@ -87,6 +111,7 @@ pub fn summary(att: &NetworkAttachment) -> NetworkSummary {
                 .to_string(),
             })
             .collect(),
+        endpoints: Vec::new(),
     }
 }
 

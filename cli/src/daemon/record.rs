@@ -263,6 +263,34 @@ pub struct NetworkSummary {
     pub prefix_len: u8,
     #[serde(rename = "Ports")]
     pub ports: Vec<PublishedPort>,
+    /// Endpoints on user-defined networks, in the order joined.
+    #[serde(rename = "Endpoints", skip_serializing_if = "Vec::is_empty")]
+    pub endpoints: Vec<EndpointSummary>,
+}
+
+/// A container's endpoint on a user-defined network, for inspect and `network inspect`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct EndpointSummary {
+    #[serde(rename = "NetworkName")]
+    pub network_name: String,
+    #[serde(rename = "NetworkID")]
+    pub network_id: String,
+    #[serde(rename = "IPAddress")]
+    pub ip_address: String,
+    #[serde(rename = "IPPrefixLen")]
+    pub prefix_len: u8,
+    #[serde(rename = "Gateway")]
+    pub gateway: String,
+    #[serde(rename = "MacAddress")]
+    pub mac_address: String,
+    /// As asked (`--network-alias`, compose's service name); the DNS also answers the
+    /// container's name and short id.
+    #[serde(rename = "Aliases")]
+    pub aliases: Vec<String>,
+    /// `--ip` as asked (empty: allocated).
+    #[serde(rename = "IPv4Requested")]
+    pub ip_requested: String,
 }
 
 /// A published port as bound.

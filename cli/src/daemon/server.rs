@@ -97,6 +97,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/volumes/{name}", get(v::inspect).delete(v::remove))
         .route("/session", head(s::ping))
         .merge(super::api_profiles::routes())
+        .merge(super::api_networks::routes())
         .with_state(daemon)
 }
 

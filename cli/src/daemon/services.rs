@@ -11,6 +11,7 @@ use super::exec::ExecService;
 use super::images::ImageService;
 use super::monitor::Monitor;
 use super::mounts::ImageMounts;
+use super::networks::NetworkService;
 use super::paths::Paths;
 use super::records::Records;
 use super::status::Lifecycle;
@@ -24,6 +25,7 @@ pub struct Daemon {
     pub monitor: Arc<Monitor>,
     pub records: Arc<Records>,
     pub volumes: Arc<VolumeService>,
+    pub networks: Arc<NetworkService>,
     pub builds: Arc<super::build::BuildService>,
     mounts: Arc<ImageMounts>,
     network: Arc<skiff_runtime::network::NetworkManager>,
@@ -73,6 +75,16 @@ impl Daemon {
                 .await
                 .map_err(|e| anyhow::anyhow!("setting up container networking: {e}"))?,
         );
+        let networks = Arc::new(
+            NetworkService::open(
+                paths.data_root.join("networks.json"),
+                args.address_pools.clone(),
+                network.clone(),
+                records.clone(),
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("loading networks: {e}"))?,
+        );
         let mounts = Arc::new(ImageMounts::new(
             paths.clone(),
             super::profiles::ProfileSettings::from_config(args)?,
@@ -95,6 +107,7 @@ impl Daemon {
             mounts.clone(),
             records.clone(),
             network.clone(),
+            networks.clone(),
             Arc::new(skiff_runtime::ShimLauncher::new(&exe)),
             background.clone(),
             monitor.clone(),
@@ -111,6 +124,7 @@ impl Daemon {
             monitor,
             records,
             volumes,
+            networks,
             builds,
             mounts,
             network,

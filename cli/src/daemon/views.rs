@@ -4,7 +4,7 @@
 use bollard::models::{
     ContainerInspectResponse, ContainerState as ApiState, ContainerStateStatusEnum,
     ContainerSummary, ContainerSummaryHostConfig, ContainerSummaryNetworkSettings,
-    EndpointSettings, NetworkSettings, Port, PortTypeEnum,
+    EndpointIpamConfig, EndpointSettings, NetworkSettings, Port, PortTypeEnum,
 };
 use chrono::{DateTime, Utc};
 use skiff_runtime::state::{ContainerState, Status};
@@ -85,11 +85,42 @@ pub fn mounts(r: &Record) -> Vec<bollard::models::MountPoint> {
         .collect()
 }
 
-/// The container's network attachment as Docker's `NetworkSettings.Networks` (one entry:
-/// `bridge`, `host` or `none`; always present, as dockerd answers).
+/// The container's network attachments as Docker's `NetworkSettings.Networks`: its own
+/// mode's entry (`bridge`, `host` or `none`; always present, as dockerd answers, unless the
+/// container is only on user-defined networks), then one per user-defined network.
 pub fn networks(r: &Record) -> std::collections::HashMap<String, EndpointSettings> {
     let name = super::container_filter::network_name(&r.spec.host.network_mode).to_string();
     let n = r.network.clone().unwrap_or_default();
+    let mut out = std::collections::HashMap::new();
+    for ep in &n.endpoints {
+        let mut names = vec![r.name.clone(), r.id[..12].to_string()];
+        names.extend(ep.aliases.iter().cloned());
+        out.insert(
+            ep.network_name.clone(),
+            EndpointSettings {
+                network_id: Some(ep.network_id.clone()),
+                endpoint_id: Some(super::network::endpoint_id(&r.id, &ep.network_name)),
+                gateway: Some(ep.gateway.clone()),
+                ip_address: Some(ep.ip_address.clone()),
+                ip_prefix_len: Some(i64::from(ep.prefix_len)),
+                ipv6_gateway: Some(String::new()),
+                global_ipv6_address: Some(String::new()),
+                global_ipv6_prefix_len: Some(0),
+                mac_address: Some(ep.mac_address.clone()),
+                aliases: (!ep.aliases.is_empty()).then(|| ep.aliases.clone()),
+                ipam_config: (!ep.ip_requested.is_empty()).then(|| EndpointIpamConfig {
+                    ipv4_address: Some(ep.ip_requested.clone()),
+                    ..Default::default()
+                }),
+                dns_names: Some(names),
+                ..Default::default()
+            },
+        );
+    }
+    let builtin = matches!(name.as_str(), "bridge" | "host" | "none");
+    if !builtin || (name == "none" && !n.endpoints.is_empty()) {
+        return out;
+    }
     let bridged = name == "bridge" && !n.ip_address.is_empty();
     let prefix = match n.prefix_len {
         0 if bridged => 16,
@@ -109,7 +140,8 @@ pub fn networks(r: &Record) -> std::collections::HashMap<String, EndpointSetting
         dns_names: bridged.then(|| vec![r.name.clone(), r.id[..12].to_string()]),
         ..Default::default()
     };
-    std::collections::HashMap::from([(name, endpoint)])
+    out.insert(name, endpoint);
+    out
 }
 
 /// A `ps` row; `restarting` while the restart policy waits out its back-off.

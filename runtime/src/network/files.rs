@@ -49,9 +49,57 @@ pub fn resolv_conf_for_bridge(host: &str) -> String {
     out
 }
 
+/// resolv.conf for a container on a user-defined network, as Docker writes it: the host's
+/// `search` and `options` lines kept, one `nameserver 127.0.0.11` (the embedded DNS
+/// server, which forwards what it does not know), with `ndots:0` as Docker adds.
+pub fn resolv_conf_for_embedded_dns(host: &str) -> String {
+    let mut out = String::from("nameserver 127.0.0.11\n");
+    for line in host.lines() {
+        let first = line.split_whitespace().next();
+        if matches!(first, Some("search") | Some("options")) {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    if !out.contains("\noptions") {
+        out.push_str("options ndots:0\n");
+    }
+    out
+}
+
+/// The host's IPv4 nameservers from its resolv.conf text (loopback ones included: the
+/// embedded DNS forwards from the host's namespace, where they answer).
+pub fn host_nameservers(host: &str) -> Vec<Ipv4Addr> {
+    host.lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            (w.next() == Some("nameserver"))
+                .then(|| w.next()?.parse::<Ipv4Addr>().ok())
+                .flatten()
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn embedded_dns_resolv_conf() {
+        let host = "nameserver 10.0.0.1\nsearch example.org\noptions edns0\n";
+        assert_eq!(
+            resolv_conf_for_embedded_dns(host),
+            "nameserver 127.0.0.11\nsearch example.org\noptions edns0\n"
+        );
+        assert_eq!(
+            resolv_conf_for_embedded_dns(""),
+            "nameserver 127.0.0.11\noptions ndots:0\n"
+        );
+        assert_eq!(
+            host_nameservers("nameserver 127.0.0.53\nnameserver ::1\nnameserver 1.2.3.4\n"),
+            vec![Ipv4Addr::new(127, 0, 0, 53), Ipv4Addr::new(1, 2, 3, 4)]
+        );
+    }
 
     #[test]
     fn hosts_lists_container() {

@@ -56,6 +56,16 @@ pub(crate) async fn link_index(h: &Handle, name: &str) -> Result<Option<u32>> {
 /// Creates the bridge if missing, gives it the gateway address and brings it up.
 /// Idempotent, so restore and every prepare may call it.
 pub(crate) async fn ensure_bridge(h: &Handle, name: &str, subnet: Ipv4Net) -> Result<u32> {
+    ensure_bridge_with(h, name, subnet, subnet.gateway()).await
+}
+
+/// [`ensure_bridge`] with a gateway address of the caller's choice (`--gateway`).
+pub(crate) async fn ensure_bridge_with(
+    h: &Handle,
+    name: &str,
+    subnet: Ipv4Net,
+    gateway: Ipv4Addr,
+) -> Result<u32> {
     let index = match link_index(h, name).await? {
         Some(i) => i,
         None => {
@@ -69,7 +79,6 @@ pub(crate) async fn ensure_bridge(h: &Handle, name: &str, subnet: Ipv4Net) -> Re
                 .ok_or_else(|| nl("find new bridge", name)(rtnetlink::Error::RequestFailed))?
         }
     };
-    let gateway = subnet.gateway();
     if !has_address(h, index, gateway, subnet.prefix(), name).await? {
         match h
             .address()
@@ -130,12 +139,25 @@ pub(crate) async fn create_veth(
     netns_fd: RawFd,
     mac: [u8; 6],
 ) -> Result<()> {
+    create_veth_named(h, host_name, CONTAINER_IFNAME, bridge_index, netns_fd, mac).await
+}
+
+/// [`create_veth`] with the container side named `peer_name` (`eth1` ... for further
+/// networks).
+pub(crate) async fn create_veth_named(
+    h: &Handle,
+    host_name: &str,
+    peer_name: &str,
+    bridge_index: u32,
+    netns_fd: RawFd,
+    mac: [u8; 6],
+) -> Result<()> {
     let peer = LinkMessageBuilder::<LinkUnspec>::new()
-        .name(CONTAINER_IFNAME)
+        .name(peer_name)
         .address(mac.to_vec())
         .setns_by_fd(netns_fd)
         .build();
-    let msg = LinkVeth::new(host_name, CONTAINER_IFNAME)
+    let msg = LinkVeth::new(host_name, peer_name)
         .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
         .controller(bridge_index)
         .up()
@@ -180,23 +202,75 @@ pub(crate) async fn configure_container_side(
     ip: Ipv4Addr,
     subnet: Ipv4Net,
 ) -> Result<()> {
+    configure_interface(
+        h,
+        CONTAINER_IFNAME,
+        ip,
+        subnet.prefix(),
+        Some(subnet.gateway()),
+    )
+    .await
+}
+
+/// Inside the container's namespace: `lo` up, `ifname` addressed and up, and a default
+/// route via `gateway` if given (only the first network that may reach out gets one).
+pub(crate) async fn configure_interface(
+    h: &Handle,
+    ifname: &str,
+    ip: Ipv4Addr,
+    prefix: u8,
+    gateway: Option<Ipv4Addr>,
+) -> Result<()> {
     loopback_up(h).await?;
-    let index = link_index(h, CONTAINER_IFNAME)
+    let index = link_index(h, ifname)
         .await?
-        .ok_or_else(|| nl("find", CONTAINER_IFNAME)(rtnetlink::Error::RequestFailed))?;
+        .ok_or_else(|| nl("find", ifname)(rtnetlink::Error::RequestFailed))?;
     h.address()
-        .add(index, IpAddr::V4(ip), subnet.prefix())
+        .add(index, IpAddr::V4(ip), prefix)
         .execute()
         .await
-        .map_err(nl("add address", CONTAINER_IFNAME))?;
-    set_up(h, index, CONTAINER_IFNAME).await?;
+        .map_err(nl("add address", ifname))?;
+    set_up(h, index, ifname).await?;
+    let Some(gateway) = gateway else {
+        return Ok(());
+    };
     let route = RouteMessageBuilder::<Ipv4Addr>::new()
-        .gateway(subnet.gateway())
+        .gateway(gateway)
         .output_interface(index)
         .build();
     h.route()
         .add(route)
         .execute()
         .await
-        .map_err(nl("add default route", CONTAINER_IFNAME))
+        .map_err(nl("add default route", ifname))
+}
+
+/// The host's IPv4 routes other than default routes, as (destination, prefix, output
+/// interface index): a new network's subnet must not collide with them.
+pub(crate) async fn routes_v4(h: &Handle) -> Result<Vec<(Ipv4Addr, u8, Option<u32>)>> {
+    use netlink_packet_route::route::{RouteAddress, RouteAttribute};
+    let mut out = Vec::new();
+    let mut routes = h
+        .route()
+        .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+        .execute();
+    while let Some(msg) = routes.try_next().await.map_err(nl("list routes", "host"))? {
+        let prefix = msg.header.destination_prefix_length;
+        if prefix == 0 || msg.header.table != 254 {
+            continue; // default routes, and local/broadcast table entries
+        }
+        let mut dst = None;
+        let mut oif = None;
+        for a in &msg.attributes {
+            match a {
+                RouteAttribute::Destination(RouteAddress::Inet(d)) => dst = Some(*d),
+                RouteAttribute::Oif(i) => oif = Some(*i),
+                _ => {}
+            }
+        }
+        if let Some(d) = dst {
+            out.push((d, prefix, oif));
+        }
+    }
+    Ok(out)
 }

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use nix::fcntl::Flock;
 use tokio::sync::Mutex;
 
+use super::dns::Dns;
 use super::iptables;
 use super::link;
 use super::netns;
@@ -26,15 +27,16 @@ const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
 /// Owns the bridge network of one daemon. Cheap to share (`Arc`); every method is safe to
 /// call concurrently (they are serialized inside).
 pub struct NetworkManager {
-    config: NetworkConfig,
-    chains: Chains,
-    inner: Mutex<Inner>,
+    pub(super) config: NetworkConfig,
+    pub(super) chains: Chains,
+    pub(super) inner: Mutex<Inner>,
+    pub(super) dns: Dns,
     _lock: Flock<std::fs::File>,
 }
 
-struct Inner {
-    state: State,
-    proxies: HashMap<String, Vec<PortProxy>>,
+pub(super) struct Inner {
+    pub(super) state: State,
+    pub(super) proxies: HashMap<String, Vec<PortProxy>>,
     /// What skiff's chains were last brought to; `None` until the first sync. A container
     /// without published ports changes nothing, so it costs no iptables call.
     applied: Option<RuleSet>,
@@ -62,6 +64,16 @@ impl NetworkManager {
         let loaded = state::load(&config.state_dir)?;
         let manager = Self {
             chains: Chains::new(&config.chain_prefix),
+            dns: Dns::new(
+                config.host_resolv_conf.clone(),
+                config
+                    .proxy_processes
+                    .as_ref()
+                    .map(|p| super::dns_holder::Holders {
+                        exe: p.exe.clone(),
+                        dir: p.pid_dir.with_file_name("dns"),
+                    }),
+            ),
             config,
             inner: Mutex::new(Inner {
                 state: loaded,
@@ -110,7 +122,14 @@ impl NetworkManager {
             });
         }
         let id = req.container_id.clone();
-        if req.mode == NetworkMode::None {
+        if req.mode == NetworkMode::Host && !req.endpoints.is_empty() {
+            return Err(RuntimeError::InvalidNetworkConfig {
+                field: "networks",
+                value: id,
+                reason: "a container on the host's network cannot join other networks",
+            });
+        }
+        if req.mode == NetworkMode::None && req.endpoints.is_empty() {
             // The container's init makes its own namespace with only loopback: nothing to
             // make, record or undo here.
             if !req.ports.is_empty() {
@@ -124,15 +143,21 @@ impl NetworkManager {
                 veth: None,
                 ports: Vec::new(),
                 unpublished: false,
+                endpoints: Vec::new(),
+                dns: Vec::new(),
             };
             return Ok(self.attachment(&id, &record));
         }
-        if req.mode == NetworkMode::Bridge {
+        if req.mode == NetworkMode::Bridge && req.endpoints.is_empty() {
             if let Some(spare) = self.take_spare(&mut inner).await {
                 return self.prepare_on_spare(&mut inner, req, spare).await;
             }
         }
         let netns_path = (req.mode != NetworkMode::Host).then(|| self.netns_path(&id));
+        let first_if = usize::from(req.mode == NetworkMode::Bridge);
+        let endpoints = self
+            .plan_endpoints(&inner, &id, &req.endpoints, first_if, &[])
+            .await?;
         let (ip, veth, proxies) = match req.mode {
             NetworkMode::Bridge => {
                 let ip = self.config.subnet.allocate(
@@ -144,6 +169,16 @@ impl NetworkManager {
                     start_proxies(&req.ports, ip, self.config.proxy_processes.as_ref(), &id)
                         .await?;
                 (Some(ip), Some(self.free_veth_name(&id).await?), proxies)
+            }
+            NetworkMode::None if !endpoints.is_empty() => {
+                let proxies = start_proxies(
+                    &req.ports,
+                    endpoints[0].att.ip,
+                    self.config.proxy_processes.as_ref(),
+                    &id,
+                )
+                .await?;
+                (None, None, proxies)
             }
             NetworkMode::None | NetworkMode::Host => {
                 if !req.ports.is_empty() {
@@ -160,6 +195,8 @@ impl NetworkManager {
             veth,
             ports: proxies.iter().map(|(p, _)| *p).collect(),
             unpublished: false,
+            endpoints,
+            dns: req.dns_forwarders.clone(),
         };
         // Write ahead: a crash from here on leaves a record that restore can undo.
         inner.state.containers.insert(id.clone(), record.clone());
@@ -174,8 +211,13 @@ impl NetworkManager {
             Ok(()) => self.sync_rules(&mut inner, true).await,
             Err(e) => Err(e),
         };
+        let attached = match attached {
+            Ok(()) => self.start_dns(&inner, &id, &record).await,
+            Err(e) => Err(e),
+        };
         if let Err(e) = attached {
             stop_all(proxies.into_iter().map(|(_, p)| p)).await;
+            self.dns.stop(&id);
             if let Err(undo) = self.detach(&record).await {
                 tracing::error!(container = %id, error = %undo, "cannot undo failed network setup");
                 return Err(e);
@@ -200,14 +242,19 @@ impl NetworkManager {
         let record = {
             let mut inner = self.inner.lock().await;
             stop_all(inner.proxies.remove(container_id).unwrap_or_default()).await;
+            self.dns.stop(container_id);
             match inner.state.containers.get(container_id) {
                 Some(r) => r.clone(),
                 None => return Ok(()),
             }
         };
-        if let (Some(netns_path), Some(ip), Some(veth)) =
-            (&record.netns_path, record.ip, &record.veth)
-        {
+        // With endpoints on user networks the namespace holds more than a spare may.
+        if let (Some(netns_path), Some(ip), Some(veth), true) = (
+            &record.netns_path,
+            record.ip,
+            &record.veth,
+            record.endpoints.is_empty(),
+        ) {
             // Its processes are gone (the container was removed first): the attachment is
             // kept whole for the next container, if there is room.
             let mut inner = self.inner.lock().await;
@@ -233,13 +280,16 @@ impl NetworkManager {
         self.save_and_sync(&mut inner, true).await
     }
 
-    /// Closes the container's published ports (proxies and forwarding rules) while it is
-    /// not running, keeping its bindings for [`publish`](Self::publish). Unknown ids and
-    /// containers without ports are fine.
+    /// Closes the container's published ports (proxies and forwarding rules) and takes
+    /// its names out of the embedded DNS while it is not running, keeping its bindings for
+    /// [`publish`](Self::publish). Unknown ids and containers without ports are fine.
     pub async fn unpublish(&self, container_id: &str) -> Result<()> {
         let mut inner = self.inner.lock().await;
+        // Also a container off its networks' DNS: only running containers have names.
         match inner.state.containers.get_mut(container_id) {
-            Some(r) if !r.unpublished && !r.ports.is_empty() => r.unpublished = true,
+            Some(r) if !r.unpublished && (!r.ports.is_empty() || !r.endpoints.is_empty()) => {
+                r.unpublished = true
+            }
             _ => return Ok(()),
         }
         stop_all(inner.proxies.remove(container_id).unwrap_or_default()).await;
@@ -251,8 +301,8 @@ impl NetworkManager {
     pub async fn publish(&self, container_id: &str) -> Result<()> {
         let mut inner = self.inner.lock().await;
         let (ip, specs) = match inner.state.containers.get(container_id) {
-            Some(r) if r.unpublished => match r.ip {
-                Some(ip) => (
+            Some(r) if r.unpublished => match r.port_target(&self.config.bridge) {
+                Some((ip, _)) => (
                     ip,
                     r.ports
                         .iter()
@@ -264,7 +314,8 @@ impl NetworkManager {
                         })
                         .collect::<Vec<_>>(),
                 ),
-                None => return Ok(()),
+                // On no network any more (all disconnected): nothing to bind.
+                None => (std::net::Ipv4Addr::UNSPECIFIED, Vec::new()),
             },
             _ => return Ok(()),
         };
@@ -297,6 +348,18 @@ impl NetworkManager {
         iptables::apply(&rules::removal_script(&self.chains, &snapshot)).await?;
         let h = link::connect(Path::new("host"))?;
         link::delete_link(&h, &self.config.bridge).await?;
+        let nets: Vec<String> = {
+            let inner = self.inner.lock().await;
+            inner
+                .state
+                .networks
+                .values()
+                .map(|n| n.bridge.clone())
+                .collect()
+        };
+        for bridge in nets {
+            link::delete_link(&h, &bridge).await?;
+        }
         netns::remove_dir(&self.netns_dir())
     }
 
@@ -381,6 +444,8 @@ impl NetworkManager {
             veth: Some(spare.veth.clone()),
             ports: proxies.iter().map(|(p, _)| *p).collect(),
             unpublished: false,
+            endpoints: Vec::new(),
+            dns: Vec::new(),
         };
         inner.state.containers.insert(id.clone(), record.clone());
         if let Err(e) = self.save_and_sync(inner, true).await {
@@ -409,9 +474,14 @@ impl NetworkManager {
     /// A host-side veth name derived from (bridge, id) and not taken by any link: undoing
     /// a failed setup deletes the veth by name, so it must never be someone else's.
     async fn free_veth_name(&self, id: &str) -> Result<String> {
+        self.free_veth_name_on(&self.config.bridge, id).await
+    }
+
+    /// [`free_veth_name`](Self::free_veth_name) for a veth on `bridge`.
+    pub(super) async fn free_veth_name_on(&self, bridge: &str, id: &str) -> Result<String> {
         let h = link::connect(Path::new("host"))?;
         for salt in 0u8..16 {
-            let name = veth_name(&self.config.bridge, id, salt);
+            let name = veth_name(bridge, id, salt);
             if link::link_index(&h, &name).await?.is_none() {
                 return Ok(name);
             }
@@ -419,9 +489,14 @@ impl NetworkManager {
         Err(RuntimeError::NoFreeLinkName { id: id.to_string() })
     }
 
-    fn attachment(&self, id: &str, r: &Record) -> NetworkAttachment {
+    pub(super) fn attachment(&self, id: &str, r: &Record) -> NetworkAttachment {
         let resolv = std::fs::read_to_string(&self.config.host_resolv_conf).unwrap_or_default();
+        let first_ep = r.endpoints.first().map(|e| e.att.ip);
         let (hosts, resolv_conf) = match r.mode {
+            NetworkMode::None if r.ip.is_none() && first_ep.is_some() => (
+                files::hosts_file(&r.hostname, first_ep),
+                files::resolv_conf_for_embedded_dns(&resolv),
+            ),
             NetworkMode::Host => (
                 std::fs::read_to_string(&self.config.host_hosts)
                     .unwrap_or_else(|_| files::hosts_file(&r.hostname, None)),
@@ -445,6 +520,7 @@ impl NetworkManager {
             ports: r.ports.clone(),
             hosts,
             resolv_conf,
+            endpoints: r.endpoints.iter().map(|e| e.att.clone()).collect(),
         }
     }
 
@@ -456,7 +532,8 @@ impl NetworkManager {
         netns::ensure_dir(&self.netns_dir())?;
         netns::create(ns)?;
         let (Some(ip), Some(veth)) = (r.ip, &r.veth) else {
-            return netns::run_in(ns, |h| async move { link::loopback_up(&h).await }).await;
+            netns::run_in(ns, |h| async move { link::loopback_up(&h).await }).await?;
+            return self.attach_endpoints(ns, &r.endpoints, false).await;
         };
         enable_ip_forward()?;
         let h = link::connect(Path::new("host"))?;
@@ -468,7 +545,8 @@ impl NetworkManager {
         netns::run_in(ns, move |h| async move {
             link::configure_container_side(&h, ip, subnet).await
         })
-        .await
+        .await?;
+        self.attach_endpoints(ns, &r.endpoints, true).await
     }
 
     /// Undoes [`attach`](Self::attach); every step tolerates "already gone".
@@ -480,7 +558,8 @@ impl NetworkManager {
                 first_err.get_or_insert(e);
             }
         };
-        if let Some(veth) = &r.veth {
+        let veths = r.veth.iter().chain(r.endpoints.iter().map(|e| &e.veth));
+        for veth in veths {
             match link::connect(Path::new("host")) {
                 Ok(h) => note(link::delete_link(&h, veth).await),
                 Err(e) => note(Err(e)),
@@ -497,16 +576,28 @@ impl NetworkManager {
     /// rules stay when the last container leaves (as Docker's do), so containers without
     /// published ports come and go without an iptables call; without it (a daemon start,
     /// teardown) no chain and no jump of skiff's is left when no container is bridged.
-    async fn sync_rules(&self, inner: &mut Inner, keep: bool) -> Result<()> {
-        let mut port_rules = Vec::new();
+    pub(super) async fn sync_rules(&self, inner: &mut Inner, keep: bool) -> Result<()> {
+        self.dns.refresh(&inner.state);
+        let nets: Vec<&super::BridgeNetwork> = inner.state.networks.values().collect();
+        let (first, mut port_rules) = rules::user_rules(&self.config, &self.chains, &nets);
         for (id, r) in &inner.state.containers {
-            if let Some(ip) = r.ip {
+            if let Some((ip, br)) = r.port_target(&self.config.bridge) {
                 for p in r.ports.iter().filter(|_| !r.unpublished) {
-                    port_rules.extend(rules::port_rules(&self.config, &self.chains, id, ip, p));
+                    port_rules.extend(rules::port_rules_on(&br, &self.chains, id, ip, p));
                 }
             }
         }
-        let bridged = inner.state.containers.values().any(|r| r.ip.is_some());
+        // The isolation rules ride in the same set, ahead of the rest (see below).
+        let split = first.len();
+        let mut all = first;
+        all.extend(port_rules);
+        let port_rules = all;
+        let bridged = !inner.state.networks.is_empty()
+            || inner
+                .state
+                .containers
+                .values()
+                .any(|r| r.ip.is_some() || !r.endpoints.is_empty());
         let kept = keep && matches!(inner.applied, Some(RuleSet::Present(_)));
         let desired = if bridged || kept {
             RuleSet::Present(port_rules)
@@ -520,8 +611,9 @@ impl NetworkManager {
         inner.applied = None;
         let snapshot = iptables::snapshot().await?;
         let script = match &desired {
-            RuleSet::Present(port_rules) => {
-                rules::sync_script(&self.config, &self.chains, &snapshot, port_rules)
+            RuleSet::Present(rules) => {
+                let (first, rest) = rules.split_at(split);
+                rules::sync_script_with(&self.config, &self.chains, &snapshot, first, rest)
             }
             RuleSet::Absent => rules::removal_script(&self.chains, &snapshot),
         };
@@ -543,7 +635,14 @@ impl NetworkManager {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
+        // Before any DNS socket is served again: queries held while no daemon ran are
+        // answered as soon as it is.
+        self.dns.refresh(&inner.state);
         let host = link::connect(Path::new("host"))?;
+        for net in inner.state.networks.values() {
+            enable_ip_forward()?;
+            link::ensure_bridge_with(&host, &net.bridge, net.subnet, net.gateway).await?;
+        }
         for (id, r) in records {
             let ns_alive = match &r.netns_path {
                 Some(ns) => ns.exists() && netns::is_mount_point(ns)?,
@@ -555,7 +654,10 @@ impl NetworkManager {
             };
             if !(ns_alive && veth_alive) {
                 tracing::info!(container = %id, "network attachment lost its namespace; releasing it");
-                if let (Some(procs), Some(ip)) = (&self.config.proxy_processes, r.ip) {
+                if let (Some(procs), Some((ip, _))) = (
+                    &self.config.proxy_processes,
+                    r.port_target(&self.config.bridge),
+                ) {
                     for p in &r.ports {
                         let target = SocketAddr::from((ip, p.container_port));
                         if let Some(proxy) =
@@ -569,11 +671,26 @@ impl NetworkManager {
                 inner.state.containers.remove(&id);
                 continue;
             }
-            let Some(ip) = r.ip else { continue };
+            for e in &r.endpoints {
+                if let Some(net) = inner.state.networks.get(&e.att.network_id) {
+                    let bridge =
+                        link::ensure_bridge_with(&host, &net.bridge, net.subnet, net.gateway)
+                            .await?;
+                    link::enslave(&host, &e.veth, bridge).await?;
+                }
+            }
+            if let (Some(ns), false) = (&r.netns_path, r.endpoints.is_empty()) {
+                if let Err(e) = self.dns.serve(&id, ns).await {
+                    tracing::error!(container = %id, error = %e, "cannot reopen the embedded DNS server");
+                }
+            }
+            let Some((ip, _)) = r.port_target(&self.config.bridge) else {
+                continue;
+            };
             enable_ip_forward()?;
-            let bridge =
-                link::ensure_bridge(&host, &self.config.bridge, self.config.subnet).await?;
             if let Some(veth) = &r.veth {
+                let bridge =
+                    link::ensure_bridge(&host, &self.config.bridge, self.config.subnet).await?;
                 link::enslave(&host, veth, bridge).await?;
             }
             let mut proxies = Vec::new();
@@ -611,6 +728,14 @@ impl NetworkManager {
             })
             .await;
         }
+        let served: Vec<String> = inner
+            .state
+            .containers
+            .iter()
+            .filter(|(_, r)| !r.endpoints.is_empty())
+            .map(|(id, _)| id.clone())
+            .collect();
+        self.dns.stop_other_holders(&served);
         let spares = std::mem::take(&mut inner.state.spares);
         for spare in spares {
             match self.check_spare(&spare).await {
@@ -673,6 +798,45 @@ async fn start_proxies(
     Ok(out)
 }
 
+impl NetworkManager {
+    /// After a connect or disconnect moved the container's published address from `old`:
+    /// its running proxies are bound again to forward to the new one (same host ports).
+    pub(super) async fn retarget_ports(
+        &self,
+        inner: &mut Inner,
+        id: &str,
+        old: Option<(std::net::Ipv4Addr, String)>,
+    ) -> Result<()> {
+        let Some(r) = inner.state.containers.get(id) else {
+            return Ok(());
+        };
+        let new = r.port_target(&self.config.bridge);
+        if new == old || r.unpublished || r.ports.is_empty() {
+            return Ok(());
+        }
+        let specs: Vec<PortSpec> = r
+            .ports
+            .iter()
+            .map(|p| PortSpec {
+                host_ip: Some(p.host_ip),
+                host_port: Some(p.host_port),
+                container_port: p.container_port,
+                protocol: p.protocol,
+            })
+            .collect();
+        stop_all(inner.proxies.remove(id).unwrap_or_default()).await;
+        let Some((ip, _)) = new else {
+            return Ok(());
+        };
+        let proxies = start_proxies(&specs, ip, self.config.proxy_processes.as_ref(), id).await?;
+        inner.proxies.insert(
+            id.to_string(),
+            proxies.into_iter().map(|(_, p)| p).collect(),
+        );
+        Ok(())
+    }
+}
+
 /// Stops proxies and waits until their ports are free.
 async fn stop_all(proxies: impl IntoIterator<Item = PortProxy>) {
     for p in proxies {
@@ -680,7 +844,7 @@ async fn stop_all(proxies: impl IntoIterator<Item = PortProxy>) {
     }
 }
 
-fn enable_ip_forward() -> Result<()> {
+pub(super) fn enable_ip_forward() -> Result<()> {
     let path = Path::new(IP_FORWARD);
     let io = |step| {
         move |source| RuntimeError::Io {

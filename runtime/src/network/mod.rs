@@ -14,6 +14,8 @@
 //! Needs root, a tokio runtime with IO and time enabled (the manager's futures are `Send`),
 //! and the system's `iptables`, `iptables-save` and `iptables-restore` for bridge mode.
 
+mod dns;
+pub mod dns_holder;
 mod files;
 mod iptables;
 mod link;
@@ -24,6 +26,7 @@ pub mod proxy;
 mod rules;
 mod state;
 mod subnet;
+mod user_networks;
 
 use std::fmt;
 use std::net::Ipv4Addr;
@@ -32,7 +35,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-pub use files::{hosts_file, resolv_conf_for_bridge};
+pub use files::{hosts_file, resolv_conf_for_bridge, resolv_conf_for_embedded_dns};
 pub use manager::NetworkManager;
 pub use netns::join_netns;
 pub use ports::{parse_exposed, parse_publish, publish_all, PortSpec, Protocol};
@@ -128,8 +131,60 @@ pub struct NetworkRequest {
     pub hostname: String,
     pub mode: NetworkMode,
     /// Published ports (`-p`, and `-P` via [`publish_all`]); ignored, with a warning, for
-    /// `host` and `none`, as Docker does.
+    /// `host` and `none`, as Docker does. With `endpoints` and mode `none` they go to the
+    /// first endpoint's address.
     pub ports: Vec<PortSpec>,
+    /// User-defined networks to join, one veth (`eth<n>`) each. With mode `none` the
+    /// container gets a namespace of its own and the first endpoint is its `eth0` and
+    /// default route; with mode `bridge` they follow the default bridge's `eth0`.
+    pub endpoints: Vec<EndpointRequest>,
+    /// Where the embedded DNS server forwards names it does not know (`--dns`); empty:
+    /// the host's resolvers.
+    pub dns_forwarders: Vec<Ipv4Addr>,
+}
+
+/// A user-defined bridge network as made on the host: a Linux bridge holding `gateway`,
+/// NAT for `subnet` unless `internal`, and isolation from every other bridge.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BridgeNetwork {
+    /// The network's id (64 hex), as Docker shows it.
+    pub id: String,
+    /// Linux bridge name, `br-<first 12 hex of id>`.
+    pub bridge: String,
+    pub subnet: Ipv4Net,
+    pub gateway: Ipv4Addr,
+    /// No route out: no NAT, no forwarding to other interfaces, no DNS forwarding.
+    pub internal: bool,
+}
+
+/// One endpoint a container asks for on a user-defined network.
+#[derive(Clone, Debug)]
+pub struct EndpointRequest {
+    pub network_id: String,
+    /// `--ip`; `None`: the next free address.
+    pub ip: Option<Ipv4Addr>,
+    /// What the embedded DNS answers with this endpoint's address: container name,
+    /// aliases (compose service names), short id. Lower-cased on lookup.
+    pub names: Vec<String>,
+    /// Links (`--link target:alias`, compose's `links`): `(alias, target name)`; on user
+    /// networks a link is a name only this container resolves, as Docker's.
+    pub links: Vec<(String, String)>,
+}
+
+/// An endpoint as made: the container's address on one user-defined network.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointAttachment {
+    pub network_id: String,
+    /// Interface name inside the container (`eth0`, `eth1` ...).
+    pub ifname: String,
+    pub ip: Ipv4Addr,
+    pub prefix_len: u8,
+    pub gateway: Ipv4Addr,
+    pub mac: String,
+    pub names: Vec<String>,
+    /// `(alias, target name)` pairs only this container resolves.
+    #[serde(default)]
+    pub links: Vec<(String, String)>,
 }
 
 /// A published port as bound: the host side is concrete (a requested port 0 is resolved).
@@ -159,4 +214,6 @@ pub struct NetworkAttachment {
     /// Contents for the container's `/etc/hosts` and `/etc/resolv.conf`.
     pub hosts: String,
     pub resolv_conf: String,
+    /// Its endpoints on user-defined networks, in the order they were joined.
+    pub endpoints: Vec<EndpointAttachment>,
 }

@@ -4,7 +4,7 @@
 use std::net::Ipv4Addr;
 
 use super::iptables::{Rule, Snapshot};
-use super::{NetworkConfig, PublishedPort};
+use super::{BridgeNetwork, NetworkConfig, PublishedPort};
 
 /// skiff's own chains, named from the configured prefix.
 #[derive(Clone, Debug)]
@@ -95,6 +95,7 @@ pub(crate) fn jump_rules(chains: &Chains) -> Vec<Rule> {
 
 /// A published port's rules: DNAT of traffic from elsewhere to the container, and its
 /// acceptance in FORWARD; tagged with the container's id.
+#[cfg(test)]
 pub(crate) fn port_rules(
     cfg: &NetworkConfig,
     chains: &Chains,
@@ -102,7 +103,17 @@ pub(crate) fn port_rules(
     ip: Ipv4Addr,
     port: &PublishedPort,
 ) -> Vec<Rule> {
-    let br = cfg.bridge.as_str();
+    port_rules_on(&cfg.bridge, chains, id, ip, port)
+}
+
+/// [`port_rules`] for a container whose published address is on bridge `br`.
+pub(crate) fn port_rules_on(
+    br: &str,
+    chains: &Chains,
+    id: &str,
+    ip: Ipv4Addr,
+    port: &PublishedPort,
+) -> Vec<Rule> {
     let proto = port.protocol.as_str();
     let host_port = port.host_port.to_string();
     let container_port = port.container_port.to_string();
@@ -152,6 +163,84 @@ pub(crate) fn port_rules(
     ]
 }
 
+/// User-defined networks' rules, as Docker's: `(first, rest)`. `first` goes before every
+/// other rule of the forward chain: isolation (no traffic from one bridge to another,
+/// the default bridge included) and, for `--internal` networks, nothing in or out but
+/// within the bridge. `rest`: what lets each non-internal network out (accept, NAT).
+pub(crate) fn user_rules(
+    cfg: &NetworkConfig,
+    chains: &Chains,
+    nets: &[&BridgeNetwork],
+) -> (Vec<Rule>, Vec<Rule>) {
+    let mut first = Vec::new();
+    let mut rest = Vec::new();
+    let bridges: Vec<&str> = std::iter::once(cfg.bridge.as_str())
+        .chain(nets.iter().map(|n| n.bridge.as_str()))
+        .collect();
+    for n in nets {
+        let br = n.bridge.as_str();
+        for other in bridges.iter().filter(|b| **b != br) {
+            first.push(Rule::new(
+                "filter",
+                &chains.forward,
+                &["-i", br, "-o", other, "-j", "DROP"],
+            ));
+            first.push(Rule::new(
+                "filter",
+                &chains.forward,
+                &["-i", other, "-o", br, "-j", "DROP"],
+            ));
+        }
+        if n.internal {
+            first.push(Rule::new(
+                "filter",
+                &chains.forward,
+                &["-i", br, "!", "-o", br, "-j", "DROP"],
+            ));
+            first.push(Rule::new(
+                "filter",
+                &chains.forward,
+                &["!", "-i", br, "-o", br, "-j", "DROP"],
+            ));
+            rest.push(Rule::new(
+                "filter",
+                &chains.forward,
+                &["-i", br, "-o", br, "-j", "ACCEPT"],
+            ));
+            continue;
+        }
+        let subnet = n.subnet.to_string();
+        rest.push(Rule::new(
+            "nat",
+            &chains.postrouting,
+            &["-s", &subnet, "!", "-o", br, "-j", "MASQUERADE"],
+        ));
+        rest.push(Rule::new(
+            "filter",
+            &chains.forward,
+            &["-i", br, "-j", "ACCEPT"],
+        ));
+        rest.push(Rule::new(
+            "filter",
+            &chains.forward,
+            &[
+                "-o",
+                br,
+                "-m",
+                "conntrack",
+                "--ctstate",
+                "RELATED,ESTABLISHED",
+                "-j",
+                "ACCEPT",
+            ],
+        ));
+    }
+    // Pairs of user bridges were listed from both sides: keep each rule once.
+    let mut seen = std::collections::HashSet::new();
+    first.retain(|r| seen.insert(r.line("-A")));
+    (first, rest)
+}
+
 const TABLES: [&str; 2] = ["nat", "filter"];
 
 fn block(table: &str, lines: Vec<String>) -> String {
@@ -168,14 +257,30 @@ fn jump_target(jump: &Rule) -> &str {
 /// The script that makes skiff's chains hold exactly the base rules plus `port_rules`
 /// (declaring a chain with `--noflush` creates or flushes it), and makes each jump into
 /// them exist exactly once.
+#[cfg(test)]
 pub(crate) fn sync_script(
     cfg: &NetworkConfig,
     chains: &Chains,
     snapshot: &Snapshot,
     port_rules: &[Rule],
 ) -> String {
+    sync_script_with(cfg, chains, snapshot, &[], port_rules)
+}
+
+/// [`sync_script`] with `first` rules before the base rules (isolation drops).
+pub(crate) fn sync_script_with(
+    cfg: &NetworkConfig,
+    chains: &Chains,
+    snapshot: &Snapshot,
+    first: &[Rule],
+    port_rules: &[Rule],
+) -> String {
     let mut script = String::new();
-    let base = chain_rules(cfg, chains);
+    let base: Vec<Rule> = first
+        .iter()
+        .cloned()
+        .chain(chain_rules(cfg, chains))
+        .collect();
     for table in TABLES {
         let mut lines: Vec<String> = chains
             .all()
@@ -296,6 +401,38 @@ mod tests {
              -F SKIFF-FORWARD\n-X SKIFF-FORWARD\nCOMMIT\n"
         );
         assert_eq!(removal_script(&chains, &Snapshot::parse(String::new())), "");
+    }
+
+    #[test]
+    fn user_networks_are_isolated_and_internal_ones_closed() {
+        let cfg = NetworkConfig::new("/s", "/r");
+        let chains = Chains::new("SKIFF");
+        let net = |id: &str, subnet: &str, internal| BridgeNetwork {
+            id: id.into(),
+            bridge: format!("br-{id}"),
+            subnet: subnet.parse().unwrap(),
+            gateway: Ipv4Addr::new(10, 0, 0, 1),
+            internal,
+        };
+        let a = net("a", "10.10.0.0/24", false);
+        let b = net("b", "10.11.0.0/24", true);
+        let (first, rest) = user_rules(&cfg, &chains, &[&a, &b]);
+        let lines: Vec<String> = first.iter().map(|r| r.line("-A")).collect();
+        assert!(lines.contains(&"-A SKIFF-FORWARD -i br-a -o skiff0 -j DROP".to_string()));
+        assert!(lines.contains(&"-A SKIFF-FORWARD -i br-a -o br-b -j DROP".to_string()));
+        assert!(lines.contains(&"-A SKIFF-FORWARD -i br-b -o br-a -j DROP".to_string()));
+        assert!(lines.contains(&"-A SKIFF-FORWARD -i br-b ! -o br-b -j DROP".to_string()));
+        assert_eq!(
+            lines
+                .iter()
+                .filter(|l| l.contains("-i br-a -o br-b"))
+                .count(),
+            1
+        );
+        let rest: Vec<String> = rest.iter().map(|r| r.line("-A")).collect();
+        assert!(rest
+            .contains(&"-A SKIFF-POSTROUTING -s 10.10.0.0/24 ! -o br-a -j MASQUERADE".to_string()));
+        assert!(!rest.iter().any(|l| l.contains("10.11.0.0")), "{rest:?}");
     }
 
     #[test]

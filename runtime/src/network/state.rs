@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
-use super::{NetworkMode, PublishedPort};
+use super::{BridgeNetwork, EndpointAttachment, NetworkMode, PublishedPort};
 use crate::error::{Result, RuntimeError};
 
 pub(crate) const STATE_FILE: &str = "network.json";
@@ -29,6 +29,9 @@ pub(crate) struct State {
     /// Released bridge attachments, intact, for the next containers.
     #[serde(default)]
     pub spares: Vec<Spare>,
+    /// User-defined bridge networks made on the host, by network id.
+    #[serde(default)]
+    pub networks: BTreeMap<String, BridgeNetwork>,
 }
 
 impl Default for State {
@@ -38,8 +41,21 @@ impl Default for State {
             last_ip: None,
             containers: BTreeMap::new(),
             spares: Vec::new(),
+            networks: BTreeMap::new(),
         }
     }
+}
+
+/// A container's veth on a user-defined network.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct EndpointRecord {
+    /// Host side of the veth pair, on `bridge`.
+    pub veth: String,
+    pub bridge: String,
+    /// The network's, kept here so the endpoint can be made without looking it up.
+    pub subnet: super::Ipv4Net,
+    pub internal: bool,
+    pub att: EndpointAttachment,
 }
 
 /// A bridge attachment no container uses: its namespace (only loopback and eth0 with the
@@ -63,6 +79,8 @@ impl Spare {
             veth: Some(self.veth.clone()),
             ports: Vec::new(),
             unpublished: false,
+            endpoints: Vec::new(),
+            dns: Vec::new(),
         }
     }
 }
@@ -80,6 +98,24 @@ pub(crate) struct Record {
     /// (Docker frees published ports on stop and binds them again on start).
     #[serde(default)]
     pub unpublished: bool,
+    /// Endpoints on user-defined networks (`eth0` first when `ip` is `None`).
+    #[serde(default)]
+    pub endpoints: Vec<EndpointRecord>,
+    /// The embedded DNS server's forwarders (`--dns`); empty: the host's.
+    #[serde(default)]
+    pub dns: Vec<Ipv4Addr>,
+}
+
+impl Record {
+    /// Where published ports go: the default bridge's address, else the first endpoint's;
+    /// with the bridge whose traffic is not DNATed again.
+    pub fn port_target(&self, default_bridge: &str) -> Option<(Ipv4Addr, String)> {
+        match (self.ip, self.endpoints.first()) {
+            (Some(ip), _) => Some((ip, default_bridge.to_string())),
+            (None, Some(e)) => Some((e.att.ip, e.bridge.clone())),
+            _ => None,
+        }
+    }
 }
 
 impl State {
@@ -179,6 +215,8 @@ mod tests {
                 veth: Some("vethabc".into()),
                 ports: vec![],
                 unpublished: false,
+                endpoints: vec![],
+                dns: vec![],
             },
         );
         save(dir.path(), &s).unwrap();

@@ -123,6 +123,8 @@ impl Fixture {
             hostname: name.to_string(),
             mode,
             ports,
+            endpoints: Vec::new(),
+            dns_forwarders: Vec::new(),
         }
     }
 
