@@ -115,9 +115,46 @@ fn unpack(reader: impl Read, root: &Path) -> Result<(), BuildError> {
     a.set_preserve_permissions(true);
     a.set_preserve_mtime(true);
     a.set_overwrite(true);
-    // `unpack` refuses entries that would land outside `root` (`../`, absolute links).
-    a.unpack(root)
+    unpack_entries(&mut a, root)
         .map_err(|e| BuildError::Context(format!("unpacking the build context: {e}")))
+}
+
+/// Unpacks every entry of `a` into `root`, as `tar::Archive::unpack` does (`unpack_in`
+/// refuses entries that would land outside `root`; directories last, so a read-only
+/// directory does not block its files). Unlike it, an archive that ends right after an
+/// entry's data, without padding or end-of-archive blocks, ends there: docker CLI 28 sends
+/// such a context for `build -f - DIR`, and dockerd's Go reader accepts it. An entry cut
+/// short inside its data is still an error.
+fn unpack_entries<R: Read>(a: &mut tar::Archive<R>, root: &Path) -> std::io::Result<()> {
+    let mut dirs = Vec::new();
+    let mut entries = a.entries()?;
+    loop {
+        let mut entry = match entries.next() {
+            None => break,
+            Some(Ok(e)) => e,
+            // The tar crate reports EOF in the padding after a fully read entry as an
+            // `Other` error with this text (the unit tests below pin it); every entry's data
+            // was read in full by `unpack_in`, so only padding is skipped here.
+            Some(Err(e))
+                if e.kind() == std::io::ErrorKind::UnexpectedEof
+                    || e.to_string().contains("unexpected EOF during skip") =>
+            {
+                break
+            }
+            Some(Err(e)) => return Err(e),
+        };
+        if entry.header().entry_type().is_dir() {
+            dirs.push(entry);
+            continue;
+        }
+        entry.unpack_in(root)?;
+    }
+    // Deepest first, so a parent's mode is set after its children exist.
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.path_bytes().len()));
+    for mut d in dirs {
+        d.unpack_in(root)?;
+    }
+    Ok(())
 }
 
 impl Context {
@@ -193,5 +230,48 @@ impl Context {
             source: e,
         })?;
         Ok((text, ignore))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, data) in files {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            b.append_data(&mut h, name, *data).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn a_context_cut_after_its_last_entrys_data_ends_there() {
+        let full = tar_of(&[("Dockerfile", b"FROM scratch\n"), (".dockerignore", b"x\n")]);
+        // Header (512) + padded data (512) + header (512) + 2 data bytes, no padding and no
+        // end-of-archive blocks: what docker CLI 28 sends for `build -f - DIR`.
+        let cut = &full[..512 * 3 + 2];
+        let dir = tempfile::tempdir().unwrap();
+        unpack(cut, dir.path()).unwrap();
+        assert_eq!(
+            std::fs::read(dir.path().join("Dockerfile")).unwrap(),
+            b"FROM scratch\n"
+        );
+        assert_eq!(std::fs::read(dir.path().join(".dockerignore")).unwrap(), b"x\n");
+    }
+
+    #[test]
+    fn a_context_cut_inside_an_entrys_data_is_refused() {
+        let full = tar_of(&[("Dockerfile", b"FROM scratch\n")]);
+        let dir = tempfile::tempdir().unwrap();
+        let err = unpack(&full[..512 + 5], dir.path()).unwrap_err();
+        assert!(
+            matches!(&err, BuildError::Context(m) if m.starts_with("unpacking the build context")),
+            "{err:?}"
+        );
     }
 }
