@@ -142,6 +142,42 @@ fn docker_classic_build_multi_stage_runs_and_caches() {
         docker_ok(&d, &["run", "--rm", "built:1"]),
         "hi from a changed context\n1234\n/app\ngone\n"
     );
+    // The Dockerfile on stdin with a directory context (`build -f - DIR`): docker CLI 28
+    // sends a context whose last entry ends without tar padding. A failed RUN's exit code
+    // is the CLI's.
+    let stdin_build = |dockerfile: &str| {
+        use std::io::Write;
+        let mut child = docker(&d)
+            .env("DOCKER_BUILDKIT", "0")
+            .args(["build", "-t", "stdin:1", "-f", "-"])
+            .arg(ctx.path())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(dockerfile.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = stdin_build("FROM base:1\nCOPY msg.txt /m\nCMD [\"cat\", \"/m\"]\n");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        docker_ok(&d, &["run", "--rm", "stdin:1"]),
+        "a changed context"
+    );
+    let out = stdin_build("FROM base:1\nRUN exit 3\n");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("returned a non-zero code: 3"), "{err}");
 }
 
 #[test]
@@ -207,26 +243,29 @@ fn skiff_build_dockerignore_add_tar_and_refusals() {
     assert!(listing.ends_with("extracte"), "{listing}");
 
     // Bad input: each a clear error, a non-zero exit, nothing tagged.
-    let refused = |dockerfile: &str, needle: &str| {
+    let refused_with = |dockerfile: &str, needle: &str, code: i32| {
         write(ctx.path(), "Dockerfile", dockerfile);
         let out = d.run(&["build", "-t", "bad:1", ctx.path().to_str().unwrap()]);
         let err = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert_eq!(out.status.code(), Some(1), "{dockerfile}: {err}");
+        assert_eq!(out.status.code(), Some(code), "{dockerfile}: {err}");
         assert!(
             err.contains(needle),
             "{dockerfile}: {needle:?} not in {err}"
         );
         assert!(!d.ok(&["images"]).contains("bad "), "nothing tagged");
     };
+    let refused = |dockerfile: &str, needle: &str| refused_with(dockerfile, needle, 1);
     refused("FROM base:1\nFOO bar\n", "line 2");
     refused(
         "FROM base:1\nCOPY ../outside /x\n",
         "outside the build context",
     );
     refused("FROM base:1\nCOPY --from=nope /x /y\n", "nope");
-    refused(
+    // A failed RUN's exit code is the build's, as with the docker CLI.
+    refused_with(
         "FROM base:1\nRUN echo failing-output; exit 3\n",
         "returned a non-zero code: 3",
+        3,
     );
     refused(
         "FROM base:1\nCOPY missing.txt /x\n",

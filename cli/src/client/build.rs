@@ -139,10 +139,23 @@ pub async fn build(docker: &Docker, args: &BuildArgs) -> Result<()> {
     let mut stream = docker.build_image(opts, None, Some(tar.into()));
     let mut id = None;
     while let Some(item) = stream.next().await {
-        let info = item.map_err(|e| anyhow::anyhow!(super::error_message(&e)))?;
+        let info = match item {
+            Ok(info) => info,
+            Err(bollard::errors::Error::DockerStreamError { error }) => {
+                eprintln!("{error}");
+                return Err(crate::exit::Exit(run_exit_code(&error)).into());
+            }
+            Err(e) => anyhow::bail!(super::error_message(&e)),
+        };
         if let Some(err) = info.error {
             eprintln!("{err}");
-            return Err(crate::exit::Exit(1).into());
+            // As the docker CLI: a failed RUN's exit code (errorDetail.code), else 1.
+            let code = info
+                .error_detail
+                .and_then(|d| d.code)
+                .filter(|c| *c > 0 && *c < 256)
+                .unwrap_or(1);
+            return Err(crate::exit::Exit(code as i32).into());
         }
         if let Some(aux) = info.aux {
             id = aux.id;
@@ -212,4 +225,30 @@ pub async fn prune(socket: &Path, _args: &PruneArgs) -> Result<()> {
         super::format::human_size(p.reclaimed)
     );
     Ok(())
+}
+
+/// The exit code a failed build ends the CLI with, as the docker CLI: a failed RUN's own
+/// code, else 1. bollard keeps only the stream error's message, so the code is read back
+/// from dockerd's wording, which skiff's daemon writes too.
+fn run_exit_code(message: &str) -> i32 {
+    message
+        .rsplit_once("returned a non-zero code: ")
+        .and_then(|(_, c)| c.trim().parse::<i32>().ok())
+        .filter(|c| (1..256).contains(c))
+        .unwrap_or(1)
+}
+
+#[cfg(test)]
+mod exit_code_tests {
+    use super::run_exit_code;
+
+    #[test]
+    fn a_failed_runs_code_else_one() {
+        assert_eq!(
+            run_exit_code("The command '/bin/sh -c exit 3' returned a non-zero code: 3"),
+            3
+        );
+        assert_eq!(run_exit_code("COPY failed: file not found"), 1);
+        assert_eq!(run_exit_code("x returned a non-zero code: 300"), 1);
+    }
 }

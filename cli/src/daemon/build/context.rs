@@ -261,7 +261,10 @@ mod tests {
             std::fs::read(dir.path().join("Dockerfile")).unwrap(),
             b"FROM scratch\n"
         );
-        assert_eq!(std::fs::read(dir.path().join(".dockerignore")).unwrap(), b"x\n");
+        assert_eq!(
+            std::fs::read(dir.path().join(".dockerignore")).unwrap(),
+            b"x\n"
+        );
     }
 
     #[test]

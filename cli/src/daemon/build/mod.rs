@@ -208,8 +208,14 @@ impl BuildService {
             Err(e) => {
                 tracing::info!("build failed: {e}");
                 let msg = e.to_string();
+                // As dockerd: a failed RUN carries its exit code, which the docker CLI
+                // exits with.
+                let detail = match &e {
+                    BuildError::RunFailed { code, .. } => json!({"message": msg, "code": code}),
+                    _ => json!({"message": msg}),
+                };
                 progress
-                    .send(json!({"errorDetail": {"message": msg}, "error": msg}))
+                    .send(json!({"errorDetail": detail, "error": msg}))
                     .await;
             }
         }
