@@ -172,6 +172,11 @@ impl Store {
         if let Some(a) = &req.author {
             config["author"] = serde_json::json!(a);
         }
+        // Docker's image JSON also keeps the commit message at the top (image inspect's
+        // `Comment`).
+        if let Some(c) = &req.comment {
+            config["comment"] = serde_json::json!(c);
+        }
         let config_bytes = serde_json::to_vec(&config).expect("config serializes");
         // The parent's layer descriptors as its manifest has them (zstd:chunked annotations
         // included), so they are pushed as they are.

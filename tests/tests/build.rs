@@ -341,6 +341,8 @@ fn commit_with_changes() {
         "commit",
         "-m",
         "a message",
+        "-a",
+        "someone",
         "-c",
         "CMD [\"cat\", \"/live\"]",
         "c2",
@@ -353,6 +355,17 @@ fn commit_with_changes() {
     );
     let hist = docker_ok(&d, &["history", "--format", "{{.Comment}}", "live:1"]);
     assert_eq!(hist.lines().next(), Some("a message"), "{hist}");
+    let top = docker_ok(
+        &d,
+        &[
+            "image",
+            "inspect",
+            "-f",
+            "{{.Author}}|{{.Comment}}",
+            "live:1",
+        ],
+    );
+    assert_eq!(top.trim(), "someone|a message");
     let archive = tempfile::NamedTempFile::new().unwrap();
     d.ok(&["save", "-o", archive.path().to_str().unwrap(), "live:1"]);
     let d2 = Daemon::start().unwrap();

@@ -229,7 +229,12 @@ impl ImageService {
         let cfg = i.config.config().clone().unwrap_or_default();
         let mut config = super::views::image_config(&cfg);
         // Docker's keys oci-spec does not model (a built image's HEALTHCHECK, ONBUILD, SHELL).
+        // The image config's top-level `author` and `comment` (Docker's image JSON; commit
+        // -a / -m write them).
+        let mut top = (String::new(), String::new());
         if let Ok(raw) = serde_json::from_slice::<serde_json::Value>(&i.config_bytes) {
+            let text = |k: &str| raw[k].as_str().unwrap_or_default().to_string();
+            top = (text("author"), text("comment"));
             let c = &raw["config"];
             config.healthcheck = serde_json::from_value(c["Healthcheck"].clone()).ok();
             config.on_build = serde_json::from_value(c["OnBuild"].clone()).ok();
@@ -245,9 +250,9 @@ impl ImageService {
             size: Some(i.size as i64),
             config: Some(config),
             parent: Some(String::new()),
-            comment: Some(String::new()),
+            comment: Some(top.1),
             docker_version: Some(String::new()),
-            author: Some(String::new()),
+            author: Some(top.0),
             variant: i.config.variant().clone(),
             virtual_size: Some(i.size as i64),
             graph_driver: Some(bollard::models::DriverData {
