@@ -10,7 +10,7 @@ use crate::db::LayerRow;
 use crate::layer::LocalContentReader;
 use crate::layer_index::{ChunkLocation, ChunkRef, ContentReader, FileKind, LayerIndex};
 use crate::lazy_source::StoreBlobSource;
-use crate::pull::{ProgressFn, PullProgress, PullStatus};
+use crate::pull::{DiffId, ProgressFn, PullProgress, PullStatus};
 use crate::reference::ImageReference;
 use crate::registry::Descriptor;
 use crate::store::Store;
@@ -70,7 +70,7 @@ impl Store {
         &self,
         r: &ImageReference,
         layer: &Descriptor,
-        diff_id: &str,
+        diff_id: &DiffId<'_>,
         progress: ProgressFn<'_>,
     ) -> Result<Option<(LayerRow, Option<LayerIndex>)>> {
         let event = |status, current| {
@@ -102,6 +102,7 @@ impl Store {
             .into_iter()
             .collect();
         event(PullStatus::Downloading, 0);
+        let t0 = std::time::Instant::now();
         let (index, info) = chunked::open_lazy_layer_async(
             source.clone(),
             layer.digest.clone(),
@@ -109,6 +110,7 @@ impl Store {
             RetryPolicy::default(),
         )
         .await?;
+        tracing::debug!(layer = %layer.digest, entries = index.entries.len(), ms = t0.elapsed().as_secs_f64() * 1e3, "lazy pull: TOC fetched and parsed");
         if !info.verified {
             tracing::info!(layer = %layer.digest, "TOC not pinned by the manifest: pulling the layer in full");
             return Ok(None);
@@ -127,12 +129,13 @@ impl Store {
             digest: layer.digest.clone(),
             media_type: layer.media_type.clone(),
             size: layer.size,
-            diff_id: diff_id.to_string(),
+            diff_id: diff_id.get().await?,
             format: FORMAT_ZSTD_CHUNKED.to_string(),
             state: "lazy".to_string(),
             tar_size,
         };
         self.inner.db.put_lazy_layer(&row, &index, &r.to_string())?;
+        tracing::debug!(layer = %layer.digest, ms = t0.elapsed().as_secs_f64() * 1e3, "lazy pull: index stored");
         self.inner.cache.set_layer_map(&index);
         self.inner.cache.register_layer(&layer.digest, source);
         event(PullStatus::Complete, layer.size);
