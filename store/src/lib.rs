@@ -20,6 +20,7 @@ pub use reference::ImageReference;
 pub use registry::{RegistryClient, RegistryOptions};
 
 pub mod convert;
+mod fresh_indexes;
 mod import;
 mod lazy;
 mod lazy_profile;

@@ -146,7 +146,7 @@ impl Store {
         }
         let id = self.commit_pulled(&r, &resolved, &config, &rows)?;
         self.prefetch_user_files(&indexes);
-        drop(indexes);
+        self.inner.fresh_indexes.keep(indexes);
         tracing::debug!(reference = %r, ms = ms(), "pull: committed");
         self.record(&id)
     }

@@ -1,14 +1,16 @@
 //! Long read-aheads in segments, demanded chunks first. A miss that reads ahead far (the
 //! rest of a large executable or library) would otherwise stream it in blob order in one
 //! request, and a read faulting further on (a loader relocating the data segment at the
-//! file's end) would wait for everything before it. So beyond its first segment, such a
-//! read-ahead is queued: [`WORKERS`] workers fetch the queued chunks, one request per
-//! segment of at most [`SEGMENT`] compressed bytes; one goes forward from the front, one
-//! backward from the end of the file that missed (a program that read a large file's
+//! file's end) would wait for everything before it. So beyond its first segment (which
+//! comes in the miss's own request), such a read-ahead is queued and fetched one request
+//! per segment of at most [`SEGMENT`] compressed bytes by [`WORKERS`] worker(s): the first
+//! goes backward from the end of the file that missed (a program that read a large file's
 //! start reads its end next: an ELF loader relocates the data segment and `.dynamic` at
-//! the end, a zip reader starts from its central directory), and a read that needs a
-//! queued chunk takes the segment starting at that chunk off the queue and fetches it at
-//! once. Every chunk is still fetched once.
+//! the end, a zip reader starts from its central directory), others forward from the
+//! front. A read that needs a queued chunk takes the segment starting at that chunk off the
+//! queue and fetches it at once. Every chunk is still fetched once, and the bytes in
+//! flight stay bounded, so a miss elsewhere does not queue behind megabytes of read-ahead
+//! at the link's bottleneck.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::AtomicUsize;
@@ -23,8 +25,9 @@ pub const SPLIT_OVER: u64 = 1 << 20;
 /// Compressed bytes per segment request (at least one chunk).
 pub const SEGMENT: u64 = 512 << 10;
 /// Segment requests of one read-ahead in flight at once (beside its first request and
-/// segments taken by reads).
-pub const WORKERS: usize = 2;
+/// segments taken by reads). One: a second doubles the bytes queued ahead of other
+/// misses at the bottleneck for little gain.
+pub const WORKERS: usize = 1;
 
 /// The queued part of one read-ahead: chunks claimed (single-flight) but not requested.
 pub(super) struct AheadJob {
@@ -40,14 +43,14 @@ pub(super) struct AheadJob {
 
 /// Where the next segment of a job starts.
 #[derive(Clone, Copy)]
-enum From {
+enum Start {
     /// The first queued chunk, forward.
     Front,
     /// This chunk, forward (a read needs it).
     At(usize),
     /// Backward from the last queued chunk at or before this position (forward from the
     /// front once there is none).
-    BackFrom(usize),
+    Backward(usize),
 }
 
 /// Queued chunks by digest, so a read can find the read-ahead holding its chunk.
@@ -92,9 +95,9 @@ impl CacheCore {
         }
         for w in 0..WORKERS {
             let from = if w == 0 {
-                From::BackFrom(job.file_last)
+                Start::Backward(job.file_last)
             } else {
-                From::Front
+                Start::Front
             };
             job.workers.fetch_add(1, Ordering::SeqCst);
             let core = self.clone();
@@ -141,7 +144,7 @@ impl CacheCore {
         let Some(pos) = job.map.position(blob_offset) else {
             return false;
         };
-        let seg = self.take_segment(&job, From::At(pos));
+        let seg = self.take_segment(&job, Start::At(pos));
         if seg.is_empty() {
             return false;
         }
@@ -171,7 +174,7 @@ impl CacheCore {
     /// Takes the next segment of `job` off the queue, starting where `from` says:
     /// blob-contiguous queued chunks up to [`SEGMENT`] bytes (at least one), ascending.
     /// Empty when nothing is queued there.
-    fn take_segment(&self, job: &AheadJob, from: From) -> Vec<usize> {
+    fn take_segment(&self, job: &AheadJob, from: Start) -> Vec<usize> {
         let mut q = self.ahead.by_digest.lock().unwrap();
         let mut left = job.left.lock().unwrap();
         let chunks = &job.map.chunks;
@@ -188,7 +191,7 @@ impl CacheCore {
             chunks[left[hi]].blob_offset + chunks[left[hi]].blob_len - chunks[left[lo]].blob_offset
         };
         let (lo, hi) = match from {
-            From::BackFrom(last) if left.front().is_some_and(|&p| p <= last) => {
+            Start::Backward(last) if left.front().is_some_and(|&p| p <= last) => {
                 let hi = left.partition_point(|&p| p <= last) - 1;
                 let mut lo = hi;
                 while lo > 0 && joined(&left, lo - 1) && size(&left, lo - 1, hi) <= SEGMENT {
@@ -198,7 +201,7 @@ impl CacheCore {
             }
             _ => {
                 let lo = match from {
-                    From::At(p) => match left.binary_search(&p) {
+                    Start::At(p) => match left.binary_search(&p) {
                         Ok(i) => i,
                         Err(_) => return Vec::new(),
                     },
@@ -262,7 +265,7 @@ impl CacheCore {
     /// Gives up every chunk still queued in `job`: their readers fetch for themselves.
     fn abandon_queued(&self, job: &AheadJob) {
         loop {
-            let seg = self.take_segment(job, From::Front);
+            let seg = self.take_segment(job, Start::Front);
             if seg.is_empty() {
                 return;
             }
@@ -286,5 +289,75 @@ impl Drop for WorkerGuard<'_> {
         if self.job.workers.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.core.abandon_queued(self.job);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::readahead::MapChunk;
+
+    struct NoSource;
+    impl BlobSource for NoSource {
+        fn digest(&self) -> &str {
+            "sha256:none"
+        }
+        fn size(&self) -> u64 {
+            0
+        }
+        fn read_range(&self, offset: u64, len: u64) -> Result<bytes::Bytes> {
+            Err(StoreError::BlobFetch {
+                digest: "sha256:none".into(),
+                offset,
+                len,
+                reason: "no source in this test".into(),
+            })
+        }
+    }
+
+    /// Ten blob-adjacent chunks of 200 KiB; the first eight are one file.
+    fn job(left: Vec<usize>) -> AheadJob {
+        let chunks = (0..10u64)
+            .map(|i| MapChunk {
+                blob_offset: i * (200 << 10),
+                blob_len: 200 << 10,
+                len: 200 << 10,
+                digest: Arc::from(format!("sha256:{i}").as_str()),
+                dir: Arc::from(&b""[..]),
+                file_end: if i < 8 {
+                    8 * (200 << 10)
+                } else {
+                    10 * (200 << 10)
+                },
+            })
+            .collect();
+        AheadJob {
+            layer: "sha256:l".into(),
+            map: Arc::new(LayerMap { chunks }),
+            source: Arc::new(NoSource),
+            left: Mutex::new(left.into_iter().collect()),
+            workers: AtomicUsize::new(0),
+            file_last: 7,
+        }
+    }
+
+    #[test]
+    fn segments_come_from_the_front_from_the_files_end_and_from_a_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = ChunkCache::open(ChunkCacheConfig::new(dir.path())).unwrap();
+        let j = job((1..10).collect());
+        // Backward from the file's last chunk: two 200 KiB chunks fit in a segment.
+        assert_eq!(cache.take_segment(&j, Start::Backward(7)), vec![6, 7]);
+        // Forward from the front.
+        assert_eq!(cache.take_segment(&j, Start::Front), vec![1, 2]);
+        // A read needing chunk 4 takes the segment starting there; a chunk no longer
+        // queued gives nothing.
+        assert_eq!(cache.take_segment(&j, Start::At(4)), vec![4, 5]);
+        assert!(cache.take_segment(&j, Start::At(6)).is_empty());
+        // Segments never join chunks that are not neighbours in the queue.
+        assert_eq!(cache.take_segment(&j, Start::Backward(7)), vec![3]);
+        // Nothing of the file left: the backward worker goes on from the front.
+        assert_eq!(cache.take_segment(&j, Start::Backward(7)), vec![8, 9]);
+        assert!(cache.take_segment(&j, Start::Front).is_empty());
     }
 }
