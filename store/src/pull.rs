@@ -120,6 +120,7 @@ impl Store {
         // The config's own error explains the layers' (which only say it is missing).
         let (config_bytes, config) = config?;
         let pulled = pulled?;
+        tracing::debug!(reference = %r, ms = ms(), "pull: config and layers in");
         let resolved = ResolvedImage {
             config_bytes,
             ..resolved
@@ -159,6 +160,19 @@ impl Store {
         resolved: &ResolvedImage,
     ) -> Result<(Bytes, ImageConfiguration)> {
         let bytes = self.inner.registry.fetch_config(resolved).await?;
+        // Stored now (two fsyncs), while the layers' TOCs are still coming in.
+        let blobs = self.inner.blobs.clone();
+        let data = bytes.clone();
+        let id = tokio::task::spawn_blocking(move || blobs.put(&data))
+            .await
+            .expect("storing a config blob does not panic")?;
+        if id != resolved.manifest.config.digest {
+            return Err(StoreError::DigestMismatch {
+                what: format!("config of {r}"),
+                expected: resolved.manifest.config.digest.clone(),
+                actual: id,
+            });
+        }
         let config: ImageConfiguration =
             serde_json::from_slice(&bytes).map_err(|e| StoreError::InvalidManifest {
                 reference: r.to_string(),
@@ -251,7 +265,8 @@ impl Store {
         }
     }
 
-    /// Stores config and manifest and makes the image visible (one transaction).
+    /// Stores the manifest and makes the image visible (one transaction); the config blob
+    /// is stored already.
     fn commit_pulled(
         &self,
         r: &ImageReference,
@@ -259,14 +274,8 @@ impl Store {
         config: &ImageConfiguration,
         layers: &[LayerRow],
     ) -> Result<String> {
-        let id = self.inner.blobs.put(&resolved.config_bytes)?;
-        if id != resolved.manifest.config.digest {
-            return Err(StoreError::DigestMismatch {
-                what: format!("config of {r}"),
-                expected: resolved.manifest.config.digest.clone(),
-                actual: id,
-            });
-        }
+        // The config blob was stored and checked when it came in.
+        let id = resolved.manifest.config.digest.clone();
         let row = ImageRow {
             id: id.clone(),
             manifest_digest: resolved.manifest_digest.clone(),
