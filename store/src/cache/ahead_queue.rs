@@ -53,9 +53,8 @@ enum Start {
     Backward(usize),
 }
 
-/// Longest a queued segment waits for on-demand fetches in flight before it goes anyway.
-/// (Read-behind does not wait: it brings the files a loader opens next, and delaying it
-/// by the miss's round trip costs more than it saves.)
+/// Longest a background request (a queued segment, a read-behind) waits for on-demand
+/// fetches in flight before it goes anyway.
 pub const MAX_HOLD: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Queued chunks by digest, so a read can find the read-ahead holding its chunk.

@@ -411,6 +411,8 @@ impl CacheCore {
             .name("skiff-readbehind".into())
             .spawn(move || {
                 let wanted: Vec<usize> = (i..pos).collect();
+                // The run's own bytes go first.
+                core.demand.wait_idle(super::ahead_queue::MAX_HOLD);
                 match source.open_range(start, end - start) {
                     Ok(stream) => {
                         tracing::debug!(layer, offset = start, len = end - start, chunks = wanted.len(), "reading behind");

@@ -115,8 +115,8 @@ impl Drop for Permit<'_> {
     }
 }
 
-/// Counts on-demand fetches in flight, so queued read-ahead segments hold back while a
-/// read waits: a slow link's bottleneck queue serves
+/// Counts on-demand fetches in flight, so background requests (read-ahead segments,
+/// read-behind) hold back while a read waits: a slow link's bottleneck queue serves
 /// responses first come first served, and a read's bytes should not share the link with
 /// megabytes of guesses.
 #[derive(Default)]
