@@ -53,10 +53,6 @@ enum Start {
     Backward(usize),
 }
 
-/// Longest a background request (a queued segment, a read-behind) waits for on-demand
-/// fetches in flight before it goes anyway.
-pub const MAX_HOLD: std::time::Duration = std::time::Duration::from_millis(100);
-
 /// Queued chunks by digest, so a read can find the read-ahead holding its chunk.
 #[derive(Default)]
 pub(super) struct AheadQueue {
@@ -114,8 +110,6 @@ impl CacheCore {
                         job: &j,
                     };
                     loop {
-                        // Reads waiting on the link go first.
-                        core.demand.wait_idle(MAX_HOLD);
                         let seg = core.take_segment(&j, from);
                         if seg.is_empty() {
                             break;
@@ -236,8 +230,6 @@ impl CacheCore {
         let start = map.chunks[seg[0]].blob_offset;
         let last = &map.chunks[*seg.last().unwrap()];
         let end = last.blob_offset + last.blob_len;
-        // A segment a read took counts as on-demand until it is in.
-        let _demand = urgent.then(|| self.demand.enter());
         match job.source.open_range(start, end - start) {
             Ok(stream) => {
                 tracing::debug!(

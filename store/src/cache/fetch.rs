@@ -35,7 +35,6 @@ impl CacheCore {
         let t0 = std::time::Instant::now();
         let fetched = {
             let _permit = self.permits.acquire();
-            let _demand = self.demand.enter();
             source.read_range_retry(start, len, &self.retry)
         };
         let bytes = match fetched {
@@ -295,7 +294,6 @@ impl CacheCore {
         let t0 = std::time::Instant::now();
         let received = {
             let _permit = self.permits.acquire();
-            let _demand = self.demand.enter();
             source
                 .open_range(start, end - start)
                 .and_then(|mut stream| {
@@ -411,8 +409,6 @@ impl CacheCore {
             .name("skiff-readbehind".into())
             .spawn(move || {
                 let wanted: Vec<usize> = (i..pos).collect();
-                // The run's own bytes go first.
-                core.demand.wait_idle(super::ahead_queue::MAX_HOLD);
                 match source.open_range(start, end - start) {
                     Ok(stream) => {
                         tracing::debug!(layer, offset = start, len = end - start, chunks = wanted.len(), "reading behind");

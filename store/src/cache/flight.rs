@@ -115,50 +115,6 @@ impl Drop for Permit<'_> {
     }
 }
 
-/// Counts on-demand fetches in flight, so background requests (read-ahead segments,
-/// read-behind) hold back while a read waits: a slow link's bottleneck queue serves
-/// responses first come first served, and a read's bytes should not share the link with
-/// megabytes of guesses.
-#[derive(Default)]
-pub struct DemandGate {
-    n: Mutex<usize>,
-    cv: Condvar,
-}
-
-/// One on-demand fetch in flight; dropped when its bytes are in.
-pub struct Demand<'a>(&'a DemandGate);
-
-impl DemandGate {
-    pub fn enter(&self) -> Demand<'_> {
-        *self.n.lock().unwrap() += 1;
-        Demand(self)
-    }
-
-    /// Waits until no on-demand fetch is in flight, at most `max` (background work is
-    /// delayed, never starved).
-    pub fn wait_idle(&self, max: std::time::Duration) {
-        let deadline = std::time::Instant::now() + max;
-        let mut n = self.n.lock().unwrap();
-        while *n > 0 {
-            let now = std::time::Instant::now();
-            if now >= deadline {
-                return;
-            }
-            n = self.cv.wait_timeout(n, deadline - now).unwrap().0;
-        }
-    }
-}
-
-impl Drop for Demand<'_> {
-    fn drop(&mut self) {
-        let mut n = self.0.n.lock().unwrap();
-        *n -= 1;
-        if *n == 0 {
-            self.0.cv.notify_all();
-        }
-    }
-}
-
 /// The flights one reader owns; any it has not finished when dropped (an early error, a
 /// panic) are finished with an error, so no waiter blocks forever.
 pub struct Owned<'a> {
@@ -221,31 +177,6 @@ mod tests {
             // `mine` is dropped here without finishing "b".
         };
         assert!(waiting.wait().is_err());
-    }
-
-    #[test]
-    fn background_work_waits_for_on_demand_fetches_but_not_forever() {
-        use std::time::{Duration, Instant};
-        let gate = Arc::new(DemandGate::default());
-        let t0 = Instant::now();
-        gate.wait_idle(Duration::from_secs(5));
-        assert!(t0.elapsed() < Duration::from_millis(100));
-        let d = gate.enter();
-        let g = gate.clone();
-        let waiter = std::thread::spawn(move || {
-            let t = Instant::now();
-            g.wait_idle(Duration::from_secs(5));
-            t.elapsed()
-        });
-        std::thread::sleep(Duration::from_millis(50));
-        drop(d);
-        let waited = waiter.join().unwrap();
-        assert!(waited >= Duration::from_millis(40) && waited < Duration::from_secs(4));
-        // Held past the bound: background goes ahead anyway.
-        let _d = gate.enter();
-        let t = Instant::now();
-        gate.wait_idle(Duration::from_millis(30));
-        assert!(t.elapsed() >= Duration::from_millis(30) && t.elapsed() < Duration::from_secs(4));
     }
 
     #[test]

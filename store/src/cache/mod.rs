@@ -31,7 +31,7 @@ use crate::layer_index::{ChunkLocation, ChunkRef, ContentReader, LayerIndex};
 use crate::{Result, StoreError};
 use db::CacheDb;
 use files::ChunkFiles;
-use flight::{DemandGate, Flights, Semaphore};
+use flight::{Flights, Semaphore};
 
 /// Chunks separated by at most this many blob bytes are fetched in one request (the gap is
 /// typically a compressed tar header; containers/storage merges below 1 KiB too).
@@ -161,8 +161,6 @@ pub struct CacheCore {
     flights: Flights,
     pins: Mutex<HashMap<String, usize>>,
     permits: Semaphore,
-    /// On-demand fetches in flight: background requests wait for them.
-    demand: DemandGate,
     counters: Counters,
     /// Chunks reads have asked for (for [`CacheStats::read_chunk_bytes`]).
     read_seen: Mutex<std::collections::HashSet<String>>,
@@ -300,7 +298,6 @@ impl CacheCore {
             flights: Flights::default(),
             pins: Mutex::new(HashMap::new()),
             permits: Semaphore::new(config.max_parallel_fetches),
-            demand: DemandGate::default(),
             counters: Counters::default(),
             read_seen: Mutex::new(std::collections::HashSet::new()),
         };
