@@ -160,19 +160,6 @@ impl Store {
         resolved: &ResolvedImage,
     ) -> Result<(Bytes, ImageConfiguration)> {
         let bytes = self.inner.registry.fetch_config(resolved).await?;
-        // Stored now (two fsyncs), while the layers' TOCs are still coming in.
-        let blobs = self.inner.blobs.clone();
-        let data = bytes.clone();
-        let id = tokio::task::spawn_blocking(move || blobs.put(&data))
-            .await
-            .expect("storing a config blob does not panic")?;
-        if id != resolved.manifest.config.digest {
-            return Err(StoreError::DigestMismatch {
-                what: format!("config of {r}"),
-                expected: resolved.manifest.config.digest.clone(),
-                actual: id,
-            });
-        }
         let config: ImageConfiguration =
             serde_json::from_slice(&bytes).map_err(|e| StoreError::InvalidManifest {
                 reference: r.to_string(),
@@ -265,8 +252,7 @@ impl Store {
         }
     }
 
-    /// Stores the manifest and makes the image visible (one transaction); the config blob
-    /// is stored already.
+    /// Stores config and manifest and makes the image visible (one transaction).
     fn commit_pulled(
         &self,
         r: &ImageReference,
@@ -274,8 +260,15 @@ impl Store {
         config: &ImageConfiguration,
         layers: &[LayerRow],
     ) -> Result<String> {
-        // The config blob was stored and checked when it came in.
-        let id = resolved.manifest.config.digest.clone();
+        // Stored only now: a pull that fails leaves nothing behind.
+        let id = self.inner.blobs.put(&resolved.config_bytes)?;
+        if id != resolved.manifest.config.digest {
+            return Err(StoreError::DigestMismatch {
+                what: format!("config of {r}"),
+                expected: resolved.manifest.config.digest.clone(),
+                actual: id,
+            });
+        }
         let row = ImageRow {
             id: id.clone(),
             manifest_digest: resolved.manifest_digest.clone(),
