@@ -11,7 +11,7 @@ use crate::layer::LocalContentReader;
 use crate::layer_index::{ChunkLocation, ChunkRef, ContentReader, FileKind, LayerIndex};
 use crate::lazy_format::{self, LayerDescriptor, LazyFormat, Opened};
 use crate::lazy_source::StoreBlobSource;
-use crate::pull::{ProgressFn, PullProgress, PullStatus};
+use crate::pull::{DiffId, ProgressFn, PullProgress, PullStatus};
 use crate::reference::ImageReference;
 use crate::registry::Descriptor;
 use crate::store::Store;
@@ -76,7 +76,7 @@ impl Store {
         r: &ImageReference,
         layer: &Descriptor,
         format: &'static dyn LazyFormat,
-        diff_id: &str,
+        diff_id: &DiffId<'_>,
         progress: ProgressFn<'_>,
     ) -> Result<Option<(LayerRow, Option<LayerIndex>)>> {
         let event = |status, current| {
@@ -103,6 +103,7 @@ impl Store {
         ));
         let desc = LayerDescriptor::from(layer);
         event(PullStatus::Downloading, 0);
+        let t0 = std::time::Instant::now();
         let opened =
             lazy_format::open_async(format, source.clone(), desc, RetryPolicy::default()).await;
         let lazy = match opened {
@@ -118,6 +119,7 @@ impl Store {
             Err(e) => return Err(e),
         };
         let index = lazy.index;
+        tracing::debug!(layer = %layer.digest, entries = index.entries.len(), ms = t0.elapsed().as_secs_f64() * 1e3, "lazy pull: TOC fetched and parsed");
         let tar_size = index
             .entries
             .iter()
@@ -128,12 +130,13 @@ impl Store {
             digest: layer.digest.clone(),
             media_type: layer.media_type.clone(),
             size: layer.size,
-            diff_id: diff_id.to_string(),
+            diff_id: diff_id.get().await?,
             format: format.name().to_string(),
             state: "lazy".to_string(),
             tar_size,
         };
         self.inner.db.put_lazy_layer(&row, &index, &r.to_string())?;
+        tracing::debug!(layer = %layer.digest, ms = t0.elapsed().as_secs_f64() * 1e3, "lazy pull: index stored");
         self.inner.cache.set_layer_map(&index);
         self.inner.cache.register_layer(&layer.digest, source);
         if !lazy.prefetch.is_empty() {

@@ -27,6 +27,7 @@ pub use registry::{RegistryClient, RegistryOptions};
 mod archive;
 mod commit;
 pub mod convert;
+mod fresh_indexes;
 mod import;
 mod lazy;
 pub mod lazy_format;

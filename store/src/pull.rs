@@ -69,25 +69,10 @@ impl Store {
     /// the future leaves no image behind (fully stored layers are kept for a retry).
     pub async fn pull(&self, reference: &str, progress: ProgressFn<'_>) -> Result<ImageRecord> {
         let r = ImageReference::parse(reference)?;
-        let resolved = self.inner.registry.resolve(&r).await?;
-        let config: ImageConfiguration =
-            serde_json::from_slice(&resolved.config_bytes).map_err(|e| {
-                StoreError::InvalidManifest {
-                    reference: r.to_string(),
-                    reason: format!("bad image config: {e}"),
-                }
-            })?;
-        let diff_ids = config.rootfs().diff_ids().clone();
-        if diff_ids.len() != resolved.manifest.layers.len() {
-            return Err(StoreError::InvalidManifest {
-                reference: r.to_string(),
-                reason: format!(
-                    "{} layers but {} diff_ids in the config",
-                    resolved.manifest.layers.len(),
-                    diff_ids.len()
-                ),
-            });
-        }
+        let t0 = std::time::Instant::now();
+        let ms = move || t0.elapsed().as_secs_f64() * 1e3;
+        let resolved = self.inner.registry.resolve_manifest(&r).await?;
+        tracing::debug!(reference = %r, ms = ms(), "pull: manifest resolved");
         for l in &resolved.manifest.layers {
             progress(PullProgress {
                 layer: l.digest.clone(),
@@ -96,6 +81,19 @@ impl Store {
                 total: l.size,
             });
         }
+        // The config is fetched alongside the layers (a lazy layer's TOC needs no diff_id
+        // until it is recorded): one round trip for both, not two in a row.
+        let (diff_tx, diff_rx) = tokio::sync::watch::channel(None);
+        let config = async {
+            let config = self.fetch_pulled_config(&r, &resolved).await;
+            tracing::debug!(reference = %r, ms = ms(), "pull: config fetched");
+            let ids = match &config {
+                Ok((_, c)) => Ok(Arc::new(c.rootfs().diff_ids().clone())),
+                Err(_) => Err(()),
+            };
+            let _ = diff_tx.send(Some(ids));
+            config
+        };
         let limit = self.inner.opts.max_concurrent_downloads.max(1);
         // Futures built eagerly: a lazy `.map(|(layer, diff_id)| ..)` closure over borrowed
         // pairs makes the whole pull future non-Send-general (rustc's HRTB limitation), so
@@ -104,15 +102,30 @@ impl Store {
             .manifest
             .layers
             .iter()
-            .zip(diff_ids.iter())
-            .map(|(layer, diff_id)| self.pull_layer(&resolved.reference, layer, diff_id, progress))
+            .enumerate()
+            .map(|(i, layer)| {
+                let diff_id = DiffId {
+                    rx: diff_rx.clone(),
+                    index: i,
+                    reference: &r,
+                };
+                self.pull_layer(&resolved.reference, layer, diff_id, progress)
+            })
             .collect();
         let layers = futures::stream::iter(pulls)
             .buffered(limit)
             .try_collect::<Vec<(LayerRow, Option<LayerIndex>)>>();
         // A shared access profile comes along with the layers, never failing the pull.
-        let (pulled, ()) = futures::join!(layers, self.fetch_shared_profile(&resolved));
+        let (config, pulled, ()) =
+            futures::join!(config, layers, self.fetch_shared_profile(&resolved));
+        // The config's own error explains the layers' (which only say it is missing).
+        let (config_bytes, config) = config?;
         let pulled = pulled?;
+        tracing::debug!(reference = %r, ms = ms(), "pull: config and layers in");
+        let resolved = ResolvedImage {
+            config_bytes,
+            ..resolved
+        };
         let mut rows = Vec::with_capacity(pulled.len());
         let mut indexes = Vec::with_capacity(pulled.len());
         for (row, index) in pulled {
@@ -135,8 +148,36 @@ impl Store {
         }
         let id = self.commit_pulled(&r, &resolved, &config, &rows)?;
         self.prefetch_user_files(&indexes);
-        drop(indexes);
+        self.inner.fresh_indexes.keep(indexes);
+        tracing::debug!(reference = %r, ms = ms(), "pull: committed");
         self.record(&id)
+    }
+
+    /// Fetches and parses the config of a resolved manifest and checks it has one diff_id
+    /// per layer.
+    async fn fetch_pulled_config(
+        &self,
+        r: &ImageReference,
+        resolved: &ResolvedImage,
+    ) -> Result<(Bytes, ImageConfiguration)> {
+        let bytes = self.inner.registry.fetch_config(resolved).await?;
+        let config: ImageConfiguration =
+            serde_json::from_slice(&bytes).map_err(|e| StoreError::InvalidManifest {
+                reference: r.to_string(),
+                reason: format!("bad image config: {e}"),
+            })?;
+        let diff_ids = config.rootfs().diff_ids();
+        if diff_ids.len() != resolved.manifest.layers.len() {
+            return Err(StoreError::InvalidManifest {
+                reference: r.to_string(),
+                reason: format!(
+                    "{} layers but {} diff_ids in the config",
+                    resolved.manifest.layers.len(),
+                    diff_ids.len()
+                ),
+            });
+        }
+        Ok((bytes, config))
     }
 
     /// Every container create reads the image's `etc/passwd` and `etc/group` (user and
@@ -220,6 +261,7 @@ impl Store {
         config: &ImageConfiguration,
         layers: &[LayerRow],
     ) -> Result<String> {
+        // Stored only now: a pull that fails leaves nothing behind.
         let id = self.inner.blobs.put(&resolved.config_bytes)?;
         if id != resolved.manifest.config.digest {
             return Err(StoreError::DigestMismatch {
@@ -251,11 +293,11 @@ impl Store {
     /// Pulls one layer: reuse it if stored, else download (verified) and unpack. This is
     /// the single place where a layer's format decides how it is stored. The index comes
     /// back when the layer was indexed now (`None` when a stored layer was reused).
-    pub async fn pull_layer(
+    pub(crate) async fn pull_layer(
         &self,
         r: &ImageReference,
         layer: &Descriptor,
-        diff_id: &str,
+        diff_id: DiffId<'_>,
         progress: ProgressFn<'_>,
     ) -> Result<(LayerRow, Option<LayerIndex>)> {
         // Pulls of the same layer one at a time: the later ones find it stored.
@@ -284,7 +326,7 @@ impl Store {
         &self,
         r: &ImageReference,
         layer: &Descriptor,
-        diff_id: &str,
+        diff_id: DiffId<'_>,
         progress: ProgressFn<'_>,
     ) -> Result<(LayerRow, Option<LayerIndex>)> {
         let event = |status, current| {
@@ -307,7 +349,7 @@ impl Store {
         let format = lazy_format::detect(&LayerDescriptor::from(layer));
         if let Some(format) = format.filter(|_| self.inner.opts.lazy_pull) {
             if let Some(pulled) = self
-                .pull_lazy_layer(r, layer, format, diff_id, progress)
+                .pull_lazy_layer(r, layer, format, &diff_id, progress)
                 .await?
             {
                 return Ok(pulled);
@@ -323,6 +365,8 @@ impl Store {
                 }
             })?
         };
+        let diff_id = diff_id.get().await?;
+        let diff_id = diff_id.as_str();
         if self.inner.blobs.contains(&layer.digest) {
             event(PullStatus::Extracting, layer.size);
             let (row, index) = self
@@ -460,6 +504,40 @@ impl Store {
         })
         .await
         .expect("layer unpack task panicked")
+    }
+}
+
+/// A layer's diff_id, from the image config being fetched beside the layers.
+pub(crate) struct DiffId<'a> {
+    rx: tokio::sync::watch::Receiver<Option<std::result::Result<Arc<Vec<String>>, ()>>>,
+    index: usize,
+    reference: &'a ImageReference,
+}
+
+impl<'a> DiffId<'a> {
+    /// A diff_id already known (the config was read before), e.g. for a single layer.
+    pub(crate) fn known(reference: &'a ImageReference, diff_id: String) -> DiffId<'a> {
+        let (_tx, rx) = tokio::sync::watch::channel(Some(Ok(Arc::new(vec![diff_id]))));
+        DiffId {
+            rx,
+            index: 0,
+            reference,
+        }
+    }
+
+    /// Waits for the config; an error when it could not be fetched or parsed (the pull
+    /// reports the config's own error instead).
+    pub(crate) async fn get(&self) -> Result<String> {
+        let missing = || StoreError::InvalidManifest {
+            reference: self.reference.to_string(),
+            reason: "the image config could not be read".to_string(),
+        };
+        let mut rx = self.rx.clone();
+        let ids = rx.wait_for(Option::is_some).await.map_err(|_| missing())?;
+        match ids.as_ref() {
+            Some(Ok(ids)) => ids.get(self.index).cloned().ok_or_else(missing),
+            _ => Err(missing()),
+        }
     }
 }
 

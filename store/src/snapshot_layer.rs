@@ -78,7 +78,13 @@ impl Store {
                 reason: format!("no diff_id for layer {pos}"),
             })?;
         let Some((_, index)) = self
-            .pull_lazy_layer(&resolved.reference, layer, format, &diff_id, &|_| {})
+            .pull_lazy_layer(
+                &resolved.reference,
+                layer,
+                format,
+                &crate::pull::DiffId::known(&resolved.reference, diff_id),
+                &|_| {},
+            )
             .await?
         else {
             return Ok(None);

@@ -143,6 +143,8 @@ pub(crate) struct Inner {
     /// One lock per layer digest being pulled: concurrent pulls of an image wait for the
     /// first to store a layer, then reuse it, instead of each fetching its TOC or blob.
     pub(crate) layer_pulls: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Indexes a pull just stored, for the image's first mount.
+    pub(crate) fresh_indexes: crate::fresh_indexes::FreshIndexes,
 }
 
 impl Store {
@@ -182,6 +184,7 @@ impl Store {
                 cache,
                 opts,
                 layer_pulls: std::sync::Mutex::new(HashMap::new()),
+                fresh_indexes: Default::default(),
             }),
         })
     }
@@ -388,12 +391,15 @@ impl Store {
                 if l.state == "lazy" {
                     self.register_lazy_layer(&l.digest)?;
                 }
-                let index = self.inner.db.layer_index(&l.digest)?.ok_or_else(|| {
-                    StoreError::InvalidIndex {
-                        layer: l.digest.clone(),
-                        reason: "no file index stored".to_string(),
-                    }
-                })?;
+                let index = match self.inner.fresh_indexes.take(&l.digest) {
+                    Some(i) => i,
+                    None => self.inner.db.layer_index(&l.digest)?.ok_or_else(|| {
+                        StoreError::InvalidIndex {
+                            layer: l.digest.clone(),
+                            reason: "no file index stored".to_string(),
+                        }
+                    })?,
+                };
                 if l.state == "lazy" {
                     self.inner.cache.set_layer_map(&index);
                 }

@@ -187,10 +187,14 @@ impl ImageMounts {
         }
         let target = self.paths.image_mount(image_id);
         std::fs::create_dir_all(&target).map_err(|e| DaemonError::io("creating", &target, e))?;
+        let t0 = std::time::Instant::now();
+        let ms = || t0.elapsed().as_secs_f64() * 1e3;
         let layers = store.layer_indexes(image_id)?;
+        tracing::debug!(image = %image_id, ms = ms(), "mount: layer indexes loaded");
         let work = self.profiles.on_mount(store, image_id, &layers);
         let mut fs = skiff_fs::ImageFs::new(layers, store.content_reader())
             .map_err(|e| DaemonError::Internal(format!("image {image_id}: {e}")))?;
+        tracing::debug!(image = %image_id, ms = ms(), "mount: tree built");
         if let Some(r) = &work.recorder {
             fs.set_recorder(r.clone());
         }

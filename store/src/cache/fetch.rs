@@ -164,7 +164,11 @@ impl CacheCore {
                         }
                     }
                 }
-                Claim::Waiter(f) => waits.push((i, f)),
+                Claim::Waiter(f) => {
+                    // Queued behind a long read-ahead: fetched now instead.
+                    self.take_queued(layer, d, wants[i].blob_offset);
+                    waits.push((i, f))
+                }
             }
         }
         // Runs: consecutive chunks that follow each other in the blob, at most 64, with
@@ -272,10 +276,20 @@ impl CacheCore {
         let start = run[0].blob_offset;
         let last = run.last().unwrap();
         let demand_end = last.blob_offset + last.blob_len;
-        let end = {
-            let c = &map.chunks[ahead.end - 1];
-            c.blob_offset + c.blob_len
+        let end_of = |p: usize| map.chunks[p].blob_offset + map.chunks[p].blob_len;
+        // A long read-ahead: its first segment comes in this request, the rest is queued
+        // (fetched in segments, any a read needs first).
+        let (ahead, queued) = if end_of(ahead.end - 1) - demand_end > ahead_queue::SPLIT_OVER {
+            let cut = ahead
+                .clone()
+                .find(|&p| end_of(p) - demand_end > ahead_queue::SEGMENT)
+                .unwrap_or(ahead.end)
+                .max(ahead.start + 1);
+            (ahead.start..cut, (cut..ahead.end).collect::<Vec<usize>>())
+        } else {
+            (ahead, Vec::new())
         };
+        let end = end_of(ahead.end - 1);
         let need = (demand_end - start) as usize;
         let t0 = std::time::Instant::now();
         let received = {
@@ -300,7 +314,10 @@ impl CacheCore {
                     tracing::debug!(layer, offset = start, error = %e, "read-ahead request failed; fetching the demanded chunks alone");
                 }
                 let mut owned = Owned::new(&self.flights);
-                for c in &map.chunks[ahead] {
+                for c in map.chunks[ahead]
+                    .iter()
+                    .chain(queued.iter().map(|&p| &map.chunks[p]))
+                {
                     owned.own(&c.digest);
                 }
                 drop(owned); // abandoned: whoever waits fetches for itself
@@ -320,6 +337,7 @@ impl CacheCore {
         bump(&self.counters.fetch_requests, 1);
         bump(&self.counters.fetched_bytes, end - start);
         let rest = buf.split_off(need);
+        self.queue_ahead(layer, map.clone(), source.clone(), queued);
         let results = self.finish_run(layer, source.as_ref(), run, &buf);
         let core = self.clone();
         let layer = layer.to_string();
@@ -490,16 +508,36 @@ impl CacheCore {
         layer: &str,
         map: &LayerMap,
         wanted: &[usize],
+        base: u64,
+        buf: bytes::BytesMut,
+        stream: Box<dyn crate::chunked::RangeStream>,
+    ) -> usize {
+        self.receive_chunks_as(layer, map, wanted, base, buf, stream, false)
+    }
+
+    /// [`receive_chunks`](Self::receive_chunks) on an on-demand permit when `urgent` (a
+    /// read waits for the first chunk), else on a background one.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn receive_chunks_as(
+        &self,
+        layer: &str,
+        map: &LayerMap,
+        wanted: &[usize],
         mut base: u64,
         mut buf: bytes::BytesMut,
         mut stream: Box<dyn crate::chunked::RangeStream>,
+        urgent: bool,
     ) -> usize {
         let mut owned = Owned::new(&self.flights);
         for &i in wanted {
             owned.own(&map.chunks[i].digest);
         }
         let mut stored = 0;
-        let _permit = self.permits.acquire_low();
+        let _permit = if urgent {
+            self.permits.acquire()
+        } else {
+            self.permits.acquire_low()
+        };
         for c in wanted.iter().map(|&i| &map.chunks[i]) {
             let end = c.blob_offset + c.blob_len;
             while base + (buf.len() as u64) < end {

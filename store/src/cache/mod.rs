@@ -5,6 +5,7 @@
 //! requests (adjacent ones coalesced, concurrent readers sharing one fetch, parallel fetches
 //! bounded), verified against their digest before use, and stored atomically.
 
+mod ahead_queue;
 mod db;
 mod fetch;
 mod files;
@@ -157,6 +158,8 @@ pub struct CacheCore {
     /// Each layer's chunks in blob order, for read-ahead.
     maps: RwLock<HashMap<String, Arc<readahead::LayerMap>>>,
     readahead: readahead::Adaptive,
+    /// The queued parts of long read-aheads.
+    ahead: ahead_queue::AheadQueue,
     flights: Flights,
     pins: Mutex<HashMap<String, usize>>,
     permits: Semaphore,
@@ -284,6 +287,7 @@ impl CacheCore {
             layers: RwLock::new(HashMap::new()),
             maps: RwLock::new(HashMap::new()),
             readahead: readahead::Adaptive::new(config.readahead_max_bytes),
+            ahead: ahead_queue::AheadQueue::default(),
             flights: Flights::default(),
             pins: Mutex::new(HashMap::new()),
             permits: Semaphore::new(config.max_parallel_fetches),

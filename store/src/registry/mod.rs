@@ -364,6 +364,28 @@ impl RegistryClient {
     /// Resolves `r` to a single-platform image manifest (following an index to the
     /// configured platform) and fetches its config.
     pub async fn resolve(&self, r: &ImageReference) -> Result<ResolvedImage> {
+        let mut resolved = self.resolve_manifest(r).await?;
+        resolved.config_bytes = self.fetch_config(&resolved).await?;
+        Ok(resolved)
+    }
+
+    /// The config blob of a resolved manifest (verified against its digest). A pull
+    /// fetches it alongside the layers' TOCs: one round trip instead of two in a row.
+    pub async fn fetch_config(&self, resolved: &ResolvedImage) -> Result<Bytes> {
+        let mut config = Vec::new();
+        self.pull_blob(
+            &resolved.reference,
+            &resolved.manifest.config.digest,
+            &mut config,
+            &|_| {},
+        )
+        .await?;
+        Ok(Bytes::from(config))
+    }
+
+    /// [`resolve`](Self::resolve) without the config: `config_bytes` is left empty, for
+    /// [`fetch_config`](Self::fetch_config).
+    pub async fn resolve_manifest(&self, r: &ImageReference) -> Result<ResolvedImage> {
         let (mut body, mut digest, mut media_type) = self.fetch_manifest(r).await?;
         let mut index_digest = None;
         let mut pinned = r.with_digest(&digest);
@@ -408,9 +430,6 @@ impl RegistryClient {
                 reference: r.to_string(),
                 reason: format!("bad image manifest: {e}"),
             })?;
-        let mut config = Vec::new();
-        self.pull_blob(&pinned, &parsed.config.digest, &mut config, &|_| {})
-            .await?;
         Ok(ResolvedImage {
             reference: pinned,
             manifest: parsed,
@@ -418,7 +437,7 @@ impl RegistryClient {
             manifest_digest: digest,
             manifest_media_type: media_type,
             index_digest,
-            config_bytes: Bytes::from(config),
+            config_bytes: Bytes::new(),
         })
     }
 
