@@ -332,8 +332,24 @@ pub const MODIFIED: u8 = 0;
 pub const ADDED: u8 = 1;
 pub const DELETED: u8 = 2;
 
+/// Paths the runtime mounts over (relative to the root), which overlayfs shows in the upper
+/// directory as mount points. Docker keeps them in a separate init layer, so neither
+/// `diff` nor a committed layer shows them.
+pub const RUNTIME_MOUNT_POINTS: &[&str] = &[
+    "dev",
+    "proc",
+    "sys",
+    "etc/hosts",
+    "etc/hostname",
+    "etc/resolv.conf",
+    ".dockerenv",
+];
+
 /// What the writable layer `upper` changed over the image `lower`: (path, kind), sorted.
+/// The runtime's mount points are left out, and so is a directory copied up only for them
+/// (same mode and owner as in `lower`, nothing else changed below it).
 pub fn changes(upper: &Path, lower: &Path) -> Vec<(String, u8)> {
+    use std::os::unix::fs::MetadataExt;
     let mut out = Vec::new();
     let mut stack = vec![PathBuf::new()];
     while let Some(rel) = stack.pop() {
@@ -342,6 +358,9 @@ pub fn changes(upper: &Path, lower: &Path) -> Vec<(String, u8)> {
         };
         for x in rd.flatten() {
             let r = rel.join(x.file_name());
+            if RUNTIME_MOUNT_POINTS.iter().any(|p| Path::new(p) == r) {
+                continue;
+            }
             let Ok(m) = x.path().symlink_metadata() else {
                 continue;
             };
@@ -360,5 +379,26 @@ pub fn changes(upper: &Path, lower: &Path) -> Vec<(String, u8)> {
         }
     }
     out.sort();
+    // A directory is listed as modified when something below it changed or its own mode
+    // or owner did; one that only holds runtime mount points is not.
+    let listed: Vec<String> = out.iter().map(|(p, _)| p.clone()).collect();
+    out.retain(|(p, kind)| {
+        if *kind != MODIFIED {
+            return true;
+        }
+        let rel = p.trim_start_matches('/');
+        let (Ok(u), Ok(l)) = (
+            upper.join(rel).symlink_metadata(),
+            lower.join(rel).symlink_metadata(),
+        ) else {
+            return true;
+        };
+        if !u.is_dir() {
+            return true;
+        }
+        let prefix = format!("{p}/");
+        let has_child = listed.iter().any(|q| q.starts_with(&prefix));
+        has_child || u.mode() != l.mode() || u.uid() != l.uid() || u.gid() != l.gid()
+    });
     out
 }

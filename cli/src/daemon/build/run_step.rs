@@ -12,18 +12,8 @@ use super::{short, BuildError};
 use crate::daemon::containers_run::StartedBy;
 use crate::daemon::record::ContainerRecord;
 
-/// Paths the runtime mounts over (so a RUN cannot change them in the image) and that
-/// overlayfs shows in the upper directory as mount points: left out of the layer, as
-/// Docker leaves its init layer out.
-pub(super) const MOUNT_POINTS: &[&str] = &[
-    "dev",
-    "proc",
-    "sys",
-    "etc/hosts",
-    "etc/hostname",
-    "etc/resolv.conf",
-    ".dockerenv",
-];
+/// Paths the runtime mounts over, left out of a RUN's layer as Docker leaves its init layer out.
+pub(super) use crate::daemon::container_fs::RUNTIME_MOUNT_POINTS as MOUNT_POINTS;
 
 /// Runs `argv` in a container of the stage's image; returns the image committed from it.
 pub(super) async fn run(
