@@ -245,6 +245,31 @@ fn docker_login_then_pull_of_a_private_lazy_image() {
     assert!(out.status.success());
     let stored = std::fs::read_to_string(client_config.join("config.json")).unwrap();
     assert!(!stored.contains(&reg.host()), "{stored}");
+
+    // As with Docker, a pull after logout is refused: the credentials the daemon keeps
+    // for the lazily pulled image's reads do not stand in for a client.
+    let out = docker().args(["rmi", &chunked]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = docker().args(["pull", &chunked]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "pull after logout succeeded");
+    assert!(err.contains("anonymous"), "{err}");
+    // A wrong password is refused even though the daemon holds working access for the
+    // repository, and it is not kept.
+    docker_config(&client_config, &reg.host(), USER, "wrong-password");
+    let out = docker().args(["pull", &chunked]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !out.status.success(),
+        "pull with a wrong password succeeded"
+    );
+    assert!(err.contains("user alice"), "{err}");
+    let kept_now = std::fs::read_to_string(&kept).unwrap();
+    assert!(!kept_now.contains("wrong-password"), "wrong password kept");
 }
 
 /// A credential helper script keeping one secret per server in `dir`.

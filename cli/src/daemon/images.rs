@@ -284,9 +284,6 @@ impl ImageService {
                 return;
             }
         };
-        self.store
-            .registry()
-            .remember_credentials(&parsed, secret.clone());
         let _ = tx
             .send(json!({"status": format!("Pulling from {}", parsed.repository), "id": parsed.tag.clone().unwrap_or_else(|| "latest".into())}))
             .await;
@@ -301,8 +298,18 @@ impl ImageService {
             });
         let before = self.store.bytes_downloaded();
         let had = self.store.image(&reference).ok().map(|i| i.id);
-        match self.store.pull(&reference, &*progress).await {
+        // The pull authenticates with what this client sent (Docker's semantics); the
+        // credentials are kept for the image's later lazy reads once they worked.
+        let pulled = skiff_store::registry::request_auth::with_request_secret(
+            secret.clone(),
+            self.store.pull(&reference, &*progress),
+        )
+        .await;
+        match pulled {
             Ok(img) => {
+                self.store
+                    .registry()
+                    .remember_credentials(&parsed, secret.clone());
                 let fetched = self.store.bytes_downloaded().saturating_sub(before);
                 let lazy = img.layers.iter().any(|l| l.state == "lazy");
                 let _ = tx
@@ -390,13 +397,20 @@ impl ImageService {
         compression: Option<skiff_store::PushCompression>,
         tx: Sender<serde_json::Value>,
     ) {
-        if let Ok(parsed) = skiff_store::ImageReference::parse(&reference) {
-            self.store.registry().remember_credentials(&parsed, secret);
-        }
-        let pushed = match compression {
-            None => self.store.push(&reference).await,
-            Some(c) => self.store.push_recompressed(&reference, c).await,
+        let push = async {
+            match compression {
+                None => self.store.push(&reference).await,
+                Some(c) => self.store.push_recompressed(&reference, c).await,
+            }
         };
+        // As a pull: this client's credentials only, kept once they worked.
+        let pushed =
+            skiff_store::registry::request_auth::with_request_secret(secret.clone(), push).await;
+        if pushed.is_ok() {
+            if let Ok(parsed) = skiff_store::ImageReference::parse(&reference) {
+                self.store.registry().remember_credentials(&parsed, secret);
+            }
+        }
         match pushed {
             Ok(digest) => {
                 self.event("push", &familiar(&reference));

@@ -249,7 +249,16 @@ impl RegistryHttp {
     ) -> Result<reqwest::Response, StoreError> {
         let repo = &t.reference.repository;
         let url = format!("/v2/{repo}/{path}");
-        let mut access = self.auth.get_any(&t.host, repo);
+        // Inside a client's request: the access resolved with its own credentials, or
+        // daemon-wide access only when the registry asked for none.
+        let mut access = match super::request_auth::request_access(&t.host, repo) {
+            Some(own) => own.or_else(|| {
+                self.auth
+                    .get_any(&t.host, repo)
+                    .filter(|a| *a == Access::Open)
+            }),
+            None => self.auth.get_any(&t.host, repo),
+        };
         if let Some(stale) = access.clone().filter(|a| !a.usable(Instant::now())) {
             // Expired: renew ahead with the challenge the registry gave last time.
             access = match self.auth.challenge(&t.host) {
@@ -328,9 +337,12 @@ impl RegistryHttp {
         let repo = &t.reference.repository;
         let lock = self.auth.renewal_lock(&t.host, repo);
         let _renewing = lock.lock().await;
-        if let Some(current) = self.auth.get(&t.host, repo) {
-            if Some(&current) != refused && current != Access::Open {
-                return Ok(current);
+        let in_request = super::request_auth::request_secret().is_some();
+        if !in_request {
+            if let Some(current) = self.auth.get(&t.host, repo) {
+                if Some(&current) != refused && current != Access::Open {
+                    return Ok(current);
+                }
             }
         }
         if let Some(c @ Challenge::Bearer { .. }) = &challenge {
@@ -339,6 +351,7 @@ impl RegistryHttp {
         let refresh = refused.and_then(Access::refresh_token).map(str::to_string);
         match self.resolve(t, challenge, refresh, op).await {
             Ok(access) => {
+                super::request_auth::keep_request_access(&t.host, repo, &access);
                 self.auth.put(&t.host, repo, access.clone());
                 Ok(access)
             }

@@ -91,7 +91,23 @@ impl Keychain {
 
     /// The credentials for `registry`/`repository`: remembered ones for the repository,
     /// then for any repository of the registry, then the Docker config's.
+    ///
+    /// Inside a client's request ([`super::request_auth::with_request_secret`]) only what
+    /// that client sent counts, else the Docker config's: credentials kept from other
+    /// requests never stand in for a client (as with Docker, `logout` then `pull` fails).
     pub async fn lookup(&self, registry: &str, repository: &str) -> Result<Credential, StoreError> {
+        if let Some(secret) = super::request_auth::request_secret() {
+            if secret != Secret::Anonymous {
+                return Ok(Credential {
+                    secret,
+                    source: "the credentials sent with this request".to_string(),
+                });
+            }
+            return match &self.docker_config {
+                Some(path) => credentials::from_docker_config(path, registry).await,
+                None => Ok(Credential::anonymous("no Docker config")),
+            };
+        }
         {
             let map = self.remembered.lock().expect("keychain");
             if let Some(repos) = map.get(registry) {
