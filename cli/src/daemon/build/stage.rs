@@ -333,16 +333,23 @@ impl<'a> Build<'a> {
             }
         }
         self.progress.say(format!("Pulling image {image}\n")).await;
-        if let Ok(r) = skiff_store::ImageReference::parse(image) {
-            if let Some(secret) = self.opts.registry_auth.get(&r.registry) {
-                store.registry().remember_credentials(&r, secret.clone());
-            }
-        }
+        // As a client's pull: the build's credentials for that registry (X-Registry-Config)
+        // only, kept for the image's lazy reads once they worked.
+        let parsed = skiff_store::ImageReference::parse(image).ok();
+        let secret = parsed
+            .as_ref()
+            .and_then(|r| self.opts.registry_auth.get(&r.registry).cloned())
+            .unwrap_or_default();
         let noop = |_p: skiff_store::PullProgress| {};
-        let img = store
-            .pull(image, &noop)
-            .await
-            .map_err(|e| instr_err(step, e))?;
+        let img = skiff_store::registry::request_auth::with_request_secret(
+            secret.clone(),
+            store.pull(image, &noop),
+        )
+        .await
+        .map_err(|e| instr_err(step, e))?;
+        if let Some(r) = parsed {
+            store.registry().remember_credentials(&r, secret);
+        }
         Ok(Some(img.id))
     }
 
