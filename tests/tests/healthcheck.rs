@@ -1,0 +1,192 @@
+//! Container healthchecks through the stock docker CLI: `--health-*` flags and a built
+//! image's `HEALTHCHECK` run probes in the container; `State.Health`, `docker ps` STATUS,
+//! `ps --filter health=` and `health_status` events follow dockerd; `NONE` disables.
+
+use std::time::{Duration, Instant};
+
+use skiff_tests::docker_cli::*;
+use skiff_tests::skip::root_unavailable;
+use skiff_tests::{require, Daemon};
+
+const IMAGE: &str = "127.0.0.1:5999/health:1";
+
+fn status(d: &Daemon, name: &str) -> String {
+    docker_ok(d, &["inspect", "-f", "{{.State.Health.Status}}", name])
+        .trim()
+        .to_string()
+}
+
+/// Waits (at most 10 s) until `name`'s health is `want`.
+fn wait_for(d: &Daemon, name: &str, want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = status(d, name);
+        if now == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name}: health {now:?}, never {want:?}\n{}",
+            docker_ok(d, &["inspect", "-f", "{{json .State.Health}}", name])
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn ps_status(d: &Daemon, name: &str) -> String {
+    docker_ok(
+        d,
+        &["ps", "-a", "--filter", &format!("name={name}"), "--format", "{{.Status}}"],
+    )
+    .trim()
+    .to_string()
+}
+
+fn ps_health(d: &Daemon, health: &str) -> Vec<String> {
+    let mut v: Vec<String> = docker_ok(
+        d,
+        &["ps", "--filter", &format!("health={health}"), "--format", "{{.Names}}"],
+    )
+    .lines()
+    .map(str::to_string)
+    .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn healthchecks_run_as_dockerd_runs_them() {
+    require!(
+        "healthchecks_run_as_dockerd_runs_them",
+        root_unavailable(),
+        docker_unavailable()
+    );
+    let d = Daemon::start().unwrap();
+    import_busybox(&d, IMAGE, &[]);
+    let t0 = chrono::Utc::now().timestamp().to_string();
+
+    docker_ok(
+        &d,
+        &[
+            "run", "-d", "--name", "hc", "--health-cmd", "test -f /ok", "--health-interval",
+            "1s", "--health-retries", "2", IMAGE, "sleep", "300",
+        ],
+    );
+    // The first probe runs an interval after the start.
+    assert_eq!(status(&d, "hc"), "starting");
+    assert!(
+        ps_status(&d, "hc").ends_with("(health: starting)"),
+        "{}",
+        ps_status(&d, "hc")
+    );
+    assert_eq!(ps_health(&d, "starting"), ["hc"]);
+    let cfg = docker_ok(&d, &["inspect", "-f", "{{json .Config.Healthcheck}}", "hc"]);
+    let cfg: serde_json::Value = serde_json::from_str(&cfg).unwrap();
+    assert_eq!(cfg["Test"], serde_json::json!(["CMD-SHELL", "test -f /ok"]));
+    assert_eq!(cfg["Interval"], 1_000_000_000i64);
+    assert_eq!(cfg["Retries"], 2);
+
+    // Two failing probes (exit 1) make it unhealthy.
+    wait_for(&d, "hc", "unhealthy");
+    let h = docker_ok(&d, &["inspect", "-f", "{{json .State.Health}}", "hc"]);
+    let h: serde_json::Value = serde_json::from_str(&h).unwrap();
+    assert_eq!(h["FailingStreak"], 2, "{h}");
+    let log = h["Log"].as_array().unwrap();
+    assert!(
+        log.iter().all(|e| e["ExitCode"] == 1 && e["Start"].is_string()),
+        "{h}"
+    );
+    assert!(ps_status(&d, "hc").ends_with("(unhealthy)"));
+    assert_eq!(ps_health(&d, "unhealthy"), ["hc"]);
+    assert!(ps_health(&d, "healthy").is_empty());
+
+    // A passing probe makes it healthy and clears the streak.
+    docker_ok(&d, &["exec", "hc", "touch", "/ok"]);
+    wait_for(&d, "hc", "healthy");
+    assert_eq!(
+        docker_ok(&d, &["inspect", "-f", "{{.State.Health.FailingStreak}}", "hc"]).trim(),
+        "0"
+    );
+    assert!(ps_status(&d, "hc").ends_with("(healthy)"));
+    assert_eq!(ps_health(&d, "healthy"), ["hc"]);
+    // Probes are not exec sessions of the container.
+    assert_eq!(
+        docker_ok(&d, &["inspect", "-f", "{{json .ExecIDs}}", "hc"]).trim(),
+        "null"
+    );
+
+    // `--no-healthcheck` (`Test: ["NONE"]`) runs none; a container without one is `none`.
+    docker_ok(
+        &d,
+        &["run", "-d", "--name", "off", "--no-healthcheck", IMAGE, "sleep", "300"],
+    );
+    docker_ok(&d, &["run", "-d", "--name", "plain", IMAGE, "sleep", "300"]);
+    for name in ["off", "plain"] {
+        assert_eq!(
+            docker_ok(&d, &["inspect", "-f", "{{json .State.Health}}", name]).trim(),
+            "null"
+        );
+        assert!(ps_status(&d, name).starts_with("Up"), "{}", ps_status(&d, name));
+        assert!(!ps_status(&d, name).contains("health"));
+    }
+    assert_eq!(ps_health(&d, "none"), ["off", "plain"]);
+
+    // A built image's HEALTHCHECK applies; the request's fields override it.
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        format!("FROM {IMAGE}\nHEALTHCHECK --interval=1s --retries=1 CMD [\"false\"]\n"),
+    )
+    .unwrap();
+    let out = docker(&d)
+        .env("DOCKER_BUILDKIT", "0")
+        .args(["build", "-q", "-t", "hcimage:1"])
+        .arg(ctx.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    docker_ok(&d, &["run", "-d", "--name", "img", "hcimage:1", "sleep", "300"]);
+    docker_ok(
+        &d,
+        &[
+            "run", "-d", "--name", "imgover", "--health-cmd", "true", "hcimage:1", "sleep", "300",
+        ],
+    );
+    docker_ok(
+        &d,
+        &["run", "-d", "--name", "imgoff", "--no-healthcheck", "hcimage:1", "sleep", "300"],
+    );
+    wait_for(&d, "img", "unhealthy");
+    wait_for(&d, "imgover", "healthy");
+    assert_eq!(
+        docker_ok(&d, &["inspect", "-f", "{{json .State.Health}}", "imgoff"]).trim(),
+        "null"
+    );
+
+    // health_status events, in order, for the status changes.
+    let t1 = (chrono::Utc::now().timestamp() + 1).to_string();
+    let events = docker_ok(
+        &d,
+        &[
+            "events", "--since", &t0, "--until", &t1, "--filter", "container=hc", "--format",
+            "{{.Action}}",
+        ],
+    );
+    let health: Vec<&str> = events
+        .lines()
+        .filter(|l| l.starts_with("health_status"))
+        .collect();
+    assert_eq!(
+        health,
+        ["health_status: unhealthy", "health_status: healthy"],
+        "{events}"
+    );
+
+    // Probes stop with the container: the status is not shown once it exited.
+    docker_ok(&d, &["stop", "-t", "0", "hc"]);
+    assert!(ps_status(&d, "hc").starts_with("Exited"), "{}", ps_status(&d, "hc"));
+    assert!(!ps_status(&d, "hc").contains("health"));
+    for name in ["hc", "off", "plain", "img", "imgover", "imgoff"] {
+        docker_ok(&d, &["rm", "-f", name]);
+    }
+}
