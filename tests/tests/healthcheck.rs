@@ -36,7 +36,14 @@ fn wait_for(d: &Daemon, name: &str, want: &str) {
 fn ps_status(d: &Daemon, name: &str) -> String {
     docker_ok(
         d,
-        &["ps", "-a", "--filter", &format!("name={name}"), "--format", "{{.Status}}"],
+        &[
+            "ps",
+            "-a",
+            "--filter",
+            &format!("name={name}"),
+            "--format",
+            "{{.Status}}",
+        ],
     )
     .trim()
     .to_string()
@@ -45,7 +52,13 @@ fn ps_status(d: &Daemon, name: &str) -> String {
 fn ps_health(d: &Daemon, health: &str) -> Vec<String> {
     let mut v: Vec<String> = docker_ok(
         d,
-        &["ps", "--filter", &format!("health={health}"), "--format", "{{.Names}}"],
+        &[
+            "ps",
+            "--filter",
+            &format!("health={health}"),
+            "--format",
+            "{{.Names}}",
+        ],
     )
     .lines()
     .map(str::to_string)
@@ -68,8 +81,19 @@ fn healthchecks_run_as_dockerd_runs_them() {
     docker_ok(
         &d,
         &[
-            "run", "-d", "--name", "hc", "--health-cmd", "test -f /ok", "--health-interval",
-            "1s", "--health-retries", "2", IMAGE, "sleep", "300",
+            "run",
+            "-d",
+            "--name",
+            "hc",
+            "--health-cmd",
+            "test -f /ok",
+            "--health-interval",
+            "1s",
+            "--health-retries",
+            "2",
+            IMAGE,
+            "sleep",
+            "300",
         ],
     );
     // The first probe runs an interval after the start.
@@ -93,7 +117,8 @@ fn healthchecks_run_as_dockerd_runs_them() {
     assert_eq!(h["FailingStreak"], 2, "{h}");
     let log = h["Log"].as_array().unwrap();
     assert!(
-        log.iter().all(|e| e["ExitCode"] == 1 && e["Start"].is_string()),
+        log.iter()
+            .all(|e| e["ExitCode"] == 1 && e["Start"].is_string()),
         "{h}"
     );
     assert!(ps_status(&d, "hc").ends_with("(unhealthy)"));
@@ -104,7 +129,11 @@ fn healthchecks_run_as_dockerd_runs_them() {
     docker_ok(&d, &["exec", "hc", "touch", "/ok"]);
     wait_for(&d, "hc", "healthy");
     assert_eq!(
-        docker_ok(&d, &["inspect", "-f", "{{.State.Health.FailingStreak}}", "hc"]).trim(),
+        docker_ok(
+            &d,
+            &["inspect", "-f", "{{.State.Health.FailingStreak}}", "hc"]
+        )
+        .trim(),
         "0"
     );
     assert!(ps_status(&d, "hc").ends_with("(healthy)"));
@@ -118,7 +147,16 @@ fn healthchecks_run_as_dockerd_runs_them() {
     // `--no-healthcheck` (`Test: ["NONE"]`) runs none; a container without one is `none`.
     docker_ok(
         &d,
-        &["run", "-d", "--name", "off", "--no-healthcheck", IMAGE, "sleep", "300"],
+        &[
+            "run",
+            "-d",
+            "--name",
+            "off",
+            "--no-healthcheck",
+            IMAGE,
+            "sleep",
+            "300",
+        ],
     );
     docker_ok(&d, &["run", "-d", "--name", "plain", IMAGE, "sleep", "300"]);
     for name in ["off", "plain"] {
@@ -126,7 +164,11 @@ fn healthchecks_run_as_dockerd_runs_them() {
             docker_ok(&d, &["inspect", "-f", "{{json .State.Health}}", name]).trim(),
             "null"
         );
-        assert!(ps_status(&d, name).starts_with("Up"), "{}", ps_status(&d, name));
+        assert!(
+            ps_status(&d, name).starts_with("Up"),
+            "{}",
+            ps_status(&d, name)
+        );
         assert!(!ps_status(&d, name).contains("health"));
     }
     assert_eq!(ps_health(&d, "none"), ["off", "plain"]);
@@ -144,17 +186,41 @@ fn healthchecks_run_as_dockerd_runs_them() {
         .arg(ctx.path())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    docker_ok(&d, &["run", "-d", "--name", "img", "hcimage:1", "sleep", "300"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    docker_ok(
+        &d,
+        &["run", "-d", "--name", "img", "hcimage:1", "sleep", "300"],
+    );
     docker_ok(
         &d,
         &[
-            "run", "-d", "--name", "imgover", "--health-cmd", "true", "hcimage:1", "sleep", "300",
+            "run",
+            "-d",
+            "--name",
+            "imgover",
+            "--health-cmd",
+            "true",
+            "hcimage:1",
+            "sleep",
+            "300",
         ],
     );
     docker_ok(
         &d,
-        &["run", "-d", "--name", "imgoff", "--no-healthcheck", "hcimage:1", "sleep", "300"],
+        &[
+            "run",
+            "-d",
+            "--name",
+            "imgoff",
+            "--no-healthcheck",
+            "hcimage:1",
+            "sleep",
+            "300",
+        ],
     );
     wait_for(&d, "img", "unhealthy");
     wait_for(&d, "imgover", "healthy");
@@ -168,7 +234,14 @@ fn healthchecks_run_as_dockerd_runs_them() {
     let events = docker_ok(
         &d,
         &[
-            "events", "--since", &t0, "--until", &t1, "--filter", "container=hc", "--format",
+            "events",
+            "--since",
+            &t0,
+            "--until",
+            &t1,
+            "--filter",
+            "container=hc",
+            "--format",
             "{{.Action}}",
         ],
     );
@@ -184,7 +257,11 @@ fn healthchecks_run_as_dockerd_runs_them() {
 
     // Probes stop with the container: the status is not shown once it exited.
     docker_ok(&d, &["stop", "-t", "0", "hc"]);
-    assert!(ps_status(&d, "hc").starts_with("Exited"), "{}", ps_status(&d, "hc"));
+    assert!(
+        ps_status(&d, "hc").starts_with("Exited"),
+        "{}",
+        ps_status(&d, "hc")
+    );
     assert!(!ps_status(&d, "hc").contains("health"));
     for name in ["hc", "off", "plain", "img", "imgover", "imgoff"] {
         docker_ok(&d, &["rm", "-f", name]);

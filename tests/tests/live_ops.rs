@@ -473,7 +473,14 @@ fn cp_both_ways_diff_export_history() {
             );
         }
         // The runtime's mount points are not changes (Docker keeps them in its init layer).
-        for hidden in ["/dev", "/proc", "/sys", "/etc/hosts", "/etc/resolv.conf", "/etc"] {
+        for hidden in [
+            "/dev",
+            "/proc",
+            "/sys",
+            "/etc/hosts",
+            "/etc/resolv.conf",
+            "/etc",
+        ] {
             assert!(
                 !diff.lines().any(|l| l.get(2..) == Some(hidden)),
                 "{state}: {hidden} listed in:\n{diff}"

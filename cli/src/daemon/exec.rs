@@ -275,8 +275,12 @@ impl ExecService {
                 .map_err(|e| DaemonError::runtime("health probe", e))?;
             let out = Arc::new(Mutex::new(Vec::new()));
             let readers: Vec<_> = [
-                p.stdout.take().map(|o| Box::new(o) as Box<dyn std::io::Read + Send>),
-                p.stderr.take().map(|o| Box::new(o) as Box<dyn std::io::Read + Send>),
+                p.stdout
+                    .take()
+                    .map(|o| Box::new(o) as Box<dyn std::io::Read + Send>),
+                p.stderr
+                    .take()
+                    .map(|o| Box::new(o) as Box<dyn std::io::Read + Send>),
             ]
             .into_iter()
             .flatten()

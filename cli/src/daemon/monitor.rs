@@ -13,11 +13,11 @@ use skiff_runtime::state::Status;
 use tokio::sync::mpsc;
 
 use super::containers::ContainerService;
+use super::containers_run::StartedBy;
 use super::exec::ExecService;
 use super::health::{self, Health, Probe, ProbeResult};
-use super::record::ContainerRecord;
-use super::containers_run::StartedBy;
 use super::paths::Paths;
+use super::record::ContainerRecord;
 use super::status::Lifecycle;
 
 const FIRST_DELAY: Duration = Duration::from_millis(100);
