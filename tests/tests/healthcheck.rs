@@ -229,6 +229,38 @@ fn healthchecks_run_as_dockerd_runs_them() {
         "null"
     );
 
+    // A probe past its timeout is killed and fails with exit -1.
+    docker_ok(
+        &d,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "slow",
+            "--health-cmd",
+            "sleep 30",
+            "--health-timeout",
+            "300ms",
+            "--health-interval",
+            "500ms",
+            "--health-retries",
+            "1",
+            IMAGE,
+            "sleep",
+            "300",
+        ],
+    );
+    let t = Instant::now();
+    wait_for(&d, "slow", "unhealthy");
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    let h = docker_ok(&d, &["inspect", "-f", "{{json .State.Health}}", "slow"]);
+    let h: serde_json::Value = serde_json::from_str(&h).unwrap();
+    assert_eq!(h["Log"][0]["ExitCode"], -1, "{h}");
+    assert_eq!(
+        h["Log"][0]["Output"], "Health check exceeded timeout (300ms)",
+        "{h}"
+    );
+
     // health_status events, in order, for the status changes.
     let t1 = (chrono::Utc::now().timestamp() + 1).to_string();
     let events = docker_ok(
@@ -263,7 +295,7 @@ fn healthchecks_run_as_dockerd_runs_them() {
         ps_status(&d, "hc")
     );
     assert!(!ps_status(&d, "hc").contains("health"));
-    for name in ["hc", "off", "plain", "img", "imgover", "imgoff"] {
+    for name in ["hc", "off", "plain", "img", "imgover", "imgoff", "slow"] {
         docker_ok(&d, &["rm", "-f", name]);
     }
 }

@@ -317,8 +317,12 @@ impl ExecService {
                     Err(_) => break None,
                 }
             };
-            for r in readers {
-                let _ = r.join();
+            // After a timeout a process the probe started may still hold the pipes: its
+            // readers are left to end on their own.
+            if code.is_some() {
+                for r in readers {
+                    let _ = r.join();
+                }
             }
             let out = out.lock().expect("probe output lock");
             Ok((code, String::from_utf8_lossy(&out).into_owned()))

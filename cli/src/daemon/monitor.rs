@@ -351,6 +351,10 @@ async fn run_probes(m: Arc<Monitor>, execs: Arc<ExecService>, r: ContainerRecord
             p.interval
         };
         tokio::time::sleep(wait).await;
+        // A frozen container cannot run the probe: none is counted while it is paused.
+        if skiff_runtime::control::is_frozen(&m.paths.container_dir(&r.id)) {
+            continue;
+        }
         let start = chrono::Utc::now();
         let (exit_code, output) = match execs.probe(&r.id, p.argv.clone(), p.timeout).await {
             Ok((Some(code), out)) => (code as i64, out),
