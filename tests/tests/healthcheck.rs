@@ -299,3 +299,102 @@ fn healthchecks_run_as_dockerd_runs_them() {
         docker_ok(&d, &["rm", "-f", name]);
     }
 }
+
+/// docker-compose 1.29's `healthcheck:` and `depends_on: condition: service_healthy`: `up`
+/// starts the dependent service only once the first reports `healthy`.
+#[test]
+fn compose_waits_for_a_healthy_dependency() {
+    require!(
+        "compose_waits_for_a_healthy_dependency",
+        root_unavailable(),
+        docker_unavailable(),
+        compose_unavailable()
+    );
+    let d = Daemon::start().unwrap();
+    import_busybox(&d, IMAGE, &[]);
+    let t0 = chrono::Utc::now().timestamp().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("docker-compose.yml"),
+        format!(
+            r#"version: "2.4"
+services:
+  db:
+    image: {IMAGE}
+    network_mode: none
+    stop_grace_period: 1s
+    command: ["sh", "-c", "sleep 1; touch /ready; sleep 300"]
+    healthcheck:
+      test: ["CMD", "test", "-f", "/ready"]
+      interval: 300ms
+      retries: 20
+  app:
+    image: {IMAGE}
+    network_mode: none
+    stop_grace_period: 1s
+    command: ["sleep", "300"]
+    depends_on:
+      db:
+        condition: service_healthy
+"#
+        ),
+    )
+    .unwrap();
+    let compose = |args: &[&str]| {
+        let out = std::process::Command::new("docker-compose")
+            .args(["-p", "hc"])
+            .args(args)
+            .current_dir(dir.path())
+            .env("DOCKER_HOST", format!("unix://{}", d.socket.display()))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "compose {args:?}: {}{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            d.log_text()
+        );
+    };
+    compose(&["up", "-d"]);
+    assert_eq!(status(&d, "hc_db_1"), "healthy");
+    let cfg = docker_ok(
+        &d,
+        &["inspect", "-f", "{{json .Config.Healthcheck}}", "hc_db_1"],
+    );
+    let cfg: serde_json::Value = serde_json::from_str(&cfg).unwrap();
+    assert_eq!(
+        cfg["Test"],
+        serde_json::json!(["CMD", "test", "-f", "/ready"])
+    );
+    assert_eq!(cfg["Interval"], 300_000_000i64);
+    // app started after db's `health_status: healthy` event.
+    let started = docker_ok(&d, &["inspect", "-f", "{{.State.StartedAt}}", "hc_app_1"]);
+    let started = chrono::DateTime::parse_from_rfc3339(started.trim()).unwrap();
+    let until = (chrono::Utc::now().timestamp() + 1).to_string();
+    let events = docker_ok(
+        &d,
+        &[
+            "events",
+            "--since",
+            &t0,
+            "--until",
+            &until,
+            "--filter",
+            "container=hc_db_1",
+            "--format",
+            "{{.Action}} {{.TimeNano}}",
+        ],
+    );
+    let healthy_at: i64 = events
+        .lines()
+        .find_map(|l| l.strip_prefix("health_status: healthy "))
+        .unwrap_or_else(|| panic!("no healthy event in {events}"))
+        .parse()
+        .unwrap();
+    assert!(
+        started.timestamp_nanos_opt().unwrap() >= healthy_at,
+        "app started {started}, db healthy at {healthy_at} ns"
+    );
+    compose(&["down"]);
+}
