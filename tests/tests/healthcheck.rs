@@ -295,6 +295,11 @@ fn healthchecks_run_as_dockerd_runs_them() {
         ps_status(&d, "hc")
     );
     assert!(!ps_status(&d, "hc").contains("health"));
+    // Inspect keeps the last health of a stopped container; a start begins at `starting`.
+    assert_eq!(status(&d, "hc"), "healthy");
+    docker_ok(&d, &["start", "hc"]);
+    assert_eq!(status(&d, "hc"), "starting");
+    wait_for(&d, "hc", "healthy");
     for name in ["hc", "off", "plain", "img", "imgover", "imgoff", "slow"] {
         docker_ok(&d, &["rm", "-f", name]);
     }
