@@ -40,7 +40,10 @@ fn unimplemented_fields_are_refused_by_name() {
     refused(&["--runtime", "other"], "HostConfig.Runtime");
     refused(&["--platform", "linux/s390x"], "platform");
     refused(&["--cpu-shares", "512"], "HostConfig.CpuShares");
-    refused(&["--health-cmd", "true"], "Config.Healthcheck");
+    refused(
+        &["--health-cmd", "true", "--health-interval", "10us"],
+        "Interval in Healthcheck cannot be less than 1ms",
+    );
     refused(&["--pid", "host"], "HostConfig.PidMode");
     refused(
         &["--security-opt", "apparmor=unconfined"],

@@ -95,6 +95,8 @@ pub async fn list(
                 if r.paused {
                     row.state = Some("paused".to_string());
                     row.status = row.status.map(|s| format!("{s} (Paused)"));
+                } else if let Some(h) = r.health.and_then(|_| d.monitor.health(&r.record.id)) {
+                    row.status = row.status.map(|s| format!("{s} {}", h.ps_suffix()));
                 }
                 if flag(&q.size) {
                     let rw = d.containers.disk_usage(&r.record.id) as i64;
@@ -121,6 +123,9 @@ pub async fn inspect(
     let restarting = d.monitor.is_restarting(&r.id);
     let view = views::inspect(&r, &st, &d.containers.dir(&r.id), restarting);
     let mut view = serde_json::to_value(view).expect("inspect serializes");
+    if let Some(h) = d.monitor.health(&r.id) {
+        view["State"]["Health"] = h.to_json();
+    }
     // dockerd's list of the container's sessions that have not ended: null when none (the
     // model would leave the key out).
     let execs = d.execs.ids_of(&r.id);

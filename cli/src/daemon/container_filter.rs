@@ -36,6 +36,8 @@ pub struct Row {
     pub restarting: bool,
     /// Frozen by `pause`.
     pub paused: bool,
+    /// `starting`, `healthy`, `unhealthy` for a running container with a healthcheck.
+    pub health: Option<&'static str>,
 }
 
 impl Row {
@@ -211,9 +213,10 @@ impl ContainerQuery {
                 return false;
             }
         }
-        // No health checks run: every container's health is `none`.
+        // `none`: no healthcheck, or not running (as dockerd).
         let health = f.get("health");
-        if !health.is_empty() && !health.iter().any(|h| h == "none") {
+        let own = row.health.unwrap_or("none");
+        if !health.is_empty() && !health.iter().any(|h| h == own) {
             return false;
         }
         let networks = f.get("network");
@@ -343,12 +346,14 @@ mod tests {
             state,
             restarting: false,
             paused: false,
+            health: None,
         }
     }
 
     fn rows() -> Vec<Row> {
         let mut web = row("cccc", "web", Status::Running, 0);
         web.record.spec.labels.insert("app".into(), "shop".into());
+        web.health = Some("healthy");
         web.record.spec.host.port_bindings.push(PortBindingSpec {
             port: "80/tcp".into(),
             host_ip: String::new(),
@@ -418,8 +423,9 @@ mod tests {
         assert!(n(r#"{"publish":["80/udp"]}"#).is_empty());
         assert_eq!(n(r#"{"expose":["5432"]}"#), ["db"]);
         assert_eq!(n(r#"{"expose":["80"]}"#), ["web"]);
-        assert_eq!(n(r#"{"health":["none"]}"#), ["web", "db", "cache"]);
-        assert!(n(r#"{"health":["healthy"]}"#).is_empty());
+        assert_eq!(n(r#"{"health":["none"]}"#), ["db", "cache"]);
+        assert_eq!(n(r#"{"health":["healthy"]}"#), ["web"]);
+        assert!(n(r#"{"health":["unhealthy"]}"#).is_empty());
         assert!(n(r#"{"is-task":["true"]}"#).is_empty());
         assert_eq!(n(r#"{"is-task":["false"]}"#).len(), 3);
     }

@@ -138,6 +138,9 @@ impl ContainerService {
             .map(|(record, state)| super::container_filter::Row {
                 restarting: self.monitor.is_restarting(&record.id),
                 paused: self.is_paused(&record.id, &state),
+                health: (state.status == Status::Running)
+                    .then(|| self.monitor.health(&record.id).map(|h| h.status))
+                    .flatten(),
                 record,
                 state,
             })
@@ -233,6 +236,14 @@ impl ContainerService {
             .unwrap_or_else(|| id[..12].to_string());
         let image_cmd = image.config.config().as_ref().and_then(|c| c.cmd().clone());
         let mut spec = super::spec::from_request(&body, &resolved, &hostname, image_cmd)?;
+        // Docker's image JSON key oci-spec does not model (a build's HEALTHCHECK).
+        let image_health = serde_json::from_slice::<serde_json::Value>(&image.config_bytes)
+            .ok()
+            .and_then(|raw| serde_json::from_value(raw["config"]["Healthcheck"].clone()).ok());
+        if let Some(h) = &body.healthcheck {
+            super::health::validate(h).map_err(DaemonError::Invalid)?;
+        }
+        spec.healthcheck = super::health::merge(body.healthcheck.clone(), image_health);
         // As dockerd: no driver means the daemon's, whose options fill the ones not given.
         let (default_driver, default_opts) = &self.log_defaults;
         if spec.host.log_driver.is_empty() {

@@ -37,7 +37,7 @@ pub const FIELDS: &[(&str, Handling)] = &[
     ("Config.StdinOnce", Applied),
     ("Config.Env", Applied),
     ("Config.Cmd", Applied),
-    ("Config.Healthcheck", Refused(&[])),
+    ("Config.Healthcheck", Applied),
     ("Config.ArgsEscaped", Refused(&[])),
     ("Config.Image", Applied),
     ("Config.Volumes", Applied),
@@ -267,11 +267,8 @@ mod tests {
             e.contains("HostConfig.Runtime") && e.contains("other"),
             "{e}"
         );
-        let v = json!({"Image": "x", "Healthcheck": {"Test": ["CMD", "true"]}});
-        assert!(check(&v)
-            .unwrap_err()
-            .to_string()
-            .contains("Config.Healthcheck"));
+        let v = json!({"Image": "x", "Shell": ["/bin/bash", "-c"]});
+        assert!(check(&v).unwrap_err().to_string().contains("Config.Shell"));
         let v = json!({"Image": "x", "HostConfig": {"CpuShares": 512}});
         assert!(check(&v)
             .unwrap_err()

@@ -7,6 +7,7 @@
 //! daemon that served them, as with dockerd.
 
 use std::collections::HashMap;
+use std::io::Read;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,6 +18,9 @@ use super::names;
 use super::paths::Paths;
 use super::record::ContainerRecord;
 use super::status::Lifecycle;
+
+/// Docker keeps this much of a healthcheck probe's output (`maxOutputLen`).
+pub const PROBE_OUTPUT_MAX: usize = 4096;
 
 /// What a daemon restart keeps of an exec session.
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -242,6 +246,89 @@ impl ExecService {
                 done: done_rx,
             },
         ))
+    }
+
+    /// Runs a healthcheck probe `argv` in the running container `container_id` (its user,
+    /// environment and working directory), waiting at most `timeout`. Returns the exit code
+    /// and the combined stdout+stderr, cut at [`PROBE_OUTPUT_MAX`] bytes; `None` for the
+    /// code when the probe was killed at the timeout. Probes are not exec sessions (no
+    /// `ExecIDs` entry), so they never show in `exec inspect`.
+    pub async fn probe(
+        &self,
+        container_id: &str,
+        argv: Vec<String>,
+        timeout: Duration,
+    ) -> Result<(Option<i32>, String), DaemonError> {
+        let ec = skiff_runtime::ExecConfig {
+            args: argv,
+            env: Vec::new(),
+            cwd: String::new(),
+            user: String::new(),
+            tty: false,
+            open_stdin: false,
+            console_size: None,
+        };
+        let dir = self.paths.container_dir(container_id);
+        let exe = self.exe.clone();
+        tokio::task::spawn_blocking(move || -> Result<_, DaemonError> {
+            let mut p = skiff_runtime::exec(&exe, &dir, &ec)
+                .map_err(|e| DaemonError::runtime("health probe", e))?;
+            let out = Arc::new(Mutex::new(Vec::new()));
+            let readers: Vec<_> = [
+                p.stdout
+                    .take()
+                    .map(|o| Box::new(o) as Box<dyn std::io::Read + Send>),
+                p.stderr
+                    .take()
+                    .map(|o| Box::new(o) as Box<dyn std::io::Read + Send>),
+            ]
+            .into_iter()
+            .flatten()
+            .map(|mut r| {
+                let out = out.clone();
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n) = r.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        let mut o = out.lock().expect("probe output lock");
+                        let room = PROBE_OUTPUT_MAX.saturating_sub(o.len());
+                        o.extend_from_slice(&buf[..n.min(room)]);
+                    }
+                })
+            })
+            .collect();
+            let deadline = std::time::Instant::now() + timeout;
+            let code = loop {
+                match p.child.try_wait() {
+                    Ok(Some(_)) => break p.wait().ok(),
+                    Ok(None) if std::time::Instant::now() >= deadline => {
+                        // The probe's process first, so the helper reports it killed.
+                        if let Some(c) = exec_child(p.pid() as i32) {
+                            // SAFETY: kill(2) on the helper's own child.
+                            unsafe { libc::kill(c, libc::SIGKILL) };
+                        }
+                        let _ = p.child.kill();
+                        let _ = p.child.wait();
+                        break None;
+                    }
+                    Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+                    Err(_) => break None,
+                }
+            };
+            // After a timeout a process the probe started may still hold the pipes: its
+            // readers are left to end on their own.
+            if code.is_some() {
+                for r in readers {
+                    let _ = r.join();
+                }
+            }
+            let out = out.lock().expect("probe output lock");
+            Ok((code, String::from_utf8_lossy(&out).into_owned()))
+        })
+        .await
+        .map_err(DaemonError::join)?
     }
 
     pub fn resize(&self, exec_id: &str, rows: u16, cols: u16) -> Result<(), DaemonError> {

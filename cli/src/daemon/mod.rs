@@ -31,6 +31,7 @@ pub mod events;
 pub mod exec;
 pub mod exec_bridge;
 pub mod filters;
+pub mod health;
 pub mod hijack;
 pub mod host_info;
 pub mod image_filter;

@@ -2,9 +2,11 @@
 //! for late waiters, auto-removes `--rm` containers, and restarts containers by their restart
 //! policy with Docker's back-off (100 ms, doubling, capped at 1 minute, back to 100 ms once
 //! a run lasted 10 s). A waiting restart sleeps; nothing polls faster than every 2 s.
+//! While a container with a healthcheck runs, its watcher also runs its probes
+//! (`health.rs`), through the exec service, and keeps its `State.Health`.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use skiff_runtime::state::Status;
@@ -12,7 +14,10 @@ use tokio::sync::mpsc;
 
 use super::containers::ContainerService;
 use super::containers_run::StartedBy;
+use super::exec::ExecService;
+use super::health::{self, Health, Probe, ProbeResult};
 use super::paths::Paths;
+use super::record::ContainerRecord;
 use super::status::Lifecycle;
 
 const FIRST_DELAY: Duration = Duration::from_millis(100);
@@ -40,6 +45,12 @@ pub struct Monitor {
     removal_failed: Mutex<HashSet<String>>,
     /// The daemon's event log (`/events`), fed by every service through the monitor.
     pub events: super::events::EventLog,
+    /// Health of containers with a healthcheck (kept after they stop, as dockerd shows it).
+    health: Mutex<HashMap<String, Health>>,
+    /// The probe task of each running container with a healthcheck.
+    probes: Mutex<HashMap<String, tokio::task::AbortHandle>>,
+    /// The exec service probes run through (set once the daemon has built it).
+    execs: OnceLock<Arc<ExecService>>,
 }
 
 impl Monitor {
@@ -74,7 +85,54 @@ impl Monitor {
             removed: tokio::sync::Notify::new(),
             removal_failed: Mutex::new(HashSet::new()),
             events: Default::default(),
+            health: Mutex::new(HashMap::new()),
+            probes: Mutex::new(HashMap::new()),
+            execs: OnceLock::new(),
         }
+    }
+
+    /// Gives the monitor the exec service its health probes run through.
+    pub fn set_execs(&self, execs: Arc<ExecService>) {
+        let _ = self.execs.set(execs);
+    }
+
+    /// `id`'s health, if it has a healthcheck and has been started since the daemon came up.
+    pub fn health(&self, id: &str) -> Option<Health> {
+        self.health.lock().expect("monitor lock").get(id).cloned()
+    }
+
+    /// Starts the probes of the running container `r`, from `starting` (replacing any
+    /// earlier probe task); nothing when it has no healthcheck.
+    fn start_probes(self: &Arc<Self>, r: &ContainerRecord) {
+        self.stop_probes(&r.id);
+        let (Some(probe), Some(execs)) = (
+            health::plan(r.spec.healthcheck.as_ref()),
+            self.execs.get().cloned(),
+        ) else {
+            return;
+        };
+        self.health
+            .lock()
+            .expect("monitor lock")
+            .insert(r.id.clone(), Health::starting());
+        let task = tokio::spawn(run_probes(self.clone(), execs, r.clone(), probe));
+        self.probes
+            .lock()
+            .expect("monitor lock")
+            .insert(r.id.clone(), task.abort_handle());
+    }
+
+    /// Ends `id`'s probes (it stopped); its last health stays for `inspect`.
+    fn stop_probes(&self, id: &str) {
+        if let Some(task) = self.probes.lock().expect("monitor lock").remove(id) {
+            task.abort();
+        }
+    }
+
+    /// Ends `id`'s probes and drops its health (it was removed).
+    pub fn forget_health(&self, id: &str) {
+        self.stop_probes(id);
+        self.health.lock().expect("monitor lock").remove(id);
     }
 
     /// Starts the watcher loop (once), giving it the service it restarts and removes with.
@@ -113,6 +171,7 @@ impl Monitor {
     }
 
     pub fn note_removed(&self, id: &str) {
+        self.forget_health(id);
         self.removal_failed.lock().expect("monitor lock").remove(id);
         self.removed.notify_waiters();
     }
@@ -203,8 +262,14 @@ async fn watch_one(c: Arc<ContainerService>, id: String) {
     let m = c.monitor.clone();
     let mut delay: Option<Duration> = None;
     loop {
+        match (c.records.get(&id), c.state(&id)) {
+            (Ok(Some(r)), Ok(st)) if st.status == Status::Running => m.start_probes(&r),
+            _ => {}
+        }
         let code = m.wait_exit(&id).await;
+        m.stop_probes(&id);
         let Ok(Some(r)) = c.records.get(&id) else {
+            m.forget_health(&id);
             break; // removed meanwhile
         };
         let Ok(st) = c.state(&id) else { break };
@@ -272,6 +337,61 @@ async fn watch_one(c: Arc<ContainerService>, id: String) {
         }
     }
     m.watched.lock().expect("monitor lock").remove(&id);
+}
+
+/// Probes `r` every interval until aborted (its watcher does at the exit), recording each
+/// result and emitting `health_status: <status>` when the status changes.
+async fn run_probes(m: Arc<Monitor>, execs: Arc<ExecService>, r: ContainerRecord, p: Probe) {
+    let started = tokio::time::Instant::now();
+    let starting = |m: &Monitor| m.health(&r.id).is_some_and(|h| h.status == "starting");
+    loop {
+        let wait = if started.elapsed() < p.start_period && starting(&m) {
+            p.start_interval
+        } else {
+            p.interval
+        };
+        tokio::time::sleep(wait).await;
+        // A frozen container cannot run the probe: none is counted while it is paused.
+        if skiff_runtime::control::is_frozen(&m.paths.container_dir(&r.id)) {
+            continue;
+        }
+        let start = chrono::Utc::now();
+        let (exit_code, output) = match execs.probe(&r.id, p.argv.clone(), p.timeout).await {
+            Ok((Some(code), out)) => (code as i64, out),
+            Ok((None, _)) => (
+                -1,
+                format!("Health check exceeded timeout ({:?})", p.timeout),
+            ),
+            // A probe that races the container's exit is not a result.
+            Err(_) if !matches!(m.container_status(&r.id), Some(Status::Running)) => return,
+            Err(e) => (-1, e.to_string()),
+        };
+        let result = ProbeResult {
+            start,
+            end: chrono::Utc::now(),
+            exit_code,
+            output,
+        };
+        let in_start_period = started.elapsed() < p.start_period;
+        let changed = {
+            let mut all = m.health.lock().expect("monitor lock");
+            let Some(h) = all.get_mut(&r.id) else { return };
+            h.record(result, in_start_period, p.retries)
+        };
+        if let Some(status) = changed {
+            tracing::info!(id = %&r.id[..12], status, "health status changed");
+            m.events
+                .container(&format!("health_status: {status}"), &r, &[]);
+        }
+    }
+}
+
+impl Monitor {
+    fn container_status(&self, id: &str) -> Option<Status> {
+        skiff_runtime::state::state(&self.paths.container_dir(id))
+            .ok()
+            .map(|s| s.status)
+    }
 }
 
 #[cfg(test)]

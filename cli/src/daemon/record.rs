@@ -75,6 +75,8 @@ pub struct ContainerSpec {
     pub exposed_ports: Vec<String>,
     /// `Config.Volumes`: anonymous volume targets asked for in the request.
     pub volumes: Vec<String>,
+    /// `Config.Healthcheck`, merged with the image's (durations in ns; `health.rs`).
+    pub healthcheck: Option<bollard::models::HealthConfig>,
     pub host: HostSpec,
 }
 
@@ -369,6 +371,8 @@ pub fn from_v1(v: &Value) -> Result<ContainerRecord, String> {
     }
     let restart = host.get("RestartPolicy").cloned().unwrap_or(Value::Null);
     let spec = ContainerSpec {
+        // Refused at create before schemas had it.
+        healthcheck: None,
         cmd: strings(config, "Cmd"),
         entrypoint: strings(config, "Entrypoint"),
         env: strings(config, "Env").unwrap_or_default(),

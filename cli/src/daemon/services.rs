@@ -20,7 +20,7 @@ use super::volumes::VolumeService;
 pub struct Daemon {
     pub paths: Paths,
     pub containers: Arc<ContainerService>,
-    pub execs: ExecService,
+    pub execs: Arc<ExecService>,
     pub images: ImageService,
     pub monitor: Arc<Monitor>,
     pub records: Arc<Records>,
@@ -114,10 +114,12 @@ impl Daemon {
             volumes.clone(),
             (args.log_driver.clone(), args.log_opts.clone()),
         ));
+        let execs = Arc::new(ExecService::new(paths.clone(), exe.clone()));
+        monitor.set_execs(execs.clone());
         Monitor::run(containers.clone());
         let builds = Arc::new(super::build::BuildService::new(containers.clone()));
         let d = Daemon {
-            execs: ExecService::new(paths.clone(), exe),
+            execs,
             images: ImageService::new(paths.clone(), store, mounts.clone(), containers.clone()),
             paths,
             containers,

@@ -57,6 +57,8 @@ pub fn from_request(
             .iter()
             .flat_map(|m| m.keys().cloned())
             .collect(),
+        // Merged with the image's by the caller.
+        healthcheck: None,
         host: host_spec(&host)?,
     })
 }
@@ -257,6 +259,7 @@ pub fn docker_config(spec: &ContainerSpec, image: &str) -> bollard::models::Cont
         labels: Some(spec.labels.clone().into_iter().collect()),
         stop_signal: spec.stop_signal.clone(),
         stop_timeout: spec.stop_timeout,
+        healthcheck: spec.healthcheck.clone(),
         ..Default::default()
     }
 }
