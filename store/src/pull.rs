@@ -280,10 +280,26 @@ impl Store {
             size: layers.iter().map(|l| l.tar_size).sum(),
             added: now(),
         };
-        let digests: Vec<String> = layers.iter().map(|l| l.digest.clone()).collect();
-        self.inner
-            .db
-            .commit_image(&row, &digests, r.tagged().as_deref())?;
+        // The same image (same config, so the same diff_ids) already stored with its data
+        // local, e.g. the source of an `image convert`: keep it as it is and only tag it,
+        // rather than swap its local layers for lazy ones it could no longer be saved or
+        // pushed from.
+        let stored_local = self.inner.db.image(&id)?.is_some() && {
+            let have = self.inner.db.image_layers(&id)?;
+            !have.is_empty()
+                && have.iter().all(|l| l.state == "local")
+                && layers.iter().any(|l| l.state != "local")
+        };
+        if stored_local {
+            if let Some(tag) = r.tagged() {
+                self.inner.db.set_tag(&tag, &id)?;
+            }
+        } else {
+            let digests: Vec<String> = layers.iter().map(|l| l.digest.clone()).collect();
+            self.inner
+                .db
+                .commit_image(&row, &digests, r.tagged().as_deref())?;
+        }
         self.inner
             .db
             .add_repo_digest(&format!("{}@{}", r.name(), resolved.manifest_digest), &id)?;
