@@ -252,7 +252,8 @@ impl RegistryClient {
 
     /// Runs `f` against each endpoint of `r` until one answers: a mirror's failure falls
     /// through to the next (logged; a mirror that failed in transport or with a server
-    /// error is skipped for [`MIRROR_RETRY_AFTER`]); the origin's result is final.
+    /// error is skipped for [`MIRROR_RETRY_AFTER`], one that refused these credentials
+    /// or lacks the image is not); the origin's result is final.
     async fn over_endpoints<'a, T>(
         &'a self,
         r: &ImageReference,
@@ -270,7 +271,9 @@ impl RegistryClient {
                 Err(e) => {
                     let down = !matches!(
                         e,
-                        StoreError::NotFound { .. } | StoreError::DigestMismatch { .. }
+                        StoreError::NotFound { .. }
+                            | StoreError::DigestMismatch { .. }
+                            | StoreError::Unauthorized { .. }
                     );
                     tracing::info!(mirror = %ep.host, reference = %r, "{op} from mirror failed, trying the next endpoint: {e}");
                     if down {
