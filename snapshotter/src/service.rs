@@ -326,6 +326,17 @@ impl SkiffSnapshotter {
         Ok(true)
     }
 
+    /// [`Self::ensure_parents_served`] for a snapshot just made; on failure the snapshot is
+    /// removed again, so it is not left half-made (containerd may retry the same key).
+    async fn serve_parents_or_undo(&self, snap: &Snapshot, parents: &[i64]) -> Result<()> {
+        if let Err(e) = self.ensure_parents_served(parents).await {
+            let _ = self.meta.write(|tx| tx.remove(&snap.key));
+            let _ = self.remove_dir(snap.id);
+            return Err(e);
+        }
+        Ok(())
+    }
+
     /// Makes sure every lazily served layer among `parents` is mounted (one that could not
     /// be served again at start is retried now): an overlay over an empty directory would
     /// show a layer without its files. Errors: Unavailable when the layer cannot be served.
@@ -522,12 +533,7 @@ impl Snapshotter for SkiffSnapshotter {
                 }
             }
         }
-        if let Err(e) = self.ensure_parents_served(&parents).await {
-            // Not left half-made: containerd may retry the same key.
-            let _ = self.meta.write(|tx| tx.remove(&snap.key));
-            let _ = self.remove_dir(snap.id);
-            return Err(e);
-        }
+        self.serve_parents_or_undo(&snap, &parents).await?;
         Ok(mounts_for(&self.root, snap.id, Kind::Active, &parents))
     }
 
@@ -538,11 +544,7 @@ impl Snapshotter for SkiffSnapshotter {
         labels: HashMap<String, String>,
     ) -> Result<Vec<Mount>> {
         let (snap, parents) = self.create(&key, Kind::View, &parent, &labels)?;
-        if let Err(e) = self.ensure_parents_served(&parents).await {
-            let _ = self.meta.write(|tx| tx.remove(&snap.key));
-            let _ = self.remove_dir(snap.id);
-            return Err(e);
-        }
+        self.serve_parents_or_undo(&snap, &parents).await?;
         Ok(mounts_for(&self.root, snap.id, Kind::View, &parents))
     }
 
