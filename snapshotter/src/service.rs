@@ -186,10 +186,10 @@ impl SkiffSnapshotter {
         Ok(())
     }
 
-    /// The overlay-format view of a stored remote layer.
-    async fn view_of(&self, remote: &RemoteLayer) -> Result<skiff_store::LayerIndex> {
-        let index = self
-            .store
+    /// The file index of a stored remote layer, as the store serves it lazily. Errors:
+    /// Remote when the store cannot resolve it, Corrupt when it is no longer lazy.
+    async fn lazy_index(&self, remote: &RemoteLayer) -> Result<skiff_store::LayerIndex> {
+        self.store
             .snapshot_layer(&remote.image, &remote.digest)
             .await
             .map_err(|source| SnapshotError::Remote {
@@ -200,7 +200,12 @@ impl SkiffSnapshotter {
             .ok_or_else(|| SnapshotError::Corrupt {
                 path: self.root.join("metadata.db"),
                 reason: format!("layer {} is no longer in a lazy format", remote.digest),
-            })?;
+            })
+    }
+
+    /// The overlay-format view of a stored remote layer.
+    async fn view_of(&self, remote: &RemoteLayer) -> Result<skiff_store::LayerIndex> {
+        let index = self.lazy_index(remote).await?;
         overlay_view(&index).map_err(|e| SnapshotError::Corrupt {
             path: self.root.join("metadata.db"),
             reason: format!("layer {}: {e}", remote.digest),
@@ -208,19 +213,7 @@ impl SkiffSnapshotter {
     }
 
     async fn mount_lazy(&self, id: i64, remote: &RemoteLayer) -> Result<()> {
-        let index = self
-            .store
-            .snapshot_layer(&remote.image, &remote.digest)
-            .await
-            .map_err(|source| SnapshotError::Remote {
-                image: remote.image.clone(),
-                layer: remote.digest.clone(),
-                source: Box::new(source),
-            })?
-            .ok_or_else(|| SnapshotError::Corrupt {
-                path: self.root.join("metadata.db"),
-                reason: format!("layer {} is no longer in a lazy format", remote.digest),
-            })?;
+        let index = self.lazy_index(remote).await?;
         self.mount_index(id, &remote.digest, &index)
     }
 
