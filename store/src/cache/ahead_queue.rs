@@ -144,7 +144,19 @@ impl CacheCore {
         let Some(pos) = job.map.position(blob_offset) else {
             return false;
         };
-        let seg = self.take_segment(&job, Start::At(pos));
+        let mut seg = self.take_segment(&job, Start::At(pos));
+        if seg.is_empty() {
+            // The same chunk elsewhere in the blob (a repeated chunk) may still be queued.
+            let copy = {
+                let left = job.left.lock().unwrap();
+                left.iter()
+                    .copied()
+                    .find(|&p| &*job.map.chunks[p].digest == digest)
+            };
+            if let Some(p) = copy {
+                seg = self.take_segment(&job, Start::At(p));
+            }
+        }
         if seg.is_empty() {
             return false;
         }
@@ -218,7 +230,10 @@ impl CacheCore {
         };
         let seg: Vec<usize> = left.drain(lo..=hi).collect();
         for &p in &seg {
-            q.remove(&chunks[p].digest);
+            // A repeated chunk still queued elsewhere keeps the job findable.
+            if !left.iter().any(|&o| chunks[o].digest == chunks[p].digest) {
+                q.remove(&chunks[p].digest);
+            }
         }
         seg
     }
@@ -361,5 +376,42 @@ mod tests {
         // Nothing of the file left: the backward worker goes on from the front.
         assert_eq!(cache.take_segment(&j, Start::Backward(7)), vec![8, 9]);
         assert!(cache.take_segment(&j, Start::Front).is_empty());
+    }
+
+    #[test]
+    fn a_read_takes_the_queued_copy_of_a_repeated_chunk() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = ChunkCache::open(ChunkCacheConfig::new(dir.path())).unwrap();
+        let mut j = job((1..10).collect());
+        // Chunk 9 repeats chunk 3 (same digest, as content-defined chunking gives).
+        let map = Arc::get_mut(&mut j.map).unwrap();
+        map.chunks[9].digest = map.chunks[3].digest.clone();
+        let j = Arc::new(j);
+        for p in 1..10 {
+            let d = j.map.chunks[p].digest.clone();
+            cache.ahead.by_digest.lock().unwrap().insert(d, j.clone());
+        }
+        // The backward segment takes the copy at 9 (and 8): the copy at 3 still queued
+        // keeps the digest findable.
+        assert_eq!(cache.take_segment(&j, Start::Backward(9)), vec![8, 9]);
+        assert!(cache
+            .ahead
+            .by_digest
+            .lock()
+            .unwrap()
+            .contains_key("sha256:3"));
+        // A read at the copy at 9 (no longer queued) takes the segment at 3 instead.
+        let offset_of_9 = j.map.chunks[9].blob_offset;
+        assert!(cache.take_queued("sha256:l", "sha256:3", offset_of_9));
+        assert_eq!(
+            j.left.lock().unwrap().iter().copied().collect::<Vec<_>>(),
+            vec![1, 2, 5, 6, 7]
+        );
+        assert!(!cache
+            .ahead
+            .by_digest
+            .lock()
+            .unwrap()
+            .contains_key("sha256:3"));
     }
 }

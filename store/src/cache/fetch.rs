@@ -468,19 +468,35 @@ impl CacheCore {
         };
         let first = pos + 1;
         let mut i = first;
+        // Digests this read-ahead claimed: content-defined chunking (skopeo's zstd:chunked)
+        // repeats chunks within a file (runs of zeros, repeated tables), and a repeat is no
+        // reason to stop reading the file.
+        let mut claimed: std::collections::HashSet<&str> = run.iter().map(|w| w.digest).collect();
         while let Some(c) = map.chunks.get(i) {
             let gap = c.blob_offset.checked_sub(prev_end);
             if gap.is_none_or(|g| g > MERGE_GAP)
                 || c.blob_offset + c.blob_len > limit
                 || !c.dir.starts_with(&dir)
-                || self.mem.lock().unwrap().contains(&*c.digest)
-                || self.files.path(&c.digest).exists()
             {
                 break;
             }
-            match self.flights.claim(&c.digest) {
-                Claim::Owner => {}
-                Claim::Waiter(_) => break,
+            let have = claimed.contains(&*c.digest)
+                || self.mem.lock().unwrap().contains(&*c.digest)
+                || self.files.path(&c.digest).exists();
+            if have {
+                // Within the missed file a chunk already here (or coming with this very
+                // read-ahead) rides along: stopping would leave the rest of the file to
+                // one round trip per fault. Beyond the file, what is here ends it.
+                if c.blob_offset >= file_end {
+                    break;
+                }
+            } else {
+                match self.flights.claim(&c.digest) {
+                    Claim::Owner => {
+                        claimed.insert(&c.digest);
+                    }
+                    Claim::Waiter(_) => break,
+                }
             }
             prev_end = c.blob_offset + c.blob_len;
             i += 1;
@@ -583,5 +599,111 @@ impl CacheCore {
             }
         }
         stored
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layer_index::{ChunkLocation, ChunkRef, FileEntry, FileKind, LayerIndex};
+
+    /// A file of 1 KiB chunks at blob offsets 1000, 2000, ... with these digests (a
+    /// digest repeated where content-defined chunking repeats a chunk).
+    fn file(path: &str, first_offset: u64, digests: &[&str]) -> FileEntry {
+        FileEntry {
+            path: path.into(),
+            kind: FileKind::Regular,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            size: 1024 * digests.len() as u64,
+            mtime: 0,
+            mtime_nsec: 0,
+            link_target: Default::default(),
+            dev_major: 0,
+            dev_minor: 0,
+            xattrs: Default::default(),
+            chunks: digests
+                .iter()
+                .enumerate()
+                .map(|(k, d)| ChunkRef {
+                    file_offset: 1024 * k as u64,
+                    len: 1024,
+                    location: ChunkLocation::Compressed {
+                        blob_offset: first_offset + 1000 * k as u64,
+                        blob_len: 1000,
+                        digest: format!("sha256:{d}"),
+                        codec: Default::default(),
+                        inner_offset: 0,
+                    },
+                })
+                .collect(),
+        }
+    }
+
+    fn want(map: &LayerMap, pos: usize) -> Want<'_> {
+        let c = &map.chunks[pos];
+        Want {
+            blob_offset: c.blob_offset,
+            blob_len: c.blob_len,
+            len: c.len,
+            digest: &c.digest,
+            codec: c.codec,
+            inner_offset: c.inner_offset,
+        }
+    }
+
+    #[test]
+    fn repeated_chunks_do_not_cut_a_files_read_ahead_short() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = ChunkCache::open(ChunkCacheConfig::new(dir.path())).unwrap();
+        // `bin/big` repeats its first chunk (a run of zeros) and its second; `bin/next`
+        // follows in the same directory and starts with a chunk `bin/big` has.
+        let index = LayerIndex {
+            digest: "sha256:l".into(),
+            entries: vec![
+                file("bin/big", 1000, &["z", "b", "c", "z", "b", "e"]),
+                file("bin/next", 7000, &["z", "g"]),
+            ],
+        };
+        cache.set_layer_map(&index);
+        let map = cache.maps.read().unwrap().get("sha256:l").cloned().unwrap();
+        // The miss on the first chunk claims it, as get_chunks does.
+        assert!(matches!(
+            cache.flights.claim(&map.chunks[0].digest),
+            Claim::Owner
+        ));
+        let run = [want(&map, 0)];
+        let (_, ahead) = cache.plan_readahead("sha256:l", &run).unwrap();
+        // The rest of the file, repeats included (they ride along, owned once), and on
+        // into the directory's next file until a chunk already coming stops it.
+        assert_eq!(ahead, 1..6);
+        // Each digest was claimed once: the repeats were not claimed a second time.
+        for d in ["sha256:b", "sha256:c", "sha256:e"] {
+            assert!(matches!(cache.flights.claim(d), Claim::Waiter(_)), "{d}");
+        }
+    }
+
+    #[test]
+    fn a_chunk_already_cached_ends_the_read_ahead_only_past_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = ChunkCache::open(ChunkCacheConfig::new(dir.path())).unwrap();
+        let index = LayerIndex {
+            digest: "sha256:l".into(),
+            entries: vec![
+                file("bin/big", 1000, &["a", "k", "c"]),
+                file("bin/next", 4000, &["d", "k2", "f"]),
+            ],
+        };
+        cache.set_layer_map(&index);
+        let bytes: Arc<[u8]> = Arc::from(vec![0u8; 1024]);
+        for d in ["sha256:k", "sha256:k2"] {
+            cache.mem.lock().unwrap().put(d.to_string(), bytes.clone());
+        }
+        let map = cache.maps.read().unwrap().get("sha256:l").cloned().unwrap();
+        assert!(matches!(cache.flights.claim("sha256:a"), Claim::Owner));
+        let (_, ahead) = cache.plan_readahead("sha256:l", &[want(&map, 0)]).unwrap();
+        // Inside bin/big the cached "k" rides along; in bin/next the cached "k2" ends it.
+        assert_eq!(ahead, 1..4);
     }
 }
