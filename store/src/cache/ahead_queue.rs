@@ -402,7 +402,7 @@ mod tests {
             .contains_key("sha256:3"));
         // A read at the copy at 9 (no longer queued) takes the segment at 3 instead.
         let offset_of_9 = j.map.chunks[9].blob_offset;
-        assert!(cache.take_queued("sha256:l", "sha256:3", offset_of_9));
+        assert!(cache.core.take_queued("sha256:l", "sha256:3", offset_of_9));
         assert_eq!(
             j.left.lock().unwrap().iter().copied().collect::<Vec<_>>(),
             vec![1, 2, 5, 6, 7]

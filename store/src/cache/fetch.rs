@@ -632,7 +632,7 @@ mod tests {
                     location: ChunkLocation::Compressed {
                         blob_offset: first_offset + 1000 * k as u64,
                         blob_len: 1000,
-                        digest: format!("sha256:{d}"),
+                        digest: format!("sha256:{}", d.repeat(64)),
                         codec: Default::default(),
                         inner_offset: 0,
                     },
@@ -662,8 +662,8 @@ mod tests {
         let index = LayerIndex {
             digest: "sha256:l".into(),
             entries: vec![
-                file("bin/big", 1000, &["z", "b", "c", "z", "b", "e"]),
-                file("bin/next", 7000, &["z", "g"]),
+                file("bin/big", 1000, &["0", "b", "c", "0", "b", "e"]),
+                file("bin/next", 7000, &["0", "9"]),
             ],
         };
         cache.set_layer_map(&index);
@@ -679,8 +679,9 @@ mod tests {
         // into the directory's next file until a chunk already coming stops it.
         assert_eq!(ahead, 1..6);
         // Each digest was claimed once: the repeats were not claimed a second time.
-        for d in ["sha256:b", "sha256:c", "sha256:e"] {
-            assert!(matches!(cache.flights.claim(d), Claim::Waiter(_)), "{d}");
+        for d in ["b", "c", "e"] {
+            let d = format!("sha256:{}", d.repeat(64));
+            assert!(matches!(cache.flights.claim(&d), Claim::Waiter(_)), "{d}");
         }
     }
 
@@ -691,19 +692,23 @@ mod tests {
         let index = LayerIndex {
             digest: "sha256:l".into(),
             entries: vec![
-                file("bin/big", 1000, &["a", "k", "c"]),
-                file("bin/next", 4000, &["d", "k2", "f"]),
+                file("bin/big", 1000, &["a", "1", "c"]),
+                file("bin/next", 4000, &["d", "2", "f"]),
             ],
         };
         cache.set_layer_map(&index);
         let bytes: Arc<[u8]> = Arc::from(vec![0u8; 1024]);
-        for d in ["sha256:k", "sha256:k2"] {
-            cache.mem.lock().unwrap().put(d.to_string(), bytes.clone());
+        for d in ["1", "2"] {
+            let d = format!("sha256:{}", d.repeat(64));
+            cache.mem.lock().unwrap().put(d, bytes.clone());
         }
         let map = cache.maps.read().unwrap().get("sha256:l").cloned().unwrap();
-        assert!(matches!(cache.flights.claim("sha256:a"), Claim::Owner));
+        assert!(matches!(
+            cache.flights.claim(&format!("sha256:{}", "a".repeat(64))),
+            Claim::Owner
+        ));
         let (_, ahead) = cache.plan_readahead("sha256:l", &[want(&map, 0)]).unwrap();
-        // Inside bin/big the cached "k" rides along; in bin/next the cached "k2" ends it.
+        // Inside bin/big the cached chunk 1 rides along; in bin/next the cached 2 ends it.
         assert_eq!(ahead, 1..4);
     }
 }
