@@ -653,21 +653,26 @@ mod tests {
         }
     }
 
-    #[test]
-    fn repeated_chunks_do_not_cut_a_files_read_ahead_short() {
+    /// A cache with one layer (`sha256:l`) of these files, and its map.
+    fn cache_of(entries: Vec<FileEntry>) -> (tempfile::TempDir, ChunkCache, Arc<LayerMap>) {
         let dir = tempfile::tempdir().unwrap();
         let cache = ChunkCache::open(ChunkCacheConfig::new(dir.path())).unwrap();
+        cache.set_layer_map(&LayerIndex {
+            digest: "sha256:l".into(),
+            entries,
+        });
+        let map = cache.maps.read().unwrap().get("sha256:l").cloned().unwrap();
+        (dir, cache, map)
+    }
+
+    #[test]
+    fn repeated_chunks_do_not_cut_a_files_read_ahead_short() {
         // `bin/big` repeats its first chunk (a run of zeros) and its second; `bin/next`
         // follows in the same directory and starts with a chunk `bin/big` has.
-        let index = LayerIndex {
-            digest: "sha256:l".into(),
-            entries: vec![
-                file("bin/big", 1000, &["0", "b", "c", "0", "b", "e"]),
-                file("bin/next", 7000, &["0", "9"]),
-            ],
-        };
-        cache.set_layer_map(&index);
-        let map = cache.maps.read().unwrap().get("sha256:l").cloned().unwrap();
+        let (_dir, cache, map) = cache_of(vec![
+            file("bin/big", 1000, &["0", "b", "c", "0", "b", "e"]),
+            file("bin/next", 7000, &["0", "9"]),
+        ]);
         // The miss on the first chunk claims it, as get_chunks does.
         assert!(matches!(
             cache.flights.claim(&map.chunks[0].digest),
@@ -687,22 +692,15 @@ mod tests {
 
     #[test]
     fn a_chunk_already_cached_ends_the_read_ahead_only_past_the_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let cache = ChunkCache::open(ChunkCacheConfig::new(dir.path())).unwrap();
-        let index = LayerIndex {
-            digest: "sha256:l".into(),
-            entries: vec![
-                file("bin/big", 1000, &["a", "1", "c"]),
-                file("bin/next", 4000, &["d", "2", "f"]),
-            ],
-        };
-        cache.set_layer_map(&index);
+        let (_dir, cache, map) = cache_of(vec![
+            file("bin/big", 1000, &["a", "1", "c"]),
+            file("bin/next", 4000, &["d", "2", "f"]),
+        ]);
         let bytes: Arc<[u8]> = Arc::from(vec![0u8; 1024]);
         for d in ["1", "2"] {
             let d = format!("sha256:{}", d.repeat(64));
             cache.mem.lock().unwrap().put(d, bytes.clone());
         }
-        let map = cache.maps.read().unwrap().get("sha256:l").cloned().unwrap();
         assert!(matches!(
             cache.flights.claim(&format!("sha256:{}", "a".repeat(64))),
             Claim::Owner
