@@ -318,6 +318,46 @@ impl Ztoc {
     }
 }
 
+impl Ztoc {
+    /// The spans holding bytes `lo..hi` of the uncompressed stream (at least one).
+    pub fn spans_of(&self, lo: u64, hi: u64) -> std::ops::RangeInclusive<usize> {
+        self.span_of(lo)..=self.span_of(hi.saturating_sub(1).max(lo))
+    }
+
+    /// The data of `file`, read span by span: `fetch(range)` returns bytes `range` of the
+    /// blob (a range read), each span is verified and inflated by [`Ztoc::read_span`].
+    pub fn extract(
+        &self,
+        layer: &str,
+        file: &FileMetadata,
+        mut fetch: impl FnMut(std::ops::Range<u64>) -> Result<Vec<u8>>,
+    ) -> Result<Vec<u8>> {
+        let spans = self.span_index();
+        let lo = file.uncompressed_offset;
+        let hi = lo + file.uncompressed_size;
+        let mut out = Vec::with_capacity(file.uncompressed_size as usize);
+        for i in self.spans_of(lo, hi) {
+            let data = self.read_span(layer, &spans, i, &fetch(spans.span_range(i))?)?;
+            let start = spans.checkpoints[i].uncompressed_offset;
+            let a = lo.max(start) - start;
+            let b = (hi.min(start + data.len() as u64) - start).max(a);
+            out.extend_from_slice(&data[a as usize..b as usize]);
+        }
+        if out.len() as u64 != file.uncompressed_size {
+            return Err(bad(
+                layer,
+                format!(
+                    "{}: spans hold {} of its {} bytes",
+                    lossy(&file.name),
+                    out.len(),
+                    file.uncompressed_size
+                ),
+            ));
+        }
+        Ok(out)
+    }
+}
+
 /// Builds the zTOC of the tar+gzip blob `gz` (layer `layer`, for errors) with spans of at
 /// least `span_size` uncompressed bytes: one inflate pass for the checkpoints, one for the
 /// file table. Errors: [`StoreError::InvalidZtoc`] when the blob is not one gzip member
@@ -489,23 +529,10 @@ mod tests {
         (e.finish().unwrap(), files)
     }
 
-    /// Reads a file's bytes span by span, as a lazy read would.
     fn read_file(z: &Ztoc, gz: &[u8], f: &FileMetadata) -> Result<Vec<u8>> {
-        let spans = z.span_index();
-        let (lo, hi) = (
-            f.uncompressed_offset,
-            f.uncompressed_offset + f.uncompressed_size,
-        );
-        let mut out = Vec::new();
-        for i in z.span_of(lo)..=z.span_of(hi.saturating_sub(1).max(lo)) {
-            let r = spans.span_range(i);
-            let data = z.read_span(LAYER, &spans, i, &gz[r.start as usize..r.end as usize])?;
-            let start = spans.checkpoints[i].uncompressed_offset;
-            let a = lo.max(start) - start;
-            let b = (hi.min(start + data.len() as u64) - start).max(a);
-            out.extend_from_slice(&data[a as usize..b as usize]);
-        }
-        Ok(out)
+        z.extract(LAYER, f, |r| {
+            Ok(gz[r.start as usize..r.end as usize].to_vec())
+        })
     }
 
     #[test]

@@ -368,12 +368,21 @@ fn write_file<'f>(b: &mut FlatBufferBuilder<'f>, f: &FileMetadataArgs<'_>) -> WI
     WIPOffset::new(b.end_table(t).value())
 }
 
-/// Serializes `z` (deterministic: the same arguments give the same bytes).
+/// Serializes `z` (deterministic: the same arguments give the same bytes). Tables,
+/// strings and vectors are created, and fields added, in the order soci-snapshotter's
+/// `ztocToFlatbuffer` does (file tables last to first), and scalars equal to their default
+/// are left out as Go's `Prepend*Slot` does, so the layout follows the Go writer's.
 pub fn write(z: &ZtocArgs<'_>) -> Vec<u8> {
     let mut b = FlatBufferBuilder::with_capacity(z.checkpoints.len() + 1024);
     let version = b.create_string(z.version);
     let tool = b.create_string(z.build_tool_identifier);
-    let files: Vec<WIPOffset<Table>> = z.files.iter().map(|f| write_file(&mut b, f)).collect();
+    let mut files: Vec<WIPOffset<Table>> = z
+        .files
+        .iter()
+        .rev()
+        .map(|f| write_file(&mut b, f))
+        .collect();
+    files.reverse();
     let files = b.create_vector(&files);
     let t = b.start_table();
     b.push_slot_always(Toc::METADATA, files);
@@ -382,20 +391,25 @@ pub fn write(z: &ZtocArgs<'_>) -> Vec<u8> {
     let digests: Vec<WIPOffset<&str>> = z.span_digests.iter().map(|d| b.create_string(d)).collect();
     let digests = b.create_vector(&digests);
     let t = b.start_table();
-    b.push_slot_always(CompressionInfo::MAX_SPAN_ID, z.max_span_id);
+    b.push_slot(CompressionInfo::MAX_SPAN_ID, z.max_span_id, 0);
     b.push_slot_always(CompressionInfo::SPAN_DIGESTS, digests);
     b.push_slot_always(CompressionInfo::CHECKPOINTS, checkpoints);
-    b.push_slot_always(
+    b.push_slot(
         CompressionInfo::COMPRESSION_ALGORITHM,
         z.compression_algorithm,
+        ALGORITHM_GZIP,
     );
     let info: WIPOffset<Table> = WIPOffset::new(b.end_table(t).value());
     let t = b.start_table();
     b.push_slot_always(Ztoc::VERSION, version);
     b.push_slot_always(Ztoc::BUILD_TOOL_IDENTIFIER, tool);
     b.push_slot_always(Ztoc::TOC, toc);
-    b.push_slot_always(Ztoc::COMPRESSED_ARCHIVE_SIZE, z.compressed_archive_size);
-    b.push_slot_always(Ztoc::UNCOMPRESSED_ARCHIVE_SIZE, z.uncompressed_archive_size);
+    b.push_slot(Ztoc::COMPRESSED_ARCHIVE_SIZE, z.compressed_archive_size, 0);
+    b.push_slot(
+        Ztoc::UNCOMPRESSED_ARCHIVE_SIZE,
+        z.uncompressed_archive_size,
+        0,
+    );
     b.push_slot_always(Ztoc::COMPRESSION_INFO, info);
     let root: WIPOffset<Table> = WIPOffset::new(b.end_table(t).value());
     b.finish_minimal(root);
