@@ -2,6 +2,7 @@
 //! file table plus zran checkpoints per layer), read and written byte-compatibly, and the
 //! zran core that inflates one span alone. See docs/formats.md for what is served.
 
+pub mod index;
 pub mod zinfo;
 pub mod zran;
 pub mod ztoc;
