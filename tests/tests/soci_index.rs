@@ -11,21 +11,10 @@ use skiff_store::registry::RegistryClient;
 use skiff_store::soci::index::{fetch_ztoc, find_index, SOCI_INDEX_V1};
 use skiff_store::{ImageReference, StoreError};
 use skiff_tests::binary::skiff_bin;
+// Random bytes do not compress, so the gzip layer stays over SOCI's 10 MiB minimum.
+use skiff_tests::fixtures::random_bytes;
 use skiff_tests::registry::registry_unavailable;
 use skiff_tests::{require, CountingProxy, Registry};
-
-/// Bytes that do not compress (xorshift), so the gzip layer stays over SOCI's 10 MiB.
-fn noise(n: usize, mut x: u64) -> Vec<u8> {
-    let mut v = Vec::with_capacity(n + 8);
-    while v.len() < n {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.extend_from_slice(&x.to_le_bytes());
-    }
-    v.truncate(n);
-    v
-}
 
 fn skiff(args: &[&str]) -> std::process::Output {
     Command::new(skiff_bin())
@@ -42,8 +31,8 @@ fn indexed_gzip_image_serves_a_file_from_a_few_spans() {
     );
     let registry = Registry::start().unwrap();
     let rt = common::rt();
-    let big = noise(12 << 20, 1);
-    let wanted = noise(300 << 10, 2);
+    let big = random_bytes(12 << 20, 1);
+    let wanted = random_bytes(300 << 10, 2);
     let big_layer = common::raw_tar(&[
         ("data/big.bin", &big[..]),
         ("data/wanted.bin", &wanted[..]),
