@@ -773,8 +773,9 @@ pub enum ImageCommand {
     Import(ImportArgs),
     /// Convert an image to zstd:chunked and push it (registry to registry).
     Convert(ConvertArgs),
-    /// Build a SOCI index (zTOCs of the gzip layers) of an image in a registry and push it
-    /// there, so the image starts lazily unmodified (see docs/formats.md).
+    /// Build a SOCI index v1 (zTOCs of the gzip layers) of an image in a registry and push
+    /// it there as a referrer of the image (skiff's own pull does not use it yet; see
+    /// docs/formats.md).
     Index(IndexArgs),
     /// Remove unused images.
     Prune(PruneArgs),
@@ -849,8 +850,8 @@ pub struct IndexArgs {
     /// (loopback registries always are).
     #[arg(long = "insecure-registry")]
     pub insecure_registries: Vec<String>,
-    /// Layers with fewer compressed bytes are not indexed (pulled in full), as SOCI does:
-    /// bytes, or with a k, m or g suffix.
+    /// Layers with fewer compressed bytes are not indexed, as SOCI does: bytes, or with a
+    /// k, m or g suffix.
     #[arg(long, default_value = "10m")]
     pub min_layer_size: String,
     /// Least uncompressed bytes between two checkpoints (the unit a lazy read fetches):
