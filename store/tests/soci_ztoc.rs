@@ -4,9 +4,12 @@
 //! Fixtures (`tests/fixtures/soci/`): `layer.tar.gz` (a small tar+gzip layer), and its zTOCs
 //! built with a 32 KiB span: `layer.ztoc` (zinfo v2, what skiff and current
 //! soci-snapshotter write) and `layer-v1.ztoc` (zinfo v1, the first checkpoint implied, as
-//! soci-snapshotter wrote before). Both are laid out the way soci-snapshotter's Go writer
-//! lays them out (its creation order, defaults omitted). `SKIFF_REGEN_FIXTURES=1` rewrites
-//! them.
+//! soci-snapshotter wrote before). `go_order.py` beside them reads a zTOC with flatbuffers'
+//! generic table API and rebuilds it with the reference builder (Debian's
+//! python3-flatbuffers; Go's builder is a port of the same algorithm) in the calls and order
+//! of soci-snapshotter's Go writer: both fixtures come back byte for byte (checked by
+//! `tests/tests/soci_index.rs`, which can require the package), so skiff writes what soci
+//! writes and reads soci's layout. `SKIFF_REGEN_FIXTURES=1` rewrites them.
 
 use std::io::{Read, Write};
 use std::path::PathBuf;

@@ -1,7 +1,9 @@
 //! `skiff image index` against the real registry (distribution, no Referrers API): the
 //! SOCI index v1 is pushed with its zTOCs and found again through the referrers fallback
 //! tag; a file of the indexed layer is then read through range requests of a few spans,
-//! checked against the bytes the tar holds, while a proxy counts what was fetched.
+//! checked against the bytes the tar holds, while a proxy counts what was fetched. And the
+//! committed zTOC fixtures rebuilt in soci-snapshotter's Go writer's order come back byte
+//! for byte.
 
 mod common;
 
@@ -168,4 +170,45 @@ fn index_refuses_bad_flags_and_images_with_nothing_to_index() {
         stdout.contains("zTOC") && stdout.contains("1 files"),
         "{stdout}"
     );
+}
+
+/// Why the reference flatbuffers builder cannot run here, if it cannot.
+fn python_flatbuffers_unavailable() -> Option<String> {
+    let ok = Command::new("/usr/bin/python3")
+        .args(["-c", "import flatbuffers"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    (!ok).then(|| "python3-flatbuffers not installed (scripts/install-deps.sh)".to_string())
+}
+
+#[test]
+fn ztoc_fixtures_are_laid_out_as_soci_snapshotters_go_writer_lays_them_out() {
+    require!(
+        "ztoc_fixtures_are_laid_out_as_soci_snapshotters_go_writer_lays_them_out",
+        python_flatbuffers_unavailable()
+    );
+    let fixtures =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../store/tests/fixtures/soci");
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["layer.ztoc", "layer-v1.ztoc"] {
+        let out = dir.path().join(name);
+        let run = Command::new("/usr/bin/python3")
+            .arg(fixtures.join("go_order.py"))
+            .arg(fixtures.join(name))
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        let go = std::fs::read(&out).unwrap();
+        let ours = std::fs::read(fixtures.join(name)).unwrap();
+        assert_eq!(go.len(), ours.len(), "{name}");
+        assert!(
+            go == ours,
+            "{name}: the Go-order rebuild differs from skiff's bytes"
+        );
+    }
 }
