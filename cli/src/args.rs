@@ -773,6 +773,10 @@ pub enum ImageCommand {
     Import(ImportArgs),
     /// Convert an image to zstd:chunked and push it (registry to registry).
     Convert(ConvertArgs),
+    /// Build a SOCI index v1 (zTOCs of the gzip layers) of an image in a registry and push
+    /// it there as a referrer of the image (skiff's own pull does not use it yet; see
+    /// docs/formats.md).
+    Index(IndexArgs),
     /// Remove unused images.
     Prune(PruneArgs),
     /// Show the history of an image.
@@ -838,6 +842,28 @@ pub struct ConvertArgs {
     pub certs_dir: PathBuf,
     pub source: String,
     pub destination: String,
+}
+
+#[derive(Args, Debug)]
+pub struct IndexArgs {
+    /// Registries (host[:port]) reached over HTTPS without verification, then plain HTTP
+    /// (loopback registries always are).
+    #[arg(long = "insecure-registry")]
+    pub insecure_registries: Vec<String>,
+    /// Layers with fewer compressed bytes are not indexed, as SOCI does: bytes, or with a
+    /// k, m or g suffix.
+    #[arg(long, default_value = "10m")]
+    pub min_layer_size: String,
+    /// Least uncompressed bytes between two checkpoints (the unit a lazy read fetches):
+    /// bytes, or with a k, m or g suffix.
+    #[arg(long, default_value = "4m")]
+    pub span_size: String,
+    /// Per-registry CAs and client certificates, laid out like Docker's certs.d (as the
+    /// daemon's `--certs-dir`).
+    #[arg(long, default_value = "/etc/skiff/certs.d")]
+    pub certs_dir: PathBuf,
+    /// The image, in its registry.
+    pub reference: String,
 }
 
 #[derive(Args, Debug)]

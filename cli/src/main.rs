@@ -78,6 +78,9 @@ async fn dispatch(cli: Cli) -> Result<()> {
     if let Command::Image(ImageCommand::Convert(args)) = &cli.command {
         return daemon::convert::convert_command(args).await;
     }
+    if let Command::Image(ImageCommand::Index(args)) = &cli.command {
+        return daemon::soci_index::index_command(args).await;
+    }
     let docker = client::connect::connect(&socket).await.map_err(|e| {
         eprintln!("{e:#}");
         Exit(125)
@@ -147,7 +150,8 @@ async fn dispatch(cli: Cli) -> Result<()> {
         | Command::Bench(_)
         | Command::Version
         | Command::Logout(_)
-        | Command::Image(ImageCommand::Convert(_)) => {
+        | Command::Image(ImageCommand::Convert(_))
+        | Command::Image(ImageCommand::Index(_)) => {
             unreachable!("handled above")
         }
     }

@@ -41,7 +41,8 @@ pub async fn convert_command(args: &ConvertArgs) -> Result<()> {
     Ok(())
 }
 
-fn short(digest: &str) -> &str {
+/// The first 12 hex digits of a digest, for progress lines.
+pub(crate) fn short(digest: &str) -> &str {
     let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
     &hex[..hex.len().min(12)]
 }

@@ -18,6 +18,7 @@ mod http;
 pub mod keychain;
 pub mod manifest;
 mod push;
+pub mod referrers;
 pub mod request_auth;
 pub mod tls;
 
