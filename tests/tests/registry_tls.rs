@@ -30,6 +30,29 @@ fn store(root: &Path, config: &Path, certs: Option<&Path>, insecure: &[String]) 
     .unwrap()
 }
 
+/// A docker-registry serving HTTPS on port 5000 inside a network namespace of the test's
+/// own, its certificate issued for the namespace's address by a new CA; requiring client
+/// certificates signed by that CA when `client_certs`. Bind `ns` first (locals drop in
+/// reverse): the registry stops before its namespace goes.
+struct TlsInNetns {
+    reg: Registry,
+    ca: TestCa,
+    ns: NetNs,
+}
+
+fn tls_registry_in_netns(dir: &Path, ca_name: &str, client_certs: bool) -> TlsInNetns {
+    let ns = NetNs::create().unwrap();
+    let ca = TestCa::new(ca_name).unwrap();
+    let pair = ca
+        .issue(&[&ns.ns_ip], false, &dir.join("server"), "server", "crt")
+        .unwrap();
+    let ca_file = dir.join("ca.pem");
+    ca.write_cert(&ca_file).unwrap();
+    let client_ca = client_certs.then_some(ca_file.as_path());
+    let reg = Registry::start_tls_in(&ns, 5000, &pair.cert, &pair.key, client_ca, None).unwrap();
+    TlsInNetns { reg, ca, ns }
+}
+
 #[test]
 fn private_ca_token_registry_push_pull_lazy_and_tls_failures() {
     require!(
@@ -320,18 +343,7 @@ fn certs_d_changes_apply_without_restart() {
         fixtures::busybox_unavailable()
     );
     let tmp = tempfile::tempdir().unwrap();
-    let ns = NetNs::create().unwrap();
-    let ca = TestCa::new("skiff test CA").unwrap();
-    let pair = ca
-        .issue(
-            &[&ns.ns_ip],
-            false,
-            &tmp.path().join("server"),
-            "server",
-            "crt",
-        )
-        .unwrap();
-    let reg = Registry::start_tls_in(&ns, 5000, &pair.cert, &pair.key, None, None).unwrap();
+    let TlsInNetns { ns: _ns, ca, reg } = tls_registry_in_netns(tmp.path(), "skiff test CA", false);
     let config = tmp.path().join("config.json");
     std::fs::write(&config, "{}").unwrap();
     let certs = tmp.path().join("certs.d");
@@ -373,21 +385,7 @@ fn push_with_client_certificate_and_cross_repository_mount() {
         fixtures::busybox_unavailable()
     );
     let tmp = tempfile::tempdir().unwrap();
-    let ns = NetNs::create().unwrap();
-    let ca = TestCa::new("skiff test CA").unwrap();
-    let pair = ca
-        .issue(
-            &[&ns.ns_ip],
-            false,
-            &tmp.path().join("server"),
-            "server",
-            "crt",
-        )
-        .unwrap();
-    let ca_file = tmp.path().join("ca.pem");
-    ca.write_cert(&ca_file).unwrap();
-    let reg =
-        Registry::start_tls_in(&ns, 5000, &pair.cert, &pair.key, Some(&ca_file), None).unwrap();
+    let TlsInNetns { ns: _ns, ca, reg } = tls_registry_in_netns(tmp.path(), "skiff test CA", true);
     let host = reg.host();
     let certs = tmp.path().join("certs.d");
     ca.write_cert(&certs.join(&host).join("ca.crt")).unwrap();
@@ -468,18 +466,7 @@ fn insecure_cidr_admits_an_untrusted_https_registry() {
         fixtures::busybox_unavailable()
     );
     let tmp = tempfile::tempdir().unwrap();
-    let ns = NetNs::create().unwrap();
-    let ca = TestCa::new("skiff untrusted CA").unwrap();
-    let pair = ca
-        .issue(
-            &[&ns.ns_ip],
-            false,
-            &tmp.path().join("server"),
-            "server",
-            "crt",
-        )
-        .unwrap();
-    let reg = Registry::start_tls_in(&ns, 5000, &pair.cert, &pair.key, None, None).unwrap();
+    let TlsInNetns { ns, reg, .. } = tls_registry_in_netns(tmp.path(), "skiff untrusted CA", false);
     let host = reg.host();
     let octets: Vec<&str> = ns.ns_ip.split('.').collect();
     let cidr = format!("{}.{}.0.0/16", octets[0], octets[1]);
