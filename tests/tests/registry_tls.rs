@@ -100,6 +100,39 @@ fn private_ca_token_registry_push_pull_lazy_and_tls_failures() {
             && i.scopes == ["repository:private/app:pull,push"]),
         "no push-scoped token was issued: {issued:?}"
     );
+    // A push with a wrong password: refused, naming the registry, the repository and the
+    // credentials' source, with no secret in the message; nothing of it stored.
+    {
+        let wrong_dir = tmp.path().join("wrong");
+        std::fs::create_dir_all(&wrong_dir).unwrap();
+        let wrong_cfg = docker_config(&wrong_dir, &host, USER, "not-the-password");
+        let wrong = store(&wrong_dir.join("store"), &wrong_cfg, Some(&certs), &[]);
+        let rootfs = wrong_dir.join("rootfs");
+        std::fs::create_dir(&rootfs).unwrap();
+        fixtures::build_busybox_rootfs(&rootfs).unwrap();
+        let denied = format!("{host}/private/denied:v1");
+        rt.block_on(wrong.import(
+            &rootfs,
+            &denied,
+            &fixtures::busybox_changes(),
+            skiff_store::Compression::Gzip,
+        ))
+        .unwrap();
+        let e = rt.block_on(wrong.push(&denied)).unwrap_err().to_string();
+        eprintln!("wrong password: {e}");
+        assert!(
+            e.contains(&format!(
+                "registry {host} refused access to {host}/private/denied"
+            )) && e.contains("config.json"),
+            "{e}"
+        );
+        assert!(!e.contains("not-the-password"), "{e}");
+        assert_no_secret(&e, &tokens);
+        let repo = reg
+            .storage_dir()
+            .join("docker/registry/v2/repositories/private/denied");
+        assert!(!repo.exists(), "the refused push stored something");
+    }
     tokens.set_lifetime(3, None);
     let lazy = store(&tmp.path().join("lazy"), &config, Some(&certs), &[]);
     rt.block_on(lazy.pull(&chunked, QUIET)).unwrap();
