@@ -135,7 +135,8 @@ pub struct DaemonArgs {
     /// Byte budget of the chunk cache (e.g. 10g, 512m) [default: 10g].
     #[arg(long)]
     pub cache_size: Option<String>,
-    /// Registries (host[:port]) reached over HTTPS without verification, then plain HTTP.
+    /// Registries (host[:port], or a CIDR such as 10.0.0.0/8 covering their addresses)
+    /// reached over HTTPS without verification, then plain HTTP.
     #[arg(long = "insecure-registry")]
     pub insecure_registries: Vec<String>,
     /// A Docker Hub mirror (`http[s]://host[:port]`), tried before Docker Hub for pulls
@@ -829,8 +830,8 @@ pub struct ImportArgs {
 
 #[derive(Args, Debug)]
 pub struct ConvertArgs {
-    /// Registries (host[:port]) reached over HTTPS without verification, then plain HTTP
-    /// (loopback registries always are).
+    /// Registries (host[:port], or a CIDR such as 10.0.0.0/8) reached over HTTPS without
+    /// verification, then plain HTTP (loopback registries always are).
     #[arg(long = "insecure-registry")]
     pub insecure_registries: Vec<String>,
     /// Layer format written: zstd:chunked or estargz.

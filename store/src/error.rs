@@ -40,15 +40,6 @@ pub enum StoreError {
         reason: String,
     },
 
-    /// Any other registry protocol failure, with the reference and the operation.
-    #[error("registry error for {reference} ({operation}): {source}")]
-    Registry {
-        reference: String,
-        operation: String,
-        #[source]
-        source: Box<oci_client::errors::OciDistributionError>,
-    },
-
     #[error("{reference}: unsupported manifest or layer: {reason}")]
     Unsupported { reference: String, reason: String },
 
