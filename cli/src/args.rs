@@ -677,6 +677,19 @@ pub struct InspectArgs {
     /// Return JSON for specified type (container, image).
     #[arg(long = "type")]
     pub kind: Option<String>,
+    /// Format output using a Go template ("json": one JSON line; docs/inspect.md).
+    #[arg(short = 'f', long)]
+    pub format: Option<String>,
+    #[arg(required = true)]
+    pub names: Vec<String>,
+}
+
+/// `image|volume|network inspect`.
+#[derive(Args, Debug)]
+pub struct NamesInspectArgs {
+    /// Format output using a Go template ("json": one JSON line; docs/inspect.md).
+    #[arg(short = 'f', long)]
+    pub format: Option<String>,
     #[arg(required = true)]
     pub names: Vec<String>,
 }
@@ -767,7 +780,7 @@ pub enum ImageCommand {
     /// Remove one or more images.
     Rm(RmiArgs),
     /// Display detailed information on one or more images.
-    Inspect(ContainersArgs),
+    Inspect(NamesInspectArgs),
     /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE.
     Tag(TagArgs),
     /// Import a root filesystem (directory or tarball) as an image.
@@ -885,7 +898,7 @@ pub enum VolumeCommand {
     #[command(alias = "list")]
     Ls(VolumeLsArgs),
     /// Display detailed information on one or more volumes.
-    Inspect(VolumeNamesArgs),
+    Inspect(NamesInspectArgs),
     /// Remove one or more volumes.
     #[command(alias = "remove")]
     Rm(VolumeRmArgs),
@@ -913,12 +926,6 @@ pub struct VolumeLsArgs {
 }
 
 #[derive(Args, Debug)]
-pub struct VolumeNamesArgs {
-    #[arg(required = true)]
-    pub names: Vec<String>,
-}
-
-#[derive(Args, Debug)]
 pub struct VolumeRmArgs {
     /// Do not fail on a volume that does not exist.
     #[arg(short = 'f', long)]
@@ -935,7 +942,7 @@ pub enum NetworkCommand {
     #[command(alias = "list")]
     Ls(NetworkLsArgs),
     /// Display detailed information on one or more networks.
-    Inspect(NetworkNamesArgs),
+    Inspect(NamesInspectArgs),
     /// Remove one or more networks.
     #[command(alias = "remove")]
     Rm(NetworkNamesArgs),

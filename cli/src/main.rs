@@ -108,7 +108,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
         }
         Command::Rmi(a) | Command::Image(ImageCommand::Rm(a)) => images::rmi(d, a).await,
         Command::Tag(a) | Command::Image(ImageCommand::Tag(a)) => images::tag(d, a).await,
-        Command::Image(ImageCommand::Inspect(a)) => images::inspect(d, &a.containers).await,
+        Command::Image(ImageCommand::Inspect(a)) => images::inspect(d, a).await,
         Command::Image(ImageCommand::Import(a)) => images::import(d, a).await,
         Command::Image(ImageCommand::Prune(a)) => system::image_prune(d, a).await,
         Command::Image(ImageCommand::Profile(c)) => profiles::run(&socket, c).await,

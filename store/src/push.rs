@@ -9,9 +9,11 @@ use crate::{Result, StoreError};
 
 impl Store {
     /// Pushes the local image `reference` to its registry; returns the manifest digest.
+    /// Lazily pulled layers are first fetched whole from where they were pulled.
     pub async fn push(&self, reference: &str) -> Result<String> {
         let r = ImageReference::parse(reference)?;
         let id = self.resolve_id(reference)?;
+        self.fetch_whole_layers(std::slice::from_ref(&id)).await?;
         let row = self
             .inner
             .db
