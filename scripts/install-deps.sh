@@ -5,9 +5,10 @@ cd "$(dirname "$0")/.."
 # docker-compose 1.29 (Debian) is an acceptance client; --no-install-recommends keeps its
 # recommended docker.io (dockerd, which would rewrite iptables) off the machine.
 # stargz-snapshotter (ctr-remote) and containerd write the eStargz interop fixture.
+# python3-flatbuffers (the reference builder) lays zTOCs out as soci-snapshotter's Go writer.
 pkgs=(docker-registry busybox-static fuse3 zstd crun skopeo iptables iproute2 hyperfine sqlite3
   debootstrap bc tini libseccomp-dev pkg-config docker-compose python3-venv procps
-  containerd protobuf-compiler stargz-snapshotter)
+  containerd protobuf-compiler stargz-snapshotter python3-flatbuffers)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

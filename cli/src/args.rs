@@ -135,7 +135,8 @@ pub struct DaemonArgs {
     /// Byte budget of the chunk cache (e.g. 10g, 512m) [default: 10g].
     #[arg(long)]
     pub cache_size: Option<String>,
-    /// Registries (host[:port]) reached over HTTPS without verification, then plain HTTP.
+    /// Registries (host[:port], or a CIDR such as 10.0.0.0/8 covering their addresses)
+    /// reached over HTTPS without verification, then plain HTTP.
     #[arg(long = "insecure-registry")]
     pub insecure_registries: Vec<String>,
     /// A Docker Hub mirror (`http[s]://host[:port]`), tried before Docker Hub for pulls
@@ -676,6 +677,19 @@ pub struct InspectArgs {
     /// Return JSON for specified type (container, image).
     #[arg(long = "type")]
     pub kind: Option<String>,
+    /// Format output using a Go template ("json": one JSON line; docs/inspect.md).
+    #[arg(short = 'f', long)]
+    pub format: Option<String>,
+    #[arg(required = true)]
+    pub names: Vec<String>,
+}
+
+/// `image|volume|network inspect`.
+#[derive(Args, Debug)]
+pub struct NamesInspectArgs {
+    /// Format output using a Go template ("json": one JSON line; docs/inspect.md).
+    #[arg(short = 'f', long)]
+    pub format: Option<String>,
     #[arg(required = true)]
     pub names: Vec<String>,
 }
@@ -766,13 +780,17 @@ pub enum ImageCommand {
     /// Remove one or more images.
     Rm(RmiArgs),
     /// Display detailed information on one or more images.
-    Inspect(ContainersArgs),
+    Inspect(NamesInspectArgs),
     /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE.
     Tag(TagArgs),
     /// Import a root filesystem (directory or tarball) as an image.
     Import(ImportArgs),
     /// Convert an image to zstd:chunked and push it (registry to registry).
     Convert(ConvertArgs),
+    /// Build a SOCI index v1 (zTOCs of the gzip layers) of an image in a registry and push
+    /// it there as a referrer of the image (skiff's own pull does not use it yet; see
+    /// docs/formats.md).
+    Index(IndexArgs),
     /// Remove unused images.
     Prune(PruneArgs),
     /// Show the history of an image.
@@ -825,8 +843,8 @@ pub struct ImportArgs {
 
 #[derive(Args, Debug)]
 pub struct ConvertArgs {
-    /// Registries (host[:port]) reached over HTTPS without verification, then plain HTTP
-    /// (loopback registries always are).
+    /// Registries (host[:port], or a CIDR such as 10.0.0.0/8) reached over HTTPS without
+    /// verification, then plain HTTP (loopback registries always are).
     #[arg(long = "insecure-registry")]
     pub insecure_registries: Vec<String>,
     /// Layer format written: zstd:chunked or estargz.
@@ -838,6 +856,28 @@ pub struct ConvertArgs {
     pub certs_dir: PathBuf,
     pub source: String,
     pub destination: String,
+}
+
+#[derive(Args, Debug)]
+pub struct IndexArgs {
+    /// Registries (host[:port]) reached over HTTPS without verification, then plain HTTP
+    /// (loopback registries always are).
+    #[arg(long = "insecure-registry")]
+    pub insecure_registries: Vec<String>,
+    /// Layers with fewer compressed bytes are not indexed, as SOCI does: bytes, or with a
+    /// k, m or g suffix.
+    #[arg(long, default_value = "10m")]
+    pub min_layer_size: String,
+    /// Least uncompressed bytes between two checkpoints (the unit a lazy read fetches):
+    /// bytes, or with a k, m or g suffix.
+    #[arg(long, default_value = "4m")]
+    pub span_size: String,
+    /// Per-registry CAs and client certificates, laid out like Docker's certs.d (as the
+    /// daemon's `--certs-dir`).
+    #[arg(long, default_value = "/etc/skiff/certs.d")]
+    pub certs_dir: PathBuf,
+    /// The image, in its registry.
+    pub reference: String,
 }
 
 #[derive(Args, Debug)]
@@ -858,7 +898,7 @@ pub enum VolumeCommand {
     #[command(alias = "list")]
     Ls(VolumeLsArgs),
     /// Display detailed information on one or more volumes.
-    Inspect(VolumeNamesArgs),
+    Inspect(NamesInspectArgs),
     /// Remove one or more volumes.
     #[command(alias = "remove")]
     Rm(VolumeRmArgs),
@@ -886,12 +926,6 @@ pub struct VolumeLsArgs {
 }
 
 #[derive(Args, Debug)]
-pub struct VolumeNamesArgs {
-    #[arg(required = true)]
-    pub names: Vec<String>,
-}
-
-#[derive(Args, Debug)]
 pub struct VolumeRmArgs {
     /// Do not fail on a volume that does not exist.
     #[arg(short = 'f', long)]
@@ -908,7 +942,7 @@ pub enum NetworkCommand {
     #[command(alias = "list")]
     Ls(NetworkLsArgs),
     /// Display detailed information on one or more networks.
-    Inspect(NetworkNamesArgs),
+    Inspect(NamesInspectArgs),
     /// Remove one or more networks.
     #[command(alias = "remove")]
     Rm(NetworkNamesArgs),

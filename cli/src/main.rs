@@ -78,6 +78,9 @@ async fn dispatch(cli: Cli) -> Result<()> {
     if let Command::Image(ImageCommand::Convert(args)) = &cli.command {
         return daemon::convert::convert_command(args).await;
     }
+    if let Command::Image(ImageCommand::Index(args)) = &cli.command {
+        return daemon::soci_index::index_command(args).await;
+    }
     let docker = client::connect::connect(&socket).await.map_err(|e| {
         eprintln!("{e:#}");
         Exit(125)
@@ -105,7 +108,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
         }
         Command::Rmi(a) | Command::Image(ImageCommand::Rm(a)) => images::rmi(d, a).await,
         Command::Tag(a) | Command::Image(ImageCommand::Tag(a)) => images::tag(d, a).await,
-        Command::Image(ImageCommand::Inspect(a)) => images::inspect(d, &a.containers).await,
+        Command::Image(ImageCommand::Inspect(a)) => images::inspect(d, a).await,
         Command::Image(ImageCommand::Import(a)) => images::import(d, a).await,
         Command::Image(ImageCommand::Prune(a)) => system::image_prune(d, a).await,
         Command::Image(ImageCommand::Profile(c)) => profiles::run(&socket, c).await,
@@ -147,7 +150,8 @@ async fn dispatch(cli: Cli) -> Result<()> {
         | Command::Bench(_)
         | Command::Version
         | Command::Logout(_)
-        | Command::Image(ImageCommand::Convert(_)) => {
+        | Command::Image(ImageCommand::Convert(_))
+        | Command::Image(ImageCommand::Index(_)) => {
             unreachable!("handled above")
         }
     }

@@ -10,7 +10,10 @@ use crate::config::Resources;
 use crate::error::{Result, RuntimeError};
 
 /// v1 controllers a container is placed in (others, e.g. `name=systemd`, are left alone).
-const V1_CONTROLLERS: &[&str] = &["memory", "pids", "cpu", "cpuacct", "devices", "freezer"];
+/// (`blkio` only counts: `stats` reads its I/O counters.)
+const V1_CONTROLLERS: &[&str] = &[
+    "memory", "pids", "cpu", "cpuacct", "devices", "freezer", "blkio",
+];
 /// v2 controllers enabled for containers.
 const V2_CONTROLLERS: &[&str] = &["memory", "pids", "cpu"];
 /// CFS period used for `--cpus`, as Docker's.

@@ -75,7 +75,12 @@ fn run(dir: &Path, pid: &str, start: &str, exec_json: &str) -> Result<i32, StepF
         }
         nix::sched::setns(f, flag).map_err(|e| StepFailure::errno("join namespace", &p, e))?;
     }
-    let cgroup_dirs = ContainerCgroup::load(&cfg.cgroup_path()).dirs();
+    // A container started by an older skiff may lack a hierarchy added since (blkio).
+    let cgroup_dirs: Vec<_> = ContainerCgroup::load(&cfg.cgroup_path())
+        .dirs()
+        .into_iter()
+        .filter(|d| d.is_dir())
+        .collect();
     let confinement = process::Confinement::of(&cfg, dir)?;
     // On the hybrid layout the child starts in the container's `unified` cgroup.
     let unified = crate::cgroup::unified_dir(&cfg.cgroup_path()).and_then(|d| File::open(d).ok());

@@ -65,7 +65,7 @@ impl Store {
             Err(_) => Err(StoreError::LayerNotLocal {
                 layer: layer.digest.clone(),
                 state: format!(
-                    "{} (lazily pulled: pull it with lazy pull off to save it)",
+                    "{} (lazily pulled: Store::fetch_whole_layers fetches it)",
                     layer.state
                 ),
             }),
@@ -73,7 +73,8 @@ impl Store {
     }
 
     /// Writes `names` (ids or references; each reference's tag is recorded) as one
-    /// archive into `out` (blocking).
+    /// archive into `out` (blocking). Lazily pulled layers must have been fetched whole
+    /// first ([`Store::fetch_whole_layers`]); otherwise `LayerNotLocal`.
     pub fn save<W: Write>(&self, names: &[String], out: W) -> Result<W> {
         let mut b = tar::Builder::new(out);
         let mut written: HashSet<String> = HashSet::new();

@@ -203,6 +203,11 @@ impl BlobWriter {
         self.size
     }
 
+    /// Where the bytes written so far are, until [`commit`](BlobWriter::commit).
+    pub fn temp_path(&self) -> &Path {
+        self.file.path()
+    }
+
     /// Verifies the digest and moves the blob into place; returns `(digest, size)`.
     pub fn commit(self) -> Result<(String, u64)> {
         let actual = format!("sha256:{}", hex::encode(self.hasher.finalize()));

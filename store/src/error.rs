@@ -40,15 +40,6 @@ pub enum StoreError {
         reason: String,
     },
 
-    /// Any other registry protocol failure, with the reference and the operation.
-    #[error("registry error for {reference} ({operation}): {source}")]
-    Registry {
-        reference: String,
-        operation: String,
-        #[source]
-        source: Box<oci_client::errors::OciDistributionError>,
-    },
-
     #[error("{reference}: unsupported manifest or layer: {reason}")]
     Unsupported { reference: String, reason: String },
 
@@ -90,6 +81,11 @@ pub enum StoreError {
 
     #[error("invalid stored data for {what}: {reason}")]
     Corrupt { what: String, reason: String },
+
+    /// A SOCI zTOC (or its SOCI index) that skiff refuses to use: the layer is then pulled
+    /// in full.
+    #[error("invalid SOCI zTOC of layer {layer}: {reason}")]
+    InvalidZtoc { layer: String, reason: String },
 
     /// A zstd:chunked TOC (or its footer/annotations) that skiff refuses to use.
     #[error("invalid zstd:chunked TOC of layer {layer} at entry {entry:?}: {reason}")]

@@ -112,6 +112,7 @@ pub fn is_content_error(e: &StoreError) -> bool {
     matches!(
         e,
         StoreError::InvalidToc { .. }
+            | StoreError::InvalidZtoc { .. }
             | StoreError::DigestMismatch { .. }
             | StoreError::InvalidIndex { .. }
             | StoreError::ChunkCorrupt { .. }

@@ -39,6 +39,7 @@ mod push;
 mod push_recompressed;
 mod snapshot_layer;
 mod store;
+mod whole_layers;
 
 pub use archive::Loaded;
 pub use commit::{CommitRequest, LayerDir};

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use crate::content::sha256_digest;
 use crate::profile::{Profile, MAX_PROFILE_BYTES};
 use crate::reference::ImageReference;
-use crate::registry::manifest::{OCI_INDEX, OCI_MANIFEST};
+use crate::registry::manifest::OCI_MANIFEST;
 use crate::store::Store;
 use crate::{Result, StoreError};
 
@@ -36,10 +36,7 @@ fn report_once(digest: &str, what: &str, e: &StoreError) {
     }
 }
 
-/// The referrers fallback tag of `digest` (`sha256:<hex>` → `sha256-<hex>`).
-pub fn fallback_tag(digest: &str) -> String {
-    digest.replacen(':', "-", 1)
-}
+pub use crate::registry::referrers::fallback_tag;
 
 impl Store {
     /// Publishes the profile of local image `reference` to its repository as an artifact
@@ -80,31 +77,14 @@ impl Store {
         reg.push_manifest(&pinned, body.clone(), OCI_MANIFEST)
             .await?;
         // Registries without the Referrers API learn of it through the fallback tag.
-        if reg.referrers(&r, &row.manifest_digest).await?.is_none() {
-            let tag = ImageReference {
-                tag: Some(fallback_tag(&row.manifest_digest)),
-                digest: None,
-                ..r.clone()
-            };
-            let mut index = match reg.fetch_manifest(&tag).await {
-                Ok((b, _, _)) => serde_json::from_slice::<Value>(&b).unwrap_or(Value::Null),
-                Err(StoreError::NotFound { .. }) => Value::Null,
-                Err(e) => return Err(e),
-            };
-            if !index["manifests"].is_array() {
-                index = json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []});
-            }
-            let list = index["manifests"].as_array_mut().expect("an array");
-            list.retain(|m| m["digest"] != digest.as_str());
-            list.push(json!({
-                "mediaType": OCI_MANIFEST,
-                "digest": digest,
-                "size": body.len(),
-                "artifactType": PROFILE_ARTIFACT_TYPE,
-            }));
-            let body = Bytes::from(serde_json::to_vec(&index).expect("JSON"));
-            reg.push_manifest(&tag, body, OCI_INDEX).await?;
-        }
+        reg.attach_referrer(
+            &r,
+            &row.manifest_digest,
+            &digest,
+            body.len(),
+            PROFILE_ARTIFACT_TYPE,
+        )
+        .await?;
         Ok(digest)
     }
 
@@ -116,36 +96,13 @@ impl Store {
         r: &ImageReference,
         subject: &str,
     ) -> Result<Option<Profile>> {
-        let reg = &self.inner.registry;
-        let tag = ImageReference {
-            tag: Some(fallback_tag(subject)),
-            digest: None,
-            ..r.clone()
-        };
-        // Both asked at once: on a registry without the Referrers API (the common case
-        // today) the fallback tag's answer is then one round trip away, not two.
-        let (referrers, fallback) =
-            futures::join!(reg.referrers(r, subject), reg.fetch_manifest(&tag));
-        let index = match referrers? {
-            Some(b) => b,
-            None => match fallback {
-                Ok((b, _, _)) => b,
-                Err(StoreError::NotFound { .. }) => return Ok(None),
-                Err(e) => return Err(e),
-            },
-        };
-        let index: Value = serde_json::from_slice(&index).unwrap_or(Value::Null);
-        let Some(candidates) = index["manifests"].as_array() else {
-            return Ok(None);
-        };
+        let candidates = self
+            .inner
+            .registry
+            .referrers_of_type(r, subject, PROFILE_ARTIFACT_TYPE)
+            .await?;
         // The last listed is the newest push.
-        for m in candidates.iter().rev() {
-            if m["artifactType"] != PROFILE_ARTIFACT_TYPE {
-                continue;
-            }
-            let Some(digest) = m["digest"].as_str() else {
-                continue;
-            };
+        for digest in candidates.iter().rev() {
             match self.fetch_one_profile(r, digest, subject).await {
                 Ok(p) => return Ok(Some(p)),
                 Err(e) => report_once(digest, "profile artifact", &e),

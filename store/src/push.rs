@@ -9,9 +9,11 @@ use crate::{Result, StoreError};
 
 impl Store {
     /// Pushes the local image `reference` to its registry; returns the manifest digest.
+    /// Lazily pulled layers are first fetched whole from where they were pulled.
     pub async fn push(&self, reference: &str) -> Result<String> {
         let r = ImageReference::parse(reference)?;
         let id = self.resolve_id(reference)?;
+        self.fetch_whole_layers(std::slice::from_ref(&id)).await?;
         let row = self
             .inner
             .db
@@ -19,6 +21,17 @@ impl Store {
             .ok_or_else(|| StoreError::ImageNotFound {
                 name: reference.to_string(),
             })?;
+        // Repositories of the same registry the image was pulled from or pushed to hold
+        // its layers: the registry is asked to mount them from there (as Docker does).
+        let mount_from: Vec<String> = self
+            .inner
+            .db
+            .repo_digests_of(&id)?
+            .iter()
+            .filter_map(|name| ImageReference::parse(name).ok())
+            .filter(|o| o.registry == r.registry && o.repository != r.repository)
+            .map(|o| o.repository)
+            .collect();
         for layer in self.inner.db.image_layers(&id)? {
             let path = self.inner.blobs.path(&layer.digest)?;
             if !path.is_file() {
@@ -29,7 +42,7 @@ impl Store {
             }
             self.inner
                 .registry
-                .push_blob_file(&r, &layer.digest, &path)
+                .push_layer(&r, &layer.digest, &path, &mount_from)
                 .await?;
         }
         self.inner

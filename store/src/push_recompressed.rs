@@ -64,6 +64,8 @@ impl Store {
     pub async fn push_recompressed(&self, reference: &str, how: PushCompression) -> Result<String> {
         let r = ImageReference::parse(reference)?;
         let img = self.image(reference)?;
+        self.fetch_whole_layers(std::slice::from_ref(&img.id))
+            .await?;
         let tmp = tempfile::tempdir_in(self.inner.blobs.tmp_dir())
             .map_err(|e| StoreError::io(self.inner.blobs.tmp_dir(), e))?;
         let mut descriptors = Vec::new();

@@ -7,7 +7,7 @@ use crate::{Result, StoreError};
 
 /// The registry that references without a domain point at.
 pub const DEFAULT_REGISTRY: &str = "docker.io";
-const DEFAULT_TAG: &str = "latest";
+pub(crate) const DEFAULT_TAG: &str = "latest";
 const MAX_NAME_LEN: usize = 255;
 const MAX_TAG_LEN: usize = 128;
 
@@ -166,25 +166,13 @@ impl ImageReference {
             .unwrap_or(false)
     }
 
-    /// The `oci-client` form of this reference.
-    pub fn to_oci(&self) -> oci_client::Reference {
-        match (&self.tag, &self.digest) {
-            (Some(t), Some(d)) => oci_client::Reference::with_tag_and_digest(
-                self.registry.clone(),
-                self.repository.clone(),
-                t.clone(),
-                d.clone(),
-            ),
-            (_, Some(d)) => oci_client::Reference::with_digest(
-                self.registry.clone(),
-                self.repository.clone(),
-                d.clone(),
-            ),
-            (t, None) => oci_client::Reference::with_tag(
-                self.registry.clone(),
-                self.repository.clone(),
-                t.clone().unwrap_or_else(|| DEFAULT_TAG.to_string()),
-            ),
+    /// The host requests for this registry go to: Docker Hub's API host
+    /// (`index.docker.io`) for `docker.io`, else the registry as written.
+    pub fn api_host(&self) -> &str {
+        if self.registry == DEFAULT_REGISTRY {
+            "index.docker.io"
+        } else {
+            &self.registry
         }
     }
 }

@@ -249,3 +249,119 @@ fn push_pull_lines_repo_digests_and_rmi_untag() {
     );
     docker_ok(&d, &["rm", "user"]);
 }
+
+/// `skiff inspect -f` (and `image|volume|network inspect -f`) runs Docker's Go templates:
+/// the same output as the docker CLI on the same objects, `json` as one line, exit 64 for
+/// a template that does not parse, exit 1 for a missing object with the others printed.
+#[test]
+fn skiff_inspect_format_matches_docker_cli() {
+    require!(
+        "skiff_inspect_format_matches_docker_cli",
+        root_unavailable(),
+        docker_unavailable()
+    );
+    let d = Daemon::start().unwrap();
+    import_busybox(&d, IMAGE, &["ENV A=1"]);
+    docker_ok(
+        &d,
+        &[
+            "run", "-d", "--pull", "never", "--name", "tpl", "-l", "k=v", "-l", "a.b=c", IMAGE,
+            "sleep", "60",
+        ],
+    );
+    docker_ok(&d, &["volume", "create", "tplvol"]);
+    docker_ok(&d, &["network", "create", "tplnet"]);
+    let same = |args: &[&str]| {
+        let ours = d.ok(args);
+        assert_eq!(ours, docker_ok(&d, args), "skiff {args:?}");
+        ours
+    };
+    assert_eq!(
+        same(&["inspect", "-f", "{{.State.Status}}", "tpl"]),
+        "running\n"
+    );
+    assert_eq!(
+        same(&[
+            "inspect",
+            "-f",
+            "{{.Name}} {{.Config.Cmd}} {{.State.Running}}",
+            "tpl"
+        ]),
+        "/tpl [sleep 60] true\n"
+    );
+    assert_eq!(
+        same(&[
+            "inspect",
+            "-f",
+            r#"{{index .Config.Labels "k"}} {{json .Config.Labels}}"#,
+            "tpl"
+        ]),
+        "v {\"a.b\":\"c\",\"k\":\"v\"}\n"
+    );
+    let ip = same(&[
+        "inspect",
+        "-f",
+        "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+        "tpl",
+    ]);
+    ip.trim().parse::<std::net::Ipv4Addr>().expect("an address");
+    for t in [
+        "{{.State.Pid}} {{.HostConfig.Memory}} {{.Config.Env}} {{.Mounts}} {{.NetworkSettings.Ports}}",
+        "{{range $k, $v := .Config.Labels}}{{$k}}={{$v}};{{end}} {{len .Config.Cmd}}",
+        "{{.Id}} {{.Created}} {{upper .State.Status}}",
+        "{{.Created}} {{join .Config.Env \",\"}} {{title .Name}}",
+    ] {
+        same(&["inspect", "-f", t, "tpl"]);
+    }
+    // `{{json .Config}}`: the same object (docker prints Go's field order, skiff sorted keys).
+    let ours: serde_json::Value =
+        serde_json::from_str(&d.ok(&["inspect", "-f", "{{json .Config}}", "tpl"])).unwrap();
+    assert_eq!(ours["Cmd"], serde_json::json!(["sleep", "60"]));
+    assert_eq!(ours["Labels"]["k"], "v");
+    // `--format json`: one line, a JSON array of the objects.
+    let json = d.ok(&["inspect", "--format", "json", "tpl"]);
+    assert_eq!(json.lines().count(), 1, "{json}");
+    let arr: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(arr[0]["Name"], "/tpl");
+    // Images, volumes, networks.
+    same(&[
+        "image",
+        "inspect",
+        "-f",
+        "{{.Id}} {{.Os}}/{{.Architecture}} {{.Config.Env}}",
+        IMAGE,
+    ]);
+    same(&["inspect", "--type", "image", "-f", "{{.RepoTags}}", IMAGE]);
+    assert_eq!(
+        same(&["volume", "inspect", "-f", "{{.Name}} {{.Driver}}", "tplvol"]),
+        "tplvol local\n"
+    );
+    same(&[
+        "network",
+        "inspect",
+        "-f",
+        "{{.Name}} {{.Driver}} {{range .IPAM.Config}}{{.Subnet}}{{end}}",
+        "tplnet",
+    ]);
+    // A template that does not parse: exit 64 before anything is printed, as docker.
+    for args in [
+        &["inspect", "-f", "{{.State", "tpl"][..],
+        &["volume", "inspect", "-f", "{{range}}", "tplvol"][..],
+    ] {
+        let ours = d.run(args);
+        let theirs = docker_run(&d, args);
+        assert_eq!(ours.status.code(), Some(64), "skiff {args:?}");
+        assert_eq!(theirs.status.code(), Some(64), "docker {args:?}");
+        let err = String::from_utf8_lossy(&ours.stderr);
+        assert!(err.starts_with("template parsing error: "), "{err}");
+        assert!(ours.stdout.is_empty());
+    }
+    // A missing object: reported, the others still printed, exit 1.
+    let out = d.run(&["inspect", "-f", "{{.Name}}", "tpl", "nosuch"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "/tpl\n");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("No such object: nosuch"));
+    docker_ok(&d, &["rm", "-f", "tpl"]);
+    docker_ok(&d, &["network", "rm", "tplnet"]);
+    docker_ok(&d, &["volume", "rm", "tplvol"]);
+}

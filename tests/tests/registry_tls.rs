@@ -30,6 +30,29 @@ fn store(root: &Path, config: &Path, certs: Option<&Path>, insecure: &[String]) 
     .unwrap()
 }
 
+/// A docker-registry serving HTTPS on port 5000 inside a network namespace of the test's
+/// own, its certificate issued for the namespace's address by a new CA; requiring client
+/// certificates signed by that CA when `client_certs`. Bind `ns` first (locals drop in
+/// reverse): the registry stops before its namespace goes.
+struct TlsInNetns {
+    reg: Registry,
+    ca: TestCa,
+    ns: NetNs,
+}
+
+fn tls_registry_in_netns(dir: &Path, ca_name: &str, client_certs: bool) -> TlsInNetns {
+    let ns = NetNs::create().unwrap();
+    let ca = TestCa::new(ca_name).unwrap();
+    let pair = ca
+        .issue(&[&ns.ns_ip], false, &dir.join("server"), "server", "crt")
+        .unwrap();
+    let ca_file = dir.join("ca.pem");
+    ca.write_cert(&ca_file).unwrap();
+    let client_ca = client_certs.then_some(ca_file.as_path());
+    let reg = Registry::start_tls_in(&ns, 5000, &pair.cert, &pair.key, client_ca, None).unwrap();
+    TlsInNetns { reg, ca, ns }
+}
+
 #[test]
 fn private_ca_token_registry_push_pull_lazy_and_tls_failures() {
     require!(
@@ -69,6 +92,47 @@ fn private_ca_token_registry_push_pull_lazy_and_tls_failures() {
     // Push and convert over verified TLS, then a lazy pull and reads.
     let publisher = store(&tmp.path().join("pub"), &config, Some(&certs), &[]);
     let chunked = publish(&rt, &reg, &publisher);
+    // The push asked the token server (over the registry's TLS) for push access.
+    let issued = tokens.issued();
+    assert!(
+        issued.iter().any(|i| i.status == 200
+            && i.user.as_deref() == Some(USER)
+            && i.scopes == ["repository:private/app:pull,push"]),
+        "no push-scoped token was issued: {issued:?}"
+    );
+    // A push with a wrong password: refused, naming the registry, the repository and the
+    // credentials' source, with no secret in the message; nothing of it stored.
+    {
+        let wrong_dir = tmp.path().join("wrong");
+        std::fs::create_dir_all(&wrong_dir).unwrap();
+        let wrong_cfg = docker_config(&wrong_dir, &host, USER, "not-the-password");
+        let wrong = store(&wrong_dir.join("store"), &wrong_cfg, Some(&certs), &[]);
+        let rootfs = wrong_dir.join("rootfs");
+        std::fs::create_dir(&rootfs).unwrap();
+        fixtures::build_busybox_rootfs(&rootfs).unwrap();
+        let denied = format!("{host}/private/denied:v1");
+        rt.block_on(wrong.import(
+            &rootfs,
+            &denied,
+            &fixtures::busybox_changes(),
+            skiff_store::Compression::Gzip,
+        ))
+        .unwrap();
+        let e = rt.block_on(wrong.push(&denied)).unwrap_err().to_string();
+        eprintln!("wrong password: {e}");
+        assert!(
+            e.contains(&format!(
+                "registry {host} refused access to {host}/private/denied"
+            )) && e.contains("config.json"),
+            "{e}"
+        );
+        assert!(!e.contains("not-the-password"), "{e}");
+        assert_no_secret(&e, &tokens);
+        let repo = reg
+            .storage_dir()
+            .join("docker/registry/v2/repositories/private/denied");
+        assert!(!repo.exists(), "the refused push stored something");
+    }
     tokens.set_lifetime(3, None);
     let lazy = store(&tmp.path().join("lazy"), &config, Some(&certs), &[]);
     rt.block_on(lazy.pull(&chunked, QUIET)).unwrap();
@@ -312,18 +376,7 @@ fn certs_d_changes_apply_without_restart() {
         fixtures::busybox_unavailable()
     );
     let tmp = tempfile::tempdir().unwrap();
-    let ns = NetNs::create().unwrap();
-    let ca = TestCa::new("skiff test CA").unwrap();
-    let pair = ca
-        .issue(
-            &[&ns.ns_ip],
-            false,
-            &tmp.path().join("server"),
-            "server",
-            "crt",
-        )
-        .unwrap();
-    let reg = Registry::start_tls_in(&ns, 5000, &pair.cert, &pair.key, None, None).unwrap();
+    let TlsInNetns { ns: _ns, ca, reg } = tls_registry_in_netns(tmp.path(), "skiff test CA", false);
     let config = tmp.path().join("config.json");
     std::fs::write(&config, "{}").unwrap();
     let certs = tmp.path().join("certs.d");
@@ -350,4 +403,131 @@ fn certs_d_changes_apply_without_restart() {
     );
     // The first store, which was refused, pulls too now.
     rt.block_on(s.pull(&chunked, QUIET)).unwrap();
+}
+
+/// A push to a registry that wants a client certificate (`clientcas`): refused without
+/// one, naming the registry, with nothing stored; with the `certs.d` pair (picked up by
+/// the same store) pushed and pulled back. A second repository of the registry then gets
+/// the layers by cross-repository mount, not by upload.
+#[test]
+fn push_with_client_certificate_and_cross_repository_mount() {
+    require!(
+        "push_with_client_certificate_and_cross_repository_mount",
+        netns_unavailable(),
+        registry_unavailable(),
+        fixtures::busybox_unavailable()
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let TlsInNetns { ns: _ns, ca, reg } = tls_registry_in_netns(tmp.path(), "skiff test CA", true);
+    let host = reg.host();
+    let certs = tmp.path().join("certs.d");
+    ca.write_cert(&certs.join(&host).join("ca.crt")).unwrap();
+    let config = tmp.path().join("config.json");
+    std::fs::write(&config, "{}").unwrap();
+    let rt = rt();
+    let s = store(&tmp.path().join("s"), &config, Some(&certs), &[]);
+    let rootfs = tmp.path().join("rootfs");
+    std::fs::create_dir(&rootfs).unwrap();
+    fixtures::build_busybox_rootfs(&rootfs).unwrap();
+    let image = format!("{host}/mtls/app:v1");
+    rt.block_on(s.import(
+        &rootfs,
+        &image,
+        &fixtures::busybox_changes(),
+        skiff_store::Compression::Gzip,
+    ))
+    .unwrap();
+
+    let e = rt.block_on(s.push(&image)).unwrap_err().to_string();
+    eprintln!("push without client certificate: {e}");
+    // As for pulls: with TLS 1.3 the server's alert can race the request (see above).
+    assert!(
+        e.contains(&host)
+            && (e.contains("refused the client certificate") || e.contains("connection")),
+        "{e}"
+    );
+    let repos = reg.storage_dir().join("docker/registry/v2/repositories");
+    assert!(!repos.join("mtls").exists(), "something was stored");
+
+    ca.issue(
+        &["skiff-client"],
+        true,
+        &certs.join(&host),
+        "client",
+        "cert",
+    )
+    .unwrap();
+    // certs.d is looked at again after a second.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let digest = rt.block_on(s.push(&image)).unwrap();
+    let puller = store(&tmp.path().join("p"), &config, Some(&certs), &[]);
+    rt.block_on(puller.pull(&image, QUIET)).unwrap();
+    let pulled = puller.image(&image).unwrap();
+    assert_eq!(pulled.id, s.image(&image).unwrap().id);
+    assert_eq!(pulled.manifest_digest, digest);
+
+    // Another repository: the layers are mounted from mtls/app, only the config uploaded.
+    let copy = format!("{host}/mtls/copy:v1");
+    s.tag(&image, &copy).unwrap();
+    let before = std::fs::read_to_string(reg.log_path()).unwrap().len();
+    assert_eq!(rt.block_on(s.push(&copy)).unwrap(), digest);
+    let log = std::fs::read_to_string(reg.log_path()).unwrap()[before..].to_string();
+    for layer in &pulled.layers {
+        let mounted = log.lines().any(|l| {
+            l.contains("POST /v2/mtls/copy/blobs/uploads/?")
+                && l.contains(&format!("mount={}", layer.digest))
+                && l.contains("\" 201 ")
+        });
+        assert!(mounted, "layer {} not mounted:\n{log}", layer.digest);
+    }
+    assert!(!log.contains("PATCH /v2/mtls/copy/"), "{log}");
+    let back = store(&tmp.path().join("c"), &config, Some(&certs), &[]);
+    rt.block_on(back.pull(&copy, QUIET)).unwrap();
+    assert_eq!(back.image(&copy).unwrap().id, pulled.id);
+}
+
+/// `insecure-registries` with a CIDR in daemon.json, as dockerd takes it: a registry whose
+/// address is in the range is spoken to without verification, so an HTTPS registry whose
+/// certificate nobody trusts is pushed to and pulled from; `info` lists the range.
+/// Without the entry the same pull fails naming the host and the unknown authority.
+#[test]
+fn insecure_cidr_admits_an_untrusted_https_registry() {
+    require!(
+        "insecure_cidr_admits_an_untrusted_https_registry",
+        netns_unavailable(),
+        registry_unavailable(),
+        fixtures::busybox_unavailable()
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let TlsInNetns { ns, reg, .. } = tls_registry_in_netns(tmp.path(), "skiff untrusted CA", false);
+    let host = reg.host();
+    let octets: Vec<&str> = ns.ns_ip.split('.').collect();
+    let cidr = format!("{}.{}.0.0/16", octets[0], octets[1]);
+    let cfg = tmp.path().join("daemon.json");
+    std::fs::write(&cfg, format!(r#"{{"insecure-registries": ["{cidr}"]}}"#)).unwrap();
+    let image = format!("{host}/cidr/app:v1");
+    {
+        let d = skiff_tests::Daemon::start_with(&["--config-file", cfg.to_str().unwrap()]).unwrap();
+        let info = d.ok(&["info"]);
+        assert!(info.contains(&cidr), "{info}");
+        skiff_tests::docker_cli::import_busybox(&d, &image, &[]);
+        let out = d.ok(&["push", &image]);
+        let digest = out
+            .split_whitespace()
+            .find(|w| w.starts_with("sha256:"))
+            .unwrap_or_else(|| panic!("no digest in push output: {out}"))
+            .to_string();
+        d.ok(&["rmi", &image]);
+        let out = d.ok(&["pull", &image]);
+        assert!(out.contains(&digest), "{out}");
+    }
+    // No entry: refused as signed by an unknown authority, naming the host.
+    let d = skiff_tests::Daemon::start().unwrap();
+    let out = d.run(&["pull", &image]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains(&host) && err.contains("unknown authority"),
+        "{err}"
+    );
 }

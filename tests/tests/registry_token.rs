@@ -43,7 +43,7 @@ fn token_auth_push_pull_lazy_and_reads_after_expiry() {
     let config = docker_config(tmp.path(), &reg.host(), USER, PASSWORD);
     let rt = rt();
 
-    // Push (oci-client's token exchange) and convert (our reads + oci-client's pushes).
+    // Push and convert, asking the token server for push access.
     let publisher = store_with(&tmp.path().join("pub"), &config);
     let chunked = publish(&rt, &reg, &publisher);
     let issued = server.issued();

@@ -13,24 +13,41 @@ use crate::args::{CommitArgs, LoadArgs, SaveArgs};
 
 pub async fn save(docker: &Docker, args: &SaveArgs) -> Result<()> {
     let names: Vec<&str> = args.images.iter().map(String::as_str).collect();
+    if args.output.is_none() && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        bail!("cowardly refusing to save to a terminal. Use the -o flag or redirect");
+    }
+    let mut stream = docker.export_images(&names);
+    // The daemon refuses before sending any byte: then no file is created, as with docker.
+    let first = stream
+        .next()
+        .await
+        .transpose()
+        .map_err(|e| anyhow::anyhow!(super::error_message(&e)))?;
     let mut out: Box<dyn Write> = match &args.output {
         Some(p) => Box::new(std::io::BufWriter::new(
             std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
         )),
-        None => {
-            if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
-                bail!("cowardly refusing to save to a terminal. Use the -o flag or redirect");
-            }
-            Box::new(std::io::stdout().lock())
-        }
+        None => Box::new(std::io::stdout().lock()),
     };
-    let mut stream = docker.export_images(&names);
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| anyhow::anyhow!(super::error_message(&e)))?;
-        out.write_all(&chunk)?;
+    let copied: Result<()> = async {
+        if let Some(chunk) = first {
+            out.write_all(&chunk)?;
+        }
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| anyhow::anyhow!(super::error_message(&e)))?;
+            out.write_all(&chunk)?;
+        }
+        out.flush()?;
+        Ok(())
     }
-    out.flush()?;
-    Ok(())
+    .await;
+    if copied.is_err() {
+        // A truncated archive is worse than none.
+        if let Some(p) = &args.output {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+    copied
 }
 
 pub async fn load(docker: &Docker, args: &LoadArgs) -> Result<()> {

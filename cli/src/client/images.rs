@@ -13,7 +13,7 @@ use futures::StreamExt;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use super::format::{ago, human_size, print_table, short_id};
-use crate::args::{ImagesArgs, ImportArgs, PullArgs, RmiArgs, TagArgs};
+use crate::args::{ImagesArgs, ImportArgs, NamesInspectArgs, PullArgs, RmiArgs, TagArgs};
 
 /// Splits "repo:tag" (a port colon is not a tag) for Docker's `fromImage` + `tag` params.
 pub fn split_tag(reference: &str) -> (String, String) {
@@ -243,13 +243,12 @@ pub async fn tag(docker: &Docker, args: &TagArgs) -> Result<()> {
     Ok(())
 }
 
-pub async fn inspect(docker: &Docker, names: &[String]) -> Result<()> {
-    let mut out = Vec::new();
-    for n in names {
-        out.push(serde_json::to_value(docker.inspect_image(n).await?)?);
+pub async fn inspect(docker: &Docker, args: &NamesInspectArgs) -> Result<()> {
+    let mut out = super::template::Inspector::new(args.format.as_deref())?;
+    for n in &args.names {
+        out.add_answer(docker.inspect_image(n).await)?;
     }
-    println!("{}", serde_json::to_string_pretty(&out)?);
-    Ok(())
+    out.finish()
 }
 
 /// `image import`: a directory is sent as a tar stream (written like a layer: names as

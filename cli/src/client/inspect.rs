@@ -1,33 +1,28 @@
 //! `inspect`: containers or images as Docker's JSON.
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use bollard::Docker;
 
+use super::template::Inspector;
 use crate::args::InspectArgs;
 
 pub async fn inspect(docker: &Docker, args: &InspectArgs) -> Result<()> {
-    let mut out = Vec::new();
-    let mut failed = false;
+    let mut out = Inspector::new(args.format.as_deref())?;
     for name in &args.names {
         let kind = args.kind.as_deref();
         if kind != Some("image") {
             if let Ok(c) = docker.inspect_container(name, None).await {
-                out.push(serde_json::to_value(c)?);
+                out.add(&c)?;
                 continue;
             }
         }
         if kind != Some("container") {
             if let Ok(i) = docker.inspect_image(name).await {
-                out.push(serde_json::to_value(i)?);
+                out.add(&i)?;
                 continue;
             }
         }
-        eprintln!("Error: No such object: {name}");
-        failed = true;
+        out.error(&format!("Error: No such object: {name}"));
     }
-    println!("{}", serde_json::to_string_pretty(&out)?);
-    if failed {
-        bail!("inspect failed");
-    }
-    Ok(())
+    out.finish()
 }

@@ -20,6 +20,7 @@ pub mod ps;
 pub mod run;
 pub mod stream;
 pub mod system;
+pub mod template;
 pub mod tty;
 pub mod volumes;
 

@@ -11,9 +11,10 @@ use bollard::network::{
 };
 use bollard::Docker;
 
+use super::template::Inspector;
 use crate::args::{
-    NetworkConnectArgs, NetworkCreateArgs, NetworkDisconnectArgs, NetworkLsArgs, NetworkNamesArgs,
-    NetworkPruneArgs,
+    NamesInspectArgs, NetworkConnectArgs, NetworkCreateArgs, NetworkDisconnectArgs, NetworkLsArgs,
+    NetworkNamesArgs, NetworkPruneArgs,
 };
 use crate::exit::Exit;
 
@@ -107,26 +108,16 @@ pub async fn ls(docker: &Docker, args: &NetworkLsArgs) -> Result<()> {
     Ok(())
 }
 
-pub async fn inspect(docker: &Docker, args: &NetworkNamesArgs) -> Result<()> {
-    let mut out = Vec::new();
-    let mut failed = false;
+pub async fn inspect(docker: &Docker, args: &NamesInspectArgs) -> Result<()> {
+    let mut out = Inspector::new(args.format.as_deref())?;
     for n in &args.names {
-        match docker
-            .inspect_network(n, None::<InspectNetworkOptions<String>>)
-            .await
-        {
-            Ok(v) => out.push(serde_json::to_value(v)?),
-            Err(e) => {
-                eprintln!("Error response from daemon: {}", super::error_message(&e));
-                failed = true;
-            }
-        }
+        out.add_answer(
+            docker
+                .inspect_network(n, None::<InspectNetworkOptions<String>>)
+                .await,
+        )?;
     }
-    println!("{}", serde_json::to_string_pretty(&out)?);
-    if failed {
-        return Err(Exit(1).into());
-    }
-    Ok(())
+    out.finish()
 }
 
 pub async fn rm(docker: &Docker, args: &NetworkNamesArgs) -> Result<()> {

@@ -9,7 +9,8 @@ use bollard::volume::{
 use bollard::Docker;
 
 use super::format::human_size;
-use crate::args::{PruneArgs, VolumeCreateArgs, VolumeLsArgs, VolumeNamesArgs, VolumeRmArgs};
+use super::template::Inspector;
+use crate::args::{NamesInspectArgs, PruneArgs, VolumeCreateArgs, VolumeLsArgs, VolumeRmArgs};
 use crate::exit::Exit;
 
 fn key_values(list: &[String], what: &str) -> Result<HashMap<String, String>> {
@@ -55,23 +56,12 @@ pub async fn ls(docker: &Docker, args: &VolumeLsArgs) -> Result<()> {
     Ok(())
 }
 
-pub async fn inspect(docker: &Docker, args: &VolumeNamesArgs) -> Result<()> {
-    let mut out = Vec::new();
-    let mut failed = false;
+pub async fn inspect(docker: &Docker, args: &NamesInspectArgs) -> Result<()> {
+    let mut out = Inspector::new(args.format.as_deref())?;
     for n in &args.names {
-        match docker.inspect_volume(n).await {
-            Ok(v) => out.push(serde_json::to_value(v)?),
-            Err(e) => {
-                eprintln!("Error response from daemon: {}", super::error_message(&e));
-                failed = true;
-            }
-        }
+        out.add_answer(docker.inspect_volume(n).await)?;
     }
-    println!("{}", serde_json::to_string_pretty(&out)?);
-    if failed {
-        return Err(Exit(1).into());
-    }
-    Ok(())
+    out.finish()
 }
 
 pub async fn rm(docker: &Docker, args: &VolumeRmArgs) -> Result<()> {

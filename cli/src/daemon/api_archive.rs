@@ -28,8 +28,11 @@ impl std::io::Write for ChannelWriter {
     }
 }
 
-/// Streams the archive of `names` (each checked first: a missing one is a 404).
-pub fn save_names(d: &Daemon, names: Vec<String>) -> ApiResult<Response> {
+/// Streams the archive of `names`. Everything that can fail is done before the first byte
+/// is sent, so a failure is an HTTP error and not a truncated tar: a missing image is a
+/// 404, and lazily pulled layers are fetched whole from their registry first (a registry
+/// that cannot serve them is a 500 naming the layer and the registry's error).
+pub async fn save_names(d: &Daemon, names: Vec<String>) -> ApiResult<Response> {
     if names.is_empty() {
         return Err(DaemonError::invalid("no image names given"));
     }
@@ -39,6 +42,7 @@ pub fn save_names(d: &Daemon, names: Vec<String>) -> ApiResult<Response> {
             .image(n)
             .map_err(|_| DaemonError::NoSuchImage(n.clone()))?;
     }
+    store.fetch_whole_layers(&names).await?;
     let (tx, mut rx) = tokio::sync::mpsc::channel(16);
     tokio::task::spawn_blocking(move || {
         let err_tx = tx.clone();
@@ -68,7 +72,7 @@ pub async fn save(State(d): State<Arc<Daemon>>, RawQuery(raw): RawQuery) -> ApiR
         .filter(|(k, v)| k == "names" && !v.is_empty())
         .map(|(_, v)| v)
         .collect();
-    save_names(&d, names)
+    save_names(&d, names).await
 }
 
 /// `POST /images/load`: Docker's JSON lines (`Loaded image: name:tag` per tag, or

@@ -191,7 +191,7 @@ pub async fn get_by_name(
         return Ok(Json(v).into_response());
     }
     if let Some(name) = rest.strip_suffix("/get") {
-        return super::api_archive::save_names(&d, vec![name.to_string()]);
+        return super::api_archive::save_names(&d, vec![name.to_string()]).await;
     }
     if let Some(name) = rest.strip_suffix("/history") {
         let h = super::image_history::history(d.images.store(), name)?;

@@ -114,6 +114,8 @@ pub fn parse(text: &str) -> Result<DaemonFile> {
         skiff_store::registry::parse_endpoint_url(m)
             .map_err(|e| anyhow::anyhow!("registry-mirrors: {e}"))?;
     }
+    skiff_store::registry::insecure::validate(&f.insecure_registries.clone().unwrap_or_default())
+        .map_err(|e| anyhow::anyhow!("insecure-registries: {e}"))?;
     for p in f.default_address_pools.iter().flatten() {
         super::networks::AddressPool::parse(p).map_err(|e| anyhow::anyhow!(e))?;
     }
@@ -134,6 +136,8 @@ pub fn resolve(
     path: Option<PathBuf>,
 ) -> Result<DaemonConfig> {
     let mut insecure = file.insecure_registries.unwrap_or_default();
+    skiff_store::registry::insecure::validate(&args.insecure_registries)
+        .map_err(|e| anyhow::anyhow!("--insecure-registry: {e}"))?;
     insecure.extend(args.insecure_registries.iter().cloned());
     let mut mirrors = file.registry_mirrors.unwrap_or_default();
     for m in &args.registry_mirrors {
@@ -261,6 +265,38 @@ mod tests {
         assert!(cfg.registry_mirrors.is_empty());
         assert_eq!(cfg.certs_dir, PathBuf::from(DEFAULT_CERTS_DIR));
         assert!(!cfg.live_restore);
+    }
+
+    #[test]
+    fn insecure_registries_take_cidrs_and_refuse_bad_entries() {
+        let f = parse(r#"{"insecure-registries": ["10.0.0.0/8", "reg:5000"]}"#).unwrap();
+        let cfg = resolve(&args(&["--insecure-registry", "fd00::/8"]), None, f, None).unwrap();
+        assert_eq!(
+            cfg.insecure_registries,
+            ["10.0.0.0/8", "reg:5000", "fd00::/8"]
+        );
+        let e = format!(
+            "{:#}",
+            parse(r#"{"insecure-registries": ["10.0.0.0/40"]}"#).unwrap_err()
+        );
+        assert!(
+            e.contains("insecure-registries") && e.contains("10.0.0.0/40"),
+            "{e}"
+        );
+        let e = format!(
+            "{:#}",
+            resolve(
+                &args(&["--insecure-registry", "ftp://x"]),
+                None,
+                DaemonFile::default(),
+                None
+            )
+            .unwrap_err()
+        );
+        assert!(
+            e.contains("--insecure-registry") && e.contains("://"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -16,11 +16,12 @@ pub async fn convert_command(args: &ConvertArgs) -> Result<()> {
         dst.digest.is_none(),
         "destination {dst} must name a tag, not a digest"
     );
-    let registry = RegistryClient::new(RegistryOptions {
+    let registry = RegistryClient::try_new(RegistryOptions {
         insecure_registries: args.insecure_registries.clone(),
         certs_dir: Some(args.certs_dir.clone()),
         ..Default::default()
-    });
+    })
+    .context("--insecure-registry")?;
     // convert_image keeps each layer's files in a temporary directory it removes itself.
     let tmp = std::env::temp_dir();
     let format = args.format;
@@ -41,7 +42,8 @@ pub async fn convert_command(args: &ConvertArgs) -> Result<()> {
     Ok(())
 }
 
-fn short(digest: &str) -> &str {
+/// The first 12 hex digits of a digest, for progress lines.
+pub(crate) fn short(digest: &str) -> &str {
     let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
     &hex[..hex.len().min(12)]
 }

@@ -140,9 +140,11 @@ impl ImageService {
                 },
             );
         }
+        // Loopback registries are insecure, as in Docker, and the configured ranges.
+        let mut cidrs = vec!["::1/128".to_string(), "127.0.0.0/8".to_string()];
+        cidrs.extend(reg.insecure_cidrs());
         bollard::models::RegistryServiceConfig {
-            // Loopback registries are spoken to over plain HTTP, as Docker does.
-            insecure_registry_cidrs: Some(vec!["::1/128".to_string(), "127.0.0.0/8".to_string()]),
+            insecure_registry_cidrs: Some(cidrs),
             index_configs: Some(index),
             mirrors: Some(mirrors),
             ..Default::default()

@@ -54,6 +54,7 @@ pub mod runtime_config;
 pub mod server;
 pub mod services;
 pub mod snapshotter;
+pub mod soci_index;
 pub mod spec;
 pub mod stats_view;
 pub mod status;

@@ -2,7 +2,7 @@
 //! CPU time for the percentage, and the container's interfaces from its network namespace.
 
 use serde_json::{json, Value};
-use skiff_runtime::control::CgroupStats;
+use skiff_runtime::control::{BlkioEntry, CgroupStats};
 
 /// A sample with nothing measured (a stopped container), `previous` as `precpu_stats`.
 pub fn empty(id: &str, name: &str, read: &str, previous: Option<&Value>) -> Value {
@@ -59,6 +59,17 @@ pub fn fill(v: &mut Value, cg: &CgroupStats, pid: Option<i32>) {
         "limit": cg.memory_limit,
         "stats": stat,
     });
+    // Docker sends null, not [], for a counter with no lines.
+    let entries = |list: &[BlkioEntry]| -> Value {
+        if list.is_empty() {
+            return Value::Null;
+        }
+        list.iter()
+            .map(|e| json!({"major": e.major, "minor": e.minor, "op": e.op, "value": e.value}))
+            .collect()
+    };
+    v["blkio_stats"]["io_service_bytes_recursive"] = entries(&cg.io_service_bytes);
+    v["blkio_stats"]["io_serviced_recursive"] = entries(&cg.io_serviced);
     v["pids_stats"] = if cg.pids_limit > 0 {
         json!({"current": cg.pids_current, "limit": cg.pids_limit})
     } else {

@@ -117,6 +117,108 @@ pub struct CgroupStats {
     pub pids_current: u64,
     /// 0: no limit.
     pub pids_limit: u64,
+    /// Bytes moved to and from block devices, per device and operation (Docker's
+    /// `blkio_stats.io_service_bytes_recursive`).
+    pub io_service_bytes: Vec<BlkioEntry>,
+    /// I/O operations, per device and operation (`io_serviced_recursive`).
+    pub io_serviced: Vec<BlkioEntry>,
+}
+
+/// One line of a blkio counter: device `major:minor`, the operation (`Read`, `Write`,
+/// `Sync`, `Async`, `Discard`, `Total` on v1; `read`, `write` on v2, as Docker names them)
+/// and the count.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlkioEntry {
+    pub major: u64,
+    pub minor: u64,
+    pub op: String,
+    pub value: u64,
+}
+
+/// Parses a v1 blkio counter file (`8:0 Read 4096` lines, then `Total N`, which is skipped).
+fn blkio_v1(text: &str) -> Vec<BlkioEntry> {
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (dev, op, value) = (f.next()?, f.next()?, f.next()?);
+            let (major, minor) = dev.split_once(':')?;
+            Some(BlkioEntry {
+                major: major.parse().ok()?,
+                minor: minor.parse().ok()?,
+                op: op.to_string(),
+                value: value.parse().ok()?,
+            })
+        })
+        .collect()
+}
+
+/// Parses v2 `io.stat` (`8:0 rbytes=1 wbytes=2 rios=3 wios=4 ...`) into (bytes, ios).
+fn io_stat_v2(text: &str) -> (Vec<BlkioEntry>, Vec<BlkioEntry>) {
+    let (mut bytes, mut ios) = (Vec::new(), Vec::new());
+    for l in text.lines() {
+        let mut f = l.split_whitespace();
+        let Some((major, minor)) = f.next().and_then(|d| d.split_once(':')) else {
+            continue;
+        };
+        let (Ok(major), Ok(minor)) = (major.parse(), minor.parse()) else {
+            continue;
+        };
+        for kv in f {
+            let Some((k, v)) = kv.split_once('=') else {
+                continue;
+            };
+            let Ok(value) = v.parse() else { continue };
+            let (list, op) = match k {
+                "rbytes" => (&mut bytes, "read"),
+                "wbytes" => (&mut bytes, "write"),
+                "rios" => (&mut ios, "read"),
+                "wios" => (&mut ios, "write"),
+                _ => continue,
+            };
+            list.push(BlkioEntry {
+                major,
+                minor,
+                op: op.to_string(),
+                value,
+            });
+        }
+    }
+    (bytes, ios)
+}
+
+/// The v1 blkio counters as runc reads them: the first scheduler whose files have data
+/// (BFQ, CFQ), else the throttle layer's, which counts I/O under any scheduler.
+fn blkio_v1_stats(cg: &ContainerCgroup) -> (Vec<BlkioEntry>, Vec<BlkioEntry>) {
+    const SOURCES: &[(&str, &str)] = &[
+        (
+            "blkio.bfq.io_service_bytes_recursive",
+            "blkio.bfq.io_serviced_recursive",
+        ),
+        (
+            "blkio.io_service_bytes_recursive",
+            "blkio.io_serviced_recursive",
+        ),
+        (
+            "blkio.throttle.io_service_bytes_recursive",
+            "blkio.throttle.io_serviced_recursive",
+        ),
+        (
+            "blkio.throttle.io_service_bytes",
+            "blkio.throttle.io_serviced",
+        ),
+    ];
+    let read = |name: &str| {
+        std::fs::read_to_string(cg.file("blkio", name))
+            .map(|t| blkio_v1(&t))
+            .unwrap_or_default()
+    };
+    for (bytes, ios) in SOURCES {
+        let b = read(bytes);
+        if !b.is_empty() {
+            return (b, read(ios));
+        }
+    }
+    (Vec::new(), Vec::new())
 }
 
 fn read_u64(p: &Path) -> Option<u64> {
@@ -152,6 +254,9 @@ pub fn cgroup_stats(dir: &Path, host_memory: u64) -> Result<CgroupStats> {
         s.cpu_total_ns = get("usage_usec");
         s.cpu_user_ns = get("user_usec");
         s.cpu_system_ns = get("system_usec");
+        // Only where the `io` controller is enabled for the container's parent.
+        (s.io_service_bytes, s.io_serviced) =
+            io_stat_v2(&std::fs::read_to_string(cg.file("io", "io.stat")).unwrap_or_default());
     } else {
         s.memory_usage = read_u64(&cg.file("memory", "memory.usage_in_bytes")).unwrap_or(0);
         s.memory_limit = unlimited(read_u64(&cg.file("memory", "memory.limit_in_bytes")));
@@ -167,8 +272,50 @@ pub fn cgroup_stats(dir: &Path, host_memory: u64) -> Result<CgroupStats> {
         };
         s.cpu_user_ns = get("user");
         s.cpu_system_ns = get("system");
+        (s.io_service_bytes, s.io_serviced) = blkio_v1_stats(&cg);
     }
     s.pids_current = read_u64(&cg.file("pids", "pids.current")).unwrap_or(0);
     s.pids_limit = read_u64(&cg.file("pids", "pids.max")).unwrap_or(0);
     Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blkio_v1_lines_parse_and_total_is_skipped() {
+        let t = "8:0 Read 4096\n8:0 Write 1048576\n8:0 Sync 1048576\n8:0 Async 4096\n\
+                 8:0 Discard 0\n8:0 Total 1052672\nTotal 1052672\n";
+        let e = blkio_v1(t);
+        assert_eq!(e.len(), 6);
+        assert_eq!(
+            e[1],
+            BlkioEntry {
+                major: 8,
+                minor: 0,
+                op: "Write".into(),
+                value: 1048576
+            }
+        );
+        assert!(blkio_v1("Total 0\n").is_empty());
+    }
+
+    #[test]
+    fn io_stat_v2_splits_bytes_and_ios() {
+        let (b, i) = io_stat_v2("254:0 rbytes=512 wbytes=4096 rios=1 wios=2 dbytes=0 dios=0\n");
+        let ops = |v: &[BlkioEntry]| {
+            v.iter()
+                .map(|e| (e.major, e.minor, e.op.clone(), e.value))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            ops(&b),
+            [(254, 0, "read".into(), 512), (254, 0, "write".into(), 4096)]
+        );
+        assert_eq!(
+            ops(&i),
+            [(254, 0, "read".into(), 1), (254, 0, "write".into(), 2)]
+        );
+    }
 }

@@ -16,7 +16,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 
-use super::flight::{Owned, ABANDONED};
+use super::flight::Owned;
 use super::readahead::LayerMap;
 use super::*;
 
@@ -60,14 +60,15 @@ pub(super) struct AheadQueue {
 }
 
 impl CacheCore {
-    /// Queues `positions` of `map` (ascending, flights claimed by the caller, who gives
-    /// them up to the queue) and starts the workers fetching them.
+    /// Queues `positions` of `map` (ascending, their flights in `owned`, which the queue
+    /// takes over) and starts the workers fetching them.
     pub(super) fn queue_ahead(
         self: &Arc<Self>,
         layer: &str,
         map: Arc<LayerMap>,
         source: Arc<dyn BlobSource>,
         positions: Vec<usize>,
+        owned: Owned,
     ) {
         let Some(&first) = positions.first() else {
             return;
@@ -93,6 +94,9 @@ impl CacheCore {
                 q.insert(job.map.chunks[p].digest.clone(), job.clone());
             }
         }
+        // From here the queue answers for them: each segment taken off it is guarded by
+        // its taker, and the last worker to stop abandons what is left.
+        owned.hand_over();
         for w in 0..WORKERS {
             let from = if w == 0 {
                 Start::Backward(job.file_last)
@@ -110,11 +114,11 @@ impl CacheCore {
                         job: &j,
                     };
                     loop {
-                        let seg = core.take_segment(&j, from);
+                        let (seg, owned) = core.take_segment(&j, from);
                         if seg.is_empty() {
                             break;
                         }
-                        core.fetch_segment(&j, &seg, false);
+                        core.fetch_segment(&j, &seg, owned, false);
                     }
                 });
             if let Err(e) = spawned {
@@ -144,7 +148,7 @@ impl CacheCore {
         let Some(pos) = job.map.position(blob_offset) else {
             return false;
         };
-        let mut seg = self.take_segment(&job, Start::At(pos));
+        let (mut seg, mut owned) = self.take_segment(&job, Start::At(pos));
         if seg.is_empty() {
             // The same chunk elsewhere in the blob (a repeated chunk) may still be queued.
             let copy = {
@@ -154,7 +158,7 @@ impl CacheCore {
                     .find(|&p| &*job.map.chunks[p].digest == digest)
             };
             if let Some(p) = copy {
-                seg = self.take_segment(&job, Start::At(p));
+                (seg, owned) = self.take_segment(&job, Start::At(p));
             }
         }
         if seg.is_empty() {
@@ -168,25 +172,30 @@ impl CacheCore {
         );
         let core = self.clone();
         let j = job.clone();
-        let s = seg.clone();
         let spawned = std::thread::Builder::new()
             .name("skiff-demand".into())
-            .spawn(move || core.fetch_segment(&j, &s, true));
+            .spawn(move || core.fetch_segment(&j, &seg, owned, true));
         if let Err(e) = spawned {
+            // The guard was moved into the closure and dropped with it: abandoned, so the
+            // waiting read fetches for itself.
             tracing::warn!(error = %e, "cannot start a fetch thread");
-            // Abandoned: the waiting read fetches for itself.
-            let mut owned = Owned::new(&self.flights);
-            for &p in &seg {
-                owned.own(&job.map.chunks[p].digest);
-            }
         }
         true
     }
 
     /// Takes the next segment of `job` off the queue, starting where `from` says:
-    /// blob-contiguous queued chunks up to [`SEGMENT`] bytes (at least one), ascending.
-    /// Empty when nothing is queued there.
-    fn take_segment(&self, job: &AheadJob, from: Start) -> Vec<usize> {
+    /// blob-contiguous queued chunks up to [`SEGMENT`] bytes (at least one), ascending,
+    /// with the guard of their flights. Empty when nothing is queued there.
+    fn take_segment(&self, job: &AheadJob, from: Start) -> (Vec<usize>, Owned) {
+        let seg = self.take_positions(job, from);
+        let owned = Owned::of(
+            &self.flights,
+            seg.iter().map(|&p| &*job.map.chunks[p].digest),
+        );
+        (seg, owned)
+    }
+
+    fn take_positions(&self, job: &AheadJob, from: Start) -> Vec<usize> {
         let mut q = self.ahead.by_digest.lock().unwrap();
         let mut left = job.left.lock().unwrap();
         let chunks = &job.map.chunks;
@@ -240,7 +249,7 @@ impl CacheCore {
 
     /// Fetches one segment of `job` in one request, each chunk handed over as it arrives;
     /// a failure abandons the segment's chunks (their readers fetch for themselves).
-    fn fetch_segment(&self, job: &AheadJob, seg: &[usize], urgent: bool) {
+    fn fetch_segment(&self, job: &AheadJob, seg: &[usize], owned: Owned, urgent: bool) {
         let map = &job.map;
         let start = map.chunks[seg[0]].blob_offset;
         let last = &map.chunks[*seg.last().unwrap()];
@@ -261,6 +270,7 @@ impl CacheCore {
                     &job.layer,
                     map,
                     seg,
+                    owned,
                     start,
                     bytes::BytesMut::new(),
                     stream,
@@ -268,27 +278,16 @@ impl CacheCore {
                 );
             }
             Err(e) => {
+                // Dropping `owned` abandons them: their readers fetch for themselves.
                 tracing::debug!(layer = job.layer, offset = start, error = %e, "read-ahead segment request failed");
-                let mut owned = Owned::new(&self.flights);
-                for &p in seg {
-                    owned.own(&map.chunks[p].digest);
-                }
             }
         }
     }
 
     /// Gives up every chunk still queued in `job`: their readers fetch for themselves.
     fn abandon_queued(&self, job: &AheadJob) {
-        loop {
-            let seg = self.take_segment(job, Start::Front);
-            if seg.is_empty() {
-                return;
-            }
-            for &p in &seg {
-                self.flights
-                    .finish(&job.map.chunks[p].digest, Err(ABANDONED.to_string()));
-            }
-        }
+        // Each segment's guard abandons its flights as it is dropped.
+        while !self.take_segment(job, Start::Front).0.is_empty() {}
     }
 }
 
@@ -310,6 +309,7 @@ impl Drop for WorkerGuard<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cache::flight::{Claim, ABANDONED};
     use crate::cache::readahead::MapChunk;
 
     struct NoSource;
@@ -358,24 +358,83 @@ mod tests {
         }
     }
 
+    /// A source whose requests panic, as a runtime shut down under a request does.
+    struct PanicSource;
+    impl BlobSource for PanicSource {
+        fn digest(&self) -> &str {
+            "sha256:panics"
+        }
+        fn size(&self) -> u64 {
+            10 * (200 << 10)
+        }
+        fn read_range(&self, _offset: u64, _len: u64) -> Result<bytes::Bytes> {
+            panic!("the runtime is being shut down")
+        }
+    }
+
+    #[test]
+    fn a_worker_dying_mid_request_abandons_its_segment_and_the_queue() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = ChunkCache::open(ChunkCacheConfig::new(dir.path())).unwrap();
+        let j = job(Vec::new());
+        let positions: Vec<usize> = (1..10).collect();
+        for &p in &positions {
+            assert!(matches!(
+                cache.flights.claim(&j.map.chunks[p].digest),
+                Claim::Owner
+            ));
+        }
+        let owned = Owned::of(
+            &cache.flights,
+            positions.iter().map(|&p| &*j.map.chunks[p].digest),
+        );
+        // Readers wait on one chunk the workers take first and one left in the queue.
+        let waits: Vec<_> = [7usize, 4]
+            .iter()
+            .map(|&p| match cache.flights.claim(&j.map.chunks[p].digest) {
+                Claim::Waiter(f) => f,
+                Claim::Owner => panic!("chunk {p} must be in flight"),
+            })
+            .collect();
+        cache.core.queue_ahead(
+            "sha256:l",
+            j.map.clone(),
+            Arc::new(PanicSource),
+            positions,
+            owned,
+        );
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for f in waits {
+                tx.send(f.wait()).unwrap();
+            }
+        });
+        for _ in 0..2 {
+            let outcome = rx
+                .recv_timeout(std::time::Duration::from_secs(10))
+                .expect("a waiter was left blocked");
+            assert_eq!(outcome.unwrap_err(), ABANDONED);
+        }
+    }
+
     #[test]
     fn segments_come_from_the_front_from_the_files_end_and_from_a_read() {
         let dir = tempfile::tempdir().unwrap();
         let cache = ChunkCache::open(ChunkCacheConfig::new(dir.path())).unwrap();
         let j = job((1..10).collect());
         // Backward from the file's last chunk: two 200 KiB chunks fit in a segment.
-        assert_eq!(cache.take_segment(&j, Start::Backward(7)), vec![6, 7]);
+        assert_eq!(cache.take_positions(&j, Start::Backward(7)), vec![6, 7]);
         // Forward from the front.
-        assert_eq!(cache.take_segment(&j, Start::Front), vec![1, 2]);
+        assert_eq!(cache.take_positions(&j, Start::Front), vec![1, 2]);
         // A read needing chunk 4 takes the segment starting there; a chunk no longer
         // queued gives nothing.
-        assert_eq!(cache.take_segment(&j, Start::At(4)), vec![4, 5]);
-        assert!(cache.take_segment(&j, Start::At(6)).is_empty());
+        assert_eq!(cache.take_positions(&j, Start::At(4)), vec![4, 5]);
+        assert!(cache.take_positions(&j, Start::At(6)).is_empty());
         // Segments never join chunks that are not neighbours in the queue.
-        assert_eq!(cache.take_segment(&j, Start::Backward(7)), vec![3]);
+        assert_eq!(cache.take_positions(&j, Start::Backward(7)), vec![3]);
         // Nothing of the file left: the backward worker goes on from the front.
-        assert_eq!(cache.take_segment(&j, Start::Backward(7)), vec![8, 9]);
-        assert!(cache.take_segment(&j, Start::Front).is_empty());
+        assert_eq!(cache.take_positions(&j, Start::Backward(7)), vec![8, 9]);
+        assert!(cache.take_positions(&j, Start::Front).is_empty());
     }
 
     #[test]
@@ -393,7 +452,7 @@ mod tests {
         }
         // The backward segment takes the copy at 9 (and 8): the copy at 3 still queued
         // keeps the digest findable.
-        assert_eq!(cache.take_segment(&j, Start::Backward(9)), vec![8, 9]);
+        assert_eq!(cache.take_positions(&j, Start::Backward(9)), vec![8, 9]);
         assert!(cache
             .ahead
             .by_digest

@@ -273,6 +273,8 @@ impl CacheCore {
         let Some((map, ahead)) = self.plan_readahead(layer, run) else {
             return self.fetch_run(layer, source.as_ref(), run);
         };
+        let digests =
+            |r: &[usize]| -> Vec<&str> { r.iter().map(|&p| &*map.chunks[p].digest).collect() };
         let start = run[0].blob_offset;
         let last = run.last().unwrap();
         let demand_end = last.blob_offset + last.blob_len;
@@ -289,7 +291,10 @@ impl CacheCore {
         } else {
             (ahead, Vec::new())
         };
-        let end = end_of(ahead.end - 1);
+        let ahead: Vec<usize> = ahead.collect();
+        let ahead_owned = Owned::of(&self.flights, digests(&ahead));
+        let queued_owned = Owned::of(&self.flights, digests(&queued));
+        let end = end_of(*ahead.last().expect("read-ahead is not empty"));
         let need = (demand_end - start) as usize;
         let t0 = std::time::Instant::now();
         let received = {
@@ -313,14 +318,8 @@ impl CacheCore {
                 if let Err(e) = other {
                     tracing::debug!(layer, offset = start, error = %e, "read-ahead request failed; fetching the demanded chunks alone");
                 }
-                let mut owned = Owned::new(&self.flights);
-                for c in map.chunks[ahead]
-                    .iter()
-                    .chain(queued.iter().map(|&p| &map.chunks[p]))
-                {
-                    owned.own(&c.digest);
-                }
-                drop(owned); // abandoned: whoever waits fetches for itself
+                // Abandoned: whoever waits fetches for itself.
+                drop((ahead_owned, queued_owned));
                 return self.fetch_run(layer, source.as_ref(), run);
             }
         };
@@ -337,18 +336,17 @@ impl CacheCore {
         bump(&self.counters.fetch_requests, 1);
         bump(&self.counters.fetched_bytes, end - start);
         let rest = buf.split_off(need);
-        self.queue_ahead(layer, map.clone(), source.clone(), queued);
+        self.queue_ahead(layer, map.clone(), source.clone(), queued, queued_owned);
         let results = self.finish_run(layer, source.as_ref(), run, &buf);
         let core = self.clone();
         let layer = layer.to_string();
         let spawned = std::thread::Builder::new()
             .name("skiff-readahead".into())
             .spawn(move || {
-                let ahead: Vec<usize> = ahead.collect();
-                core.receive_chunks(&layer, &map, &ahead, demand_end, rest, stream)
+                core.receive_chunks(&layer, &map, &ahead, ahead_owned, demand_end, rest, stream)
             });
         if let Err(e) = spawned {
-            // The flights were moved into the closure and dropped with it: abandoned.
+            // The guard was moved into the closure and dropped with it: abandoned.
             tracing::warn!(error = %e, "cannot start a read-ahead thread");
         }
         results
@@ -398,10 +396,7 @@ impl CacheCore {
         self.readahead.issued(map.chunks[i..pos].iter());
         let start = map.chunks[i].blob_offset;
         let end = map.chunks[pos - 1].blob_offset + map.chunks[pos - 1].blob_len;
-        let claimed: Vec<Arc<str>> = map.chunks[i..pos]
-            .iter()
-            .map(|c| c.digest.clone())
-            .collect();
+        let owned = Owned::of(&self.flights, map.chunks[i..pos].iter().map(|c| &*c.digest));
         let core = self.clone();
         let source = source.clone();
         let layer = layer.to_string();
@@ -418,27 +413,21 @@ impl CacheCore {
                             &layer,
                             &map,
                             &wanted,
+                            owned,
                             start,
                             bytes::BytesMut::new(),
                             stream,
                         );
                     }
                     Err(e) => {
+                        // Dropping `owned` abandons them: their waiters fetch for themselves.
                         tracing::debug!(layer, offset = start, error = %e, "read-behind request failed");
-                        let mut owned = Owned::new(&core.flights);
-                        for &k in &wanted {
-                            owned.own(&map.chunks[k].digest);
-                        }
                     }
                 }
             });
         if let Err(e) = spawned {
+            // The guard was moved into the closure and dropped with it: abandoned.
             tracing::warn!(error = %e, "cannot start a read-behind thread");
-            // Abandoned: their waiters fetch for themselves.
-            let mut owned = Owned::new(&self.flights);
-            for d in &claimed {
-                owned.own(d);
-            }
         }
     }
 
@@ -514,21 +503,23 @@ impl CacheCore {
         Some((map, first..i))
     }
 
-    /// Receives the chunks `wanted` (positions in `map`, ascending, flights claimed by the
-    /// caller) from `stream`, whose next byte is at blob offset `base` (`buf` holding what
+    /// Receives the chunks `wanted` (positions in `map`, ascending, their flights in
+    /// `owned`) from `stream`, whose next byte is at blob offset `base` (`buf` holding what
     /// already came); verifies and stores each as it arrives and finishes its flight. A
     /// failure abandons the rest: their waiters fetch for themselves. Returns how many were
     /// stored.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn receive_chunks(
         &self,
         layer: &str,
         map: &LayerMap,
         wanted: &[usize],
+        owned: Owned,
         base: u64,
         buf: bytes::BytesMut,
         stream: Box<dyn crate::chunked::RangeStream>,
     ) -> usize {
-        self.receive_chunks_as(layer, map, wanted, base, buf, stream, false)
+        self.receive_chunks_as(layer, map, wanted, owned, base, buf, stream, false)
     }
 
     /// [`receive_chunks`](Self::receive_chunks) on an on-demand permit when `urgent` (a
@@ -539,15 +530,12 @@ impl CacheCore {
         layer: &str,
         map: &LayerMap,
         wanted: &[usize],
+        mut owned: Owned,
         mut base: u64,
         mut buf: bytes::BytesMut,
         mut stream: Box<dyn crate::chunked::RangeStream>,
         urgent: bool,
     ) -> usize {
-        let mut owned = Owned::new(&self.flights);
-        for &i in wanted {
-            owned.own(&map.chunks[i].digest);
-        }
         let mut stored = 0;
         let _permit = if urgent {
             self.permits.acquire()

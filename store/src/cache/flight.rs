@@ -116,18 +116,33 @@ impl Drop for Permit<'_> {
 }
 
 /// The flights one reader owns; any it has not finished when dropped (an early error, a
-/// panic) are finished with an error, so no waiter blocks forever.
-pub struct Owned<'a> {
-    flights: &'a Flights,
+/// panic, a thread that never started or a runtime shut down under it) are finished with
+/// [`ABANDONED`], so no waiter blocks forever. Whoever claims a flight puts it in an
+/// `Owned` at once and hands the guard on with the work (it is `Send + 'static`).
+pub struct Owned {
+    flights: Arc<Flights>,
     pending: Vec<String>,
 }
 
-impl<'a> Owned<'a> {
-    pub fn new(flights: &'a Flights) -> Self {
+impl Owned {
+    pub fn new(flights: &Arc<Flights>) -> Self {
         Owned {
-            flights,
+            flights: flights.clone(),
             pending: Vec::new(),
         }
+    }
+
+    /// A guard owning `digests`, claimed by the caller.
+    pub fn of<'d>(flights: &Arc<Flights>, digests: impl IntoIterator<Item = &'d str>) -> Self {
+        let mut o = Owned::new(flights);
+        o.pending.extend(digests.into_iter().map(str::to_string));
+        o
+    }
+
+    /// Gives the flights up to a keeper that finishes or abandons them itself (the
+    /// read-ahead queue), without finishing them here.
+    pub fn hand_over(mut self) {
+        self.pending.clear();
     }
 
     pub fn own(&mut self, digest: &str) {
@@ -140,7 +155,7 @@ impl<'a> Owned<'a> {
     }
 }
 
-impl Drop for Owned<'_> {
+impl Drop for Owned {
     fn drop(&mut self) {
         for d in self.pending.drain(..) {
             self.flights.finish(&d, Err(ABANDONED.to_string()));

@@ -160,7 +160,7 @@ pub struct CacheCore {
     readahead: readahead::Adaptive,
     /// The queued parts of long read-aheads.
     ahead: ahead_queue::AheadQueue,
-    flights: Flights,
+    flights: Arc<Flights>,
     pins: Mutex<HashMap<String, usize>>,
     permits: Semaphore,
     counters: Counters,
@@ -288,7 +288,7 @@ impl CacheCore {
             maps: RwLock::new(HashMap::new()),
             readahead: readahead::Adaptive::new(config.readahead_max_bytes),
             ahead: ahead_queue::AheadQueue::default(),
-            flights: Flights::default(),
+            flights: Arc::default(),
             pins: Mutex::new(HashMap::new()),
             permits: Semaphore::new(config.max_parallel_fetches),
             counters: Counters::default(),

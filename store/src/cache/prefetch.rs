@@ -133,6 +133,10 @@ impl CacheCore {
         let (Some(&first), Some(&last)) = (claimed.first(), claimed.last()) else {
             return out;
         };
+        let owned = Owned::of(
+            &self.flights,
+            claimed.iter().map(|&p| &*map.chunks[p].digest),
+        );
         let start = map.chunks[first].blob_offset;
         let end = map.chunks[last].blob_offset + map.chunks[last].blob_len;
         let opened = {
@@ -142,11 +146,8 @@ impl CacheCore {
         let stream = match opened {
             Ok(s) => s,
             Err(e) => {
+                // Dropping `owned` abandons them: their readers fetch for themselves.
                 tracing::info!(layer, offset = start, error = %e, "prefetch stopped: the registry failed");
-                let mut abandoned = Owned::new(&self.flights);
-                for &p in &claimed {
-                    abandoned.own(&map.chunks[p].digest);
-                }
                 out.stopped = true;
                 return out;
             }
@@ -154,8 +155,15 @@ impl CacheCore {
         out.requests = 1;
         bump(&self.counters.fetch_requests, 1);
         bump(&self.counters.fetched_bytes, end - start);
-        let stored =
-            self.receive_chunks(layer, map, &claimed, start, bytes::BytesMut::new(), stream);
+        let stored = self.receive_chunks(
+            layer,
+            map,
+            &claimed,
+            owned,
+            start,
+            bytes::BytesMut::new(),
+            stream,
+        );
         out.chunks = stored as u64;
         if stored < claimed.len() {
             out.stopped = true;

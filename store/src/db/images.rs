@@ -90,6 +90,15 @@ impl Db {
         Ok(())
     }
 
+    /// Records a layer's exact uncompressed size (learnt when a lazy layer is fetched whole).
+    pub fn set_layer_tar_size(&self, digest: &str, tar_size: u64) -> Result<()> {
+        self.conn().execute(
+            "UPDATE layers SET tar_size = ?2 WHERE digest = ?1",
+            params![digest, tar_size as i64],
+        )?;
+        Ok(())
+    }
+
     pub fn layer(&self, digest: &str) -> Result<Option<LayerRow>> {
         Ok(self
             .conn()

@@ -37,11 +37,15 @@ pub fn parse_endpoint_url(url: &str) -> Result<(String, bool)> {
     Ok((host.to_string(), plain))
 }
 
-pub(super) fn endpoint_of(url: &str, insecure: &[String], mirror: bool) -> Result<Endpoint> {
+pub(super) fn endpoint_of(
+    url: &str,
+    insecure: &super::insecure::InsecureRegistries,
+    mirror: bool,
+) -> Result<Endpoint> {
     let (host, plain) = parse_endpoint_url(url)?;
     let security = if plain {
         http::Security::PlainHttp
-    } else if insecure.contains(&host) {
+    } else if insecure.covers(&host) {
         http::Security::Insecure
     } else {
         http::Security::Verified
@@ -77,7 +81,9 @@ mod tests {
             let e = parse_endpoint_url(bad).unwrap_err().to_string();
             assert!(e.contains(bad), "{e}");
         }
-        let ep = endpoint_of("https://m:443", &["m:443".to_string()], true).unwrap();
+        let insecure =
+            crate::registry::insecure::InsecureRegistries::parse(&["m:443".to_string()]).unwrap();
+        let ep = endpoint_of("https://m:443", &insecure, true).unwrap();
         assert_eq!(ep.security, http::Security::Insecure);
         assert!(ep.mirror);
     }

@@ -1,7 +1,8 @@
-//! The registry's read path over one shared, keep-alive HTTP client: manifest, blob and
-//! byte-range GETs (Distribution spec `GET /v2/<name>/{manifests,blobs}/<ref>`), each one
-//! request on the wire once the repository's access is known ([`AuthCache`]). Pushes stay
-//! on `oci-client`.
+//! skiff's registry HTTP client (Distribution spec `/v2/`): manifest, blob and byte-range
+//! GETs, and the push requests (blob `HEAD`, upload `POST`/`PATCH`/`PUT`, cross-repository
+//! mounts, manifest `PUT`), over keep-alive clients per registry with its `certs.d` CAs and
+//! client certificate. Each request is one on the wire once the repository's access for
+//! its scope (pull, or pull and push) is known ([`AuthCache`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,10 +10,11 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, WWW_AUTHENTICATE};
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 
 use super::auth_cache::{Access, AuthCache, Challenge, TokenResponse};
 use super::credentials::{Credential, Secret};
+use super::insecure::host_of;
 use super::keychain::Keychain;
 use crate::reference::ImageReference;
 use crate::StoreError;
@@ -70,11 +72,78 @@ struct CachedClient {
     checked: Instant,
 }
 
+/// What a request needs of its repository; bearer tokens are asked for and cached per
+/// scope (a pull token does not serve a push).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope<'a> {
+    /// `repository:<name>:pull`.
+    Pull,
+    /// `repository:<name>:pull,push`.
+    Push,
+    /// Push, and pull of the repository named, for a cross-repository blob mount.
+    PushMountFrom(&'a str),
+}
+
+impl Scope<'_> {
+    /// The [`AuthCache`] key of `repository`'s access for this scope (`:` cannot occur in
+    /// repository names, so keys do not collide).
+    fn key(&self, repository: &str) -> String {
+        match self {
+            Scope::Pull => repository.to_string(),
+            Scope::Push => format!("{repository}:push"),
+            Scope::PushMountFrom(from) => format!("{repository}:push:{from}"),
+        }
+    }
+
+    /// The token scopes asked for (Distribution token spec `scope` parameters).
+    fn token_scopes(&self, repository: &str) -> Vec<String> {
+        match self {
+            Scope::Pull => vec![format!("repository:{repository}:pull")],
+            Scope::Push => vec![format!("repository:{repository}:pull,push")],
+            Scope::PushMountFrom(from) => vec![
+                format!("repository:{repository}:pull,push"),
+                format!("repository:{from}:pull"),
+            ],
+        }
+    }
+}
+
+/// Makes a request body, again for each time the request is sent (a `401` answered with
+/// a fresh token, an insecure registry tried over HTTP after HTTPS).
+pub type BodyFn = dyn Fn() -> Result<reqwest::Body, StoreError> + Send + Sync;
+
+/// One request to a registry.
+pub struct Request<'a> {
+    pub method: Method,
+    /// A path on the registry (`/v2/...`), or an absolute URL (an upload's `Location`).
+    pub url: String,
+    pub headers: HeaderMap,
+    pub body: Option<&'a BodyFn>,
+    pub scope: Scope<'a>,
+    /// What is being done, for errors (`push blob`).
+    pub op: &'a str,
+}
+
+impl<'a> Request<'a> {
+    /// A request without body.
+    pub fn new(method: Method, url: String, scope: Scope<'a>, op: &'a str) -> Request<'a> {
+        Request {
+            method,
+            url,
+            headers: HeaderMap::new(),
+            body: None,
+            scope,
+            op,
+        }
+    }
+}
+
 /// A token request's parameters (Distribution token spec; OAuth2 for refresh tokens).
 struct TokenRequest<'a> {
     realm: &'a str,
     service: Option<&'a str>,
-    scope: Option<&'a str>,
+    /// `scope` parameters (none for a login).
+    scopes: &'a [String],
     /// Ask for a refresh token too (`offline_token=true`), as `docker login` does.
     offline: bool,
 }
@@ -175,42 +244,29 @@ impl RegistryHttp {
         }
     }
 
-    /// For an insecure registry whose scheme is not known yet: `GET /v2/` once, over
-    /// HTTPS then HTTP, keeping the scheme that answered (any status).
-    pub async fn probe_scheme(&self, t: &Target<'_>) -> Result<(), StoreError> {
-        let known = self.schemes.lock().expect("schemes").contains_key(&t.host);
-        if t.security == Security::Insecure && !known {
-            self.send_registry(t, "/v2/", &HeaderMap::new(), None, "probe")
-                .await?;
-            self.schemes
-                .lock()
-                .expect("schemes")
-                .entry(t.host.clone())
-                .or_insert("https");
-        }
-        Ok(())
-    }
-
-    /// `GET scheme://host<path>` for the registry itself: an insecure registry that fails
-    /// over HTTPS is tried over HTTP, and the scheme that worked is kept.
+    /// `scheme://host<url>` for the registry itself (or `url` as is when absolute): an
+    /// insecure registry that fails over HTTPS is tried over HTTP, and the scheme that
+    /// worked is kept.
     async fn send_registry(
         &self,
         t: &Target<'_>,
-        path: &str,
-        headers: &HeaderMap,
+        req: &Request<'_>,
         access: Option<&Access>,
-        op: &str,
     ) -> Result<reqwest::Response, StoreError> {
+        if req.url.starts_with("https://") || req.url.starts_with("http://") {
+            let skip = t.security == Security::Insecure;
+            return self.send(t, &req.url, skip, req, access).await;
+        }
         let scheme = self.scheme(t);
-        let url = format!("{scheme}://{}{path}", t.host);
+        let url = format!("{scheme}://{}{}", t.host, req.url);
         let skip = t.security == Security::Insecure;
-        match self.send(t, &url, skip, headers, access, op).await {
+        match self.send(t, &url, skip, req, access).await {
             Err(e) if skip && scheme == "https" => {
                 // The failed handshake was no HTTP request: not counted.
                 self.requests.fetch_sub(1, Ordering::Relaxed);
-                let url = format!("http://{}{path}", t.host);
+                let url = format!("http://{}{}", t.host, req.url);
                 let resp = self
-                    .send(t, &url, false, headers, access, op)
+                    .send(t, &url, false, req, access)
                     .await
                     .map_err(|_| e)?;
                 tracing::info!(registry = %t.host, "insecure registry: HTTPS failed, using plain HTTP");
@@ -234,12 +290,8 @@ impl RegistryHttp {
         self.token_requests.load(Ordering::Relaxed)
     }
 
-    /// `GET /v2/<repository>/<path>` with `headers`, authenticated as the repository needs.
-    ///
-    /// A bearer token close to expiry is renewed before the request goes out; a `401`
-    /// resolves access afresh (token or basic) and the request is sent once more; a second
-    /// `401`/`403` is [`StoreError::Unauthorized`], naming the credentials' source. Other
-    /// statuses are returned for the caller to judge.
+    /// `GET /v2/<repository>/<path>` with `headers`, with pull access (see
+    /// [`RegistryHttp::request`]).
     pub async fn get(
         &self,
         t: &Target<'_>,
@@ -247,31 +299,51 @@ impl RegistryHttp {
         headers: HeaderMap,
         op: &str,
     ) -> Result<reqwest::Response, StoreError> {
+        let mut req = Request::new(
+            Method::GET,
+            format!("/v2/{}/{path}", t.reference.repository),
+            Scope::Pull,
+            op,
+        );
+        req.headers = headers;
+        self.request(t, &req).await
+    }
+
+    /// Sends `req`, authenticated as `t`'s repository needs for `req.scope`.
+    ///
+    /// A bearer token close to expiry is renewed before the request goes out; a `401`
+    /// resolves access afresh (token or basic) and the request is sent once more (its body
+    /// made again); a second `401`/`403` is [`StoreError::Unauthorized`], naming the
+    /// credentials' source. Other statuses are returned for the caller to judge.
+    pub async fn request(
+        &self,
+        t: &Target<'_>,
+        req: &Request<'_>,
+    ) -> Result<reqwest::Response, StoreError> {
         let repo = &t.reference.repository;
-        let url = format!("/v2/{repo}/{path}");
+        let key = req.scope.key(repo);
+        let op = req.op;
         // Inside a client's request: the access resolved with its own credentials, or
         // daemon-wide access only when the registry asked for none.
-        let mut access = match super::request_auth::request_access(&t.host, repo) {
+        let mut access = match super::request_auth::request_access(&t.host, &key) {
             Some(own) => own.or_else(|| {
                 self.auth
-                    .get_any(&t.host, repo)
+                    .get_any(&t.host, &key)
                     .filter(|a| *a == Access::Open)
             }),
-            None => self.auth.get_any(&t.host, repo),
+            None => self.auth.get_any(&t.host, &key),
         };
         if let Some(stale) = access.clone().filter(|a| !a.usable(Instant::now())) {
             // Expired: renew ahead with the challenge the registry gave last time.
             access = match self.auth.challenge(&t.host) {
-                Some(c) => Some(self.renew(t, Some(&stale), Some(c), op).await?),
+                Some(c) => Some(self.renew(t, req.scope, Some(&stale), Some(c), op).await?),
                 None => None,
             };
         }
-        let resp = self
-            .send_registry(t, &url, &headers, access.as_ref(), op)
-            .await?;
+        let resp = self.send_registry(t, req, access.as_ref()).await?;
         if resp.status() != StatusCode::UNAUTHORIZED {
             if access.is_none() {
-                self.auth.put(&t.host, repo, Access::Open);
+                self.auth.put(&t.host, &key, Access::Open);
             }
             return Ok(resp);
         }
@@ -281,12 +353,12 @@ impl RegistryHttp {
             .get(WWW_AUTHENTICATE)
             .and_then(|h| h.to_str().ok())
             .and_then(Challenge::parse);
-        let fresh = self.renew(t, access.as_ref(), challenge, op).await?;
-        let resp = self
-            .send_registry(t, &url, &headers, Some(&fresh), op)
+        let fresh = self
+            .renew(t, req.scope, access.as_ref(), challenge, op)
             .await?;
+        let resp = self.send_registry(t, req, Some(&fresh)).await?;
         if resp.status() == StatusCode::UNAUTHORIZED || resp.status() == StatusCode::FORBIDDEN {
-            self.auth.invalidate(&t.host, repo);
+            self.auth.invalidate(&t.host, &key);
             let cred = t
                 .keychain
                 .lookup(&t.reference.registry, repo)
@@ -304,42 +376,53 @@ impl RegistryHttp {
         Ok(resp)
     }
 
+    /// Sends `req` to `url`. The `Authorization` header goes only to the registry's own
+    /// host (an upload `Location` elsewhere, e.g. object storage, gets none).
     async fn send(
         &self,
         t: &Target<'_>,
         url: &str,
         skip_verify: bool,
-        headers: &HeaderMap,
+        req: &Request<'_>,
         access: Option<&Access>,
-        op: &str,
     ) -> Result<reqwest::Response, StoreError> {
-        let host = url_host(url);
-        let mut req = self
-            .client(t, &host, skip_verify)?
-            .get(url)
-            .headers(headers.clone());
-        if let Some(h) = access.and_then(Access::header) {
-            req = req.header(AUTHORIZATION, h);
+        let url_host = url_host(url);
+        let own_host = host_of(&url_host) == host_of(&t.host);
+        // certs.d is looked up under the registry's name as written (`host:port`).
+        let client_host = if own_host { t.host.clone() } else { url_host };
+        let mut sent = self
+            .client(t, &client_host, skip_verify)?
+            .request(req.method.clone(), url)
+            .headers(req.headers.clone());
+        if let Some(body) = req.body {
+            sent = sent.body(body()?);
+        }
+        if let Some(h) = access.and_then(Access::header).filter(|_| own_host) {
+            sent = sent.header(AUTHORIZATION, h);
         }
         self.requests.fetch_add(1, Ordering::Relaxed);
-        req.send().await.map_err(|e| transport_error(t, op, &e))
+        sent.send()
+            .await
+            .map_err(|e| transport_error(t, req.op, &e))
     }
 
-    /// New access for `t`'s repository in place of `refused` (what was sent, if anything),
-    /// one renewal at a time: a task that waited on another's renewal takes its result.
+    /// New access for `t`'s repository and `scope` in place of `refused` (what was sent,
+    /// if anything), one renewal at a time: a task that waited on another's renewal takes
+    /// its result.
     async fn renew(
         &self,
         t: &Target<'_>,
+        scope: Scope<'_>,
         refused: Option<&Access>,
         challenge: Option<Challenge>,
         op: &str,
     ) -> Result<Access, StoreError> {
-        let repo = &t.reference.repository;
-        let lock = self.auth.renewal_lock(&t.host, repo);
+        let key = scope.key(&t.reference.repository);
+        let lock = self.auth.renewal_lock(&t.host, &key);
         let _renewing = lock.lock().await;
         let in_request = super::request_auth::request_secret().is_some();
         if !in_request {
-            if let Some(current) = self.auth.get(&t.host, repo) {
+            if let Some(current) = self.auth.get(&t.host, &key) {
                 if Some(&current) != refused && current != Access::Open {
                     return Ok(current);
                 }
@@ -349,25 +432,26 @@ impl RegistryHttp {
             self.auth.set_challenge(&t.host, c.clone());
         }
         let refresh = refused.and_then(Access::refresh_token).map(str::to_string);
-        match self.resolve(t, challenge, refresh, op).await {
+        match self.resolve(t, scope, challenge, refresh, op).await {
             Ok(access) => {
-                super::request_auth::keep_request_access(&t.host, repo, &access);
-                self.auth.put(&t.host, repo, access.clone());
+                super::request_auth::keep_request_access(&t.host, &key, &access);
+                self.auth.put(&t.host, &key, access.clone());
                 Ok(access)
             }
             Err(e) => {
-                self.auth.invalidate(&t.host, repo);
+                self.auth.invalidate(&t.host, &key);
                 Err(e)
             }
         }
     }
 
     /// Access for a `401` with `challenge`: the credentials' basic auth, or a token from
-    /// the challenge's realm scoped to pulling the repository (by refresh token when one is
+    /// the challenge's realm for `scope` on the repository (by refresh token when one is
     /// known, else with the credentials, else anonymously).
     async fn resolve(
         &self,
         t: &Target<'_>,
+        scope: Scope<'_>,
         challenge: Option<Challenge>,
         refresh: Option<String>,
         op: &str,
@@ -398,11 +482,11 @@ impl RegistryHttp {
                 )),
             },
             Some(Challenge::Bearer { realm, service, .. }) => {
-                let scope = format!("repository:{}:pull", t.reference.repository);
+                let scopes = scope.token_scopes(&t.reference.repository);
                 let req = TokenRequest {
                     realm: &realm,
                     service: service.as_deref(),
-                    scope: Some(&scope),
+                    scopes: &scopes,
                     offline: false,
                 };
                 self.token(t, &req, &cred, refresh)
@@ -435,8 +519,10 @@ impl RegistryHttp {
             if let Some(s) = req.service {
                 form.push(("service", s));
             }
-            if let Some(s) = req.scope {
-                form.push(("scope", s));
+            // OAuth2: one space-separated `scope`.
+            let joined = req.scopes.join(" ");
+            if !joined.is_empty() {
+                form.push(("scope", &joined));
             }
             let sent = self
                 .client(t, &url_host(req.realm), false)?
@@ -457,7 +543,7 @@ impl RegistryHttp {
         if let Some(s) = req.service {
             query.push(("service", s));
         }
-        if let Some(s) = req.scope {
+        for s in req.scopes {
             query.push(("scope", s));
         }
         let mut sent = self.client(t, &url_host(req.realm), false)?.get(req.realm);
@@ -483,7 +569,11 @@ impl RegistryHttp {
         how: &str,
     ) -> Result<(Access, Option<String>), StoreError> {
         let realm = req.realm;
-        let scope = req.scope.unwrap_or("(none)");
+        let scope = if req.scopes.is_empty() {
+            "(none)".to_string()
+        } else {
+            req.scopes.join(" ")
+        };
         let op = format!("token request to {realm} for {scope}");
         self.requests.fetch_add(1, Ordering::Relaxed);
         self.token_requests.fetch_add(1, Ordering::Relaxed);
@@ -541,9 +631,8 @@ impl RegistryHttp {
         cred: &Credential,
     ) -> Result<Option<String>, StoreError> {
         let op = "login";
-        let resp = self
-            .send_registry(t, "/v2/", &HeaderMap::new(), None, op)
-            .await?;
+        let probe = Request::new(Method::GET, "/v2/".to_string(), Scope::Pull, op);
+        let resp = self.send_registry(t, &probe, None).await?;
         if resp.status().is_success() {
             return Ok(None);
         }
@@ -560,7 +649,7 @@ impl RegistryHttp {
                 let req = TokenRequest {
                     realm: &realm,
                     service: service.as_deref(),
-                    scope: None,
+                    scopes: &[],
                     offline: true,
                 };
                 let (_, refresh) = self.token(t, &req, cred, None).await?;
@@ -582,9 +671,7 @@ impl RegistryHttp {
                         ))
                     }
                 };
-                let resp = self
-                    .send_registry(t, "/v2/", &HeaderMap::new(), Some(&access), op)
-                    .await?;
+                let resp = self.send_registry(t, &probe, Some(&access)).await?;
                 if resp.status().is_success() {
                     Ok(None)
                 } else {
@@ -595,44 +682,6 @@ impl RegistryHttp {
                 }
             }
         }
-    }
-
-    /// A bearer token for `actions` (e.g. `pull,push`) on `t`'s repository, for clients
-    /// that take a token (pushes with an identity token); `None` when the registry does
-    /// not use tokens.
-    pub async fn token_for(
-        &self,
-        t: &Target<'_>,
-        cred: &Credential,
-        actions: &str,
-    ) -> Result<Option<String>, StoreError> {
-        let challenge = match self.auth.challenge(&t.host) {
-            Some(c) => Some(c),
-            None => {
-                let resp = self
-                    .send_registry(t, "/v2/", &HeaderMap::new(), None, "token")
-                    .await?;
-                resp.headers()
-                    .get(WWW_AUTHENTICATE)
-                    .and_then(|h| h.to_str().ok())
-                    .and_then(Challenge::parse)
-            }
-        };
-        let Some(Challenge::Bearer { realm, service, .. }) = challenge else {
-            return Ok(None);
-        };
-        let scope = format!("repository:{}:{actions}", t.reference.repository);
-        let req = TokenRequest {
-            realm: &realm,
-            service: service.as_deref(),
-            scope: Some(&scope),
-            offline: false,
-        };
-        let (access, _) = self.token(t, &req, cred, None).await?;
-        Ok(match access {
-            Access::Bearer { token, .. } => Some(token),
-            _ => None,
-        })
     }
 }
 
@@ -692,15 +741,43 @@ pub fn status_error(t: &Target<'_>, op: &str, status: StatusCode, body: &[u8]) -
         };
     }
     if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
-        return unauthorized(t, format!("{op}: {status}"));
+        let why = error_envelope(body)
+            .map(|e| format!(" ({e})"))
+            .unwrap_or_default();
+        return unauthorized(t, format!("{op}: {status}{why}"));
     }
-    let text = String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned();
+    let text = error_envelope(body)
+        .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned());
     StoreError::RegistryStatus {
         reference: t.reference.to_string(),
         operation: format!("{op} at {}", t.host),
         status: Some(status.as_u16()),
         reason: text,
     }
+}
+
+/// The Distribution spec's error body (`{"errors":[{"code","message"}]}`) as `CODE:
+/// message; ...`; `None` for another body.
+fn error_envelope(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Envelope {
+        errors: Vec<Entry>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Entry {
+        #[serde(default)]
+        code: String,
+        #[serde(default)]
+        message: String,
+    }
+    let env: Envelope = serde_json::from_slice(body).ok()?;
+    let text = env
+        .errors
+        .iter()
+        .map(|e| format!("{}: {}", e.code, e.message))
+        .collect::<Vec<_>>()
+        .join("; ");
+    (!text.is_empty()).then_some(text)
 }
 
 /// `Accept` with every listed media type.

@@ -1,23 +1,25 @@
-//! The registry client, on `oci-client`: manifests (OCI, Docker v2s2, indexes resolved to
-//! the host platform), verified blob streams, byte ranges of blobs, and pushes.
+//! skiff's registry client: manifests (OCI, Docker v2s2, indexes resolved to the host
+//! platform), verified blob streams, byte ranges of blobs, and pushes, all over
+//! [`http::RegistryHttp`] (Distribution spec `/v2/`).
 //!
-//! Loopback registries and those listed as insecure get HTTPS without verification, then
-//! plain HTTP if that fails (the scheme that worked kept per registry); others verified
-//! HTTPS. Credentials come from what clients sent with a pull or push (remembered per
-//! repository) or from Docker's `config.json` and its credential helpers ([`keychain`]).
-//! Reads (manifests, blobs, byte ranges) go through [`http::RegistryHttp`]: one keep-alive
-//! client, access resolved once per repository and cached until its token expires
-//! ([`auth_cache`]), so a range fetch is one request. Pushes go through `oci-client`, which
-//! performs the exchange the registry asks for itself.
+//! Loopback registries and those listed as insecure (by `host[:port]` or CIDR,
+//! [`insecure`]) get HTTPS without verification, then plain HTTP if that fails (the
+//! scheme that worked kept per registry); others verified HTTPS with the system roots and
+//! the registry's `certs.d` CAs and client certificate. Credentials come from what clients
+//! sent with a pull or push (remembered per repository) or from Docker's `config.json`
+//! and its credential helpers ([`keychain`]). Access is resolved once per repository and
+//! scope and cached until its token expires ([`auth_cache`]), so a range fetch is one
+//! request.
 
 pub mod auth_cache;
 pub mod credentials;
 mod endpoints;
-mod errors;
 mod http;
+pub mod insecure;
 pub mod keychain;
 pub mod manifest;
 mod push;
+pub mod referrers;
 pub mod request_auth;
 pub mod tls;
 
@@ -37,12 +39,13 @@ use crate::{Result, StoreError};
 pub use credentials::{Credential, Secret};
 pub use endpoints::parse_endpoint_url;
 use endpoints::{endpoint_of, Endpoint, MIRROR_RETRY_AFTER};
-pub use errors::map_oci_error;
 pub use manifest::{Descriptor, ImageIndex, ImageManifest, Platform};
 
 #[derive(Debug, Clone, Default)]
 pub struct RegistryOptions {
-    /// Registries (`host[:port]`) reached over plain HTTP even though not on loopback.
+    /// Registries spoken to without TLS verification, then over plain HTTP, even though
+    /// not on loopback: `host[:port]` entries and CIDRs (`10.0.0.0/8`) of their
+    /// addresses ([`insecure`]).
     pub insecure_registries: Vec<String>,
     /// Docker config file for credentials; `None` = `$DOCKER_CONFIG` or `~/.docker`.
     pub docker_config: Option<PathBuf>,
@@ -85,38 +88,47 @@ pub struct RegistryClient {
 struct Inner {
     opts: RegistryOptions,
     keychain: keychain::Keychain,
+    insecure: insecure::InsecureRegistries,
     mirrors: Vec<Endpoint>,
     hub_origin: Option<Endpoint>,
     mirror_down: Mutex<HashMap<String, std::time::Instant>>,
     platform: Platform,
-    clients: Mutex<HashMap<String, oci_client::Client>>,
     http: http::RegistryHttp,
     downloaded: AtomicU64,
 }
 
 impl RegistryClient {
-    /// A client for `opts`; mirror and origin URLs that do not parse are an error.
+    /// A client for `opts`; mirror and origin URLs and insecure-registry entries that do
+    /// not parse are an error naming them.
     pub fn try_new(opts: RegistryOptions) -> Result<RegistryClient> {
-        let insecure = &opts.insecure_registries;
+        let insecure = insecure::InsecureRegistries::parse(&opts.insecure_registries)?;
         let mirrors = opts
             .registry_mirrors
             .iter()
-            .map(|m| endpoint_of(m, insecure, true))
+            .map(|m| endpoint_of(m, &insecure, true))
             .collect::<Result<Vec<_>>>()?;
         let hub_origin = opts
             .docker_hub_origin
             .as_deref()
-            .map(|o| endpoint_of(o, insecure, false))
+            .map(|o| endpoint_of(o, &insecure, false))
             .transpose()?;
         let mut c = RegistryClient::new(opts);
         let inner = Arc::get_mut(&mut c.inner).expect("just made");
+        inner.insecure = insecure;
         inner.mirrors = mirrors;
         inner.hub_origin = hub_origin;
         Ok(c)
     }
 
-    /// A client for `opts` without mirrors (see [`RegistryClient::try_new`]).
+    /// A client for `opts` without mirrors (see [`RegistryClient::try_new`], which also
+    /// refuses insecure-registry entries that do not parse; here they are logged and left
+    /// out).
     pub fn new(opts: RegistryOptions) -> RegistryClient {
+        let insecure = insecure::InsecureRegistries::parse(&opts.insecure_registries)
+            .unwrap_or_else(|e| {
+                tracing::error!("insecure registries left out: {e}");
+                Default::default()
+            });
         let docker_config = opts
             .docker_config
             .clone()
@@ -130,11 +142,11 @@ impl RegistryClient {
             inner: Arc::new(Inner {
                 opts,
                 keychain,
+                insecure,
                 mirrors: Vec::new(),
                 hub_origin: None,
                 mirror_down: Mutex::new(HashMap::new()),
                 platform,
-                clients: Mutex::new(HashMap::new()),
                 http: http::RegistryHttp::new(concat!("skiff/", env!("CARGO_PKG_VERSION"))),
                 downloaded: AtomicU64::new(0),
             }),
@@ -142,20 +154,15 @@ impl RegistryClient {
     }
 
     /// How `r`'s registry is spoken to: HTTPS without verification then plain HTTP for
-    /// loopback registries and those listed as insecure (dockerd counts 127.0.0.0/8 and
-    /// `localhost` as insecure: moby's `registry.isSecureIndex`), verified HTTPS otherwise.
+    /// loopback registries and those listed as insecure, by name or by a CIDR holding
+    /// its address (dockerd counts 127.0.0.0/8 and `localhost` as insecure: moby's
+    /// `registry.isSecureIndex`), verified HTTPS otherwise.
     fn security(&self, r: &ImageReference) -> http::Security {
-        if r.is_loopback() || self.inner.opts.insecure_registries.contains(&r.registry) {
+        if r.is_loopback() || self.inner.insecure.covers(&r.registry) {
             http::Security::Insecure
         } else {
             http::Security::Verified
         }
-    }
-
-    /// Whether `r`'s registry is spoken to over plain HTTP (now).
-    pub fn plain_http(&self, r: &ImageReference) -> bool {
-        let t = self.target(r);
-        self.inner.http.scheme(&t) == "http"
     }
 
     /// Total bytes received from registries (blobs, ranges, manifests) by this client.
@@ -225,7 +232,7 @@ impl RegistryClient {
             }
         }
         Endpoint {
-            host: r.to_oci().resolve_registry().to_string(),
+            host: r.api_host().to_string(),
             security: self.security(r),
             mirror: false,
         }
@@ -293,18 +300,14 @@ impl RegistryClient {
         self.inner.opts.registry_mirrors.clone()
     }
 
-    /// The registries listed as insecure, for `info`.
+    /// The registries listed as insecure by `host[:port]`, for `info`.
     pub fn insecure_registries(&self) -> Vec<String> {
-        self.inner.opts.insecure_registries.clone()
+        self.inner.insecure.hosts().to_vec()
     }
 
-    fn err(
-        &self,
-        r: &ImageReference,
-        op: &str,
-        e: oci_client::errors::OciDistributionError,
-    ) -> StoreError {
-        map_oci_error(e, r, &r.host_port(self.plain_http(r)), op)
+    /// The CIDRs listed as insecure (`10.0.0.0/8`), for `info`.
+    pub fn insecure_cidrs(&self) -> Vec<String> {
+        self.inner.insecure.cidrs()
     }
 
     /// Fetches a manifest document as is: `(bytes, digest, media type)`. The digest is

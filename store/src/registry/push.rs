@@ -1,131 +1,44 @@
-//! Pushes (blobs, manifests) through `oci-client`, which performs the token exchange the
-//! registry asks for itself, with the credentials and TLS settings of [`RegistryClient`].
+//! Pushes over skiff's own registry client ([`http::RegistryHttp`]), as Docker pushes
+//! (Distribution spec "Pushing blobs", "Pushing manifests"): `HEAD` of each blob first,
+//! then a cross-repository mount when the blob is known to be in another repository of
+//! the same registry, else an upload (`POST` to open it; a file streamed in one `PATCH`
+//! and closed by `PUT ?digest=`; a small in-memory blob in one monolithic `PUT`), and
+//! the manifest `PUT` under its tag or digest. The same per-registry TLS (certs.d CAs
+//! and client certificates), token cache and request-scoped credentials as pulls.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use futures::StreamExt;
-use oci_client::client::{ClientConfig, ClientProtocol};
-use oci_client::secrets::RegistryAuth;
+use reqwest::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
+use reqwest::{Method, StatusCode};
 
-use super::{http, tls, RegistryClient, Secret};
+use super::http::{self, BodyFn, Request, Scope};
+use super::RegistryClient;
 use crate::content::sha256_digest;
 use crate::reference::ImageReference;
 use crate::{Result, StoreError};
 
-impl RegistryClient {
-    /// The `oci-client` for `r`'s registry, with its current credentials registered (an
-    /// identity token is exchanged for a push-scoped bearer token first, which
-    /// `oci-client` cannot do).
-    async fn client(
-        &self,
-        r: &ImageReference,
-    ) -> Result<(oci_client::Client, oci_client::Reference)> {
-        let oci = r.to_oci();
-        let cred = self
-            .inner
-            .keychain
-            .lookup(&r.registry, &r.repository)
-            .await?;
-        let security = self.security(r);
-        if security == http::Security::Insecure {
-            // oci-client takes one scheme: find the one that works first (cached).
-            let t = self.target(r);
-            self.inner.http.probe_scheme(&t).await?;
-        }
-        let plain = self.plain_http(r);
-        let host = r.to_oci().resolve_registry().to_string();
-        let mut cas = Vec::new();
-        if let Some(dir) = &self.inner.opts.certs_dir {
-            let certs = tls::load(dir, &host)?;
-            if certs.identity.is_some() {
-                // oci-client has no client-certificate option.
-                return Err(StoreError::TlsConfig {
-                    path: tls::host_dir(dir, &host),
-                    reason: "pushing to a registry that wants a client certificate is not supported yet (pulls are)".to_string(),
-                });
-            }
-            for f in certs
-                .files
-                .iter()
-                .filter(|f| f.extension().is_some_and(|e| e == "crt"))
-            {
-                let data = std::fs::read(f).map_err(|e| StoreError::io(f, e))?;
-                cas.push(oci_client::client::Certificate {
-                    encoding: oci_client::client::CertificateEncoding::Pem,
-                    data,
-                });
-            }
-        }
-        let new_client = || {
-            oci_client::Client::new(ClientConfig {
-                protocol: if plain {
-                    ClientProtocol::Http
-                } else {
-                    ClientProtocol::Https
-                },
-                accept_invalid_certificates: security == http::Security::Insecure,
-                extra_root_certificates: cas.clone(),
-                platform_resolver: None,
-                connect_timeout: Some(std::time::Duration::from_secs(10)),
-                read_timeout: Some(std::time::Duration::from_secs(60)),
-                user_agent: concat!("skiff/", env!("CARGO_PKG_VERSION")),
-                ..Default::default()
-            })
-        };
-        let auth = match &cred.secret {
-            Secret::Anonymous => RegistryAuth::Anonymous,
-            Secret::Basic { username, password } => {
-                RegistryAuth::Basic(username.clone(), password.clone())
-            }
-            Secret::RegistryToken(t) => RegistryAuth::Bearer(t.clone()),
-            Secret::IdentityToken { .. } => {
-                // A short-lived token: a client of its own, not kept.
-                let t = self.target(r);
-                let auth = match self.inner.http.token_for(&t, &cred, "pull,push").await? {
-                    Some(token) => RegistryAuth::Bearer(token),
-                    None => RegistryAuth::Anonymous,
-                };
-                let client = new_client();
-                client
-                    .store_auth_if_needed(oci.resolve_registry(), &auth)
-                    .await;
-                return Ok((client, oci));
-            }
-        };
-        // One client per registry, credential and certs.d state: oci-client keeps the
-        // first credentials it was given (a new login must not reuse the old ones), and a
-        // changed CA must reach new connections.
-        let certs_stamp = self
-            .inner
-            .opts
-            .certs_dir
-            .as_deref()
-            .map(|d| format!("{:?}", tls::stamp(d, &host)))
-            .unwrap_or_default();
-        let client = {
-            let mut clients = self.inner.clients.lock().expect("client map");
-            clients
-                .entry(format!(
-                    "{} {} {plain} {certs_stamp}",
-                    r.registry,
-                    cred.secret.fingerprint()
-                ))
-                .or_insert_with(new_client)
-                .clone()
-        };
-        client
-            .store_auth_if_needed(oci.resolve_registry(), &auth)
-            .await;
-        Ok((client, oci))
-    }
+/// What a blob upload sends.
+enum Blob {
+    File { path: PathBuf, size: u64 },
+    Memory(Bytes),
+}
 
+impl RegistryClient {
+    /// Whether `r`'s repository has blob `digest` (`HEAD /v2/<name>/blobs/<digest>`,
+    /// with push access, so one token serves the whole push).
     pub async fn blob_exists(&self, r: &ImageReference, digest: &str) -> Result<bool> {
-        let (client, oci) = self.client(r).await?;
-        client
-            .blob_exists(&oci, digest)
-            .await
-            .map_err(|e| self.err(&r.with_digest(digest), "check blob", e))
+        let blob_ref = r.with_digest(digest);
+        let t = self.target(&blob_ref);
+        let op = "check blob";
+        let url = format!("/v2/{}/blobs/{digest}", r.repository);
+        let req = Request::new(Method::HEAD, url, Scope::Push, op);
+        let resp = self.inner.http.request(&t, &req).await?;
+        match resp.status() {
+            s if s.is_success() => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            s => Err(http::status_error(&t, op, s, b"")),
+        }
     }
 
     /// Uploads a local file as blob `digest` unless the registry already has it.
@@ -135,70 +48,219 @@ impl RegistryClient {
         digest: &str,
         path: &Path,
     ) -> Result<()> {
-        if self.blob_exists(r, digest).await? {
-            return Ok(());
-        }
-        let (client, oci) = self.client(r).await?;
-        let file = tokio::fs::File::open(path)
-            .await
-            .map_err(|e| StoreError::io(path, e))?;
-        let size = file
-            .metadata()
-            .await
+        self.push_layer(r, digest, path, &[]).await
+    }
+
+    /// [`push_blob_file`](Self::push_blob_file), mounting the blob from the first of
+    /// `mount_from` (repositories of the same registry known to hold it) that the registry
+    /// mounts it from, as Docker does; an upload when none does.
+    pub async fn push_layer(
+        &self,
+        r: &ImageReference,
+        digest: &str,
+        path: &Path,
+        mount_from: &[String],
+    ) -> Result<()> {
+        let size = std::fs::metadata(path)
             .map_err(|e| StoreError::io(path, e))?
             .len();
-        let stream = tokio_util::io::ReaderStream::with_capacity(file, 1 << 20)
-            .map(|r| r.map_err(oci_client::errors::OciDistributionError::IoError));
-        client
-            .push_blob_stream(&oci, stream, digest, Some(size))
-            .await
-            .map_err(|e| self.err(&r.with_digest(digest), "push blob", e))?;
-        Ok(())
+        let blob = Blob::File {
+            path: path.to_path_buf(),
+            size,
+        };
+        self.upload(r, digest, blob, mount_from).await
     }
 
     /// Uploads an in-memory blob (configs) unless the registry already has it.
     pub async fn push_blob(&self, r: &ImageReference, digest: &str, data: Bytes) -> Result<()> {
+        self.upload(r, digest, Blob::Memory(data), &[]).await
+    }
+
+    async fn upload(
+        &self,
+        r: &ImageReference,
+        digest: &str,
+        blob: Blob,
+        mount_from: &[String],
+    ) -> Result<()> {
         if self.blob_exists(r, digest).await? {
             return Ok(());
         }
-        let (client, oci) = self.client(r).await?;
-        client
-            .push_blob(&oci, data, digest)
-            .await
-            .map_err(|e| self.err(&r.with_digest(digest), "push blob", e))?;
+        let blob_ref = r.with_digest(digest);
+        let t = self.target(&blob_ref);
+        let h = &self.inner.http;
+        let uploads = format!("/v2/{}/blobs/uploads/", r.repository);
+        let mut session = None;
+        for from in mount_from.iter().filter(|f| **f != r.repository) {
+            let op = "mount blob";
+            let url = format!("{uploads}?mount={digest}&from={from}");
+            let req = Request::new(Method::POST, url, Scope::PushMountFrom(from), op);
+            // A mount the registry refuses (no access to `from`, blob gone) is no error:
+            // the blob is uploaded instead.
+            match h.request(&t, &req).await {
+                Ok(resp) if resp.status() == StatusCode::CREATED => {
+                    tracing::debug!(reference = %blob_ref, from = %from, "blob mounted");
+                    return Ok(());
+                }
+                // Not mounted, but an upload was opened (the spec's fallback).
+                Ok(resp) if resp.status() == StatusCode::ACCEPTED => {
+                    session = Some(location(&t, &resp, op)?);
+                    break;
+                }
+                Ok(resp) => {
+                    tracing::debug!(reference = %blob_ref, from = %from, status = %resp.status(), "mount refused")
+                }
+                Err(e) => tracing::debug!(reference = %blob_ref, from = %from, "mount failed: {e}"),
+            }
+        }
+        let session = match session {
+            Some(s) => s,
+            None => {
+                let op = "open blob upload";
+                let req = Request::new(Method::POST, uploads, Scope::Push, op);
+                let resp = expect(&t, h.request(&t, &req).await?, op).await?;
+                location(&t, &resp, op)?
+            }
+        };
+        let op = "push blob";
+        match blob {
+            Blob::File { path, size } => {
+                // Docker's way: the whole blob in one streamed PATCH, closed by a PUT.
+                let body = move || -> Result<reqwest::Body> {
+                    let f = std::fs::File::open(&path).map_err(|e| StoreError::io(&path, e))?;
+                    let stream = tokio_util::io::ReaderStream::with_capacity(
+                        tokio::fs::File::from_std(f),
+                        1 << 20,
+                    );
+                    Ok(reqwest::Body::wrap_stream(stream))
+                };
+                let mut req = Request::new(Method::PATCH, session, Scope::Push, op);
+                req.headers.insert(CONTENT_LENGTH, HeaderValue::from(size));
+                req.headers.insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("application/octet-stream"),
+                );
+                req.body = Some(&body as &BodyFn);
+                let resp = expect(&t, h.request(&t, &req).await?, op).await?;
+                let next = location(&t, &resp, op)?;
+                let mut req =
+                    Request::new(Method::PUT, with_digest(&next, digest), Scope::Push, op);
+                req.headers.insert(CONTENT_LENGTH, HeaderValue::from(0));
+                expect(&t, h.request(&t, &req).await?, op).await?;
+            }
+            Blob::Memory(data) => {
+                let len = data.len() as u64;
+                let body = move || -> Result<reqwest::Body> { Ok(data.clone().into()) };
+                let mut req =
+                    Request::new(Method::PUT, with_digest(&session, digest), Scope::Push, op);
+                req.headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
+                req.headers.insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("application/octet-stream"),
+                );
+                req.body = Some(&body as &BodyFn);
+                expect(&t, h.request(&t, &req).await?, op).await?;
+            }
+        }
         Ok(())
     }
 
     /// Uploads a manifest (or index) document under `r`'s tag (or digest) unchanged, so
-    /// its digest is preserved. Returns the manifest's digest.
+    /// its digest is preserved (`PUT /v2/<name>/manifests/<reference>`). Returns the
+    /// manifest's digest.
     pub async fn push_manifest(
         &self,
         r: &ImageReference,
         body: Bytes,
         media_type: &str,
     ) -> Result<String> {
-        let (client, oci) = self.client(r).await?;
         let digest = sha256_digest(&body);
-        let ct = media_type
-            .parse()
-            .map_err(|_| StoreError::InvalidManifest {
-                reference: r.to_string(),
-                reason: format!("media type {media_type:?} is not a valid header value"),
-            })?;
-        // Pushing by digest-pinned reference uses the digest; by tag, the tag.
-        let target = if r.tag.is_some() {
-            oci_client::Reference::with_tag(
-                r.registry.clone(),
-                r.repository.clone(),
-                r.tag.clone().unwrap_or_default(),
-            )
-        } else {
-            oci
-        };
-        client
-            .push_manifest_raw(&target, body, ct)
-            .await
-            .map_err(|e| self.err(r, "push manifest", e))?;
+        let ct = HeaderValue::from_str(media_type).map_err(|_| StoreError::InvalidManifest {
+            reference: r.to_string(),
+            reason: format!("media type {media_type:?} is not a valid header value"),
+        })?;
+        // By tag when the reference has one (that is the tagging), else by digest.
+        let target = r
+            .tag
+            .clone()
+            .or_else(|| r.digest.clone())
+            .unwrap_or_else(|| crate::reference::DEFAULT_TAG.to_string());
+        let t = self.target(r);
+        let op = "push manifest";
+        let len = body.len() as u64;
+        let make = move || -> Result<reqwest::Body> { Ok(body.clone().into()) };
+        let url = format!("/v2/{}/manifests/{target}", r.repository);
+        let mut req = Request::new(Method::PUT, url, Scope::Push, op);
+        req.headers.insert(CONTENT_TYPE, ct);
+        req.headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
+        req.body = Some(&make as &BodyFn);
+        expect(&t, self.inner.http.request(&t, &req).await?, op).await?;
         Ok(digest)
+    }
+}
+
+/// Checks an upload step's answer (any 2xx; the spec's are `202` and, at the end,
+/// `201`); another status is an error naming the registry and the repository.
+async fn expect(
+    t: &http::Target<'_>,
+    resp: reqwest::Response,
+    op: &str,
+) -> Result<reqwest::Response> {
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(resp);
+    }
+    let body = resp.bytes().await.unwrap_or_default();
+    if status == StatusCode::NOT_FOUND {
+        // An upload the registry lost or refuses (or no such repository), not a missing
+        // image.
+        return Err(StoreError::RegistryStatus {
+            reference: t.reference.to_string(),
+            operation: format!("{op} at {}", t.host),
+            status: Some(404),
+            reason: String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned(),
+        });
+    }
+    Err(http::status_error(t, op, status, &body))
+}
+
+/// An upload's `Location`: a path on the registry or an absolute URL.
+fn location(t: &http::Target<'_>, resp: &reqwest::Response, op: &str) -> Result<String> {
+    let loc = resp
+        .headers()
+        .get(LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .filter(|l| !l.is_empty())
+        .ok_or_else(|| StoreError::RegistryStatus {
+            reference: t.reference.to_string(),
+            operation: format!("{op} at {}", t.host),
+            status: Some(resp.status().as_u16()),
+            reason: "the registry sent no upload Location".to_string(),
+        })?;
+    Ok(if loc.starts_with('/') || loc.contains("://") {
+        loc.to_string()
+    } else {
+        format!("/{loc}")
+    })
+}
+
+/// `location` with `digest=<digest>` added to its query (the upload's closing `PUT`).
+fn with_digest(location: &str, digest: &str) -> String {
+    let sep = if location.contains('?') { '&' } else { '?' };
+    format!("{location}{sep}digest={digest}")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn closing_put_keeps_the_location_query() {
+        assert_eq!(
+            super::with_digest("/v2/a/blobs/uploads/u?_state=x", "sha256:ab"),
+            "/v2/a/blobs/uploads/u?_state=x&digest=sha256:ab"
+        );
+        assert_eq!(
+            super::with_digest("https://r/v2/a/blobs/uploads/u", "sha256:ab"),
+            "https://r/v2/a/blobs/uploads/u?digest=sha256:ab"
+        );
     }
 }
