@@ -85,7 +85,7 @@ impl CacheCore {
             .map(|w| {
                 let lo = (w.blob_offset - start) as usize;
                 let slice = &bytes[lo..lo + w.blob_len as usize];
-                let data = match decode_verify(slice, w.codec, w.inner_offset, w.len, w.digest) {
+                let data = match self.decode_verify_want(layer, slice, w.codec, w.inner_offset, w.len, w.digest) {
                     Ok(d) => d,
                     Err(first) => {
                         bump(&self.counters.corrupt_chunks, 1);
@@ -106,7 +106,7 @@ impl CacheCore {
         };
         bump(&self.counters.fetch_requests, 1);
         bump(&self.counters.fetched_bytes, w.blob_len);
-        decode_verify(&bytes, w.codec, w.inner_offset, w.len, w.digest).map_err(|reason| {
+        self.decode_verify_want(layer, &bytes, w.codec, w.inner_offset, w.len, w.digest).map_err(|reason| {
             bump(&self.counters.corrupt_chunks, 1);
             tracing::error!(layer, digest = w.digest, offset = w.blob_offset, %reason, "chunk corrupt twice");
             StoreError::ChunkCorrupt {
@@ -549,7 +549,8 @@ impl CacheCore {
                 codec: c.codec,
                 inner_offset: c.inner_offset,
             };
-            match decode_verify(&frame, c.codec, c.inner_offset, c.len, &c.digest) {
+            match self.decode_verify_want(layer, &frame, c.codec, c.inner_offset, c.len, &c.digest)
+            {
                 Ok(data) => match self.store(&want, &data) {
                     Ok(()) => {
                         stored += 1;

@@ -1,0 +1,219 @@
+//! A lazy pull of an unmodified gzip image through its SOCI index, against the real
+//! registry: after `skiff image index`, a pull from a fresh store keeps the indexed layer
+//! lazy (the small one, which has no zTOC, is pulled in full), fetches a small fraction of
+//! the image, and reads the files' exact bytes span by span, also after the store reopens.
+//! An index whose zTOC lies makes that layer a full pull, with the same bytes.
+
+mod common;
+
+use std::process::Command;
+
+use skiff_store::content::sha256_digest;
+use skiff_store::registry::RegistryClient;
+use skiff_store::soci::index::{
+    fetch_ztoc, find_index, ANNOTATION_LAYER_DIGEST, ANNOTATION_LAYER_MEDIA_TYPE, SOCI_INDEX_V1,
+    ZTOC_MEDIA_TYPE,
+};
+use skiff_store::{ImageReference, Store, StoreOptions};
+use skiff_tests::binary::skiff_bin;
+use skiff_tests::fixtures::random_bytes;
+use skiff_tests::registry::registry_unavailable;
+use skiff_tests::{require, Registry};
+
+use common::{by_path, read_all, QUIET};
+
+fn store_at(dir: &std::path::Path) -> Store {
+    Store::open(
+        dir,
+        StoreOptions {
+            lazy_pull: true,
+            fetch_profiles: false,
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
+
+struct Image {
+    reference: String,
+    big: Vec<u8>,
+    wanted: Vec<u8>,
+    layers: Vec<String>,
+}
+
+fn push_image(rt: &tokio::runtime::Runtime, registry: &Registry, repo: &str) -> Image {
+    let big = random_bytes(12 << 20, 1);
+    let wanted = random_bytes(300 << 10, 2);
+    let big_layer = common::raw_tar(&[
+        ("data/big.bin", &big[..]),
+        ("data/wanted.bin", &wanted[..]),
+        ("data/tail.bin", &big[..2 << 20]),
+    ]);
+    let small_layer = common::raw_tar(&[("etc/hello", b"hello\n")]);
+    let reference = format!("{}/{repo}:1", registry.host());
+    let layers = common::push_tars(rt, &reference, &[small_layer, big_layer]);
+    Image {
+        reference,
+        big,
+        wanted,
+        layers,
+    }
+}
+
+#[test]
+fn indexed_gzip_image_is_pulled_lazily_and_reads_exact_bytes() {
+    require!(
+        "indexed_gzip_image_is_pulled_lazily_and_reads_exact_bytes",
+        registry_unavailable()
+    );
+    let registry = Registry::start().unwrap();
+    let rt = common::rt();
+    let img = push_image(&rt, &registry, "soci/lazy");
+    let out = Command::new(skiff_bin())
+        .args(["image", "index", "--span-size", "1m", &img.reference])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_at(dir.path());
+    let before = store.bytes_downloaded();
+    let pulled = rt.block_on(store.pull(&img.reference, QUIET)).unwrap();
+    let pull_bytes = store.bytes_downloaded() - before;
+    let states: Vec<(&str, &str)> = pulled
+        .layers
+        .iter()
+        .map(|l| (l.state.as_str(), l.format.as_str()))
+        .collect();
+    assert_eq!(states, [("local", "tar+gzip"), ("lazy", "soci")]);
+    let image_bytes: u64 = pulled.layers.iter().map(|l| l.size).sum();
+    eprintln!("pull fetched {pull_bytes} of the image's {image_bytes} layer bytes");
+    // The zTOC (14 spans of 32 KiB windows) and the small layer: under 5% of the image.
+    assert!(
+        pull_bytes * 20 < image_bytes,
+        "{pull_bytes} of {image_bytes}"
+    );
+
+    let files = by_path(&store.layer_indexes(&pulled.id).unwrap());
+    let read_before = store.cache_stats().unwrap().counters.fetched_bytes;
+    let wanted = &files["data/wanted.bin"];
+    assert!(read_all(&store, &img.layers[1], wanted) == img.wanted);
+    let read = store.cache_stats().unwrap().counters.fetched_bytes - read_before;
+    eprintln!("reading a 300 KiB file fetched {read} bytes");
+    assert!(
+        read > 0 && read * 4 < image_bytes,
+        "{read} of {image_bytes}"
+    );
+    assert!(read_all(&store, &img.layers[1], &files["data/big.bin"]) == img.big);
+    assert!(read_all(&store, &img.layers[1], &files["data/tail.bin"]) == img.big[..2 << 20]);
+    assert_eq!(
+        read_all(&store, &img.layers[0], &files["etc/hello"]),
+        b"hello\n"
+    );
+    let s = store.cache_stats().unwrap().counters;
+    assert_eq!(s.corrupt_chunks, 0, "{s:?}");
+
+    // Reopened (the zTOC comes from the layer's directory) with the memory cache gone:
+    // pieces come from disk, sealed by their own sha256.
+    drop(store);
+    let store = store_at(dir.path());
+    let again = rt.block_on(store.pull(&img.reference, QUIET)).unwrap();
+    assert_eq!(again.layers[1].state, "lazy");
+    let before = store.cache_stats().unwrap().counters;
+    assert!(read_all(&store, &img.layers[1], wanted) == img.wanted);
+    let after = store.cache_stats().unwrap().counters;
+    assert_eq!(after.fetched_bytes, before.fetched_bytes, "{after:?}");
+    assert!(after.disk_hits > before.disk_hits, "{after:?}");
+    assert_eq!(after.corrupt_chunks, 0, "{after:?}");
+}
+
+#[test]
+fn a_lying_ztoc_makes_the_layer_a_full_pull() {
+    require!(
+        "a_lying_ztoc_makes_the_layer_a_full_pull",
+        registry_unavailable()
+    );
+    let registry = Registry::start().unwrap();
+    let rt = common::rt();
+    let img = push_image(&rt, &registry, "soci/lying");
+    let client = RegistryClient::new(Default::default());
+    let r = ImageReference::parse(&img.reference).unwrap();
+    // A genuine zTOC, then one that claims another blob size, pushed as the newest index.
+    let out = Command::new(skiff_bin())
+        .args(["image", "index", "--span-size", "1m", &img.reference])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let resolved = rt.block_on(client.resolve_manifest(&r)).unwrap();
+    let repo = &resolved.reference;
+    let index = rt
+        .block_on(find_index(&client, repo, &resolved.manifest_digest))
+        .unwrap()
+        .unwrap();
+    let layer = &resolved.manifest.layers[1];
+    let mut ztoc = rt
+        .block_on(fetch_ztoc(
+            &client,
+            repo,
+            &layer.digest,
+            layer.size,
+            &index.ztocs[&layer.digest],
+        ))
+        .unwrap();
+    ztoc.compressed_archive_size += 1;
+    let bytes = ztoc.to_bytes();
+    let ztoc_digest = sha256_digest(&bytes);
+    rt.block_on(client.push_blob(repo, &ztoc_digest, bytes.clone().into()))
+        .unwrap();
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "artifactType": SOCI_INDEX_V1,
+        "config": {"mediaType": SOCI_INDEX_V1, "digest": sha256_digest(b"{}"), "size": 2},
+        "layers": [{
+            "mediaType": ZTOC_MEDIA_TYPE, "digest": ztoc_digest, "size": bytes.len(),
+            "annotations": {
+                ANNOTATION_LAYER_DIGEST: layer.digest,
+                ANNOTATION_LAYER_MEDIA_TYPE: layer.media_type,
+            },
+        }],
+        "subject": {
+            "mediaType": resolved.manifest_media_type,
+            "digest": resolved.manifest_digest,
+            "size": resolved.manifest_bytes.len(),
+        },
+    });
+    let body = serde_json::to_vec(&manifest).unwrap();
+    let digest = sha256_digest(&body);
+    let pinned = ImageReference {
+        tag: None,
+        ..repo.with_digest(&digest)
+    };
+    rt.block_on(client.push_manifest(
+        &pinned,
+        body.clone().into(),
+        "application/vnd.oci.image.manifest.v1+json",
+    ))
+    .unwrap();
+    rt.block_on(client.attach_referrer(
+        repo,
+        &resolved.manifest_digest,
+        &digest,
+        body.len(),
+        SOCI_INDEX_V1,
+    ))
+    .unwrap();
+    let found = rt
+        .block_on(find_index(&client, repo, &resolved.manifest_digest))
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.digest, digest, "the lying index is the newest");
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_at(dir.path());
+    let pulled = rt.block_on(store.pull(&img.reference, QUIET)).unwrap();
+    assert_eq!(pulled.layers[1].state, "local");
+    let files = by_path(&store.layer_indexes(&pulled.id).unwrap());
+    assert!(read_all(&store, &img.layers[1], &files["data/wanted.bin"]) == img.wanted);
+    assert!(read_all(&store, &img.layers[1], &files["data/big.bin"]) == img.big);
+}
