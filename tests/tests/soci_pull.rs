@@ -217,3 +217,83 @@ fn a_lying_ztoc_makes_the_layer_a_full_pull() {
     assert!(read_all(&store, &img.layers[1], &files["data/wanted.bin"]) == img.wanted);
     assert!(read_all(&store, &img.layers[1], &files["data/big.bin"]) == img.big);
 }
+
+#[test]
+fn daemon_runs_an_indexed_gzip_image_lazily() {
+    require!(
+        "daemon_runs_an_indexed_gzip_image_lazily",
+        skiff_tests::skip::root_unavailable(),
+        registry_unavailable()
+    );
+    use sha2::Digest;
+    let registry = Registry::start().unwrap();
+    let rootfs = tempfile::tempdir().unwrap();
+    skiff_tests::fixtures::build_busybox_rootfs(rootfs.path()).unwrap();
+    let big = random_bytes(12 << 20, 41);
+    std::fs::write(rootfs.path().join("data/big"), &big).unwrap();
+    let image = format!("{}/soci/run:gzip", registry.host());
+    {
+        let d = skiff_tests::Daemon::start().unwrap();
+        d.ok(&["image", "import", rootfs.path().to_str().unwrap(), &image]);
+        d.ok(&["push", &image]);
+    }
+    let out = Command::new(skiff_bin())
+        .args(["image", "index", "--span-size", "1m", &image])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let layer_size = {
+        let client = RegistryClient::new(Default::default());
+        let resolved = common::rt()
+            .block_on(client.resolve_manifest(&ImageReference::parse(&image).unwrap()))
+            .unwrap();
+        assert_eq!(resolved.manifest.layers.len(), 1);
+        resolved.manifest.layers[0].clone()
+    };
+
+    let proxy = skiff_tests::CountingProxy::start(&registry.host()).unwrap();
+    let via_proxy = format!("{}/soci/run:gzip", proxy.host());
+    let d = skiff_tests::Daemon::start().unwrap();
+    d.ok(&["pull", &via_proxy]);
+    // Bytes of the layer read so far, by range only (never a whole-blob GET).
+    let ranged = || -> u64 {
+        let gets: Vec<_> = proxy
+            .requests()
+            .into_iter()
+            .filter(|q| q.method == "GET" && q.path.ends_with(&layer_size.digest))
+            .collect();
+        assert!(
+            gets.iter().all(|q| q.range.is_some()),
+            "a whole-blob GET: {gets:?}"
+        );
+        gets.iter()
+            .filter_map(|q| q.range.as_deref())
+            .map(|range| {
+                let (a, b) = range.trim_start_matches("bytes=").split_once('-').unwrap();
+                b.parse::<u64>().unwrap() + 1 - a.parse::<u64>().unwrap()
+            })
+            .sum()
+    };
+    let out = d.ok(&["run", "--rm", &via_proxy, "cat", "/etc/passwd"]);
+    assert!(out.contains("root:"), "{out}");
+    let small = ranged();
+    eprintln!(
+        "pull + run cat /etc/passwd read {small} of the layer's {} bytes",
+        layer_size.size
+    );
+    assert!(small > 0 && small * 4 < layer_size.size, "{small}");
+    let out = d.ok(&["run", "--rm", &via_proxy, "sha256sum", "/data/big"]);
+    assert_eq!(
+        out.split_whitespace().next(),
+        Some(hex::encode(sha2::Sha256::digest(&big)).as_str())
+    );
+    // Spans shared by several files are fetched once.
+    let all = ranged();
+    eprintln!("then sha256sum /data/big: {all} bytes in all");
+    assert!(all <= layer_size.size, "{all} of {}", layer_size.size);
+    assert!(
+        !d.log_text().contains("pulling the layer in full"),
+        "{}",
+        d.log_text()
+    );
+}

@@ -119,6 +119,24 @@ impl CacheCore {
         })
     }
 
+    /// A zran piece cut from a span its layer inflated recently (stored like a fetched
+    /// one), or `None`.
+    fn recent_zran_piece(&self, layer: &str, w: &Want) -> Result<Option<Arc<[u8]>>> {
+        let Codec::Zran { span } = w.codec else {
+            return Ok(None);
+        };
+        let Some(zran) = self.zran.read().unwrap().get(layer).cloned() else {
+            return Ok(None);
+        };
+        let Some(data) = zran.recent_piece(span as usize, w.inner_offset, w.len, w.digest) else {
+            return Ok(None);
+        };
+        bump(&self.counters.memory_hits, 1);
+        let data: Arc<[u8]> = data.into();
+        self.store(w, &data)?;
+        Ok(Some(data))
+    }
+
     /// The bytes of every chunk in `wants`, from memory, disk, or the blob source.
     pub(super) fn get_chunks(
         self: &Arc<Self>,
@@ -127,7 +145,11 @@ impl CacheCore {
     ) -> Result<Vec<Arc<[u8]>>> {
         let mut out: Vec<Option<Arc<[u8]>>> = Vec::with_capacity(wants.len());
         for w in wants {
-            out.push(self.lookup(w)?);
+            let hit = match self.lookup(w)? {
+                Some(b) => Some(b),
+                None => self.recent_zran_piece(layer, w)?,
+            };
+            out.push(hit);
         }
         if out.iter().all(Option::is_some) {
             return Ok(out.into_iter().map(Option::unwrap).collect());

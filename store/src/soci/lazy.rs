@@ -4,7 +4,8 @@
 //! against the zTOC's span digest before inflating it from the span's checkpoint, and keeps
 //! the piece under a synthetic key ([`piece_key`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
 
@@ -33,7 +34,14 @@ pub fn piece_key(span_digest: &str, inner_offset: u64, len: u64) -> String {
 pub struct ZranLayer {
     spans: SpanIndex,
     digests: Vec<String>,
+    /// The last [`RECENT_SPANS`] spans inflated, newest last: the files sharing a span
+    /// (small files, a span's first and last file) are then served without fetching and
+    /// inflating it once per file.
+    recent: Mutex<VecDeque<(usize, Arc<Vec<u8>>)>>,
 }
+
+/// Inflated spans kept per SOCI layer (each up to the span size, 4 MiB by default).
+pub const RECENT_SPANS: usize = 4;
 
 impl ZranLayer {
     pub fn new(ztoc: Ztoc) -> ZranLayer {
@@ -45,7 +53,34 @@ impl ZranLayer {
                 uncompressed_size: ztoc.uncompressed_archive_size,
             },
             digests: ztoc.span_digests,
+            recent: Mutex::new(VecDeque::new()),
         }
+    }
+
+    /// The piece from a recently inflated span, if that span is still held (`key` checked
+    /// as in [`ZranLayer::piece`]).
+    pub fn recent_piece(
+        &self,
+        span: usize,
+        inner_offset: u64,
+        len: u64,
+        key: &str,
+    ) -> Option<Vec<u8>> {
+        let digest = self.digests.get(span)?;
+        if piece_key(digest, inner_offset, len) != key {
+            return None;
+        }
+        let data = {
+            let recent = self.recent.lock().unwrap();
+            recent
+                .iter()
+                .find(|(i, _)| *i == span)
+                .map(|(_, d)| d.clone())?
+        };
+        let end = inner_offset
+            .checked_add(len)
+            .filter(|&e| e <= data.len() as u64)?;
+        Some(data[inner_offset as usize..end as usize].to_vec())
     }
 
     /// Bytes `inner_offset..inner_offset+len` of span `span`, from `frame` (exactly the
@@ -81,7 +116,15 @@ impl ZranLayer {
                 "span {span}: digest is {actual}, the zTOC says {digest}"
             ));
         }
-        let data = self.spans.inflate_span(span, frame)?;
+        let data = Arc::new(self.spans.inflate_span(span, frame)?);
+        {
+            let mut recent = self.recent.lock().unwrap();
+            recent.retain(|(i, _)| *i != span);
+            if recent.len() == RECENT_SPANS {
+                recent.pop_front();
+            }
+            recent.push_back((span, data.clone()));
+        }
         let end = inner_offset
             .checked_add(len)
             .filter(|&e| e <= data.len() as u64)
