@@ -296,8 +296,15 @@ mod tests {
 
     #[test]
     fn files_become_span_pieces_that_rebuild_them() {
-        let big: Vec<u8> = (0..300_000u32)
-            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        // xorshift: incompressible, so deflate ends blocks (checkpoints) often.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let big: Vec<u8> = (0..300_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
             .collect();
         let gz = tar_gz(&[("a/small", b"hello".to_vec()), ("a/big", big.clone())]);
         let z = crate::soci::build_ztoc("sha256:l", &gz, 64 << 10).unwrap();
@@ -335,6 +342,43 @@ mod tests {
             out.extend_from_slice(&data[*inner_offset as usize..(*inner_offset + c.len) as usize]);
         }
         assert_eq!(out, big);
+
+        // Through ZranLayer, as the cache decodes: the frame is checked before inflating.
+        let c = &big_entry.chunks[1];
+        let ChunkLocation::Compressed {
+            blob_offset,
+            blob_len,
+            codec: Codec::Zran { span },
+            inner_offset,
+            digest,
+        } = &c.location
+        else {
+            panic!()
+        };
+        let zran = ZranLayer::new(z.clone());
+        let mut frame = gz[*blob_offset as usize..(*blob_offset + *blob_len) as usize].to_vec();
+        let (s, io) = (*span as usize, *inner_offset);
+        assert_eq!(zran.recent_piece(s, io, c.len, digest), None);
+        let piece = zran.piece(s, &frame, io, c.len, digest).unwrap();
+        assert_eq!(
+            piece,
+            big[c.file_offset as usize..(c.file_offset + c.len) as usize]
+        );
+        assert_eq!(zran.recent_piece(s, io, c.len, digest), Some(piece));
+        assert!(zran
+            .piece(s, &frame, io, c.len, &piece_key("sha256:x", io, c.len))
+            .unwrap_err()
+            .contains("piece key"));
+        assert!(zran
+            .piece(s, &frame[1..], io, c.len, digest)
+            .unwrap_err()
+            .contains("compressed bytes"));
+        let last = frame.len() - 1;
+        frame[last] ^= 1;
+        assert!(zran
+            .piece(s, &frame, io, c.len, digest)
+            .unwrap_err()
+            .contains("the zTOC says"));
         assert_eq!(big_entry.mtime, 1_700_000_000);
         assert_eq!(big_entry.mode, 0o644);
     }
