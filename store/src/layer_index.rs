@@ -22,6 +22,23 @@ pub enum FileKind {
     Fifo,
 }
 
+impl FileKind {
+    /// The kind a TOC names with `typ` (`reg`, `dir`, `symlink`, `hardlink`, `char`,
+    /// `block`, `fifo`: the names of eStargz/zstd:chunked TOCs and SOCI zTOCs).
+    pub fn from_toc_type(typ: &str) -> Option<FileKind> {
+        Some(match typ {
+            "reg" => FileKind::Regular,
+            "dir" => FileKind::Directory,
+            "symlink" => FileKind::Symlink,
+            "hardlink" => FileKind::Hardlink,
+            "char" => FileKind::CharDevice,
+            "block" => FileKind::BlockDevice,
+            "fifo" => FileKind::Fifo,
+            _ => return None,
+        })
+    }
+}
+
 /// How the blob bytes of a [`ChunkLocation::Compressed`] chunk are decoded. Carried by each
 /// chunk, so the chunk cache serves every lazy format (see [`crate::lazy_format`]) alike.
 #[derive(

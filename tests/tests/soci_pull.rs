@@ -34,32 +34,6 @@ fn store_at(dir: &std::path::Path) -> Store {
     .unwrap()
 }
 
-struct Image {
-    reference: String,
-    big: Vec<u8>,
-    wanted: Vec<u8>,
-    layers: Vec<String>,
-}
-
-fn push_image(rt: &tokio::runtime::Runtime, registry: &Registry, repo: &str) -> Image {
-    let big = random_bytes(12 << 20, 1);
-    let wanted = random_bytes(300 << 10, 2);
-    let big_layer = common::raw_tar(&[
-        ("data/big.bin", &big[..]),
-        ("data/wanted.bin", &wanted[..]),
-        ("data/tail.bin", &big[..2 << 20]),
-    ]);
-    let small_layer = common::raw_tar(&[("etc/hello", b"hello\n")]);
-    let reference = format!("{}/{repo}:1", registry.host());
-    let layers = common::push_tars(rt, &reference, &[small_layer, big_layer]);
-    Image {
-        reference,
-        big,
-        wanted,
-        layers,
-    }
-}
-
 #[test]
 fn indexed_gzip_image_is_pulled_lazily_and_reads_exact_bytes() {
     require!(
@@ -68,7 +42,7 @@ fn indexed_gzip_image_is_pulled_lazily_and_reads_exact_bytes() {
     );
     let registry = Registry::start().unwrap();
     let rt = common::rt();
-    let img = push_image(&rt, &registry, "soci/lazy");
+    let img = common::push_soci_image(&rt, &registry.host(), "soci/lazy");
     let out = Command::new(skiff_bin())
         .args(["image", "index", "--span-size", "1m", &img.reference])
         .output()
@@ -135,7 +109,7 @@ fn a_lying_ztoc_makes_the_layer_a_full_pull() {
     );
     let registry = Registry::start().unwrap();
     let rt = common::rt();
-    let img = push_image(&rt, &registry, "soci/lying");
+    let img = common::push_soci_image(&rt, &registry.host(), "soci/lying");
     let client = RegistryClient::new(Default::default());
     let r = ImageReference::parse(&img.reference).unwrap();
     // A genuine zTOC, then one that claims another blob size, pushed as the newest index.

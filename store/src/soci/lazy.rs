@@ -175,16 +175,8 @@ pub fn layer_index(layer: &str, ztoc: &Ztoc) -> Result<LayerIndex> {
         let Some(path) = normalize_path(layer, &f.name)? else {
             continue; // the root: its metadata is the mount's
         };
-        let kind = match f.kind.as_str() {
-            "reg" => FileKind::Regular,
-            "dir" => FileKind::Directory,
-            "symlink" => FileKind::Symlink,
-            "hardlink" => FileKind::Hardlink,
-            "char" => FileKind::CharDevice,
-            "block" => FileKind::BlockDevice,
-            "fifo" => FileKind::Fifo,
-            t => return Err(bad(layer, &f.name, format!("unknown type {t:?}"))),
-        };
+        let kind = FileKind::from_toc_type(&f.kind)
+            .ok_or_else(|| bad(layer, &f.name, format!("unknown type {:?}", f.kind)))?;
         let link_target = match kind {
             FileKind::Symlink => LayerPath::new(f.linkname.clone()),
             FileKind::Hardlink => {
