@@ -34,6 +34,15 @@ fn store_at(dir: &std::path::Path) -> Store {
     .unwrap()
 }
 
+/// `skiff image index --span-size 1m REF`, which must succeed.
+fn index_image(reference: &str) {
+    let out = Command::new(skiff_bin())
+        .args(["image", "index", "--span-size", "1m", reference])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+}
+
 #[test]
 fn indexed_gzip_image_is_pulled_lazily_and_reads_exact_bytes() {
     require!(
@@ -43,11 +52,7 @@ fn indexed_gzip_image_is_pulled_lazily_and_reads_exact_bytes() {
     let registry = Registry::start().unwrap();
     let rt = common::rt();
     let img = common::push_soci_image(&rt, &registry.host(), "soci/lazy");
-    let out = Command::new(skiff_bin())
-        .args(["image", "index", "--span-size", "1m", &img.reference])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
+    index_image(&img.reference);
 
     let dir = tempfile::tempdir().unwrap();
     let store = store_at(dir.path());
@@ -113,11 +118,7 @@ fn a_lying_ztoc_makes_the_layer_a_full_pull() {
     let client = RegistryClient::new(Default::default());
     let r = ImageReference::parse(&img.reference).unwrap();
     // A genuine zTOC, then one that claims another blob size, pushed as the newest index.
-    let out = Command::new(skiff_bin())
-        .args(["image", "index", "--span-size", "1m", &img.reference])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
+    index_image(&img.reference);
     let resolved = rt.block_on(client.resolve_manifest(&r)).unwrap();
     let repo = &resolved.reference;
     let index = rt
@@ -211,11 +212,7 @@ fn daemon_runs_an_indexed_gzip_image_lazily() {
         d.ok(&["image", "import", rootfs.path().to_str().unwrap(), &image]);
         d.ok(&["push", &image]);
     }
-    let out = Command::new(skiff_bin())
-        .args(["image", "index", "--span-size", "1m", &image])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
+    index_image(&image);
     let layer_size = {
         let client = RegistryClient::new(Default::default());
         let resolved = common::rt()

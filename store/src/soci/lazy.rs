@@ -286,6 +286,22 @@ mod tests {
         e.finish().unwrap()
     }
 
+    /// A zran piece's frame in `gz`, span, inner offset and key.
+    fn zran_piece<'a>(gz: &'a [u8], c: &ChunkRef) -> (&'a [u8], usize, u64, String) {
+        let ChunkLocation::Compressed {
+            blob_offset,
+            blob_len,
+            codec: Codec::Zran { span },
+            inner_offset,
+            digest,
+        } = &c.location
+        else {
+            panic!("not a zran piece: {c:?}")
+        };
+        let frame = &gz[*blob_offset as usize..(*blob_offset + *blob_len) as usize];
+        (frame, *span as usize, *inner_offset, digest.clone())
+    }
+
     #[test]
     fn files_become_span_pieces_that_rebuild_them() {
         // xorshift: incompressible, so deflate ends blocks (checkpoints) often.
@@ -313,43 +329,21 @@ mod tests {
         );
         let mut out = Vec::new();
         for c in &big_entry.chunks {
-            let ChunkLocation::Compressed {
-                blob_offset,
-                blob_len,
-                codec: Codec::Zran { span },
-                inner_offset,
-                digest,
-            } = &c.location
-            else {
-                panic!()
-            };
+            let (frame, span, inner_offset, digest) = zran_piece(&gz, c);
             assert_eq!(
-                *digest,
-                piece_key(&z.span_digests[*span as usize], *inner_offset, c.len)
+                digest,
+                piece_key(&z.span_digests[span], inner_offset, c.len)
             );
-            let frame = &gz[*blob_offset as usize..(*blob_offset + *blob_len) as usize];
-            let data = z
-                .read_span("sha256:l", &spans, *span as usize, frame)
-                .unwrap();
-            out.extend_from_slice(&data[*inner_offset as usize..(*inner_offset + c.len) as usize]);
+            let data = z.read_span("sha256:l", &spans, span, frame).unwrap();
+            out.extend_from_slice(&data[inner_offset as usize..(inner_offset + c.len) as usize]);
         }
         assert_eq!(out, big);
 
         // Through ZranLayer, as the cache decodes: the frame is checked before inflating.
         let c = &big_entry.chunks[1];
-        let ChunkLocation::Compressed {
-            blob_offset,
-            blob_len,
-            codec: Codec::Zran { span },
-            inner_offset,
-            digest,
-        } = &c.location
-        else {
-            panic!()
-        };
+        let (frame, s, io, digest) = zran_piece(&gz, c);
+        let (mut frame, digest) = (frame.to_vec(), digest.as_str());
         let zran = ZranLayer::new(z.clone());
-        let mut frame = gz[*blob_offset as usize..(*blob_offset + *blob_len) as usize].to_vec();
-        let (s, io) = (*span as usize, *inner_offset);
         assert_eq!(zran.recent_piece(s, io, c.len, digest), None);
         let piece = zran.piece(s, &frame, io, c.len, digest).unwrap();
         assert_eq!(
