@@ -29,6 +29,10 @@ impl Codec {
                 Box::new(flate2::read::MultiGzDecoder::new(compressed)),
                 "gzip",
             ),
+            // Its checkpoint window is the layer's: the chunk cache inflates it.
+            Codec::Zran { span } => {
+                return Err(format!("zran span {span} needs its layer's zTOC"));
+            }
         };
         let skipped = std::io::copy(&mut (&mut reader).take(inner_offset), &mut std::io::sink())
             .map_err(|e| format!("{name}: {e}"))?;

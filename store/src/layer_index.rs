@@ -22,6 +22,23 @@ pub enum FileKind {
     Fifo,
 }
 
+impl FileKind {
+    /// The kind a TOC names with `typ` (`reg`, `dir`, `symlink`, `hardlink`, `char`,
+    /// `block`, `fifo`: the names of eStargz/zstd:chunked TOCs and SOCI zTOCs).
+    pub fn from_toc_type(typ: &str) -> Option<FileKind> {
+        Some(match typ {
+            "reg" => FileKind::Regular,
+            "dir" => FileKind::Directory,
+            "symlink" => FileKind::Symlink,
+            "hardlink" => FileKind::Hardlink,
+            "char" => FileKind::CharDevice,
+            "block" => FileKind::BlockDevice,
+            "fifo" => FileKind::Fifo,
+            _ => return None,
+        })
+    }
+}
+
 /// How the blob bytes of a [`ChunkLocation::Compressed`] chunk are decoded. Carried by each
 /// chunk, so the chunk cache serves every lazy format (see [`crate::lazy_format`]) alike.
 #[derive(
@@ -37,6 +54,13 @@ pub enum Codec {
     /// after `inner_offset` bytes; what follows the chunk (tar padding, the next tar
     /// headers) is ignored (eStargz).
     Gzip,
+    /// Span `span` of a SOCI-indexed gzip layer: the blob bytes are the span's compressed
+    /// range, checked against the zTOC's span digest before they are inflated from the
+    /// span's zran checkpoint (the 32 KiB window is the layer's, registered with the cache
+    /// once per layer, not carried per chunk); the chunk is `len` bytes at `inner_offset` of
+    /// the inflated span. The zTOC gives no digest of decompressed bytes, so such a chunk's
+    /// `digest` is a synthetic key ([`crate::soci::lazy::piece_key`]).
+    Zran { span: u32 },
 }
 
 impl Codec {

@@ -6,14 +6,20 @@ use std::sync::Arc;
 
 use crate::cache::{CacheStats, ChunkCache};
 use crate::chunked::{BlobSource, RetryPolicy};
+use crate::content::write_atomic;
 use crate::db::LayerRow;
+use crate::layer::Compression;
 use crate::layer::LocalContentReader;
 use crate::layer_index::{ChunkLocation, ChunkRef, ContentReader, FileKind, LayerIndex};
-use crate::lazy_format::{self, LayerDescriptor, LazyFormat, Opened};
+use crate::lazy_format::{self, LayerDescriptor, LazyFormat, LazyLayer, Opened};
 use crate::lazy_source::StoreBlobSource;
 use crate::pull::{DiffId, ProgressFn, PullProgress, PullStatus};
 use crate::reference::ImageReference;
 use crate::registry::Descriptor;
+use crate::registry::ResolvedImage;
+use crate::soci::index::{fetch_ztoc, find_index};
+use crate::soci::lazy::{self as soci_lazy, ZranLayer};
+use crate::soci::Ztoc;
 use crate::store::Store;
 use crate::{Result, StoreError};
 
@@ -31,6 +37,18 @@ pub struct ChunkCacheUsage {
     pub chunks: u64,
     /// Counters since the store was opened (`fetched_bytes` = compressed bytes fetched).
     pub counters: CacheStats,
+}
+
+/// A lazy SOCI layer's zTOC, in its layer directory (read again when the store reopens).
+pub const ZTOC_FILE: &str = "soci.ztoc";
+
+fn progress_event(progress: ProgressFn<'_>, layer: &Descriptor, status: PullStatus, current: u64) {
+    progress(PullProgress {
+        layer: layer.digest.clone(),
+        status,
+        current,
+        total: layer.size,
+    })
 }
 
 /// Sends each file's reads to where its chunks are: `data.tar` of a local layer, or the
@@ -79,30 +97,12 @@ impl Store {
         diff_id: &DiffId<'_>,
         progress: ProgressFn<'_>,
     ) -> Result<Option<(LayerRow, Option<LayerIndex>)>> {
-        let event = |status, current| {
-            progress(PullProgress {
-                layer: layer.digest.clone(),
-                status,
-                current,
-                total: layer.size,
-            })
-        };
-        if let Some(row) = self.inner.db.layer(&layer.digest)? {
-            if row.state == "lazy" && self.inner.db.layer_source(&row.digest)?.is_some() {
-                self.register_lazy_layer(&row.digest)?;
-                event(PullStatus::AlreadyExists, layer.size);
-                return Ok(Some((row, None)));
-            }
+        if let Some(row) = self.reuse_lazy_layer(layer, progress)? {
+            return Ok(Some((row, None)));
         }
-        let source: Arc<dyn BlobSource> = Arc::new(StoreBlobSource::new(
-            self.inner.registry.clone(),
-            r.clone(),
-            layer.digest.clone(),
-            layer.size,
-            tokio::runtime::Handle::current(),
-        ));
+        let source = self.blob_source(r, layer);
         let desc = LayerDescriptor::from(layer);
-        event(PullStatus::Downloading, 0);
+        progress_event(progress, layer, PullStatus::Downloading, 0);
         let t0 = std::time::Instant::now();
         let opened =
             lazy_format::open_async(format, source.clone(), desc, RetryPolicy::default()).await;
@@ -118,8 +118,153 @@ impl Store {
             }
             Err(e) => return Err(e),
         };
+        tracing::debug!(layer = %layer.digest, entries = lazy.index.entries.len(), ms = t0.elapsed().as_secs_f64() * 1e3, "lazy pull: TOC fetched and parsed");
+        let pulled = self
+            .store_lazy_layer(r, layer, format.name(), lazy, source, diff_id)
+            .await?;
+        progress_event(progress, layer, PullStatus::Complete, layer.size);
+        Ok(Some(pulled))
+    }
+
+    /// Stores a gzip layer lazily through its SOCI zTOC (fetched and checked by the pull,
+    /// see [`Store::find_soci_ztocs`]): the zTOC is kept in the layer's directory, its
+    /// checkpoints registered with the chunk cache. `None` when the zTOC's file table
+    /// cannot be served (logged here, once): the layer is then pulled in full.
+    pub(crate) async fn pull_soci_layer(
+        &self,
+        r: &ImageReference,
+        layer: &Descriptor,
+        ztoc: Arc<Ztoc>,
+        diff_id: &DiffId<'_>,
+        progress: ProgressFn<'_>,
+    ) -> Result<Option<(LayerRow, Option<LayerIndex>)>> {
+        if let Some(row) = self.reuse_lazy_layer(layer, progress)? {
+            return Ok(Some((row, None)));
+        }
+        progress_event(progress, layer, PullStatus::Downloading, 0);
+        let index = match soci_lazy::layer_index(&layer.digest, &ztoc) {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::warn!(layer = %layer.digest, error = %e, "refusing the layer's zTOC: pulling the layer in full");
+                return Ok(None);
+            }
+        };
+        let dir = self.layer_dir(&layer.digest)?;
+        std::fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
+        write_atomic(
+            self.inner.blobs.tmp_dir(),
+            &dir.join(ZTOC_FILE),
+            &ztoc.to_bytes(),
+        )?;
+        self.inner.cache.register_zran(
+            &layer.digest,
+            Arc::new(ZranLayer::new(Arc::unwrap_or_clone(ztoc))),
+        );
+        let lazy = LazyLayer {
+            index,
+            prefetch: Vec::new(),
+            toc_digest: String::new(),
+        };
+        let source = self.blob_source(r, layer);
+        let pulled = self
+            .store_lazy_layer(r, layer, soci_lazy::FORMAT_NAME, lazy, source, diff_id)
+            .await?;
+        progress_event(progress, layer, PullStatus::Complete, layer.size);
+        Ok(Some(pulled))
+    }
+
+    /// The checked zTOCs of `resolved`'s gzip layers, from a SOCI index v1 referring to its
+    /// manifest, when lazy pull is on: only layers no other lazy format claims and not
+    /// stored yet. Nothing found (no index, registry errors) leaves every layer to its
+    /// usual pull; a zTOC that fails its checks is logged once, naming the layer and the
+    /// reason, and that layer is pulled in full. Never fails the pull.
+    pub(crate) async fn find_soci_ztocs(
+        &self,
+        resolved: &ResolvedImage,
+    ) -> HashMap<String, Arc<Ztoc>> {
+        let mut out = HashMap::new();
+        if !self.inner.opts.lazy_pull {
+            return out;
+        }
+        let mut candidates = Vec::new();
+        for l in &resolved.manifest.layers {
+            let desc = LayerDescriptor::from(l);
+            let stored = matches!(self.inner.db.layer(&l.digest), Ok(Some(_)));
+            if !stored
+                && lazy_format::detect(&desc).is_none()
+                && Compression::from_media_type(&l.media_type) == Some(Compression::Gzip)
+            {
+                candidates.push(l);
+            }
+        }
+        if candidates.is_empty() {
+            return out;
+        }
+        let r = &resolved.reference;
+        let registry = &self.inner.registry;
+        let index = match find_index(registry, r, &resolved.manifest_digest).await {
+            Ok(Some(i)) => i,
+            Ok(None) => return out,
+            Err(e) => {
+                tracing::info!(reference = %r, error = %e, "looking for a SOCI index failed: pulling in full");
+                return out;
+            }
+        };
+        for l in candidates {
+            let Some(desc) = index.ztocs.get(&l.digest) else {
+                continue;
+            };
+            match fetch_ztoc(registry, r, &l.digest, l.size, desc).await {
+                Ok(z) => {
+                    out.insert(l.digest.clone(), Arc::new(z));
+                }
+                Err(e) => {
+                    tracing::warn!(layer = %l.digest, index = %index.digest, error = %e, "refusing the layer's zTOC: pulling the layer in full");
+                }
+            }
+        }
+        tracing::debug!(reference = %r, index = %index.digest, layers = out.len(), "SOCI index found");
+        out
+    }
+
+    /// A layer stored lazily already, registered again with the cache (`None` otherwise).
+    pub(crate) fn reuse_lazy_layer(
+        &self,
+        layer: &Descriptor,
+        progress: ProgressFn<'_>,
+    ) -> Result<Option<LayerRow>> {
+        if let Some(row) = self.inner.db.layer(&layer.digest)? {
+            if row.state == "lazy" && self.inner.db.layer_source(&row.digest)?.is_some() {
+                self.register_lazy_layer(&row.digest)?;
+                progress_event(progress, layer, PullStatus::AlreadyExists, layer.size);
+                return Ok(Some(row));
+            }
+        }
+        Ok(None)
+    }
+
+    fn blob_source(&self, r: &ImageReference, layer: &Descriptor) -> Arc<dyn BlobSource> {
+        Arc::new(StoreBlobSource::new(
+            self.inner.registry.clone(),
+            r.clone(),
+            layer.digest.clone(),
+            layer.size,
+            tokio::runtime::Handle::current(),
+        ))
+    }
+
+    /// Records an opened lazy layer (row and index) and registers it with the cache.
+    async fn store_lazy_layer(
+        &self,
+        r: &ImageReference,
+        layer: &Descriptor,
+        format: &str,
+        lazy: LazyLayer,
+        source: Arc<dyn BlobSource>,
+        diff_id: &DiffId<'_>,
+    ) -> Result<(LayerRow, Option<LayerIndex>)> {
+        let t0 = std::time::Instant::now();
         let index = lazy.index;
-        tracing::debug!(layer = %layer.digest, entries = index.entries.len(), ms = t0.elapsed().as_secs_f64() * 1e3, "lazy pull: TOC fetched and parsed");
         let tar_size = index
             .entries
             .iter()
@@ -131,7 +276,7 @@ impl Store {
             media_type: layer.media_type.clone(),
             size: layer.size,
             diff_id: diff_id.get().await?,
-            format: format.name().to_string(),
+            format: format.to_string(),
             state: "lazy".to_string(),
             tar_size,
         };
@@ -142,8 +287,7 @@ impl Store {
         if !lazy.prefetch.is_empty() {
             self.prefetch_in_background(&layer.digest, lazy.prefetch);
         }
-        event(PullStatus::Complete, layer.size);
-        Ok(Some((row, Some(index))))
+        Ok((row, Some(index)))
     }
 
     /// Fetches `chunks` of a registered lazy layer on the blocking pool; failures are left
@@ -182,6 +326,19 @@ impl Store {
             tokio::runtime::Handle::try_current().map_err(|_| StoreError::LayerNotRegistered {
                 layer: digest.to_string(),
             })?;
+        if self
+            .inner
+            .db
+            .layer(digest)?
+            .is_some_and(|row| row.format == soci_lazy::FORMAT_NAME)
+        {
+            let path = self.layer_dir(digest)?.join(ZTOC_FILE);
+            let bytes = std::fs::read(&path).map_err(|e| StoreError::io(&path, e))?;
+            let ztoc = Ztoc::parse(digest, &bytes)?;
+            self.inner
+                .cache
+                .register_zran(digest, Arc::new(ZranLayer::new(ztoc)));
+        }
         let source = StoreBlobSource::new(self.inner.registry.clone(), r, digest, size, handle);
         self.inner.cache.register_layer(digest, Arc::new(source));
         Ok(())

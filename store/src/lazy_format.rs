@@ -93,7 +93,11 @@ pub trait LazyFormat: Send + Sync {
 }
 
 /// Every lazy format skiff reads, in the order they are tried.
-pub static FORMATS: &[&dyn LazyFormat] = &[&crate::chunked::ZstdChunked, &crate::estargz::Estargz];
+pub static FORMATS: &[&dyn LazyFormat] = &[
+    &crate::chunked::ZstdChunked,
+    &crate::estargz::Estargz,
+    &crate::soci::lazy::Soci,
+];
 
 /// The format that claims `layer`, if any.
 pub fn detect(layer: &LayerDescriptor) -> Option<&'static dyn LazyFormat> {

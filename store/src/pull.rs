@@ -64,6 +64,21 @@ impl PullProgress {
 
 pub type ProgressFn<'a> = &'a (dyn Fn(PullProgress) + Send + Sync);
 
+/// Drops a pull's zTOCs from the store when the pull ends (done, failed or cancelled).
+struct ForgetZtocs<'a> {
+    store: &'a Store,
+    layers: Vec<String>,
+}
+
+impl Drop for ForgetZtocs<'_> {
+    fn drop(&mut self) {
+        let mut z = self.store.inner.soci_ztocs.lock().unwrap();
+        for l in &self.layers {
+            z.remove(l);
+        }
+    }
+}
+
 impl Store {
     /// Pulls `reference` (normalised like Docker) and returns the stored image. Cancelling
     /// the future leaves no image behind (fully stored layers are kept for a retry).
@@ -93,6 +108,14 @@ impl Store {
             };
             let _ = diff_tx.send(Some(ids));
             config
+        };
+        // Gzip layers indexed by a SOCI index are pulled lazily through their zTOCs.
+        let ztocs = self.find_soci_ztocs(&resolved).await;
+        let soci_layers: Vec<String> = ztocs.keys().cloned().collect();
+        self.inner.soci_ztocs.lock().unwrap().extend(ztocs);
+        let _forget = ForgetZtocs {
+            store: self,
+            layers: soci_layers,
         };
         let limit = self.inner.opts.max_concurrent_downloads.max(1);
         // Futures built eagerly: a lazy `.map(|(layer, diff_id)| ..)` closure over borrowed
@@ -366,6 +389,27 @@ impl Store {
         if let Some(format) = format.filter(|_| self.inner.opts.lazy_pull) {
             if let Some(pulled) = self
                 .pull_lazy_layer(r, layer, format, &diff_id, progress)
+                .await?
+            {
+                return Ok(pulled);
+            }
+        }
+        if format.is_none() && self.inner.opts.lazy_pull {
+            // Stored lazily through a SOCI index by an earlier pull.
+            if let Some(row) = self.reuse_lazy_layer(layer, progress)? {
+                return Ok((row, None));
+            }
+        }
+        let ztoc = self
+            .inner
+            .soci_ztocs
+            .lock()
+            .unwrap()
+            .get(&layer.digest)
+            .cloned();
+        if let Some(ztoc) = ztoc.filter(|_| format.is_none()) {
+            if let Some(pulled) = self
+                .pull_soci_layer(r, layer, ztoc, &diff_id, progress)
                 .await?
             {
                 return Ok(pulled);

@@ -143,6 +143,8 @@ pub(crate) struct Inner {
     /// One lock per layer digest being pulled: concurrent pulls of an image wait for the
     /// first to store a layer, then reuse it, instead of each fetching its TOC or blob.
     pub(crate) layer_pulls: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// zTOCs found by pulls in progress (layer digest → zTOC), for their layers' pulls.
+    pub(crate) soci_ztocs: std::sync::Mutex<HashMap<String, Arc<crate::soci::Ztoc>>>,
     /// Indexes a pull just stored, for the image's first mount.
     pub(crate) fresh_indexes: crate::fresh_indexes::FreshIndexes,
 }
@@ -184,6 +186,7 @@ impl Store {
                 cache,
                 opts,
                 layer_pulls: std::sync::Mutex::new(HashMap::new()),
+                soci_ztocs: std::sync::Mutex::new(HashMap::new()),
                 fresh_indexes: Default::default(),
             }),
         })

@@ -13,8 +13,6 @@ use skiff_store::registry::RegistryClient;
 use skiff_store::soci::index::{fetch_ztoc, find_index, SOCI_INDEX_V1};
 use skiff_store::{ImageReference, StoreError};
 use skiff_tests::binary::skiff_bin;
-// Random bytes do not compress, so the gzip layer stays over SOCI's 10 MiB minimum.
-use skiff_tests::fixtures::random_bytes;
 use skiff_tests::registry::registry_unavailable;
 use skiff_tests::{require, CountingProxy, Registry};
 
@@ -33,16 +31,12 @@ fn indexed_gzip_image_serves_a_file_from_a_few_spans() {
     );
     let registry = Registry::start().unwrap();
     let rt = common::rt();
-    let big = random_bytes(12 << 20, 1);
-    let wanted = random_bytes(300 << 10, 2);
-    let big_layer = common::raw_tar(&[
-        ("data/big.bin", &big[..]),
-        ("data/wanted.bin", &wanted[..]),
-        ("data/tail.bin", &big[..2 << 20]),
-    ]);
-    let small_layer = common::raw_tar(&[("etc/hello", b"hello\n")]);
-    let reference = format!("{}/soci/app:1", registry.host());
-    let layers = common::push_tars(&rt, &reference, &[small_layer, big_layer]);
+    let common::SociImage {
+        reference,
+        wanted,
+        layers,
+        ..
+    } = common::push_soci_image(&rt, &registry.host(), "soci/app");
 
     // 1 MiB spans: the unit a read fetches, so a small file costs about two of them.
     let out = skiff(&["image", "index", "--span-size", "1m", &reference]);

@@ -85,7 +85,7 @@ impl CacheCore {
             .map(|w| {
                 let lo = (w.blob_offset - start) as usize;
                 let slice = &bytes[lo..lo + w.blob_len as usize];
-                let data = match decode_verify(slice, w.codec, w.inner_offset, w.len, w.digest) {
+                let data = match self.decode_verify_want(layer, slice, w.codec, w.inner_offset, w.len, w.digest) {
                     Ok(d) => d,
                     Err(first) => {
                         bump(&self.counters.corrupt_chunks, 1);
@@ -106,7 +106,7 @@ impl CacheCore {
         };
         bump(&self.counters.fetch_requests, 1);
         bump(&self.counters.fetched_bytes, w.blob_len);
-        decode_verify(&bytes, w.codec, w.inner_offset, w.len, w.digest).map_err(|reason| {
+        self.decode_verify_want(layer, &bytes, w.codec, w.inner_offset, w.len, w.digest).map_err(|reason| {
             bump(&self.counters.corrupt_chunks, 1);
             tracing::error!(layer, digest = w.digest, offset = w.blob_offset, %reason, "chunk corrupt twice");
             StoreError::ChunkCorrupt {
@@ -119,6 +119,24 @@ impl CacheCore {
         })
     }
 
+    /// A zran piece cut from a span its layer inflated recently (stored like a fetched
+    /// one), or `None`.
+    fn recent_zran_piece(&self, layer: &str, w: &Want) -> Result<Option<Arc<[u8]>>> {
+        let Codec::Zran { span } = w.codec else {
+            return Ok(None);
+        };
+        let Some(zran) = self.zran.read().unwrap().get(layer).cloned() else {
+            return Ok(None);
+        };
+        let Some(data) = zran.recent_piece(span as usize, w.inner_offset, w.len, w.digest) else {
+            return Ok(None);
+        };
+        bump(&self.counters.memory_hits, 1);
+        let data: Arc<[u8]> = data.into();
+        self.store(w, &data)?;
+        Ok(Some(data))
+    }
+
     /// The bytes of every chunk in `wants`, from memory, disk, or the blob source.
     pub(super) fn get_chunks(
         self: &Arc<Self>,
@@ -127,7 +145,11 @@ impl CacheCore {
     ) -> Result<Vec<Arc<[u8]>>> {
         let mut out: Vec<Option<Arc<[u8]>>> = Vec::with_capacity(wants.len());
         for w in wants {
-            out.push(self.lookup(w)?);
+            let hit = match self.lookup(w)? {
+                Some(b) => Some(b),
+                None => self.recent_zran_piece(layer, w)?,
+            };
+            out.push(hit);
         }
         if out.iter().all(Option::is_some) {
             return Ok(out.into_iter().map(Option::unwrap).collect());
@@ -565,7 +587,8 @@ impl CacheCore {
                 codec: c.codec,
                 inner_offset: c.inner_offset,
             };
-            match decode_verify(&frame, c.codec, c.inner_offset, c.len, &c.digest) {
+            match self.decode_verify_want(layer, &frame, c.codec, c.inner_offset, c.len, &c.digest)
+            {
                 Ok(data) => match self.store(&want, &data) {
                     Ok(()) => {
                         stored += 1;

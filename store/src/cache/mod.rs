@@ -28,6 +28,7 @@ use sha2::{Digest, Sha256};
 use crate::chunked::footer::is_sha256_digest;
 use crate::chunked::{BlobSource, RetryPolicy};
 use crate::layer_index::{ChunkLocation, ChunkRef, Codec, ContentReader, LayerIndex};
+use crate::soci::lazy::ZranLayer;
 use crate::{Result, StoreError};
 use db::CacheDb;
 use files::ChunkFiles;
@@ -155,6 +156,8 @@ pub struct CacheCore {
     /// Background fsync of freshly renamed chunk files, off the reader's path.
     syncer: Option<Syncer>,
     layers: RwLock<HashMap<String, Arc<dyn BlobSource>>>,
+    /// The zran checkpoints and span digests of lazy SOCI layers ([`Codec::Zran`] chunks).
+    zran: RwLock<HashMap<String, Arc<ZranLayer>>>,
     /// Each layer's chunks in blob order, for read-ahead.
     maps: RwLock<HashMap<String, Arc<readahead::LayerMap>>>,
     readahead: readahead::Adaptive,
@@ -248,6 +251,54 @@ fn decode_verify(
     Ok(out.into())
 }
 
+impl CacheCore {
+    /// Decodes and verifies one fetched chunk of `layer`: a zran piece against its span
+    /// digest (before inflating; its key is synthetic), any other chunk against its digest.
+    fn decode_verify_want(
+        &self,
+        layer: &str,
+        frame: &[u8],
+        codec: Codec,
+        inner_offset: u64,
+        len: u64,
+        digest: &str,
+    ) -> std::result::Result<Arc<[u8]>, String> {
+        match codec {
+            Codec::Zran { span } => {
+                let zran = self
+                    .zran
+                    .read()
+                    .unwrap()
+                    .get(layer)
+                    .cloned()
+                    .ok_or_else(|| format!("no zTOC registered for layer {layer}"))?;
+                Ok(zran
+                    .piece(span as usize, frame, inner_offset, len, digest)?
+                    .into())
+            }
+            _ => decode_verify(frame, codec, inner_offset, len, digest),
+        }
+    }
+}
+
+/// A zran piece on disk: its bytes then their sha256 (its key is synthetic, so the file
+/// carries what a disk read checks, as a content key does for other chunks).
+fn seal(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len() + 32);
+    out.extend_from_slice(data);
+    out.extend_from_slice(&Sha256::digest(data));
+    out
+}
+
+/// The bytes of a sealed piece of `len` bytes, `None` when torn or altered.
+fn unseal(mut file: Vec<u8>, len: u64) -> Option<Vec<u8>> {
+    if file.len() as u64 != len.checked_add(32)? {
+        return None;
+    }
+    let sum = file.split_off(len as usize);
+    (Sha256::digest(&file).as_slice() == sum.as_slice()).then_some(file)
+}
+
 fn is_disk_full(e: &StoreError) -> bool {
     matches!(e, StoreError::Db(rusqlite::Error::SqliteFailure(f, _)) if f.code == rusqlite::ErrorCode::DiskFull)
 }
@@ -285,6 +336,7 @@ impl CacheCore {
             touched: Mutex::new(HashMap::new()),
             syncer: Some(Syncer::start()),
             layers: RwLock::new(HashMap::new()),
+            zran: RwLock::new(HashMap::new()),
             maps: RwLock::new(HashMap::new()),
             readahead: readahead::Adaptive::new(config.readahead_max_bytes),
             ahead: ahead_queue::AheadQueue::default(),
@@ -306,10 +358,33 @@ impl CacheCore {
             .insert(layer_digest.to_string(), source);
     }
 
+    /// Makes the [`Codec::Zran`] chunks of SOCI layer `layer_digest` decodable: its zTOC's
+    /// checkpoints and span digests.
+    pub fn register_zran(&self, layer_digest: &str, zran: Arc<ZranLayer>) {
+        self.zran
+            .write()
+            .unwrap()
+            .insert(layer_digest.to_string(), zran);
+    }
+
     /// Gives read-ahead the layout of `index`'s layer (which chunks follow which in the
-    /// blob); without it, misses of that layer fetch only what they need.
+    /// blob); without it, misses of that layer fetch only what they need. SOCI layers get
+    /// none: several files' pieces share one span's blob range, which read-ahead's
+    /// one-chunk-after-another stream cannot hold (a miss fetches exactly its spans).
     pub fn set_layer_map(&self, index: &LayerIndex) {
         if self.maps.read().unwrap().contains_key(&index.digest) {
+            return;
+        }
+        let zran = index.entries.iter().flat_map(|e| &e.chunks).any(|c| {
+            matches!(
+                c.location,
+                ChunkLocation::Compressed {
+                    codec: Codec::Zran { .. },
+                    ..
+                }
+            )
+        });
+        if zran {
             return;
         }
         let map = Arc::new(readahead::LayerMap::from_index(index));
@@ -323,6 +398,7 @@ impl CacheCore {
 
     pub fn unregister_layer(&self, layer_digest: &str) {
         self.layers.write().unwrap().remove(layer_digest);
+        self.zran.write().unwrap().remove(layer_digest);
         self.maps.write().unwrap().remove(layer_digest);
     }
 
@@ -381,7 +457,13 @@ impl CacheCore {
         let Some(data) = self.files.read(want.digest)? else {
             return Ok(None);
         };
-        if data.len() as u64 != want.len || verify(&data, want.digest).is_err() {
+        let data = match want.codec {
+            Codec::Zran { .. } => unseal(data, want.len),
+            _ => {
+                Some(data).filter(|d| d.len() as u64 == want.len && verify(d, want.digest).is_ok())
+            }
+        };
+        let Some(data) = data else {
             bump(&self.counters.corrupt_chunks, 1);
             tracing::warn!(
                 digest = want.digest,
@@ -394,7 +476,7 @@ impl CacheCore {
                 disk.usage = disk.usage.saturating_sub(want.len);
             }
             return Ok(None);
-        }
+        };
         self.touched
             .lock()
             .unwrap()
@@ -425,7 +507,11 @@ impl CacheCore {
         if !self.files.path(want.digest).exists() {
             let mut attempt = 0;
             loop {
-                match self.files.write(want.digest, data) {
+                let written = match want.codec {
+                    Codec::Zran { .. } => self.files.write(want.digest, &seal(data)),
+                    _ => self.files.write(want.digest, data),
+                };
+                match written {
                     Ok(path) => {
                         if let Some(s) = &self.syncer {
                             s.sync(path);

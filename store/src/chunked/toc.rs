@@ -202,16 +202,10 @@ pub fn toc_to_layer_index_with(
             }
             Err(reason) => return Err(ctx.err(&e.name, reason)),
         };
-        let kind = match e.typ.as_str() {
-            "reg" => FileKind::Regular,
-            "dir" => FileKind::Directory,
-            "symlink" => FileKind::Symlink,
-            "hardlink" => FileKind::Hardlink,
-            "char" => FileKind::CharDevice,
-            "block" => FileKind::BlockDevice,
-            "fifo" => FileKind::Fifo,
-            "chunk" => return Err(ctx.err(&e.name, "chunk entry without a preceding file")),
-            t => return Err(ctx.err(&e.name, format!("unknown entry type {t:?}"))),
+        let kind = match (e.typ.as_str(), FileKind::from_toc_type(&e.typ)) {
+            (_, Some(k)) => k,
+            ("chunk", None) => return Err(ctx.err(&e.name, "chunk entry without a preceding file")),
+            (t, None) => return Err(ctx.err(&e.name, format!("unknown entry type {t:?}"))),
         };
         // A name may repeat, as in tar: the later entry replaces the earlier one when the
         // layers are merged (the full-pull path accepts it too).

@@ -3,6 +3,7 @@
 //! zran core that inflates one span alone. See docs/formats.md for what is served.
 
 pub mod index;
+pub mod lazy;
 pub mod zinfo;
 pub mod zran;
 pub mod ztoc;

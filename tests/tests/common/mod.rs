@@ -266,3 +266,33 @@ pub fn registry_with_busybox(
     let reference = format!("{}/busybox:{tag}", reg.host());
     (reg, rt, reference)
 }
+
+/// The SOCI tests' image, pushed as gzip: a small layer (`etc/hello`) then a 14 MiB one of
+/// random data (`data/big.bin` 12 MiB, `data/wanted.bin` 300 KiB, `data/tail.bin` the
+/// first 2 MiB of big), over SOCI's 10 MiB minimum since random bytes do not compress.
+pub struct SociImage {
+    pub reference: String,
+    pub big: Vec<u8>,
+    pub wanted: Vec<u8>,
+    /// Layer digests, small first.
+    pub layers: Vec<String>,
+}
+
+pub fn push_soci_image(rt: &tokio::runtime::Runtime, host: &str, repo: &str) -> SociImage {
+    let big = fixtures::random_bytes(12 << 20, 1);
+    let wanted = fixtures::random_bytes(300 << 10, 2);
+    let big_layer = raw_tar(&[
+        ("data/big.bin", &big[..]),
+        ("data/wanted.bin", &wanted[..]),
+        ("data/tail.bin", &big[..2 << 20]),
+    ]);
+    let small_layer = raw_tar(&[("etc/hello", b"hello\n")]);
+    let reference = format!("{host}/{repo}:1");
+    let layers = push_tars(rt, &reference, &[small_layer, big_layer]);
+    SociImage {
+        reference,
+        big,
+        wanted,
+        layers,
+    }
+}

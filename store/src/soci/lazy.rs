@@ -1,0 +1,371 @@
+//! A SOCI-indexed gzip layer served lazily: the zTOC's file table becomes a [`LayerIndex`]
+//! whose regular files are pieces of zran spans ([`Codec::Zran`]), one piece per span a
+//! file touches. The chunk cache fetches a piece as its span's compressed range, checks it
+//! against the zTOC's span digest before inflating it from the span's checkpoint, and keeps
+//! the piece under a synthetic key ([`piece_key`]).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use sha2::{Digest, Sha256};
+
+use super::zran::SpanIndex;
+use super::ztoc::{FileMetadata, Ztoc};
+use crate::chunked::{BlobSource, RetryPolicy};
+use crate::layer::tar_index::normalize_path;
+use crate::layer_index::{ChunkLocation, ChunkRef, Codec, FileEntry, FileKind, LayerIndex};
+use crate::layer_path::LayerPath;
+use crate::lazy_format::{LayerDescriptor, LazyFormat, Opened};
+use crate::{Result, StoreError};
+
+/// `layers.format` of lazy SOCI layers.
+pub const FORMAT_NAME: &str = "soci";
+
+/// The cache key of the piece `inner_offset..inner_offset+len` of the span whose compressed
+/// bytes hash to `span_digest`: `sha256:` over a domain-separated string, so it cannot be
+/// the digest of any chunk's content (that would take a sha256 preimage).
+pub fn piece_key(span_digest: &str, inner_offset: u64, len: u64) -> String {
+    let key = format!("skiff-soci-piece\0{span_digest}\0{inner_offset}\0{len}");
+    format!("sha256:{}", hex::encode(Sha256::digest(key.as_bytes())))
+}
+
+/// What the chunk cache keeps of a lazy SOCI layer's zTOC: the checkpoints (windows) and
+/// span digests, registered once per layer.
+pub struct ZranLayer {
+    spans: SpanIndex,
+    digests: Vec<String>,
+    /// The last [`RECENT_SPANS`] spans inflated, newest last: the files sharing a span
+    /// (small files, a span's first and last file) are then served without fetching and
+    /// inflating it once per file.
+    recent: Mutex<VecDeque<(usize, Arc<Vec<u8>>)>>,
+}
+
+/// Inflated spans kept per SOCI layer (each up to the span size, 4 MiB by default).
+pub const RECENT_SPANS: usize = 4;
+
+impl ZranLayer {
+    pub fn new(ztoc: Ztoc) -> ZranLayer {
+        ZranLayer {
+            spans: SpanIndex {
+                span_size: ztoc.zinfo.span_size,
+                checkpoints: ztoc.zinfo.checkpoints,
+                compressed_size: ztoc.compressed_archive_size,
+                uncompressed_size: ztoc.uncompressed_archive_size,
+            },
+            digests: ztoc.span_digests,
+            recent: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    /// The piece from a recently inflated span, if that span is still held (`key` checked
+    /// as in [`ZranLayer::piece`]).
+    pub fn recent_piece(
+        &self,
+        span: usize,
+        inner_offset: u64,
+        len: u64,
+        key: &str,
+    ) -> Option<Vec<u8>> {
+        let digest = self.digests.get(span)?;
+        if piece_key(digest, inner_offset, len) != key {
+            return None;
+        }
+        let data = {
+            let recent = self.recent.lock().unwrap();
+            recent
+                .iter()
+                .find(|(i, _)| *i == span)
+                .map(|(_, d)| d.clone())?
+        };
+        let end = inner_offset
+            .checked_add(len)
+            .filter(|&e| e <= data.len() as u64)?;
+        Some(data[inner_offset as usize..end as usize].to_vec())
+    }
+
+    /// Bytes `inner_offset..inner_offset+len` of span `span`, from `frame` (exactly the
+    /// span's compressed range): `key` must be the piece's [`piece_key`], the frame is
+    /// checked against the span digest before it is inflated. Errors are reasons, for logs;
+    /// never unverified bytes.
+    pub fn piece(
+        &self,
+        span: usize,
+        frame: &[u8],
+        inner_offset: u64,
+        len: u64,
+        key: &str,
+    ) -> std::result::Result<Vec<u8>, String> {
+        let digest = self
+            .digests
+            .get(span)
+            .ok_or_else(|| format!("span {span} is not in the zTOC"))?;
+        if piece_key(digest, inner_offset, len) != key {
+            return Err(format!("piece key {key} is not span {span}'s"));
+        }
+        let range = self.spans.span_range(span);
+        if frame.len() as u64 != range.end - range.start {
+            return Err(format!(
+                "span {span}: {} compressed bytes, expected {}",
+                frame.len(),
+                range.end - range.start
+            ));
+        }
+        let actual = format!("sha256:{}", hex::encode(Sha256::digest(frame)));
+        if actual != *digest {
+            return Err(format!(
+                "span {span}: digest is {actual}, the zTOC says {digest}"
+            ));
+        }
+        let data = Arc::new(self.spans.inflate_span(span, frame)?);
+        {
+            let mut recent = self.recent.lock().unwrap();
+            recent.retain(|(i, _)| *i != span);
+            if recent.len() == RECENT_SPANS {
+                recent.pop_front();
+            }
+            recent.push_back((span, data.clone()));
+        }
+        let end = inner_offset
+            .checked_add(len)
+            .filter(|&e| e <= data.len() as u64)
+            .ok_or_else(|| format!("piece {inner_offset}+{len} past span {span}'s end"))?;
+        Ok(data[inner_offset as usize..end as usize].to_vec())
+    }
+}
+
+/// The SOCI format, as recorded in the database. It claims no layer from its descriptor:
+/// a layer is SOCI only through an index found for its image (see `Store::pull`).
+pub struct Soci;
+
+impl LazyFormat for Soci {
+    fn name(&self) -> &'static str {
+        FORMAT_NAME
+    }
+
+    fn claims(&self, _layer: &LayerDescriptor) -> bool {
+        false
+    }
+
+    fn open(
+        &self,
+        _source: &dyn BlobSource,
+        _layer: &LayerDescriptor,
+        _retry: &RetryPolicy,
+    ) -> Result<Opened> {
+        Ok(Opened::Full(
+            "a SOCI layer opens through its image's index".to_string(),
+        ))
+    }
+}
+
+fn bad(layer: &str, name: &[u8], reason: impl std::fmt::Display) -> StoreError {
+    StoreError::InvalidZtoc {
+        layer: layer.to_string(),
+        reason: format!("{}: {reason}", String::from_utf8_lossy(name)),
+    }
+}
+
+/// The files of `ztoc` (of blob `layer`) as a layer index. Errors: [`StoreError::InvalidZtoc`]
+/// (a name escaping the root, a bad time, a hard link to itself or the root) and
+/// [`StoreError::BadLayerEntry`] from name normalization.
+pub fn layer_index(layer: &str, ztoc: &Ztoc) -> Result<LayerIndex> {
+    let spans = ztoc.span_index();
+    let mut entries = Vec::with_capacity(ztoc.files.len());
+    for f in &ztoc.files {
+        let Some(path) = normalize_path(layer, &f.name)? else {
+            continue; // the root: its metadata is the mount's
+        };
+        let kind = FileKind::from_toc_type(&f.kind)
+            .ok_or_else(|| bad(layer, &f.name, format!("unknown type {:?}", f.kind)))?;
+        let link_target = match kind {
+            FileKind::Symlink => LayerPath::new(f.linkname.clone()),
+            FileKind::Hardlink => {
+                let t = normalize_path(layer, &f.linkname)?
+                    .ok_or_else(|| bad(layer, &f.name, "hard link to the root"))?;
+                if t == path {
+                    return Err(bad(layer, &f.name, "hard link to itself"));
+                }
+                t
+            }
+            _ => LayerPath::default(),
+        };
+        let (mtime, mtime_nsec) = mtime(layer, f)?;
+        let mut xattrs = BTreeMap::new();
+        for (k, v) in &f.pax_records {
+            if let Some(name) = k.strip_prefix(b"SCHILY.xattr.") {
+                xattrs.insert(String::from_utf8_lossy(name).into_owned(), v.clone());
+            }
+        }
+        let size = if kind == FileKind::Regular {
+            f.uncompressed_size
+        } else {
+            0
+        };
+        let mut chunks = Vec::new();
+        if size > 0 {
+            let lo = f.uncompressed_offset;
+            let hi = lo
+                .checked_add(size)
+                .filter(|&h| h <= ztoc.uncompressed_archive_size)
+                .ok_or_else(|| bad(layer, &f.name, "data past the archive's end"))?;
+            for i in ztoc.spans_of(lo, hi) {
+                let start = spans.checkpoints[i].uncompressed_offset;
+                let end = start + spans.span_len(i);
+                let (a, b) = (lo.max(start), hi.min(end));
+                if a >= b {
+                    return Err(bad(layer, &f.name, format!("span {i} holds none of it")));
+                }
+                let range = spans.span_range(i);
+                chunks.push(ChunkRef {
+                    file_offset: a - lo,
+                    len: b - a,
+                    location: ChunkLocation::Compressed {
+                        blob_offset: range.start,
+                        blob_len: range.end - range.start,
+                        digest: piece_key(&ztoc.span_digests[i], a - start, b - a),
+                        codec: Codec::Zran { span: i as u32 },
+                        inner_offset: a - start,
+                    },
+                });
+            }
+            let covered: u64 = chunks.iter().map(|c| c.len).sum();
+            if covered != size {
+                return Err(bad(layer, &f.name, "its spans do not cover it"));
+            }
+        }
+        let is_dev = matches!(kind, FileKind::CharDevice | FileKind::BlockDevice);
+        entries.push(FileEntry {
+            path,
+            kind,
+            mode: (f.mode & 0o7777) as u32,
+            uid: f.uid,
+            gid: f.gid,
+            size,
+            mtime,
+            mtime_nsec,
+            link_target,
+            dev_major: if is_dev { f.dev_major as u32 } else { 0 },
+            dev_minor: if is_dev { f.dev_minor as u32 } else { 0 },
+            xattrs,
+            chunks,
+        });
+    }
+    Ok(LayerIndex {
+        digest: layer.to_string(),
+        entries,
+    })
+}
+
+fn mtime(layer: &str, f: &FileMetadata) -> Result<(i64, u32)> {
+    if f.mod_time.is_empty() {
+        return Ok((0, 0));
+    }
+    let dt = chrono::DateTime::parse_from_rfc3339(&f.mod_time)
+        .map_err(|e| bad(layer, &f.name, format!("mod time {:?}: {e}", f.mod_time)))?;
+    Ok((dt.timestamp(), dt.timestamp_subsec_nanos()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn tar_gz(files: &[(&str, Vec<u8>)]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, data) in files {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_mtime(1_700_000_000);
+            h.set_cksum();
+            b.append_data(&mut h, name, &data[..]).unwrap();
+        }
+        let tar = b.into_inner().unwrap();
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(&tar).unwrap();
+        e.finish().unwrap()
+    }
+
+    /// A zran piece's frame in `gz`, span, inner offset and key.
+    fn zran_piece<'a>(gz: &'a [u8], c: &ChunkRef) -> (&'a [u8], usize, u64, String) {
+        let ChunkLocation::Compressed {
+            blob_offset,
+            blob_len,
+            codec: Codec::Zran { span },
+            inner_offset,
+            digest,
+        } = &c.location
+        else {
+            panic!("not a zran piece: {c:?}")
+        };
+        let frame = &gz[*blob_offset as usize..(*blob_offset + *blob_len) as usize];
+        (frame, *span as usize, *inner_offset, digest.clone())
+    }
+
+    #[test]
+    fn files_become_span_pieces_that_rebuild_them() {
+        // xorshift: incompressible, so deflate ends blocks (checkpoints) often.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let big: Vec<u8> = (0..300_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect();
+        let gz = tar_gz(&[("a/small", b"hello".to_vec()), ("a/big", big.clone())]);
+        let z = crate::soci::build_ztoc("sha256:l", &gz, 64 << 10).unwrap();
+        let idx = layer_index("sha256:l", &z).unwrap();
+        let spans = z.span_index();
+        let big_entry = idx
+            .entries
+            .iter()
+            .find(|e| e.path.as_bytes() == b"a/big")
+            .unwrap();
+        assert!(
+            big_entry.chunks.len() > 2,
+            "a 300 KB file spans several 64 KiB spans"
+        );
+        let mut out = Vec::new();
+        for c in &big_entry.chunks {
+            let (frame, span, inner_offset, digest) = zran_piece(&gz, c);
+            assert_eq!(
+                digest,
+                piece_key(&z.span_digests[span], inner_offset, c.len)
+            );
+            let data = z.read_span("sha256:l", &spans, span, frame).unwrap();
+            out.extend_from_slice(&data[inner_offset as usize..(inner_offset + c.len) as usize]);
+        }
+        assert_eq!(out, big);
+
+        // Through ZranLayer, as the cache decodes: the frame is checked before inflating.
+        let c = &big_entry.chunks[1];
+        let (frame, s, io, digest) = zran_piece(&gz, c);
+        let (mut frame, digest) = (frame.to_vec(), digest.as_str());
+        let zran = ZranLayer::new(z.clone());
+        assert_eq!(zran.recent_piece(s, io, c.len, digest), None);
+        let piece = zran.piece(s, &frame, io, c.len, digest).unwrap();
+        assert_eq!(
+            piece,
+            big[c.file_offset as usize..(c.file_offset + c.len) as usize]
+        );
+        assert_eq!(zran.recent_piece(s, io, c.len, digest), Some(piece));
+        assert!(zran
+            .piece(s, &frame, io, c.len, &piece_key("sha256:x", io, c.len))
+            .unwrap_err()
+            .contains("piece key"));
+        assert!(zran
+            .piece(s, &frame[1..], io, c.len, digest)
+            .unwrap_err()
+            .contains("compressed bytes"));
+        let last = frame.len() - 1;
+        frame[last] ^= 1;
+        assert!(zran
+            .piece(s, &frame, io, c.len, digest)
+            .unwrap_err()
+            .contains("the zTOC says"));
+        assert_eq!(big_entry.mtime, 1_700_000_000);
+        assert_eq!(big_entry.mode, 0o644);
+    }
+}
