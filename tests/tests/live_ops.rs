@@ -510,6 +510,22 @@ fn cp_both_ways_diff_export_history() {
                 &format!("{name}:/data/tree"),
             ],
         );
+        // The container's `/` is a directory, running or not (its stat once said a link).
+        docker_ok(
+            &d,
+            &["cp", h("in.txt").to_str().unwrap(), &format!("{name}:/")],
+        );
+        let whole = host.path().join(format!("root-{name}"));
+        std::fs::create_dir(&whole).unwrap();
+        docker_ok(
+            &d,
+            &["cp", &format!("{name}:/in.txt"), whole.to_str().unwrap()],
+        );
+        assert_eq!(
+            std::fs::read_to_string(whole.join("in.txt")).unwrap(),
+            "from host\n",
+            "{state}: cp to /"
+        );
         // out of it
         let out = host.path().join(format!("out-{name}"));
         std::fs::create_dir(&out).unwrap();

@@ -47,6 +47,24 @@ fn is_whiteout(m: &std::fs::Metadata) -> bool {
     m.file_type().is_char_device() && m.rdev() == 0
 }
 
+/// Whether `dir` is the root of a kernel-made filesystem (procfs, sysfs, cgroupfs, devpts).
+fn is_kernel_fs(dir: &Path) -> bool {
+    use nix::sys::statfs::{
+        statfs, CGROUP2_SUPER_MAGIC, CGROUP_SUPER_MAGIC, DEVPTS_SUPER_MAGIC, PROC_SUPER_MAGIC,
+        SYSFS_MAGIC,
+    };
+    statfs(dir).is_ok_and(|s| {
+        [
+            PROC_SUPER_MAGIC,
+            SYSFS_MAGIC,
+            CGROUP_SUPER_MAGIC,
+            CGROUP2_SUPER_MAGIC,
+            DEVPTS_SUPER_MAGIC,
+        ]
+        .contains(&s.filesystem_type())
+    })
+}
+
 fn is_opaque(dir: &Path) -> bool {
     xattr_opaque(dir, "trusted.overlay.opaque") || xattr_opaque(dir, "user.overlay.opaque")
 }
@@ -65,8 +83,10 @@ fn xattr_opaque(dir: &Path, name: &str) -> bool {
 
 impl RootView {
     pub fn running(pid: i32) -> RootView {
+        // The trailing slash makes `lstat` of the root itself follow `/proc/<pid>/root`,
+        // a magic link: without it the container's `/` looked like a link to itself.
         RootView {
-            layers: vec![PathBuf::from(format!("/proc/{pid}/root"))],
+            layers: vec![PathBuf::from(format!("/proc/{pid}/root/"))],
         }
     }
 
@@ -222,6 +242,12 @@ impl RootView {
                 name.to_path_buf()
             };
             tar.append_data(&mut h, dir_name, std::io::empty())?;
+            if self.layers.len() == 1 && is_kernel_fs(host) {
+                // A running container's /proc, /sys and the like: the mount point only, as
+                // dockerd archives them (their files are not the container's content, and
+                // some cannot be read whole).
+                return Ok(());
+            }
             for n in self.list(e) {
                 let child = e.path.join(&n);
                 let rel = child.strip_prefix("/").unwrap_or(&child).to_path_buf();
@@ -241,7 +267,13 @@ impl RootView {
                         return tar.append_link(&mut h, name, first.get());
                     }
                     std::collections::hash_map::Entry::Vacant(v) => {
-                        v.insert(name.to_path_buf());
+                        // As the tar header will hold it (`./` dropped, as for the
+                        // children of `/`), so the link's target names a real entry.
+                        v.insert(
+                            name.components()
+                                .filter(|c| !matches!(c, Component::CurDir))
+                                .collect(),
+                        );
                     }
                 }
             }
