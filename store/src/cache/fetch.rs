@@ -579,14 +579,7 @@ impl CacheCore {
             let _ = buf.split_to((c.blob_offset - base) as usize);
             let frame = buf.split_to(c.blob_len as usize);
             base = end;
-            let want = Want {
-                blob_offset: c.blob_offset,
-                blob_len: c.blob_len,
-                len: c.len,
-                digest: &c.digest,
-                codec: c.codec,
-                inner_offset: c.inner_offset,
-            };
+            let want = c.want();
             match self.decode_verify_want(layer, &frame, c.codec, c.inner_offset, c.len, &c.digest)
             {
                 Ok(data) => match self.store(&want, &data) {
@@ -653,15 +646,7 @@ mod tests {
     }
 
     fn want(map: &LayerMap, pos: usize) -> Want<'_> {
-        let c = &map.chunks[pos];
-        Want {
-            blob_offset: c.blob_offset,
-            blob_len: c.blob_len,
-            len: c.len,
-            digest: &c.digest,
-            codec: c.codec,
-            inner_offset: c.inner_offset,
-        }
+        map.chunks[pos].want()
     }
 
     /// A cache with one layer (`sha256:l`) of these files, and its map.

@@ -39,6 +39,20 @@ pub struct MapChunk {
     pub file_end: u64,
 }
 
+impl MapChunk {
+    /// This chunk as a fetch wants it.
+    pub(super) fn want(&self) -> super::Want<'_> {
+        super::Want {
+            blob_offset: self.blob_offset,
+            blob_len: self.blob_len,
+            len: self.len,
+            digest: &self.digest,
+            codec: self.codec,
+            inner_offset: self.inner_offset,
+        }
+    }
+}
+
 /// Every compressed chunk of a layer, in blob order (one entry per blob offset).
 pub struct LayerMap {
     pub chunks: Vec<MapChunk>,
