@@ -166,6 +166,10 @@ pub struct DaemonArgs {
     /// Do not fetch access profiles from registries nor prefetch what they name at mount.
     #[arg(long)]
     pub no_profile_prefetch: bool,
+    /// Do not fetch, with a lazy pull, the image's default program and the libraries it
+    /// loads before it is started.
+    #[arg(long)]
+    pub no_program_prefetch: bool,
     /// Do not fetch the rest of lazy layers in the background after a mount.
     #[arg(long)]
     pub no_background_fetch: bool,

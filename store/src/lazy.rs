@@ -280,13 +280,17 @@ impl Store {
             state: "lazy".to_string(),
             tar_size,
         };
-        self.inner.db.put_lazy_layer(&row, &index, &r.to_string())?;
-        tracing::debug!(layer = %layer.digest, ms = t0.elapsed().as_secs_f64() * 1e3, "lazy pull: index stored");
+        // Readable at once, so the fetches every start needs go out while the index is
+        // written (a failed write fails the pull; the registration is then unused).
         self.inner.cache.set_layer_map(&index);
         self.inner.cache.register_layer(&layer.digest, source);
+        self.prefetch_user_files(&index);
+        diff_id.index_known(&index);
         if !lazy.prefetch.is_empty() {
             self.prefetch_in_background(&layer.digest, lazy.prefetch);
         }
+        self.inner.db.put_lazy_layer(&row, &index, &r.to_string())?;
+        tracing::debug!(layer = %layer.digest, ms = t0.elapsed().as_secs_f64() * 1e3, "lazy pull: index stored");
         Ok((row, Some(index)))
     }
 

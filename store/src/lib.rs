@@ -34,6 +34,7 @@ pub mod lazy_format;
 mod lazy_profile;
 pub mod lazy_source;
 pub mod profile_registry;
+mod program_prefetch;
 mod pull;
 mod push;
 mod push_recompressed;

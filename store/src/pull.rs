@@ -12,8 +12,9 @@ use oci_spec::image::ImageConfiguration;
 use crate::db::{ImageRow, LayerRow};
 use crate::layer::compression::is_zstd_chunked;
 use crate::layer::{check_hardlinks, links_within, unpack_layer, Compression};
-use crate::layer_index::LayerIndex;
+use crate::layer_index::{ChunkRef, LayerIndex};
 use crate::lazy_format::{self, LayerDescriptor, LazyFormat};
+use crate::program_prefetch::ProgramGate;
 use crate::reference::ImageReference;
 use crate::registry::{Descriptor, ResolvedImage};
 use crate::store::{ImageRecord, Store};
@@ -99,9 +100,20 @@ impl Store {
         // The config is fetched alongside the layers (a lazy layer's TOC needs no diff_id
         // until it is recorded): one round trip for both, not two in a row.
         let (diff_tx, diff_rx) = tokio::sync::watch::channel(None);
+        // The default program is fetched as soon as the config and every layer's index
+        // are in, before the indexes are written and the image committed.
+        let program = self.inner.opts.prefetch_program.then(|| {
+            Arc::new(ProgramGate::new(
+                resolved.manifest.layers.len(),
+                self.inner.cache.clone(),
+            ))
+        });
         let config = async {
             let config = self.fetch_pulled_config(&r, &resolved).await;
             tracing::debug!(reference = %r, ms = ms(), "pull: config fetched");
+            if let (Some(g), Ok((_, c))) = (&program, &config) {
+                g.config(c);
+            }
             let ids = match &config {
                 Ok((_, c)) => Ok(Arc::new(c.rootfs().diff_ids().clone())),
                 Err(_) => Err(()),
@@ -131,6 +143,7 @@ impl Store {
                     rx: diff_rx.clone(),
                     index: i,
                     reference: &r,
+                    program: program.clone(),
                 };
                 self.pull_layer(&resolved.reference, layer, diff_id, progress)
             })
@@ -169,8 +182,10 @@ impl Store {
         if !indexes.iter().all(links_within) {
             check_hardlinks(&indexes)?;
         }
+        if let Some(g) = &program {
+            g.all_layers(&indexes);
+        }
         let id = self.commit_pulled(&r, &resolved, &config, &rows)?;
-        self.prefetch_user_files(&indexes);
         self.inner.fresh_indexes.keep(indexes);
         tracing::debug!(reference = %r, ms = ms(), "pull: committed");
         self.record(&id)
@@ -204,34 +219,31 @@ impl Store {
     }
 
     /// Every container create reads the image's `etc/passwd` and `etc/group` (user and
-    /// group lookup, as Docker does) before the container starts: when they are in lazy
-    /// layers, their chunks are fetched now, in the background, so that read is local
-    /// instead of a round trip on the cold start's path. Failures are left to the read.
-    fn prefetch_user_files(&self, indexes: &[LayerIndex]) {
-        let mut wanted = Vec::new();
-        for path in ["etc/passwd", "etc/group"] {
-            // The topmost layer holding the path is the one the merged image shows.
-            let found = indexes.iter().rev().find_map(|l| {
-                l.entries
+    /// group lookup, as Docker does) before the container starts: when a lazy layer holds
+    /// them, their chunks are fetched as soon as the layer is registered, in the
+    /// background, so that read is local instead of a round trip on the cold start's
+    /// path. (Each layer's copy: they are small, and which one the merged image shows is
+    /// known only once every layer is in.) Failures are left to the read.
+    pub(crate) fn prefetch_user_files(&self, index: &LayerIndex) {
+        // Both in one prefetch: one request when they lie close in the blob.
+        let wanted: Vec<ChunkRef> = ["etc/group", "etc/passwd"]
+            .iter()
+            .filter_map(|path| {
+                index
+                    .entries
                     .iter()
                     .find(|e| e.path.as_bytes() == path.as_bytes())
-                    .map(|e| (l.digest.clone(), e.chunks.clone()))
-            });
-            if let Some((layer, chunks)) = found {
-                if self.inner.cache.is_registered(&layer) && !chunks.is_empty() {
-                    wanted.push((layer, chunks));
-                }
-            }
-        }
-        if wanted.is_empty() {
+            })
+            .flat_map(|e| e.chunks.iter().cloned())
+            .collect();
+        if wanted.is_empty() || !self.inner.cache.is_registered(&index.digest) {
             return;
         }
         let cache = self.inner.cache.clone();
+        let layer = index.digest.clone();
         tokio::task::spawn_blocking(move || {
-            for (layer, chunks) in wanted {
-                if let Err(e) = cache.prefetch(&layer, &chunks) {
-                    tracing::debug!(%layer, error = %e, "prefetching etc/passwd or etc/group failed");
-                }
+            if let Err(e) = cache.prefetch(&layer, &wanted) {
+                tracing::debug!(%layer, error = %e, "prefetching etc/passwd or etc/group failed");
             }
         });
     }
@@ -572,6 +584,17 @@ pub(crate) struct DiffId<'a> {
     rx: tokio::sync::watch::Receiver<Option<std::result::Result<Arc<Vec<String>>, ()>>>,
     index: usize,
     reference: &'a ImageReference,
+    /// The pull's program prefetch, told of this layer's index as soon as it is known.
+    pub(crate) program: Option<Arc<ProgramGate>>,
+}
+
+impl DiffId<'_> {
+    /// Hands this layer's file index to the pull's program prefetch.
+    pub(crate) fn index_known(&self, index: &LayerIndex) {
+        if let Some(g) = &self.program {
+            g.layer(self.index, index);
+        }
+    }
 }
 
 impl<'a> DiffId<'a> {
@@ -582,6 +605,7 @@ impl<'a> DiffId<'a> {
             rx,
             index: 0,
             reference,
+            program: None,
         }
     }
 

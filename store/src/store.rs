@@ -39,6 +39,9 @@ pub struct StoreOptions {
     pub lazy_pull: bool,
     /// Fetch the access profile an image's registry holds for it (docs/profiles.md).
     pub fetch_profiles: bool,
+    /// At the end of a lazy pull, fetch the program the image starts by default and the
+    /// files it loads (`program_prefetch`): no profile needed.
+    pub prefetch_program: bool,
 }
 
 impl Default for StoreOptions {
@@ -54,6 +57,7 @@ impl Default for StoreOptions {
             cache_bytes: 10 << 30,
             lazy_pull: true,
             fetch_profiles: true,
+            prefetch_program: true,
         }
     }
 }

@@ -103,7 +103,10 @@ impl Daemon {
             .arg("--data-root")
             .arg(&self.data_root)
             .args(&self.extra_args)
-            .env("RUST_LOG", "info")
+            .env(
+                "RUST_LOG",
+                std::env::var("SKIFF_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             // Inherited by the daemon's helper processes (shim launcher, descriptor
             // keepers), so a test finds the ones its daemon started.
             .env(TAG_VAR, self.dir.path())
@@ -151,6 +154,38 @@ impl Daemon {
         c.env("SKIFF_HOST", format!("unix://{}", self.socket.display()))
             .env_remove("SKIFF_EXEC_ROOT");
         c
+    }
+
+    /// `(bytes, chunks)` of the daemon's chunk cache, from `skiff info`.
+    pub fn chunk_cache(&self) -> (u64, u64) {
+        let info = self.ok(&["info"]);
+        let line = info
+            .lines()
+            .find(|l| l.trim_start().starts_with("Chunk cache:"))
+            .unwrap_or_else(|| panic!("no chunk cache line in:\n{info}"));
+        let n: Vec<u64> = line
+            .split_whitespace()
+            .filter_map(|w| w.parse().ok())
+            .collect();
+        (n[0], n[1])
+    }
+
+    /// [`chunk_cache`](Self::chunk_cache) once it has stayed the same for a second
+    /// (background fetches done or stopped); fails the test after 30 s.
+    pub fn settled_chunk_cache(&self) -> (u64, u64) {
+        let mut last = self.chunk_cache();
+        for _ in 0..60 {
+            std::thread::sleep(Duration::from_millis(500));
+            let now = self.chunk_cache();
+            if now == last {
+                std::thread::sleep(Duration::from_millis(500));
+                if self.chunk_cache() == now {
+                    return now;
+                }
+            }
+            last = now;
+        }
+        panic!("the chunk cache never settled: {last:?}");
     }
 
     /// Runs the CLI with `args` and returns its output (no stdin).

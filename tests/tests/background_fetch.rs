@@ -5,37 +5,6 @@ use skiff_tests::registry::registry_unavailable;
 use skiff_tests::skip::root_unavailable;
 use skiff_tests::{fixtures, require, Daemon, Registry};
 
-/// `(bytes, chunks)` of the daemon's chunk cache, from `skiff info`.
-fn cache(d: &Daemon) -> (u64, u64) {
-    let info = d.ok(&["info"]);
-    let line = info
-        .lines()
-        .find(|l| l.trim_start().starts_with("Chunk cache:"))
-        .unwrap_or_else(|| panic!("no chunk cache line in:\n{info}"));
-    let n: Vec<u64> = line
-        .split_whitespace()
-        .filter_map(|w| w.parse().ok())
-        .collect();
-    (n[0], n[1])
-}
-
-fn settled(d: &Daemon) -> (u64, u64) {
-    // Stable for a second: the background fetch is done or stopped.
-    let mut last = cache(d);
-    for _ in 0..60 {
-        std::thread::sleep(std::time::Duration::from_millis(500));
-        let now = cache(d);
-        if now == last {
-            std::thread::sleep(std::time::Duration::from_millis(500));
-            if cache(d) == now {
-                return now;
-            }
-        }
-        last = now;
-    }
-    panic!("the cache never settled: {last:?}");
-}
-
 #[test]
 fn background_fetch_makes_the_image_local_and_stops_at_the_budget() {
     require!(
@@ -62,7 +31,7 @@ fn background_fetch_makes_the_image_local_and_stops_at_the_budget() {
         let d = Daemon::start_with_background_fetch(&["--cache-size", "2m"]).unwrap();
         d.ok(&["pull", &chunked]);
         d.ok(&["create", "--name", "bg-small", &chunked, "true"]);
-        let (bytes, _) = settled(&d);
+        let (bytes, _) = d.settled_chunk_cache();
         assert!(bytes <= 2 << 20, "{bytes} bytes over a 2 MiB budget");
         assert!(
             d.log_text().contains("background fetch done"),
@@ -84,7 +53,7 @@ fn background_fetch_makes_the_image_local_and_stops_at_the_budget() {
         "sha256sum",
         "/data/big",
     ]);
-    let (bytes, _) = settled(&d);
+    let (bytes, _) = d.settled_chunk_cache();
     assert!(bytes >= big.len() as u64, "{bytes}");
     reg.stop().unwrap();
     let out = d.ok(&["start", "-a", "bg-all"]);

@@ -261,7 +261,12 @@ fn daemon_runs_an_indexed_gzip_image_lazily() {
     // Spans shared by several files are fetched once.
     let all = ranged();
     eprintln!("then sha256sum /data/big: {all} bytes in all");
-    assert!(all <= layer_size.size, "{all} of {}", layer_size.size);
+    assert!(
+        all <= layer_size.size,
+        "{all} of {}: {}",
+        layer_size.size,
+        d.log_text()
+    );
     assert!(
         !d.log_text().contains("pulling the layer in full"),
         "{}",

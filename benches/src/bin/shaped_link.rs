@@ -264,6 +264,11 @@ fn run(o: &Opts, rt: &tokio::runtime::Runtime) -> Result<()> {
         let _ = std::fs::remove_dir_all(&rootfs);
     }
 
+    // Publishing wrote gigabytes (rootfs, blobs, conversions): write them back now, or
+    // their writeback runs under the first measurements (seen: 100% iowait, cold starts
+    // 0.45 s rising to 0.78 s on loopback, then 0.28 s once it was done).
+    // SAFETY: sync(2) takes no arguments and cannot fail.
+    unsafe { libc::sync() };
     let mut link = ShapedLink::create(std::process::id(), o.rate_mbit * 1_000_000)?;
     link.start_registry(Path::new("/usr/bin/docker-registry"), &storage, &work)?;
     let ns_registry = link.registry_addr();

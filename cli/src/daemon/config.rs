@@ -46,6 +46,9 @@ pub struct DaemonFile {
     pub profile_record: Option<bool>,
     /// skiff's own: fetch shared profiles and prefetch what they name (`true`).
     pub profile_prefetch: Option<bool>,
+    /// skiff's own: with a lazy pull, fetch the image's default program and the files it
+    /// loads (`true`; docs/zstd-chunked.md).
+    pub program_prefetch: Option<bool>,
     /// skiff's own: fetch the rest of lazy layers in the background (`true`).
     pub background_fetch: Option<bool>,
     /// skiff's own: the background fetch's bandwidth, bytes per second (`20m`; `0` =
@@ -80,6 +83,7 @@ pub struct DaemonConfig {
     pub lazy_pull: bool,
     pub profile_record: bool,
     pub profile_prefetch: bool,
+    pub program_prefetch: bool,
     pub background_fetch: bool,
     pub background_fetch_rate: String,
     /// Containers' default log driver (`json-file`) and its options.
@@ -205,6 +209,7 @@ pub fn resolve(
         lazy_pull: !args.no_lazy_pull && file.lazy_pull.unwrap_or(true),
         profile_record: !args.no_profile_record && file.profile_record.unwrap_or(true),
         profile_prefetch: !args.no_profile_prefetch && file.profile_prefetch.unwrap_or(true),
+        program_prefetch: !args.no_program_prefetch && file.program_prefetch.unwrap_or(true),
         background_fetch: !args.no_background_fetch && file.background_fetch.unwrap_or(true),
         background_fetch_rate: args
             .background_fetch_rate

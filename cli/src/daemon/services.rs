@@ -50,6 +50,7 @@ impl Daemon {
                 cache_bytes: cache_bytes as u64,
                 lazy_pull: args.lazy_pull,
                 fetch_profiles: args.profile_prefetch,
+                prefetch_program: args.program_prefetch,
                 ..Default::default()
             },
         )?;

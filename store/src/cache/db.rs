@@ -47,11 +47,6 @@ impl CacheDb {
         })
     }
 
-    fn seq(&mut self) -> i64 {
-        self.next_seq += 1;
-        self.next_seq
-    }
-
     pub fn total_size(&self) -> Result<u64> {
         let s: Option<i64> = self
             .conn
@@ -71,20 +66,27 @@ impl CacheDb {
             .map(|s| s as u64))
     }
 
-    /// Records (or refreshes) a chunk; returns whether it was new.
-    pub fn insert(&mut self, digest: &str, size: u64) -> Result<bool> {
-        let seq = self.seq();
-        let n = self.conn.execute(
-            "INSERT OR IGNORE INTO chunks (digest, size, last_access) VALUES (?1, ?2, ?3)",
-            params![digest, size as i64, seq],
-        )?;
-        if n == 0 {
-            self.conn.execute(
-                "UPDATE chunks SET last_access = ?1 WHERE digest = ?2",
-                params![seq, digest],
+    /// Records (or refreshes) chunks in one transaction; returns the bytes newly added.
+    pub fn insert_many(&mut self, chunks: &[(&str, u64)]) -> Result<u64> {
+        let tx = self.conn.transaction()?;
+        let mut added = 0;
+        {
+            let mut ins = tx.prepare_cached(
+                "INSERT OR IGNORE INTO chunks (digest, size, last_access) VALUES (?1, ?2, ?3)",
             )?;
+            let mut up =
+                tx.prepare_cached("UPDATE chunks SET last_access = ?1 WHERE digest = ?2")?;
+            for (d, size) in chunks {
+                self.next_seq += 1;
+                if ins.execute(params![d, *size as i64, self.next_seq])? == 1 {
+                    added += size;
+                } else {
+                    up.execute(params![self.next_seq, d])?;
+                }
+            }
         }
-        Ok(n == 1)
+        tx.commit()?;
+        Ok(added)
     }
 
     /// Marks chunks as just used, in one transaction. `Some(size)` means the chunk's file was

@@ -142,6 +142,7 @@ impl CacheCore {
         self: &Arc<Self>,
         layer: &str,
         wants: &[Want],
+        reach: Reach,
     ) -> Result<Vec<Arc<[u8]>>> {
         let mut out: Vec<Option<Arc<[u8]>>> = Vec::with_capacity(wants.len());
         for w in wants {
@@ -201,10 +202,14 @@ impl CacheCore {
             let mut end = k + 1;
             while end < owned.len() && end - k < 64 && owned[end] == owned[end - 1] + 1 {
                 let prev = &wants[owned[end - 1]];
-                let gap = wants[owned[end]]
+                let next = &wants[owned[end]];
+                // Pieces of one zran span (SOCI) share its blob range: one request for all.
+                let same_span =
+                    next.blob_offset == prev.blob_offset && next.blob_len == prev.blob_len;
+                let gap = next
                     .blob_offset
                     .checked_sub(prev.blob_offset + prev.blob_len);
-                if gap.is_none_or(|g| g > MERGE_GAP) {
+                if !same_span && gap.is_none_or(|g| g > MERGE_GAP) {
                     break;
                 }
                 end += 1;
@@ -215,7 +220,7 @@ impl CacheCore {
         let fetch = |r: &std::ops::Range<usize>| {
             let run: Vec<Want> = owned[r.clone()].iter().map(|&i| wants[i].clone()).collect();
             bump(&self.counters.misses, run.len() as u64);
-            self.fetch_with_readahead(layer, &source, &run)
+            self.fetch_with_readahead(layer, &source, &run, reach)
         };
         // Independent runs go out at once (bounded by the fetch permits).
         let results: Vec<Vec<Result<Arc<[u8]>>>> = if runs.len() == 1 {
@@ -245,14 +250,25 @@ impl CacheCore {
             }
         }
         for (i, f) in waits {
-            match f.wait() {
+            let t0 = std::time::Instant::now();
+            let waited = f.wait();
+            let ms = t0.elapsed().as_secs_f64() * 1e3;
+            if ms >= 2.0 {
+                tracing::debug!(
+                    layer,
+                    offset = wants[i].blob_offset,
+                    ms,
+                    "a read waited for a chunk another fetch brings"
+                );
+            }
+            match waited {
                 Ok(b) => {
                     self.readahead.used(wants[i].digest);
                     out[i] = Some(b)
                 }
                 // Its fetcher let it go (a read-ahead that broke off): fetch it here.
                 Err(reason) if reason == ABANDONED => {
-                    match self.get_chunks(layer, std::slice::from_ref(&wants[i])) {
+                    match self.get_chunks(layer, std::slice::from_ref(&wants[i]), reach) {
                         Ok(mut b) => out[i] = b.pop(),
                         Err(e) => {
                             first_err.get_or_insert(e);
@@ -290,9 +306,12 @@ impl CacheCore {
         layer: &str,
         source: &Arc<dyn BlobSource>,
         run: &[Want],
+        reach: Reach,
     ) -> Vec<Result<Arc<[u8]>>> {
-        self.read_behind(layer, source, run);
-        let Some((map, ahead)) = self.plan_readahead(layer, run) else {
+        if reach == Reach::Directory {
+            self.read_behind(layer, source, run);
+        }
+        let Some((map, ahead)) = self.plan_readahead(layer, run, reach) else {
             return self.fetch_run(layer, source.as_ref(), run);
         };
         let digests =
@@ -400,8 +419,7 @@ impl CacheCore {
             if gap.is_none_or(|g| g > MERGE_GAP)
                 || c.blob_offset < lower
                 || c.dir != dir
-                || self.mem.lock().unwrap().contains(&*c.digest)
-                || self.files.path(&c.digest).exists()
+                || self.is_cached(&c.digest)
             {
                 break;
             }
@@ -460,6 +478,7 @@ impl CacheCore {
         &self,
         layer: &str,
         run: &[Want],
+        reach: Reach,
     ) -> Option<(Arc<LayerMap>, std::ops::Range<usize>)> {
         let span = self.readahead.span();
         if span == 0 || self.disk_usage().saturating_add(span * 4) > self.budget {
@@ -472,7 +491,9 @@ impl CacheCore {
         let mut prev_end = last.blob_offset + last.blob_len;
         let file_end = map.chunks[pos].file_end;
         // The rest of the file, then the span into its directory's next files.
-        let limit = if file_end.saturating_sub(prev_end) <= super::readahead::FILE_AHEAD_MAX {
+        let limit = if reach == Reach::File {
+            prev_end.max(file_end.min(prev_end + super::readahead::FILE_AHEAD_MAX))
+        } else if file_end.saturating_sub(prev_end) <= super::readahead::FILE_AHEAD_MAX {
             prev_end.max(file_end) + span
         } else {
             prev_end + span
@@ -491,9 +512,7 @@ impl CacheCore {
             {
                 break;
             }
-            let have = claimed.contains(&*c.digest)
-                || self.mem.lock().unwrap().contains(&*c.digest)
-                || self.files.path(&c.digest).exists();
+            let have = claimed.contains(&*c.digest) || self.is_cached(&c.digest);
             if have {
                 // Within the missed file a chunk already here (or coming with this very
                 // read-ahead) rides along: stopping would leave the rest of the file to
@@ -524,6 +543,9 @@ impl CacheCore {
         );
         Some((map, first..i))
     }
+
+    /// Verified read-ahead bytes held in memory before they are written to disk together.
+    const STORE_BATCH: usize = 4 << 20;
 
     /// Receives the chunks `wanted` (positions in `map`, ascending, their flights in
     /// `owned`) from `stream`, whose next byte is at blob offset `base` (`buf` holding what
@@ -558,45 +580,76 @@ impl CacheCore {
         mut stream: Box<dyn crate::chunked::RangeStream>,
         urgent: bool,
     ) -> usize {
-        let mut stored = 0;
+        let t0 = std::time::Instant::now();
         let _permit = if urgent {
             self.permits.acquire()
         } else {
             self.permits.acquire_low()
         };
+        let permit_ms = t0.elapsed().as_secs_f64() * 1e3;
+        let first = wanted.first().map(|&i| map.chunks[i].blob_offset);
+        // Each chunk goes to its waiters as soon as it is verified; the disk writes wait for
+        // the end of the stream (one index transaction), so a read needing the last chunk
+        // of a long read-ahead does not wait for every earlier chunk's file and row.
+        let mut verified: Vec<(Want<'_>, Arc<[u8]>)> = Vec::with_capacity(wanted.len());
+        let (mut verified_bytes, mut handed, mut stored) = (0usize, 0usize, 0usize);
         for c in wanted.iter().map(|&i| &map.chunks[i]) {
             let end = c.blob_offset + c.blob_len;
-            while base + (buf.len() as u64) < end {
+            let arrived = loop {
+                if base + (buf.len() as u64) >= end {
+                    break true;
+                }
                 match stream.next_piece() {
                     Ok(Some(p)) => buf.extend_from_slice(&p),
-                    Ok(None) => return stored,
+                    Ok(None) => break false,
                     Err(e) => {
                         tracing::debug!(layer, offset = base, error = %e, "read-ahead broke off");
-                        return stored;
+                        break false;
                     }
                 }
+            };
+            if !arrived {
+                break;
             }
             let _ = buf.split_to((c.blob_offset - base) as usize);
             let frame = buf.split_to(c.blob_len as usize);
             base = end;
-            let want = c.want();
             match self.decode_verify_want(layer, &frame, c.codec, c.inner_offset, c.len, &c.digest)
             {
-                Ok(data) => match self.store(&want, &data) {
-                    Ok(()) => {
-                        stored += 1;
-                        owned.finish(&c.digest, Ok(data))
+                Ok(data) => {
+                    self.unstored
+                        .lock()
+                        .unwrap()
+                        .insert(c.digest.to_string(), data.clone());
+                    owned.finish(&c.digest, Ok(data.clone()));
+                    verified_bytes += data.len();
+                    verified.push((c.want(), data));
+                    if verified_bytes >= Self::STORE_BATCH {
+                        stored += self.store_many(&verified);
+                        handed += verified.len();
+                        verified.clear();
+                        verified_bytes = 0;
                     }
-                    Err(e) => {
-                        tracing::debug!(layer, digest = &*c.digest, error = %e, "storing a read-ahead chunk failed");
-                    }
-                },
+                }
                 Err(reason) => {
                     bump(&self.counters.corrupt_chunks, 1);
                     tracing::warn!(layer, digest = &*c.digest, offset = c.blob_offset, %reason, "read-ahead chunk failed verification");
                 }
             }
         }
+        // Whatever did not arrive is abandoned: its readers fetch it themselves.
+        drop(owned);
+        handed += verified.len();
+        stored += self.store_many(&verified);
+        tracing::debug!(
+            layer,
+            offset = first,
+            chunks = handed,
+            stored,
+            permit_ms,
+            ms = t0.elapsed().as_secs_f64() * 1e3,
+            "received read-ahead chunks"
+        );
         if self.disk_usage() > self.budget {
             if let Err(e) = self.evict_to(self.budget) {
                 tracing::warn!(error = %e, "evicting after read-ahead failed");
@@ -675,7 +728,9 @@ mod tests {
             Claim::Owner
         ));
         let run = [want(&map, 0)];
-        let (_, ahead) = cache.plan_readahead("sha256:l", &run).unwrap();
+        let (_, ahead) = cache
+            .plan_readahead("sha256:l", &run, Reach::Directory)
+            .unwrap();
         // The rest of the file, repeats included (they ride along, owned once), and on
         // into the directory's next file until a chunk already coming stops it.
         assert_eq!(ahead, 1..6);
@@ -701,7 +756,9 @@ mod tests {
             cache.flights.claim(&format!("sha256:{}", "a".repeat(64))),
             Claim::Owner
         ));
-        let (_, ahead) = cache.plan_readahead("sha256:l", &[want(&map, 0)]).unwrap();
+        let (_, ahead) = cache
+            .plan_readahead("sha256:l", &[want(&map, 0)], Reach::Directory)
+            .unwrap();
         // Inside bin/big the cached chunk 1 rides along; in bin/next the cached 2 ends it.
         assert_eq!(ahead, 1..4);
     }

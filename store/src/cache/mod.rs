@@ -118,6 +118,15 @@ struct DiskState {
     usage: u64,
 }
 
+/// How far a miss reads beyond its chunks: a read of the filesystem reads ahead into the
+/// directory's next files and behind over its earlier ones; the program prefetch asks for
+/// one file only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reach {
+    Directory,
+    File,
+}
+
 /// One chunk a read needs: where it is in the blob and what it must hash to.
 #[derive(Clone)]
 struct Want<'a> {
@@ -150,6 +159,9 @@ pub struct CacheCore {
     files: ChunkFiles,
     disk: Mutex<DiskState>,
     mem: Mutex<LruCache<String, Arc<[u8]>>>,
+    /// Verified read-ahead chunks handed to their readers but not yet written to disk
+    /// (written in batches): found here meanwhile, so no one fetches them again.
+    unstored: Mutex<HashMap<String, Arc<[u8]>>>,
     /// Hits not yet written to the LRU order in SQLite (flushed before evicting), so a hit
     /// costs no database write; `Some(size)` for chunks whose file was seen on disk.
     touched: Mutex<HashMap<String, Option<u64>>>,
@@ -333,6 +345,7 @@ impl CacheCore {
             mem: Mutex::new(LruCache::new(
                 NonZeroUsize::new(config.memory_chunks.max(1)).unwrap(),
             )),
+            unstored: Mutex::new(HashMap::new()),
             touched: Mutex::new(HashMap::new()),
             syncer: Some(Syncer::start()),
             layers: RwLock::new(HashMap::new()),
@@ -444,6 +457,7 @@ impl CacheCore {
     /// A chunk from memory or disk (verified), or `None`.
     fn lookup(&self, want: &Want) -> Result<Option<Arc<[u8]>>> {
         let hit = self.mem.lock().unwrap().get(want.digest).cloned();
+        let hit = hit.or_else(|| self.unstored.lock().unwrap().get(want.digest).cloned());
         if let Some(b) = hit {
             bump(&self.counters.memory_hits, 1);
             self.readahead.used(want.digest);
@@ -495,66 +509,120 @@ impl CacheCore {
     /// the file or for cache.db) evicts and retries once, then fails with ENOSPC; nothing
     /// torn is left, and a file without a row is simply written again or re-adopted later.
     fn store(&self, want: &Want, data: &Arc<[u8]>) -> Result<()> {
-        let room = |attempt: &mut u32| -> Result<bool> {
-            if *attempt > 0 {
-                return Ok(false);
-            }
-            *attempt += 1;
-            let target = self.disk_usage().saturating_sub(want.len.saturating_mul(4));
-            self.evict_to(target)?;
-            Ok(true)
-        };
-        if !self.files.path(want.digest).exists() {
-            let mut attempt = 0;
-            loop {
-                let written = match want.codec {
-                    Codec::Zran { .. } => self.files.write(want.digest, &seal(data)),
-                    _ => self.files.write(want.digest, data),
-                };
-                match written {
-                    Ok(path) => {
-                        if let Some(s) = &self.syncer {
-                            s.sync(path);
-                        }
-                        break;
-                    }
-                    Err((_, e))
-                        if e.raw_os_error() == Some(libc::ENOSPC) && room(&mut attempt)? => {}
-                    Err((path, e)) => return Err(StoreError::io(path, e)),
-                }
-            }
-        }
-        let mut attempt = 0;
-        loop {
-            let recorded = {
-                let mut disk = self.disk.lock().unwrap();
-                disk.db.insert(want.digest, want.len).map(|new| {
-                    if new {
-                        disk.usage += want.len;
-                    }
-                })
-            };
-            match recorded {
-                Ok(()) => break,
-                Err(e) if is_disk_full(&e) && room(&mut attempt)? => {}
-                Err(e) => {
-                    self.files.remove(want.digest)?;
-                    return Err(if is_disk_full(&e) {
-                        StoreError::io(
-                            self.files.db_path(),
-                            std::io::Error::from_raw_os_error(libc::ENOSPC),
-                        )
-                    } else {
-                        e
-                    });
-                }
-            }
+        self.write_chunk_file(want, data)?;
+        if let Err(e) = self.record_stored(&[(want.digest, want.len)]) {
+            self.files.remove(want.digest)?;
+            return Err(e);
         }
         self.mem
             .lock()
             .unwrap()
             .put(want.digest.to_string(), data.clone());
         Ok(())
+    }
+
+    /// [`store`](Self::store) for a batch of verified chunks (a read-ahead's), with one
+    /// index transaction for all of them. Returns how many are stored; a chunk whose file
+    /// cannot be written is skipped (logged at debug: it is fetched again when read).
+    fn store_many(&self, chunks: &[(Want<'_>, Arc<[u8]>)]) -> usize {
+        let mut written: Vec<(&str, u64)> = Vec::with_capacity(chunks.len());
+        for (want, data) in chunks {
+            match self.write_chunk_file(want, data) {
+                Ok(()) => written.push((want.digest, want.len)),
+                Err(e) => {
+                    tracing::debug!(digest = want.digest, error = %e, "storing a read-ahead chunk failed")
+                }
+            }
+        }
+        let recorded = self.record_stored(&written);
+        {
+            let mut mem = self.mem.lock().unwrap();
+            let mut unstored = self.unstored.lock().unwrap();
+            for (want, data) in chunks {
+                mem.put(want.digest.to_string(), data.clone());
+                unstored.remove(want.digest);
+            }
+        }
+        if let Err(e) = recorded {
+            tracing::debug!(chunks = written.len(), error = %e, "recording read-ahead chunks failed");
+            for (d, _) in &written {
+                let _ = self.files.remove(d);
+            }
+            return 0;
+        }
+        written.len()
+    }
+
+    /// Whether the chunk is here: in memory, handed over and about to be written, or on
+    /// disk.
+    fn is_cached(&self, digest: &str) -> bool {
+        self.mem.lock().unwrap().contains(digest)
+            || self.unstored.lock().unwrap().contains_key(digest)
+            || self.files.path(digest).exists()
+    }
+
+    /// Makes room for `bytes` more by evicting, once per `attempt` counter.
+    fn make_room(&self, bytes: u64, attempt: &mut u32) -> Result<bool> {
+        if *attempt > 0 {
+            return Ok(false);
+        }
+        *attempt += 1;
+        let target = self.disk_usage().saturating_sub(bytes.saturating_mul(4));
+        self.evict_to(target)?;
+        Ok(true)
+    }
+
+    /// The chunk's file, written atomically unless it is already there.
+    fn write_chunk_file(&self, want: &Want, data: &Arc<[u8]>) -> Result<()> {
+        if self.files.path(want.digest).exists() {
+            return Ok(());
+        }
+        let mut attempt = 0;
+        loop {
+            let written = match want.codec {
+                Codec::Zran { .. } => self.files.write(want.digest, &seal(data)),
+                _ => self.files.write(want.digest, data),
+            };
+            match written {
+                Ok(path) => {
+                    if let Some(s) = &self.syncer {
+                        s.sync(path);
+                    }
+                    return Ok(());
+                }
+                Err((_, e))
+                    if e.raw_os_error() == Some(libc::ENOSPC)
+                        && self.make_room(want.len, &mut attempt)? => {}
+                Err((path, e)) => return Err(StoreError::io(path, e)),
+            }
+        }
+    }
+
+    /// The index rows of chunks whose files were just written, in one transaction; a full
+    /// cache.db evicts and retries once, then fails with ENOSPC.
+    fn record_stored(&self, chunks: &[(&str, u64)]) -> Result<()> {
+        if chunks.is_empty() {
+            return Ok(());
+        }
+        let bytes: u64 = chunks.iter().map(|(_, n)| n).sum();
+        let mut attempt = 0;
+        loop {
+            let recorded = {
+                let mut disk = self.disk.lock().unwrap();
+                disk.db.insert_many(chunks).map(|added| disk.usage += added)
+            };
+            match recorded {
+                Ok(()) => return Ok(()),
+                Err(e) if is_disk_full(&e) && self.make_room(bytes, &mut attempt)? => {}
+                Err(e) if is_disk_full(&e) => {
+                    return Err(StoreError::io(
+                        self.files.db_path(),
+                        std::io::Error::from_raw_os_error(libc::ENOSPC),
+                    ))
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Records the hits gathered since the last call in the index (LRU order). Files the
@@ -614,6 +682,23 @@ impl ChunkCache {
     /// Fetches (coalesced, verified, stored) whichever of `chunks` are not cached yet, e.g.
     /// from a recorded start-up profile. Local chunks are ignored.
     pub fn prefetch(&self, layer_digest: &str, chunks: &[ChunkRef]) -> Result<()> {
+        self.prefetch_reaching(layer_digest, chunks, Reach::Directory)
+    }
+
+    /// Fetches the file whose chunks are `chunks` by asking for its first one: its
+    /// read-ahead brings the rest of the file (up to `FILE_AHEAD_MAX` compressed bytes) and
+    /// nothing beyond it, no read-behind either. For the program prefetch, which knows which
+    /// files it wants and nothing about their neighbours.
+    pub fn prefetch_file(&self, layer_digest: &str, chunks: &[ChunkRef]) -> Result<()> {
+        self.prefetch_reaching(layer_digest, &chunks[..chunks.len().min(1)], Reach::File)
+    }
+
+    fn prefetch_reaching(
+        &self,
+        layer_digest: &str,
+        chunks: &[ChunkRef],
+        reach: Reach,
+    ) -> Result<()> {
         let wants: Vec<Want> = chunks
             .iter()
             .filter_map(|c| match &c.location {
@@ -637,7 +722,7 @@ impl ChunkCache {
         for group in wants.chunks(64) {
             let digests: Vec<&str> = group.iter().map(|w| w.digest).collect();
             let pins = self.pin(&digests);
-            CacheCore::get_chunks(&self.core, layer_digest, group)?;
+            CacheCore::get_chunks(&self.core, layer_digest, group, reach)?;
             drop(pins);
             if self.disk_usage() > self.budget {
                 self.evict_to(self.budget)?;
@@ -647,13 +732,27 @@ impl ChunkCache {
     }
 }
 
-impl ContentReader for ChunkCache {
-    fn read_at(
+impl ChunkCache {
+    /// [`ContentReader::read_at`] for the daemon's own look into a file (the program
+    /// prefetch reading an ELF header): fetched and verified the same way, but not counted
+    /// as bytes a workload read (`ReadChunkBytes`).
+    pub fn read_unrecorded(
         &self,
         layer_digest: &str,
         chunks: &[ChunkRef],
         offset: u64,
         buf: &mut [u8],
+    ) -> Result<usize> {
+        self.read_chunks_at(layer_digest, chunks, offset, buf, false)
+    }
+
+    fn read_chunks_at(
+        &self,
+        layer_digest: &str,
+        chunks: &[ChunkRef],
+        offset: u64,
+        buf: &mut [u8],
+        workload: bool,
     ) -> Result<usize> {
         let size = chunks.last().map(|c| c.file_offset + c.len).unwrap_or(0);
         if buf.is_empty() || offset >= size {
@@ -694,7 +793,7 @@ impl ContentReader for ChunkCache {
                 }
             }
         }
-        {
+        if workload {
             let mut seen = self.read_seen.lock().unwrap();
             for w in &wants {
                 if !seen.contains(w.digest) {
@@ -705,7 +804,12 @@ impl ContentReader for ChunkCache {
         }
         let digests: Vec<&str> = wants.iter().map(|w| w.digest).collect();
         let pins = self.pin(&digests);
-        let data = CacheCore::get_chunks(&self.core, layer_digest, &wants)?;
+        let reach = if workload {
+            Reach::Directory
+        } else {
+            Reach::File
+        };
+        let data = CacheCore::get_chunks(&self.core, layer_digest, &wants, reach)?;
         let mut written = 0usize;
         for (c, bytes) in needed.iter().zip(&data) {
             let lo = offset.max(c.file_offset);
@@ -720,5 +824,17 @@ impl ContentReader for ChunkCache {
             self.evict_to(self.budget)?;
         }
         Ok(written)
+    }
+}
+
+impl ContentReader for ChunkCache {
+    fn read_at(
+        &self,
+        layer_digest: &str,
+        chunks: &[ChunkRef],
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<usize> {
+        self.read_chunks_at(layer_digest, chunks, offset, buf, true)
     }
 }

@@ -120,8 +120,7 @@ impl CacheCore {
         let mut claimed = Vec::with_capacity(span.len());
         for &p in span {
             let c = &map.chunks[p];
-            if self.mem.lock().unwrap().contains(&*c.digest) || self.files.path(&c.digest).exists()
-            {
+            if self.is_cached(&c.digest) {
                 out.skipped += 1;
                 continue;
             }
@@ -197,8 +196,7 @@ impl ChunkCache {
             let mut span: Vec<usize> = Vec::new();
             while i < map.chunks.len() {
                 let c = &map.chunks[i];
-                let cached = core.mem.lock().unwrap().contains(&*c.digest)
-                    || core.files.path(&c.digest).exists();
+                let cached = core.is_cached(&c.digest);
                 if let Some(&head) = span.first() {
                     let h = &map.chunks[head];
                     let t = &map.chunks[*span.last().unwrap()];

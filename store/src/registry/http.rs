@@ -260,6 +260,11 @@ impl RegistryHttp {
         let scheme = self.scheme(t);
         let url = format!("{scheme}://{}{}", t.host, req.url);
         let skip = t.security == Security::Insecure;
+        let unknown = skip && !self.schemes.lock().expect("schemes").contains_key(&t.host);
+        let anonymous = access.and_then(Access::header).is_none() && req.body.is_none();
+        if unknown && anonymous {
+            return self.send_either_scheme(t, req, access).await;
+        }
         match self.send(t, &url, skip, req, access).await {
             Err(e) if skip && scheme == "https" => {
                 // The failed handshake was no HTTP request: not counted.
@@ -270,14 +275,62 @@ impl RegistryHttp {
                     .await
                     .map_err(|_| e)?;
                 tracing::info!(registry = %t.host, "insecure registry: HTTPS failed, using plain HTTP");
-                self.schemes
-                    .lock()
-                    .expect("schemes")
-                    .insert(t.host.clone(), "http");
+                self.remember_scheme(&t.host, "http");
                 Ok(resp)
             }
             r => r,
         }
+    }
+
+    /// The first request to an insecure registry whose scheme is not known yet: sent over
+    /// HTTPS and plain HTTP at once, so a registry that only speaks HTTP costs one round
+    /// trip, not a failed handshake and then a second connection. HTTPS is preferred: the
+    /// HTTP answer is used only once the handshake has failed. Only for requests without
+    /// credentials or body, so no secret crosses the wire unencrypted when HTTPS works.
+    async fn send_either_scheme(
+        &self,
+        t: &Target<'_>,
+        req: &Request<'_>,
+        access: Option<&Access>,
+    ) -> Result<reqwest::Response, StoreError> {
+        let https_url = format!("https://{}{}", t.host, req.url);
+        let http_url = format!("http://{}{}", t.host, req.url);
+        let https = self.send(t, &https_url, true, req, access);
+        let http = self.send(t, &http_url, false, req, access);
+        tokio::pin!(https, http);
+        let mut plain = None;
+        let secure = loop {
+            tokio::select! {
+                r = &mut https => break r,
+                r = &mut http, if plain.is_none() => plain = Some(r),
+            }
+        };
+        match secure {
+            Ok(resp) => {
+                self.remember_scheme(&t.host, "https");
+                Ok(resp)
+            }
+            Err(e) => {
+                // The failed handshake was no HTTP request: not counted.
+                self.requests.fetch_sub(1, Ordering::Relaxed);
+                let plain = match plain {
+                    Some(r) => r,
+                    None => http.await,
+                };
+                let resp = plain.map_err(|_| e)?;
+                tracing::info!(registry = %t.host, "insecure registry: HTTPS failed, using plain HTTP");
+                self.remember_scheme(&t.host, "http");
+                Ok(resp)
+            }
+        }
+    }
+
+    /// Keeps the scheme an insecure registry answered on, for the daemon's lifetime.
+    fn remember_scheme(&self, host: &str, scheme: &'static str) {
+        self.schemes
+            .lock()
+            .expect("schemes")
+            .insert(host.to_string(), scheme);
     }
 
     /// HTTP requests sent by this client (token requests included).
