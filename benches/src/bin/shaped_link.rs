@@ -416,9 +416,9 @@ fn link_section(
             )
         });
     let cold_bytes = f("cold", "bytes").unwrap_or(0.0);
-    let pull_bytes = f("cold", "pull_bytes").unwrap_or(0.0);
+    let metadata_bytes = f("cold", "metadata_bytes").unwrap_or(0.0);
     let read_bytes = f("cold", "read_bytes").unwrap_or(0.0);
-    let needed = pull_bytes + read_bytes;
+    let needed = metadata_bytes + read_bytes;
     let floor = needed / bytes_per_s + 2.0 * rtt + warm;
     let mut s = format!("## {link}: `{reference}`\n\n| mode | exit (s) | fetched (MB) | by the pull (MB) | chunks read (MB) | requests |\n|---|---:|---:|---:|---:|---:|\n");
     for m in json["modes"].as_array().into_iter().flatten() {
@@ -428,7 +428,7 @@ fn link_section(
             m["mode"].as_str().unwrap_or("?"),
             g("exit_s"),
             g("bytes") / 1e6,
-            g("pull_bytes") / 1e6,
+            g("metadata_bytes") / 1e6,
             g("read_bytes") / 1e6,
             g("requests"),
         ));
@@ -439,7 +439,7 @@ fn link_section(
     ));
     s.push_str(&format!(
         "- floor = ({:.2} MB pull metadata + {:.2} MB compressed chunks read) / bandwidth + 2 × {:.0} ms RTT + warm {:.3} s = {floor:.3} s\n",
-        pull_bytes / 1e6,
+        metadata_bytes / 1e6,
         read_bytes / 1e6,
         rtt * 1000.0,
         warm
@@ -457,7 +457,7 @@ fn link_section(
         s.push_str(&format!(
             "- bytes fetched by a cold start (no profile, no background fetch) / compressed bytes read = {:.2} ({:.2} counting the chunks only; goal ≤ 1.5)\n",
             cold_bytes / read_bytes,
-            (cold_bytes - pull_bytes) / read_bytes
+            (cold_bytes - metadata_bytes) / read_bytes
         ));
     }
     if let Some((label, Some(c))) = concurrent {

@@ -124,7 +124,6 @@ async fn measure(exe: &Path, d: &BenchDaemon, args: &BenchArgs, pull: bool) -> R
         }
     }
     let pulled = t0.elapsed();
-    let at_pull = d.stats().await?;
     let mut run = d.cli(exe);
     run.args(["run", "--rm", "--network", "none", &args.image])
         .args(&args.cmd)
@@ -164,7 +163,8 @@ async fn measure(exe: &Path, d: &BenchDaemon, args: &BenchArgs, pull: bool) -> R
         exit: exited,
         bytes: diff(&after, &before, "RegistryBytes"),
         requests: diff(&after, &before, "RegistryRequests"),
-        pull_bytes: diff(&at_pull, &before, "RegistryBytes"),
+        metadata_bytes: diff(&after, &before, "RegistryBytes")
+            .saturating_sub(diff(&after, &before, "ChunkFetchedBytes")),
         read_bytes: diff(&after, &before, "ReadChunkBytes"),
     })
 }
@@ -223,7 +223,7 @@ async fn measure_concurrent(
         exit,
         bytes: diff("RegistryBytes"),
         requests: diff("RegistryRequests"),
-        pull_bytes: 0,
+        metadata_bytes: 0,
         read_bytes: diff("ReadChunkBytes"),
     })
 }
