@@ -54,7 +54,7 @@ fn bench_reports_cold_profile_warm_and_full() {
             .filter_map(|c| c.trim().parse().ok())
             .collect()
     };
-    // pull, first output, exit, MB, MB by the pull, MB of chunks read, requests
+    // pull, first output, exit, MB, MB of metadata, MB of chunks read, requests
     let cold = row("cold");
     let profiled = row("cold+profile");
     let warm = row("warm");

@@ -157,14 +157,14 @@ async fn measure(exe: &Path, d: &BenchDaemon, args: &BenchArgs, pull: bool) -> R
     let diff = |a: &serde_json::Value, b: &serde_json::Value, k: &str| {
         a[k].as_u64().unwrap_or(0) - b[k].as_u64().unwrap_or(0)
     };
+    let bytes = diff(&after, &before, "RegistryBytes");
     Ok(Sample {
         pull: pulled,
         first_output: first,
         exit: exited,
-        bytes: diff(&after, &before, "RegistryBytes"),
+        bytes,
         requests: diff(&after, &before, "RegistryRequests"),
-        metadata_bytes: diff(&after, &before, "RegistryBytes")
-            .saturating_sub(diff(&after, &before, "ChunkFetchedBytes")),
+        metadata_bytes: bytes.saturating_sub(diff(&after, &before, "ChunkFetchedBytes")),
         read_bytes: diff(&after, &before, "ReadChunkBytes"),
     })
 }
