@@ -35,6 +35,7 @@ mod lazy_profile;
 pub mod lazy_source;
 pub mod profile_registry;
 mod program_prefetch;
+pub use program_prefetch::default_program;
 mod pull;
 mod push;
 mod push_recompressed;

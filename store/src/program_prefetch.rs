@@ -117,9 +117,7 @@ fn components(path: &[u8]) -> impl Iterator<Item = Vec<u8>> + '_ {
 
 /// The program an image starts by default: `Entrypoint[0]`, else `Cmd[0]`, and the
 /// `PATH` of its environment (Docker's default when it sets none).
-pub(crate) fn default_program(
-    config: &oci_spec::image::ImageConfiguration,
-) -> Option<(String, String)> {
+pub fn default_program(config: &oci_spec::image::ImageConfiguration) -> Option<(String, String)> {
     let c = config.config().as_ref()?;
     let argv0 = c
         .entrypoint()
@@ -330,6 +328,28 @@ fn library_candidates(name: &[u8], origin: &[u8], needs: &Needs) -> Vec<Vec<u8>>
             d
         })
         .collect()
+}
+
+impl crate::store::Store {
+    /// Fetches, in the background, `argv0` (looked up over `path`) of the image whose
+    /// layers are `indexes` and what it loads, as the pull does for the config's default
+    /// program: for a container that runs another program, started as its image is
+    /// mounted. A no-op when no layer is lazy or the daemon's program prefetch is off.
+    pub fn prefetch_program(&self, indexes: &[LayerIndex], argv0: &str, path: &str) {
+        if !self.inner.opts.prefetch_program
+            || !indexes
+                .iter()
+                .any(|i| self.inner.cache.is_registered(&i.digest))
+        {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (cache, indexes) = (self.inner.cache.clone(), indexes.to_vec());
+        let (argv0, path) = (argv0.to_string(), path.to_string());
+        rt.spawn_blocking(move || prefetch_program(&cache, &indexes, &argv0, &path));
+    }
 }
 
 /// One pull's program prefetch: fires once the config and the index of every layer are

@@ -1,6 +1,7 @@
 //! The program prefetch (store/src/program_prefetch.rs): a lazy pull fetches the image's
 //! default program, its ELF interpreter and the libraries it needs before anything runs.
-//! With the registry gone right after the pull, the program still starts; with
+//! With the registry gone right after the pull, the program still starts; a container
+//! running another program gets it fetched from its create on; with
 //! `--no-program-prefetch` the same start cannot read its binary.
 
 use std::path::Path;
@@ -47,6 +48,8 @@ fn a_lazy_pull_fetches_the_default_program_and_its_libraries() {
     dynamic_rootfs(rootfs.path());
     let gzip = format!("{}/prog:gzip", reg.host());
     let chunked = format!("{}/prog:chunked", reg.host());
+    let other_gzip = format!("{}/other:gzip", reg.host());
+    let other = format!("{}/other:chunked", reg.host());
     {
         let d = Daemon::start().unwrap();
         d.ok(&[
@@ -61,6 +64,17 @@ fn a_lazy_pull_fetches_the_default_program_and_its_libraries() {
         ]);
         d.ok(&["push", &gzip]);
         d.ok(&["image", "convert", &gzip, &chunked]);
+        // The same files, but a default program the image does not have.
+        d.ok(&[
+            "image",
+            "import",
+            "--change",
+            r#"CMD ["not-in-this-image"]"#,
+            rootfs.path().to_str().unwrap(),
+            &other_gzip,
+        ]);
+        d.ok(&["push", &other_gzip]);
+        d.ok(&["image", "convert", &other_gzip, &other]);
     }
     let dash_size = std::fs::metadata(rootfs.path().join("bin/dash"))
         .unwrap()
@@ -79,6 +93,33 @@ fn a_lazy_pull_fetches_the_default_program_and_its_libraries() {
         "{}",
         d.log_text()
     );
+    drop(d);
+
+    // A container running another program than the image's default: fetched from the
+    // create on, as the image is mounted.
+    reg.restart().unwrap();
+    let d = Daemon::start().unwrap();
+    d.ok(&["pull", &other]);
+    let (bytes, _) = d.settled_chunk_cache();
+    assert!(
+        bytes < dash_size,
+        "{bytes} bytes cached for a program not in the image"
+    );
+    d.ok(&[
+        "create",
+        "--name",
+        "other-program",
+        &other,
+        "dash",
+        "-c",
+        "echo another program",
+    ]);
+    let (bytes, _) = d.settled_chunk_cache();
+    assert!(bytes > 4 * dash_size, "{bytes} bytes after the create");
+    reg.stop().unwrap();
+    let out = d.ok(&["start", "-a", "other-program"]);
+    assert_eq!(out.trim(), "another program");
+    d.ok(&["rm", "other-program"]);
     drop(d);
 
     // Without the prefetch the binary is not there when the registry is gone.

@@ -356,7 +356,26 @@ impl ContainerService {
         super::runtime_config::apply(&spec, &mut rc, std::path::Path::new(INIT_BINARY))?;
         rc.validate()
             .map_err(|e| DaemonError::Invalid(e.to_string()))?;
-        let lower = self.mounts.acquire(&self.store, &image.id)?;
+        // A program other than the image's default (which the pull fetched already): fetch
+        // it and its libraries while the container is set up.
+        let default = skiff_store::default_program(&image.config);
+        let path_var = spec
+            .env
+            .iter()
+            .rev()
+            .find_map(|v| v.strip_prefix("PATH="))
+            .map(str::to_string)
+            .or_else(|| default.as_ref().map(|(_, p)| p.clone()))
+            .unwrap_or_default();
+        let program = (default.as_ref().map(|(a, _)| a) != resolved.argv.first())
+            .then(|| {
+                resolved
+                    .argv
+                    .first()
+                    .map(|a| (a.as_str(), path_var.as_str()))
+            })
+            .flatten();
+        let lower = self.mounts.acquire_for(&self.store, &image.id, program)?;
         let (mount_points, runtime_mounts) =
             match super::mount_plan::apply(planned, &self.volumes, &lower) {
                 Ok(m) => m,

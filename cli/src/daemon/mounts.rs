@@ -175,6 +175,18 @@ impl ImageMounts {
         store: &skiff_store::Store,
         image_id: &str,
     ) -> Result<PathBuf, DaemonError> {
+        self.acquire_for(store, image_id, None)
+    }
+
+    /// [`acquire`](Self::acquire) for a container that will run `program` (`(argv0,
+    /// PATH)`): when this mounts the image, that program and what it loads are fetched in
+    /// the background (`Store::prefetch_program`).
+    pub fn acquire_for(
+        &self,
+        store: &skiff_store::Store,
+        image_id: &str,
+        program: Option<(&str, &str)>,
+    ) -> Result<PathBuf, DaemonError> {
         let mut m = self.mounted.lock().expect("mounts lock");
         if let Some(e) = m.get_mut(image_id) {
             e.users += 1;
@@ -191,6 +203,9 @@ impl ImageMounts {
         let ms = || t0.elapsed().as_secs_f64() * 1e3;
         let layers = store.layer_indexes(image_id)?;
         tracing::debug!(image = %image_id, ms = ms(), "mount: layer indexes loaded");
+        if let Some((argv0, path)) = program {
+            store.prefetch_program(&layers, argv0, path);
+        }
         let work = self.profiles.on_mount(store, image_id, &layers);
         let mut fs = skiff_fs::ImageFs::new(layers, store.content_reader())
             .map_err(|e| DaemonError::Internal(format!("image {image_id}: {e}")))?;
