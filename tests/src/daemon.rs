@@ -103,6 +103,8 @@ impl Daemon {
             .arg("--data-root")
             .arg(&self.data_root)
             .args(&self.extra_args)
+            // `SKIFF_TEST_LOG=info,skiff_store=debug cargo test ...` to take a test's
+            // daemon apart (its log is printed when an assertion fails).
             .env(
                 "RUST_LOG",
                 std::env::var("SKIFF_TEST_LOG").unwrap_or_else(|_| "info".into()),
