@@ -103,9 +103,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Inspect(a) => inspect::inspect(d, a).await,
         Command::Images(a) | Command::Image(ImageCommand::Ls(a)) => images::images(d, a).await,
         Command::Pull(a) | Command::Image(ImageCommand::Pull(a)) => images::pull(d, a).await,
-        Command::Push(a) | Command::Image(ImageCommand::Push(a)) => {
-            images::push(d, &socket, a).await
-        }
+        Command::Push(a) | Command::Image(ImageCommand::Push(a)) => images::push(&socket, a).await,
         Command::Rmi(a) | Command::Image(ImageCommand::Rm(a)) => images::rmi(d, a).await,
         Command::Tag(a) | Command::Image(ImageCommand::Tag(a)) => images::tag(d, a).await,
         Command::Image(ImageCommand::Inspect(a)) => images::inspect(d, a).await,

@@ -50,5 +50,6 @@ pub use layer::Compression;
 pub use lazy::{ChunkCacheUsage, FORMAT_ESTARGZ, FORMAT_ZSTD_CHUNKED};
 pub use lazy_profile::ImagePrefetch;
 pub use pull::{PullProgress, PullStatus};
+pub use push::{PushProgress, PushProgressFn};
 pub use push_recompressed::PushCompression;
 pub use store::{ImageRecord, ImageSummary, LayerInfo, Removed, Store, StoreOptions};

@@ -4,13 +4,35 @@
 use bytes::Bytes;
 
 use crate::reference::ImageReference;
+use crate::registry::BlobPushed;
 use crate::store::Store;
 use crate::{Result, StoreError};
+
+/// A push's progress for one layer, named by its `diff_id` (as Docker names layers in its
+/// push output).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PushProgress {
+    /// Before any layer is sent, once per layer.
+    Preparing(String),
+    /// The layer's blob is in the registry.
+    Done(String, BlobPushed),
+}
+
+pub type PushProgressFn<'a> = &'a (dyn Fn(PushProgress) + Send + Sync);
 
 impl Store {
     /// Pushes the local image `reference` to its registry; returns the manifest digest.
     /// Lazily pulled layers are first fetched whole from where they were pulled.
     pub async fn push(&self, reference: &str) -> Result<String> {
+        self.push_with_progress(reference, &|_| {}).await
+    }
+
+    /// [`push`](Self::push), telling `progress` what happens to each layer.
+    pub async fn push_with_progress(
+        &self,
+        reference: &str,
+        progress: PushProgressFn<'_>,
+    ) -> Result<String> {
         let r = ImageReference::parse(reference)?;
         let id = self.resolve_id(reference)?;
         self.fetch_whole_layers(std::slice::from_ref(&id)).await?;
@@ -32,7 +54,11 @@ impl Store {
             .filter(|o| o.registry == r.registry && o.repository != r.repository)
             .map(|o| o.repository)
             .collect();
-        for layer in self.inner.db.image_layers(&id)? {
+        let layers = self.inner.db.image_layers(&id)?;
+        for layer in &layers {
+            progress(PushProgress::Preparing(layer.diff_id.clone()));
+        }
+        for layer in layers {
             let path = self.inner.blobs.path(&layer.digest)?;
             if !path.is_file() {
                 return Err(StoreError::LayerNotLocal {
@@ -40,10 +66,12 @@ impl Store {
                     state: format!("{} (compressed blob missing)", layer.state),
                 });
             }
-            self.inner
+            let done = self
+                .inner
                 .registry
                 .push_layer(&r, &layer.digest, &path, &mount_from)
                 .await?;
+            progress(PushProgress::Done(layer.diff_id, done));
         }
         self.inner
             .registry

@@ -61,7 +61,12 @@ impl Write for HashingFile {
 impl Store {
     /// Pushes `reference` with every layer recompressed as `how`; returns the digest of
     /// the manifest pushed.
-    pub async fn push_recompressed(&self, reference: &str, how: PushCompression) -> Result<String> {
+    pub async fn push_recompressed(
+        &self,
+        reference: &str,
+        how: PushCompression,
+        progress: crate::push::PushProgressFn<'_>,
+    ) -> Result<String> {
         let r = ImageReference::parse(reference)?;
         let img = self.image(reference)?;
         self.fetch_whole_layers(std::slice::from_ref(&img.id))
@@ -69,6 +74,9 @@ impl Store {
         let tmp = tempfile::tempdir_in(self.inner.blobs.tmp_dir())
             .map_err(|e| StoreError::io(self.inner.blobs.tmp_dir(), e))?;
         let mut descriptors = Vec::new();
+        for diff_id in &img.diff_ids {
+            progress(crate::push::PushProgress::Preparing(diff_id.clone()));
+        }
         for (i, (layer, diff_id)) in img.layers.iter().zip(&img.diff_ids).enumerate() {
             let out = tmp.path().join(format!("layer{i}"));
             let this = self.clone();
@@ -145,10 +153,12 @@ impl Store {
                     actual: got,
                 });
             }
-            self.inner
+            let done = self
+                .inner
                 .registry
                 .push_blob_file(&r, &desc.digest, &out)
                 .await?;
+            progress(crate::push::PushProgress::Done(diff_id.clone(), done));
             let _ = std::fs::remove_file(&out);
             descriptors.push(desc);
         }

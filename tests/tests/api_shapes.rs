@@ -198,6 +198,22 @@ fn push_pull_lines_repo_digests_and_rmi_untag() {
         )),
         "{out}"
     );
+    // One line per layer, named by its diff_id's short form, as dockerd's push prints it.
+    let layer_line = |out: &str, status: &str| {
+        out.lines().any(|l| {
+            l.strip_suffix(status)
+                .and_then(|id| id.strip_suffix(": "))
+                .is_some_and(|id| id.len() == 12 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+        })
+    };
+    assert!(layer_line(&out, "Pushed"), "{out}");
+    let again = docker_ok(&d, &["push", &image]);
+    assert!(layer_line(&again, "Layer already exists"), "{again}");
+    let again = d.ok(&["push", &image]);
+    assert!(
+        layer_line(&again, "Layer already exists"),
+        "skiff push:\n{again}"
+    );
     let digest = out
         .split("v2: digest: ")
         .nth(1)

@@ -117,11 +117,11 @@ pub async fn commit(socket: &Path, args: &CommitArgs) -> Result<()> {
 
 /// `skiff push --compression`: `POST /images/{repo}/push?tag=&compression=` (a skiff
 /// extension bollard cannot send), printing Docker's push lines.
-pub async fn push_compressed(
+pub async fn push_stream(
     socket: &Path,
     repo: &str,
     tag: &str,
-    compression: &str,
+    compression: Option<&str>,
     credentials: Option<bollard::auth::DockerCredentials>,
     quiet: bool,
 ) -> Result<()> {
@@ -135,11 +135,14 @@ pub async fn push_compressed(
     tokio::spawn(conn);
     let mut req = hyper::Request::builder()
         .method("POST")
-        .uri(format!(
-            "/images/{repo}/push?tag={}&compression={}",
-            enc(tag),
-            enc(compression)
-        ))
+        .uri(match compression {
+            Some(c) => format!(
+                "/images/{repo}/push?tag={}&compression={}",
+                enc(tag),
+                enc(c)
+            ),
+            None => format!("/images/{repo}/push?tag={}", enc(tag)),
+        })
         .header("Host", "skiff");
     if let Some(c) = credentials {
         let json = serde_json::to_vec(&c)?;
@@ -169,7 +172,10 @@ pub async fn push_compressed(
             bail!("{e}");
         }
         if let (false, Some(s)) = (quiet, v["status"].as_str()) {
-            println!("{s}");
+            match v["id"].as_str() {
+                Some(id) => println!("{id}: {s}"),
+                None => println!("{s}"),
+            }
         }
     }
     Ok(())

@@ -5,9 +5,7 @@ use std::collections::HashMap;
 use std::io::IsTerminal;
 
 use anyhow::{bail, Context, Result};
-use bollard::image::{
-    CreateImageOptions, ListImagesOptions, PushImageOptions, RemoveImageOptions, TagImageOptions,
-};
+use bollard::image::{CreateImageOptions, ListImagesOptions, RemoveImageOptions, TagImageOptions};
 use bollard::Docker;
 use futures::StreamExt;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
@@ -111,11 +109,7 @@ pub async fn pull(docker: &Docker, args: &PullArgs) -> Result<()> {
     pull_with_progress(docker, &args.image, args.quiet, false).await
 }
 
-pub async fn push(
-    docker: &Docker,
-    socket: &std::path::Path,
-    args: &crate::args::PushArgs,
-) -> Result<()> {
+pub async fn push(socket: &std::path::Path, args: &crate::args::PushArgs) -> Result<()> {
     let (repo, tag) = split_tag(&args.image);
     let credentials = super::login::credentials_for(&args.image)
         .await
@@ -123,23 +117,17 @@ pub async fn push(
             eprintln!("WARNING: no registry credentials sent: {e:#}");
             None
         });
-    if let Some(c) = &args.compression {
-        return super::archive::push_compressed(socket, &repo, &tag, c, credentials, args.quiet)
-            .await;
-    }
-    let mut stream = docker.push_image(&repo, Some(PushImageOptions { tag }), credentials);
-    while let Some(item) = stream.next().await {
-        let info = item.map_err(|e| anyhow::anyhow!(super::error_message(&e)))?;
-        if let Some(err) = info.error {
-            bail!("{err}");
-        }
-        if !args.quiet {
-            if let Some(s) = info.status {
-                println!("{s}");
-            }
-        }
-    }
-    Ok(())
+    // Skiff's own request (bollard's push info has no layer ids): `<layer>: <status>`
+    // lines, as the docker CLI prints a push without a terminal.
+    super::archive::push_stream(
+        socket,
+        &repo,
+        &tag,
+        args.compression.as_deref(),
+        credentials,
+        args.quiet,
+    )
+    .await
 }
 
 pub async fn images(docker: &Docker, args: &ImagesArgs) -> Result<()> {

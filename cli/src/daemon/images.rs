@@ -73,8 +73,8 @@ fn stream_error(e: &dyn std::fmt::Display) -> serde_json::Value {
     json!({"error": e.to_string(), "errorDetail": {"message": e.to_string()}})
 }
 
-/// Docker's first push line, `The push refers to repository [...]` (sent once the push
-/// ends: layers are not reported apart); returns the parsed reference.
+/// Docker's first push line, `The push refers to repository [...]`; returns the parsed
+/// reference.
 async fn push_first_line(
     reference: &str,
     tx: &Sender<serde_json::Value>,
@@ -399,10 +399,23 @@ impl ImageService {
         compression: Option<skiff_store::PushCompression>,
         tx: Sender<serde_json::Value>,
     ) {
+        // Docker's order: the repository line first, then each layer's progress.
+        let parsed = push_first_line(&reference, &tx).await;
+        let progress_tx = tx.clone();
+        let progress = move |p: skiff_store::PushProgress| {
+            let (id, status) = match p {
+                skiff_store::PushProgress::Preparing(id) => (id, "Preparing".to_string()),
+                skiff_store::PushProgress::Done(id, done) => (id, done.docker_status()),
+            };
+            let hex = id.strip_prefix("sha256:").unwrap_or(&id);
+            let short = &hex[..hex.len().min(12)];
+            let _ =
+                progress_tx.try_send(json!({"status": status, "progressDetail": {}, "id": short}));
+        };
         let push = async {
             match compression {
-                None => self.store.push(&reference).await,
-                Some(c) => self.store.push_recompressed(&reference, c).await,
+                None => self.store.push_with_progress(&reference, &progress).await,
+                Some(c) => self.store.push_recompressed(&reference, c, &progress).await,
             }
         };
         // As a pull: this client's credentials only, kept once they worked.
@@ -416,7 +429,6 @@ impl ImageService {
         match pushed {
             Ok(digest) => {
                 self.event("push", &familiar(&reference));
-                let parsed = push_first_line(&reference, &tx).await;
                 let tag = parsed
                     .and_then(|r| r.tag)
                     .unwrap_or_else(|| "latest".to_string());
@@ -428,7 +440,6 @@ impl ImageService {
                     .await;
             }
             Err(e) => {
-                push_first_line(&reference, &tx).await;
                 let _ = tx.send(stream_error(&e)).await;
             }
         }

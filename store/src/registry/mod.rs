@@ -19,6 +19,7 @@ pub mod insecure;
 pub mod keychain;
 pub mod manifest;
 mod push;
+pub use push::BlobPushed;
 pub mod referrers;
 pub mod request_auth;
 pub mod tls;

@@ -24,6 +24,28 @@ enum Blob {
     Memory(Bytes),
 }
 
+/// What a blob push did: Docker's per-layer push statuses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BlobPushed {
+    /// The registry had it (`Layer already exists`).
+    Existed,
+    /// Mounted from another repository of the registry (`Mounted from <repository>`).
+    Mounted(String),
+    /// Uploaded (`Pushed`).
+    Uploaded,
+}
+
+impl BlobPushed {
+    /// The `status` of Docker's push progress line for the layer.
+    pub fn docker_status(&self) -> String {
+        match self {
+            BlobPushed::Existed => "Layer already exists".to_string(),
+            BlobPushed::Mounted(from) => format!("Mounted from {from}"),
+            BlobPushed::Uploaded => "Pushed".to_string(),
+        }
+    }
+}
+
 impl RegistryClient {
     /// Whether `r`'s repository has blob `digest` (`HEAD /v2/<name>/blobs/<digest>`,
     /// with push access, so one token serves the whole push).
@@ -47,7 +69,7 @@ impl RegistryClient {
         r: &ImageReference,
         digest: &str,
         path: &Path,
-    ) -> Result<()> {
+    ) -> Result<BlobPushed> {
         self.push_layer(r, digest, path, &[]).await
     }
 
@@ -60,7 +82,7 @@ impl RegistryClient {
         digest: &str,
         path: &Path,
         mount_from: &[String],
-    ) -> Result<()> {
+    ) -> Result<BlobPushed> {
         let size = std::fs::metadata(path)
             .map_err(|e| StoreError::io(path, e))?
             .len();
@@ -72,7 +94,12 @@ impl RegistryClient {
     }
 
     /// Uploads an in-memory blob (configs) unless the registry already has it.
-    pub async fn push_blob(&self, r: &ImageReference, digest: &str, data: Bytes) -> Result<()> {
+    pub async fn push_blob(
+        &self,
+        r: &ImageReference,
+        digest: &str,
+        data: Bytes,
+    ) -> Result<BlobPushed> {
         self.upload(r, digest, Blob::Memory(data), &[]).await
     }
 
@@ -82,9 +109,9 @@ impl RegistryClient {
         digest: &str,
         blob: Blob,
         mount_from: &[String],
-    ) -> Result<()> {
+    ) -> Result<BlobPushed> {
         if self.blob_exists(r, digest).await? {
-            return Ok(());
+            return Ok(BlobPushed::Existed);
         }
         let blob_ref = r.with_digest(digest);
         let t = self.target(&blob_ref);
@@ -100,7 +127,7 @@ impl RegistryClient {
             match h.request(&t, &req).await {
                 Ok(resp) if resp.status() == StatusCode::CREATED => {
                     tracing::debug!(reference = %blob_ref, from = %from, "blob mounted");
-                    return Ok(());
+                    return Ok(BlobPushed::Mounted(from.clone()));
                 }
                 // Not mounted, but an upload was opened (the spec's fallback).
                 Ok(resp) if resp.status() == StatusCode::ACCEPTED => {
@@ -162,7 +189,7 @@ impl RegistryClient {
                 expect(&t, h.request(&t, &req).await?, op).await?;
             }
         }
-        Ok(())
+        Ok(BlobPushed::Uploaded)
     }
 
     /// Uploads a manifest (or index) document under `r`'s tag (or digest) unchanged, so
