@@ -137,6 +137,8 @@ fn store_at(dir: &Path, lazy_pull: bool) -> Store {
         StoreOptions {
             lazy_pull,
             fetch_profiles: false,
+            // These tests measure what the pull itself fetches.
+            prefetch_program: false,
             ..Default::default()
         },
     )

@@ -163,6 +163,8 @@ fn store_at(dir: &std::path::Path, lazy_pull: bool) -> Store {
         StoreOptions {
             lazy_pull,
             fetch_profiles: false,
+            // These tests measure what the pull itself fetches.
+            prefetch_program: false,
             ..Default::default()
         },
     )

@@ -28,6 +28,8 @@ fn store_at(dir: &std::path::Path) -> Store {
         StoreOptions {
             lazy_pull: true,
             fetch_profiles: false,
+            // These tests count what the pull and each read fetch.
+            prefetch_program: false,
             ..Default::default()
         },
     )
