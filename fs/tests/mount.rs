@@ -373,11 +373,31 @@ fn overlay_on_top_accepts_writes() {
     assert_eq!(fs::read(m.mnt.join("etc/hostname")).unwrap(), b"skiff\n");
     assert!(m.mnt.join("etc/passwd").exists());
 
-    nix::mount::umount2(&merged, nix::mount::MntFlags::empty()).unwrap();
+    unmount_overlay(&merged);
     drop(overlay);
     let mut m = m;
     m.handle.take().unwrap().unmount().unwrap();
     assert!(!is_mounted(&m.mnt));
+}
+
+/// Unmounts the overlay at `merged`. The kernel may still hold it for a moment after the
+/// last file on it was closed (EBUSY, seen once in CI); retried for up to a second, then
+/// detached so nothing stays mounted, and the test fails.
+fn unmount_overlay(merged: &Path) {
+    for _ in 0..50 {
+        match nix::mount::umount2(merged, nix::mount::MntFlags::empty()) {
+            Ok(()) => return,
+            Err(nix::errno::Errno::EBUSY) => {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            Err(e) => panic!("unmounting the overlay at {}: {e}", merged.display()),
+        }
+    }
+    let _ = nix::mount::umount2(merged, nix::mount::MntFlags::MNT_DETACH);
+    panic!(
+        "the overlay at {} stayed busy for a second",
+        merged.display()
+    );
 }
 
 #[test]
@@ -647,7 +667,7 @@ fn passthrough_serves_cached_files_without_the_daemon() {
     std::io::Write::write_all(&mut f, b"more").unwrap();
     drop(f);
     assert_eq!(fs::read(overlay.0.join("big")).unwrap(), want);
-    nix::mount::umount2(&overlay.0, nix::mount::MntFlags::empty()).unwrap();
+    unmount_overlay(&overlay.0);
     drop(overlay);
     m.handle.take().unwrap().unmount().unwrap();
 }
