@@ -336,18 +336,25 @@ impl crate::store::Store {
     /// program: for a container that runs another program, started as its image is
     /// mounted. A no-op when no layer is lazy or the daemon's program prefetch is off.
     pub fn prefetch_program(&self, indexes: &[LayerIndex], argv0: &str, path: &str) {
-        if !self.inner.opts.prefetch_program
-            || !indexes
-                .iter()
-                .any(|i| self.inner.cache.is_registered(&i.digest))
-        {
-            return;
+        if self.inner.opts.prefetch_program && any_lazy(&self.inner.cache, indexes) {
+            spawn_prefetch(
+                &self.inner.cache,
+                indexes.to_vec(),
+                argv0.to_string(),
+                path.to_string(),
+            );
         }
-        let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let (cache, indexes) = (self.inner.cache.clone(), indexes.to_vec());
-        let (argv0, path) = (argv0.to_string(), path.to_string());
+    }
+}
+
+fn any_lazy(cache: &ChunkCache, indexes: &[LayerIndex]) -> bool {
+    indexes.iter().any(|i| cache.is_registered(&i.digest))
+}
+
+/// [`prefetch_program`] on the blocking pool (nothing outside a tokio runtime).
+fn spawn_prefetch(cache: &Arc<ChunkCache>, indexes: Vec<LayerIndex>, argv0: String, path: String) {
+    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        let cache = cache.clone();
         rt.spawn_blocking(move || prefetch_program(&cache, &indexes, &argv0, &path));
     }
 }
@@ -422,14 +429,9 @@ impl ProgramGate {
         };
         st.fired = true;
         let indexes: Vec<LayerIndex> = st.layers.iter_mut().filter_map(Option::take).collect();
-        if !indexes.iter().any(|i| self.cache.is_registered(&i.digest)) {
-            return;
+        if any_lazy(&self.cache, &indexes) {
+            spawn_prefetch(&self.cache, indexes, argv0, path);
         }
-        let cache = self.cache.clone();
-        let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        rt.spawn_blocking(move || prefetch_program(&cache, &indexes, &argv0, &path));
     }
 }
 

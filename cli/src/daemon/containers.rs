@@ -367,14 +367,11 @@ impl ContainerService {
             .map(str::to_string)
             .or_else(|| default.as_ref().map(|(_, p)| p.clone()))
             .unwrap_or_default();
-        let program = (default.as_ref().map(|(a, _)| a) != resolved.argv.first())
-            .then(|| {
-                resolved
-                    .argv
-                    .first()
-                    .map(|a| (a.as_str(), path_var.as_str()))
-            })
-            .flatten();
+        let program = resolved
+            .argv
+            .first()
+            .filter(|a| default.as_ref().map(|(d, _)| d) != Some(*a))
+            .map(|a| (a.as_str(), path_var.as_str()));
         let lower = self.mounts.acquire_for(&self.store, &image.id, program)?;
         let (mount_points, runtime_mounts) =
             match super::mount_plan::apply(planned, &self.volumes, &lower) {
