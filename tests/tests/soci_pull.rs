@@ -108,18 +108,15 @@ fn indexed_gzip_image_is_pulled_lazily_and_reads_exact_bytes() {
     assert_eq!(after.corrupt_chunks, 0, "{after:?}");
 }
 
-#[test]
-fn a_lying_ztoc_makes_the_layer_a_full_pull() {
-    require!(
-        "a_lying_ztoc_makes_the_layer_a_full_pull",
-        registry_unavailable()
-    );
-    let registry = Registry::start().unwrap();
-    let rt = common::rt();
-    let img = common::push_soci_image(&rt, &registry.host(), "soci/lying");
+/// Pushes `img`'s genuine index, then one whose zTOC for the big layer is the genuine one
+/// changed by `lie`, as the newest index (the one a pull finds).
+fn push_lying_index(
+    rt: &tokio::runtime::Runtime,
+    img: &common::SociImage,
+    lie: impl FnOnce(&mut skiff_store::soci::ztoc::Ztoc),
+) {
     let client = RegistryClient::new(Default::default());
     let r = ImageReference::parse(&img.reference).unwrap();
-    // A genuine zTOC, then one that claims another blob size, pushed as the newest index.
     index_image(&img.reference);
     let resolved = rt.block_on(client.resolve_manifest(&r)).unwrap();
     let repo = &resolved.reference;
@@ -137,7 +134,7 @@ fn a_lying_ztoc_makes_the_layer_a_full_pull() {
             &index.ztocs[&layer.digest],
         ))
         .unwrap();
-    ztoc.compressed_archive_size += 1;
+    lie(&mut ztoc);
     let bytes = ztoc.to_bytes();
     let ztoc_digest = sha256_digest(&bytes);
     rt.block_on(client.push_blob(repo, &ztoc_digest, bytes.clone().into()))
@@ -185,6 +182,19 @@ fn a_lying_ztoc_makes_the_layer_a_full_pull() {
         .unwrap()
         .unwrap();
     assert_eq!(found.digest, digest, "the lying index is the newest");
+}
+
+#[test]
+fn a_lying_ztoc_makes_the_layer_a_full_pull() {
+    require!(
+        "a_lying_ztoc_makes_the_layer_a_full_pull",
+        registry_unavailable()
+    );
+    let registry = Registry::start().unwrap();
+    let rt = common::rt();
+    let img = common::push_soci_image(&rt, &registry.host(), "soci/lying");
+    // Claims another blob size: refused at pull.
+    push_lying_index(&rt, &img, |z| z.compressed_archive_size += 1);
 
     let dir = tempfile::tempdir().unwrap();
     let store = store_at(dir.path());
@@ -193,6 +203,50 @@ fn a_lying_ztoc_makes_the_layer_a_full_pull() {
     let files = by_path(&store.layer_indexes(&pulled.id).unwrap());
     assert!(read_all(&store, &img.layers[1], &files["data/wanted.bin"]) == img.wanted);
     assert!(read_all(&store, &img.layers[1], &files["data/big.bin"]) == img.big);
+}
+
+/// A checkpoint whose window is not the output before it passes every pull-time check
+/// (only inflating the span before it shows the lie): the first read that meets it makes
+/// the layer fall back to one whole download, verified against the layer digest, and every
+/// byte read is the file's.
+#[test]
+fn a_checkpoint_that_lies_falls_back_to_the_whole_layer_at_read() {
+    require!(
+        "a_checkpoint_that_lies_falls_back_to_the_whole_layer_at_read",
+        registry_unavailable()
+    );
+    let registry = Registry::start().unwrap();
+    let rt = common::rt();
+    let img = common::push_soci_image(&rt, &registry.host(), "soci/badwindow");
+    push_lying_index(&rt, &img, |z| {
+        let c = &mut z.zinfo.checkpoints[3];
+        for b in c.window.iter_mut().rev().take(100) {
+            *b ^= 0x5a;
+        }
+    });
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_at(dir.path());
+    let pulled = rt.block_on(store.pull(&img.reference, QUIET)).unwrap();
+    assert_eq!(
+        pulled.layers[1].state, "lazy",
+        "the lie is not visible at pull"
+    );
+    let files = by_path(&store.layer_indexes(&pulled.id).unwrap());
+    let before = store.cache_stats().unwrap().counters;
+    assert!(read_all(&store, &img.layers[1], &files["data/big.bin"]) == img.big);
+    assert!(read_all(&store, &img.layers[1], &files["data/wanted.bin"]) == img.wanted);
+    assert!(read_all(&store, &img.layers[1], &files["data/tail.bin"]) == img.big[..2 << 20]);
+    let after = store.cache_stats().unwrap().counters;
+    let layer_size = pulled.layers[1].size;
+    assert!(
+        after.corrupt_chunks > before.corrupt_chunks,
+        "the lying span was seen: {after:?}"
+    );
+    assert!(
+        after.fetched_bytes - before.fetched_bytes >= layer_size,
+        "the whole layer ({layer_size} bytes) was fetched: {after:?}"
+    );
 }
 
 #[test]

@@ -106,7 +106,15 @@ impl CacheCore {
         };
         bump(&self.counters.fetch_requests, 1);
         bump(&self.counters.fetched_bytes, w.blob_len);
-        self.decode_verify_want(layer, &bytes, w.codec, w.inner_offset, w.len, w.digest).map_err(|reason| {
+        let decoded =
+            self.decode_verify_want(layer, &bytes, w.codec, w.inner_offset, w.len, w.digest);
+        let decoded = match (decoded, w.codec) {
+            (Err(reason), Codec::Zran { span }) => {
+                self.zran_fallback(layer, source, w, span as usize, reason)
+            }
+            (decoded, _) => decoded,
+        };
+        decoded.map_err(|reason| {
             bump(&self.counters.corrupt_chunks, 1);
             tracing::error!(layer, digest = w.digest, offset = w.blob_offset, %reason, "chunk corrupt twice");
             StoreError::ChunkCorrupt {
@@ -119,6 +127,45 @@ impl CacheCore {
         })
     }
 
+    /// A SOCI span that failed twice means its zTOC lies (the span's bytes matched
+    /// nothing, or did not inflate from its checkpoint): the layer falls back to a whole
+    /// download, verified against the layer digest, and the piece is cut from that
+    /// (`reason` is why the span failed, logged once per layer).
+    fn zran_fallback(
+        &self,
+        layer: &str,
+        source: &dyn BlobSource,
+        w: &Want,
+        span: usize,
+        reason: String,
+    ) -> std::result::Result<Arc<[u8]>, String> {
+        let zran = self
+            .zran
+            .read()
+            .unwrap()
+            .get(layer)
+            .cloned()
+            .ok_or_else(|| format!("no zTOC registered for layer {layer}: {reason}"))?;
+        if let Some(piece) = zran.whole_piece(span, w.inner_offset, w.len, w.digest) {
+            return piece.map(Into::into);
+        }
+        tracing::warn!(layer, span, %reason, "SOCI zTOC does not match its layer; serving the layer from a whole download");
+        let _permit = self.permits.acquire();
+        let piece = zran
+            .piece_from_whole(
+                source,
+                &self.files.tmp_dir(),
+                span,
+                w.inner_offset,
+                w.len,
+                w.digest,
+            )
+            .map_err(|e| format!("{reason}; the whole layer: {e}"))?;
+        bump(&self.counters.fetch_requests, 1);
+        bump(&self.counters.fetched_bytes, source.size());
+        Ok(piece.into())
+    }
+
     /// A zran piece cut from a span its layer inflated recently (stored like a fetched
     /// one), or `None`.
     fn recent_zran_piece(&self, layer: &str, w: &Want) -> Result<Option<Arc<[u8]>>> {
@@ -128,8 +175,14 @@ impl CacheCore {
         let Some(zran) = self.zran.read().unwrap().get(layer).cloned() else {
             return Ok(None);
         };
-        let Some(data) = zran.recent_piece(span as usize, w.inner_offset, w.len, w.digest) else {
-            return Ok(None);
+        let data = match zran.whole_piece(span as usize, w.inner_offset, w.len, w.digest) {
+            Some(Ok(data)) => data,
+            // Cut from the whole layer failed: the fetch path reports it, with the span's.
+            Some(Err(_)) => return Ok(None),
+            None => match zran.recent_piece(span as usize, w.inner_offset, w.len, w.digest) {
+                Some(data) => data,
+                None => return Ok(None),
+            },
         };
         bump(&self.counters.memory_hits, 1);
         let data: Arc<[u8]> = data.into();

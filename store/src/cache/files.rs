@@ -31,6 +31,11 @@ impl ChunkFiles {
         })
     }
 
+    /// Where temporary files of the cache go (emptied at open).
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
     pub fn db_path(&self) -> PathBuf {
         self.root.join("cache.db")
     }

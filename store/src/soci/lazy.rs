@@ -5,6 +5,10 @@
 //! the piece under a synthetic key ([`piece_key`]).
 
 use std::collections::{BTreeMap, VecDeque};
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
@@ -38,6 +42,19 @@ pub struct ZranLayer {
     /// (small files, a span's first and last file) are then served without fetching and
     /// inflating it once per file.
     recent: Mutex<VecDeque<(usize, Arc<Vec<u8>>)>>,
+    /// The layer's whole tar stream, once a span failed twice (a zTOC that lies: a
+    /// checkpoint that does not inflate, a window that does not match its neighbour, a span
+    /// digest that is wrong). Held while the download runs, so it happens once per layer.
+    whole: Mutex<Option<Arc<WholeLayer>>>,
+}
+
+/// A SOCI layer's uncompressed tar stream from one download of its blob, verified against
+/// the layer digest: an unlinked file in the cache's tmp directory, gone with the daemon
+/// (outside the cache budget: it holds at most one layer's uncompressed size per layer
+/// whose zTOC failed).
+struct WholeLayer {
+    file: File,
+    len: u64,
 }
 
 /// Inflated spans kept per SOCI layer (each up to the span size, 4 MiB by default).
@@ -54,7 +71,114 @@ impl ZranLayer {
             },
             digests: ztoc.span_digests,
             recent: Mutex::new(VecDeque::new()),
+            whole: Mutex::new(None),
         }
+    }
+
+    /// The piece from the whole layer when an earlier failure made it fall back to one
+    /// (`key` checked as in [`ZranLayer::piece`]); `None` while it serves spans.
+    pub fn whole_piece(
+        &self,
+        span: usize,
+        inner_offset: u64,
+        len: u64,
+        key: &str,
+    ) -> Option<std::result::Result<Vec<u8>, String>> {
+        let whole = self.whole.lock().unwrap().clone()?;
+        Some(self.cut_whole(&whole, span, inner_offset, len, key))
+    }
+
+    /// After span `span` failed twice: downloads the layer `source` serves whole (once per
+    /// layer; concurrent callers wait for it), checks it against the layer digest
+    /// (`source.digest()`) and the zTOC's uncompressed size, inflates it into an unlinked
+    /// file in `tmp`, and cuts the piece from it. Every later piece of the layer comes from
+    /// that file. Errors are reasons, for logs; never unverified bytes.
+    pub fn piece_from_whole(
+        &self,
+        source: &dyn BlobSource,
+        tmp: &Path,
+        span: usize,
+        inner_offset: u64,
+        len: u64,
+        key: &str,
+    ) -> std::result::Result<Vec<u8>, String> {
+        let whole = {
+            let mut slot = self.whole.lock().unwrap();
+            match &*slot {
+                Some(w) => w.clone(),
+                None => {
+                    let w = Arc::new(self.download_whole(source, tmp)?);
+                    *slot = Some(w.clone());
+                    w
+                }
+            }
+        };
+        self.cut_whole(&whole, span, inner_offset, len, key)
+    }
+
+    fn download_whole(
+        &self,
+        source: &dyn BlobSource,
+        tmp: &Path,
+    ) -> std::result::Result<WholeLayer, String> {
+        let file = tempfile::tempfile_in(tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+        let mut gz = flate2::write::MultiGzDecoder::new(file);
+        let mut sha = Sha256::new();
+        let mut stream = source
+            .open_range(0, source.size())
+            .map_err(|e| e.to_string())?;
+        while let Some(piece) = stream.next_piece().map_err(|e| e.to_string())? {
+            sha.update(&piece);
+            gz.write_all(&piece)
+                .map_err(|e| format!("inflating the whole layer: {e}"))?;
+        }
+        let actual = format!("sha256:{}", hex::encode(sha.finalize()));
+        if actual != source.digest() {
+            return Err(format!("the whole layer's digest is {actual}"));
+        }
+        let file = gz
+            .finish()
+            .map_err(|e| format!("inflating the whole layer: {e}"))?;
+        let len = file
+            .metadata()
+            .map_err(|e| format!("{}: {e}", tmp.display()))?
+            .len();
+        if len != self.spans.uncompressed_size {
+            return Err(format!(
+                "the layer inflates to {len} bytes, the zTOC says {}",
+                self.spans.uncompressed_size
+            ));
+        }
+        Ok(WholeLayer { file, len })
+    }
+
+    fn cut_whole(
+        &self,
+        whole: &WholeLayer,
+        span: usize,
+        inner_offset: u64,
+        len: u64,
+        key: &str,
+    ) -> std::result::Result<Vec<u8>, String> {
+        let (digest, checkpoint) = self
+            .digests
+            .get(span)
+            .zip(self.spans.checkpoints.get(span))
+            .ok_or_else(|| format!("span {span} is not in the zTOC"))?;
+        if piece_key(digest, inner_offset, len) != key {
+            return Err(format!("piece key {key} is not span {span}'s"));
+        }
+        let start = checkpoint
+            .uncompressed_offset
+            .checked_add(inner_offset)
+            .filter(|s| s.checked_add(len).is_some_and(|e| e <= whole.len))
+            .ok_or_else(|| format!("piece {inner_offset}+{len} of span {span} past the layer"))?;
+        let mut out = vec![0u8; len as usize];
+        whole
+            .file
+            .read_exact_at(&mut out, start)
+            .map_err(|e| format!("reading the whole layer: {e}"))?;
+        Ok(out)
     }
 
     /// The piece from a recently inflated span, if that span is still held (`key` checked

@@ -257,6 +257,17 @@ impl SpanIndex {
                 len - strm.0.avail_out as usize
             ));
         }
+        // The next checkpoint's window is this span's last output: a window (or offset)
+        // that lies shows here, where it would otherwise inflate to other bytes silently.
+        if let Some(next) = self.checkpoints.get(i + 1) {
+            let k = len.min(WINDOW);
+            if next.window.len() != WINDOW || out[len - k..] != next.window[WINDOW - k..] {
+                return Err(format!(
+                    "span {i} does not end in checkpoint {}'s window",
+                    i + 1
+                ));
+            }
+        }
         Ok(out)
     }
 }
@@ -330,6 +341,16 @@ mod tests {
             ),
         }
         assert!(index.inflate_span(i, &bad[..10]).is_err());
+        // A window that is not the output before its checkpoint shows when the span before
+        // it is inflated (it would inflate its own span to other bytes silently).
+        let mut lying = index.clone();
+        lying.checkpoints[i + 1].window[WINDOW - 1] ^= 1;
+        let good = &gz[r.start as usize..r.end as usize];
+        let err = lying.inflate_span(i, good).unwrap_err();
+        assert!(
+            err.contains("does not end in checkpoint 3's window"),
+            "{err}"
+        );
         assert!(build_index(&gz[..gz.len() / 2], 1 << 20).is_err());
         assert!(build_index(b"not gzip at all", 1 << 20).is_err());
         let mut two = gz.clone();
