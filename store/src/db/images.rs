@@ -4,7 +4,7 @@ use rusqlite::{params, OptionalExtension, Row};
 
 use super::Db;
 use crate::layer_index::LayerIndex;
-use crate::{Result, StoreError};
+use crate::Result;
 
 #[derive(Debug, Clone)]
 pub struct ImageRow {
@@ -61,10 +61,7 @@ fn layer_row(r: &Row<'_>) -> rusqlite::Result<LayerRow> {
 impl Db {
     /// Records a stored layer and its file index (replacing an earlier record).
     pub fn put_layer(&self, layer: &LayerRow, index: &LayerIndex) -> Result<()> {
-        let json = serde_json::to_vec(index).map_err(|e| StoreError::InvalidIndex {
-            layer: layer.digest.clone(),
-            reason: e.to_string(),
-        })?;
+        let data = super::index_blob::encode(index)?;
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         tx.execute(
@@ -83,8 +80,8 @@ impl Db {
             ],
         )?;
         tx.execute(
-            "INSERT OR REPLACE INTO layer_files (layer_digest, format, data) VALUES (?1, 'json', ?2)",
-            params![layer.digest, json],
+            "INSERT OR REPLACE INTO layer_files (layer_digest, format, data) VALUES (?1, ?2, ?3)",
+            params![layer.digest, super::index_blob::FORMAT, data],
         )?;
         tx.commit()?;
         Ok(())
@@ -111,21 +108,16 @@ impl Db {
     }
 
     pub fn layer_index(&self, digest: &str) -> Result<Option<LayerIndex>> {
-        let data: Option<Vec<u8>> = self
+        let row: Option<(String, Vec<u8>)> = self
             .conn()
             .query_row(
-                "SELECT data FROM layer_files WHERE layer_digest = ?1",
+                "SELECT format, data FROM layer_files WHERE layer_digest = ?1",
                 [digest],
-                |r| r.get(0),
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?;
-        data.map(|d| {
-            serde_json::from_slice(&d).map_err(|e| StoreError::InvalidIndex {
-                layer: digest.to_string(),
-                reason: format!("stored index does not parse: {e}"),
-            })
-        })
-        .transpose()
+        row.map(|(format, data)| super::index_blob::decode(digest, &format, &data))
+            .transpose()
     }
 
     /// Makes an image visible: the image row, its layer order and its tag, in one

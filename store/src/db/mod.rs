@@ -6,6 +6,7 @@
 
 mod holds;
 mod images;
+mod index_blob;
 pub mod schema;
 mod sources;
 

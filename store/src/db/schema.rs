@@ -36,7 +36,7 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX image_layers_layer ON image_layers(layer_digest);
     CREATE TABLE layer_files (
         layer_digest TEXT PRIMARY KEY REFERENCES layers(digest) ON DELETE CASCADE,
-        format TEXT NOT NULL,             -- json
+        format TEXT NOT NULL,             -- json, or json+zstd (db/index_blob.rs)
         data BLOB NOT NULL
     );",
     // 2: where lazy (zstd:chunked) layers are fetched from.

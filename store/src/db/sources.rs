@@ -7,7 +7,7 @@ use rusqlite::{params, OptionalExtension};
 
 use super::Db;
 use crate::layer_index::{ChunkLocation, LayerIndex};
-use crate::{Result, StoreError};
+use crate::Result;
 
 impl Db {
     /// Records a lazy layer, its file index and where its blob lives, in one transaction.
@@ -40,22 +40,18 @@ impl Db {
 
     /// Every compressed-chunk digest some stored layer index references.
     pub fn referenced_chunks(&self) -> Result<HashSet<String>> {
-        let rows: Vec<(String, Vec<u8>)> = {
+        let rows: Vec<(String, String, Vec<u8>)> = {
             let conn = self.conn();
             let mut st = conn.prepare(
-                "SELECT f.layer_digest, f.data FROM layer_files f
+                "SELECT f.layer_digest, f.format, f.data FROM layer_files f
                  JOIN layers l ON l.digest = f.layer_digest WHERE l.state = 'lazy'",
             )?;
-            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
             rows.collect::<rusqlite::Result<_>>()?
         };
         let mut out = HashSet::new();
-        for (layer, data) in rows {
-            let index: LayerIndex =
-                serde_json::from_slice(&data).map_err(|e| StoreError::InvalidIndex {
-                    layer,
-                    reason: format!("stored index does not parse: {e}"),
-                })?;
+        for (layer, format, data) in rows {
+            let index = super::index_blob::decode(&layer, &format, &data)?;
             for e in index.entries {
                 for c in e.chunks {
                     if let ChunkLocation::Compressed { digest, .. } = c.location {
