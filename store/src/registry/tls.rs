@@ -129,6 +129,14 @@ pub fn explain(chain: &str, host: &str, certs_dir: Option<&Path>) -> Option<Stri
             add_ca()
         ));
     }
+    if chain.contains("CaUsedAsEndEntity") {
+        // rustls's word for a self-signed server certificate that is also trusted as a CA.
+        return Some(format!(
+            "TLS: {host}'s certificate is a CA certificate used as its own server certificate \
+             (self-signed); give the registry a server certificate signed by that CA{}",
+            add_ca()
+        ));
+    }
     if chain.contains("NotValidForName") || chain.contains("not valid for name") {
         return Some(format!(
             "TLS: {host}'s certificate is not valid for the name {host}"
@@ -186,6 +194,13 @@ mod tests {
         )
         .unwrap()
         .contains("unknown authority"));
+        assert!(explain(
+            "invalid peer certificate: Other(OtherError(CaUsedAsEndEntity))",
+            "r:5000",
+            None
+        )
+        .unwrap()
+        .contains("self-signed"));
         assert!(explain("connection refused", "r", None).is_none());
         // A change shows in the stamp; an unchanged directory stamps the same.
         let before = stamp(d.path(), "r:5000");
