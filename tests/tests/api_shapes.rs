@@ -26,6 +26,10 @@ import docker
 c = docker.from_env()
 print(c.containers.run("{IMAGE}", ["echo", "hello"]).decode(), end="")
 print(c.containers.run("{IMAGE}", "echo gone", remove=True).decode(), end="")
+# docker-py 7.1 sends NetworkingConfig with the network mapped to null; dockerd accepts it.
+net = c.networks.create("sdknet")
+print(c.containers.run("{IMAGE}", "echo onnet", network="sdknet", remove=True).decode(), end="")
+net.remove()
 ct = c.containers.list(all=True)[0]
 a = ct.attrs
 print(a["HostConfig"]["LogConfig"]["Type"], a["HostConfig"]["RestartPolicy"]["Name"], a["HostConfig"]["NetworkMode"])
@@ -52,6 +56,7 @@ print(info["MemTotal"] > 0, info["MemoryLimit"], info["PidsLimit"], info["Swarm"
         [
             "hello",
             "gone",
+            "onnet",
             "json-file no bridge",
             "['bridge'] {}",
             "list ['/data']",

@@ -41,10 +41,27 @@ fn platform_ok(p: &str) -> bool {
     parts.next() == Some("linux") && parts.next().is_none_or(|a| a == arch)
 }
 
+/// A `NetworkingConfig` without `EndpointsConfig` asks for no endpoint settings, as dockerd
+/// reads it (the network itself is `HostConfig.NetworkMode`). docker-py 7.1's
+/// `containers.run(network=N)` sends `{"N": null}` there; other non-empty keys were refused
+/// by `create_fields::check`.
+fn default_endpoints_config(body: &mut serde_json::Value) {
+    if let Some(n) = body
+        .get_mut("NetworkingConfig")
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        if n.get("EndpointsConfig")
+            .is_none_or(serde_json::Value::is_null)
+        {
+            n.insert("EndpointsConfig".into(), serde_json::json!({}));
+        }
+    }
+}
+
 pub async fn create(
     State(d): State<Arc<Daemon>>,
     Query(q): Query<CreateQuery>,
-    Json(body): Json<serde_json::Value>,
+    Json(mut body): Json<serde_json::Value>,
 ) -> ApiResult<(StatusCode, Json<ContainerCreateResponse>)> {
     if let Some(p) = q.platform.as_deref().filter(|p| !p.is_empty()) {
         if !platform_ok(p) {
@@ -55,6 +72,7 @@ pub async fn create(
         }
     }
     super::create_fields::check(&body)?;
+    default_endpoints_config(&mut body);
     // The error names the field (`HostConfig.RestartPolicy.Name: unknown variant ...`).
     let body: Config<String> = serde_path_to_error::deserialize(body).map_err(|e| {
         super::error::DaemonError::Invalid(format!(
