@@ -19,6 +19,9 @@ fn main() {
     // A FUSE descriptor keeper (live restore) likewise never returns.
     skiff_fs::keeper::run_if_keeper();
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Daemon(_)) {
+        quiet_broken_stdout();
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -46,6 +49,25 @@ fn main() {
     };
     // Blocking stdin readers may still be parked; don't wait for them.
     std::process::exit(code);
+}
+
+/// `skiff history IMG | head`: once the reader is gone, stop quietly with the status a
+/// shell reports for SIGPIPE (141), as docker does, instead of a panic from `println!`.
+/// (SIGPIPE itself stays ignored: the client's sockets must see `EPIPE`, not die.)
+fn quiet_broken_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let msg = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.contains("failed printing to stdout") && msg.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info)
+    }));
 }
 
 async fn dispatch(cli: Cli) -> Result<()> {

@@ -139,3 +139,25 @@ fn skiff_cli_container_options_and_volumes() {
     d.ok(&["volume", "rm", "cli-vol"]);
     assert_eq!(d.ok(&["volume", "ls", "-q"]).trim(), "");
 }
+
+/// `skiff history IMG | head`: a reader that goes away ends the CLI quietly with 141 (the
+/// SIGPIPE status docker's CLI gets), never a panic.
+#[test]
+fn a_closed_stdout_ends_the_cli_quietly() {
+    require!("a_closed_stdout_ends_the_cli_quietly", root_unavailable());
+    let d = Daemon::start().unwrap();
+    import_busybox(&d, IMAGE, &[]);
+    let mut child = d
+        .cli()
+        .args(["history", "--no-trunc", IMAGE])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(141), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
