@@ -57,9 +57,7 @@ impl Daemon {
         let records = Arc::new(Records::open(&paths.daemon_db())?);
         let mut net_config =
             skiff_runtime::network::NetworkConfig::new(paths.network_state(), &paths.exec_root);
-        net_config.subnet = args
-            .subnet
-            .parse()
+        net_config.subnet = skiff_runtime::network::Ipv4Net::from_bip(&args.subnet)
             .map_err(|e| anyhow::anyhow!("bip {}: {e}", args.subnet))?;
         // Published ports are served by proxy processes that outlive the daemon.
         net_config.proxy_processes = Some(skiff_runtime::network::ProxyProcesses {

@@ -119,6 +119,33 @@ impl FromStr for Ipv4Net {
     }
 }
 
+impl Ipv4Net {
+    /// dockerd's `--bip`: the bridge's address with the subnet's prefix
+    /// (`172.18.0.1/16`), or the subnet itself (`172.18.0.0/16`). skiff's bridge address
+    /// is the subnet's first host address ([`Ipv4Net::gateway`]), so any other host address
+    /// is refused ([`RuntimeError::InvalidSubnet`]) rather than silently moved.
+    pub fn from_bip(s: &str) -> Result<Self> {
+        let (addr, prefix) = s.split_once('/').unwrap_or((s, ""));
+        if let (Ok(addr), Ok(prefix)) = (addr.parse::<Ipv4Addr>(), prefix.parse::<u8>()) {
+            if (8..=30).contains(&prefix) {
+                let mask = u32::MAX << (32 - u32::from(prefix));
+                let network = Ipv4Addr::from(u32::from(addr) & mask);
+                if addr != network {
+                    let net = Self::new(network, prefix)?;
+                    if addr != net.gateway() {
+                        return Err(RuntimeError::InvalidSubnet {
+                            subnet: s.to_string(),
+                            reason: "the bridge's address must be the subnet's first host address",
+                        });
+                    }
+                    return Ok(net);
+                }
+            }
+        }
+        s.parse()
+    }
+}
+
 impl TryFrom<String> for Ipv4Net {
     type Error = RuntimeError;
     fn try_from(s: String) -> Result<Self> {
@@ -148,6 +175,18 @@ pub fn format_mac(mac: &[u8; 6]) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn bip_takes_the_bridge_address_or_the_subnet() {
+        let net: Ipv4Net = "10.226.0.0/24".parse().unwrap();
+        assert_eq!(Ipv4Net::from_bip("10.226.0.1/24").unwrap(), net);
+        assert_eq!(Ipv4Net::from_bip("10.226.0.0/24").unwrap(), net);
+        let e = Ipv4Net::from_bip("10.226.0.5/24").unwrap_err().to_string();
+        assert!(e.contains("first host address"), "{e}");
+        assert!(Ipv4Net::from_bip("10.226.0.1").is_err());
+        assert!(Ipv4Net::from_bip("10.226.0.1/31").is_err());
+    }
+
     use super::*;
 
     fn net(s: &str) -> Ipv4Net {
