@@ -249,6 +249,55 @@ fn a_checkpoint_that_lies_falls_back_to_the_whole_layer_at_read() {
     );
 }
 
+/// A zTOC whose file table lies (two files' names swapped) and whose checkpoint lies: the
+/// whole-layer fallback checks the table against the real tar headers and refuses the
+/// layer, so no read of it serves another file's bytes.
+#[test]
+fn a_file_table_that_lies_refuses_the_layer_at_fallback() {
+    require!(
+        "a_file_table_that_lies_refuses_the_layer_at_fallback",
+        registry_unavailable()
+    );
+    let registry = Registry::start().unwrap();
+    let rt = common::rt();
+    let img = common::push_soci_image(&rt, &registry.host(), "soci/badtable");
+    push_lying_index(&rt, &img, |z| {
+        for b in z.zinfo.checkpoints[3].window.iter_mut().rev().take(100) {
+            *b ^= 0x5a;
+        }
+        let pos = |n: &[u8]| z.files.iter().position(|f| f.name.ends_with(n)).unwrap();
+        let (a, b) = (pos(b"data/wanted.bin"), pos(b"data/tail.bin"));
+        let name_a = z.files[a].name.clone();
+        z.files[a].name = z.files[b].name.clone();
+        z.files[b].name = name_a;
+    });
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_at(dir.path());
+    let pulled = rt.block_on(store.pull(&img.reference, QUIET)).unwrap();
+    assert_eq!(pulled.layers[1].state, "lazy", "the lie is not visible at pull");
+    let files = by_path(&store.layer_indexes(&pulled.id).unwrap());
+    let reader = store.content_reader();
+    let read = |path: &str| {
+        let e = &files[path];
+        let mut buf = vec![0u8; e.size as usize];
+        let mut off = 0;
+        while off < buf.len() {
+            let end = (off + (1 << 20)).min(buf.len());
+            match reader.read_at(&img.layers[1], &e.chunks, off as u64, &mut buf[off..end]) {
+                Ok(n) => off += n,
+                Err(err) => return Err(err.to_string()),
+            }
+        }
+        Ok(buf)
+    };
+    let err = read("data/big.bin").unwrap_err();
+    assert!(err.contains("is not the layer's"), "{err}");
+    // Named wanted.bin by the lie, it is tail.bin's bytes: refused, not served.
+    let err = read("data/wanted.bin").unwrap_err();
+    assert!(err.contains("is not the layer's"), "{err}");
+}
+
 #[test]
 fn daemon_runs_an_indexed_gzip_image_lazily() {
     require!(

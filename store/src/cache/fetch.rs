@@ -149,7 +149,6 @@ impl CacheCore {
         if let Some(piece) = zran.whole_piece(span, w.inner_offset, w.len, w.digest) {
             return piece.map(Into::into);
         }
-        tracing::warn!(layer, span, %reason, "SOCI zTOC does not match its layer; serving the layer from a whole download");
         let _permit = self.permits.acquire();
         let piece = zran
             .piece_from_whole(
@@ -159,11 +158,35 @@ impl CacheCore {
                 w.inner_offset,
                 w.len,
                 w.digest,
+                &reason,
             )
             .map_err(|e| format!("{reason}; the whole layer: {e}"))?;
-        bump(&self.counters.fetch_requests, 1);
-        bump(&self.counters.fetched_bytes, source.size());
-        Ok(piece.into())
+        if piece.1 {
+            bump(&self.counters.fetch_requests, 1);
+            bump(&self.counters.fetched_bytes, source.size());
+        }
+        Ok(piece.0.into())
+    }
+
+    /// Fails a piece of a SOCI layer whose whole download showed its zTOC does not describe
+    /// it: even pieces cached before then may be other files' bytes.
+    fn zran_refused(&self, layer: &str, w: &Want) -> Result<()> {
+        if !matches!(w.codec, Codec::Zran { .. }) {
+            return Ok(());
+        }
+        let Some(zran) = self.zran.read().unwrap().get(layer).cloned() else {
+            return Ok(());
+        };
+        match zran.refused() {
+            None => Ok(()),
+            Some(reason) => Err(StoreError::ChunkCorrupt {
+                layer: layer.to_string(),
+                chunk_digest: w.digest.to_string(),
+                offset: w.blob_offset,
+                len: w.blob_len,
+                reason,
+            }),
+        }
     }
 
     /// A zran piece cut from a span its layer inflated recently (stored like a fetched
@@ -177,8 +200,15 @@ impl CacheCore {
         };
         let data = match zran.whole_piece(span as usize, w.inner_offset, w.len, w.digest) {
             Some(Ok(data)) => data,
-            // Cut from the whole layer failed: the fetch path reports it, with the span's.
-            Some(Err(_)) => return Ok(None),
+            Some(Err(reason)) => {
+                return Err(StoreError::ChunkCorrupt {
+                    layer: layer.to_string(),
+                    chunk_digest: w.digest.to_string(),
+                    offset: w.blob_offset,
+                    len: w.blob_len,
+                    reason,
+                })
+            }
             None => match zran.recent_piece(span as usize, w.inner_offset, w.len, w.digest) {
                 Some(data) => data,
                 None => return Ok(None),
@@ -199,6 +229,7 @@ impl CacheCore {
     ) -> Result<Vec<Arc<[u8]>>> {
         let mut out: Vec<Option<Arc<[u8]>>> = Vec::with_capacity(wants.len());
         for w in wants {
+            self.zran_refused(layer, w)?;
             let hit = match self.lookup(w)? {
                 Some(b) => Some(b),
                 None => self.recent_zran_piece(layer, w)?,

@@ -42,10 +42,15 @@ pub struct ZranLayer {
     /// (small files, a span's first and last file) are then served without fetching and
     /// inflating it once per file.
     recent: Mutex<VecDeque<(usize, Arc<Vec<u8>>)>>,
+    /// The regular files the zTOC places in the tar stream: (name, data offset, size),
+    /// checked against the real tar when the layer falls back to a whole download.
+    files: Vec<(Vec<u8>, u64, u64)>,
     /// The layer's whole tar stream, once a span failed twice (a zTOC that lies: a
     /// checkpoint that does not inflate, a window that does not match its neighbour, a span
-    /// digest that is wrong). Held while the download runs, so it happens once per layer.
-    whole: Mutex<Option<Arc<WholeLayer>>>,
+    /// digest that is wrong); or why the layer cannot be served at all (the whole blob or
+    /// its tar does not match the zTOC), kept so it is found once. Held while the download
+    /// runs, so it happens once per layer.
+    whole: Mutex<Option<std::result::Result<Arc<WholeLayer>, String>>>,
 }
 
 /// A SOCI layer's uncompressed tar stream from one download of its blob, verified against
@@ -57,12 +62,45 @@ struct WholeLayer {
     len: u64,
 }
 
+/// Why a whole download of a SOCI layer failed.
+enum WholeError {
+    /// The transfer failed or brought other bytes: a later read tries again.
+    Fetch(String),
+    /// The verified blob is not what the zTOC describes: the layer is refused.
+    Content(String),
+}
+
+/// A tar name as compared across the zTOC and the tar headers: without leading `./` or
+/// `/` and trailing `/`.
+fn tar_name(mut name: &[u8]) -> &[u8] {
+    loop {
+        if let Some(rest) = name.strip_prefix(b"./") {
+            name = rest;
+        } else if let Some(rest) = name.strip_prefix(b"/") {
+            name = rest;
+        } else {
+            break;
+        }
+    }
+    while let Some(rest) = name.strip_suffix(b"/") {
+        name = rest;
+    }
+    name
+}
+
 /// Inflated spans kept per SOCI layer (each up to the span size, 4 MiB by default).
 pub const RECENT_SPANS: usize = 4;
 
 impl ZranLayer {
     pub fn new(ztoc: Ztoc) -> ZranLayer {
+        let files = ztoc
+            .files
+            .iter()
+            .filter(|f| f.kind == "reg" && f.uncompressed_size > 0)
+            .map(|f| (f.name.clone(), f.uncompressed_offset, f.uncompressed_size))
+            .collect();
         ZranLayer {
+            files,
             spans: SpanIndex {
                 span_size: ztoc.zinfo.span_size,
                 checkpoints: ztoc.zinfo.checkpoints,
@@ -75,8 +113,18 @@ impl ZranLayer {
         }
     }
 
+    /// Why no piece of this layer is served any more, once its whole download showed the
+    /// zTOC does not describe it.
+    pub fn refused(&self) -> Option<String> {
+        match &*self.whole.lock().unwrap() {
+            Some(Err(reason)) => Some(reason.clone()),
+            _ => None,
+        }
+    }
+
     /// The piece from the whole layer when an earlier failure made it fall back to one
-    /// (`key` checked as in [`ZranLayer::piece`]); `None` while it serves spans.
+    /// (`key` checked as in [`ZranLayer::piece`]), or the reason the layer is refused;
+    /// `None` while it serves spans.
     pub fn whole_piece(
         &self,
         span: usize,
@@ -84,15 +132,22 @@ impl ZranLayer {
         len: u64,
         key: &str,
     ) -> Option<std::result::Result<Vec<u8>, String>> {
-        let whole = self.whole.lock().unwrap().clone()?;
+        let whole = match self.whole.lock().unwrap().clone()? {
+            Ok(w) => w,
+            Err(reason) => return Some(Err(reason)),
+        };
         Some(self.cut_whole(&whole, span, inner_offset, len, key))
     }
 
     /// After span `span` failed twice: downloads the layer `source` serves whole (once per
     /// layer; concurrent callers wait for it), checks it against the layer digest
-    /// (`source.digest()`) and the zTOC's uncompressed size, inflates it into an unlinked
-    /// file in `tmp`, and cuts the piece from it. Every later piece of the layer comes from
-    /// that file. Errors are reasons, for logs; never unverified bytes.
+    /// (`source.digest()`), the zTOC's uncompressed size and the zTOC's file table (every
+    /// regular file's name, data offset and size, from the real tar headers), inflates it
+    /// into an unlinked file in `tmp`, and cuts the piece from it. Every later piece of the
+    /// layer comes from that file. When the blob or its tar does not match, the layer is
+    /// refused for good (every read fails: the mounted tree came from the zTOC); a failed
+    /// download is tried again by the next read. Returns the piece and whether this call
+    /// downloaded the layer. Errors are reasons, for logs; never unverified bytes.
     pub fn piece_from_whole(
         &self,
         source: &dyn BlobSource,
@@ -101,55 +156,121 @@ impl ZranLayer {
         inner_offset: u64,
         len: u64,
         key: &str,
-    ) -> std::result::Result<Vec<u8>, String> {
+        why: &str,
+    ) -> std::result::Result<(Vec<u8>, bool), String> {
+        let mut downloaded = false;
         let whole = {
             let mut slot = self.whole.lock().unwrap();
             match &*slot {
-                Some(w) => w.clone(),
-                None => {
-                    let w = Arc::new(self.download_whole(source, tmp)?);
-                    *slot = Some(w.clone());
-                    w
-                }
+                Some(Ok(w)) => w.clone(),
+                Some(Err(reason)) => return Err(reason.clone()),
+                None => match {
+                    tracing::warn!(layer = source.digest(), span, reason = why, "SOCI zTOC does not match its layer; serving the layer from a whole download");
+                    self.download_whole(source, tmp)
+                } {
+                    Ok(w) => {
+                        downloaded = true;
+                        let w = Arc::new(w);
+                        *slot = Some(Ok(w.clone()));
+                        w
+                    }
+                    Err(WholeError::Content(reason)) => {
+                        tracing::error!(layer = source.digest(), %reason, "SOCI layer refused: its zTOC does not describe it; pull the image with lazy pull off");
+                        *slot = Some(Err(reason.clone()));
+                        return Err(reason);
+                    }
+                    Err(WholeError::Fetch(reason)) => return Err(reason),
+                },
             }
         };
-        self.cut_whole(&whole, span, inner_offset, len, key)
+        Ok((
+            self.cut_whole(&whole, span, inner_offset, len, key)?,
+            downloaded,
+        ))
     }
 
     fn download_whole(
         &self,
         source: &dyn BlobSource,
         tmp: &Path,
-    ) -> std::result::Result<WholeLayer, String> {
-        let file = tempfile::tempfile_in(tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    ) -> std::result::Result<WholeLayer, WholeError> {
+        let fetch = |e: String| WholeError::Fetch(e);
+        let file =
+            tempfile::tempfile_in(tmp).map_err(|e| fetch(format!("{}: {e}", tmp.display())))?;
         let mut gz = flate2::write::MultiGzDecoder::new(file);
         let mut sha = Sha256::new();
         let mut stream = source
             .open_range(0, source.size())
-            .map_err(|e| e.to_string())?;
-        while let Some(piece) = stream.next_piece().map_err(|e| e.to_string())? {
+            .map_err(|e| fetch(e.to_string()))?;
+        let mut inflate_error = None;
+        while let Some(piece) = stream.next_piece().map_err(|e| fetch(e.to_string()))? {
             sha.update(&piece);
-            gz.write_all(&piece)
-                .map_err(|e| format!("inflating the whole layer: {e}"))?;
+            if inflate_error.is_none() {
+                inflate_error = gz.write_all(&piece).err();
+            }
         }
         let actual = format!("sha256:{}", hex::encode(sha.finalize()));
         if actual != source.digest() {
-            return Err(format!("the whole layer's digest is {actual}"));
+            // The registry served other bytes this time: another read may get the right ones.
+            return Err(fetch(format!("the whole layer's digest is {actual}")));
+        }
+        let content = |e: String| WholeError::Content(e);
+        if let Some(e) = inflate_error {
+            return Err(content(format!("the whole layer does not inflate: {e}")));
         }
         let file = gz
             .finish()
-            .map_err(|e| format!("inflating the whole layer: {e}"))?;
+            .map_err(|e| content(format!("the whole layer does not inflate: {e}")))?;
         let len = file
             .metadata()
-            .map_err(|e| format!("{}: {e}", tmp.display()))?
+            .map_err(|e| fetch(format!("{}: {e}", tmp.display())))?
             .len();
         if len != self.spans.uncompressed_size {
-            return Err(format!(
+            return Err(content(format!(
                 "the layer inflates to {len} bytes, the zTOC says {}",
                 self.spans.uncompressed_size
-            ));
+            )));
         }
+        self.check_file_table(&file).map_err(content)?;
         Ok(WholeLayer { file, len })
+    }
+
+    /// Every regular file of the zTOC is a regular file of the layer's tar with the same
+    /// name, data offset and size: otherwise its pieces would be other files' bytes.
+    fn check_file_table(&self, tar_stream: &File) -> std::result::Result<(), String> {
+        use std::io::Seek;
+        let mut f = tar_stream
+            .try_clone()
+            .map_err(|e| format!("reading the whole layer: {e}"))?;
+        f.rewind()
+            .map_err(|e| format!("reading the whole layer: {e}"))?;
+        let mut real: std::collections::HashMap<u64, (u64, Vec<u8>)> =
+            std::collections::HashMap::new();
+        let mut archive = tar::Archive::new(std::io::BufReader::new(&mut f));
+        let entries = archive
+            .entries()
+            .map_err(|e| format!("the whole layer is not a tar: {e}"))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| format!("the whole layer is not a tar: {e}"))?;
+            if entry.header().entry_type().is_file() && entry.size() > 0 {
+                real.insert(
+                    entry.raw_file_position(),
+                    (entry.size(), tar_name(&entry.path_bytes()).to_vec()),
+                );
+            }
+        }
+        for (name, offset, size) in &self.files {
+            let same = real
+                .get(offset)
+                .is_some_and(|(s, n)| s == size && n.as_slice() == tar_name(name));
+            if !same {
+                return Err(format!(
+                    "the zTOC's file {} ({size} bytes at {offset}) is not the layer's",
+                    String::from_utf8_lossy(name)
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn cut_whole(
@@ -191,7 +312,7 @@ impl ZranLayer {
         key: &str,
     ) -> Option<Vec<u8>> {
         let digest = self.digests.get(span)?;
-        if piece_key(digest, inner_offset, len) != key {
+        if piece_key(digest, inner_offset, len) != key || self.refused().is_some() {
             return None;
         }
         let data = {
@@ -225,6 +346,9 @@ impl ZranLayer {
             .ok_or_else(|| format!("span {span} is not in the zTOC"))?;
         if piece_key(digest, inner_offset, len) != key {
             return Err(format!("piece key {key} is not span {span}'s"));
+        }
+        if let Some(reason) = self.refused() {
+            return Err(reason);
         }
         let range = self.spans.span_range(span);
         if frame.len() as u64 != range.end - range.start {
