@@ -12,7 +12,7 @@ use oci_spec::image::ImageConfiguration;
 use crate::db::{ImageRow, LayerRow};
 use crate::layer::compression::is_zstd_chunked;
 use crate::layer::{check_hardlinks, links_within, unpack_layer, Compression};
-use crate::layer_index::{ChunkRef, LayerIndex};
+use crate::layer_index::{ChunkLocation, ChunkRef, Codec, LayerIndex};
 use crate::lazy_format::{self, LayerDescriptor, LazyFormat};
 use crate::program_prefetch::ProgramGate;
 use crate::reference::ImageReference;
@@ -236,7 +236,18 @@ impl Store {
             })
             .flat_map(|e| e.chunks.iter().cloned())
             .collect();
-        if wanted.is_empty() || !self.inner.cache.is_registered(&index.digest) {
+        // A SOCI piece costs its whole span (megabytes): the pull would fetch more than
+        // its zTOCs. A create that needs the files reads them then.
+        let zran = wanted.iter().any(|c| {
+            matches!(
+                c.location,
+                ChunkLocation::Compressed {
+                    codec: Codec::Zran { .. },
+                    ..
+                }
+            )
+        });
+        if wanted.is_empty() || zran || !self.inner.cache.is_registered(&index.digest) {
             return;
         }
         let cache = self.inner.cache.clone();

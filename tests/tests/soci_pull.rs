@@ -275,7 +275,10 @@ fn a_file_table_that_lies_refuses_the_layer_at_fallback() {
     let dir = tempfile::tempdir().unwrap();
     let store = store_at(dir.path());
     let pulled = rt.block_on(store.pull(&img.reference, QUIET)).unwrap();
-    assert_eq!(pulled.layers[1].state, "lazy", "the lie is not visible at pull");
+    assert_eq!(
+        pulled.layers[1].state, "lazy",
+        "the lie is not visible at pull"
+    );
     let files = by_path(&store.layer_indexes(&pulled.id).unwrap());
     let reader = store.content_reader();
     let read = |path: &str| {
