@@ -177,7 +177,8 @@ pub struct DaemonArgs {
     /// [default: 20m].
     #[arg(long)]
     pub background_fetch_rate: Option<String>,
-    /// Pull zstd:chunked and eStargz layers in full instead of lazily (for comparisons).
+    /// Pull zstd:chunked, eStargz and SOCI-indexed gzip layers in full instead of lazily
+    /// (for comparisons).
     #[arg(long)]
     pub no_lazy_pull: bool,
     /// Serve containerd's Snapshots API (a remote snapshotter) on this socket; "" turns it
@@ -789,11 +790,11 @@ pub enum ImageCommand {
     Tag(TagArgs),
     /// Import a root filesystem (directory or tarball) as an image.
     Import(ImportArgs),
-    /// Convert an image to zstd:chunked and push it (registry to registry).
+    /// Convert an image to zstd:chunked or eStargz (--format) and push it (registry to
+    /// registry).
     Convert(ConvertArgs),
     /// Build a SOCI index v1 (zTOCs of the gzip layers) of an image in a registry and push
-    /// it there as a referrer of the image (skiff's own pull does not use it yet; see
-    /// docs/formats.md).
+    /// it there as a referrer of the image; lazy pulls of the image use it (docs/formats.md).
     Index(IndexArgs),
     /// Remove unused images.
     Prune(PruneArgs),
