@@ -751,8 +751,9 @@ pub struct PushArgs {
     /// Suppress verbose output.
     #[arg(short = 'q', long)]
     pub quiet: bool,
-    /// Recompress every layer: zstd:chunked (lazy on skiff, tar+zstd elsewhere), gzip or
-    /// zstd. Without it layers are pushed as they are stored.
+    /// Recompress every layer: zstd:chunked (lazy on skiff, tar+zstd elsewhere), estargz
+    /// (lazy on skiff and stargz-snapshotter; the pushed config gets eStargz's diff_ids),
+    /// gzip or zstd. Without it layers are pushed as they are stored.
     #[arg(long)]
     pub compression: Option<String>,
     pub image: String,

@@ -1,9 +1,12 @@
-//! `skiff push --compression zstd:chunked|gzip|zstd`: a local image pushed with every layer
-//! recompressed from its uncompressed tar (the same tar, so the config and its diff_ids
-//! are pushed byte for byte; the image id is kept). zstd:chunked layers carry their TOC
-//! annotations, so the pushed image starts lazily on any skiff, and stays a valid
-//! tar+zstd image for other engines. The manifest's digest changes with the layers:
-//! it is recorded as the image's repo digest.
+//! `skiff push --compression zstd:chunked|estargz|gzip|zstd`: a local image pushed with
+//! every layer recompressed from its uncompressed tar. zstd:chunked, gzip and zstd keep the
+//! same tar, so the config and its diff_ids are pushed byte for byte (the image id is kept)
+//! and the manifest's digest is recorded as the image's repo digest. zstd:chunked layers
+//! carry their TOC annotations, so the pushed image starts lazily on any skiff, and stays
+//! a valid tar+zstd image for other engines. eStargz appends its TOC entry (and a
+//! `.no.prefetch.landmark`) to each tar, as `image convert --format estargz` does: the
+//! config pushed names the new diff_ids, so the pushed image is another image (its id
+//! differs from the local one, and it is not recorded as a repo digest of it).
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -23,15 +26,17 @@ use crate::{Result, StoreError};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PushCompression {
     ZstdChunked,
+    Estargz,
     Gzip,
     Zstd,
 }
 
 impl PushCompression {
-    /// `zstd:chunked`, `gzip`, `zstd` (the words `image convert --format` uses).
+    /// `zstd:chunked`, `estargz`, `gzip`, `zstd` (the words `image convert --format` uses).
     pub fn parse(s: &str) -> Option<PushCompression> {
         match s {
             "zstd:chunked" => Some(PushCompression::ZstdChunked),
+            "estargz" => Some(PushCompression::Estargz),
             "gzip" => Some(PushCompression::Gzip),
             "zstd" => Some(PushCompression::Zstd),
             _ => None,
@@ -74,6 +79,7 @@ impl Store {
         let tmp = tempfile::tempdir_in(self.inner.blobs.tmp_dir())
             .map_err(|e| StoreError::io(self.inner.blobs.tmp_dir(), e))?;
         let mut descriptors = Vec::new();
+        let mut pushed_diff_ids = Vec::new();
         for diff_id in &img.diff_ids {
             progress(crate::push::PushProgress::Preparing(diff_id.clone()));
         }
@@ -82,13 +88,39 @@ impl Store {
             let this = self.clone();
             let layer = layer.clone();
             let out2 = out.clone();
-            let (desc, got) =
-                tokio::task::spawn_blocking(move || -> Result<(Descriptor, String)> {
+            // (descriptor, the local tar's digest, the pushed layer's diff_id)
+            let (desc, got, pushed_diff_id) =
+                tokio::task::spawn_blocking(move || -> Result<(Descriptor, String, String)> {
                     let mut tar = Vec::new();
                     this.layer_tar(&layer)?
                         .read_to_end(&mut tar)
                         .map_err(|e| StoreError::io(&out2, e))?;
                     let diff_id = crate::content::sha256_digest(&tar);
+                    if how == PushCompression::Estargz {
+                        let file =
+                            std::fs::File::create(&out2).map_err(|e| StoreError::io(&out2, e))?;
+                        let mut w = std::io::BufWriter::new(file);
+                        let opts = crate::estargz::WriterOptions {
+                            landmark: crate::estargz::Landmark::NoPrefetch,
+                            ..Default::default()
+                        };
+                        let l = crate::estargz::write_estargz(&tar, &mut w, &opts)?;
+                        w.flush().map_err(|e| StoreError::io(&out2, e))?;
+                        return Ok((
+                            Descriptor {
+                                media_type: Compression::Gzip.oci_media_type().to_string(),
+                                digest: l.digest,
+                                size: l.size,
+                                annotations: Some(
+                                    l.annotations.into_iter().collect::<HashMap<_, _>>(),
+                                ),
+                                platform: None,
+                                urls: None,
+                            },
+                            diff_id,
+                            l.diff_id,
+                        ));
+                    }
                     if how == PushCompression::ZstdChunked {
                         let c = write_chunked_file(&tar, &out2, &WriterOptions::default())?;
                         return Ok((
@@ -102,6 +134,7 @@ impl Store {
                                 platform: None,
                                 urls: None,
                             },
+                            c.diff_id.clone(),
                             c.diff_id,
                         ));
                     }
@@ -141,6 +174,7 @@ impl Store {
                             platform: None,
                             urls: None,
                         },
+                        diff_id.clone(),
                         diff_id,
                     ))
                 })
@@ -161,15 +195,32 @@ impl Store {
             progress(crate::push::PushProgress::Done(diff_id.clone(), done));
             let _ = std::fs::remove_file(&out);
             descriptors.push(desc);
+            pushed_diff_ids.push(pushed_diff_id);
         }
+        let same_tars = pushed_diff_ids == img.diff_ids;
+        let (config_digest, config_bytes) = if same_tars {
+            (img.id.clone(), Bytes::from(img.config_bytes.clone()))
+        } else {
+            let mut v: serde_json::Value =
+                serde_json::from_slice(&img.config_bytes).map_err(|e| {
+                    StoreError::InvalidManifest {
+                        reference: reference.to_string(),
+                        reason: format!("bad image config: {e}"),
+                    }
+                })?;
+            v["rootfs"]["diff_ids"] = serde_json::json!(pushed_diff_ids);
+            let bytes = Bytes::from(serde_json::to_vec(&v).expect("config serializes"));
+            (crate::content::sha256_digest(&bytes), bytes)
+        };
+        let config_len = config_bytes.len();
         self.inner
             .registry
-            .push_blob(&r, &img.id, Bytes::from(img.config_bytes.clone()))
+            .push_blob(&r, &config_digest, config_bytes)
             .await?;
         let manifest = serde_json::json!({
             "schemaVersion": 2,
             "mediaType": OCI_MANIFEST,
-            "config": {"mediaType": OCI_CONFIG, "digest": img.id, "size": img.config_bytes.len()},
+            "config": {"mediaType": OCI_CONFIG, "digest": config_digest, "size": config_len},
             "layers": descriptors,
         });
         let body = serde_json::to_vec(&manifest).expect("manifest serializes");
@@ -178,9 +229,11 @@ impl Store {
             .registry
             .push_manifest(&r, Bytes::from(body), OCI_MANIFEST)
             .await?;
-        self.inner
-            .db
-            .add_repo_digest(&format!("{}@{digest}", r.name()), &img.id)?;
+        if same_tars {
+            self.inner
+                .db
+                .add_repo_digest(&format!("{}@{digest}", r.name()), &img.id)?;
+        }
         Ok(digest)
     }
 }

@@ -751,6 +751,20 @@ fn built_image_pushed_zstd_chunked_starts_lazily_from_a_fresh_data_root() {
     let pulled = d3.ok(&["pull", &as_is]);
     assert!(pulled.contains("Lazy image"), "{pulled}");
     assert_eq!(d3.ok(&["run", "--rm", &as_is]), "lazy\n");
+
+    // eStargz: lazy too; its TOC entry changes the diff_ids, so the pushed image is another.
+    let estargz = format!("{}/built/estargz:1", reg.host());
+    d.ok(&["tag", &image, &estargz]);
+    let pushed = d.ok(&["push", "--compression", "estargz", &estargz]);
+    assert!(pushed.contains("digest: sha256:"), "{pushed}");
+    let d4 = Daemon::start().unwrap();
+    let pulled = d4.ok(&["pull", &estargz]);
+    assert!(pulled.contains("Lazy image"), "{pulled}");
+    assert_eq!(d4.ok(&["run", "--rm", &estargz]), "lazy\n");
+    let id = |d: &Daemon| d.ok(&["image", "inspect", "-f", "{{.Id}}", &estargz]);
+    assert_ne!(id(&d), id(&d4));
+    let formats = d4.ok(&["image", "inspect", "-f", "{{len .RootFS.Layers}}", &estargz]);
+    assert_eq!(formats.trim(), "2");
 }
 
 #[test]

@@ -230,7 +230,7 @@ pub async fn post_by_name(
             None => None,
             Some(c) => Some(skiff_store::PushCompression::parse(c).ok_or_else(|| {
                 DaemonError::Invalid(format!(
-                    "unknown compression {c:?}: zstd:chunked, gzip or zstd"
+                    "unknown compression {c:?}: zstd:chunked, estargz, gzip or zstd"
                 ))
             })?),
         };
