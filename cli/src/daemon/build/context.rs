@@ -39,13 +39,29 @@ impl<R: Read> Read for Limited<R> {
         let n = self.inner.read(buf)?;
         self.seen += n as u64;
         if self.seen > MAX_CONTEXT_BYTES {
-            return Err(std::io::Error::other(format!(
-                "the build context is larger than skiff's limit of {} GiB",
-                MAX_CONTEXT_BYTES >> 30
-            )));
+            return Err(too_large());
         }
         Ok(n)
     }
+}
+
+fn too_large() -> std::io::Error {
+    std::io::Error::other(format!(
+        "the build context is larger than skiff's limit of {} GiB",
+        MAX_CONTEXT_BYTES >> 30
+    ))
+}
+
+/// Whether `e` or one of its sources is [`too_large`]'s error.
+fn limit_exceeded(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if err.to_string().contains("larger than skiff's limit") {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
 }
 
 /// Reads a request body on a blocking thread.
@@ -128,6 +144,8 @@ fn unpack(reader: impl Read, root: &Path) -> Result<(), BuildError> {
 fn unpack_entries<R: Read>(a: &mut tar::Archive<R>, root: &Path) -> std::io::Result<()> {
     let mut dirs = Vec::new();
     let mut entries = a.entries()?;
+    // The sizes the headers declare, refused before their data is written.
+    let mut declared: u64 = 0;
     loop {
         let mut entry = match entries.next() {
             None => break,
@@ -143,11 +161,23 @@ fn unpack_entries<R: Read>(a: &mut tar::Archive<R>, root: &Path) -> std::io::Res
             }
             Some(Err(e)) => return Err(e),
         };
+        declared = declared.saturating_add(entry.size());
+        if declared > MAX_CONTEXT_BYTES {
+            return Err(too_large());
+        }
         if entry.header().entry_type().is_dir() {
             dirs.push(entry);
             continue;
         }
-        entry.unpack_in(root)?;
+        entry.unpack_in(root).map_err(|e| {
+            // The tar crate wraps a read error in "failed to unpack <path>": the limit's
+            // message is the one that says why.
+            if limit_exceeded(&e) {
+                too_large()
+            } else {
+                e
+            }
+        })?;
     }
     // Deepest first, so a parent's mode is set after its children exist.
     dirs.sort_by_key(|d| std::cmp::Reverse(d.path_bytes().len()));
@@ -247,6 +277,21 @@ mod tests {
             b.append_data(&mut h, name, *data).unwrap();
         }
         b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn a_context_declaring_more_than_the_limit_is_refused_before_its_data() {
+        let mut h = tar::Header::new_gnu();
+        h.set_path("big.bin").unwrap();
+        h.set_size(MAX_CONTEXT_BYTES + 1);
+        h.set_mode(0o644);
+        h.set_cksum();
+        let mut body = h.as_bytes().to_vec();
+        body.extend_from_slice(&[7u8; 4096]);
+        let dir = tempfile::tempdir().unwrap();
+        let err = unpack(&body[..], dir.path()).unwrap_err().to_string();
+        assert!(err.contains("larger than skiff's limit of 8 GiB"), "{err}");
+        assert!(!dir.path().join("big.bin").exists());
     }
 
     #[test]
