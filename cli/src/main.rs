@@ -22,10 +22,15 @@ fn main() {
     if !matches!(cli.command, Command::Daemon(_)) {
         quiet_broken_stdout();
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // A client command is a few requests in sequence: one thread does them (a
+    // multi-threaded runtime's workers cost more to start than the requests take). The
+    // daemon and `bench` (which runs daemons and loads) get the multi-threaded one.
+    let mut builder = if matches!(cli.command, Command::Daemon(_) | Command::Bench(_)) {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("skiff: starting the async runtime: {e}");
