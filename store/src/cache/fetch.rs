@@ -168,6 +168,57 @@ impl CacheCore {
         Ok(piece.0.into())
     }
 
+    /// Keeps every other file piece of the SOCI spans just fetched (`(span, blob offset,
+    /// blob length)`): visible at once (the `unstored` map), written to disk on a thread of
+    /// their own, so the read that fetched the span does not wait for them.
+    fn keep_span_siblings(self: &Arc<Self>, layer: &str, mut spans: Vec<(u32, u64, u64)>) {
+        let Some(zran) = self.zran.read().unwrap().get(layer).cloned() else {
+            return;
+        };
+        spans.sort_unstable();
+        spans.dedup();
+        let mut keys: Vec<(String, u64, u64, u32, u64, u64)> = Vec::new();
+        let mut data: Vec<Arc<[u8]>> = Vec::new();
+        for (span, blob_offset, blob_len) in spans {
+            for (key, inner, len, bytes) in zran.span_siblings(span as usize) {
+                if self.is_cached(&key) {
+                    continue;
+                }
+                let bytes: Arc<[u8]> = bytes.into();
+                self.unstored
+                    .lock()
+                    .unwrap()
+                    .insert(key.clone(), bytes.clone());
+                keys.push((key, inner, len, span, blob_offset, blob_len));
+                data.push(bytes);
+            }
+        }
+        if keys.is_empty() {
+            return;
+        }
+        let core = self.clone();
+        std::thread::spawn(move || {
+            let batch: Vec<(Want, Arc<[u8]>)> = keys
+                .iter()
+                .zip(data)
+                .map(|((key, inner, len, span, blob_offset, blob_len), bytes)| {
+                    (
+                        Want {
+                            blob_offset: *blob_offset,
+                            blob_len: *blob_len,
+                            len: *len,
+                            digest: key,
+                            codec: Codec::Zran { span: *span },
+                            inner_offset: *inner,
+                        },
+                        bytes,
+                    )
+                })
+                .collect();
+            core.store_many(&batch);
+        });
+    }
+
     /// Fails a piece of a SOCI layer whose whole download showed its zTOC does not describe
     /// it: even pieces cached before then may be other files' bytes.
     fn zran_refused(&self, layer: &str, w: &Want) -> Result<()> {
@@ -332,6 +383,17 @@ impl CacheCore {
                     }
                 }
             }
+        }
+        let spans: Vec<(u32, u64, u64)> = owned
+            .iter()
+            .filter(|&&i| out[i].is_some())
+            .filter_map(|&i| match wants[i].codec {
+                Codec::Zran { span } => Some((span, wants[i].blob_offset, wants[i].blob_len)),
+                _ => None,
+            })
+            .collect();
+        if !spans.is_empty() {
+            self.keep_span_siblings(layer, spans);
         }
         for (i, f) in waits {
             let t0 = std::time::Instant::now();

@@ -45,6 +45,8 @@ pub struct ZranLayer {
     /// The regular files the zTOC places in the tar stream: (name, data offset, size),
     /// checked against the real tar when the layer falls back to a whole download.
     files: Vec<(Vec<u8>, u64, u64)>,
+    /// Per span, the file pieces in it: (offset in the span's output, length).
+    span_pieces: Vec<Vec<(u64, u64)>>,
     /// The layer's whole tar stream, once a span failed twice (a zTOC that lies: a
     /// checkpoint that does not inflate, a window that does not match its neighbour, a span
     /// digest that is wrong); or why the layer cannot be served at all (the whole blob or
@@ -93,14 +95,28 @@ pub const RECENT_SPANS: usize = 4;
 
 impl ZranLayer {
     pub fn new(ztoc: Ztoc) -> ZranLayer {
-        let files = ztoc
+        let files: Vec<(Vec<u8>, u64, u64)> = ztoc
             .files
             .iter()
             .filter(|f| f.kind == "reg" && f.uncompressed_size > 0)
             .map(|f| (f.name.clone(), f.uncompressed_offset, f.uncompressed_size))
             .collect();
+        let index = ztoc.span_index();
+        let mut span_pieces = vec![Vec::new(); index.checkpoints.len()];
+        for (_, lo, size) in &files {
+            let Some(hi) = lo
+                .checked_add(*size)
+                .filter(|&h| h <= ztoc.uncompressed_archive_size)
+            else {
+                continue; // refused by `layer_index`
+            };
+            for (span, inner, len) in file_pieces(&ztoc, &index, *lo, hi).flatten() {
+                span_pieces[span].push((inner, len));
+            }
+        }
         ZranLayer {
             files,
+            span_pieces,
             spans: SpanIndex {
                 span_size: ztoc.zinfo.span_size,
                 checkpoints: ztoc.zinfo.checkpoints,
@@ -328,6 +344,39 @@ impl ZranLayer {
         Some(data[inner_offset as usize..end as usize].to_vec())
     }
 
+    /// Every file piece of span `span` (key, offset in the span, length, bytes), cut from
+    /// the span if it is among the recently inflated ones; empty otherwise. A span is
+    /// fetched and inflated whole for any of its pieces: the chunk cache keeps the others
+    /// too, so the next file in the span costs no second fetch.
+    pub fn span_siblings(&self, span: usize) -> Vec<(String, u64, u64, Vec<u8>)> {
+        let (Some(digest), Some(pieces)) = (self.digests.get(span), self.span_pieces.get(span))
+        else {
+            return Vec::new();
+        };
+        if self.refused().is_some() {
+            return Vec::new();
+        }
+        let data = {
+            let recent = self.recent.lock().unwrap();
+            match recent.iter().find(|(i, _)| *i == span) {
+                Some((_, d)) => d.clone(),
+                None => return Vec::new(),
+            }
+        };
+        pieces
+            .iter()
+            .filter_map(|&(inner, len)| {
+                let end = inner.checked_add(len).filter(|&e| e <= data.len() as u64)?;
+                Some((
+                    piece_key(digest, inner, len),
+                    inner,
+                    len,
+                    data[inner as usize..end as usize].to_vec(),
+                ))
+            })
+            .collect()
+    }
+
     /// Bytes `inner_offset..inner_offset+len` of span `span`, from `frame` (exactly the
     /// span's compressed range): `key` must be the piece's [`piece_key`], the frame is
     /// checked against the span digest before it is inflated. Errors are reasons, for logs;
@@ -456,23 +505,19 @@ pub fn layer_index(layer: &str, ztoc: &Ztoc) -> Result<LayerIndex> {
                 .checked_add(size)
                 .filter(|&h| h <= ztoc.uncompressed_archive_size)
                 .ok_or_else(|| bad(layer, &f.name, "data past the archive's end"))?;
-            for i in ztoc.spans_of(lo, hi) {
-                let start = spans.checkpoints[i].uncompressed_offset;
-                let end = start + spans.span_len(i);
-                let (a, b) = (lo.max(start), hi.min(end));
-                if a >= b {
-                    return Err(bad(layer, &f.name, format!("span {i} holds none of it")));
-                }
+            for piece in file_pieces(ztoc, &spans, lo, hi) {
+                let (i, inner, len) =
+                    piece.map_err(|i| bad(layer, &f.name, format!("span {i} holds none of it")))?;
                 let range = spans.span_range(i);
                 chunks.push(ChunkRef {
-                    file_offset: a - lo,
-                    len: b - a,
+                    file_offset: spans.checkpoints[i].uncompressed_offset + inner - lo,
+                    len,
                     location: ChunkLocation::Compressed {
                         blob_offset: range.start,
                         blob_len: range.end - range.start,
-                        digest: piece_key(&ztoc.span_digests[i], a - start, b - a),
+                        digest: piece_key(&ztoc.span_digests[i], inner, len),
                         codec: Codec::Zran { span: i as u32 },
-                        inner_offset: a - start,
+                        inner_offset: inner,
                     },
                 });
             }
@@ -501,6 +546,27 @@ pub fn layer_index(layer: &str, ztoc: &Ztoc) -> Result<LayerIndex> {
     Ok(LayerIndex {
         digest: layer.to_string(),
         entries,
+    })
+}
+
+/// The pieces of the file at uncompressed `lo..hi`, one per span it touches: (span, offset
+/// in the span's output, length); `Err(span)` for a span that holds none of it (a zTOC
+/// whose spans and files disagree).
+fn file_pieces<'a>(
+    ztoc: &Ztoc,
+    spans: &'a SpanIndex,
+    lo: u64,
+    hi: u64,
+) -> impl Iterator<Item = std::result::Result<(usize, u64, u64), usize>> + 'a {
+    ztoc.spans_of(lo, hi).map(move |i| {
+        let start = spans.checkpoints[i].uncompressed_offset;
+        let end = start + spans.span_len(i);
+        let (a, b) = (lo.max(start), hi.min(end));
+        if a >= b {
+            Err(i)
+        } else {
+            Ok((i, a - start, b - a))
+        }
     })
 }
 
