@@ -154,9 +154,7 @@ impl CacheCore {
             .piece_from_whole(
                 source,
                 &self.files.tmp_dir(),
-                span,
-                w.inner_offset,
-                w.len,
+                (span, w.inner_offset, w.len),
                 w.digest,
                 &reason,
             )

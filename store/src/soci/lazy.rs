@@ -162,15 +162,15 @@ impl ZranLayer {
     /// into an unlinked file in `tmp`, and cuts the piece from it. Every later piece of the
     /// layer comes from that file. When the blob or its tar does not match, the layer is
     /// refused for good (every read fails: the mounted tree came from the zTOC); a failed
-    /// download is tried again by the next read. Returns the piece and whether this call
-    /// downloaded the layer. Errors are reasons, for logs; never unverified bytes.
+    /// download is tried again by the next read. `piece` is (span, offset in the span,
+    /// length), `why` the span's failure (logged once per layer). Returns the piece and
+    /// whether this call downloaded the layer. Errors are reasons, for logs; never
+    /// unverified bytes.
     pub fn piece_from_whole(
         &self,
         source: &dyn BlobSource,
         tmp: &Path,
-        span: usize,
-        inner_offset: u64,
-        len: u64,
+        (span, inner_offset, len): (usize, u64, u64),
         key: &str,
         why: &str,
     ) -> std::result::Result<(Vec<u8>, bool), String> {
@@ -180,23 +180,24 @@ impl ZranLayer {
             match &*slot {
                 Some(Ok(w)) => w.clone(),
                 Some(Err(reason)) => return Err(reason.clone()),
-                None => match {
+                None => {
                     tracing::warn!(layer = source.digest(), span, reason = why, "SOCI zTOC does not match its layer; serving the layer from a whole download");
-                    self.download_whole(source, tmp)
-                } {
-                    Ok(w) => {
-                        downloaded = true;
-                        let w = Arc::new(w);
-                        *slot = Some(Ok(w.clone()));
-                        w
+                    let got = self.download_whole(source, tmp);
+                    match got {
+                        Ok(w) => {
+                            downloaded = true;
+                            let w = Arc::new(w);
+                            *slot = Some(Ok(w.clone()));
+                            w
+                        }
+                        Err(WholeError::Content(reason)) => {
+                            tracing::error!(layer = source.digest(), %reason, "SOCI layer refused: its zTOC does not describe it; pull the image with lazy pull off");
+                            *slot = Some(Err(reason.clone()));
+                            return Err(reason);
+                        }
+                        Err(WholeError::Fetch(reason)) => return Err(reason),
                     }
-                    Err(WholeError::Content(reason)) => {
-                        tracing::error!(layer = source.digest(), %reason, "SOCI layer refused: its zTOC does not describe it; pull the image with lazy pull off");
-                        *slot = Some(Err(reason.clone()));
-                        return Err(reason);
-                    }
-                    Err(WholeError::Fetch(reason)) => return Err(reason),
-                },
+                }
             }
         };
         Ok((
