@@ -328,6 +328,50 @@ fn a_file_table_that_lies_refuses_the_layer_at_fallback() {
     assert!(err.contains("is not the layer's"), "{err}");
 }
 
+/// A zTOC whose spans are all the layer's but whose file table swaps two names: every span
+/// verifies, so only the tar header before each file shows the lie. The first read of
+/// either file refuses the layer; no read returns the other file's bytes.
+#[test]
+fn a_file_table_that_lies_with_true_spans_is_refused_at_first_read() {
+    require!(
+        "a_file_table_that_lies_with_true_spans_is_refused_at_first_read",
+        registry_unavailable()
+    );
+    let registry = Registry::start().unwrap();
+    let rt = common::rt();
+    let img = common::push_soci_image(&rt, &registry.host(), "soci/swapped");
+    push_lying_index(&rt, &img, |z| {
+        let pos = |n: &[u8]| z.files.iter().position(|f| f.name.ends_with(n)).unwrap();
+        let (a, b) = (pos(b"data/wanted.bin"), pos(b"data/tail.bin"));
+        let name_a = z.files[a].name.clone();
+        z.files[a].name = z.files[b].name.clone();
+        z.files[b].name = name_a;
+    });
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_at(dir.path());
+    let pulled = rt.block_on(store.pull(&img.reference, QUIET)).unwrap();
+    assert_eq!(pulled.layers[1].state, "lazy");
+    let files = by_path(&store.layer_indexes(&pulled.id).unwrap());
+    let reader = store.content_reader();
+    // Named tail.bin by the lie, it holds wanted.bin's bytes.
+    let e = &files["data/tail.bin"];
+    let mut buf = vec![0u8; 4096];
+    let err = reader
+        .read_at(&img.layers[1], &e.chunks, 0, &mut buf)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("is not the layer's"), "{err}");
+    assert!(err.contains("the tar header names data/wanted.bin"), "{err}");
+    // The layer stays refused, big.bin (told truly) included.
+    let big = &files["data/big.bin"];
+    let err = reader
+        .read_at(&img.layers[1], &big.chunks, 0, &mut buf)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("is not the layer's"), "{err}");
+}
+
 #[test]
 fn daemon_runs_an_indexed_gzip_image_lazily() {
     require!(

@@ -269,8 +269,98 @@ impl CacheCore {
         Ok(Some(data))
     }
 
-    /// The bytes of every chunk in `wants`, from memory, disk, or the blob source.
+    /// The bytes of every chunk in `wants`, from memory, disk, or the blob source. A SOCI
+    /// piece is handed out only once its file's tar header in the real stream matches the
+    /// zTOC ([`Self::check_zran_files`]).
     pub(super) fn get_chunks(
+        self: &Arc<Self>,
+        layer: &str,
+        wants: &[Want],
+        reach: Reach,
+    ) -> Result<Vec<Arc<[u8]>>> {
+        let out = self.get_chunks_unchecked(layer, wants, reach)?;
+        self.check_zran_files(layer, wants)?;
+        Ok(out)
+    }
+
+    /// Checks the tar header of each SOCI file `wants` has pieces of, once per file: the
+    /// zTOC's span digests only prove the compressed bytes are the layer's, not that its
+    /// file table places files where the tar does (a zTOC made for another layer with the
+    /// same spans would serve one file's bytes as another's). The header comes from a
+    /// span inflated recently, a checked header kept in the cache, or a fetch of its span;
+    /// a mismatch refuses the layer.
+    fn check_zran_files(self: &Arc<Self>, layer: &str, wants: &[Want]) -> Result<()> {
+        let mut zran = None;
+        for w in wants {
+            let Codec::Zran { span } = w.codec else {
+                continue;
+            };
+            let z = match &zran {
+                Some(z) => z,
+                None => match self.zran.read().unwrap().get(layer).cloned() {
+                    Some(z) => zran.insert(z),
+                    None => return Ok(()),
+                },
+            };
+            let Some(file) = z.unchecked_file(span as usize, w.inner_offset) else {
+                continue;
+            };
+            let corrupt = |reason: String| StoreError::ChunkCorrupt {
+                layer: layer.to_string(),
+                chunk_digest: w.digest.to_string(),
+                offset: w.blob_offset,
+                len: w.blob_len,
+                reason,
+            };
+            let key = z.header_key(layer, file);
+            let marker = Want {
+                blob_offset: w.blob_offset,
+                blob_len: w.blob_len,
+                len: 512,
+                digest: &key,
+                codec: w.codec,
+                inner_offset: 0,
+            };
+            if let Some(header) = self.lookup(&marker)? {
+                z.check_header(file, &header).map_err(corrupt)?;
+                continue;
+            }
+            let (start, spans) = z.header_place(file).map_err(corrupt)?;
+            let mut header = Vec::with_capacity(512);
+            for s in spans {
+                let data = match z.recent_span(s) {
+                    Some(d) => d,
+                    None => {
+                        let range = z.span_range(s);
+                        let source = self.source(layer)?;
+                        let frame = {
+                            let _permit = self.permits.acquire();
+                            source.read_range_retry(
+                                range.start,
+                                range.end - range.start,
+                                &self.retry,
+                            )?
+                        };
+                        bump(&self.counters.fetch_requests, 1);
+                        bump(&self.counters.fetched_bytes, range.end - range.start);
+                        z.inflate_frame(s, &frame).map_err(corrupt)?
+                    }
+                };
+                let base = z.span_start(s);
+                let lo = start.max(base) - base;
+                let hi = ((start + 512).min(base + data.len() as u64) - base).max(lo);
+                header.extend_from_slice(&data[lo as usize..hi as usize]);
+            }
+            z.check_header(file, &header).map_err(corrupt)?;
+            let header: Arc<[u8]> = header.into();
+            if let Err(e) = self.store(&marker, &header) {
+                tracing::debug!(layer, error = %e, "keeping a checked SOCI tar header failed");
+            }
+        }
+        Ok(())
+    }
+
+    fn get_chunks_unchecked(
         self: &Arc<Self>,
         layer: &str,
         wants: &[Want],
@@ -412,7 +502,7 @@ impl CacheCore {
                 }
                 // Its fetcher let it go (a read-ahead that broke off): fetch it here.
                 Err(reason) if reason == ABANDONED => {
-                    match self.get_chunks(layer, std::slice::from_ref(&wants[i]), reach) {
+                    match self.get_chunks_unchecked(layer, std::slice::from_ref(&wants[i]), reach) {
                         Ok(mut b) => out[i] = b.pop(),
                         Err(e) => {
                             first_err.get_or_insert(e);

@@ -47,13 +47,24 @@ pub struct ZranLayer {
     files: Vec<(Vec<u8>, u64, u64)>,
     /// Per span, the file pieces in it: (offset in the span's output, length).
     span_pieces: Vec<Vec<(u64, u64)>>,
+    /// (span, offset in its output) of each file piece -> the file (index into `files`).
+    piece_file: std::collections::HashMap<(usize, u64), usize>,
+    /// Per file of `files`: whether its tar header was found to match the zTOC.
+    checked: Mutex<Vec<bool>>,
     /// The layer's whole tar stream, once a span failed twice (a zTOC that lies: a
     /// checkpoint that does not inflate, a window that does not match its neighbour, a span
     /// digest that is wrong); or why the layer cannot be served at all (the whole blob or
     /// its tar does not match the zTOC), kept so it is found once. Held while the download
     /// runs, so it happens once per layer.
     whole: Mutex<Option<std::result::Result<Arc<WholeLayer>, String>>>,
+    /// When a whole download last failed (the transfer, or the registry's bytes), and why:
+    /// reads within [`WHOLE_RETRY_AFTER`] fail with that at once instead of downloading the
+    /// layer again.
+    whole_failed: Mutex<Option<(std::time::Instant, String)>>,
 }
+
+/// How long a failed whole-layer download is not tried again.
+pub const WHOLE_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A SOCI layer's uncompressed tar stream from one download of its blob, verified against
 /// the layer digest: an unlinked file in the cache's tmp directory, gone with the daemon
@@ -103,7 +114,8 @@ impl ZranLayer {
             .collect();
         let index = ztoc.span_index();
         let mut span_pieces = vec![Vec::new(); index.checkpoints.len()];
-        for (_, lo, size) in &files {
+        let mut piece_file = std::collections::HashMap::new();
+        for (file, (_, lo, size)) in files.iter().enumerate() {
             let Some(hi) = lo
                 .checked_add(*size)
                 .filter(|&h| h <= ztoc.uncompressed_archive_size)
@@ -112,11 +124,15 @@ impl ZranLayer {
             };
             for (span, inner, len) in file_pieces(&ztoc, &index, *lo, hi).flatten() {
                 span_pieces[span].push((inner, len));
+                piece_file.insert((span, inner), file);
             }
         }
+        let checked = Mutex::new(vec![false; files.len()]);
         ZranLayer {
             files,
             span_pieces,
+            piece_file,
+            checked,
             spans: SpanIndex {
                 span_size: ztoc.zinfo.span_size,
                 checkpoints: ztoc.zinfo.checkpoints,
@@ -126,6 +142,7 @@ impl ZranLayer {
             digests: ztoc.span_digests,
             recent: Mutex::new(VecDeque::new()),
             whole: Mutex::new(None),
+            whole_failed: Mutex::new(None),
         }
     }
 
@@ -181,7 +198,12 @@ impl ZranLayer {
                 Some(Ok(w)) => w.clone(),
                 Some(Err(reason)) => return Err(reason.clone()),
                 None => {
-                    tracing::warn!(layer = source.digest(), span, reason = why, "SOCI zTOC does not match its layer; serving the layer from a whole download");
+                    if let Some((at, reason)) = &*self.whole_failed.lock().unwrap() {
+                        if at.elapsed() < WHOLE_RETRY_AFTER {
+                            return Err(reason.clone());
+                        }
+                    }
+                    tracing::warn!(layer = source.digest(), span, reason = why, "SOCI span failed twice (the registry's bytes, or a zTOC that lies); fetching the whole layer");
                     let got = self.download_whole(source, tmp);
                     match got {
                         Ok(w) => {
@@ -195,7 +217,12 @@ impl ZranLayer {
                             *slot = Some(Err(reason.clone()));
                             return Err(reason);
                         }
-                        Err(WholeError::Fetch(reason)) => return Err(reason),
+                        Err(WholeError::Fetch(reason)) => {
+                            tracing::error!(layer = source.digest(), %reason, "fetching the whole SOCI layer failed; reads of its failing spans fail for {}s", WHOLE_RETRY_AFTER.as_secs());
+                            *self.whole_failed.lock().unwrap() =
+                                Some((std::time::Instant::now(), reason.clone()));
+                            return Err(reason);
+                        }
                     }
                 }
             }
@@ -249,6 +276,7 @@ impl ZranLayer {
             )));
         }
         self.check_file_table(&file).map_err(content)?;
+        self.checked.lock().unwrap().fill(true);
         Ok(WholeLayer { file, len })
     }
 
@@ -397,9 +425,28 @@ impl ZranLayer {
         if piece_key(digest, inner_offset, len) != key {
             return Err(format!("piece key {key} is not span {span}'s"));
         }
+        let data = self.inflate_frame(span, frame)?;
+        let end = inner_offset
+            .checked_add(len)
+            .filter(|&e| e <= data.len() as u64)
+            .ok_or_else(|| format!("piece {inner_offset}+{len} past span {span}'s end"))?;
+        Ok(data[inner_offset as usize..end as usize].to_vec())
+    }
+
+    /// Span `span` inflated from `frame` (exactly its compressed range, checked against the
+    /// span digest first) and kept among the recent spans. Errors are reasons.
+    pub fn inflate_frame(
+        &self,
+        span: usize,
+        frame: &[u8],
+    ) -> std::result::Result<Arc<Vec<u8>>, String> {
         if let Some(reason) = self.refused() {
             return Err(reason);
         }
+        let digest = self
+            .digests
+            .get(span)
+            .ok_or_else(|| format!("span {span} is not in the zTOC"))?;
         let range = self.spans.span_range(span);
         if frame.len() as u64 != range.end - range.start {
             return Err(format!(
@@ -423,12 +470,141 @@ impl ZranLayer {
             }
             recent.push_back((span, data.clone()));
         }
-        let end = inner_offset
-            .checked_add(len)
-            .filter(|&e| e <= data.len() as u64)
-            .ok_or_else(|| format!("piece {inner_offset}+{len} past span {span}'s end"))?;
-        Ok(data[inner_offset as usize..end as usize].to_vec())
+        Ok(data)
     }
+
+    /// The inflated bytes of span `span` if it is among the recent ones.
+    pub fn recent_span(&self, span: usize) -> Option<Arc<Vec<u8>>> {
+        let recent = self.recent.lock().unwrap();
+        recent
+            .iter()
+            .find(|(i, _)| *i == span)
+            .map(|(_, d)| d.clone())
+    }
+
+    /// The compressed blob range of span `span`.
+    pub fn span_range(&self, span: usize) -> std::ops::Range<u64> {
+        self.spans.span_range(span)
+    }
+
+    /// The file (index into the zTOC's regular files) whose piece starts at `inner_offset`
+    /// of span `span`, if its tar header has not been checked yet.
+    pub fn unchecked_file(&self, span: usize, inner_offset: u64) -> Option<usize> {
+        let file = *self.piece_file.get(&(span, inner_offset))?;
+        (!self.checked.lock().unwrap()[file]).then_some(file)
+    }
+
+    /// Where file `file`'s tar header lies: its first uncompressed byte and the spans
+    /// holding its 512 bytes. Errors when the file starts before byte 512 (no room for the
+    /// header a tar puts before every file's data: the zTOC lies).
+    pub fn header_place(&self, file: usize) -> std::result::Result<(u64, Vec<usize>), String> {
+        let (name, offset, _) = &self.files[file];
+        let start = offset.checked_sub(512).ok_or_else(|| {
+            format!(
+                "the zTOC's file {} starts at {offset}, before any tar header",
+                String::from_utf8_lossy(name)
+            )
+        })?;
+        let first = self.span_at(start);
+        let last = self.span_at(offset - 1);
+        Ok((start, (first..=last).collect()))
+    }
+
+    /// The first uncompressed byte of span `span`.
+    pub fn span_start(&self, span: usize) -> u64 {
+        self.spans.checkpoints[span].uncompressed_offset
+    }
+
+    fn span_at(&self, uncompressed: u64) -> usize {
+        self.spans
+            .checkpoints
+            .partition_point(|c| c.uncompressed_offset <= uncompressed)
+            .saturating_sub(1)
+    }
+
+    /// The cache key under which file `file`'s checked tar header is kept (sealed like a
+    /// piece), so a restart checks it from disk instead of fetching its span again.
+    pub fn header_key(&self, layer: &str, file: usize) -> String {
+        let offset = self.files[file].1;
+        let key = format!("skiff-soci-header\0{layer}\0{offset}");
+        format!("sha256:{}", hex::encode(Sha256::digest(key.as_bytes())))
+    }
+
+    /// Checks that `header` (the 512 bytes before file `file`'s data in the real tar
+    /// stream) is a regular file's header with the zTOC's name and size; marks the file
+    /// checked. A mismatch refuses the layer for good (every later read fails, cached
+    /// pieces included): the zTOC's file table does not describe this layer, and its
+    /// pieces would be other files' bytes. Errors are reasons.
+    pub fn check_header(&self, file: usize, header: &[u8]) -> std::result::Result<(), String> {
+        let (name, _, size) = &self.files[file];
+        match header_matches(header, name, *size) {
+            Ok(()) => {
+                self.checked.lock().unwrap()[file] = true;
+                Ok(())
+            }
+            Err(why) => {
+                let reason = format!(
+                    "the zTOC's file {} is not the layer's: {why}",
+                    String::from_utf8_lossy(name)
+                );
+                self.refuse(&reason);
+                Err(reason)
+            }
+        }
+    }
+
+    /// Refuses every later read of the layer with `reason` (logged once).
+    fn refuse(&self, reason: &str) {
+        let mut slot = self.whole.lock().unwrap();
+        if !matches!(&*slot, Some(Err(_))) {
+            tracing::error!(%reason, "SOCI layer refused: its zTOC does not describe it; pull the image with lazy pull off");
+            *slot = Some(Err(reason.to_string()));
+        }
+    }
+}
+
+/// Whether `header` is a tar header of a regular file named `name` of `size` bytes: a
+/// valid checksum, type `0` (or the old `\0`, or `7`), the size, and the name. A name
+/// longer than the header's 100-byte field (GNU long names, PAX) is written there cut
+/// short: then the field must be the name's start.
+fn header_matches(header: &[u8], name: &[u8], size: u64) -> std::result::Result<(), String> {
+    let header = header.get(..512).ok_or("short header")?;
+    let h = tar::Header::from_byte_slice(header);
+    let sum = h
+        .cksum()
+        .map_err(|e| format!("no tar header there ({e})"))?;
+    let computed: u32 = header[..148]
+        .iter()
+        .chain([b' '; 8].iter())
+        .chain(header[156..].iter())
+        .map(|&b| u32::from(b))
+        .sum();
+    if sum != computed {
+        return Err("no tar header there (bad checksum)".into());
+    }
+    if !matches!(header[156], b'0' | b'\0' | b'7') {
+        return Err(format!(
+            "the tar header is of type {:?}",
+            header[156] as char
+        ));
+    }
+    let declared = h
+        .entry_size()
+        .map_err(|e| format!("tar header size: {e}"))?;
+    if declared != size {
+        return Err(format!(
+            "the tar header says {declared} bytes, the zTOC {size}"
+        ));
+    }
+    let in_header = h.path_bytes();
+    let cut_short = name.len() > 100 && in_header.len() >= 99 && name.starts_with(&in_header);
+    if tar_name(name) != tar_name(&in_header) && !cut_short {
+        return Err(format!(
+            "the tar header names {}",
+            String::from_utf8_lossy(&in_header)
+        ));
+    }
+    Ok(())
 }
 
 /// The SOCI format, as recorded in the database. It claims no layer from its descriptor:
