@@ -362,7 +362,10 @@ fn a_file_table_that_lies_with_true_spans_is_refused_at_first_read() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("is not the layer's"), "{err}");
-    assert!(err.contains("the tar header names data/wanted.bin"), "{err}");
+    assert!(
+        err.contains("the tar header names data/wanted.bin"),
+        "{err}"
+    );
     // The layer stays refused, big.bin (told truly) included.
     let big = &files["data/big.bin"];
     let err = reader
