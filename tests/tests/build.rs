@@ -106,6 +106,15 @@ fn docker_classic_build_multi_stage_runs_and_caches() {
     assert!(history.contains("rm /data/seed.txt"), "{history}");
     assert!(history.contains("#(nop) WORKDIR /app"), "{history}");
     assert!(history.contains("#(nop) COPY --from=build"), "{history}");
+    // Built locally, each step's image is named, as the classic builder's are: the image's
+    // Parent is the previous step's image, and history's second row is that image.
+    let parent = docker_ok(&d, &["image", "inspect", "-f", "{{.Parent}}", "built:1"]);
+    assert!(parent.trim().starts_with("sha256:"), "{parent}");
+    let ids = docker_ok(&d, &["history", "--no-trunc", "-q", "built:1"]);
+    let ids: Vec<&str> = ids.lines().collect();
+    let top = docker_ok(&d, &["image", "inspect", "-f", "{{.Id}}", "built:1"]);
+    assert_eq!(ids[0], top.trim(), "{ids:?}");
+    assert_eq!(ids[1], parent.trim(), "{ids:?}");
 
     // The same build again: every step after each FROM comes from the cache.
     let second = build(&["--build-arg", "GREETING=hi"]);
@@ -355,6 +364,10 @@ fn commit_with_changes() {
     );
     let hist = docker_ok(&d, &["history", "--format", "{{.Comment}}", "live:1"]);
     assert_eq!(hist.lines().next(), Some("a message"), "{hist}");
+    // A commit's Parent is the container's image.
+    let parent = docker_ok(&d, &["image", "inspect", "-f", "{{.Parent}}", "live:1"]);
+    let base = docker_ok(&d, &["image", "inspect", "-f", "{{.Id}}", "base:1"]);
+    assert_eq!(parent.trim(), base.trim());
     let top = docker_ok(
         &d,
         &[

@@ -81,6 +81,22 @@ fn indexed_gzip_image_is_pulled_lazily_and_reads_exact_bytes() {
     assert!(read_all(&store, &img.layers[1], wanted) == img.wanted);
     let read = store.cache_stats().unwrap().counters.fetched_bytes - read_before;
     eprintln!("reading a 300 KiB file fetched {read} bytes");
+    // Exactly its spans, each once: its tar header is checked from the span its first
+    // piece came in, not fetched again.
+    let mut spans: Vec<(u64, u64)> = wanted
+        .chunks
+        .iter()
+        .map(|c| match c.location {
+            skiff_store::layer_index::ChunkLocation::Compressed {
+                blob_offset,
+                blob_len,
+                ..
+            } => (blob_offset, blob_len),
+            _ => panic!("not a zran piece"),
+        })
+        .collect();
+    spans.dedup();
+    assert_eq!(read, spans.iter().map(|s| s.1).sum::<u64>(), "{spans:?}");
     assert!(
         read > 0 && read * 4 < image_bytes,
         "{read} of {image_bytes}"

@@ -178,6 +178,15 @@ pub fn url_pairs(q: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The image `id` was built or committed from, while that image is still here (Docker's
+/// `Parent`; empty for pulled and imported images).
+fn parent_image(d: &Daemon, id: &str) -> Option<String> {
+    d.builds
+        .cache
+        .parent_of(id)
+        .filter(|p| d.images.store().image(p).is_ok())
+}
+
 pub async fn get_by_name(
     State(d): State<Arc<Daemon>>,
     Path(rest): Path<String>,
@@ -188,13 +197,16 @@ pub async fn get_by_name(
         // Deprecated in API 1.45, but docker-compose 1.29 reads it when it recreates a
         // container (`ContainerConfig.Volumes`).
         v["ContainerConfig"] = v["Config"].clone();
+        if let Some(id) = v["Id"].as_str() {
+            v["Parent"] = serde_json::json!(parent_image(&d, id).unwrap_or_default());
+        }
         return Ok(Json(v).into_response());
     }
     if let Some(name) = rest.strip_suffix("/get") {
         return super::api_archive::save_names(&d, vec![name.to_string()]).await;
     }
     if let Some(name) = rest.strip_suffix("/history") {
-        let h = super::image_history::history(d.images.store(), name)?;
+        let h = super::image_history::history(d.images.store(), name, |id| parent_image(&d, id))?;
         return Ok(Json(h).into_response());
     }
     Err(DaemonError::NoSuchEndpoint(format!("/images/{rest}")))

@@ -12,7 +12,14 @@ fn unix(t: Option<&str>) -> i64 {
         .map_or(0, |t| t.timestamp())
 }
 
-pub fn history(store: &skiff_store::Store, name: &str) -> Result<Vec<Value>, DaemonError> {
+/// `parent_of` gives the image an image was built or committed from: the rows are given
+/// the image's id, then its parent's, and so on (as dockerd fills them), `<missing>` where
+/// the chain ends (pulled images' history).
+pub fn history(
+    store: &skiff_store::Store,
+    name: &str,
+    parent_of: impl Fn(&str) -> Option<String>,
+) -> Result<Vec<Value>, DaemonError> {
     let img = store
         .image(name)
         .map_err(|_| DaemonError::NoSuchImage(name.to_string()))?;
@@ -39,22 +46,31 @@ pub fn history(store: &skiff_store::Store, name: &str) -> Result<Vec<Value>, Dae
         }
     }
     out.reverse();
-    for (i, e) in out.iter_mut().enumerate() {
-        if i == 0 {
-            e["Id"] = json!(img.id);
-            let tags: Vec<String> = img
-                .repo_tags
-                .iter()
-                .map(|t| {
-                    skiff_store::ImageReference::parse(t)
-                        .map(|r| r.familiar())
-                        .unwrap_or_else(|_| t.clone())
-                })
-                .collect();
-            e["Tags"] = json!(tags);
-        } else {
+    let mut next = Some(img.id.clone());
+    for e in out.iter_mut() {
+        let Some(id) = next.take() else {
             e["Id"] = json!("<missing>");
-        }
+            continue;
+        };
+        let tags: Vec<String> = store
+            .image(&id)
+            .map(|i| i.repo_tags)
+            .unwrap_or_default()
+            .iter()
+            .map(|t| {
+                skiff_store::ImageReference::parse(t)
+                    .map(|r| r.familiar())
+                    .unwrap_or_else(|_| t.clone())
+            })
+            .collect();
+        // dockerd leaves an untagged image's `Tags` null.
+        e["Tags"] = if tags.is_empty() {
+            Value::Null
+        } else {
+            json!(tags)
+        };
+        next = parent_of(&id);
+        e["Id"] = json!(id);
     }
     Ok(out)
 }

@@ -178,7 +178,14 @@ impl CacheCore {
         let mut keys: Vec<(String, u64, u64, u32, u64, u64)> = Vec::new();
         let mut data: Vec<Arc<[u8]>> = Vec::new();
         for (span, blob_offset, blob_len) in spans {
-            for (key, inner, len, bytes) in zran.span_siblings(span as usize) {
+            // The checked tar headers in the span too (a restart checks them from disk).
+            let headers = zran
+                .span_header_bytes(span as usize)
+                .into_iter()
+                .map(|(file, bytes)| (zran.header_key(layer, file), 0, 512, bytes));
+            for (key, inner, len, bytes) in
+                zran.span_siblings(span as usize).into_iter().chain(headers)
+            {
                 if self.is_cached(&key) {
                     continue;
                 }
@@ -343,13 +350,33 @@ impl CacheCore {
                         };
                         bump(&self.counters.fetch_requests, 1);
                         bump(&self.counters.fetched_bytes, range.end - range.start);
-                        z.inflate_frame(s, &frame).map_err(corrupt)?
+                        match z.inflate_frame(s, &frame) {
+                            Ok(d) => d,
+                            Err(reason) if z.refused().is_some() => return Err(corrupt(reason)),
+                            // The header's span does not verify: the whole layer, which
+                            // checks every file against the real tar, as a piece's would.
+                            Err(reason) => {
+                                let tmp = self.files.tmp_dir();
+                                let source = self.source(layer)?;
+                                if z.ensure_whole(source.as_ref(), &tmp, s, &reason)
+                                    .map_err(corrupt)?
+                                {
+                                    bump(&self.counters.fetch_requests, 1);
+                                    bump(&self.counters.fetched_bytes, source.size());
+                                }
+                                header.clear();
+                                break;
+                            }
+                        }
                     }
                 };
                 let base = z.span_start(s);
                 let lo = start.max(base) - base;
                 let hi = ((start + 512).min(base + data.len() as u64) - base).max(lo);
                 header.extend_from_slice(&data[lo as usize..hi as usize]);
+            }
+            if header.is_empty() {
+                continue; // checked with the whole layer
             }
             z.check_header(file, &header).map_err(corrupt)?;
             let header: Arc<[u8]> = header.into();

@@ -45,6 +45,12 @@ pub struct ZranLayer {
     /// The regular files the zTOC places in the tar stream: (name, data offset, size),
     /// checked against the real tar when the layer falls back to a whole download.
     files: Vec<(Vec<u8>, u64, u64)>,
+    /// Per file of `files`: the zTOC's mode (permission bits), uid and gid, checked against
+    /// its tar header too.
+    owners: Vec<(u32, u32, u32)>,
+    /// Per span: the files whose whole tar header lies in the span's output, checked as
+    /// soon as the span is inflated.
+    span_headers: Vec<Vec<usize>>,
     /// Per span, the file pieces in it: (offset in the span's output, length).
     span_pieces: Vec<Vec<(u64, u64)>>,
     /// (span, offset in its output) of each file piece -> the file (index into `files`).
@@ -106,13 +112,35 @@ pub const RECENT_SPANS: usize = 4;
 
 impl ZranLayer {
     pub fn new(ztoc: Ztoc) -> ZranLayer {
-        let files: Vec<(Vec<u8>, u64, u64)> = ztoc
+        let regular: Vec<&FileMetadata> = ztoc
             .files
             .iter()
             .filter(|f| f.kind == "reg" && f.uncompressed_size > 0)
+            .collect();
+        let files: Vec<(Vec<u8>, u64, u64)> = regular
+            .iter()
             .map(|f| (f.name.clone(), f.uncompressed_offset, f.uncompressed_size))
             .collect();
+        let owners = regular
+            .iter()
+            .map(|f| ((f.mode & 0o7777) as u32, f.uid, f.gid))
+            .collect();
         let index = ztoc.span_index();
+        let span_of = |u: u64| {
+            index
+                .checkpoints
+                .partition_point(|c| c.uncompressed_offset <= u)
+                .saturating_sub(1)
+        };
+        let mut span_headers = vec![Vec::new(); index.checkpoints.len()];
+        for (file, (_, offset, _)) in files.iter().enumerate() {
+            if let Some(start) = offset.checked_sub(512) {
+                let span = span_of(start);
+                if span == span_of(offset - 1) {
+                    span_headers[span].push(file);
+                }
+            }
+        }
         let mut span_pieces = vec![Vec::new(); index.checkpoints.len()];
         let mut piece_file = std::collections::HashMap::new();
         for (file, (_, lo, size)) in files.iter().enumerate() {
@@ -130,6 +158,8 @@ impl ZranLayer {
         let checked = Mutex::new(vec![false; files.len()]);
         ZranLayer {
             files,
+            owners,
+            span_headers,
             span_pieces,
             piece_file,
             checked,
@@ -191,46 +221,63 @@ impl ZranLayer {
         key: &str,
         why: &str,
     ) -> std::result::Result<(Vec<u8>, bool), String> {
-        let mut downloaded = false;
-        let whole = {
-            let mut slot = self.whole.lock().unwrap();
-            match &*slot {
-                Some(Ok(w)) => w.clone(),
-                Some(Err(reason)) => return Err(reason.clone()),
-                None => {
-                    if let Some((at, reason)) = &*self.whole_failed.lock().unwrap() {
-                        if at.elapsed() < WHOLE_RETRY_AFTER {
-                            return Err(reason.clone());
-                        }
-                    }
-                    tracing::warn!(layer = source.digest(), span, reason = why, "SOCI span failed twice (the registry's bytes, or a zTOC that lies); fetching the whole layer");
-                    let got = self.download_whole(source, tmp);
-                    match got {
-                        Ok(w) => {
-                            downloaded = true;
-                            let w = Arc::new(w);
-                            *slot = Some(Ok(w.clone()));
-                            w
-                        }
-                        Err(WholeError::Content(reason)) => {
-                            tracing::error!(layer = source.digest(), %reason, "SOCI layer refused: its zTOC does not describe it; pull the image with lazy pull off");
-                            *slot = Some(Err(reason.clone()));
-                            return Err(reason);
-                        }
-                        Err(WholeError::Fetch(reason)) => {
-                            tracing::error!(layer = source.digest(), %reason, "fetching the whole SOCI layer failed; reads of its failing spans fail for {}s", WHOLE_RETRY_AFTER.as_secs());
-                            *self.whole_failed.lock().unwrap() =
-                                Some((std::time::Instant::now(), reason.clone()));
-                            return Err(reason);
-                        }
-                    }
-                }
-            }
-        };
+        let (whole, downloaded) = self.whole_layer(source, tmp, span, why)?;
         Ok((
             self.cut_whole(&whole, span, inner_offset, len, key)?,
             downloaded,
         ))
+    }
+
+    /// The layer's whole download (made now if none is, as [`Self::piece_from_whole`]
+    /// describes; `span` and `why` are the failure that asks for it) and whether this call
+    /// made it. Every file is checked once it is in.
+    pub fn ensure_whole(
+        &self,
+        source: &dyn BlobSource,
+        tmp: &Path,
+        span: usize,
+        why: &str,
+    ) -> std::result::Result<bool, String> {
+        Ok(self.whole_layer(source, tmp, span, why)?.1)
+    }
+
+    fn whole_layer(
+        &self,
+        source: &dyn BlobSource,
+        tmp: &Path,
+        span: usize,
+        why: &str,
+    ) -> std::result::Result<(Arc<WholeLayer>, bool), String> {
+        let mut slot = self.whole.lock().unwrap();
+        match &*slot {
+            Some(Ok(w)) => return Ok((w.clone(), false)),
+            Some(Err(reason)) => return Err(reason.clone()),
+            None => {}
+        }
+        if let Some((at, reason)) = &*self.whole_failed.lock().unwrap() {
+            if at.elapsed() < WHOLE_RETRY_AFTER {
+                return Err(reason.clone());
+            }
+        }
+        tracing::warn!(layer = source.digest(), span, reason = why, "SOCI span failed twice (the registry's bytes, or a zTOC that lies); fetching the whole layer");
+        match self.download_whole(source, tmp) {
+            Ok(w) => {
+                let w = Arc::new(w);
+                *slot = Some(Ok(w.clone()));
+                Ok((w, true))
+            }
+            Err(WholeError::Content(reason)) => {
+                tracing::error!(layer = source.digest(), %reason, "SOCI layer refused: its zTOC does not describe it; pull the image with lazy pull off");
+                *slot = Some(Err(reason.clone()));
+                Err(reason)
+            }
+            Err(WholeError::Fetch(reason)) => {
+                tracing::error!(layer = source.digest(), %reason, "fetching the whole SOCI layer failed; reads of its failing spans fail for {}s", WHOLE_RETRY_AFTER.as_secs());
+                *self.whole_failed.lock().unwrap() =
+                    Some((std::time::Instant::now(), reason.clone()));
+                Err(reason)
+            }
+        }
     }
 
     fn download_whole(
@@ -470,7 +517,41 @@ impl ZranLayer {
             }
             recent.push_back((span, data.clone()));
         }
+        self.check_span_headers(span, &data)?;
         Ok(data)
+    }
+
+    /// Checks the tar header of every not yet checked file whose header lies in span
+    /// `span` (inflated as `data`); a mismatch refuses the layer.
+    fn check_span_headers(&self, span: usize, data: &[u8]) -> std::result::Result<(), String> {
+        let base = self.spans.checkpoints[span].uncompressed_offset;
+        for &file in &self.span_headers[span] {
+            if self.checked.lock().unwrap()[file] {
+                continue;
+            }
+            let start = (self.files[file].1 - 512 - base) as usize;
+            if let Some(header) = data.get(start..start + 512) {
+                self.check_header(file, header)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The tar headers lying in span `span`, if it is among the recent spans: (file,
+    /// header bytes), for the cache to keep (a restart then checks from disk).
+    pub fn span_header_bytes(&self, span: usize) -> Vec<(usize, Vec<u8>)> {
+        let Some(data) = self.recent_span(span) else {
+            return Vec::new();
+        };
+        let base = self.spans.checkpoints[span].uncompressed_offset;
+        self.span_headers[span]
+            .iter()
+            .filter(|&&f| self.checked.lock().unwrap()[f])
+            .filter_map(|&f| {
+                let start = (self.files[f].1 - 512 - base) as usize;
+                Some((f, data.get(start..start + 512)?.to_vec()))
+            })
+            .collect()
     }
 
     /// The inflated bytes of span `span` if it is among the recent ones.
@@ -537,7 +618,7 @@ impl ZranLayer {
     /// pieces would be other files' bytes. Errors are reasons.
     pub fn check_header(&self, file: usize, header: &[u8]) -> std::result::Result<(), String> {
         let (name, _, size) = &self.files[file];
-        match header_matches(header, name, *size) {
+        match header_matches(header, name, *size, self.owners[file]) {
             Ok(()) => {
                 self.checked.lock().unwrap()[file] = true;
                 Ok(())
@@ -563,11 +644,18 @@ impl ZranLayer {
     }
 }
 
-/// Whether `header` is a tar header of a regular file named `name` of `size` bytes: a
-/// valid checksum, type `0` (or the old `\0`, or `7`), the size, and the name. A name
-/// longer than the header's 100-byte field (GNU long names, PAX) is written there cut
-/// short: then the field must be the name's start.
-fn header_matches(header: &[u8], name: &[u8], size: u64) -> std::result::Result<(), String> {
+/// Whether `header` is a tar header of a regular file named `name` of `size` bytes with
+/// `(mode, uid, gid)`: a valid checksum, type `0` (or the old `\0`, or `7`), the size, the
+/// permission bits, the owner (when it fits the header's field), and the name. The name
+/// field holds what fits in it: a name over 100 bytes (GNU long names, PAX) is cut short,
+/// and PAX writers put an ASCII copy there for a name with other characters (Go drops
+/// them, Python writes `?`); such names are compared on their ASCII characters.
+fn header_matches(
+    header: &[u8],
+    name: &[u8],
+    size: u64,
+    (mode, uid, gid): (u32, u32, u32),
+) -> std::result::Result<(), String> {
     let header = header.get(..512).ok_or("short header")?;
     let h = tar::Header::from_byte_slice(header);
     let sum = h
@@ -596,15 +684,57 @@ fn header_matches(header: &[u8], name: &[u8], size: u64) -> std::result::Result<
             "the tar header says {declared} bytes, the zTOC {size}"
         ));
     }
+    if let Ok(m) = h.mode() {
+        if m & 0o7777 != mode {
+            return Err(format!(
+                "the tar header says mode {:o}, the zTOC {mode:o}",
+                m & 0o7777
+            ));
+        }
+    }
+    // Owners past the octal field's reach are carried by PAX records only.
+    const FIELD_MAX: u64 = 0o7777777;
+    for (what, field, want) in [("uid", h.uid(), uid), ("gid", h.gid(), gid)] {
+        if let Ok(got) = field {
+            if u64::from(want) <= FIELD_MAX && got != u64::from(want) {
+                return Err(format!("the tar header says {what} {got}, the zTOC {want}"));
+            }
+        }
+    }
     let in_header = h.path_bytes();
-    let cut_short = name.len() > 100 && in_header.len() >= 99 && name.starts_with(&in_header);
-    if tar_name(name) != tar_name(&in_header) && !cut_short {
+    if !names_agree(name, &in_header) {
         return Err(format!(
             "the tar header names {}",
             String::from_utf8_lossy(&in_header)
         ));
     }
     Ok(())
+}
+
+/// Whether the header's name field `field` can stand for `name` (see [`header_matches`]).
+fn names_agree(name: &[u8], field: &[u8]) -> bool {
+    if tar_name(name) == tar_name(field) {
+        return true;
+    }
+    let ascii = name.is_ascii();
+    if ascii && name.len() <= 100 {
+        return false;
+    }
+    // Compare what both keep: ASCII characters other than the `?` stand-ins.
+    let kept = |b: &[u8]| -> Vec<u8> {
+        tar_name(b)
+            .iter()
+            .copied()
+            .filter(|c| c.is_ascii() && *c != b'?')
+            .collect()
+    };
+    let (n, f) = (kept(name), kept(field));
+    // A cut-short field (it filled its 100 bytes) only has the name's start.
+    if field.len() >= 99 {
+        n.starts_with(&f)
+    } else {
+        n == f
+    }
 }
 
 /// The SOCI format, as recorded in the database. It claims no layer from its descriptor:
@@ -760,6 +890,49 @@ fn mtime(layer: &str, f: &FileMetadata) -> Result<(i64, u32)> {
 mod tests {
     use super::*;
     use std::io::Write;
+
+    fn header(name: &str, size: u64, mode: u32) -> Vec<u8> {
+        let mut h = tar::Header::new_gnu();
+        h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+        h.set_size(size);
+        h.set_mode(mode);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_cksum();
+        h.as_bytes().to_vec()
+    }
+
+    #[test]
+    fn tar_headers_are_checked_against_the_ztoc() {
+        let h = header("data/one.bin", 10, 0o644);
+        assert_eq!(
+            header_matches(&h, b"./data/one.bin", 10, (0o644, 0, 0)),
+            Ok(())
+        );
+        let e = header_matches(&h, b"data/two.bin", 10, (0o644, 0, 0)).unwrap_err();
+        assert!(e.contains("names data/one.bin"), "{e}");
+        let e = header_matches(&h, b"data/one.bin", 11, (0o644, 0, 0)).unwrap_err();
+        assert!(e.contains("says 10 bytes"), "{e}");
+        let e = header_matches(&h, b"data/one.bin", 10, (0o4755, 0, 0)).unwrap_err();
+        assert!(e.contains("mode 644"), "{e}");
+        let e = header_matches(&h, b"data/one.bin", 10, (0o644, 1000, 0)).unwrap_err();
+        assert!(e.contains("uid 0"), "{e}");
+        let mut bad = h.clone();
+        bad[0] ^= 1;
+        assert!(header_matches(&bad, b"data/one.bin", 10, (0o644, 0, 0))
+            .unwrap_err()
+            .contains("checksum"));
+        // PAX writers' ASCII stand-ins for other characters (Go drops them, Python writes
+        // `?`), and names cut short at 100 bytes.
+        let name = "q/gostyle-ünï-çødé.txt".as_bytes();
+        assert!(names_agree(name, b"q/gostyle-n-d.txt"));
+        assert!(names_agree(name, b"q/gostyle-?n?-???d?.txt"));
+        assert!(!names_agree(name, b"q/other-n-d.txt"));
+        let long = format!("d/{}", "x".repeat(150));
+        assert!(names_agree(long.as_bytes(), &long.as_bytes()[..100]));
+        assert!(!names_agree(b"data/one.bin", b"data/on?.bin"));
+    }
 
     fn tar_gz(files: &[(&str, Vec<u8>)]) -> Vec<u8> {
         let mut b = tar::Builder::new(Vec::new());

@@ -21,6 +21,10 @@ struct Index {
     entries: BTreeMap<String, String>,
     /// Images a build ended with (shown even untagged, as Docker shows `<none>`).
     finals: BTreeSet<String>,
+    /// Image id → the image it was made from: a build step's image → the previous step's
+    /// (or the base), a commit → the container's image (Docker's `Parent`).
+    #[serde(default)]
+    parents: BTreeMap<String, String>,
 }
 
 pub struct BuildCache {
@@ -69,11 +73,31 @@ impl BuildCache {
             .cloned()
     }
 
-    pub fn put(&self, key: String, image: String) -> Result<(), DaemonError> {
+    /// Records that step `key` made `image` from `parent`.
+    pub fn put(&self, key: String, image: String, parent: Option<&str>) -> Result<(), DaemonError> {
         let mut i = self.index.lock().expect("cache lock");
         i.version = 1;
+        if let Some(p) = parent.filter(|p| *p != image) {
+            i.parents.insert(image.clone(), p.to_string());
+        }
         i.entries.insert(key, image);
         self.save(&i)
+    }
+
+    /// Records that `image` was made from `parent` (a commit).
+    pub fn set_parent(&self, image: &str, parent: &str) -> Result<(), DaemonError> {
+        let mut i = self.index.lock().expect("cache lock");
+        if image == parent || i.parents.get(image).is_some_and(|p| p == parent) {
+            return Ok(());
+        }
+        i.parents.insert(image.to_string(), parent.to_string());
+        self.save(&i)
+    }
+
+    /// The image `image` was built or committed from, if skiff made it.
+    pub fn parent_of(&self, image: &str) -> Option<String> {
+        let i = self.index.lock().expect("cache lock");
+        i.parents.get(image).cloned()
     }
 
     pub fn forget(&self, key: &str) -> Result<(), DaemonError> {
@@ -110,6 +134,8 @@ impl BuildCache {
         let mut i = self.index.lock().expect("cache lock");
         i.entries.retain(|_, v| !gone.contains(v));
         i.finals.retain(|v| !gone.contains(v));
+        i.parents
+            .retain(|child, parent| !gone.contains(child) && !gone.contains(parent));
         self.save(&i)
     }
 }
@@ -128,8 +154,12 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("build-cache.json");
         let c = BuildCache::open(p.clone());
-        c.put("k".into(), "sha256:i".into()).unwrap();
-        c.put("k2".into(), "sha256:f".into()).unwrap();
+        c.put("k".into(), "sha256:i".into(), Some("sha256:base"))
+            .unwrap();
+        c.put("k2".into(), "sha256:f".into(), Some("sha256:i"))
+            .unwrap();
+        assert_eq!(c.parent_of("sha256:f").as_deref(), Some("sha256:i"));
+        assert_eq!(c.parent_of("sha256:base"), None);
         c.mark_final("sha256:f").unwrap();
         let c = BuildCache::open(p);
         assert_eq!(c.get("k").as_deref(), Some("sha256:i"));

@@ -156,6 +156,7 @@ impl BuildService {
         }
         let img = img?;
         self.containers.monitor.events.container("commit", &r, &[]);
+        self.cache.set_parent(&img.id, &r.image_id)?;
         tracing::info!(container = %&r.id[..12], image = %img.id, "committed container");
         Ok(img.id)
     }

@@ -551,7 +551,7 @@ impl<'a> Build<'a> {
         key: String,
         id: String,
     ) -> Result<(), BuildError> {
-        self.svc.cache.put(key, id.clone())?;
+        self.svc.cache.put(key, id.clone(), st.image.as_deref())?;
         if let Some(prev) = st.image.replace(id.clone()) {
             // The base stays mounted: the stage's RUN steps stack over it.
             if st.base.as_deref() != Some(prev.as_str()) {
