@@ -150,22 +150,8 @@ pub async fn convert_image_to(
     let config_bytes = if new_diff_ids.iter().zip(diff_ids).all(|(n, o)| n == o) {
         resolved.config_bytes.clone()
     } else {
-        // The tars changed (eStargz's TOC entry): the config names the new ones; the rest
-        // of it is kept as it was.
-        let mut v: serde_json::Value =
-            serde_json::from_slice(&resolved.config_bytes).map_err(|e| {
-                StoreError::InvalidManifest {
-                    reference: src.to_string(),
-                    reason: format!("bad image config: {e}"),
-                }
-            })?;
-        v["rootfs"]["diff_ids"] = json!(new_diff_ids);
-        Bytes::from(
-            serde_json::to_vec(&v).map_err(|e| StoreError::InvalidManifest {
-                reference: dst.to_string(),
-                reason: e.to_string(),
-            })?,
-        )
+        // The tars changed (eStargz's TOC entry): the config names the new ones.
+        config_with_diff_ids(&resolved.config_bytes, &new_diff_ids, &src.to_string())?
     };
     let config_digest = format!("sha256:{}", hex::encode(Sha256::digest(&config_bytes)));
     registry
@@ -202,6 +188,26 @@ struct Written {
     diff_id: String,
     annotations: std::collections::BTreeMap<String, String>,
     media_type: &'static str,
+}
+
+/// `config` (an image config's JSON, of image `reference`) naming `diff_ids` as its layers,
+/// the rest kept as it was: for layers whose tars were rewritten (eStargz appends its TOC
+/// entry). Errors: [`StoreError::InvalidManifest`] for a config that does not parse.
+pub(crate) fn config_with_diff_ids(
+    config: &[u8],
+    diff_ids: &[impl AsRef<str>],
+    reference: &str,
+) -> Result<Bytes> {
+    let mut v: serde_json::Value =
+        serde_json::from_slice(config).map_err(|e| StoreError::InvalidManifest {
+            reference: reference.to_string(),
+            reason: format!("bad image config: {e}"),
+        })?;
+    let ids: Vec<&str> = diff_ids.iter().map(AsRef::as_ref).collect();
+    v["rootfs"]["diff_ids"] = json!(ids);
+    Ok(Bytes::from(
+        serde_json::to_vec(&v).expect("a parsed config serializes"),
+    ))
 }
 
 /// Downloads, decompresses, rewrites and pushes one layer; returns its new descriptor.

@@ -201,15 +201,11 @@ impl Store {
         let (config_digest, config_bytes) = if same_tars {
             (img.id.clone(), Bytes::from(img.config_bytes.clone()))
         } else {
-            let mut v: serde_json::Value =
-                serde_json::from_slice(&img.config_bytes).map_err(|e| {
-                    StoreError::InvalidManifest {
-                        reference: reference.to_string(),
-                        reason: format!("bad image config: {e}"),
-                    }
-                })?;
-            v["rootfs"]["diff_ids"] = serde_json::json!(pushed_diff_ids);
-            let bytes = Bytes::from(serde_json::to_vec(&v).expect("config serializes"));
+            let bytes = crate::convert::config_with_diff_ids(
+                &img.config_bytes,
+                &pushed_diff_ids,
+                reference,
+            )?;
             (crate::content::sha256_digest(&bytes), bytes)
         };
         let config_len = config_bytes.len();

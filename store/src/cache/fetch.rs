@@ -140,11 +140,7 @@ impl CacheCore {
         reason: String,
     ) -> std::result::Result<Arc<[u8]>, String> {
         let zran = self
-            .zran
-            .read()
-            .unwrap()
-            .get(layer)
-            .cloned()
+            .zran_layer(layer)
             .ok_or_else(|| format!("no zTOC registered for layer {layer}: {reason}"))?;
         if let Some(piece) = zran.whole_piece(span, w.inner_offset, w.len, w.digest) {
             return piece.map(Into::into);
@@ -170,7 +166,7 @@ impl CacheCore {
     /// blob length)`): visible at once (the `unstored` map), written to disk on a thread of
     /// their own, so the read that fetched the span does not wait for them.
     fn keep_span_siblings(self: &Arc<Self>, layer: &str, mut spans: Vec<(u32, u64, u64)>) {
-        let Some(zran) = self.zran.read().unwrap().get(layer).cloned() else {
+        let Some(zran) = self.zran_layer(layer) else {
             return;
         };
         spans.sort_unstable();
@@ -230,7 +226,7 @@ impl CacheCore {
         if !matches!(w.codec, Codec::Zran { .. }) {
             return Ok(());
         }
-        let Some(zran) = self.zran.read().unwrap().get(layer).cloned() else {
+        let Some(zran) = self.zran_layer(layer) else {
             return Ok(());
         };
         match zran.refused() {
@@ -251,7 +247,7 @@ impl CacheCore {
         let Codec::Zran { span } = w.codec else {
             return Ok(None);
         };
-        let Some(zran) = self.zran.read().unwrap().get(layer).cloned() else {
+        let Some(zran) = self.zran_layer(layer) else {
             return Ok(None);
         };
         let data = match zran.whole_piece(span as usize, w.inner_offset, w.len, w.digest) {
@@ -304,7 +300,7 @@ impl CacheCore {
             };
             let z = match &zran {
                 Some(z) => z,
-                None => match self.zran.read().unwrap().get(layer).cloned() {
+                None => match self.zran_layer(layer) {
                     Some(z) => zran.insert(z),
                     None => return Ok(()),
                 },

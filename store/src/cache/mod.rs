@@ -278,11 +278,7 @@ impl CacheCore {
         match codec {
             Codec::Zran { span } => {
                 let zran = self
-                    .zran
-                    .read()
-                    .unwrap()
-                    .get(layer)
-                    .cloned()
+                    .zran_layer(layer)
                     .ok_or_else(|| format!("no zTOC registered for layer {layer}"))?;
                 Ok(zran
                     .piece(span as usize, frame, inner_offset, len, digest)?
@@ -369,6 +365,11 @@ impl CacheCore {
             .write()
             .unwrap()
             .insert(layer_digest.to_string(), source);
+    }
+
+    /// The zTOC state of SOCI layer `layer`, if it is one.
+    fn zran_layer(&self, layer: &str) -> Option<Arc<ZranLayer>> {
+        self.zran.read().unwrap().get(layer).cloned()
     }
 
     /// Makes the [`Codec::Zran`] chunks of SOCI layer `layer_digest` decodable: its zTOC's
