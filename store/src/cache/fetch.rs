@@ -178,7 +178,10 @@ impl CacheCore {
             let headers = zran
                 .span_header_bytes(span as usize)
                 .into_iter()
-                .map(|(file, bytes)| (zran.header_key(layer, file), 0, 512, bytes));
+                .map(|(file, bytes)| {
+                    let len = crate::soci::lazy::HEADER_WINDOW as u64;
+                    (zran.header_key(layer, file), 0, len, bytes)
+                });
             for (key, inner, len, bytes) in
                 zran.span_siblings(span as usize).into_iter().chain(headers)
             {
@@ -319,7 +322,7 @@ impl CacheCore {
             let marker = Want {
                 blob_offset: w.blob_offset,
                 blob_len: w.blob_len,
-                len: 512,
+                len: crate::soci::lazy::HEADER_WINDOW as u64,
                 digest: &key,
                 codec: w.codec,
                 inner_offset: 0,
@@ -374,8 +377,11 @@ impl CacheCore {
             if header.is_empty() {
                 continue; // checked with the whole layer
             }
-            z.check_header(file, &header).map_err(corrupt)?;
-            let header: Arc<[u8]> = header.into();
+            // Only the header itself was gathered here: no PAX record to read.
+            let mut window = vec![0u8; crate::soci::lazy::HEADER_WINDOW - header.len()];
+            window.extend_from_slice(&header);
+            z.check_header(file, &window).map_err(corrupt)?;
+            let header: Arc<[u8]> = window.into();
             if let Err(e) = self.store(&marker, &header) {
                 tracing::debug!(layer, error = %e, "keeping a checked SOCI tar header failed");
             }

@@ -529,16 +529,13 @@ impl ZranLayer {
             if self.checked.lock().unwrap()[file] {
                 continue;
             }
-            let start = (self.files[file].1 - 512 - base) as usize;
-            if let Some(header) = data.get(start..start + 512) {
-                self.check_header(file, header)?;
-            }
+            self.check_header(file, &header_window(data, base, self.files[file].1))?;
         }
         Ok(())
     }
 
-    /// The tar headers lying in span `span`, if it is among the recent spans: (file,
-    /// header bytes), for the cache to keep (a restart then checks from disk).
+    /// The checked tar headers lying in span `span`, if it is among the recent spans: (file,
+    /// its [`HEADER_WINDOW`]), for the cache to keep (a restart then checks from disk).
     pub fn span_header_bytes(&self, span: usize) -> Vec<(usize, Vec<u8>)> {
         let Some(data) = self.recent_span(span) else {
             return Vec::new();
@@ -547,10 +544,7 @@ impl ZranLayer {
         self.span_headers[span]
             .iter()
             .filter(|&&f| self.checked.lock().unwrap()[f])
-            .filter_map(|&f| {
-                let start = (self.files[f].1 - 512 - base) as usize;
-                Some((f, data.get(start..start + 512)?.to_vec()))
-            })
+            .map(|&f| (f, header_window(&data, base, self.files[f].1)))
             .collect()
     }
 
@@ -644,6 +638,62 @@ impl ZranLayer {
     }
 }
 
+/// Bytes of the tar stream kept before a file's data to check it: its header (the last 512)
+/// and what precedes it, where a PAX extended header carries the exact name.
+pub const HEADER_WINDOW: usize = 4096;
+
+/// The [`HEADER_WINDOW`] bytes before uncompressed offset `data_offset`, from a span's
+/// output `data` starting at uncompressed `base`; zeros where the span does not reach.
+pub fn header_window(data: &[u8], base: u64, data_offset: u64) -> Vec<u8> {
+    let mut out = vec![0u8; HEADER_WINDOW];
+    let end = data_offset.saturating_sub(base).min(data.len() as u64) as usize;
+    let start = data_offset
+        .saturating_sub(HEADER_WINDOW as u64)
+        .max(base)
+        .saturating_sub(base) as usize;
+    let have = &data[start.min(end)..end];
+    let at = HEADER_WINDOW - have.len();
+    out[at..].copy_from_slice(have);
+    out
+}
+
+/// The `path` record of the PAX extended header that directly precedes the last 512 bytes
+/// of `window` (the file's own header), if the window holds one.
+fn pax_path(window: &[u8]) -> Option<Vec<u8>> {
+    let header_at = window.len().checked_sub(512)?;
+    // The PAX header, then its records padded to 512-byte blocks, then the file's header.
+    for blocks in 1..=(header_at / 512).saturating_sub(1) {
+        let at = header_at - 512 * (blocks + 1);
+        let block = &window[at..at + 512];
+        if block[156] != b'x' {
+            continue;
+        }
+        let h = tar::Header::from_byte_slice(block);
+        let sum: u32 = block[..148]
+            .iter()
+            .chain([b' '; 8].iter())
+            .chain(block[156..].iter())
+            .map(|&b| u32::from(b))
+            .sum();
+        let size = h.entry_size().ok()? as usize;
+        if h.cksum().ok()? != sum || size.div_ceil(512) != blocks {
+            continue;
+        }
+        let mut records = &window[at + 512..at + 512 + size];
+        // Records are "<len> <key>=<value>\n", <len> counting the whole record.
+        while let Some(space) = records.iter().position(|&b| b == b' ') {
+            let len: usize = std::str::from_utf8(&records[..space]).ok()?.parse().ok()?;
+            let record = records.get(space + 1..len)?;
+            if let Some(value) = record.strip_prefix(b"path=") {
+                return Some(value.strip_suffix(b"\n").unwrap_or(value).to_vec());
+            }
+            records = &records[len..];
+        }
+        return None;
+    }
+    None
+}
+
 /// Whether `header` is a tar header of a regular file named `name` of `size` bytes with
 /// `(mode, uid, gid)`: a valid checksum, type `0` (or the old `\0`, or `7`), the size, the
 /// permission bits, the owner (when it fits the header's field), and the name. The name
@@ -656,7 +706,12 @@ fn header_matches(
     size: u64,
     (mode, uid, gid): (u32, u32, u32),
 ) -> std::result::Result<(), String> {
-    let header = header.get(..512).ok_or("short header")?;
+    let window = header;
+    let header = window
+        .len()
+        .checked_sub(512)
+        .map(|at| &window[at..])
+        .ok_or("short header")?;
     let h = tar::Header::from_byte_slice(header);
     let sum = h
         .cksum()
@@ -702,6 +757,16 @@ fn header_matches(
         }
     }
     let in_header = h.path_bytes();
+    // The PAX record, when the window holds it, names the file exactly.
+    if let Some(path) = pax_path(window) {
+        if tar_name(&path) != tar_name(name) {
+            return Err(format!(
+                "the tar header's PAX path is {}",
+                String::from_utf8_lossy(&path)
+            ));
+        }
+        return Ok(());
+    }
     if !names_agree(name, &in_header) {
         return Err(format!(
             "the tar header names {}",
@@ -932,6 +997,28 @@ mod tests {
         let long = format!("d/{}", "x".repeat(150));
         assert!(names_agree(long.as_bytes(), &long.as_bytes()[..100]));
         assert!(!names_agree(b"data/one.bin", b"data/on?.bin"));
+
+        // A PAX record names the file exactly: names differing only in other characters
+        // are told apart by it.
+        let record = "q/\u{fc}.bin";
+        let line_len = record.len() + " path=\n".len() + 2;
+        let records = format!("{line_len} path={record}\n");
+        assert_eq!(records.len(), line_len);
+        let mut pax = tar::Header::new_ustar();
+        pax.set_entry_type(tar::EntryType::XHeader);
+        pax.set_size(records.len() as u64);
+        pax.set_cksum();
+        let mut window = vec![0u8; HEADER_WINDOW - 1536];
+        window.extend_from_slice(pax.as_bytes());
+        let mut data = records.into_bytes();
+        data.resize(512, 0);
+        window.extend_from_slice(&data);
+        window.extend_from_slice(&header("q/.bin", 10, 0o644));
+        assert_eq!(window.len(), HEADER_WINDOW);
+        let ok = header_matches(&window, "q/\u{fc}.bin".as_bytes(), 10, (0o644, 0, 0));
+        assert_eq!(ok, Ok(()));
+        let e = header_matches(&window, "q/\u{f6}.bin".as_bytes(), 10, (0o644, 0, 0)).unwrap_err();
+        assert!(e.contains("PAX path is q/\u{fc}.bin"), "{e}");
     }
 
     fn tar_gz(files: &[(&str, Vec<u8>)]) -> Vec<u8> {
