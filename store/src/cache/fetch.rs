@@ -328,7 +328,10 @@ impl CacheCore {
                 inner_offset: 0,
             };
             if let Some(header) = self.lookup(&marker)? {
-                z.check_header(file, &header).map_err(corrupt)?;
+                if !z.check_header(file, &header).map_err(corrupt)? {
+                    self.settle_with_whole_layer(layer, z, span as usize, file)
+                        .map_err(corrupt)?;
+                }
                 continue;
             }
             let (start, spans) = z.header_place(file).map_err(corrupt)?;
@@ -355,14 +358,8 @@ impl CacheCore {
                             // The header's span does not verify: the whole layer, which
                             // checks every file against the real tar, as a piece's would.
                             Err(reason) => {
-                                let tmp = self.files.tmp_dir();
-                                let source = self.source(layer)?;
-                                if z.ensure_whole(source.as_ref(), &tmp, s, &reason)
-                                    .map_err(corrupt)?
-                                {
-                                    bump(&self.counters.fetch_requests, 1);
-                                    bump(&self.counters.fetched_bytes, source.size());
-                                }
+                                self.whole_layer_for(layer, z, s, &reason)
+                                    .map_err(corrupt)?;
                                 header.clear();
                                 break;
                             }
@@ -380,11 +377,45 @@ impl CacheCore {
             // Only the header itself was gathered here: no PAX record to read.
             let mut window = vec![0u8; crate::soci::lazy::HEADER_WINDOW - header.len()];
             window.extend_from_slice(&header);
-            z.check_header(file, &window).map_err(corrupt)?;
+            if !z.check_header(file, &window).map_err(corrupt)? {
+                self.settle_with_whole_layer(layer, z, span as usize, file)
+                    .map_err(corrupt)?;
+            }
             let header: Arc<[u8]> = window.into();
             if let Err(e) = self.store(&marker, &header) {
                 tracing::debug!(layer, error = %e, "keeping a checked SOCI tar header failed");
             }
+        }
+        Ok(())
+    }
+
+    /// File `file`'s tar header proved only part of its name: the whole layer, whose tar
+    /// headers name every file in full, settles it (a rare case: a long-name record larger
+    /// than the window, or split from the header by a span's end).
+    fn settle_with_whole_layer(
+        &self,
+        layer: &str,
+        z: &ZranLayer,
+        span: usize,
+        file: usize,
+    ) -> std::result::Result<(), String> {
+        let why = format!("file {file}'s tar header names it only in part");
+        self.whole_layer_for(layer, z, span, &why)
+    }
+
+    /// Makes SOCI layer `layer` fall back to its whole download (checking every file), if
+    /// it has not; counts the download.
+    fn whole_layer_for(
+        &self,
+        layer: &str,
+        z: &ZranLayer,
+        span: usize,
+        why: &str,
+    ) -> std::result::Result<(), String> {
+        let source = self.source(layer).map_err(|e| e.to_string())?;
+        if z.ensure_whole(source.as_ref(), &self.files.tmp_dir(), span, why)? {
+            bump(&self.counters.fetch_requests, 1);
+            bump(&self.counters.fetched_bytes, source.size());
         }
         Ok(())
     }

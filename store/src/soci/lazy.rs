@@ -530,6 +530,7 @@ impl ZranLayer {
                 continue;
             }
             self.check_header(file, &header_window(data, base, self.files[file].1))?;
+            // A partly proven name stays unchecked: the cache settles it.
         }
         Ok(())
     }
@@ -605,18 +606,24 @@ impl ZranLayer {
         format!("sha256:{}", hex::encode(Sha256::digest(key.as_bytes())))
     }
 
-    /// Checks that `header` (the 512 bytes before file `file`'s data in the real tar
-    /// stream) is a regular file's header with the zTOC's name and size; marks the file
-    /// checked. A mismatch refuses the layer for good (every later read fails, cached
-    /// pieces included): the zTOC's file table does not describe this layer, and its
-    /// pieces would be other files' bytes. Errors are reasons.
-    pub fn check_header(&self, file: usize, header: &[u8]) -> std::result::Result<(), String> {
+    /// Checks that `header` (the [`HEADER_WINDOW`] before file `file`'s data in the real
+    /// tar stream) holds a regular file's header with the zTOC's name, size, mode and
+    /// owner; marks the file checked and returns true when the name is proven (the header
+    /// or a PAX / GNU long-name record before it names it exactly). Returns false when only
+    /// part of the name could be compared (a cut-short or ASCII stand-in name field with no
+    /// long-name record in the window): the whole layer must settle it. A mismatch refuses
+    /// the layer (every later read fails, cached pieces included): the zTOC's file table
+    /// does not describe this layer, and its pieces would be other files' bytes. Errors
+    /// are reasons.
+    pub fn check_header(&self, file: usize, header: &[u8]) -> std::result::Result<bool, String> {
         let (name, _, size) = &self.files[file];
         match header_matches(header, name, *size, self.owners[file]) {
-            Ok(()) => {
+            Ok(NameMatch::Exact) => {
                 self.checked.lock().unwrap()[file] = true;
-                Ok(())
+                Ok(true)
             }
+            // Left unchecked: the cache settles it with the whole layer.
+            Ok(NameMatch::Partial) => Ok(false),
             Err(why) => {
                 let reason = format!(
                     "the zTOC's file {} is not the layer's: {why}",
@@ -657,15 +664,16 @@ pub fn header_window(data: &[u8], base: u64, data_offset: u64) -> Vec<u8> {
     out
 }
 
-/// The `path` record of the PAX extended header that directly precedes the last 512 bytes
-/// of `window` (the file's own header), if the window holds one.
-fn pax_path(window: &[u8]) -> Option<Vec<u8>> {
+/// The full name a long-name record directly before the last 512 bytes of `window` (the
+/// file's own header) gives: a PAX extended header's `path` record, or a GNU `L` entry's
+/// data; `None` when the window holds neither whole.
+fn long_name(window: &[u8]) -> Option<Vec<u8>> {
     let header_at = window.len().checked_sub(512)?;
     // The PAX header, then its records padded to 512-byte blocks, then the file's header.
     for blocks in 1..=(header_at / 512).saturating_sub(1) {
         let at = header_at - 512 * (blocks + 1);
         let block = &window[at..at + 512];
-        if block[156] != b'x' {
+        if !matches!(block[156], b'x' | b'L') {
             continue;
         }
         let h = tar::Header::from_byte_slice(block);
@@ -680,6 +688,13 @@ fn pax_path(window: &[u8]) -> Option<Vec<u8>> {
             continue;
         }
         let mut records = &window[at + 512..at + 512 + size];
+        if block[156] == b'L' {
+            let end = records
+                .iter()
+                .position(|&b| b == 0)
+                .unwrap_or(records.len());
+            return Some(records[..end].to_vec());
+        }
         // Records are "<len> <key>=<value>\n", <len> counting the whole record.
         while let Some(space) = records.iter().position(|&b| b == b' ') {
             let len: usize = std::str::from_utf8(&records[..space]).ok()?.parse().ok()?;
@@ -700,12 +715,21 @@ fn pax_path(window: &[u8]) -> Option<Vec<u8>> {
 /// field holds what fits in it: a name over 100 bytes (GNU long names, PAX) is cut short,
 /// and PAX writers put an ASCII copy there for a name with other characters (Go drops
 /// them, Python writes `?`); such names are compared on their ASCII characters.
+/// How much of a file's name its tar header proved.
+#[derive(Debug, PartialEq, Eq)]
+enum NameMatch {
+    /// Named exactly (the name field, or a long-name record).
+    Exact,
+    /// Only the name field's part of it (cut short, or an ASCII stand-in).
+    Partial,
+}
+
 fn header_matches(
     header: &[u8],
     name: &[u8],
     size: u64,
     (mode, uid, gid): (u32, u32, u32),
-) -> std::result::Result<(), String> {
+) -> std::result::Result<NameMatch, String> {
     let window = header;
     let header = window
         .len()
@@ -757,15 +781,18 @@ fn header_matches(
         }
     }
     let in_header = h.path_bytes();
-    // The PAX record, when the window holds it, names the file exactly.
-    if let Some(path) = pax_path(window) {
+    // A long-name record, when the window holds it, names the file exactly.
+    if let Some(path) = long_name(window) {
         if tar_name(&path) != tar_name(name) {
             return Err(format!(
                 "the tar header's PAX path is {}",
                 String::from_utf8_lossy(&path)
             ));
         }
-        return Ok(());
+        return Ok(NameMatch::Exact);
+    }
+    if tar_name(name) == tar_name(&in_header) {
+        return Ok(NameMatch::Exact);
     }
     if !names_agree(name, &in_header) {
         return Err(format!(
@@ -773,7 +800,7 @@ fn header_matches(
             String::from_utf8_lossy(&in_header)
         ));
     }
-    Ok(())
+    Ok(NameMatch::Partial)
 }
 
 /// Whether the header's name field `field` can stand for `name` (see [`header_matches`]).
@@ -973,7 +1000,7 @@ mod tests {
         let h = header("data/one.bin", 10, 0o644);
         assert_eq!(
             header_matches(&h, b"./data/one.bin", 10, (0o644, 0, 0)),
-            Ok(())
+            Ok(NameMatch::Exact)
         );
         let e = header_matches(&h, b"data/two.bin", 10, (0o644, 0, 0)).unwrap_err();
         assert!(e.contains("names data/one.bin"), "{e}");
@@ -1016,7 +1043,11 @@ mod tests {
         window.extend_from_slice(&header("q/.bin", 10, 0o644));
         assert_eq!(window.len(), HEADER_WINDOW);
         let ok = header_matches(&window, "q/\u{fc}.bin".as_bytes(), 10, (0o644, 0, 0));
-        assert_eq!(ok, Ok(()));
+        assert_eq!(ok, Ok(NameMatch::Exact));
+        // Without the record (beyond the window), the stand-in proves only part of it.
+        let bare = header("q/.bin", 10, 0o644);
+        let partial = header_matches(&bare, "q/\u{f6}.bin".as_bytes(), 10, (0o644, 0, 0));
+        assert_eq!(partial, Ok(NameMatch::Partial));
         let e = header_matches(&window, "q/\u{f6}.bin".as_bytes(), 10, (0o644, 0, 0)).unwrap_err();
         assert!(e.contains("PAX path is q/\u{fc}.bin"), "{e}");
     }
