@@ -126,17 +126,11 @@ impl ZranLayer {
             .map(|f| ((f.mode & 0o7777) as u32, f.uid, f.gid))
             .collect();
         let index = ztoc.span_index();
-        let span_of = |u: u64| {
-            index
-                .checkpoints
-                .partition_point(|c| c.uncompressed_offset <= u)
-                .saturating_sub(1)
-        };
         let mut span_headers = vec![Vec::new(); index.checkpoints.len()];
         for (file, (_, offset, _)) in files.iter().enumerate() {
             if let Some(start) = offset.checked_sub(512) {
-                let span = span_of(start);
-                if span == span_of(offset - 1) {
+                let span = ztoc.span_of(start);
+                if span == ztoc.span_of(offset - 1) {
                     span_headers[span].push(file);
                 }
             }
@@ -407,13 +401,7 @@ impl ZranLayer {
         if piece_key(digest, inner_offset, len) != key || self.refused().is_some() {
             return None;
         }
-        let data = {
-            let recent = self.recent.lock().unwrap();
-            recent
-                .iter()
-                .find(|(i, _)| *i == span)
-                .map(|(_, d)| d.clone())?
-        };
+        let data = self.recent_span(span)?;
         let end = inner_offset
             .checked_add(len)
             .filter(|&e| e <= data.len() as u64)?;
@@ -432,12 +420,8 @@ impl ZranLayer {
         if self.refused().is_some() {
             return Vec::new();
         }
-        let data = {
-            let recent = self.recent.lock().unwrap();
-            match recent.iter().find(|(i, _)| *i == span) {
-                Some((_, d)) => d.clone(),
-                None => return Vec::new(),
-            }
+        let Some(data) = self.recent_span(span) else {
+            return Vec::new();
         };
         pieces
             .iter()
@@ -581,21 +565,14 @@ impl ZranLayer {
                 String::from_utf8_lossy(name)
             )
         })?;
-        let first = self.span_at(start);
-        let last = self.span_at(offset - 1);
+        let first = self.spans.span_of(start);
+        let last = self.spans.span_of(offset - 1);
         Ok((start, (first..=last).collect()))
     }
 
     /// The first uncompressed byte of span `span`.
     pub fn span_start(&self, span: usize) -> u64 {
         self.spans.checkpoints[span].uncompressed_offset
-    }
-
-    fn span_at(&self, uncompressed: u64) -> usize {
-        self.spans
-            .checkpoints
-            .partition_point(|c| c.uncompressed_offset <= uncompressed)
-            .saturating_sub(1)
     }
 
     /// The cache key under which file `file`'s checked tar header is kept (sealed like a
@@ -664,6 +641,20 @@ pub fn header_window(data: &[u8], base: u64, data_offset: u64) -> Vec<u8> {
     out
 }
 
+/// Whether the 512-byte `block` carries a tar header's valid checksum (the sum of its
+/// bytes with the checksum field read as spaces).
+fn checksum_ok(block: &[u8]) -> bool {
+    let computed: u32 = block[..148]
+        .iter()
+        .chain([b' '; 8].iter())
+        .chain(block[156..512].iter())
+        .map(|&b| u32::from(b))
+        .sum();
+    tar::Header::from_byte_slice(block)
+        .cksum()
+        .is_ok_and(|sum| sum == computed)
+}
+
 /// The full name a long-name record directly before the last 512 bytes of `window` (the
 /// file's own header) gives: a PAX extended header's `path` record, or a GNU `L` entry's
 /// data; `None` when the window holds neither whole.
@@ -677,14 +668,8 @@ fn long_name(window: &[u8]) -> Option<Vec<u8>> {
             continue;
         }
         let h = tar::Header::from_byte_slice(block);
-        let sum: u32 = block[..148]
-            .iter()
-            .chain([b' '; 8].iter())
-            .chain(block[156..].iter())
-            .map(|&b| u32::from(b))
-            .sum();
         let size = h.entry_size().ok()? as usize;
-        if h.cksum().ok()? != sum || size.div_ceil(512) != blocks {
+        if !checksum_ok(block) || size.div_ceil(512) != blocks {
             continue;
         }
         let mut records = &window[at + 512..at + 512 + size];
@@ -737,16 +722,7 @@ fn header_matches(
         .map(|at| &window[at..])
         .ok_or("short header")?;
     let h = tar::Header::from_byte_slice(header);
-    let sum = h
-        .cksum()
-        .map_err(|e| format!("no tar header there ({e})"))?;
-    let computed: u32 = header[..148]
-        .iter()
-        .chain([b' '; 8].iter())
-        .chain(header[156..].iter())
-        .map(|&b| u32::from(b))
-        .sum();
-    if sum != computed {
+    if !checksum_ok(header) {
         return Err("no tar header there (bad checksum)".into());
     }
     if !matches!(header[156], b'0' | b'\0' | b'7') {

@@ -200,6 +200,13 @@ impl SpanIndex {
         start..end
     }
 
+    /// The span holding uncompressed offset `off`.
+    pub fn span_of(&self, off: u64) -> usize {
+        self.checkpoints
+            .partition_point(|c| c.uncompressed_offset <= off)
+            .saturating_sub(1)
+    }
+
     /// Uncompressed bytes of span `i`.
     pub fn span_len(&self, i: usize) -> u64 {
         let end = self
