@@ -597,6 +597,11 @@ pub struct PsArgs {
     /// Filter output (label=K[=V], status=exited, name=..., ancestor=..., docs/daemon.md).
     #[arg(short = 'f', long = "filter")]
     pub filters: Vec<String>,
+    /// Format output: a Go template over the docker CLI's fields ({{.ID}}, {{.Names}},
+    /// {{.Image}}, {{.Status}}, {{.State}}, {{.Ports}}, {{.Labels}}, {{index .Label "k"}} ...),
+    /// "table TEMPLATE" for aligned columns with a header, or "json" (docs/inspect.md).
+    #[arg(long)]
+    pub format: Option<String>,
 }
 
 #[derive(Args, Debug)]

@@ -888,3 +888,53 @@ ct.remove(force=True)
         "{out}"
     );
 }
+
+/// Creates no longer queue behind each other (a name is claimed, not locked over the whole
+/// create): of many concurrent creates asking for one name exactly one gets it, the others
+/// get Docker's conflict, and every generated name is distinct.
+#[test]
+fn concurrent_creates_claim_names_once() {
+    require!("concurrent_creates_claim_names_once", root_unavailable());
+    let d = Daemon::start().unwrap();
+    import_busybox(&d, IMAGE, &[]);
+    let spawn = |name: Option<&str>| {
+        let mut c = d.cli();
+        c.arg("create");
+        if let Some(n) = name {
+            c.args(["--name", n]);
+        }
+        c.args([IMAGE, "true"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let same: Vec<_> = (0..8).map(|_| spawn(Some("contended"))).collect();
+    let generated: Vec<_> = (0..8).map(|_| spawn(None)).collect();
+    let (mut won, mut refused) = (0, 0);
+    for child in same {
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        match out.status.code() {
+            Some(0) => won += 1,
+            Some(125) if err.contains("\"/contended\" is already in use") => refused += 1,
+            other => panic!("create exited {other:?}: {err}"),
+        }
+    }
+    assert_eq!((won, refused), (1, 7));
+    for child in generated {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let names = d.ok(&["ps", "-a", "--format", "{{.Names}}"]);
+    let mut names: Vec<&str> = names.lines().collect();
+    assert_eq!(names.len(), 9, "{names:?}");
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), 9, "generated names collide: {names:?}");
+    assert!(names.contains(&"contended"));
+}

@@ -6,7 +6,9 @@ use bollard::models::ContainerSummary;
 use bollard::Docker;
 
 use super::format::{ago, ellipsis, print_table, short_id};
+use super::template::GoTemplate;
 use crate::args::PsArgs;
+use crate::exit::Exit;
 
 pub async fn ps(docker: &Docker, args: &PsArgs) -> Result<()> {
     let mut list = docker
@@ -18,6 +20,9 @@ pub async fn ps(docker: &Docker, args: &PsArgs) -> Result<()> {
         }))
         .await?;
     list.sort_by_key(|c| std::cmp::Reverse(c.created.unwrap_or(0)));
+    if let (Some(format), false) = (&args.format, args.quiet) {
+        return print_formatted(format, &list, args.no_trunc);
+    }
     if args.quiet {
         for c in &list {
             let id = c.id.clone().unwrap_or_default();
@@ -66,6 +71,127 @@ fn row(c: &ContainerSummary, no_trunc: bool) -> Vec<String> {
         ports(c),
         names,
     ]
+}
+
+/// `ps --format`: as the docker CLI, `json` prints each container's fields as one JSON line,
+/// `table T` prints T's columns (tab-separated in T) aligned under a header, and any other
+/// T runs once per container. A template that does not parse exits 64 before printing.
+fn print_formatted(format: &str, list: &[ContainerSummary], no_trunc: bool) -> Result<()> {
+    let rows: Vec<serde_json::Value> = list.iter().map(|c| fields(c, no_trunc)).collect();
+    if format == "json" {
+        for r in &rows {
+            println!("{}", serde_json::to_string(r)?);
+        }
+        return Ok(());
+    }
+    let (table, src) = match format.strip_prefix("table") {
+        Some(rest) if rest.is_empty() || rest.starts_with(char::is_whitespace) => {
+            let rest = rest.trim_start();
+            (true, if rest.is_empty() { DEFAULT_TABLE } else { rest })
+        }
+        _ => (false, format),
+    };
+    // The docker CLI turns `\t` and `\n` typed in a shell argument into the characters.
+    let src = src.replace("\\t", "\t").replace("\\n", "\n");
+    let template = match GoTemplate::parse(&src) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("template parsing error: {e}");
+            return Err(Exit(64).into());
+        }
+    };
+    let mut lines = Vec::with_capacity(rows.len() + 1);
+    if table {
+        lines.push(template.render(&header())?);
+    }
+    for r in &rows {
+        lines.push(template.render(r)?);
+    }
+    if table {
+        let cells: Vec<Vec<String>> = lines
+            .iter()
+            .map(|l| l.split('\t').map(str::to_string).collect())
+            .collect();
+        let width = cells.iter().map(Vec::len).max().unwrap_or(0);
+        let padded: Vec<Vec<String>> = cells
+            .into_iter()
+            .map(|mut c| {
+                c.resize(width, String::new());
+                c
+            })
+            .collect();
+        let header: Vec<&str> = padded[0].iter().map(String::as_str).collect();
+        print_table(&header, &padded[1..]);
+    } else {
+        for l in lines {
+            println!("{l}");
+        }
+    }
+    Ok(())
+}
+
+const DEFAULT_TABLE: &str =
+    "{{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}";
+
+/// The docker CLI's `ps` formatting fields for one container (all strings, as it prints
+/// them), and `Label`, the labels as a map for `{{index .Label "k"}}` (docker's
+/// `{{.Label "k"}}` is a Go method call, which a template over JSON has no way to make).
+fn fields(c: &ContainerSummary, no_trunc: bool) -> serde_json::Value {
+    let cells = row(c, no_trunc);
+    let labels = c.labels.clone().unwrap_or_default();
+    let mut label_list: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    label_list.sort();
+    let mounts: Vec<String> = c
+        .mounts
+        .iter()
+        .flatten()
+        .filter_map(|m| m.name.clone().or_else(|| m.source.clone()))
+        .collect();
+    let networks: Vec<String> = c
+        .network_settings
+        .as_ref()
+        .and_then(|n| n.networks.as_ref())
+        .map(|n| n.keys().cloned().collect())
+        .unwrap_or_default();
+    let created = chrono::DateTime::from_timestamp(c.created.unwrap_or(0), 0)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S +0000 UTC").to_string())
+        .unwrap_or_default();
+    serde_json::json!({
+        "ID": cells[0],
+        "Image": cells[1],
+        "Command": cells[2],
+        "CreatedAt": created,
+        "RunningFor": cells[3],
+        "Status": cells[4],
+        "Ports": cells[5],
+        "Names": cells[6],
+        "State": c.state.clone().unwrap_or_default(),
+        "Labels": label_list.join(","),
+        "Label": labels,
+        "Mounts": mounts.join(","),
+        "Networks": networks.join(","),
+        "Size": "",
+    })
+}
+
+/// The header row of `table`: each field's column name, as the docker CLI prints it.
+fn header() -> serde_json::Value {
+    serde_json::json!({
+        "ID": "CONTAINER ID",
+        "Image": "IMAGE",
+        "Command": "COMMAND",
+        "CreatedAt": "CREATED AT",
+        "RunningFor": "CREATED",
+        "Status": "STATUS",
+        "Ports": "PORTS",
+        "Names": "NAMES",
+        "State": "STATE",
+        "Labels": "LABELS",
+        "Label": {},
+        "Mounts": "MOUNTS",
+        "Networks": "NETWORKS",
+        "Size": "SIZE",
+    })
 }
 
 /// "0.0.0.0:8080->80/tcp, 443/tcp", like Docker's PORTS column.

@@ -38,7 +38,9 @@ pub struct ContainerService {
     pub(super) volumes: Arc<VolumeService>,
     /// The daemon's default log driver and options (daemon.json `log-driver`, `log-opts`).
     pub(super) log_defaults: (String, std::collections::BTreeMap<String, String>),
-    /// Serializes create/remove so names and mounts stay consistent.
+    /// Names of creates and renames in flight.
+    pub(super) names: super::name_claims::NameClaims,
+    /// Serializes the read-modify-write of a record by `rename` and `update`.
     pub(super) lifecycle: tokio::sync::Mutex<()>,
 }
 
@@ -76,6 +78,7 @@ impl ContainerService {
             monitor,
             volumes,
             log_defaults,
+            names: Default::default(),
             lifecycle: tokio::sync::Mutex::new(()),
         }
     }
@@ -84,19 +87,14 @@ impl ContainerService {
         self.paths.container_dir(id)
     }
 
-    /// A container by full id, unique id prefix, or name.
+    /// A container by full id, name, or unique id prefix (a leading `/` is ignored).
     pub fn find(&self, name_or_id: &str) -> Result<ContainerRecord, DaemonError> {
         let key = name_or_id.trim_start_matches('/');
-        let all = self.records.all()?;
-        if let Some(r) = all.iter().find(|r| r.id == key || r.name == key) {
-            return Ok(r.clone());
-        }
-        let matches: Vec<&ContainerRecord> = all.iter().filter(|r| r.id.starts_with(key)).collect();
-        match matches.len() {
-            1 if !key.is_empty() => Ok(matches[0].clone()),
-            0 | 1 => Err(DaemonError::NoSuchContainer(name_or_id.to_string())),
-            _ => Err(DaemonError::AmbiguousId(name_or_id.to_string())),
-        }
+        self.records.lookup(key).map_err(|e| match e {
+            DaemonError::NoSuchContainer(_) => DaemonError::NoSuchContainer(name_or_id.into()),
+            DaemonError::AmbiguousId(_) => DaemonError::AmbiguousId(name_or_id.into()),
+            e => e,
+        })
     }
 
     /// The runtime's live state of a container.
@@ -171,30 +169,24 @@ impl ContainerService {
             .collect())
     }
 
-    fn pick_name(&self, name: Option<String>) -> Result<String, DaemonError> {
+    /// Claims the requested name (checked against Docker's rules) or a generated one for
+    /// container `id`; see [`NameClaims`](super::name_claims::NameClaims).
+    fn claim_name(
+        &self,
+        name: Option<String>,
+        id: &str,
+    ) -> Result<super::name_claims::NameClaim, DaemonError> {
         match name.filter(|n| !n.is_empty()) {
             Some(n) => {
-                let n = n.trim_start_matches('/').to_string();
-                if !names::valid_name(&n) {
+                let n = n.trim_start_matches('/');
+                if !names::valid_name(n) {
                     return Err(DaemonError::Invalid(format!(
                         "Invalid container name ({n}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
                     )));
                 }
-                if let Some(other) = self.records.name_taken(&n)? {
-                    return Err(DaemonError::NameInUse { name: n, id: other });
-                }
-                Ok(n)
+                self.names.claim(&self.records, n, id)
             }
-            None => {
-                let mut attempt = 0;
-                loop {
-                    let n = names::generate_name(attempt);
-                    if self.records.name_taken(&n)?.is_none() {
-                        return Ok(n);
-                    }
-                    attempt += 1;
-                }
-            }
+            None => self.names.claim_generated(&self.records, id),
         }
     }
 
@@ -216,7 +208,6 @@ impl ContainerService {
         body: Config<String>,
         above: Vec<PathBuf>,
     ) -> Result<String, DaemonError> {
-        let _guard = self.lifecycle.lock().await;
         let image_ref = body
             .image
             .clone()
@@ -226,9 +217,11 @@ impl ContainerService {
             .store
             .image(&image_ref)
             .map_err(|_| DaemonError::NoSuchImage(image_ref.clone()))?;
-        let name = self.pick_name(name)?;
         let resolved = resolve(&body, &image.config).map_err(DaemonError::Invalid)?;
         let id = names::new_id();
+        // Held until the record is written: the name is ours, and other creates go on.
+        let claim = self.claim_name(name, &id)?;
+        let name = claim.name().to_string();
         let hostname = body
             .hostname
             .clone()
@@ -462,6 +455,7 @@ impl ContainerService {
             return Err(err);
         }
         self.records.insert(&record)?;
+        drop(claim);
         self.monitor.events.container("create", &record, &[]);
         tracing::info!(id = %&id[..12], name = %name, image = %record.image, "created container");
         Ok(id)

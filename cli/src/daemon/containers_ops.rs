@@ -43,15 +43,14 @@ impl ContainerService {
                 "Renaming a container with the same name as its current name ({n})"
             )));
         }
-        if let Some(other) = self.records.name_taken(&n)? {
-            return Err(DaemonError::NameInUse { name: n, id: other });
-        }
+        let claim = self.names.claim(&self.records, &n, &r.id)?;
         let mut updated = self
             .records
             .get(&r.id)?
             .ok_or_else(|| DaemonError::NoSuchContainer(r.id.clone()))?;
         updated.name = n;
         self.records.update_renamed(&updated)?;
+        drop(claim);
         self.monitor
             .events
             .container("rename", &updated, &[("oldName", format!("/{}", r.name))]);

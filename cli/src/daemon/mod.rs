@@ -42,6 +42,7 @@ pub mod logs_stream;
 pub mod monitor;
 pub mod mount_plan;
 pub mod mounts;
+pub mod name_claims;
 pub mod names;
 pub mod network;
 pub mod networks;

@@ -310,12 +310,45 @@ pub struct PublishedPort {
     pub protocol: String,
 }
 
+#[cfg(test)]
+impl ContainerRecord {
+    /// A bare record (image `i`, command `sh`) for unit tests.
+    pub fn for_test(id: &str, name: &str) -> ContainerRecord {
+        ContainerRecord {
+            schema: SCHEMA,
+            id: id.into(),
+            name: name.into(),
+            created: 0,
+            image: "i".into(),
+            image_id: "sha256:1".into(),
+            spec: Default::default(),
+            path: "sh".into(),
+            args: vec![],
+            network: None,
+            mounts: vec![],
+            restart_count: 0,
+            stopped_by_user: false,
+        }
+    }
+}
+
 /// Reads a stored record of any known schema.
 pub fn decode(json: &str) -> Result<ContainerRecord, String> {
-    let v: Value = serde_json::from_str(json).map_err(|e| e.to_string())?;
-    match v.get("schema").and_then(Value::as_u64) {
-        None => from_v1(&v),
-        Some(2) => serde_json::from_value(v).map_err(|e| e.to_string()),
+    /// Only the schema key; the rest is skipped without building a tree (a record is
+    /// decoded on every lookup by name or id).
+    #[derive(Deserialize)]
+    struct Schema {
+        schema: Option<u64>,
+    }
+    let schema = serde_json::from_str::<Schema>(json)
+        .map_err(|e| e.to_string())?
+        .schema;
+    match schema {
+        None => {
+            let v: Value = serde_json::from_str(json).map_err(|e| e.to_string())?;
+            from_v1(&v)
+        }
+        Some(2) => serde_json::from_str(json).map_err(|e| e.to_string()),
         Some(n) => Err(format!(
             "record schema {n} is newer than this daemon's ({SCHEMA})"
         )),

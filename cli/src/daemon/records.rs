@@ -139,6 +139,42 @@ impl Records {
             .transpose()
     }
 
+    /// The record whose id is `key`, else whose name is `key`, else the one whose id
+    /// starts with `key` (Docker's lookup order). Errors: [`DaemonError::AmbiguousId`]
+    /// when several ids start with `key`, [`DaemonError::NoSuchContainer`] when none
+    /// matches (or `key` is empty).
+    pub fn lookup(&self, key: &str) -> Result<ContainerRecord, DaemonError> {
+        let conn = self.conn.lock().expect("records lock");
+        let one = |sql: &str| -> Result<Option<String>, DaemonError> {
+            conn.query_row(sql, params![key], |r| r.get(0))
+                .optional()
+                .map_err(db_error)
+        };
+        let mut json = one("SELECT record FROM containers WHERE id = ?1")?;
+        if json.is_none() {
+            json = one("SELECT record FROM containers WHERE name = ?1")?;
+        }
+        if json.is_none() && !key.is_empty() {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT record FROM containers WHERE substr(id, 1, length(?1)) = ?1 LIMIT 2",
+                )
+                .map_err(db_error)?;
+            let mut rows: Vec<String> = stmt
+                .query_map(params![key], |r| r.get(0))
+                .map_err(db_error)?
+                .collect::<Result<_, _>>()
+                .map_err(db_error)?;
+            match rows.len() {
+                1 => json = rows.pop(),
+                0 => {}
+                _ => return Err(DaemonError::AmbiguousId(key.to_string())),
+            }
+        }
+        let json = json.ok_or_else(|| DaemonError::NoSuchContainer(key.to_string()))?;
+        decode(&json).map_err(DaemonError::Records)
+    }
+
     pub fn exists(&self, id: &str) -> Result<bool, DaemonError> {
         let conn = self.conn.lock().expect("records lock");
         Ok(conn
@@ -182,6 +218,67 @@ impl Records {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn record(id: &str, name: &str) -> ContainerRecord {
+        ContainerRecord::for_test(id, name)
+    }
+
+    #[test]
+    fn lookup_takes_id_then_name_then_a_unique_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let records = Records::open(&dir.path().join("containers.db")).unwrap();
+        records.insert(&record("abc123", "web")).unwrap();
+        records.insert(&record("abd456", "abc123x")).unwrap();
+        // A container named like another's id: the id wins (Docker's order).
+        records.insert(&record("fff000", "abd456")).unwrap();
+        assert_eq!(records.lookup("abc123").unwrap().name, "web");
+        assert_eq!(records.lookup("web").unwrap().id, "abc123");
+        assert_eq!(records.lookup("abd456").unwrap().name, "abc123x");
+        assert_eq!(records.lookup("abc123x").unwrap().id, "abd456");
+        assert_eq!(records.lookup("abc").unwrap().id, "abc123");
+        assert_eq!(records.lookup("ff").unwrap().name, "abd456");
+        assert!(matches!(records.lookup("ab"), Err(DaemonError::AmbiguousId(k)) if k == "ab"));
+        assert!(matches!(records.lookup("zz"), Err(DaemonError::NoSuchContainer(k)) if k == "zz"));
+        // An empty key is nobody, not every container's prefix.
+        assert!(matches!(
+            records.lookup(""),
+            Err(DaemonError::NoSuchContainer(_))
+        ));
+        // `%` and `_` are not patterns.
+        assert!(matches!(
+            records.lookup("a%"),
+            Err(DaemonError::NoSuchContainer(_))
+        ));
+        assert!(matches!(
+            records.lookup("_bc"),
+            Err(DaemonError::NoSuchContainer(_))
+        ));
+    }
+
+    #[test]
+    fn a_claimed_name_is_taken_until_released() {
+        use crate::daemon::name_claims::NameClaims;
+        let dir = tempfile::tempdir().unwrap();
+        let records = Records::open(&dir.path().join("containers.db")).unwrap();
+        records.insert(&record("abc123", "web")).unwrap();
+        let claims = NameClaims::default();
+        assert!(matches!(
+            claims.claim(&records, "web", "new1"),
+            Err(DaemonError::NameInUse { name, id }) if name == "web" && id == "abc123"
+        ));
+        let held = claims.claim(&records, "db", "new1").unwrap();
+        assert_eq!(held.name(), "db");
+        assert!(matches!(
+            claims.claim(&records, "db", "new2"),
+            Err(DaemonError::NameInUse { id, .. }) if id == "new1"
+        ));
+        drop(held);
+        assert_eq!(claims.claim(&records, "db", "new2").unwrap().name(), "db");
+        // Generated names skip the claimed ones.
+        let a = claims.claim_generated(&records, "g1").unwrap();
+        let b = claims.claim_generated(&records, "g2").unwrap();
+        assert_ne!(a.name(), b.name());
+    }
 
     #[test]
     fn a_schema1_database_is_migrated_in_place() {

@@ -144,24 +144,9 @@ impl<'a> Lifecycle<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::daemon::record::SCHEMA;
 
     fn record(policy: RestartPolicy) -> ContainerRecord {
-        let mut r = ContainerRecord {
-            schema: SCHEMA,
-            id: "abc".into(),
-            name: "n".into(),
-            created: 0,
-            image: "i".into(),
-            image_id: "sha256:1".into(),
-            spec: Default::default(),
-            path: "sh".into(),
-            args: vec![],
-            network: None,
-            mounts: vec![],
-            restart_count: 0,
-            stopped_by_user: false,
-        };
+        let mut r = ContainerRecord::for_test("abc", "n");
         r.spec.host.restart_policy = policy;
         r
     }
