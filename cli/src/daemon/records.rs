@@ -54,6 +54,19 @@ fn db_error(e: rusqlite::Error) -> DaemonError {
     DaemonError::Records(e.to_string())
 }
 
+/// The first column of the first row `sql` (one `?1`, bound to `arg`) selects, through the
+/// connection's statement cache (preparing took as long as running these lookups).
+fn first_column<T: rusqlite::types::FromSql>(
+    conn: &Connection,
+    sql: &str,
+    arg: &str,
+) -> Result<Option<T>, DaemonError> {
+    conn.prepare_cached(sql)
+        .and_then(|mut st| st.query_row(params![arg], |r| r.get(0)))
+        .optional()
+        .map_err(db_error)
+}
+
 pub struct Records {
     conn: Mutex<Connection>,
 }
@@ -86,10 +99,10 @@ impl Records {
     pub fn insert(&self, r: &ContainerRecord) -> Result<(), DaemonError> {
         let conn = self.conn.lock().expect("records lock");
         let json = serde_json::to_string(r).map_err(|e| DaemonError::Records(e.to_string()))?;
-        conn.execute(
+        conn.prepare_cached(
             "INSERT INTO containers (id, name, created, record) VALUES (?1, ?2, ?3, ?4)",
-            params![r.id, r.name, r.created, json],
         )
+        .and_then(|mut st| st.execute(params![r.id, r.name, r.created, json]))
         .map_err(db_error)?;
         Ok(())
     }
@@ -98,11 +111,9 @@ impl Records {
     pub fn update(&self, r: &ContainerRecord) -> Result<(), DaemonError> {
         let conn = self.conn.lock().expect("records lock");
         let json = serde_json::to_string(r).map_err(|e| DaemonError::Records(e.to_string()))?;
-        conn.execute(
-            "UPDATE containers SET record = ?1 WHERE id = ?2",
-            params![json, r.id],
-        )
-        .map_err(db_error)?;
+        conn.prepare_cached("UPDATE containers SET record = ?1 WHERE id = ?2")
+            .and_then(|mut st| st.execute(params![json, r.id]))
+            .map_err(db_error)?;
         Ok(())
     }
 
@@ -110,31 +121,24 @@ impl Records {
     pub fn update_renamed(&self, r: &ContainerRecord) -> Result<(), DaemonError> {
         let conn = self.conn.lock().expect("records lock");
         let json = serde_json::to_string(r).map_err(|e| DaemonError::Records(e.to_string()))?;
-        conn.execute(
-            "UPDATE containers SET record = ?1, name = ?2 WHERE id = ?3",
-            params![json, r.name, r.id],
-        )
-        .map_err(db_error)?;
+        conn.prepare_cached("UPDATE containers SET record = ?1, name = ?2 WHERE id = ?3")
+            .and_then(|mut st| st.execute(params![json, r.name, r.id]))
+            .map_err(db_error)?;
         Ok(())
     }
 
     pub fn remove(&self, id: &str) -> Result<(), DaemonError> {
         let conn = self.conn.lock().expect("records lock");
-        conn.execute("DELETE FROM containers WHERE id = ?1", params![id])
+        conn.prepare_cached("DELETE FROM containers WHERE id = ?1")
+            .and_then(|mut st| st.execute(params![id]))
             .map_err(db_error)?;
         Ok(())
     }
 
     pub fn get(&self, id: &str) -> Result<Option<ContainerRecord>, DaemonError> {
         let conn = self.conn.lock().expect("records lock");
-        let json: Option<String> = conn
-            .query_row(
-                "SELECT record FROM containers WHERE id = ?1",
-                params![id],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(db_error)?;
+        let json: Option<String> =
+            first_column(&conn, "SELECT record FROM containers WHERE id = ?1", id)?;
         json.map(|j| decode(&j).map_err(DaemonError::Records))
             .transpose()
     }
@@ -145,14 +149,10 @@ impl Records {
     /// matches (or `key` is empty).
     pub fn lookup(&self, key: &str) -> Result<ContainerRecord, DaemonError> {
         let conn = self.conn.lock().expect("records lock");
-        let one = |sql: &str| -> Result<Option<String>, DaemonError> {
-            conn.query_row(sql, params![key], |r| r.get(0))
-                .optional()
-                .map_err(db_error)
-        };
-        let mut json = one("SELECT record FROM containers WHERE id = ?1")?;
+        let mut json: Option<String> =
+            first_column(&conn, "SELECT record FROM containers WHERE id = ?1", key)?;
         if json.is_none() {
-            json = one("SELECT record FROM containers WHERE name = ?1")?;
+            json = first_column(&conn, "SELECT record FROM containers WHERE name = ?1", key)?;
         }
         if json.is_none() && !key.is_empty() {
             let mut stmt = conn
@@ -189,13 +189,7 @@ impl Records {
     /// The id of the container named `name`, if any.
     pub fn name_taken(&self, name: &str) -> Result<Option<String>, DaemonError> {
         let conn = self.conn.lock().expect("records lock");
-        conn.query_row(
-            "SELECT id FROM containers WHERE name = ?1",
-            params![name],
-            |r| r.get(0),
-        )
-        .optional()
-        .map_err(db_error)
+        first_column(&conn, "SELECT id FROM containers WHERE name = ?1", name)
     }
 
     /// Every record, newest first.

@@ -161,18 +161,27 @@ pub fn parse_capability(name: &str) -> Result<Option<Capability>> {
 
 /// Capabilities this kernel has (up to /proc/sys/kernel/cap_last_cap) and we may give.
 pub(crate) fn kernel_caps() -> Vec<Capability> {
-    let last: u8 = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(40);
-    // Only those we hold ourselves (our bounding set): a process cannot grant more.
-    let bounding = caps::read(None, caps::CapSet::Bounding).unwrap_or_else(|_| caps::all());
-    let mut all: Vec<Capability> = caps::all()
-        .into_iter()
-        .filter(|c| c.index() <= last && bounding.contains(c))
-        .collect();
-    all.sort_by_key(|c| c.index());
-    all
+    // Read once per process: a container's create asks three times (validate, the seccomp
+    // filter, the init), each a file read and 41 prctl calls; neither the kernel's last
+    // capability nor our bounding set grows while we run (a forked init inherits the value
+    // computed before it narrows its own set).
+    static KERNEL: std::sync::OnceLock<Vec<Capability>> = std::sync::OnceLock::new();
+    KERNEL
+        .get_or_init(|| {
+            let last: u8 = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .unwrap_or(40);
+            // Only those we hold ourselves (our bounding set): a process cannot grant more.
+            let bounding = caps::read(None, caps::CapSet::Bounding).unwrap_or_else(|_| caps::all());
+            let mut all: Vec<Capability> = caps::all()
+                .into_iter()
+                .filter(|c| c.index() <= last && bounding.contains(c))
+                .collect();
+            all.sort_by_key(|c| c.index());
+            all
+        })
+        .clone()
 }
 
 impl Security {
