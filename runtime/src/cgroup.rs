@@ -64,7 +64,7 @@ pub(crate) struct ContainerCgroup {
 }
 
 fn hierarchy() -> Box<dyn cgroups_rs::Hierarchy> {
-    cgroups_rs::hierarchies::auto()
+    crate::mount_table::cgroup_hierarchy()
 }
 
 fn controllers(v2: bool) -> Vec<String> {

@@ -187,6 +187,8 @@ pub(crate) fn serve() -> ! {
         }
         let Some(report) = report else { continue };
         let dir = PathBuf::from(std::ffi::OsStr::from_bytes(&buf[..n]));
+        // Parsed here at most once a second instead of in every shim and init.
+        crate::mount_table::warm();
         // SAFETY: this process is single-threaded; the child runs the shim and never returns.
         match unsafe { fork() } {
             Ok(ForkResult::Child) => {

@@ -17,6 +17,7 @@ mod forkinto;
 mod init;
 mod launcher;
 pub mod logs;
+mod mount_table;
 pub mod network;
 mod nsexec;
 pub mod paths;

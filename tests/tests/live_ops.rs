@@ -937,4 +937,21 @@ fn concurrent_creates_claim_names_once() {
     names.dedup();
     assert_eq!(names.len(), 9, "generated names collide: {names:?}");
     assert!(names.contains(&"contended"));
+    // Containers' directories are spread over ext4's block groups (docs/benchmarks.md).
+    let containers = d.dir().join("data/containers");
+    let ext4 = std::process::Command::new("stat")
+        .args(["-f", "-c", "%T"])
+        .arg(&containers)
+        .output()
+        .unwrap();
+    if String::from_utf8_lossy(&ext4.stdout).trim() == "ext2/ext3" {
+        let attrs = std::process::Command::new("lsattr")
+            .arg("-d")
+            .arg(&containers)
+            .output()
+            .unwrap();
+        let attrs = String::from_utf8_lossy(&attrs.stdout);
+        let flags = attrs.split_whitespace().next().unwrap_or_default();
+        assert!(flags.contains('T'), "lsattr: {attrs}");
+    }
 }

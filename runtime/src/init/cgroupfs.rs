@@ -12,6 +12,7 @@ use crate::error::StepFailure;
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
 /// One filesystem mounted at or under /sys/fs/cgroup on the host.
+#[derive(Clone)]
 pub(crate) enum Entry {
     /// A cgroup v1 hierarchy at `/sys/fs/cgroup/<name>` with these controllers/`name=`.
     V1 { name: String, options: String },

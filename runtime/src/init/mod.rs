@@ -3,7 +3,7 @@
 //! shim, waits for `start`, then becomes the user's process via execve.
 
 pub(crate) mod caps;
-mod cgroupfs;
+pub(crate) mod cgroupfs;
 mod loopback;
 pub(crate) mod mounts;
 pub(crate) mod process;
@@ -180,7 +180,7 @@ fn setup(
     let privileged = cfg.security.privileged;
     let sources = mounts::open_sources(cfg)?;
     let confinement = process::Confinement::of(cfg, &cfg.container_dir)?;
-    let cgroup_layout = cgroupfs::host_layout();
+    let cgroup_layout = crate::mount_table::cgroup_layout();
     rootfs::mount_system(&root, &etc, cfg.shm_size, privileged)?;
     drop(etc);
     rootfs::pivot(&root)?;
