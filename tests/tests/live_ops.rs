@@ -515,16 +515,40 @@ fn cp_both_ways_diff_export_history() {
             &d,
             &["cp", h("in.txt").to_str().unwrap(), &format!("{name}:/")],
         );
+        let cp_out = |src: &str, dst: &std::path::Path| {
+            docker_ok(&d, &["cp", &format!("{name}:{src}"), dst.to_str().unwrap()]);
+        };
+        let read = |p: std::path::PathBuf| std::fs::read_to_string(p).unwrap();
         let whole = host.path().join(format!("root-{name}"));
         std::fs::create_dir(&whole).unwrap();
-        docker_ok(
-            &d,
-            &["cp", &format!("{name}:/in.txt"), whole.to_str().unwrap()],
-        );
+        cp_out("/in.txt", &whole);
         assert_eq!(
-            std::fs::read_to_string(whole.join("in.txt")).unwrap(),
+            read(whole.join("in.txt")),
             "from host\n",
             "{state}: cp to /"
+        );
+        // The whole root out, and a directory's content, to new names and to an existing
+        // directory: the docker CLI rebases dockerd's `/...` and `./...` entry names.
+        let rootcopy = host.path().join(format!("rootcopy-{name}"));
+        cp_out("/", &rootcopy);
+        assert_eq!(
+            read(rootcopy.join("data/made")),
+            "made\n",
+            "{state}: C:/ NEW"
+        );
+        assert!(rootcopy.join("bin/busybox").is_file(), "{state}: C:/ NEW");
+        let into = host.path().join(format!("into-{name}"));
+        std::fs::create_dir(&into).unwrap();
+        cp_out("/", &into);
+        assert!(into.join("data/made").is_file(), "{state}: C:/ EXISTING");
+        let content = host.path().join(format!("content-{name}"));
+        cp_out("/data/.", &content);
+        assert!(content.join("made").is_file(), "{state}: C:/data/. NEW");
+        let skiff_root = host.path().join(format!("skiffroot-{name}"));
+        d.ok(&["cp", &format!("{name}:/"), skiff_root.to_str().unwrap()]);
+        assert!(
+            skiff_root.join("data/made").is_file(),
+            "{state}: skiff cp C:/"
         );
         // out of it
         let out = host.path().join(format!("out-{name}"));

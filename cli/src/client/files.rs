@@ -1,5 +1,6 @@
 //! `diff`, `export`, `cp`: a container's filesystem from the client side.
 
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -67,6 +68,7 @@ async fn copy_out(docker: &Docker, c: &str, path: &str, dst: &Path) -> Result<()
     }
     let dst = dst.to_path_buf();
     tokio::task::spawn_blocking(move || -> Result<()> {
+        let tar = relative_names(&tar)?;
         if dst.is_dir() {
             tar::Archive::new(&tar[..])
                 .unpack(&dst)
@@ -80,15 +82,71 @@ async fn copy_out(docker: &Docker, c: &str, path: &str, dst: &Path) -> Result<()
             .unwrap_or(Path::new("."));
         let tmp = tempfile::tempdir_in(parent)?;
         tar::Archive::new(&tar[..]).unpack(tmp.path())?;
-        let first = std::fs::read_dir(tmp.path())?
-            .flatten()
+        // `C:/` and `C:DIR/.` come as the directory's content (first entry `/` or `./`):
+        // the extracted set becomes DST itself.
+        let content = tar::Archive::new(&tar[..])
+            .entries()?
             .next()
-            .context("the archive is empty")?;
-        std::fs::rename(first.path(), &dst)
-            .with_context(|| format!("moving into {}", dst.display()))?;
+            .transpose()?
+            .map(|e| matches!(&e.path_bytes()[..], b"/" | b"./" | b"." | b""))
+            .unwrap_or(false);
+        let moved = if content {
+            tmp.path().to_path_buf()
+        } else {
+            std::fs::read_dir(tmp.path())?
+                .flatten()
+                .next()
+                .context("the archive is empty")?
+                .path()
+        };
+        std::fs::rename(&moved, &dst).with_context(|| format!("moving into {}", dst.display()))?;
+        if content {
+            // Renamed away: nothing left for the guard to delete.
+            let _ = tmp.keep();
+        }
         Ok(())
     })
     .await?
+}
+
+/// The archive of a container's `/` names its entries `/`, `/bin`, ... and its hard links
+/// `/bin/sh` (dockerd's form, which the docker CLI rebases): the same archive with those
+/// names relative, which the tar crate unpacks (it refuses hard links to absolute names).
+/// Any other archive is returned as it is.
+fn relative_names(tar: &[u8]) -> Result<Vec<u8>> {
+    let rooted = tar::Archive::new(tar)
+        .entries()?
+        .next()
+        .transpose()?
+        .is_some_and(|e| &e.path_bytes()[..] == b"/");
+    if !rooted {
+        return Ok(tar.to_vec());
+    }
+    let strip = |b: &[u8]| -> PathBuf {
+        let b = b.strip_prefix(b"/").unwrap_or(b);
+        let b = if b.is_empty() { &b"."[..] } else { b };
+        PathBuf::from(std::ffi::OsStr::from_bytes(b))
+    };
+    let mut out = tar::Builder::new(Vec::new());
+    let mut ar = tar::Archive::new(tar);
+    for entry in ar.entries()? {
+        let mut entry = entry?;
+        let mut h = entry.header().clone();
+        let name = strip(&entry.path_bytes());
+        match entry.link_name_bytes() {
+            Some(target) if h.entry_type() == tar::EntryType::Link => {
+                let target = strip(&target);
+                out.append_link(&mut h, &name, &target)?;
+            }
+            Some(target) => {
+                // A symlink's target is the container's own path: kept as it is.
+                let target = PathBuf::from(std::ffi::OsStr::from_bytes(&target));
+                out.append_link(&mut h, &name, &target)?;
+            }
+            None => out.append_data(&mut h, &name, &mut entry)?,
+        }
+    }
+    Ok(out.into_inner()?)
 }
 
 async fn copy_in(docker: &Docker, src: &Path, c: &str, path: &str) -> Result<()> {

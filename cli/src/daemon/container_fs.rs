@@ -16,6 +16,51 @@ use super::error::DaemonError;
 /// Files with several links already archived, by (device, inode): the first name.
 pub type HardLinks = HashMap<(u64, u64), PathBuf>;
 
+/// Appends an entry named `name` (and, for links, pointing to `link`) byte for byte: the
+/// tar crate would drop a leading `./` and refuse a leading `/`, which dockerd's archives
+/// of `/` and `DIR/.` have. Names or link targets over 100 bytes go first in a GNU
+/// `././@LongLink` entry (type `L` or `K`), as GNU tar writes them.
+fn append_named<W: std::io::Write, R: std::io::Read>(
+    tar: &mut tar::Builder<W>,
+    h: &mut tar::Header,
+    name: &[u8],
+    link: Option<&[u8]>,
+    data: R,
+) -> std::io::Result<()> {
+    let long = |tar: &mut tar::Builder<W>, kind: tar::EntryType, value: &[u8]| {
+        let mut l = tar::Header::new_gnu();
+        l.as_old_mut().name[..13].copy_from_slice(b"././@LongLink");
+        l.set_mode(0o644);
+        l.set_uid(0);
+        l.set_gid(0);
+        l.set_mtime(0);
+        l.set_size(value.len() as u64 + 1);
+        l.set_entry_type(kind);
+        l.set_cksum();
+        let mut body = value.to_vec();
+        body.push(0);
+        tar.append(&l, &body[..])
+    };
+    if name.len() > 100 {
+        long(tar, tar::EntryType::GNULongName, name)?;
+    }
+    if let Some(target) = link {
+        if target.len() > 100 {
+            long(tar, tar::EntryType::GNULongLink, target)?;
+        }
+        let field = &mut h.as_old_mut().linkname;
+        field.fill(0);
+        let n = target.len().min(100);
+        field[..n].copy_from_slice(&target[..n]);
+    }
+    let field = &mut h.as_old_mut().name;
+    field.fill(0);
+    let n = name.len().min(100);
+    field[..n].copy_from_slice(&name[..n]);
+    h.set_cksum();
+    tar.append(h, data)
+}
+
 /// The components of a container path, reversed (a stack: the first on top), without
 /// empty ones and `.`.
 fn components(path: &[u8]) -> Vec<OsString> {
@@ -219,7 +264,9 @@ impl RootView {
     }
 
     /// Appends `e` (named `name` in the archive) and, for a directory, everything under
-    /// it, to `tar`. Names are bytes as on disk (GNU long names past 100). A file with
+    /// it, to `tar`. Names are written as given, byte for byte (GNU long names past 100),
+    /// directories with a trailing `/`: dockerd's rebased names, which the docker CLI
+    /// rebases again (`/`, `/bin/sh` for the root; `./`, `./a` for `DIR/.`). A file with
     /// more than one link already in `links` (by device and inode) becomes a hard link
     /// entry to the name it was first archived under, as `tar` and dockerd write them.
     pub fn archive<W: std::io::Write>(
@@ -234,14 +281,18 @@ impl RootView {
         let mut h = tar::Header::new_gnu();
         h.set_metadata_in_mode(&m, tar::HeaderMode::Complete);
         let ft = m.file_type();
+        let raw = name.as_os_str().as_bytes();
         if ft.is_dir() {
             h.set_size(0);
-            let dir_name = if name.as_os_str().is_empty() {
-                PathBuf::from(".")
+            let mut dir_name = if raw.is_empty() {
+                b".".to_vec()
             } else {
-                name.to_path_buf()
+                raw.to_vec()
             };
-            tar.append_data(&mut h, dir_name, std::io::empty())?;
+            if !dir_name.ends_with(b"/") {
+                dir_name.push(b'/');
+            }
+            append_named(tar, &mut h, &dir_name, None, std::io::empty())?;
             if self.layers.len() == 1 && is_kernel_fs(host) {
                 // A running container's /proc, /sys and the like: the mount point only, as
                 // dockerd archives them (their files are not the container's content, and
@@ -257,31 +308,34 @@ impl RootView {
             }
         } else if ft.is_symlink() {
             h.set_size(0);
-            tar.append_link(&mut h, name, std::fs::read_link(host)?)?;
+            let target = std::fs::read_link(host)?;
+            append_named(
+                tar,
+                &mut h,
+                raw,
+                Some(target.as_os_str().as_bytes()),
+                std::io::empty(),
+            )?;
         } else if ft.is_file() {
             if m.nlink() > 1 {
                 match links.entry((m.dev(), m.ino())) {
                     std::collections::hash_map::Entry::Occupied(first) => {
                         h.set_entry_type(tar::EntryType::Link);
                         h.set_size(0);
-                        return tar.append_link(&mut h, name, first.get());
+                        let target = first.get().as_os_str().as_bytes().to_vec();
+                        return append_named(tar, &mut h, raw, Some(&target), std::io::empty());
                     }
                     std::collections::hash_map::Entry::Vacant(v) => {
-                        // As the tar header will hold it (`./` dropped, as for the
-                        // children of `/`), so the link's target names a real entry.
-                        v.insert(
-                            name.components()
-                                .filter(|c| !matches!(c, Component::CurDir))
-                                .collect(),
-                        );
+                        // Exactly as its header holds it, so the link names a real entry.
+                        v.insert(name.to_path_buf());
                     }
                 }
             }
             let f = std::fs::File::open(host)?;
-            tar.append_data(&mut h, name, f)?;
+            append_named(tar, &mut h, raw, None, f)?;
         } else {
             h.set_size(0);
-            tar.append_data(&mut h, name, std::io::empty())?;
+            append_named(tar, &mut h, raw, None, std::io::empty())?;
         }
         Ok(())
     }

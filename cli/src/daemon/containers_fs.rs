@@ -124,10 +124,14 @@ impl ContainerService {
         // A trailing `/.` copies a directory's content (docker cp SRC/. DST).
         let e = self.find_path(&view, r, path)?;
         let stat = view.stat(&e);
+        // dockerd's names: the base name of the path asked for, `.` for `DIR/.`, and `/`
+        // for the root itself (docker cp rebases all three onto its destination).
         let name = if path.as_os_str().as_bytes().ends_with(b"/.") {
-            PathBuf::new()
+            PathBuf::from(".")
         } else {
-            PathBuf::from(e.path.file_name().map_or(".".into(), |n| n.to_os_string()))
+            e.path
+                .file_name()
+                .map_or_else(|| PathBuf::from("/"), PathBuf::from)
         };
         Ok((
             stat,
