@@ -979,3 +979,47 @@ fn concurrent_creates_claim_names_once() {
         assert!(flags.contains('T'), "lsattr: {attrs}");
     }
 }
+
+/// Concurrent removals of one container: exactly one removes it, the others get Docker's
+/// 409 (`removal ... is already in progress`) or 404, and the image mount it held is
+/// released once (another container of the image keeps reading it).
+#[test]
+fn concurrent_removals_remove_once() {
+    require!("concurrent_removals_remove_once", root_unavailable());
+    let d = Daemon::start().unwrap();
+    import_busybox(&d, IMAGE, &[]);
+    let keeper = d.ok(&["run", "-d", IMAGE, "sleep", "300"]);
+    let victim = d.ok(&["run", "-d", IMAGE, "sleep", "300"]);
+    let (keeper, victim) = (keeper.trim(), victim.trim());
+    let rms: Vec<_> = (0..6)
+        .map(|_| {
+            d.cli()
+                .args(["rm", "-f", victim])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut removed = 0;
+    for rm in rms {
+        let out = rm.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        if out.status.success() {
+            removed += 1;
+        } else {
+            assert!(
+                err.contains("is already in progress") || err.contains("No such container"),
+                "rm -f: {err}"
+            );
+        }
+    }
+    assert_eq!(removed, 1);
+    assert!(!d.run(&["inspect", victim]).status.success());
+    // The keeper's image is still mounted: its files read, and a new container starts.
+    assert_eq!(d.ok(&["exec", keeper, "sh", "-c", "echo ok"]).trim(), "ok");
+    assert_eq!(
+        d.ok(&["run", "--rm", IMAGE, "echo", "again"]).trim(),
+        "again"
+    );
+}

@@ -42,6 +42,24 @@ pub struct ContainerService {
     pub(super) names: super::name_claims::NameClaims,
     /// Serializes the read-modify-write of a record by `rename` and `update`.
     pub(super) lifecycle: tokio::sync::Mutex<()>,
+    /// Containers being removed: a second removal (an auto-remove racing `rm -f`) is
+    /// refused instead of releasing the image mount and network twice.
+    removing: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+/// A container's removal in progress; ends on drop.
+struct Removing<'a> {
+    set: &'a std::sync::Mutex<std::collections::HashSet<String>>,
+    id: String,
+}
+
+impl Drop for Removing<'_> {
+    fn drop(&mut self) {
+        self.set
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.id);
+    }
 }
 
 /// `(total, running, stopped)` container counts, for `/info`.
@@ -80,6 +98,7 @@ impl ContainerService {
             log_defaults,
             names: Default::default(),
             lifecycle: tokio::sync::Mutex::new(()),
+            removing: Default::default(),
         }
     }
 
@@ -478,6 +497,20 @@ impl ContainerService {
         force: bool,
         volumes: bool,
     ) -> Result<(), DaemonError> {
+        let _removing = {
+            let mut set = self.removing.lock().unwrap_or_else(|p| p.into_inner());
+            if !set.insert(r.id.clone()) {
+                return Err(DaemonError::RemovalInProgress { id: r.id.clone() });
+            }
+            Removing {
+                set: &self.removing,
+                id: r.id.clone(),
+            }
+        };
+        // Removed meanwhile by a removal that just ended: nothing left to release.
+        if !self.records.exists(&r.id)? {
+            return Err(DaemonError::NoSuchContainer(r.id.clone()));
+        }
         let st = self.state(&r.id)?;
         Lifecycle::new(r, &st).can_remove(force)?;
         self.thaw_if_paused(r).await;

@@ -50,6 +50,8 @@ pub enum DaemonError {
     KillNotRunning { name: String, id: String },
     #[error("You cannot remove a running container {id}. Stop the container before attempting removal or force remove")]
     RemoveRunning { id: String },
+    #[error("removal of container {id} is already in progress")]
+    RemovalInProgress { id: String },
     #[error("Exec {0} has already run")]
     ExecAlreadyRan(String),
     #[error("conflict: unable to remove repository reference \"{reference}\" (must force) - container {container} is using its referenced image {image}")]
@@ -152,6 +154,7 @@ pub fn status(e: &DaemonError) -> StatusCode {
         | E::ExecPaused { .. }
         | E::KillNotRunning { .. }
         | E::RemoveRunning { .. }
+        | E::RemovalInProgress { .. }
         | E::ExecAlreadyRan(_)
         | E::ImageInUse { .. }
         | E::VolumeInUse { .. }

@@ -285,9 +285,15 @@ async fn watch_one(c: Arc<ContainerService>, id: String) {
         }
         if r.spec.host.auto_remove && !m.user_restarting(&id) {
             m.note_exit(&id, code);
-            if let Err(e) = c.remove(&r, true, true).await {
-                tracing::warn!(id = %&id[..12], "auto-remove: {e}");
-                m.note_removal_failed(&id);
+            match c.remove(&r, true, true).await {
+                // `rm -f` got there first.
+                Ok(())
+                | Err(super::error::DaemonError::RemovalInProgress { .. })
+                | Err(super::error::DaemonError::NoSuchContainer(_)) => {}
+                Err(e) => {
+                    tracing::warn!(id = %&id[..12], "auto-remove: {e}");
+                    m.note_removal_failed(&id);
+                }
             }
             break;
         }
