@@ -182,7 +182,13 @@ impl StateFile {
 
 /// The container's current state (works after a daemon restart).
 pub fn state(dir: &Path) -> Result<ContainerState> {
-    Ok(StateFile::load(dir)?.effective())
+    let file = StateFile::load(dir)?;
+    if file.state.status != Status::Exited && !file.shim_alive() && !file.init_alive() {
+        // The shim records the exit and then goes: a record read between the two says
+        // "running" with nobody alive, and would report the exit code lost. Read again.
+        return Ok(StateFile::load(dir)?.effective());
+    }
+    Ok(file.effective())
 }
 
 #[cfg(test)]

@@ -198,7 +198,12 @@ impl Monitor {
     pub async fn wait_exit(&self, id: &str) -> i32 {
         loop {
             match skiff_runtime::state::state(&self.paths.container_dir(id)) {
-                Ok(st) if st.status == Status::Exited => return st.exit_code.unwrap_or(-1),
+                Ok(st) if st.status == Status::Exited => {
+                    return st.exit_code.unwrap_or_else(|| {
+                        tracing::warn!(id = %&id[..12.min(id.len())], error = ?st.error, "exit status lost");
+                        -1
+                    })
+                }
                 Ok(_) => {
                     // Bounded, so the thread of a waiter whose client went away is freed soon.
                     let dir = self.paths.container_dir(id);
@@ -211,9 +216,12 @@ impl Monitor {
                     }
                 }
                 // Gone: an auto-removed container's code is kept for late waiters.
-                Err(_) => {
+                Err(e) => {
                     let last = self.last_exit.lock().expect("monitor lock");
-                    return last.get(id).copied().unwrap_or(-1);
+                    return last.get(id).copied().unwrap_or_else(|| {
+                        tracing::warn!(id = %&id[..12.min(id.len())], "exit status unknown: {e}");
+                        -1
+                    });
                 }
             }
         }

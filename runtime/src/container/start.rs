@@ -5,12 +5,12 @@ use std::path::Path;
 use crate::container::client;
 use crate::error::{Result, RuntimeError};
 use crate::protocol::Frame;
-use crate::state::{StateFile, Status};
+use crate::state::Status;
 
 /// Runs the command; returns once it is executing, or with the exec error (whose
 /// [`RuntimeError::exit_code`] is 127 for a missing command, 126 for a non-executable one).
 pub fn start(dir: &Path) -> Result<()> {
-    let st = StateFile::load(dir)?.effective();
+    let st = crate::state::state(dir)?;
     if st.status != Status::Created {
         return Err(RuntimeError::InvalidState {
             dir: dir.to_path_buf(),

@@ -255,7 +255,11 @@ impl Shim {
             Ok(WaitStatus::Exited(_, code)) => self.exited(code),
             Ok(WaitStatus::Signaled(_, sig, _)) => self.exited(128 + sig as i32),
             Ok(_) => {}
-            Err(_) => self.exited(255),
+            Err(nix::Error::EINTR) => {}
+            Err(e) => {
+                tracing::error!("waiting for the container's init: {e}");
+                self.exited(255)
+            }
         }
     }
 
