@@ -39,27 +39,11 @@ pub struct ContainerService {
     /// The daemon's default log driver and options (daemon.json `log-driver`, `log-opts`).
     pub(super) log_defaults: (String, std::collections::BTreeMap<String, String>),
     /// Names of creates and renames in flight.
-    pub(super) names: super::name_claims::NameClaims,
+    pub(super) names: super::claims::Claims,
     /// Serializes the read-modify-write of a record by `rename` and `update`.
     pub(super) lifecycle: tokio::sync::Mutex<()>,
-    /// Containers being removed: a second removal (an auto-remove racing `rm -f`) is
-    /// refused instead of releasing the image mount and network twice.
-    removing: std::sync::Mutex<std::collections::HashSet<String>>,
-}
-
-/// A container's removal in progress; ends on drop.
-struct Removing<'a> {
-    set: &'a std::sync::Mutex<std::collections::HashSet<String>>,
-    id: String,
-}
-
-impl Drop for Removing<'_> {
-    fn drop(&mut self) {
-        self.set
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.id);
-    }
+    /// Containers being removed (see [`Claims`](super::claims::Claims)).
+    removing: super::claims::Claims,
 }
 
 /// `(total, running, stopped)` container counts, for `/info`.
@@ -189,12 +173,12 @@ impl ContainerService {
     }
 
     /// Claims the requested name (checked against Docker's rules) or a generated one for
-    /// container `id`; see [`NameClaims`](super::name_claims::NameClaims).
+    /// container `id`; see [`Claims`](super::claims::Claims).
     fn claim_name(
         &self,
         name: Option<String>,
         id: &str,
-    ) -> Result<super::name_claims::NameClaim, DaemonError> {
+    ) -> Result<super::claims::Claim, DaemonError> {
         match name.filter(|n| !n.is_empty()) {
             Some(n) => {
                 let n = n.trim_start_matches('/');
@@ -203,9 +187,9 @@ impl ContainerService {
                         "Invalid container name ({n}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
                     )));
                 }
-                self.names.claim(&self.records, n, id)
+                self.names.claim_name(&self.records, n, id)
             }
-            None => self.names.claim_generated(&self.records, id),
+            None => self.names.claim_generated_name(&self.records, id),
         }
     }
 
@@ -240,7 +224,7 @@ impl ContainerService {
         let id = names::new_id();
         // Held until the record is written: the name is ours, and other creates go on.
         let claim = self.claim_name(name, &id)?;
-        let name = claim.name().to_string();
+        let name = claim.key().to_string();
         let hostname = body
             .hostname
             .clone()
@@ -497,16 +481,7 @@ impl ContainerService {
         force: bool,
         volumes: bool,
     ) -> Result<(), DaemonError> {
-        let _removing = {
-            let mut set = self.removing.lock().unwrap_or_else(|p| p.into_inner());
-            if !set.insert(r.id.clone()) {
-                return Err(DaemonError::RemovalInProgress { id: r.id.clone() });
-            }
-            Removing {
-                set: &self.removing,
-                id: r.id.clone(),
-            }
-        };
+        let _removing = self.removing.claim_removal(&r.id)?;
         // Removed meanwhile by a removal that just ended: nothing left to release.
         if !self.records.exists(&r.id)? {
             return Err(DaemonError::NoSuchContainer(r.id.clone()));

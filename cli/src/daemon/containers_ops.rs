@@ -43,7 +43,7 @@ impl ContainerService {
                 "Renaming a container with the same name as its current name ({n})"
             )));
         }
-        let claim = self.names.claim(&self.records, &n, &r.id)?;
+        let claim = self.names.claim_name(&self.records, &n, &r.id)?;
         let mut updated = self
             .records
             .get(&r.id)?

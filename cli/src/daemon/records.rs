@@ -251,27 +251,38 @@ mod tests {
 
     #[test]
     fn a_claimed_name_is_taken_until_released() {
-        use crate::daemon::name_claims::NameClaims;
+        use crate::daemon::claims::Claims;
         let dir = tempfile::tempdir().unwrap();
         let records = Records::open(&dir.path().join("containers.db")).unwrap();
         records.insert(&record("abc123", "web")).unwrap();
-        let claims = NameClaims::default();
+        let claims = Claims::default();
         assert!(matches!(
-            claims.claim(&records, "web", "new1"),
+            claims.claim_name(&records, "web", "new1"),
             Err(DaemonError::NameInUse { name, id }) if name == "web" && id == "abc123"
         ));
-        let held = claims.claim(&records, "db", "new1").unwrap();
-        assert_eq!(held.name(), "db");
+        let held = claims.claim_name(&records, "db", "new1").unwrap();
+        assert_eq!(held.key(), "db");
         assert!(matches!(
-            claims.claim(&records, "db", "new2"),
+            claims.claim_name(&records, "db", "new2"),
             Err(DaemonError::NameInUse { id, .. }) if id == "new1"
         ));
         drop(held);
-        assert_eq!(claims.claim(&records, "db", "new2").unwrap().name(), "db");
+        assert_eq!(
+            claims.claim_name(&records, "db", "new2").unwrap().key(),
+            "db"
+        );
         // Generated names skip the claimed ones.
-        let a = claims.claim_generated(&records, "g1").unwrap();
-        let b = claims.claim_generated(&records, "g2").unwrap();
-        assert_ne!(a.name(), b.name());
+        let a = claims.claim_generated_name(&records, "g1").unwrap();
+        let b = claims.claim_generated_name(&records, "g2").unwrap();
+        assert_ne!(a.key(), b.key());
+        // A removal claim: a second one is refused while the first is held.
+        let removing = claims.claim_removal("abc123").unwrap();
+        assert!(matches!(
+            claims.claim_removal("abc123"),
+            Err(DaemonError::RemovalInProgress { id }) if id == "abc123"
+        ));
+        drop(removing);
+        claims.claim_removal("abc123").unwrap();
     }
 
     #[test]
