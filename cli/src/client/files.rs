@@ -113,14 +113,14 @@ async fn copy_out(docker: &Docker, c: &str, path: &str, dst: &Path) -> Result<()
 /// `/bin/sh` (dockerd's form, which the docker CLI rebases): the same archive with those
 /// names relative, which the tar crate unpacks (it refuses hard links to absolute names).
 /// Any other archive is returned as it is.
-fn relative_names(tar: &[u8]) -> Result<Vec<u8>> {
+fn relative_names(tar: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>> {
     let rooted = tar::Archive::new(tar)
         .entries()?
         .next()
         .transpose()?
         .is_some_and(|e| &e.path_bytes()[..] == b"/");
     if !rooted {
-        return Ok(tar.to_vec());
+        return Ok(tar.into());
     }
     let strip = |b: &[u8]| -> PathBuf {
         let b = b.strip_prefix(b"/").unwrap_or(b);
@@ -146,7 +146,7 @@ fn relative_names(tar: &[u8]) -> Result<Vec<u8>> {
             None => out.append_data(&mut h, &name, &mut entry)?,
         }
     }
-    Ok(out.into_inner()?)
+    Ok(out.into_inner()?.into())
 }
 
 async fn copy_in(docker: &Docker, src: &Path, c: &str, path: &str) -> Result<()> {
