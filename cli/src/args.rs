@@ -720,6 +720,10 @@ pub struct ImagesArgs {
     pub filters: Vec<String>,
     /// Only images whose reference matches (as `--filter reference=`).
     pub reference: Option<String>,
+    /// Format output: a Go template over the docker CLI's fields, "table TEMPLATE", or
+    /// "json" (docs/inspect.md).
+    #[arg(long)]
+    pub format: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -934,6 +938,13 @@ pub struct VolumeLsArgs {
     /// Only display volume names.
     #[arg(short = 'q', long)]
     pub quiet: bool,
+    /// Filter output (dangling=true, driver=local, label=K[=V], name=...).
+    #[arg(short = 'f', long = "filter")]
+    pub filters: Vec<String>,
+    /// Format output: a Go template over the docker CLI's fields, "table TEMPLATE", or
+    /// "json" (docs/inspect.md).
+    #[arg(long)]
+    pub format: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -1002,6 +1013,10 @@ pub struct NetworkLsArgs {
     /// Filter output based on conditions provided (e.g. "driver=bridge").
     #[arg(short = 'f', long = "filter")]
     pub filters: Vec<String>,
+    /// Format output: a Go template over the docker CLI's fields, "table TEMPLATE", or
+    /// "json" (docs/inspect.md).
+    #[arg(long)]
+    pub format: Option<String>,
 }
 
 #[derive(Args, Debug)]

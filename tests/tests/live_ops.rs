@@ -1023,3 +1023,56 @@ fn concurrent_removals_remove_once() {
         "again"
     );
 }
+
+/// `--format` of the list commands, as the docker CLI reads it: templates, `table`, `json`,
+/// and a template that does not parse (exit 64).
+#[test]
+fn list_commands_take_format() {
+    require!("list_commands_take_format", root_unavailable());
+    let d = Daemon::start().unwrap();
+    import_busybox(&d, IMAGE, &[]);
+    d.ok(&[
+        "create", "--name", "fmt1", "--label", "app=web", IMAGE, "true",
+    ]);
+    d.ok(&["volume", "create", "--label", "tier=db", "fmtvol"]);
+    assert_eq!(
+        d.ok(&[
+            "ps",
+            "-a",
+            "--format",
+            "{{.Names}} {{.State}} {{index .Label \"app\"}}"
+        ]),
+        "fmt1 created web\n"
+    );
+    let table = d.ok(&["ps", "-a", "--format", "table {{.Names}}\\t{{.Status}}"]);
+    let mut lines = table.lines();
+    assert!(lines.next().unwrap().starts_with("NAMES"), "{table}");
+    assert!(lines.next().unwrap().starts_with("fmt1"), "{table}");
+    let repo_tag = IMAGE.rsplit_once(':').unwrap();
+    assert_eq!(
+        d.ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"])
+            .trim(),
+        format!("{}:{}", repo_tag.0, repo_tag.1)
+    );
+    let json = d.ok(&["images", "--format", "json"]);
+    let row: serde_json::Value = serde_json::from_str(json.lines().next().unwrap()).unwrap();
+    assert_eq!(row["Tag"], repo_tag.1);
+    assert_eq!(
+        d.ok(&[
+            "volume",
+            "ls",
+            "-f",
+            "label=tier=db",
+            "--format",
+            "{{.Name}} {{.Labels}}"
+        ]),
+        "fmtvol tier=db\n"
+    );
+    let nets = d.ok(&["network", "ls", "--format", "{{.Name}}:{{.Driver}}"]);
+    assert!(nets.lines().any(|l| l == "bridge:bridge"), "{nets}");
+    let bad = d.run(&["images", "--format", "{{.Nope"]);
+    assert_eq!(bad.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("template parsing error"));
+    d.ok(&["rm", "fmt1"]);
+    d.ok(&["volume", "rm", "fmtvol"]);
+}

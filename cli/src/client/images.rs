@@ -10,7 +10,7 @@ use bollard::Docker;
 use futures::StreamExt;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
-use super::format::{ago, human_size, print_table, short_id};
+use super::format::{ago, human_size, short_id};
 use crate::args::{ImagesArgs, ImportArgs, NamesInspectArgs, PullArgs, RmiArgs, TagArgs};
 
 /// Splits "repo:tag" (a port colon is not a tag) for Docker's `fromImage` + `tag` params.
@@ -160,13 +160,30 @@ pub async fn images(docker: &Docker, args: &ImagesArgs) -> Result<()> {
         }
         return Ok(());
     }
+    // Docker's default table is the `table` format's: one code path for both.
+    let format = args.format.as_deref().unwrap_or("table");
+    super::list_format::print(format, &image_rows(&list, args.no_trunc), &image_columns())
+}
+
+/// The docker CLI's `images --format` fields, one row per tag (an untagged image: one row
+/// with `<none>`).
+fn image_rows(list: &[bollard::models::ImageSummary], no_trunc: bool) -> Vec<serde_json::Value> {
     let mut rows = Vec::new();
-    for i in &list {
-        let id = if args.no_trunc {
+    for i in list {
+        let id = if no_trunc {
             i.id.clone()
         } else {
             short_id(&i.id)
         };
+        let digest = i
+            .repo_digests
+            .first()
+            .and_then(|d| d.rsplit_once('@'))
+            .map_or("<none>", |(_, d)| d)
+            .to_string();
+        let created = chrono::DateTime::from_timestamp(i.created, 0)
+            .map(|t| t.format("%Y-%m-%d %H:%M:%S +0000 UTC").to_string())
+            .unwrap_or_default();
         let tags = if i.repo_tags.is_empty() {
             vec!["<none>:<none>".to_string()]
         } else {
@@ -174,17 +191,41 @@ pub async fn images(docker: &Docker, args: &ImagesArgs) -> Result<()> {
         };
         for t in tags {
             let (repo, tag) = t.rsplit_once(':').unwrap_or((&t, "<none>"));
-            rows.push(vec![
-                repo.to_string(),
-                tag.to_string(),
-                id.clone(),
-                ago(i.created),
-                human_size(i.size),
-            ]);
+            rows.push(serde_json::json!({
+                "ID": id,
+                "Repository": repo,
+                "Tag": tag,
+                "Digest": digest,
+                "CreatedSince": ago(i.created),
+                "CreatedAt": created,
+                "Size": human_size(i.size),
+                "VirtualSize": human_size(i.size),
+                "SharedSize": "N/A",
+                "UniqueSize": "N/A",
+                "Containers": if i.containers < 0 { "N/A".to_string() } else { i.containers.to_string() },
+            }));
         }
     }
-    print_table(&["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"], &rows);
-    Ok(())
+    rows
+}
+
+fn image_columns() -> super::list_format::Columns {
+    super::list_format::Columns {
+        header: serde_json::json!({
+            "ID": "IMAGE ID",
+            "Repository": "REPOSITORY",
+            "Tag": "TAG",
+            "Digest": "DIGEST",
+            "CreatedSince": "CREATED",
+            "CreatedAt": "CREATED AT",
+            "Size": "SIZE",
+            "VirtualSize": "SIZE",
+            "SharedSize": "SHARED SIZE",
+            "UniqueSize": "UNIQUE SIZE",
+            "Containers": "CONTAINERS",
+        }),
+        default_table: "{{.Repository}}\t{{.Tag}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}",
+    }
 }
 
 pub async fn rmi(docker: &Docker, args: &RmiArgs) -> Result<()> {

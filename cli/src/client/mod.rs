@@ -11,6 +11,7 @@ pub mod format;
 pub mod images;
 pub mod inspect;
 pub mod lifecycle;
+pub mod list_format;
 pub mod login;
 pub mod logs;
 pub mod networks;

@@ -95,6 +95,40 @@ pub async fn ls(docker: &Docker, args: &NetworkLsArgs) -> Result<()> {
         }
         return Ok(());
     }
+    if let Some(format) = &args.format {
+        let rows: Vec<serde_json::Value> = list
+            .iter()
+            .map(|n| {
+                let labels = n.labels.clone().unwrap_or_default();
+                serde_json::json!({
+                    "ID": id(n),
+                    "Name": n.name.clone().unwrap_or_default(),
+                    "Driver": n.driver.clone().unwrap_or_default(),
+                    "Scope": n.scope.clone().unwrap_or_default(),
+                    "IPv6": n.enable_ipv6.unwrap_or(false).to_string(),
+                    "Internal": n.internal.unwrap_or(false).to_string(),
+                    "Labels": super::list_format::joined_labels(&labels),
+                    "Label": labels,
+                    "CreatedAt": n.created.clone().unwrap_or_default(),
+                })
+            })
+            .collect();
+        let columns = super::list_format::Columns {
+            header: serde_json::json!({
+                "ID": "NETWORK ID",
+                "Name": "NAME",
+                "Driver": "DRIVER",
+                "Scope": "SCOPE",
+                "IPv6": "IPV6",
+                "Internal": "INTERNAL",
+                "Labels": "LABELS",
+                "Label": {},
+                "CreatedAt": "CREATED AT",
+            }),
+            default_table: "{{.ID}}\t{{.Name}}\t{{.Driver}}\t{{.Scope}}",
+        };
+        return super::list_format::print(format, &rows, &columns);
+    }
     let mut rows = Vec::new();
     for n in &list {
         rows.push(vec![

@@ -6,9 +6,8 @@ use bollard::models::ContainerSummary;
 use bollard::Docker;
 
 use super::format::{ago, ellipsis, print_table, short_id};
-use super::template::GoTemplate;
+use super::list_format::{self, Columns};
 use crate::args::PsArgs;
-use crate::exit::Exit;
 
 pub async fn ps(docker: &Docker, args: &PsArgs) -> Result<()> {
     let mut list = docker
@@ -21,7 +20,12 @@ pub async fn ps(docker: &Docker, args: &PsArgs) -> Result<()> {
         .await?;
     list.sort_by_key(|c| std::cmp::Reverse(c.created.unwrap_or(0)));
     if let (Some(format), false) = (&args.format, args.quiet) {
-        return print_formatted(format, &list, args.no_trunc);
+        let rows: Vec<serde_json::Value> = list.iter().map(|c| fields(c, args.no_trunc)).collect();
+        let columns = Columns {
+            header: header(),
+            default_table: DEFAULT_TABLE,
+        };
+        return list_format::print(format, &rows, &columns);
     }
     if args.quiet {
         for c in &list {
@@ -73,63 +77,6 @@ fn row(c: &ContainerSummary, no_trunc: bool) -> Vec<String> {
     ]
 }
 
-/// `ps --format`: as the docker CLI, `json` prints each container's fields as one JSON line,
-/// `table T` prints T's columns (tab-separated in T) aligned under a header, and any other
-/// T runs once per container. A template that does not parse exits 64 before printing.
-fn print_formatted(format: &str, list: &[ContainerSummary], no_trunc: bool) -> Result<()> {
-    let rows: Vec<serde_json::Value> = list.iter().map(|c| fields(c, no_trunc)).collect();
-    if format == "json" {
-        for r in &rows {
-            println!("{}", serde_json::to_string(r)?);
-        }
-        return Ok(());
-    }
-    let (table, src) = match format.strip_prefix("table") {
-        Some(rest) if rest.is_empty() || rest.starts_with(char::is_whitespace) => {
-            let rest = rest.trim_start();
-            (true, if rest.is_empty() { DEFAULT_TABLE } else { rest })
-        }
-        _ => (false, format),
-    };
-    // The docker CLI turns `\t` and `\n` typed in a shell argument into the characters.
-    let src = src.replace("\\t", "\t").replace("\\n", "\n");
-    let template = match GoTemplate::parse(&src) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("template parsing error: {e}");
-            return Err(Exit(64).into());
-        }
-    };
-    let mut lines = Vec::with_capacity(rows.len() + 1);
-    if table {
-        lines.push(template.render(&header())?);
-    }
-    for r in &rows {
-        lines.push(template.render(r)?);
-    }
-    if table {
-        let cells: Vec<Vec<String>> = lines
-            .iter()
-            .map(|l| l.split('\t').map(str::to_string).collect())
-            .collect();
-        let width = cells.iter().map(Vec::len).max().unwrap_or(0);
-        let padded: Vec<Vec<String>> = cells
-            .into_iter()
-            .map(|mut c| {
-                c.resize(width, String::new());
-                c
-            })
-            .collect();
-        let header: Vec<&str> = padded[0].iter().map(String::as_str).collect();
-        print_table(&header, &padded[1..]);
-    } else {
-        for l in lines {
-            println!("{l}");
-        }
-    }
-    Ok(())
-}
-
 const DEFAULT_TABLE: &str =
     "{{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}";
 
@@ -139,8 +86,6 @@ const DEFAULT_TABLE: &str =
 fn fields(c: &ContainerSummary, no_trunc: bool) -> serde_json::Value {
     let cells = row(c, no_trunc);
     let labels = c.labels.clone().unwrap_or_default();
-    let mut label_list: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    label_list.sort();
     let mounts: Vec<String> = c
         .mounts
         .iter()
@@ -166,7 +111,7 @@ fn fields(c: &ContainerSummary, no_trunc: bool) -> serde_json::Value {
         "Ports": cells[5],
         "Names": cells[6],
         "State": c.state.clone().unwrap_or_default(),
-        "Labels": label_list.join(","),
+        "Labels": list_format::joined_labels(&labels),
         "Label": labels,
         "Mounts": mounts.join(","),
         "Networks": networks.join(","),

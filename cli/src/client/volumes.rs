@@ -40,7 +40,9 @@ pub async fn create(docker: &Docker, args: &VolumeCreateArgs) -> Result<()> {
 
 pub async fn ls(docker: &Docker, args: &VolumeLsArgs) -> Result<()> {
     let list = docker
-        .list_volumes(None::<ListVolumesOptions<String>>)
+        .list_volumes(Some(ListVolumesOptions {
+            filters: super::format::filter_map(&args.filters)?,
+        }))
         .await?;
     let vols = list.volumes.unwrap_or_default();
     if args.quiet {
@@ -48,6 +50,37 @@ pub async fn ls(docker: &Docker, args: &VolumeLsArgs) -> Result<()> {
             println!("{}", v.name);
         }
         return Ok(());
+    }
+    if let Some(format) = &args.format {
+        let rows: Vec<serde_json::Value> = vols
+            .iter()
+            .map(|v| {
+                serde_json::json!({
+                    "Name": v.name,
+                    "Driver": v.driver,
+                    "Scope": v.scope.map(|s| s.to_string()).unwrap_or_else(|| "local".into()),
+                    "Mountpoint": v.mountpoint,
+                    "Labels": super::list_format::joined_labels(&v.labels),
+                    "Label": v.labels,
+                    "Links": "N/A",
+                    "Size": "N/A",
+                })
+            })
+            .collect();
+        let columns = super::list_format::Columns {
+            header: serde_json::json!({
+                "Name": "VOLUME NAME",
+                "Driver": "DRIVER",
+                "Scope": "SCOPE",
+                "Mountpoint": "MOUNTPOINT",
+                "Labels": "LABELS",
+                "Label": {},
+                "Links": "LINKS",
+                "Size": "SIZE",
+            }),
+            default_table: "{{.Driver}}\t{{.Name}}",
+        };
+        return super::list_format::print(format, &rows, &columns);
     }
     println!("DRIVER    VOLUME NAME");
     for v in vols {
