@@ -183,12 +183,15 @@ impl StateFile {
 /// The container's current state (works after a daemon restart).
 pub fn state(dir: &Path) -> Result<ContainerState> {
     let file = StateFile::load(dir)?;
-    if file.state.status != Status::Exited && !file.shim_alive() && !file.init_alive() {
-        // The shim records the exit and then goes: a record read between the two says
-        // "running" with nobody alive, and would report the exit code lost. Read again.
+    let st = file.effective();
+    if file.state.status != Status::Exited && st.status == Status::Exited {
+        // Judged gone: nobody alive for a record that says created or running. The shim
+        // records its exit, then goes; on a busy machine a record read before that write
+        // is judged after it (the whole start and exit of a short command fit in
+        // between), and the exit code would be reported lost. Read the record again.
         return Ok(StateFile::load(dir)?.effective());
     }
-    Ok(file.effective())
+    Ok(st)
 }
 
 #[cfg(test)]

@@ -218,8 +218,9 @@ impl Monitor {
                 // Gone: an auto-removed container's code is kept for late waiters.
                 Err(e) => {
                     let last = self.last_exit.lock().expect("monitor lock");
+                    // Usual for the monitor's own watch of a container just removed.
                     return last.get(id).copied().unwrap_or_else(|| {
-                        tracing::warn!(id = %&id[..12.min(id.len())], "exit status unknown: {e}");
+                        tracing::debug!(id = %&id[..12.min(id.len())], "exit status unknown: {e}");
                         -1
                     });
                 }
