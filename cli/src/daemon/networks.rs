@@ -355,59 +355,76 @@ impl NetworkService {
         {
             return Err(DaemonError::NetworkNameInUse(req.name));
         }
-        let subnet: Ipv4Net = match pool.subnet.as_deref().filter(|s| !s.is_empty()) {
-            Some(s) => s
-                .parse()
-                .map_err(|e| DaemonError::Invalid(format!("invalid subnet {s}: {e}")))?,
+        if let Some(r) = pool.ip_range.as_deref().filter(|s| !s.is_empty()) {
+            return Err(unsupported("IPAM.Config.IPRange", format!("{r:?}")));
+        }
+        let asked: Option<Ipv4Net> = match pool.subnet.as_deref().filter(|s| !s.is_empty()) {
+            Some(s) => Some(
+                s.parse()
+                    .map_err(|e| DaemonError::Invalid(format!("invalid subnet {s}: {e}")))?,
+            ),
             None => {
                 if pool.gateway.as_deref().is_some_and(|g| !g.is_empty()) {
                     return Err(DaemonError::invalid("a gateway needs a subnet (--subnet)"));
                 }
-                self.pick_subnet().await?
+                None
             }
         };
-        let gateway: Ipv4Addr = match pool.gateway.as_deref().filter(|s| !s.is_empty()) {
-            Some(g) => g
-                .parse()
-                .map_err(|_| DaemonError::Invalid(format!("invalid gateway {g:?}")))?,
-            None => subnet.gateway(),
-        };
-        if !subnet.contains(gateway) || gateway == subnet.network() || gateway == subnet.broadcast()
-        {
-            return Err(DaemonError::Invalid(format!(
-                "no matching subnet for gateway {gateway} (subnet {subnet})"
-            )));
-        }
-        if let Some(r) = pool.ip_range.as_deref().filter(|s| !s.is_empty()) {
-            return Err(unsupported("IPAM.Config.IPRange", format!("{r:?}")));
-        }
         let id = super::names::new_id();
-        let net = Network {
-            bridge: format!("br-{}", &id[..12]),
-            id,
-            name: req.name.clone(),
-            created: now(),
-            driver,
-            internal: req.internal,
-            attachable: req.attachable,
-            enable_ipv6: false,
-            labels: req.labels.unwrap_or_default(),
-            options,
-            ipam_driver,
-            ipam_options: ipam.options.unwrap_or_default(),
-            subnet: subnet.to_string(),
-            gateway: gateway.to_string(),
-            ip_range: None,
+        // A subnet picked from the pools can be taken between the pick and the create (by
+        // another daemon's network, or a route that appeared): then the next one is picked.
+        let mut picks_left = 8;
+        let net = loop {
+            let subnet = match asked {
+                Some(s) => s,
+                None => self.pick_subnet().await?,
+            };
+            let gateway: Ipv4Addr = match pool.gateway.as_deref().filter(|s| !s.is_empty()) {
+                Some(g) => g
+                    .parse()
+                    .map_err(|_| DaemonError::Invalid(format!("invalid gateway {g:?}")))?,
+                None => subnet.gateway(),
+            };
+            if !subnet.contains(gateway)
+                || gateway == subnet.network()
+                || gateway == subnet.broadcast()
+            {
+                return Err(DaemonError::Invalid(format!(
+                    "no matching subnet for gateway {gateway} (subnet {subnet})"
+                )));
+            }
+            let net = Network {
+                bridge: format!("br-{}", &id[..12]),
+                id: id.clone(),
+                name: req.name.clone(),
+                created: now(),
+                driver: driver.clone(),
+                internal: req.internal,
+                attachable: req.attachable,
+                enable_ipv6: false,
+                labels: req.labels.clone().unwrap_or_default(),
+                options: options.clone(),
+                ipam_driver: ipam_driver.clone(),
+                ipam_options: ipam.options.clone().unwrap_or_default(),
+                subnet: subnet.to_string(),
+                gateway: gateway.to_string(),
+                ip_range: None,
+            };
+            match self.manager.create_network(net.runtime()?).await {
+                Ok(()) => break net,
+                Err(skiff_runtime::RuntimeError::SubnetOverlap { .. })
+                    if asked.is_none() && picks_left > 0 =>
+                {
+                    picks_left -= 1;
+                }
+                Err(e @ skiff_runtime::RuntimeError::SubnetOverlap { .. }) => {
+                    return Err(DaemonError::NetworkForbidden(format!(
+                        "Pool overlaps with other one on this address space: {e}"
+                    )))
+                }
+                Err(e) => return Err(rt(e)),
+            }
         };
-        self.manager
-            .create_network(net.runtime()?)
-            .await
-            .map_err(|e| match e {
-                skiff_runtime::RuntimeError::SubnetOverlap { .. } => DaemonError::NetworkForbidden(
-                    format!("Pool overlaps with other one on this address space: {e}"),
-                ),
-                e => rt(e),
-            })?;
         user.push(net.clone());
         if let Err(e) = self.save(&user) {
             user.pop();
