@@ -255,7 +255,7 @@ impl Shim {
             Ok(WaitStatus::Exited(_, code)) => self.exited(code),
             Ok(WaitStatus::Signaled(_, sig, _)) => self.exited(128 + sig as i32),
             Ok(_) => {}
-            Err(nix::Error::EINTR) => {}
+            // WNOHANG: never EINTR; an error means the init is not ours to wait for.
             Err(e) => {
                 tracing::error!("waiting for the container's init: {e}");
                 self.exited(255)
