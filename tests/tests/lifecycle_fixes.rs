@@ -312,4 +312,57 @@ fn rm_containers_get_a_volatile_overlay() {
         std::thread::sleep(Duration::from_millis(50));
     }
     docker_ok(&d, &["rm", "-f", "kept"]);
+
+    // skiff's own CLI: an attached `run --rm` is the daemon's AutoRemove too (volatile), ends
+    // with the container's exit code, and leaves nothing behind.
+    let out = d.run(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--name",
+        "attached",
+        IMAGE,
+        "sh",
+        "-c",
+        "grep '^overlay / ' /proc/mounts; exit 7",
+    ]);
+    assert_eq!(out.status.code(), Some(7), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("volatile"),
+        "{out:?}"
+    );
+    let gone = d.run(&["inspect", "attached"]);
+    assert_eq!(gone.status.code(), Some(1), "{gone:?}");
+    assert!(
+        String::from_utf8_lossy(&gone.stderr).contains("No such"),
+        "{gone:?}"
+    );
+
+    // A `wait` that comes after the auto-removal (a client overtaken by the whole run) gets
+    // the exit code; an ID that never existed is still a 404.
+    let id = d.ok(&[
+        "run",
+        "-d",
+        "--rm",
+        "--network",
+        "none",
+        IMAGE,
+        "sh",
+        "-c",
+        "exit 9",
+    ]);
+    let id = id.trim();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while d.run(&["inspect", id]).status.success() {
+        assert!(Instant::now() < deadline, "--rm container not removed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(d.ok(&["wait", id]).trim(), "9");
+    let never = d.run(&["wait", &"0".repeat(64)]);
+    assert_eq!(never.status.code(), Some(1), "{never:?}");
+    assert!(
+        String::from_utf8_lossy(&never.stderr).contains("No such container"),
+        "{never:?}"
+    );
 }

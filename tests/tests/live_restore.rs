@@ -79,8 +79,11 @@ fn containers_survive_daemon_restarts() {
     d.ok(&["run", "-d", "--name", "full", &full, "sh", "-c", &script]);
     d.ok(&["run", "-d", "--name", "idle", &chunked, "sleep", "300"]);
     let copy_dir = tempfile::tempdir().unwrap();
-    let copy = copy_dir.path().join("skiff-next");
-    std::fs::copy(skiff_tests::binary::skiff_bin(), &copy).unwrap();
+    // The client and the engine it execs for `daemon`, both copied.
+    let copy = copy_dir.path().join("skiff");
+    let bin = skiff_tests::binary::skiff_bin();
+    std::fs::copy(&bin, &copy).unwrap();
+    std::fs::copy(bin.with_file_name("skiffd"), copy.with_file_name("skiffd")).unwrap();
 
     // Three crashes, one clean stop, one upgrade onto another binary: the readers go on.
     let mut term_secs = 0.0;

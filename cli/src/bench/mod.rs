@@ -252,6 +252,8 @@ pub async fn bench(args: &BenchArgs) -> Result<()> {
         bail!("--rounds must be at least 1");
     }
     let exe = std::env::current_exe()?;
+    // Client commands are timed with the client binary users run.
+    let client = crate::entry::client_exe()?;
     let base = tempfile::Builder::new().prefix("skiff-bench-").tempdir()?;
     let out_dir = args.out.clone().unwrap_or_else(|| PathBuf::from("."));
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
@@ -284,12 +286,12 @@ pub async fn bench(args: &BenchArgs) -> Result<()> {
     for i in 0..args.rounds {
         let (dir, k) = next_dir();
         let d = BenchDaemon::start(&exe, &dir, k, &["--no-profile-prefetch"])?;
-        let s = measure(&exe, &d, args, true).await;
+        let s = measure(&client, &d, args, true).await;
         if s.is_ok() && i == 0 && args.push_profile {
             // The profile is saved when the container's mount is released; stopping the
             // daemon would too, but the push needs it running: wait for the file.
             wait_for_profile(&dir.join("data").join("profiles"))?;
-            if let Err(e) = push_profile(&exe, &d, &args.image) {
+            if let Err(e) = push_profile(&client, &d, &args.image) {
                 d.stop()?;
                 return Err(e);
             }
@@ -313,7 +315,7 @@ pub async fn bench(args: &BenchArgs) -> Result<()> {
             copy_dir(p, &dir.join("data").join("profiles"))?;
         }
         let d = BenchDaemon::start(&exe, &dir, k, &[])?;
-        let s = measure(&exe, &d, args, true).await;
+        let s = measure(&client, &d, args, true).await;
         let s = match s {
             Ok(s) => s,
             Err(e) => {
@@ -331,7 +333,7 @@ pub async fn bench(args: &BenchArgs) -> Result<()> {
     let d = last.expect("at least one round");
     let mut warm = Vec::new();
     for i in 0..args.rounds {
-        let s = measure(&exe, &d, args, false).await;
+        let s = measure(&client, &d, args, false).await;
         let s = match s {
             Ok(s) => s,
             Err(e) => {
@@ -350,7 +352,7 @@ pub async fn bench(args: &BenchArgs) -> Result<()> {
         for i in 0..args.rounds {
             let (dir, k) = next_dir();
             let d = BenchDaemon::start(&exe, &dir, k, &["--no-lazy-pull"])?;
-            let s = measure(&exe, &d, args, true).await;
+            let s = measure(&client, &d, args, true).await;
             d.stop()?;
             let s = s?;
             progress(Mode::Full, i, &s);
@@ -364,7 +366,7 @@ pub async fn bench(args: &BenchArgs) -> Result<()> {
         for i in 0..args.rounds {
             let (dir, k) = next_dir();
             let d = BenchDaemon::start(&exe, &dir, k, &["--no-profile-prefetch"])?;
-            let s = measure_concurrent(&exe, &d, args, n).await;
+            let s = measure_concurrent(&client, &d, args, n).await;
             d.stop()?;
             let s = s?;
             progress(Mode::Concurrent(n), i, &s);

@@ -4,8 +4,7 @@ use std::os::fd::AsFd;
 
 use anyhow::{bail, Result};
 use bollard::container::{
-    AttachContainerOptions, RemoveContainerOptions, ResizeContainerTtyOptions,
-    StartContainerOptions, WaitContainerOptions,
+    AttachContainerOptions, ResizeContainerTtyOptions, StartContainerOptions, WaitContainerOptions,
 };
 use bollard::Docker;
 
@@ -29,16 +28,15 @@ pub async fn run(docker: &Docker, args: &RunArgs) -> Result<()> {
     if opts.tty && opts.interactive && !is_tty(std::io::stdin().as_fd()) {
         bail!("the input device is not a TTY");
     }
-    // Detached --rm is removed by the daemon; attached --rm by us once the exit code is known
-    // (measured faster than the daemon's AutoRemove plus a `removed` wait: the removal then
-    // overlaps the exit's teardown less).
+    // --rm is the daemon's AutoRemove, as with Docker's CLI: the daemon then knows the
+    // container's writable layer is discarded and mounts it without syncing the host's
+    // filesystem on unmount (docs/daemon.md); attached, we wait for `removed`.
     if args.rm && opts.restart.as_deref().is_some_and(|r| r != "no") {
         return Err(engine_error(anyhow::anyhow!(
             "conflicting options: cannot specify both --restart and --rm"
         )));
     }
-    let config =
-        container_config(opts, !args.detach, args.rm && args.detach).map_err(engine_error)?;
+    let config = container_config(opts, !args.detach, args.rm).map_err(engine_error)?;
     let id = create_container(docker, opts, config)
         .await
         .map_err(engine_error)?;
@@ -50,19 +48,9 @@ pub async fn run(docker: &Docker, args: &RunArgs) -> Result<()> {
         println!("{id}");
         return Ok(());
     }
-    let code = attach_start_wait(docker, &id, opts.interactive, opts.tty, Start::Created).await;
-    if args.rm {
-        let _ = docker
-            .remove_container(
-                &id,
-                Some(RemoveContainerOptions {
-                    force: true,
-                    ..Default::default()
-                }),
-            )
-            .await;
-    }
-    Err(Exit(code?).into())
+    let start = Start::Created { removed: args.rm };
+    let code = attach_start_wait(docker, &id, opts.interactive, opts.tty, start).await?;
+    Err(Exit(code).into())
 }
 
 pub async fn start(docker: &Docker, args: &StartArgs) -> Result<()> {
@@ -135,10 +123,16 @@ async fn attach_start_wait(
     // For a container we just created, the exit code is asked for before the start, as
     // Docker's CLI does: it is on its way while the output is pumped, instead of one more
     // round trip after it. (An exited one being started again still reads as exited.)
-    let early = (start == Start::Created).then(|| {
-        let (docker, id) = (docker.clone(), id.to_string());
-        tokio::spawn(async move { wait_exit_code(&docker, &id, "next-exit").await })
-    });
+    let early = match start {
+        Start::Created { removed } => {
+            let (docker, id) = (docker.clone(), id.to_string());
+            let condition = if removed { "removed" } else { "next-exit" };
+            Some(tokio::spawn(async move {
+                wait_exit_code(&docker, &id, condition).await
+            }))
+        }
+        Start::No | Start::Any => None,
+    };
     if start != Start::No {
         if let Err(e) = docker
             .start_container(id, None::<StartContainerOptions<String>>)
@@ -166,11 +160,12 @@ async fn attach_start_wait(
     }
 }
 
-/// Whether [`attach_start_wait`] starts the container, and whether it is freshly created.
+/// Whether [`attach_start_wait`] starts the container, and whether it is freshly created
+/// (and then whether the daemon removes it when it exits: `--rm`).
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Start {
     No,
-    Created,
+    Created { removed: bool },
     Any,
 }
 

@@ -220,27 +220,39 @@ pub async fn wait(
     Path(id): Path<String>,
     Query(q): Query<WaitQuery>,
 ) -> ApiResult<Response> {
-    let r = d.containers.find(&id)?;
     let condition = q.condition.unwrap_or_else(|| "not-running".to_string());
+    let r = match d.containers.find(&id) {
+        Ok(r) => r,
+        // A client that asks before its start (Docker's CLI, `run --rm`) can be overtaken
+        // by the whole run and the auto-removal: it gets the exit code, not a 404.
+        Err(e) => match d.monitor.recent_exit(&id) {
+            Some(code) => return Ok(wait_response(futures::future::ready(code))),
+            None => return Err(e),
+        },
+    };
     // The waiting happens in the body, so a client may start the container right after the
     // response headers arrive (Docker's CLI does, for `run --rm`).
     let waiter = d
         .monitor
         .clone()
         .waiter(d.records.clone(), r.id.clone(), condition);
+    Ok(wait_response(waiter))
+}
+
+/// `/containers/{id}/wait`'s answer: headers now, the body once `code` resolves.
+fn wait_response(code: impl std::future::Future<Output = i32> + Send + 'static) -> Response {
     let body = Body::from_stream(futures::stream::once(async move {
-        let code = waiter.await;
         let resp = ContainerWaitResponse {
-            status_code: code as i64,
+            status_code: code.await as i64,
             error: None,
         };
         Ok::<_, std::convert::Infallible>(serde_json::to_vec(&resp).unwrap_or_default())
     }));
-    Ok(Response::builder()
+    Response::builder()
         .status(StatusCode::OK)
         .header("Content-Type", "application/json")
         .body(body)
-        .expect("valid response"))
+        .expect("valid response")
 }
 
 #[derive(Deserialize, Default)]

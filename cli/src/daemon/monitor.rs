@@ -6,6 +6,7 @@
 //! (`health.rs`), through the exec service, and keeps its `State.Health`.
 
 use std::collections::{HashMap, HashSet};
+use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -17,6 +18,9 @@ use super::containers_run::StartedBy;
 use super::exec::ExecService;
 use super::health::{self, Health, Probe, ProbeResult};
 use super::paths::Paths;
+
+/// How many auto-removed containers' exit codes are kept for late `wait`s.
+const RECENT_EXITS: NonZeroUsize = NonZeroUsize::new(4096).expect("non-zero");
 use super::record::ContainerRecord;
 use super::status::Lifecycle;
 
@@ -37,8 +41,9 @@ pub struct Monitor {
     /// Containers a user is restarting (`docker restart`): their exit meanwhile does not
     /// auto-remove them, as in dockerd.
     user_restarts: Mutex<HashSet<String>>,
-    /// Exit codes of auto-removed containers, for waiters that come late.
-    last_exit: Mutex<HashMap<String, i32>>,
+    /// Exit codes of the last [`RECENT_EXITS`] auto-removed containers, for waiters that
+    /// come late.
+    last_exit: Mutex<lru::LruCache<String, i32>>,
     /// Woken whenever a container is removed, or its auto-removal failed.
     removed: tokio::sync::Notify,
     /// Containers whose auto-removal failed: their `removed` waiters stop waiting.
@@ -81,7 +86,7 @@ impl Monitor {
             watched: Mutex::new(HashSet::new()),
             restarting: Mutex::new(HashSet::new()),
             user_restarts: Mutex::new(HashSet::new()),
-            last_exit: Mutex::new(HashMap::new()),
+            last_exit: Mutex::new(lru::LruCache::new(RECENT_EXITS)),
             removed: tokio::sync::Notify::new(),
             removal_failed: Mutex::new(HashSet::new()),
             events: Default::default(),
@@ -181,7 +186,16 @@ impl Monitor {
         self.last_exit
             .lock()
             .expect("monitor lock")
-            .insert(id.to_string(), code);
+            .put(id.to_string(), code);
+    }
+
+    /// The exit code of `id` (a full container ID) if it was auto-removed recently.
+    pub fn recent_exit(&self, id: &str) -> Option<i32> {
+        self.last_exit
+            .lock()
+            .expect("monitor lock")
+            .peek(id)
+            .copied()
     }
 
     /// Ends the `removed` waits of a container whose auto-removal failed.
@@ -217,9 +231,8 @@ impl Monitor {
                 }
                 // Gone: an auto-removed container's code is kept for late waiters.
                 Err(e) => {
-                    let last = self.last_exit.lock().expect("monitor lock");
                     // Usual for the monitor's own watch of a container just removed.
-                    return last.get(id).copied().unwrap_or_else(|| {
+                    return self.recent_exit(id).unwrap_or_else(|| {
                         tracing::debug!(id = %&id[..12.min(id.len())], "exit status unknown: {e}");
                         -1
                     });
