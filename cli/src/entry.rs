@@ -25,6 +25,7 @@ pub const CLIENT_BINARY: &str = "skiff";
 /// `image convert`, `image index`) to `skiffd` next to it by `exec` (same PID, argv and
 /// environment), so `skiff daemon` stays the one command users know.
 pub fn client_main() -> ! {
+    no_error_backtraces();
     let cli = Cli::parse();
     if runs_in_engine(&cli.command) {
         exec_engine();
@@ -41,6 +42,7 @@ pub fn engine_main() -> ! {
     skiff_runtime::entry::run_if_internal();
     // A FUSE descriptor keeper (live restore) likewise never returns.
     skiff_fs::keeper::run_if_keeper();
+    no_error_backtraces();
     let cli = Cli::parse();
     if !matches!(cli.command, Command::Daemon(_)) {
         quiet_broken_stdout();
@@ -48,6 +50,17 @@ pub fn engine_main() -> ! {
     // The daemon and `bench` (which runs daemons and loads) get the multi-threaded runtime.
     let multi = matches!(cli.command, Command::Daemon(_) | Command::Bench(_));
     run_to_exit(multi, dispatch_engine(cli))
+}
+
+/// Errors are printed as their message chain (`{:#}`), never with a backtrace, and exit
+/// codes travel as errors (`Exit`): with `RUST_BACKTRACE=1` in the environment, anyhow
+/// would unwind the stack for each (about 10% of a `run`'s client CPU). Panics still honour
+/// `RUST_BACKTRACE`; an explicit `RUST_LIB_BACKTRACE` is kept.
+fn no_error_backtraces() {
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        // Before any thread exists (the async runtime is built later).
+        std::env::set_var("RUST_LIB_BACKTRACE", "0");
+    }
 }
 
 /// The commands only `skiffd` carries.

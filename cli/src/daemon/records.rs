@@ -178,10 +178,8 @@ impl Records {
     pub fn exists(&self, id: &str) -> Result<bool, DaemonError> {
         let conn = self.conn.lock().expect("records lock");
         Ok(conn
-            .query_row("SELECT 1 FROM containers WHERE id = ?1", params![id], |r| {
-                r.get::<_, i64>(0)
-            })
-            .optional()
+            .prepare_cached("SELECT 1 FROM containers WHERE id = ?1")
+            .and_then(|mut st| st.query_row(params![id], |r| r.get::<_, i64>(0)).optional())
             .map_err(db_error)?
             .is_some())
     }

@@ -165,13 +165,11 @@ impl Db {
     }
 
     pub fn image(&self, id: &str) -> Result<Option<ImageRow>> {
+        // Cached statements: a container create looks its image up several times.
         Ok(self
             .conn()
-            .query_row(
-                &format!("SELECT {IMAGE_COLS} FROM images WHERE id = ?1"),
-                [id],
-                image_row,
-            )
+            .prepare_cached(&format!("SELECT {IMAGE_COLS} FROM images WHERE id = ?1"))?
+            .query_row([id], image_row)
             .optional()?)
     }
 
@@ -188,9 +186,8 @@ impl Db {
     pub fn tag_target(&self, name: &str) -> Result<Option<String>> {
         Ok(self
             .conn()
-            .query_row("SELECT image_id FROM tags WHERE name = ?1", [name], |r| {
-                r.get(0)
-            })
+            .prepare_cached("SELECT image_id FROM tags WHERE name = ?1")?
+            .query_row([name], |r| r.get(0))
             .optional()?)
     }
 
@@ -202,14 +199,15 @@ impl Db {
             format!("sha256:{prefix}")
         };
         let conn = self.conn();
-        let mut st = conn.prepare("SELECT id FROM images WHERE substr(id, 1, ?2) = ?1")?;
+        let mut st = conn.prepare_cached("SELECT id FROM images WHERE substr(id, 1, ?2) = ?1")?;
         let rows = st.query_map(params![full, full.len() as i64], |r| r.get(0))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     pub fn tags_of(&self, id: &str) -> Result<Vec<String>> {
         let conn = self.conn();
-        let mut st = conn.prepare("SELECT name FROM tags WHERE image_id = ?1 ORDER BY name")?;
+        let mut st =
+            conn.prepare_cached("SELECT name FROM tags WHERE image_id = ?1 ORDER BY name")?;
         let rows = st.query_map([id], |r| r.get(0))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
