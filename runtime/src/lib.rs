@@ -15,6 +15,7 @@ pub mod entry;
 pub mod error;
 mod forkinto;
 mod init;
+pub mod init_layer;
 mod launcher;
 pub mod logs;
 mod mount_table;

@@ -339,6 +339,48 @@ fn rm_containers_get_a_volatile_overlay() {
         "{gone:?}"
     );
 
+    // The mount points the init needs come from the shared init layer, not the container's
+    // writable layer: a container that wrote nothing has an empty upper, and its /etc
+    // files are the daemon's even where the image has a symlink (or a directory) there.
+    let rootfs = tempfile::tempdir().unwrap();
+    skiff_tests::fixtures::build_busybox_rootfs(rootfs.path()).unwrap();
+    let etc = rootfs.path().join("etc");
+    std::fs::create_dir_all(&etc).unwrap();
+    let _ = std::fs::remove_file(etc.join("resolv.conf"));
+    std::os::unix::fs::symlink("/run/elsewhere/resolv.conf", etc.join("resolv.conf")).unwrap();
+    let _ = std::fs::remove_file(etc.join("hostname"));
+    std::fs::create_dir_all(etc.join("hostname")).unwrap();
+    let odd = "skiff-test/odd-etc:1";
+    d.ok(&["image", "import", rootfs.path().to_str().unwrap(), odd]);
+    let out = d.ok(&[
+        "run",
+        "--name",
+        "quiet",
+        "--hostname",
+        "quietbox",
+        "--network",
+        "none",
+        "--dns",
+        "192.0.2.53",
+        odd,
+        "sh",
+        "-c",
+        "cat /etc/hostname /etc/resolv.conf",
+    ]);
+    assert!(
+        out.contains("quietbox") && out.contains("nameserver 192.0.2.53"),
+        "{out}"
+    );
+    let id = d.ok(&["inspect", "-f", "{{.Id}}", "quiet"]);
+    let upper = d.data_root.join("containers").join(id.trim()).join("upper");
+    let left: Vec<_> = std::fs::read_dir(&upper)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(left.is_empty(), "the writable layer has {left:?}");
+    assert_eq!(d.ok(&["diff", "quiet"]), "");
+    d.ok(&["rm", "quiet"]);
+
     // A `wait` that comes after the auto-removal (a client overtaken by the whole run) gets
     // the exit code; an ID that never existed is still a 404.
     let id = d.ok(&[

@@ -397,7 +397,11 @@ impl ContainerService {
                 });
             }
         };
-        rc.lower_dirs = above.into_iter().chain([lower]).collect();
+        // Docker's init layer (mount points for /dev, /proc, /sys, /etc files) tops the stack.
+        rc.lower_dirs = std::iter::once(self.paths.init_layer())
+            .chain(above)
+            .chain([lower])
+            .collect();
         rc.network = match (&attachment.netns_path, attachment.mode) {
             (Some(p), _) => skiff_runtime::NetworkMode::Join(p.clone()),
             // The init makes a namespace of its own with only loopback up.

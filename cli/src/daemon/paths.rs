@@ -45,6 +45,11 @@ impl Paths {
         self.exec_root.join("images").join(hex)
     }
 
+    /// The read-only layer above every container's image (`skiff_runtime::init_layer`).
+    pub fn init_layer(&self) -> PathBuf {
+        self.data_root.join("init-layer")
+    }
+
     /// Volumes: `<data-root>/volumes/NAME/_data`.
     pub fn volumes_dir(&self) -> PathBuf {
         self.data_root.join("volumes")

@@ -97,6 +97,7 @@ impl Daemon {
                 "image mounts of the previous daemon"
             );
         }
+        skiff_runtime::init_layer::ensure(&paths.init_layer())?;
         let background = tokio_util::task::TaskTracker::new();
         let monitor = Arc::new(Monitor::new(paths.clone()));
         let volumes = Arc::new(VolumeService::new(paths.volumes_dir(), records.clone()));
