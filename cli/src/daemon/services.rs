@@ -98,6 +98,14 @@ impl Daemon {
             );
         }
         skiff_runtime::init_layer::ensure(&paths.init_layer())?;
+        tokio::spawn(skiff_store::registry::tls::warm_up());
+        // Docker's default seccomp filter, compiled while the daemon waits for its first
+        // request, not on the first create's path (a cold start's).
+        tokio::task::spawn_blocking(|| {
+            if let Err(e) = skiff_runtime::config::Security::default().warm_seccomp() {
+                tracing::warn!("compiling the default seccomp filter: {e}");
+            }
+        });
         let background = tokio_util::task::TaskTracker::new();
         let monitor = Arc::new(Monitor::new(paths.clone()));
         let volumes = Arc::new(VolumeService::new(paths.volumes_dir(), records.clone()));
