@@ -170,6 +170,37 @@ pub fn explain(chain: &str, host: &str, certs_dir: Option<&Path>) -> Option<Stri
     None
 }
 
+/// Does the TLS stack's one-time set-up (the platform verifier and its roots, the crypto
+/// provider: 30-40 ms on first use) now, with one HTTPS attempt to a listener on
+/// 127.0.0.1 that closes each connection at once, so a daemon's first pull does not pay
+/// it. Never fails; bounded by a 5 s timeout.
+pub async fn warm_up() {
+    let t0 = std::time::Instant::now();
+    let Ok(listener) = tokio::net::TcpListener::bind("127.0.0.1:0").await else {
+        return;
+    };
+    let Ok(addr) = listener.local_addr() else {
+        return;
+    };
+    let closer = tokio::spawn(async move {
+        if let Ok((conn, _)) = listener.accept().await {
+            drop(conn);
+        }
+    });
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(5))
+        .build();
+    if let Ok(client) = client {
+        // Fails (the peer closes): what is wanted is the set-up on the way.
+        let _ = client.get(format!("https://{addr}/")).send().await;
+    }
+    closer.abort();
+    tracing::debug!(
+        ms = t0.elapsed().as_secs_f64() * 1e3,
+        "TLS set up ahead of the first pull"
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,35 +240,4 @@ mod tests {
         assert_ne!(before, stamp(d.path(), "r:5000"));
         assert!(stamp(d.path(), "none:1").is_empty());
     }
-}
-
-/// Does the TLS stack's one-time set-up (the platform verifier and its roots, the crypto
-/// provider: 30-40 ms on first use) now, with one HTTPS attempt to a listener on
-/// 127.0.0.1 that closes each connection at once, so a daemon's first pull does not pay
-/// it. Never fails; bounded by a 5 s timeout.
-pub async fn warm_up() {
-    let t0 = std::time::Instant::now();
-    let Ok(listener) = tokio::net::TcpListener::bind("127.0.0.1:0").await else {
-        return;
-    };
-    let Ok(addr) = listener.local_addr() else {
-        return;
-    };
-    let closer = tokio::spawn(async move {
-        if let Ok((conn, _)) = listener.accept().await {
-            drop(conn);
-        }
-    });
-    let client = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(5))
-        .build();
-    if let Ok(client) = client {
-        // Fails (the peer closes): what is wanted is the set-up on the way.
-        let _ = client.get(format!("https://{addr}/")).send().await;
-    }
-    closer.abort();
-    tracing::debug!(
-        ms = t0.elapsed().as_secs_f64() * 1e3,
-        "TLS set up ahead of the first pull"
-    );
 }
