@@ -264,7 +264,11 @@ mod tests {
         .unwrap()
         .expect("Docker's profile compiles to a filter");
         // A classic BPF program: whole 8-byte instructions, more than a handful.
-        assert!(code.len() % 8 == 0 && code.len() > 8 * 50, "{}", code.len());
+        assert!(
+            code.len().is_multiple_of(8) && code.len() > 8 * 50,
+            "{}",
+            code.len()
+        );
         match sec(&["CAP_NOPE"], &[]).warm_seccomp() {
             Err(RuntimeError::UnknownCapability { name }) => assert!(name.contains("NOPE")),
             other => panic!("{other:?}"),
