@@ -18,11 +18,11 @@ use super::containers_run::StartedBy;
 use super::exec::ExecService;
 use super::health::{self, Health, Probe, ProbeResult};
 use super::paths::Paths;
+use super::record::ContainerRecord;
+use super::status::Lifecycle;
 
 /// How many auto-removed containers' exit codes are kept for late `wait`s.
 const RECENT_EXITS: NonZeroUsize = NonZeroUsize::new(4096).expect("non-zero");
-use super::record::ContainerRecord;
-use super::status::Lifecycle;
 
 const FIRST_DELAY: Duration = Duration::from_millis(100);
 const MAX_DELAY: Duration = Duration::from_secs(60);
