@@ -165,6 +165,15 @@ fn open_keeper(pid: u32, mountpoint: &Path) -> Result<OwnedFd> {
     let pidfd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
         .map_err(|e| keeper_err(mountpoint, "reading the keeper's command line", e))?;
+    if cmdline.is_empty() {
+        // Exited and not yet reaped (a keeper that saw its mount go at shutdown), or a
+        // kernel thread that took the pid: either way no keeper is there.
+        return Err(keeper_err(
+            mountpoint,
+            "finding the descriptor keeper",
+            std::io::Error::from_raw_os_error(libc::ESRCH),
+        ));
+    }
     let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
     use std::os::unix::ffi::OsStrExt;
     if args.get(1) != Some(&KEEPER_ARG.as_bytes())
@@ -243,4 +252,49 @@ pub fn stop_keeper(pid: u32, mountpoint: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Waits until `pid` is a zombie (killed, not reaped).
+    fn await_zombie(pid: u32) {
+        for _ in 0..500 {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+            if stat
+                .rsplit(')')
+                .next()
+                .unwrap()
+                .trim_start()
+                .starts_with('Z')
+            {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        panic!("pid {pid} did not become a zombie");
+    }
+
+    #[test]
+    fn an_exited_keeper_counts_as_stopped_and_another_process_is_refused() {
+        let mount = Path::new("/run/skiff/images/none");
+        let mut other = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        match stop_keeper(other.id(), mount) {
+            Err(FsError::Keeper { source, .. }) => {
+                assert!(source.to_string().contains("is not the keeper"), "{source}")
+            }
+            r => panic!("{r:?}"),
+        }
+        // Not signalled: still running.
+        assert!(other.try_wait().unwrap().is_none());
+        other.kill().unwrap();
+        await_zombie(other.id());
+        // Its command line is empty now; stopping it is done, not an error.
+        stop_keeper(other.id(), mount).unwrap();
+        other.wait().unwrap();
+    }
 }
