@@ -165,9 +165,9 @@ fn open_keeper(pid: u32, mountpoint: &Path) -> Result<OwnedFd> {
     let pidfd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
         .map_err(|e| keeper_err(mountpoint, "reading the keeper's command line", e))?;
-    if cmdline.is_empty() {
-        // Exited and not yet reaped (a keeper that saw its mount go at shutdown), or a
-        // kernel thread that took the pid: either way no keeper is there.
+    if cmdline.is_empty() && is_zombie(pid) {
+        // Exited and not yet reaped (a keeper that saw its mount go at shutdown): no
+        // keeper is there. (A process in the middle of an exec also reads empty.)
         return Err(keeper_err(
             mountpoint,
             "finding the descriptor keeper",
@@ -186,6 +186,15 @@ fn open_keeper(pid: u32, mountpoint: &Path) -> Result<OwnedFd> {
         ));
     }
     Ok(pidfd)
+}
+
+/// Whether `pid` has exited and waits to be reaped (state `Z` in `/proc/<pid>/stat`).
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z'))
+    })
 }
 
 /// Takes a duplicate of the `/dev/fuse` descriptor the keeper `pid` holds for `mountpoint`
@@ -258,22 +267,15 @@ pub fn stop_keeper(pid: u32, mountpoint: &Path) -> Result<()> {
 mod tests {
     use super::*;
 
-    /// Waits until `pid` is a zombie (killed, not reaped).
-    fn await_zombie(pid: u32) {
+    /// Waits until `ready(pid)` holds (bounded: 5 s).
+    fn await_until(pid: u32, what: &str, ready: impl Fn(u32) -> bool) {
         for _ in 0..500 {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-            if stat
-                .rsplit(')')
-                .next()
-                .unwrap()
-                .trim_start()
-                .starts_with('Z')
-            {
+            if ready(pid) {
                 return;
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
-        panic!("pid {pid} did not become a zombie");
+        panic!("pid {pid} did not become {what}");
     }
 
     #[test]
@@ -283,6 +285,10 @@ mod tests {
             .arg("30")
             .spawn()
             .unwrap();
+        // Past its exec (its command line is `sleep 30`).
+        await_until(other.id(), "sleep", |pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.starts_with(b"sleep"))
+        });
         match stop_keeper(other.id(), mount) {
             Err(FsError::Keeper { source, .. }) => {
                 assert!(source.to_string().contains("is not the keeper"), "{source}")
@@ -292,7 +298,7 @@ mod tests {
         // Not signalled: still running.
         assert!(other.try_wait().unwrap().is_none());
         other.kill().unwrap();
-        await_zombie(other.id());
+        await_until(other.id(), "a zombie", is_zombie);
         // Its command line is empty now; stopping it is done, not an error.
         stop_keeper(other.id(), mount).unwrap();
         other.wait().unwrap();
