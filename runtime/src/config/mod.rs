@@ -190,10 +190,8 @@ impl ContainerConfig {
         if cfg.shm_size == Some(0) {
             return invalid("shm_size", "must be greater than 0");
         }
-        let caps = cfg.security.capabilities()?;
-        if let Some(s) = cfg.security.effective_seccomp() {
-            crate::seccomp::bpf(s, &caps)?;
-        }
+        // Compiles (and caches) the filter: a profile that does not compile fails here.
+        cfg.security.warm_seccomp()?;
         for d in &cfg.security.devices {
             d.validate()?;
         }
