@@ -150,8 +150,7 @@ fn corrupt_blob_bytes_are_never_served() {
         2,
         "verified, fetched again, verified"
     );
-    let hex = digest.trim_start_matches("sha256:");
-    assert!(!dir.path().join("sha256").join(&hex[..2]).join(hex).exists());
+    assert_eq!(cache.stored_place(&digest).unwrap(), None, "nothing kept");
     // Reads of intact chunks still work, and are right.
     let want = data(1, 1_300_000);
     let n = cache
@@ -182,11 +181,23 @@ fn tampered_cache_file_is_detected_and_refetched() {
     let ChunkLocation::Compressed { digest, .. } = &med.chunks[0].location else {
         unreachable!()
     };
-    let hex = digest.trim_start_matches("sha256:");
-    let file = dir.path().join("sha256").join(&hex[..2]).join(hex);
-    let mut bytes = std::fs::read(&file).unwrap();
-    bytes[100] ^= 1;
-    std::fs::write(&file, &bytes).unwrap();
+    let (file, offset, len) = cache.stored_place(digest).unwrap().expect("stored");
+    assert!(
+        file.starts_with(dir.path().join("packs")),
+        "{}",
+        file.display()
+    );
+    let stored = |file: &std::path::Path, offset: u64, len: u64| {
+        let bytes = std::fs::read(file).unwrap();
+        bytes[offset as usize..(offset + len) as usize].to_vec()
+    };
+    let good = stored(&file, offset, len);
+    // Flip one byte of the chunk inside its pack.
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
+        f.write_all_at(&[good[100] ^ 1], offset + 100).unwrap();
+    }
     cache.clear_memory();
     buf.fill(0);
     cache
@@ -194,11 +205,8 @@ fn tampered_cache_file_is_detected_and_refetched() {
         .unwrap();
     assert!(buf == data(2, 300_000));
     assert_eq!(cache.stats().corrupt_chunks, 1);
-    assert_eq!(
-        std::fs::read(&file).unwrap()[100],
-        bytes[100] ^ 1,
-        "repaired on disk"
-    );
+    let (file, offset, len) = cache.stored_place(digest).unwrap().expect("stored again");
+    assert_eq!(stored(&file, offset, len), good, "repaired on disk");
 }
 
 /// A blob with `toc_json` as its TOC (current format), and annotations pinning it.
@@ -372,18 +380,24 @@ fn check_cache_files(root: &std::path::Path) {
         0,
         "tmp files left"
     );
-    for sub in std::fs::read_dir(root.join("sha256")).unwrap() {
-        for f in std::fs::read_dir(sub.unwrap().path()).unwrap() {
-            let f = f.unwrap();
-            let name = f.file_name().into_string().unwrap();
-            let bytes = std::fs::read(f.path()).unwrap();
-            assert_eq!(
-                sha256(&bytes),
-                format!("sha256:{name}"),
-                "torn or wrong chunk file"
-            );
+    assert!(!root.join("sha256").exists(), "no per-chunk files");
+}
+
+/// Every chunk `cache` has on record reads back from its pack with its own digest.
+fn check_stored_chunks(cache: &ChunkCache, index: &LayerIndex) {
+    let mut checked = 0;
+    for c in index.entries.iter().flat_map(|e| &e.chunks) {
+        let ChunkLocation::Compressed { digest, .. } = &c.location else {
+            continue;
+        };
+        if let Some((file, offset, len)) = cache.stored_place(digest).unwrap() {
+            let bytes = std::fs::read(&file).unwrap();
+            let stored = &bytes[offset as usize..(offset + len) as usize];
+            assert_eq!(&sha256(stored), digest, "torn or wrong chunk in a pack");
+            checked += 1;
         }
     }
+    assert!(checked > 0, "some chunks are stored");
 }
 
 #[test]
@@ -413,6 +427,7 @@ fn full_disk_evicts_then_fails_cleanly() {
             "the full disk forced evictions"
         );
         check_cache_files(&root);
+        check_stored_chunks(&cache, &index);
         // One read that needs more than the whole disk holds: an error, nothing torn.
         cache.clear_memory();
         let big = entry(&index, "usr/lib/big.bin");

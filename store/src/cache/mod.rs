@@ -10,6 +10,7 @@ mod db;
 mod fetch;
 mod files;
 mod flight;
+mod packs;
 mod prefetch;
 mod prune;
 mod readahead;
@@ -33,6 +34,7 @@ use crate::{Result, StoreError};
 use db::CacheDb;
 use files::ChunkFiles;
 use flight::{Flights, Semaphore};
+use packs::{ChunkPacks, PackPlace};
 
 /// Chunks separated by at most this many blob bytes are fetched in one request (the gap is
 /// typically a compressed tar header; containers/storage merges below 1 KiB too).
@@ -41,7 +43,8 @@ pub const MERGE_GAP: u64 = 1024;
 /// Settings of a [`ChunkCache`].
 #[derive(Debug, Clone)]
 pub struct ChunkCacheConfig {
-    /// Directory holding `cache.db`, `sha256/` and `tmp/`.
+    /// Directory holding `cache.db`, `packs/` and `tmp/` (and the `sha256/` chunk files of
+    /// a cache written before packs, still read).
     pub root: PathBuf,
     /// Bytes of decompressed chunks kept on disk; least recently used ones go beyond it.
     pub budget_bytes: u64,
@@ -156,8 +159,12 @@ impl std::ops::Deref for ChunkCache {
 pub struct CacheCore {
     budget: u64,
     retry: RetryPolicy,
+    /// Chunk files of a cache written before packs (read, never written), and `tmp/`.
     files: ChunkFiles,
+    packs: ChunkPacks,
     disk: Mutex<DiskState>,
+    /// Read-only `cache.db` connection for lookups, beside the writer's in `disk`.
+    reader: Mutex<CacheDb>,
     mem: Mutex<LruCache<String, Arc<[u8]>>>,
     /// Verified read-ahead chunks handed to their readers but not yet written to disk
     /// (written in batches): found here meanwhile, so no one fetches them again.
@@ -165,7 +172,7 @@ pub struct CacheCore {
     /// Hits not yet written to the LRU order in SQLite (flushed before evicting), so a hit
     /// costs no database write; `Some(size)` for chunks whose file was seen on disk.
     touched: Mutex<HashMap<String, Option<u64>>>,
-    /// Background fsync of freshly renamed chunk files, off the reader's path.
+    /// Background fsync of packs just appended to, off the reader's path.
     syncer: Option<Syncer>,
     layers: RwLock<HashMap<String, Arc<dyn BlobSource>>>,
     /// The zran checkpoints and span digests of lazy SOCI layers ([`Codec::Zran`] chunks).
@@ -183,9 +190,9 @@ pub struct CacheCore {
     read_seen: Mutex<std::collections::HashSet<String>>,
 }
 
-/// fsyncs chunk files in the background. A reader never waits for the disk: its chunk is
-/// verified and in memory already, and a file a crash leaves torn under its final name fails
-/// verification on its next read and is fetched again. The thread drains its queue and
+/// fsyncs packs in the background. A reader never waits for the disk: its chunk is verified
+/// and in memory already, and bytes a crash leaves torn fail verification on their next
+/// read and are fetched again. The thread drains its queue (each pack once per drain) and
 /// stops when the cache is dropped.
 struct Syncer {
     tx: Option<std::sync::mpsc::Sender<PathBuf>>,
@@ -198,11 +205,15 @@ impl Syncer {
         let thread = std::thread::Builder::new()
             .name("skiff-chunk-sync".into())
             .spawn(move || {
-                for path in rx {
-                    // Evicted meanwhile: nothing to sync.
-                    if let Ok(f) = std::fs::File::open(&path) {
-                        if let Err(e) = f.sync_all() {
-                            tracing::warn!(path = %path.display(), error = %e, "fsync of a cached chunk failed");
+                while let Ok(first) = rx.recv() {
+                    let mut paths = std::collections::BTreeSet::from([first]);
+                    paths.extend(rx.try_iter());
+                    for path in paths {
+                        // Removed meanwhile: nothing to sync.
+                        if let Ok(f) = std::fs::File::open(&path) {
+                            if let Err(e) = f.sync_all() {
+                                tracing::warn!(path = %path.display(), error = %e, "fsync of a chunk pack failed");
+                            }
                         }
                     }
                 }
@@ -331,13 +342,24 @@ impl CacheCore {
     fn open(config: ChunkCacheConfig) -> Result<CacheCore> {
         std::fs::create_dir_all(&config.root).map_err(|e| StoreError::io(&config.root, e))?;
         let files = ChunkFiles::open(&config.root)?;
+        let packs = ChunkPacks::open(&config.root)?;
         let db = CacheDb::open(&files.db_path())?;
+        let reader = CacheDb::open_reader(&files.db_path())?;
+        // Packs with no chunk on record: emptied by evictions, or written by a run that
+        // stopped before recording them.
+        for id in packs.ids()? {
+            if !db.pack_in_use(id)? {
+                packs.remove(id)?;
+            }
+        }
         let usage = db.total_size()?;
         let cache = CacheCore {
             budget: config.budget_bytes,
             retry: config.retry,
             files,
+            packs,
             disk: Mutex::new(DiskState { db, usage }),
+            reader: Mutex::new(reader),
             mem: Mutex::new(LruCache::new(
                 NonZeroUsize::new(config.memory_chunks.max(1)).unwrap(),
             )),
@@ -469,7 +491,7 @@ impl CacheCore {
                 .or_insert(None);
             return Ok(Some(b.clone()));
         }
-        let Some(data) = self.files.read(want.digest)? else {
+        let Some(data) = self.read_stored(want.digest)? else {
             return Ok(None);
         };
         let data = match want.codec {
@@ -485,11 +507,7 @@ impl CacheCore {
                 "cached chunk failed verification, dropping it"
             );
             let mut disk = self.disk.lock().unwrap();
-            self.files.remove(want.digest)?;
-            if disk.db.contains(want.digest)?.is_some() {
-                disk.db.remove(want.digest)?;
-                disk.usage = disk.usage.saturating_sub(want.len);
-            }
+            self.forget(&mut disk, want.digest)?;
             return Ok(None);
         };
         self.touched
@@ -506,13 +524,78 @@ impl CacheCore {
         Ok(Some(data))
     }
 
-    /// Stores a verified chunk: the file atomically, then its index row. A full disk (for
-    /// the file or for cache.db) evicts and retries once, then fails with ENOSPC; nothing
-    /// torn is left, and a file without a row is simply written again or re-adopted later.
+    /// The stored bytes of a chunk: from its pack, else from a chunk file of an older
+    /// cache; `None` when it has neither.
+    fn read_stored(&self, digest: &str) -> Result<Option<Vec<u8>>> {
+        let place = self.reader.lock().unwrap().place(digest)?;
+        match place {
+            Some((_, Some(at))) => self.packs.read(at),
+            _ => self.files.read(digest),
+        }
+    }
+
+    /// Whether a chunk's bytes are on disk: recorded in a pack, or an older cache's file.
+    fn is_stored(&self, digest: &str) -> Result<bool> {
+        match self.reader.lock().unwrap().place(digest)? {
+            Some((_, Some(_))) => Ok(true),
+            _ => Ok(self.files.path(digest).exists()),
+        }
+    }
+
+    /// Frees the disk space of a chunk's bytes (the caller drops its row).
+    fn discard(&self, digest: &str, at: Option<PackPlace>) -> Result<()> {
+        match at {
+            Some(at) => self.packs.discard(at),
+            None => self.files.remove(digest),
+        }
+    }
+
+    /// Drops a chunk from disk and from the record.
+    fn forget(&self, disk: &mut DiskState, digest: &str) -> Result<()> {
+        match disk.db.place(digest)? {
+            Some((size, at)) => {
+                self.discard(digest, at)?;
+                disk.db.remove(digest)?;
+                disk.usage = disk.usage.saturating_sub(size);
+                if let Some(at) = at {
+                    self.remove_pack_if_unused(disk, at.pack)?;
+                }
+                Ok(())
+            }
+            None => self.files.remove(digest),
+        }
+    }
+
+    /// Removes pack `pack` when no chunk is recorded in it any more.
+    fn remove_pack_if_unused(&self, disk: &DiskState, pack: u64) -> Result<()> {
+        if disk.db.pack_in_use(pack)? {
+            return Ok(());
+        }
+        self.packs.remove(pack)
+    }
+
+    /// Where a chunk's stored bytes are: `(file, offset, length)`, `None` when it is not on
+    /// disk. For diagnostics and fault tests; the bytes are the decompressed chunk (a SOCI
+    /// piece with its SHA-256 appended).
+    pub fn stored_place(&self, digest: &str) -> Result<Option<(PathBuf, u64, u64)>> {
+        match self.reader.lock().unwrap().place(digest)? {
+            Some((_, Some(at))) => Ok(Some((self.packs.path(at.pack), at.offset, at.len))),
+            _ => {
+                let path = self.files.path(digest);
+                Ok(std::fs::metadata(&path).ok().map(|m| (path, 0, m.len())))
+            }
+        }
+    }
+
+    /// Stores a verified chunk: its bytes appended to a pack, then its index row. A full
+    /// disk (for the pack or for cache.db) evicts and retries once, then fails with
+    /// ENOSPC; bytes that did not get a row are punched out again.
     fn store(&self, want: &Want, data: &Arc<[u8]>) -> Result<()> {
-        self.write_chunk_file(want, data)?;
-        if let Err(e) = self.record_stored(&[(want.digest, want.len)]) {
-            self.files.remove(want.digest)?;
+        let at = self.write_chunk(want, data)?;
+        if let Err(e) = self.record_stored(&[(want.digest, want.len, at)]) {
+            if let Some(at) = at {
+                self.packs.discard(at)?;
+            }
             return Err(e);
         }
         self.mem
@@ -523,13 +606,13 @@ impl CacheCore {
     }
 
     /// [`store`](Self::store) for a batch of verified chunks (a read-ahead's), with one
-    /// index transaction for all of them. Returns how many are stored; a chunk whose file
-    /// cannot be written is skipped (logged at debug: it is fetched again when read).
+    /// index transaction for all of them. Returns how many are stored; a chunk that cannot
+    /// be written is skipped (logged at debug: it is fetched again when read).
     fn store_many(&self, chunks: &[(Want<'_>, Arc<[u8]>)]) -> usize {
-        let mut written: Vec<(&str, u64)> = Vec::with_capacity(chunks.len());
+        let mut written: Vec<(&str, u64, Option<PackPlace>)> = Vec::with_capacity(chunks.len());
         for (want, data) in chunks {
-            match self.write_chunk_file(want, data) {
-                Ok(()) => written.push((want.digest, want.len)),
+            match self.write_chunk(want, data) {
+                Ok(at) => written.push((want.digest, want.len, at)),
                 Err(e) => {
                     tracing::debug!(digest = want.digest, error = %e, "storing a read-ahead chunk failed")
                 }
@@ -546,8 +629,8 @@ impl CacheCore {
         }
         if let Err(e) = recorded {
             tracing::debug!(chunks = written.len(), error = %e, "recording read-ahead chunks failed");
-            for (d, _) in &written {
-                let _ = self.files.remove(d);
+            for at in written.iter().filter_map(|w| w.2) {
+                let _ = self.packs.discard(at);
             }
             return 0;
         }
@@ -559,7 +642,7 @@ impl CacheCore {
     fn is_cached(&self, digest: &str) -> bool {
         self.mem.lock().unwrap().contains(digest)
             || self.unstored.lock().unwrap().contains_key(digest)
-            || self.files.path(digest).exists()
+            || self.is_stored(digest).unwrap_or(false)
     }
 
     /// Makes room for `bytes` more by evicting, once per `attempt` counter.
@@ -573,23 +656,28 @@ impl CacheCore {
         Ok(true)
     }
 
-    /// The chunk's file, written atomically unless it is already there.
-    fn write_chunk_file(&self, want: &Want, data: &Arc<[u8]>) -> Result<()> {
-        if self.files.path(want.digest).exists() {
-            return Ok(());
+    /// Appends the chunk's bytes to a pack and returns their place; `None` when the chunk
+    /// is on disk already.
+    fn write_chunk(&self, want: &Want, data: &Arc<[u8]>) -> Result<Option<PackPlace>> {
+        if self.is_stored(want.digest)? {
+            return Ok(None);
         }
+        let sealed;
+        let bytes: &[u8] = match want.codec {
+            Codec::Zran { .. } => {
+                sealed = seal(data);
+                &sealed
+            }
+            _ => data,
+        };
         let mut attempt = 0;
         loop {
-            let written = match want.codec {
-                Codec::Zran { .. } => self.files.write(want.digest, &seal(data)),
-                _ => self.files.write(want.digest, data),
-            };
-            match written {
-                Ok(path) => {
+            match self.packs.append(bytes) {
+                Ok(at) => {
                     if let Some(s) = &self.syncer {
-                        s.sync(path);
+                        s.sync(self.packs.path(at.pack));
                     }
-                    return Ok(());
+                    return Ok(Some(at));
                 }
                 Err((_, e))
                     if e.raw_os_error() == Some(libc::ENOSPC)
@@ -599,21 +687,30 @@ impl CacheCore {
         }
     }
 
-    /// The index rows of chunks whose files were just written, in one transaction; a full
-    /// cache.db evicts and retries once, then fails with ENOSPC.
-    fn record_stored(&self, chunks: &[(&str, u64)]) -> Result<()> {
+    /// The index rows of chunks just written (or, with no place, on disk already), in one
+    /// transaction; a full cache.db evicts and retries once, then fails with ENOSPC. The
+    /// bytes of a chunk someone else recorded meanwhile are punched out again.
+    fn record_stored(&self, chunks: &[(&str, u64, Option<PackPlace>)]) -> Result<()> {
         if chunks.is_empty() {
             return Ok(());
         }
-        let bytes: u64 = chunks.iter().map(|(_, n)| n).sum();
+        let bytes: u64 = chunks.iter().map(|c| c.1).sum();
         let mut attempt = 0;
         loop {
             let recorded = {
                 let mut disk = self.disk.lock().unwrap();
-                disk.db.insert_many(chunks).map(|added| disk.usage += added)
+                disk.db.insert_many(chunks).map(|(added, unused)| {
+                    disk.usage += added;
+                    unused
+                })
             };
             match recorded {
-                Ok(()) => return Ok(()),
+                Ok(unused) => {
+                    for at in unused {
+                        self.packs.discard(at)?;
+                    }
+                    return Ok(());
+                }
                 Err(e) if is_disk_full(&e) && self.make_room(bytes, &mut attempt)? => {}
                 Err(e) if is_disk_full(&e) => {
                     return Err(StoreError::io(
@@ -649,13 +746,14 @@ impl CacheCore {
         let mut disk = self.disk.lock().unwrap();
         self.record_touched(&mut disk)?;
         let mut offset_pinned = 0usize;
+        let mut packs = std::collections::BTreeSet::new();
         while disk.usage > target {
             let batch = disk.db.lru(offset_pinned + 64)?;
             if batch.len() <= offset_pinned {
                 break; // everything left is pinned
             }
             let mut progressed = false;
-            for (digest, size) in batch.into_iter().skip(offset_pinned) {
+            for (digest, size, at) in batch.into_iter().skip(offset_pinned) {
                 if disk.usage <= target {
                     break;
                 }
@@ -664,7 +762,8 @@ impl CacheCore {
                     offset_pinned += 1;
                     continue;
                 }
-                self.files.remove(&digest)?;
+                self.discard(&digest, at)?;
+                packs.extend(at.map(|a| a.pack));
                 drop(pins);
                 disk.db.remove(&digest)?;
                 disk.usage = disk.usage.saturating_sub(size);
@@ -674,6 +773,9 @@ impl CacheCore {
             if !progressed && disk.usage > target {
                 continue;
             }
+        }
+        for pack in packs {
+            self.remove_pack_if_unused(&disk, pack)?;
         }
         Ok(())
     }
