@@ -165,6 +165,7 @@ fn fetch_toc(
             ),
         ));
     }
+    let t0 = std::time::Instant::now();
     // Fetch the skippable frame header too, to check that the TOC really is one.
     let frame = source.read_range_retry(
         loc.offset - footer::SKIPPABLE_FRAME_HEADER,
@@ -208,7 +209,9 @@ fn fetch_toc(
             ),
         ));
     }
+    let t1 = std::time::Instant::now();
     let toc: Toc =
         serde_json::from_slice(&json).map_err(|e| toc_err(layer, format!("TOC JSON: {e}")))?;
+    tracing::debug!(%layer, json_bytes = json.len(), fetch_ms = (t1 - t0).as_secs_f64() * 1e3, parse_ms = t1.elapsed().as_secs_f64() * 1e3, "TOC fetched");
     Ok((toc, digest))
 }

@@ -21,8 +21,12 @@ pub fn encode(index: &LayerIndex) -> Result<Vec<u8>> {
         layer: index.digest.clone(),
         reason,
     };
+    let t0 = std::time::Instant::now();
     let json = serde_json::to_vec(index).map_err(|e| bad(e.to_string()))?;
-    zstd::bulk::compress(&json, LEVEL).map_err(|e| bad(format!("compressing: {e}")))
+    let t1 = std::time::Instant::now();
+    let out = zstd::bulk::compress(&json, LEVEL).map_err(|e| bad(format!("compressing: {e}")));
+    tracing::debug!(layer = %index.digest, json_bytes = json.len(), json_ms = (t1 - t0).as_secs_f64() * 1e3, zstd_ms = t1.elapsed().as_secs_f64() * 1e3, "index encoded");
+    out
 }
 
 /// The index of `layer` stored as `data` in `format`. Errors: [`StoreError::InvalidIndex`]
