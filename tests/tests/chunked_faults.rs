@@ -345,6 +345,24 @@ fn toc_checksum_and_footer_are_checked() {
             "field {field}: {err}"
         );
     }
+    // A footer stating one byte more or less than the TOC decompresses to.
+    let at = n - 64 + 2 * 8;
+    let stated = u64::from_le_bytes(blob[at..at + 8].try_into().unwrap());
+    for value in [stated - 1, stated + 1] {
+        let mut bad = blob.clone();
+        bad[at..at + 8].copy_from_slice(&value.to_le_bytes());
+        let p = dir.path().join(format!("len-{value}"));
+        std::fs::write(&p, &bad).unwrap();
+        let src = FileBlobSource::open(&p, sha256(&bad)).unwrap();
+        let err = chunked::open_lazy_layer(&src, src.digest(), &BTreeMap::new(), &quick_retry())
+            .unwrap_err();
+        match &err {
+            StoreError::InvalidToc { reason, .. } => {
+                assert!(reason.contains("TOC decompress"), "{value}: {reason}")
+            }
+            e => panic!("stated {value} of {stated}: {e}"),
+        }
+    }
 }
 
 /// A tmpfs mounted on a fresh directory, unmounted when dropped.
