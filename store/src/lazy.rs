@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::cache::{CacheStats, ChunkCache};
 use crate::chunked::{BlobSource, RetryPolicy};
 use crate::content::write_atomic;
-use crate::db::LayerRow;
+use crate::db::{IndexBlob, LayerRow};
 use crate::layer::Compression;
 use crate::layer::LocalContentReader;
 use crate::layer_index::{ChunkLocation, ChunkRef, ContentReader, FileKind, LayerIndex};
@@ -164,6 +164,7 @@ impl Store {
             index,
             prefetch: Vec::new(),
             toc_digest: String::new(),
+            stored_toc: None,
         };
         let source = self.blob_source(r, layer);
         let pulled = self
@@ -289,7 +290,13 @@ impl Store {
         if !lazy.prefetch.is_empty() {
             self.prefetch_in_background(&layer.digest, lazy.prefetch);
         }
-        self.inner.db.put_lazy_layer(&row, &index, &r.to_string())?;
+        // The TOC as fetched is the index's compact stored form: no encoding on the pull's
+        // path (tens of ms for a large layer).
+        let blob = match &lazy.stored_toc {
+            Some(toc) => IndexBlob::of_toc(toc),
+            None => IndexBlob::of_index(&index)?,
+        };
+        self.inner.db.put_lazy_layer(&row, &blob, &r.to_string())?;
         tracing::debug!(layer = %layer.digest, ms = t0.elapsed().as_secs_f64() * 1e3, "lazy pull: index stored");
         Ok((row, Some(index)))
     }

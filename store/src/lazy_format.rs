@@ -53,6 +53,9 @@ pub struct LazyLayer {
     pub prefetch: Vec<ChunkRef>,
     /// `sha256:<hex>` of the TOC as pinned by the descriptor, for logs.
     pub toc_digest: String,
+    /// zstd:chunked: the TOC to store in place of the encoded index (which it gives back
+    /// exactly); `None` for other formats, and when names were restored from a tar-split.
+    pub stored_toc: Option<crate::chunked::StoredToc>,
 }
 
 /// The outcome of [`LazyFormat::open`].

@@ -411,6 +411,20 @@ fn zstd_chunked_image_pulls_lazily() {
     assert!(before < 8, "{before} chunks cached by the pull");
     check_busybox_stored(&store, &reference, "lazy");
     assert!(store.cache_stats().unwrap().chunks > before);
+    // The index is kept as the TOC it came from (no encoding on the pull's path), and a
+    // store opened afresh reads it back.
+    let format: String = store
+        .db()
+        .conn()
+        .query_row("SELECT format FROM layer_files", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(format, "zstd-chunked-toc");
+    let index = store
+        .db()
+        .layer_index(&img.layers[0].digest)
+        .unwrap()
+        .unwrap();
+    assert!(index.entries.iter().any(|e| e.path == "bin/busybox"));
     // Pulling it again finds the image up to date: its layer indexes are not parsed again
     // (an unreadable one shows it), and the same image comes back.
     store

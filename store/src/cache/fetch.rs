@@ -6,6 +6,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::flight::{Claim, Owned, ABANDONED};
+
+/// Requests for at most this many bytes are timed as round trips ([`super::overtake`]).
+const LATENCY_PROBE: u64 = 64 << 10;
 use super::readahead::LayerMap;
 use super::*;
 
@@ -23,7 +26,7 @@ impl CacheCore {
 
     /// Fetches the blob-contiguous chunks `run` with one range request, verifies each
     /// (fetching a bad one once more alone) and stores them. One result per chunk.
-    fn fetch_run(
+    pub(super) fn fetch_run(
         &self,
         layer: &str,
         source: &dyn BlobSource,
@@ -39,6 +42,10 @@ impl CacheCore {
         };
         let bytes = match fetched {
             Ok(b) => {
+                // A small request's time is about a round trip.
+                if len <= LATENCY_PROBE {
+                    self.note_latency(t0.elapsed());
+                }
                 tracing::debug!(
                     layer,
                     offset = start,
@@ -545,6 +552,12 @@ impl CacheCore {
         }
         for (i, f) in waits {
             let t0 = std::time::Instant::now();
+            // A stream far from this chunk: a request of its own comes sooner.
+            if let Some(b) = self.overtake(layer, source.as_ref(), &wants[i]) {
+                self.readahead.used(wants[i].digest);
+                out[i] = Some(b);
+                continue;
+            }
             let waited = f.wait();
             let ms = t0.elapsed().as_secs_f64() * 1e3;
             if ms >= 2.0 {
@@ -658,6 +671,9 @@ impl CacheCore {
                 return self.fetch_run(layer, source.as_ref(), run);
             }
         };
+        if need as u64 <= LATENCY_PROBE {
+            self.note_latency(t0.elapsed());
+        }
         tracing::debug!(
             layer,
             offset = start,
@@ -882,6 +898,15 @@ impl CacheCore {
         };
         let permit_ms = t0.elapsed().as_secs_f64() * 1e3;
         let first = wanted.first().map(|&i| map.chunks[i].blob_offset);
+        // Reads waiting for these chunks may overtake the stream when it is far behind.
+        let progress = super::overtake::StreamProgress::new(base + buf.len() as u64);
+        self.track_stream(
+            &progress,
+            wanted.iter().map(|&i| {
+                let c = &map.chunks[i];
+                (&*c.digest, c.blob_offset + c.blob_len)
+            }),
+        );
         // Each chunk goes to its waiters as soon as it is verified; the disk writes wait for
         // the end of the stream (one index transaction), so a read needing the last chunk
         // of a long read-ahead does not wait for every earlier chunk's file and row.
@@ -894,7 +919,10 @@ impl CacheCore {
                     break true;
                 }
                 match stream.next_piece() {
-                    Ok(Some(p)) => buf.extend_from_slice(&p),
+                    Ok(Some(p)) => {
+                        buf.extend_from_slice(&p);
+                        progress.advance(base + buf.len() as u64);
+                    }
                     Ok(None) => break false,
                     Err(e) => {
                         tracing::debug!(layer, offset = base, error = %e, "read-ahead broke off");
@@ -916,6 +944,7 @@ impl CacheCore {
                         .unwrap()
                         .insert(c.digest.to_string(), data.clone());
                     owned.finish(&c.digest, Ok(data.clone()));
+                    self.untrack(&c.digest, &progress);
                     verified_bytes += data.len();
                     verified.push((c.want(), data));
                     if verified_bytes >= Self::STORE_BATCH {
@@ -932,6 +961,9 @@ impl CacheCore {
             }
         }
         // Whatever did not arrive is abandoned: its readers fetch it themselves.
+        for &i in wanted {
+            self.untrack(&map.chunks[i].digest, &progress);
+        }
         drop(owned);
         handed += verified.len();
         stored += self.store_many(&verified);

@@ -10,6 +10,7 @@ mod db;
 mod fetch;
 mod files;
 mod flight;
+mod overtake;
 mod packs;
 mod prefetch;
 mod prune;
@@ -188,6 +189,11 @@ pub struct CacheCore {
     counters: Counters,
     /// Chunks reads have asked for (for [`CacheStats::read_chunk_bytes`]).
     read_seen: Mutex<std::collections::HashSet<String>>,
+    /// For each chunk a read-ahead stream in flight will bring: that stream's progress and
+    /// where the chunk ends in the blob ([`overtake`]).
+    streams: Mutex<HashMap<String, (Arc<overtake::StreamProgress>, u64)>>,
+    /// Recent on-demand request latencies, ms ([`overtake`]).
+    latency: Mutex<std::collections::VecDeque<f64>>,
 }
 
 /// fsyncs packs in the background. A reader never waits for the disk: its chunk is verified
@@ -376,6 +382,8 @@ impl CacheCore {
             permits: Semaphore::new(config.max_parallel_fetches),
             counters: Counters::default(),
             read_seen: Mutex::new(std::collections::HashSet::new()),
+            streams: Mutex::new(HashMap::new()),
+            latency: Mutex::new(std::collections::VecDeque::new()),
         };
         cache.evict_to(cache.budget)?;
         Ok(cache)

@@ -1,7 +1,7 @@
 //! zstd:chunked as a [`LazyFormat`]: the TOC located by the layer annotations (or the
 //! footer), pinned by the manifest-checksum annotation.
 
-use crate::chunked::{open_lazy_layer, BlobSource, RetryPolicy};
+use crate::chunked::{open_lazy_layer, BlobSource, RetryPolicy, StoredToc};
 use crate::layer::compression::ZSTD_CHUNKED_CHECKSUM_KEYS;
 use crate::lazy_format::{LayerDescriptor, LazyFormat, LazyLayer, Opened};
 use crate::Result;
@@ -40,6 +40,7 @@ impl LazyFormat for ZstdChunked {
         Ok(Opened::Lazy(LazyLayer {
             index,
             prefetch: Vec::new(),
+            stored_toc: StoredToc::of(&info),
             toc_digest: info.toc_digest,
         }))
     }

@@ -43,6 +43,44 @@ pub struct TocInfo {
     /// names it cannot carry (not UTF-8, shown as U+FFFD) that no tar-split could restore
     /// (see [`raw_names`]): the caller must then pull the layer in full, never serve it.
     pub exact_names: bool,
+    /// The TOC as fetched (zstd-compressed JSON, without its skippable-frame header).
+    pub compressed_toc: bytes::Bytes,
+    /// Whether the index is exactly the TOC's conversion (no names restored from the
+    /// tar-split), so [`StoredToc`] can stand in for it.
+    pub index_is_toc: bool,
+}
+
+/// A zstd:chunked layer's index kept as the TOC it was converted from: the compressed TOC
+/// as fetched (1.1 MB for an 11,000-file layer whose index is 5.9 MB of JSON) and what the
+/// conversion needs besides. Storing it costs a write; encoding the index cost tens of ms
+/// on the pull's path. [`StoredToc::index`] converts it again.
+#[derive(Debug, Clone)]
+pub struct StoredToc {
+    /// zstd-compressed TOC JSON.
+    pub compressed: bytes::Bytes,
+    /// Bytes the TOC decompresses to.
+    pub uncompressed_len: u64,
+    /// Where the layer's file data ends in the blob (the TOC's frame starts there).
+    pub data_end: u64,
+}
+
+impl StoredToc {
+    /// The stored form of an index opened by [`open_lazy_layer`], when the TOC alone
+    /// gives it back.
+    pub fn of(info: &TocInfo) -> Option<StoredToc> {
+        info.index_is_toc.then(|| StoredToc {
+            compressed: info.compressed_toc.clone(),
+            uncompressed_len: info.location.uncompressed_len,
+            data_end: info.location.offset - footer::SKIPPABLE_FRAME_HEADER,
+        })
+    }
+
+    /// The index of layer `layer`, converted again. Errors: [`StoreError::InvalidToc`] when
+    /// the bytes do not decompress to `uncompressed_len` or do not convert.
+    pub fn index(&self, layer: &str) -> Result<LayerIndex> {
+        let toc = parse_toc(layer, &self.compressed, self.uncompressed_len)?;
+        toc::toc_to_layer_index(layer, &toc, self.data_end)
+    }
 }
 
 fn toc_err(layer: &str, reason: impl Into<String>) -> StoreError {
@@ -79,18 +117,21 @@ pub fn open_lazy_layer(
             footer::location_from_footer(layer_digest, &tail)?
         }
     };
-    let (toc, toc_digest) = fetch_toc(source, layer_digest, &location, retry)?;
+    let (toc, toc_digest, compressed_toc) = fetch_toc(source, layer_digest, &location, retry)?;
     let verified = location.checksum.is_some();
     let data_end = location.offset - footer::SKIPPABLE_FRAME_HEADER;
     let mut index = toc::toc_to_layer_index(layer_digest, &toc, data_end)?;
-    let exact_names = !raw_names::has_lossy_names(&toc)
-        || restore_raw_names(source, layer_digest, &location, &toc, &mut index, retry);
+    let index_is_toc = !raw_names::has_lossy_names(&toc);
+    let exact_names =
+        index_is_toc || restore_raw_names(source, layer_digest, &location, &toc, &mut index, retry);
     let info = TocInfo {
         location,
         toc_digest,
         verified,
         tar_split_digest: toc.tar_split_digest.clone(),
         exact_names,
+        compressed_toc,
+        index_is_toc,
     };
     Ok((index, info))
 }
@@ -134,13 +175,14 @@ pub async fn open_lazy_layer_async(
     .expect("open_lazy_layer does not panic")
 }
 
-/// Fetches and decompresses the TOC, with size caps, and returns it with its digest.
+/// Fetches and decompresses the TOC, with size caps, and returns it with its digest and
+/// its compressed bytes.
 fn fetch_toc(
     source: &dyn BlobSource,
     layer: &str,
     loc: &TocLocation,
     retry: &RetryPolicy,
-) -> Result<(Toc, String)> {
+) -> Result<(Toc, String, bytes::Bytes)> {
     let size = source.size();
     if loc.compressed_len == 0 || loc.compressed_len > MAX_TOC_SIZE {
         return Err(toc_err(
@@ -171,8 +213,8 @@ fn fetch_toc(
         loc.compressed_len + footer::SKIPPABLE_FRAME_HEADER,
         retry,
     )?;
-    let compressed = &frame[footer::SKIPPABLE_FRAME_HEADER as usize..];
-    let digest = format!("sha256:{}", hex::encode(Sha256::digest(compressed)));
+    let compressed = frame.slice(footer::SKIPPABLE_FRAME_HEADER as usize..);
+    let digest = format!("sha256:{}", hex::encode(Sha256::digest(&compressed)));
     if frame[..4] != footer::SKIPPABLE_FRAME_MAGIC
         || u64::from(u32::from_le_bytes(frame[4..8].try_into().unwrap())) != loc.compressed_len
     {
@@ -191,30 +233,36 @@ fn fetch_toc(
             });
         }
     }
+    let t1 = std::time::Instant::now();
+    let toc = parse_toc(layer, &compressed, loc.uncompressed_len)?;
+    tracing::debug!(%layer, fetch_ms = (t1 - t0).as_secs_f64() * 1e3, parse_ms = t1.elapsed().as_secs_f64() * 1e3, "TOC fetched");
+    Ok((toc, digest, compressed))
+}
+
+/// Decompresses (into a buffer of the stated size) and parses a TOC.
+fn parse_toc(layer: &str, compressed: &[u8], uncompressed_len: u64) -> Result<Toc> {
+    if uncompressed_len > MAX_TOC_SIZE {
+        return Err(toc_err(
+            layer,
+            format!("TOC size {uncompressed_len} over the cap"),
+        ));
+    }
     // Into a buffer of the stated size, at once (a stream decoder growing its output took
     // twice as long for a 5.7 MB TOC); more than stated is an error.
-    let json = zstd::bulk::decompress(compressed, loc.uncompressed_len as usize).map_err(|e| {
+    let json = zstd::bulk::decompress(compressed, uncompressed_len as usize).map_err(|e| {
         toc_err(
             layer,
-            format!(
-                "TOC decompression (to at most the stated {} bytes): {e}",
-                loc.uncompressed_len
-            ),
+            format!("TOC decompression (to at most the stated {uncompressed_len} bytes): {e}"),
         )
     })?;
-    if json.len() as u64 != loc.uncompressed_len {
+    if json.len() as u64 != uncompressed_len {
         return Err(toc_err(
             layer,
             format!(
-                "TOC decompresses to {} bytes, {} stated",
-                json.len(),
-                loc.uncompressed_len
+                "TOC decompresses to {} bytes, {uncompressed_len} stated",
+                json.len()
             ),
         ));
     }
-    let t1 = std::time::Instant::now();
-    let toc: Toc =
-        serde_json::from_slice(&json).map_err(|e| toc_err(layer, format!("TOC JSON: {e}")))?;
-    tracing::debug!(%layer, json_bytes = json.len(), fetch_ms = (t1 - t0).as_secs_f64() * 1e3, parse_ms = t1.elapsed().as_secs_f64() * 1e3, "TOC fetched");
-    Ok((toc, digest))
+    serde_json::from_slice(&json).map_err(|e| toc_err(layer, format!("TOC JSON: {e}")))
 }

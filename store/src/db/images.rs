@@ -61,7 +61,11 @@ fn layer_row(r: &Row<'_>) -> rusqlite::Result<LayerRow> {
 impl Db {
     /// Records a stored layer and its file index (replacing an earlier record).
     pub fn put_layer(&self, layer: &LayerRow, index: &LayerIndex) -> Result<()> {
-        let data = super::index_blob::encode(index)?;
+        self.put_layer_blob(layer, &super::IndexBlob::of_index(index)?)
+    }
+
+    /// [`put_layer`](Self::put_layer) with the index in its stored form already.
+    pub fn put_layer_blob(&self, layer: &LayerRow, index: &super::IndexBlob) -> Result<()> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         tx.execute(
@@ -81,7 +85,7 @@ impl Db {
         )?;
         tx.execute(
             "INSERT OR REPLACE INTO layer_files (layer_digest, format, data) VALUES (?1, ?2, ?3)",
-            params![layer.digest, super::index_blob::FORMAT, data],
+            params![layer.digest, index.format, index.data],
         )?;
         tx.commit()?;
         Ok(())

@@ -16,6 +16,7 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::Connection;
 
 pub use images::{ImageRow, LayerRow};
+pub use index_blob::IndexBlob;
 
 use crate::{Result, StoreError};
 

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use rusqlite::{params, OptionalExtension};
 
 use super::Db;
-use crate::layer_index::{ChunkLocation, LayerIndex};
+use crate::layer_index::ChunkLocation;
 use crate::Result;
 
 impl Db {
@@ -14,10 +14,10 @@ impl Db {
     pub fn put_lazy_layer(
         &self,
         layer: &super::LayerRow,
-        index: &LayerIndex,
+        index: &super::IndexBlob,
         reference: &str,
     ) -> Result<()> {
-        self.put_layer(layer, index)?;
+        self.put_layer_blob(layer, index)?;
         self.conn().execute(
             "INSERT OR REPLACE INTO layer_sources (layer_digest, reference, size)
              VALUES (?1, ?2, ?3)",

@@ -90,6 +90,7 @@ impl LazyFormat for Estargz {
             index: parsed.index,
             prefetch: parsed.prefetch,
             toc_digest: actual,
+            stored_toc: None,
         }))
     }
 
