@@ -207,23 +207,187 @@ fn fetch_toc(
         ));
     }
     let t0 = std::time::Instant::now();
-    // Fetch the skippable frame header too, to check that the TOC really is one.
-    let frame = source.read_range_retry(
+    // The skippable frame header is fetched too, to check that the TOC really is one.
+    let (start, len) = (
         loc.offset - footer::SKIPPABLE_FRAME_HEADER,
         loc.compressed_len + footer::SKIPPABLE_FRAME_HEADER,
-        retry,
+    );
+    match stream_toc(source, layer, loc, start, len) {
+        Streamed::Done(r) => {
+            if r.is_ok() {
+                tracing::debug!(%layer, ms = t0.elapsed().as_secs_f64() * 1e3, "TOC fetched and parsed as it arrived");
+            }
+            return r;
+        }
+        Streamed::Broke(e) => {
+            tracing::debug!(%layer, error = %e, "TOC stream broke off; fetching the TOC again")
+        }
+    }
+    let frame = source.read_range_retry(start, len, retry)?;
+    check_frame_header(
+        layer,
+        &frame[..footer::SKIPPABLE_FRAME_HEADER as usize],
+        loc,
     )?;
     let compressed = frame.slice(footer::SKIPPABLE_FRAME_HEADER as usize..);
-    let digest = format!("sha256:{}", hex::encode(Sha256::digest(&compressed)));
-    if frame[..4] != footer::SKIPPABLE_FRAME_MAGIC
-        || u64::from(u32::from_le_bytes(frame[4..8].try_into().unwrap())) != loc.compressed_len
+    // Check the pin before decompressing or parsing anything.
+    let digest = check_pin(layer, loc, &compressed)?;
+    let toc = parse_toc(layer, &compressed, loc.uncompressed_len)?;
+    Ok((toc, digest, compressed))
+}
+
+/// The outcome of [`stream_toc`].
+enum Streamed {
+    /// The TOC, or why its bytes are refused.
+    Done(Result<(Toc, String, bytes::Bytes)>),
+    /// The request failed: the caller fetches the TOC again, with retries.
+    Broke(StoreError),
+}
+
+/// Fetches the TOC's frame (`len` bytes at `start`) in one request and decompresses and
+/// parses it as it arrives: on a slow link the TOC is ready as its last byte comes in, not
+/// tens of milliseconds later (5.7 MB of JSON for an 11,000-file layer). Nothing is used
+/// before the frame header, the length and the pinned digest are checked.
+fn stream_toc(
+    source: &dyn BlobSource,
+    layer: &str,
+    loc: &TocLocation,
+    start: u64,
+    len: u64,
+) -> Streamed {
+    use std::io::Read;
+    let stream = match source.open_range(start, len) {
+        Ok(s) => s,
+        Err(e) => return Streamed::Broke(e),
+    };
+    let mut r = Arriving {
+        stream,
+        cur: bytes::Bytes::new(),
+        kept: bytes::BytesMut::with_capacity(len as usize),
+        failure: None,
+        ended: false,
+    };
+    let mut header = [0u8; footer::SKIPPABLE_FRAME_HEADER as usize];
+    let header_read = r.read_exact(&mut header);
+    if let Some(e) = r.failure.take() {
+        return Streamed::Broke(e);
+    }
+    let checked = header_read
+        .map_err(|e| toc_err(layer, format!("TOC frame: {e}")))
+        .and_then(|()| check_frame_header(layer, &header, loc));
+    if let Err(e) = checked {
+        return Streamed::Done(Err(e));
+    }
+    let parsed = (|| -> std::result::Result<(Toc, u64), String> {
+        let decoder = zstd::stream::read::Decoder::new(&mut r)
+            .map_err(|e| format!("TOC decompression: {e}"))?;
+        let mut counted = Counted {
+            inner: decoder.take(loc.uncompressed_len + 1),
+            n: 0,
+        };
+        let toc =
+            serde_json::from_reader(std::io::BufReader::with_capacity(256 << 10, &mut counted))
+                .map_err(|e| format!("TOC JSON: {e}"))?;
+        Ok((toc, counted.n))
+    })();
+    // Whatever the frame holds past the TOC's end counts in its digest.
+    let drained = std::io::copy(&mut r, &mut std::io::sink());
+    if let Some(e) = r.failure.take() {
+        return Streamed::Broke(e);
+    }
+    if let Err(e) = drained {
+        return Streamed::Done(Err(toc_err(layer, format!("TOC frame: {e}"))));
+    }
+    let compressed = r
+        .kept
+        .freeze()
+        .slice(footer::SKIPPABLE_FRAME_HEADER as usize..);
+    Streamed::Done((|| {
+        let digest = check_pin(layer, loc, &compressed)?;
+        let (toc, n) = parsed.map_err(|reason| toc_err(layer, reason))?;
+        if n != loc.uncompressed_len {
+            return Err(toc_err(
+                layer,
+                format!(
+                    "TOC decompresses to {n} bytes, {} stated",
+                    loc.uncompressed_len
+                ),
+            ));
+        }
+        Ok((toc, digest, compressed))
+    })())
+}
+
+/// The bytes of a range stream as they arrive, kept; a failure of the stream is kept
+/// aside (the reader sees an I/O error) so it is told from bad content.
+struct Arriving {
+    stream: Box<dyn RangeStream>,
+    cur: bytes::Bytes,
+    kept: bytes::BytesMut,
+    failure: Option<StoreError>,
+    /// The stream gave its last piece (it must not be asked again).
+    ended: bool,
+}
+
+impl std::io::Read for Arriving {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.cur.is_empty() {
+            if self.ended {
+                return Ok(0);
+            }
+            match self.stream.next_piece() {
+                Ok(Some(p)) => {
+                    self.kept.extend_from_slice(&p);
+                    self.cur = p;
+                }
+                Ok(None) => {
+                    self.ended = true;
+                    return Ok(0);
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    self.ended = true;
+                    self.failure = Some(e);
+                    return Err(std::io::Error::other(msg));
+                }
+            }
+        }
+        let n = buf.len().min(self.cur.len());
+        buf[..n].copy_from_slice(&self.cur.split_to(n));
+        Ok(n)
+    }
+}
+
+/// Counts the bytes read through it.
+struct Counted<R> {
+    inner: R,
+    n: u64,
+}
+
+impl<R: std::io::Read> std::io::Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let k = self.inner.read(buf)?;
+        self.n += k as u64;
+        Ok(k)
+    }
+}
+
+/// Checks that the 8 bytes before the TOC open a skippable frame of the TOC's length.
+fn check_frame_header(layer: &str, header: &[u8], loc: &TocLocation) -> Result<()> {
+    if header[..4] != footer::SKIPPABLE_FRAME_MAGIC
+        || u64::from(u32::from_le_bytes(header[4..8].try_into().unwrap())) != loc.compressed_len
     {
         return Err(toc_err(
             layer,
             "TOC is not a skippable frame of the stated length",
         ));
     }
-    // Check the pin before decompressing or parsing anything.
+    Ok(())
+}
+
+/// The compressed TOC's digest, checked against the manifest's pin when there is one.
+fn check_pin(layer: &str, loc: &TocLocation, compressed: &[u8]) -> Result<String> {
+    let digest = format!("sha256:{}", hex::encode(Sha256::digest(compressed)));
     if let Some(expected) = &loc.checksum {
         if *expected != digest {
             return Err(StoreError::DigestMismatch {
@@ -233,10 +397,7 @@ fn fetch_toc(
             });
         }
     }
-    let t1 = std::time::Instant::now();
-    let toc = parse_toc(layer, &compressed, loc.uncompressed_len)?;
-    tracing::debug!(%layer, fetch_ms = (t1 - t0).as_secs_f64() * 1e3, parse_ms = t1.elapsed().as_secs_f64() * 1e3, "TOC fetched");
-    Ok((toc, digest, compressed))
+    Ok(digest)
 }
 
 /// Decompresses (into a buffer of the stated size) and parses a TOC.
@@ -265,4 +426,151 @@ fn parse_toc(layer: &str, compressed: &[u8], uncompressed_len: u64) -> Result<To
         ));
     }
     serde_json::from_slice(&json).map_err(|e| toc_err(layer, format!("TOC JSON: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    /// A blob whose ranged streams break off after their first 100 bytes (and count how
+    /// often they were opened); whole-range reads work.
+    struct BreaksOff(FileBlobSource, AtomicU32);
+
+    struct Broken(Option<Bytes>);
+
+    impl RangeStream for Broken {
+        fn next_piece(&mut self) -> Result<Option<Bytes>> {
+            match self.0.take() {
+                Some(b) => Ok(Some(b)),
+                None => Err(StoreError::BlobFetch {
+                    digest: "sha256:x".into(),
+                    offset: 0,
+                    len: 0,
+                    reason: "connection reset".into(),
+                }),
+            }
+        }
+    }
+
+    impl BlobSource for BreaksOff {
+        fn digest(&self) -> &str {
+            self.0.digest()
+        }
+        fn size(&self) -> u64 {
+            self.0.size()
+        }
+        fn read_range(&self, offset: u64, len: u64) -> Result<Bytes> {
+            self.0.read_range(offset, len)
+        }
+        fn open_range(&self, offset: u64, len: u64) -> Result<Box<dyn RangeStream>> {
+            self.1.fetch_add(1, Ordering::Relaxed);
+            Ok(Box::new(Broken(Some(
+                self.0.read_range(offset, len.min(100))?,
+            ))))
+        }
+    }
+
+    /// A blob whose ranged streams come in 1000-byte pieces and panic when asked again
+    /// after their end (as a registry response stream does).
+    struct Pieces(FileBlobSource);
+
+    struct Strict(Bytes, bool);
+
+    impl RangeStream for Strict {
+        fn next_piece(&mut self) -> Result<Option<Bytes>> {
+            assert!(!self.1, "stream polled after its end");
+            if self.0.is_empty() {
+                self.1 = true;
+                return Ok(None);
+            }
+            let n = self.0.len().min(1000);
+            Ok(Some(self.0.split_to(n)))
+        }
+    }
+
+    impl BlobSource for Pieces {
+        fn digest(&self) -> &str {
+            self.0.digest()
+        }
+        fn size(&self) -> u64 {
+            self.0.size()
+        }
+        fn read_range(&self, offset: u64, len: u64) -> Result<Bytes> {
+            self.0.read_range(offset, len)
+        }
+        fn open_range(&self, offset: u64, len: u64) -> Result<Box<dyn RangeStream>> {
+            Ok(Box::new(Strict(self.0.read_range(offset, len)?, false)))
+        }
+    }
+
+    fn layer(dir: &std::path::Path) -> (FileBlobSource, ChunkedLayer) {
+        let mut b = tar::Builder::new(Vec::new());
+        for i in 0..200 {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(5);
+            h.set_mode(0o644);
+            h.set_cksum();
+            b.append_data(&mut h, format!("etc/f{i}"), &b"hello"[..])
+                .unwrap();
+        }
+        let tar = b.into_inner().unwrap();
+        let mut blob = Vec::new();
+        let layer = write_zstd_chunked(&tar, &mut blob, &WriterOptions::default()).unwrap();
+        let path = dir.join("blob");
+        std::fs::write(&path, &blob).unwrap();
+        (FileBlobSource::open(&path, &layer.digest).unwrap(), layer)
+    }
+
+    #[test]
+    fn a_toc_stream_that_breaks_off_is_fetched_again_and_a_bad_pin_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (file, layer) = layer(dir.path());
+        let (want, _) = open_lazy_layer(
+            &file,
+            &layer.digest,
+            &layer.annotations,
+            &Default::default(),
+        )
+        .unwrap();
+        let broken = BreaksOff(file, AtomicU32::new(0));
+        let (index, info) = open_lazy_layer(
+            &broken,
+            &layer.digest,
+            &layer.annotations,
+            &Default::default(),
+        )
+        .unwrap();
+        assert_eq!(broken.1.load(Ordering::Relaxed), 1, "streamed once");
+        assert_eq!(index.entries.len(), 200);
+        assert_eq!(
+            serde_json::to_value(&index).unwrap(),
+            serde_json::to_value(&want).unwrap()
+        );
+        assert!(info.verified);
+        // Streamed in small pieces, the stream never asked again after its end.
+        let pieces = Pieces(FileBlobSource::open(dir.path().join("blob"), &layer.digest).unwrap());
+        let (index, _) = open_lazy_layer(
+            &pieces,
+            &layer.digest,
+            &layer.annotations,
+            &Default::default(),
+        )
+        .unwrap();
+        assert_eq!(index.entries.len(), 200);
+        // A pin that does not match is refused on the streamed path, not retried.
+        let file = FileBlobSource::open(dir.path().join("blob"), &layer.digest).unwrap();
+        let mut ann = layer.annotations.clone();
+        for k in [
+            footer::MANIFEST_CHECKSUM_KEY,
+            footer::LEGACY_MANIFEST_CHECKSUM_KEY,
+        ] {
+            if ann.contains_key(k) {
+                ann.insert(k.into(), format!("sha256:{}", "0".repeat(64)));
+            }
+        }
+        let err = open_lazy_layer(&file, &layer.digest, &ann, &Default::default()).unwrap_err();
+        assert!(matches!(err, StoreError::DigestMismatch { .. }), "{err}");
+    }
 }
