@@ -215,7 +215,7 @@ fn fetch_toc(
     match stream_toc(source, layer, loc, start, len) {
         Streamed::Done(r) => {
             if r.is_ok() {
-                tracing::debug!(%layer, ms = t0.elapsed().as_secs_f64() * 1e3, "TOC fetched and parsed as it arrived");
+                tracing::debug!(%layer, ms = t0.elapsed().as_secs_f64() * 1e3, "TOC fetched (decompressed as it arrived) and parsed");
             }
             return r;
         }
@@ -244,10 +244,10 @@ enum Streamed {
     Broke(StoreError),
 }
 
-/// Fetches the TOC's frame (`len` bytes at `start`) in one request and decompresses and
-/// parses it as it arrives: on a slow link the TOC is ready as its last byte comes in, not
-/// tens of milliseconds later (5.7 MB of JSON for an 11,000-file layer). Nothing is used
-/// before the frame header, the length and the pinned digest are checked.
+/// Fetches the TOC's frame (`len` bytes at `start`) in one request and decompresses it as
+/// it arrives (on a slow link that is done when its last byte comes in, ~10 ms sooner for
+/// skopeo's 1.1 MB TOC); then checks the frame header, the stated length and the pinned
+/// digest before it parses anything.
 fn stream_toc(
     source: &dyn BlobSource,
     layer: &str,
@@ -278,17 +278,17 @@ fn stream_toc(
     if let Err(e) = checked {
         return Streamed::Done(Err(e));
     }
-    let parsed = (|| -> std::result::Result<(Toc, u64), String> {
+    // Decompressed as the bytes arrive; parsed once it is whole (serde_json over a stream
+    // reader parses at half the speed, which costs more than it hides on a fast link).
+    let decompressed = (|| -> std::result::Result<Vec<u8>, String> {
         let decoder = zstd::stream::read::Decoder::new(&mut r)
             .map_err(|e| format!("TOC decompression: {e}"))?;
-        let mut counted = Counted {
-            inner: decoder.take(loc.uncompressed_len + 1),
-            n: 0,
-        };
-        let toc =
-            serde_json::from_reader(std::io::BufReader::with_capacity(256 << 10, &mut counted))
-                .map_err(|e| format!("TOC JSON: {e}"))?;
-        Ok((toc, counted.n))
+        let mut json = Vec::with_capacity(loc.uncompressed_len as usize);
+        decoder
+            .take(loc.uncompressed_len + 1)
+            .read_to_end(&mut json)
+            .map_err(|e| format!("TOC decompression: {e}"))?;
+        Ok(json)
     })();
     // Whatever the frame holds past the TOC's end counts in its digest.
     let drained = std::io::copy(&mut r, &mut std::io::sink());
@@ -304,16 +304,19 @@ fn stream_toc(
         .slice(footer::SKIPPABLE_FRAME_HEADER as usize..);
     Streamed::Done((|| {
         let digest = check_pin(layer, loc, &compressed)?;
-        let (toc, n) = parsed.map_err(|reason| toc_err(layer, reason))?;
-        if n != loc.uncompressed_len {
+        let json = decompressed.map_err(|reason| toc_err(layer, reason))?;
+        if json.len() as u64 != loc.uncompressed_len {
             return Err(toc_err(
                 layer,
                 format!(
-                    "TOC decompresses to {n} bytes, {} stated",
+                    "TOC decompresses to {} bytes, {} stated",
+                    json.len(),
                     loc.uncompressed_len
                 ),
             ));
         }
+        let toc =
+            serde_json::from_slice(&json).map_err(|e| toc_err(layer, format!("TOC JSON: {e}")))?;
         Ok((toc, digest, compressed))
     })())
 }
@@ -355,20 +358,6 @@ impl std::io::Read for Arriving {
         let n = buf.len().min(self.cur.len());
         buf[..n].copy_from_slice(&self.cur.split_to(n));
         Ok(n)
-    }
-}
-
-/// Counts the bytes read through it.
-struct Counted<R> {
-    inner: R,
-    n: u64,
-}
-
-impl<R: std::io::Read> std::io::Read for Counted<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let k = self.inner.read(buf)?;
-        self.n += k as u64;
-        Ok(k)
     }
 }
 
