@@ -44,9 +44,23 @@ fn run_rm_of_a_missing_command_exits_127_and_leaves_nothing() {
             .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(127), "{err}");
-        assert!(err.contains("executable file not found"), "{err}");
+        // As dockerd (runc): a path is stat'ed, a bare name is looked for in $PATH.
+        assert!(
+            err.contains("exec: \"/no/such\": stat /no/such: no such file or directory"),
+            "{err}"
+        );
         assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
     }
+    let out = docker(&d)
+        .args(["run", "--rm", "--pull", "never", IMAGE, "nosuchcmd"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(127), "{err}");
+    assert!(
+        err.contains("exec: \"nosuchcmd\": executable file not found in $PATH"),
+        "{err}"
+    );
     assert_eq!(docker_ok(&d, &["ps", "-aq"]).trim(), "");
     assert_eq!(attachments(&d), baseline);
 

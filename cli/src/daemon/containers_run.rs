@@ -50,6 +50,11 @@ impl ContainerService {
             .map_err(DaemonError::join)?;
         if let Err(e) = res {
             let msg = match e.exit_code() {
+                // As runc: a path is looked at itself, a name is looked for in $PATH.
+                127 if r.path.contains('/') => format!(
+                    "failed to create task for container: exec: \"{0}\": stat {0}: no such file or directory: {e}",
+                    r.path
+                ),
                 127 => format!(
                     "failed to create task for container: exec: \"{}\": executable file not found in $PATH: {e}",
                     r.path
