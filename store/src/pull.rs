@@ -81,7 +81,8 @@ impl Drop for ForgetZtocs<'_> {
 }
 
 impl Store {
-    /// Pulls `reference` (normalised like Docker) and returns the stored image. Cancelling
+    /// Pulls `reference` (normalised like Docker) and returns the stored image (with the
+    /// digest of the manifest pulled, see `pulled_record`). Cancelling
     /// the future leaves no image behind (fully stored layers are kept for a retry).
     pub async fn pull(&self, reference: &str, progress: ProgressFn<'_>) -> Result<ImageRecord> {
         let r = ImageReference::parse(reference)?;
@@ -172,7 +173,7 @@ impl Store {
             let rows: Vec<LayerRow> = pulled.into_iter().map(|(row, _)| row).collect();
             let id = self.commit_pulled(&r, &resolved, &config, &rows)?;
             tracing::debug!(reference = %r, ms = ms(), "pull: image up to date");
-            return self.record(&id);
+            return self.pulled_record(&id, &resolved);
         }
         let mut rows = Vec::with_capacity(pulled.len());
         let mut indexes = Vec::with_capacity(pulled.len());
@@ -200,7 +201,16 @@ impl Store {
         let id = self.commit_pulled(&r, &resolved, &config, &rows)?;
         self.inner.fresh_indexes.keep(indexes);
         tracing::debug!(reference = %r, ms = ms(), "pull: committed");
-        self.record(&id)
+        self.pulled_record(&id, &resolved)
+    }
+
+    /// The stored image `id`, with the digest of the manifest this pull resolved: the same
+    /// image (config) may be stored already from another manifest (another compression of
+    /// its layers, another platform list), and the pull reports what it pulled, as Docker.
+    fn pulled_record(&self, id: &str, resolved: &ResolvedImage) -> Result<ImageRecord> {
+        let mut record = self.record(id)?;
+        record.manifest_digest = resolved.manifest_digest.clone();
+        Ok(record)
     }
 
     /// Whether image `id` is stored with exactly the layers `pulled`, in that order.

@@ -419,6 +419,51 @@ fn check_stored_chunks(cache: &ChunkCache, index: &LayerIndex) {
 }
 
 #[test]
+fn the_cache_leaves_room_on_a_small_filesystem() {
+    require!(
+        "the_cache_leaves_room_on_a_small_filesystem",
+        registry_unavailable(),
+        root_unavailable()
+    );
+    let rt = runtime();
+    let registry = Registry::start().unwrap();
+    let (pushed, index, source) = setup(&rt, &registry, "faults/room");
+    // 2 MiB: the layer's files (1.9 MB) fit in it, but not with a tenth of it left free.
+    let fs = Tmpfs::mount("2m");
+    let root = fs.0.path().to_path_buf();
+    let avail = || {
+        let st = nix::sys::statvfs::statvfs(&root).unwrap();
+        st.blocks_available() as u64 * st.fragment_size() as u64
+    };
+    {
+        let mut cfg = ChunkCacheConfig::new(&root);
+        cfg.memory_chunks = 1;
+        cfg.budget_bytes = 1 << 30; // only the filesystem limits it
+        let cache = ChunkCache::open(cfg).unwrap();
+        cache.register_layer(&pushed.layer_digest, source);
+        let reserve = (2u64 << 20) / skiff_store::cache::RESERVE_SHARE;
+        for round in 0..2 {
+            for f in tar_files() {
+                let got = read_all(&cache, &index, f.path, 64 << 10);
+                assert!(got == f.data, "round {round}: {} differs", f.path);
+                // Room for others: what the cache took beyond the reserve it gave back
+                // (half of it, for cache.db's own pages and block rounding).
+                assert!(
+                    avail() >= reserve / 2,
+                    "{} bytes free after reading {} (cache {})",
+                    avail(),
+                    f.path,
+                    cache.disk_usage()
+                );
+            }
+        }
+        assert!(cache.stats().evicted_chunks > 0, "it evicted to leave room");
+        check_stored_chunks(&cache, &index);
+    }
+    drop(fs);
+}
+
+#[test]
 fn full_disk_evicts_then_fails_cleanly() {
     require!(
         "full_disk_evicts_then_fails_cleanly",

@@ -430,9 +430,29 @@ fn zstd_chunked_image_pulls_lazily() {
     store
         .db()
         .conn()
-        .execute_batch("UPDATE layer_files SET data = x'00'")
+        .execute_batch(
+            "CREATE TEMP TABLE kept AS SELECT layer_digest, data FROM layer_files;
+             UPDATE layer_files SET data = x'00'",
+        )
         .unwrap();
     let again = rt.block_on(store.pull(&reference, QUIET)).unwrap();
     assert_eq!(again.id, img.id);
     assert_eq!(again.layers[0].digest, img.layers[0].digest);
+    assert_eq!(again.manifest_digest, resolved.manifest_digest);
+    store
+        .db()
+        .conn()
+        .execute_batch(
+            "UPDATE layer_files SET data =
+               (SELECT data FROM kept WHERE kept.layer_digest = layer_files.layer_digest)",
+        )
+        .unwrap();
+    // The same image (config) under another manifest, its gzip original: each pull reports
+    // the manifest it pulled, not the one stored first.
+    let gzip = format!("{}/busybox:gzip", reg.host());
+    let gz = rt.block_on(store.pull(&gzip, QUIET)).unwrap();
+    assert_eq!(gz.id, img.id);
+    assert_ne!(gz.manifest_digest, resolved.manifest_digest);
+    let again = rt.block_on(store.pull(&reference, QUIET)).unwrap();
+    assert_eq!(again.manifest_digest, resolved.manifest_digest);
 }

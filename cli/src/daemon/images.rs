@@ -313,7 +313,10 @@ impl ImageService {
                     .registry()
                     .remember_credentials(&parsed, secret.clone());
                 let fetched = self.store.bytes_downloaded().saturating_sub(before);
-                let lazy = img.layers.iter().any(|l| l.state == "lazy");
+                let fresh = had.as_deref() != Some(img.id.as_str());
+                // Only a pull that brought the image lazily says so (an up-to-date one
+                // fetched nothing but the manifest).
+                let lazy = fresh && img.layers.iter().any(|l| l.state == "lazy");
                 let _ = tx
                     .send(json!({"status": format!("Digest: {}", img.manifest_digest)}))
                     .await;
@@ -327,13 +330,11 @@ impl ImageService {
                         .await;
                 }
                 let _ = tx
-                    .send(
-                        json!({"status": if had.as_deref() == Some(img.id.as_str()) {
-                            format!("Status: Image is up to date for {reference}")
-                        } else {
-                            format!("Status: Downloaded newer image for {reference}")
-                        }}),
-                    )
+                    .send(json!({"status": if !fresh {
+                        format!("Status: Image is up to date for {reference}")
+                    } else {
+                        format!("Status: Downloaded newer image for {reference}")
+                    }}))
                     .await;
                 tracing::info!(reference = %reference, id = %img.id, lazy, fetched, "pulled image");
                 self.event("pull", &familiar(&reference));

@@ -179,6 +179,19 @@ impl CacheDb {
         Ok(added)
     }
 
+    /// Removes the rows of `digests` in one transaction.
+    pub fn remove_many<'d>(&mut self, digests: impl Iterator<Item = &'d str>) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut del = tx.prepare_cached("DELETE FROM chunks WHERE digest = ?1")?;
+            for d in digests {
+                del.execute(params![d])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     pub fn remove(&mut self, digest: &str) -> Result<()> {
         self.conn
             .execute("DELETE FROM chunks WHERE digest = ?1", params![digest])?;

@@ -689,6 +689,19 @@ impl CacheCore {
         let rest = buf.split_off(need);
         self.queue_ahead(layer, map.clone(), source.clone(), queued, queued_owned);
         let results = self.finish_run(layer, source.as_ref(), run, &buf);
+        // Tracked before this read returns (the thread tracks its own progress when it
+        // runs): a read right after this one must see the stream to overtake it.
+        let early = super::overtake::StreamProgress::new(demand_end);
+        let ahead_ends = |a: &[usize]| -> Vec<(String, u64)> {
+            a.iter()
+                .map(|&p| {
+                    let c = &map.chunks[p];
+                    (c.digest.to_string(), c.blob_offset + c.blob_len)
+                })
+                .collect()
+        };
+        let tracked = ahead_ends(&ahead);
+        self.track_stream(&early, tracked.iter().map(|(d, e)| (d.as_str(), *e)));
         let core = self.clone();
         let layer = layer.to_string();
         let spawned = std::thread::Builder::new()
@@ -697,6 +710,9 @@ impl CacheCore {
                 core.receive_chunks(&layer, &map, &ahead, ahead_owned, demand_end, rest, stream)
             });
         if let Err(e) = spawned {
+            for (d, _) in &tracked {
+                self.untrack(d, &early);
+            }
             // The guard was moved into the closure and dropped with it: abandoned.
             tracing::warn!(error = %e, "cannot start a read-ahead thread");
         }

@@ -26,6 +26,11 @@ impl ChunkFiles {
         })
     }
 
+    /// The cache's directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     /// Where temporary files of the cache go (emptied at open).
     pub fn tmp_dir(&self) -> PathBuf {
         self.root.join("tmp")
@@ -57,7 +62,15 @@ impl ChunkFiles {
     pub fn remove(&self, digest: &str) -> Result<()> {
         let path = self.path(digest);
         match fs::remove_file(&path) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                // The last file of a shard directory (and of `sha256/`) takes it along:
+                // nothing writes there any more. Not empty: it stays.
+                let shard = path.parent().expect("chunk path has a parent");
+                if fs::remove_dir(shard).is_ok() {
+                    let _ = fs::remove_dir(self.root.join("sha256"));
+                }
+                Ok(())
+            }
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
             Err(e) => Err(StoreError::io(&path, e)),
         }

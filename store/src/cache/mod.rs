@@ -41,13 +41,21 @@ use packs::{ChunkPacks, PackPlace};
 /// typically a compressed tar header; containers/storage merges below 1 KiB too).
 pub const MERGE_GAP: u64 = 1024;
 
+/// Whatever its budget, the cache leaves this share of its filesystem free (1/10, at most
+/// [`RESERVE_MAX`]) for the rest of the data root: image pulls and imports, containers'
+/// writable layers, the databases. A cache filling a small disk made every other write fail.
+pub const RESERVE_SHARE: u64 = 10;
+/// The most the cache leaves free for others.
+pub const RESERVE_MAX: u64 = 2 << 30;
+
 /// Settings of a [`ChunkCache`].
 #[derive(Debug, Clone)]
 pub struct ChunkCacheConfig {
     /// Directory holding `cache.db`, `packs/` and `tmp/` (and the `sha256/` chunk files of
     /// a cache written before packs, still read).
     pub root: PathBuf,
-    /// Bytes of decompressed chunks kept on disk; least recently used ones go beyond it.
+    /// Bytes of decompressed chunks kept on disk; least recently used ones go beyond it, and
+    /// beyond what leaves [`RESERVE_SHARE`] of the filesystem free.
     pub budget_bytes: u64,
     /// Decompressed chunks kept in memory (each at most one chunk size, 256 KiB when written
     /// by skiff).
@@ -111,6 +119,8 @@ struct Counters {
     prefetched_chunks: AtomicU64,
     background_chunks: AtomicU64,
     read_chunk_bytes: AtomicU64,
+    /// Bytes fetched by reads overtaking a read-ahead stream ([`overtake`]).
+    overtaken_bytes: AtomicU64,
 }
 
 fn bump(c: &AtomicU64, n: u64) {
@@ -606,6 +616,9 @@ impl CacheCore {
             }
             return Err(e);
         }
+        if at.is_some() {
+            self.keep_room();
+        }
         self.mem
             .lock()
             .unwrap()
@@ -642,6 +655,7 @@ impl CacheCore {
             }
             return 0;
         }
+        self.keep_room();
         written.len()
     }
 
@@ -651,6 +665,31 @@ impl CacheCore {
         self.mem.lock().unwrap().contains(digest)
             || self.unstored.lock().unwrap().contains_key(digest)
             || self.is_stored(digest).unwrap_or(false)
+    }
+
+    /// Evicts until the cache's filesystem has [`RESERVE_SHARE`] of it free again (at most
+    /// [`RESERVE_MAX`]), as far as unpinned chunks allow.
+    fn keep_room(&self) {
+        let Ok(st) = nix::sys::statvfs::statvfs(self.files.root()) else {
+            return;
+        };
+        let block = st.fragment_size();
+        let size = st.blocks().saturating_mul(block);
+        let avail = st.blocks_available().saturating_mul(block);
+        let reserve = (size / RESERVE_SHARE).min(RESERVE_MAX);
+        if avail >= reserve {
+            return;
+        }
+        let target = self.disk_usage().saturating_sub(reserve - avail);
+        tracing::debug!(
+            avail,
+            reserve,
+            target,
+            "the cache's filesystem is nearly full: evicting"
+        );
+        if let Err(e) = self.evict_to(target) {
+            tracing::warn!(error = %e, "evicting to leave room on the cache's filesystem failed");
+        }
     }
 
     /// Makes room for `bytes` more by evicting, once per `attempt` counter.
@@ -760,27 +799,32 @@ impl CacheCore {
             if batch.len() <= offset_pinned {
                 break; // everything left is pinned
             }
-            let mut progressed = false;
-            for (digest, size, at) in batch.into_iter().skip(offset_pinned) {
-                if disk.usage <= target {
-                    break;
-                }
+            // The batch's bytes are freed first, its rows then go in one transaction: on a
+            // full disk, deleting rows needs room in cache.db's WAL.
+            let mut victims: Vec<(String, u64)> = Vec::new();
+            {
                 let pins = self.pins.lock().unwrap();
-                if pins.contains_key(&digest) {
-                    offset_pinned += 1;
-                    continue;
+                let mut left = disk.usage;
+                for (digest, size, at) in batch.into_iter().skip(offset_pinned) {
+                    if left <= target {
+                        break;
+                    }
+                    if pins.contains_key(&digest) {
+                        offset_pinned += 1;
+                        continue;
+                    }
+                    self.discard(&digest, at)?;
+                    packs.extend(at.map(|a| a.pack));
+                    left = left.saturating_sub(size);
+                    victims.push((digest, size));
                 }
-                self.discard(&digest, at)?;
-                packs.extend(at.map(|a| a.pack));
-                drop(pins);
-                disk.db.remove(&digest)?;
-                disk.usage = disk.usage.saturating_sub(size);
-                bump(&self.counters.evicted_chunks, 1);
-                progressed = true;
             }
-            if !progressed && disk.usage > target {
-                continue;
+            disk.db
+                .remove_many(victims.iter().map(|(d, _)| d.as_str()))?;
+            for (_, size) in &victims {
+                disk.usage = disk.usage.saturating_sub(*size);
             }
+            bump(&self.counters.evicted_chunks, victims.len() as u64);
         }
         for pack in packs {
             self.remove_pack_if_unused(&disk, pack)?;
