@@ -680,7 +680,19 @@ except docker.errors.NotFound as e:
         hist.starts_with(&docker_ok(&d, &["images", "-q", IMAGE]).trim().to_string()),
         "{hist}"
     );
-    assert!(d.ok(&["history", IMAGE]).contains("IMAGE"));
+    // skiff's own table: every row's CREATED BY starts under its header, however long
+    // the CREATED cell ("About a minute ago").
+    let own = d.ok(&["history", IMAGE]);
+    let col = own
+        .lines()
+        .next()
+        .unwrap()
+        .find("CREATED BY")
+        .expect("a header");
+    for line in own.lines().skip(1) {
+        assert_eq!(line.chars().nth(col - 1), Some(' '), "{own}");
+        assert_ne!(line.chars().nth(col), Some(' '), "{own}");
+    }
     // skiff's own cp, diff, export
     d.ok(&["cp", h("in.txt").to_str().unwrap(), "cprun:/tmp/own.txt"]);
     d.ok(&["cp", h("tree").to_str().unwrap(), "cprun:/tmp"]);

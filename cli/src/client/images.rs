@@ -336,35 +336,38 @@ pub async fn history(docker: &Docker, args: &crate::args::HistoryArgs) -> Result
         }
         return Ok(());
     }
-    println!(
-        "{:<14} {:<16} {:<46} {:>10}   COMMENT",
-        "IMAGE", "CREATED", "CREATED BY", "SIZE"
-    );
     let now = chrono::Utc::now().timestamp();
-    for i in &items {
-        let by = i.created_by.replace('\t', " ");
-        let by = if args.no_trunc || by.chars().count() <= 45 {
-            by
-        } else {
-            format!("{}…", by.chars().take(44).collect::<String>())
-        };
-        let size = if args.no_trunc {
-            i.size.to_string()
-        } else {
-            crate::client::format::human_size(i.size)
-        };
-        println!(
-            "{:<14} {:<16} {:<46} {:>10}   {}",
-            short_history_id(&i.id, args.no_trunc),
-            format!(
-                "{} ago",
-                crate::client::format::human_duration(now - i.created)
-            ),
-            by,
-            size,
-            i.comment
-        );
-    }
+    let rows: Vec<Vec<String>> = items
+        .iter()
+        .map(|i| {
+            let by = i.created_by.replace('\t', " ");
+            let by = if args.no_trunc || by.chars().count() <= 45 {
+                by
+            } else {
+                format!("{}…", by.chars().take(44).collect::<String>())
+            };
+            let size = if args.no_trunc {
+                i.size.to_string()
+            } else {
+                crate::client::format::human_size(i.size)
+            };
+            vec![
+                short_history_id(&i.id, args.no_trunc),
+                format!(
+                    "{} ago",
+                    crate::client::format::human_duration(now - i.created)
+                ),
+                by,
+                size,
+                i.comment.clone(),
+            ]
+        })
+        .collect();
+    // Columns as wide as their widest cell, as Docker's tabwriter makes them.
+    crate::client::format::print_table(
+        &["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"],
+        &rows,
+    );
     Ok(())
 }
 
