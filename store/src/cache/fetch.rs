@@ -6,9 +6,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::flight::{Claim, Owned, ABANDONED};
-
-/// Requests for at most this many bytes are timed as round trips ([`super::overtake`]).
-const LATENCY_PROBE: u64 = 64 << 10;
 use super::readahead::LayerMap;
 use super::*;
 
@@ -26,7 +23,7 @@ impl CacheCore {
 
     /// Fetches the blob-contiguous chunks `run` with one range request, verifies each
     /// (fetching a bad one once more alone) and stores them. One result per chunk.
-    pub(super) fn fetch_run(
+    fn fetch_run(
         &self,
         layer: &str,
         source: &dyn BlobSource,
@@ -42,10 +39,6 @@ impl CacheCore {
         };
         let bytes = match fetched {
             Ok(b) => {
-                // A small request's time is about a round trip.
-                if len <= LATENCY_PROBE {
-                    self.note_latency(t0.elapsed());
-                }
                 tracing::debug!(
                     layer,
                     offset = start,
@@ -552,12 +545,6 @@ impl CacheCore {
         }
         for (i, f) in waits {
             let t0 = std::time::Instant::now();
-            // A stream far from this chunk: a request of its own comes sooner.
-            if let Some(b) = self.overtake(layer, source.as_ref(), &wants[i]) {
-                self.readahead.used(wants[i].digest);
-                out[i] = Some(b);
-                continue;
-            }
             let waited = f.wait();
             let ms = t0.elapsed().as_secs_f64() * 1e3;
             if ms >= 2.0 {
@@ -671,9 +658,6 @@ impl CacheCore {
                 return self.fetch_run(layer, source.as_ref(), run);
             }
         };
-        if need as u64 <= LATENCY_PROBE {
-            self.note_latency(t0.elapsed());
-        }
         tracing::debug!(
             layer,
             offset = start,
@@ -689,19 +673,6 @@ impl CacheCore {
         let rest = buf.split_off(need);
         self.queue_ahead(layer, map.clone(), source.clone(), queued, queued_owned);
         let results = self.finish_run(layer, source.as_ref(), run, &buf);
-        // Tracked before this read returns (the thread tracks its own progress when it
-        // runs): a read right after this one must see the stream to overtake it.
-        let early = super::overtake::StreamProgress::new(demand_end);
-        let ahead_ends = |a: &[usize]| -> Vec<(String, u64)> {
-            a.iter()
-                .map(|&p| {
-                    let c = &map.chunks[p];
-                    (c.digest.to_string(), c.blob_offset + c.blob_len)
-                })
-                .collect()
-        };
-        let tracked = ahead_ends(&ahead);
-        self.track_stream(&early, tracked.iter().map(|(d, e)| (d.as_str(), *e)));
         let core = self.clone();
         let layer = layer.to_string();
         let spawned = std::thread::Builder::new()
@@ -710,9 +681,6 @@ impl CacheCore {
                 core.receive_chunks(&layer, &map, &ahead, ahead_owned, demand_end, rest, stream)
             });
         if let Err(e) = spawned {
-            for (d, _) in &tracked {
-                self.untrack(d, &early);
-            }
             // The guard was moved into the closure and dropped with it: abandoned.
             tracing::warn!(error = %e, "cannot start a read-ahead thread");
         }
@@ -914,15 +882,6 @@ impl CacheCore {
         };
         let permit_ms = t0.elapsed().as_secs_f64() * 1e3;
         let first = wanted.first().map(|&i| map.chunks[i].blob_offset);
-        // Reads waiting for these chunks may overtake the stream when it is far behind.
-        let progress = super::overtake::StreamProgress::new(base + buf.len() as u64);
-        self.track_stream(
-            &progress,
-            wanted.iter().map(|&i| {
-                let c = &map.chunks[i];
-                (&*c.digest, c.blob_offset + c.blob_len)
-            }),
-        );
         // Each chunk goes to its waiters as soon as it is verified; the disk writes wait for
         // the end of the stream (one index transaction), so a read needing the last chunk
         // of a long read-ahead does not wait for every earlier chunk's file and row.
@@ -935,10 +894,7 @@ impl CacheCore {
                     break true;
                 }
                 match stream.next_piece() {
-                    Ok(Some(p)) => {
-                        buf.extend_from_slice(&p);
-                        progress.advance(base + buf.len() as u64);
-                    }
+                    Ok(Some(p)) => buf.extend_from_slice(&p),
                     Ok(None) => break false,
                     Err(e) => {
                         tracing::debug!(layer, offset = base, error = %e, "read-ahead broke off");
@@ -960,7 +916,6 @@ impl CacheCore {
                         .unwrap()
                         .insert(c.digest.to_string(), data.clone());
                     owned.finish(&c.digest, Ok(data.clone()));
-                    self.untrack(&c.digest, &progress);
                     verified_bytes += data.len();
                     verified.push((c.want(), data));
                     if verified_bytes >= Self::STORE_BATCH {
@@ -977,9 +932,6 @@ impl CacheCore {
             }
         }
         // Whatever did not arrive is abandoned: its readers fetch it themselves.
-        for &i in wanted {
-            self.untrack(&map.chunks[i].digest, &progress);
-        }
         drop(owned);
         handed += verified.len();
         stored += self.store_many(&verified);

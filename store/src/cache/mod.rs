@@ -10,7 +10,6 @@ mod db;
 mod fetch;
 mod files;
 mod flight;
-mod overtake;
 mod packs;
 mod prefetch;
 mod prune;
@@ -119,8 +118,6 @@ struct Counters {
     prefetched_chunks: AtomicU64,
     background_chunks: AtomicU64,
     read_chunk_bytes: AtomicU64,
-    /// Bytes fetched by reads overtaking a read-ahead stream ([`overtake`]).
-    overtaken_bytes: AtomicU64,
 }
 
 fn bump(c: &AtomicU64, n: u64) {
@@ -199,11 +196,6 @@ pub struct CacheCore {
     counters: Counters,
     /// Chunks reads have asked for (for [`CacheStats::read_chunk_bytes`]).
     read_seen: Mutex<std::collections::HashSet<String>>,
-    /// For each chunk a read-ahead stream in flight will bring: that stream's progress and
-    /// where the chunk ends in the blob ([`overtake`]).
-    streams: Mutex<HashMap<String, (Arc<overtake::StreamProgress>, u64)>>,
-    /// Recent on-demand request latencies, ms ([`overtake`]).
-    latency: Mutex<std::collections::VecDeque<f64>>,
 }
 
 /// fsyncs packs in the background. A reader never waits for the disk: its chunk is verified
@@ -392,8 +384,6 @@ impl CacheCore {
             permits: Semaphore::new(config.max_parallel_fetches),
             counters: Counters::default(),
             read_seen: Mutex::new(std::collections::HashSet::new()),
-            streams: Mutex::new(HashMap::new()),
-            latency: Mutex::new(std::collections::VecDeque::new()),
         };
         cache.evict_to(cache.budget)?;
         Ok(cache)
