@@ -213,15 +213,13 @@ impl Store {
         Ok(record)
     }
 
-    /// Whether image `id` is stored with exactly the layers `pulled`, in that order.
+    /// Whether image `id` is stored with exactly the layers `pulled`, in that order (an
+    /// image of no layers counts as stored: there is nothing to check either way).
     fn same_image_stored(
         &self,
         id: &str,
         pulled: &[(LayerRow, Option<LayerIndex>)],
     ) -> Result<bool> {
-        if self.inner.db.image(id)?.is_none() {
-            return Ok(false);
-        }
         let have = self.inner.db.image_layers(id)?;
         Ok(have.len() == pulled.len()
             && have

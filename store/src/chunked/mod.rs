@@ -423,74 +423,70 @@ mod tests {
     use bytes::Bytes;
     use std::sync::atomic::{AtomicU32, Ordering};
 
-    /// A blob whose ranged streams break off after their first 100 bytes (and count how
-    /// often they were opened); whole-range reads work.
-    struct BreaksOff(FileBlobSource, AtomicU32);
+    /// A blob whose ranged streams come in 100-byte pieces and panic when asked again after
+    /// their end or their failure (as a registry response stream does); with `breaks_off`
+    /// they fail after their first piece. Counts the streams opened; whole-range reads work.
+    struct Streams {
+        file: FileBlobSource,
+        breaks_off: bool,
+        opened: AtomicU32,
+    }
 
-    struct Broken(Option<Bytes>);
+    struct Strict {
+        rest: Bytes,
+        given: usize,
+        ended: bool,
+        breaks_off: bool,
+    }
 
-    impl RangeStream for Broken {
+    impl RangeStream for Strict {
         fn next_piece(&mut self) -> Result<Option<Bytes>> {
-            match self.0.take() {
-                Some(b) => Ok(Some(b)),
-                None => Err(StoreError::BlobFetch {
+            assert!(!self.ended, "stream polled after its end");
+            if self.breaks_off && self.given > 0 {
+                self.ended = true;
+                return Err(StoreError::BlobFetch {
                     digest: "sha256:x".into(),
                     offset: 0,
                     len: 0,
                     reason: "connection reset".into(),
-                }),
+                });
             }
-        }
-    }
-
-    impl BlobSource for BreaksOff {
-        fn digest(&self) -> &str {
-            self.0.digest()
-        }
-        fn size(&self) -> u64 {
-            self.0.size()
-        }
-        fn read_range(&self, offset: u64, len: u64) -> Result<Bytes> {
-            self.0.read_range(offset, len)
-        }
-        fn open_range(&self, offset: u64, len: u64) -> Result<Box<dyn RangeStream>> {
-            self.1.fetch_add(1, Ordering::Relaxed);
-            Ok(Box::new(Broken(Some(
-                self.0.read_range(offset, len.min(100))?,
-            ))))
-        }
-    }
-
-    /// A blob whose ranged streams come in 1000-byte pieces and panic when asked again
-    /// after their end (as a registry response stream does).
-    struct Pieces(FileBlobSource);
-
-    struct Strict(Bytes, bool);
-
-    impl RangeStream for Strict {
-        fn next_piece(&mut self) -> Result<Option<Bytes>> {
-            assert!(!self.1, "stream polled after its end");
-            if self.0.is_empty() {
-                self.1 = true;
+            if self.rest.is_empty() {
+                self.ended = true;
                 return Ok(None);
             }
-            let n = self.0.len().min(1000);
-            Ok(Some(self.0.split_to(n)))
+            self.given += 1;
+            let n = self.rest.len().min(100);
+            Ok(Some(self.rest.split_to(n)))
         }
     }
 
-    impl BlobSource for Pieces {
+    impl BlobSource for Streams {
         fn digest(&self) -> &str {
-            self.0.digest()
+            self.file.digest()
         }
         fn size(&self) -> u64 {
-            self.0.size()
+            self.file.size()
         }
         fn read_range(&self, offset: u64, len: u64) -> Result<Bytes> {
-            self.0.read_range(offset, len)
+            self.file.read_range(offset, len)
         }
         fn open_range(&self, offset: u64, len: u64) -> Result<Box<dyn RangeStream>> {
-            Ok(Box::new(Strict(self.0.read_range(offset, len)?, false)))
+            self.opened.fetch_add(1, Ordering::Relaxed);
+            Ok(Box::new(Strict {
+                rest: self.file.read_range(offset, len)?,
+                given: 0,
+                ended: false,
+                breaks_off: self.breaks_off,
+            }))
+        }
+    }
+
+    fn streams(dir: &std::path::Path, digest: &str, breaks_off: bool) -> Streams {
+        Streams {
+            file: FileBlobSource::open(dir.join("blob"), digest).unwrap(),
+            breaks_off,
+            opened: AtomicU32::new(0),
         }
     }
 
@@ -523,7 +519,7 @@ mod tests {
             &Default::default(),
         )
         .unwrap();
-        let broken = BreaksOff(file, AtomicU32::new(0));
+        let broken = streams(dir.path(), &layer.digest, true);
         let (index, info) = open_lazy_layer(
             &broken,
             &layer.digest,
@@ -531,7 +527,7 @@ mod tests {
             &Default::default(),
         )
         .unwrap();
-        assert_eq!(broken.1.load(Ordering::Relaxed), 1, "streamed once");
+        assert_eq!(broken.opened.load(Ordering::Relaxed), 1, "streamed once");
         assert_eq!(index.entries.len(), 200);
         assert_eq!(
             serde_json::to_value(&index).unwrap(),
@@ -539,7 +535,7 @@ mod tests {
         );
         assert!(info.verified);
         // Streamed in small pieces, the stream never asked again after its end.
-        let pieces = Pieces(FileBlobSource::open(dir.path().join("blob"), &layer.digest).unwrap());
+        let pieces = streams(dir.path(), &layer.digest, false);
         let (index, _) = open_lazy_layer(
             &pieces,
             &layer.digest,
