@@ -29,7 +29,9 @@ pub fn run_if_internal() {
     }
     match args.get(1).map(String::as_str) {
         Some(crate::launcher::LAUNCHER_ARG) if args.len() == 2 => crate::launcher::serve(),
-        Some(SHIM_ARG) if args.len() == 3 => crate::shim::main(Path::new(&args[2])),
+        Some(SHIM_ARG) if args.len() == 3 => {
+            crate::shim::main(Path::new(&args[2]), crate::shim::Origin::Exec)
+        }
         Some(EXEC_ARG) if args.len() == 6 => {
             let code = crate::nsexec::main(&args[2], &args[3], &args[4], &args[5]);
             std::process::exit(code)

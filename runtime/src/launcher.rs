@@ -6,7 +6,8 @@
 //! process, and what it forks runs the same `shim::main` an exec'd shim runs, with the
 //! report pipe as its stdout. Requests travel on a private socketpair: the container
 //! directory as the payload, the report pipe's write end as SCM_RIGHTS. The launcher exits
-//! when the daemon closes its end (or dies); shims it forked are detached and live on.
+//! when the daemon closes its end (or dies); shims it forked are detached (their own
+//! session; SIGCHLD ignored here, so the kernel reaps them) and live on.
 
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -16,12 +17,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 
+use nix::sys::signal::{signal, SigHandler, Signal};
 use nix::sys::socket::{
     recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,
     SockFlag, SockType,
 };
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::{fork, ForkResult, Pid};
+use nix::unistd::{fork, ForkResult};
 
 use crate::error::{Result, RuntimeError};
 
@@ -140,24 +141,15 @@ impl Drop for ShimLauncher {
 /// The launcher process: forks a shim per request until the daemon's end closes. Never
 /// returns.
 pub(crate) fn serve() -> ! {
-    // Wakes up now and then to reap the shims' short-lived first processes.
-    let tick = libc::timeval {
-        tv_sec: 1,
-        tv_usec: 0,
-    };
-    // SAFETY: setting a receive timeout on our own socket.
-    unsafe {
-        libc::setsockopt(
-            LAUNCHER_FD,
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&tick as *const libc::timeval).cast(),
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-        );
+    // The shims are this process's children: with SIGCHLD ignored the kernel reaps each one
+    // as it exits, so none lingers as a zombie and no second fork is needed to detach them.
+    // SAFETY: setting the disposition to SIG_IGN installs no handler.
+    if let Err(e) = unsafe { signal(Signal::SIGCHLD, SigHandler::SigIgn) } {
+        eprintln!("shim launcher: ignoring SIGCHLD: {e}");
+        std::process::exit(1);
     }
     let mut buf = vec![0u8; 8192];
     loop {
-        reap();
         let mut cmsg = nix::cmsg_space!([RawFd; 1]);
         let mut iov = [IoSliceMut::new(&mut buf)];
         let (n, report) = match recvmsg::<()>(
@@ -192,6 +184,12 @@ pub(crate) fn serve() -> ! {
         // SAFETY: this process is single-threaded; the child runs the shim and never returns.
         match unsafe { fork() } {
             Ok(ForkResult::Child) => {
+                // The shim waits for its init: children must be reapable again.
+                // SAFETY: restoring the default disposition installs no handler.
+                if unsafe { signal(Signal::SIGCHLD, SigHandler::SigDfl) }.is_err() {
+                    // SAFETY: leaving the forked child.
+                    unsafe { libc::_exit(1) }
+                }
                 let _ = nix::unistd::close(LAUNCHER_FD);
                 if nix::unistd::dup2(report.as_raw_fd(), 1).is_err() {
                     // SAFETY: leaving the forked child.
@@ -202,7 +200,7 @@ pub(crate) fn serve() -> ! {
                 // SAFETY: PR_SET_NAME with a NUL-terminated name of at most 16 bytes.
                 unsafe { libc::prctl(libc::PR_SET_NAME, c"skiff-shim".as_ptr(), 0, 0, 0) };
                 set_command_line(&dir);
-                crate::shim::main(&dir)
+                crate::shim::main(&dir, crate::shim::Origin::Launcher)
             }
             // The report pipe's write end closes here: create() sees EOF without a report
             // and says so.
@@ -258,12 +256,4 @@ fn set_command_line(dir: &Path) {
     }
     area[..text.len()].copy_from_slice(&text);
     area[text.len()..].fill(0);
-}
-
-fn reap() {
-    while let Ok(st) = waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-        if matches!(st, WaitStatus::StillAlive) {
-            break;
-        }
-    }
 }

@@ -293,6 +293,15 @@ fn shims_forked_by_the_launcher_run_containers_and_a_dead_launcher_is_replaced()
     // The same launcher serves the next container.
     let _b = run("launched-b", "0");
     assert_eq!(launcher.pid(), Some(first));
+    // The shims are the launcher's own children; once they exit none is left as a zombie.
+    let children = format!("/proc/{first}/task/{first}/children");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut left = std::fs::read_to_string(&children).unwrap();
+    while !left.trim().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+        left = std::fs::read_to_string(&children).unwrap();
+    }
+    assert_eq!(left.trim(), "", "children left under the launcher");
     // Killed: the next create starts another one.
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(first as i32), Signal::SIGKILL).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);

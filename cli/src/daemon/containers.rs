@@ -32,8 +32,9 @@ pub struct ContainerService {
     pub(super) networks: Arc<super::networks::NetworkService>,
     /// Forks container shims from one exec of our binary.
     pub(super) launcher: Arc<skiff_runtime::ShimLauncher>,
-    /// Cleanup that goes on after a removal has been answered; awaited at shutdown.
-    pub(super) background: tokio_util::task::TaskTracker,
+    /// Finishes removals after they were answered, at low priority; tracked by the
+    /// daemon's background tasks, which shutdown awaits.
+    reclaimer: super::reclaim::Reclaimer,
     pub(super) monitor: Arc<Monitor>,
     pub(super) volumes: Arc<VolumeService>,
     /// The daemon's default log driver and options (daemon.json `log-driver`, `log-opts`).
@@ -76,7 +77,7 @@ impl ContainerService {
             network,
             networks,
             launcher,
-            background,
+            reclaimer: super::reclaim::Reclaimer::start(background),
             monitor,
             volumes,
             log_defaults,
@@ -501,11 +502,7 @@ impl ContainerService {
         // The container is gone once renamed; its shim finishing and its files being
         // unlinked need not hold up the answer.
         if let Some(removal) = removal {
-            self.background.spawn_blocking(move || {
-                if let Err(e) = removal.finish() {
-                    tracing::warn!("{e}");
-                }
-            });
+            self.reclaimer.submit(removal);
         }
         // Cheap in the common case: a bridge attachment becomes a spare, not deleted links.
         if let Err(e) = self.network.release(&r.id).await {

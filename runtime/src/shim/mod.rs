@@ -42,7 +42,17 @@ fn report(r: &ShimReport) {
     }
 }
 
-pub(crate) fn main(dir: &Path) -> ! {
+/// How the shim process came to be, which decides how it detaches from its parent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// Exec'd by the daemon (`skiffd __shim DIR`): it forks once more, so the daemon reaps
+    /// a short-lived intermediate and the shim is nobody's child.
+    Exec,
+    /// Forked by the shim launcher, which has the kernel reap its children: no second fork.
+    Launcher,
+}
+
+pub(crate) fn main(dir: &Path, origin: Origin) -> ! {
     let paths = ContainerPaths::new(dir);
     if let Ok(log) = std::fs::OpenOptions::new()
         .create(true)
@@ -63,10 +73,10 @@ pub(crate) fn main(dir: &Path) -> ! {
     };
     // Detach: the daemon reaps the intermediate process, the shim lives on in its own session.
     // SAFETY: the shim is single-threaded here.
-    match unsafe { fork() } {
-        Ok(ForkResult::Parent { .. }) => unsafe { libc::_exit(0) },
-        Ok(ForkResult::Child) => {}
-        Err(e) => {
+    match (origin == Origin::Exec).then(|| unsafe { fork() }) {
+        Some(Ok(ForkResult::Parent { .. })) => unsafe { libc::_exit(0) },
+        None | Some(Ok(ForkResult::Child)) => {}
+        Some(Err(e)) => {
             report(&ShimReport::Failed(StepFailure::errno(
                 "fork shim",
                 dir.display(),

@@ -522,6 +522,14 @@ impl Shim {
             let _ = c.sock.write_all(&c.outbuf);
         }
         self.clients.clear();
+        if self.cfg.ephemeral {
+            // What is left (unmounts, cgroup removal, this process's exit) holds nobody up:
+            // the daemon answers the removal without waiting for it, and an auto-removed
+            // container is never started again on this cgroup. Let starting containers go
+            // first.
+            // SAFETY: setpriority has no memory effects.
+            unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };
+        }
         let _ = std::fs::remove_file(self.paths.socket());
         // The container's mounts go now, after the exit was told (see `Built::mount_ns`).
         drop(self.b.mount_ns.take());
