@@ -7,6 +7,7 @@
 //! bytes and requests. Medians over `--rounds` go to a table, `bench.md` and `bench.svg`.
 
 mod report;
+mod subnet;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -45,15 +46,15 @@ impl BenchDaemon {
             });
         }
         // A bridge and subnet of its own, so it never meets the user's daemon.
-        let k = (std::process::id() + n) % 200 + 20;
+        let (bridge, bip) = subnet::pick(n)?;
         let child = cmd
             .arg("--exec-root")
             .arg(&exec_root)
             .arg("daemon")
             .arg("--data-root")
             .arg(dir.join("data"))
-            .args(["--bridge", &format!("skbench{k}")])
-            .args(["--bip", &format!("172.30.{k}.0/24")])
+            .args(["--bridge", &bridge])
+            .args(["--bip", &bip])
             // Bytes counted are what the container needs.
             .arg("--no-background-fetch")
             .args(extra)
