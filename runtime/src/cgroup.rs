@@ -133,13 +133,37 @@ impl ContainerCgroup {
                 .cg
                 .controller_of()
                 .ok_or_else(|| missing("memory", p))?;
-            mem.set_limit(bytes).map_err(cg_err("memory limit", p))?;
-            // No swap on top of the limit, so an over-limit process is OOM-killed, not swapped.
-            if !v2 && self.file("memory", "memory.memsw.limit_in_bytes").exists() {
-                mem.set_memswap_limit(bytes)
-                    .map_err(cg_err("memory+swap limit", p))?;
-            } else if v2 {
-                let _ = mem.set_memswap_limit(0);
+            // Memory plus swap (Docker's `MemorySwap`; -1: unlimited). Without one, no swap
+            // on top of the limit, so an over-limit process is OOM-killed, not swapped.
+            let swap = res.memory_swap_bytes.filter(|s| *s != 0).unwrap_or(bytes);
+            let memsw = self.file("memory", "memory.memsw.limit_in_bytes");
+            if !v2 && memsw.exists() {
+                // v1 keeps memory <= memory+swap at every step: raising the limit above the
+                // current memory+swap needs that raised first, lowering it the other way.
+                let current = std::fs::read_to_string(&memsw)
+                    .ok()
+                    .and_then(|s| s.trim().parse::<i64>().ok())
+                    .unwrap_or(i64::MAX);
+                if bytes > current {
+                    mem.set_memswap_limit(swap)
+                        .map_err(cg_err("memory+swap limit", p))?;
+                    mem.set_limit(bytes).map_err(cg_err("memory limit", p))?;
+                } else {
+                    mem.set_limit(bytes).map_err(cg_err("memory limit", p))?;
+                    mem.set_memswap_limit(swap)
+                        .map_err(cg_err("memory+swap limit", p))?;
+                }
+            } else {
+                mem.set_limit(bytes).map_err(cg_err("memory limit", p))?;
+                if v2 {
+                    // cgroup v2 limits swap alone: memory+swap minus memory.
+                    let max = if swap < 0 {
+                        "max".to_string()
+                    } else {
+                        (swap - bytes).max(0).to_string()
+                    };
+                    let _ = std::fs::write(self.file("memory", "memory.swap.max"), max);
+                }
             }
         }
         if let Some(nano) = res.nano_cpus {

@@ -35,6 +35,8 @@ pub use container::{
     stop, wait, wait_timeout, ContainerHandle, ExecProcess, Removal,
 };
 pub use error::{Result, RuntimeError, StepFailure};
+/// The paths a container that is not privileged sees masked and read-only (Docker's).
+pub use init::rootfs::{MASKED_PATHS, READONLY_PATHS};
 pub use launcher::ShimLauncher;
 pub use logs::{LogEntry, LogOptions, LogReader, LogStream};
 pub use nix::sys::signal::Signal;

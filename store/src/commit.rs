@@ -259,6 +259,9 @@ impl Store {
         self.inner
             .db
             .commit_image(&image, &digests, tags.first().map(String::as_str))?;
+        if !tags.is_empty() {
+            self.inner.db.set_last_tag_time(&config_digest)?;
+        }
         for t in tags.iter().skip(1) {
             self.tag(&config_digest, t)?;
         }

@@ -215,6 +215,7 @@ impl Store {
         self.inner
             .db
             .commit_image(&image, &[layer_digest], Some(&tag))?;
+        self.inner.db.set_last_tag_time(&config_digest)?;
         self.record(&config_digest)
     }
 }

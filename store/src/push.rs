@@ -16,6 +16,9 @@ pub enum PushProgress {
     Preparing(String),
     /// The layer's blob is in the registry.
     Done(String, BlobPushed),
+    /// The manifest is in the registry: its size in bytes (Docker's `size:` of the last
+    /// push line).
+    Manifest(usize),
 }
 
 pub type PushProgressFn<'a> = &'a (dyn Fn(PushProgress) + Send + Sync);
@@ -77,11 +80,13 @@ impl Store {
             .registry
             .push_blob(&r, &row.id, Bytes::from(row.config.clone()))
             .await?;
+        let manifest_size = row.manifest.len();
         let digest = self
             .inner
             .registry
             .push_manifest(&r, Bytes::from(row.manifest), &row.manifest_media_type)
             .await?;
+        progress(PushProgress::Manifest(manifest_size));
         self.inner
             .db
             .add_repo_digest(&format!("{}@{digest}", r.name()), &id)?;

@@ -220,11 +220,13 @@ impl Store {
             "layers": descriptors,
         });
         let body = serde_json::to_vec(&manifest).expect("manifest serializes");
+        let manifest_size = body.len();
         let digest = self
             .inner
             .registry
             .push_manifest(&r, Bytes::from(body), OCI_MANIFEST)
             .await?;
+        progress(crate::push::PushProgress::Manifest(manifest_size));
         if same_tars {
             self.inner
                 .db

@@ -330,7 +330,14 @@ impl Store {
             reference: target.to_string(),
             reason: "a tag target cannot be a digest".to_string(),
         })?;
-        self.inner.db.set_tag(&name, &id)
+        self.inner.db.set_tag(&name, &id)?;
+        self.inner.db.set_last_tag_time(&id)
+    }
+
+    /// When the image was last tagged by a tag, commit, import or build (RFC 3339; Docker's
+    /// `Metadata.LastTagTime`), `None` when never (a pulled image).
+    pub fn last_tag_time(&self, id: &str) -> Result<Option<String>> {
+        self.inner.db.last_tag_time(id)
     }
 
     /// `docker rmi`: a tag name untags (and deletes the image when it was the last tag);

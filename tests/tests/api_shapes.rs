@@ -386,3 +386,253 @@ fn skiff_inspect_format_matches_docker_cli() {
     docker_ok(&d, &["network", "rm", "tplnet"]);
     docker_ok(&d, &["volume", "rm", "tplvol"]);
 }
+
+/// `docker inspect`'s raw JSON (the docker CLI prints the daemon's answer as is).
+fn inspect_json(d: &Daemon, name: &str) -> serde_json::Value {
+    let out = docker_ok(d, &["inspect", name]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    v[0].clone()
+}
+
+/// Container inspect carries every key dockerd (API 1.43) sends, null or empty when unset,
+/// the real overlay paths and masked/read-only paths; exposed but unpublished ports (the
+/// container's and its image's) are listed with no binding.
+#[test]
+fn container_inspect_keys_and_exposed_ports() {
+    require!(
+        "container_inspect_keys_and_exposed_ports",
+        root_unavailable(),
+        docker_unavailable()
+    );
+    let d = Daemon::start().unwrap();
+    import_busybox(&d, IMAGE, &["EXPOSE 8080"]);
+    let run = |args: &[&str]| {
+        let mut all = vec!["run", "-d", "--pull", "never"];
+        all.extend_from_slice(args);
+        docker_ok(&d, &all)
+    };
+    run(&["--name", "ex", "--expose", "5000", IMAGE, "sleep", "100"]);
+    let v = inspect_json(&d, "ex");
+    let null = serde_json::Value::Null;
+    let empty = serde_json::json!([]);
+
+    assert_eq!(v["GraphDriver"]["Name"], "overlay", "{v}");
+    let data = v["GraphDriver"]["Data"].as_object().unwrap();
+    let mut keys: Vec<&str> = data.keys().map(String::as_str).collect();
+    keys.sort();
+    assert_eq!(keys, ["LowerDir", "MergedDir", "UpperDir", "WorkDir"]);
+    let id = v["Id"].as_str().unwrap();
+    let dir = |k: &str| data[k].as_str().unwrap().to_string();
+    assert!(
+        dir("UpperDir").ends_with(&format!("{id}/upper")),
+        "{data:?}"
+    );
+    assert!(dir("WorkDir").ends_with(&format!("{id}/work")), "{data:?}");
+    assert!(
+        dir("MergedDir").ends_with(&format!("{id}/rootfs")),
+        "{data:?}"
+    );
+    let lower = dir("LowerDir");
+    assert!(!lower.is_empty(), "{data:?}");
+    for l in lower.split(':') {
+        assert!(std::path::Path::new(l).is_dir(), "lower {l} of {data:?}");
+    }
+    for k in ["MountLabel", "ProcessLabel", "AppArmorProfile"] {
+        assert_eq!(v[k], "", "{k}");
+    }
+
+    let h = &v["HostConfig"];
+    for k in [
+        "Binds",
+        "VolumesFrom",
+        "CapAdd",
+        "CapDrop",
+        "ExtraHosts",
+        "GroupAdd",
+        "Links",
+        "SecurityOpt",
+        "DeviceCgroupRules",
+        "DeviceRequests",
+        "MemorySwappiness",
+        "PidsLimit",
+    ] {
+        assert_eq!(h.get(k), Some(&null), "HostConfig.{k} in {h}");
+    }
+    for k in [
+        "BlkioWeightDevice",
+        "BlkioDeviceReadBps",
+        "BlkioDeviceWriteBps",
+        "BlkioDeviceReadIOps",
+        "BlkioDeviceWriteIOps",
+    ] {
+        assert_eq!(h.get(k), Some(&empty), "HostConfig.{k} in {h}");
+    }
+    assert_eq!(h["OomKillDisable"], false);
+    let list = |x: &serde_json::Value| -> Vec<String> {
+        serde_json::from_value(x.clone()).unwrap_or_else(|_| panic!("{x}"))
+    };
+    let masked = list(&h["MaskedPaths"]);
+    assert!(masked.contains(&"/proc/kcore".to_string()), "{masked:?}");
+    assert!(masked.contains(&"/sys/firmware".to_string()), "{masked:?}");
+    let ro = list(&h["ReadonlyPaths"]);
+    assert!(ro.contains(&"/proc/sys".to_string()), "{ro:?}");
+    assert!(ro.contains(&"/proc/sysrq-trigger".to_string()), "{ro:?}");
+
+    let c = &v["Config"];
+    for k in ["Volumes", "Entrypoint", "OnBuild"] {
+        assert_eq!(c.get(k), Some(&null), "Config.{k} in {c}");
+    }
+    let mut exposed: Vec<&String> = c["ExposedPorts"].as_object().unwrap().keys().collect();
+    exposed.sort();
+    assert_eq!(exposed, ["5000/tcp", "8080/tcp"]);
+
+    let n = &v["NetworkSettings"];
+    for k in ["SecondaryIPAddresses", "SecondaryIPv6Addresses"] {
+        assert_eq!(n.get(k), Some(&null), "NetworkSettings.{k}");
+    }
+    let bridge = &n["Networks"]["bridge"];
+    assert!(n["IPPrefixLen"].as_i64().unwrap() > 0, "{n}");
+    assert_eq!(n["IPPrefixLen"], bridge["IPPrefixLen"]);
+    for k in ["IPAMConfig", "Links", "Aliases", "DriverOpts"] {
+        assert_eq!(
+            bridge.get(k),
+            Some(&null),
+            "Networks.bridge.{k} in {bridge}"
+        );
+    }
+    assert_eq!(
+        n["Ports"],
+        serde_json::json!({"5000/tcp": null, "8080/tcp": null})
+    );
+    let ps = |name: &str| {
+        let out = docker_ok(&d, &["ps", "--format", "{{.Names}}|{{.Ports}}"]);
+        out.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}|")).map(str::to_string))
+            .unwrap_or_else(|| panic!("{name} not in {out}"))
+    };
+    assert_eq!(ps("ex").trim(), "5000/tcp, 8080/tcp");
+
+    // Published and exposed-only together.
+    run(&[
+        "--name", "pub", "-p", "80", "--expose", "9090", IMAGE, "sleep", "100",
+    ]);
+    let ports = &inspect_json(&d, "pub")["NetworkSettings"]["Ports"];
+    let mut keys: Vec<&String> = ports.as_object().unwrap().keys().collect();
+    keys.sort();
+    assert_eq!(keys, ["80/tcp", "8080/tcp", "9090/tcp"], "{ports}");
+    assert_eq!(ports["9090/tcp"], null);
+    assert_eq!(ports["8080/tcp"], null);
+    let bound = ports["80/tcp"].as_array().unwrap();
+    assert!(!bound.is_empty(), "{ports}");
+    assert!(
+        bound[0]["HostPort"]
+            .as_str()
+            .unwrap()
+            .parse::<u16>()
+            .unwrap()
+            > 0
+    );
+    let row = ps("pub");
+    assert!(
+        row.contains("->80/tcp") && row.contains("8080/tcp") && row.contains("9090/tcp"),
+        "{row}"
+    );
+
+    // A user-defined network: its entry has the aliases; the top-level fields (the default
+    // bridge's) are empty.
+    docker_ok(&d, &["network", "create", "shapesnet"]);
+    run(&[
+        "--name",
+        "onnet",
+        "--network",
+        "shapesnet",
+        "--network-alias",
+        "al",
+        IMAGE,
+        "sleep",
+        "100",
+    ]);
+    let n = inspect_json(&d, "onnet")["NetworkSettings"].clone();
+    assert_eq!(n["IPAddress"], "");
+    assert_eq!(n["IPPrefixLen"], 0);
+    let ep = &n["Networks"]["shapesnet"];
+    assert!(ep["IPPrefixLen"].as_i64().unwrap() > 0, "{ep}");
+    assert!(list(&ep["Aliases"]).contains(&"al".to_string()), "{ep}");
+    for k in ["IPAMConfig", "Links", "DriverOpts"] {
+        assert_eq!(ep.get(k), Some(&null), "Networks.shapesnet.{k} in {ep}");
+    }
+
+    // Privileged: nothing masked or read-only, as dockerd answers.
+    docker_ok(
+        &d,
+        &[
+            "create",
+            "--pull",
+            "never",
+            "--name",
+            "priv",
+            "--privileged",
+            IMAGE,
+            "true",
+        ],
+    );
+    let h = inspect_json(&d, "priv")["HostConfig"].clone();
+    assert_eq!(h.get("MaskedPaths"), Some(&null));
+    assert_eq!(h.get("ReadonlyPaths"), Some(&null));
+
+    docker_ok(&d, &["rm", "-f", "ex", "pub", "onnet", "priv"]);
+    docker_ok(&d, &["network", "rm", "shapesnet"]);
+}
+
+/// `/containers/json` lists exposed-only ports as `{PrivatePort, Type}`; `/images/json` has
+/// `VirtualSize`; image inspect has `Container`, `Metadata.LastTagTime` and `Config`'s
+/// unset keys as null.
+#[test]
+fn python_sdk_list_and_image_inspect_keys() {
+    require!(
+        "python_sdk_list_and_image_inspect_keys",
+        root_unavailable(),
+        sdk_unavailable()
+    );
+    let d = Daemon::start().unwrap();
+    import_busybox(&d, IMAGE, &[]);
+    let (ok, out) = python_sdk(
+        &d,
+        &format!(
+            r#"
+import docker, json, time
+c = docker.from_env()
+cid = c.api.create_container("{IMAGE}", "sleep 100", name="lister", ports=[5000])["Id"]
+c.api.start(cid)
+ct = c.containers.get(cid)
+row = c.api.containers(filters={{"name": "lister"}})[0]
+print(json.dumps(row["Ports"], sort_keys=True))
+print(ct.attrs["GraphDriver"]["Name"], sorted(ct.attrs["GraphDriver"]["Data"]))
+img = [i for i in c.api.images() if "{IMAGE}" in (i["RepoTags"] or [])][0]
+print(img["VirtualSize"] == img["Size"] > 0)
+a = c.api.inspect_image("{IMAGE}")
+print(repr(a["Container"]), json.dumps({{k: a["Config"][k] for k in ["Env", "Cmd", "Volumes", "Entrypoint", "OnBuild", "Labels"]}}, sort_keys=True))
+first = a["Metadata"]["LastTagTime"]
+print(first.startswith("20"), first.endswith("Z"))
+time.sleep(1.1)
+c.images.get("{IMAGE}").tag("shapes-again", "v1")
+again = c.api.inspect_image("{IMAGE}")["Metadata"]["LastTagTime"]
+print(again > first)
+ct.remove(force=True)
+"#
+        ),
+    );
+    assert!(ok, "{out}");
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            r#"[{"PrivatePort": 5000, "Type": "tcp"}]"#,
+            "overlay ['LowerDir', 'MergedDir', 'UpperDir', 'WorkDir']",
+            "True",
+            r#"'' {"Cmd": null, "Entrypoint": null, "Env": null, "Labels": null, "OnBuild": null, "Volumes": null}"#,
+            "True True",
+            "True",
+        ],
+        "{out}"
+    );
+}

@@ -746,7 +746,12 @@ fn built_image_pushed_zstd_chunked_starts_lazily_from_a_fresh_data_root() {
     let pushed = d.ok(&["push", "--compression", "zstd:chunked", &image]);
     assert!(pushed.contains("digest: sha256:"), "{pushed}");
     // RepoDigests names the manifest actually pushed.
-    let digest = pushed.split("digest: ").nth(1).unwrap().trim().to_string();
+    let digest = pushed
+        .split("digest: ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .unwrap()
+        .to_string();
     let repo_digests = d.ok(&["image", "inspect", &image]);
     assert!(repo_digests.contains(&digest), "{repo_digests} vs {digest}");
 

@@ -33,9 +33,6 @@ fn run_rm_of_a_missing_command_exits_127_and_leaves_nothing() {
     );
     let d = Daemon::start().unwrap();
     import_busybox(&d, IMAGE, &[]);
-    // A first run sets up the bridge (and a spare attachment, a bounded cache).
-    docker_ok(&d, &["run", "--rm", "--pull", "never", IMAGE, "true"]);
-    let baseline = attachments(&d);
     for _ in 0..3 {
         let t = Instant::now();
         let out = docker(&d)
@@ -50,7 +47,33 @@ fn run_rm_of_a_missing_command_exits_127_and_leaves_nothing() {
             "{err}"
         );
         assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+        // Not even a spare attachment is kept from a container that never ran.
+        assert_eq!(attachments(&d), (0, 0));
     }
+    // A run that did run leaves a spare attachment (a bounded cache), a privileged one
+    // (which could have reconfigured its namespace) does not.
+    docker_ok(&d, &["run", "--rm", "--pull", "never", IMAGE, "true"]);
+    let baseline = attachments(&d);
+    assert_eq!(baseline, (1, 1));
+    docker_ok(
+        &d,
+        &[
+            "run",
+            "--rm",
+            "--pull",
+            "never",
+            "--privileged",
+            IMAGE,
+            "true",
+        ],
+    );
+    assert_eq!(
+        attachments(&d),
+        (0, 0),
+        "the spare went to the privileged run"
+    );
+    docker_ok(&d, &["run", "--rm", "--pull", "never", IMAGE, "true"]);
+    assert_eq!(attachments(&d), baseline);
     let out = docker(&d)
         .args(["run", "--rm", "--pull", "never", IMAGE, "nosuchcmd"])
         .output()
@@ -62,7 +85,8 @@ fn run_rm_of_a_missing_command_exits_127_and_leaves_nothing() {
         "{err}"
     );
     assert_eq!(docker_ok(&d, &["ps", "-aq"]).trim(), "");
-    assert_eq!(attachments(&d), baseline);
+    // It took the spare and, never having run, gave nothing back.
+    assert_eq!(attachments(&d), (0, 0));
 
     // Without --rm the failed container stays, exited with 127.
     let out = docker_run(
@@ -421,4 +445,34 @@ fn rm_containers_get_a_volatile_overlay() {
         String::from_utf8_lossy(&never.stderr).contains("No such container"),
         "{never:?}"
     );
+}
+
+#[test]
+fn a_missing_network_is_refused_without_pulling_the_image() {
+    require!(
+        "a_missing_network_is_refused_without_pulling_the_image",
+        root_unavailable(),
+        docker_unavailable()
+    );
+    let d = Daemon::start().unwrap();
+    import_busybox(&d, IMAGE, &[]);
+    for cmd in ["run", "create"] {
+        let mut args = vec![cmd];
+        if cmd == "run" {
+            args.push("--rm");
+        }
+        args.extend(["--network", "nosuchnet", IMAGE, "true"]);
+        let out = docker_run(&d, &args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        // The docker CLI's own codes for a daemon's refusal: 125 for run, 1 for create.
+        let code = if cmd == "run" { 125 } else { 1 };
+        assert_eq!(out.status.code(), Some(code), "{cmd}: {err}");
+        assert!(err.contains("network nosuchnet not found"), "{cmd}: {err}");
+        // A 404 from create would have sent the docker CLI off to pull the image.
+        assert!(
+            !err.contains("Unable to find image") && !err.contains("Pulling"),
+            "{cmd}: {err}"
+        );
+    }
+    assert_eq!(docker_ok(&d, &["ps", "-aq"]).trim(), "");
 }

@@ -370,3 +370,77 @@ fn compose_down_remove_orphans_spares_other_projects() {
     compose(b.path(), "beta", &["down", "-t", "0"]);
     docker_ok(&d, &["rm", "-f", "plain"]);
 }
+
+/// `ancestor` matches the image and its descendants (built FROM it, directly or further
+/// down); `network` matches a network's name, full id and id prefix.
+#[test]
+fn ancestor_takes_descendants_and_network_takes_id_prefixes() {
+    require!(
+        "ancestor_takes_descendants_and_network_takes_id_prefixes",
+        root_unavailable(),
+        docker_unavailable()
+    );
+    let d = Daemon::start().unwrap();
+    import_busybox(&d, "anc/base:1", &[]);
+    // Layers of its own (an import of the busybox rootfs would share the base's layer).
+    let other = tempfile::tempdir().unwrap();
+    std::fs::write(other.path().join("only"), "unrelated\n").unwrap();
+    d.ok(&[
+        "image",
+        "import",
+        other.path().to_str().unwrap(),
+        "anc/unrelated:1",
+    ]);
+    let build = |tag: &str, dockerfile: &str| {
+        let ctx = tempfile::tempdir().unwrap();
+        std::fs::write(ctx.path().join("Dockerfile"), dockerfile).unwrap();
+        d.ok(&["build", "-t", tag, ctx.path().to_str().unwrap()]);
+    };
+    // A child with a layer of its own, and a grandchild with the same layers (LABEL only).
+    build("anc/child:1", "FROM anc/base:1\nRUN echo hi > /hi\n");
+    build("anc/grand:1", "FROM anc/child:1\nLABEL grand=yes\n");
+    for (name, image) in [
+        ("ca", "anc/base:1"),
+        ("cb", "anc/child:1"),
+        ("cc", "anc/grand:1"),
+        ("cu", "anc/unrelated:1"),
+    ] {
+        docker_ok(
+            &d,
+            &["create", "--pull", "never", "--name", name, image, "true"],
+        );
+    }
+    let anc = |image: &str| ps(&d, &["-a", "--filter", &format!("ancestor={image}")]);
+    assert_eq!(anc("anc/base:1"), ["ca", "cb", "cc"]);
+    assert_eq!(anc("anc/child:1"), ["cb", "cc"]);
+    assert_eq!(anc("anc/grand:1"), ["cc"]);
+    assert_eq!(anc("anc/unrelated:1"), ["cu"]);
+    let child_id = docker_ok(&d, &["image", "inspect", "-f", "{{.Id}}", "anc/child:1"]);
+    assert_eq!(anc(child_id.trim()), ["cb", "cc"]);
+
+    docker_ok(&d, &["network", "create", "anet"]);
+    docker_ok(
+        &d,
+        &[
+            "create",
+            "--pull",
+            "never",
+            "--name",
+            "cn",
+            "--network",
+            "anet",
+            "anc/base:1",
+            "true",
+        ],
+    );
+    let net = docker_ok(&d, &["network", "inspect", "-f", "{{.Id}}", "anet"]);
+    let net = net.trim();
+    let by = |v: &str| ps(&d, &["-a", "--filter", &format!("network={v}")]);
+    assert_eq!(by("anet"), ["cn"]);
+    assert_eq!(by(net), ["cn"]);
+    assert_eq!(by(&net[..12]), ["cn"]);
+    let bridge = docker_ok(&d, &["network", "inspect", "-f", "{{.Id}}", "bridge"]);
+    assert_eq!(by(&bridge.trim()[..12]), ["ca", "cb", "cc", "cu"]);
+    docker_ok(&d, &["rm", "cn"]);
+    docker_ok(&d, &["network", "rm", "anet"]);
+}

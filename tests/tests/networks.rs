@@ -653,3 +653,70 @@ volumes:
     let id = net["Id"].as_str().unwrap();
     assert_eq!(traces_of(&format!("br-{}", &id[..12])), (false, vec![]));
 }
+
+#[test]
+fn removing_a_network_frees_stopped_containers_endpoints() {
+    require!(
+        "removing_a_network_frees_stopped_containers_endpoints",
+        root_unavailable(),
+        docker_unavailable()
+    );
+    let (_cfg, d) = daemon("10.219.0.0/16");
+    import_busybox(&d, IMAGE, &[]);
+    docker_ok(&d, &["network", "create", "gone"]);
+    docker_ok(&d, &["network", "create", "kept"]);
+    docker_ok(
+        &d,
+        &["run", "--name", "ran", "--network", "gone", IMAGE, "true"],
+    );
+    docker_ok(
+        &d,
+        &[
+            "create",
+            "--name",
+            "made",
+            "--network",
+            "gone",
+            IMAGE,
+            "true",
+        ],
+    );
+    docker_ok(
+        &d,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "up",
+            "--network",
+            "kept",
+            IMAGE,
+            "sleep",
+            "60",
+        ],
+    );
+    // A running container keeps its network in use.
+    let out = docker_run(&d, &["network", "rm", "kept"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("has active endpoints (up)"),
+        "{}",
+        text(&out)
+    );
+    // Stopped and created ones do not, as with dockerd; their veths go with it.
+    docker_ok(&d, &["network", "rm", "gone"]);
+    let out = docker_run(&d, &["network", "inspect", "gone"]);
+    assert!(!out.status.success());
+    // And they do not start without it.
+    for name in ["ran", "made"] {
+        let out = docker_run(&d, &["start", name]);
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        assert!(
+            text(&out).contains("network gone not found"),
+            "{}",
+            text(&out)
+        );
+    }
+    docker_ok(&d, &["rm", "-f", "up", "ran", "made"]);
+    docker_ok(&d, &["network", "rm", "kept"]);
+}

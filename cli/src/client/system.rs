@@ -109,7 +109,16 @@ pub async fn df(docker: &Docker) -> Result<()> {
     let d = docker.df().await?;
     let images = d.images.unwrap_or_default();
     let containers = d.containers.unwrap_or_default();
-    let image_size: i64 = images.iter().map(|i| i.size).sum();
+    // Distinct layers once (the daemon's `LayersSize`); reclaimable: all but the bytes
+    // only images in use have (docker's arithmetic).
+    let image_size: i64 = d
+        .layers_size
+        .unwrap_or_else(|| images.iter().map(|i| i.size).sum());
+    let image_used: i64 = images
+        .iter()
+        .filter(|i| i.containers > 0 && i.size >= 0 && i.shared_size >= 0)
+        .map(|i| i.size - i.shared_size)
+        .sum();
     let active_images = images.iter().filter(|i| i.containers > 0).count();
     let running = containers
         .iter()
@@ -126,13 +135,7 @@ pub async fn df(docker: &Docker) -> Result<()> {
                 images.len().to_string(),
                 active_images.to_string(),
                 human_size(image_size),
-                human_size(
-                    images
-                        .iter()
-                        .filter(|i| i.containers == 0)
-                        .map(|i| i.size)
-                        .sum(),
-                ),
+                human_size((image_size - image_used).max(0)),
             ],
             vec![
                 "Containers".into(),

@@ -105,7 +105,9 @@ pub async fn list(
 ) -> ApiResult<impl IntoResponse> {
     let filters = Filters::parse(q.filters.as_deref(), super::container_filter::NAMES)?;
     let now = chrono::Utc::now();
-    let rows = d.containers.select(filters, flag(&q.all), q.limit)?;
+    let rows = d.containers.select(filters, flag(&q.all), q.limit, |id| {
+        d.builds.cache.parent_of(id)
+    })?;
     Ok(Json(
         rows.iter()
             .map(|r| {

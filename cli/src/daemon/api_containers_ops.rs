@@ -102,14 +102,12 @@ fn parse_update(body: &serde_json::Value) -> Result<Update, DaemonError> {
         }
     }
     let int = |k: &str| obj.get(k).and_then(|v| v.as_i64()).filter(|n| *n > 0);
-    if let Some(swap) = obj.get("MemorySwap").and_then(|v| v.as_i64()) {
-        if swap != 0 && swap != -1 && Some(swap) != int("Memory") {
-            return Err(DaemonError::Unsupported {
-                field: "MemorySwap".into(),
-                value: format!("{swap} (skiff gives containers no swap)"),
-            });
-        }
-    }
+    // `--memory-swap -1` is unlimited swap; 0 leaves it as it is.
+    let memory_swap = obj
+        .get("MemorySwap")
+        .and_then(|v| v.as_i64())
+        .filter(|n| *n > 0 || *n == -1);
+    super::spec::check_memory(int("Memory").unwrap_or(0), memory_swap.unwrap_or(0), true)?;
     let restart_policy = match obj.get("RestartPolicy") {
         Some(p) => {
             let name = p.get("Name").and_then(|n| n.as_str()).unwrap_or("");
@@ -127,6 +125,7 @@ fn parse_update(body: &serde_json::Value) -> Result<Update, DaemonError> {
     };
     Ok(Update {
         memory: int("Memory"),
+        memory_swap,
         nano_cpus: int("NanoCpus"),
         pids_limit: int("PidsLimit"),
         restart_policy,

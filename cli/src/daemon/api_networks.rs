@@ -88,6 +88,18 @@ pub async fn create(
 }
 
 pub async fn remove(State(d): State<Arc<Daemon>>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    // As dockerd, where a container holds an endpoint only while it runs: stopped and
+    // created containers let go of theirs (and later fail to start, the network gone);
+    // running ones keep the network in use.
+    let n = d.networks.get(&id).await?;
+    if !n.builtin() {
+        for (r, _) in d.networks.containers_on(&n.id)? {
+            if d.containers.state(&r.id)?.status != skiff_runtime::Status::Running {
+                d.networks.disconnect(&n.id, &r).await?;
+                event(&d, "disconnect", &n, Some(&r.id));
+            }
+        }
+    }
     let n = d.networks.remove(&id).await?;
     event(&d, "destroy", &n, None);
     Ok(StatusCode::NO_CONTENT)

@@ -134,15 +134,11 @@ pub async fn info(State(d): State<Arc<Daemon>>) -> ApiResult<Json<SystemInfo>> {
 }
 
 pub async fn df(State(d): State<Arc<Daemon>>) -> ApiResult<impl IntoResponse> {
-    let mut usage = d.images.disk_usage().await?;
     // Build steps' images are build cache (as Docker counts them), not images.
-    if let Some(images) = usage["Images"].as_array_mut() {
-        images.retain(|i| {
-            !i["Id"]
-                .as_str()
-                .is_some_and(|id| d.builds.cache.is_intermediate(id))
-        });
-    }
+    let mut usage = d
+        .images
+        .disk_usage(|id| d.builds.cache.is_intermediate(id))
+        .await?;
     if let Some(cache) = usage["BuildCache"].as_array_mut() {
         cache.extend(d.builds.disk_usage());
     }

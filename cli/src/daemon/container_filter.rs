@@ -52,13 +52,13 @@ impl Row {
         }
     }
 
-    /// Names of the networks the container is attached to.
-    /// The networks' names and ids: its mode's, and each user-defined network it is on.
-    fn networks(&self) -> Vec<&str> {
-        let mut out = vec![network_name(&self.record.spec.host.network_mode)];
+    /// The networks the container is attached to, as (name, id): its mode's (a built-in
+    /// network's id is derived from its name), and each user-defined network it is on.
+    fn networks(&self) -> Vec<(String, String)> {
+        let mode = network_name(&self.record.spec.host.network_mode);
+        let mut out = vec![(mode.to_string(), super::network::network_id(mode))];
         for e in self.record.network.iter().flat_map(|n| n.endpoints.iter()) {
-            out.push(&e.network_name);
-            out.push(&e.network_id);
+            out.push((e.network_name.clone(), e.network_id.clone()));
         }
         out
     }
@@ -88,14 +88,15 @@ pub struct ContainerQuery {
 
 impl ContainerQuery {
     /// Validates `filters` as dockerd does. `find` resolves a container name or id
-    /// (`before`, `since`: an unknown one is its error), `image_id` an image reference (an
-    /// unknown `ancestor` matches nothing, as in dockerd).
+    /// (`before`, `since`: an unknown one is its error), `image_ids` an image reference to
+    /// the ids of that image and its descendants (an unknown `ancestor` matches nothing, as
+    /// in dockerd).
     pub fn new(
         filters: Filters,
         all: bool,
         limit: Option<i64>,
         find: impl Fn(&str) -> Result<ContainerRecord, DaemonError>,
-        image_id: impl Fn(&str) -> Option<String>,
+        image_ids: impl Fn(&str) -> Vec<String>,
     ) -> Result<ContainerQuery, DaemonError> {
         let invalid =
             |name: &str, v: &str| DaemonError::Invalid(format!("invalid filter '{name}={v}'"));
@@ -127,7 +128,7 @@ impl ContainerQuery {
             filters
                 .get("ancestor")
                 .iter()
-                .filter_map(|a| image_id(a))
+                .flat_map(|a| image_ids(a))
                 .collect()
         });
         let one = |name: &str| -> Result<Option<String>, DaemonError> {
@@ -219,12 +220,14 @@ impl ContainerQuery {
         if !health.is_empty() && !health.iter().any(|h| h == own) {
             return false;
         }
+        // A network's name, its id, or a prefix of its id (as dockerd).
         let networks = f.get("network");
         if !networks.is_empty()
-            && !row
-                .networks()
-                .iter()
-                .any(|n| networks.iter().any(|v| v == n))
+            && !row.networks().iter().any(|(name, id)| {
+                networks
+                    .iter()
+                    .any(|v| v == name || (!v.is_empty() && id.starts_with(v.as_str())))
+            })
         {
             return false;
         }
@@ -384,8 +387,10 @@ mod tests {
                 .map(|r| r.record.clone())
                 .ok_or_else(|| DaemonError::NoSuchContainer(n.to_string()))
         };
-        let q = ContainerQuery::new(f, all, None, find, |i| {
-            (i == "dbimage").then(|| "sha256:db".to_string())
+        let q = ContainerQuery::new(f, all, None, find, |i| match i {
+            "dbimage" => vec!["sha256:db".to_string()],
+            "base" => vec!["sha256:base".to_string(), "sha256:web".to_string()],
+            _ => Vec::new(),
         })?;
         Ok(q.select(rows())
             .into_iter()
@@ -414,7 +419,13 @@ mod tests {
         assert_eq!(n(r#"{"since":["cache"],"before":["web"]}"#), ["db"]);
         assert_eq!(n(r#"{"ancestor":["dbimage"]}"#), ["db"]);
         assert!(n(r#"{"ancestor":["nosuch"]}"#).is_empty());
+        assert_eq!(n(r#"{"ancestor":["base"]}"#), ["web"]);
         assert_eq!(n(r#"{"network":["bridge"]}"#), ["web", "db"]);
+        let bridge = crate::daemon::network::network_id("bridge");
+        let by_id = |id: &str| n(&format!(r#"{{"network":["{id}"]}}"#));
+        assert_eq!(by_id(&bridge), ["web", "db"]);
+        assert_eq!(by_id(&bridge[..12]), ["web", "db"]);
+        assert!(by_id("0123456789ab").is_empty() || bridge.starts_with("0123456789ab"));
         assert_eq!(n(r#"{"network":["none"]}"#), ["cache"]);
         assert_eq!(n(r#"{"volume":["dbdata"]}"#), ["db"]);
         assert_eq!(n(r#"{"volume":["/data"]}"#), ["db"]);

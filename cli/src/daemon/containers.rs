@@ -2,6 +2,7 @@
 //! stopping and attaching are in `containers_run.rs`; exits and restarts belong to the
 //! monitor.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -120,19 +121,21 @@ impl ContainerService {
 
     /// `GET /containers/json`: the containers `all`, `limit` and `filters` select, newest
     /// first. Refuses unknown or malformed filters (400) and unknown `before`/`since`
-    /// containers (404).
+    /// containers (404). `parent_of` gives the image an image was built or committed from
+    /// (the `ancestor` filter also matches descendants).
     pub fn select(
         &self,
         filters: super::filters::Filters,
         all: bool,
         limit: Option<i64>,
+        parent_of: impl Fn(&str) -> Option<String>,
     ) -> Result<Vec<super::container_filter::Row>, DaemonError> {
         let query = super::container_filter::ContainerQuery::new(
             filters,
             all,
             limit,
             |n| self.find(n),
-            |i| self.store.image(i).ok().map(|i| i.id),
+            |i| self.image_and_descendants(i, &parent_of),
         )?;
         let rows = self
             .list()?
@@ -148,6 +151,46 @@ impl ContainerService {
             })
             .collect();
         Ok(query.select(rows))
+    }
+
+    /// The id of image `name` and of every local image descending from it (dockerd's
+    /// `ancestor`): images whose parent chain (`parent_of`) leads to it, and images whose
+    /// layers extend its layers. Empty for an unknown image.
+    fn image_and_descendants(
+        &self,
+        name: &str,
+        parent_of: &impl Fn(&str) -> Option<String>,
+    ) -> Vec<String> {
+        let Ok(base) = self.store.image(name) else {
+            return Vec::new();
+        };
+        let mut out = vec![base.id.clone()];
+        for img in self.store.images().unwrap_or_default() {
+            if img.id == base.id {
+                continue;
+            }
+            let mut seen = HashSet::new();
+            let mut next = parent_of(&img.id);
+            let mut by_parent = false;
+            while let Some(p) = next {
+                if p == base.id {
+                    by_parent = true;
+                    break;
+                }
+                if !seen.insert(p.clone()) {
+                    break;
+                }
+                next = parent_of(&p);
+            }
+            let by_layers = !base.diff_ids.is_empty()
+                && self.store.image(&img.id).is_ok_and(|r| {
+                    r.diff_ids.len() > base.diff_ids.len() && r.diff_ids.starts_with(&base.diff_ids)
+                });
+            if by_parent || by_layers {
+                out.push(img.id);
+            }
+        }
+        out
     }
 
     pub fn counts(&self) -> Result<Counts, DaemonError> {
@@ -267,6 +310,12 @@ impl ContainerService {
                     .unwrap_or_default(),
             )
             .collect();
+        // Docker merges the image's exposed ports into the container's (`Config`, `Ports`).
+        for p in &exposed {
+            if !spec.exposed_ports.contains(p) {
+                spec.exposed_ports.push(p.clone());
+            }
+        }
         let mut links: Vec<String> = body
             .host_config
             .as_ref()
@@ -370,14 +419,24 @@ impl ContainerService {
             .filter(|a| default.as_ref().map(|(d, _)| d) != Some(*a))
             .map(|a| (a.as_str(), path_var.as_str()));
         let lower = self.mounts.acquire_for(&self.store, &image.id, program)?;
-        let (mount_points, runtime_mounts) =
-            match super::mount_plan::apply(planned, &self.volumes, &lower) {
-                Ok(m) => m,
-                Err(e) => {
-                    self.mounts.release(&image.id);
-                    return Err(e);
-                }
-            };
+        let mut created = Vec::new();
+        let applied = super::mount_plan::apply(planned, &self.volumes, &lower, &mut created);
+        // As dockerd: every volume a container's creation makes has its `create` event.
+        for name in &created {
+            self.monitor.events.emit(
+                "volume",
+                "create",
+                name,
+                [("driver".to_string(), "local".to_string())],
+            );
+        }
+        let (mount_points, runtime_mounts) = match applied {
+            Ok(m) => m,
+            Err(e) => {
+                self.mounts.release(&image.id);
+                return Err(e);
+            }
+        };
         rc.mounts = runtime_mounts;
         let attachment = match self.network.prepare(net_request).await {
             Ok(a) => a,
@@ -505,7 +564,12 @@ impl ContainerService {
             self.reclaimer.submit(removal);
         }
         // Cheap in the common case: a bridge attachment becomes a spare, not deleted links.
-        if let Err(e) = self.network.release(&r.id).await {
+        let released = if reusable_network(r, &st) {
+            self.network.release(&r.id).await
+        } else {
+            self.network.release_unused(&r.id).await
+        };
+        if let Err(e) = released {
             tracing::warn!(id = %&r.id[..12], "releasing network: {e}");
         }
         self.records.remove(&r.id)?;
@@ -587,4 +651,16 @@ pub fn dir_size(dir: &std::path::Path) -> u64 {
         }
     }
     total
+}
+
+/// Whether a removed container's network namespace may serve the next container: it ran
+/// (a container that failed to start leaves nothing), and could not reconfigure it.
+fn reusable_network(r: &ContainerRecord, st: &skiff_runtime::ContainerState) -> bool {
+    let ran = st.started_at.is_some() && st.error.is_none();
+    let net_admin = r.spec.host.privileged
+        || r.spec.host.cap_add.iter().any(|c| {
+            let c = c.to_ascii_uppercase();
+            matches!(c.trim_start_matches("CAP_"), "NET_ADMIN" | "ALL")
+        });
+    ran && !net_admin
 }

@@ -17,6 +17,8 @@ use super::status::Lifecycle;
 pub struct Update {
     /// Bytes.
     pub memory: Option<i64>,
+    /// Memory plus swap in bytes, `-1` unlimited.
+    pub memory_swap: Option<i64>,
     /// CPUs × 10⁹.
     pub nano_cpus: Option<i64>,
     pub pids_limit: Option<i64>,
@@ -142,11 +144,40 @@ impl ContainerService {
             }
             updated.spec.host.restart_policy = p;
         }
+        // dockerd's rules against the limits in place: memory+swap is never below memory,
+        // and a new memory limit above the memory+swap limit needs a new one of that too.
+        let h = &updated.spec.host;
+        let memory = u.memory.or(h.memory);
+        let swap = match (u.memory_swap, h.memory_swap) {
+            (Some(s), _) => Some(s),
+            (None, Some(s)) if s > 0 && u.memory.is_some_and(|m| m > s) => {
+                return Err(DaemonError::Conflict(
+                    "Memory limit should be smaller than already set memoryswap limit, update the memoryswap at the same time".into(),
+                ));
+            }
+            // A first memory limit allows as much swap again (as at create).
+            (None, None) => u.memory.map(|m| m.saturating_mul(2)),
+            (None, s) => s,
+        };
+        if let (Some(m), Some(s)) = (memory, u.memory_swap) {
+            if s > 0 && s < m {
+                return Err(DaemonError::invalid(
+                    "Minimum memoryswap limit should be larger than memory limit, see usage",
+                ));
+            }
+        }
+        if u.memory_swap.is_some() && memory.is_none() {
+            return Err(DaemonError::invalid(
+                "You should always set the Memory limit when using Memoryswap limit, see usage",
+            ));
+        }
         let res = skiff_runtime::Resources {
             memory_bytes: u.memory,
+            memory_swap_bytes: swap.filter(|_| u.memory.is_some() || u.memory_swap.is_some()),
             nano_cpus: u.nano_cpus,
             pids_limit: u.pids_limit,
         };
+        let new_swap = res.memory_swap_bytes;
         if res != skiff_runtime::Resources::default() {
             let st = self.state(&r.id)?;
             let live = st.status == Status::Running;
@@ -157,6 +188,7 @@ impl ContainerService {
                 .map_err(|e| DaemonError::runtime(format!("updating {}", r.name), e))?;
             let h = &mut updated.spec.host;
             h.memory = u.memory.or(h.memory);
+            h.memory_swap = new_swap.or(h.memory_swap);
             h.nano_cpus = u.nano_cpus.or(h.nano_cpus);
             h.pids_limit = u.pids_limit.or(h.pids_limit);
         }

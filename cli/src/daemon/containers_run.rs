@@ -22,7 +22,11 @@ impl ContainerService {
     /// Starts a container; `false` when it was already running.
     pub async fn start(&self, r: &ContainerRecord, by: StartedBy) -> Result<bool, DaemonError> {
         let st = self.state(&r.id)?;
-        match Lifecycle::new(r, &st).can_start() {
+        let plan = Lifecycle::new(r, &st).can_start();
+        if plan != StartPlan::AlreadyRunning {
+            self.check_network_exists(r).await?;
+        }
+        match plan {
             StartPlan::AlreadyRunning => return Ok(false),
             // Docker starts an exited container again: same filesystem (upper dir), same
             // network, same log, a fresh process.
@@ -82,10 +86,21 @@ impl ContainerService {
             return Err(DaemonError::StartFailed(msg));
         }
         tracing::info!(id = %&r.id[..12], "started container");
+        self.monitor.events.volumes("mount", r);
         self.monitor.events.network("connect", r);
         self.monitor.events.container("start", r, &[]);
         self.monitor.watch(&r.id);
         Ok(true)
+    }
+
+    /// A container whose user-defined network was removed while it was stopped does not
+    /// start (dockerd: `network NAME not found`, 404).
+    async fn check_network_exists(&self, r: &ContainerRecord) -> Result<(), DaemonError> {
+        match r.spec.host.network_mode.as_str() {
+            "" | "default" | "bridge" | "none" | "host" => Ok(()),
+            m if m.starts_with("container:") => Ok(()),
+            m => self.networks.get(m).await.map(drop),
+        }
     }
 
     /// Sets an exited container up again from the runtime config it ran with.

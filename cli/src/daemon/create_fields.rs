@@ -110,7 +110,7 @@ pub const FIELDS: &[(&str, Handling)] = &[
     ("HostConfig.KernelMemory", Refused(&[])),
     ("HostConfig.KernelMemoryTCP", Refused(&[])),
     ("HostConfig.MemoryReservation", Refused(&[])),
-    ("HostConfig.MemorySwap", Refused(&["-1"])),
+    ("HostConfig.MemorySwap", Applied),
     ("HostConfig.MemorySwappiness", Refused(&["-1"])),
     ("HostConfig.OomKillDisable", Refused(&[])),
     ("HostConfig.Init", Applied),

@@ -38,6 +38,9 @@ pub enum DaemonError {
     VolumeInUse { name: String, containers: String },
     #[error("Conflict. The container name \"/{name}\" is already in use by container \"{id}\". You have to remove (or rename) that container to be able to reuse that name.")]
     NameInUse { name: String, id: String },
+    /// A request at odds with the object's state (409), in dockerd's words.
+    #[error("{0}")]
+    Conflict(String),
     #[error("Container {id} is not running")]
     NotRunning { id: String },
     #[error("Container {id} is already paused")]
@@ -148,6 +151,7 @@ pub fn status(e: &DaemonError) -> StatusCode {
             StatusCode::BAD_REQUEST
         }
         E::NameInUse { .. }
+        | E::Conflict(_)
         | E::NotRunning { .. }
         | E::AlreadyPaused { .. }
         | E::NotPaused { .. }

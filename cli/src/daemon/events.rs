@@ -174,6 +174,26 @@ impl EventLog {
         );
     }
 
+    /// A `mount` (at start) or `unmount` (after exit) event for each volume `r` mounts, as
+    /// dockerd emits them: the volume's name, `container`, `driver`, and for `mount` the
+    /// `destination`, `read/write` and `propagation`.
+    pub fn volumes(&self, action: &str, r: &super::record::ContainerRecord) {
+        for m in r.mounts.iter().filter(|m| m.kind == "volume") {
+            let mut attrs = vec![
+                ("container".to_string(), r.id.clone()),
+                ("driver".to_string(), "local".to_string()),
+            ];
+            if action == "mount" {
+                attrs.extend([
+                    ("destination".to_string(), m.destination.clone()),
+                    ("read/write".to_string(), (!m.read_only).to_string()),
+                    ("propagation".to_string(), String::new()),
+                ]);
+            }
+            self.emit("volume", action, &m.name, attrs);
+        }
+    }
+
     /// The recorded events matching `filters` from `since` (Unix ns) on, and a receiver of
     /// those that follow (events after the last one returned).
     pub fn subscribe(

@@ -24,8 +24,9 @@ pub struct ImageService {
 
 fn delete_item(r: skiff_store::Removed) -> ImageDeleteResponseItem {
     match r {
+        // Docker answers familiar names (`bb1:extra`, not `docker.io/library/bb1:extra`).
         skiff_store::Removed::Untagged(t) => ImageDeleteResponseItem {
-            untagged: Some(t),
+            untagged: Some(familiar(&t)),
             deleted: None,
         },
         skiff_store::Removed::Deleted(d) => ImageDeleteResponseItem {
@@ -215,6 +216,8 @@ impl ImageService {
                 repo_digests: self.repo_digests(&i.id),
                 created: row.created,
                 size: i.size as i64,
+                // Deprecated, still sent by API 1.43: the same as `Size`.
+                virtual_size: Some(i.size as i64),
                 shared_size: -1,
                 labels: row.labels,
                 ..Default::default()
@@ -223,7 +226,8 @@ impl ImageService {
         Ok(out)
     }
 
-    pub async fn inspect_image(&self, name: &str) -> ApiResult<ImageInspect> {
+    /// `GET /images/{name}/json` (views.rs shapes the JSON).
+    pub async fn inspect_image(&self, name: &str) -> ApiResult<serde_json::Value> {
         let i = self
             .store
             .image(name)
@@ -242,7 +246,11 @@ impl ImageService {
             config.on_build = serde_json::from_value(c["OnBuild"].clone()).ok();
             config.shell = serde_json::from_value(c["Shell"].clone()).ok();
         }
-        Ok(ImageInspect {
+        let last_tag_time = self.store.last_tag_time(&i.id).unwrap_or_else(|e| {
+            tracing::warn!(id = %i.id, "reading the last tag time: {e}");
+            None
+        });
+        Ok(super::views::image_inspect(&ImageInspect {
             id: Some(i.id.clone()),
             repo_tags: Some(i.repo_tags.iter().map(|t| familiar(t)).collect()),
             repo_digests: Some(self.repo_digests(&i.id)),
@@ -261,13 +269,18 @@ impl ImageService {
                 name: "overlay2".to_string(),
                 data: Default::default(),
             }),
-            metadata: Some(Default::default()),
+            // Docker's zero time for an image never tagged (pulled).
+            metadata: Some(bollard::models::ImageInspectMetadata {
+                last_tag_time: Some(
+                    last_tag_time.unwrap_or_else(|| "0001-01-01T00:00:00Z".to_string()),
+                ),
+            }),
             root_fs: Some(bollard::models::ImageInspectRootFs {
                 typ: "layers".to_string(),
                 layers: Some(i.diff_ids.clone()),
             }),
             ..Default::default()
-        })
+        }))
     }
 
     /// Pulls, streaming Docker's progress JSON lines into `tx`. `secret` (the client's
@@ -286,12 +299,20 @@ impl ImageService {
                 return;
             }
         };
-        let _ = tx
-            .send(json!({"status": format!("Pulling from {}", parsed.repository), "id": parsed.tag.clone().unwrap_or_else(|| "latest".into())}))
-            .await;
+        // As dockerd: `<tag or digest>: Pulling from <repository>` once the manifest is
+        // found (a missing one is only its error), before the first layer's line.
+        let pulling = json!({
+            "status": format!("Pulling from {}", parsed.repository),
+            "id": parsed.digest.clone().or_else(|| parsed.tag.clone()).unwrap_or_else(|| "latest".into()),
+        });
+        let announced = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let progress_tx = tx.clone();
+        let (first_line, first_done) = (pulling.clone(), announced.clone());
         let progress: Box<dyn Fn(skiff_store::PullProgress) + Send + Sync> =
             Box::new(move |p: skiff_store::PullProgress| {
+                if !first_done.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                    let _ = progress_tx.try_send(first_line.clone());
+                }
                 let mut v = json!({"status": p.status.docker_status(), "id": p.short_id()});
                 if p.total > 0 {
                     v["progressDetail"] = json!({"current": p.current, "total": p.total});
@@ -309,6 +330,9 @@ impl ImageService {
         .await;
         match pulled {
             Ok(img) => {
+                if !announced.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                    let _ = tx.send(pulling).await;
+                }
                 self.store
                     .registry()
                     .remember_credentials(&parsed, secret.clone());
@@ -344,7 +368,17 @@ impl ImageService {
                     self.store.registry().forget_credentials(&parsed, &secret);
                 }
                 tracing::warn!(reference = %reference, "pull failed: {e}");
-                let _ = tx.send(stream_error(&e)).await;
+                let _ = match &e {
+                    // dockerd's words for a missing tag or digest.
+                    skiff_store::StoreError::NotFound { what, .. } if what.contains("manifest") => {
+                        tx.send(stream_error(&format!(
+                            "manifest for {} not found: manifest unknown: manifest unknown",
+                            familiar(&reference)
+                        )))
+                        .await
+                    }
+                    _ => tx.send(stream_error(&e)).await,
+                };
             }
         }
     }
@@ -378,17 +412,24 @@ impl ImageService {
 
     pub async fn tag_image(&self, source: &str, target: &str) -> ApiResult<()> {
         self.store.tag(source, target)?;
-        self.event("tag", &familiar(target));
+        // As dockerd: the actor is the image id, `name` the new reference.
+        let id = self.store.image(target).map(|i| i.id)?;
+        self.named_event("tag", &id, &familiar(target));
         Ok(())
     }
 
     /// An image event (`name` attribute: the reference it concerns).
     fn event(&self, action: &str, id: &str) {
+        self.named_event(action, id, id);
+    }
+
+    /// An image event about image `id` with `name` attribute `name`.
+    fn named_event(&self, action: &str, id: &str, name: &str) {
         self.containers.monitor.events.emit(
             "image",
             action,
             id,
-            [("name".to_string(), id.to_string())],
+            [("name".to_string(), name.to_string())],
         );
     }
 
@@ -403,10 +444,16 @@ impl ImageService {
         // Docker's order: the repository line first, then each layer's progress.
         let parsed = push_first_line(&reference, &tx).await;
         let progress_tx = tx.clone();
+        let manifest_size = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let size_seen = manifest_size.clone();
         let progress = move |p: skiff_store::PushProgress| {
             let (id, status) = match p {
                 skiff_store::PushProgress::Preparing(id) => (id, "Preparing".to_string()),
                 skiff_store::PushProgress::Done(id, done) => (id, done.docker_status()),
+                skiff_store::PushProgress::Manifest(size) => {
+                    size_seen.store(size, std::sync::atomic::Ordering::SeqCst);
+                    return;
+                }
             };
             let hex = id.strip_prefix("sha256:").unwrap_or(&id);
             let short = &hex[..hex.len().min(12)];
@@ -433,11 +480,12 @@ impl ImageService {
                 let tag = parsed
                     .and_then(|r| r.tag)
                     .unwrap_or_else(|| "latest".to_string());
+                let size = manifest_size.load(std::sync::atomic::Ordering::SeqCst);
                 let _ = tx
-                    .send(json!({"status": format!("{tag}: digest: {digest}")}))
+                    .send(json!({"status": format!("{tag}: digest: {digest} size: {size}")}))
                     .await;
                 let _ = tx
-                    .send(json!({"progressDetail": {}, "aux": {"Tag": tag, "Digest": digest}}))
+                    .send(json!({"progressDetail": {}, "aux": {"Tag": tag, "Digest": digest, "Size": size}}))
                     .await;
             }
             Err(e) => {
@@ -495,7 +543,9 @@ impl ImageService {
         let removed = self.store.remove_image(name, force)?;
         for r in &removed {
             match r {
-                skiff_store::Removed::Untagged(t) => self.event("untag", &familiar(t)),
+                skiff_store::Removed::Untagged(t) => {
+                    self.named_event("untag", &img.id, &familiar(t))
+                }
                 skiff_store::Removed::Deleted(d) => self.event("delete", d),
             }
         }
@@ -552,9 +602,43 @@ impl ImageService {
         ])
     }
 
-    pub async fn disk_usage(&self) -> ApiResult<serde_json::Value> {
+    /// `GET /system/df`. `hidden` images (build steps' intermediates, which Docker counts
+    /// as build cache) are left out. `LayersSize` counts each distinct layer once; an
+    /// image's `SharedSize` is the bytes of its layers another listed image also has (as
+    /// dockerd computes them).
+    pub async fn disk_usage(&self, hidden: impl Fn(&str) -> bool) -> ApiResult<serde_json::Value> {
         let cache = self.store.cache_stats()?;
-        let images = self.list_images(Default::default()).await?;
+        let mut images = self.list_images(Default::default()).await?;
+        images.retain(|i| !hidden(&i.id));
+        // Each image's distinct layers (by diff id) with their uncompressed sizes.
+        let layers: Vec<std::collections::HashMap<String, u64>> = images
+            .iter()
+            .map(|i| {
+                self.store.image(&i.id).map_or_else(
+                    |_| Default::default(),
+                    |r| {
+                        r.layers
+                            .iter()
+                            .map(|l| (l.diff_id.clone(), l.tar_size))
+                            .collect()
+                    },
+                )
+            })
+            .collect();
+        let mut users: std::collections::HashMap<&str, (u64, usize)> = Default::default();
+        for own in &layers {
+            for (diff_id, size) in own {
+                users.entry(diff_id.as_str()).or_insert((*size, 0)).1 += 1;
+            }
+        }
+        let layers_size: u64 = users.values().map(|(size, _)| size).sum();
+        for (image, own) in images.iter_mut().zip(&layers) {
+            image.shared_size = own
+                .keys()
+                .filter_map(|d| users.get(d.as_str()).filter(|(_, n)| *n > 1))
+                .map(|(size, _)| *size as i64)
+                .sum();
+        }
         let volumes: Vec<serde_json::Value> = self
             .containers
             .volumes
@@ -589,7 +673,7 @@ impl ImageService {
             containers.push(row);
         }
         Ok(json!({
-            "LayersSize": images.iter().map(|i| i.size).sum::<i64>(),
+            "LayersSize": layers_size,
             "Images": images,
             "Containers": containers,
             "Volumes": volumes,

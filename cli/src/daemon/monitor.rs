@@ -301,6 +301,7 @@ async fn watch_one(c: Arc<ContainerService>, id: String) {
         m.events
             .container("die", &r, &[("exitCode", code.to_string())]);
         m.events.network("disconnect", &r);
+        m.events.volumes("unmount", &r);
         // As dockerd: a stopped container holds no host port (start binds them again).
         if let Err(e) = c.network.unpublish(&id).await {
             tracing::warn!(id = %&id[..12], "freeing published ports: {e}");

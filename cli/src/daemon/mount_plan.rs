@@ -260,10 +260,12 @@ pub fn plan(
 
 /// Creates what the plan needs (bind sources for `-v`, volumes; empty volumes seeded from
 /// `image_root` unless `nocopy`) and returns inspect's mount points and the runtime's mounts.
+/// The names of the volumes it created go to `created` (for their `create` events).
 pub fn apply(
     planned: Vec<Planned>,
     volumes: &VolumeService,
     image_root: &Path,
+    created: &mut Vec<String>,
 ) -> Result<(Vec<MountPoint>, Vec<Mount>), DaemonError> {
     let mut points = Vec::new();
     let mut mounts = Vec::new();
@@ -304,7 +306,10 @@ pub fn apply(
                 no_copy,
                 labels,
             } => {
-                let (v, _) = volumes.create(name.as_deref(), labels)?;
+                let (v, new) = volumes.create(name.as_deref(), labels)?;
+                if new {
+                    created.push(v.name.clone());
+                }
                 let data = volumes.data_dir(&v.name);
                 // As Docker: an empty volume takes the image's content at the target.
                 let empty = std::fs::read_dir(&data)

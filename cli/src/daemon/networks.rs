@@ -46,7 +46,8 @@ pub struct Network {
 }
 
 impl Network {
-    fn builtin(&self) -> bool {
+    /// `bridge`, `host` or `none`.
+    pub fn builtin(&self) -> bool {
         matches!(self.name.as_str(), "bridge" | "host" | "none")
     }
 
@@ -560,9 +561,23 @@ impl NetworkService {
             }
             _ => None,
         };
+        // A 404 from create means "no such image" to the docker CLI, which then tries to
+        // pull it: a missing network is refused as a bad request instead (same message and
+        // exit code as dockerd's failing start; nothing is left created).
+        let get = |key: &str| {
+            let key = key.to_string();
+            async move {
+                self.get(&key).await.map_err(|e| match e {
+                    DaemonError::NoSuchNetwork(k) => {
+                        DaemonError::Invalid(format!("network {k} not found"))
+                    }
+                    other => other,
+                })
+            }
+        };
         let mut wanted: Vec<(Network, Vec<String>, Option<String>)> = Vec::new();
         if mode.is_none() {
-            let net = self.get(network_mode).await?;
+            let net = get(network_mode).await?;
             let (aliases, ip) = endpoints
                 .iter()
                 .find(|(n, _, _)| *n == net.name || *n == net.id || *n == network_mode)
@@ -576,7 +591,7 @@ impl NetworkService {
             if matches!(name.as_str(), "default" | "bridge" | "host" | "none") {
                 continue;
             }
-            let net = self.get(name).await?;
+            let net = get(name).await?;
             if wanted.iter().any(|(w, _, _)| w.id == net.id) {
                 continue;
             }

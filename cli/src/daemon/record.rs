@@ -86,6 +86,9 @@ pub struct ContainerSpec {
 pub struct HostSpec {
     /// Bytes.
     pub memory: Option<i64>,
+    /// Docker's `MemorySwap`: memory plus swap in bytes, `-1` unlimited (twice `memory`
+    /// when only that is given).
+    pub memory_swap: Option<i64>,
     /// CPUs × 10⁹.
     pub nano_cpus: Option<i64>,
     pub pids_limit: Option<i64>,
@@ -437,6 +440,7 @@ pub fn from_v1(v: &Value) -> Result<ContainerRecord, String> {
         volumes: keys(config, "Volumes"),
         host: HostSpec {
             memory: i(&host, "Memory"),
+            memory_swap: i(&host, "MemorySwap"),
             nano_cpus: i(&host, "NanoCpus"),
             pids_limit: i(&host, "PidsLimit"),
             auto_remove: b(&host, "AutoRemove"),

@@ -31,6 +31,7 @@ pub fn apply(
         .map(|(rows, cols)| skiff_runtime::WinSize { rows, cols });
     rc.resources = skiff_runtime::Resources {
         memory_bytes: h.memory,
+        memory_swap_bytes: h.memory_swap,
         nano_cpus: h.nano_cpus,
         pids_limit: h.pids_limit,
     };

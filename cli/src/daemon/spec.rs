@@ -63,6 +63,27 @@ pub fn from_request(
     })
 }
 
+/// The smallest memory limit dockerd allows (`linuxMinMemory`).
+pub const MIN_MEMORY: i64 = 6 * 1024 * 1024;
+
+/// dockerd's checks of `Memory` and `MemorySwap` (0: not given) on create and `update`.
+pub fn check_memory(memory: i64, swap: i64, update: bool) -> Result<(), DaemonError> {
+    if memory != 0 && memory < MIN_MEMORY {
+        return Err(DaemonError::invalid("Minimum memory limit allowed is 6MB"));
+    }
+    if memory == 0 && swap > 0 && !update {
+        return Err(DaemonError::invalid(
+            "You should always set the Memory limit when using Memoryswap limit, see usage",
+        ));
+    }
+    if memory > 0 && swap > 0 && swap < memory {
+        return Err(DaemonError::invalid(
+            "Minimum memoryswap limit should be larger than memory limit, see usage",
+        ));
+    }
+    Ok(())
+}
+
 fn host_spec(host: &HostConfig) -> Result<HostSpec, DaemonError> {
     let mut port_bindings = Vec::new();
     for (port, list) in host.port_bindings.clone().unwrap_or_default() {
@@ -84,8 +105,17 @@ fn host_spec(host: &HostConfig) -> Result<HostSpec, DaemonError> {
         None => RestartPolicy::No,
     };
     let positive = |v: Option<i64>| v.filter(|n| *n > 0);
+    let memory = positive(host.memory);
+    let swap = host.memory_swap.unwrap_or(0);
+    check_memory(memory.unwrap_or(0), swap, false)?;
     Ok(HostSpec {
-        memory: positive(host.memory),
+        memory,
+        // As dockerd: a memory limit alone allows as much swap again.
+        memory_swap: match (memory, swap) {
+            (Some(m), 0) => Some(m.saturating_mul(2)),
+            (_, 0) => None,
+            (_, s) => Some(s),
+        },
         nano_cpus: positive(host.nano_cpus),
         pids_limit: positive(host.pids_limit),
         auto_remove: host.auto_remove.unwrap_or(false),
@@ -371,11 +401,32 @@ pub fn docker_host_config(h: &HostSpec) -> HostConfig {
         cpuset_mems: Some(String::new()),
         blkio_weight: Some(0),
         memory_reservation: Some(0),
-        memory_swap: Some(0),
+        memory_swap: Some(h.memory_swap.unwrap_or(0)),
         cpu_count: Some(0),
         cpu_percent: Some(0),
         io_maximum_iops: Some(0),
         io_maximum_bandwidth: Some(0),
+        blkio_weight_device: Some(Vec::new()),
+        blkio_device_read_bps: Some(Vec::new()),
+        blkio_device_write_bps: Some(Vec::new()),
+        blkio_device_read_iops: Some(Vec::new()),
+        blkio_device_write_iops: Some(Vec::new()),
+        oom_kill_disable: Some(false),
+        // What the runtime masks and makes read-only (none of it when privileged).
+        masked_paths: (!h.privileged).then(|| {
+            skiff_runtime::MASKED_PATHS
+                .iter()
+                .map(|p| p.to_string())
+                .collect()
+        }),
+        readonly_paths: (!h.privileged).then(|| {
+            skiff_runtime::READONLY_PATHS
+                .iter()
+                .map(|p| p.to_string())
+                .collect()
+        }),
+        // Left `None` (null in inspect, views.rs): Links, GroupAdd, DeviceCgroupRules,
+        // DeviceRequests, MemorySwappiness.
         links: None,
         ..Default::default()
     }

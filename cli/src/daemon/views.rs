@@ -39,22 +39,56 @@ fn state_word(st: &ContainerState) -> &'static str {
     }
 }
 
-/// Published ports from the record, as Docker's `Port` list.
-pub fn ports(r: &Record) -> Vec<Port> {
-    r.network
+/// Published ports from the record, then the exposed ones none publishes (the container's
+/// and its image's, merged at create; only `PrivatePort` and `Type`, as dockerd lists
+/// them), as Docker's `Port` list. Exposed ports are listed while the container runs
+/// (`live`), as dockerd's come with the network it sets up at start; a container on the
+/// host's network, none, or another container's has no ports of its own.
+pub fn ports(r: &Record, live: bool) -> Vec<Port> {
+    let typ = |proto: &str| {
+        Some(if proto == "udp" {
+            PortTypeEnum::UDP
+        } else {
+            PortTypeEnum::TCP
+        })
+    };
+    let published: Vec<&super::record::PublishedPort> =
+        r.network.iter().flat_map(|n| n.ports.iter()).collect();
+    let mut out: Vec<Port> = published
         .iter()
-        .flat_map(|n| n.ports.iter())
         .map(|b| Port {
             ip: Some(b.ip.clone()),
             private_port: b.private_port,
             public_port: b.public_port,
-            typ: Some(if b.protocol == "udp" {
-                PortTypeEnum::UDP
-            } else {
-                PortTypeEnum::TCP
-            }),
+            typ: typ(&b.protocol),
         })
-        .collect()
+        .collect();
+    let mode = super::container_filter::network_name(&r.spec.host.network_mode);
+    if !live || matches!(mode, "host" | "none") || mode.starts_with("container:") {
+        return out;
+    }
+    for key in &r.spec.exposed_ports {
+        let (port, proto) = key.split_once('/').unwrap_or((key, "tcp"));
+        let Ok(port) = port.parse::<u16>() else {
+            continue;
+        };
+        let proto = if proto.is_empty() { "tcp" } else { proto };
+        let known = published
+            .iter()
+            .any(|b| b.private_port == port && b.protocol == proto)
+            || out
+                .iter()
+                .any(|p| p.private_port == port && p.typ == typ(proto) && p.ip.is_none());
+        if !known {
+            out.push(Port {
+                ip: None,
+                private_port: port,
+                public_port: None,
+                typ: typ(proto),
+            });
+        }
+    }
+    out
 }
 
 /// Inspect's `Mounts`.
@@ -181,7 +215,7 @@ pub fn summary(
         } else {
             status_text(st, now)
         }),
-        ports: Some(ports(r)),
+        ports: Some(ports(r, st.status == Status::Running)),
         labels: Some(r.spec.labels.clone().into_iter().collect()),
         host_config: Some(ContainerSummaryHostConfig {
             network_mode: Some(
@@ -202,8 +236,109 @@ fn rfc3339(t: Option<DateTime<Utc>>) -> String {
         .unwrap_or_else(|| "0001-01-01T00:00:00Z".to_string())
 }
 
-/// `docker inspect`; `restarting` while the restart policy waits out its back-off.
+/// Keys dockerd always sends, null when unset, that bollard's models leave out when `None`:
+/// (JSON pointer of the object, its keys). Every `NetworkSettings.Networks` entry gets
+/// [`ENDPOINT_NULLS`].
+const INSPECT_NULLS: &[(&str, &[&str])] = &[
+    (
+        "/HostConfig",
+        &[
+            "Binds",
+            "VolumesFrom",
+            "CapAdd",
+            "CapDrop",
+            "ExtraHosts",
+            "GroupAdd",
+            "Links",
+            "SecurityOpt",
+            "DeviceCgroupRules",
+            "DeviceRequests",
+            "MemorySwappiness",
+            "PidsLimit",
+            "MaskedPaths",
+            "ReadonlyPaths",
+        ],
+    ),
+    ("/Config", &["Cmd", "Volumes", "Entrypoint", "OnBuild"]),
+    (
+        "/NetworkSettings",
+        &["SecondaryIPAddresses", "SecondaryIPv6Addresses"],
+    ),
+];
+
+const ENDPOINT_NULLS: &[&str] = &["IPAMConfig", "Links", "Aliases", "DriverOpts", "DNSNames"];
+
+/// Image inspect's keys dockerd always sends, null when unset (as [`INSPECT_NULLS`]).
+const IMAGE_NULLS: &[(&str, &[&str])] = &[(
+    "/Config",
+    &["Env", "Cmd", "Volumes", "Entrypoint", "OnBuild", "Labels"],
+)];
+
+/// Sets each listed key the model left out to null.
+fn add_nulls(v: &mut serde_json::Value, table: &[(&str, &[&str])]) {
+    for (pointer, keys) in table {
+        if let Some(o) = v.pointer_mut(pointer).and_then(|o| o.as_object_mut()) {
+            for k in *keys {
+                o.entry(*k).or_insert(serde_json::Value::Null);
+            }
+        }
+    }
+}
+
+/// The container's overlay as Docker's `GraphDriver` (`LowerDir` topmost first, as
+/// mounted; `MergedDir` is the mount point inside the container's own mount namespace).
+fn graph_driver(dir: &std::path::Path) -> bollard::models::DriverData {
+    let paths = skiff_runtime::paths::ContainerPaths::new(dir);
+    let lower = std::fs::read(paths.config())
+        .ok()
+        .and_then(|b| serde_json::from_slice::<skiff_runtime::ContainerConfig>(&b).ok())
+        .map(|c| {
+            c.lower_dirs
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(":")
+        })
+        .unwrap_or_default();
+    let path = |p: std::path::PathBuf| p.display().to_string();
+    bollard::models::DriverData {
+        name: "overlay".to_string(),
+        data: [
+            ("LowerDir".to_string(), lower),
+            ("MergedDir".to_string(), path(paths.rootfs())),
+            ("UpperDir".to_string(), path(paths.upper())),
+            ("WorkDir".to_string(), path(paths.work())),
+        ]
+        .into(),
+    }
+}
+
+/// `docker inspect` as dockerd sends it: [`inspect_model`] with the keys dockerd sends as
+/// null when unset.
 pub fn inspect(
+    r: &Record,
+    st: &ContainerState,
+    dir: &std::path::Path,
+    restarting: bool,
+) -> serde_json::Value {
+    let mut v =
+        serde_json::to_value(inspect_model(r, st, dir, restarting)).expect("inspect serializes");
+    add_nulls(&mut v, INSPECT_NULLS);
+    if let Some(nets) = v
+        .pointer_mut("/NetworkSettings/Networks")
+        .and_then(|n| n.as_object_mut())
+    {
+        for ep in nets.values_mut().filter_map(|e| e.as_object_mut()) {
+            for k in ENDPOINT_NULLS {
+                ep.entry(*k).or_insert(serde_json::Value::Null);
+            }
+        }
+    }
+    v
+}
+
+/// `docker inspect`'s model; `restarting` while the restart policy waits out its back-off.
+pub fn inspect_model(
     r: &Record,
     st: &ContainerState,
     dir: &std::path::Path,
@@ -220,7 +355,7 @@ pub fn inspect(
     let ip = r.network.as_ref().map(|n| n.ip_address.clone());
     let gateway = r.network.as_ref().map(|n| n.gateway.clone());
     let mut port_map = std::collections::HashMap::new();
-    for p in ports(r) {
+    for p in ports(r, st.status == Status::Running) {
         let key = format!(
             "{}/{}",
             p.private_port,
@@ -231,8 +366,13 @@ pub fn inspect(
             }
         );
         let entry: &mut Option<Vec<bollard::models::PortBinding>> =
-            port_map.entry(key).or_insert_with(|| Some(Vec::new()));
-        if let (Some(list), Some(public)) = (entry.as_mut(), p.public_port) {
+            port_map.entry(key).or_insert(None);
+        // Exposed only (no address): `"5000/tcp": null`, as dockerd.
+        if p.ip.is_none() {
+            continue;
+        }
+        let list = entry.get_or_insert_with(Vec::new);
+        if let Some(public) = p.public_port {
             list.push(bollard::models::PortBinding {
                 host_ip: p.ip.clone(),
                 host_port: Some(public.to_string()),
@@ -266,6 +406,10 @@ pub fn inspect(
         name: Some(format!("/{}", r.name)),
         restart_count: Some(r.restart_count),
         driver: Some("overlay".to_string()),
+        graph_driver: Some(graph_driver(dir)),
+        mount_label: Some(String::new()),
+        process_label: Some(String::new()),
+        app_armor_profile: Some(String::new()),
         platform: Some("linux".to_string()),
         log_path: Some(dir.join("container.log").display().to_string()),
         hostname_path: Some(dir.join("hostname").display().to_string()),
@@ -289,7 +433,14 @@ pub fn inspect(
                     .unwrap_or_default(),
             ),
             ip_address: Some(ip.unwrap_or_default()),
-            ip_prefix_len: networks(r).values().next().and_then(|e| e.ip_prefix_len),
+            // The top-level fields describe the default bridge only (0 on other networks).
+            ip_prefix_len: Some(
+                networks(r)
+                    .get("bridge")
+                    .filter(|e| e.ip_address.as_deref().is_some_and(|a| !a.is_empty()))
+                    .and_then(|e| e.ip_prefix_len)
+                    .unwrap_or(0),
+            ),
             gateway: Some(gateway.unwrap_or_default()),
             mac_address: Some(
                 r.network
@@ -306,6 +457,15 @@ pub fn inspect(
         }),
         ..Default::default()
     }
+}
+
+/// Image inspect as dockerd sends it: the model with `Container` (API < 1.45; skiff's images
+/// come from no container) and `Config`'s unset keys null.
+pub fn image_inspect(i: &bollard::models::ImageInspect) -> serde_json::Value {
+    let mut v = serde_json::to_value(i).expect("image inspect serializes");
+    v["Container"] = serde_json::Value::String(String::new());
+    add_nulls(&mut v, IMAGE_NULLS);
+    v
 }
 
 /// An image's OCI config as Docker's image-inspect `Config`, every field present with

@@ -211,10 +211,15 @@ impl ContainerConfig {
     }
 }
 
-/// Resource limits (`--memory`, `--cpus`, `--pids-limit`); `None` means unlimited.
+/// Resource limits (`--memory`, `--memory-swap`, `--cpus`, `--pids-limit`); `None` means
+/// unlimited.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Resources {
     pub memory_bytes: Option<i64>,
+    /// Memory plus swap, as Docker's `MemorySwap` (`-1`: unlimited swap); applied with a
+    /// memory limit only. `None` with a memory limit: no swap (the limit itself).
+    #[serde(default)]
+    pub memory_swap_bytes: Option<i64>,
     /// CPUs × 10⁹, as in Docker's API (`--cpus 0.5` = 500_000_000).
     pub nano_cpus: Option<i64>,
     pub pids_limit: Option<i64>,

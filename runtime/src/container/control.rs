@@ -88,11 +88,22 @@ pub fn is_frozen(dir: &Path) -> bool {
 pub fn update_resources(dir: &Path, res: &Resources, live: bool) -> Result<()> {
     let mut cfg = config(dir)?;
     if live {
+        // A new memory or memory+swap limit is applied with the other one as it stands.
+        let memory = res.memory_bytes.is_some() || res.memory_swap_bytes.is_some();
+        let applied = Resources {
+            memory_bytes: res
+                .memory_bytes
+                .or(cfg.resources.memory_bytes)
+                .filter(|_| memory),
+            memory_swap_bytes: res.memory_swap_bytes.or(cfg.resources.memory_swap_bytes),
+            ..res.clone()
+        };
         let cg = ContainerCgroup::load(&cfg.cgroup_path());
-        cg.apply(res, v2(), None)?;
+        cg.apply(&applied, v2(), None)?;
     }
     let r = &mut cfg.resources;
     r.memory_bytes = res.memory_bytes.or(r.memory_bytes);
+    r.memory_swap_bytes = res.memory_swap_bytes.or(r.memory_swap_bytes);
     r.nano_cpus = res.nano_cpus.or(r.nano_cpus);
     r.pids_limit = res.pids_limit.or(r.pids_limit);
     persist::write_json(

@@ -7,7 +7,7 @@ pub(crate) mod cgroupfs;
 mod loopback;
 pub(crate) mod mounts;
 pub(crate) mod process;
-mod rootfs;
+pub(crate) mod rootfs;
 pub(crate) mod user;
 
 use std::io::{IoSlice, IoSliceMut};

@@ -14,7 +14,7 @@ use nix::sys::stat::{makedev, mknod, Mode, SFlag};
 use crate::error::StepFailure;
 
 /// Paths Docker hides behind /dev/null or an empty read-only tmpfs.
-pub(crate) const MASKED_PATHS: &[&str] = &[
+pub const MASKED_PATHS: &[&str] = &[
     "/proc/acpi",
     "/proc/kcore",
     "/proc/keys",
@@ -28,7 +28,7 @@ pub(crate) const MASKED_PATHS: &[&str] = &[
 ];
 
 /// Paths Docker makes read-only.
-pub(crate) const READONLY_PATHS: &[&str] = &[
+pub const READONLY_PATHS: &[&str] = &[
     "/proc/asound",
     "/proc/bus",
     "/proc/fs",

@@ -237,8 +237,21 @@ impl NetworkManager {
     /// Removes everything [`prepare`](Self::prepare) made for the container: proxies,
     /// rules, veth (and with it the address), namespace, and its address reservation.
     /// Unknown ids are fine (idempotent). On failure the record is kept so a retry (or the
-    /// next restore) finishes the job.
+    /// next restore) finishes the job. A default-bridge attachment may be kept whole as a
+    /// spare for the next container instead (see [`release_unused`](Self::release_unused)).
     pub async fn release(&self, container_id: &str) -> Result<()> {
+        self.release_as(container_id, true).await
+    }
+
+    /// As [`release`](Self::release), never keeping the attachment as a spare: for a
+    /// container that never ran (a failed `run --rm` leaves no namespace or veth behind) or
+    /// one that could have changed its namespace (`--privileged`, `NET_ADMIN`), which the
+    /// next container must not inherit.
+    pub async fn release_unused(&self, container_id: &str) -> Result<()> {
+        self.release_as(container_id, false).await
+    }
+
+    async fn release_as(&self, container_id: &str, may_keep: bool) -> Result<()> {
         let record = {
             let mut inner = self.inner.lock().await;
             stop_all(inner.proxies.remove(container_id).unwrap_or_default()).await;
@@ -253,7 +266,7 @@ impl NetworkManager {
             &record.netns_path,
             record.ip,
             &record.veth,
-            record.endpoints.is_empty(),
+            may_keep && record.endpoints.is_empty(),
         ) {
             // Its processes are gone (the container was removed first): the attachment is
             // kept whole for the next container, if there is room.

@@ -224,6 +224,26 @@ impl Db {
         Ok(())
     }
 
+    /// Records that the image was tagged now (Docker's `Metadata.LastTagTime`).
+    pub fn set_last_tag_time(&self, id: &str) -> Result<()> {
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+        self.conn().execute(
+            "UPDATE images SET last_tag_time = ?2 WHERE id = ?1",
+            params![id, now],
+        )?;
+        Ok(())
+    }
+
+    /// When the image was last tagged (RFC 3339), `None` when never.
+    pub fn last_tag_time(&self, id: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn()
+            .prepare_cached("SELECT last_tag_time FROM images WHERE id = ?1")?
+            .query_row([id], |r| r.get::<_, Option<String>>(0))
+            .optional()?
+            .flatten())
+    }
+
     /// Records that the image is `name` (`registry/repository@digest`) in a registry.
     pub fn add_repo_digest(&self, name: &str, id: &str) -> Result<()> {
         self.conn().execute(

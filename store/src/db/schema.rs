@@ -59,4 +59,7 @@ pub const MIGRATIONS: &[&str] = &[
         holder TEXT NOT NULL,             -- e.g. containerd-snapshot:<id>
         PRIMARY KEY (layer_digest, holder)
     );",
+    // 5: when the image was last tagged by a tag, commit, import or build (Docker's
+    // `Metadata.LastTagTime`; a pull does not set it). RFC 3339, NULL when never.
+    "ALTER TABLE images ADD COLUMN last_tag_time TEXT;",
 ];

@@ -1,0 +1,408 @@
+//! What a fresh user of the stock docker CLI saw differ from dockerd, checked value for
+//! value: `system df`'s layer accounting, volume and tag events, the pull/push/rmi lines,
+//! and `--memory-swap` with dockerd's memory rules.
+
+use std::process::Command;
+
+use serde_json::Value;
+use skiff_tests::docker_cli::*;
+use skiff_tests::registry::registry_unavailable;
+use skiff_tests::skip::root_unavailable;
+use skiff_tests::{require, Daemon, Registry};
+
+/// `GET path` on the daemon's socket, as JSON.
+fn api(d: &Daemon, path: &str) -> Value {
+    let out = Command::new("curl")
+        .args(["-sf", "--unix-socket"])
+        .arg(&d.socket)
+        .arg(format!("http://localhost{path}"))
+        .output()
+        .expect("curl runs");
+    assert!(out.status.success(), "GET {path}: {out:?}");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn build(d: &Daemon, tag: &str, dockerfile: &str) {
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(ctx.path().join("Dockerfile"), dockerfile).unwrap();
+    d.ok(&["build", "-t", tag, ctx.path().to_str().unwrap()]);
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// The events from `since` until now, as JSON objects.
+fn events(d: &Daemon, since: u64) -> Vec<Value> {
+    let until = (now() + 1).to_string();
+    docker_ok(
+        d,
+        &[
+            "events",
+            "--since",
+            &since.to_string(),
+            "--until",
+            &until,
+            "--format",
+            "{{json .}}",
+        ],
+    )
+    .lines()
+    .map(|l| serde_json::from_str(l).unwrap())
+    .collect()
+}
+
+#[test]
+fn system_df_counts_each_layer_once_and_shared_sizes() {
+    require!(
+        "system_df_counts_each_layer_once_and_shared_sizes",
+        root_unavailable(),
+        docker_unavailable()
+    );
+    let d = Daemon::start().unwrap();
+    import_busybox(&d, "dfbase:1", &[]);
+    build(&d, "dfchild:1", "FROM dfbase:1\nRUN echo hi > /hi\n");
+    build(&d, "dfother:1", "FROM dfbase:1\nRUN echo other > /other\n");
+    let size = |name: &str| -> i64 {
+        docker_ok(&d, &["image", "inspect", "-f", "{{.Size}}", name])
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let (base, child, other) = (size("dfbase:1"), size("dfchild:1"), size("dfother:1"));
+    assert!(child > base && other > base, "{base} {child} {other}");
+
+    let df = api(&d, "/system/df");
+    // The base layer once, plus each child's own layer.
+    assert_eq!(
+        df["LayersSize"].as_i64().unwrap(),
+        base + (child - base) + (other - base),
+        "{df:#}"
+    );
+    let images = df["Images"].as_array().unwrap();
+    assert_eq!(images.len(), 3, "{df:#}");
+    for i in images {
+        let tag = i["RepoTags"][0].as_str().unwrap();
+        // Every image shares exactly the base layer with the others.
+        assert_eq!(i["SharedSize"].as_i64(), Some(base), "{tag}: {i}");
+    }
+    // Unrelated images share nothing.
+    import_busybox(&d, "dfalone:1", &["LABEL alone=yes"]);
+    let df = api(&d, "/system/df");
+    let alone = df["Images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["RepoTags"][0] == "dfalone:1")
+        .unwrap()
+        .clone();
+    // Imports of the same rootfs have the same layer: it is shared with the base.
+    let alone_shared = alone["SharedSize"].as_i64().unwrap();
+    assert!(alone_shared == 0 || alone_shared == base, "{alone}");
+    assert_eq!(
+        df["LayersSize"].as_i64().unwrap(),
+        base + (child - base) + (other - base) + (size("dfalone:1") - alone_shared),
+        "{df:#}"
+    );
+}
+
+#[test]
+fn volume_and_tag_events_as_dockerd() {
+    require!(
+        "volume_and_tag_events_as_dockerd",
+        root_unavailable(),
+        docker_unavailable()
+    );
+    let d = Daemon::start().unwrap();
+    import_busybox(&d, "evimg:1", &[]);
+    let since = now();
+    docker_ok(
+        &d,
+        &[
+            "run", "--rm", "--pull", "never", "--name", "evc", "-v", "anonv:/x", "evimg:1", "true",
+        ],
+    );
+    docker_ok(&d, &["tag", "evimg:1", "bb:evtag"]);
+    docker_ok(&d, &["rmi", "bb:evtag"]);
+    let id = docker_ok(&d, &["image", "inspect", "-f", "{{.Id}}", "evimg:1"]);
+    let id = id.trim();
+    let all = events(&d, since);
+    let find = |kind: &str, action: &str| -> Vec<&Value> {
+        all.iter()
+            .filter(|e| e["Type"] == kind && e["Action"] == action)
+            .collect()
+    };
+    let container = find("container", "create")
+        .into_iter()
+        .find(|e| e["Actor"]["Attributes"]["name"] == "evc")
+        .expect("container create event")["Actor"]["ID"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let create = find("volume", "create");
+    assert_eq!(create.len(), 1, "{all:#?}");
+    assert_eq!(create[0]["Actor"]["ID"], "anonv");
+    assert_eq!(create[0]["Actor"]["Attributes"]["driver"], "local");
+    let mount = find("volume", "mount");
+    assert_eq!(mount.len(), 1, "{all:#?}");
+    let attrs = &mount[0]["Actor"]["Attributes"];
+    assert_eq!(mount[0]["Actor"]["ID"], "anonv");
+    assert_eq!(attrs["container"], container.as_str());
+    assert_eq!(attrs["destination"], "/x");
+    assert_eq!(attrs["read/write"], "true");
+    assert_eq!(attrs["driver"], "local");
+    let unmount = find("volume", "unmount");
+    assert_eq!(unmount.len(), 1, "{all:#?}");
+    assert_eq!(unmount[0]["Actor"]["ID"], "anonv");
+    assert_eq!(
+        unmount[0]["Actor"]["Attributes"]["container"],
+        container.as_str()
+    );
+    // The volume was made before the container was, and mounted before it started.
+    let pos = |e: &Value| all.iter().position(|x| x == e).unwrap();
+    let created = find("container", "create")[0];
+    let started = find("container", "start")[0];
+    assert!(pos(create[0]) < pos(created));
+    assert!(pos(mount[0]) < pos(started));
+
+    let tag = find("image", "tag");
+    assert_eq!(tag.len(), 1, "{all:#?}");
+    assert_eq!(tag[0]["Actor"]["ID"], id);
+    assert_eq!(tag[0]["Actor"]["Attributes"]["name"], "bb:evtag");
+    let untag = find("image", "untag");
+    assert_eq!(untag.len(), 1, "{all:#?}");
+    assert_eq!(untag[0]["Actor"]["ID"], id);
+    assert_eq!(untag[0]["Actor"]["Attributes"]["name"], "bb:evtag");
+}
+
+#[test]
+fn pull_push_and_rmi_lines_as_dockerd() {
+    require!(
+        "pull_push_and_rmi_lines_as_dockerd",
+        root_unavailable(),
+        registry_unavailable(),
+        docker_unavailable()
+    );
+    let reg = Registry::start().unwrap();
+    let d = Daemon::start().unwrap();
+    let host = reg.host();
+    let repo = format!("{host}/h15/bb2");
+    import_busybox(&d, &format!("{repo}:v2"), &[]);
+
+    // push: the last line has the manifest's size.
+    let out = docker_ok(&d, &["push", &format!("{repo}:v2")]);
+    let last = out.lines().last().unwrap();
+    let manifest = Command::new("curl")
+        .args([
+            "-sf",
+            "-H",
+            "Accept: application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json",
+            &format!("http://{host}/v2/h15/bb2/manifests/v2"),
+        ])
+        .output()
+        .unwrap();
+    assert!(manifest.status.success());
+    let digest = format!("sha256:{}", sha256_hex(&manifest.stdout));
+    assert_eq!(
+        last,
+        format!("v2: digest: {digest} size: {}", manifest.stdout.len()),
+        "{out}"
+    );
+    // skiff's own push prints the same line.
+    let own = d.ok(&["push", &format!("{repo}:v2")]);
+    assert_eq!(
+        own.lines().last().unwrap(),
+        format!("v2: digest: {digest} size: {}", manifest.stdout.len()),
+        "{own}"
+    );
+
+    // pull by digest: the digest names the pull.
+    docker_ok(&d, &["rmi", &format!("{repo}:v2")]);
+    let by_digest = format!("{repo}@{digest}");
+    let out = docker_ok(&d, &["pull", &by_digest]);
+    assert_eq!(
+        out.lines().next().unwrap(),
+        format!("{digest}: Pulling from h15/bb2"),
+        "{out}"
+    );
+
+    // A missing tag: only dockerd's error, no Pulling line.
+    let missing = format!("{host}/h15/nosuch:v1");
+    let want =
+        format!("manifest for {host}/h15/nosuch:v1 not found: manifest unknown: manifest unknown");
+    let out = docker_run(&d, &["pull", &missing]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stdout.contains("Pulling from"), "{stdout}");
+    assert_eq!(stderr.trim(), want, "{stderr}");
+    let own = d.run(&["pull", &missing]);
+    assert!(!own.status.success());
+    assert!(!String::from_utf8_lossy(&own.stdout).contains("Pulling from"));
+    assert!(
+        String::from_utf8_lossy(&own.stderr).contains(&want),
+        "{}",
+        String::from_utf8_lossy(&own.stderr)
+    );
+
+    // rmi: familiar names (a third tag keeps the image, so only the untagging shows).
+    docker_ok(&d, &["tag", &by_digest, "bb1:keep"]);
+    docker_ok(&d, &["tag", &by_digest, "bb1:extra"]);
+    docker_ok(&d, &["tag", &by_digest, "bb1:extra2"]);
+    let out = docker_ok(&d, &["rmi", "bb1:extra"]);
+    assert_eq!(out.trim(), "Untagged: bb1:extra");
+    let out = d.ok(&["rmi", "bb1:extra2"]);
+    assert_eq!(out.trim(), "Untagged: bb1:extra2");
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    let mut child = Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(bytes).unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn memory_swap_and_minimum_memory_as_dockerd() {
+    require!(
+        "memory_swap_and_minimum_memory_as_dockerd",
+        root_unavailable(),
+        docker_unavailable()
+    );
+    let d = Daemon::start().unwrap();
+    import_busybox(&d, "memimg:1", &[]);
+    let inspect = |field: &str| -> String {
+        docker_ok(&d, &["inspect", "-f", field, "m1"])
+            .trim()
+            .to_string()
+    };
+    // The container's own cgroup file (v1 memory+swap, v2 swap alone).
+    let cg = |v1: &str, v2: &str| -> String {
+        docker_ok(
+            &d,
+            &[
+                "exec",
+                "m1",
+                "sh",
+                "-c",
+                &format!("cat /sys/fs/cgroup/{v2} 2>/dev/null || cat /sys/fs/cgroup/memory/{v1}"),
+            ],
+        )
+        .trim()
+        .to_string()
+    };
+    let v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    docker_ok(
+        &d,
+        &[
+            "run", "-d", "--pull", "never", "--name", "m1", "-m", "32m", "memimg:1", "sleep", "300",
+        ],
+    );
+    assert_eq!(inspect("{{.HostConfig.Memory}}"), "33554432");
+    assert_eq!(inspect("{{.HostConfig.MemorySwap}}"), "67108864");
+    let swap_file = ("memory.memsw.limit_in_bytes", "memory.swap.max");
+    if !v2 {
+        assert_eq!(cg(swap_file.0, swap_file.1), "67108864");
+    }
+
+    docker_ok(
+        &d,
+        &["update", "--memory", "64m", "--memory-swap", "128m", "m1"],
+    );
+    assert_eq!(inspect("{{.HostConfig.Memory}}"), "67108864");
+    assert_eq!(inspect("{{.HostConfig.MemorySwap}}"), "134217728");
+    assert_eq!(cg("memory.limit_in_bytes", "memory.max"), "67108864");
+    assert_eq!(
+        cg(swap_file.0, swap_file.1),
+        if v2 { "67108864" } else { "134217728" }
+    );
+    // Lowering both at once.
+    docker_ok(
+        &d,
+        &["update", "--memory", "16m", "--memory-swap", "24m", "m1"],
+    );
+    assert_eq!(cg("memory.limit_in_bytes", "memory.max"), "16777216");
+    assert_eq!(
+        cg(swap_file.0, swap_file.1),
+        if v2 { "8388608" } else { "25165824" }
+    );
+    // -1: unlimited swap.
+    docker_ok(&d, &["update", "--memory-swap", "-1", "m1"]);
+    assert_eq!(inspect("{{.HostConfig.MemorySwap}}"), "-1");
+    let unlimited = cg(swap_file.0, swap_file.1);
+    assert!(
+        unlimited == "max" || unlimited.parse::<u64>().unwrap() > 1 << 60,
+        "{unlimited}"
+    );
+
+    // dockerd's refusals, with its words.
+    let refused = |args: &[&str], needle: &str| {
+        let out = docker_run(&d, args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} was accepted");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    };
+    refused(
+        &["update", "--memory", "64m", "--memory-swap", "32m", "m1"],
+        "Minimum memoryswap limit should be larger than memory limit, see usage",
+    );
+    refused(
+        &["update", "--memory", "1k", "m1"],
+        "Minimum memory limit allowed is 6MB",
+    );
+    docker_refused(
+        &d,
+        &["run", "--pull", "never", "-m", "1k", "memimg:1", "true"],
+        "Minimum memory limit allowed is 6MB",
+    );
+    docker_refused(
+        &d,
+        &[
+            "run",
+            "--pull",
+            "never",
+            "-m",
+            "32m",
+            "--memory-swap",
+            "16m",
+            "memimg:1",
+            "true",
+        ],
+        "Minimum memoryswap limit should be larger than memory limit, see usage",
+    );
+    // A memory limit above the memory+swap limit needs a new one of that too.
+    docker_ok(
+        &d,
+        &["update", "--memory", "32m", "--memory-swap", "64m", "m1"],
+    );
+    refused(
+        &["update", "--memory", "128m", "m1"],
+        "Memory limit should be smaller than already set memoryswap limit, update the memoryswap at the same time",
+    );
+    assert_eq!(inspect("{{.HostConfig.Memory}}"), "33554432");
+    // The limits survive a restart.
+    docker_ok(&d, &["restart", "-t", "0", "m1"]);
+    assert_eq!(cg("memory.limit_in_bytes", "memory.max"), "33554432");
+    if !v2 {
+        assert_eq!(cg(swap_file.0, swap_file.1), "67108864");
+    }
+    // This host's cgroups limit swap: /info says so.
+    if !v2 && std::path::Path::new("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").exists() {
+        let info = api(&d, "/info");
+        assert_eq!(info["SwapLimit"], true, "{info}");
+    }
+    docker_ok(&d, &["rm", "-f", "m1"]);
+}
