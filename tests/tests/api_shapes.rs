@@ -145,6 +145,29 @@ fn docker_cli_inspect_templates() {
     assert!(!err.contains("WARNING: No"), "{err}");
     let mem = docker_ok(&d, &["info", "-f", "{{.MemTotal}}"]);
     assert!(mem.trim().parse::<u64>().unwrap() > 1 << 20, "{mem}");
+    // A UUID kept in the data root, the host's OS name, the network pools.
+    let id = docker_ok(&d, &["info", "-f", "{{.ID}}"]);
+    let id = id.trim();
+    assert_eq!(id.len(), 36, "{id}");
+    let kept = std::fs::read_to_string(d.data_root.join("engine-id")).unwrap();
+    assert_eq!(kept.trim(), id);
+    assert_eq!(docker_ok(&d, &["info", "-f", "{{.ID}}"]).trim(), id);
+    if let Ok(os) = std::fs::read_to_string("/etc/os-release") {
+        let pretty = os
+            .lines()
+            .find_map(|l| l.strip_prefix("PRETTY_NAME="))
+            .map(|v| v.trim_matches('"').to_string())
+            .unwrap();
+        assert_eq!(
+            docker_ok(&d, &["info", "-f", "{{.OperatingSystem}}"]).trim(),
+            pretty
+        );
+    }
+    let pools = docker_ok(&d, &["info", "-f", "{{json .DefaultAddressPools}}"]);
+    assert!(
+        pools.contains(r#"{"Base":"172.19.0.0/16","Size":16}"#),
+        "{pools}"
+    );
     docker_ok(
         &d,
         &[

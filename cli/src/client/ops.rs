@@ -95,6 +95,20 @@ fn cpu_percent(s: &serde_json::Value) -> f64 {
     }
 }
 
+/// Bytes read and written, as the docker CLI sums `blkio_stats.io_service_bytes_recursive`
+/// (op names in either case).
+fn block_io(s: &serde_json::Value) -> (u64, u64) {
+    let entries = s["blkio_stats"]["io_service_bytes_recursive"].as_array();
+    entries.into_iter().flatten().fold((0, 0), |(r, w), e| {
+        let v = e["value"].as_u64().unwrap_or(0);
+        match e["op"].as_str().map(str::to_ascii_lowercase).as_deref() {
+            Some("read") => (r + v, w),
+            Some("write") => (r, w + v),
+            _ => (r, w),
+        }
+    })
+}
+
 /// `stats`: read as plain JSON (bollard's typed stats refuse the cgroup v1 `memory.stat`
 /// keys of newer kernels).
 pub async fn stats(docker: &Docker, socket: &std::path::Path, args: &StatsArgs) -> Result<()> {
@@ -113,8 +127,15 @@ pub async fn stats(docker: &Docker, socket: &std::path::Path, args: &StatsArgs) 
     };
     loop {
         println!(
-            "{:<14} {:<20} {:>7} {:>22} {:>7} {:>20} {:>5}",
-            "CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %", "NET I/O", "PIDS"
+            "{:<14} {:<20} {:>7} {:>22} {:>7} {:>20} {:>20} {:>5}",
+            "CONTAINER ID",
+            "NAME",
+            "CPU %",
+            "MEM USAGE / LIMIT",
+            "MEM %",
+            "NET I/O",
+            "BLOCK I/O",
+            "PIDS"
         );
         for n in &names {
             let (code, body) = crate::client::profiles::call(
@@ -139,10 +160,11 @@ pub async fn stats(docker: &Docker, socket: &std::path::Path, args: &StatsArgs) 
                     (r + u(&n["rx_bytes"]), t + u(&n["tx_bytes"]))
                 })
             });
+            let (read, write) = block_io(&st);
             let id = st["id"].as_str().unwrap_or_default();
             use crate::client::format::human_size as h;
             println!(
-                "{:<14} {:<20} {:>6.2}% {:>22} {:>6.2}% {:>20} {:>5}",
+                "{:<14} {:<20} {:>6.2}% {:>22} {:>6.2}% {:>20} {:>20} {:>5}",
                 &id[..id.len().min(12)],
                 st["name"]
                     .as_str()
@@ -156,6 +178,7 @@ pub async fn stats(docker: &Docker, socket: &std::path::Path, args: &StatsArgs) 
                     0.0
                 },
                 format!("{} / {}", h(rx as i64), h(tx as i64)),
+                format!("{} / {}", h(read as i64), h(write as i64)),
                 u(&st["pids_stats"]["current"]),
             );
         }
@@ -258,4 +281,19 @@ pub async fn events(docker: &Docker, args: &EventsArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn block_io_sums_reads_and_writes() {
+        let s = serde_json::json!({"blkio_stats": {"io_service_bytes_recursive": [
+            {"major": 8, "minor": 0, "op": "Read", "value": 4096},
+            {"major": 8, "minor": 0, "op": "Write", "value": 100},
+            {"major": 8, "minor": 16, "op": "read", "value": 1},
+            {"major": 8, "minor": 0, "op": "Total", "value": 4197}
+        ]}});
+        assert_eq!(super::block_io(&s), (4097, 100));
+        assert_eq!(super::block_io(&serde_json::json!({})), (0, 0));
+    }
 }

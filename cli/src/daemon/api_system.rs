@@ -83,7 +83,7 @@ pub async fn version() -> Json<SystemVersion> {
 pub async fn info(State(d): State<Arc<Daemon>>) -> ApiResult<Json<SystemInfo>> {
     let counts = d.containers.counts()?;
     let mut info = SystemInfo {
-        id: Some("skiff".to_string()),
+        id: Some(super::host_info::engine_id(&d.paths.data_root)),
         containers: Some(counts.total),
         containers_running: Some(counts.running),
         containers_stopped: Some(counts.stopped),
@@ -110,7 +110,17 @@ pub async fn info(State(d): State<Arc<Daemon>>) -> ApiResult<Json<SystemInfo>> {
         index_server_address: Some(skiff_store::registry::credentials::DOCKER_HUB_KEY.to_string()),
         docker_root_dir: Some(d.paths.data_root.display().to_string()),
         kernel_version: Some(kernel_version()),
-        operating_system: Some("linux".to_string()),
+        operating_system: Some(super::host_info::operating_system()),
+        default_address_pools: Some(
+            d.networks
+                .pools()
+                .iter()
+                .map(|p| bollard::models::SystemInfoDefaultAddressPools {
+                    base: Some(p.base.to_string()),
+                    size: Some(i64::from(p.size)),
+                })
+                .collect(),
+        ),
         os_type: Some("linux".to_string()),
         architecture: Some(std::env::consts::ARCH.to_string()),
         ncpu: Some(

@@ -143,3 +143,91 @@ fn os_version() -> String {
         })
         .unwrap_or_default()
 }
+
+/// The engine's ID (`/info` `ID`): a random UUID made once per data root and kept in
+/// `<data-root>/engine-id`, as dockerd does. Unreadable and unwritable roots get a fresh
+/// one per call (logged), never an error for `/info`.
+pub fn engine_id(data_root: &Path) -> String {
+    let path = data_root.join("engine-id");
+    if let Ok(s) = std::fs::read_to_string(&path) {
+        let s = s.trim();
+        if s.len() == 36 && s.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+            return s.to_string();
+        }
+    }
+    let mut b: [u8; 16] = rand::random();
+    // A version 4 (random), variant 1 UUID (RFC 9562).
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let hex = hex::encode(b);
+    let id = format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    );
+    let tmp = data_root.join(".engine-id.tmp");
+    let written =
+        std::fs::write(&tmp, format!("{id}\n")).and_then(|()| std::fs::rename(&tmp, &path));
+    if let Err(e) = written {
+        tracing::warn!(path = %path.display(), "recording the engine id: {e}");
+    }
+    id
+}
+
+/// The host's operating system as `/etc/os-release` names it (`PRETTY_NAME`), as dockerd
+/// reports it; `linux` when there is none.
+pub fn operating_system() -> String {
+    ["/etc/os-release", "/usr/lib/os-release"]
+        .iter()
+        .find_map(|p| std::fs::read_to_string(p).ok())
+        .and_then(|text| pretty_name(&text))
+        .unwrap_or_else(|| "linux".to_string())
+}
+
+fn pretty_name(os_release: &str) -> Option<String> {
+    let v = os_release
+        .lines()
+        .find_map(|l| l.strip_prefix("PRETTY_NAME="))?
+        .trim();
+    let v = v
+        .strip_prefix('"')
+        .and_then(|v| v.strip_suffix('"'))
+        .unwrap_or(v);
+    (!v.is_empty()).then(|| v.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engine_id_is_a_uuid_kept_per_data_root() {
+        let root = tempfile::tempdir().unwrap();
+        let a = engine_id(root.path());
+        assert_eq!(a.len(), 36);
+        let parts: Vec<&str> = a.split('-').collect();
+        assert_eq!(
+            parts.iter().map(|p| p.len()).collect::<Vec<_>>(),
+            vec![8, 4, 4, 4, 12]
+        );
+        assert!(parts[2].starts_with('4'), "{a}");
+        assert!(matches!(&parts[3][..1], "8" | "9" | "a" | "b"), "{a}");
+        assert_eq!(engine_id(root.path()), a);
+        let other = tempfile::tempdir().unwrap();
+        assert_ne!(engine_id(other.path()), a);
+    }
+
+    #[test]
+    fn pretty_name_from_os_release() {
+        let text = "NAME=\"Debian GNU/Linux\"\nPRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nID=debian\n";
+        assert_eq!(
+            pretty_name(text).as_deref(),
+            Some("Debian GNU/Linux 12 (bookworm)")
+        );
+        assert_eq!(pretty_name("PRETTY_NAME=Plain\n").as_deref(), Some("Plain"));
+        assert_eq!(pretty_name("ID=x\n"), None);
+    }
+}

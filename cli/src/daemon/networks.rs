@@ -437,6 +437,12 @@ impl NetworkService {
         Ok(net)
     }
 
+    /// The pools user-defined networks take their subnets from (`/info`'s
+    /// `DefaultAddressPools`).
+    pub fn pools(&self) -> &[AddressPool] {
+        &self.pools
+    }
+
     /// The first pool subnet that overlaps nothing (the runtime checks routes and networks).
     async fn pick_subnet(&self) -> Result<Ipv4Net, DaemonError> {
         for pool in &self.pools {

@@ -41,10 +41,14 @@ fn state_word(st: &ContainerState) -> &'static str {
 
 /// Published ports from the record, then the exposed ones none publishes (the container's
 /// and its image's, merged at create; only `PrivatePort` and `Type`, as dockerd lists
-/// them), as Docker's `Port` list. Exposed ports are listed while the container runs
-/// (`live`), as dockerd's come with the network it sets up at start; a container on the
-/// host's network, none, or another container's has no ports of its own.
+/// them), as Docker's `Port` list. Only while the container runs (`live`): dockerd's ports
+/// come and go with the network it sets up at start (a stopped container's bindings stay in
+/// `HostConfig.PortBindings`); a container on the host's network, none, or another
+/// container's has no exposed ports of its own.
 pub fn ports(r: &Record, live: bool) -> Vec<Port> {
+    if !live {
+        return Vec::new();
+    }
     let typ = |proto: &str| {
         Some(if proto == "udp" {
             PortTypeEnum::UDP
@@ -64,7 +68,7 @@ pub fn ports(r: &Record, live: bool) -> Vec<Port> {
         })
         .collect();
     let mode = super::container_filter::network_name(&r.spec.host.network_mode);
-    if !live || matches!(mode, "host" | "none") || mode.starts_with("container:") {
+    if matches!(mode, "host" | "none") || mode.starts_with("container:") {
         return out;
     }
     for key in &r.spec.exposed_ports {
