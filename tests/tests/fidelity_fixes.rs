@@ -406,3 +406,41 @@ fn memory_swap_and_minimum_memory_as_dockerd() {
     }
     docker_ok(&d, &["rm", "-f", "m1"]);
 }
+
+/// The Python SDK's foreground `run(..., auto_remove=True)` inspects the container after
+/// asking for its logs; by then it may be gone. That is a 404 (docker-py's `NotFound`, as
+/// with dockerd, which removes as quickly), never a 500 from a half-removed container.
+#[test]
+fn requests_racing_an_auto_removal_get_404_not_500() {
+    require!(
+        "requests_racing_an_auto_removal_get_404_not_500",
+        root_unavailable(),
+        sdk_unavailable()
+    );
+    let d = Daemon::start().unwrap();
+    import_busybox(&d, "fid/race:1", &[]);
+    let (ok, out) = python_sdk(
+        &d,
+        r#"
+import docker
+c = docker.from_env()
+ran = gone = 0
+for i in range(20):
+    try:
+        assert c.containers.run("fid/race:1", "sh -c 'echo ar'", auto_remove=True) == b"ar\n"
+        ran += 1
+    except docker.errors.NotFound:
+        gone += 1
+print("ran", ran, "gone", gone, "left", len(c.containers.list(all=True)))
+"#,
+    );
+    assert!(ok, "{out}");
+    let line = out.lines().find(|l| l.starts_with("ran ")).unwrap_or(&out);
+    let n: Vec<usize> = line
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    assert_eq!(n.len(), 3, "{out}");
+    assert_eq!(n[0] + n[1], 20, "{out}");
+    assert_eq!(n[2], 0, "{out}");
+}

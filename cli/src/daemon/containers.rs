@@ -102,10 +102,18 @@ impl ContainerService {
         })
     }
 
-    /// The runtime's live state of a container.
+    /// The runtime's live state of a container; [`DaemonError::NoSuchContainer`] once a
+    /// removal took its directory away (a request racing an auto-removal gets a 404, not a
+    /// 500).
     pub fn state(&self, id: &str) -> Result<ContainerState, DaemonError> {
-        skiff_runtime::state::state(&self.dir(id))
-            .map_err(|e| DaemonError::runtime(format!("state of {id}"), e))
+        skiff_runtime::state::state(&self.dir(id)).map_err(|e| match &e {
+            skiff_runtime::RuntimeError::Io { source, .. }
+                if source.kind() == std::io::ErrorKind::NotFound && !self.dir(id).exists() =>
+            {
+                DaemonError::NoSuchContainer(id.to_string())
+            }
+            _ => DaemonError::runtime(format!("state of {id}"), e),
+        })
     }
 
     /// Every container with a readable state, newest first.
