@@ -27,7 +27,11 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Each subcommand's arguments are built only when it is the one invoked (`defer`): building
+// all of them (hundreds of `run`/`create` and daemon flags) was most of a client's start-up
+// allocations and page faults, paid by every `skiff` command.
 #[derive(Subcommand, Debug)]
+#[command(defer = true)]
 pub enum Command {
     /// Run the daemon (serves the Docker Engine API on <exec-root>/skiff.sock).
     Daemon(DaemonArgs),
@@ -494,6 +498,7 @@ pub struct LoadArgs {
 }
 
 #[derive(Subcommand, Debug)]
+#[command(defer = true)]
 pub enum BuilderCommand {
     /// Remove the build cache.
     Prune(PruneArgs),
@@ -784,6 +789,7 @@ pub struct TagArgs {
 }
 
 #[derive(Subcommand, Debug)]
+#[command(defer = true)]
 pub enum ImageCommand {
     /// List images.
     #[command(alias = "list")]
@@ -816,6 +822,7 @@ pub enum ImageCommand {
 }
 
 #[derive(Subcommand, Debug)]
+#[command(defer = true)]
 pub enum ProfileCommand {
     /// List the recorded access profiles.
     #[command(alias = "list")]
@@ -906,6 +913,7 @@ pub struct PruneArgs {
 }
 
 #[derive(Subcommand, Debug)]
+#[command(defer = true)]
 pub enum VolumeCommand {
     /// Create a volume.
     Create(VolumeCreateArgs),
@@ -957,6 +965,7 @@ pub struct VolumeRmArgs {
 }
 
 #[derive(Subcommand, Debug)]
+#[command(defer = true)]
 pub enum NetworkCommand {
     /// Create a network (bridge driver).
     Create(NetworkCreateArgs),
@@ -1057,6 +1066,7 @@ pub struct NetworkPruneArgs {
 }
 
 #[derive(Subcommand, Debug)]
+#[command(defer = true)]
 pub enum SystemCommand {
     /// Remove unused data (stopped containers, unused images, unreferenced cache chunks).
     Prune(PruneArgs),
