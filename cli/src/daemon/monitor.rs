@@ -24,6 +24,12 @@ use super::status::Lifecycle;
 /// How many auto-removed containers' exit codes are kept for late `wait`s.
 const RECENT_EXITS: NonZeroUsize = NonZeroUsize::new(4096).expect("non-zero");
 
+/// How long an exited auto-remove container that nobody waits on with `condition=removed`
+/// stays before it is removed. Clients that do not wait for the removal (the Python SDK's
+/// foreground `run(..., auto_remove=True)`) still inspect the container right after asking
+/// for its logs; dockerd's slower removal leaves them that window, and so does skiff.
+const AUTO_REMOVE_GRACE: Duration = Duration::from_millis(500);
+
 const FIRST_DELAY: Duration = Duration::from_millis(100);
 const MAX_DELAY: Duration = Duration::from_secs(60);
 /// A run at least this long resets the back-off.
@@ -48,6 +54,8 @@ pub struct Monitor {
     removed: tokio::sync::Notify,
     /// Containers whose auto-removal failed: their `removed` waiters stop waiting.
     removal_failed: Mutex<HashSet<String>>,
+    /// How many `wait?condition=removed` requests each container has in flight.
+    removal_waiters: Mutex<HashMap<String, usize>>,
     /// The daemon's event log (`/events`), fed by every service through the monitor.
     pub events: super::events::EventLog,
     /// Health of containers with a healthcheck (kept after they stop, as dockerd shows it).
@@ -89,6 +97,7 @@ impl Monitor {
             last_exit: Mutex::new(lru::LruCache::new(RECENT_EXITS)),
             removed: tokio::sync::Notify::new(),
             removal_failed: Mutex::new(HashSet::new()),
+            removal_waiters: Mutex::new(HashMap::new()),
             events: Default::default(),
             health: Mutex::new(HashMap::new()),
             probes: Mutex::new(HashMap::new()),
@@ -249,6 +258,7 @@ impl Monitor {
         id: String,
         condition: String,
     ) -> i32 {
+        let _counted = (condition == "removed").then(|| RemovalWaiter::new(&self, &id));
         let code = self.wait_exit(&id).await;
         if condition == "removed" {
             loop {
@@ -267,6 +277,51 @@ impl Monitor {
             }
         }
         code
+    }
+}
+
+/// Counts one `wait?condition=removed` of a container while alive (also when its client
+/// goes away and the wait is dropped).
+struct RemovalWaiter<'a> {
+    monitor: &'a Monitor,
+    id: String,
+}
+
+impl<'a> RemovalWaiter<'a> {
+    fn new(monitor: &'a Monitor, id: &str) -> Self {
+        *monitor
+            .removal_waiters
+            .lock()
+            .expect("monitor lock")
+            .entry(id.to_string())
+            .or_default() += 1;
+        RemovalWaiter {
+            monitor,
+            id: id.to_string(),
+        }
+    }
+}
+
+impl Drop for RemovalWaiter<'_> {
+    fn drop(&mut self) {
+        let mut waiters = self.monitor.removal_waiters.lock().expect("monitor lock");
+        if let Some(n) = waiters.get_mut(&self.id) {
+            *n -= 1;
+            if *n == 0 {
+                waiters.remove(&self.id);
+            }
+        }
+    }
+}
+
+impl Monitor {
+    /// Whether a client waits for `id`'s removal (`docker run --rm` does, from before the
+    /// start): then an auto-removal need not leave it a grace period.
+    fn has_removal_waiter(&self, id: &str) -> bool {
+        self.removal_waiters
+            .lock()
+            .expect("monitor lock")
+            .contains_key(id)
     }
 }
 
@@ -308,6 +363,14 @@ async fn watch_one(c: Arc<ContainerService>, id: String) {
         }
         if r.spec.host.auto_remove && !m.user_restarting(&id) {
             m.note_exit(&id, code);
+            if !m.has_removal_waiter(&id) {
+                tokio::time::sleep(AUTO_REMOVE_GRACE).await;
+                match c.state(&id) {
+                    Ok(now) if now.status == Status::Exited => {}
+                    Ok(_) => continue, // started again meanwhile
+                    Err(_) => break,   // removed meanwhile
+                }
+            }
             match c.remove(&r, true, true).await {
                 // `rm -f` got there first.
                 Ok(())
