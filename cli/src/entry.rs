@@ -194,9 +194,16 @@ async fn dispatch_client(cli: Cli) -> Result<()> {
     if let Command::Logout(args) = &cli.command {
         return client::login::logout(args).await;
     }
+    // As the docker CLI: `run` fails with 125 when it cannot reach the daemon, every
+    // other command with 1.
+    let unreachable = if matches!(cli.command, Command::Run(_)) {
+        125
+    } else {
+        1
+    };
     let docker = client::connect::connect(&socket).await.map_err(|e| {
         eprintln!("{e:#}");
-        Exit(125)
+        Exit(unreachable)
     })?;
     let d = &docker;
     use client::*;

@@ -444,3 +444,52 @@ print("left", len(c.api.containers(all=True)))
     let out = docker_run(&d, &["inspect", "quick"]);
     assert_eq!(out.status.code(), Some(1));
 }
+
+/// `rmi` of an image by id is refused in dockerd's words: a running container's image
+/// cannot be forced, a stopped one's must be, and so must an image with several tags.
+#[test]
+fn rmi_by_id_conflicts_as_dockerd() {
+    require!(
+        "rmi_by_id_conflicts_as_dockerd",
+        root_unavailable(),
+        docker_unavailable()
+    );
+    let d = Daemon::start().unwrap();
+    import_busybox(&d, "fid/rmi:1", &[]);
+    docker_ok(&d, &["tag", "fid/rmi:1", "fid/rmi:2"]);
+    let id = docker_ok(&d, &["image", "inspect", "-f", "{{.Id}}", "fid/rmi:1"]);
+    let short = id.trim().trim_start_matches("sha256:")[..12].to_string();
+    let refused = |args: &[&str]| {
+        let out = docker_run(&d, args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = refused(&["rmi", &short]);
+    assert!(
+        err.contains(&format!("conflict: unable to delete {short} (must be forced) - image is referenced in multiple repositories")),
+        "{err}"
+    );
+    let running = docker_ok(&d, &["run", "-d", "fid/rmi:1", "sleep", "60"]);
+    let running = &running.trim()[..12];
+    let err = refused(&["rmi", "-f", &short]);
+    assert!(
+        err.contains(&format!("conflict: unable to delete {short} (cannot be forced) - image is being used by running container {running}")),
+        "{err}"
+    );
+    docker_ok(&d, &["rm", "-f", running]);
+    let stopped = docker_ok(&d, &["create", "fid/rmi:1", "true"]);
+    let stopped = &stopped.trim()[..12];
+    let err = refused(&["rmi", &short]);
+    assert!(
+        err.contains(&format!("conflict: unable to delete {short} (must be forced) - image is being used by stopped container {stopped}")),
+        "{err}"
+    );
+    // Forced: both tags go, and the image.
+    let out = docker_ok(&d, &["rmi", "-f", &short]);
+    assert!(
+        out.contains("Untagged: fid/rmi:1") && out.contains("Untagged: fid/rmi:2"),
+        "{out}"
+    );
+    assert!(out.contains(&format!("Deleted: {}", id.trim())), "{out}");
+    docker_ok(&d, &["rm", "-f", stopped]);
+}

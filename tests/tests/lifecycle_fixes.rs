@@ -129,8 +129,16 @@ fn published_ports_are_freed_on_stop_and_bound_again_on_start() {
     assert!(bind().is_err(), "the running container holds its port");
     docker_ok(&d, &["stop", "-t", "0", "web"]);
     drop(bind().expect("a stopped container frees its port"));
+    // Nor does it show an address, as dockerd's (its endpoint goes with its run).
+    let addr = "{{.NetworkSettings.IPAddress}}|{{range .NetworkSettings.Networks}}{{.IPAddress}}{{.EndpointID}}{{end}}|{{json .NetworkSettings.Ports}}";
+    assert_eq!(
+        docker_ok(&d, &["inspect", "-f", addr, "web"]).trim(),
+        "||{}"
+    );
     docker_ok(&d, &["start", "web"]);
     assert!(bind().is_err(), "start binds the port again");
+    let shown = docker_ok(&d, &["inspect", "-f", addr, "web"]);
+    assert!(shown.starts_with("172."), "{shown}");
     assert_eq!(
         docker_ok(&d, &["port", "web", "80"]).trim(),
         format!("127.0.0.1:{port}")
@@ -220,6 +228,16 @@ fn version_without_a_daemon_fails_and_daemon_listens_where_h_says() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("Client:"));
     assert!(String::from_utf8_lossy(&out.stderr).contains("Cannot connect"));
+    // As the docker CLI: 125 for `run`, 1 for the rest.
+    for (args, code) in [(&["ps"][..], 1), (&["run", "img"][..], 125)] {
+        let out = std::process::Command::new(&bin)
+            .args(["-H", &nowhere])
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(code), "{args:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("Cannot connect"));
+    }
 
     // Two sockets from -H; SKIFF_HOST (a client setting) is not where the daemon listens.
     let cfg = dir.path().join("daemon.json");

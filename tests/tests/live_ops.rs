@@ -162,9 +162,30 @@ fn docker_cli_rename_pause_top_stats_update() {
     d.ok(&["pause", "renamed"]);
     d.ok(&["unpause", "renamed"]);
     assert!(d.ok(&["top", "renamed"]).contains("PID"));
-    assert!(d
-        .ok(&["stats", "--no-stream", "renamed"])
-        .contains("renamed"));
+    // docker stats' columns, aligned, memory in binary units.
+    let stats = d.ok(&["stats", "--no-stream", "renamed"]);
+    let lines: Vec<&str> = stats.lines().collect();
+    assert_eq!(lines.len(), 2, "{stats}");
+    for col in [
+        "NAME",
+        "CPU %",
+        "MEM USAGE / LIMIT",
+        "NET I/O",
+        "BLOCK I/O",
+        "PIDS",
+    ] {
+        let at = lines[0]
+            .find(col)
+            .unwrap_or_else(|| panic!("{col}: {stats}"));
+        assert!(
+            lines[1].len() > at && !lines[1][at..].starts_with(' '),
+            "{col} not aligned: {stats}"
+        );
+    }
+    assert!(
+        lines[1].contains("renamed") && lines[1].contains("iB / "),
+        "{stats}"
+    );
     d.ok(&["update", "--pids-limit", "50", "renamed"]);
     assert_eq!(
         docker_ok(

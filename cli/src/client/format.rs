@@ -66,6 +66,32 @@ pub fn human_size(bytes: i64) -> String {
     format!("{out}{}", units[i])
 }
 
+/// Memory sizes as `docker stats` prints them: binary units, 4 significant digits
+/// ("455.2KiB", "32MiB"; go-units' `BytesSize`).
+pub fn binary_size(bytes: i64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = bytes.max(0) as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < units.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    let digits = if v >= 1000.0 {
+        0
+    } else if v >= 100.0 {
+        1
+    } else if v >= 10.0 {
+        2
+    } else {
+        3
+    };
+    let mut out = format!("{v:.digits$}");
+    if out.contains('.') {
+        out = out.trim_end_matches('0').trim_end_matches('.').to_string();
+    }
+    format!("{out}{}", units[i])
+}
+
 /// The 12-character short form of an id (after an optional `sha256:`).
 pub fn short_id(id: &str) -> String {
     let id = id.strip_prefix("sha256:").unwrap_or(id);
@@ -145,6 +171,15 @@ pub fn filter_map(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn memory_sizes_read_like_docker_stats() {
+        assert_eq!(binary_size(0), "0B");
+        assert_eq!(binary_size(200 * 1024), "200KiB");
+        assert_eq!(binary_size(466_124), "455.2KiB");
+        assert_eq!(binary_size(32 << 20), "32MiB");
+        assert_eq!(binary_size(1536 << 20), "1.5GiB");
+    }
 
     #[test]
     fn durations_read_like_docker() {

@@ -126,17 +126,7 @@ pub async fn stats(docker: &Docker, socket: &std::path::Path, args: &StatsArgs) 
         args.containers.clone()
     };
     loop {
-        println!(
-            "{:<14} {:<20} {:>7} {:>22} {:>7} {:>20} {:>20} {:>5}",
-            "CONTAINER ID",
-            "NAME",
-            "CPU %",
-            "MEM USAGE / LIMIT",
-            "MEM %",
-            "NET I/O",
-            "BLOCK I/O",
-            "PIDS"
-        );
+        let mut rows = Vec::new();
         for n in &names {
             let (code, body) = crate::client::profiles::call(
                 socket,
@@ -162,26 +152,42 @@ pub async fn stats(docker: &Docker, socket: &std::path::Path, args: &StatsArgs) 
             });
             let (read, write) = block_io(&st);
             let id = st["id"].as_str().unwrap_or_default();
-            use crate::client::format::human_size as h;
-            println!(
-                "{:<14} {:<20} {:>6.2}% {:>22} {:>6.2}% {:>20} {:>20} {:>5}",
-                &id[..id.len().min(12)],
+            use crate::client::format::{binary_size as b, human_size as h};
+            rows.push(vec![
+                id[..id.len().min(12)].to_string(),
                 st["name"]
                     .as_str()
                     .unwrap_or_default()
-                    .trim_start_matches('/'),
-                cpu_percent(&st),
-                format!("{} / {}", h(mem as i64), h(limit as i64)),
-                if limit > 0 {
-                    mem as f64 / limit as f64 * 100.0
-                } else {
-                    0.0
-                },
+                    .trim_start_matches('/')
+                    .to_string(),
+                format!("{:.2}%", cpu_percent(&st)),
+                format!("{} / {}", b(mem as i64), b(limit as i64)),
+                format!(
+                    "{:.2}%",
+                    if limit > 0 {
+                        mem as f64 / limit as f64 * 100.0
+                    } else {
+                        0.0
+                    }
+                ),
                 format!("{} / {}", h(rx as i64), h(tx as i64)),
                 format!("{} / {}", h(read as i64), h(write as i64)),
-                u(&st["pids_stats"]["current"]),
-            );
+                u(&st["pids_stats"]["current"]).to_string(),
+            ]);
         }
+        crate::client::format::print_table(
+            &[
+                "CONTAINER ID",
+                "NAME",
+                "CPU %",
+                "MEM USAGE / LIMIT",
+                "MEM %",
+                "NET I/O",
+                "BLOCK I/O",
+                "PIDS",
+            ],
+            &rows,
+        );
         if args.no_stream {
             return Ok(());
         }

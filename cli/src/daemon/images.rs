@@ -526,6 +526,38 @@ impl ImageService {
                 .and_then(|r| r.tagged())
                 .is_some_and(|t| img.repo_tags.contains(&t));
         let users = self.containers.images_in_use()?;
+        // Asked for by id (or an id prefix), dockerd words it from the image's side.
+        let hex = img.id.trim_start_matches("sha256:");
+        let asked = name.trim_start_matches("sha256:");
+        let is_tag = skiff_store::ImageReference::parse(name)
+            .ok()
+            .and_then(|r| r.tagged())
+            .is_some_and(|t| img.repo_tags.contains(&t));
+        let by_id = !is_tag && !asked.is_empty() && hex.starts_with(asked);
+        let short = &hex[..12.min(hex.len())];
+        if by_id {
+            let mut stopped_user = None;
+            for (_, cid) in users.iter().filter(|(image, _)| *image == img.id) {
+                if self.containers.state(cid)?.status == skiff_runtime::state::Status::Running {
+                    return Err(DaemonError::Conflict(format!(
+                        "conflict: unable to delete {short} (cannot be forced) - image is being used by running container {}",
+                        &cid[..12]
+                    )));
+                }
+                stopped_user.get_or_insert(cid);
+            }
+            if let (Some(cid), false) = (stopped_user, force) {
+                return Err(DaemonError::Conflict(format!(
+                    "conflict: unable to delete {short} (must be forced) - image is being used by stopped container {}",
+                    &cid[..12]
+                )));
+            }
+            if img.repo_tags.len() > 1 && !force {
+                return Err(DaemonError::Conflict(format!(
+                    "conflict: unable to delete {short} (must be forced) - image is referenced in multiple repositories"
+                )));
+            }
+        }
         if let Some((_, cid)) = users
             .iter()
             .find(|(image, _)| *image == img.id && !untag_only)

@@ -125,8 +125,33 @@ pub fn mounts(r: &Record) -> Vec<bollard::models::MountPoint> {
 
 /// The container's network attachments as Docker's `NetworkSettings.Networks`: its own
 /// mode's entry (`bridge`, `host` or `none`; always present, as dockerd answers, unless the
-/// container is only on user-defined networks), then one per user-defined network.
-pub fn networks(r: &Record) -> std::collections::HashMap<String, EndpointSettings> {
+/// container is only on user-defined networks), then one per user-defined network. While
+/// it does not run (`live` false) each entry keeps only its network, as dockerd's: no
+/// endpoint, address, gateway or MAC.
+pub fn networks(r: &Record, live: bool) -> std::collections::HashMap<String, EndpointSettings> {
+    let mut out = attached_networks(r);
+    if !live {
+        for e in out.values_mut() {
+            *e = EndpointSettings {
+                network_id: e.network_id.take(),
+                aliases: e.aliases.take(),
+                ipam_config: e.ipam_config.take(),
+                endpoint_id: Some(String::new()),
+                gateway: Some(String::new()),
+                ip_address: Some(String::new()),
+                ip_prefix_len: Some(0),
+                ipv6_gateway: Some(String::new()),
+                global_ipv6_address: Some(String::new()),
+                global_ipv6_prefix_len: Some(0),
+                mac_address: Some(String::new()),
+                ..Default::default()
+            };
+        }
+    }
+    out
+}
+
+fn attached_networks(r: &Record) -> std::collections::HashMap<String, EndpointSettings> {
     let name = super::container_filter::network_name(&r.spec.host.network_mode).to_string();
     let n = r.network.clone().unwrap_or_default();
     let mut out = std::collections::HashMap::new();
@@ -228,7 +253,7 @@ pub fn summary(
             ..Default::default()
         }),
         network_settings: Some(ContainerSummaryNetworkSettings {
-            networks: Some(networks(r)),
+            networks: Some(networks(r, st.status == Status::Running)),
         }),
         mounts: Some(mounts(r)),
         ..Default::default()
@@ -356,8 +381,12 @@ pub fn inspect_model(
         Status::Exited if restarting => ContainerStateStatusEnum::RESTARTING,
         Status::Exited => ContainerStateStatusEnum::EXITED,
     };
-    let ip = r.network.as_ref().map(|n| n.ip_address.clone());
-    let gateway = r.network.as_ref().map(|n| n.gateway.clone());
+    // A container that does not run has no endpoint, as with dockerd: its addresses show
+    // while it runs only.
+    let live = st.status == Status::Running;
+    let attached = r.network.as_ref().filter(|_| live);
+    let ip = attached.map(|n| n.ip_address.clone());
+    let gateway = attached.map(|n| n.gateway.clone());
     let mut port_map = std::collections::HashMap::new();
     for p in ports(r, st.status == Status::Running) {
         let key = format!(
@@ -430,8 +459,7 @@ pub fn inspect_model(
             link_local_ipv6_address: Some(String::new()),
             link_local_ipv6_prefix_len: Some(0),
             endpoint_id: Some(
-                r.network
-                    .as_ref()
+                attached
                     .filter(|n| !n.ip_address.is_empty())
                     .map(|_| super::network::endpoint_id(&r.id, "bridge"))
                     .unwrap_or_default(),
@@ -439,24 +467,19 @@ pub fn inspect_model(
             ip_address: Some(ip.unwrap_or_default()),
             // The top-level fields describe the default bridge only (0 on other networks).
             ip_prefix_len: Some(
-                networks(r)
+                networks(r, live)
                     .get("bridge")
                     .filter(|e| e.ip_address.as_deref().is_some_and(|a| !a.is_empty()))
                     .and_then(|e| e.ip_prefix_len)
                     .unwrap_or(0),
             ),
             gateway: Some(gateway.unwrap_or_default()),
-            mac_address: Some(
-                r.network
-                    .as_ref()
-                    .map(|n| n.mac_address.clone())
-                    .unwrap_or_default(),
-            ),
+            mac_address: Some(attached.map(|n| n.mac_address.clone()).unwrap_or_default()),
             global_ipv6_address: Some(String::new()),
             global_ipv6_prefix_len: Some(0),
             ipv6_gateway: Some(String::new()),
             ports: Some(port_map),
-            networks: Some(networks(r)),
+            networks: Some(networks(r, live)),
             ..Default::default()
         }),
         ..Default::default()
