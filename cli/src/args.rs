@@ -248,6 +248,9 @@ pub struct ContainerOpts {
     /// Number of CPUs.
     #[arg(long)]
     pub cpus: Option<f64>,
+    /// CPU shares (relative weight).
+    #[arg(short = 'c', long)]
+    pub cpu_shares: Option<i64>,
     /// Tune container pids limit (set -1 for unlimited).
     #[arg(long)]
     pub pids_limit: Option<i64>,
@@ -561,6 +564,9 @@ pub struct UpdateArgs {
     /// Number of CPUs.
     #[arg(long)]
     pub cpus: Option<f64>,
+    /// CPU shares (relative weight).
+    #[arg(short = 'c', long)]
+    pub cpu_shares: Option<i64>,
     /// Tune container pids limit.
     #[arg(long)]
     pub pids_limit: Option<i64>,

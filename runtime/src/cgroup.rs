@@ -172,6 +172,20 @@ impl ContainerCgroup {
             cpu.set_cfs_quota_and_period(Some(quota.max(1000)), Some(CFS_PERIOD_US))
                 .map_err(cg_err("cpu quota", p))?;
         }
+        if let Some(shares) = res.cpu_shares.filter(|&s| s > 0) {
+            let shares = shares.clamp(2, 262_144);
+            if v2 {
+                // runc's mapping of shares [2, 262144] onto cpu.weight [1, 10000].
+                let weight = 1 + ((shares - 2) * 9999) / 262_142;
+                let f = self.file("cpu", "cpu.weight");
+                std::fs::write(&f, weight.to_string())
+                    .map_err(|e| RuntimeError::io("cpu weight", f, e))?;
+            } else {
+                let cpu: &CpuController =
+                    self.cg.controller_of().ok_or_else(|| missing("cpu", p))?;
+                cpu.set_shares(shares).map_err(cg_err("cpu shares", p))?;
+            }
+        }
         if let Some(max) = res.pids_limit.filter(|&m| m > 0) {
             let pids: &PidController = self.cg.controller_of().ok_or_else(|| missing("pids", p))?;
             pids.set_pid_max(MaxValue::Value(max))

@@ -39,7 +39,7 @@ fn unimplemented_fields_are_refused_by_name() {
     docker_ok(&d, &["run", "--rm", "--pull", "never", IMAGE, "true"]);
     refused(&["--runtime", "other"], "HostConfig.Runtime");
     refused(&["--platform", "linux/s390x"], "platform");
-    refused(&["--cpu-shares", "512"], "HostConfig.CpuShares");
+    refused(&["--blkio-weight", "500"], "HostConfig.BlkioWeight");
     refused(
         &["--health-cmd", "true", "--health-interval", "10us"],
         "Interval in Healthcheck cannot be less than 1ms",
@@ -94,7 +94,7 @@ import docker
 c = docker.from_env()
 print(c.containers.run("{IMAGE}", ["echo", "sdk-ok"], remove=True).decode(), end="")
 try:
-    c.containers.create("{IMAGE}", "true", cpu_shares=512)
+    c.containers.create("{IMAGE}", "true", blkio_weight=500)
 except docker.errors.APIError as e:
     print("refused", e.status_code, e.explanation)
 try:
@@ -106,7 +106,7 @@ except docker.errors.APIError as e:
     );
     assert!(ok, "{out}");
     assert!(out.starts_with("sdk-ok\n"), "{out}");
-    assert!(out.contains("refused 400 HostConfig.CpuShares"), "{out}");
+    assert!(out.contains("refused 400 HostConfig.BlkioWeight"), "{out}");
     assert!(
         out.contains("refused 400 can't create 'AutoRemove' container with restart policy"),
         "{out}"
@@ -117,7 +117,7 @@ except docker.errors.APIError as e:
     std::fs::write(
         proj.path().join("docker-compose.yml"),
         format!(
-            "version: \"2.4\"\nservices:\n  web:\n    image: {IMAGE}\n    command: [\"true\"]\n    network_mode: bridge\n    cpu_shares: 512\n"
+            "version: \"2.4\"\nservices:\n  web:\n    image: {IMAGE}\n    command: [\"true\"]\n    network_mode: bridge\n    blkio_config:\n      weight: 500\n"
         ),
     )
     .unwrap();
@@ -133,6 +133,6 @@ except docker.errors.APIError as e:
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(!out.status.success(), "{text}");
-    assert!(text.contains("HostConfig.CpuShares"), "{text}");
+    assert!(text.contains("HostConfig.BlkioWeight"), "{text}");
     assert_eq!(docker_ok(&d, &["ps", "-aq"]).trim(), "");
 }

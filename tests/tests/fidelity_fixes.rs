@@ -493,3 +493,65 @@ fn rmi_by_id_conflicts_as_dockerd() {
     assert!(out.contains(&format!("Deleted: {}", id.trim())), "{out}");
     docker_ok(&d, &["rm", "-f", stopped]);
 }
+
+/// `--cpu-shares` (compose's `cpu_shares`) is applied: cgroup v1 `cpu.shares`, inspect's
+/// `HostConfig.CpuShares`, and the skiff CLI's `-c`.
+#[test]
+fn cpu_shares_are_applied() {
+    require!(
+        "cpu_shares_are_applied",
+        root_unavailable(),
+        docker_unavailable()
+    );
+    let d = Daemon::start().unwrap();
+    import_busybox(&d, "fid/cpu:1", &[]);
+    let shares_of = |name: &str| {
+        let id = docker_ok(&d, &["inspect", "-f", "{{.Id}}", name]);
+        let v1 = std::path::Path::new("/sys/fs/cgroup/cpu/skiff")
+            .join(id.trim())
+            .join("cpu.shares");
+        v1.exists()
+            .then(|| std::fs::read_to_string(&v1).unwrap().trim().to_string())
+    };
+    docker_ok(
+        &d,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "cw",
+            "--cpu-shares",
+            "300",
+            "fid/cpu:1",
+            "sleep",
+            "60",
+        ],
+    );
+    assert_eq!(
+        docker_ok(&d, &["inspect", "-f", "{{.HostConfig.CpuShares}}", "cw"]).trim(),
+        "300"
+    );
+    if let Some(v) = shares_of("cw") {
+        assert_eq!(v, "300");
+    }
+    let out = d.run(&[
+        "run",
+        "-d",
+        "--name",
+        "cs",
+        "-c",
+        "700",
+        "fid/cpu:1",
+        "sleep",
+        "60",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    if let Some(v) = shares_of("cs") {
+        assert_eq!(v, "700");
+    }
+    d.ok(&["update", "--cpu-shares", "900", "cs"]);
+    if let Some(v) = shares_of("cs") {
+        assert_eq!(v, "900");
+    }
+    docker_ok(&d, &["rm", "-f", "cw", "cs"]);
+}

@@ -153,9 +153,22 @@ fn docker_cli_rename_pause_top_stats_update() {
         .trim(),
         "always"
     );
-    let out = docker_run(&d, &["update", "--cpu-shares", "512", "new"]);
+    // --cpu-shares is applied (cgroup v1 cpu.shares here), a field skiff lacks is refused.
+    docker_ok(&d, &["update", "--cpu-shares", "512", "new"]);
+    assert_eq!(
+        docker_ok(&d, &["inspect", "-f", "{{.HostConfig.CpuShares}}", "new"]).trim(),
+        "512"
+    );
+    let id = docker_ok(&d, &["inspect", "-f", "{{.Id}}", "new"]);
+    let shares = std::path::Path::new("/sys/fs/cgroup/cpu/skiff")
+        .join(id.trim())
+        .join("cpu.shares");
+    if shares.exists() {
+        assert_eq!(std::fs::read_to_string(&shares).unwrap().trim(), "512");
+    }
+    let out = docker_run(&d, &["update", "--blkio-weight", "500", "new"]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("CpuShares is not supported"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("BlkioWeight is not supported"));
 
     // skiff's own commands of the same names
     d.ok(&["rename", "new", "renamed"]);

@@ -54,6 +54,7 @@ pub fn container_config(
     let mut host = HostConfig {
         memory,
         nano_cpus,
+        cpu_shares: opts.cpu_shares,
         pids_limit: opts.pids_limit,
         auto_remove: Some(auto_remove),
         network_mode: opts.network.clone(),

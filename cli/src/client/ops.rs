@@ -221,6 +221,7 @@ pub async fn update(docker: &Docker, args: &UpdateArgs) -> Result<()> {
     let opts = UpdateContainerOptions::<String> {
         memory,
         nano_cpus: args.cpus.map(|c| (c * 1e9) as i64),
+        cpu_shares: args.cpu_shares.map(|s| s as isize),
         pids_limit: args.pids_limit,
         restart_policy: restart,
         ..Default::default()

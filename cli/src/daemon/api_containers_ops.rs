@@ -77,6 +77,7 @@ const UPDATE_APPLIED: &[&str] = &[
     "MemorySwap",
     "NanoCpus",
     "PidsLimit",
+    "CpuShares",
     "RestartPolicy",
 ];
 
@@ -128,6 +129,7 @@ fn parse_update(body: &serde_json::Value) -> Result<Update, DaemonError> {
         memory_swap,
         nano_cpus: int("NanoCpus"),
         pids_limit: int("PidsLimit"),
+        cpu_shares: int("CpuShares"),
         restart_policy,
     })
 }
@@ -211,9 +213,11 @@ mod tests {
         assert_eq!(u.restart_policy, None);
         let u = parse_update(&serde_json::json!({"RestartPolicy": {"Name": "always"}})).unwrap();
         assert_eq!(u.restart_policy, Some(RestartPolicy::Always));
-        let e = parse_update(&serde_json::json!({"CpuShares": 512})).unwrap_err();
+        let u = parse_update(&serde_json::json!({"CpuShares": 512})).unwrap();
+        assert_eq!(u.cpu_shares, Some(512));
+        let e = parse_update(&serde_json::json!({"BlkioWeight": 500})).unwrap_err();
         assert!(
-            e.to_string().starts_with("CpuShares is not supported"),
+            e.to_string().starts_with("BlkioWeight is not supported"),
             "{e}"
         );
         assert!(

@@ -22,6 +22,8 @@ pub struct Update {
     /// CPUs × 10⁹.
     pub nano_cpus: Option<i64>,
     pub pids_limit: Option<i64>,
+    /// Relative CPU weight (Docker's `CpuShares`).
+    pub cpu_shares: Option<i64>,
     pub restart_policy: Option<RestartPolicy>,
 }
 
@@ -176,6 +178,7 @@ impl ContainerService {
             memory_swap_bytes: swap.filter(|_| u.memory.is_some() || u.memory_swap.is_some()),
             nano_cpus: u.nano_cpus,
             pids_limit: u.pids_limit,
+            cpu_shares: u.cpu_shares.and_then(|s| u64::try_from(s).ok()),
         };
         let new_swap = res.memory_swap_bytes;
         if res != skiff_runtime::Resources::default() {
@@ -191,6 +194,7 @@ impl ContainerService {
             h.memory_swap = new_swap.or(h.memory_swap);
             h.nano_cpus = u.nano_cpus.or(h.nano_cpus);
             h.pids_limit = u.pids_limit.or(h.pids_limit);
+            h.cpu_shares = u.cpu_shares.or(h.cpu_shares);
         }
         self.records.update(&updated)?;
         self.monitor.events.container("update", &updated, &[]);

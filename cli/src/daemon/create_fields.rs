@@ -88,7 +88,7 @@ pub const FIELDS: &[(&str, Handling)] = &[
     ("HostConfig.Sysctls", Applied),
     ("HostConfig.Runtime", Refused(&["\"runc\""])),
     ("HostConfig.Isolation", Refused(&["\"default\""])),
-    ("HostConfig.CpuShares", Refused(&[])),
+    ("HostConfig.CpuShares", Applied),
     ("HostConfig.Memory", Applied),
     ("HostConfig.NanoCpus", Applied),
     ("HostConfig.CgroupParent", Refused(&[])),
@@ -269,11 +269,13 @@ mod tests {
         );
         let v = json!({"Image": "x", "Shell": ["/bin/bash", "-c"]});
         assert!(check(&v).unwrap_err().to_string().contains("Config.Shell"));
-        let v = json!({"Image": "x", "HostConfig": {"CpuShares": 512}});
+        let v = json!({"Image": "x", "HostConfig": {"BlkioWeight": 500}});
         assert!(check(&v)
             .unwrap_err()
             .to_string()
-            .contains("HostConfig.CpuShares"));
+            .contains("HostConfig.BlkioWeight"));
+        let v = json!({"Image": "x", "HostConfig": {"CpuShares": 512}});
+        assert!(check(&v).is_ok(), "CpuShares is applied");
         // Unknown fields follow the same rule.
         let v = json!({"Image": "x", "HostConfig": {"FutureThing": true}});
         assert!(check(&v)

@@ -92,6 +92,8 @@ pub struct HostSpec {
     /// CPUs × 10⁹.
     pub nano_cpus: Option<i64>,
     pub pids_limit: Option<i64>,
+    /// Docker's `CpuShares` (relative weight; unset or 0: the default, 1024).
+    pub cpu_shares: Option<i64>,
     pub auto_remove: bool,
     /// `default`, `bridge`, `host` or `none`.
     pub network_mode: String,
@@ -443,6 +445,7 @@ pub fn from_v1(v: &Value) -> Result<ContainerRecord, String> {
             memory_swap: i(&host, "MemorySwap"),
             nano_cpus: i(&host, "NanoCpus"),
             pids_limit: i(&host, "PidsLimit"),
+            cpu_shares: i(&host, "CpuShares"),
             auto_remove: b(&host, "AutoRemove"),
             network_mode: s(&host, "NetworkMode"),
             port_bindings,

@@ -34,6 +34,7 @@ pub fn apply(
         memory_swap_bytes: h.memory_swap,
         nano_cpus: h.nano_cpus,
         pids_limit: h.pids_limit,
+        cpu_shares: h.cpu_shares.and_then(|s| u64::try_from(s).ok()),
     };
     // Provisional (the sysctl check depends on it); the attachment sets the real one.
     rc.network = if h.network_mode == "host" {

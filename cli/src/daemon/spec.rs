@@ -118,6 +118,7 @@ fn host_spec(host: &HostConfig) -> Result<HostSpec, DaemonError> {
         },
         nano_cpus: positive(host.nano_cpus),
         pids_limit: positive(host.pids_limit),
+        cpu_shares: positive(host.cpu_shares),
         auto_remove: host.auto_remove.unwrap_or(false),
         network_mode: host
             .network_mode
@@ -317,6 +318,7 @@ pub fn docker_host_config(h: &HostSpec) -> HostConfig {
     HostConfig {
         memory: Some(h.memory.unwrap_or(0)),
         nano_cpus: Some(h.nano_cpus.unwrap_or(0)),
+        cpu_shares: Some(h.cpu_shares.unwrap_or(0)),
         pids_limit: h.pids_limit,
         auto_remove: Some(h.auto_remove),
         // Docker 25+ answers `bridge` for the default network.
@@ -392,7 +394,6 @@ pub fn docker_host_config(h: &HostSpec) -> HostConfig {
         runtime: Some("runc".to_string()),
         isolation: Some(bollard::models::HostConfigIsolationEnum::EMPTY),
         oom_score_adj: Some(0),
-        cpu_shares: Some(0),
         cpu_period: Some(0),
         cpu_quota: Some(0),
         cpu_realtime_period: Some(0),

@@ -223,6 +223,10 @@ pub struct Resources {
     /// CPUs × 10⁹, as in Docker's API (`--cpus 0.5` = 500_000_000).
     pub nano_cpus: Option<i64>,
     pub pids_limit: Option<i64>,
+    /// Relative CPU weight, as Docker's `CpuShares` (cgroup v1 `cpu.shares`, 2..=262144;
+    /// v2 `cpu.weight` by runc's mapping).
+    #[serde(default)]
+    pub cpu_shares: Option<u64>,
 }
 
 /// Which network namespace the container gets.

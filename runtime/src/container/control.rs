@@ -106,6 +106,7 @@ pub fn update_resources(dir: &Path, res: &Resources, live: bool) -> Result<()> {
     r.memory_swap_bytes = res.memory_swap_bytes.or(r.memory_swap_bytes);
     r.nano_cpus = res.nano_cpus.or(r.nano_cpus);
     r.pids_limit = res.pids_limit.or(r.pids_limit);
+    r.cpu_shares = res.cpu_shares.or(r.cpu_shares);
     persist::write_json(
         &ContainerPaths::new(dir).config(),
         &cfg,
