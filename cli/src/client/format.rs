@@ -44,47 +44,30 @@ pub fn now() -> i64 {
 
 /// Sizes as Docker prints them: decimal units, 3 significant digits ("1.23MB", "423MB").
 pub fn human_size(bytes: i64) -> String {
-    let units = ["B", "kB", "MB", "GB", "TB", "PB"];
-    let mut v = bytes.max(0) as f64;
-    let mut i = 0;
-    while v >= 1000.0 && i < units.len() - 1 {
-        v /= 1000.0;
-        i += 1;
-    }
-    // %.3g: three significant digits, trailing zeros trimmed.
-    let digits = if v >= 100.0 {
-        0
-    } else if v >= 10.0 {
-        1
-    } else {
-        2
-    };
-    let mut out = format!("{v:.digits$}");
-    if out.contains('.') {
-        out = out.trim_end_matches('0').trim_end_matches('.').to_string();
-    }
-    format!("{out}{}", units[i])
+    scaled(bytes, 1000.0, &["B", "kB", "MB", "GB", "TB", "PB"], 3)
 }
 
 /// Memory sizes as `docker stats` prints them: binary units, 4 significant digits
 /// ("455.2KiB", "32MiB"; go-units' `BytesSize`).
 pub fn binary_size(bytes: i64) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    scaled(bytes, 1024.0, &["B", "KiB", "MiB", "GiB", "TiB", "PiB"], 4)
+}
+
+/// `bytes` in the largest unit below it, as C's `%.<significant>g` (trailing zeros
+/// trimmed) followed by the unit.
+fn scaled(bytes: i64, base: f64, units: &[&str], significant: usize) -> String {
     let mut v = bytes.max(0) as f64;
     let mut i = 0;
-    while v >= 1024.0 && i < units.len() - 1 {
-        v /= 1024.0;
+    while v >= base && i < units.len() - 1 {
+        v /= base;
         i += 1;
     }
-    let digits = if v >= 1000.0 {
-        0
-    } else if v >= 100.0 {
-        1
-    } else if v >= 10.0 {
-        2
+    let int_digits = if v >= 1.0 {
+        v.log10().floor() as usize + 1
     } else {
-        3
+        1
     };
+    let digits = significant.saturating_sub(int_digits);
     let mut out = format!("{v:.digits$}");
     if out.contains('.') {
         out = out.trim_end_matches('0').trim_end_matches('.').to_string();
