@@ -47,9 +47,12 @@ fn fork_bomb_is_contained_by_the_pids_limit_and_cleaned_up() {
         "fork_bomb_is_contained_by_the_pids_limit_and_cleaned_up",
         unavailable()
     );
+    // The bomb goes off in a subshell: the container's own shell forks once, before it, and
+    // then execs `sleep`, so a fork refused at the limit never ends the container (its
+    // cgroup, read below, would go with it).
     let mut f = Fixture::new(
         "forkbomb",
-        &["sh", "-c", "b() { b | b & }; b; exec sleep 1000"],
+        &["sh", "-c", "(b() { b | b & }; b); exec sleep 1000"],
     );
     f.cfg.resources.pids_limit = Some(32);
     f.create().unwrap();
