@@ -520,19 +520,15 @@ impl ImageService {
             .image(name)
             .map_err(|_| DaemonError::NoSuchImage(name.to_string()))?;
         // Removing one of several tags only untags, even while containers use the image.
-        let untag_only = img.repo_tags.len() > 1
-            && skiff_store::ImageReference::parse(name)
-                .ok()
-                .and_then(|r| r.tagged())
-                .is_some_and(|t| img.repo_tags.contains(&t));
-        let users = self.containers.images_in_use()?;
-        // Asked for by id (or an id prefix), dockerd words it from the image's side.
-        let hex = img.id.trim_start_matches("sha256:");
-        let asked = name.trim_start_matches("sha256:");
         let is_tag = skiff_store::ImageReference::parse(name)
             .ok()
             .and_then(|r| r.tagged())
             .is_some_and(|t| img.repo_tags.contains(&t));
+        let untag_only = img.repo_tags.len() > 1 && is_tag;
+        let users = self.containers.images_in_use()?;
+        // Asked for by id (or an id prefix), dockerd words it from the image's side.
+        let hex = img.id.trim_start_matches("sha256:");
+        let asked = name.trim_start_matches("sha256:");
         let by_id = !is_tag && !asked.is_empty() && hex.starts_with(asked);
         let short = &hex[..12.min(hex.len())];
         if by_id {
