@@ -529,6 +529,11 @@ pub struct EventsArgs {
     /// Filter output (type=container, event=start, container=NAME, image=REF, label=K[=V]).
     #[arg(short = 'f', long = "filter")]
     pub filters: Vec<String>,
+    /// Format the output: `json` (one JSON object per event) or a Go template over the
+    /// event (`{{.Type}} {{.Action}} {{.Actor.ID}} {{.Actor.Attributes.name}}`, `{{.Status}}`,
+    /// `{{.ID}}`, `{{.From}}`, `{{.Scope}}`, `{{.Time}}`, `{{.TimeNano}}`).
+    #[arg(long)]
+    pub format: Option<String>,
 }
 
 #[derive(Args, Debug)]

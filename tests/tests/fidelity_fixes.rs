@@ -22,6 +22,19 @@ fn api(d: &Daemon, path: &str) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// `POST path` on the daemon's socket: the status and the body.
+fn post(d: &Daemon, path: &str) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-s", "-X", "POST", "-w", "\n%{http_code}", "--unix-socket"])
+        .arg(&d.socket)
+        .arg(format!("http://localhost{path}"))
+        .output()
+        .expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (body, status) = text.trim_end().rsplit_once('\n').unwrap();
+    (status.parse().unwrap(), body.to_string())
+}
+
 fn build(d: &Daemon, tag: &str, dockerfile: &str) {
     let ctx = tempfile::tempdir().unwrap();
     std::fs::write(ctx.path().join("Dockerfile"), dockerfile).unwrap();
@@ -180,6 +193,86 @@ fn volume_and_tag_events_as_dockerd() {
 }
 
 #[test]
+fn kill_stop_restart_and_attach_events_as_dockerd() {
+    require!(
+        "kill_stop_restart_and_attach_events_as_dockerd",
+        root_unavailable(),
+        docker_unavailable()
+    );
+    let d = Daemon::start().unwrap();
+    import_busybox(&d, "evbb:1", &[]);
+    let since = now();
+    // A process that ends on SIGTERM once it says so; `sleep` as PID 1 ignores it.
+    let obeys = "trap 'exit 0' TERM; echo ready; while :; do sleep 0.1; done";
+    let ready = |name: &str| {
+        for _ in 0..100 {
+            if docker_ok(&d, &["logs", name]).contains("ready") {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        panic!("{name} never got ready");
+    };
+    // Foreground: the CLI attaches before it starts.
+    docker_ok(&d, &["run", "--name", "ev1", "evbb:1", "true"]);
+    docker_ok(&d, &["start", "-a", "ev1"]);
+    docker_ok(
+        &d,
+        &["run", "-d", "--name", "ev2", "evbb:1", "sh", "-c", obeys],
+    );
+    ready("ev2");
+    docker_ok(&d, &["stop", "ev2"]);
+    docker_ok(
+        &d,
+        &["run", "-d", "--name", "ev3", "evbb:1", "sleep", "100"],
+    );
+    docker_ok(&d, &["stop", "-t", "1", "ev3"]);
+    docker_ok(
+        &d,
+        &["run", "-d", "--name", "ev4", "evbb:1", "sh", "-c", obeys],
+    );
+    ready("ev4");
+    docker_ok(&d, &["restart", "ev4"]);
+    docker_ok(&d, &["kill", "ev4"]);
+    // Restarting a stopped container only starts it.
+    docker_ok(&d, &["restart", "ev3"]);
+    docker_ok(&d, &["kill", "-s", "KILL", "ev3"]);
+    // The kill's `die` comes from the exit, after the answer.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let all = events(&d, since);
+    let of = |name: &str| -> Vec<String> {
+        all.iter()
+            .filter(|e| e["Type"] == "container" && e["Actor"]["Attributes"]["name"] == name)
+            .map(|e| {
+                let a = &e["Actor"]["Attributes"];
+                let action = e["Action"].as_str().unwrap();
+                match (a["signal"].as_str(), a["exitCode"].as_str()) {
+                    (Some(s), _) => format!("{action} {s}"),
+                    (_, Some(c)) => format!("{action} {c}"),
+                    _ => action.to_string(),
+                }
+            })
+            .collect()
+    };
+    assert_eq!(
+        of("ev1"),
+        ["create", "attach", "start", "die 0", "attach", "start", "die 0"]
+    );
+    assert_eq!(of("ev2"), ["create", "start", "kill 15", "die 0", "stop"]);
+    assert_eq!(
+        of("ev3"),
+        [
+            "create", "start", "kill 15", "kill 9", "die 137", "stop", "start", "restart",
+            "kill 9", "die 137"
+        ]
+    );
+    assert_eq!(
+        of("ev4"),
+        ["create", "start", "kill 15", "die 0", "stop", "start", "restart", "kill 9", "die 137"]
+    );
+}
+
+#[test]
 fn pull_push_and_rmi_lines_as_dockerd() {
     require!(
         "pull_push_and_rmi_lines_as_dockerd",
@@ -230,24 +323,58 @@ fn pull_push_and_rmi_lines_as_dockerd() {
         "{out}"
     );
 
-    // A missing tag: only dockerd's error, no Pulling line.
-    let missing = format!("{host}/h15/nosuch:v1");
-    let want =
-        format!("manifest for {host}/h15/nosuch:v1 not found: manifest unknown: manifest unknown");
-    let out = docker_run(&d, &["pull", &missing]);
-    assert_eq!(out.status.code(), Some(1));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!stdout.contains("Pulling from"), "{stdout}");
-    assert_eq!(stderr.trim(), want, "{stderr}");
-    let own = d.run(&["pull", &missing]);
-    assert!(!own.status.success());
-    assert!(!String::from_utf8_lossy(&own.stdout).contains("Pulling from"));
-    assert!(
-        String::from_utf8_lossy(&own.stderr).contains(&want),
-        "{}",
-        String::from_utf8_lossy(&own.stderr)
-    );
+    // A missing tag or repository: dockerd's error status and message, before any
+    // progress line (dockerd resolves the manifest before its 200).
+    for missing in [format!("{repo}:nosuchtag"), format!("{host}/h15/nosuch:v1")] {
+        let want = format!("manifest for {missing} not found: manifest unknown: manifest unknown");
+        let out = docker_run(&d, &["pull", &missing]);
+        assert_eq!(out.status.code(), Some(1));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stdout, "", "{stdout}");
+        assert_eq!(
+            stderr.trim(),
+            format!("Error response from daemon: {want}"),
+            "{stderr}"
+        );
+        let (name, tag) = missing.rsplit_once(':').unwrap();
+        let (status, body) = post(&d, &format!("/images/create?fromImage={name}&tag={tag}"));
+        assert_eq!(status, 404, "{body}");
+        assert_eq!(
+            serde_json::from_str::<Value>(&body).unwrap(),
+            serde_json::json!({ "message": want })
+        );
+        let own = d.run(&["pull", &missing]);
+        assert_eq!(own.status.code(), Some(1));
+        assert_eq!(String::from_utf8_lossy(&own.stdout), "");
+        assert!(
+            String::from_utf8_lossy(&own.stderr).contains(&want),
+            "{}",
+            String::from_utf8_lossy(&own.stderr)
+        );
+        // `run` pulls the missing image first: the same error, exit 125.
+        let out = docker_run(&d, &["run", "--rm", &missing, "true"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(125), "{stderr}");
+        assert!(
+            stderr.contains(&format!("docker: Error response from daemon: {want}")),
+            "{stderr}"
+        );
+    }
+    // Any other failure before the stream began is a 500 with the pull's error.
+    let (status, body) = post(&d, "/images/create?fromImage=127.0.0.1:1/h15/x&tag=v1");
+    assert_eq!(status, 500, "{body}");
+    let message = serde_json::from_str::<Value>(&body).unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(message.contains("127.0.0.1:1"), "{message}");
+    // A pull that streams still answers 200 with its lines.
+    let (status, body) = post(&d, &format!("/images/create?fromImage={repo}&tag=v2"));
+    assert_eq!(status, 200, "{body}");
+    let first: Value = serde_json::from_str(body.lines().next().unwrap()).unwrap();
+    assert_eq!(first["status"], "Pulling from h15/bb2", "{body}");
+    assert!(body.contains(&format!("Digest: {digest}")), "{body}");
 
     // rmi: familiar names (a third tag keeps the image, so only the untagging shows).
     docker_ok(&d, &["tag", &by_digest, "bb1:keep"]);

@@ -88,7 +88,8 @@ fn run_rm_of_a_missing_command_exits_127_and_leaves_nothing() {
     // It took the spare and, never having run, gave nothing back.
     assert_eq!(attachments(&d), (0, 0));
 
-    // Without --rm the failed container stays, exited with 127.
+    // Without --rm the failed container stays: `Created` (it never ran, as dockerd shows
+    // it), with the exit code 127 and the start's error; starting it again fails alike.
     let out = docker_run(
         &d,
         &[
@@ -96,11 +97,97 @@ fn run_rm_of_a_missing_command_exits_127_and_leaves_nothing() {
         ],
     );
     assert_eq!(out.status.code(), Some(127));
-    assert_eq!(
-        docker_ok(&d, &["inspect", "-f", "{{.State.ExitCode}}", "kept"]).trim(),
-        "127"
+    docker_ok(
+        &d,
+        &[
+            "create", "--pull", "never", "--name", "made", IMAGE, "/no/such",
+        ],
     );
-    docker_ok(&d, &["rm", "kept"]);
+    let out = docker_run(&d, &["start", "made"]);
+    assert_eq!(out.status.code(), Some(1));
+    let first = String::from_utf8_lossy(&out.stderr).into_owned();
+    let message = first
+        .lines()
+        .next()
+        .unwrap()
+        .strip_prefix("Error response from daemon: ")
+        .unwrap_or_else(|| panic!("{first}"))
+        .to_string();
+    assert!(
+        message.starts_with(
+            "failed to create task for container: exec: \"/no/such\": stat /no/such: no such file or directory"
+        ),
+        "{message}"
+    );
+    for name in ["kept", "made"] {
+        assert_eq!(
+            docker_ok(
+                &d,
+                &[
+                    "inspect",
+                    "-f",
+                    "{{.State.Status}} {{.State.Running}} {{.State.ExitCode}} {{.State.StartedAt}} {{.State.FinishedAt}}",
+                    name
+                ]
+            )
+            .trim(),
+            "created false 127 0001-01-01T00:00:00Z 0001-01-01T00:00:00Z"
+        );
+        assert_eq!(
+            docker_ok(&d, &["inspect", "-f", "{{.State.Error}}", name]).trim(),
+            message
+        );
+        assert_eq!(
+            docker_ok(
+                &d,
+                &[
+                    "ps",
+                    "-a",
+                    "--filter",
+                    &format!("name={name}"),
+                    "--format",
+                    "{{.Status}} {{.State}}"
+                ]
+            )
+            .trim(),
+            "Created created"
+        );
+    }
+    assert_eq!(
+        docker_ok(
+            &d,
+            &[
+                "ps",
+                "-a",
+                "--filter",
+                "status=created",
+                "--format",
+                "{{.Names}}"
+            ]
+        ),
+        "made\nkept\n"
+    );
+    assert_eq!(
+        docker_ok(&d, &["ps", "-a", "--filter", "status=exited", "-q"]),
+        ""
+    );
+    let out = docker_run(&d, &["start", "made"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&out.stderr), first);
+    assert_eq!(
+        docker_ok(
+            &d,
+            &[
+                "inspect",
+                "-f",
+                "{{.State.Status}} {{.State.ExitCode}}",
+                "made"
+            ]
+        )
+        .trim(),
+        "created 127"
+    );
+    docker_ok(&d, &["rm", "kept", "made"]);
 }
 
 #[test]

@@ -397,7 +397,7 @@ fn events_since_until_filters_and_streaming() {
     };
     assert_eq!(
         events(&["--filter", "type=container"]),
-        "container create ev\ncontainer start ev\ncontainer die ev\ncontainer rename ev2\ncontainer destroy ev2\n"
+        "container create ev\ncontainer attach ev\ncontainer start ev\ncontainer die ev\ncontainer rename ev2\ncontainer destroy ev2\n"
     );
     assert_eq!(
         events(&["--filter", "event=die", "--filter", "label=team=a"]),
@@ -459,6 +459,34 @@ fn events_since_until_filters_and_streaming() {
         own.contains(" container start ") && own.contains("name=ev"),
         "{own}"
     );
+    let own_template = d.ok(&[
+        "events",
+        "--since",
+        &t0,
+        "--until",
+        &t1,
+        "--filter",
+        "event=start",
+        "--format",
+        "{{.Status}} {{.Type}} {{.Action}} {{.From}} {{.Actor.Attributes.name}}",
+    ]);
+    assert_eq!(own_template, format!("start container start {IMAGE} ev\n"));
+    let own_json = d.ok(&[
+        "events",
+        "--since",
+        &t0,
+        "--until",
+        &t1,
+        "--filter",
+        "event=rename",
+        "--format",
+        "json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(own_json.trim()).unwrap();
+    assert_eq!(v["Action"], "rename", "{own_json}");
+    assert_eq!(v["Actor"]["Attributes"]["oldName"], "/ev", "{own_json}");
+    let bad = d.run(&["events", "--format", "{{.Type"]);
+    assert_eq!(bad.status.code(), Some(64), "{bad:?}");
 
     // The SDK: replayed and live events, the stream ending at `until`.
     let (ok, out) = python_sdk(
@@ -484,7 +512,7 @@ print(t.is_alive(), got)
     assert_eq!(
         out.lines().collect::<Vec<_>>(),
         [
-            "['create', 'start', 'die']",
+            "['create', 'attach', 'start', 'die']",
             "False ['create', 'start', 'die', 'destroy']"
         ],
         "{out}"

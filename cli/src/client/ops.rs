@@ -257,6 +257,7 @@ pub async fn events(docker: &Docker, args: &EventsArgs) -> Result<()> {
             .or_default()
             .push(v.to_string());
     }
+    let format = EventFormat::new(args.format.as_deref())?;
     let mut stream = docker.events(Some(bollard::system::EventsOptions::<String> {
         since: time(&args.since)?,
         until: time(&args.until)?,
@@ -264,6 +265,9 @@ pub async fn events(docker: &Docker, args: &EventsArgs) -> Result<()> {
     }));
     while let Some(e) = stream.next().await {
         let e = e?;
+        if format.print(&e)? {
+            continue;
+        }
         let when = e
             .time_nano
             .and_then(|n| {
@@ -290,8 +294,100 @@ pub async fn events(docker: &Docker, args: &EventsArgs) -> Result<()> {
     Ok(())
 }
 
+/// How `events --format` prints an event, as the docker CLI does.
+enum EventFormat {
+    /// Docker's one-line text form.
+    Text,
+    /// The event as the API sent it, one JSON object per line (`json`, `{{json .}}`).
+    Json,
+    Template(super::template::GoTemplate),
+}
+
+impl EventFormat {
+    /// A template that does not parse ends the command with exit 64 before it connects.
+    fn new(format: Option<&str>) -> Result<EventFormat> {
+        let src = match format.map(str::trim) {
+            None | Some("") => return Ok(EventFormat::Text),
+            Some("json" | "{{json .}}") => return Ok(EventFormat::Json),
+            Some(_) => format
+                .unwrap_or_default()
+                .replace("\\t", "\t")
+                .replace("\\n", "\n"),
+        };
+        match super::template::GoTemplate::parse(&src) {
+            Ok(t) => Ok(EventFormat::Template(t)),
+            Err(e) => {
+                eprintln!("template parsing error: {e}");
+                Err(crate::exit::Exit(64).into())
+            }
+        }
+    }
+
+    /// Prints `e` unless this is the text form (`false`: the caller prints it).
+    fn print(&self, e: &bollard::models::EventMessage) -> Result<bool> {
+        match self {
+            EventFormat::Text => Ok(false),
+            EventFormat::Json => {
+                println!("{}", serde_json::to_string(e)?);
+                Ok(true)
+            }
+            EventFormat::Template(t) => {
+                println!("{}", t.render(&event_fields(e))?);
+                Ok(true)
+            }
+        }
+    }
+}
+
+/// An event under the Go field names the docker CLI's templates use (`events.Message`,
+/// whose JSON keys differ: `status`, `id`, `from`, `scope`, `time`, `timeNano`).
+fn event_fields(e: &bollard::models::EventMessage) -> serde_json::Value {
+    let actor = e.actor.clone().unwrap_or_default();
+    let attributes = actor.attributes.clone().unwrap_or_default();
+    let typ = e.typ.map(|t| t.to_string()).unwrap_or_default();
+    let action = e.action.clone().unwrap_or_default();
+    let id = actor.id.clone().unwrap_or_default();
+    // The legacy fields are set for container events only (`from` is the image).
+    let container = typ == "container";
+    serde_json::json!({
+        "Status": if container { action.clone() } else { String::new() },
+        "ID": if container { id.clone() } else { String::new() },
+        "From": if container { attributes.get("image").cloned().unwrap_or_default() } else { String::new() },
+        "Type": typ,
+        "Action": action,
+        "Actor": {"ID": id, "Attributes": attributes},
+        "Scope": e.scope.map(|s| s.to_string()).unwrap_or_default(),
+        "Time": e.time.unwrap_or_default(),
+        "TimeNano": e.time_nano.unwrap_or_default(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn event_templates_see_the_go_field_names() {
+        let e: bollard::models::EventMessage = serde_json::from_value(serde_json::json!({
+            "Type": "container", "Action": "start", "scope": "local",
+            "Actor": {"ID": "abc", "Attributes": {"name": "web", "image": "busybox"}},
+            "time": 1700000000, "timeNano": 1700000000123456789i64
+        }))
+        .unwrap();
+        let t = super::super::template::GoTemplate::parse(
+            "{{.Type}} {{.Action}} {{.Status}} {{.ID}} {{.From}} {{.Actor.Attributes.name}} {{.Scope}} {{.Time}}",
+        )
+        .unwrap();
+        assert_eq!(
+            t.render(&super::event_fields(&e)).unwrap(),
+            "container start start abc busybox web local 1700000000"
+        );
+        let v = serde_json::json!({"Type": "network", "Action": "create",
+            "Actor": {"ID": "n1", "Attributes": {"name": "net"}}});
+        let e: bollard::models::EventMessage = serde_json::from_value(v).unwrap();
+        let t = super::super::template::GoTemplate::parse("[{{.Status}}|{{.ID}}|{{.Actor.ID}}]")
+            .unwrap();
+        assert_eq!(t.render(&super::event_fields(&e)).unwrap(), "[||n1]");
+    }
+
     #[test]
     fn block_io_sums_reads_and_writes() {
         let s = serde_json::json!({"blkio_stats": {"io_service_bytes_recursive": [

@@ -143,9 +143,17 @@ pub async fn create(
     // Fail before streaming when the reference is malformed, so the status code says so.
     d.images.check_reference(&reference)?;
     let secret = registry_auth(&headers)?;
+    let (begun_tx, begun) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
-        d.images.pull_image_stream(reference, secret, tx).await;
+        d.images
+            .pull_image_stream(reference, secret, tx, begun_tx)
+            .await;
     });
+    // As dockerd, which resolves the manifest before its 200: a pull that fails before
+    // its first progress line is an error status, not a 200 with the error in the body.
+    if let Ok(Err(e)) = begun.await {
+        return Err(e);
+    }
     Ok(streaming(json_lines_body(rx)))
 }
 

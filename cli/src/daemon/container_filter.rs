@@ -43,6 +43,10 @@ pub struct Row {
 impl Row {
     /// Docker's `State` word.
     pub fn state_word(&self) -> &'static str {
+        // A failed start reads `created`, as everywhere clients look (status.rs).
+        if super::status::Lifecycle::new(&self.record, &self.state).start_failed() {
+            return "created";
+        }
         match self.state.status {
             Status::Running if self.paused => "paused",
             Status::Running => "running",

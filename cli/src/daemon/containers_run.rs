@@ -53,19 +53,7 @@ impl ContainerService {
             .await
             .map_err(DaemonError::join)?;
         if let Err(e) = res {
-            let msg = match e.exit_code() {
-                // As runc: a path is looked at itself, a name is looked for in $PATH.
-                127 if r.path.contains('/') => format!(
-                    "failed to create task for container: exec: \"{0}\": stat {0}: no such file or directory: {e}",
-                    r.path
-                ),
-                127 => format!(
-                    "failed to create task for container: exec: \"{}\": executable file not found in $PATH: {e}",
-                    r.path
-                ),
-                126 => format!("failed to create task for container: exec: \"{}\": permission denied: {e}", r.path),
-                _ => format!("failed to start container: {e}"),
-            };
+            let msg = start_failure(&r.path, e.exit_code(), &e.to_string());
             tracing::info!(id = %&r.id[..12], "start failed: {msg}");
             // As dockerd: a `--rm` container goes when its start fails, so `wait
             // ?condition=removed` (what `run --rm` waits on) ends.
@@ -131,7 +119,8 @@ impl ContainerService {
     }
 
     /// Stops a running container (`signal`, then SIGKILL after the grace time `t`);
-    /// `false` when it was not running.
+    /// `false` when it was not running. Events in dockerd's order: `kill` for the signal,
+    /// another `kill` for SIGKILL if it came to that, the monitor's `die`, then `stop`.
     pub async fn stop(
         &self,
         r: &ContainerRecord,
@@ -153,14 +142,38 @@ impl ContainerService {
         let grace = stop_timeout(t, r.spec.stop_timeout);
         let dir = self.dir(&r.id);
         let gone = dir.clone();
-        let stopped = tokio::task::spawn_blocking(move || skiff_runtime::stop(&dir, grace, sig))
-            .await
-            .map_err(DaemonError::join)?;
-        // An auto-remove container may be removed (its directory renamed away) by the
-        // monitor before the stop has read its final state: it stopped, as asked.
-        if let Err(e) = stopped {
-            if !r.spec.host.auto_remove || gone.exists() {
-                return Err(DaemonError::runtime(format!("stopping {}", r.name), e));
+        let (monitor, rec) = (self.monitor.clone(), r.clone());
+        let stopped = tokio::task::spawn_blocking(move || {
+            // A failed signal is a process that exited meanwhile: the wait sees the exit.
+            let _ = monitor.kill(&rec, sig);
+            if let Some(st) = skiff_runtime::wait_timeout(&dir, grace)? {
+                return Ok(st);
+            }
+            let _ = monitor.kill(&rec, skiff_runtime::Signal::SIGKILL);
+            loop {
+                if let Some(st) = skiff_runtime::wait_timeout(&dir, Duration::from_secs(10))? {
+                    return Ok(st);
+                }
+                tracing::warn!(id = %&rec.id[..12], "container did not exit after SIGKILL; still waiting");
+            }
+        })
+        .await
+        .map_err(DaemonError::join)?;
+        match stopped {
+            Ok(st) => {
+                self.monitor
+                    .died(&r.id, st.started_at, || {
+                        !self.records.exists(&r.id).unwrap_or(false)
+                    })
+                    .await
+            }
+            // An auto-remove container may be removed (its directory renamed away) by the
+            // monitor before the stop has read its final state: it stopped, as asked (and
+            // its `die` came before the removal).
+            Err(e) => {
+                if !r.spec.host.auto_remove || gone.exists() {
+                    return Err(DaemonError::runtime(format!("stopping {}", r.name), e));
+                }
             }
         }
         // Freed before answering, so the client may bind the port at once (the monitor
@@ -179,15 +192,14 @@ impl ContainerService {
         Lifecycle::new(r, &st).can_kill()?;
         self.mark_stopped_by_user(r)?;
         self.thaw_if_paused(r).await;
-        skiff_runtime::kill(&self.dir(&r.id), sig)
-            .map_err(|e| DaemonError::runtime(format!("killing {}", r.name), e))?;
         self.monitor
-            .events
-            .container("kill", r, &[("signal", (sig as i32).to_string())]);
+            .kill(r, sig)
+            .map_err(|e| DaemonError::runtime(format!("killing {}", r.name), e))?;
         Ok(())
     }
 
-    /// `restart`: stop (if running), then start again.
+    /// `restart`: stop (if running), then start again; dockerd's `restart` event follows
+    /// the stop's and the start's.
     pub async fn restart(
         &self,
         r: &ContainerRecord,
@@ -207,7 +219,9 @@ impl ContainerService {
         }
         .await;
         self.monitor.set_user_restart(&r.id, false);
-        restarted.map(|_| ())
+        restarted?;
+        self.monitor.events.container("restart", r, &[]);
+        Ok(())
     }
 
     /// Attaches to the container's streams through its shim.
@@ -220,10 +234,15 @@ impl ContainerService {
         if Lifecycle::new(r, &st).attach_needs_setup() {
             self.recreate(r).await?;
         }
-        skiff_runtime::attach(&self.dir(&r.id), streams).map_err(|source| DaemonError::Attach {
-            name: r.name.clone(),
-            source: Box::new(source),
-        })
+        let shim = skiff_runtime::attach(&self.dir(&r.id), streams).map_err(|source| {
+            DaemonError::Attach {
+                name: r.name.clone(),
+                source: Box::new(source),
+            }
+        })?;
+        // dockerd's, once the client is attached (before `run`'s start).
+        self.monitor.events.container("attach", r, &[]);
+        Ok(shim)
     }
 
     pub fn resize(&self, r: &ContainerRecord, rows: u16, cols: u16) -> Result<(), DaemonError> {
@@ -231,6 +250,24 @@ impl ContainerService {
             name: r.name.clone(),
             source: Box::new(source),
         })
+    }
+}
+
+/// The error of a start that failed before `path` ran (the runtime's `exit_code` and
+/// `cause`), in dockerd's words: `start`'s answer, and inspect's `State.Error` after it.
+pub fn start_failure(path: &str, exit_code: i32, cause: &str) -> String {
+    match exit_code {
+        // As runc: a path is looked at itself, a name is looked for in $PATH.
+        127 if path.contains('/') => format!(
+            "failed to create task for container: exec: \"{path}\": stat {path}: no such file or directory: {cause}"
+        ),
+        127 => format!(
+            "failed to create task for container: exec: \"{path}\": executable file not found in $PATH: {cause}"
+        ),
+        126 => format!(
+            "failed to create task for container: exec: \"{path}\": permission denied: {cause}"
+        ),
+        _ => format!("failed to start container: {cause}"),
     }
 }
 

@@ -79,6 +79,12 @@ pub enum DaemonError {
     },
     #[error("{0}")]
     Store(Box<skiff_store::StoreError>),
+    /// A pull of a tag, digest or repository the registry does not have (dockerd's words).
+    #[error("manifest for {0} not found: manifest unknown: manifest unknown")]
+    ManifestUnknown(String),
+    /// A pull that failed otherwise before its progress stream began.
+    #[error("{0}")]
+    PullFailed(Box<skiff_store::StoreError>),
     #[error("{what}: {source}")]
     Runtime {
         what: String,
@@ -146,7 +152,8 @@ pub fn status(e: &DaemonError) -> StatusCode {
         | E::NoSuchNetwork(_)
         | E::NoSuchVolume(_)
         | E::NoSuchPath(_)
-        | E::NoSuchEndpoint(_) => StatusCode::NOT_FOUND,
+        | E::NoSuchEndpoint(_)
+        | E::ManifestUnknown(_) => StatusCode::NOT_FOUND,
         E::AmbiguousId(_) | E::Invalid(_) | E::Unsupported { .. } | E::StartFailed(_) => {
             StatusCode::BAD_REQUEST
         }
@@ -172,6 +179,9 @@ pub fn status(e: &DaemonError) -> StatusCode {
             S::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         },
+        // dockerd answers a failed pull 500 whatever the registry said, refusals included:
+        // a 401 would make the docker CLI ask for a login.
+        E::PullFailed(_) => StatusCode::INTERNAL_SERVER_ERROR,
         E::LogsNotReadable => StatusCode::NOT_IMPLEMENTED,
         E::NetworkNameInUse(_) => StatusCode::CONFLICT,
         E::NetworkForbidden(_) => StatusCode::FORBIDDEN,
@@ -229,6 +239,22 @@ mod tests {
         assert_eq!(
             DaemonError::NoSuchContainer("web".into()).to_string(),
             "No such container: web"
+        );
+        let missing = DaemonError::ManifestUnknown("127.0.0.1:5000/a:x".into());
+        assert_eq!(status(&missing), StatusCode::NOT_FOUND);
+        assert_eq!(
+            missing.to_string(),
+            "manifest for 127.0.0.1:5000/a:x not found: manifest unknown: manifest unknown"
+        );
+        // A pull the registry refused is dockerd's 500: a 401 has the docker CLI prompt.
+        let refused = skiff_store::StoreError::Unauthorized {
+            registry: "r".into(),
+            reference: "r/a:x".into(),
+            reason: "401".into(),
+        };
+        assert_eq!(
+            status(&DaemonError::PullFailed(Box::new(refused))),
+            StatusCode::INTERNAL_SERVER_ERROR
         );
     }
 }

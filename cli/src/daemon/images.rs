@@ -69,6 +69,21 @@ async fn write_body(body: axum::body::Body, path: &std::path::Path) -> std::io::
     f.flush().await
 }
 
+/// Answered once by a pull: `Ok` when its progress stream begins, or the error it failed
+/// with before that.
+pub type PullBegun = tokio::sync::oneshot::Sender<ApiResult<()>>;
+
+/// A failed pull in dockerd's terms: a tag, digest or repository the registry does not
+/// know is its `manifest unknown`; the rest are the pull's failure as the store says it.
+fn pull_error(reference: &str, e: skiff_store::StoreError) -> DaemonError {
+    match e {
+        skiff_store::StoreError::NotFound { ref what, .. } if what.contains("manifest") => {
+            DaemonError::ManifestUnknown(familiar(reference))
+        }
+        e => DaemonError::PullFailed(Box::new(e)),
+    }
+}
+
 /// A failure inside a progress stream, in Docker's shape (the status code is already sent).
 fn stream_error(e: &dyn std::fmt::Display) -> serde_json::Value {
     json!({"error": e.to_string(), "errorDetail": {"message": e.to_string()}})
@@ -285,17 +300,21 @@ impl ImageService {
 
     /// Pulls, streaming Docker's progress JSON lines into `tx`. `secret` (the client's
     /// `X-Registry-Auth`) is kept for the repository: a lazily pulled image fetches with
-    /// it, and renews its tokens with it, long after the pull.
+    /// it, and renews its tokens with it, long after the pull. `begun` answers once: `Ok`
+    /// as the first line is written, or the error of a pull that failed before it, which
+    /// the caller answers with an error status (dockerd resolves the manifest before it
+    /// writes its 200); later errors go into the stream.
     pub async fn pull_image_stream(
         &self,
         reference: String,
         secret: skiff_store::registry::Secret,
         tx: Sender<serde_json::Value>,
+        begun: PullBegun,
     ) {
         let parsed = match skiff_store::ImageReference::parse(&reference) {
             Ok(r) => r,
             Err(e) => {
-                let _ = tx.send(stream_error(&e)).await;
+                let _ = begun.send(Err(e.into()));
                 return;
             }
         };
@@ -305,12 +324,18 @@ impl ImageService {
             "status": format!("Pulling from {}", parsed.repository),
             "id": parsed.digest.clone().or_else(|| parsed.tag.clone()).unwrap_or_else(|| "latest".into()),
         });
-        let announced = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // Taken by whoever writes the first line: the first progress report, or the end.
+        let begun = Arc::new(std::sync::Mutex::new(Some(begun)));
+        let take_begun = {
+            let begun = begun.clone();
+            move || begun.lock().expect("pull begun lock").take()
+        };
         let progress_tx = tx.clone();
-        let (first_line, first_done) = (pulling.clone(), announced.clone());
+        let (first_line, first_take) = (pulling.clone(), take_begun.clone());
         let progress: Box<dyn Fn(skiff_store::PullProgress) + Send + Sync> =
             Box::new(move |p: skiff_store::PullProgress| {
-                if !first_done.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                if let Some(b) = first_take() {
+                    let _ = b.send(Ok(()));
                     let _ = progress_tx.try_send(first_line.clone());
                 }
                 let mut v = json!({"status": p.status.docker_status(), "id": p.short_id()});
@@ -330,7 +355,8 @@ impl ImageService {
         .await;
         match pulled {
             Ok(img) => {
-                if !announced.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                if let Some(b) = take_begun() {
+                    let _ = b.send(Ok(()));
                     let _ = tx.send(pulling).await;
                 }
                 self.store
@@ -368,17 +394,15 @@ impl ImageService {
                     self.store.registry().forget_credentials(&parsed, &secret);
                 }
                 tracing::warn!(reference = %reference, "pull failed: {e}");
-                let _ = match &e {
-                    // dockerd's words for a missing tag or digest.
-                    skiff_store::StoreError::NotFound { what, .. } if what.contains("manifest") => {
-                        tx.send(stream_error(&format!(
-                            "manifest for {} not found: manifest unknown: manifest unknown",
-                            familiar(&reference)
-                        )))
-                        .await
+                let e = pull_error(&reference, e);
+                match take_begun() {
+                    Some(b) => {
+                        let _ = b.send(Err(e));
                     }
-                    _ => tx.send(stream_error(&e)).await,
-                };
+                    None => {
+                        let _ = tx.send(stream_error(&e)).await;
+                    }
+                }
             }
         }
     }

@@ -10,6 +10,7 @@ use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use skiff_runtime::state::Status;
 use tokio::sync::mpsc;
 
@@ -29,6 +30,10 @@ const RECENT_EXITS: NonZeroUsize = NonZeroUsize::new(4096).expect("non-zero");
 /// foreground `run(..., auto_remove=True)`) still inspect the container right after asking
 /// for its logs; dockerd's slower removal leaves them that window, and so does skiff.
 const AUTO_REMOVE_GRACE: Duration = Duration::from_millis(500);
+
+/// How long a `stop` waits for the monitor's `die` of its container before its own `stop`
+/// event (the monitor is at it as soon as the exit is recorded).
+const DIE_WAIT: Duration = Duration::from_secs(2);
 
 const FIRST_DELAY: Duration = Duration::from_millis(100);
 const MAX_DELAY: Duration = Duration::from_secs(60);
@@ -64,6 +69,14 @@ pub struct Monitor {
     probes: Mutex<HashMap<String, tokio::task::AbortHandle>>,
     /// The exec service probes run through (set once the daemon has built it).
     execs: OnceLock<Arc<ExecService>>,
+    /// Held while a signal is sent and its `kill` event emitted, and while a `die` is
+    /// emitted: the `die` a signal causes comes after its `kill`, as in dockerd.
+    exit_order: Mutex<()>,
+    /// Per container, the start time of the run whose `die` was emitted last: a `stop`
+    /// emits its `stop` after that `die` (dockerd's order).
+    died: Mutex<HashMap<String, Option<DateTime<Utc>>>>,
+    /// Woken when `died` changes, or a container is removed.
+    died_changed: tokio::sync::Notify,
 }
 
 impl Monitor {
@@ -102,6 +115,9 @@ impl Monitor {
             health: Mutex::new(HashMap::new()),
             probes: Mutex::new(HashMap::new()),
             execs: OnceLock::new(),
+            exit_order: Mutex::new(()),
+            died: Mutex::new(HashMap::new()),
+            died_changed: tokio::sync::Notify::new(),
         }
     }
 
@@ -187,7 +203,57 @@ impl Monitor {
     pub fn note_removed(&self, id: &str) {
         self.forget_health(id);
         self.removal_failed.lock().expect("monitor lock").remove(id);
+        self.died.lock().expect("monitor lock").remove(id);
         self.removed.notify_waiters();
+        self.died_changed.notify_waiters();
+    }
+
+    /// Sends `sig` to `r`'s process and emits dockerd's `kill` event (`signal`: its number),
+    /// ordered before the `die` it may cause.
+    pub fn kill(
+        &self,
+        r: &ContainerRecord,
+        sig: skiff_runtime::Signal,
+    ) -> skiff_runtime::Result<()> {
+        let _order = self.exit_order.lock().expect("monitor lock");
+        skiff_runtime::kill(&self.paths.container_dir(&r.id), sig)?;
+        self.events
+            .container("kill", r, &[("signal", (sig as i32).to_string())]);
+        Ok(())
+    }
+
+    /// Emits the `die` of `r`'s run that started at `started_at`.
+    fn emit_die(&self, r: &ContainerRecord, code: i32, started_at: Option<DateTime<Utc>>) {
+        {
+            let _order = self.exit_order.lock().expect("monitor lock");
+            self.events
+                .container("die", r, &[("exitCode", code.to_string())]);
+        }
+        self.died
+            .lock()
+            .expect("monitor lock")
+            .insert(r.id.clone(), started_at);
+        self.died_changed.notify_waiters();
+    }
+
+    /// Waits until the `die` of `id`'s run that started at `started_at` was emitted, or
+    /// `gone()` (removed), for at most [`DIE_WAIT`].
+    pub async fn died(&self, id: &str, started_at: Option<DateTime<Utc>>, gone: impl Fn() -> bool) {
+        let deadline = tokio::time::Instant::now() + DIE_WAIT;
+        loop {
+            // Registered before the check, so a change in between is not missed.
+            let changed = self.died_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let seen = self.died.lock().expect("monitor lock").get(id) == Some(&started_at);
+            if seen || gone() {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                tracing::debug!(id = %&id[..12.min(id.len())], "no die event seen for the stopped run");
+                return;
+            }
+        }
     }
 
     /// Keeps the exit code of a container about to be auto-removed, for late waiters.
@@ -353,8 +419,7 @@ async fn watch_one(c: Arc<ContainerService>, id: String) {
         if st.status != Status::Exited {
             continue; // started again by a user meanwhile
         }
-        m.events
-            .container("die", &r, &[("exitCode", code.to_string())]);
+        m.emit_die(&r, code, st.started_at);
         m.events.network("disconnect", &r);
         m.events.volumes("unmount", &r);
         // As dockerd: a stopped container holds no host port (start binds them again).

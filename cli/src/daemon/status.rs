@@ -32,6 +32,31 @@ impl<'a> Lifecycle<'a> {
         self.state.status == Status::Running
     }
 
+    /// Whether the last start failed before the container's process ran: the runtime
+    /// records that as an exit (with the exit code and its error) of a run never started.
+    pub fn start_failed(&self) -> bool {
+        self.state.status == Status::Exited && self.state.started_at.is_none()
+    }
+
+    /// The state clients see (`ps`, `inspect`, the list filters). A container whose start
+    /// failed is `created`, as dockerd shows a container that never started, keeping the
+    /// exit code and, as its error, what the start answered; it has no finish time. The
+    /// decisions above go by the runtime's state (such a container is set up again to
+    /// start).
+    pub fn shown(&self) -> ContainerState {
+        let mut st = self.state.clone();
+        if self.start_failed() {
+            st.status = Status::Created;
+            st.finished_at = None;
+            st.error = Some(super::containers_run::start_failure(
+                &self.record.path,
+                st.exit_code.unwrap_or(0),
+                st.error.as_deref().unwrap_or_default(),
+            ));
+        }
+        st
+    }
+
     pub fn can_start(&self) -> StartPlan {
         match self.state.status {
             Status::Running => StartPlan::AlreadyRunning,
@@ -177,6 +202,31 @@ mod tests {
         assert!(Lifecycle::new(&r, &done).can_remove(false).is_ok());
         assert_eq!(Lifecycle::new(&r, &done).can_start(), StartPlan::Again);
         assert!(Lifecycle::new(&r, &done).can_exec().is_err());
+    }
+
+    #[test]
+    fn a_failed_start_shows_created_with_its_error() {
+        let mut r = record(RestartPolicy::No);
+        r.path = "/no/such".into();
+        let mut failed = state(Status::Exited, Some(127));
+        failed.finished_at = Some(chrono::Utc::now());
+        failed.error = Some("exec /no/such: No such file or directory (os error 2)".into());
+        let l = Lifecycle::new(&r, &failed);
+        assert!(l.start_failed());
+        assert_eq!(l.can_start(), StartPlan::Again);
+        let shown = l.shown();
+        assert_eq!(shown.status, Status::Created);
+        assert_eq!(shown.exit_code, Some(127));
+        assert_eq!(shown.finished_at, None);
+        assert_eq!(
+            shown.error.as_deref(),
+            Some("failed to create task for container: exec: \"/no/such\": stat /no/such: no such file or directory: exec /no/such: No such file or directory (os error 2)")
+        );
+        // A run that started and exited stays exited.
+        let mut ran = state(Status::Exited, Some(127));
+        ran.started_at = Some(chrono::Utc::now());
+        assert!(!Lifecycle::new(&r, &ran).start_failed());
+        assert_eq!(Lifecycle::new(&r, &ran).shown().status, Status::Exited);
     }
 
     #[test]

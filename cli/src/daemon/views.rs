@@ -214,6 +214,7 @@ pub fn summary(
     now: DateTime<Utc>,
     restarting: bool,
 ) -> ContainerSummary {
+    let st = &super::status::Lifecycle::new(r, st).shown();
     let command = std::iter::once(r.path.clone())
         .chain(r.args.iter().map(|a| {
             if a.contains(' ') {
@@ -373,6 +374,7 @@ pub fn inspect_model(
     dir: &std::path::Path,
     restarting: bool,
 ) -> ContainerInspectResponse {
+    let st = &super::status::Lifecycle::new(r, st).shown();
     let paused = st.status == Status::Running && skiff_runtime::control::is_frozen(dir);
     let status = match st.status {
         Status::Created => ContainerStateStatusEnum::CREATED,
