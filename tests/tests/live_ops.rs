@@ -379,6 +379,14 @@ fn events_since_until_filters_and_streaming() {
     );
     docker_ok(&d, &["rename", "ev", "ev2"]);
     docker_ok(&d, &["rm", "ev2"]);
+    // `rm -f` of a running container: kill (SIGKILL), die (137), destroy, as dockerd.
+    docker_ok(
+        &d,
+        &[
+            "run", "-d", "--pull", "never", "--name", "evf", IMAGE, "sleep", "30",
+        ],
+    );
+    docker_ok(&d, &["rm", "-f", "evf"]);
     docker_ok(&d, &["tag", IMAGE, "127.0.0.1:5999/ops:ev"]);
     std::thread::sleep(std::time::Duration::from_millis(50));
     let t1 = format!("{:.3}", unix_now());
@@ -397,7 +405,29 @@ fn events_since_until_filters_and_streaming() {
     };
     assert_eq!(
         events(&["--filter", "type=container"]),
-        "container create ev\ncontainer attach ev\ncontainer start ev\ncontainer die ev\ncontainer rename ev2\ncontainer destroy ev2\n"
+        "container create ev\ncontainer attach ev\ncontainer start ev\ncontainer die ev\ncontainer rename ev2\ncontainer destroy ev2\n\
+         container create evf\ncontainer start evf\ncontainer kill evf\ncontainer die evf\ncontainer destroy evf\n"
+    );
+    assert_eq!(
+        docker_ok(
+            &d,
+            &[
+                "events",
+                "--since",
+                &t0,
+                "--until",
+                &t1,
+                "--filter",
+                "container=evf",
+                "--filter",
+                "event=kill",
+                "--filter",
+                "event=die",
+                "--format",
+                "{{.Action}} {{index .Actor.Attributes \"signal\"}}{{index .Actor.Attributes \"exitCode\"}}",
+            ],
+        ),
+        "kill 9\ndie 137\n"
     );
     assert_eq!(
         events(&["--filter", "event=die", "--filter", "label=team=a"]),
@@ -407,10 +437,10 @@ fn events_since_until_filters_and_streaming() {
         events(&["--filter", "type=image"]),
         "image tag 127.0.0.1:5999/ops:ev\n"
     );
-    // The container's network: connect at start, disconnect after it exited (dockerd's).
+    // The containers' network: connect at start, disconnect after it exited (dockerd's).
     assert_eq!(
         events(&["--filter", "network=bridge"]),
-        "network connect bridge\nnetwork disconnect bridge\n"
+        "network connect bridge\nnetwork disconnect bridge\n".repeat(2)
     );
     let net = docker_ok(
         &d,
@@ -470,7 +500,10 @@ fn events_since_until_filters_and_streaming() {
         "--format",
         "{{.Status}} {{.Type}} {{.Action}} {{.From}} {{.Actor.Attributes.name}}",
     ]);
-    assert_eq!(own_template, format!("start container start {IMAGE} ev\n"));
+    assert_eq!(
+        own_template,
+        format!("start container start {IMAGE} ev\nstart container start {IMAGE} evf\n")
+    );
     let own_json = d.ok(&[
         "events",
         "--since",

@@ -559,8 +559,12 @@ impl ContainerService {
             return Err(DaemonError::NoSuchContainer(r.id.clone()));
         }
         let st = self.state(&r.id)?;
-        Lifecycle::new(r, &st).can_remove(force)?;
+        let lifecycle = Lifecycle::new(r, &st);
+        lifecycle.can_remove(force)?;
         self.thaw_if_paused(r).await;
+        if lifecycle.is_running() {
+            self.kill_for_removal(r).await?;
+        }
         let dir = self.dir(&r.id);
         let removal = tokio::task::spawn_blocking(move || skiff_runtime::remove_detached(&dir))
             .await

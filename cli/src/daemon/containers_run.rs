@@ -186,6 +186,31 @@ impl ContainerService {
         Ok(true)
     }
 
+    /// `rm -f` of a running container: SIGKILL through the monitor and a wait for the exit,
+    /// so its events read as dockerd's (`kill` with signal 9, `die` with 137, then the
+    /// removal's `destroy`) and no restart policy brings it back. A container that does not
+    /// exit within 10 s is left to the removal, which waits for it.
+    pub(super) async fn kill_for_removal(&self, r: &ContainerRecord) -> Result<(), DaemonError> {
+        self.mark_stopped_by_user(r)?;
+        let dir = self.dir(&r.id);
+        let (monitor, rec) = (self.monitor.clone(), r.clone());
+        let exited = tokio::task::spawn_blocking(move || {
+            // A failed signal is a process that exited meanwhile: the wait sees the exit.
+            let _ = monitor.kill(&rec, skiff_runtime::Signal::SIGKILL);
+            skiff_runtime::wait_timeout(&dir, Duration::from_secs(10))
+        })
+        .await
+        .map_err(DaemonError::join)?;
+        if let Ok(Some(st)) = exited {
+            self.monitor
+                .died(&r.id, st.started_at, || {
+                    !self.records.exists(&r.id).unwrap_or(false)
+                })
+                .await;
+        }
+        Ok(())
+    }
+
     pub async fn kill(&self, r: &ContainerRecord, signal: &str) -> Result<(), DaemonError> {
         let sig = parse_signal(signal)?;
         let st = self.state(&r.id)?;
