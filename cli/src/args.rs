@@ -706,6 +706,9 @@ pub struct InspectArgs {
     /// Format output using a Go template ("json": one JSON line; docs/inspect.md).
     #[arg(short = 'f', long)]
     pub format: Option<String>,
+    /// Display total file sizes if the type is container (SizeRw, SizeRootFs).
+    #[arg(short = 's', long)]
+    pub size: bool,
     #[arg(required = true)]
     pub names: Vec<String>,
 }

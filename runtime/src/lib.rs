@@ -38,6 +38,17 @@ pub use error::{Result, RuntimeError, StepFailure};
 /// The paths a container that is not privileged sees masked and read-only (Docker's).
 pub use init::rootfs::{MASKED_PATHS, READONLY_PATHS};
 pub use launcher::ShimLauncher;
+
+/// `spec` (`user[:group]`, names or numeric ids; empty is root) resolved as a container's
+/// process would be, against the text of its root's `/etc/passwd` and `/etc/group` (empty
+/// when missing): `(uid, gid)`. The error is a human-readable reason (Docker's wording).
+pub fn resolve_user_ids(
+    spec: &str,
+    passwd: &str,
+    group: &str,
+) -> std::result::Result<(u32, u32), String> {
+    init::user::resolve(spec, passwd, group).map(|u| (u.uid, u.gid))
+}
 pub use logs::{LogEntry, LogOptions, LogReader, LogStream};
 pub use nix::sys::signal::Signal;
 pub use protocol::{AttachStreams, Frame};

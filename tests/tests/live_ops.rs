@@ -1183,3 +1183,204 @@ fn list_commands_take_format() {
     d.ok(&["rm", "fmt1"]);
     d.ok(&["volume", "rm", "fmtvol"]);
 }
+
+#[test]
+fn cp_into_keeps_owners_and_refuses_dir_swaps() {
+    require!(
+        "cp_into_keeps_owners_and_refuses_dir_swaps",
+        root_unavailable(),
+        docker_unavailable()
+    );
+    let d = Daemon::start().unwrap();
+    import_busybox(&d, IMAGE, &[]);
+    let host = tempfile::tempdir().unwrap();
+    let own = host.path().join("own.txt");
+    std::fs::write(&own, "owned\n").unwrap();
+    std::os::unix::fs::lchown(&own, Some(1234), Some(2345)).unwrap();
+    docker_ok(
+        &d,
+        &[
+            "run",
+            "-d",
+            "--pull",
+            "never",
+            "--name",
+            "cpown",
+            "--user",
+            "nobody",
+            IMAGE,
+            "sh",
+            "-c",
+            "mkdir /tmp/d /tmp/f; rmdir /tmp/f; echo x > /tmp/f; sleep 300",
+        ],
+    );
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let owner = |p: &str| docker_ok(&d, &["exec", "cpown", "busybox", "stat", "-c", "%u:%g", p]);
+    // Without -a the tar's owners are kept (dockerd's, docker/cli#6870); with -a the
+    // container's user (`nobody` from its /etc/passwd) owns what is copied in.
+    docker_ok(&d, &["cp", own.to_str().unwrap(), "cpown:/tmp/"]);
+    assert_eq!(owner("/tmp/own.txt"), "1234:2345\n");
+    docker_ok(
+        &d,
+        &["cp", "-a", own.to_str().unwrap(), "cpown:/tmp/own-a.txt"],
+    );
+    assert_eq!(owner("/tmp/own-a.txt"), "65534:65534\n");
+    // The docker CLI asks not to swap a directory for a file (noOverwriteDirNonDir): the
+    // directory and the file are left as they were.
+    let f_over_d = host.path().join("f-over-d");
+    std::fs::create_dir(&f_over_d).unwrap();
+    std::fs::write(f_over_d.join("d"), "file\n").unwrap();
+    let out = docker_run(
+        &d,
+        &["cp", f_over_d.join("d").to_str().unwrap(), "cpown:/tmp/"],
+    );
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains(r#"cannot overwrite directory "/tmp/d" with non-directory "/tmp""#),
+        "{out:?}"
+    );
+    let d_over_f = host.path().join("d-over-f");
+    std::fs::create_dir_all(d_over_f.join("f")).unwrap();
+    let out = docker_run(
+        &d,
+        &["cp", d_over_f.join("f").to_str().unwrap(), "cpown:/tmp/"],
+    );
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains(r#"cannot overwrite non-directory "/tmp/f" with directory "/tmp""#),
+        "{out:?}"
+    );
+    assert_eq!(
+        docker_ok(
+            &d,
+            &["exec", "cpown", "sh", "-c", "test -d /tmp/d && cat /tmp/f"]
+        ),
+        "x\n"
+    );
+    docker_ok(&d, &["rm", "-f", "cpown"]);
+}
+
+#[test]
+fn exec_events_name_filter_inspect_size_and_refused_input() {
+    require!(
+        "exec_events_name_filter_inspect_size_and_refused_input",
+        root_unavailable(),
+        docker_unavailable(),
+        sdk_unavailable()
+    );
+    let d = Daemon::start().unwrap();
+    import_busybox(&d, IMAGE, &[]);
+    docker_ok(
+        &d,
+        &[
+            "run", "-d", "--pull", "never", "--name", "xe", IMAGE, "sleep", "300",
+        ],
+    );
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let t0 = format!("{:.3}", unix_now());
+    docker_ok(&d, &["exec", "xe", "echo", "x"]);
+    docker_ok(
+        &d,
+        &[
+            "exec",
+            "xe",
+            "sh",
+            "-c",
+            "head -c 5000 /dev/zero > /tmp/blob",
+        ],
+    );
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    let t1 = format!("{:.3}", unix_now());
+    let events = |extra: &[&str]| {
+        let mut a = vec![
+            "events",
+            "--since",
+            &t0,
+            "--until",
+            &t1,
+            "--filter",
+            "container=xe",
+            "--format",
+            "{{.Action}}|{{index .Actor.Attributes \"exitCode\"}}",
+        ];
+        a.extend_from_slice(extra);
+        docker_ok(&d, &a)
+    };
+    // dockerd's exec events: `exec_create: CMD ARGS`, `exec_start: ...`, `exec_die`.
+    assert_eq!(
+        events(&[]),
+        "exec_create: echo x|\nexec_start: echo x|\nexec_die|0\n\
+         exec_create: sh -c head -c 5000 /dev/zero > /tmp/blob|\n\
+         exec_start: sh -c head -c 5000 /dev/zero > /tmp/blob|\nexec_die|0\n"
+    );
+    // `exec_start` (like `exec_create` and `health_status`) also matches by prefix.
+    assert_eq!(
+        events(&["--filter", "event=exec_start"]),
+        "exec_start: echo x|\nexec_start: sh -c head -c 5000 /dev/zero > /tmp/blob|\n"
+    );
+    // A name filter matches with or without the leading slash.
+    assert_eq!(
+        docker_ok(
+            &d,
+            &[
+                "ps",
+                "-a",
+                "--filter",
+                "name=^xe$",
+                "--format",
+                "{{.Names}}"
+            ]
+        ),
+        "xe\n"
+    );
+    // `inspect -s` fills SizeRw and SizeRootFs (bytes); without -s they are left out (the
+    // docker CLI's typed template prints a nil pointer).
+    let sizes = docker_ok(
+        &d,
+        &["inspect", "-s", "-f", "{{.SizeRw}} {{.SizeRootFs}}", "xe"],
+    );
+    let n: Vec<i64> = sizes
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or_else(|_| panic!("{sizes}")))
+        .collect();
+    assert!(n[0] >= 5000 && n[1] > n[0], "{sizes}");
+    let own = d.ok(&["inspect", "-s", "-f", "{{.SizeRw}}", "xe"]);
+    assert!(own.trim().parse::<i64>().is_ok_and(|v| v >= 5000), "{own}");
+    assert_eq!(
+        docker_ok(&d, &["inspect", "-f", "{{.SizeRw}}", "xe"]),
+        "<nil>\n"
+    );
+    // Refused as dockerd refuses them: a wait condition it does not know, a negative
+    // memory limit.
+    let (ok, out) = python_sdk(
+        &d,
+        &format!(
+            r#"
+import docker
+c = docker.from_env()
+try:
+    c.api.wait("xe", condition="bogus")
+    print("accepted")
+except docker.errors.APIError as e:
+    print(e.status_code, e.explanation)
+try:
+    c.api.create_container("{IMAGE}", "true", host_config=c.api.create_host_config(mem_limit=-5))
+    print("accepted")
+except docker.errors.APIError as e:
+    print(e.status_code, e.explanation)
+"#
+        ),
+    );
+    assert!(ok, "{out}");
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            "400 invalid condition: \"bogus\"",
+            "400 Minimum memory limit allowed is 6MB"
+        ],
+        "{out}"
+    );
+    docker_ok(&d, &["rm", "-f", "xe"]);
+}

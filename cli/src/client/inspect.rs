@@ -11,7 +11,10 @@ pub async fn inspect(docker: &Docker, args: &InspectArgs) -> Result<()> {
     for name in &args.names {
         let kind = args.kind.as_deref();
         if kind != Some("image") {
-            if let Ok(c) = docker.inspect_container(name, None).await {
+            let size = args
+                .size
+                .then_some(bollard::container::InspectContainerOptions { size: true });
+            if let Ok(c) = docker.inspect_container(name, size).await {
                 out.add(&c)?;
                 continue;
             }

@@ -12,15 +12,8 @@ use axum::Json;
 use super::api_images::url_pairs;
 use super::build::BuildOptions;
 use super::error::{ApiResult, DaemonError};
+use super::query_bool::truthy;
 use super::services::Daemon;
-
-/// dockerd's `BoolValue`: anything but empty, `0`, `no`, `false`, `none` (any case).
-fn truthy(v: &str) -> bool {
-    !matches!(
-        v.trim().to_lowercase().as_str(),
-        "" | "0" | "no" | "false" | "none"
-    )
-}
 
 /// Reads Docker's `/build` query parameters; what skiff cannot do is refused, not ignored.
 pub fn options(raw: &str) -> ApiResult<BuildOptions> {

@@ -16,13 +16,9 @@ use super::containers_run::StartedBy;
 use super::error::ApiResult;
 use super::filters::Filters;
 use super::hijack;
+use super::query_bool::flag;
 use super::services::Daemon;
 use super::views;
-
-/// Docker sends booleans as `1`/`0`/`true`/`false`.
-fn flag(v: &Option<String>) -> bool {
-    matches!(v.as_deref(), Some("1") | Some("true") | Some("True"))
-}
 
 #[derive(Deserialize, Default)]
 pub struct CreateQuery {
@@ -119,14 +115,9 @@ pub async fn list(
                     row.status = row.status.map(|s| format!("{s} {}", h.ps_suffix()));
                 }
                 if flag(&q.size) {
-                    let rw = d.containers.disk_usage(&r.record.id) as i64;
-                    let image = d
-                        .images
-                        .store()
-                        .image(&r.record.image_id)
-                        .map_or(0, |i| i.size as i64);
+                    let (rw, root_fs) = sizes(&d, &r.record);
                     row.size_rw = Some(rw);
-                    row.size_root_fs = Some(rw + image);
+                    row.size_root_fs = Some(root_fs);
                 }
                 row
             })
@@ -134,9 +125,26 @@ pub async fn list(
     ))
 }
 
+/// `(SizeRw, SizeRootFs)` of `r` in bytes: its writable layer, and that plus its image.
+fn sizes(d: &Daemon, r: &super::record::ContainerRecord) -> (i64, i64) {
+    let rw = d.containers.disk_usage(&r.id) as i64;
+    let image = d
+        .images
+        .store()
+        .image(&r.image_id)
+        .map_or(0, |i| i.size as i64);
+    (rw, rw + image)
+}
+
+#[derive(Deserialize, Default)]
+pub struct InspectQuery {
+    size: Option<String>,
+}
+
 pub async fn inspect(
     State(d): State<Arc<Daemon>>,
     Path(id): Path<String>,
+    Query(q): Query<InspectQuery>,
 ) -> ApiResult<impl IntoResponse> {
     let r = d.containers.find(&id)?;
     let st = d.containers.state(&r.id)?;
@@ -154,6 +162,15 @@ pub async fn inspect(
     } else {
         execs.into()
     };
+    // `inspect -s`; without it dockerd leaves both out.
+    if flag(&q.size) {
+        let (rw, root_fs) = sizes(&d, &r);
+        view["SizeRw"] = rw.into();
+        view["SizeRootFs"] = root_fs.into();
+    } else if let Some(o) = view.as_object_mut() {
+        o.remove("SizeRw");
+        o.remove("SizeRootFs");
+    }
     Ok(Json(view))
 }
 
@@ -222,7 +239,15 @@ pub async fn wait(
     Path(id): Path<String>,
     Query(q): Query<WaitQuery>,
 ) -> ApiResult<Response> {
-    let condition = q.condition.unwrap_or_else(|| "not-running".to_string());
+    let condition = match q.condition.as_deref() {
+        None | Some("") => "not-running".to_string(),
+        Some(c @ ("not-running" | "next-exit" | "removed")) => c.to_string(),
+        Some(c) => {
+            return Err(super::error::DaemonError::Invalid(format!(
+                "invalid condition: {c:?}"
+            )))
+        }
+    };
     let r = match d.containers.find(&id) {
         Ok(r) => r,
         // A client that asks before its start (Docker's CLI, `run --rm`) can be overtaken

@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine;
 
+use super::containers_fs::ExtractOptions;
 use super::error::{ApiResult, DaemonError};
 use super::services::Daemon;
 
@@ -119,8 +120,20 @@ pub async fn archive_put(
     f.flush()
         .await
         .map_err(|e| DaemonError::io("writing", tmp.path(), e))?;
+    let param = |k: &str| {
+        q.0.as_deref()
+            .unwrap_or("")
+            .split('&')
+            .filter_map(|kv| kv.strip_prefix(k)?.strip_prefix('='))
+            .next_back()
+            .is_some_and(super::query_bool::truthy)
+    };
+    let opts = ExtractOptions {
+        no_overwrite_dir_non_dir: param("noOverwriteDirNonDir"),
+        copy_uid_gid: param("copyUIDGID"),
+    };
     d.containers
-        .extract(&r, &path, tmp.path().to_path_buf())
+        .extract(&r, &path, tmp.path().to_path_buf(), opts)
         .await?;
     Ok(StatusCode::OK)
 }

@@ -12,12 +12,9 @@ use serde::Deserialize;
 
 use super::containers_ops::{Update, STATS_INTERVAL};
 use super::error::{ApiResult, DaemonError};
+use super::query_bool::flag;
 use super::record::RestartPolicy;
 use super::services::Daemon;
-
-fn flag(v: &Option<String>) -> bool {
-    matches!(v.as_deref(), Some("1") | Some("true") | Some("True"))
-}
 
 #[derive(Deserialize, Default)]
 pub struct RenameQuery {

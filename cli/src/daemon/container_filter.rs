@@ -188,7 +188,9 @@ impl ContainerQuery {
         if !running && !self.all && self.limit.is_none() {
             return false;
         }
-        if !f.matches("name", &format!("/{}", r.name)) || !f.matches("id", &r.id) {
+        // dockerd tries the name with and without its leading `/` (`^db$` and `^/db$`).
+        let named = f.matches("name", &format!("/{}", r.name)) || f.matches("name", &r.name);
+        if !named || !f.matches("id", &r.id) {
             return false;
         }
         if !f.matches_labels("label", |k| r.spec.labels.get(k).map(String::as_str)) {
@@ -416,6 +418,7 @@ mod tests {
         assert_eq!(n(r#"{"exited":["3"]}"#), ["db"]);
         assert!(n(r#"{"exited":["0"]}"#).is_empty());
         assert_eq!(n(r#"{"name":["^/db$"]}"#), ["db"]);
+        assert_eq!(n(r#"{"name":["^db$"]}"#), ["db"]);
         assert_eq!(n(r#"{"name":["e"]}"#), ["web", "cache"]);
         assert_eq!(n(r#"{"id":["bbbb"]}"#), ["db"]);
         assert_eq!(n(r#"{"before":["web"]}"#), ["db", "cache"]);

@@ -140,12 +140,15 @@ impl ContainerService {
     }
 
     /// `PUT archive`: extracts the tar at `tar_file` into the directory `path`. Entries may
-    /// not leave it (`..`, absolute names); links inside are kept as links.
+    /// not leave it (`..`, absolute names); links inside are kept as links. Owners are the
+    /// tar's, or with `copy_uid_gid` the container's user (`Config.User` resolved in its
+    /// `/etc/passwd` and `/etc/group`), as dockerd extracts them.
     pub async fn extract(
         &self,
         r: &ContainerRecord,
         path: &Path,
         tar_file: PathBuf,
+        opts: ExtractOptions,
     ) -> Result<(), DaemonError> {
         let view = self.view(r)?;
         let e = view.resolve(path, true).ok_or_else(|| {
@@ -161,19 +164,52 @@ impl ContainerService {
                 path.display()
             )));
         }
+        let owner = if opts.copy_uid_gid {
+            let read = |file: &str| {
+                view.resolve(Path::new(file), true)
+                    .and_then(|e| std::fs::read_to_string(&e.host[0]).ok())
+                    .unwrap_or_default()
+            };
+            let spec = r.spec.user.as_str();
+            let ids =
+                skiff_runtime::resolve_user_ids(spec, &read("/etc/passwd"), &read("/etc/group"))
+                    .map_err(DaemonError::Invalid)?;
+            Some(ids)
+        } else {
+            None
+        };
         let dst = view.writable_dir(&e)?;
-        tokio::task::spawn_blocking(move || unpack(&tar_file, &dst))
+        let shown = e.path.clone();
+        tokio::task::spawn_blocking(move || unpack(&tar_file, &dst, &shown, opts, owner))
             .await
             .map_err(DaemonError::join)?
     }
 }
 
-/// Unpacks a tar into `dst`, refusing entries that would leave it and never writing
-/// through a link found there.
-fn unpack(tar_file: &Path, dst: &Path) -> Result<(), DaemonError> {
+/// `PUT archive` query parameters (Docker Engine API).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ExtractOptions {
+    /// `noOverwriteDirNonDir`: refuse to replace a directory with a non-directory or the
+    /// other way round (the docker CLI always sets it).
+    pub no_overwrite_dir_non_dir: bool,
+    /// `copyUIDGID` (`docker cp -a`): entries owned by the container's user.
+    pub copy_uid_gid: bool,
+}
+
+/// Unpacks a tar into `dst` (`shown` in the container, for messages), refusing entries that
+/// would leave it and never writing through a link found there; entries owned by `owner`
+/// `(uid, gid)`, else by the tar's ids.
+fn unpack(
+    tar_file: &Path,
+    dst: &Path,
+    shown: &Path,
+    opts: ExtractOptions,
+    owner: Option<(u32, u32)>,
+) -> Result<(), DaemonError> {
     let f = std::fs::File::open(tar_file).map_err(|e| DaemonError::io("open", tar_file, e))?;
     let mut ar = tar::Archive::new(f);
     ar.set_preserve_permissions(true);
+    ar.set_preserve_ownerships(owner.is_none());
     ar.set_overwrite(true);
     let bad = |what: String| DaemonError::Invalid(format!("invalid archive: {what}"));
     for entry in ar.entries().map_err(|e| bad(e.to_string()))? {
@@ -208,7 +244,20 @@ fn unpack(tar_file: &Path, dst: &Path) -> Result<(), DaemonError> {
         }
         let target = dst.join(&rel);
         if let Ok(m) = target.symlink_metadata() {
-            if !m.is_dir() || entry.header().entry_type() != tar::EntryType::Directory {
+            let entry_dir = entry.header().entry_type() == tar::EntryType::Directory;
+            if opts.no_overwrite_dir_non_dir && m.is_dir() != entry_dir {
+                let (what, with) = if m.is_dir() {
+                    ("directory", "non-directory")
+                } else {
+                    ("non-directory", "directory")
+                };
+                return Err(DaemonError::Invalid(format!(
+                    "cannot overwrite {what} {:?} with {with} {:?}",
+                    shown.join(&rel),
+                    shown
+                )));
+            }
+            if !m.is_dir() || !entry_dir {
                 if m.is_dir() {
                     std::fs::remove_dir_all(&target)
                 } else {
@@ -236,6 +285,10 @@ fn unpack(tar_file: &Path, dst: &Path) -> Result<(), DaemonError> {
         entry
             .unpack(&target)
             .map_err(|e| DaemonError::io("extracting", &target, e))?;
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::lchown(&target, Some(uid), Some(gid))
+                .map_err(|e| DaemonError::io("chown", &target, e))?;
+        }
     }
     Ok(())
 }

@@ -73,8 +73,18 @@ impl Event {
                     .any(|v| candidates.iter().flatten().any(|c| c == v))
         };
         let is = |k: &str| (self.kind == k).then_some(self.id.as_str());
+        // dockerd (moby#25798): with `health_status`, `exec_create` or `exec_start` among the
+        // values, a value also matches the actions it begins (`health_status: healthy`).
+        let events = f.get("event");
+        let fuzzy = events
+            .iter()
+            .any(|v| matches!(v.as_str(), "health_status" | "exec_create" | "exec_start"));
+        let event_ok = events.is_empty()
+            || events
+                .iter()
+                .any(|v| self.action == *v || (fuzzy && self.action.starts_with(v.as_str())));
         any("type", &[Some(self.kind)])
-            && any("event", &[Some(self.action.as_str())])
+            && event_ok
             && any("container", &[is("container"), attr("name").filter(|_| self.kind == "container")])
             && any("image", &[is("image"), attr("image"), attr("name").filter(|_| self.kind == "image")])
             && any("volume", &[is("volume")])
@@ -85,6 +95,20 @@ impl Event {
             && (f.get("volume").is_empty() || self.kind == "volume")
             && (f.get("network").is_empty() || self.kind == "network")
     }
+}
+
+/// The attributes every event of container `r` carries (dockerd's): its labels, `name` and
+/// `image`.
+pub fn container_attributes(r: &super::record::ContainerRecord) -> Vec<(String, String)> {
+    r.spec
+        .labels
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .chain([
+            ("name".to_string(), r.name.clone()),
+            ("image".to_string(), r.image.clone()),
+        ])
+        .collect()
 }
 
 /// The daemon's event log.
@@ -140,15 +164,8 @@ impl EventLog {
         r: &super::record::ContainerRecord,
         extra: &[(&str, String)],
     ) {
-        let attrs = r
-            .spec
-            .labels
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .chain([
-                ("name".to_string(), r.name.clone()),
-                ("image".to_string(), r.image.clone()),
-            ])
+        let attrs = container_attributes(r)
+            .into_iter()
             .chain(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
         self.emit("container", action, &r.id, attrs);
     }
@@ -304,5 +321,38 @@ mod tests {
             (e["Type"].as_str(), e["Action"].as_str()),
             (Some("volume"), Some("create"))
         );
+    }
+
+    #[test]
+    fn health_and_exec_event_filters_match_by_prefix() {
+        let log = EventLog::default();
+        for action in [
+            "health_status: healthy",
+            "exec_create: echo x",
+            "exec_start: echo x",
+            "exec_die",
+            "create",
+        ] {
+            log.emit("container", action, "c1", []);
+        }
+        let actions = |raw: &str| {
+            let f = EventLog::parse_filters(Some(raw)).unwrap();
+            log.subscribe(&f, Some(0))
+                .0
+                .into_iter()
+                .map(|e| e.action)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            actions(r#"{"event":["health_status"]}"#),
+            ["health_status: healthy"]
+        );
+        assert_eq!(
+            actions(r#"{"event":["exec_start","exec_die"]}"#),
+            ["exec_start: echo x", "exec_die"]
+        );
+        // Other names match exactly, as dockerd's: `exec` is no prefix filter.
+        assert!(actions(r#"{"event":["exec"]}"#).is_empty());
+        assert_eq!(actions(r#"{"event":["create"]}"#), ["create"]);
     }
 }

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::error::DaemonError;
+use super::events::{container_attributes, EventLog};
 use super::exec_bridge::ExecIo;
 use super::names;
 use super::paths::Paths;
@@ -40,6 +41,9 @@ struct ExecEntry {
     pid: Option<i32>,
     /// The exec's pty master, for resize.
     pty: Option<Arc<std::os::fd::OwnedFd>>,
+    /// The container's event attributes, for `exec_*` events (empty for a session restored
+    /// from an earlier daemon, which emits none).
+    actor: Vec<(String, String)>,
 }
 
 pub struct ExecService {
@@ -47,15 +51,47 @@ pub struct ExecService {
     /// Our own binary, re-executed as the exec helper.
     exe: PathBuf,
     execs: Arc<Mutex<HashMap<String, ExecEntry>>>,
+    events: Arc<EventLog>,
+}
+
+/// dockerd's `exec_create: CMD ARGS` / `exec_start: CMD ARGS` action (a space after the
+/// command even without arguments, as dockerd writes it).
+fn exec_action(action: &str, cmd: &[String]) -> String {
+    let (first, rest) = cmd
+        .split_first()
+        .map_or(("", &[][..]), |(f, r)| (f.as_str(), r));
+    format!("{action}: {first} {}", rest.join(" "))
 }
 
 impl ExecService {
-    pub fn new(paths: Paths, exe: PathBuf) -> ExecService {
+    pub fn new(paths: Paths, exe: PathBuf, events: Arc<EventLog>) -> ExecService {
         ExecService {
             paths,
             exe,
             execs: Arc::new(Mutex::new(HashMap::new())),
+            events,
         }
+    }
+
+    /// Emits an `exec_*` event of session `exec_id` with `extra` attributes beside
+    /// `execID`.
+    fn emit(
+        events: &EventLog,
+        e: &ExecEntry,
+        action: &str,
+        exec_id: &str,
+        extra: &[(&str, String)],
+    ) {
+        if e.actor.is_empty() {
+            return;
+        }
+        let attrs = e
+            .actor
+            .iter()
+            .cloned()
+            .chain([("execID".to_string(), exec_id.to_string())])
+            .chain(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
+        events.emit("container", action, &e.container_id, attrs);
     }
 
     /// Loads the sessions recorded by earlier daemons (after a restart). Must run inside
@@ -100,6 +136,7 @@ impl ExecService {
                         exit_code: r.exit_code,
                         pid: r.pid,
                         pty: None,
+                        actor: Vec::new(),
                     },
                 );
                 if let Some(pidfd) = pidfd {
@@ -164,8 +201,14 @@ impl ExecService {
             exit_code: None,
             pid: None,
             pty: None,
+            actor: container_attributes(r),
         };
         Self::save(&self.paths, &id, &entry);
+        let action = exec_action(
+            "exec_create",
+            entry.config.cmd.as_deref().unwrap_or_default(),
+        );
+        Self::emit(&self.events, &entry, &action, &id, &[]);
         self.execs
             .lock()
             .expect("execs lock")
@@ -195,6 +238,7 @@ impl ExecService {
             open_stdin: cfg.attach_stdin.unwrap_or(false),
             console_size: None,
         };
+        let ec_args = ec.args.clone();
         let dir = self.paths.container_dir(&container_id);
         let exe = self.exe.clone();
         let process = tokio::task::spawn_blocking(move || skiff_runtime::exec(&exe, &dir, &ec))
@@ -216,10 +260,13 @@ impl ExecService {
                 e.pid = Some(child.id() as i32);
                 e.pty = pty.clone();
                 Self::save(&self.paths, exec_id, e);
+                let action = exec_action("exec_start", &ec_args);
+                Self::emit(&self.events, e, &action, exec_id, &[]);
             }
         }
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
         let execs = self.execs.clone();
+        let events = self.events.clone();
         let exec_id = exec_id.to_string();
         let paths = self.paths.clone();
         tokio::task::spawn_blocking(move || {
@@ -233,6 +280,13 @@ impl ExecService {
                 e.exit_code = Some(code as i64);
                 e.pty = None;
                 Self::save(&paths, &exec_id, e);
+                Self::emit(
+                    &events,
+                    e,
+                    "exec_die",
+                    &exec_id,
+                    &[("exitCode", code.to_string())],
+                );
             }
             let _ = done_tx.send(());
         });

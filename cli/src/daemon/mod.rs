@@ -49,6 +49,7 @@ pub mod network;
 pub mod networks;
 pub mod paths;
 pub mod profiles;
+pub mod query_bool;
 pub mod reclaim;
 pub mod record;
 pub mod records;

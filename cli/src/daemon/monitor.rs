@@ -62,7 +62,7 @@ pub struct Monitor {
     /// How many `wait?condition=removed` requests each container has in flight.
     removal_waiters: Mutex<HashMap<String, usize>>,
     /// The daemon's event log (`/events`), fed by every service through the monitor.
-    pub events: super::events::EventLog,
+    pub events: Arc<super::events::EventLog>,
     /// Health of containers with a healthcheck (kept after they stop, as dockerd shows it).
     health: Mutex<HashMap<String, Health>>,
     /// The probe task of each running container with a healthcheck.

@@ -122,7 +122,11 @@ impl Daemon {
             volumes.clone(),
             (args.log_driver.clone(), args.log_opts.clone()),
         ));
-        let execs = Arc::new(ExecService::new(paths.clone(), exe.clone()));
+        let execs = Arc::new(ExecService::new(
+            paths.clone(),
+            exe.clone(),
+            monitor.events.clone(),
+        ));
         monitor.set_execs(execs.clone());
         Monitor::run(containers.clone());
         let builds = Arc::new(super::build::BuildService::new(containers.clone()));

@@ -107,7 +107,8 @@ fn host_spec(host: &HostConfig) -> Result<HostSpec, DaemonError> {
     let positive = |v: Option<i64>| v.filter(|n| *n > 0);
     let memory = positive(host.memory);
     let swap = host.memory_swap.unwrap_or(0);
-    check_memory(memory.unwrap_or(0), swap, false)?;
+    // The value as sent: dockerd refuses a negative limit as below its minimum.
+    check_memory(host.memory.unwrap_or(0), swap, false)?;
     Ok(HostSpec {
         memory,
         // As dockerd: a memory limit alone allows as much swap again.
