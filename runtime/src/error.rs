@@ -113,7 +113,8 @@ pub enum RuntimeError {
         status: String,
         stderr: String,
     },
-    #[error("host port {host_ip}:{port}/{protocol} is not available: {source}")]
+    /// dockerd's wording: `Bind for IP:PORT failed: port is already allocated` when taken.
+    #[error("{}", port_unavailable(host_ip, *port, protocol, source))]
     PortInUse {
         host_ip: std::net::IpAddr,
         port: u16,
@@ -290,6 +291,23 @@ impl StepFailure {
                 source,
             },
         }
+    }
+}
+
+/// The message of [`RuntimeError::PortInUse`], as dockerd words a busy port and a failed
+/// bind of its proxy.
+fn port_unavailable(
+    host_ip: &std::net::IpAddr,
+    port: u16,
+    protocol: &str,
+    source: &std::io::Error,
+) -> String {
+    if source.kind() == std::io::ErrorKind::AddrInUse {
+        format!("Bind for {host_ip}:{port} failed: port is already allocated")
+    } else {
+        format!(
+            "Error starting userland proxy: listen {protocol}4 {host_ip}:{port}: bind: {source}"
+        )
     }
 }
 

@@ -682,3 +682,73 @@ fn cpu_shares_are_applied() {
     }
     docker_ok(&d, &["rm", "-f", "cw", "cs"]);
 }
+
+/// Published host ports are bound at start, not at create, as dockerd's: two containers
+/// may be created with the same port, the second start fails in dockerd's words and leaves
+/// the container `created`, and a `run --rm` that cannot bind leaves nothing.
+#[test]
+fn busy_host_port_fails_the_start_not_the_create() {
+    require!(
+        "busy_host_port_fails_the_start_not_the_create",
+        root_unavailable(),
+        docker_unavailable()
+    );
+    let d = Daemon::start().unwrap();
+    import_busybox(&d, "fid/port:1", &[]);
+    let port = skiff_tests::registry::free_port().unwrap();
+    let publish = format!("127.0.0.1:{port}:80");
+    for name in ["pa", "pb"] {
+        docker_ok(
+            &d,
+            &[
+                "create",
+                "--name",
+                name,
+                "-p",
+                &publish,
+                "fid/port:1",
+                "sleep",
+                "300",
+            ],
+        );
+    }
+    // Created, not started: the port is not held.
+    std::net::TcpListener::bind(("127.0.0.1", port)).expect("a created container holds its port");
+    docker_ok(&d, &["start", "pa"]);
+    let out = docker_run(&d, &["start", "pb"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "Bind for 127.0.0.1:{port} failed: port is already allocated"
+        )),
+        "{err}"
+    );
+    assert_eq!(
+        docker_ok(&d, &["inspect", "-f", "{{.State.Status}}", "pb"]),
+        "created\n"
+    );
+    let out = docker_run(
+        &d,
+        &[
+            "run",
+            "--rm",
+            "--name",
+            "pc",
+            "-p",
+            &publish,
+            "fid/port:1",
+            "true",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
+    assert_eq!(docker_run(&d, &["inspect", "pc"]).status.code(), Some(1));
+    // Freed by the first, the port is the second's.
+    docker_ok(&d, &["rm", "-f", "pa"]);
+    docker_ok(&d, &["start", "pb"]);
+    assert_eq!(
+        docker_ok(&d, &["port", "pb", "80"]),
+        format!("127.0.0.1:{port}\n")
+    );
+    docker_ok(&d, &["rm", "-f", "pb"]);
+}

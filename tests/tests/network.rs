@@ -96,8 +96,9 @@ fn bridge_none_host_and_published_ports() {
     let ps = d.ok(&["ps"]);
     assert!(ps.contains(&format!(":{port}->80/tcp")), "{ps}");
 
-    // The same host port again: refused, naming the port, and no container left running.
-    let dup = d.run(&["run", "-d", "-p", &spec, img, "sleep", "5"]);
+    // The same host port again: the start is refused, naming the port, and the container
+    // is left created, not running (dockerd's).
+    let dup = d.run(&["run", "-d", "--name", "dup", "-p", &spec, img, "sleep", "5"]);
     assert_eq!(dup.status.code(), Some(125));
     assert!(
         String::from_utf8_lossy(&dup.stderr).contains(&port.to_string()),
@@ -105,13 +106,17 @@ fn bridge_none_host_and_published_ports() {
         String::from_utf8_lossy(&dup.stderr)
     );
     assert_eq!(d.ok(&["ps", "-q"]).lines().count(), 2);
+    assert_eq!(
+        d.ok(&["inspect", "-f", "{{.State.Status}}", "dup"]),
+        "created\n"
+    );
 
     // Bad -p specs are refused before anything is created.
     let bad = d.run(&["run", "--rm", "-p", "99999:80", img, "true"]);
     assert_ne!(bad.status.code(), Some(0));
 
     // rm everything, restart: no veth on the bridge, no rule of this daemon's chains.
-    d.ok(&["rm", "-f", "peer-a", "web"]);
+    d.ok(&["rm", "-f", "peer-a", "web", "dup"]);
     d.restart().unwrap();
     let bridge = d.bridge().unwrap().to_string();
     assert_eq!(

@@ -43,11 +43,24 @@ impl ContainerService {
             updated.stopped_by_user = false;
             self.records.update(&updated)?;
         }
-        // Ports are freed while a container is stopped (see the monitor): bound again now.
-        self.network.publish(&r.id).await.map_err(|e| match e {
-            skiff_runtime::RuntimeError::PortInUse { .. } => DaemonError::PortInUse(Box::new(e)),
-            e => DaemonError::runtime("publishing ports", e),
-        })?;
+        // Ports are bound when a container starts and freed when it stops (see the
+        // monitor), as dockerd's: a port taken meanwhile fails this start, not the create.
+        if let Err(e) = self.network.publish(&r.id).await {
+            let err = match e {
+                skiff_runtime::RuntimeError::PortInUse { .. } => {
+                    DaemonError::PortInUse(Box::new(e))
+                }
+                e => DaemonError::runtime("publishing ports", e),
+            };
+            // As for any failed start: a `--rm` container goes, so `run --rm` ends.
+            if r.spec.host.auto_remove {
+                if let Err(e) = self.remove(r, true, true).await {
+                    tracing::warn!(id = %&r.id[..12], "auto-remove after a failed start: {e}");
+                    self.monitor.note_removal_failed(&r.id);
+                }
+            }
+            return Err(err);
+        }
         let dir = self.dir(&r.id);
         let res = tokio::task::spawn_blocking(move || skiff_runtime::start(&dir))
             .await

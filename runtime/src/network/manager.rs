@@ -1,7 +1,7 @@
 //! The daemon's entry point to networking: prepare / release / restore, serialized by one
 //! lock, with the state file written ahead of every change so any step can be undone.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -18,7 +18,8 @@ use super::rules::{self, Chains};
 use super::state::{self, Record, Spare, State};
 use super::subnet::{format_mac, mac_for};
 use super::{
-    files, NetworkAttachment, NetworkConfig, NetworkMode, NetworkRequest, PortSpec, PublishedPort,
+    files, NetworkAttachment, NetworkConfig, NetworkMode, NetworkRequest, PortSpec, Protocol,
+    PublishedPort,
 };
 use crate::error::{Result, RuntimeError};
 
@@ -109,9 +110,10 @@ impl NetworkManager {
         Some(self.attachment(container_id, record))
     }
 
-    /// Makes the container's network before it starts: binds its published ports first (a
-    /// busy port fails here, naming it, with nothing else made), then the namespace,
-    /// veth, address, routes and rules. On any failure everything made is undone.
+    /// Makes the container's network when it is created: the namespace, veth, address,
+    /// routes and rules, and the plan of its published ports (host ports chosen, none
+    /// bound: [`publish`](Self::publish) binds them at its start, where a busy port fails,
+    /// as with dockerd). On any failure everything made is undone.
     pub async fn prepare(&self, req: NetworkRequest) -> Result<NetworkAttachment> {
         validate_id(&req.container_id)?;
         validate_hostname(&req.hostname)?;
@@ -158,27 +160,18 @@ impl NetworkManager {
         let endpoints = self
             .plan_endpoints(&inner, &id, &req.endpoints, first_if, &[])
             .await?;
-        let (ip, veth, proxies) = match req.mode {
+        let (ip, veth, ports) = match req.mode {
             NetworkMode::Bridge => {
                 let ip = self.config.subnet.allocate(
                     &inner.state.used_ips(),
                     inner.state.last_ip,
                     &self.config.bridge,
                 )?;
-                let proxies =
-                    start_proxies(&req.ports, ip, self.config.proxy_processes.as_ref(), &id)
-                        .await?;
-                (Some(ip), Some(self.free_veth_name(&id).await?), proxies)
+                let ports = plan_ports(&req.ports, &inner.state)?;
+                (Some(ip), Some(self.free_veth_name(&id).await?), ports)
             }
             NetworkMode::None if !endpoints.is_empty() => {
-                let proxies = start_proxies(
-                    &req.ports,
-                    endpoints[0].att.ip,
-                    self.config.proxy_processes.as_ref(),
-                    &id,
-                )
-                .await?;
-                (None, None, proxies)
+                (None, None, plan_ports(&req.ports, &inner.state)?)
             }
             NetworkMode::None | NetworkMode::Host => {
                 if !req.ports.is_empty() {
@@ -187,14 +180,16 @@ impl NetworkManager {
                 (None, None, Vec::new())
             }
         };
+        // Not running yet: no port bound and no name served until `publish` at its start.
+        let unpublished = !ports.is_empty() || !endpoints.is_empty();
         let record = Record {
             mode: req.mode,
             hostname: req.hostname.clone(),
             netns_path: netns_path.clone(),
             ip,
             veth,
-            ports: proxies.iter().map(|(p, _)| *p).collect(),
-            unpublished: false,
+            ports,
+            unpublished,
             endpoints,
             dns: req.dns_forwarders.clone(),
         };
@@ -216,7 +211,6 @@ impl NetworkManager {
             Err(e) => Err(e),
         };
         if let Err(e) = attached {
-            stop_all(proxies.into_iter().map(|(_, p)| p)).await;
             self.dns.stop(&id);
             if let Err(undo) = self.detach(&record).await {
                 tracing::error!(container = %id, error = %undo, "cannot undo failed network setup");
@@ -228,9 +222,6 @@ impl NetworkManager {
             }
             return Err(e);
         }
-        inner
-            .proxies
-            .insert(id.clone(), proxies.into_iter().map(|(_, p)| p).collect());
         Ok(self.attachment(&id, &record))
     }
 
@@ -435,14 +426,7 @@ impl NetworkManager {
         spare: Spare,
     ) -> Result<NetworkAttachment> {
         let id = req.container_id.clone();
-        let proxies = match start_proxies(
-            &req.ports,
-            spare.ip,
-            self.config.proxy_processes.as_ref(),
-            &id,
-        )
-        .await
-        {
+        let ports = match plan_ports(&req.ports, &inner.state) {
             Ok(p) => p,
             Err(e) => {
                 inner.state.spares.push(spare);
@@ -455,14 +439,13 @@ impl NetworkManager {
             netns_path: Some(spare.netns_path.clone()),
             ip: Some(spare.ip),
             veth: Some(spare.veth.clone()),
-            ports: proxies.iter().map(|(p, _)| *p).collect(),
-            unpublished: false,
+            unpublished: !ports.is_empty(),
+            ports,
             endpoints: Vec::new(),
             dns: Vec::new(),
         };
         inner.state.containers.insert(id.clone(), record.clone());
         if let Err(e) = self.save_and_sync(inner, true).await {
-            stop_all(proxies.into_iter().map(|(_, p)| p)).await;
             inner.state.containers.remove(&id);
             inner.state.spares.push(spare);
             if let Err(save) = self.save_and_sync(inner, true).await {
@@ -470,9 +453,6 @@ impl NetworkManager {
             }
             return Err(e);
         }
-        inner
-            .proxies
-            .insert(id.clone(), proxies.into_iter().map(|(_, p)| p).collect());
         Ok(self.attachment(&id, &record))
     }
 
@@ -776,6 +756,64 @@ fn veth_name(bridge: &str, id: &str, salt: u8) -> String {
 
 /// Binds every requested port (all or nothing: on error the ones bound are closed), each
 /// served by a process of its own with `procs`.
+/// The host ports a container will publish, as dockerd plans them at create without
+/// binding them: an explicit port as asked, an ephemeral one (`-p 80`, `-P`) picked now by
+/// the kernel (bound and let go at once, and not one another container already has), so
+/// inspect and `port` know it. [`NetworkManager::publish`] binds them when the container
+/// starts; a port taken by then fails that start, not the create.
+fn plan_ports(specs: &[PortSpec], state: &super::state::State) -> Result<Vec<PublishedPort>> {
+    let taken: HashSet<(Protocol, u16)> = state
+        .containers
+        .values()
+        .flat_map(|r| r.ports.iter().map(|p| (p.protocol, p.host_port)))
+        .collect();
+    let mut planned: Vec<PublishedPort> = Vec::with_capacity(specs.len());
+    for s in specs {
+        let host_ip = s.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED);
+        let host_port = match s.host_port {
+            Some(p) if p != 0 => p,
+            _ => {
+                let mut tries = 0;
+                loop {
+                    let p = ephemeral_port(s.protocol, host_ip)?;
+                    let used = taken.contains(&(s.protocol, p))
+                        || planned
+                            .iter()
+                            .any(|q| q.protocol == s.protocol && q.host_port == p);
+                    tries += 1;
+                    if !used || tries >= 16 {
+                        break p;
+                    }
+                }
+            }
+        };
+        planned.push(PublishedPort {
+            protocol: s.protocol,
+            host_ip,
+            host_port,
+            container_port: s.container_port,
+        });
+    }
+    Ok(planned)
+}
+
+/// A port the kernel would give a socket of `protocol` bound to `host_ip:0` now.
+fn ephemeral_port(protocol: Protocol, host_ip: Ipv4Addr) -> Result<u16> {
+    let in_use = |source| RuntimeError::PortInUse {
+        host_ip: std::net::IpAddr::V4(host_ip),
+        port: 0,
+        protocol: protocol.as_str(),
+        source,
+    };
+    let bind = SocketAddr::from((host_ip, 0));
+    let local = match protocol {
+        Protocol::Tcp => std::net::TcpListener::bind(bind).and_then(|l| l.local_addr()),
+        Protocol::Udp => std::net::UdpSocket::bind(bind).and_then(|u| u.local_addr()),
+    }
+    .map_err(in_use)?;
+    Ok(local.port())
+}
+
 async fn start_proxies(
     specs: &[PortSpec],
     ip: Ipv4Addr,

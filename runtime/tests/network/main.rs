@@ -177,6 +177,8 @@ async fn published_port_answers_on_loopback_and_from_other_hosts() {
         .prepare(fx.request("web", NetworkMode::Bridge, ports))
         .await
         .unwrap();
+    // Planned at prepare, bound at the container's start.
+    mgr.publish(&c.container_id).await.unwrap();
     let (port, udp) = (c.ports[0], c.ports[1]);
     assert_ne!(port.host_port, 0, "a free host port is chosen for -p 80");
     assert_eq!(
@@ -279,24 +281,36 @@ async fn busy_port_is_refused_and_nothing_is_left() {
     let busy = holder.local_addr().unwrap().port();
     let mgr = fx.manager().await;
     let spec = parse_publish(&format!("{busy}:80")).unwrap();
-    let err = mgr
+    // As dockerd: a busy port does not fail the create (prepare), only the start (publish).
+    let p = mgr
         .prepare(fx.request("p", NetworkMode::Bridge, spec))
         .await
-        .unwrap_err();
+        .unwrap();
+    let err = mgr.publish(&p.container_id).await.unwrap_err();
     assert!(
         matches!(err, RuntimeError::PortInUse { port, .. } if port == busy),
         "{err}"
     );
-    assert!(err.to_string().contains(&busy.to_string()), "{err}");
+    assert_eq!(
+        err.to_string(),
+        format!("Bind for 0.0.0.0:{busy} failed: port is already allocated")
+    );
+    assert!(!fx
+        .our_rules()
+        .iter()
+        .any(|l| l.contains("DNAT --to-destination")));
+    // Once the port is free, the start binds it.
+    drop(holder);
+    mgr.publish(&p.container_id).await.unwrap();
+    assert!(TcpListener::bind(("0.0.0.0", busy)).is_err(), "not bound");
+    mgr.release(&p.container_id).await.unwrap();
+    TcpListener::bind(("0.0.0.0", busy)).expect("the port was not freed");
     assert!(mgr.attached().await.is_empty());
     assert!(fx.netns_files().is_empty());
-    assert!(fx.our_rules().is_empty());
-    // The refused request consumed no address.
     let ok = mgr
         .prepare(fx.request("q", NetworkMode::Bridge, vec![]))
         .await
         .unwrap();
-    assert_eq!(ok.ip, Some(Ipv4Addr::new(172, 31, 5, 2)));
     // The same id twice is refused too.
     let again = mgr
         .prepare(fx.request("q", NetworkMode::Bridge, vec![]))
@@ -352,6 +366,7 @@ async fn restore_after_restart_rebuilds_without_duplicates() {
         ))
         .await
         .unwrap();
+    mgr.publish(&c.container_id).await.unwrap();
     let gone = mgr
         .prepare(fx.request("gone", NetworkMode::Bridge, vec![]))
         .await
@@ -437,7 +452,7 @@ async fn failed_prepare_undoes_what_it_made() {
         .await
         .unwrap();
     // A stale file where the namespace should go makes the setup fail half-way: after
-    // the port is bound, the address reserved and the state written.
+    // the ports are planned, the address reserved and the state written.
     let id = fx.id("bad");
     std::fs::write(fx.config.exec_root.join("netns").join(&id), b"").unwrap();
     let spec = parse_publish(&format!("{port}:80")).unwrap();
@@ -479,6 +494,9 @@ async fn concurrent_prepares_get_distinct_addresses() {
     }))
     .await;
     let atts: Vec<_> = prepared.into_iter().map(|r| r.unwrap().unwrap()).collect();
+    for a in &atts {
+        mgr.publish(&a.container_id).await.unwrap();
+    }
     let mut ips: Vec<_> = atts.iter().map(|a| a.ip.unwrap()).collect();
     ips.sort();
     ips.dedup();
@@ -535,6 +553,7 @@ async fn released_attachments_are_kept_as_spares_and_reused_whole() {
         .await
         .unwrap();
     assert_eq!((c.ip, &c.netns_path), (kept.ip, &kept.netns_path));
+    mgr.publish(&c.container_id).await.unwrap();
     assert!(c.hosts.contains(&format!("{}\tc\n", c.ip.unwrap())));
     let gw = c.gateway.unwrap().to_string();
     let ping = in_ns(ns_of(&c), &["busybox", "ping", "-c", "1", "-W", "2", &gw])
