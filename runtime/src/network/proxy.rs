@@ -555,9 +555,9 @@ mod tests {
         let target = SocketAddr::from((Ipv4Addr::LOCALHOST, 9));
         let err = PortProxy::start(Protocol::Tcp, Ipv4Addr::LOCALHOST, port, target).unwrap_err();
         assert!(matches!(err, RuntimeError::PortInUse { port: p, .. } if p == port));
-        assert!(
-            err.to_string().contains(&format!("127.0.0.1:{port}/tcp")),
-            "{err}"
+        assert_eq!(
+            err.to_string(),
+            format!("Bind for 127.0.0.1:{port} failed: port is already allocated")
         );
     }
 
