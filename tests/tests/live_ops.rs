@@ -1211,7 +1211,8 @@ fn cp_into_keeps_owners_and_refuses_dir_swaps() {
             IMAGE,
             "sh",
             "-c",
-            "mkdir /tmp/d /tmp/f; rmdir /tmp/f; echo x > /tmp/f; sleep 300",
+            "mkdir /tmp/d /tmp/f; rmdir /tmp/f; echo x > /tmp/f; echo in > /tmp/d/inner; \
+             ln -s /tmp/d /tmp/dl; sleep 300",
         ],
     );
     std::thread::sleep(std::time::Duration::from_millis(300));
@@ -1258,6 +1259,20 @@ fn cp_into_keeps_owners_and_refuses_dir_swaps() {
             &["exec", "cpown", "sh", "-c", "test -d /tmp/d && cat /tmp/f"]
         ),
         "x\n"
+    );
+    // A trailing `/` follows a link in the last component (dockerd's), without it the link
+    // itself is copied.
+    let out_dir = host.path().join("out-dl");
+    docker_ok(&d, &["cp", "cpown:/tmp/dl/", out_dir.to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read_to_string(out_dir.join("inner")).unwrap(),
+        "in\n"
+    );
+    let out_link = host.path().join("out-link");
+    docker_ok(&d, &["cp", "cpown:/tmp/dl", out_link.to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read_link(&out_link).unwrap(),
+        std::path::Path::new("/tmp/d")
     );
     docker_ok(&d, &["rm", "-f", "cpown"]);
 }

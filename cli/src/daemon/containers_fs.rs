@@ -64,7 +64,11 @@ impl ContainerService {
         r: &ContainerRecord,
         path: &Path,
     ) -> Result<Entry, DaemonError> {
-        view.resolve(path, false).ok_or_else(|| {
+        // As dockerd: a trailing `/` (or `/.`) resolves a link in the last component too
+        // (`cp C:/link/ DST` copies the directory it points to).
+        let bytes = path.as_os_str().as_bytes();
+        let follow_last = bytes.ends_with(b"/") || bytes.ends_with(b"/.");
+        view.resolve(path, follow_last).ok_or_else(|| {
             DaemonError::NoSuchPath(format!(
                 "Could not find the file {} in container {}",
                 path.display(),
@@ -129,8 +133,9 @@ impl ContainerService {
         let name = if path.as_os_str().as_bytes().ends_with(b"/.") {
             PathBuf::from(".")
         } else {
-            e.path
-                .file_name()
+            // The name asked for, not a followed link's target's (`link/` is `link`).
+            path.file_name()
+                .or_else(|| e.path.file_name())
                 .map_or_else(|| PathBuf::from("/"), PathBuf::from)
         };
         Ok((
