@@ -34,6 +34,9 @@ pub struct ImageChanges {
     pub volumes: Vec<String>,
     /// Config `created`; now when `None` (fixed values make reproducible images).
     pub created: Option<String>,
+    /// The history entry's `comment` (`docker import -m`); dockerd's `Imported from -`
+    /// when `None`.
+    pub comment: Option<String>,
 }
 
 /// Hashes the uncompressed tar (the diff_id) on its way into the compressor.
@@ -270,6 +273,10 @@ fn config_json(c: &ImageChanges, created: &str, diff_id: &str) -> serde_json::Va
         "os": "linux",
         "config": cfg,
         "rootfs": {"type": "layers", "diff_ids": [diff_id]},
-        "history": [{"created": created, "created_by": "skiff image import"}],
+        // dockerd's import history: no `created_by`, the message as `comment`.
+        "history": [{
+            "created": created,
+            "comment": c.comment.as_deref().unwrap_or("Imported from -"),
+        }],
     })
 }

@@ -1,6 +1,8 @@
 //! Endpoints on live containers through the stock docker CLI, the Python SDK and skiff's
 //! own CLI: rename, pause/unpause (cgroup freezer), top, stats, update.
 
+use std::process::Command;
+
 use skiff_tests::docker_cli::*;
 use skiff_tests::skip::root_unavailable;
 use skiff_tests::{require, Daemon};
@@ -775,15 +777,52 @@ except docker.errors.NotFound as e:
         hist.starts_with(&docker_ok(&d, &["images", "-q", IMAGE]).trim().to_string()),
         "{hist}"
     );
-    // skiff's own table: every row's CREATED BY starts under its header, however long
-    // the CREATED cell ("About a minute ago").
+    // An import's history is dockerd's: no CREATED BY, `Imported from -` or `import -m`.
+    assert_eq!(
+        docker_ok(
+            &d,
+            &["history", "--format", "{{.CreatedBy}}|{{.Comment}}", IMAGE]
+        ),
+        "|Imported from -\n"
+    );
+    let t = host.path().join("imp.tar");
+    let tarred = Command::new("tar")
+        .args([
+            "-C",
+            h("tree").to_str().unwrap(),
+            "-cf",
+            t.to_str().unwrap(),
+            ".",
+        ])
+        .status()
+        .unwrap();
+    assert!(tarred.success());
+    docker_ok(
+        &d,
+        &[
+            "import",
+            "-m",
+            "from a test",
+            t.to_str().unwrap(),
+            "ops/imp:1",
+        ],
+    );
+    assert_eq!(
+        docker_ok(
+            &d,
+            &[
+                "history",
+                "--format",
+                "{{.CreatedBy}}|{{.Comment}}",
+                "ops/imp:1"
+            ]
+        ),
+        "|from a test\n"
+    );
+    // skiff's own table: every row's SIZE starts under its header, however long the
+    // CREATED cell ("About a minute ago") and however empty CREATED BY (an import's).
     let own = d.ok(&["history", IMAGE]);
-    let col = own
-        .lines()
-        .next()
-        .unwrap()
-        .find("CREATED BY")
-        .expect("a header");
+    let col = own.lines().next().unwrap().find("SIZE").expect("a header");
     for line in own.lines().skip(1) {
         assert_eq!(line.chars().nth(col - 1), Some(' '), "{own}");
         assert_ne!(line.chars().nth(col), Some(' '), "{own}");

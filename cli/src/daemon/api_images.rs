@@ -67,6 +67,8 @@ pub struct CreateQuery {
     tag: Option<String>,
     #[serde(default)]
     changes: Vec<String>,
+    /// `docker import -m`: the history entry's comment.
+    message: Option<String>,
 }
 
 /// Joins Docker's `fromImage` + `tag` (a digest or an explicit tag in the name wins).
@@ -117,6 +119,7 @@ pub async fn create(
             "repo" => q.repo = Some(v),
             "tag" => q.tag = Some(v),
             "changes" => q.changes.push(v),
+            "message" => q.message = Some(v),
             _ => {}
         }
     }
@@ -131,7 +134,10 @@ pub async fn create(
             Some(r) => full_ref(&r, q.tag.as_deref()),
             None => return Err(DaemonError::invalid("import needs repo")),
         };
-        let id = d.images.import_image(body, &reference, &q.changes).await?;
+        let id = d
+            .images
+            .import_image(body, &reference, &q.changes, q.message)
+            .await?;
         let _ = tx.send(serde_json::json!({ "status": id })).await;
         drop(tx);
         return Ok(streaming(json_lines_body(rx)));

@@ -412,8 +412,10 @@ impl ImageService {
         tar: axum::body::Body,
         reference: &str,
         changes: &[String],
+        message: Option<String>,
     ) -> ApiResult<String> {
-        let changes = super::changes::parse(changes).map_err(DaemonError::Invalid)?;
+        let mut changes = super::changes::parse(changes).map_err(DaemonError::Invalid)?;
+        changes.comment = message;
         let tmp = self
             .paths
             .data_root
