@@ -951,6 +951,9 @@ pub struct VolumeCreateArgs {
     /// Volume driver (only "local").
     #[arg(short = 'd', long, default_value = "local")]
     pub driver: String,
+    /// Set driver specific options (type=, device=, o=; docs/volumes.md).
+    #[arg(short = 'o', long = "opt")]
+    pub opts: Vec<String>,
     /// A name; a random one when omitted.
     pub name: Option<String>,
 }

@@ -321,6 +321,8 @@ impl Drop for Daemon {
             }
             // User-defined networks (their bridges and rules) go with the daemon's state.
             let _ = self.run(&["network", "prune", "-f"]);
+            // Volumes too: one with driver options is a mount (volume_mount.rs).
+            let _ = self.run(&["volume", "prune", "-a", "-f"]);
         }
         self.stop(false);
         // The bridge is the one thing a daemon leaves by design; a test's own goes too.

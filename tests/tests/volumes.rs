@@ -252,3 +252,129 @@ print([x.name for x in c.volumes.list()])
         .next()
         .is_none());
 }
+
+/// Whether `path` is a mount point, and its filesystem type (from /proc/self/mountinfo).
+fn mount_type(path: &str) -> Option<String> {
+    let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    table.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(' ').collect();
+        let sep = f.iter().position(|x| *x == "-")?;
+        (f[4] == path).then(|| f[sep + 1].to_string())
+    })
+}
+
+#[test]
+fn local_driver_options_mount_tmpfs_and_binds() {
+    require!(
+        "local_driver_options_mount_tmpfs_and_binds",
+        root_unavailable(),
+        docker_unavailable()
+    );
+    let mut d = Daemon::start().unwrap();
+    import_busybox(&d, IMAGE, &[]);
+    docker_ok(
+        &d,
+        &[
+            "volume",
+            "create",
+            "-o",
+            "type=tmpfs",
+            "-o",
+            "device=tmpfs",
+            "-o",
+            "o=size=1m,uid=1234",
+            "tv",
+        ],
+    );
+    let tv = docker_ok(&d, &["volume", "inspect", "-f", "{{.Mountpoint}}", "tv"]);
+    let tv = tv.trim().to_string();
+    assert_eq!(mount_type(&tv).as_deref(), Some("tmpfs"));
+    assert_eq!(
+        docker_ok(
+            &d,
+            &[
+                "volume",
+                "inspect",
+                "-f",
+                "{{.Options.type}} {{.Options.o}}",
+                "tv"
+            ]
+        ),
+        "tmpfs size=1m,uid=1234\n"
+    );
+    assert_eq!(
+        run(
+            &d,
+            &["-v", "tv:/vol"],
+            "echo hi > /vol/f; busybox stat -c %u /vol"
+        ),
+        "1234\n"
+    );
+    assert_eq!(run(&d, &["-v", "tv:/vol"], "cat /vol/f"), "hi\n");
+
+    // A bind of a host directory (compose's `driver_opts: {type: none, o: bind, device: DIR}`).
+    let host = tempfile::tempdir().unwrap();
+    std::fs::write(host.path().join("kept"), "host file\n").unwrap();
+    let device = format!("device={}", host.path().display());
+    docker_ok(
+        &d,
+        &[
+            "volume",
+            "create",
+            "-o",
+            "type=none",
+            "-o",
+            "o=bind",
+            "-o",
+            &device,
+            "bv",
+        ],
+    );
+    assert_eq!(run(&d, &["-v", "bv:/vol"], "cat /vol/kept"), "host file\n");
+
+    // Refused as dockerd refuses them, and nothing is created.
+    let bad = docker_run(&d, &["volume", "create", "-o", "colour=red", "badv"]);
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("invalid option key: \"colour\""),
+        "{bad:?}"
+    );
+    let bad = docker_run(
+        &d,
+        &[
+            "volume",
+            "create",
+            "-o",
+            "type=nosuchfs",
+            "-o",
+            "device=x",
+            "badm",
+        ],
+    );
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("failed to mount local volume"),
+        "{bad:?}"
+    );
+    assert_eq!(
+        docker_run(&d, &["volume", "inspect", "badm"]).status.code(),
+        Some(1)
+    );
+
+    // Gone after a reboot: the daemon mounts it again at start (empty, as a tmpfs is).
+    let umount = std::process::Command::new("umount")
+        .arg(&tv)
+        .status()
+        .unwrap();
+    assert!(umount.success());
+    d.restart().unwrap();
+    assert_eq!(mount_type(&tv).as_deref(), Some("tmpfs"));
+
+    // Removal unmounts first: the bind's host directory keeps its file.
+    docker_ok(&d, &["volume", "rm", "tv", "bv"]);
+    assert_eq!(mount_type(&tv), None);
+    assert_eq!(
+        std::fs::read_to_string(host.path().join("kept")).unwrap(),
+        "host file\n"
+    );
+}

@@ -30,7 +30,7 @@ pub async fn create(docker: &Docker, args: &VolumeCreateArgs) -> Result<()> {
         .create_volume(CreateVolumeOptions {
             name: args.name.clone().unwrap_or_default(),
             driver: args.driver.clone(),
-            driver_opts: HashMap::new(),
+            driver_opts: key_values(&args.opts, "--opt")?,
             labels: key_values(&args.labels, "--label")?,
         })
         .await?;

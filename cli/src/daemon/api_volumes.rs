@@ -54,15 +54,11 @@ pub async fn create(
             value: format!("{driver:?} (only the local driver)"),
         });
     }
-    if let Some(opts) = body.driver_opts.filter(|o| !o.is_empty()) {
-        return Err(DaemonError::Unsupported {
-            field: "DriverOpts".into(),
-            value: format!("{opts:?}"),
-        });
-    }
-    let (v, _) = d
-        .volumes
-        .create(body.name.as_deref(), body.labels.unwrap_or_default())?;
+    let (v, _) = d.volumes.create_with(
+        body.name.as_deref(),
+        body.labels.unwrap_or_default(),
+        body.driver_opts.unwrap_or_default(),
+    )?;
     d.containers.monitor.events.emit(
         "volume",
         "create",

@@ -64,6 +64,7 @@ pub mod stats_view;
 pub mod status;
 pub mod time_arg;
 pub mod views;
+pub mod volume_mount;
 pub mod volumes;
 
 use std::path::PathBuf;

@@ -109,6 +109,7 @@ impl Daemon {
         let background = tokio_util::task::TaskTracker::new();
         let monitor = Arc::new(Monitor::new(paths.clone()));
         let volumes = Arc::new(VolumeService::new(paths.volumes_dir(), records.clone()));
+        volumes.remount();
         let containers = Arc::new(ContainerService::new(
             paths.clone(),
             store.clone(),

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::containers::dir_size;
 use super::error::DaemonError;
 use super::records::Records;
+use super::volume_mount;
 
 /// A volume's metadata.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -24,6 +25,10 @@ pub struct Volume {
     /// Made for one container (`-v /path`, an image's `VOLUME`): removed by `rm -v` and
     /// by `volume prune` without `-a`.
     pub anonymous: bool,
+    /// The local driver's options (`type`, `device`, `o`): `_data` is that mount
+    /// (`volume_mount`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub options: BTreeMap<String, String>,
 }
 
 pub struct VolumeService {
@@ -80,6 +85,19 @@ impl VolumeService {
         name: Option<&str>,
         labels: BTreeMap<String, String>,
     ) -> Result<(Volume, bool), DaemonError> {
+        self.create_with(name, labels, BTreeMap::new())
+    }
+
+    /// [`create`](Self::create) with the local driver's options (`type`, `device`, `o`):
+    /// the device is mounted on the new volume's `_data`; a mount that fails leaves no
+    /// volume.
+    pub fn create_with(
+        &self,
+        name: Option<&str>,
+        labels: BTreeMap<String, String>,
+        options: BTreeMap<String, String>,
+    ) -> Result<(Volume, bool), DaemonError> {
+        volume_mount::validate(&options)?;
         let _guard = self.lock.lock().expect("volumes lock");
         let (name, anonymous) = match name.filter(|n| !n.is_empty()) {
             Some(n) => {
@@ -103,11 +121,26 @@ impl VolumeService {
             created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             labels,
             anonymous,
+            options,
         };
-        write_atomic(
+        let undo = || {
+            let _ = volume_mount::unmount(&data);
+            let _ = std::fs::remove_dir_all(&dir);
+        };
+        if volume_mount::wants_mount(&v.options) {
+            if let Err(e) = volume_mount::mount(&name, &v.options, &data) {
+                undo();
+                return Err(e);
+            }
+        }
+        // Written last: a volume.json names a volume whose mount is in place.
+        if let Err(e) = write_atomic(
             &dir.join("volume.json"),
             &serde_json::to_vec_pretty(&v).unwrap_or_default(),
-        )?;
+        ) {
+            undo();
+            return Err(e);
+        }
         tracing::info!(volume = %name, anonymous, "created volume");
         Ok((v, true))
     }
@@ -184,6 +217,8 @@ impl VolumeService {
         }
         let _guard = self.lock.lock().expect("volumes lock");
         let dir = self.dir(&v.name);
+        // Its device first: removing the directory must never delete what a mount shows.
+        volume_mount::unmount(&self.data_dir(&v.name))?;
         // Renamed first, so a half-deleted volume is never seen under its name.
         let trash = self.root.join(format!(".rm-{}", v.name));
         std::fs::rename(&dir, &trash).map_err(|e| DaemonError::io("removing", &dir, e))?;
@@ -222,8 +257,22 @@ impl VolumeService {
             "CreatedAt": v.created_at,
             "Labels": v.labels,
             "Scope": "local",
-            "Options": {},
+            "Options": v.options,
         })
+    }
+
+    /// At daemon start: mounts again the device of each volume with options whose mount
+    /// is gone (a reboot). A failure is logged and leaves that volume's directory as is.
+    pub fn remount(&self) {
+        for v in self.list().unwrap_or_default() {
+            let data = self.data_dir(&v.name);
+            if volume_mount::wants_mount(&v.options) && !volume_mount::is_mount_point(&data) {
+                match volume_mount::mount(&v.name, &v.options, &data) {
+                    Ok(()) => tracing::info!(volume = %v.name, "mounted the volume's device again"),
+                    Err(e) => tracing::error!(volume = %v.name, "{e}"),
+                }
+            }
+        }
     }
 }
 
