@@ -141,35 +141,9 @@ pub fn unmount(target: &Path) -> Result<(), DaemonError> {
         .map_err(|e| DaemonError::io("unmounting", target, std::io::Error::from(e)))
 }
 
-/// Whether `target` is a mount point in this process's mount table.
+/// Whether `target` is a mount point (the host's mount table; unreadable: no).
 pub fn is_mount_point(target: &Path) -> bool {
-    let Ok(table) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return false;
-    };
-    let want = target.to_string_lossy();
-    table
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .any(|p| unescape(p) == want)
-}
-
-/// A mountinfo path with its octal escapes (`\040` for a space) decoded.
-fn unescape(p: &str) -> String {
-    let b = p.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 4 <= b.len() {
-            if let Ok(v) = u8::from_str_radix(&p[i + 1..i + 4], 8) {
-                out.push(v);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    skiff_runtime::network::is_mount_point(target).unwrap_or(false)
 }
 
 #[cfg(test)]
@@ -202,12 +176,5 @@ mod tests {
         assert_eq!(d, "");
         let (f, _) = parse_o("rbind");
         assert_eq!(f, MsFlags::MS_BIND | MsFlags::MS_REC);
-    }
-
-    #[test]
-    fn mountinfo_escapes_are_decoded() {
-        assert_eq!(unescape("/a\\040b"), "/a b");
-        assert_eq!(unescape("/plain"), "/plain");
-        assert_eq!(unescape("/end\\"), "/end\\");
     }
 }

@@ -37,7 +37,7 @@ use serde::{Deserialize, Serialize};
 
 pub use files::{hosts_file, resolv_conf_for_bridge, resolv_conf_for_embedded_dns};
 pub use manager::NetworkManager;
-pub use netns::join_netns;
+pub use netns::{is_mount_point, join_netns};
 pub use ports::{parse_exposed, parse_publish, publish_all, PortSpec, Protocol};
 pub use proxy::{PortProxy, ProxyProcesses};
 pub use subnet::Ipv4Net;

@@ -25,7 +25,7 @@ fn ns_err(step: &'static str, path: &Path) -> impl FnOnce(nix::Error) -> Runtime
 }
 
 /// Whether `path` is itself a mount point, per /proc/self/mountinfo.
-pub(crate) fn is_mount_point(path: &Path) -> Result<bool> {
+pub fn is_mount_point(path: &Path) -> Result<bool> {
     let info = std::fs::read_to_string("/proc/self/mountinfo")
         .map_err(io_err("read", Path::new("/proc/self/mountinfo")))?;
     let want = path.to_string_lossy();
