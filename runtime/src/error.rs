@@ -113,7 +113,15 @@ pub enum RuntimeError {
         status: String,
         stderr: String,
     },
-    /// dockerd's wording: `Bind for IP:PORT failed: port is already allocated` when taken.
+    /// Another container publishes the port (dockerd's wording).
+    #[error("Bind for {host_ip}:{port} failed: port is already allocated")]
+    PortAllocated {
+        host_ip: std::net::IpAddr,
+        port: u16,
+        protocol: &'static str,
+    },
+    /// The port cannot be bound: another process has it, or the address is not the host's
+    /// (dockerd's wording).
     #[error("{}", port_unavailable(host_ip, *port, protocol, source))]
     PortInUse {
         host_ip: std::net::IpAddr,
@@ -294,8 +302,8 @@ impl StepFailure {
     }
 }
 
-/// The message of [`RuntimeError::PortInUse`], as dockerd words a busy port and a failed
-/// bind of its proxy.
+/// The message of [`RuntimeError::PortInUse`], as dockerd words a port another process
+/// holds and a failed bind of its proxy.
 fn port_unavailable(
     host_ip: &std::net::IpAddr,
     port: u16,
@@ -303,7 +311,7 @@ fn port_unavailable(
     source: &std::io::Error,
 ) -> String {
     if source.kind() == std::io::ErrorKind::AddrInUse {
-        format!("Bind for {host_ip}:{port} failed: port is already allocated")
+        format!("failed to bind host port for {host_ip}:{port}/{protocol}: address already in use")
     } else {
         format!(
             "Error starting userland proxy: listen {protocol}4 {host_ip}:{port}: bind: {source}"

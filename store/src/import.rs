@@ -267,8 +267,11 @@ fn config_json(c: &ImageChanges, created: &str, diff_id: &str) -> serde_json::Va
         cfg.insert("Labels".into(), serde_json::json!(c.labels));
     }
     let arch = crate::registry::manifest::host_platform().architecture;
+    let comment = c.comment.as_deref().unwrap_or("Imported from -");
     serde_json::json!({
         "created": created,
+        // dockerd's import sets the image's comment as well as its history entry's.
+        "comment": comment,
         "architecture": arch,
         "os": "linux",
         "config": cfg,
@@ -276,7 +279,7 @@ fn config_json(c: &ImageChanges, created: &str, diff_id: &str) -> serde_json::Va
         // dockerd's import history: no `created_by`, the message as `comment`.
         "history": [{
             "created": created,
-            "comment": c.comment.as_deref().unwrap_or("Imported from -"),
+            "comment": comment,
         }],
     })
 }

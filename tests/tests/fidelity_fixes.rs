@@ -743,6 +743,30 @@ fn busy_host_port_fails_the_start_not_the_create() {
     );
     assert_eq!(out.status.code(), Some(125), "{out:?}");
     assert_eq!(docker_run(&d, &["inspect", "pc"]).status.code(), Some(1));
+    // A port another process holds is dockerd's "address already in use", not "allocated".
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let held = holder.local_addr().unwrap().port();
+    let out = docker_run(
+        &d,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "pd",
+            "-p",
+            &format!("127.0.0.1:{held}:80"),
+            "fid/port:1",
+            "true",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!(
+            "failed to bind host port for 127.0.0.1:{held}/tcp: address already in use"
+        )),
+        "{out:?}"
+    );
+    docker_ok(&d, &["rm", "pd"]);
     // Freed by the first, the port is the second's.
     docker_ok(&d, &["rm", "-f", "pa"]);
     docker_ok(&d, &["start", "pb"]);

@@ -819,6 +819,10 @@ except docker.errors.NotFound as e:
         ),
         "|from a test\n"
     );
+    assert_eq!(
+        docker_ok(&d, &["image", "inspect", "-f", "{{.Comment}}", "ops/imp:1"]),
+        "from a test\n"
+    );
     // skiff's own table: every row's SIZE starts under its header, however long the
     // CREATED cell ("About a minute ago") and however empty CREATED BY (an import's).
     let own = d.ok(&["history", IMAGE]);
@@ -1265,6 +1269,47 @@ fn cp_into_keeps_owners_and_refuses_dir_swaps() {
         &["cp", "-a", own.to_str().unwrap(), "cpown:/tmp/own-a.txt"],
     );
     assert_eq!(owner("/tmp/own-a.txt"), "65534:65534\n");
+    // dockerd's `-a` into a container without a `User` keeps the tar's owners.
+    docker_ok(
+        &d,
+        &[
+            "run", "-d", "--pull", "never", "--name", "cpnouser", IMAGE, "sleep", "300",
+        ],
+    );
+    docker_ok(&d, &["cp", "-a", own.to_str().unwrap(), "cpnouser:/tmp/"]);
+    assert_eq!(
+        docker_ok(
+            &d,
+            &[
+                "exec",
+                "cpnouser",
+                "busybox",
+                "stat",
+                "-c",
+                "%u:%g",
+                "/tmp/own.txt"
+            ]
+        ),
+        "1234:2345\n"
+    );
+    docker_ok(&d, &["rm", "-f", "cpnouser"]);
+    // A copied directory keeps its modification time (set after its content is written).
+    let mt = host.path().join("mt");
+    std::fs::create_dir(&mt).unwrap();
+    std::fs::write(mt.join("inner"), "x").unwrap();
+    let touched = std::process::Command::new("touch")
+        .args(["-d", "2001-01-01T00:00:00Z", mt.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(touched.success());
+    docker_ok(&d, &["cp", mt.to_str().unwrap(), "cpown:/tmp/mt"]);
+    assert_eq!(
+        docker_ok(
+            &d,
+            &["exec", "cpown", "busybox", "stat", "-c", "%Y", "/tmp/mt"]
+        ),
+        "978307200\n"
+    );
     // The docker CLI asks not to swap a directory for a file (noOverwriteDirNonDir): the
     // directory and the file are left as they were.
     let f_over_d = host.path().join("f-over-d");
@@ -1408,6 +1453,36 @@ fn exec_events_name_filter_inspect_size_and_refused_input() {
     );
     // Refused as dockerd refuses them: a wait condition it does not know, a negative
     // memory limit.
+    // `wait --condition next-exit` of an exited container waits for its next run.
+    let nx = docker_run(
+        &d,
+        &[
+            "run", "--pull", "never", "--name", "nx", IMAGE, "sh", "-c", "exit 3",
+        ],
+    );
+    assert_eq!(nx.status.code(), Some(3));
+    let (ok, out) = python_sdk(
+        &d,
+        r#"
+import docker, threading, time
+c = docker.from_env()
+try:
+    c.api.wait("nx", condition="next-exit", timeout=1)
+    print("returned at once")
+except Exception:
+    print("waiting")
+res = {}
+def w():
+    res["code"] = c.api.wait("nx", condition="next-exit", timeout=20)["StatusCode"]
+t = threading.Thread(target=w); t.start()
+time.sleep(0.5)
+c.api.start("nx")
+t.join(25)
+print(res.get("code"))
+"#,
+    );
+    assert!(ok, "{out}");
+    assert_eq!(out.lines().collect::<Vec<_>>(), ["waiting", "3"], "{out}");
     let (ok, out) = python_sdk(
         &d,
         &format!(

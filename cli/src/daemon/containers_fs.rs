@@ -169,7 +169,8 @@ impl ContainerService {
                 path.display()
             )));
         }
-        let owner = if opts.copy_uid_gid {
+        // dockerd's: `-a` of a container without a `User` keeps the tar's owners.
+        let owner = if opts.copy_uid_gid && !r.spec.user.is_empty() {
             let read = |file: &str| {
                 view.resolve(Path::new(file), true)
                     .and_then(|e| std::fs::read_to_string(&e.host[0]).ok())
@@ -217,6 +218,8 @@ fn unpack(
     ar.set_preserve_ownerships(owner.is_none());
     ar.set_overwrite(true);
     let bad = |what: String| DaemonError::Invalid(format!("invalid archive: {what}"));
+    // Directories get their times last, once nothing is written into them any more.
+    let mut dir_times: Vec<(PathBuf, i64)> = Vec::new();
     for entry in ar.entries().map_err(|e| bad(e.to_string()))? {
         let mut entry = entry.map_err(|e| bad(e.to_string()))?;
         let name = entry.path().map_err(|e| bad(e.to_string()))?.to_path_buf();
@@ -294,6 +297,14 @@ fn unpack(
             std::os::unix::fs::lchown(&target, Some(uid), Some(gid))
                 .map_err(|e| DaemonError::io("chown", &target, e))?;
         }
+        if entry.header().entry_type() == tar::EntryType::Directory {
+            if let Ok(mtime) = entry.header().mtime() {
+                dir_times.push((target, mtime as i64));
+            }
+        }
+    }
+    for (dir, mtime) in dir_times.iter().rev() {
+        super::build::copy::set_mtime(dir, *mtime, 0);
     }
     Ok(())
 }

@@ -47,7 +47,8 @@ impl ContainerService {
         // monitor), as dockerd's: a port taken meanwhile fails this start, not the create.
         if let Err(e) = self.network.publish(&r.id).await {
             let err = match e {
-                skiff_runtime::RuntimeError::PortInUse { .. } => {
+                skiff_runtime::RuntimeError::PortInUse { .. }
+                | skiff_runtime::RuntimeError::PortAllocated { .. } => {
                     DaemonError::PortInUse(Box::new(e))
                 }
                 e => DaemonError::runtime("publishing ports", e),

@@ -197,7 +197,7 @@ pub fn status(e: &DaemonError) -> StatusCode {
                 | R::InvalidSubnet { .. }
                 | R::InvalidNetworkConfig { .. }
                 | R::SubnetExhausted { .. } => StatusCode::BAD_REQUEST,
-                R::PortInUse { .. } => StatusCode::CONFLICT,
+                R::PortInUse { .. } | R::PortAllocated { .. } => StatusCode::CONFLICT,
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
             }
         }

@@ -223,11 +223,28 @@ impl Monitor {
     }
 
     /// Emits the `die` of `r`'s run that started at `started_at`.
-    fn emit_die(&self, r: &ContainerRecord, code: i32, started_at: Option<DateTime<Utc>>) {
+    /// dockerd's attributes: `exitCode`, and `execDuration` (whole seconds the run took).
+    fn emit_die(
+        &self,
+        r: &ContainerRecord,
+        code: i32,
+        started_at: Option<DateTime<Utc>>,
+        finished_at: Option<DateTime<Utc>>,
+    ) {
+        let ran = match (started_at, finished_at) {
+            (Some(s), Some(f)) => (f - s).num_seconds().max(0),
+            _ => 0,
+        };
         {
             let _order = self.exit_order.lock().expect("monitor lock");
-            self.events
-                .container("die", r, &[("exitCode", code.to_string())]);
+            self.events.container(
+                "die",
+                r,
+                &[
+                    ("exitCode", code.to_string()),
+                    ("execDuration", ran.to_string()),
+                ],
+            );
         }
         self.died
             .lock()
@@ -316,6 +333,34 @@ impl Monitor {
         }
     }
 
+    /// The exit code of `id`'s first run to die after the one that started at `previous`
+    /// (removed meanwhile: its kept code, else -1).
+    async fn next_die(
+        &self,
+        records: &super::records::Records,
+        id: &str,
+        previous: Option<DateTime<Utc>>,
+    ) -> i32 {
+        loop {
+            // Registered before the check, so a die in between is not missed.
+            let changed = self.died_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let died = self.died.lock().expect("monitor lock").get(id).copied();
+            if matches!(died, Some(started) if started != previous) {
+                let st = skiff_runtime::state::state(&self.paths.container_dir(id));
+                return match st.ok().and_then(|s| s.exit_code) {
+                    Some(code) => code,
+                    None => self.recent_exit(id).unwrap_or(-1),
+                };
+            }
+            if !records.exists(id).unwrap_or(false) {
+                return self.recent_exit(id).unwrap_or(-1);
+            }
+            changed.await;
+        }
+    }
+
     /// Resolves to the exit code once `condition` holds (`not-running`, `next-exit`,
     /// `removed`). A created container is waited for through its run.
     pub async fn waiter(
@@ -325,6 +370,14 @@ impl Monitor {
         condition: String,
     ) -> i32 {
         let _counted = (condition == "removed").then(|| RemovalWaiter::new(&self, &id));
+        // `next-exit` of a container that has exited is its next run's exit, not the last.
+        if condition == "next-exit" {
+            if let Ok(st) = skiff_runtime::state::state(&self.paths.container_dir(&id)) {
+                if st.status == Status::Exited {
+                    return self.next_die(&records, &id, st.started_at).await;
+                }
+            }
+        }
         let code = self.wait_exit(&id).await;
         if condition == "removed" {
             loop {
@@ -419,7 +472,7 @@ async fn watch_one(c: Arc<ContainerService>, id: String) {
         if st.status != Status::Exited {
             continue; // started again by a user meanwhile
         }
-        m.emit_die(&r, code, st.started_at);
+        m.emit_die(&r, code, st.started_at, st.finished_at);
         m.events.network("disconnect", &r);
         m.events.volumes("unmount", &r);
         // As dockerd: a stopped container holds no host port (start binds them again).

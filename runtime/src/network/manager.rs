@@ -301,7 +301,8 @@ impl NetworkManager {
     }
 
     /// Binds the container's published ports again, on the same host ports, before it
-    /// starts; [`RuntimeError::PortInUse`] when another process took one meanwhile.
+    /// starts; [`RuntimeError::PortAllocated`] when another container publishes one,
+    /// [`RuntimeError::PortInUse`] when another process holds it.
     pub async fn publish(&self, container_id: &str) -> Result<()> {
         let mut inner = self.inner.lock().await;
         let (ip, specs) = match inner.state.containers.get(container_id) {
@@ -323,6 +324,29 @@ impl NetworkManager {
             },
             _ => return Ok(()),
         };
+        // A port another container of this daemon publishes is dockerd's "already
+        // allocated"; one held by any other process fails the bind below.
+        for s in &specs {
+            let (want_ip, want_port) = (s.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED), s.host_port);
+            let taken = inner.state.containers.iter().any(|(id, r)| {
+                id != container_id
+                    && !r.unpublished
+                    && r.ports.iter().any(|p| {
+                        p.protocol == s.protocol
+                            && Some(p.host_port) == want_port
+                            && (p.host_ip == want_ip
+                                || p.host_ip.is_unspecified()
+                                || want_ip.is_unspecified())
+                    })
+            });
+            if taken {
+                return Err(RuntimeError::PortAllocated {
+                    host_ip: std::net::IpAddr::V4(want_ip),
+                    port: want_port.unwrap_or(0),
+                    protocol: s.protocol.as_str(),
+                });
+            }
+        }
         let proxies = start_proxies(
             &specs,
             ip,

@@ -557,7 +557,7 @@ mod tests {
         assert!(matches!(err, RuntimeError::PortInUse { port: p, .. } if p == port));
         assert_eq!(
             err.to_string(),
-            format!("Bind for 127.0.0.1:{port} failed: port is already allocated")
+            format!("failed to bind host port for 127.0.0.1:{port}/tcp: address already in use")
         );
     }
 

@@ -293,7 +293,7 @@ async fn busy_port_is_refused_and_nothing_is_left() {
     );
     assert_eq!(
         err.to_string(),
-        format!("Bind for 0.0.0.0:{busy} failed: port is already allocated")
+        format!("failed to bind host port for 0.0.0.0:{busy}/tcp: address already in use")
     );
     assert!(!fx
         .our_rules()
@@ -303,6 +303,18 @@ async fn busy_port_is_refused_and_nothing_is_left() {
     drop(holder);
     mgr.publish(&p.container_id).await.unwrap();
     assert!(TcpListener::bind(("0.0.0.0", busy)).is_err(), "not bound");
+    // Another container with the same port is created too; its start finds it allocated.
+    let spec = parse_publish(&format!("127.0.0.1:{busy}:80")).unwrap();
+    let p2 = mgr
+        .prepare(fx.request("p2", NetworkMode::Bridge, spec))
+        .await
+        .unwrap();
+    let err = mgr.publish(&p2.container_id).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("Bind for 127.0.0.1:{busy} failed: port is already allocated")
+    );
+    mgr.release(&p2.container_id).await.unwrap();
     mgr.release(&p.container_id).await.unwrap();
     TcpListener::bind(("0.0.0.0", busy)).expect("the port was not freed");
     assert!(mgr.attached().await.is_empty());

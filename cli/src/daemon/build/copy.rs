@@ -193,7 +193,8 @@ fn finish_entry(dst: &Path, md: &std::fs::Metadata, spec: &CopySpec<'_>) -> Resu
     Ok(())
 }
 
-fn set_mtime(p: &Path, secs: i64, nsecs: i64) {
+/// Sets `p`'s modification (and access) time, not following a link; best effort.
+pub fn set_mtime(p: &Path, secs: i64, nsecs: i64) {
     let t = nix::sys::time::TimeSpec::new(secs, nsecs);
     // Best effort: a time that cannot be set leaves the copy's own (content is what counts).
     let _ = nix::sys::stat::utimensat(
