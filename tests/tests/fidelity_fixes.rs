@@ -725,8 +725,19 @@ fn busy_host_port_fails_the_start_not_the_create() {
         "{err}"
     );
     assert_eq!(
-        docker_ok(&d, &["inspect", "-f", "{{.State.Status}}", "pb"]),
-        "created\n"
+        docker_ok(
+            &d,
+            &[
+                "inspect",
+                "-f",
+                "{{.State.Status}} {{.State.ExitCode}} {{.State.Error}}",
+                "pb"
+            ]
+        ),
+        format!(
+            "created 128 driver failed programming external connectivity: \
+             Bind for 127.0.0.1:{port} failed: port is already allocated\n"
+        )
     );
     let out = docker_run(
         &d,
@@ -770,6 +781,10 @@ fn busy_host_port_fails_the_start_not_the_create() {
     // Freed by the first, the port is the second's.
     docker_ok(&d, &["rm", "-f", "pa"]);
     docker_ok(&d, &["start", "pb"]);
+    assert_eq!(
+        docker_ok(&d, &["inspect", "-f", "{{.State.Error}}", "pb"]),
+        "\n"
+    );
     assert_eq!(
         docker_ok(&d, &["port", "pb", "80"]),
         format!("127.0.0.1:{port}\n")

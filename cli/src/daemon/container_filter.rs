@@ -338,6 +338,7 @@ mod tests {
             mounts: vec![],
             restart_count: 0,
             stopped_by_user: false,
+            start_error: None,
         };
         record.spec.host.network_mode = "default".into();
         let state = ContainerState {

@@ -511,6 +511,7 @@ impl ContainerService {
             mounts: mount_points,
             restart_count: 0,
             stopped_by_user: false,
+            start_error: None,
         };
         let launcher = self.launcher.clone();
         let created =

@@ -59,6 +59,8 @@ impl ContainerService {
                     tracing::warn!(id = %&r.id[..12], "auto-remove after a failed start: {e}");
                     self.monitor.note_removal_failed(&r.id);
                 }
+            } else {
+                self.note_start_error(&r.id, Some(err.to_string()));
             }
             return Err(err);
         }
@@ -87,12 +89,27 @@ impl ContainerService {
             }
             return Err(DaemonError::StartFailed(msg));
         }
+        self.note_start_error(&r.id, None);
         tracing::info!(id = %&r.id[..12], "started container");
         self.monitor.events.volumes("mount", r);
         self.monitor.events.network("connect", r);
         self.monitor.events.container("start", r, &[]);
         self.monitor.watch(&r.id);
         Ok(true)
+    }
+
+    /// Records (or clears) why a start failed before the runtime ran it; a failure to
+    /// record only costs `State.Error`, so it is logged.
+    fn note_start_error(&self, id: &str, error: Option<String>) {
+        let Ok(Some(mut rec)) = self.records.get(id) else {
+            return;
+        };
+        if rec.start_error != error {
+            rec.start_error = error;
+            if let Err(e) = self.records.update(&rec) {
+                tracing::warn!(id = %&id[..12], "recording a failed start: {e}");
+            }
+        }
     }
 
     /// A container whose user-defined network was removed while it was stopped does not

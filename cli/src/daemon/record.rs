@@ -45,6 +45,10 @@ pub struct ContainerRecord {
     /// next `start` (and `unless-stopped` leaves it stopped across daemon restarts).
     #[serde(default)]
     pub stopped_by_user: bool,
+    /// Why the last start failed before the runtime was asked (a host port taken), shown
+    /// as `State.Error` with exit code 128, as dockerd records it; cleared by a start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_error: Option<String>,
 }
 
 /// The container's configuration after merging the request with the image.
@@ -333,6 +337,7 @@ impl ContainerRecord {
             mounts: vec![],
             restart_count: 0,
             stopped_by_user: false,
+            start_error: None,
         }
     }
 }
@@ -481,6 +486,7 @@ pub fn from_v1(v: &Value) -> Result<ContainerRecord, String> {
         mounts: Vec::new(),
         restart_count: v.get("restart_count").and_then(Value::as_i64).unwrap_or(0),
         stopped_by_user: false,
+        start_error: None,
     })
 }
 

@@ -54,6 +54,14 @@ impl<'a> Lifecycle<'a> {
                 st.error.as_deref().unwrap_or_default(),
             ));
         }
+        // A start refused before the runtime ran it (a host port taken): dockerd's
+        // `State.Error`, and exit code 128 unless the last run left one.
+        if let (Some(e), false) = (&self.record.start_error, self.is_running()) {
+            st.error = Some(e.clone());
+            if st.exit_code.unwrap_or(0) == 0 {
+                st.exit_code = Some(128);
+            }
+        }
         st
     }
 
@@ -227,6 +235,23 @@ mod tests {
         ran.started_at = Some(chrono::Utc::now());
         assert!(!Lifecycle::new(&r, &ran).start_failed());
         assert_eq!(Lifecycle::new(&r, &ran).shown().status, Status::Exited);
+    }
+
+    #[test]
+    fn a_start_refused_for_its_ports_shows_the_error_and_128() {
+        let mut r = record(RestartPolicy::No);
+        r.start_error = Some("Bind for 0.0.0.0:80 failed: port is already allocated".into());
+        let created = state(Status::Created, None);
+        let shown = Lifecycle::new(&r, &created).shown();
+        assert_eq!(shown.status, Status::Created);
+        assert_eq!(shown.exit_code, Some(128));
+        assert_eq!(shown.error, r.start_error);
+        // A run that left an exit code keeps it.
+        let exited = state(Status::Exited, Some(3));
+        assert_eq!(Lifecycle::new(&r, &exited).shown().exit_code, Some(3));
+        // Running (a start succeeded since): no error shown.
+        let running = state(Status::Running, None);
+        assert_eq!(Lifecycle::new(&r, &running).shown().error, None);
     }
 
     #[test]
