@@ -234,8 +234,14 @@ fn user_env_and_cwd_come_from_config_and_image() {
 
     let mut g = Fixture::new("nouser", &["true"]);
     g.cfg.user = "mallory".into();
-    let err = g.create().expect_err("unknown user");
-    assert!(err.to_string().contains("mallory"), "{err}");
+    // As dockerd: the create succeeds, the start fails naming the user.
+    g.create().expect("create with an unknown user");
+    let err = skiff_runtime::start(&g.dir).expect_err("unknown user");
+    assert!(
+        err.to_string()
+            .contains("unable to find user mallory: no matching entries in passwd file"),
+        "{err}"
+    );
     assert_eq!(skiff_runtime::state(&g.dir).unwrap().status, Status::Exited);
 }
 

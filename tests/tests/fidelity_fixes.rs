@@ -791,3 +791,62 @@ fn busy_host_port_fails_the_start_not_the_create() {
     );
     docker_ok(&d, &["rm", "-f", "pb"]);
 }
+
+/// An unknown user fails the start, not the create, as dockerd resolves it at start.
+#[test]
+fn unknown_user_fails_the_start_not_the_create() {
+    require!(
+        "unknown_user_fails_the_start_not_the_create",
+        root_unavailable(),
+        docker_unavailable()
+    );
+    let d = Daemon::start().unwrap();
+    import_busybox(&d, "fid/user:1", &[]);
+    docker_ok(
+        &d,
+        &[
+            "create",
+            "--name",
+            "nu",
+            "-u",
+            "nosuchuser",
+            "fid/user:1",
+            "id",
+        ],
+    );
+    let out = docker_run(&d, &["start", "nu"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("unable to find user nosuchuser: no matching entries in passwd file"),
+        "{out:?}"
+    );
+    assert_eq!(
+        docker_ok(&d, &["inspect", "-f", "{{.State.Status}}", "nu"]),
+        "created\n"
+    );
+    let out = docker_run(
+        &d,
+        &[
+            "run",
+            "--rm",
+            "--name",
+            "nu2",
+            "-u",
+            "nosuchuser",
+            "fid/user:1",
+            "id",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
+    assert_eq!(docker_run(&d, &["inspect", "nu2"]).status.code(), Some(1));
+    // A known one runs.
+    assert_eq!(
+        docker_ok(
+            &d,
+            &["run", "--rm", "-u", "nobody", "fid/user:1", "id", "-u"]
+        ),
+        "65534\n"
+    );
+    docker_ok(&d, &["rm", "nu"]);
+}

@@ -209,8 +209,11 @@ fn setup(
     } else {
         None
     };
-    let user = process::resolve_user(&cfg.user)?;
-    let env = process::build_env(&cfg.env, &[], &hostname, &user.home, cfg.tty);
+    // An unknown user fails the start, not the create, as with dockerd (which resolves it
+    // when it starts the container).
+    let user = process::resolve_user(&cfg.user);
+    let home = user.as_ref().map_or("/", |u| u.home.as_str()).to_string();
+    let env = process::build_env(&cfg.env, &[], &hostname, &home, cfg.tty);
     send(
         sync,
         &InitMsg::Ready,
@@ -228,6 +231,7 @@ fn setup(
         return Ok(None);
     }
     early?;
+    let user = user?;
     let args = match &cfg.init {
         // As Docker: `/sbin/docker-init -- <args>`.
         Some(_) => [mounts::INIT_PATH.to_string(), "--".to_string()]
