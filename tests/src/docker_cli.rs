@@ -91,12 +91,17 @@ pub fn docker_ok(d: &Daemon, args: &[&str]) -> String {
 
 /// Runs `docker ARGS` expecting exit 125 with `needle` in stderr; returns stderr.
 pub fn docker_refused(d: &Daemon, args: &[&str], needle: &str) -> String {
+    docker_fails(d, args, 125, needle)
+}
+
+/// Runs `docker ARGS` expecting exit `code` with `needle` in stderr; returns stderr.
+pub fn docker_fails(d: &Daemon, args: &[&str], code: i32, needle: &str) -> String {
     let out = docker_run(d, args);
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(
         out.status.code(),
-        Some(125),
-        "docker {args:?} was not refused: {err}"
+        Some(code),
+        "docker {args:?} did not exit {code}: {err}"
     );
     assert!(
         err.contains(needle),

@@ -715,14 +715,11 @@ fn busy_host_port_fails_the_start_not_the_create() {
     // Created, not started: the port is not held.
     std::net::TcpListener::bind(("127.0.0.1", port)).expect("a created container holds its port");
     docker_ok(&d, &["start", "pa"]);
-    let out = docker_run(&d, &["start", "pb"]);
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains(&format!(
-            "Bind for 127.0.0.1:{port} failed: port is already allocated"
-        )),
-        "{err}"
+    docker_fails(
+        &d,
+        &["start", "pb"],
+        1,
+        &format!("Bind for 127.0.0.1:{port} failed: port is already allocated"),
     );
     assert_eq!(
         docker_ok(
@@ -757,7 +754,7 @@ fn busy_host_port_fails_the_start_not_the_create() {
     // A port another process holds is dockerd's "address already in use", not "allocated".
     let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let held = holder.local_addr().unwrap().port();
-    let out = docker_run(
+    docker_refused(
         &d,
         &[
             "run",
@@ -769,13 +766,7 @@ fn busy_host_port_fails_the_start_not_the_create() {
             "fid/port:1",
             "true",
         ],
-    );
-    assert_eq!(out.status.code(), Some(125), "{out:?}");
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains(&format!(
-            "failed to bind host port for 127.0.0.1:{held}/tcp: address already in use"
-        )),
-        "{out:?}"
+        &format!("failed to bind host port for 127.0.0.1:{held}/tcp: address already in use"),
     );
     docker_ok(&d, &["rm", "pd"]);
     // Freed by the first, the port is the second's.
@@ -814,12 +805,11 @@ fn unknown_user_fails_the_start_not_the_create() {
             "id",
         ],
     );
-    let out = docker_run(&d, &["start", "nu"]);
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
-    assert!(
-        String::from_utf8_lossy(&out.stderr)
-            .contains("unable to find user nosuchuser: no matching entries in passwd file"),
-        "{out:?}"
+    docker_fails(
+        &d,
+        &["start", "nu"],
+        1,
+        "unable to find user nosuchuser: no matching entries in passwd file",
     );
     assert_eq!(
         docker_ok(&d, &["inspect", "-f", "{{.State.Status}}", "nu"]),

@@ -1315,27 +1315,19 @@ fn cp_into_keeps_owners_and_refuses_dir_swaps() {
     let f_over_d = host.path().join("f-over-d");
     std::fs::create_dir(&f_over_d).unwrap();
     std::fs::write(f_over_d.join("d"), "file\n").unwrap();
-    let out = docker_run(
+    docker_fails(
         &d,
         &["cp", f_over_d.join("d").to_str().unwrap(), "cpown:/tmp/"],
-    );
-    assert!(!out.status.success(), "{out:?}");
-    assert!(
-        String::from_utf8_lossy(&out.stderr)
-            .contains(r#"cannot overwrite directory "/tmp/d" with non-directory "/tmp""#),
-        "{out:?}"
+        1,
+        r#"cannot overwrite directory "/tmp/d" with non-directory "/tmp""#,
     );
     let d_over_f = host.path().join("d-over-f");
     std::fs::create_dir_all(d_over_f.join("f")).unwrap();
-    let out = docker_run(
+    docker_fails(
         &d,
         &["cp", d_over_f.join("f").to_str().unwrap(), "cpown:/tmp/"],
-    );
-    assert!(!out.status.success(), "{out:?}");
-    assert!(
-        String::from_utf8_lossy(&out.stderr)
-            .contains(r#"cannot overwrite non-directory "/tmp/f" with directory "/tmp""#),
-        "{out:?}"
+        1,
+        r#"cannot overwrite non-directory "/tmp/f" with directory "/tmp""#,
     );
     assert_eq!(
         docker_ok(
