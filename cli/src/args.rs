@@ -245,6 +245,9 @@ pub struct ContainerOpts {
     /// Memory limit (e.g. 64m, 1g).
     #[arg(short = 'm', long)]
     pub memory: Option<String>,
+    /// Memory soft limit (e.g. 32m).
+    #[arg(long)]
+    pub memory_reservation: Option<String>,
     /// Number of CPUs.
     #[arg(long)]
     pub cpus: Option<f64>,
@@ -566,6 +569,9 @@ pub struct UpdateArgs {
     /// Memory limit (e.g. 64m).
     #[arg(short = 'm', long)]
     pub memory: Option<String>,
+    /// Memory soft limit (e.g. 32m).
+    #[arg(long)]
+    pub memory_reservation: Option<String>,
     /// Number of CPUs.
     #[arg(long)]
     pub cpus: Option<f64>,

@@ -166,6 +166,20 @@ impl ContainerCgroup {
                 }
             }
         }
+        if let Some(bytes) = res.memory_reservation_bytes.filter(|&b| b > 0) {
+            if v2 {
+                let f = self.file("memory", "memory.low");
+                std::fs::write(&f, bytes.to_string())
+                    .map_err(|e| RuntimeError::io("memory reservation", f, e))?;
+            } else {
+                let mem: &MemController = self
+                    .cg
+                    .controller_of()
+                    .ok_or_else(|| missing("memory", p))?;
+                mem.set_soft_limit(bytes)
+                    .map_err(cg_err("memory reservation", p))?;
+            }
+        }
         if let Some(nano) = res.nano_cpus {
             let cpu: &CpuController = self.cg.controller_of().ok_or_else(|| missing("cpu", p))?;
             let quota = (nano as i128 * CFS_PERIOD_US as i128 / 1_000_000_000) as i64;

@@ -840,3 +840,86 @@ fn unknown_user_fails_the_start_not_the_create() {
     );
     docker_ok(&d, &["rm", "nu"]);
 }
+
+/// `--memory-reservation` (compose's `mem_reservation`) is applied as the cgroup's soft
+/// limit, updated by `update`, and checked as dockerd checks it.
+#[test]
+fn memory_reservation_is_applied() {
+    require!(
+        "memory_reservation_is_applied",
+        root_unavailable(),
+        docker_unavailable()
+    );
+    let d = Daemon::start().unwrap();
+    import_busybox(&d, "fid/mr:1", &[]);
+    let soft_limit = |name: &str| {
+        let id = docker_ok(&d, &["inspect", "-f", "{{.Id}}", name]);
+        let v1 = std::path::Path::new("/sys/fs/cgroup/memory/skiff")
+            .join(id.trim())
+            .join("memory.soft_limit_in_bytes");
+        v1.exists()
+            .then(|| std::fs::read_to_string(&v1).unwrap().trim().to_string())
+    };
+    docker_ok(
+        &d,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "mr",
+            "--memory-reservation",
+            "32m",
+            "fid/mr:1",
+            "sleep",
+            "60",
+        ],
+    );
+    assert_eq!(
+        docker_ok(
+            &d,
+            &["inspect", "-f", "{{.HostConfig.MemoryReservation}}", "mr"]
+        ),
+        "33554432\n"
+    );
+    if let Some(v) = soft_limit("mr") {
+        assert_eq!(v, "33554432");
+    }
+    d.ok(&["update", "--memory-reservation", "48m", "mr"]);
+    assert_eq!(
+        docker_ok(
+            &d,
+            &["inspect", "-f", "{{.HostConfig.MemoryReservation}}", "mr"]
+        ),
+        "50331648\n"
+    );
+    if let Some(v) = soft_limit("mr") {
+        assert_eq!(v, "50331648");
+    }
+    docker_refused(
+        &d,
+        &[
+            "run",
+            "--rm",
+            "--memory-reservation",
+            "1m",
+            "fid/mr:1",
+            "true",
+        ],
+        "Minimum memory reservation allowed is 6MB",
+    );
+    docker_refused(
+        &d,
+        &[
+            "run",
+            "--rm",
+            "-m",
+            "16m",
+            "--memory-reservation",
+            "32m",
+            "fid/mr:1",
+            "true",
+        ],
+        "Minimum memory limit can not be less than memory reservation limit, see usage",
+    );
+    docker_ok(&d, &["rm", "-f", "mr"]);
+}

@@ -22,6 +22,12 @@ pub fn container_config(
         Some(m) => Some(parse_bytes(m).with_context(|| format!("invalid memory limit {m:?}"))?),
         None => None,
     };
+    let memory_reservation = match &opts.memory_reservation {
+        Some(m) => {
+            Some(parse_bytes(m).with_context(|| format!("invalid --memory-reservation {m:?}"))?)
+        }
+        None => None,
+    };
     let nano_cpus = match opts.cpus {
         Some(c) if c <= 0.0 || !c.is_finite() => {
             bail!("invalid --cpus {c}: must be a positive number")
@@ -55,6 +61,7 @@ pub fn container_config(
         memory,
         nano_cpus,
         cpu_shares: opts.cpu_shares,
+        memory_reservation,
         pids_limit: opts.pids_limit,
         auto_remove: Some(auto_remove),
         network_mode: opts.network.clone(),

@@ -202,6 +202,13 @@ pub async fn update(docker: &Docker, args: &UpdateArgs) -> Result<()> {
         ),
         None => None,
     };
+    let memory_reservation = match &args.memory_reservation {
+        Some(m) => Some(
+            crate::client::format::parse_bytes(m)
+                .with_context(|| format!("invalid --memory-reservation {m:?}"))?,
+        ),
+        None => None,
+    };
     let restart = match &args.restart {
         Some(r) => {
             let (name, max) = r.split_once(':').unwrap_or((r, "0"));
@@ -222,6 +229,7 @@ pub async fn update(docker: &Docker, args: &UpdateArgs) -> Result<()> {
         memory,
         nano_cpus: args.cpus.map(|c| (c * 1e9) as i64),
         cpu_shares: args.cpu_shares.map(|s| s as isize),
+        memory_reservation,
         pids_limit: args.pids_limit,
         restart_policy: restart,
         ..Default::default()

@@ -75,6 +75,7 @@ const UPDATE_APPLIED: &[&str] = &[
     "NanoCpus",
     "PidsLimit",
     "CpuShares",
+    "MemoryReservation",
     "RestartPolicy",
 ];
 
@@ -127,6 +128,10 @@ fn parse_update(body: &serde_json::Value) -> Result<Update, DaemonError> {
         nano_cpus: int("NanoCpus"),
         pids_limit: int("PidsLimit"),
         cpu_shares: int("CpuShares"),
+        memory_reservation: obj
+            .get("MemoryReservation")
+            .and_then(|v| v.as_i64())
+            .filter(|n| *n != 0),
         restart_policy,
     })
 }
@@ -212,6 +217,8 @@ mod tests {
         assert_eq!(u.restart_policy, Some(RestartPolicy::Always));
         let u = parse_update(&serde_json::json!({"CpuShares": 512})).unwrap();
         assert_eq!(u.cpu_shares, Some(512));
+        let u = parse_update(&serde_json::json!({"MemoryReservation": 33554432})).unwrap();
+        assert_eq!(u.memory_reservation, Some(33554432));
         let e = parse_update(&serde_json::json!({"BlkioWeight": 500})).unwrap_err();
         assert!(
             e.to_string().starts_with("BlkioWeight is not supported"),

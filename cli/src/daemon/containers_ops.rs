@@ -24,6 +24,8 @@ pub struct Update {
     pub pids_limit: Option<i64>,
     /// Relative CPU weight (Docker's `CpuShares`).
     pub cpu_shares: Option<i64>,
+    /// Soft memory limit in bytes (Docker's `MemoryReservation`).
+    pub memory_reservation: Option<i64>,
     pub restart_policy: Option<RestartPolicy>,
 }
 
@@ -168,6 +170,10 @@ impl ContainerService {
                 ));
             }
         }
+        super::spec::check_reservation(
+            memory.unwrap_or(0),
+            u.memory_reservation.or(h.memory_reservation).unwrap_or(0),
+        )?;
         if u.memory_swap.is_some() && memory.is_none() {
             return Err(DaemonError::invalid(
                 "You should always set the Memory limit when using Memoryswap limit, see usage",
@@ -179,6 +185,7 @@ impl ContainerService {
             nano_cpus: u.nano_cpus,
             pids_limit: u.pids_limit,
             cpu_shares: u.cpu_shares.and_then(|s| u64::try_from(s).ok()),
+            memory_reservation_bytes: u.memory_reservation,
         };
         let new_swap = res.memory_swap_bytes;
         if res != skiff_runtime::Resources::default() {
@@ -195,6 +202,7 @@ impl ContainerService {
             h.nano_cpus = u.nano_cpus.or(h.nano_cpus);
             h.pids_limit = u.pids_limit.or(h.pids_limit);
             h.cpu_shares = u.cpu_shares.or(h.cpu_shares);
+            h.memory_reservation = u.memory_reservation.or(h.memory_reservation);
         }
         self.records.update(&updated)?;
         self.monitor.events.container("update", &updated, &[]);

@@ -109,7 +109,7 @@ pub const FIELDS: &[(&str, Handling)] = &[
     ("HostConfig.DeviceRequests", Refused(&[])),
     ("HostConfig.KernelMemory", Refused(&[])),
     ("HostConfig.KernelMemoryTCP", Refused(&[])),
-    ("HostConfig.MemoryReservation", Refused(&[])),
+    ("HostConfig.MemoryReservation", Applied),
     ("HostConfig.MemorySwap", Applied),
     ("HostConfig.MemorySwappiness", Refused(&["-1"])),
     ("HostConfig.OomKillDisable", Refused(&[])),

@@ -98,6 +98,9 @@ pub struct HostSpec {
     pub pids_limit: Option<i64>,
     /// Docker's `CpuShares` (relative weight; unset or 0: the default, 1024).
     pub cpu_shares: Option<i64>,
+    /// Docker's `MemoryReservation` (bytes; a soft limit).
+    #[serde(default)]
+    pub memory_reservation: Option<i64>,
     pub auto_remove: bool,
     /// `default`, `bridge`, `host` or `none`.
     pub network_mode: String,
@@ -451,6 +454,7 @@ pub fn from_v1(v: &Value) -> Result<ContainerRecord, String> {
             nano_cpus: i(&host, "NanoCpus"),
             pids_limit: i(&host, "PidsLimit"),
             cpu_shares: i(&host, "CpuShares"),
+            memory_reservation: i(&host, "MemoryReservation"),
             auto_remove: b(&host, "AutoRemove"),
             network_mode: s(&host, "NetworkMode"),
             port_bindings,

@@ -35,6 +35,7 @@ pub fn apply(
         nano_cpus: h.nano_cpus,
         pids_limit: h.pids_limit,
         cpu_shares: h.cpu_shares.and_then(|s| u64::try_from(s).ok()),
+        memory_reservation_bytes: h.memory_reservation,
     };
     // Provisional (the sysctl check depends on it); the attachment sets the real one.
     rc.network = if h.network_mode == "host" {

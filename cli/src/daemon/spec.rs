@@ -84,6 +84,22 @@ pub fn check_memory(memory: i64, swap: i64, update: bool) -> Result<(), DaemonEr
     Ok(())
 }
 
+/// dockerd's checks of `MemoryReservation` (0: not given) against its minimum and the
+/// memory limit (0: none), on create and `update`.
+pub fn check_reservation(memory: i64, reservation: i64) -> Result<(), DaemonError> {
+    if reservation != 0 && reservation < MIN_MEMORY {
+        return Err(DaemonError::invalid(
+            "Minimum memory reservation allowed is 6MB",
+        ));
+    }
+    if memory > 0 && reservation > 0 && memory < reservation {
+        return Err(DaemonError::invalid(
+            "Minimum memory limit can not be less than memory reservation limit, see usage",
+        ));
+    }
+    Ok(())
+}
+
 fn host_spec(host: &HostConfig) -> Result<HostSpec, DaemonError> {
     let mut port_bindings = Vec::new();
     for (port, list) in host.port_bindings.clone().unwrap_or_default() {
@@ -109,6 +125,10 @@ fn host_spec(host: &HostConfig) -> Result<HostSpec, DaemonError> {
     let swap = host.memory_swap.unwrap_or(0);
     // The value as sent: dockerd refuses a negative limit as below its minimum.
     check_memory(host.memory.unwrap_or(0), swap, false)?;
+    check_reservation(
+        host.memory.unwrap_or(0),
+        host.memory_reservation.unwrap_or(0),
+    )?;
     Ok(HostSpec {
         memory,
         // As dockerd: a memory limit alone allows as much swap again.
@@ -120,6 +140,7 @@ fn host_spec(host: &HostConfig) -> Result<HostSpec, DaemonError> {
         nano_cpus: positive(host.nano_cpus),
         pids_limit: positive(host.pids_limit),
         cpu_shares: positive(host.cpu_shares),
+        memory_reservation: positive(host.memory_reservation),
         auto_remove: host.auto_remove.unwrap_or(false),
         network_mode: host
             .network_mode
@@ -320,6 +341,7 @@ pub fn docker_host_config(h: &HostSpec) -> HostConfig {
         memory: Some(h.memory.unwrap_or(0)),
         nano_cpus: Some(h.nano_cpus.unwrap_or(0)),
         cpu_shares: Some(h.cpu_shares.unwrap_or(0)),
+        memory_reservation: Some(h.memory_reservation.unwrap_or(0)),
         pids_limit: h.pids_limit,
         auto_remove: Some(h.auto_remove),
         // Docker 25+ answers `bridge` for the default network.
@@ -402,7 +424,6 @@ pub fn docker_host_config(h: &HostSpec) -> HostConfig {
         cpuset_cpus: Some(String::new()),
         cpuset_mems: Some(String::new()),
         blkio_weight: Some(0),
-        memory_reservation: Some(0),
         memory_swap: Some(h.memory_swap.unwrap_or(0)),
         cpu_count: Some(0),
         cpu_percent: Some(0),

@@ -227,6 +227,10 @@ pub struct Resources {
     /// v2 `cpu.weight` by runc's mapping).
     #[serde(default)]
     pub cpu_shares: Option<u64>,
+    /// Docker's `MemoryReservation` in bytes: a soft limit the kernel reclaims down to under
+    /// memory pressure (cgroup v1 `memory.soft_limit_in_bytes`, v2 `memory.low`).
+    #[serde(default)]
+    pub memory_reservation_bytes: Option<i64>,
 }
 
 /// Which network namespace the container gets.

@@ -107,6 +107,7 @@ pub fn update_resources(dir: &Path, res: &Resources, live: bool) -> Result<()> {
     r.nano_cpus = res.nano_cpus.or(r.nano_cpus);
     r.pids_limit = res.pids_limit.or(r.pids_limit);
     r.cpu_shares = res.cpu_shares.or(r.cpu_shares);
+    r.memory_reservation_bytes = res.memory_reservation_bytes.or(r.memory_reservation_bytes);
     persist::write_json(
         &ContainerPaths::new(dir).config(),
         &cfg,
