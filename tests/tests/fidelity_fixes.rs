@@ -10,6 +10,19 @@ use skiff_tests::registry::registry_unavailable;
 use skiff_tests::skip::root_unavailable;
 use skiff_tests::{require, Daemon, Registry};
 
+/// Container `name`'s cgroup v1 `controller` file `file`, trimmed; `None` where that
+/// hierarchy is not v1 (the tests then check the API side only).
+fn cgroup_v1_value(d: &Daemon, name: &str, controller: &str, file: &str) -> Option<String> {
+    let id = docker_ok(d, &["inspect", "-f", "{{.Id}}", name]);
+    let v1 = std::path::Path::new("/sys/fs/cgroup")
+        .join(controller)
+        .join("skiff")
+        .join(id.trim())
+        .join(file);
+    v1.exists()
+        .then(|| std::fs::read_to_string(&v1).unwrap().trim().to_string())
+}
+
 /// `GET path` on the daemon's socket, as JSON.
 fn api(d: &Daemon, path: &str) -> Value {
     let out = Command::new("curl")
@@ -632,14 +645,7 @@ fn cpu_shares_are_applied() {
     );
     let d = Daemon::start().unwrap();
     import_busybox(&d, "fid/cpu:1", &[]);
-    let shares_of = |name: &str| {
-        let id = docker_ok(&d, &["inspect", "-f", "{{.Id}}", name]);
-        let v1 = std::path::Path::new("/sys/fs/cgroup/cpu/skiff")
-            .join(id.trim())
-            .join("cpu.shares");
-        v1.exists()
-            .then(|| std::fs::read_to_string(&v1).unwrap().trim().to_string())
-    };
+    let shares_of = |name: &str| cgroup_v1_value(&d, name, "cpu", "cpu.shares");
     docker_ok(
         &d,
         &[
@@ -852,14 +858,7 @@ fn memory_reservation_is_applied() {
     );
     let d = Daemon::start().unwrap();
     import_busybox(&d, "fid/mr:1", &[]);
-    let soft_limit = |name: &str| {
-        let id = docker_ok(&d, &["inspect", "-f", "{{.Id}}", name]);
-        let v1 = std::path::Path::new("/sys/fs/cgroup/memory/skiff")
-            .join(id.trim())
-            .join("memory.soft_limit_in_bytes");
-        v1.exists()
-            .then(|| std::fs::read_to_string(&v1).unwrap().trim().to_string())
-    };
+    let soft_limit = |name: &str| cgroup_v1_value(&d, name, "memory", "memory.soft_limit_in_bytes");
     docker_ok(
         &d,
         &[
