@@ -242,7 +242,9 @@ fn user_env_and_cwd_come_from_config_and_image() {
             .contains("unable to find user mallory: no matching entries in passwd file"),
         "{err}"
     );
-    assert_eq!(skiff_runtime::state(&g.dir).unwrap().status, Status::Exited);
+    // The shim records the failed start as an exit (a moment after start answers).
+    let st = g.wait(std::time::Duration::from_secs(10));
+    assert_eq!(st.status, Status::Exited);
 }
 
 #[test]
