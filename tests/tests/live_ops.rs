@@ -354,6 +354,13 @@ for key in ("io_service_bytes_recursive", "io_serviced_recursive"):
     docker_ok(&d, &["rm", "-f", "io"]);
 }
 
+/// `docker events --since T0 --until T1 --format FORMAT EXTRA...`'s output.
+fn events_between(d: &Daemon, t0: &str, t1: &str, format: &str, extra: &[&str]) -> String {
+    let mut a = vec!["events", "--since", t0, "--until", t1, "--format", format];
+    a.extend_from_slice(extra);
+    docker_ok(d, &a)
+}
+
 fn unix_now() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -393,17 +400,13 @@ fn events_since_until_filters_and_streaming() {
     std::thread::sleep(std::time::Duration::from_millis(50));
     let t1 = format!("{:.3}", unix_now());
     let events = |extra: &[&str]| {
-        let mut a = vec![
-            "events",
-            "--since",
+        events_between(
+            &d,
             &t0,
-            "--until",
             &t1,
-            "--format",
             "{{.Type}} {{.Action}} {{.Actor.Attributes.name}}",
-        ];
-        a.extend_from_slice(extra);
-        docker_ok(&d, &a)
+            extra,
+        )
     };
     assert_eq!(
         events(&["--filter", "type=container"]),
@@ -1385,19 +1388,15 @@ fn exec_events_name_filter_inspect_size_and_refused_input() {
     std::thread::sleep(std::time::Duration::from_millis(50));
     let t1 = format!("{:.3}", unix_now());
     let events = |extra: &[&str]| {
-        let mut a = vec![
-            "events",
-            "--since",
-            &t0,
-            "--until",
-            &t1,
-            "--filter",
-            "container=xe",
-            "--format",
-            "{{.Action}}|{{index .Actor.Attributes \"exitCode\"}}",
-        ];
+        let mut a = vec!["--filter", "container=xe"];
         a.extend_from_slice(extra);
-        docker_ok(&d, &a)
+        events_between(
+            &d,
+            &t0,
+            &t1,
+            "{{.Action}}|{{index .Actor.Attributes \"exitCode\"}}",
+            &a,
+        )
     };
     // dockerd's exec events: `exec_create: CMD ARGS`, `exec_start: ...`, `exec_die`.
     assert_eq!(
