@@ -605,14 +605,18 @@ impl CacheCore {
         if reach == Reach::Directory {
             self.read_behind(layer, source, run);
         }
-        let Some((map, ahead)) = self.plan_readahead(layer, run, reach) else {
+        let last = run.last().expect("a run is not empty");
+        let demand_end = last.blob_offset + last.blob_len;
+        let seq = self
+            .readahead
+            .sequential(layer, run[0].blob_offset, MERGE_GAP);
+        let Some((map, ahead)) = self.plan_readahead(layer, run, reach, seq) else {
+            self.readahead.fetched_to(layer, demand_end, seq);
             return self.fetch_run(layer, source.as_ref(), run);
         };
         let digests =
             |r: &[usize]| -> Vec<&str> { r.iter().map(|&p| &*map.chunks[p].digest).collect() };
         let start = run[0].blob_offset;
-        let last = run.last().unwrap();
-        let demand_end = last.blob_offset + last.blob_len;
         let end_of = |p: usize| map.chunks[p].blob_offset + map.chunks[p].blob_len;
         // A long read-ahead: its first segment comes in this request, the rest is queued
         // (fetched in segments, any a read needs first).
@@ -630,6 +634,8 @@ impl CacheCore {
         let ahead_owned = Owned::of(&self.flights, digests(&ahead));
         let queued_owned = Owned::of(&self.flights, digests(&queued));
         let end = end_of(*ahead.last().expect("read-ahead is not empty"));
+        let planned_end = queued.last().map_or(end, |&p| end_of(p));
+        self.readahead.fetched_to(layer, planned_end, seq);
         let need = (demand_end - start) as usize;
         let t0 = std::time::Instant::now();
         let received = {
@@ -767,14 +773,16 @@ impl CacheCore {
 
     /// Claims the chunks after `run` worth reading ahead: blob-adjacent (gaps up to
     /// [`MERGE_GAP`]), in the run's directory subtree, not cached, not being fetched, within
-    /// the adaptive span. `None` when there are none.
+    /// the adaptive span or the sequential window `seq` (compressed bytes), whichever is
+    /// larger. `None` when there are none.
     fn plan_readahead(
         &self,
         layer: &str,
         run: &[Want],
         reach: Reach,
+        seq: u64,
     ) -> Option<(Arc<LayerMap>, std::ops::Range<usize>)> {
-        let span = self.readahead.span();
+        let span = self.readahead.span().max(seq);
         if span == 0 || self.disk_usage().saturating_add(span * 4) > self.budget {
             return None;
         }
@@ -1023,7 +1031,7 @@ mod tests {
         ));
         let run = [want(&map, 0)];
         let (_, ahead) = cache
-            .plan_readahead("sha256:l", &run, Reach::Directory)
+            .plan_readahead("sha256:l", &run, Reach::Directory, 0)
             .unwrap();
         // The rest of the file, repeats included (they ride along, owned once), and on
         // into the directory's next file until a chunk already coming stops it.
@@ -1051,7 +1059,7 @@ mod tests {
             Claim::Owner
         ));
         let (_, ahead) = cache
-            .plan_readahead("sha256:l", &[want(&map, 0)], Reach::Directory)
+            .plan_readahead("sha256:l", &[want(&map, 0)], Reach::Directory, 0)
             .unwrap();
         // Inside bin/big the cached chunk 1 rides along; in bin/next the cached 2 ends it.
         assert_eq!(ahead, 1..4);

@@ -8,6 +8,13 @@
 //! at most [`FILE_AHEAD_MAX`] compressed bytes away: a program that reads the start of a
 //! file reads most of it (an executable or a library is mapped and faulted in at scattered
 //! offsets, one round trip each if fetched chunk by chunk; a module is read whole).
+//!
+//! A miss that starts where an earlier fetch of the same layer ended is a sequential
+//! stream (a reader scanning a large file: an archive's index, a class image, a database):
+//! its read-ahead is at least a window that starts at [`SEQ_START`] and doubles with each
+//! further sequential miss, up to the configured maximum, as the kernel's own read-ahead
+//! does. Without it, once the adaptive span has shrunk below a chunk (after a program's
+//! scattered reads), every chunk of such a scan would cost its own round trip.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -22,6 +29,11 @@ pub const INITIAL_SPAN: u64 = 1 << 20;
 /// bytes further (beyond the adaptive span; bounded by the configured maximum being
 /// non-zero).
 pub const FILE_AHEAD_MAX: u64 = 8 << 20;
+
+/// First read-ahead window of a sequential stream (compressed bytes).
+pub const SEQ_START: u64 = 512 << 10;
+/// Sequential streams followed at once; the least recently extended is forgotten.
+const MAX_STREAMS: usize = 16;
 
 /// One compressed chunk of a layer blob, with the directory of the file it belongs to.
 pub struct MapChunk {
@@ -126,10 +138,20 @@ struct State {
     pending: HashMap<Arc<str>, u64>,
 }
 
-/// The adaptive span, shared by all layers of a cache.
+/// Where a layer's fetch ended, and the read-ahead window a miss there gets.
+struct Stream {
+    layer: Arc<str>,
+    /// Blob offset just past the fetch's last byte.
+    next: u64,
+    window: u64,
+}
+
+/// The adaptive span, shared by all layers of a cache, and the sequential streams.
 pub struct Adaptive {
     max: u64,
     state: Mutex<State>,
+    /// Most recently extended last.
+    streams: Mutex<Vec<Stream>>,
 }
 
 /// Pending chunks remembered at most; older evidence is dropped past it.
@@ -146,7 +168,44 @@ impl Adaptive {
                 used: 0,
                 pending: HashMap::new(),
             }),
+            streams: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The sequential window for a miss at `blob_offset` of `layer`: non-zero when it
+    /// starts within `gap` bytes after where an earlier fetch of the layer ended (doubled
+    /// from the stream's last window, [`SEQ_START`] at first, capped at the maximum). The
+    /// stream is taken off until [`fetched_to`](Self::fetched_to) records the new end.
+    pub fn sequential(&self, layer: &str, blob_offset: u64, gap: u64) -> u64 {
+        if self.max == 0 {
+            return 0;
+        }
+        let mut streams = self.streams.lock().unwrap();
+        let found = streams.iter().position(|s| {
+            &*s.layer == layer && blob_offset >= s.next && blob_offset - s.next <= gap
+        });
+        match found {
+            // Taken off: the fetch puts it back with its new end (`fetched_to`).
+            Some(i) => (streams.remove(i).window * 2).clamp(SEQ_START.min(self.max), self.max),
+            None => 0,
+        }
+    }
+
+    /// A fetch of `layer` ends at blob offset `end`, with read-ahead window `window` (0
+    /// for a miss that was not sequential): a miss there continues the stream.
+    pub fn fetched_to(&self, layer: &str, end: u64, window: u64) {
+        if self.max == 0 {
+            return;
+        }
+        let mut streams = self.streams.lock().unwrap();
+        if streams.len() >= MAX_STREAMS {
+            streams.remove(0);
+        }
+        streams.push(Stream {
+            layer: Arc::from(layer),
+            next: end,
+            window,
+        });
     }
 
     /// The span for the next read-ahead, adjusted by the use of the previous ones.
@@ -240,6 +299,35 @@ mod tests {
         }
         assert_eq!(a.span(), MIN_SPAN);
         assert_eq!(Adaptive::new(0).span(), 0);
+    }
+
+    #[test]
+    fn sequential_misses_double_their_window() {
+        let a = Adaptive::new(4 << 20);
+        // A first miss is not sequential.
+        assert_eq!(a.sequential("l", 0, 0), 0);
+        a.fetched_to("l", 100, 0);
+        // Elsewhere, or in another layer: still not.
+        assert_eq!(a.sequential("l", 500, 0), 0);
+        assert_eq!(a.sequential("m", 100, 0), 0);
+        // Where the fetch ended (within the gap): SEQ_START, then doubled, then capped.
+        assert_eq!(a.sequential("l", 110, 16), SEQ_START);
+        a.fetched_to("l", 1000, SEQ_START);
+        assert_eq!(a.sequential("l", 1000, 0), 2 * SEQ_START);
+        a.fetched_to("l", 2000, 2 * SEQ_START);
+        for end in [3000, 4000, 5000, 6000] {
+            let w = a.sequential("l", end - 1000, 0);
+            assert!(w >= 4 * SEQ_START, "{w}");
+            a.fetched_to("l", end, w);
+        }
+        assert_eq!(a.sequential("l", 6000, 0), 4 << 20);
+        // A miss that breaks the stream starts over.
+        a.fetched_to("l", 7000, 4 << 20);
+        assert_eq!(a.sequential("l", 9000, 0), 0);
+        // Off: never.
+        let off = Adaptive::new(0);
+        off.fetched_to("l", 100, 0);
+        assert_eq!(off.sequential("l", 100, 0), 0);
     }
 
     #[test]
