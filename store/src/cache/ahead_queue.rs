@@ -26,8 +26,10 @@ pub const SPLIT_OVER: u64 = 1 << 20;
 pub const SEGMENT: u64 = 512 << 10;
 /// Segment requests of one read-ahead in flight at once (beside its first request and
 /// segments taken by reads): enough to keep a 20 ms, 200 Mbit/s link busy across each
-/// request's round trip, few enough that other misses do not queue behind megabytes.
-pub const WORKERS: usize = 2;
+/// request's round trip (a worker idles for a round trip between segments; with two, a
+/// JDK's 8 MB libjvm.so came at 15 of the link's 25 MB/s), few enough that other misses
+/// do not queue behind megabytes.
+pub const WORKERS: usize = 3;
 
 /// The queued part of one read-ahead: chunks claimed (single-flight) but not requested.
 pub(super) struct AheadJob {
