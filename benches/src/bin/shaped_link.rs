@@ -1,13 +1,15 @@
 //! Cold start of a large image over loopback and over a shaped link, in one run.
 //!
 //! `sudo target/release/shaped-link [--rounds 3] [--concurrent 20] [--rate-mbit 200]
-//! [--delay-ms 10] [--out DIR] [--rootfs DIR] [--skopeo]` (root; build with
+//! [--delay-ms 10] [--out DIR] [--rootfs DIR [--cmd JSON]] [--skopeo]` (root; build with
 //! `cargo build --release -p skiff -p skiff-benches`; the `skiff` binary next to this one is
 //! used, or `SKIFF_BIN`).
 //!
 //! 1. A registry (Debian's `docker-registry`) on 127.0.0.1, and the demo image
 //!    (`scripts/make-demo-rootfs.sh`: busybox + python3 + bulky data) published to it as
-//!    gzip and converted by skiff to zstd:chunked (`--skopeo`: also by skopeo).
+//!    gzip and converted by skiff to zstd:chunked (`--skopeo`: also by skopeo). `--rootfs`
+//!    publishes another root filesystem instead, with `--cmd` (a JSON array) as its `CMD`
+//!    (`scripts/make-jdk-rootfs.sh` makes a JDK one and prints its command).
 //! 2. The shaped link ([`skiff_benches::shaped_link`]): a network namespace of its own with
 //!    a second registry process serving the same storage, a veth pair to it with a tbf of
 //!    `--rate-mbit` on both ends, and the delay proxy ([`skiff_benches::delay_proxy`]) on
@@ -41,6 +43,8 @@ struct Opts {
     delay_ms: u64,
     out: PathBuf,
     rootfs: Option<PathBuf>,
+    /// The image's `CMD`, a JSON array.
+    cmd: String,
     skopeo: bool,
     links: Vec<String>,
     serve: bool,
@@ -50,7 +54,7 @@ struct Opts {
 fn usage() -> ! {
     eprintln!(
         "usage: shaped-link [--rounds N] [--concurrent N] [--rate-mbit M] [--delay-ms D] \
-         [--out DIR] [--rootfs DIR] [--skopeo] [--links loopback,shaped] [--serve] [--baseline SKIFF]"
+         [--out DIR] [--rootfs DIR] [--cmd JSON] [--skopeo] [--links loopback,shaped] [--serve] [--baseline SKIFF]"
     );
     std::process::exit(125)
 }
@@ -63,6 +67,7 @@ fn opts() -> Opts {
         delay_ms: 10,
         out: PathBuf::from("shaped-link-out"),
         rootfs: None,
+        cmd: r#"["python3","-c","print('hello')"]"#.into(),
         skopeo: false,
         links: vec!["loopback".into(), "shaped".into()],
         serve: false,
@@ -79,12 +84,17 @@ fn opts() -> Opts {
             "--delay-ms" => o.delay_ms = num(val()),
             "--out" => o.out = PathBuf::from(val()),
             "--rootfs" => o.rootfs = Some(PathBuf::from(val())),
+            "--cmd" => o.cmd = val(),
             "--skopeo" => o.skopeo = true,
             "--serve" => o.serve = true,
             "--baseline" => o.baseline = Some(PathBuf::from(val())),
             "--links" => o.links = val().split(',').map(str::to_string).collect(),
             _ => usage(),
         }
+    }
+    if serde_json::from_str::<Vec<String>>(&o.cmd).is_err() {
+        eprintln!("--cmd: a JSON array of strings, like [\"python3\",\"-V\"]");
+        std::process::exit(125)
     }
     if o.rounds == 0
         || o.rate_mbit == 0
@@ -223,7 +233,7 @@ fn run(o: &Opts, rt: &tokio::runtime::Runtime) -> Result<()> {
             "image",
             "import",
             "--change",
-            r#"CMD ["python3","-c","print('hello')"]"#,
+            &format!("CMD {}", o.cmd),
             rootfs.to_str().context("rootfs path")?,
             &format!("{lo}/demo:gzip"),
         ]);
@@ -294,10 +304,14 @@ fn run(o: &Opts, rt: &tokio::runtime::Runtime) -> Result<()> {
 
     let mut report = format!(
         "# Cold start over loopback and a shaped link\n\n\
-         Image: the demo rootfs (`scripts/make-demo-rootfs.sh`), converted to zstd:chunked; \
-         command: `python3 -c \"print('hello')\"`. Shaped link: veth + tbf {} Mbit/s both \
-         ends, +{} ms each way (delay proxy), RTT {} ms. {} round(s) per mode, medians; \
-         background fetch off.\n\n",
+         Image: {}, converted to zstd:chunked; command (`CMD`): `{}`. Shaped link: veth + \
+         tbf {} Mbit/s both ends, +{} ms each way (delay proxy), RTT {} ms. {} round(s) per \
+         mode, medians; background fetch off.\n\n",
+        match &o.rootfs {
+            Some(r) => format!("the root filesystem `{}`", r.display()),
+            None => "the demo rootfs (`scripts/make-demo-rootfs.sh`)".into(),
+        },
+        o.cmd,
         o.rate_mbit,
         o.delay_ms,
         2 * o.delay_ms,

@@ -1044,6 +1044,39 @@ mod tests {
     }
 
     #[test]
+    fn a_sequential_window_reads_further_into_a_large_file() {
+        // 10 000 chunks of 1000 compressed bytes: more than FILE_AHEAD_MAX left, so a miss
+        // at its start reads ahead by the span only.
+        let mut big = file("data/big", 1000, &["a"]);
+        big.chunks = (0..10_000u64)
+            .map(|k| ChunkRef {
+                file_offset: 1024 * k,
+                len: 1024,
+                location: ChunkLocation::Compressed {
+                    blob_offset: 1000 + 1000 * k,
+                    blob_len: 1000,
+                    digest: format!("sha256:{k:064x}"),
+                    codec: Default::default(),
+                    inner_offset: 0,
+                },
+            })
+            .collect();
+        big.size = 1024 * 10_000;
+        let (_dir, cache, map) = cache_of(vec![big]);
+        let (_, plain) = cache
+            .plan_readahead("sha256:l", &[want(&map, 0)], Reach::Directory, 0)
+            .unwrap();
+        let span = super::super::readahead::INITIAL_SPAN;
+        assert_eq!(plain.end as u64, 1 + span / 1000);
+        // A sequential miss further on gets its window (here 2 MiB) instead.
+        let from = plain.end;
+        let (_, seq) = cache
+            .plan_readahead("sha256:l", &[want(&map, from)], Reach::Directory, 2 << 20)
+            .unwrap();
+        assert_eq!(seq, from + 1..from + 1 + (2 << 20) / 1000);
+    }
+
+    #[test]
     fn a_chunk_already_cached_ends_the_read_ahead_only_past_the_file() {
         let (_dir, cache, map) = cache_of(vec![
             file("bin/big", 1000, &["a", "1", "c"]),
