@@ -626,7 +626,13 @@ impl CacheCore {
                 .find(|&p| end_of(p) - demand_end > ahead_queue::SEGMENT)
                 .unwrap_or(ahead.end)
                 .max(ahead.start + 1);
-            (ahead.start..cut, (cut..ahead.end).collect::<Vec<usize>>())
+            // Chunks already here ride along in one request, not in the queue: a later miss
+            // near the end of a large file (a 98 MB `node`) plans to the file's end again,
+            // over segments earlier read-aheads brought, which would cross the link again.
+            let queued = (cut..ahead.end)
+                .filter(|&p| !self.is_cached(&map.chunks[p].digest))
+                .collect::<Vec<usize>>();
+            (ahead.start..cut, queued)
         } else {
             (ahead, Vec::new())
         };
