@@ -801,7 +801,9 @@ impl CacheCore {
         // The rest of the file, then the span into its directory's next files.
         let limit = if reach == Reach::File {
             prev_end.max(file_end.min(prev_end + super::readahead::FILE_AHEAD_MAX))
-        } else if file_end.saturating_sub(prev_end) <= super::readahead::FILE_AHEAD_MAX {
+        } else if file_end - file_start(&map, pos) <= super::readahead::FILE_AHEAD_MAX {
+            // The whole file is small enough to be read whole. A miss near the end of a
+            // larger one (a 98 MB `node`'s data) says nothing of the megabytes before it.
             prev_end.max(file_end) + span
         } else {
             prev_end + span
@@ -967,6 +969,17 @@ impl CacheCore {
     }
 }
 
+/// Blob offset of the first chunk of the file whose chunk is at `pos` (a file's chunks
+/// are adjacent in the map and share its `file_end`).
+fn file_start(map: &LayerMap, pos: usize) -> u64 {
+    let end = map.chunks[pos].file_end;
+    let first = map.chunks[..pos]
+        .iter()
+        .rposition(|c| c.file_end != end)
+        .map_or(0, |i| i + 1);
+    map.chunks[first].blob_offset
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1080,6 +1093,33 @@ mod tests {
             .plan_readahead("sha256:l", &[want(&map, from)], Reach::Directory, 2 << 20)
             .unwrap();
         assert_eq!(seq, from + 1..from + 1 + (2 << 20) / 1000);
+    }
+
+    #[test]
+    fn a_miss_near_the_end_of_a_large_file_reads_the_span_not_the_rest() {
+        // 10 000 chunks of 1000 compressed bytes (10 MB, more than FILE_AHEAD_MAX).
+        let mut big = file("data/big", 1000, &["a"]);
+        big.chunks = (0..10_000u64)
+            .map(|k| ChunkRef {
+                file_offset: 1024 * k,
+                len: 1024,
+                location: ChunkLocation::Compressed {
+                    blob_offset: 1000 + 1000 * k,
+                    blob_len: 1000,
+                    digest: format!("sha256:{k:064x}"),
+                    codec: Default::default(),
+                    inner_offset: 0,
+                },
+            })
+            .collect();
+        let (_dir, cache, map) = cache_of(vec![big, file("data/small", 20_000_000, &["s"])]);
+        assert_eq!(file_start(&map, 9_000), 1000);
+        // 7 MB from its end: the span (1 MiB), not the 7 MB to the end.
+        let (_, ahead) = cache
+            .plan_readahead("sha256:l", &[want(&map, 3_000)], Reach::Directory, 0)
+            .unwrap();
+        let span = super::super::readahead::INITIAL_SPAN;
+        assert_eq!(ahead, 3_001..3_001 + (span / 1000) as usize);
     }
 
     #[test]
