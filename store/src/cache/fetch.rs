@@ -1019,6 +1019,27 @@ mod tests {
         }
     }
 
+    /// `data/big`: 10 000 distinct chunks of 1000 compressed bytes from blob offset 1000
+    /// (10 MB, more than FILE_AHEAD_MAX).
+    fn big_file() -> FileEntry {
+        let mut big = file("data/big", 1000, &["a"]);
+        big.chunks = (0..10_000u64)
+            .map(|k| ChunkRef {
+                file_offset: 1024 * k,
+                len: 1024,
+                location: ChunkLocation::Compressed {
+                    blob_offset: 1000 + 1000 * k,
+                    blob_len: 1000,
+                    digest: format!("sha256:{k:064x}"),
+                    codec: Default::default(),
+                    inner_offset: 0,
+                },
+            })
+            .collect();
+        big.size = 1024 * 10_000;
+        big
+    }
+
     fn want(map: &LayerMap, pos: usize) -> Want<'_> {
         map.chunks[pos].want()
     }
@@ -1066,21 +1087,7 @@ mod tests {
     fn a_sequential_window_reads_further_into_a_large_file() {
         // 10 000 chunks of 1000 compressed bytes: more than FILE_AHEAD_MAX left, so a miss
         // at its start reads ahead by the span only.
-        let mut big = file("data/big", 1000, &["a"]);
-        big.chunks = (0..10_000u64)
-            .map(|k| ChunkRef {
-                file_offset: 1024 * k,
-                len: 1024,
-                location: ChunkLocation::Compressed {
-                    blob_offset: 1000 + 1000 * k,
-                    blob_len: 1000,
-                    digest: format!("sha256:{k:064x}"),
-                    codec: Default::default(),
-                    inner_offset: 0,
-                },
-            })
-            .collect();
-        big.size = 1024 * 10_000;
+        let big = big_file();
         let (_dir, cache, map) = cache_of(vec![big]);
         let (_, plain) = cache
             .plan_readahead("sha256:l", &[want(&map, 0)], Reach::Directory, 0)
@@ -1098,20 +1105,7 @@ mod tests {
     #[test]
     fn a_miss_near_the_end_of_a_large_file_reads_the_span_not_the_rest() {
         // 10 000 chunks of 1000 compressed bytes (10 MB, more than FILE_AHEAD_MAX).
-        let mut big = file("data/big", 1000, &["a"]);
-        big.chunks = (0..10_000u64)
-            .map(|k| ChunkRef {
-                file_offset: 1024 * k,
-                len: 1024,
-                location: ChunkLocation::Compressed {
-                    blob_offset: 1000 + 1000 * k,
-                    blob_len: 1000,
-                    digest: format!("sha256:{k:064x}"),
-                    codec: Default::default(),
-                    inner_offset: 0,
-                },
-            })
-            .collect();
+        let big = big_file();
         let (_dir, cache, map) = cache_of(vec![big, file("data/small", 20_000_000, &["s"])]);
         assert_eq!(file_start(&map, 9_000), 1000);
         // 7 MB from its end: the span (1 MiB), not the 7 MB to the end.
