@@ -343,6 +343,7 @@ mod tests {
                 codec: Default::default(),
                 inner_offset: 0,
                 dir: Arc::from(&b""[..]),
+                file_start: if i < 8 { 0 } else { 8 * (200 << 10) },
                 file_end: if i < 8 {
                     8 * (200 << 10)
                 } else {

@@ -801,7 +801,7 @@ impl CacheCore {
         // The rest of the file, then the span into its directory's next files.
         let limit = if reach == Reach::File {
             prev_end.max(file_end.min(prev_end + super::readahead::FILE_AHEAD_MAX))
-        } else if file_end - file_start(&map, pos) <= super::readahead::FILE_AHEAD_MAX {
+        } else if file_end - map.chunks[pos].file_start <= super::readahead::FILE_AHEAD_MAX {
             // The whole file is small enough to be read whole. A miss near the end of a
             // larger one (a 98 MB `node`'s data) says nothing of the megabytes before it.
             prev_end.max(file_end) + span
@@ -969,17 +969,6 @@ impl CacheCore {
     }
 }
 
-/// Blob offset of the first chunk of the file whose chunk is at `pos` (a file's chunks
-/// are adjacent in the map and share its `file_end`).
-fn file_start(map: &LayerMap, pos: usize) -> u64 {
-    let end = map.chunks[pos].file_end;
-    let first = map.chunks[..pos]
-        .iter()
-        .rposition(|c| c.file_end != end)
-        .map_or(0, |i| i + 1);
-    map.chunks[first].blob_offset
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1107,7 +1096,7 @@ mod tests {
         // 10 000 chunks of 1000 compressed bytes (10 MB, more than FILE_AHEAD_MAX).
         let big = big_file();
         let (_dir, cache, map) = cache_of(vec![big, file("data/small", 20_000_000, &["s"])]);
-        assert_eq!(file_start(&map, 9_000), 1000);
+        assert_eq!(map.chunks[9_000].file_start, 1000);
         // 7 MB from its end: the span (1 MiB), not the 7 MB to the end.
         let (_, ahead) = cache
             .plan_readahead("sha256:l", &[want(&map, 3_000)], Reach::Directory, 0)

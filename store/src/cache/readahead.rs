@@ -47,6 +47,8 @@ pub struct MapChunk {
     pub inner_offset: u64,
     /// Parent directory of the file, with a trailing `/` (`""` at the root).
     pub dir: Arc<[u8]>,
+    /// Blob offset of the file's first chunk.
+    pub file_start: u64,
     /// Blob offset just past the file's last chunk.
     pub file_end: u64,
 }
@@ -81,19 +83,17 @@ impl LayerMap {
                 None => b"",
             };
             let dir = dirs.entry(dir).or_insert_with(|| Arc::from(dir)).clone();
-            let file_end = e
-                .chunks
-                .iter()
-                .filter_map(|c| match &c.location {
-                    ChunkLocation::Compressed {
-                        blob_offset,
-                        blob_len,
-                        ..
-                    } => Some(blob_offset + blob_len),
-                    _ => None,
-                })
-                .max()
-                .unwrap_or(0);
+            let spans = e.chunks.iter().filter_map(|c| match &c.location {
+                ChunkLocation::Compressed {
+                    blob_offset,
+                    blob_len,
+                    ..
+                } => Some((*blob_offset, blob_offset + blob_len)),
+                _ => None,
+            });
+            let (file_start, file_end) = spans
+                .reduce(|(a, b), (c, d)| (a.min(c), b.max(d)))
+                .unwrap_or((0, 0));
             for c in &e.chunks {
                 if let ChunkLocation::Compressed {
                     blob_offset,
@@ -111,6 +111,7 @@ impl LayerMap {
                         codec: *codec,
                         inner_offset: *inner_offset,
                         dir: dir.clone(),
+                        file_start,
                         file_end,
                     });
                 }
@@ -269,6 +270,7 @@ mod tests {
             codec: Default::default(),
             inner_offset: 0,
             dir: Arc::from(&b""[..]),
+            file_start: off,
             file_end: off + len,
         }
     }
